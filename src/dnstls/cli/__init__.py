@@ -1,0 +1,1 @@
+"""Command-line front door: parse -> config -> library call -> format."""

@@ -1,0 +1,1 @@
+"""Thin asyncio adapters: the only place with sockets and ``ssl``."""

@@ -1,0 +1,176 @@
+"""Turning queries into well-formed answers, including the error answers.
+
+Two layers meet here:
+
+* :func:`parse_query` takes the raw bytes of one client message and either returns a
+  validated :class:`dns.message.Message` or a :class:`Rejection` -- the bytes to send
+  back (FORMERR/NOTIMP/REFUSED/BADVERS), or ``None`` when nothing can or should be said.
+  RFC 1035 §4.1.1: without a readable 12-byte header there is nothing to answer, so the
+  stream is closed; a message with QR set is a response, not a query, and is dropped.
+* :func:`finalize` takes a response built by the resolver pipeline and applies what
+  depends on the transport (RFC 7828 keepalive on streams only, RFC 8467 padding on
+  encrypted streams only when the query was padded, RFC 1035/6891 truncation on UDP),
+  returning wire bytes with the query's ID.
+
+Error answers carry an Extended DNS Error (RFC 8914) when there is a reason to give.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+import dns.edns
+import dns.exception
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+
+from dnstls.proto import edns
+
+EDNS_PAYLOAD = 1232  # DNS Flag Day 2020 default UDP payload
+MIN_UDP = 512
+_HEADER = struct.Struct("!HHHHHH")
+_META_QTYPES = frozenset({dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY})
+_ZONE_TRANSFER = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
+
+
+class Transport(enum.Enum):
+    UDP = "udp"
+    TCP = "tcp"
+    TLS = "tls"
+
+    @property
+    def is_stream(self) -> bool:
+        return self is not Transport.UDP
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A message that will not reach the resolver: what to send back, if anything."""
+
+    wire: bytes | None
+    rcode: int | None
+    reason: str
+
+
+def header_error(wire: bytes, rcode: int) -> bytes | None:
+    """A header-only error response for a message whose body could not be parsed.
+
+    Echoes ID, opcode and RD (RFC 1035 §4.1.1). Returns None if there is no header.
+    """
+    if len(wire) < 12:
+        return None
+    qid, flags = struct.unpack_from("!HH", wire)
+    opcode_bits = flags & 0x7800
+    rd = flags & dns.flags.RD
+    out_flags = dns.flags.QR | opcode_bits | rd | (rcode & 0xF)
+    return _HEADER.pack(qid, out_flags, 0, 0, 0, 0)
+
+
+def _reject(message: dns.message.Message, rcode: int, reason: str, ede: int | None = None,
+            ) -> Rejection:
+    response = make_response(message)
+    response.set_rcode(rcode)
+    if ede is not None and response.edns >= 0:
+        response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, reason)])
+    return Rejection(response.to_wire(), rcode, reason)
+
+
+def parse_query(wire: bytes) -> dns.message.Message | Rejection:
+    """Validate one client message. See the module docstring for the outcomes."""
+    if len(wire) < 12:
+        return Rejection(None, None, "message shorter than a DNS header")
+    flags = (wire[2] << 8) | wire[3]
+    if flags & dns.flags.QR:
+        return Rejection(None, None, "QR set in a query")
+    opcode = (flags >> 11) & 0xF
+    try:
+        message = dns.message.from_wire(wire, question_only=opcode != dns.opcode.QUERY)
+    except Exception as exc:  # dnspython raises many types for malformed input
+        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
+                         f"malformed message: {type(exc).__name__}")
+    if opcode != dns.opcode.QUERY:
+        response = make_response(message)
+        response.set_rcode(dns.rcode.NOTIMP)
+        return Rejection(response.to_wire(), dns.rcode.NOTIMP,
+                         f"opcode {dns.opcode.to_text(opcode)} not implemented")
+    if len(message.question) != 1:
+        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
+                         f"QDCOUNT {len(message.question)}")
+    if message.edns > 0:
+        response = make_response(message)
+        response.set_rcode(dns.rcode.BADVERS)
+        return Rejection(response.to_wire(), dns.rcode.BADVERS,
+                         f"EDNS version {message.edns}")
+    if message.answer or message.authority:
+        return _reject(message, dns.rcode.FORMERR, "records in answer/authority of a query")
+    rrset = message.question[0]
+    if rrset.rdtype in _META_QTYPES:
+        return _reject(message, dns.rcode.FORMERR, "meta type in question")
+    if rrset.rdtype in _ZONE_TRANSFER:
+        return _reject(message, dns.rcode.REFUSED, "zone transfer refused",
+                       ede=dns.edns.EDECode.PROHIBITED)
+    return message
+
+
+def make_response(query: dns.message.Message, *, recursion_available: bool = True,
+                  ) -> dns.message.Message:
+    """Response skeleton: question copied, RD echoed, EDNS if the query had it, no pad.
+
+    Transport-dependent options (padding, keepalive) are added by :func:`finalize`.
+    """
+    response = dns.message.make_response(
+        query, recursion_available=recursion_available, our_payload=EDNS_PAYLOAD, pad=0)
+    if query.flags & dns.flags.CD:
+        response.flags |= dns.flags.CD
+    return response
+
+
+def error_response(query: dns.message.Message, rcode: int, *, ede: int | None = None,
+                   text: str | None = None) -> dns.message.Message:
+    """An error answer (SERVFAIL, REFUSED, ...) with an optional RFC 8914 EDE."""
+    response = make_response(query)
+    response.set_rcode(rcode)
+    if ede is not None and response.edns >= 0:
+        response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, text)])
+    return response
+
+
+def finalize(response: dns.message.Message, query: dns.message.Message,
+             transport: Transport, *, keepalive: float | None = None) -> bytes:
+    """Render ``response`` for ``transport``; see the module docstring."""
+    if response.edns >= 0 and query.edns >= 0:
+        options = [o for o in response.options
+                   if o.otype not in (edns.PADDING, edns.KEEPALIVE)]
+        pad = 0
+        if transport.is_stream:
+            if keepalive is not None and edns.has_option(query, edns.KEEPALIVE):
+                options.append(edns.keepalive_option(keepalive))
+            if transport is Transport.TLS and edns.has_option(query, edns.PADDING):
+                pad = edns.SERVER_BLOCK
+        response.use_edns(0, response.ednsflags, response.payload, options=options, pad=pad)
+    if transport.is_stream:
+        response.flags &= ~dns.flags.TC  # RFC 7766 §8: never truncate on a stream
+        return response.to_wire()
+    limit = max(MIN_UDP, query.payload) if query.edns >= 0 else MIN_UDP
+    try:
+        return response.to_wire(max_size=limit)
+    except dns.exception.TooBig:
+        return truncated(response).to_wire(max_size=limit)
+
+
+def truncated(response: dns.message.Message) -> dns.message.Message:
+    """The response with every section but the question emptied and TC set."""
+    short = dns.message.Message(id=response.id)
+    short.flags = response.flags | dns.flags.TC
+    short.question = list(response.question)
+    if response.edns >= 0:
+        options = [o for o in response.options if o.otype != edns.PADDING]
+        short.use_edns(0, response.ednsflags, response.payload, options=options)
+    short.set_rcode(response.rcode())
+    return short

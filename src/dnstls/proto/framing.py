@@ -1,0 +1,99 @@
+"""DNS over TCP/TLS length-prefix framing (RFC 1035 §4.2.2, RFC 7766 §8).
+
+Every DNS message on a stream is preceded by a two-byte, big-endian length. A stream
+carries any number of messages back to back: one TLS record may hold several messages,
+and one message may arrive across many records or TCP segments, split at *any* byte,
+including between the two length bytes. :class:`FrameDecoder` accepts bytes as they
+arrive and returns the complete messages.
+
+A length prefix of zero is a protocol violation (no DNS message is empty); it is
+reported as :class:`FramingError` so the connection can be closed. Lengths smaller than
+the 12-byte DNS header are returned as messages: the layer above decides whether to
+answer FORMERR or close (it cannot answer without a readable header).
+
+The decoder also reports whether a message is partly received (``in_message``), so the
+stream layer can apply a per-message read deadline that is distinct from the idle
+timeout (RFC 7766 §6.2.3: the idle timer restarts only after a whole message).
+"""
+
+from __future__ import annotations
+
+import struct
+
+MAX_MESSAGE = 65535
+_LEN = struct.Struct("!H")
+
+
+class FramingError(Exception):
+    """The byte stream cannot be framed (zero-length message)."""
+
+
+def encode(message: bytes) -> bytes:
+    """Return ``message`` with its two-byte length prefix."""
+    n = len(message)
+    if n == 0 or n > MAX_MESSAGE:
+        raise ValueError(f"DNS message length {n} out of range 1..{MAX_MESSAGE}")
+    return _LEN.pack(n) + message
+
+
+def encode_many(messages: list[bytes]) -> bytes:
+    """Frame several messages into one buffer (one write, one TLS record if it fits)."""
+    return b"".join([_LEN.pack(len(m)) + m for m in messages])
+
+
+class FrameDecoder:
+    """Incremental decoder of length-prefixed DNS messages."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held that do not yet form a complete message."""
+        return len(self._buf)
+
+    @property
+    def in_message(self) -> bool:
+        """True while part of a message (or of its length) has been received."""
+        return bool(self._buf)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data`` and return every message it completes, in order."""
+        buf = self._buf
+        if not buf and len(data) >= 2:
+            # Fast path: nothing buffered; slice complete messages straight from data.
+            out: list[bytes] = []
+            pos = 0
+            end = len(data)
+            while end - pos >= 2:
+                n = (data[pos] << 8) | data[pos + 1]
+                if n == 0:
+                    raise FramingError("zero-length DNS message")
+                if end - pos - 2 < n:
+                    break
+                out.append(bytes(data[pos + 2 : pos + 2 + n]))
+                pos += 2 + n
+            if pos < end:
+                buf += data[pos:]
+            return out
+        buf += data
+        return self._drain()
+
+    def _drain(self) -> list[bytes]:
+        buf = self._buf
+        out: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            n = (buf[pos] << 8) | buf[pos + 1]
+            if n == 0:
+                raise FramingError("zero-length DNS message")
+            if end - pos - 2 < n:
+                break
+            out.append(bytes(buf[pos + 2 : pos + 2 + n]))
+            pos += 2 + n
+        if pos:
+            del buf[:pos]
+        return out

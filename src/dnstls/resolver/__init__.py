@@ -1,0 +1,1 @@
+"""The resolver pipeline: small stages sharing one interface (see :mod:`.base`)."""
