@@ -1,0 +1,300 @@
+"""Upstream resolvers: what to forward to, and how to reach it.
+
+An upstream is written as a URI on the command line and as a TOML table in the
+configuration file; both become one frozen :class:`UpstreamSpec`.
+
+URI syntax (IPv6 addresses in brackets)::
+
+    udp://ADDR[:PORT]                 plain DNS over UDP (falls back to TCP on TC=1)
+    tcp://ADDR[:PORT]                 plain DNS over TCP, connections reused
+    tls://ADDR[:PORT][#AUTH_NAME]     DNS over TLS (RFC 7858), port 853 by default
+
+TOML (Stubby vocabulary)::
+
+    [[upstream]]
+    address = "1.1.1.1"
+    port = 853
+    transport = "tls"
+    tls_auth_name = "cloudflare-dns.com"
+    tls_pubkey_pinset = [{ digest = "sha256", value = "base64..." }]
+    # or: uri = "tls://1.1.1.1#cloudflare-dns.com"
+
+Strict authentication (RFC 8310 §5) is the default: a DoT upstream needs an
+authentication name (checked against the CA store) and/or a pinset. ``opportunistic =
+true`` encrypts without authenticating. Errors name the dotted field path
+(``upstream[2].tls_pubkey_pinset[0].value``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, get_args
+
+from dnstls.errors import ConfigError
+from dnstls.proto.pins import PIN_DIGEST, parse_pin
+
+TransportName = Literal["udp", "tcp", "tls"]
+TRANSPORTS: tuple[str, ...] = get_args(TransportName)
+DEFAULT_PORTS: dict[str, int] = {"udp": 53, "tcp": 53, "tls": 853}
+
+DEFAULT_IDLE_TIMEOUT = 8.0  # below Cloudflare's ~10 s server-side idle timeout
+DEFAULT_MAX_CONNECTIONS = 2
+DEFAULT_MAX_QUERIES_PER_CONNECTION = 100  # in flight (pipelining), like Unbound/dnsdist
+DEFAULT_CONNECT_TIMEOUT = 3.0  # TCP connect + TLS handshake
+DEFAULT_QUERY_TIMEOUT = 2.0  # one attempt on one upstream before failing over
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSpec:
+    """One upstream resolver. ``name`` (its URI) is used in logs, metrics and errors."""
+
+    address: str
+    port: int
+    transport: TransportName = "tls"
+    tls_auth_name: str | None = None
+    tls_pubkey_pinset: tuple[str, ...] = ()
+    ca_file: str | None = None
+    opportunistic: bool = False
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_queries_per_connection: int = DEFAULT_MAX_QUERIES_PER_CONNECTION
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    query_timeout: float = DEFAULT_QUERY_TIMEOUT
+    tls_query_padding_blocksize: int = 128
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.uri)
+
+    @property
+    def uri(self) -> str:
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        text = f"{self.transport}://{host}:{self.port}"
+        if self.transport == "tls" and self.tls_auth_name:
+            text += f"#{self.tls_auth_name}"
+        return text
+
+    @property
+    def key(self) -> tuple[str, int, str, str | None]:
+        """Connections are shared only between identical (address, port, transport, name)."""
+        return (self.address, self.port, self.transport, self.tls_auth_name)
+
+
+def _fail(path: str, message: str) -> ConfigError:
+    return ConfigError(path, message)
+
+
+def _check_address(text: str, path: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _fail(path, f"{text!r} is not an IP address (upstreams are given by "
+                          "address; put the TLS name after '#')") from None
+
+
+def _check_auth_name(text: str, path: str) -> str:
+    name = text.strip().rstrip(".")
+    if not name or len(name) > 253 or any(
+            not label or len(label) > 63 for label in name.split(".")):
+        raise _fail(path, f"{text!r} is not a valid host name")
+    return name
+
+
+def _pins(values: Iterable[str], path: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for i, value in enumerate(values):
+        try:
+            out.append(parse_pin(value))
+        except ValueError as exc:
+            raise _fail(f"{path}[{i}]", str(exc)) from None
+    return tuple(out)
+
+
+def parse_upstream_uri(text: str, *, pins: Sequence[str] = (), ca_file: str | None = None,
+                       path: str = "upstream", strict: bool = True) -> UpstreamSpec:
+    """Parse ``udp://``, ``tcp://`` or ``tls://ADDR[:PORT][#AUTH_NAME]``.
+
+    Raises :class:`ConfigError` naming ``path`` and what is wrong with ``text``.
+    ``strict=False`` skips the "strict TLS needs a name or a pin" check (used when a
+    TOML table adds those next to its ``uri``).
+    """
+    raw = text.strip()
+    if "://" not in raw:
+        raise _fail(path, f"{text!r}: expected udp://, tcp:// or tls://ADDR[:PORT][#NAME]")
+    netloc = raw.split("://", 1)[1].split("#", 1)[0].split("/", 1)[0]
+    if netloc.count(":") > 1 and not netloc.startswith("["):
+        raise _fail(path, f"{text!r}: put an IPv6 address in brackets, e.g. tls://[::1]:853")
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        port_part = parts.port
+    except ValueError as exc:
+        raise _fail(path, f"{text!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in TRANSPORTS:
+        raise _fail(path, f"{text!r}: unknown transport {scheme!r} "
+                          "(expected udp, tcp or tls)")
+    if parts.path not in ("", "/") or parts.query or parts.username or parts.password:
+        raise _fail(path, f"{text!r}: unexpected path, query or user part")
+    host = parts.hostname
+    if not host:
+        raise _fail(path, f"{text!r}: missing address")
+    address = _check_address(host, path)
+    port = DEFAULT_PORTS[scheme] if port_part is None else port_part
+    if not 0 < port < 65536:
+        raise _fail(path, f"{text!r}: port {port} out of range")
+    auth_name: str | None = None
+    if parts.fragment:
+        if scheme != "tls":
+            raise _fail(path, f"{text!r}: '#NAME' applies only to tls://")
+        auth_name = _check_auth_name(parts.fragment, path)
+    transport: TransportName = "udp" if scheme == "udp" else "tcp" if scheme == "tcp" else "tls"
+    spec = UpstreamSpec(address=address, port=port, transport=transport,
+                        tls_auth_name=auth_name, tls_pubkey_pinset=_pins(pins, f"{path}.pins"),
+                        ca_file=ca_file)
+    if strict:
+        _check_strict(spec, path)
+    return spec
+
+
+def _check_strict(spec: UpstreamSpec, path: str) -> None:
+    if spec.transport != "tls":
+        if spec.tls_pubkey_pinset or spec.tls_auth_name:
+            raise _fail(path, f"{spec.transport} upstream cannot be authenticated; "
+                              "tls_auth_name and tls_pubkey_pinset need transport = \"tls\"")
+        return
+    if spec.opportunistic and (spec.tls_pubkey_pinset or spec.tls_auth_name):
+        # Stubby would silently ignore them; say so instead.
+        raise _fail(f"{path}.opportunistic",
+                    "opportunistic upstreams are not authenticated: drop tls_auth_name "
+                    "and tls_pubkey_pinset, or set opportunistic = false")
+    if not spec.opportunistic and not spec.tls_auth_name and not spec.tls_pubkey_pinset:
+        raise _fail(path, f"{spec.uri}: strict TLS needs tls_auth_name (tls://ADDR#NAME) "
+                          "and/or tls_pubkey_pinset; or set opportunistic = true")
+
+
+_KEYS = {"uri", "address", "port", "transport", "tls_auth_name", "tls_pubkey_pinset",
+         "ca_file", "opportunistic", "idle_timeout", "max_connections",
+         "max_queries_per_connection", "connect_timeout", "query_timeout",
+         "tls_query_padding_blocksize"}
+
+
+def _number(item: Mapping[str, Any], key: str, path: str, *, lo: float, hi: float,
+            integer: bool = False) -> float | int | None:
+    if key not in item:
+        return None
+    value = item[key]
+    ok_type = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, ok_type):
+        kind = "an integer" if integer else "a number"
+        raise _fail(f"{path}.{key}", f"expected {kind}, got {value!r}")
+    if not lo <= value <= hi:
+        raise _fail(f"{path}.{key}", f"{value!r} out of range {lo:g}..{hi:g}")
+    return value
+
+
+def _pinset(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise _fail(path, "expected a list of { digest = \"sha256\", value = \"...\" }")
+    pins: list[str] = []
+    for i, entry in enumerate(value):
+        entry_path = f"{path}[{i}]"
+        if isinstance(entry, str):  # accept the bare-string shorthand too
+            entry = {"digest": PIN_DIGEST, "value": entry}
+        if not isinstance(entry, dict):
+            raise _fail(entry_path, "expected a table { digest = \"sha256\", value = \"...\" }")
+        unknown = set(entry) - {"digest", "value"}
+        if unknown:
+            raise _fail(f"{entry_path}.{sorted(unknown)[0]}", "unknown key")
+        digest = entry.get("digest", PIN_DIGEST)
+        if not isinstance(digest, str) or digest.lower() != PIN_DIGEST:
+            raise _fail(f"{entry_path}.digest", f"{digest!r}: only \"sha256\" is supported")
+        if "value" not in entry or not isinstance(entry["value"], str):
+            raise _fail(f"{entry_path}.value", "missing base64 SHA-256 SPKI pin")
+        try:
+            pins.append(parse_pin(entry["value"]))
+        except ValueError as exc:
+            raise _fail(f"{entry_path}.value", str(exc)) from None
+    return tuple(pins)
+
+
+def _string(item: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = item.get(key)
+    if value is not None and not isinstance(value, str):
+        raise _fail(f"{path}.{key}", f"expected a string, got {value!r}")
+    return value
+
+
+def upstream_from_table(item: Mapping[str, Any], path: str) -> UpstreamSpec:
+    """One ``[[upstream]]`` table; see the module docstring for the keys."""
+    if not isinstance(item, Mapping):
+        raise _fail(path, "expected a table")
+    unknown = sorted(set(item) - _KEYS)
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown key")
+    uri = _string(item, "uri", path)
+    if uri is not None:
+        clash = sorted({"address", "port", "transport"} & set(item))
+        if clash:
+            raise _fail(f"{path}.{clash[0]}", "give either uri or address/port/transport")
+        base = parse_upstream_uri(uri, path=f"{path}.uri", strict=False)
+    else:
+        address_text = _string(item, "address", path)
+        if address_text is None:
+            raise _fail(f"{path}.address", "missing (or give uri = \"tls://ADDR#NAME\")")
+        address = _check_address(address_text, f"{path}.address")
+        transport = _string(item, "transport", path) or "tls"
+        if transport not in TRANSPORTS:
+            raise _fail(f"{path}.transport", f"{transport!r}: expected udp, tcp or tls")
+        port = _number(item, "port", path, lo=1, hi=65535, integer=True)
+        base = UpstreamSpec(address=address, transport=transport,  # type: ignore[arg-type]
+                            port=int(port) if port is not None else DEFAULT_PORTS[transport])
+    changes: dict[str, Any] = {}
+    auth_name = _string(item, "tls_auth_name", path)
+    if auth_name is not None:
+        changes["tls_auth_name"] = _check_auth_name(auth_name, f"{path}.tls_auth_name")
+    if "tls_pubkey_pinset" in item:
+        changes["tls_pubkey_pinset"] = _pinset(item["tls_pubkey_pinset"],
+                                               f"{path}.tls_pubkey_pinset")
+    ca_file = _string(item, "ca_file", path)
+    if ca_file is not None:
+        changes["ca_file"] = ca_file
+    if "opportunistic" in item:
+        if not isinstance(item["opportunistic"], bool):
+            raise _fail(f"{path}.opportunistic", "expected true or false")
+        changes["opportunistic"] = item["opportunistic"]
+    for key, lo, hi, integer in (("idle_timeout", 0.0, 3600.0, False),
+                                 ("connect_timeout", 0.01, 60.0, False),
+                                 ("query_timeout", 0.01, 60.0, False),
+                                 ("max_connections", 1, 1024, True),
+                                 ("max_queries_per_connection", 1, 65535, True),
+                                 ("tls_query_padding_blocksize", 0, 1024, True)):
+        value = _number(item, key, path, lo=lo, hi=hi, integer=integer)
+        if value is not None:
+            changes[key] = value
+    spec = replace(base, name="", **changes)
+    _check_strict(spec, path)
+    return spec
+
+
+def upstreams_from_toml(items: Any, path: str = "upstream") -> list[UpstreamSpec]:
+    """Validate the ``[[upstream]]`` array; raises ConfigError naming the dotted path."""
+    if not isinstance(items, list):
+        raise _fail(path, "expected an array of tables ([[upstream]])")
+    specs = [upstream_from_table(item, f"{path}[{i}]") for i, item in enumerate(items)]
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.name in seen:
+            raise _fail(f"{path}[{i}]", f"duplicate of {path}[{seen[spec.name]}] ({spec.name})")
+        seen[spec.name] = i
+    return specs
+
+
+def default_upstreams() -> list[UpstreamSpec]:
+    """Cloudflare over DoT, authenticated by name against the system CA store."""
+    return [UpstreamSpec(address=address, port=853, transport="tls",
+                         tls_auth_name="cloudflare-dns.com")
+            for address in ("1.1.1.1", "1.0.0.1")]
