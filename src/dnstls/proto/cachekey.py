@@ -1,0 +1,203 @@
+"""Cache keys for DNS queries, from a parsed message or straight from the wire.
+
+What identifies a cacheable query
+---------------------------------
+A cached answer may be reused for another query when both ask the same question:
+the owner name compared case-insensitively (RFC 1034 §3.1, RFC 4343), the QTYPE and the
+QCLASS -- and when the two requests would get the same answer from an upstream: the DO
+bit (RFC 3225: DNSSEC records only when asked for) and the CD bit (RFC 4035 §3.2.2:
+checking disabled may yield data a validator would have rejected). Nothing else in the
+query is part of the key. In particular the key is never the raw query bytes: the ID,
+the case of the name (0x20 randomisation), EDNS padding (RFC 7830, a different length
+per transport), cookies (RFC 7873, per client) and edns-tcp-keepalive (RFC 7828) all
+differ between queries that deserve the same answer. dnsdist's packet cache skips
+PADDING and COOKIE for the same reason.
+
+The key is one ``bytes`` value: the question's owner name in uncompressed wire form
+with ASCII letters lower-cased (exactly the RFC 4343 folding; ``bytes.lower`` touches
+nothing else), then QTYPE and QCLASS (2 bytes each) and one byte of flags
+(:data:`KEY_DO`, :data:`KEY_CD`). The name is self-delimiting (it ends at the root
+label), so distinct questions give distinct keys. Only the *name* is lower-cased: QTYPE
+65 (HTTPS) is the byte 0x41, "A", and must not fold into QTYPE 97.
+
+The fast path
+-------------
+:func:`read_query` reads a raw query without a dnspython parse: the header, the one
+question, then every RR of the additional section (walked with bounds checks; names
+there may be compressed) to find the OPT RR, whose TTL field holds the EDNS version and
+the DO bit (RFC 6891 §6.1.3). It returns ``None`` -- "take the slow path" -- for
+anything it cannot read confidently or that the slow path must judge itself: a short or
+truncated message, QR set, an opcode other than QUERY, QDCOUNT other than 1, records in
+the answer or authority section, a compression pointer or an extended label in the
+question, a name longer than 255 octets, a meta QTYPE (OPT, TSIG, TKEY, AXFR, IXFR), a
+TSIG record, an OPT that is duplicated, not owned by the root, of an EDNS version other
+than 0 or with malformed options, and trailing bytes. For every query it accepts,
+:func:`key_from_wire` equals :func:`key_from_message` of the parsed query (the unit
+tests check this property with hypothesis).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import dns.flags
+import dns.message
+import dns.rdatatype
+
+CacheKey = bytes
+
+KEY_DO = 0x01
+KEY_CD = 0x02
+
+_QR = 0x8000
+_OPCODE_MASK = 0x7800
+_CD = 0x0010
+_DO = 0x8000
+_HEADER = struct.Struct("!HHHHHH")
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_MAX_NAME = 255
+_OPT = int(dns.rdatatype.OPT)
+_TSIG = int(dns.rdatatype.TSIG)
+_PADDING = 12
+_KEEPALIVE = 11
+_META_QTYPES = frozenset({_OPT, _TSIG, int(dns.rdatatype.TKEY), int(dns.rdatatype.AXFR),
+                          int(dns.rdatatype.IXFR)})
+
+
+def key_from_message(message: dns.message.Message) -> CacheKey:
+    """The cache key of a parsed query. Raises ValueError unless it has one question."""
+    if len(message.question) != 1:
+        raise ValueError(f"a cache key needs exactly one question, not {len(message.question)}")
+    rrset = message.question[0]
+    flags = 0
+    if message.edns >= 0 and message.ednsflags & dns.flags.DO:
+        flags |= KEY_DO
+    if message.flags & dns.flags.CD:
+        flags |= KEY_CD
+    name = rrset.name.to_wire()
+    assert name is not None  # to_wire() without a file returns the bytes
+    return name.lower() + struct.pack("!HHB", rrset.rdtype, rrset.rdclass, flags)
+
+
+def key_from_wire(wire: bytes) -> CacheKey | None:
+    """The cache key of a raw query, or None when the slow path must decide."""
+    query = read_query(wire)
+    return None if query is None else query.key
+
+
+@dataclass(frozen=True, slots=True)
+class WireQuery:
+    """What the listener's fast path needs to know about a raw query.
+
+    ``qname`` is the question's owner name as sent (case preserved, for 0x20 echo);
+    ``edns`` says whether the query had an OPT RR, ``payload`` is its advertised UDP
+    size (0 without EDNS); ``padding`` and ``keepalive`` say which of those options the
+    query carried (RFC 8467 pads a response only when the query was padded).
+    """
+
+    key: CacheKey
+    id: int
+    flags: int
+    qname: bytes
+    edns: bool
+    payload: int
+    padding: bool
+    keepalive: bool
+
+    @property
+    def rd(self) -> bool:
+        return bool(self.flags & dns.flags.RD)
+
+
+def read_query(wire: bytes) -> WireQuery | None:
+    """Read a raw query for the fast path; see the module docstring for the rules."""
+    end = len(wire)
+    if end < 12:
+        return None
+    qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+    if flags & (_QR | _OPCODE_MASK) or qdcount != 1 or ancount or nscount:
+        return None
+    name_end = _question_name_end(wire)
+    if name_end is None or name_end + 4 > end:
+        return None
+    qtype = (wire[name_end] << 8) | wire[name_end + 1]
+    if qtype in _META_QTYPES:
+        return None
+    pos = name_end + 4
+    edns = padding = keepalive = False
+    payload = 0
+    key_flags = KEY_CD if flags & _CD else 0
+    for _ in range(arcount):
+        owner = pos
+        pos = _skip_name(wire, pos)
+        if pos < 0 or pos + 10 > end:
+            return None
+        rrtype, rrclass, ttl, rdlength = _RR_FIXED.unpack_from(wire, pos)
+        pos += 10
+        rdata = pos
+        pos += rdlength
+        if pos > end or rrtype == _TSIG:
+            return None
+        if rrtype != _OPT:
+            continue
+        # RFC 6891 §6.1.1: one OPT, owned by the root; version in TTL bits 16-23.
+        if edns or wire[owner] != 0 or (ttl >> 16) & 0xFF != 0:
+            return None
+        options = _option_codes(wire, rdata, pos)
+        if options is None:
+            return None
+        edns = True
+        payload = rrclass
+        padding = _PADDING in options
+        keepalive = _KEEPALIVE in options
+        if ttl & _DO:
+            key_flags |= KEY_DO
+    if pos != end:
+        return None
+    qname = wire[12:name_end]
+    key = qname.lower() + wire[name_end:name_end + 4] + bytes((key_flags,))
+    return WireQuery(key, qid, flags, qname, edns, payload, padding, keepalive)
+
+
+def _question_name_end(wire: bytes) -> int | None:
+    """Offset just past the uncompressed question name at offset 12, or None."""
+    pos = 12
+    end = len(wire)
+    while pos < end:
+        length = wire[pos]
+        if length == 0:
+            return pos + 1 if pos + 1 - 12 <= _MAX_NAME else None
+        if length & 0xC0:  # compression pointer or extended label type
+            return None
+        pos += 1 + length
+    return None
+
+
+def _skip_name(wire: bytes, pos: int) -> int:
+    """Offset just past a possibly compressed name at ``pos``, or -1 if unreadable."""
+    end = len(wire)
+    while pos < end:
+        length = wire[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2 if pos + 2 <= end else -1
+        if length & 0xC0:
+            return -1
+        pos += 1 + length
+    return -1
+
+
+def _option_codes(wire: bytes, pos: int, end: int) -> set[int] | None:
+    """The option codes in OPT RDATA ``wire[pos:end]``, or None if it is malformed."""
+    codes: set[int] = set()
+    while pos < end:
+        if pos + 4 > end:
+            return None
+        code, length = struct.unpack_from("!HH", wire, pos)
+        pos += 4 + length
+        if pos > end:
+            return None
+        codes.add(code)
+    return codes
