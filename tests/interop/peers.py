@@ -1,0 +1,807 @@
+"""Real DNS peers on loopback for the interop tests.
+
+The harness runs Debian's DNS software as subprocesses with configs generated into a
+test's ``tmp_path``, on ports chosen at run time, and tears them down afterwards:
+
+* servers: ``nsd`` (authoritative for :data:`ZONE_ORIGIN`), ``unbound`` (DoT server
+  that stubs the zone to nsd, or a plain forwarder that forwards it over TLS),
+  ``kresd`` (Knot Resolver 5, DoT) and ``dnsdist`` (DoT frontend, nsd backend);
+* a stub: ``stubby`` in strict mode (RFC 8310 §5) in front of a DoT server;
+* clients: ``kdig``, ``dig``, ``getdns_query`` and ``dnsperf -m dot``, wrapped so that
+  each call is bounded by a timeout and returns a parsed result.
+
+Lifecycle rules (see :class:`Peer`): every process gets its own session (process group)
+and a log file that holds its stdout and stderr. Readiness is polled with a bounded
+deadline, failing at once if the process exits. Teardown sends SIGTERM, then SIGKILL to
+the process group after a grace period; a peer that died *before* teardown fails the test
+with the tail of its log.
+
+Missing binaries: :func:`require` skips the test, except under CI (``CI=true``), where a
+missing peer is a broken setup and fails the test.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LOOPBACK = "127.0.0.1"
+TLS_NAME = "dns.test"
+ZONE_ORIGIN = "example.test."
+
+#: Readiness and shutdown bounds, in seconds.
+READY_TIMEOUT = 15.0
+STOP_GRACE = 5.0
+#: Default bound for one client command.
+CLIENT_TIMEOUT = 20.0
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+# --------------------------------------------------------------------------- binaries
+
+_SBIN_PATH = os.pathsep.join(["/usr/local/sbin", "/usr/sbin", "/sbin"])
+
+
+def which(name: str) -> str | None:
+    """Find a binary on PATH or in the sbin directories (daemons live there)."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + _SBIN_PATH)
+
+
+def require(name: str) -> str:
+    """Path of a peer binary; skip the test if it is missing, but fail under CI."""
+    path = which(name)
+    if path is None:
+        message = f"peer binary {name!r} is not installed (run scripts/setup)"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+# --------------------------------------------------------------------------- ports
+
+def free_port(host: str = LOOPBACK, *, tries: int = 50) -> int:
+    """A port that is free for both TCP and UDP on ``host`` right now.
+
+    The OS picks a TCP port (bind to port 0), then the same number must bind for UDP.
+    There is an unavoidable window until the peer binds it; peers are configured not to
+    share ports (no SO_REUSEPORT) so a lost race shows up as a startup failure.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(tries):
+        with socket.socket(family, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port: int = tcp.getsockname()[1]
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError(f"no port free for TCP and UDP on {host} after {tries} tries")
+
+
+def tcp_accepts(host: str, port: int, *, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def udp_dns_answers(host: str, port: int, name: str = ZONE_ORIGIN, *,
+                    timeout: float = 0.5) -> bool:
+    """True if a DNS server answers (any RCODE) a SOA query over UDP."""
+    query = _make_query(name, 6)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.sendto(query, (host, port))
+            data = sock.recv(65535)
+        except OSError:
+            return False
+    return len(data) >= 12 and data[:2] == query[:2] and bool(data[2] & 0x80)
+
+
+def _make_query(name: str, rdtype: int) -> bytes:
+    """A minimal DNS query (no dependency on dnspython, which may not be installed)."""
+    qid = os.urandom(2)
+    labels = [label for label in name.rstrip(".").split(".") if label]
+    qname = b"".join(bytes([len(lab)]) + lab.encode("ascii") for lab in labels) + b"\0"
+    header = qid + b"\x01\x00" + b"\x00\x01\x00\x00\x00\x00\x00\x00"
+    return header + qname + rdtype.to_bytes(2, "big") + b"\x00\x01"
+
+
+# --------------------------------------------------------------------------- certificates
+
+@dataclass(frozen=True)
+class TestPKI:
+    """A per-run CA and a server certificate for ``dns.test``, 127.0.0.1 and ::1."""
+
+    __test__ = False  # not a test class, despite the name
+
+    directory: Path
+    ca_pem: Path
+    cert_pem: Path   # leaf (+ intermediates, if any): the chain a server presents
+    key_pem: Path
+    pin: str         # SPKI pin of the leaf
+    ca_pin: str      # SPKI pin of the CA
+    hostname: str = TLS_NAME
+
+    @property
+    def wrong_pin(self) -> str:
+        """A well-formed pin that matches nothing in the chain."""
+        raw = bytearray(base64.b64decode(self.pin))
+        raw[0] ^= 0xFF
+        return base64.b64encode(bytes(raw)).decode("ascii")
+
+
+def make_pki(directory: Path, *, hostname: str = TLS_NAME) -> TestPKI:
+    import trustme
+    from cryptography import x509
+
+    from dnstls.proto.pins import spki_pin
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = trustme.CA()
+    leaf = ca.issue_cert(hostname, "127.0.0.1", "::1")
+    ca_pem, cert_pem, key_pem = (directory / n for n in ("ca.pem", "cert.pem", "key.pem"))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    leaf.private_key_pem.write_to_path(str(key_pem))
+    key_pem.chmod(0o600)
+    cert_pem.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf_cert = x509.load_pem_x509_certificate(leaf.cert_chain_pems[0].bytes())
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
+    return TestPKI(directory, ca_pem, cert_pem, key_pem, pin=spki_pin(leaf_cert),
+                   ca_pin=spki_pin(ca_cert), hostname=hostname)
+
+
+# --------------------------------------------------------------------------- test zone
+
+#: Eight 250-character TXT strings: a ~2 KB RRset that does not fit a 1232-byte UDP answer.
+BIG_TXT = [f"{i:02d}-" + chr(ord("a") + i) * 247 for i in range(8)]
+
+#: What the test zone holds, for assertions: (owner, type) -> rdata as kdig/dig print it.
+ZONE_DATA: dict[tuple[str, str], list[str]] = {
+    ("www.example.test.", "A"): ["192.0.2.1"],
+    ("www.example.test.", "AAAA"): ["2001:db8::1"],
+    ("txt.example.test.", "TXT"): ['"hello dnstls"'],
+    ("alias.example.test.", "CNAME"): ["www.example.test."],
+    ("example.test.", "MX"): ["10 mail.example.test."],
+    ("mail.example.test.", "A"): ["192.0.2.25"],
+    ("big.example.test.", "TXT"): [f'"{s}"' for s in BIG_TXT],
+}
+
+ZONE_TEXT = "\n".join([
+    f"$ORIGIN {ZONE_ORIGIN}",
+    "$TTL 300",
+    "@      IN SOA ns1 hostmaster 2024010101 3600 600 86400 300",
+    "@      IN NS  ns1",
+    "@      IN MX  10 mail",
+    "ns1    IN A   127.0.0.1",
+    "www    IN A   192.0.2.1",
+    "www    IN AAAA 2001:db8::1",
+    "mail   IN A   192.0.2.25",
+    'txt    IN TXT "hello dnstls"',
+    "alias  IN CNAME www",
+    *(f'big    IN TXT "{s}"' for s in BIG_TXT),
+    "",
+])
+
+
+def write_zone(directory: Path, name: str = "example.test.zone") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(ZONE_TEXT)
+    return path
+
+
+# --------------------------------------------------------------------------- processes
+
+class PeerError(Exception):
+    """A peer failed to start, or died before it was stopped."""
+
+
+@dataclass
+class Peer:
+    """One peer process: its command, its log, and the address clients use."""
+
+    name: str
+    argv: list[str]
+    cwd: Path
+    host: str = LOOPBACK
+    port: int = 0
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
+    stopped: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def start(self) -> Peer:
+        self.log_path = self.cwd / f"{self.name}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.argv, cwd=self.cwd, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                env=None if self.env is None else {**os.environ, **self.env})
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log_text(self, limit: int = 6000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace")
+        return text if len(text) <= limit else "...\n" + text[-limit:]
+
+    def describe_failure(self, what: str) -> str:
+        code = None if self.proc is None else self.proc.returncode
+        return (f"{self.name} {what} (exit status {code})\ncommand: {' '.join(self.argv)}\n"
+                f"--- {self.name} log ---\n{self.log_text()}")
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise PeerError(self.describe_failure("exited early"))
+
+    def wait_ready(self, probe: Callable[[], bool], *, timeout: float = READY_TIMEOUT,
+                   interval: float = 0.05) -> Peer:
+        """Poll ``probe`` until it is true; fail fast if the process exits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.check_alive()
+            except PeerError:
+                self.stop(check=False)  # reported here, not again at teardown
+                raise
+            if probe():
+                return self
+            if time.monotonic() >= deadline:
+                self.stop(check=False)
+                raise PeerError(self.describe_failure(f"not ready after {timeout:.0f}s"))
+            time.sleep(interval)
+
+    def wait_tcp(self, *, timeout: float = READY_TIMEOUT) -> Peer:
+        return self.wait_ready(lambda: tcp_accepts(self.host, self.port), timeout=timeout)
+
+    def stop(self, *, check: bool = True) -> None:
+        """Terminate, then kill the process group; raise PeerError if it had died early."""
+        if self.proc is None or self.stopped:
+            return
+        self.stopped = True
+        proc = self.proc
+        died_early = proc.poll() is not None
+        if not died_early:
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=STOP_GRACE)
+        # Children that outlived the leader (nsd forks server processes) share its group.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if died_early and check:
+            raise PeerError(self.describe_failure("died before teardown"))
+
+
+class PeerGroup:
+    """The peers one test started; :meth:`stop_all` stops them in reverse order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.peers: list[Peer] = []
+
+    def workdir(self, name: str) -> Path:
+        path = self.directory / name
+        suffix = 1
+        while path.exists():
+            suffix += 1
+            path = self.directory / f"{name}-{suffix}"
+        path.mkdir(parents=True)
+        return path
+
+    def start(self, peer: Peer) -> Peer:
+        self.peers.append(peer)
+        return peer.start()
+
+    def stop_all(self) -> list[str]:
+        failures = []
+        for peer in reversed(self.peers):
+            try:
+                peer.stop()
+            except PeerError as exc:
+                failures.append(str(exc))
+        return failures
+
+
+# --------------------------------------------------------------------------- servers
+
+def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT) -> Peer:
+    """nsd, authoritative for example.test. over UDP and TCP on a free port."""
+    binary = require("nsd")
+    work = group.workdir("nsd")
+    port = free_port()
+    (work / "example.test.zone").write_text(zone_text)
+    conf = work / "nsd.conf"
+    conf.write_text(f"""\
+server:
+    ip-address: {LOOPBACK}@{port}
+    port: {port}
+    do-ip6: no
+    reuseport: no
+    server-count: 1
+    username: ""
+    chroot: ""
+    zonesdir: "{work}"
+    pidfile: "{work}/nsd.pid"
+    database: ""
+    zonelistfile: "{work}/zone.list"
+    xfrdfile: "{work}/xfrd.state"
+    xfrdir: "{work}"
+    hide-version: yes
+    verbosity: 1
+remote-control:
+    control-enable: no
+zone:
+    name: "{ZONE_ORIGIN}"
+    zonefile: "example.test.zone"
+""")
+    peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, port=port))
+    return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port))
+
+
+def _unbound_base(work: Path, *, interface: str, extra: str = "") -> str:
+    return f"""\
+server:
+    interface: {interface}
+    so-reuseport: no
+    do-ip6: no
+    num-threads: 1
+    username: ""
+    chroot: ""
+    directory: "{work}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    local-zone: "test." nodefault
+    domain-insecure: "test."
+    qname-minimisation: no
+    harden-referral-path: no
+    edns-tcp-keepalive: yes
+    edns-tcp-keepalive-timeout: 20000
+{extra}
+remote-control:
+    control-enable: no
+"""
+
+
+def start_unbound_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:
+    """unbound serving DoT on a free port, with example.test. stubbed to ``nsd``."""
+    binary = require("unbound")
+    work = group.workdir("unbound-dot")
+    port = free_port()
+    conf = work / "unbound.conf"
+    conf.write_text(_unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=f"""\
+    tls-port: {port}
+    tls-service-key: "{pki.key_pem}"
+    tls-service-pem: "{pki.cert_pem}"
+""") + f"""\
+stub-zone:
+    name: "{ZONE_ORIGIN}"
+    stub-addr: {nsd.host}@{nsd.port}
+""")
+    peer = group.start(Peer("unbound-dot", [binary, "-d", "-c", str(conf)], work, port=port))
+    return peer.wait_tcp()
+
+
+def start_unbound_tls_forwarder(group: PeerGroup, pki: TestPKI, *, upstream_host: str,
+                                upstream_port: int, auth_name: str = TLS_NAME) -> Peer:
+    """unbound answering plain DNS on a free port, forwarding example.test. over TLS
+    (``forward-tls-upstream: yes``, certificate checked against ``pki.ca_pem``)."""
+    binary = require("unbound")
+    work = group.workdir("unbound-fwd")
+    port = free_port()
+    conf = work / "unbound.conf"
+    conf.write_text(_unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=f"""\
+    port: {port}
+    tls-cert-bundle: "{pki.ca_pem}"
+""") + f"""\
+forward-zone:
+    name: "{ZONE_ORIGIN}"
+    forward-tls-upstream: yes
+    forward-addr: {upstream_host}@{upstream_port}#{auth_name}
+""")
+    peer = group.start(Peer("unbound-fwd", [binary, "-d", "-c", str(conf)], work, port=port))
+    return peer.wait_tcp()
+
+
+def start_kresd_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:
+    """Knot Resolver 5 serving DoT on a free port, with example.test. stubbed to ``nsd``."""
+    binary = require("kresd")
+    work = group.workdir("kresd")
+    port = free_port()
+    (work / "config").write_text(f"""\
+-- generated for the interop tests
+net.listen('{LOOPBACK}', {port}, {{ kind = 'tls' }})
+net.tls('{pki.cert_pem}', '{pki.key_pem}')
+modules.unload('ta_update')
+modules.unload('detect_time_skew')
+modules.unload('priming')
+trust_anchors.remove('.')
+cache.size = 10 * MB
+policy.add(policy.suffix(policy.STUB({{'{nsd.host}@{nsd.port}'}}),
+                         {{todname('{ZONE_ORIGIN}')}}))
+""")
+    peer = group.start(Peer("kresd", [binary, "-n", "-c", "config", str(work)], work,
+                            port=port))
+    return peer.wait_tcp()
+
+
+def start_dnsdist_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:
+    """dnsdist with a DoT frontend (``addTLSLocal``) on a free port and nsd as backend."""
+    binary = require("dnsdist")
+    work = group.workdir("dnsdist")
+    port = free_port()
+    plain = free_port()
+    conf = work / "dnsdist.conf"
+    conf.write_text(f"""\
+-- generated for the interop tests
+setSecurityPollSuffix("")
+setLocal("{LOOPBACK}:{plain}")
+addTLSLocal("{LOOPBACK}:{port}", "{pki.cert_pem}", "{pki.key_pem}", {{ provider = "openssl" }})
+newServer({{ address = "{nsd.host}:{nsd.port}", healthCheckMode = "up" }})
+setACL({{"127.0.0.0/8", "::1/128"}})
+""")
+    peer = group.start(Peer("dnsdist", [binary, "--supervised", "--disable-syslog", "-C",
+                                        str(conf)], work, port=port, info={"plain": plain}))
+    return peer.wait_tcp()
+
+
+def start_stubby(group: PeerGroup, *, upstream_host: str, upstream_port: int,
+                 pins: Sequence[str] = (), auth_name: str | None = TLS_NAME,
+                 ca_file: Path | None = None, padding_blocksize: int = 128) -> Peer:
+    """Stubby in strict mode (TLS only, authentication required) on a free port.
+
+    Authentication uses ``auth_name`` (checked against ``ca_file``) and/or the SPKI
+    ``pins``; clients query it over plain UDP/TCP at ``peer.port``.
+    """
+    binary = require("stubby")
+    work = group.workdir("stubby")
+    port = free_port()
+    lines = [
+        "resolution_type: GETDNS_RESOLUTION_STUB",
+        "dns_transport_list:",
+        "  - GETDNS_TRANSPORT_TLS",
+        "tls_authentication: GETDNS_AUTHENTICATION_REQUIRED",
+        f"tls_query_padding_blocksize: {padding_blocksize}",
+        "edns_client_subnet_private: 1",
+        "round_robin_upstreams: 0",
+        "idle_timeout: 10000",
+        "timeout: 3000",
+        f'appdata_dir: "{work}"',
+        "listen_addresses:",
+        f"  - {LOOPBACK}@{port}",
+    ]
+    if ca_file is not None:
+        lines.append(f'tls_ca_file: "{ca_file}"')
+    lines += ["upstream_recursive_servers:",
+              f"  - address_data: {upstream_host}",
+              f"    tls_port: {upstream_port}"]
+    if auth_name is not None:
+        lines.append(f'    tls_auth_name: "{auth_name}"')
+    if pins:
+        lines.append("    tls_pubkey_pinset:")
+        for pin in pins:
+            # Unquoted: Stubby reads a quoted value as a string, not as base64 data.
+            lines += ['      - digest: "sha256"', f"        value: {pin}"]
+    conf = work / "stubby.yml"
+    conf.write_text("\n".join(lines) + "\n")
+    peer = group.start(Peer("stubby", [binary, "-C", str(conf), "-l"], work, port=port))
+    return peer.wait_tcp()
+
+
+# --------------------------------------------------------------------------- clients
+
+def run_client(argv: Sequence[str], *, timeout: float = CLIENT_TIMEOUT,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a client command, bounded; a timeout fails the test with what it printed."""
+    try:
+        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, cwd=cwd, check=False)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        pytest.fail(f"{' '.join(argv)} did not finish in {timeout}s\n{out}\n{err}")
+
+
+_STATUS = re.compile(r"->>HEADER<<- opcode: \w+[;,] status: (\w+)")
+_RECEIVED = re.compile(r"^;; (?:Received|MSG SIZE\s+rcvd:) (\d+)", re.MULTILINE)
+
+
+@dataclass
+class DigResult:
+    """A kdig or dig run: exit status, output, and the parsed response."""
+
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and self.status is not None
+
+    @property
+    def status(self) -> str | None:
+        """RCODE of the (last) response, e.g. ``NOERROR``; None if none was received."""
+        found = _STATUS.findall(self.stdout)
+        return found[-1] if found else None
+
+    def section(self, title: str) -> list[str]:
+        """Lines of a section (``ANSWER``, ``AUTHORITY``, ``EDNS``/``OPT``...)."""
+        lines = self.stdout.splitlines()
+        out: list[str] = []
+        inside = False
+        for line in lines:
+            if line.startswith(";; ") and line.rstrip().endswith(("SECTION:", "PSEUDOSECTION:")):
+                inside = title.upper() in line
+                continue
+            if inside:
+                if not line.strip():
+                    inside = False
+                    continue
+                out.append(line)
+        return out
+
+    def records(self, rtype: str | None = None) -> list[tuple[str, str, str]]:
+        """(owner, type, rdata) of the answer section, optionally of one type."""
+        result = []
+        for line in self.section("ANSWER"):
+            parts = line.split(None, 4)
+            if len(parts) == 5 and parts[2] in ("IN", "CH"):
+                owner, _ttl, _cls, typ, rdata = parts
+                if rtype is None or typ == rtype:
+                    result.append((owner, typ, rdata.strip()))
+        return result
+
+    def rdata(self, rtype: str) -> list[str]:
+        return [r for _o, _t, r in self.records(rtype)]
+
+    @property
+    def received_bytes(self) -> int | None:
+        found = _RECEIVED.findall(self.stdout)
+        return int(found[-1]) if found else None
+
+    @property
+    def edns_lines(self) -> list[str]:
+        return self.section("PSEUDOSECTION")
+
+    def describe(self) -> str:
+        return (f"command: {' '.join(self.argv)}\nexit status {self.returncode}\n"
+                f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
+
+
+def kdig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = False,
+         ca: Path | None = None, hostname: str | None = None, pin: str | None = None,
+         padding: bool | int = False, keepalive: bool = False, tcp: bool = False,
+         extra: Iterable[str] = (), timeout: float = CLIENT_TIMEOUT) -> DigResult:
+    """Run kdig once (``+time=3 +retry=1``). ``keepalive`` sends an empty
+    edns-tcp-keepalive option (code 11): kdig 3.2 has no ``+keepalive`` flag."""
+    argv = [require("kdig"), f"@{server}", "-p", str(port), name, rdtype,
+            "+time=3", "+retry=1"]
+    if tls:
+        argv.append("+tls")
+    if ca is not None:
+        argv.append(f"+tls-ca={ca}")
+    if hostname is not None:
+        argv.append(f"+tls-hostname={hostname}")
+    if pin is not None:
+        argv.append(f"+tls-pin={pin}")
+    if padding is True:
+        argv.append("+padding")
+    elif padding:
+        argv.append(f"+padding={padding}")
+    if keepalive:
+        argv.append("+ednsopt=11:")
+    if tcp:
+        argv.append("+tcp")
+    argv += list(extra)
+    done = run_client(argv, timeout=timeout)
+    return DigResult(argv, done.returncode, done.stdout, done.stderr)
+
+
+def dig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = False,
+        ca: Path | None = None, hostname: str | None = None, keepalive: bool = False,
+        padding: int | None = None, tcp: bool = False, extra: Iterable[str] = (),
+        timeout: float = CLIENT_TIMEOUT) -> DigResult:
+    """Run BIND's dig once (``+time=3 +tries=2``)."""
+    argv = [require("dig"), f"@{server}", "-p", str(port), name, rdtype, "+time=3",
+            "+tries=2"]
+    if tls:
+        argv.append("+tls")
+    if ca is not None:
+        argv.append(f"+tls-ca={ca}")
+    if hostname is not None:
+        argv.append(f"+tls-hostname={hostname}")
+    if keepalive:
+        argv.append("+keepalive")
+    if padding is not None:
+        argv.append(f"+padding={padding}")
+    if tcp:
+        argv.append("+tcp")
+    argv += list(extra)
+    done = run_client(argv, timeout=timeout)
+    return DigResult(argv, done.returncode, done.stdout, done.stderr)
+
+
+@dataclass
+class GetdnsResult:
+    argv: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+    response: dict[str, Any] | None
+
+    @property
+    def good(self) -> bool:
+        """getdns status 900 (GETDNS_RESPSTATUS_GOOD)."""
+        return self.response is not None and self.response.get("status") == 900
+
+    @property
+    def addresses(self) -> list[str]:
+        if self.response is None:
+            return []
+        return [a["address_data"] for a in self.response.get("just_address_answers", [])]
+
+    def rcodes(self) -> list[int]:
+        if self.response is None:
+            return []
+        return [r["header"]["rcode"] for r in self.response.get("replies_tree", [])]
+
+    def describe(self) -> str:
+        return (f"command: {' '.join(self.argv)}\nexit status {self.returncode}\n"
+                f"--- stdout ---\n{self.stdout[:4000]}\n--- stderr ---\n{self.stderr}")
+
+
+def getdns_query(server: str, port: int, name: str, rdtype: str = "A", *,
+                 auth_name: str | None = None, ca: Path | None = None,
+                 pins: Sequence[str] = (), strict: bool = True, padding: int | None = None,
+                 timeout_ms: int = 3000, timeout: float = CLIENT_TIMEOUT) -> GetdnsResult:
+    """getdns_query in stub mode over TLS only (``-s -L``), strict by default (``-m``)."""
+    upstream = f"@{server}#{port}" + (f"~{auth_name}" if auth_name else "")
+    argv = [require("getdns_query"), "-s", "-L", "-t", str(timeout_ms), "-j"]
+    argv.append("-m" if strict else "-n")
+    for pin in pins:
+        argv += ["-K", f'pin-sha256="{pin}"']
+    if padding is not None:
+        argv += ["-P", str(padding)]
+    if ca is not None:
+        argv.append(json.dumps({"tls_ca_file": str(ca)}))
+    argv += [upstream, name, rdtype]
+    done = run_client(argv, timeout=timeout)
+    response = None
+    text = done.stdout.strip()
+    if text.startswith("{"):
+        with contextlib.suppress(json.JSONDecodeError):
+            response = json.loads(text)
+    return GetdnsResult(argv, done.returncode, done.stdout, done.stderr, response)
+
+
+@dataclass(frozen=True)
+class DnsperfResult:
+    """The summary of one dnsperf run."""
+
+    returncode: int
+    sent: int
+    completed: int
+    lost: int
+    rcodes: dict[str, int]
+    qps: float
+    output: str
+
+
+_PERF_COUNT = re.compile(r"^\s*Queries (sent|completed|lost):\s+(\d+)", re.MULTILINE)
+_PERF_RCODES = re.compile(r"^\s*Response codes:\s+(.*)$", re.MULTILINE)
+_PERF_QPS = re.compile(r"^\s*Queries per second:\s+([\d.]+)", re.MULTILINE)
+
+
+def parse_dnsperf(output: str, returncode: int = 0) -> DnsperfResult:
+    counts = {key: int(value) for key, value in _PERF_COUNT.findall(output)}
+    missing = {"sent", "completed", "lost"} - counts.keys()
+    if missing:
+        raise ValueError(f"dnsperf output has no 'Queries {sorted(missing)}' lines:\n{output}")
+    rcodes: dict[str, int] = {}
+    match = _PERF_RCODES.search(output)
+    if match:
+        for name, number in re.findall(r"([A-Z]+) (\d+)", match.group(1)):
+            rcodes[name] = int(number)
+    qps = _PERF_QPS.search(output)
+    return DnsperfResult(returncode, counts["sent"], counts["completed"], counts["lost"],
+                         rcodes, float(qps.group(1)) if qps else 0.0, output)
+
+
+def write_query_file(path: Path, queries: Iterable[tuple[str, str]]) -> Path:
+    path.write_text("".join(f"{name} {rtype}\n" for name, rtype in queries))
+    return path
+
+
+def dnsperf_dot(server: str, port: int, query_file: Path, *, seconds: float = 2,
+                clients: int = 2, outstanding: int = 20, max_runs: int | None = None,
+                query_timeout: float = 3) -> DnsperfResult:
+    """A bounded ``dnsperf -m dot`` run (time limit ``seconds``, optional ``-n`` runs)."""
+    argv = [require("dnsperf"), "-s", server, "-p", str(port), "-m", "dot",
+            "-d", str(query_file), "-l", str(seconds), "-c", str(clients),
+            "-q", str(outstanding), "-t", str(query_timeout)]
+    if max_runs is not None:
+        argv += ["-n", str(max_runs)]
+    done = run_client(argv, timeout=seconds + query_timeout + 20)
+    output = done.stdout + done.stderr
+    try:
+        return parse_dnsperf(output, done.returncode)
+    except ValueError:
+        pytest.fail(f"{' '.join(argv)} printed no summary (exit {done.returncode}):\n{output}")
+
+
+# --------------------------------------------------------------------------- dnstls serve
+
+def dnstls_command() -> list[str]:
+    """How to run our CLI: the console script next to this interpreter, else ``-m``."""
+    script = Path(sys.executable).with_name("dnstls")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "dnstls"]
+
+
+def start_dnstls_serve(group: PeerGroup, pki: TestPKI, args: Sequence[str], *,
+                       zone: Path | None = None) -> Peer:
+    """Run ``dnstls serve`` with our certificate, a state dir and a free DoT port unless
+    ``args`` name them; wait until the DoT port accepts TCP."""
+    work = group.workdir("dnstls")
+    args = list(args)
+    port = 0
+    if "--listen" in args:
+        listen = args[args.index("--listen") + 1]
+        port = int(listen.rsplit(":", 1)[1])
+    else:
+        port = free_port()
+        args += ["--listen", f"{LOOPBACK}:{port}"]
+    if "--cert" not in args:
+        args += ["--cert", str(pki.cert_pem), "--key", str(pki.key_pem)]
+    if "--state-dir" not in args:
+        state = work / "state"
+        state.mkdir()
+        args += ["--state-dir", str(state)]
+    if zone is not None:
+        args += ["--local-zone", str(zone)]
+    argv = [*dnstls_command(), "serve", *args]
+    peer = group.start(Peer("dnstls", argv, work, port=port,
+                            env={"PYTHONUNBUFFERED": "1"}))
+    return peer.wait_tcp()
