@@ -1,0 +1,490 @@
+"""The upstream connection pool: reused, pipelined TCP and DoT connections.
+
+This is the asyncio adapter around :mod:`dnstls.proto.upstream`; read that module's
+docstring for the rules (ID allocation, matching, idle expiry, half-open detection,
+assignment order). Here we only carry them out:
+
+* :class:`StreamUpstream` -- one upstream (``tcp://`` or ``tls://``): a
+  :class:`~dnstls.proto.upstream.PoolState` of :class:`UpstreamConnection`, one idle
+  timer, counters. ``exchange()`` queues for a slot, waits for the connection to be
+  ready, writes the query and waits for the matched answer until the deadline.
+* A connection that the server closes or resets, or whose stream breaks, fails its
+  in-flight queries with a retryable error; each is retried **once** on another
+  connection (RFC 7766 §6.2.1: a server may close at any time), within its deadline.
+* Closing is a synchronous ``transport.close()`` so it cannot be interrupted by
+  cancellation (httpcore shields its closes for the same reason); the pool's
+  ``aclose()`` then waits, bounded, for the transports to finish.
+
+:func:`build_forwarder` is the factory the service calls: the upstream objects for a
+list of specs and the :class:`~dnstls.resolver.forward.Forwarder` that uses them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import dns.message
+
+from dnstls.errors import (
+    NetworkError,
+    PinMismatch,
+    ProtocolError,
+    QueryTimeout,
+    TLSAuthenticationError,
+)
+from dnstls.net import tls_client
+from dnstls.proto.pins import PinSet
+from dnstls.proto.upstream import (
+    ConnectionState,
+    PoolState,
+    QueryRejected,
+    ResponseIgnored,
+    ResponseMatched,
+    Status,
+    StreamBroken,
+)
+from dnstls.upstreams import UpstreamSpec
+
+log = logging.getLogger("dnstls.net.pool")
+
+Clock = Callable[[], float]
+CLOSE_GRACE = 1.0  # seconds aclose() waits for TLS close_notify before aborting
+
+
+@dataclass(slots=True)
+class UpstreamCounters:
+    queries_sent: int = 0
+    responses: int = 0
+    ignored_responses: int = 0
+    rejected_responses: int = 0
+    timeouts: int = 0
+    retries: int = 0
+    connections_closed_by_peer: int = 0
+    connection_errors: int = 0
+    handshakes: int = 0
+    handshakes_resumed: int = 0
+    tls_auth_failures: int = 0
+    pin_failures: int = 0
+    opportunistic_connections: int = 0
+
+
+class ConnectionLost(NetworkError):
+    """The connection went away before the answer: the query may be retried."""
+
+    def __init__(self, message: str, *, protocol: bool = False) -> None:
+        super().__init__(message)
+        self.protocol = protocol
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception retrieved (nobody may be awaiting it any more)."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
+    future = loop.create_future()
+    future.add_done_callback(_consume)
+    return future
+
+
+class _Waiter:
+    __slots__ = ("connection", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.future: asyncio.Future[UpstreamConnection] = _future(loop)
+        self.connection: UpstreamConnection | None = None
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection to an upstream; the protocol object of its transport."""
+
+    def __init__(self, upstream: StreamUpstream) -> None:
+        spec = upstream.spec
+        self.upstream = upstream
+        self.state = ConnectionState(spec.name, max_in_flight=spec.max_queries_per_connection,
+                                     idle_timeout=spec.idle_timeout)
+        loop = upstream.loop
+        self.ready: asyncio.Future[None] = _future(loop)
+        self.done: asyncio.Future[None] = _future(loop)
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, asyncio.Future[dns.message.Message]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._session_saved = False
+
+    # -- what PoolState needs
+    def is_available(self) -> bool:
+        return self.state.is_available()
+
+    def is_idle(self) -> bool:
+        return self.state.is_idle()
+
+    def has_expired(self, now: float) -> bool:
+        return self.state.has_expired(now)
+
+    def is_closed(self) -> bool:
+        return self.state.is_closed()
+
+    def reserve(self) -> None:
+        self.state.reserve()
+
+    def __repr__(self) -> str:
+        return self.state.describe()
+
+    # -- connecting
+    def start(self) -> None:
+        self._task = self.upstream.loop.create_task(self._connect())
+
+    async def _connect(self) -> None:
+        up = self.upstream
+        spec = up.spec
+        try:
+            async with asyncio.timeout(spec.connect_timeout):
+                if up.context is None:
+                    await up.loop.create_connection(lambda: self, spec.address, spec.port)
+                else:
+                    await up.loop.create_connection(
+                        lambda: self, spec.address, spec.port, ssl=up.context,
+                        server_hostname=tls_client.server_hostname(spec) or "",
+                        ssl_handshake_timeout=spec.connect_timeout)
+                    self._authenticate()
+        except asyncio.CancelledError:
+            self._shutdown("cancelled while connecting")
+            raise
+        except Exception as exc:  # translated below; the pool must not lose it
+            error = tls_client.translate_error(exc, spec)
+            up.count_connect_error(error)
+            self._shutdown(str(error))
+            if not self.ready.done():
+                self.ready.set_exception(error)
+            log.info("upstream %s: %s", spec.name, error)
+            return
+        self.state.connected(up.clock())
+        if not self.ready.done():
+            self.ready.set_result(None)
+        up.reassign()
+
+    def _authenticate(self) -> None:
+        up = self.upstream
+        assert self._transport is not None
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        up.counters.handshakes += 1
+        if ssl_object is not None and ssl_object.session_reused:
+            up.counters.handshakes_resumed += 1
+        tls_client.authenticate(ssl_object, up.spec, up.pinset)
+        if up.spec.opportunistic:
+            up.note_opportunistic()
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        up = self.upstream
+        for event in self.state.receive(data, up.clock()):
+            if isinstance(event, ResponseMatched):
+                up.counters.responses += 1
+                future = self._pending.get(event.qid)
+                if future is not None and not future.done():
+                    future.set_result(event.message)
+                self._save_session()
+            elif isinstance(event, ResponseIgnored):
+                up.counters.ignored_responses += 1
+            elif isinstance(event, QueryRejected):
+                up.counters.rejected_responses += 1
+                future = self._pending.pop(event.qid, None)
+                if future is not None and not future.done():
+                    future.set_exception(ProtocolError(f"{up.name}: {event.reason}"))
+                self.close(event.reason)
+            else:
+                assert isinstance(event, StreamBroken)
+                up.counters.rejected_responses += 1
+                self._shutdown(f"{up.name}: {event.reason}", protocol=True)
+        if self.state.status is Status.RETIRED and self.state.is_idle():
+            up.reassign()
+
+    def eof_received(self) -> bool | None:
+        return False  # half-closed by the server: close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.state.is_closed():
+            self.upstream.counters.connections_closed_by_peer += 1
+            how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
+            self._shutdown(f"connection {how} by {self.upstream.name}")
+        if not self.done.done():
+            self.done.set_result(None)
+        self.upstream.reassign()
+
+    # -- queries
+    async def query(self, query: dns.message.Message, deadline: float) -> dns.message.Message:
+        up = self.upstream
+        if self.state.is_closed() or self._transport is None:
+            raise ConnectionLost(f"connection to {up.name} closed before sending")
+        pad = up.spec.tls_query_padding_blocksize if up.context is not None else 0
+        qid, wire = self.state.start_query(query, up.clock(), pad=pad, keepalive=True)
+        future: asyncio.Future[dns.message.Message] = _future(up.loop)
+        self._pending[qid] = future
+        up.counters.queries_sent += 1
+        self._transport.write(wire)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future
+        except TimeoutError:
+            up.counters.timeouts += 1
+            if self.state.query_timed_out(qid, up.clock()):
+                self.close(self.state.close_reason or "half-open")
+            raise QueryTimeout(f"no answer from {up.name} before the deadline") from None
+        finally:
+            self._pending.pop(qid, None)
+            self.state.forget(qid)
+
+    # -- closing
+    def _save_session(self) -> None:
+        if self._session_saved or self.upstream.context is None or self._transport is None:
+            return
+        ssl_object = self._transport.get_extra_info("ssl_object")
+        session = getattr(ssl_object, "session", None)
+        if session is not None:
+            self.upstream.context.session = session
+            self._session_saved = True
+
+    def _shutdown(self, reason: str, *, protocol: bool = False) -> None:
+        self.state.closed(reason)
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(reason, protocol=protocol))
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+        if self._transport is None and not self.done.done():
+            self.done.set_result(None)
+
+    def close(self, reason: str = "closed by us") -> None:
+        """Close now (synchronous, so cancellation cannot interrupt it)."""
+        if not self.state.is_closed():
+            self._save_session()
+            self._shutdown(reason)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+class StreamUpstream:
+    """A ``tcp://`` or ``tls://`` upstream: pooled, pipelined, reused connections."""
+
+    def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None) -> None:
+        if spec.transport not in ("tcp", "tls"):
+            raise ValueError(f"{spec.name} is not a stream upstream")
+        self.spec = spec
+        self.name = spec.name
+        self.timeout = spec.query_timeout
+        self.loop = asyncio.get_running_loop()
+        self.clock: Clock = clock or self.loop.time
+        self.context = tls_client.client_context(spec) if spec.transport == "tls" else None
+        self.pinset = PinSet.of(spec.tls_pubkey_pinset)
+        self.counters = UpstreamCounters()
+        self.state: PoolState[UpstreamConnection, _Waiter] = PoolState(
+            max_connections=spec.max_connections, new_connection=self._new_connection)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._warned_opportunistic = False
+        self._closing = False
+
+    def _new_connection(self) -> UpstreamConnection:
+        return UpstreamConnection(self)
+
+    def __repr__(self) -> str:
+        conns = len(self.state.connections)
+        return (f"<StreamUpstream {self.name} [connections={conns}, "
+                f"waiting={len(self.state.waiting)}]>")
+
+    # -- the Upstream interface
+    async def exchange(self, query: dns.message.Message, *, deadline: float,
+                       ) -> dns.message.Message:
+        if self._closing:
+            raise NetworkError(f"{self.name}: pool is closed")
+        lost: ConnectionLost | None = None
+        for _attempt in range(2):
+            try:
+                return await self._attempt(query, deadline)
+            except ConnectionLost as exc:
+                lost = exc
+                if self.clock() >= deadline:
+                    break
+                self.counters.retries += 1
+        assert lost is not None
+        if lost.protocol:
+            raise ProtocolError(str(lost))
+        raise NetworkError(str(lost))
+
+    async def _attempt(self, query: dns.message.Message, deadline: float,
+                       ) -> dns.message.Message:
+        conn = await self._acquire(deadline)
+        try:
+            return await conn.query(query, deadline)
+        finally:
+            self._release(conn)
+
+    async def _acquire(self, deadline: float) -> UpstreamConnection:
+        waiter = _Waiter(self.loop)
+        self.state.enqueue(waiter)
+        self.reassign()
+        try:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    conn = await waiter.future
+                    await asyncio.shield(conn.ready)
+            except TimeoutError:
+                self.counters.timeouts += 1
+                raise QueryTimeout(f"no connection to {self.name} before the deadline",
+                                   ) from None
+        except BaseException:
+            self.state.discard(waiter)
+            if waiter.connection is not None:
+                self._release(waiter.connection)
+            raise
+        return conn
+
+    def _release(self, conn: UpstreamConnection) -> None:
+        if conn.state.release(self.clock()):
+            conn.close("retired")
+        self.reassign()
+
+    # -- pool maintenance
+    def reassign(self) -> None:
+        """Run the sans-IO assignment and carry out its plan."""
+        plan = self.state.assign(self.clock())
+        for conn in plan.to_close:
+            conn.close("idle timeout")
+        for conn in plan.to_open:
+            conn.start()
+        for waiter, conn in plan.assigned:
+            waiter.connection = conn
+            if not waiter.future.done():
+                waiter.future.set_result(conn)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        expiry = self.state.next_expiry(lambda c: c.state.idle_expiry)
+        if expiry == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = expiry
+        if expiry is not None and not self._closing:
+            delay = max(0.0, expiry - self.clock())
+            self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.reassign()
+
+    def count_connect_error(self, error: Exception) -> None:
+        if isinstance(error, PinMismatch):
+            self.counters.pin_failures += 1
+        if isinstance(error, TLSAuthenticationError):
+            self.counters.tls_auth_failures += 1
+        else:
+            self.counters.connection_errors += 1
+
+    def note_opportunistic(self) -> None:
+        self.counters.opportunistic_connections += 1
+        if not self._warned_opportunistic:
+            self._warned_opportunistic = True
+            log.warning("upstream %s: opportunistic TLS, the server is NOT authenticated",
+                        self.name)
+
+    def statistics(self) -> dict[str, Any]:
+        conns = self.state.connections
+        return {
+            "name": self.name,
+            "transport": self.spec.transport,
+            "connections": len(conns),
+            "connections_opened": self.state.opened,
+            "connections_reused": self.state.reused,
+            "in_flight": sum(len(c.state.in_flight) for c in conns),
+            "waiting": len(self.state.waiting),
+            **asdict(self.counters),
+        }
+
+    async def aclose(self) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self.state.waiting:
+            waiter = self.state.waiting.popleft()
+            if not waiter.future.done():
+                waiter.future.set_exception(NetworkError(f"{self.name}: pool is closed"))
+        conns = self.state.close_all()
+        for conn in conns:
+            conn.close("pool closed")
+            if not conn.ready.done():
+                conn.abort()
+        tasks = [c._task for c in conns if c._task is not None]
+        waits = [c.done for c in conns]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=CLOSE_GRACE)
+            if pending:
+                for conn in conns:
+                    conn.abort()
+                await asyncio.wait(pending, timeout=CLOSE_GRACE)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+
+
+def make_upstream(spec: UpstreamSpec, *, clock: Clock | None = None,
+                  ) -> StreamUpstream | Any:
+    """The adapter for ``spec``'s transport."""
+    if spec.transport == "udp":
+        from dnstls.net.udp_upstream import UdpUpstream
+
+        return UdpUpstream(spec, clock=clock)
+    return StreamUpstream(spec, clock=clock)
+
+
+class Pool:
+    """All upstream adapters of one configuration; ``aclose()`` on shutdown/reload."""
+
+    def __init__(self, specs: Sequence[UpstreamSpec], *, clock: Clock | None = None) -> None:
+        self.specs = list(specs)
+        self.upstreams = [make_upstream(spec, clock=clock) for spec in self.specs]
+
+    def __repr__(self) -> str:
+        return f"<Pool [{', '.join(u.name for u in self.upstreams)}]>"
+
+    def statistics(self) -> dict[str, dict[str, Any]]:
+        return {u.name: u.statistics() for u in self.upstreams}
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(u.aclose() for u in self.upstreams))
+
+
+def build_forwarder(specs: Sequence[UpstreamSpec], *, clock: Clock | None = None,
+                    metrics: Any = None, strategy: str = "round_robin",
+                    ) -> tuple[Any, Pool]:
+    """Build the upstream pool and the forwarder stage over it (call inside the loop)."""
+    from dnstls.resolver.forward import Forwarder
+
+    pool = Pool(specs, clock=clock)
+    forwarder = Forwarder(pool.upstreams, strategy=strategy,
+                          clock=clock or asyncio.get_running_loop().time, metrics=metrics)
+    return forwarder, pool
+
+
+__all__ = ["ConnectionLost", "Pool", "StreamUpstream", "UpstreamConnection", "build_forwarder",
+           "make_upstream"]

@@ -1,0 +1,437 @@
+"""Sans-IO state of upstream connections and of the pool that shares them.
+
+Nothing here touches a socket or a clock: times are parameters, and every state change
+is a method that returns what the caller must do (bytes to write, events to deliver,
+connections to open or close). :mod:`dnstls.net.pool` is the asyncio adapter.
+
+**One connection** (:class:`ConnectionState`) carries many queries at once (RFC 7766
+§6.2.1.1 pipelining; RFC 7858 §3.3): each query gets a message ID drawn with
+:mod:`secrets` among the IDs *not* in flight on that connection, so IDs stay
+unpredictable and are never reused while in flight, however many queries the
+connection has carried (the 16-bit space wraps after 65,536 queries; only the in-flight
+set matters). Answers may arrive in any order (RFC 7766 §7). An answer is accepted only
+if QR=1, its ID is in flight *and* its question equals the query's (name compared
+case-insensitively, type, class) -- RFC 5452 §9.1 style matching, so a confused or
+hostile upstream cannot make us relay an answer to another question:
+
+* unknown ID (late, duplicate, invented): ignored and counted;
+* known ID but QR=0 or another question: the query fails (:class:`QueryRejected`) and
+  the connection is closed, it is not trustworthy;
+* bytes that do not frame or parse: the stream is broken (:class:`StreamBroken`); the
+  connection is closed and its in-flight queries are retried once elsewhere.
+
+**Idle expiry** (RFC 7766 §6.2.3, RFC 7828): a connection with nothing in flight is
+closed after its idle timeout -- the upstream's edns-tcp-keepalive value when it sends
+one, else our default (8 s, below the ~10 s Cloudflare uses) -- so we close before the
+server does and never write into a connection the server is tearing down. A keepalive
+of 0 retires the connection: no new queries, closed as soon as it is empty.
+
+**Half-open connections**: when a query times out and nothing at all has been received
+on the connection since that query was sent, the connection is presumed dead and
+closed (its other queries are retried once on a new connection), so one lost peer
+cannot hold queries until their deadlines again and again.
+
+**The pool** (:class:`PoolState`, after httpcore's ``_assign_requests_to_connections``)
+keeps the connections of one upstream and the queue of waiting queries. :meth:`assign`
+hands each waiting query, in arrival order, an available connection with spare capacity
+(oldest first, which concentrates load on few connections), else a new connection if
+under ``max_connections``, else leaves it waiting; and it returns the expired or closed
+connections to close. The adapter performs the I/O afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import secrets
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+
+from dnstls.proto import edns
+from dnstls.proto.framing import FrameDecoder, FramingError, encode
+
+ID_SPACE = 65536
+DEFAULT_IDLE_TIMEOUT = 8.0
+
+QuestionKey = tuple[dns.name.Name, int, int]
+
+
+def question_key(message: dns.message.Message) -> QuestionKey | None:
+    """(name, type, class) of the single question; dnspython names compare caselessly."""
+    if len(message.question) != 1:
+        return None
+    rrset = message.question[0]
+    return (rrset.name, int(rrset.rdtype), int(rrset.rdclass))
+
+
+def check_response(response: dns.message.Message, expected: QuestionKey | None,
+                   ) -> str | None:
+    """Why ``response`` is not an answer to a query for ``expected`` (None: it is)."""
+    if not response.flags & dns.flags.QR:
+        return "QR=0 in a response"
+    if question_key(response) != expected:
+        return "question does not match the query"
+    return None
+
+
+def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
+                  keepalive: bool = False) -> bytes:
+    """Wire form of ``query`` with ID ``qid`` and this transport's EDNS options.
+
+    The query is rebuilt rather than mutated: only header flags, the question and the
+    EDNS header (payload, DO) are kept; its options are dropped except ones the caller
+    put there on purpose (none today), then padding (RFC 7830, block ``pad``) and an
+    empty edns-tcp-keepalive (RFC 7828 §3.2.1, streams only) are added.
+    """
+    out = dns.message.Message(id=qid)
+    out.flags = query.flags & ~dns.flags.QR
+    out.question = list(query.question)
+    options = [o for o in query.options
+               if o.otype not in (edns.PADDING, edns.KEEPALIVE, dns.edns.OptionType.COOKIE)]
+    if keepalive:
+        options.append(edns.keepalive_option(None))
+    if query.edns >= 0 or options or pad:
+        payload = query.payload if query.edns >= 0 else 1232
+        out.use_edns(0, query.ednsflags if query.edns >= 0 else 0, payload,
+                     options=options, pad=pad)
+    return out.to_wire()
+
+
+def new_message_id(in_use: Collection[int], *,
+                   randbelow: Callable[[int], int] = secrets.randbelow) -> int:
+    """A random 16-bit ID not in ``in_use``. Raises RuntimeError if all are taken."""
+    if len(in_use) >= ID_SPACE:
+        raise RuntimeError("all 65,536 message IDs are in flight")
+    for _ in range(32):  # expected tries < 2 while under half the space is in use
+        qid = randbelow(ID_SPACE)
+        if qid not in in_use:
+            return qid
+    start = randbelow(ID_SPACE)  # dense table: scan from a random point (bounded)
+    for step in range(ID_SPACE):
+        qid = (start + step) % ID_SPACE
+        if qid not in in_use:
+            return qid
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseMatched:
+    qid: int
+    message: dns.message.Message
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseIgnored:
+    """A response with no query in flight under its ID (late, duplicate or forged)."""
+
+    qid: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryRejected:
+    """The response to ``qid`` is not an answer to its question: fail it, close."""
+
+    qid: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBroken:
+    """The byte stream cannot be framed or parsed: close, retry what was in flight."""
+
+    reason: str
+
+
+Event = ResponseMatched | ResponseIgnored | QueryRejected | StreamBroken
+
+
+class Status(enum.Enum):
+    CONNECTING = "CONNECTING"
+    ACTIVE = "ACTIVE"
+    IDLE = "IDLE"
+    RETIRED = "RETIRED"
+    CLOSED = "CLOSED"
+
+
+@dataclass(slots=True)
+class InFlight:
+    question: QuestionKey | None
+    sent_at: float
+
+
+@dataclass(slots=True)
+class ConnectionCounters:
+    queries: int = 0
+    responses: int = 0
+    ignored: int = 0
+    rejected: int = 0
+    timeouts: int = 0
+
+
+class ConnectionState:
+    """Per-connection state: capacity, in-flight table, matching, expiry."""
+
+    def __init__(self, name: str, *, max_in_flight: int, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 randbelow: Callable[[int], int] = secrets.randbelow) -> None:
+        if not 1 <= max_in_flight < ID_SPACE:
+            raise ValueError(f"max_in_flight {max_in_flight} out of range 1..65535")
+        self.name = name
+        self.max_in_flight = max_in_flight
+        self.idle_timeout = idle_timeout
+        self.counters = ConnectionCounters()
+        self.reserved = 0  # slots handed out by the pool (sent or about to be)
+        self.in_flight: dict[int, InFlight] = {}
+        self.last_received: float | None = None
+        self.idle_since: float | None = None
+        self.close_reason: str | None = None
+        self._randbelow = randbelow
+        self._decoder = FrameDecoder()
+        self._connected = False
+        self._retired = False
+        self._closed = False
+
+    # ---- status
+
+    @property
+    def status(self) -> Status:
+        if self._closed:
+            return Status.CLOSED
+        if not self._connected:
+            return Status.CONNECTING
+        if self._retired:
+            return Status.RETIRED
+        return Status.IDLE if self.reserved == 0 else Status.ACTIVE
+
+    def is_available(self) -> bool:
+        """Can take one more query (a connecting connection counts: queries queue on it)."""
+        return not self._closed and not self._retired and self.reserved < self.max_in_flight
+
+    def is_idle(self) -> bool:
+        return self._connected and not self._closed and self.reserved == 0
+
+    def is_closed(self) -> bool:
+        return self._closed
+
+    @property
+    def idle_expiry(self) -> float | None:
+        if not self.is_idle() or self.idle_since is None:
+            return None
+        return self.idle_since if self._retired else self.idle_since + self.idle_timeout
+
+    def has_expired(self, now: float) -> bool:
+        expiry = self.idle_expiry
+        return expiry is not None and now >= expiry
+
+    def describe(self, *, kind: str = "UpstreamConnection") -> str:
+        expiry = self.idle_expiry
+        shown = "None" if expiry is None else f"{expiry:.3f}"
+        return (f"<{kind} {self.name} [{self.status.value}, in_flight={len(self.in_flight)}, "
+                f"queries={self.counters.queries}, idle_expiry={shown}]>")
+
+    __repr__ = describe
+
+    # ---- transitions
+
+    def connected(self, now: float) -> None:
+        self._connected = True
+        if self.reserved == 0:
+            self.idle_since = now
+
+    def reserve(self) -> None:
+        if not self.is_available():
+            raise RuntimeError(f"{self.describe()} has no spare capacity")
+        self.reserved += 1
+        self.idle_since = None
+
+    def release(self, now: float) -> bool:
+        """A query is done with its slot. True if the connection should now be closed."""
+        if self.reserved <= 0:
+            raise RuntimeError("release() without reserve()")
+        self.reserved -= 1
+        if self.reserved == 0:
+            self.idle_since = now
+            return self._retired and not self._closed
+        return False
+
+    def start_query(self, query: dns.message.Message, now: float, *, pad: int = 0,
+                    keepalive: bool = False) -> tuple[int, bytes]:
+        """Allocate an ID for ``query``; returns it and the framed bytes to write."""
+        if self._closed or not self._connected:
+            raise RuntimeError(f"{self.describe()} cannot send")
+        if len(self.in_flight) >= self.reserved:
+            raise RuntimeError("start_query() without a reserved slot")
+        qid = new_message_id(self.in_flight, randbelow=self._randbelow)
+        self.in_flight[qid] = InFlight(question_key(query), now)
+        self.counters.queries += 1
+        return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive))
+
+    def forget(self, qid: int) -> None:
+        """The query ``qid`` no longer waits (answered, cancelled); a late answer is ignored."""
+        self.in_flight.pop(qid, None)
+
+    def query_timed_out(self, qid: int, now: float) -> bool:
+        """``qid`` hit its deadline. True if the connection looks half-open: close it."""
+        entry = self.in_flight.pop(qid, None)
+        self.counters.timeouts += 1
+        if entry is None or self._closed:
+            return False
+        if self.last_received is None or self.last_received < entry.sent_at:
+            self.close_reason = "no data received since a query that timed out (half-open?)"
+            return True
+        return False
+
+    def retire(self) -> None:
+        """Take no new queries; the connection expires as soon as it is empty."""
+        self._retired = True
+
+    def closed(self, reason: str | None = None) -> list[int]:
+        """The connection is gone. Returns the IDs that were in flight (to retry)."""
+        self._closed = True
+        if reason and not self.close_reason:
+            self.close_reason = reason
+        lost = list(self.in_flight)
+        self.in_flight.clear()
+        return lost
+
+    def receive(self, data: bytes, now: float) -> list[Event]:
+        """Feed bytes from the stream; returns what happened, in order."""
+        self.last_received = now
+        try:
+            frames = self._decoder.feed(data)
+        except FramingError as exc:
+            return [StreamBroken(str(exc))]
+        events: list[Event] = []
+        for frame in frames:
+            event = self._match(frame)
+            events.append(event)
+            if isinstance(event, StreamBroken | QueryRejected):
+                break  # the rest of the stream is not to be trusted
+        return events
+
+    def _match(self, frame: bytes) -> Event:
+        try:
+            message = dns.message.from_wire(frame)
+        except (dns.exception.DNSException, ValueError, IndexError) as exc:
+            return StreamBroken(f"unparsable message from upstream ({type(exc).__name__})")
+        entry = self.in_flight.get(message.id)
+        if entry is None:
+            self.counters.ignored += 1
+            return ResponseIgnored(message.id, "no query in flight with this ID")
+        reason = check_response(message, entry.question)
+        if reason is not None:
+            self.counters.rejected += 1
+            del self.in_flight[message.id]
+            self.close_reason = reason
+            return QueryRejected(message.id, reason)
+        del self.in_flight[message.id]
+        self.counters.responses += 1
+        self._apply_keepalive(message)
+        return ResponseMatched(message.id, message)
+
+    def _apply_keepalive(self, message: dns.message.Message) -> None:
+        option = edns.find_option(message, edns.KEEPALIVE)
+        if option is None:
+            return
+        try:
+            timeout = edns.keepalive_timeout(option)
+        except ValueError:
+            return
+        if timeout is None:
+            return
+        if timeout == 0:
+            self.retire()  # RFC 7828 §3.3.2: the server wants us gone
+        else:
+            self.idle_timeout = timeout
+
+
+# ---------------------------------------------------------------- the pool
+
+
+class PooledConnection(Protocol):
+    def is_available(self) -> bool: ...
+    def is_idle(self) -> bool: ...
+    def has_expired(self, now: float) -> bool: ...
+    def is_closed(self) -> bool: ...
+    def reserve(self) -> None: ...
+
+
+C = TypeVar("C", bound=PooledConnection)
+W = TypeVar("W")
+
+
+@dataclass(slots=True)
+class Plan(Generic[C, W]):
+    """What :meth:`PoolState.assign` decided; the adapter carries it out."""
+
+    assigned: list[tuple[W, C]] = field(default_factory=list)
+    to_open: list[C] = field(default_factory=list)
+    to_close: list[C] = field(default_factory=list)
+
+
+class PoolState(Generic[C, W]):
+    """Connections of one upstream plus the FIFO of queries waiting for a slot."""
+
+    def __init__(self, *, max_connections: int, new_connection: Callable[[], C]) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.max_connections = max_connections
+        self.connections: list[C] = []
+        self.waiting: deque[W] = deque()
+        self._new_connection = new_connection
+        self.opened = 0
+        self.reused = 0
+
+    def enqueue(self, waiter: W) -> None:
+        self.waiting.append(waiter)
+
+    def discard(self, waiter: W) -> None:
+        """A waiter gave up (cancelled, deadline): it no longer wants a slot."""
+        with contextlib.suppress(ValueError):
+            self.waiting.remove(waiter)
+
+    def assign(self, now: float) -> Plan[C, W]:
+        plan: Plan[C, W] = Plan()
+        keep: list[C] = []
+        for conn in self.connections:
+            if conn.is_closed():
+                continue
+            if conn.has_expired(now):
+                plan.to_close.append(conn)
+                continue
+            keep.append(conn)
+        self.connections = keep
+        while self.waiting:
+            found = next((c for c in self.connections if c.is_available()), None)
+            if found is not None:
+                conn = found
+                if conn not in plan.to_open:
+                    self.reused += 1
+            else:
+                if len(self.connections) >= self.max_connections:
+                    break
+                conn = self._new_connection()
+                self.connections.append(conn)
+                plan.to_open.append(conn)
+                self.opened += 1
+            conn.reserve()
+            plan.assigned.append((self.waiting.popleft(), conn))
+        return plan
+
+    def close_all(self) -> list[C]:
+        conns, self.connections = self.connections, []
+        return conns
+
+    def next_expiry(self, expiries: Callable[[C], float | None]) -> float | None:
+        times = [t for t in map(expiries, self.connections) if t is not None]
+        return min(times) if times else None

@@ -1,0 +1,286 @@
+"""The forwarder stage: send the client's question to upstream resolvers.
+
+**What is sent.** A fresh query (RFC 5452 / RFC 8932 minimisation of what we pass on):
+the client's question, its RD, CD and AD bits, its DO bit and EDNS payload size (kept
+within 512..4096), and nothing else -- never the client's padding, cookies or keepalive.
+The transport adds its own ID, padding and keepalive (:mod:`dnstls.proto.upstream`).
+
+**Which upstream.** ``strategy`` orders the healthy upstreams for each query:
+``round_robin`` rotates the starting point, ``fastest`` sorts by smoothed RTT (7/8
+weighting as in RFC 6298 / BIND's SRTT; unmeasured upstreams first, so each is probed),
+``ordered`` keeps the configured order (failover). An upstream that fails (timeout,
+network, TLS authentication or protocol error) is backed off: 1 s, doubling on each
+consecutive failure, capped at 60 s, reset by a success. Backed-off upstreams come
+after the healthy ones, earliest retry first, so they are used only as a last resort
+until their back-off expires.
+
+**One deadline.** The request's deadline bounds everything; each attempt gets the
+upstream's own timeout (``timeout`` attribute, else 2 s), the last candidate gets what
+is left. REFUSED, SERVFAIL, timeouts and errors move the query to the next candidate.
+
+**What the client gets.** A new message for *its* query (its ID, question, RD, CD),
+with the upstream's answer, authority and additional sections and RCODE; RA set, AA
+and TC cleared; AD kept only if the client asked for it (DO or AD, RFC 6840 §5.7/5.8);
+DO echoed; of the upstream's EDNS options only Extended DNS Errors are kept -- its
+padding and keepalive never leak (the listener adds its own). A response that does not
+answer the question is never relayed (the transports check it; :func:`check_response`
+is the last guard). If nothing usable arrives: the last upstream SERVFAIL is relayed
+with its EDE; otherwise :class:`ResolveFailure` SERVFAIL with EDE 23 *Network Error*
+naming the TLS reason (authentication failures) or the connection errors, else EDE 22
+*No Reachable Authority* (timeouts, refusals).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
+
+from dnstls.errors import (
+    NetworkError,
+    PinMismatch,
+    ProtocolError,
+    QueryTimeout,
+    TLSAuthenticationError,
+)
+from dnstls.proto import edns
+from dnstls.proto.answers import EDNS_PAYLOAD, make_response
+from dnstls.proto.upstream import check_response, question_key
+from dnstls.resolver.base import Request, ResolveFailure, Upstream, servfail
+
+log = logging.getLogger("dnstls.resolver.forward")
+
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 60.0
+DEFAULT_ATTEMPT_TIMEOUT = 2.0
+SRTT_WEIGHT = 0.875
+_FORWARDED_FLAGS = dns.flags.RD | dns.flags.CD | dns.flags.AD
+
+
+class Strategy(enum.Enum):
+    ROUND_ROBIN = "round_robin"
+    FASTEST = "fastest"
+    ORDERED = "ordered"
+
+
+class ForwarderMetrics(Protocol):
+    """Optional sink: one call per attempt; ``outcome`` is an RCODE name or error kind."""
+
+    def observe(self, upstream: str, outcome: str, seconds: float) -> None: ...
+
+
+@dataclass(slots=True)
+class UpstreamHealth:
+    failures: int = 0
+    retry_at: float = 0.0
+    srtt: float | None = None
+    queries: int = 0
+    responses: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    latency_sum: float = 0.0
+    latency_count: int = 0
+
+    def backed_off(self, now: float) -> bool:
+        return self.failures > 0 and now < self.retry_at
+
+    def succeeded(self, rtt: float) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+        self.srtt = rtt if self.srtt is None else SRTT_WEIGHT * self.srtt + (1 - SRTT_WEIGHT) * rtt
+        self.latency_sum += rtt
+        self.latency_count += 1
+
+    def failed(self, now: float, elapsed: float, *, initial: float, cap: float) -> float:
+        self.failures += 1
+        delay = min(cap, initial * (1 << min(self.failures - 1, 30)))
+        self.retry_at = now + delay
+        sample = max(elapsed, self.srtt or 0.0)
+        self.srtt = sample if self.srtt is None else (
+            SRTT_WEIGHT * self.srtt + (1 - SRTT_WEIGHT) * sample)
+        return delay
+
+
+def upstream_query(client: dns.message.Message) -> dns.message.Message:
+    """The query sent upstream for ``client`` (see the module docstring)."""
+    query = dns.message.Message(id=0)
+    query.flags = client.flags & _FORWARDED_FLAGS
+    query.question = list(client.question)
+    payload = client.payload if client.edns >= 0 else EDNS_PAYLOAD
+    ednsflags = client.ednsflags & dns.flags.DO if client.edns >= 0 else 0
+    query.use_edns(0, ednsflags, max(512, min(4096, payload)), options=[])
+    return query
+
+
+def client_response(client: dns.message.Message, upstream: dns.message.Message,
+                    ) -> dns.message.Message:
+    """A new response to ``client`` carrying ``upstream``'s answer (module docstring)."""
+    response = make_response(client)
+    response.answer = list(upstream.answer)
+    response.authority = list(upstream.authority)
+    response.additional = list(upstream.additional)
+    wants_ad = client.flags & dns.flags.AD or (client.edns >= 0
+                                               and client.ednsflags & dns.flags.DO)
+    if upstream.flags & dns.flags.AD and wants_ad:
+        response.flags |= dns.flags.AD
+    if client.edns >= 0:
+        options = [o for o in upstream.options if o.otype == edns.EDE]
+        response.use_edns(0, client.ednsflags & dns.flags.DO, EDNS_PAYLOAD, options=options)
+    response.set_rcode(upstream.rcode())
+    return response
+
+
+def _error_kind(exc: Exception) -> str:
+    if isinstance(exc, QueryTimeout):
+        return "timeout"
+    if isinstance(exc, TLSAuthenticationError):
+        return "tls"
+    if isinstance(exc, ProtocolError):
+        return "protocol"
+    return "network"
+
+
+class Forwarder:
+    """A resolver stage that forwards to upstreams; see the module docstring."""
+
+    def __init__(self, upstreams: Sequence[Upstream], *, strategy: str | Strategy = "round_robin",
+                 clock: Callable[[], float], metrics: ForwarderMetrics | None = None,
+                 backoff_initial: float = BACKOFF_INITIAL, backoff_max: float = BACKOFF_MAX,
+                 ) -> None:
+        if not upstreams:
+            raise ValueError("a forwarder needs at least one upstream")
+        self.upstreams = list(upstreams)
+        self.strategy = Strategy(strategy)
+        self.clock = clock
+        self.metrics = metrics
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.health: dict[str, UpstreamHealth] = {u.name: UpstreamHealth() for u in upstreams}
+        self._next = 0
+
+    def __repr__(self) -> str:
+        names = ", ".join(u.name for u in self.upstreams)
+        return f"<Forwarder {self.strategy.value} [{names}]>"
+
+    def order(self, now: float) -> list[Upstream]:
+        """Upstreams in the order this query will try them."""
+        ups = self.upstreams
+        if self.strategy is Strategy.ROUND_ROBIN:
+            start = self._next % len(ups)
+            self._next += 1
+            ups = ups[start:] + ups[:start]
+        elif self.strategy is Strategy.FASTEST:
+            ups = sorted(ups, key=lambda u: self.health[u.name].srtt or 0.0)
+        healthy = [u for u in ups if not self.health[u.name].backed_off(now)]
+        resting = sorted((u for u in ups if self.health[u.name].backed_off(now)),
+                         key=lambda u: self.health[u.name].retry_at)
+        return healthy + resting
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        client = request.message
+        query = upstream_query(client)
+        expected = question_key(client)
+        candidates = self.order(self.clock())
+        failures: list[tuple[Upstream, Exception]] = []
+        last_servfail: dns.message.Message | None = None
+        refused: list[Upstream] = []
+        for index, upstream in enumerate(candidates):
+            start = self.clock()
+            if start >= request.deadline:
+                break
+            health = self.health[upstream.name]
+            health.queries += 1
+            deadline = request.deadline
+            if index < len(candidates) - 1:
+                budget = float(getattr(upstream, "timeout", DEFAULT_ATTEMPT_TIMEOUT))
+                deadline = min(deadline, start + budget)
+            try:
+                answer = await upstream.exchange(query, deadline=deadline)
+                if check_response(answer, expected) is not None:
+                    raise ProtocolError(f"{upstream.name}: answer does not match the question")
+            except (QueryTimeout, NetworkError, TLSAuthenticationError, ProtocolError) as exc:
+                self._failed(upstream, exc, start)
+                failures.append((upstream, exc))
+                continue
+            elapsed = self.clock() - start
+            health.succeeded(elapsed)
+            rcode = answer.rcode()
+            health.responses[dns.rcode.to_text(rcode)] += 1
+            self._observe(upstream, dns.rcode.to_text(rcode), elapsed)
+            if rcode == dns.rcode.SERVFAIL:
+                last_servfail = answer
+                continue
+            if rcode == dns.rcode.REFUSED:
+                refused.append(upstream)
+                continue
+            return client_response(client, answer)
+        if last_servfail is not None:
+            return client_response(client, last_servfail)
+        raise self._failure(failures, refused)
+
+    def _failed(self, upstream: Upstream, exc: Exception, start: float) -> None:
+        now = self.clock()
+        kind = _error_kind(exc)
+        health = self.health[upstream.name]
+        health.errors[kind] += 1
+        delay = health.failed(now, now - start, initial=self.backoff_initial,
+                              cap=self.backoff_max)
+        self._observe(upstream, kind, now - start)
+        log.info("upstream %s failed (%s: %s); backing off %.0f s",
+                 upstream.name, kind, exc, delay)
+
+    def _observe(self, upstream: Upstream, outcome: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe(upstream.name, outcome, seconds)
+
+    def _failure(self, failures: list[tuple[Upstream, Exception]], refused: list[Upstream],
+                 ) -> ResolveFailure:
+        for upstream, exc in failures:
+            if isinstance(exc, PinMismatch):
+                return servfail(dns.edns.EDECode.NETWORK_ERROR,
+                                f"pin mismatch for {upstream.name}")
+        for upstream, exc in failures:
+            if isinstance(exc, TLSAuthenticationError):
+                return servfail(dns.edns.EDECode.NETWORK_ERROR,
+                                f"TLS authentication failed for {upstream.name}: {exc}")
+        broken = [(u, e) for u, e in failures if not isinstance(e, QueryTimeout)]
+        if broken:
+            text = "; ".join(f"{u.name}: {e}" for u, e in broken[:3])
+            return servfail(dns.edns.EDECode.NETWORK_ERROR, text)
+        if failures:
+            names = ", ".join(u.name for u, _ in failures[:3])
+            return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY, f"timed out: {names}")
+        if refused:
+            names = ", ".join(u.name for u in refused[:3])
+            return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY, f"refused by {names}")
+        return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
+                        "deadline passed before an upstream could be asked")
+
+    def statistics(self) -> dict[str, Any]:
+        now = self.clock()
+        out: dict[str, Any] = {"strategy": self.strategy.value, "upstreams": {}}
+        for upstream in self.upstreams:
+            health = self.health[upstream.name]
+            entry: dict[str, Any] = {
+                "queries": health.queries,
+                "responses": dict(health.responses),
+                "errors": dict(health.errors),
+                "latency_sum": health.latency_sum,
+                "latency_count": health.latency_count,
+                "srtt": health.srtt,
+                "failures": health.failures,
+                "backed_off": health.backed_off(now),
+                "retry_in": max(0.0, health.retry_at - now) if health.failures else 0.0,
+            }
+            stats = getattr(upstream, "statistics", None)
+            if callable(stats):
+                entry["transport"] = stats()
+            out["upstreams"][upstream.name] = entry
+        return out
