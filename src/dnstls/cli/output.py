@@ -150,17 +150,14 @@ def _utc(moment: datetime) -> datetime:
 
 
 def _rcode_name(value: int) -> str:
-    try:
-        return dns.rcode.Rcode(value).name
-    except ValueError:
-        return f"RCODE {value}"
+    # dnspython names unknown values by their number; kdig says "RCODE 4000".
+    name = dns.rcode.to_text(dns.rcode.Rcode.make(value)) if 0 <= value <= 4095 else ""
+    return name if name and not name.isdigit() else f"RCODE {value}"
 
 
 def _opcode_name(value: int) -> str:
-    try:
-        return dns.opcode.Opcode(value).name
-    except ValueError:
-        return f"OPCODE {value}"
+    name = dns.opcode.to_text(dns.opcode.Opcode.make(value)) if 0 <= value <= 15 else ""
+    return name if name and not name.isdigit() else f"OPCODE {value}"
 
 
 def _counts(message: dns.message.Message) -> tuple[int, int, int, int]:
