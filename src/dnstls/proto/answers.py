@@ -75,7 +75,7 @@ def header_error(wire: bytes, rcode: int) -> bytes | None:
 def _reject(message: dns.message.Message, rcode: int, reason: str, ede: int | None = None,
             ) -> Rejection:
     response = make_response(message)
-    response.set_rcode(rcode)
+    response.set_rcode(dns.rcode.Rcode.make(rcode))
     if ede is not None and response.edns >= 0:
         response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, reason)])
     return Rejection(response.to_wire(), rcode, reason)
@@ -97,8 +97,8 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     if opcode != dns.opcode.QUERY:
         response = make_response(message)
         response.set_rcode(dns.rcode.NOTIMP)
-        return Rejection(response.to_wire(), dns.rcode.NOTIMP,
-                         f"opcode {dns.opcode.to_text(opcode)} not implemented")
+        name = dns.opcode.to_text(dns.opcode.Opcode.make(opcode))
+        return Rejection(response.to_wire(), dns.rcode.NOTIMP, f"opcode {name} not implemented")
     if len(message.question) != 1:
         return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
                          f"QDCOUNT {len(message.question)}")
@@ -135,7 +135,7 @@ def error_response(query: dns.message.Message, rcode: int, *, ede: int | None = 
                    text: str | None = None) -> dns.message.Message:
     """An error answer (SERVFAIL, REFUSED, ...) with an optional RFC 8914 EDE."""
     response = make_response(query)
-    response.set_rcode(rcode)
+    response.set_rcode(dns.rcode.Rcode.make(rcode))
     if ede is not None and response.edns >= 0:
         response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, text)])
     return response

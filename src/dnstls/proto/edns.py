@@ -50,7 +50,8 @@ def keepalive_timeout(option: dns.edns.Option) -> float | None:
 def find_option(message: dns.message.Message, otype: int) -> dns.edns.Option | None:
     for option in message.options:
         if option.otype == otype:
-            return option
+            found: dns.edns.Option = option
+            return found
     return None
 
 
@@ -66,7 +67,4 @@ def padded_size(length: int, block: int) -> int:
 
 
 def ede_option(code: int, text: str | None = None) -> dns.edns.EDEOption:
-    return dns.edns.EDEOption(dns.edns.EDECode(code) if code in _EDE_KNOWN else code, text)
-
-
-_EDE_KNOWN = {int(c) for c in dns.edns.EDECode}
+    return dns.edns.EDEOption(dns.edns.EDECode.make(code), text)

@@ -43,7 +43,7 @@ class ResolveFailure(Exception):
         self.rcode = rcode
         self.ede = ede
         self.text = text
-        super().__init__(f"{dns.rcode.to_text(rcode)}"
+        super().__init__(f"{dns.rcode.to_text(dns.rcode.Rcode.make(rcode))}"
                          + (f" (EDE {ede}{': ' + text if text else ''})" if ede is not None
                             else ""))
 

@@ -1,0 +1,3 @@
+from dnstls.cli.main import run
+
+run()

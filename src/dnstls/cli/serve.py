@@ -1,0 +1,102 @@
+"""``dnstls serve``: the DNS-over-TLS resolver service."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from dnstls import config as config_mod
+from dnstls.errors import ConfigError
+from dnstls.net import loop
+from dnstls.service import Service
+
+log = logging.getLogger("dnstls.serve")
+
+
+def add_parser(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="run the DNS-over-TLS service",
+        description="Serve DNS over TLS (RFC 7858). With no arguments: DoT on 127.0.0.1:853 "
+                    "and [::1]:853 with a self-signed certificate kept in the state "
+                    "directory; its SPKI pin is printed at start.")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--listen", metavar="ADDR:PORT", action="append",
+                   help="DoT listen address (repeatable; default 127.0.0.1:853 and [::1]:853)")
+    p.add_argument("--plain", metavar="ADDR:PORT", action="append",
+                   help="also serve plain DNS over UDP+TCP here (repeatable)")
+    p.add_argument("--cert", metavar="PEM", help="certificate chain (PEM)")
+    p.add_argument("--key", metavar="PEM", help="private key (PEM)")
+    p.add_argument("--local-zone", metavar="ZONEFILE", action="append",
+                   help="answer this zone (RFC 1035 master file) authoritatively (repeatable)")
+    p.add_argument("--upstream", metavar="URI", action="append",
+                   help="forward to udp://ADDR[:PORT], tcp://ADDR[:PORT] or "
+                        "tls://ADDR[:PORT][#NAME] (repeatable)")
+    p.add_argument("--pin", metavar="BASE64", action="append",
+                   help="SPKI pin for the tls:// upstreams given with --upstream")
+    p.add_argument("--ca-file", metavar="PEM",
+                   help="CA bundle for the tls:// upstreams given with --upstream")
+    p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
+    p.add_argument("--metrics", metavar="ADDR:PORT", help="Prometheus metrics endpoint")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="where the generated certificate is kept")
+    p.add_argument("--log-queries", action="store_true",
+                   help="log every query name (off by default, RFC 8932)")
+    p.set_defaults(func=main)
+
+
+def overrides(args: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    out: dict[str, Any] = {}
+    if args.listen:
+        server["listen"] = args.listen
+    if args.plain:
+        server["plain"] = args.plain
+    if args.metrics:
+        server["metrics"] = args.metrics
+    if args.state_dir:
+        server["state_dir"] = args.state_dir
+    if args.log_queries:
+        server["log_queries"] = True
+    if server:
+        out["server"] = server
+    if bool(args.cert) != bool(args.key):
+        raise ConfigError("--cert/--key", "give both a certificate and a key")
+    if args.cert:
+        out["tls"] = {"certificates": [{"cert": args.cert, "key": args.key}]}
+    if args.local_zone:
+        out["local"] = {"zones": args.local_zone}
+    if args.no_cache:
+        out["cache"] = {"enabled": False}
+    return out
+
+
+def upstream_specs(args: argparse.Namespace) -> list[Any] | None:
+    """Upstreams from --upstream (with --pin/--ca-file), or None if not given."""
+    if not args.upstream:
+        if args.pin or args.ca_file:
+            raise ConfigError("--pin/--ca-file", "need at least one --upstream")
+        return None
+    from dnstls.upstreams import parse_upstream_uri
+
+    return [parse_upstream_uri(uri, pins=args.pin or (), ca_file=args.ca_file)
+            for uri in args.upstream]
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config, overrides(args))
+    specs = upstream_specs(args)
+    return loop.run(_serve(cfg, specs))
+
+
+async def _serve(cfg: config_mod.Config, specs: list[Any] | None) -> int:
+    from dnstls.wiring import forwarding_factory
+
+    service = Service(cfg, upstream_factory=forwarding_factory(cfg, specs))
+    await service.start()
+    service.install_signal_handlers()
+    for line in service.banner():
+        log.info("%s", line)
+    await service.run_until_stopped()
+    return 0
+

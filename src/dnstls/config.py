@@ -1,0 +1,277 @@
+"""Configuration: TOML file plus command-line overrides, validated in one step.
+
+Every section is a frozen dataclass. :func:`load` merges the file and the overrides,
+checks every field, and raises one :class:`~dnstls.errors.ConfigError` naming the dotted
+path of the first bad field (``server.idle_timeout``, ``tls.certificates[1].key``,
+``upstream[0].tls_pubkey_pinset[0].value``) -- the same shape Knot Resolver uses.
+Unknown keys are errors too: a typo must not silently fall back to a default.
+
+Example::
+
+    [server]
+    listen = ["127.0.0.1:853", "[::1]:853"]
+    plain = ["127.0.0.1:53"]
+    idle_timeout = 10.0
+
+    [[tls.certificates]]
+    cert = "/etc/dnstls/fullchain.pem"
+    key = "/etc/dnstls/privkey.pem"
+
+    [local]
+    zones = ["/etc/dnstls/home.zone"]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dnstls.errors import ConfigError
+
+DEFAULT_DOT_PORT = 853
+DEFAULT_DNS_PORT = 53
+
+
+def parse_hostport(text: str, default_port: int, *, field: str) -> tuple[str, int]:
+    """Parse ``ADDR``, ``ADDR:PORT``, ``[V6]``, ``[V6]:PORT`` (addresses must be IPs)."""
+    text = text.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ConfigError(field, f"invalid address {text!r}: missing ']'")
+        host, rest = text[1:end], text[end + 1:]
+        if rest:
+            if not rest.startswith(":"):
+                raise ConfigError(field, f"invalid address {text!r}")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ConfigError(field, f"invalid address {text!r}: {host!r} is not an IP address"
+                          ) from None
+    port = default_port
+    if port_text:
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(field, f"invalid port in {text!r}")
+        port = int(port_text)
+    return host, port
+
+
+def format_hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def default_state_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/dnstls")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "dnstls"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: tuple[str, ...] = ("127.0.0.1:853", "[::1]:853")
+    plain: tuple[str, ...] = ()
+    metrics: str = ""
+    state_dir: str = ""
+    log_queries: bool = False
+    query_timeout: float = 4.0
+    handshake_timeout: float = 5.0
+    idle_timeout: float = 10.0
+    message_timeout: float = 5.0
+    write_timeout: float = 10.0
+    max_in_flight: int = 100
+    max_queries_per_connection: int = 0
+    max_pending_output: int = 1 << 20
+    max_connections: int = 10000
+    max_connections_per_client: int = 100
+    shutdown_grace: float = 5.0
+    reload_check_interval: float = 2.0
+
+
+@dataclass(frozen=True)
+class CertificateConfig:
+    cert: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    certificates: tuple[CertificateConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    zones: tuple[str, ...] = ()
+    ddr: bool = True
+    ddr_name: str = ""
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    enabled: bool = True
+    max_entries: int = 100_000
+    max_bytes: int = 64 << 20
+    min_ttl: int = 0
+    max_ttl: int = 86400
+    max_negative_ttl: int = 3600
+    servfail_ttl: float = 2.0
+    serve_stale: bool = False
+    stale_ttl: int = 86400
+
+
+@dataclass(frozen=True)
+class ForwardConfig:
+    strategy: str = "round_robin"
+    upstreams: tuple[Any, ...] = ()  # UpstreamSpec objects, built by dnstls.upstreams
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    local: LocalConfig = field(default_factory=LocalConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    source: str = ""
+
+
+T = TypeVar("T")
+
+_POSITIVE = {"query_timeout", "handshake_timeout", "idle_timeout", "message_timeout",
+             "write_timeout", "max_in_flight", "max_pending_output", "max_connections",
+             "max_connections_per_client", "max_entries", "max_bytes", "servfail_ttl",
+             "shutdown_grace", "reload_check_interval"}
+_NON_NEGATIVE = {"max_queries_per_connection", "min_ttl", "max_ttl", "max_negative_ttl",
+                 "stale_ttl"}
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(path, f"expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        (item_hint, _ellipsis) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(path, f"expected a list, got {value!r}")
+        return tuple(_convert(v, item_hint, f"{path}[{i}]") for i, v in enumerate(value))
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return build(hint, value, path)
+    if isinstance(hint, types.UnionType):  # pragma: no cover - not used yet
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {path}")
+
+
+def build(cls: type[T], data: Any, path: str) -> T:
+    """Build dataclass ``cls`` from a mapping, validating every field."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(path, f"expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        sub = f"{path}.{key}" if path else key
+        if key not in fields or key == "source":
+            raise ConfigError(sub, "unknown setting")
+        converted = _convert(value, hints[key], sub)
+        if key in _POSITIVE and converted <= 0:
+            raise ConfigError(sub, f"must be positive, got {value!r}")
+        if key in _NON_NEGATIVE and converted < 0:
+            raise ConfigError(sub, f"must not be negative, got {value!r}")
+        values[key] = converted
+    missing = [name for name, f in fields.items()
+               if name not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{path}.{missing[0]}" if path else missing[0], "required")
+    return cls(**values)
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path}: invalid TOML: {exc}") from None
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge nested tables; override wins for non-table values."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+         ) -> Config:
+    """Load, merge and validate. Raises ConfigError naming the first bad field."""
+    data: dict[str, Any] = read_toml(path) if path else {}
+    if overrides:
+        data = merge(data, overrides)
+    upstream_items = data.pop("upstream", [])
+    known = {"server", "tls", "local", "cache", "forward"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(key, "unknown section")
+    server = build(ServerConfig, data.get("server", {}), "server")
+    for i, item in enumerate(server.listen):
+        parse_hostport(item, DEFAULT_DOT_PORT, field=f"server.listen[{i}]")
+    for i, item in enumerate(server.plain):
+        parse_hostport(item, DEFAULT_DNS_PORT, field=f"server.plain[{i}]")
+    if server.metrics:
+        parse_hostport(server.metrics, 9153, field="server.metrics")
+    forward_data = dict(data.get("forward", {}))
+    forward_data.pop("upstreams", None)
+    forward = build(ForwardConfig, forward_data, "forward")
+    if forward.strategy not in ("round_robin", "fastest", "ordered"):
+        raise ConfigError("forward.strategy",
+                          f"unknown strategy {forward.strategy!r} "
+                          "(round_robin, fastest or ordered)")
+    if upstream_items:
+        from dnstls.upstreams import upstreams_from_toml
+
+        if not isinstance(upstream_items, list):
+            raise ConfigError("upstream", "expected an array of tables ([[upstream]])")
+        specs = upstreams_from_toml(upstream_items, path="upstream")
+        forward = dataclasses.replace(forward, upstreams=tuple(specs))
+    cache = build(CacheConfig, data.get("cache", {}), "cache")
+    if cache.min_ttl > cache.max_ttl:
+        raise ConfigError("cache.min_ttl", "must not exceed cache.max_ttl")
+    return Config(server=server, tls=build(TlsConfig, data.get("tls", {}), "tls"),
+                  local=build(LocalConfig, data.get("local", {}), "local"),
+                  cache=cache, forward=forward, source=str(path or ""))

@@ -1,0 +1,124 @@
+"""Prometheus metrics, read from the components' plain counters at scrape time.
+
+The hot path only increments ints in ``statistics()``-style counters; this collector
+turns them into metric families when ``/metrics`` is fetched, so serving a query never
+touches a Prometheus object. Metric names follow the ``dnstls_`` prefix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("dnstls.metrics")
+
+StatsSource = Callable[[], Mapping[str, Any]]
+
+
+class ServiceCollector(Collector):
+    """Builds metric families from a callable returning the service's statistics.
+
+    Expected shape (missing parts are skipped)::
+
+        {"handler": {"responses": {(transport, rcode): n}, "in_flight": n, ...},
+         "listeners": {transport: {"accepted": n, "open": n, "closed": {reason: n},
+                                   "handshakes": {version: n},
+                                   "handshake_failures": {reason: n}, "resumed": n}},
+         "cache": {...}, "upstreams": {name: {...}}}
+    """
+
+    def __init__(self, source: StatsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterable[Metric]:
+        stats = self._source()
+        handler = stats.get("handler", {})
+        queries = CounterMetricFamily("dnstls_queries", "Responses sent, by transport and rcode",
+                                      labels=["transport", "rcode"])
+        for (transport, rcode), n in sorted(handler.get("responses", {}).items()):
+            queries.add_metric([transport, rcode], n)
+        yield queries
+        yield GaugeMetricFamily("dnstls_queries_in_flight", "Queries being resolved",
+                                value=handler.get("in_flight", 0))
+        rejected = CounterMetricFamily("dnstls_rejected_messages",
+                                       "Client messages rejected before resolution",
+                                       labels=["rcode"])
+        for rcode, n in sorted(handler.get("rejected", {}).items()):
+            rejected.add_metric([rcode], n)
+        yield rejected
+        listeners: Mapping[str, Mapping[str, Any]] = stats.get("listeners", {})
+        accepted = CounterMetricFamily("dnstls_connections_accepted", "Connections accepted",
+                                       labels=["transport"])
+        open_ = GaugeMetricFamily("dnstls_connections_open", "Connections open",
+                                  labels=["transport"])
+        closed = CounterMetricFamily("dnstls_connections_closed", "Connections closed",
+                                     labels=["transport", "reason"])
+        hs = CounterMetricFamily("dnstls_tls_handshakes", "Completed TLS handshakes",
+                                 labels=["version"])
+        hs_fail = CounterMetricFamily("dnstls_tls_handshake_failures",
+                                      "Failed TLS handshakes", labels=["reason"])
+        resumed = CounterMetricFamily("dnstls_tls_resumed_sessions",
+                                      "TLS handshakes that resumed a session")
+        resumed_total = 0
+        for transport, ls in sorted(listeners.items()):
+            accepted.add_metric([transport], ls.get("accepted", 0))
+            open_.add_metric([transport], ls.get("open", 0))
+            for reason, n in sorted(ls.get("closed", {}).items()):
+                closed.add_metric([transport, reason], n)
+            for version, n in sorted(ls.get("handshakes", {}).items()):
+                hs.add_metric([version], n)
+            for reason, n in sorted(ls.get("handshake_failures", {}).items()):
+                hs_fail.add_metric([reason], n)
+            resumed_total += int(ls.get("resumed", 0))
+        resumed.add_metric([], resumed_total)
+        yield from (accepted, open_, closed, hs, hs_fail, resumed)
+        yield from _flat("dnstls_cache", stats.get("cache", {}), [])
+        for name, ustats in sorted(stats.get("upstreams", {}).items()):
+            yield from _flat("dnstls_upstream", ustats, [("upstream", name)])
+
+
+def _flat(prefix: str, stats: Mapping[str, Any], labels: list[tuple[str, str]],
+          ) -> Iterable[Metric]:
+    """Numbers become gauges named prefix_key; {label: n} dicts get a 'kind' label."""
+    names = [k for k, _ in labels]
+    values = [v for _, v in labels]
+    for key, value in sorted(stats.items()):
+        metric_name = f"{prefix}_{key}"
+        if isinstance(value, bool):
+            value = int(value)
+        if isinstance(value, int | float):
+            g = GaugeMetricFamily(metric_name, f"{prefix} {key}", labels=names)
+            g.add_metric(values, value)
+            yield g
+        elif isinstance(value, Mapping) and all(isinstance(v, int | float)
+                                                for v in value.values()):
+            g = GaugeMetricFamily(metric_name, f"{prefix} {key}", labels=[*names, "kind"])
+            for kind, n in sorted(value.items(), key=lambda kv: str(kv[0])):
+                g.add_metric([*values, str(kind)], n)
+            yield g
+
+
+class MetricsServer:
+    """The ``/metrics`` HTTP endpoint (prometheus_client's threaded server)."""
+
+    def __init__(self, source: StatsSource) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ServiceCollector(source))
+        self._server: Any = None
+        self._thread: Any = None
+
+    def start(self, host: str, port: int) -> tuple[str, int]:
+        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        addr = self._server.server_address
+        return addr[0], addr[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

@@ -1,0 +1,366 @@
+"""DNS over TCP and over TLS listeners (RFC 7766, RFC 7858): the asyncio adapter.
+
+Each accepted connection gets a :class:`StreamConnection`. The event loop runs the TLS
+handshake under ``handshake_timeout`` (5 s; asyncio's default of 60 s is far too long),
+so a client that opens TCP and never speaks TLS, or sends plaintext DNS to the TLS port,
+costs a socket for at most that long and never reaches this code. Admission (global and
+per-client bounds) is decided when the connection is established. (Deciding it at
+``accept`` instead would need the raw socket first and ``loop.start_tls`` afterwards;
+uvloop 0.23 delivers the ClientHello to the plain protocol in that case, so it is not
+done -- see docs/design.md.)
+
+After that the adapter only moves bytes: it feeds :class:`~dnstls.proto.stream.StreamState`,
+dispatches the messages it returns, writes answers as they become ready (out of order),
+pauses reading when the state says so, and keeps one timer armed at the state's next
+deadline (re-armed lazily: a timer that fires early just re-arms). Every decision about
+limits and timeouts lives in ``proto/stream.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import typing
+from collections import Counter
+
+import dns.message
+
+from dnstls.net.handler import QueryHandler
+from dnstls.net.tls import ServerTLS
+from dnstls.proto import framing
+from dnstls.proto.admission import Admission
+from dnstls.proto.answers import Rejection, Transport
+from dnstls.proto.stream import CloseReason, FramingError, StreamLimits, StreamState
+
+log = logging.getLogger("dnstls.net.server")
+
+
+class ListenerStats:
+    """Plain counters for one transport's listeners (read by the metrics collector)."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+        self.open = 0
+        self.closed: Counter[str] = Counter()
+        self.handshakes: Counter[str] = Counter()  # by TLS version
+        self.handshake_failures: Counter[str] = Counter()  # by reason
+        self.resumed = 0
+        self.handshakes_started = 0  # TCP connections accepted (TLS or not)
+        self.dropped: Counter[str] = Counter()
+
+    def statistics(self) -> dict[str, object]:
+        return {"accepted": self.accepted, "open": self.open, "closed": dict(self.closed),
+                "handshakes": dict(self.handshakes),
+                "handshake_failures": dict(self.handshake_failures),
+                "resumed": self.resumed, "dropped": dict(self.dropped),
+                "tcp_accepted": self.handshakes_started}
+
+
+class StreamConnection(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    def __init__(self, listener: StreamListener) -> None:
+        self.listener = listener
+        self.loop = listener.loop
+        self.transport: asyncio.Transport | None = None
+        self.raw: asyncio.Transport | None = None
+        self.peer: tuple[str, int] | None = None
+        self.state: StreamState | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.closed = False
+        self.reason: CloseReason | None = None
+        self._admitted = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._reading = True
+
+    def __repr__(self) -> str:
+        state = self.state
+        return (f"<StreamConnection {self.listener.transport.value} {self.peer} "
+                f"{'closed' if self.closed else 'open'} in_flight="
+                f"{state.in_flight if state else 0} queries={state.queries if state else 0}>")
+
+    # -- connection setup --------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = typing.cast(asyncio.Transport, transport)  # uvloop's are not subclasses
+        listener = self.listener
+        self.raw = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1]) if peer else ("?", 0)
+        refusal = listener.admission.admit(self.peer[0])
+        listener.stats.accepted += 1
+        if refusal is not None:
+            self.closed = True
+            self.reason = CloseReason.CONNECTION_LIMIT
+            listener.stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
+            log.warning("closing connection from %s: %s", self.peer[0], refusal)
+            transport.abort()
+            return
+        self._admitted = True
+        listener.connections.add(self)
+        listener.stats.open += 1
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sslobj = transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            listener.stats.handshakes[sslobj.version() or "unknown"] += 1
+            if sslobj.session_reused:
+                listener.stats.resumed += 1
+        self._ready(transport)
+
+    def _ready(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        limits = self.listener.limits
+        transport.set_write_buffer_limits(high=min(limits.max_pending_output // 2, 256 << 10))
+        self.state = StreamState(limits, self.loop.time())
+        self._arm()
+
+    # -- input -------------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state is None or self.closed:
+            return
+        now = self.loop.time()
+        try:
+            messages = state.feed(data, now)
+        except FramingError:
+            self.close(CloseReason.FRAMING)
+            return
+        if messages:
+            self._dispatch(messages)
+        self._flow()
+        self._arm()
+
+    def _dispatch(self, messages: list[bytes]) -> None:
+        handler = self.listener.handler
+        transport = self.listener.transport
+        for wire in messages:
+            parsed = handler.parse(wire, transport)
+            if isinstance(parsed, Rejection):
+                self._rejected(parsed)
+                continue
+            task = self.loop.create_task(self._answer(parsed))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    def _rejected(self, rejection: Rejection) -> None:
+        if rejection.wire is not None:
+            self._write(rejection.wire)
+            self._answered()
+        elif rejection.rcode is None and "QR" in rejection.reason:
+            self.listener.stats.dropped["qr_set"] += 1
+            self._answered()
+        else:  # no readable header: nothing can be answered on this stream
+            self.listener.stats.dropped["no_header"] += 1
+            self.close(CloseReason.BAD_MESSAGE)
+
+    async def _answer(self, query: dns.message.Message) -> None:
+        wire = await self.listener.handler.answer(query, self.listener.transport, self.peer)
+        if not self.closed:
+            self._write(wire)
+            self._answered()
+
+    def _answered(self) -> None:
+        state = self.state
+        if state is None or self.closed:
+            return
+        more = state.answered(self.loop.time())
+        if more:
+            self._dispatch(more)
+        if state.finished:
+            self.close(CloseReason.SHUTDOWN if self.listener.closing else CloseReason.QUERY_LIMIT)
+            return
+        self._flow()
+        self._arm()
+
+    def _flow(self) -> None:
+        state = self.state
+        transport = self.transport
+        if state is None or transport is None or self.closed:
+            return
+        if state.reading_allowed != self._reading:
+            self._reading = state.reading_allowed
+            if self._reading:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    # -- output ------------------------------------------------------------------------
+    def _write(self, wire: bytes) -> None:
+        transport = self.transport
+        state = self.state
+        if transport is None or state is None or self.closed:
+            return
+        transport.write(framing.encode(wire))
+        if state.output_exceeded(transport.get_write_buffer_size()):
+            log.warning("closing connection from %s: client does not read its answers",
+                        self.peer[0] if self.peer else "?")
+            self.close(CloseReason.OUTPUT_LIMIT, abort=True)
+
+    def pause_writing(self) -> None:
+        if self.state is not None:
+            self.state.write_blocked(self.loop.time())
+            self._arm()
+
+    def resume_writing(self) -> None:
+        if self.state is not None:
+            self.state.write_unblocked()
+
+    # -- timers ------------------------------------------------------------------------
+    def _arm(self) -> None:
+        state = self.state
+        if state is None or self.closed:
+            return
+        deadline = state.deadline()
+        if deadline is None:
+            return
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return  # fires early and re-arms then
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        state = self.state
+        if state is None or self.closed:
+            return
+        reason = state.expired(self.loop.time())
+        if reason is None:
+            self._arm()
+            return
+        if reason is not CloseReason.IDLE:
+            log.info("closing connection from %s: %s", self.peer[0] if self.peer else "?",
+                     reason.value)
+        self.close(reason, abort=reason is CloseReason.WRITE_TIMEOUT)
+
+    # -- closing -----------------------------------------------------------------------
+    def close(self, reason: CloseReason, *, abort: bool = False) -> None:
+        if self.closed:
+            return
+        transport = self.transport or self.raw
+        self._finish(reason)
+        if transport is not None:
+            if abort:
+                transport.abort()
+            else:
+                transport.close()
+
+    def shutdown(self) -> None:
+        """Stop reading; close once everything received so far is answered."""
+        state = self.state
+        if state is None:
+            self.close(CloseReason.SHUTDOWN)
+            return
+        state.shutdown()
+        if state.finished:
+            self.close(CloseReason.SHUTDOWN)
+        else:
+            self._flow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(CloseReason.PEER)
+        for task in list(self.tasks):
+            task.cancel()
+
+    def eof_received(self) -> bool | None:
+        state = self.state
+        if state is not None and state.pending:
+            state.shutdown()  # half-close: answer what was asked, then close
+            return True
+        return None
+
+    def _finish(self, reason: CloseReason) -> None:
+        if self.closed:
+            if self.reason is None:
+                self.reason = reason
+            return
+        self.closed = True
+        self.reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        listener = self.listener
+        listener.stats.closed[reason.value] += 1
+        if self._admitted:
+            self._admitted = False
+            listener.stats.open -= 1
+            listener.connections.discard(self)
+            if not listener.connections:
+                listener.emptied.set()
+            assert self.peer is not None
+            listener.admission.release(self.peer[0])
+
+
+class StreamListener:
+    """All DoT (or all plain TCP) sockets of a service, sharing limits and counters."""
+
+    def __init__(self, handler: QueryHandler, *, transport: Transport,
+                 tls: ServerTLS | None, limits: StreamLimits, admission: Admission,
+                 handshake_timeout: float = 5.0) -> None:
+        if (transport is Transport.TLS) != (tls is not None):
+            raise ValueError("a TLS listener needs a ServerTLS, a TCP listener none")
+        self.handler = handler
+        self.transport = transport
+        self.tls = tls
+        self.limits = limits
+        self.admission = admission
+        self.handshake_timeout = handshake_timeout
+        self.stats = ListenerStats()
+        self.connections: set[StreamConnection] = set()
+        self.emptied = asyncio.Event()  # set whenever the last connection closes
+        self.servers: list[asyncio.Server] = []
+        self.closing = False
+        self.loop = asyncio.get_running_loop()
+
+    async def listen(self, host: str, port: int, *, reuse_port: bool = False,
+                     ) -> tuple[str, int]:
+        stats = self.stats
+
+        def factory() -> StreamConnection:
+            stats.handshakes_started += 1
+            return StreamConnection(self)
+
+        tls = self.tls
+        server = await self.loop.create_server(
+            factory, host, port, reuse_address=True, reuse_port=reuse_port or None,
+            backlog=1024, ssl=tls.context if tls is not None else None,
+            ssl_handshake_timeout=self.handshake_timeout if tls is not None else None)
+        self.servers.append(server)
+        sockname = server.sockets[0].getsockname()
+        return sockname[0], sockname[1]
+
+    def stop_accepting(self) -> None:
+        self.closing = True
+        for server in self.servers:
+            server.close()
+
+    async def drain(self, grace: float) -> int:
+        """Answer what was received within ``grace`` seconds; abort the rest.
+
+        Returns the number of connections that had to be aborted with queries pending.
+        """
+        self.stop_accepting()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.connections:
+            self.emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.emptied.wait(), grace)
+        aborted = 0
+        for conn in list(self.connections):
+            if conn.state is not None and conn.state.pending:
+                aborted += 1
+            conn.close(CloseReason.SHUTDOWN, abort=True)
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        return aborted
+
+    def statistics(self) -> dict[str, object]:
+        return {**self.stats.statistics(), "connections": len(self.connections)}

@@ -1,0 +1,87 @@
+"""Plain DNS over UDP (RFC 1035 §4.2.1): the ``--plain`` listener and the stub's front.
+
+Each datagram is one query. Answers larger than the client's EDNS buffer (512 bytes
+without EDNS) are truncated with TC=1 by :func:`dnstls.proto.answers.finalize`, so the
+client retries over TCP. Messages with QR set or without a readable header are dropped
+silently (answering them could reflect traffic at a spoofed source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import typing
+from collections import Counter
+
+import dns.message
+
+from dnstls.net.handler import QueryHandler
+from dnstls.proto.answers import Rejection, Transport
+
+log = logging.getLogger("dnstls.net.udp")
+
+
+class UdpListener(asyncio.DatagramProtocol):
+    def __init__(self, handler: QueryHandler, *, max_in_flight: int = 10000) -> None:
+        self.handler = handler
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.DatagramTransport | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.max_in_flight = max_in_flight
+        self.received = 0
+        self.dropped: Counter[str] = Counter()
+
+    @classmethod
+    async def listen(cls, handler: QueryHandler, host: str, port: int,
+                     ) -> tuple[UdpListener, tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: cls(handler), local_addr=(host, port), reuse_port=None)
+        sockname = transport.get_extra_info("sockname")
+        return protocol, (sockname[0], sockname[1])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received += 1
+        if len(self.tasks) >= self.max_in_flight:
+            self.dropped["overload"] += 1
+            return
+        parsed = self.handler.parse(data, Transport.UDP)
+        if isinstance(parsed, Rejection):
+            if parsed.wire is not None and self.transport is not None:
+                self.transport.sendto(parsed.wire, addr)
+            else:
+                self.dropped["unanswerable"] += 1
+            return
+        task = self.loop.create_task(self._answer(parsed, addr))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, query: dns.message.Message, addr: tuple[str, int]) -> None:
+        wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(wire, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def drain(self, grace: float) -> int:
+        """Finish in-flight answers within ``grace``; returns how many were cancelled."""
+        if self.tasks:
+            _done, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            for task in pending:
+                task.cancel()
+            self.close()
+            return len(pending)
+        self.close()
+        return 0
+
+    def statistics(self) -> dict[str, object]:
+        return {"received": self.received, "dropped": dict(self.dropped),
+                "in_flight": len(self.tasks)}

@@ -1,0 +1,194 @@
+"""Server-side state of one DNS-over-TCP/TLS connection (RFC 7766 §6, RFC 7858 §3.4).
+
+The asyncio adapter owns the socket; this class owns every decision about it:
+
+* **Framing.** Bytes go in through :meth:`StreamState.feed`; complete messages come out.
+  A message split across reads, or many messages in one read, are both normal.
+* **Pipelining.** Queries are answered as each becomes ready, in any order. At most
+  ``max_in_flight`` are being resolved at once; beyond that, complete messages wait in a
+  backlog and the adapter pauses reading (:attr:`reading_allowed`), so a fast client is
+  slowed down by TCP flow control instead of by memory.
+* **Timers** (§6.2.3). Three deadlines, all computed from injected ``now`` values:
+  the idle timeout applies when nothing is in flight and no message is partly read, and
+  restarts only after a *complete* message or answer; a started message must be
+  completed within ``message_timeout`` (a trickling client cannot keep the connection
+  with one byte a second); output that the client does not read must drain within
+  ``write_timeout``. :meth:`deadline` says when the adapter must next call
+  :meth:`expired`, which names the :class:`CloseReason` once one has passed.
+* **Limits.** ``max_queries`` per connection (0: unlimited) ends the connection cleanly
+  once the last answer is sent.
+
+No sockets, no clock, no asyncio: tests drive it with bytes and numbers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from dataclasses import dataclass
+
+from dnstls.proto.framing import FrameDecoder, FramingError
+
+
+class CloseReason(enum.Enum):
+    IDLE = "idle_timeout"
+    MESSAGE_TIMEOUT = "message_timeout"
+    WRITE_TIMEOUT = "write_timeout"
+    OUTPUT_LIMIT = "output_limit"
+    FRAMING = "framing_error"
+    BAD_MESSAGE = "bad_message"
+    QUERY_LIMIT = "query_limit"
+    PEER = "peer_closed"
+    SHUTDOWN = "shutdown"
+    HANDSHAKE = "handshake_failed"
+    CONNECTION_LIMIT = "connection_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """Per-connection limits. Defaults are close to Unbound, Knot Resolver and dnsdist."""
+
+    idle_timeout: float = 10.0
+    message_timeout: float = 5.0
+    write_timeout: float = 10.0
+    max_in_flight: int = 100
+    max_queries: int = 0
+    max_pending_output: int = 1 << 20
+
+    def __post_init__(self) -> None:
+        for name in ("idle_timeout", "message_timeout", "write_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        if self.max_queries < 0:
+            raise ValueError("max_queries must be 0 (unlimited) or positive")
+        if self.max_pending_output < 1024:
+            raise ValueError("max_pending_output must be at least 1024 bytes")
+
+
+class StreamState:
+    """Decisions for one server-side stream connection; see the module docstring."""
+
+    __slots__ = ("_backlog", "_decoder", "_idle_since", "_message_started", "_write_blocked",
+                 "in_flight", "limits", "queries", "stop_reading")
+
+    def __init__(self, limits: StreamLimits, now: float) -> None:
+        self.limits = limits
+        self._decoder = FrameDecoder()
+        self._backlog: deque[bytes] = deque()
+        self._idle_since: float | None = now
+        self._message_started: float | None = None
+        self._write_blocked: float | None = None
+        self.in_flight = 0
+        self.queries = 0
+        self.stop_reading = False  # set on shutdown or when the query limit is reached
+
+    # -- input -------------------------------------------------------------------------
+    def feed(self, data: bytes, now: float) -> list[bytes]:
+        """Take received bytes; return the messages that may be dispatched now.
+
+        Raises :class:`FramingError` for an unframeable stream (close it).
+        """
+        if self.stop_reading:
+            return []
+        decoder = self._decoder
+        messages = decoder.feed(data)
+        if decoder.in_message:
+            if self._message_started is None or messages:
+                self._message_started = now
+        else:
+            self._message_started = None
+        if messages:
+            if self._backlog or self.in_flight + len(messages) > self.limits.max_in_flight:
+                self._backlog.extend(messages)
+                messages = self._take()
+            else:
+                messages = self._accept(messages)
+        if decoder.in_message or self.in_flight or self._backlog:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = now
+        return messages
+
+    def _accept(self, messages: list[bytes]) -> list[bytes]:
+        limit = self.limits.max_queries
+        if limit and self.queries + len(messages) >= limit:
+            messages = messages[: limit - self.queries]
+            self.stop_reading = True
+            self._backlog.clear()
+        self.queries += len(messages)
+        self.in_flight += len(messages)
+        return messages
+
+    def _take(self) -> list[bytes]:
+        room = self.limits.max_in_flight - self.in_flight
+        if room <= 0:
+            return []
+        take = [self._backlog.popleft() for _ in range(min(room, len(self._backlog)))]
+        return self._accept(take)
+
+    def answered(self, now: float) -> list[bytes]:
+        """One in-flight query got its answer (or was dropped); returns backlog to dispatch."""
+        self.in_flight -= 1
+        ready = self._take() if self._backlog else []
+        if self.in_flight == 0 and not self._backlog and not self._decoder.in_message:
+            self._idle_since = now
+        return ready
+
+    @property
+    def reading_allowed(self) -> bool:
+        return (not self.stop_reading and not self._backlog
+                and self.in_flight < self.limits.max_in_flight)
+
+    @property
+    def finished(self) -> bool:
+        """Nothing more will be read and every query has been answered: close cleanly."""
+        return self.stop_reading and self.in_flight == 0 and not self._backlog
+
+    @property
+    def pending(self) -> int:
+        """Queries received but not answered (in flight plus backlog)."""
+        return self.in_flight + len(self._backlog)
+
+    def shutdown(self) -> None:
+        """Stop taking new messages; what was already accepted is still answered."""
+        self.stop_reading = True
+
+    # -- output ------------------------------------------------------------------------
+    def write_blocked(self, now: float) -> None:
+        if self._write_blocked is None:
+            self._write_blocked = now
+
+    def write_unblocked(self) -> None:
+        self._write_blocked = None
+
+    def output_exceeded(self, pending_output: int) -> bool:
+        return pending_output > self.limits.max_pending_output
+
+    # -- timers ------------------------------------------------------------------------
+    def deadline(self) -> float | None:
+        """The earliest time at which :meth:`expired` may return a reason."""
+        limits = self.limits
+        candidates = []
+        if self._message_started is not None:
+            candidates.append(self._message_started + limits.message_timeout)
+        if self._idle_since is not None:
+            candidates.append(self._idle_since + limits.idle_timeout)
+        if self._write_blocked is not None:
+            candidates.append(self._write_blocked + limits.write_timeout)
+        return min(candidates) if candidates else None
+
+    def expired(self, now: float) -> CloseReason | None:
+        limits = self.limits
+        if self._write_blocked is not None and now >= self._write_blocked + limits.write_timeout:
+            return CloseReason.WRITE_TIMEOUT
+        if (self._message_started is not None
+                and now >= self._message_started + limits.message_timeout):
+            return CloseReason.MESSAGE_TIMEOUT
+        if self._idle_since is not None and now >= self._idle_since + limits.idle_timeout:
+            return CloseReason.IDLE
+        return None
+
+
+__all__ = ["CloseReason", "FramingError", "StreamLimits", "StreamState"]

@@ -1,0 +1,552 @@
+"""The answer cache: a sans-IO store of rendered responses, and the stage that uses it.
+
+What is stored (and what is not)
+--------------------------------
+An entry is keyed by :mod:`dnstls.proto.cachekey` (name case-insensitively, QTYPE,
+QCLASS, DO, CD). It is cached only if the response's question matches the query's, TC
+is clear (a truncated answer is incomplete), it carries no EDE 3 "Stale Answer" or
+EDE 19 "Stale NXDOMAIN Answer" (someone else's stale data must not be made fresh), and
+its RCODE is one of:
+
+* NOERROR with data: lives for the smallest TTL in the message, each TTL first clamped
+  to ``[min_ttl, max_ttl]``.
+* NXDOMAIN, or NOERROR without an RRset of the QTYPE (NODATA), with an SOA in the
+  authority section (RFC 2308 §5; without an SOA it is not cached): every TTL is capped
+  at min(SOA TTL, SOA MINIMUM) (RFC 2308 §3), itself capped at ``max_negative_ttl`` and
+  ``max_ttl``; ``min_ttl`` does not lengthen negative answers.
+* SERVFAIL, whether returned as a message or raised by the next stage as a
+  :class:`ResolveFailure`: for ``servfail_ttl`` seconds (RFC 9520 §3.2 asks for at least
+  1 s; the default is 2), so a failing name does not hammer the upstreams.
+
+Entries are bounded by count and by wire bytes together, evicting the least recently
+used; an answer that alone exceeds the byte bound is not stored. Expired entries go
+when a lookup finds them, when LRU reaches them, or by :meth:`Cache.purge`.
+
+The hot path: patching bytes
+----------------------------
+Every insert goes through the response's wire bytes (:meth:`Cache.insert` renders a
+message once; :meth:`Cache.insert_wire` takes bytes as they came from an upstream). One
+bounds-checked walk checks the question against the key, classifies the answer, finds
+the SOA's MINIMUM and records the offset of every RR's TTL field. The OPT RR (it must
+be the last record; OPT's TTL field holds flags, not a TTL) is cut off and kept apart
+as a plain one: our payload size, the query's DO bit (RFC 3225 §3) and the response's
+options minus PADDING, edns-tcp-keepalive, COOKIE and Client Subnet, which belong to
+one transport or one client (the listener adds its own). A hit for a new query then
+costs a copy and a few ``pack_into`` calls, no dnspython parse:
+
+* the 2-byte ID is replaced by the query's, the RD bit is echoed (RFC 1035 §4.1.1);
+* the question's owner name, always uncompressed at offset 12 and the same length as
+  the query's (they have the same key), is overwritten with the query's bytes, so the
+  answer echoes the query's letter case (0x20); names compressed to it follow;
+* every TTL becomes max(0, stored TTL - whole seconds in cache) (RFC 1035 §3.2.1,
+  RFC 2308 §5 for the SOA of a negative answer);
+* the OPT is appended (ARCOUNT + 1) only if the query had EDNS (RFC 6891 §7), with any
+  extra options the listener passes and optional RFC 7830 padding to a block size.
+
+:meth:`Cache.lookup_wire` is that path for the listener; :class:`CacheStage` uses the
+same bytes and parses them, so the two paths cannot disagree.
+
+Serve-stale (RFC 8767), off by default
+--------------------------------------
+With ``serve_stale`` an expired entry is kept for ``stale_ttl`` more seconds. It is not
+served while the next stage might answer: a lookup past expiry is a miss. Only when the
+next stage fails (raises a SERVFAIL :class:`ResolveFailure` or returns SERVFAIL) does
+:class:`CacheStage` answer from it, with every TTL set to 30 s (RFC 8767 §4) and
+EDE 3 "Stale Answer" (RFC 8914 §4.4). The failure is remembered for ``servfail_ttl``
+as it would be without a stale entry (the "failure recheck" of RFC 8767 §4): meanwhile
+lookups, including :meth:`Cache.lookup_wire`, serve the stale answer directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+
+from dnstls.proto import edns as _edns
+from dnstls.proto.answers import EDNS_PAYLOAD, error_response
+from dnstls.proto.cachekey import KEY_DO, CacheKey, key_from_message
+from dnstls.resolver.base import Request, ResolveFailure, Resolver
+
+log = logging.getLogger("dnstls.resolver.cache")
+
+STALE_TTL = 30  # RFC 8767 §4: TTL of a record served stale
+_HEADER = struct.Struct("!HHHHHH")
+_TTL = struct.Struct("!I")
+_RR_FIXED = struct.Struct("!HHIH")
+_OPTION = struct.Struct("!HH")
+_STALE_EDE_CODES = frozenset({int(dns.edns.EDECode.STALE_ANSWER),
+                              int(dns.edns.EDECode.STALE_NXDOMAIN_ANSWER)})
+_PER_TRANSPORT_OPTIONS = frozenset({int(_edns.PADDING), int(_edns.KEEPALIVE),
+                                    int(dns.edns.OptionType.COOKIE),
+                                    int(dns.edns.OptionType.ECS)})
+_EDE_STALE_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
+    "!H", int(dns.edns.EDECode.STALE_ANSWER))
+_POSITIVE, _NEGATIVE, _SERVFAIL = "positive", "negative", "servfail"
+_CACHEABLE_RCODES = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL})
+_OPCODE_MASK = 0x7800
+_OPT_TYPE = int(dns.rdatatype.OPT)
+_TSIG_TYPE = int(dns.rdatatype.TSIG)
+_SOA_TYPE = int(dns.rdatatype.SOA)
+_ANY = int(dns.rdatatype.ANY)
+_EDE_CODE = int(_edns.EDE)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStatistics:
+    hits: int
+    misses: int
+    evictions: int
+    entries: int
+    bytes: int
+    stale_served: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A cache answer: the wire bytes, whether stale, and the failure to re-raise, if any."""
+
+    wire: bytes
+    stale: bool
+    failure: ResolveFailure | None
+
+
+class _Entry:
+    __slots__ = ("arcount", "body", "expires", "failed_until", "failure", "inserted", "kind",
+                 "offsets", "opt_head", "opt_rdata", "qname_len", "size", "ttls")
+
+    def __init__(self, *, body: bytes, offsets: list[int], ttls: list[int], opt_head: bytes,
+                 opt_rdata: bytes, kind: str, inserted: float, lifetime: float,
+                 failure: ResolveFailure | None) -> None:
+        self.body = body
+        self.offsets = offsets
+        self.ttls = ttls
+        self.arcount = (body[10] << 8) | body[11]
+        self.qname_len = _name_length(body, 12)
+        self.opt_head = opt_head
+        self.opt_rdata = opt_rdata
+        self.kind = kind
+        self.inserted = inserted
+        self.expires = inserted + lifetime
+        self.failure = failure
+        self.failed_until = float("-inf")
+        self.size = len(body) + len(opt_head) + 2 + len(opt_rdata)
+
+
+class Cache:
+    """Sans-IO answer cache; every method that depends on time takes ``now``."""
+
+    def __init__(self, *, max_entries: int = 100_000, max_bytes: int = 64 << 20,
+                 min_ttl: int = 0, max_ttl: int = 86400, max_negative_ttl: int = 3600,
+                 servfail_ttl: float = 2.0, serve_stale: bool = False,
+                 stale_ttl: float = 86400) -> None:
+        if max_entries < 1 or max_bytes < 1:
+            raise ValueError("max_entries and max_bytes must be positive")
+        if not 0 <= min_ttl <= max_ttl:
+            raise ValueError("need 0 <= min_ttl <= max_ttl")
+        if max_negative_ttl < 0 or stale_ttl < 0:
+            raise ValueError("max_negative_ttl and stale_ttl must not be negative")
+        if not 1 <= servfail_ttl <= 5:
+            raise ValueError("servfail_ttl must be between 1 and 5 seconds")
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
+        self.max_negative_ttl = max_negative_ttl
+        self.servfail_ttl = servfail_ttl
+        self.serve_stale = serve_stale
+        self.stale_ttl = stale_ttl
+        self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
+        self._bytes = 0
+        self._hits = self._misses = self._evictions = self._stale_served = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def statistics(self) -> CacheStatistics:
+        return CacheStatistics(hits=self._hits, misses=self._misses,
+                               evictions=self._evictions, entries=len(self._entries),
+                               bytes=self._bytes, stale_served=self._stale_served)
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def lookup_wire(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
+                    qname: bytes | None = None, edns: bool = True, options: bytes = b"",
+                    pad_block: int = 0) -> bytes | None:
+        """The listener's fast path: response bytes for a new query, or None on a miss.
+
+        ``qname`` is the query's owner name as sent (echoed for 0x20), ``edns`` whether
+        the query had an OPT RR; ``options`` are rendered EDNS options to add (e.g.
+        keepalive) and ``pad_block`` pads the response to a multiple of it (RFC 7830).
+        The caller still enforces its UDP size limit. A cached failure is answered
+        with its SERVFAIL bytes.
+        """
+        hit = self.lookup(key, query_id, now, rd=rd, qname=qname, edns=edns, options=options,
+                          pad_block=pad_block)
+        return None if hit is None else hit.wire
+
+    def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
+               qname: bytes | None = None, edns: bool = True, options: bytes = b"",
+               pad_block: int = 0) -> Hit | None:
+        """Like :meth:`lookup_wire`, also saying whether stale and which failure it was."""
+        entry = self._entries.get(key)
+        stale = False
+        if entry is not None and now >= entry.expires:
+            if (self.serve_stale and entry.kind != _SERVFAIL
+                    and now < entry.expires + self.stale_ttl):
+                stale = now < entry.failed_until
+                if not stale:
+                    entry = None  # kept for a failure to come, but not served now
+            else:
+                self._remove(key)
+                entry = None
+        if entry is None:
+            self._misses += 1
+            return None
+        self._entries.move_to_end(key)
+        if stale:
+            self._stale_served += 1
+        else:
+            self._hits += 1
+        wire = _render(entry, query_id, now, stale=stale, rd=rd, qname=qname, with_edns=edns,
+                       options=options, pad_block=pad_block)
+        return Hit(wire, stale, entry.failure)
+
+    def stale_after_failure(self, key: CacheKey, query_id: int, now: float, *,
+                            rd: bool = True, qname: bytes | None = None, edns: bool = True,
+                            ) -> Hit | None:
+        """The next stage failed: remember that, and return the stale answer if any.
+
+        Returns None (and changes nothing) unless serve-stale is on and an expired
+        entry is within its stale window.
+        """
+        entry = self._entries.get(key)
+        if (not self.serve_stale or entry is None or entry.kind == _SERVFAIL
+                or not entry.expires <= now < entry.expires + self.stale_ttl):
+            return None
+        entry.failed_until = now + self.servfail_ttl
+        self._entries.move_to_end(key)
+        self._stale_served += 1
+        wire = _render(entry, query_id, now, stale=True, rd=rd, qname=qname,
+                       with_edns=edns)
+        return Hit(wire, True, None)
+
+    # -- inserts -----------------------------------------------------------------------
+
+    def insert(self, key: CacheKey, response: dns.message.Message, now: float) -> bool:
+        """Store ``response`` under ``key`` (the query's key) if it may be cached.
+
+        Returns True if stored. Renders the message and goes through
+        :meth:`insert_wire`, so both kinds of insert judge the same bytes.
+        """
+        try:
+            wire = response.to_wire()
+        except Exception as exc:  # dnspython raises many types; the answer is just not kept
+            log.debug("not caching: cannot render (%s)", type(exc).__name__)
+            return False
+        return self.insert_wire(key, wire, now)
+
+    def insert_wire(self, key: CacheKey, wire: bytes, now: float, *,
+                    failure: ResolveFailure | None = None) -> bool:
+        """Store the response ``wire`` under ``key`` if it may be cached; True if stored."""
+        parsed = _parse_response(wire, key)
+        if isinstance(parsed, str):
+            log.debug("not caching: %s", parsed)
+            return False
+        if parsed.rcode == dns.rcode.SERVFAIL:
+            kind, cap = _SERVFAIL, None
+        elif parsed.rcode == dns.rcode.NOERROR and parsed.has_data:
+            kind, cap = _POSITIVE, None
+        elif parsed.negative_ttl is not None:
+            kind = _NEGATIVE
+            cap = min(parsed.negative_ttl, self.max_negative_ttl, self.max_ttl)
+        elif parsed.rcode == dns.rcode.NOERROR and parsed.answers:  # CNAME chain, no SOA
+            kind, cap = _POSITIVE, None
+        else:
+            log.debug("not caching: negative answer without SOA (RFC 2308 §5)")
+            return False
+        return self._store(key, parsed, kind=kind, cap=cap, now=now, failure=failure)
+
+    def insert_failure(self, key: CacheKey, query: dns.message.Message,
+                       failure: ResolveFailure, now: float) -> bool:
+        """Remember a SERVFAIL raised by the next stage for ``servfail_ttl`` seconds.
+
+        Like a SERVFAIL response, it does not replace an entry kept for serve-stale.
+        """
+        if failure.rcode != dns.rcode.SERVFAIL or len(query.question) != 1:
+            return False
+        response = error_response(query, failure.rcode, ede=failure.ede, text=failure.text)
+        return self.insert_wire(key, response.to_wire(), now, failure=failure)
+
+    def purge(self, now: float) -> int:
+        """Drop every entry that can no longer be served; returns how many."""
+        grace = self.stale_ttl if self.serve_stale else 0.0
+        dead = [k for k, e in self._entries.items()
+                if now >= e.expires + (0.0 if e.kind == _SERVFAIL else grace)]
+        for key in dead:
+            self._remove(key)
+        return len(dead)
+
+    def _store(self, key: CacheKey, parsed: _Parsed, *, kind: str, cap: int | None,
+               now: float, failure: ResolveFailure | None) -> bool:
+        body = parsed.body
+        ttls = []
+        for off in parsed.offsets:
+            ttl = _TTL.unpack_from(body, off)[0]
+            if kind == _POSITIVE:
+                ttl = max(self.min_ttl, min(ttl, self.max_ttl))
+            elif cap is not None:
+                ttl = min(ttl, cap)
+            _TTL.pack_into(body, off, ttl)
+            ttls.append(ttl)
+        if kind == _SERVFAIL:
+            lifetime: float = self.servfail_ttl
+        else:
+            lifetime = min(ttls, default=0)
+        if lifetime <= 0:
+            return False
+        do = bool(key[-1] & KEY_DO)
+        opt_head = b"\x00" + struct.pack("!HHI", dns.rdatatype.OPT, EDNS_PAYLOAD,
+                                        0x8000 if do else 0)
+        entry = _Entry(body=bytes(body), offsets=parsed.offsets, ttls=ttls, opt_head=opt_head,
+                       opt_rdata=parsed.options, kind=kind, inserted=now, lifetime=lifetime,
+                       failure=failure)
+        if entry.size > self.max_bytes:
+            return False
+        old = self._entries.get(key)
+        if (kind == _SERVFAIL and self.serve_stale and old is not None and old.kind != _SERVFAIL
+                and now < old.expires + self.stale_ttl):
+            return False  # a failure must not destroy the data serve-stale exists for
+        self._remove(key)
+        self._entries[key] = entry
+        self._bytes += entry.size
+        while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= evicted.size
+            self._evictions += 1
+        return True
+
+    def _remove(self, key: CacheKey) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._bytes -= entry.size
+
+
+class CacheStage:
+    """Resolver stage: answer from the cache, or ask ``next`` and remember its answer."""
+
+    def __init__(self, next: Resolver, cache: Cache, clock: Callable[[], float]) -> None:
+        self._next = next
+        self._cache = cache
+        self._clock = clock
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        query = request.message
+        if len(query.question) != 1:
+            return await self._next.resolve(request)
+        key = key_from_message(query)
+        rd = bool(query.flags & dns.flags.RD)
+        qname = _name_wire(query)
+        edns = query.edns >= 0
+        hit = self._cache.lookup(key, query.id, self._clock(), rd=rd, qname=qname, edns=edns)
+        if hit is not None:
+            if hit.failure is not None:
+                raise ResolveFailure(hit.failure.rcode, hit.failure.ede, hit.failure.text)
+            return dns.message.from_wire(hit.wire)
+        try:
+            response = await self._next.resolve(request)
+        except ResolveFailure as failure:
+            if failure.rcode != dns.rcode.SERVFAIL:
+                raise
+            now = self._clock()
+            stale = self._cache.stale_after_failure(key, query.id, now, rd=rd, qname=qname,
+                                                    edns=edns)
+            if stale is not None:
+                return dns.message.from_wire(stale.wire)
+            self._cache.insert_failure(key, query, failure, now)
+            raise
+        now = self._clock()
+        if response.rcode() == dns.rcode.SERVFAIL:
+            stale = self._cache.stale_after_failure(key, query.id, now, rd=rd, qname=qname,
+                                                    edns=edns)
+            if stale is not None:
+                return dns.message.from_wire(stale.wire)
+        self._cache.insert(key, response, now)
+        return response
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _name_wire(query: dns.message.Message) -> bytes:
+    wire = query.question[0].name.to_wire()
+    assert wire is not None  # to_wire() without a file returns the bytes
+    return wire
+
+
+class _Parsed:
+    """A response read for the cache: body without OPT (ID 0), TTL offsets, facts."""
+
+    __slots__ = ("answers", "body", "has_data", "negative_ttl", "offsets", "options", "rcode")
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.offsets: list[int] = []
+        self.options = b""
+        self.rcode = 0
+        self.answers = 0
+        self.has_data = False
+        self.negative_ttl: int | None = None
+
+
+def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
+    """Read a response to the query with ``key``; a string says why it is not cacheable."""
+    end = len(wire)
+    if end < 12:
+        return "short message"
+    _, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
+    if not flags & dns.flags.QR or flags & _OPCODE_MASK:
+        return "not a response to a query"
+    if flags & dns.flags.TC:
+        return "truncated"
+    name_len = len(key) - 5
+    qend = 12 + name_len + 4
+    if (qdcount != 1 or wire[12:12 + name_len].lower() != key[:name_len]
+            or wire[12 + name_len:qend] != key[name_len:name_len + 4]):
+        return "question mismatch"
+    qtype = (key[name_len] << 8) | key[name_len + 1]
+    parsed = _Parsed()
+    parsed.answers = ancount
+    total = ancount + nscount + arcount
+    opt_start = -1
+    pos = qend
+    for index in range(total):
+        start = pos
+        pos = _skip_name(wire, pos)
+        if pos < 0 or pos + 10 > end:
+            return "malformed record"
+        rrtype, _, ttl, rdlength = _RR_FIXED.unpack_from(wire, pos)
+        rdata = pos + 10
+        pos = rdata + rdlength
+        if pos > end:
+            return "malformed record"
+        if rrtype == _OPT_TYPE:
+            if index != total - 1:
+                return "OPT not the last record"
+            opt_start = start
+            if ttl >> 24:
+                return "extended RCODE"
+            options = _plain_options(wire, rdata, pos)
+            if isinstance(options, str):
+                return options
+            parsed.options = options
+            continue
+        if rrtype == _TSIG_TYPE:
+            return "TSIG"
+        parsed.offsets.append(rdata - 6)
+        if index < ancount:
+            if rrtype == qtype or qtype == _ANY:
+                parsed.has_data = True
+        elif (index < ancount + nscount and rrtype == _SOA_TYPE and rdlength >= 22
+              and parsed.negative_ttl is None):
+            # RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM), the last field.
+            parsed.negative_ttl = min(ttl, _TTL.unpack_from(wire, pos - 4)[0])
+    if pos != end:
+        return "trailing bytes"
+    parsed.rcode = flags & 0xF
+    if parsed.rcode not in _CACHEABLE_RCODES:
+        return f"rcode {parsed.rcode}"
+    body = bytearray(wire if opt_start < 0 else wire[:opt_start])
+    body[0:2] = b"\x00\x00"
+    if opt_start >= 0:
+        body[10:12] = (arcount - 1).to_bytes(2, "big")
+    parsed.body = body
+    return parsed
+
+
+def _plain_options(wire: bytes, pos: int, end: int) -> bytes | str:
+    """OPT RDATA without per-transport options; a string if it must not be cached."""
+    kept = []
+    while pos < end:
+        if pos + 4 > end:
+            return "malformed OPT"
+        code, length = _OPTION.unpack_from(wire, pos)
+        nxt = pos + 4 + length
+        if nxt > end:
+            return "malformed OPT"
+        if code == _EDE_CODE and length >= 2 and (
+                (wire[pos + 4] << 8) | wire[pos + 5]) in _STALE_EDE_CODES:
+            return "stale EDE marker"
+        if code not in _PER_TRANSPORT_OPTIONS:
+            kept.append(wire[pos:nxt])
+        pos = nxt
+    return b"".join(kept)
+
+
+def _name_length(wire: bytes, pos: int) -> int:
+    """Length of the uncompressed name at ``pos`` (the question name of a body)."""
+    start = pos
+    while wire[pos]:
+        pos += 1 + wire[pos]
+    return pos + 1 - start
+
+
+def _skip_name(wire: bytes, pos: int) -> int:
+    """Offset just past a possibly compressed name at ``pos``, or -1 if unreadable."""
+    end = len(wire)
+    while pos < end:
+        length = wire[pos]
+        if length == 0:
+            return pos + 1
+        if length & 0xC0 == 0xC0:
+            return pos + 2 if pos + 2 <= end else -1
+        if length & 0xC0:
+            return -1
+        pos += 1 + length
+    return -1
+
+
+def _render(entry: _Entry, query_id: int, now: float, *, stale: bool, rd: bool,
+            qname: bytes | None, with_edns: bool, options: bytes = b"", pad_block: int = 0,
+            ) -> bytes:
+    buf = bytearray(entry.body)
+    buf[0] = query_id >> 8 & 0xFF
+    buf[1] = query_id & 0xFF
+    if rd:
+        buf[2] |= 0x01
+    else:
+        buf[2] &= 0xFE
+    if qname is not None and len(qname) == entry.qname_len:
+        buf[12:12 + len(qname)] = qname
+    pack = _TTL.pack_into
+    if stale:
+        for off in entry.offsets:
+            pack(buf, off, STALE_TTL)
+    else:
+        age = int(now - entry.inserted)
+        if age > 0:
+            for off, ttl in zip(entry.offsets, entry.ttls, strict=True):
+                pack(buf, off, ttl - age if ttl > age else 0)
+    if not with_edns:
+        return bytes(buf)
+    rdata = entry.opt_rdata + options
+    if stale:
+        rdata += _EDE_STALE_WIRE
+    if pad_block > 0:
+        unpadded = len(buf) + len(entry.opt_head) + 2 + len(rdata) + 4
+        pad = _edns.padded_size(unpadded, pad_block) - unpadded
+        rdata += _OPTION.pack(int(_edns.PADDING), pad) + bytes(pad)
+    buf[10:12] = (entry.arcount + 1).to_bytes(2, "big")
+    buf += entry.opt_head
+    buf += len(rdata).to_bytes(2, "big")
+    buf += rdata
+    return bytes(buf)
+

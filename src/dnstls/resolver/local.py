@@ -1,0 +1,209 @@
+"""Local data: authoritative answers from zone files, and RFC 9462 DDR records.
+
+Zones are RFC 1035 master files read with dnspython's zone reader. A query whose name
+falls in a loaded zone is answered authoritatively here (AA set) and never forwarded:
+
+* the name exists with the type: the RRset (following in-zone CNAMEs, at most 8);
+* the name exists without the type, or is an empty non-terminal: NODATA with the SOA;
+* a delegation (NS below the apex) on the way down: a referral (no AA);
+* the name does not exist: a matching wildcard (RFC 4592) if any, else NXDOMAIN with
+  the SOA. The negative TTL is min(SOA TTL, SOA MINIMUM) (RFC 2308 §3).
+
+Discovery of Designated Resolvers (RFC 9462 §4): queries for ``_dns.resolver.arpa``
+type SVCB are answered with this service's DoT endpoint (``alpn=dot``, its port) under
+the name in its certificate, so clients that start from an IP address can upgrade.
+Every other name under ``resolver.arpa`` is answered NXDOMAIN (or NODATA for the DDR
+name itself), never forwarded (RFC 9462 §8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.zone
+
+from dnstls.errors import ConfigError
+from dnstls.proto.answers import make_response
+from dnstls.resolver.base import Request, Resolver
+
+RESOLVER_ARPA = dns.name.from_text("resolver.arpa.")
+DDR_NAME = dns.name.from_text("_dns.resolver.arpa.")
+MAX_CNAME_CHAIN = 8
+
+
+def load_zone(path: str | Path, *, field: str = "local_zone") -> dns.zone.Zone:
+    """Read a master file; raise ConfigError naming the file on any problem."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(field, f"cannot read zone file {path}: {exc.strerror}") from None
+    try:
+        zone = dns.zone.from_text(text, origin=None, relativize=False, filename=str(path))
+    except dns.zone.UnknownOrigin:
+        raise ConfigError(field, f"zone file {path} has no $ORIGIN") from None
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise ConfigError(field, f"zone file {path}: {exc}") from None
+    return zone
+
+
+class _Zone:
+    """A loaded zone with the lookups local answers need."""
+
+    def __init__(self, zone: dns.zone.Zone) -> None:
+        assert zone.origin is not None
+        self.origin: dns.name.Name = zone.origin
+        self.zone = zone
+        soa = zone.get_rrset(self.origin, dns.rdatatype.SOA)
+        if soa is None:
+            raise ValueError(f"zone {self.origin} has no SOA")
+        self.soa = soa
+        self.negative_ttl = min(soa.ttl, soa[0].minimum)
+        # Every existing name and its ancestors within the zone: names that are only
+        # ancestors are empty non-terminals (NODATA, not NXDOMAIN).
+        self.names: set[dns.name.Name] = set()
+        for name in zone.nodes:
+            assert isinstance(name, dns.name.Name)
+            while name.is_subdomain(self.origin):
+                self.names.add(name)
+                if name == self.origin:
+                    break
+                name = name.parent()
+
+    def negative_soa(self) -> dns.rrset.RRset:
+        rrset = dns.rrset.RRset(self.origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+        rrset.update(self.soa)  # type: ignore[no-untyped-call]
+        rrset.ttl = self.negative_ttl
+        return rrset
+
+    def delegation(self, qname: dns.name.Name) -> dns.rrset.RRset | None:
+        """The NS RRset of a zone cut between the apex (exclusive) and qname (inclusive)."""
+        name = qname
+        cuts = []
+        while name != self.origin:
+            cuts.append(name)
+            name = name.parent()
+        for name in reversed(cuts):
+            ns = self.zone.get_rrset(name, dns.rdatatype.NS)
+            if ns is not None:
+                return ns
+        return None
+
+    def wildcard(self, qname: dns.name.Name) -> dns.name.Name | None:
+        """The wildcard that would synthesize qname (RFC 4592 §3.3.1), if it exists."""
+        encloser = qname.parent()
+        while encloser.is_subdomain(self.origin):
+            if encloser in self.names:
+                candidate = dns.name.Name(("*", *encloser.labels))
+                return candidate if candidate in self.names else None
+            encloser = encloser.parent()
+        return None
+
+
+class LocalData:
+    """Resolver stage answering from local zones and DDR; passes everything else on."""
+
+    def __init__(self, next_stage: Resolver, *, zones: Iterable[dns.zone.Zone] = (),
+                 ddr: Sequence[dns.rdata.Rdata] = ()) -> None:
+        self._next = next_stage
+        self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
+        self._ddr = list(ddr)
+
+    @property
+    def origins(self) -> list[dns.name.Name]:
+        return [z.origin for z in self._zones]
+
+    def _find(self, qname: dns.name.Name) -> _Zone | None:
+        for zone in self._zones:  # longest origin first
+            if qname.is_subdomain(zone.origin):
+                return zone
+        return None
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        query = request.message
+        question = query.question[0]
+        qname = question.name
+        if question.rdclass == dns.rdataclass.IN:
+            zone = self._find(qname)
+            if zone is not None:
+                return self._answer(zone, query)
+            if qname.is_subdomain(RESOLVER_ARPA):
+                return self._answer_ddr(query)
+        return await self._next.resolve(request)
+
+    def _answer_ddr(self, query: dns.message.Message) -> dns.message.Message:
+        response = make_response(query)
+        question = query.question[0]
+        if question.name != DDR_NAME:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif question.rdtype == dns.rdatatype.SVCB and self._ddr:
+            rrset = response.find_rrset(response.answer, DDR_NAME, dns.rdataclass.IN,
+                                        dns.rdatatype.SVCB, create=True)
+            for rdata in self._ddr:
+                rrset.add(rdata, ttl=300)
+        return response
+
+    def _answer(self, zone: _Zone, query: dns.message.Message) -> dns.message.Message:
+        response = make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        qname, qtype = question.name, question.rdtype
+        for _ in range(MAX_CNAME_CHAIN + 1):
+            cut = zone.delegation(qname)
+            if cut is not None:
+                response.flags &= ~dns.flags.AA
+                response.authority.append(cut)
+                return response
+            owner = qname
+            if qname not in zone.names:
+                wildcard = zone.wildcard(qname)
+                if wildcard is None:
+                    if not response.answer:
+                        response.set_rcode(dns.rcode.NXDOMAIN)
+                    response.authority.append(zone.negative_soa())
+                    return response
+                owner = wildcard
+            node = zone.zone.get_node(owner)
+            if node is None:  # empty non-terminal
+                response.authority.append(zone.negative_soa())
+                return response
+            if qtype == dns.rdatatype.ANY:
+                for rdataset in node.rdatasets:
+                    response.answer.append(_rrset(qname, rdataset))
+                return response
+            rdataset = node.get_rdataset(dns.rdataclass.IN, qtype)
+            if rdataset is not None:
+                response.answer.append(_rrset(qname, rdataset))
+                return response
+            cname = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+            if cname is None:
+                response.authority.append(zone.negative_soa())
+                return response
+            response.answer.append(_rrset(qname, cname))
+            target = cname[0].target
+            if not target.is_subdomain(zone.origin):
+                return response
+            qname = target
+        return response
+
+
+def _rrset(owner: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> dns.rrset.RRset:
+    rrset = dns.rrset.RRset(owner, rdataset.rdclass, rdataset.rdtype)
+    rrset.update(rdataset)  # type: ignore[no-untyped-call]
+    return rrset
+
+
+def ddr_records(auth_name: str, port: int) -> list[dns.rdata.Rdata]:
+    """The SVCB record of RFC 9462 §4 for a DoT endpoint (``alpn=dot``, ``port``)."""
+    target = dns.name.from_text(auth_name)
+    text = f"1 {target.to_text()} alpn=dot" + ("" if port == 853 else f" port={port}")
+    return [dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SVCB, text)]

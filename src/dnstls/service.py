@@ -1,0 +1,327 @@
+"""``dnstls serve``: wiring, lifecycle, signals, reload.
+
+Start-up builds everything from a validated :class:`~dnstls.config.Config` and binds
+every socket before reporting ready; any failure there is fatal and names the field.
+
+Shutdown (SIGTERM or the first SIGINT) runs in named steps, as hypercorn/uvicorn do:
+stop accepting; stop reading but answer every query already received, within
+``server.shutdown_grace`` seconds; abort what is left and log how many; exit 0. A second
+SIGINT exits at once.
+
+Reload (SIGHUP, and a poll of the certificate files' mtimes): new TLS handshakes get
+the new certificate; open connections are untouched. A reload that fails keeps the
+running certificate and logs why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnstls import certs
+from dnstls.config import (
+    DEFAULT_DNS_PORT,
+    DEFAULT_DOT_PORT,
+    Config,
+    ServerConfig,
+    default_state_dir,
+    format_hostport,
+    parse_hostport,
+)
+from dnstls.errors import ConfigError
+from dnstls.metrics import MetricsServer
+from dnstls.net.handler import QueryHandler
+from dnstls.net.server import StreamListener
+from dnstls.net.tls import CertPair, ServerTLS
+from dnstls.net.udp import UdpListener
+from dnstls.proto.admission import Admission, AdmissionLimits
+from dnstls.proto.answers import Transport
+from dnstls.proto.pins import spki_pin
+from dnstls.proto.stream import CloseReason, StreamLimits
+from dnstls.resolver.base import Refuse, Resolver
+from dnstls.resolver.local import LocalData, ddr_records, load_zone
+
+log = logging.getLogger("dnstls.service")
+
+DEFAULT_LISTEN = ServerConfig().listen
+
+
+def stream_limits(server: ServerConfig) -> StreamLimits:
+    return StreamLimits(idle_timeout=server.idle_timeout,
+                        message_timeout=server.message_timeout,
+                        write_timeout=server.write_timeout,
+                        max_in_flight=server.max_in_flight,
+                        max_queries=server.max_queries_per_connection,
+                        max_pending_output=max(1024, server.max_pending_output))
+
+
+@dataclass
+class Endpoints:
+    """Where the service actually listens (ports resolved when 0 was asked)."""
+
+    tls: list[tuple[str, int]] = field(default_factory=list)
+    plain: list[tuple[str, int]] = field(default_factory=list)
+    metrics: tuple[str, int] | None = None
+
+
+class Service:
+    """The running DoT service. ``await start()``, then ``await run_until_stopped()``."""
+
+    def __init__(self, config: Config, *,
+                 upstream_factory: Callable[[Resolver], tuple[Resolver, Any]] | None = None,
+                 ) -> None:
+        self.config = config
+        self.endpoints = Endpoints()
+        self.tls: ServerTLS | None = None
+        self.handler: QueryHandler | None = None
+        self.listeners: list[StreamListener] = []
+        self.udp: list[UdpListener] = []
+        self.metrics: MetricsServer | None = None
+        self.pin = ""
+        self._upstream_factory = upstream_factory
+        self._closers: list[Any] = []
+        self._stats_sources: dict[str, Callable[[], Mapping[str, Any]]] = {}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._sigint_count = 0
+
+    # -- start-up ----------------------------------------------------------------------
+    def _certificates(self) -> list[CertPair]:
+        config = self.config
+        if config.tls.certificates:
+            return [CertPair(Path(c.cert), Path(c.key), field=f"tls.certificates[{i}]")
+                    for i, c in enumerate(config.tls.certificates)]
+        state_dir = Path(config.server.state_dir) if config.server.state_dir \
+            else default_state_dir()
+        addresses = [parse_hostport(a, DEFAULT_DOT_PORT, field="server.listen")[0]
+                     for a in config.server.listen]
+        names = [socket.gethostname(), "localhost"]
+        try:
+            cert, key, created = certs.ensure_self_signed(state_dir, names, addresses)
+        except OSError as exc:
+            raise ConfigError("server.state_dir",
+                              f"cannot create certificate in {state_dir}: {exc.strerror}"
+                              ) from None
+        if created:
+            log.warning("no certificate configured: generated a self-signed one in %s",
+                        state_dir)
+        return [CertPair(cert, key, field="server.state_dir")]
+
+    def _pipeline(self) -> Resolver:
+        config = self.config
+        zones = [load_zone(path, field=f"local.zones[{i}]")
+                 for i, path in enumerate(config.local.zones)]
+        terminal: Resolver = Refuse()
+        if self._upstream_factory is not None:
+            terminal, closer = self._upstream_factory(terminal)
+            if closer is not None:
+                self._closers.append(closer)
+        ddr = []
+        if config.local.ddr and self.tls is not None and config.server.listen:
+            names = certs.certificate_names(self.tls.leaf)
+            name = config.local.ddr_name or (names[0] if names else "")
+            if name:
+                port = parse_hostport(config.server.listen[0], DEFAULT_DOT_PORT,
+                                      field="server.listen[0]")[1]
+                ddr = ddr_records(name, port)
+        return LocalData(terminal, zones=zones, ddr=ddr)
+
+    def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
+        self._stats_sources[name] = source
+
+    async def start(self) -> Endpoints:
+        config = self.config
+        server = config.server
+        if server.listen:
+            self.tls = ServerTLS(self._certificates())
+            self.pin = spki_pin(self.tls.leaf)
+        pipeline = self._pipeline()
+        self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
+                                    keepalive=server.idle_timeout,
+                                    log_queries=server.log_queries)
+        admission = Admission(AdmissionLimits(server.max_connections,
+                                              server.max_connections_per_client))
+        limits = stream_limits(server)
+        try:
+            if server.listen:
+                assert self.tls is not None
+                dot = StreamListener(self.handler, transport=Transport.TLS, tls=self.tls,
+                                     limits=limits, admission=admission,
+                                     handshake_timeout=server.handshake_timeout)
+                self.listeners.append(dot)
+                for i, text in enumerate(server.listen):
+                    bound = await self._bind(dot, text, DEFAULT_DOT_PORT, f"server.listen[{i}]")
+                    if bound:
+                        self.endpoints.tls.append(bound)
+                if not self.endpoints.tls:
+                    raise ConfigError("server.listen", "no listen address could be bound")
+            if server.plain:
+                tcp = StreamListener(self.handler, transport=Transport.TCP, tls=None,
+                                     limits=limits, admission=admission)
+                self.listeners.append(tcp)
+                for i, text in enumerate(server.plain):
+                    fld = f"server.plain[{i}]"
+                    host, port = parse_hostport(text, DEFAULT_DNS_PORT, field=fld)
+                    udp, (uhost, uport) = await self._guard(
+                        UdpListener.listen(self.handler, host, port), text, fld)
+                    self.udp.append(udp)
+                    # the TCP side takes the UDP side's port, so port 0 means one port
+                    await self._guard(tcp.listen(host, uport), text, fld)
+                    self.endpoints.plain.append((uhost, uport))
+            if server.metrics:
+                host, port = parse_hostport(server.metrics, 9153, field="server.metrics")
+                self.metrics = MetricsServer(self.statistics)
+                try:
+                    self.endpoints.metrics = self.metrics.start(host, port)
+                except OSError as exc:
+                    raise ConfigError("server.metrics",
+                                      f"cannot listen on {server.metrics}: {exc.strerror}"
+                                      ) from None
+        except BaseException:
+            await self.aclose()
+            raise
+        if self.tls is not None:
+            self._tasks.append(asyncio.get_running_loop().create_task(self._watch_certs()))
+        return self.endpoints
+
+    async def _guard(self, coro: Any, text: str, fld: str) -> Any:
+        try:
+            return await coro
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(fld, f"address {text} is already in use") from None
+            if exc.errno == errno.EACCES:
+                raise ConfigError(fld, f"permission denied binding {text} "
+                                  "(ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+                                  ) from None
+            raise ConfigError(fld, f"cannot listen on {text}: {exc.strerror}") from None
+
+    async def _bind(self, listener: StreamListener, text: str, default_port: int,
+                    fld: str) -> tuple[str, int] | None:
+        host, port = parse_hostport(text, default_port, field=fld)
+        try:
+            return await listener.listen(host, port)
+        except OSError as exc:
+            if (exc.errno == errno.EADDRNOTAVAIL and self.config.server.listen == DEFAULT_LISTEN
+                    and ":" in host):
+                log.warning("IPv6 loopback is not available; not listening on %s", text)
+                return None
+            return await self._guard(_raise(exc), text, fld)  # type: ignore[no-any-return]
+
+    # -- running -----------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop)
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+
+    def _on_sigint(self) -> None:
+        self._sigint_count += 1
+        if self._sigint_count > 1:
+            log.warning("second interrupt: exiting at once")
+            os._exit(130)
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def reload(self) -> bool:
+        if self.tls is None:
+            return True
+        ok = self.tls.reload()
+        if ok:
+            self.pin = spki_pin(self.tls.leaf)
+            log.info("serving certificate pin is now %s", self.pin)
+        return ok
+
+    async def _watch_certs(self) -> None:
+        interval = self.config.server.reload_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            if self.tls is not None and self.tls.files_changed():
+                log.info("certificate files changed on disk: reloading")
+                self.reload()
+
+    async def run_until_stopped(self) -> None:
+        await self._stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> int:
+        """Graceful stop in named steps; returns how many queries were cut off."""
+        grace = self.config.server.shutdown_grace
+        log.info("shutting down: no new connections, answering queries in flight "
+                 "(up to %.1f s)", grace)
+        for listener in self.listeners:
+            listener.stop_accepting()
+        results = await asyncio.gather(*(ln.drain(grace) for ln in self.listeners),
+                                       *(u.drain(grace) for u in self.udp))
+        cut = sum(results)
+        if cut:
+            log.warning("shutdown: %d connections/queries cut off after %.1f s", cut, grace)
+        await self.aclose()
+        log.info("stopped")
+        return cut
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for listener in self.listeners:
+            listener.stop_accepting()
+            for conn in list(listener.connections):
+                conn.close(CloseReason.SHUTDOWN, abort=True)
+        for udp in self.udp:
+            udp.close()
+        if self.metrics is not None:
+            self.metrics.stop()
+            self.metrics = None
+        for closer in self._closers:
+            with contextlib.suppress(Exception):
+                await closer.aclose()
+        self._closers.clear()
+
+    def statistics(self) -> dict[str, Any]:
+        listeners = {ln.transport.value: ln.statistics() for ln in self.listeners}
+        stats: dict[str, Any] = {
+            "handler": self.handler.statistics() if self.handler else {},
+            "listeners": listeners,
+            "udp": [u.statistics() for u in self.udp],
+        }
+        for name, source in self._stats_sources.items():
+            stats[name] = source()
+        return stats
+
+    def banner(self) -> list[str]:
+        """What an operator needs to query the service: addresses, pin, a kdig line."""
+        lines = []
+        for host, port in self.endpoints.tls:
+            lines.append(f"DNS over TLS on {format_hostport(host, port)}")
+        for host, port in self.endpoints.plain:
+            lines.append(f"plain DNS (UDP+TCP) on {format_hostport(host, port)}")
+        if self.endpoints.metrics:
+            lines.append(f"metrics on http://{format_hostport(*self.endpoints.metrics)}/metrics")
+        if self.pin and self.endpoints.tls:
+            host, port = self.endpoints.tls[0]
+            lines.append(f"certificate SPKI pin (sha256): {self.pin}")
+            port_opt = "" if port == DEFAULT_DOT_PORT else f" -p {port}"
+            lines.append(f"try: kdig @{host}{port_opt} +tls-pin={self.pin} example.com")
+        return lines
+
+
+async def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+__all__ = ["DEFAULT_DNS_PORT", "Endpoints", "Service"]
