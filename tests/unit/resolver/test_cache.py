@@ -1,0 +1,616 @@
+"""The answer cache and its stage: TTLs, negative and SERVFAIL caching, bounds, fast path."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rrset
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnstls.proto.answers import Transport, make_response
+from dnstls.proto.cachekey import key_from_message, key_from_wire, read_query
+from dnstls.resolver.base import Request, ResolveFailure
+from dnstls.resolver.cache import STALE_TTL, Cache, CacheStage
+
+NAME = "www.example.com."
+
+
+def query(name: str = NAME, rdtype: str = "A", *, qid: int = 1, **kwargs: object,
+          ) -> dns.message.QueryMessage:
+    return dns.message.make_query(name, rdtype, id=qid, **kwargs)  # type: ignore[arg-type]
+
+
+def rrset(name: str, ttl: int, rdtype: str, *rdatas: str) -> dns.rrset.RRset:
+    return dns.rrset.from_text(name, ttl, "IN", rdtype, *rdatas)
+
+
+def positive(q: dns.message.Message, ttl: int = 300, *extra: dns.rrset.RRset,
+             ) -> dns.message.Message:
+    r = make_response(q)
+    r.answer.append(rrset(q.question[0].name.to_text(), ttl, "A", "192.0.2.1", "192.0.2.2"))
+    r.answer.extend(extra)
+    return r
+
+
+def soa(ttl: int = 3600, minimum: int = 300) -> dns.rrset.RRset:
+    return rrset("example.com.", ttl, "SOA",
+                 f"ns.example.com. host.example.com. 1 7200 900 1209600 {minimum}")
+
+
+def negative(q: dns.message.Message, rcode: int = dns.rcode.NXDOMAIN, *, ttl: int = 3600,
+             minimum: int = 300) -> dns.message.Message:
+    r = make_response(q)
+    r.set_rcode(rcode)
+    r.authority.append(soa(ttl, minimum))
+    return r
+
+
+def ttls(m: dns.message.Message) -> list[int]:
+    return [rr.ttl for section in (m.answer, m.authority, m.additional) for rr in section]
+
+
+def hit(cache: Cache, q: dns.message.Message, now: float) -> dns.message.Message | None:
+    wire = cache.lookup_wire(key_from_message(q), q.id, now, rd=bool(q.flags & dns.flags.RD),
+                             qname=q.question[0].name.to_wire(), edns=q.edns >= 0)
+    return None if wire is None else dns.message.from_wire(wire)
+
+
+def describe(m: dns.message.Message) -> tuple[object, ...]:
+    """Everything a client sees, with owner names lower-cased except the question's."""
+    sections = [[(rr.name.to_text().lower(), rr.rdtype, rr.rdclass, rr.ttl,
+                  sorted(rd.to_text() for rd in rr)) for rr in section]
+                for section in (m.answer, m.authority, m.additional)]
+    edns = (m.edns, m.ednsflags, m.payload, [(int(o.otype), o.to_wire()) for o in m.options]
+            ) if m.edns >= 0 else None
+    return (m.id, m.flags, m.rcode(), m.question[0].name.to_wire(), m.question[0].rdtype,
+            m.question[0].rdclass, sections, edns)
+
+
+def expected(response: dns.message.Message, q: dns.message.Message, age: int,
+             *, options: Iterable[dns.edns.Option] = ()) -> dns.message.Message:
+    """What the slow way would serve: the response with q's ID/case/RD, TTLs aged."""
+    e = dns.message.from_wire(response.to_wire())
+    e.id = q.id
+    e.flags = (e.flags & ~dns.flags.RD) | (q.flags & dns.flags.RD)
+    e.question = [dns.rrset.RRset(q.question[0].name, q.question[0].rdclass,
+                                  q.question[0].rdtype)]
+    for section in (e.answer, e.authority, e.additional):
+        for rr in section:
+            rr.ttl = max(0, rr.ttl - age)
+    if q.edns >= 0:
+        e.use_edns(0, q.ednsflags & dns.flags.DO, 1232, options=list(options))
+    else:
+        e.use_edns(False)
+    return e
+
+
+# -- TTLs ---------------------------------------------------------------------------------
+
+
+def test_ttls_count_down_and_entry_expires() -> None:
+    cache = Cache()
+    q = query()
+    assert cache.insert(key_from_message(q), positive(q, 300), 100.0)
+    first = hit(cache, q, 100.0)
+    assert first is not None and ttls(first) == [300]
+    later = hit(cache, q, 150.7)
+    assert later is not None and ttls(later) == [250]
+    last = hit(cache, q, 399.9)
+    assert last is not None and ttls(last) == [1]
+    assert hit(cache, q, 400.0) is None
+    stats = cache.statistics()
+    assert (stats.hits, stats.misses, stats.entries, stats.bytes) == (3, 1, 0, 0)
+
+
+def test_each_record_counts_down_and_lifetime_is_the_smallest_ttl() -> None:
+    cache = Cache()
+    q = query()
+    r = positive(q, 600)
+    r.additional.append(rrset("ns.example.com.", 60, "A", "192.0.2.53"))
+    cache.insert(key_from_message(q), r, 0.0)
+    served = hit(cache, q, 59.0)
+    assert served is not None and ttls(served) == [541, 1]
+    assert hit(cache, q, 60.0) is None
+
+
+def test_min_and_max_ttl_clamp_positive_answers() -> None:
+    cache = Cache(min_ttl=60, max_ttl=3600)
+    short, long_ = query("short.example."), query("long.example.")
+    cache.insert(key_from_message(short), positive(short, 5), 0.0)
+    cache.insert(key_from_message(long_), positive(long_, 10**6), 0.0)
+    s, lg = hit(cache, short, 0.0), hit(cache, long_, 0.0)
+    assert s is not None and ttls(s) == [60]
+    assert lg is not None and ttls(lg) == [3600]
+    assert hit(cache, short, 59.0) is not None and hit(cache, short, 60.0) is None
+    assert hit(cache, long_, 3600.0) is None
+
+
+def test_zero_ttl_is_not_cached() -> None:
+    cache = Cache()
+    q = query()
+    assert not cache.insert(key_from_message(q), positive(q, 0), 0.0)
+    assert len(cache) == 0
+
+
+def test_settings_are_validated() -> None:
+    for bad in ({"max_entries": 0}, {"min_ttl": 10, "max_ttl": 5}, {"servfail_ttl": 0.5},
+                {"servfail_ttl": 6}, {"max_negative_ttl": -1}):
+        with pytest.raises(ValueError):
+            Cache(**bad)  # type: ignore[arg-type]
+
+
+# -- negative answers and SERVFAIL ---------------------------------------------------------------
+
+
+def test_nxdomain_ttl_is_min_of_soa_ttl_and_minimum() -> None:
+    cache = Cache()
+    q = query("nope.example.com.")
+    assert cache.insert(key_from_message(q), negative(q, ttl=3600, minimum=300), 0.0)
+    served = hit(cache, q, 100.0)
+    assert served is not None and served.rcode() == dns.rcode.NXDOMAIN
+    assert ttls(served) == [200]  # the SOA's TTL is the negative TTL, counting down
+    assert hit(cache, q, 300.0) is None
+    cache.insert(key_from_message(q), negative(q, ttl=120, minimum=300), 0.0)
+    assert hit(cache, q, 119.0) is not None and hit(cache, q, 120.0) is None
+
+
+def test_nodata_is_cached_negatively_and_capped() -> None:
+    cache = Cache(max_negative_ttl=60)
+    q = query(rdtype="AAAA")
+    r = negative(q, dns.rcode.NOERROR, ttl=86400, minimum=86400)
+    assert cache.insert(key_from_message(q), r, 0.0)
+    served = hit(cache, q, 0.0)
+    assert served is not None and served.rcode() == dns.rcode.NOERROR
+    assert not served.answer and ttls(served) == [60]
+    assert hit(cache, q, 60.0) is None
+
+
+def test_nodata_after_cname_uses_the_negative_ttl() -> None:
+    cache = Cache()
+    q = query(rdtype="AAAA")
+    r = negative(q, dns.rcode.NOERROR, ttl=3600, minimum=30)
+    r.answer.append(rrset(NAME, 3600, "CNAME", "target.example.com."))
+    cache.insert(key_from_message(q), r, 0.0)
+    served = hit(cache, q, 0.0)
+    assert served is not None and ttls(served) == [30, 30]
+
+
+def test_negative_answer_without_soa_is_not_cached() -> None:
+    cache = Cache()
+    q = query()
+    r = make_response(q)
+    r.set_rcode(dns.rcode.NXDOMAIN)
+    assert not cache.insert(key_from_message(q), r, 0.0)
+    assert not cache.insert(key_from_message(q), make_response(q), 0.0)  # bare NODATA
+
+
+def test_cname_chain_without_soa_is_positive() -> None:
+    cache = Cache(max_ttl=100)
+    q = query(rdtype="AAAA")
+    r = make_response(q)
+    r.answer.append(rrset(NAME, 3600, "CNAME", "target.example.com."))
+    assert cache.insert(key_from_message(q), r, 0.0)
+    served = hit(cache, q, 0.0)
+    assert served is not None and ttls(served) == [100]
+
+
+def test_servfail_response_is_cached_briefly() -> None:
+    cache = Cache()
+    q = query()
+    r = make_response(q)
+    r.set_rcode(dns.rcode.SERVFAIL)
+    assert cache.insert(key_from_message(q), r, 10.0)
+    served = hit(cache, q, 11.9)
+    assert served is not None and served.rcode() == dns.rcode.SERVFAIL
+    assert hit(cache, q, 12.0) is None
+
+
+@pytest.mark.parametrize("why", ["tc", "ede3", "ede19", "mismatch", "refused", "qtype",
+                                 "no-question", "tsig-like"])
+def test_uncacheable_responses(why: str) -> None:
+    cache = Cache()
+    q = query(use_edns=0)
+    r = positive(q)
+    key = key_from_message(q)
+    if why == "tc":
+        r.flags |= dns.flags.TC
+    elif why in ("ede3", "ede19"):
+        r.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(3 if why == "ede3" else 19)])
+    elif why == "mismatch":
+        r = positive(query("other.example.com."))
+    elif why == "qtype":
+        r = positive(query(rdtype="AAAA"))
+    elif why == "refused":
+        r.set_rcode(dns.rcode.REFUSED)
+    elif why == "no-question":
+        r.question = []
+    else:
+        wire = r.to_wire()
+        tsig = b"\x00" + struct.pack("!HHIH", 250, 255, 0, 0)
+        ar = struct.unpack_from("!H", wire, 10)[0]
+        bad = wire[:10] + struct.pack("!H", ar + 1) + wire[12:] + tsig
+        assert not cache.insert_wire(key, bad, 0.0)
+        return
+    assert not cache.insert(key, r, 0.0)
+    assert len(cache) == 0
+
+
+def test_malformed_wire_is_refused() -> None:
+    cache = Cache()
+    q = query(use_edns=0)
+    key = key_from_message(q)
+    r = positive(q)
+    r.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(18)])
+    wire = r.to_wire()
+    for cut in range(len(wire)):
+        assert not cache.insert_wire(key, wire[:cut], 0.0), cut
+    assert not cache.insert_wire(key, wire + b"\x00", 0.0)
+    assert not cache.insert_wire(key, q.to_wire(), 0.0)  # a query, not a response
+    assert cache.insert_wire(key, wire, 0.0)
+
+
+def test_ede_other_than_stale_is_kept_and_per_transport_options_are_not() -> None:
+    cache = Cache()
+    q = query(use_edns=0, pad=128)
+    r = positive(q)
+    r.use_edns(0, 0, 4096, options=[
+        dns.edns.EDEOption(18, "prohibited"),
+        dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"\x00\x64"),
+        dns.edns.CookieOption(b"\x01" * 8, b"\x02" * 8),
+        dns.edns.ECSOption("192.0.2.0", 24, 24)], pad=468)
+    cache.insert(key_from_message(q), r, 0.0)
+    served = hit(cache, q, 0.0)
+    assert served is not None
+    assert [(o.otype, o.to_wire()) for o in served.options] == [
+        (dns.edns.OptionType.EDE, dns.edns.EDEOption(18, "prohibited").to_wire())]
+    assert served.payload == 1232
+
+
+# -- the fast path equals the slow path ----------------------------------------------------------
+
+
+def test_fast_path_echoes_id_case_rd_and_omits_opt_without_edns() -> None:
+    cache = Cache()
+    first = query("www.example.com.", use_edns=0, want_dnssec=False)
+    response = positive(first, 300, rrset("www.example.com.", 300, "RRSIG",
+                                          "A 8 3 300 20300101000000 20200101000000 1 "
+                                          "example.com. AAAA"))
+    cache.insert(key_from_message(first), response, 0.0)
+    again = query("WwW.ExAmPlE.cOm.", qid=0xBEEF, flags=0)  # no EDNS, RD clear
+    served = hit(cache, again, 42.0)
+    assert served is not None
+    assert describe(served) == describe(expected(response, again, 42))
+    assert served.question[0].name.to_wire() == b"\x03WwW\x07ExAmPlE\x03cOm\x00"
+    assert served.edns < 0 and not served.flags & dns.flags.RD and served.id == 0xBEEF
+    # The RRSIG's original TTL (in its RDATA) is not touched.
+    assert served.answer[1][0].original_ttl == 300
+
+
+def test_fast_path_with_keepalive_and_padding() -> None:
+    cache = Cache()
+    q = query(use_edns=0, want_dnssec=True, pad=128)
+    response = positive(q)
+    cache.insert(key_from_message(q), response, 0.0)
+    keepalive = dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"\x00\x64")
+    wire = cache.lookup_wire(key_from_message(q), 7, 3.0,
+                             options=struct.pack("!HH", 11, 2) + b"\x00\x64", pad_block=468)
+    assert wire is not None and len(wire) % 468 == 0
+    served = dns.message.from_wire(wire)
+    assert served.ednsflags & dns.flags.DO
+    assert [o.otype for o in served.options] == [dns.edns.OptionType.KEEPALIVE,
+                                                 dns.edns.OptionType.PADDING]
+    # Apart from padding, the same as the slow way.
+    served.use_edns(0, served.ednsflags, served.payload, options=served.options[:1])
+    q.id = 7
+    assert describe(served) == describe(expected(response, q, 3, options=[keepalive]))
+
+
+def test_fast_path_from_raw_query_bytes() -> None:
+    """The listener's use: key and facts from the raw query, answer from the cache."""
+    cache = Cache()
+    first = query(use_edns=0)
+    response = positive(first)
+    cache.insert(key_from_message(first), response, 0.0)
+    raw = query("WWW.example.COM.", qid=99, use_edns=0, pad=128).to_wire()
+    facts = read_query(raw)
+    assert facts is not None and key_from_wire(raw) == facts.key
+    wire = cache.lookup_wire(facts.key, facts.id, 10.0, rd=facts.rd, qname=facts.qname,
+                             edns=facts.edns)
+    assert wire is not None
+    assert describe(dns.message.from_wire(wire)) == describe(
+        expected(response, dns.message.from_wire(raw), 10))
+
+
+names = st.lists(st.text("abcdefghijXYZ-", min_size=1, max_size=12), min_size=1, max_size=4)
+
+
+@settings(max_examples=150)
+@given(names, st.lists(st.integers(1, 10**6), min_size=1, max_size=3), st.integers(0, 10**6),
+       st.booleans(), st.booleans(), st.booleans(), st.integers(0, 0xFFFF), st.data())
+def test_fast_path_equals_slow_path(labels: list[str], answer_ttls: list[int], age: int,
+                                    use_edns: bool, do: bool, rd: bool, qid: int,
+                                    data: st.DataObject) -> None:
+    name = ".".join(labels) + "."
+    first = query(name.lower(), use_edns=0 if use_edns or do else None, want_dnssec=do)
+    response = make_response(first)
+    for i, ttl in enumerate(answer_ttls):
+        response.answer.append(rrset(name.lower(), ttl, "A", f"192.0.2.{i}"))
+    response.authority.append(rrset("example.", 3600, "NS", "ns.example."))
+    cache = Cache(max_ttl=10**6)
+    assert cache.insert(key_from_message(first), response, 1000.0)
+    cased = "".join(c.upper() if data.draw(st.booleans()) else c for c in name)
+    again = query(cased, qid=qid, use_edns=0 if use_edns or do else None, want_dnssec=do,
+                  flags=dns.flags.RD if rd else 0)
+    served = hit(cache, again, 1000.0 + age)
+    if age >= min([*answer_ttls, 3600]):
+        assert served is None
+        return
+    assert served is not None
+    assert describe(served) == describe(expected(response, again, age))
+
+
+# -- bounds and LRU ---------------------------------------------------------------------------
+
+
+def response_wire(i: int, template: bytes, name_len: int) -> tuple[bytes, bytes]:
+    """A cheap unique response and its key: the template with a same-length name."""
+    name = b"\x07" + b"%07d" % i + template[12 + 8:12 + name_len]
+    wire = template[:12] + name + template[12 + name_len:]
+    return name + template[12 + name_len:12 + name_len + 4] + b"\x00", wire
+
+
+def test_response_wire_helper_makes_real_keys() -> None:
+    q = query("0000000.flood.example.")
+    template = positive(q).to_wire()
+    key, wire = response_wire(1234, template, len(q.question[0].name.to_wire()))
+    assert key == key_from_message(query("1234.flood.example.".zfill(22)))
+    assert dns.message.from_wire(wire).question[0].name.to_text() == "0001234.flood.example."
+
+
+def test_bounds_hold_under_a_flood_of_unique_names() -> None:
+    q = query("0000000.flood.example.")
+    template = positive(q).to_wire()
+    name_len = len(q.question[0].name.to_wire())
+    by_count = Cache(max_entries=100)
+    by_bytes = Cache(max_bytes=10_000)
+    for i in range(100_000):
+        key, wire = response_wire(i, template, name_len)
+        assert by_count.insert_wire(key, wire, float(i) / 1000)
+        assert by_bytes.insert_wire(key, wire, float(i) / 1000)
+        if i % 1000 == 0:
+            assert len(by_count) <= 100 and by_bytes.statistics().bytes <= 10_000
+    count_stats, bytes_stats = by_count.statistics(), by_bytes.statistics()
+    assert count_stats.entries == 100 and count_stats.evictions == 100_000 - 100
+    assert bytes_stats.bytes <= 10_000
+    entry_size = bytes_stats.bytes // bytes_stats.entries  # every entry has the same size
+    assert bytes_stats.entries == 10_000 // entry_size
+    assert bytes_stats.evictions == 100_000 - bytes_stats.entries
+    # The newest names survive.
+    key, _ = response_wire(99_999, template, name_len)
+    assert by_count.lookup_wire(key, 1, 100.0) is not None
+
+
+def test_lru_keeps_a_hot_name() -> None:
+    cache = Cache(max_entries=10)
+    hot = query("hot.example.")
+    cache.insert(key_from_message(hot), positive(hot), 0.0)
+    for i in range(1000):
+        cold = query(f"cold{i}.example.")
+        cache.insert(key_from_message(cold), positive(cold), 0.0)
+        assert hit(cache, hot, 0.0) is not None, i
+    assert hit(cache, query("cold0.example."), 0.0) is None
+    assert cache.statistics().evictions == 1000 - 9
+
+
+def test_an_answer_bigger_than_the_byte_bound_is_not_stored() -> None:
+    cache = Cache(max_bytes=100)
+    q = query()
+    r = make_response(q)
+    r.answer.append(rrset(NAME, 60, "TXT", *[f'"{"x" * 50}{i}"' for i in range(5)]))
+    assert not cache.insert(key_from_message(q), r, 0.0)
+    assert cache.statistics().bytes == 0
+
+
+def test_replacing_an_entry_keeps_byte_count_exact() -> None:
+    cache = Cache()
+    q = query()
+    cache.insert(key_from_message(q), positive(q), 0.0)
+    size = cache.statistics().bytes
+    cache.insert(key_from_message(q), positive(q), 1.0)
+    assert cache.statistics().bytes == size and len(cache) == 1
+
+
+def test_purge_drops_expired_entries() -> None:
+    cache = Cache()
+    for i, ttl in enumerate((10, 20, 30)):
+        q = query(f"n{i}.example.")
+        cache.insert(key_from_message(q), positive(q, ttl), 0.0)
+    assert cache.purge(20.0) == 2
+    assert len(cache) == 1 and cache.statistics().bytes > 0
+    assert cache.purge(30.0) == 1 and cache.statistics().bytes == 0
+
+
+# -- the stage -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Clock:
+    now: float = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Scripted:
+    """A fake next stage: answers from a script of responses or failures, records calls."""
+
+    script: list[dns.message.Message | Exception] = field(default_factory=list)
+    calls: list[dns.message.Message] = field(default_factory=list)
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        self.calls.append(request.message)
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        step.id = request.message.id
+        return step
+
+
+def request(q: dns.message.Message) -> Request:
+    return Request(message=q, transport=Transport.TLS, client=None, deadline=0.0)
+
+
+async def test_stage_miss_then_hit_with_own_id_and_case() -> None:
+    clock = Clock(10.0)
+    q = query(use_edns=0)
+    upstream = Scripted([positive(q, 300)])
+    stage = CacheStage(upstream, Cache(), clock)
+    first = await stage.resolve(request(q))
+    assert ttls(first) == [300] and len(upstream.calls) == 1
+    clock.now = 70.0
+    again = query("WWW.Example.com.", qid=4242, use_edns=0)
+    served = await stage.resolve(request(again))
+    assert len(upstream.calls) == 1
+    assert served.id == 4242 and ttls(served) == [240]
+    assert served.question[0].name.to_wire() == again.question[0].name.to_wire()
+
+
+async def test_stage_caches_a_servfail_failure_and_reraises_it() -> None:
+    clock = Clock()
+    q = query(use_edns=0)
+    failure = ResolveFailure(dns.rcode.SERVFAIL, 22, "no reachable authority")
+    upstream = Scripted([failure, positive(q)])
+    stage = CacheStage(upstream, Cache(), clock)
+    with pytest.raises(ResolveFailure):
+        await stage.resolve(request(q))
+    clock.now = 1.9
+    with pytest.raises(ResolveFailure) as cached:
+        await stage.resolve(request(q))
+    assert (cached.value.rcode, cached.value.ede, cached.value.text) == (
+        dns.rcode.SERVFAIL, 22, "no reachable authority")
+    assert len(upstream.calls) == 1
+    clock.now = 2.0
+    assert (await stage.resolve(request(q))).rcode() == dns.rcode.NOERROR
+    assert len(upstream.calls) == 2
+    # The fast path answers the cached failure with SERVFAIL bytes too.
+    cache = Cache()
+    cache.insert_failure(key_from_message(q), q, failure, 0.0)
+    served = hit(cache, q, 1.0)
+    assert served is not None and served.rcode() == dns.rcode.SERVFAIL
+    assert [o.to_wire() for o in served.options] == [
+        dns.edns.EDEOption(22, "no reachable authority").to_wire()]
+
+
+async def test_stage_does_not_cache_other_failures() -> None:
+    q = query()
+    refused = ResolveFailure(dns.rcode.REFUSED, 20)
+    upstream = Scripted([refused, refused])
+    stage = CacheStage(upstream, Cache(), Clock())
+    for _ in range(2):
+        with pytest.raises(ResolveFailure):
+            await stage.resolve(request(q))
+    assert len(upstream.calls) == 2
+
+
+async def test_stage_passes_messages_without_one_question() -> None:
+    q = dns.message.Message(id=5)
+    r = dns.message.Message(id=5)
+    upstream = Scripted([r])
+    assert await CacheStage(upstream, Cache(), Clock()).resolve(request(q)) is r
+
+
+# -- serve-stale -----------------------------------------------------------------------------
+
+
+async def test_no_stale_answers_by_default() -> None:
+    clock = Clock()
+    q = query(use_edns=0)
+    upstream = Scripted([positive(q, 60), ResolveFailure(dns.rcode.SERVFAIL)])
+    stage = CacheStage(upstream, Cache(), clock)
+    await stage.resolve(request(q))
+    clock.now = 61.0
+    with pytest.raises(ResolveFailure):
+        await stage.resolve(request(q))
+
+
+async def test_stale_answer_only_when_next_fails() -> None:
+    clock = Clock()
+    cache = Cache(serve_stale=True, stale_ttl=3600)
+    q = query(use_edns=0)
+    fresh = positive(q, 60)
+    upstream = Scripted([positive(q, 60), fresh, ResolveFailure(dns.rcode.SERVFAIL, 22)])
+    stage = CacheStage(upstream, cache, clock)
+    await stage.resolve(request(q))
+    clock.now = 61.0
+    # Expired, next works: the new answer, not the stale one.
+    assert ttls(await stage.resolve(request(q))) == [60] and len(upstream.calls) == 2
+    clock.now = 200.0
+    stale = await stage.resolve(request(q))
+    assert len(upstream.calls) == 3
+    assert ttls(stale) == [STALE_TTL]
+    assert [(o.otype, o.to_wire()) for o in stale.options] == [
+        (dns.edns.OptionType.EDE, dns.edns.EDEOption(3).to_wire())]
+    # For servfail_ttl after the failure, stale answers come without asking next.
+    clock.now = 201.9
+    again = await stage.resolve(request(q))
+    assert ttls(again) == [STALE_TTL] and len(upstream.calls) == 3
+    assert cache.statistics().stale_served == 2
+    # Then next is asked again (and the script is empty: it would raise IndexError).
+    clock.now = 202.0
+    with pytest.raises(IndexError):
+        await stage.resolve(request(q))
+
+
+async def test_stale_answer_when_next_returns_servfail() -> None:
+    clock = Clock()
+    q = query(use_edns=0)
+    servfail = make_response(q)
+    servfail.set_rcode(dns.rcode.SERVFAIL)
+    upstream = Scripted([positive(q, 60), servfail])
+    stage = CacheStage(upstream, Cache(serve_stale=True), clock)
+    await stage.resolve(request(q))
+    clock.now = 100.0
+    stale = await stage.resolve(request(q))
+    assert stale.rcode() == dns.rcode.NOERROR and ttls(stale) == [STALE_TTL]
+
+
+async def test_failure_without_stale_entry_or_beyond_window_is_a_failure() -> None:
+    clock = Clock()
+    cache = Cache(serve_stale=True, stale_ttl=100)
+    q = query(use_edns=0)
+    upstream = Scripted([positive(q, 60), ResolveFailure(dns.rcode.SERVFAIL)])
+    stage = CacheStage(upstream, cache, clock)
+    await stage.resolve(request(q))
+    clock.now = 160.0  # expired 100 s ago: outside the stale window
+    with pytest.raises(ResolveFailure):
+        await stage.resolve(request(q))
+    assert cache.statistics().stale_served == 0
+
+
+def test_servfail_does_not_replace_an_entry_kept_for_serve_stale() -> None:
+    cache = Cache(serve_stale=True)
+    q = query()
+    key = key_from_message(q)
+    cache.insert(key, positive(q, 60), 0.0)
+    assert not cache.insert_failure(key, q, ResolveFailure(dns.rcode.SERVFAIL), 70.0)
+    assert cache.stale_after_failure(key, 1, 70.0) is not None
+    assert cache.purge(70.0) == 0
+    assert cache.purge(60.0 + 86400) == 1
+
+
+def test_stale_window_is_a_miss_until_a_failure() -> None:
+    cache = Cache(serve_stale=True)
+    q = query()
+    cache.insert(key_from_message(q), positive(q, 60), 0.0)
+    assert hit(cache, q, 61.0) is None and len(cache) == 1
+    assert cache.stale_after_failure(key_from_message(query("x.")), 1, 61.0) is None
