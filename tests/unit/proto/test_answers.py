@@ -1,0 +1,175 @@
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.rcode
+import dns.rdatatype
+import dns.rrset
+import pytest
+
+from dnstls.proto import edns
+from dnstls.proto.answers import (
+    Rejection,
+    Transport,
+    error_response,
+    finalize,
+    header_error,
+    make_response,
+    parse_query,
+)
+
+
+def query(name: str = "example.test", rdtype: str = "A", **kw: object) -> dns.message.Message:
+    return dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
+
+
+def test_valid_query_parses() -> None:
+    q = query(use_edns=0)
+    parsed = parse_query(q.to_wire())
+    assert isinstance(parsed, dns.message.Message)
+    assert parsed.question == q.question
+
+
+def test_short_message_cannot_be_answered() -> None:
+    r = parse_query(b"\x00" * 11)
+    assert isinstance(r, Rejection) and r.wire is None and r.rcode is None
+
+
+def test_qr_set_is_dropped() -> None:
+    wire = bytearray(query().to_wire())
+    wire[2] |= 0x80
+    r = parse_query(bytes(wire))
+    assert isinstance(r, Rejection) and r.wire is None and "QR" in r.reason
+
+
+def test_garbage_after_header_gets_formerr_with_id_and_rd() -> None:
+    wire = struct.pack("!HHHHHH", 0xBEEF, dns.flags.RD, 1, 0, 0, 0) + b"\xff\xff\xff"
+    r = parse_query(wire)
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.FORMERR
+    assert r.wire is not None
+    response = dns.message.from_wire(r.wire)
+    assert response.id == 0xBEEF
+    assert response.flags & dns.flags.QR and response.flags & dns.flags.RD
+    assert response.rcode() == dns.rcode.FORMERR
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_qdcount_other_than_one_is_formerr(count: int) -> None:
+    q = query()
+    q.question = q.question * count
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.FORMERR
+
+
+def test_other_opcode_is_notimp() -> None:
+    q = query()
+    q.set_opcode(dns.opcode.STATUS)
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.NOTIMP
+    assert r.wire is not None and dns.message.from_wire(r.wire).rcode() == dns.rcode.NOTIMP
+
+
+def test_edns_version_1_is_badvers() -> None:
+    r = parse_query(query(use_edns=1).to_wire())
+    assert isinstance(r, Rejection) and r.wire is not None
+    response = dns.message.from_wire(r.wire)
+    assert response.rcode() == dns.rcode.BADVERS and response.edns == 0
+
+
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR"])
+def test_zone_transfer_refused(rdtype: str) -> None:
+    r = parse_query(query(rdtype=rdtype).to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.REFUSED
+
+
+def test_meta_type_in_question_is_formerr() -> None:
+    r = parse_query(query(rdtype="OPT").to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.FORMERR
+
+
+def test_two_opt_records_is_formerr() -> None:
+    wire = bytearray(query(use_edns=0).to_wire())
+    opt = bytes(wire[-11:])
+    wire += opt
+    wire[11] = 2  # ARCOUNT
+    r = parse_query(bytes(wire))
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.FORMERR
+
+
+def test_header_error_needs_a_header() -> None:
+    assert header_error(b"abc", dns.rcode.FORMERR) is None
+
+
+def _padded_keepalive_query() -> dns.message.Message:
+    q = query(use_edns=0, pad=128, options=[edns.keepalive_option(None)])
+    return dns.message.from_wire(q.to_wire())  # padding exists only on the wire
+
+
+def test_tls_pads_to_468_and_answers_keepalive() -> None:
+    q = _padded_keepalive_query()
+    wire = finalize(make_response(q), q, Transport.TLS, keepalive=10.0)
+    assert len(wire) % 468 == 0
+    response = dns.message.from_wire(wire)
+    ka = edns.find_option(response, edns.KEEPALIVE)
+    assert ka is not None and edns.keepalive_timeout(ka) == 10.0
+
+
+def test_plain_tcp_never_pads_but_answers_keepalive() -> None:
+    q = _padded_keepalive_query()
+    response = dns.message.from_wire(finalize(make_response(q), q, Transport.TCP, keepalive=7.5))
+    assert not edns.has_option(response, edns.PADDING)
+    assert edns.has_option(response, edns.KEEPALIVE)
+
+
+def test_udp_has_neither_padding_nor_keepalive() -> None:
+    q = _padded_keepalive_query()
+    response = dns.message.from_wire(finalize(make_response(q), q, Transport.UDP, keepalive=7.5))
+    assert not response.options
+
+
+def test_unpadded_query_gets_unpadded_answer_on_tls() -> None:
+    q = query(use_edns=0)
+    response = dns.message.from_wire(finalize(make_response(q), q, Transport.TLS))
+    assert not edns.has_option(response, edns.PADDING)
+
+
+def _big_response(q: dns.message.Message) -> dns.message.Message:
+    response = make_response(q)
+    rrset = dns.rrset.from_text("example.test.", 300, "IN", "TXT",
+                                *[f'"{"x" * 200}{i}"' for i in range(10)])
+    response.answer.append(rrset)
+    return response
+
+
+def test_udp_truncates_beyond_512_without_edns() -> None:
+    q = query(rdtype="TXT")
+    wire = finalize(_big_response(q), q, Transport.UDP)
+    response = dns.message.from_wire(wire)
+    assert len(wire) <= 512 and response.flags & dns.flags.TC and not response.answer
+    assert response.question == q.question
+
+
+def test_udp_respects_edns_buffer_and_streams_never_truncate() -> None:
+    q = query(rdtype="TXT", use_edns=0, payload=4096)
+    assert not dns.message.from_wire(finalize(_big_response(q), q, Transport.UDP)).flags \
+        & dns.flags.TC
+    q2 = query(rdtype="TXT")
+    response = dns.message.from_wire(finalize(_big_response(q2), q2, Transport.TCP))
+    assert not response.flags & dns.flags.TC and response.answer
+
+
+def test_error_response_carries_ede() -> None:
+    q = query(use_edns=0)
+    response = error_response(q, dns.rcode.SERVFAIL, ede=22, text="no upstream")
+    back = dns.message.from_wire(finalize(response, q, Transport.TLS))
+    ede = edns.find_option(back, edns.EDE)
+    assert back.rcode() == dns.rcode.SERVFAIL
+    assert isinstance(ede, dns.edns.EDEOption) and ede.code == 22 and ede.text == "no upstream"
+
+
+def test_cd_bit_is_echoed() -> None:
+    q = query()
+    q.flags |= dns.flags.CD
+    assert make_response(q).flags & dns.flags.CD

@@ -1,0 +1,122 @@
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from dnstls.errors import ConfigError
+from dnstls.proto.answers import Transport
+from dnstls.resolver.base import Request, ResolveFailure
+from dnstls.resolver.local import LocalData, ddr_records, load_zone
+
+ZONE = """$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+www IN A 192.0.2.1
+www IN AAAA 2001:db8::1
+alias IN CNAME www
+outside IN CNAME www.elsewhere.example.
+*.wild IN TXT "wildcard"
+a.b.ent IN A 192.0.2.7
+sub IN NS ns.sub
+ns.sub IN A 192.0.2.8
+"""
+
+
+class Next:
+    def __init__(self) -> None:
+        self.seen: list[Request] = []
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        self.seen.append(request)
+        raise ResolveFailure(dns.rcode.REFUSED)
+
+
+@pytest.fixture
+def stage(tmp_path: Path) -> tuple[LocalData, Next]:
+    path = tmp_path / "example.test.zone"
+    path.write_text(ZONE)
+    nxt = Next()
+    return LocalData(nxt, zones=[load_zone(path)], ddr=ddr_records("dns.test", 853)), nxt
+
+
+async def ask(stage: LocalData, name: str, rdtype: str = "A") -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype)
+    return await stage.resolve(Request(q, Transport.TLS, None, deadline=0.0))
+
+
+async def test_answer_is_authoritative(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "WWW.example.test")
+    assert r.flags & dns.flags.AA and r.rcode() == dns.rcode.NOERROR
+    # the owner echoes the query's case (0x20-safe)
+    assert [rr.to_text() for rr in r.answer] == ["WWW.example.test. 300 IN A 192.0.2.1"]
+
+
+async def test_nodata_has_soa_with_negative_ttl(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "www.example.test", "MX")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+    assert r.authority[0].rdtype == dns.rdatatype.SOA and r.authority[0].ttl == 60
+
+
+async def test_nxdomain(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "nope.example.test")
+    assert r.rcode() == dns.rcode.NXDOMAIN and r.flags & dns.flags.AA
+    assert r.authority[0].rdtype == dns.rdatatype.SOA
+
+
+async def test_empty_non_terminal_is_nodata(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "b.ent.example.test")
+    assert r.rcode() == dns.rcode.NOERROR and not r.answer
+
+
+async def test_cname_followed_in_zone(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "alias.example.test")
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+
+
+async def test_cname_out_of_zone_is_not_chased(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "outside.example.test")
+    assert [rr.rdtype for rr in r.answer] == [dns.rdatatype.CNAME]
+
+
+async def test_wildcard(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "x.y.wild.example.test", "TXT")
+    assert r.answer[0].name.to_text() == "x.y.wild.example.test."
+
+
+async def test_delegation_is_a_referral(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "host.sub.example.test")
+    assert not r.flags & dns.flags.AA and r.authority[0].rdtype == dns.rdatatype.NS
+
+
+async def test_other_names_go_to_the_next_stage(stage: tuple[LocalData, Next]) -> None:
+    with pytest.raises(ResolveFailure):
+        await ask(stage[0], "example.com")
+    assert len(stage[1].seen) == 1
+
+
+async def test_ddr(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "_dns.resolver.arpa", "SVCB")
+    assert r.answer[0][0].to_text() == '1 dns.test. alpn="dot"'
+    assert (await ask(stage[0], "x.resolver.arpa")).rcode() == dns.rcode.NXDOMAIN
+    assert not stage[1].seen
+
+
+def test_ddr_port() -> None:
+    assert ddr_records("dns.test", 8853)[0].to_text() == '1 dns.test. alpn="dot" port="8853"'
+
+
+def test_missing_zone_file_names_field(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"local.zones\[0\].*cannot read"):
+        load_zone(tmp_path / "missing", field="local.zones[0]")
+
+
+def test_zone_without_origin(tmp_path: Path) -> None:
+    path = tmp_path / "z"
+    path.write_text("www 300 IN A 192.0.2.1\n")
+    with pytest.raises(ConfigError, match="ORIGIN|zone file"):
+        load_zone(path)

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from dnstls import config
+from dnstls.errors import ConfigError
+
+
+def test_defaults() -> None:
+    c = config.load()
+    assert c.server.listen == ("127.0.0.1:853", "[::1]:853")
+    assert c.server.idle_timeout == 10.0 and c.server.handshake_timeout == 5.0
+    assert c.server.max_in_flight == 100 and not c.server.log_queries
+
+
+def test_toml_and_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[server]\nlisten = ["127.0.0.1:8853"]\nidle_timeout = 20\n'
+                    '[[tls.certificates]]\ncert = "a.pem"\nkey = "b.pem"\n')
+    c = config.load(path, {"server": {"idle_timeout": 5}})
+    assert c.server.listen == ("127.0.0.1:8853",) and c.server.idle_timeout == 5.0
+    assert c.tls.certificates[0].key == "b.pem"
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"server": {"idle_timeout": -1}}, "server.idle_timeout"),
+    ({"server": {"idle_timout": 1}}, "server.idle_timout"),
+    ({"server": {"listen": ["127.0.0.1:99999"]}}, r"server.listen\[0\]"),
+    ({"server": {"listen": ["localhost:853"]}}, r"server.listen\[0\]"),
+    ({"server": {"plain": ["[::1"]}}, r"server.plain\[0\]"),
+    ({"server": {"log_queries": "yes"}}, "server.log_queries"),
+    ({"tls": {"certificates": [{"cert": "a"}]}}, r"tls.certificates\[0\].key"),
+    ({"bogus": {}}, "bogus"),
+    ({"forward": {"strategy": "random"}}, "forward.strategy"),
+    ({"cache": {"min_ttl": 10, "max_ttl": 5}}, "cache.min_ttl"),
+])
+def test_errors_name_the_field(data: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}"):
+        config.load(overrides=data)
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\n")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        config.load(bad)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("127.0.0.1", ("127.0.0.1", 853)), ("127.0.0.1:53", ("127.0.0.1", 53)),
+    ("[::1]:8853", ("::1", 8853)), ("[::1]", ("::1", 853)), ("::1", ("::1", 853)),
+])
+def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert config.parse_hostport(text, 853, field="f") == expected
+    assert config.parse_hostport(config.format_hostport(*expected), 1, field="f") == expected
