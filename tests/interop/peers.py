@@ -7,8 +7,9 @@ test's ``tmp_path``, on ports chosen at run time, and tears them down afterwards
   that stubs the zone to nsd, or a plain forwarder that forwards it over TLS),
   ``kresd`` (Knot Resolver 5, DoT) and ``dnsdist`` (DoT frontend, nsd backend);
 * a stub: ``stubby`` in strict mode (RFC 8310 §5) in front of a DoT server;
-* clients: ``kdig``, ``dig``, ``getdns_query`` and ``dnsperf -m dot``, wrapped so that
-  each call is bounded by a timeout and returns a parsed result.
+* ``dnstls serve`` itself, started the same way (:func:`start_dnstls_serve`).
+
+Clients (kdig, dig, getdns_query, dnsperf) are wrapped in ``clients.py``.
 
 Lifecycle rules (see :class:`Peer`): every process gets its own session (process group)
 and a log file that holds its stdout and stderr. Readiness is polled with a bounded
@@ -24,16 +25,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,6 @@ ZONE_ORIGIN = "example.test."
 #: Readiness and shutdown bounds, in seconds.
 READY_TIMEOUT = 15.0
 STOP_GRACE = 5.0
-#: Default bound for one client command.
-CLIENT_TIMEOUT = 20.0
 
 
 def in_ci() -> bool:
@@ -526,248 +523,6 @@ def start_stubby(group: PeerGroup, *, upstream_host: str, upstream_port: int,
     conf.write_text("\n".join(lines) + "\n")
     peer = group.start(Peer("stubby", [binary, "-C", str(conf), "-l"], work, port=port))
     return peer.wait_tcp()
-
-
-# --------------------------------------------------------------------------- clients
-
-def run_client(argv: Sequence[str], *, timeout: float = CLIENT_TIMEOUT,
-               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a client command, bounded; a timeout fails the test with what it printed."""
-    try:
-        return subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, cwd=cwd, check=False)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
-        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(f"{' '.join(argv)} did not finish in {timeout}s\n{out}\n{err}")
-
-
-_STATUS = re.compile(r"->>HEADER<<- opcode: \w+[;,] status: (\w+)")
-_RECEIVED = re.compile(r"^;; (?:Received|MSG SIZE\s+rcvd:) (\d+)", re.MULTILINE)
-
-
-@dataclass
-class DigResult:
-    """A kdig or dig run: exit status, output, and the parsed response."""
-
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0 and self.status is not None
-
-    @property
-    def status(self) -> str | None:
-        """RCODE of the (last) response, e.g. ``NOERROR``; None if none was received."""
-        found = _STATUS.findall(self.stdout)
-        return found[-1] if found else None
-
-    def section(self, title: str) -> list[str]:
-        """Lines of a section (``ANSWER``, ``AUTHORITY``, ``EDNS``/``OPT``...)."""
-        lines = self.stdout.splitlines()
-        out: list[str] = []
-        inside = False
-        for line in lines:
-            if line.startswith(";; ") and line.rstrip().endswith(("SECTION:", "PSEUDOSECTION:")):
-                inside = title.upper() in line
-                continue
-            if inside:
-                if not line.strip():
-                    inside = False
-                    continue
-                out.append(line)
-        return out
-
-    def records(self, rtype: str | None = None) -> list[tuple[str, str, str]]:
-        """(owner, type, rdata) of the answer section, optionally of one type."""
-        result = []
-        for line in self.section("ANSWER"):
-            parts = line.split(None, 4)
-            if len(parts) == 5 and parts[2] in ("IN", "CH"):
-                owner, _ttl, _cls, typ, rdata = parts
-                if rtype is None or typ == rtype:
-                    result.append((owner, typ, rdata.strip()))
-        return result
-
-    def rdata(self, rtype: str) -> list[str]:
-        return [r for _o, _t, r in self.records(rtype)]
-
-    @property
-    def received_bytes(self) -> int | None:
-        found = _RECEIVED.findall(self.stdout)
-        return int(found[-1]) if found else None
-
-    @property
-    def edns_lines(self) -> list[str]:
-        return self.section("PSEUDOSECTION")
-
-    def describe(self) -> str:
-        return (f"command: {' '.join(self.argv)}\nexit status {self.returncode}\n"
-                f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
-
-
-def kdig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = False,
-         ca: Path | None = None, hostname: str | None = None, pin: str | None = None,
-         padding: bool | int = False, keepalive: bool = False, tcp: bool = False,
-         extra: Iterable[str] = (), timeout: float = CLIENT_TIMEOUT) -> DigResult:
-    """Run kdig once (``+time=3 +retry=1``). ``keepalive`` sends an empty
-    edns-tcp-keepalive option (code 11): kdig 3.2 has no ``+keepalive`` flag."""
-    argv = [require("kdig"), f"@{server}", "-p", str(port), name, rdtype,
-            "+time=3", "+retry=1"]
-    if tls:
-        argv.append("+tls")
-    if ca is not None:
-        argv.append(f"+tls-ca={ca}")
-    if hostname is not None:
-        argv.append(f"+tls-hostname={hostname}")
-    if pin is not None:
-        argv.append(f"+tls-pin={pin}")
-    if padding is True:
-        argv.append("+padding")
-    elif padding:
-        argv.append(f"+padding={padding}")
-    if keepalive:
-        argv.append("+ednsopt=11:")
-    if tcp:
-        argv.append("+tcp")
-    argv += list(extra)
-    done = run_client(argv, timeout=timeout)
-    return DigResult(argv, done.returncode, done.stdout, done.stderr)
-
-
-def dig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = False,
-        ca: Path | None = None, hostname: str | None = None, keepalive: bool = False,
-        padding: int | None = None, tcp: bool = False, extra: Iterable[str] = (),
-        timeout: float = CLIENT_TIMEOUT) -> DigResult:
-    """Run BIND's dig once (``+time=3 +tries=2``)."""
-    argv = [require("dig"), f"@{server}", "-p", str(port), name, rdtype, "+time=3",
-            "+tries=2"]
-    if tls:
-        argv.append("+tls")
-    if ca is not None:
-        argv.append(f"+tls-ca={ca}")
-    if hostname is not None:
-        argv.append(f"+tls-hostname={hostname}")
-    if keepalive:
-        argv.append("+keepalive")
-    if padding is not None:
-        argv.append(f"+padding={padding}")
-    if tcp:
-        argv.append("+tcp")
-    argv += list(extra)
-    done = run_client(argv, timeout=timeout)
-    return DigResult(argv, done.returncode, done.stdout, done.stderr)
-
-
-@dataclass
-class GetdnsResult:
-    argv: list[str]
-    returncode: int
-    stdout: str
-    stderr: str
-    response: dict[str, Any] | None
-
-    @property
-    def good(self) -> bool:
-        """getdns status 900 (GETDNS_RESPSTATUS_GOOD)."""
-        return self.response is not None and self.response.get("status") == 900
-
-    @property
-    def addresses(self) -> list[str]:
-        if self.response is None:
-            return []
-        return [a["address_data"] for a in self.response.get("just_address_answers", [])]
-
-    def rcodes(self) -> list[int]:
-        if self.response is None:
-            return []
-        return [r["header"]["rcode"] for r in self.response.get("replies_tree", [])]
-
-    def describe(self) -> str:
-        return (f"command: {' '.join(self.argv)}\nexit status {self.returncode}\n"
-                f"--- stdout ---\n{self.stdout[:4000]}\n--- stderr ---\n{self.stderr}")
-
-
-def getdns_query(server: str, port: int, name: str, rdtype: str = "A", *,
-                 auth_name: str | None = None, ca: Path | None = None,
-                 pins: Sequence[str] = (), strict: bool = True, padding: int | None = None,
-                 timeout_ms: int = 3000, timeout: float = CLIENT_TIMEOUT) -> GetdnsResult:
-    """getdns_query in stub mode over TLS only (``-s -L``), strict by default (``-m``)."""
-    upstream = f"@{server}#{port}" + (f"~{auth_name}" if auth_name else "")
-    argv = [require("getdns_query"), "-s", "-L", "-t", str(timeout_ms), "-j"]
-    argv.append("-m" if strict else "-n")
-    for pin in pins:
-        argv += ["-K", f'pin-sha256="{pin}"']
-    if padding is not None:
-        argv += ["-P", str(padding)]
-    if ca is not None:
-        argv.append(json.dumps({"tls_ca_file": str(ca)}))
-    argv += [upstream, name, rdtype]
-    done = run_client(argv, timeout=timeout)
-    response = None
-    text = done.stdout.strip()
-    if text.startswith("{"):
-        with contextlib.suppress(json.JSONDecodeError):
-            response = json.loads(text)
-    return GetdnsResult(argv, done.returncode, done.stdout, done.stderr, response)
-
-
-@dataclass(frozen=True)
-class DnsperfResult:
-    """The summary of one dnsperf run."""
-
-    returncode: int
-    sent: int
-    completed: int
-    lost: int
-    rcodes: dict[str, int]
-    qps: float
-    output: str
-
-
-_PERF_COUNT = re.compile(r"^\s*Queries (sent|completed|lost):\s+(\d+)", re.MULTILINE)
-_PERF_RCODES = re.compile(r"^\s*Response codes:\s+(.*)$", re.MULTILINE)
-_PERF_QPS = re.compile(r"^\s*Queries per second:\s+([\d.]+)", re.MULTILINE)
-
-
-def parse_dnsperf(output: str, returncode: int = 0) -> DnsperfResult:
-    counts = {key: int(value) for key, value in _PERF_COUNT.findall(output)}
-    missing = {"sent", "completed", "lost"} - counts.keys()
-    if missing:
-        raise ValueError(f"dnsperf output has no 'Queries {sorted(missing)}' lines:\n{output}")
-    rcodes: dict[str, int] = {}
-    match = _PERF_RCODES.search(output)
-    if match:
-        for name, number in re.findall(r"([A-Z]+) (\d+)", match.group(1)):
-            rcodes[name] = int(number)
-    qps = _PERF_QPS.search(output)
-    return DnsperfResult(returncode, counts["sent"], counts["completed"], counts["lost"],
-                         rcodes, float(qps.group(1)) if qps else 0.0, output)
-
-
-def write_query_file(path: Path, queries: Iterable[tuple[str, str]]) -> Path:
-    path.write_text("".join(f"{name} {rtype}\n" for name, rtype in queries))
-    return path
-
-
-def dnsperf_dot(server: str, port: int, query_file: Path, *, seconds: float = 2,
-                clients: int = 2, outstanding: int = 20, max_runs: int | None = None,
-                query_timeout: float = 3) -> DnsperfResult:
-    """A bounded ``dnsperf -m dot`` run (time limit ``seconds``, optional ``-n`` runs)."""
-    argv = [require("dnsperf"), "-s", server, "-p", str(port), "-m", "dot",
-            "-d", str(query_file), "-l", str(seconds), "-c", str(clients),
-            "-q", str(outstanding), "-t", str(query_timeout)]
-    if max_runs is not None:
-        argv += ["-n", str(max_runs)]
-    done = run_client(argv, timeout=seconds + query_timeout + 20)
-    output = done.stdout + done.stderr
-    try:
-        return parse_dnsperf(output, done.returncode)
-    except ValueError:
-        pytest.fail(f"{' '.join(argv)} printed no summary (exit {done.returncode}):\n{output}")
 
 
 # --------------------------------------------------------------------------- dnstls serve
