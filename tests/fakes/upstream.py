@@ -89,6 +89,7 @@ class FakeUpstream:
     answer: Callable[[dns.message.Message], dns.message.Message] = default_answer
     keepalive: float | None = None  # seconds advertised to queries that ask
     reverse_batch: int = 2
+    also_tcp: bool = False  # UDP fake: serve TCP on the same port too (TC=1 fallback)
     address: str = "127.0.0.1"
     script: deque[Behavior] = field(default_factory=deque)
     received: list[Received] = field(default_factory=list)
@@ -117,6 +118,8 @@ class FakeUpstream:
             self.port = transport.get_extra_info("sockname")[1]
             self._forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._forger.bind((self.address, 0))
+            if self.also_tcp:
+                self._server = await asyncio.start_server(self._serve, self.address, self.port)
         else:
             ctx = self.ssl_context if self.transport == "tls" else None
             self._server = await asyncio.start_server(self._serve, self.address, 0, ssl=ctx)
@@ -163,7 +166,8 @@ class FakeUpstream:
     def next_behavior(self) -> Behavior:
         return self.script.popleft() if self.script else self.behavior
 
-    def respond(self, query: dns.message.Message, behavior: Behavior) -> dns.message.Message:
+    def respond(self, query: dns.message.Message, behavior: Behavior, *,
+                stream: bool = True) -> dns.message.Message:
         """The response message for ``query`` under ``behavior`` (wire-level faults apart)."""
         response = self.answer(query)
         if behavior is Behavior.REFUSED:
@@ -172,12 +176,12 @@ class FakeUpstream:
         elif behavior is Behavior.SERVFAIL:
             response = dns.message.make_response(query, pad=0)
             response.set_rcode(dns.rcode.SERVFAIL)
-        elif behavior is Behavior.TRUNCATED:
+        elif behavior is Behavior.TRUNCATED and not stream:
             response = dns.message.make_response(query, pad=0)
             response.flags |= dns.flags.TC
         if query.edns >= 0:
             options: list[dns.edns.Option] = []
-            if (self.keepalive is not None and self.transport != "udp"
+            if (self.keepalive is not None and stream
                     and edns.has_option(query, edns.KEEPALIVE)):
                 options.append(edns.keepalive_option(self.keepalive))
             pad = edns.SERVER_BLOCK if edns.has_option(query, edns.PADDING) else 0
@@ -285,15 +289,15 @@ class FakeUpstream:
             self._udp.sendto(data[:2] + b"\x81\x80\x00\x01\x00\x00\x00\x00\x00\x00\xff", addr)
             return
         if behavior is Behavior.FORGED_FIRST:
-            right = self.respond(query, Behavior.NORMAL).to_wire()
+            right = self.respond(query, Behavior.NORMAL, stream=False).to_wire()
             if self._forger is not None:  # right ID and question, wrong source port
                 with contextlib.suppress(OSError):
                     self._forger.sendto(right, addr)
             for bad in (Behavior.WRONG_ID, Behavior.WRONG_QUESTION, Behavior.QR0):
-                self._udp.sendto(self.respond(query, bad).to_wire(), addr)
+                self._udp.sendto(self.respond(query, bad, stream=False).to_wire(), addr)
             self._udp.sendto(right, addr)
             return
-        wire = self.respond(query, behavior).to_wire()
+        wire = self.respond(query, behavior, stream=False).to_wire()
         self._udp.sendto(wire, addr)
         if behavior is Behavior.DUPLICATE:
             self._udp.sendto(wire, addr)
