@@ -1,0 +1,416 @@
+"""``dnstls serve`` end to end on loopback: streams, limits, bad input, reload, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+import ssl
+import struct
+import urllib.request
+import warnings
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.opcode
+import dns.query
+import dns.rcode
+import pytest
+from conftest import DotClient, Served, ServeFactory
+from cryptography import x509
+
+from dnstls.proto import edns
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def q(name: str, rdtype: str = "A", **kw: object) -> dns.message.Message:
+    return dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
+
+
+async def test_answer_over_tls_with_padding_and_keepalive(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    query = q("www.example.test", use_edns=0, pad=128, options=[edns.keepalive_option(None)])
+    await client.send(query)
+    wire = await client.recv_wire()
+    response = dns.message.from_wire(wire)
+    assert response.id == query.id and response.rcode() == dns.rcode.NOERROR
+    assert response.answer[0][0].to_text() == "192.0.2.1"
+    assert len(wire) % 468 == 0
+    ka = edns.find_option(response, edns.KEEPALIVE)
+    assert ka is not None and edns.keepalive_timeout(ka) == s.service.config.server.idle_timeout
+    ssl_obj = client.writer.get_extra_info("ssl_object")
+    assert ssl_obj.selected_alpn_protocol() == "dot"
+    assert ssl_obj.version() in ("TLSv1.3", "TLSv1.2")
+    await client.aclose()
+
+
+async def test_pipelining_200_queries_on_one_connection(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    queries = [q("www.example.test") for _ in range(200)]
+    await client.send(*queries)
+    got = {(await client.recv()).id for _ in queries}
+    assert got == {m.id for m in queries}
+    assert s.service.listeners[0].stats.accepted == 1
+    await client.aclose()
+
+
+async def test_answers_out_of_order(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    slow, fast = q("a.slow.example"), q("www.example.test")
+    await client.send(slow, fast)
+    first = await client.recv()
+    assert first.id == fast.id  # the later query was answered first
+    await s.gate.wait_arrived(1)
+    s.gate.release("a.slow.example.")
+    assert (await client.recv()).id == slow.id
+    await client.aclose()
+
+
+async def test_in_flight_bound_pauses_reading(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"max_in_flight": 3})
+    client = await s.connect()
+    names = [f"n{i}.slow.example." for i in range(8)]
+    await client.send(*[q(n) for n in names])
+    await s.gate.wait_arrived(3)
+    await asyncio.sleep(0.1)  # give the server the chance to (wrongly) read more
+    assert len(s.gate.waiting) == 3
+    for n in names:
+        s.gate.release(n)
+    ids = {(await client.recv()).id for _ in names}
+    assert len(ids) == 8 and s.gate.max_concurrent == 3
+    await client.aclose()
+
+
+async def test_plain_udp_and_tcp(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    host, port = s.plain_addr
+    query = q("www.example.test", use_edns=0, pad=128)
+    udp = await asyncio.to_thread(dns.query.udp, query, host, port=port, timeout=3)
+    tcp = await asyncio.to_thread(dns.query.tcp, query, host, port=port, timeout=3)
+    for response in (udp, tcp):
+        assert response.answer[0][0].to_text() == "192.0.2.1"
+        assert not edns.has_option(response, edns.PADDING)  # never padded in cleartext
+
+
+async def test_udp_truncates_and_tcp_does_not(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    host, port = s.plain_addr
+    udp = await asyncio.to_thread(dns.query.udp, q("big.example.test", "TXT"), host,
+                                  port=port, timeout=3)
+    assert udp.flags & dns.flags.TC and not udp.answer
+    tcp = await asyncio.to_thread(dns.query.tcp, q("big.example.test", "TXT"), host,
+                                  port=port, timeout=3)
+    assert not tcp.flags & dns.flags.TC and len(tcp.answer[0]) == 10
+
+
+async def test_refused_outside_local_data_without_upstream(serve: ServeFactory) -> None:
+    from dnstls.resolver.base import Refuse
+
+    s: Served = await serve(stage=Refuse())
+    client = await s.connect()
+    await client.send(q("example.com", use_edns=0))
+    response = await client.recv()
+    assert response.rcode() == dns.rcode.REFUSED
+    ede = edns.find_option(response, edns.EDE)
+    assert isinstance(ede, dns.edns.EDEOption) and ede.code == 20
+    await client.aclose()
+
+
+# -- bad input ------------------------------------------------------------------------
+
+def header(qid: int = 0x1234, flags: int = 0x0100, qd: int = 1) -> bytes:
+    return struct.pack("!HHHHHH", qid, flags, qd, 0, 0, 0)
+
+
+async def _still_serves(s: Served) -> None:
+    client = await s.connect()
+    await client.send(q("www.example.test"))
+    assert (await client.recv()).rcode() == dns.rcode.NOERROR
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("payload", "expect"), [
+    (header() + b"\xff\xff\xff", dns.rcode.FORMERR),
+    (header() + b"\x03www", dns.rcode.FORMERR),  # question cut short
+])
+async def test_malformed_with_header_gets_formerr(serve: ServeFactory, payload: bytes,
+                                                  expect: int) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    await client.send(payload, q("www.example.test"))
+    first = await client.recv()
+    assert first.id == 0x1234 and first.rcode() == expect
+    assert (await client.recv()).rcode() == dns.rcode.NOERROR  # connection still usable
+    await client.aclose()
+
+
+async def test_rcodes_for_unsupported_queries(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    notify = q("www.example.test")
+    notify.set_opcode(dns.opcode.NOTIFY)
+    two = q("www.example.test")
+    two.question = two.question * 2
+    cases = [(notify, dns.rcode.NOTIMP), (two, dns.rcode.FORMERR),
+             (q("example.test", "AXFR"), dns.rcode.REFUSED),
+             (q("example.test", "IXFR"), dns.rcode.REFUSED),
+             (q("www.example.test", use_edns=1), dns.rcode.BADVERS)]
+    for message, rcode in cases:
+        await client.send(message)
+        response = await client.recv()
+        assert response.id == message.id and response.rcode() == rcode, message
+    await client.aclose()
+
+
+async def test_response_message_is_dropped_and_connection_kept(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    bogus = bytearray(q("www.example.test").to_wire())
+    bogus[2] |= 0x80
+    good = q("www.example.test")
+    await client.send(bytes(bogus), good)
+    assert (await client.recv()).id == good.id
+    assert s.service.listeners[0].stats.dropped["qr_set"] == 1
+    await client.aclose()
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00\x00",  # zero length
+    b"\x00\x05hello",  # shorter than a header
+    b"\x00\x0b" + header()[:11],
+])
+async def test_unframeable_input_closes(serve: ServeFactory, payload: bytes) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    client.writer.write(payload)
+    assert await client.closed_by_server(3.0)
+    await _still_serves(s)
+
+
+@pytest.mark.parametrize("payload", [
+    b"\x00\x40" + header(),  # declared longer than what follows
+    b"\xff\xff" + header() + b"x" * 100,  # 65535 declared, short body
+    b"\x00",  # half a length prefix
+])
+async def test_incomplete_message_closed_at_message_deadline(serve: ServeFactory,
+                                                             payload: bytes) -> None:
+    s: Served = await serve(server={"message_timeout": 0.5, "idle_timeout": 30})
+    client = await s.connect()
+    client.writer.write(payload)
+    assert await client.closed_by_server(3.0)
+    closed = s.service.listeners[0].stats.closed
+    assert closed["message_timeout"] == 1
+    await _still_serves(s)
+
+
+async def test_trickled_query_cannot_hold_the_connection(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"message_timeout": 0.6, "idle_timeout": 30})
+    client = await s.connect()
+    wire = struct.pack("!H", 40) + header() + b"\x00" * 28
+    for i in range(len(wire)):
+        if client.reader.at_eof():
+            break
+        client.writer.write(wire[i:i + 1])
+        await asyncio.sleep(0.1)
+    assert await client.closed_by_server(2.0)
+    assert s.service.listeners[0].stats.closed["message_timeout"] == 1
+
+
+async def test_idle_connection_closed(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"idle_timeout": 0.5})
+    client = await s.connect()
+    await client.send(q("www.example.test"))
+    await client.recv()
+    assert await client.closed_by_server(3.0)
+    assert s.service.listeners[0].stats.closed["idle_timeout"] == 1
+
+
+async def _raw_connect(addr: tuple[str, int]) -> tuple[asyncio.StreamReader,
+                                                       asyncio.StreamWriter]:
+    return await asyncio.open_connection(*addr)
+
+
+async def test_tcp_without_handshake_closed_by_handshake_timeout(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"handshake_timeout": 0.5})
+    reader, writer = await _raw_connect(s.tls_addr)
+    data = await asyncio.wait_for(reader.read(100), 3.0)  # EOF within the bound
+    assert data == b""
+    writer.close()
+    await _still_serves(s)
+
+
+async def test_plaintext_dns_to_tls_port_is_closed(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"handshake_timeout": 0.5})
+    reader, writer = await _raw_connect(s.tls_addr)
+    wire = q("www.example.test").to_wire()
+    writer.write(struct.pack("!H", len(wire)) + wire)
+    try:
+        data = await asyncio.wait_for(reader.read(100), 3.0)
+    except ConnectionResetError:
+        data = b""
+    assert b"www" not in data  # never a cleartext answer
+    writer.close()
+    await _still_serves(s)
+
+
+async def test_tls_1_1_refused(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    ctx = s.client_context()
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # the client would do TLS 1.1; the server must not
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises((ssl.SSLError, ConnectionResetError)):  # alert or reset
+        await s.connect(ctx=ctx)
+
+
+async def test_tls_1_2_only_client_works(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    ctx = s.client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client = await s.connect(ctx=ctx)
+    await client.send(q("www.example.test"))
+    assert (await client.recv()).rcode() == dns.rcode.NOERROR
+    assert client.writer.get_extra_info("ssl_object").version() == "TLSv1.2"
+    cipher = client.writer.get_extra_info("cipher")[0]
+    assert "GCM" in cipher or "CHACHA20" in cipher
+    await client.aclose()
+
+
+async def test_per_client_connection_limit(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"max_connections_per_client": 2})
+    a, b = await s.connect(), await s.connect()
+    c = await s.connect()
+    assert await c.closed_by_server(3.0)
+    admission = s.service.listeners[0].admission
+    assert admission.count("127.0.0.1") == 2
+    await a.aclose()
+    await b.aclose()
+    for _ in range(50):
+        if admission.count("127.0.0.1") == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert admission.statistics()["open"] == 0  # counters recover
+    await _still_serves(s)
+
+
+async def test_queries_per_connection_limit(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"max_queries_per_connection": 3})
+    client = await s.connect()
+    await client.send(*[q("www.example.test") for _ in range(5)])
+    answers = [await client.recv() for _ in range(3)]
+    assert len(answers) == 3
+    assert await client.closed_by_server(3.0)
+
+
+# -- reload and shutdown ----------------------------------------------------------------
+
+async def test_certificate_reload_keeps_open_connections(serve: ServeFactory,
+                                                         tmp_path: Path) -> None:
+    s: Served = await serve()
+    old = await s.connect()
+    new_leaf = s.pki.ca.issue_cert("dns.test")
+    new_leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    assert s.service.reload()
+    fresh = await s.connect()
+    der = fresh.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    serial = x509.load_der_x509_certificate(der).serial_number
+    expected = x509.load_pem_x509_certificate(new_leaf.cert_chain_pems[0].bytes()).serial_number
+    assert serial == expected
+    for client in (old, fresh):
+        await client.send(q("www.example.test"))
+        assert (await client.recv()).rcode() == dns.rcode.NOERROR
+        await client.aclose()
+
+
+async def test_bad_reload_keeps_the_running_certificate(serve: ServeFactory,
+                                                        tmp_path: Path) -> None:
+    s: Served = await serve()
+    (tmp_path / "server.pem").write_text("not a pem")
+    assert not s.service.reload()
+    await _still_serves(s)
+
+
+async def test_graceful_shutdown_answers_received_queries(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    names = [f"g{i}.slow.example." for i in range(5)]
+    await client.send(*[q(n) for n in names])
+    await s.gate.wait_arrived(5)
+    shutdown = asyncio.create_task(s.service.shutdown())
+    await asyncio.sleep(0.05)
+    with pytest.raises(OSError):
+        await asyncio.wait_for(s.connect(), 2)  # no longer accepting
+    for n in names:
+        s.gate.release(n)
+    got = [await client.recv() for _ in names]
+    assert all(r.rcode() == dns.rcode.NOERROR for r in got)
+    assert await asyncio.wait_for(shutdown, 5) == 0
+    assert await client.closed_by_server(2.0)
+
+
+async def test_shutdown_grace_is_bounded(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"shutdown_grace": 0.3})
+    client = await s.connect()
+    await client.send(q("stuck.slow.example"))
+    await s.gate.wait_arrived(1)
+    cut = await asyncio.wait_for(s.service.shutdown(), 5)
+    assert cut == 1
+    await client.aclose()
+
+
+async def test_metrics_endpoint(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"metrics": "127.0.0.1:0"})
+    await _still_serves(s)
+    assert s.service.endpoints.metrics is not None
+    host, port = s.service.endpoints.metrics
+    body = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read())
+    text = body.decode()
+    assert 'dnstls_queries_total{rcode="NOERROR",transport="tls"} 1.0' in text
+    assert 'dnstls_connections_accepted_total{transport="tls"} 1.0' in text
+    assert "dnstls_tls_handshakes_total{version=" in text
+
+
+async def test_random_garbage_never_kills_the_server(serve: ServeFactory) -> None:
+    s: Served = await serve(server={"message_timeout": 0.5})
+    rng = random.Random(7)
+    for _ in range(20):
+        client = await s.connect()
+        body = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
+        client.writer.write(struct.pack("!H", len(body)) + body)
+        await client.closed_by_server(0.2)
+        await client.aclose()
+    await _still_serves(s)
+    assert s.service.handler is not None and s.service.handler.internal_errors == 0
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    from dnstls import config
+    from dnstls.errors import ConfigError
+    from dnstls.net import loop
+    from dnstls.service import Service
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    port = sock.getsockname()[1]
+    cfg = config.load(overrides={"server": {"listen": [f"127.0.0.1:{port}"],
+                                            "state_dir": str(tmp_path)}})
+
+    async def main() -> None:
+        await Service(cfg).start()
+
+    with pytest.raises(ConfigError, match=r"server.listen\[0\].*already in use"):
+        loop.run(main())
+    sock.close()
+
+
+_ = DotClient
