@@ -1,0 +1,217 @@
+"""StreamUpstream's pool logic with fake connections: reuse, limits, expiry, failures,
+retries and cancellation (no sockets; the connections are scripted)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import dns.message
+import pytest
+
+from dnstls.errors import CertificateError, NetworkError, QueryTimeout
+from dnstls.net.pool import ConnectionLost, StreamUpstream
+from dnstls.proto.upstream import ConnectionState
+from dnstls.upstreams import UpstreamSpec
+
+
+class FakeConnection:
+    """Stands in for UpstreamConnection: scripted connect outcome and answers."""
+
+    def __init__(self, upstream: Pool) -> None:
+        self.upstream = upstream
+        self.state = ConnectionState("fake", max_in_flight=upstream.spec.max_queries_per_connection,
+                                     idle_timeout=upstream.spec.idle_timeout)
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._task = None
+        self.queries = 0
+
+    def is_available(self) -> bool:
+        return self.state.is_available()
+
+    def is_idle(self) -> bool:
+        return self.state.is_idle()
+
+    def has_expired(self, now: float) -> bool:
+        return self.state.has_expired(now)
+
+    def is_closed(self) -> bool:
+        return self.state.is_closed()
+
+    def reserve(self) -> None:
+        self.state.reserve()
+
+    def start(self) -> None:
+        outcome = self.upstream.connect_outcomes.popleft() if self.upstream.connect_outcomes \
+            else None
+        if outcome is None:
+            self.state.connected(self.upstream.clock())
+            self.ready.set_result(None)
+        else:
+            self.state.closed(str(outcome))
+            self.ready.set_exception(outcome)
+            self.ready.exception()
+            self.done.set_result(None)
+
+    async def query(self, query: dns.message.Message, deadline: float) -> dns.message.Message:
+        self.queries += 1
+        action = self.upstream.answers.popleft() if self.upstream.answers else "answer"
+        if action == "lost":
+            self.close("reset")
+            raise ConnectionLost("connection reset by fake")
+        if action == "hang":
+            await self.upstream.hang.wait()
+        return dns.message.make_response(query)
+
+    def close(self, reason: str = "") -> None:
+        if not self.state.is_closed():
+            self.state.closed(reason)
+            if not self.done.done():
+                self.done.set_result(None)
+
+    def abort(self) -> None:
+        self.close("aborted")
+
+
+class Pool(StreamUpstream):
+    def __init__(self, spec: UpstreamSpec, now: list[float]) -> None:
+        super().__init__(spec, clock=lambda: now[0])
+        self.connect_outcomes: deque[Exception | None] = deque()
+        self.answers: deque[str] = deque()
+        self.hang = asyncio.Event()
+        self.made: list[FakeConnection] = []
+
+    def _new_connection(self) -> Any:
+        conn = FakeConnection(self)
+        self.made.append(conn)
+        return conn
+
+
+def make(now: list[float], **kw: Any) -> Pool:
+    kw.setdefault("max_connections", 2)
+    kw.setdefault("max_queries_per_connection", 2)
+    return Pool(UpstreamSpec("127.0.0.1", 853, "tcp", **kw), now)
+
+
+QUERY = dns.message.make_query("example.com.", "A")
+FAR = 1e9  # deadlines never reached unless a test says so
+
+
+async def test_sequential_queries_reuse_one_connection() -> None:
+    now = [0.0]
+    pool = make(now)
+    for _ in range(3):
+        await pool.exchange(QUERY, deadline=FAR)
+    stats = pool.statistics()
+    assert (stats["connections_opened"], stats["connections_reused"]) == (1, 2)
+    assert len(pool.made) == 1 and pool.made[0].queries == 3
+    await pool.aclose()
+
+
+async def test_limits_then_waiting_then_handover() -> None:
+    now = [0.0]
+    pool = make(now, max_connections=1, max_queries_per_connection=2)
+    pool.answers.extend(["hang", "hang"])
+    tasks = [asyncio.create_task(pool.exchange(QUERY, deadline=FAR)) for _ in range(3)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(pool.made) == 1 and pool.made[0].state.reserved == 2
+    assert pool.statistics()["waiting"] == 1
+    pool.hang.set()
+    await asyncio.gather(*tasks)
+    assert pool.made[0].queries == 3 and pool.made[0].state.reserved == 0
+    assert pool.statistics()["waiting"] == 0
+    await pool.aclose()
+
+
+async def test_idle_connection_expires_with_injected_clock() -> None:
+    now = [100.0]
+    pool = make(now, idle_timeout=8.0)
+    await pool.exchange(QUERY, deadline=FAR)
+    (conn,) = pool.made
+    assert conn.state.idle_expiry == 108.0
+    now[0] = 107.0
+    pool.reassign()
+    assert not conn.is_closed()
+    now[0] = 108.0
+    pool.reassign()
+    assert conn.is_closed() and pool.state.connections == []
+    await pool.exchange(QUERY, deadline=FAR)
+    assert len(pool.made) == 2
+    await pool.aclose()
+
+
+async def test_connect_failure_is_raised_and_the_next_query_reconnects() -> None:
+    now = [0.0]
+    pool = make(now)
+    pool.connect_outcomes.extend([NetworkError("refused"), CertificateError("bad cert")])
+    with pytest.raises(NetworkError, match="refused"):
+        await pool.exchange(QUERY, deadline=FAR)
+    with pytest.raises(CertificateError):
+        await pool.exchange(QUERY, deadline=FAR)
+    await pool.exchange(QUERY, deadline=FAR)
+    assert [c.is_closed() for c in pool.made] == [True, True, False]
+    assert pool.state.connections == [pool.made[2]]
+    await pool.aclose()
+
+
+async def test_lost_connection_is_retried_once_on_a_new_one() -> None:
+    now = [0.0]
+    pool = make(now)
+    pool.answers.append("lost")
+    await pool.exchange(QUERY, deadline=FAR)
+    assert len(pool.made) == 2 and pool.statistics()["retries"] == 1
+    pool.answers.extend(["lost", "lost"])
+    with pytest.raises(NetworkError, match="reset"):
+        await pool.exchange(QUERY, deadline=FAR)
+    assert all(c.state.reserved == 0 for c in pool.made)
+    await pool.aclose()
+
+
+async def test_cancelled_waiter_and_cancelled_query_leak_no_slot() -> None:
+    now = [0.0]
+    pool = make(now, max_connections=1, max_queries_per_connection=1)
+    pool.answers.append("hang")
+    running = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    waiting = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert pool.statistics()["waiting"] == 1
+    waiting.cancel()
+    running.cancel()
+    await asyncio.gather(running, waiting, return_exceptions=True)
+    (conn,) = pool.made
+    assert conn.state.reserved == 0 and pool.statistics()["waiting"] == 0
+    assert conn.is_available()
+    await pool.exchange(QUERY, deadline=FAR)
+    await pool.aclose()
+
+
+async def test_deadline_while_waiting_for_a_slot() -> None:
+    now = [0.0]
+    pool = make(now, max_connections=1, max_queries_per_connection=1)
+    pool.answers.append("hang")
+    running = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    with pytest.raises(QueryTimeout, match="no connection"):
+        await pool.exchange(QUERY, deadline=loop.time())  # already due: no sleeping
+    assert pool.statistics()["waiting"] == 0
+    pool.hang.set()
+    await running
+    assert pool.made[0].state.reserved == 0
+    await pool.aclose()
+
+
+async def test_closed_pool_refuses_and_repr() -> None:
+    now = [0.0]
+    pool = make(now)
+    await pool.exchange(QUERY, deadline=FAR)
+    assert repr(pool) == "<StreamUpstream tcp://127.0.0.1:853 [connections=1, waiting=0]>"
+    await pool.aclose()
+    assert pool.made[0].is_closed()
+    with pytest.raises(NetworkError, match="closed"):
+        await pool.exchange(QUERY, deadline=FAR)
