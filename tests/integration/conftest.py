@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -114,18 +115,18 @@ class DotClient:
             self.writer.write(struct.pack("!H", len(wire)) + wire)
         await self.writer.drain()
 
-    async def recv(self, timeout: float = 5.0) -> dns.message.Message:
-        return dns.message.from_wire(await self.recv_wire(timeout))
+    async def recv(self, within: float = 5.0) -> dns.message.Message:
+        return dns.message.from_wire(await self.recv_wire(within))
 
-    async def recv_wire(self, timeout: float = 5.0) -> bytes:
-        head = await asyncio.wait_for(self.reader.readexactly(2), timeout)
+    async def recv_wire(self, within: float = 5.0) -> bytes:
+        head = await asyncio.wait_for(self.reader.readexactly(2), within)
         return await asyncio.wait_for(self.reader.readexactly(struct.unpack("!H", head)[0]),
-                                      timeout)
+                                      within)
 
-    async def closed_by_server(self, timeout: float) -> bool:
-        """True if the server closes the connection within ``timeout`` (reads to EOF)."""
+    async def closed_by_server(self, within: float) -> bool:
+        """True if the server closes the connection within ``within`` s (reads to EOF)."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 while await self.reader.read(4096):
                     pass
         except TimeoutError:
@@ -136,10 +137,8 @@ class DotClient:
 
     async def aclose(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
             await self.writer.wait_closed()
-        except (ConnectionError, ssl.SSLError):
-            pass
 
 
 ServeFactory = Callable[..., Any]

@@ -16,7 +16,7 @@ def chain() -> list[bytes]:
     leaf = ca.issue_cert("dns.test")
     pems = [b.bytes() for b in leaf.cert_chain_pems]
     return [x509.load_pem_x509_certificate(p).public_bytes(serialization.Encoding.DER)
-            for p in pems + [ca.cert_pem.bytes()]]
+            for p in [*pems, ca.cert_pem.bytes()]]
 
 
 def test_pin_is_sha256_of_spki(chain: list[bytes]) -> None:

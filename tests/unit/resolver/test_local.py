@@ -118,5 +118,5 @@ def test_missing_zone_file_names_field(tmp_path: Path) -> None:
 def test_zone_without_origin(tmp_path: Path) -> None:
     path = tmp_path / "z"
     path.write_text("www 300 IN A 192.0.2.1\n")
-    with pytest.raises(ConfigError, match="ORIGIN|zone file"):
+    with pytest.raises(ConfigError, match=r"ORIGIN|zone file"):
         load_zone(path)
