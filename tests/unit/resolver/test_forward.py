@@ -1,0 +1,243 @@
+"""The forwarder stage with fake upstreams and an injected clock (no I/O, no sleeping)."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from dnstls.errors import CertificateError, NetworkError, PinMismatch, ProtocolError, QueryTimeout
+from dnstls.proto import edns
+from dnstls.proto.answers import Transport
+from dnstls.resolver.base import Request, ResolveFailure
+from dnstls.resolver.forward import Forwarder, client_response, upstream_query
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeUpstream:
+    """Scripted: each exchange pops an action (an rcode, an exception, or 'answer')."""
+
+    def __init__(self, name: str, clock: Clock, *, rtt: float = 0.01) -> None:
+        self.name = name
+        self.clock = clock
+        self.rtt = rtt
+        self.timeout = 2.0
+        self.actions: deque[Any] = deque()
+        self.default: Any = "answer"
+        self.seen: list[tuple[dns.message.Message, float]] = []
+
+    async def exchange(self, query: dns.message.Message, *, deadline: float,
+                       ) -> dns.message.Message:
+        self.seen.append((query, deadline))
+        action = self.actions.popleft() if self.actions else self.default
+        if isinstance(action, Exception):
+            self.clock.now = deadline if isinstance(action, QueryTimeout) else \
+                self.clock.now + self.rtt
+            raise action
+        self.clock.now += self.rtt
+        response = dns.message.make_response(query)
+        if isinstance(action, int):
+            response.set_rcode(action)
+        elif callable(action):
+            return action(query)  # type: ignore[no-any-return]
+        else:
+            response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A",
+                                                       "192.0.2.7"))
+        return response
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def observe(self, upstream: str, outcome: str, seconds: float) -> None:
+        self.calls.append((upstream, outcome))
+
+
+def setup(n: int = 3, strategy: str = "ordered", **kw: Any,
+          ) -> tuple[Forwarder, list[FakeUpstream], Clock]:
+    clock = Clock()
+    ups = [FakeUpstream(f"tls://10.0.0.{i}:853", clock) for i in range(n)]
+    return Forwarder(ups, strategy=strategy, clock=clock, **kw), ups, clock
+
+
+def request(clock: Clock, *, budget: float = 5.0, **kw: Any) -> Request:
+    kw.setdefault("use_edns", 0)
+    query = dns.message.make_query("example.com.", "A", **kw)
+    return Request(query, Transport.TLS, None, clock.now + budget)
+
+
+async def test_upstream_query_copies_only_what_it_should() -> None:
+    client = dns.message.make_query(
+        "Example.COM.", "AAAA", use_edns=0, payload=65000, want_dnssec=True,
+        options=[dns.edns.GenericOption(edns.PADDING, b"\0" * 8),
+                 dns.edns.GenericOption(dns.edns.OptionType.COOKIE, b"12345678"),
+                 edns.keepalive_option(None)])
+    client.flags |= dns.flags.CD | dns.flags.AD
+    query = upstream_query(client)
+    assert query.question == client.question
+    assert query.flags & dns.flags.RD and query.flags & dns.flags.CD and query.flags & dns.flags.AD
+    assert query.ednsflags & dns.flags.DO and query.payload == 4096 and query.options == ()
+    plain = upstream_query(dns.message.make_query("a.", "A", use_edns=False))
+    assert plain.edns == 0 and plain.payload == 1232 and not plain.ednsflags & dns.flags.DO
+
+
+async def test_client_response_strips_transport_options_and_fixes_flags() -> None:
+    client = dns.message.make_query("a.example.", "A", use_edns=0, want_dnssec=False)
+    client.id = 4321
+    upstream = dns.message.make_response(dns.message.make_query("a.example.", "A", use_edns=0))
+    upstream.flags |= dns.flags.AA | dns.flags.AD | dns.flags.TC
+    upstream.use_edns(0, 0, 1232, options=[edns.keepalive_option(10.0),
+                                           dns.edns.EDEOption(dns.edns.EDECode.STALE_ANSWER)],
+                      pad=468)
+    upstream.set_rcode(dns.rcode.NXDOMAIN)
+    response = client_response(client, upstream)
+    assert response.id == 4321 and response.rcode() == dns.rcode.NXDOMAIN
+    assert not response.flags & (dns.flags.AA | dns.flags.AD | dns.flags.TC)
+    assert response.flags & dns.flags.RA
+    assert [o.otype for o in response.options] == [edns.EDE]
+    assert len(response.to_wire()) < 100  # no padding rendered
+    client.want_dnssec(True)
+    assert client_response(client, upstream).flags & dns.flags.AD
+    assert client_response(client, upstream).ednsflags & dns.flags.DO
+    no_edns = dns.message.make_query("a.example.", "A", use_edns=False)
+    assert client_response(no_edns, upstream).edns < 0
+
+
+async def test_ordered_failover_on_errors_refused_and_servfail() -> None:
+    fwd, ups, clock = setup(4)
+    ups[0].actions.append(NetworkError("refused"))
+    ups[1].actions.append(dns.rcode.REFUSED)
+    ups[2].actions.append(dns.rcode.SERVFAIL)
+    response = await fwd.resolve(request(clock))
+    assert response.answer[0][0].to_text() == "192.0.2.7"
+    assert [len(u.seen) for u in ups] == [1, 1, 1, 1]
+    stats = fwd.statistics()["upstreams"]
+    assert stats[ups[0].name]["errors"] == {"network": 1}
+    assert stats[ups[1].name]["responses"] == {"REFUSED": 1}
+    assert stats[ups[3].name]["latency_count"] == 1
+
+
+async def test_each_attempt_gets_its_own_timeout_and_the_last_the_rest() -> None:
+    fwd, ups, clock = setup(2)
+    ups[0].actions.append(QueryTimeout("slow"))
+    req = request(clock, budget=5.0)
+    await fwd.resolve(req)
+    assert ups[0].seen[0][1] == 1000.0 + 2.0
+    assert ups[1].seen[0][1] == req.deadline
+
+
+async def test_backoff_doubles_caps_and_resets() -> None:
+    fwd, ups, clock = setup(2, backoff_max=8.0)
+    ups[0].default = NetworkError("down")
+    ups[0].rtt = ups[1].rtt = 0.0
+    delays = []
+    for _ in range(6):
+        await fwd.resolve(request(clock))
+        health = fwd.health[ups[0].name]
+        delays.append(health.retry_at - clock.now)
+        clock.now = health.retry_at  # back-off over: it is tried first again
+    assert [round(d, 2) for d in delays] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    ups[0].default = "answer"
+    await fwd.resolve(request(clock))
+    assert fwd.health[ups[0].name].failures == 0
+
+
+async def test_backed_off_upstream_is_skipped_while_others_answer() -> None:
+    fwd, ups, clock = setup(2)
+    ups[0].actions.append(NetworkError("down"))
+    await fwd.resolve(request(clock))
+    await fwd.resolve(request(clock))
+    assert [len(u.seen) for u in ups] == [1, 2]
+    assert fwd.statistics()["upstreams"][ups[0].name]["backed_off"]
+    ups[1].default = NetworkError("also down")
+    await fwd.resolve(request(clock))  # last resort: the backed-off one is tried
+    assert len(ups[0].seen) == 2
+
+
+async def test_round_robin_rotates() -> None:
+    fwd, ups, clock = setup(3, strategy="round_robin")
+    for _ in range(6):
+        await fwd.resolve(request(clock))
+    assert [len(u.seen) for u in ups] == [2, 2, 2]
+
+
+async def test_fastest_prefers_lowest_srtt_after_probing() -> None:
+    fwd, ups, clock = setup(3, strategy="fastest")
+    for up, rtt in zip(ups, (0.05, 0.01, 0.03), strict=True):
+        up.rtt = rtt
+    for _ in range(3):  # unmeasured upstreams sort first: each gets probed
+        await fwd.resolve(request(clock))
+    assert [len(u.seen) for u in ups] == [1, 1, 1]
+    for _ in range(4):
+        await fwd.resolve(request(clock))
+    assert [len(u.seen) for u in ups] == [1, 5, 1]
+    assert repr(fwd).startswith("<Forwarder fastest [")
+
+
+@pytest.mark.parametrize(("errors", "ede", "text"), [
+    ([QueryTimeout("t"), QueryTimeout("t")], 22, "timed out: tls://10.0.0.0:853"),
+    ([QueryTimeout("t"), NetworkError("reset")], 23, "tls://10.0.0.1:853: reset"),
+    ([PinMismatch(["a"], ["b"]), QueryTimeout("t")], 23, "pin mismatch for tls://10.0.0.0:853"),
+    ([CertificateError("certificate has expired for x"), NetworkError("n")], 23,
+     "TLS authentication failed for tls://10.0.0.0:853: certificate has expired for x"),
+    ([ProtocolError("garbage"), ProtocolError("garbage")], 23, "tls://10.0.0.0:853: garbage"),
+])
+async def test_failure_maps_to_servfail_with_ede(errors: list[Exception], ede: int,
+                                                 text: str) -> None:
+    metrics = Metrics()
+    fwd, ups, clock = setup(2, metrics=metrics)
+    for up, error in zip(ups, errors, strict=True):
+        up.actions.append(error)
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.rcode == dns.rcode.SERVFAIL and info.value.ede == ede
+    assert text in (info.value.text or "")
+    assert len(metrics.calls) == 2
+
+
+async def test_all_servfail_relays_the_servfail_and_refused_gives_ede_22() -> None:
+    fwd, ups, clock = setup(2)
+    for up in ups:
+        up.default = dns.rcode.SERVFAIL
+    assert (await fwd.resolve(request(clock))).rcode() == dns.rcode.SERVFAIL
+    for up in ups:
+        up.default = dns.rcode.REFUSED
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.ede == 22 and "refused by" in (info.value.text or "")
+
+
+async def test_expired_deadline_and_mismatched_answer() -> None:
+    fwd, ups, clock = setup(1)
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock, budget=0.0))
+    assert info.value.ede == 22 and ups[0].seen == []
+
+    def other_question(query: dns.message.Message) -> dns.message.Message:
+        return dns.message.make_response(dns.message.make_query("evil.", "A"))
+
+    ups[0].actions.append(other_question)
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.ede == 23 and "does not match" in (info.value.text or "")
+
+
+async def test_constructor_checks() -> None:
+    with pytest.raises(ValueError):
+        Forwarder([], clock=Clock())
+    with pytest.raises(ValueError):
+        setup(1, strategy="random")

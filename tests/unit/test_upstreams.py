@@ -1,0 +1,155 @@
+"""Upstream URIs and [[upstream]] tables: parsing, defaults, dotted-path errors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import tomllib
+
+import pytest
+
+from dnstls.errors import ConfigError
+from dnstls.upstreams import (
+    UpstreamSpec,
+    default_upstreams,
+    parse_upstream_uri,
+    upstreams_from_toml,
+)
+
+PIN = base64.b64encode(hashlib.sha256(b"key").digest()).decode()
+SHORT = base64.b64encode(b"x" * 20).decode()
+
+
+@pytest.mark.parametrize(("uri", "address", "port", "transport", "name"), [
+    ("udp://192.0.2.1", "192.0.2.1", 53, "udp", None),
+    ("tcp://192.0.2.1:5353", "192.0.2.1", 5353, "tcp", None),
+    ("tls://1.1.1.1#cloudflare-dns.com", "1.1.1.1", 853, "tls", "cloudflare-dns.com"),
+    ("TLS://[2606:4700::1111]:8853#one.one.one.one.", "2606:4700::1111", 8853, "tls",
+     "one.one.one.one"),
+])
+def test_uri_forms(uri: str, address: str, port: int, transport: str, name: str | None) -> None:
+    spec = parse_upstream_uri(uri)
+    assert (spec.address, spec.port, spec.transport, spec.tls_auth_name) == (
+        address, port, transport, name)
+    assert parse_upstream_uri(spec.uri) == spec  # round trip
+    assert spec.name == spec.uri
+
+
+def test_uri_with_pins_and_ca_file() -> None:
+    spec = parse_upstream_uri("tls://127.0.0.1", pins=[f"pin-sha256={PIN}"], ca_file="/ca.pem")
+    assert spec.tls_pubkey_pinset == (PIN,) and spec.ca_file == "/ca.pem"
+    assert spec.tls_auth_name is None and not spec.opportunistic
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("1.1.1.1", "expected udp://"),
+    ("https://1.1.1.1", "unknown transport 'https'"),
+    ("tls://1.1.1.1", "strict TLS needs tls_auth_name"),
+    ("tls://dns.example#dns.example", "is not an IP address"),
+    ("tcp://1.1.1.1:99999", "out of range"),
+    ("tls://::1#x.test", "brackets"),
+    ("udp://1.1.1.1#name.test", "only to tls://"),
+    ("tls://1.1.1.1/dns-query#x.test", "unexpected path"),
+    ("tls://1.1.1.1#bad..name", "not a valid host name"),
+])
+def test_bad_uris_name_the_problem(uri: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_upstream_uri(uri, path="upstream[0].uri")
+    assert info.value.field == "upstream[0].uri"
+    assert message in info.value.message
+
+
+def test_bad_pin_on_the_command_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_upstream_uri("tls://1.1.1.1", pins=["abc"])
+    assert info.value.field == "upstream.pins[0]"
+
+
+TOML = f"""
+[[upstream]]
+uri = "tls://1.1.1.1#cloudflare-dns.com"
+
+[[upstream]]
+address = "9.9.9.9"
+tls_auth_name = "dns.quad9.net"
+tls_pubkey_pinset = [{{ digest = "sha256", value = "{PIN}" }}]
+idle_timeout = 5
+max_connections = 4
+max_queries_per_connection = 50
+
+[[upstream]]
+address = "192.0.2.53"
+transport = "udp"
+
+[[upstream]]
+uri = "tls://127.0.0.1:8853"
+tls_pubkey_pinset = [{{ digest = "sha256", value = "{PIN}" }}]
+"""
+
+
+def test_toml_tables() -> None:
+    specs = upstreams_from_toml(tomllib.loads(TOML)["upstream"])
+    assert [s.name for s in specs] == ["tls://1.1.1.1:853#cloudflare-dns.com",
+                                       "tls://9.9.9.9:853#dns.quad9.net",
+                                       "udp://192.0.2.53:53", "tls://127.0.0.1:8853"]
+    quad9 = specs[1]
+    assert quad9.tls_pubkey_pinset == (PIN,) and quad9.idle_timeout == 5
+    assert (quad9.max_connections, quad9.max_queries_per_connection) == (4, 50)
+    assert specs[3].tls_pubkey_pinset == (PIN,)
+
+
+@pytest.mark.parametrize(("table", "field", "message"), [
+    ({"address": "9.9.9.9", "tls_auth_name": "x.test",
+      "tls_pubkey_pinset": [{"digest": "sha256", "value": "abc"}]},
+     "upstream[1].tls_pubkey_pinset[0].value", "not valid base64"),
+    ({"address": "9.9.9.9", "tls_pubkey_pinset": [{"digest": "sha256", "value": SHORT}]},
+     "upstream[1].tls_pubkey_pinset[0].value", "decodes to 20 bytes"),
+    ({"address": "9.9.9.9", "tls_pubkey_pinset": [{"digest": "sha1", "value": PIN}]},
+     "upstream[1].tls_pubkey_pinset[0].digest", "only \"sha256\""),
+    ({"address": "9.9.9.9", "tls_pubkey_pinset": "x"},
+     "upstream[1].tls_pubkey_pinset", "expected a list"),
+    ({"address": "9.9.9.9", "tls_auth_name": "x.test", "colour": "red"},
+     "upstream[1].colour", "unknown key"),
+    ({"tls_auth_name": "x.test"}, "upstream[1].address", "missing"),
+    ({"address": "9.9.9.9", "tls_auth_name": "x.test", "port": "853"},
+     "upstream[1].port", "expected an integer"),
+    ({"address": "9.9.9.9", "tls_auth_name": "x.test", "max_connections": 0},
+     "upstream[1].max_connections", "out of range"),
+    ({"address": "9.9.9.9", "transport": "quic"}, "upstream[1].transport", "expected udp"),
+    ({"uri": "tls://9.9.9.9#x.test", "port": 53}, "upstream[1].port", "either uri"),
+    ({"uri": "tls://9.9.9.9#x.test", "opportunistic": True}, "upstream[1].opportunistic",
+     "not authenticated"),
+    ({"address": "9.9.9.9", "transport": "udp", "tls_auth_name": "x.test"}, "upstream[1]",
+     "cannot be authenticated"),
+    ({"uri": "tls://1.1.1.1#cloudflare-dns.com"}, "upstream[1]", "duplicate of upstream[0]"),
+    ("tls://1.1.1.1", "upstream[1]", "expected a table"),
+])
+def test_toml_errors_name_the_dotted_path(table: object, field: str, message: str) -> None:
+    items = [{"uri": "tls://1.1.1.1#cloudflare-dns.com"}, table]
+    with pytest.raises(ConfigError) as info:
+        upstreams_from_toml(items)
+    assert info.value.field == field
+    assert message in info.value.message
+    assert str(info.value).startswith(field)
+
+
+def test_toml_not_a_list_and_opportunistic_ok() -> None:
+    with pytest.raises(ConfigError):
+        upstreams_from_toml({"uri": "udp://1.2.3.4"})
+    (spec,) = upstreams_from_toml([{"address": "192.0.2.1", "opportunistic": True}])
+    assert spec.opportunistic and spec.transport == "tls" and spec.port == 853
+
+
+def test_defaults_are_cloudflare_over_dot_strict() -> None:
+    specs = default_upstreams()
+    assert [s.name for s in specs] == ["tls://1.1.1.1:853#cloudflare-dns.com",
+                                       "tls://1.0.0.1:853#cloudflare-dns.com"]
+    assert all(s.ca_file is None and not s.opportunistic for s in specs)
+    assert specs[0].idle_timeout == 8.0
+
+
+def test_spec_is_frozen_and_keyed() -> None:
+    spec = UpstreamSpec("127.0.0.1", 53, "udp")
+    with pytest.raises(AttributeError):
+        spec.port = 54  # type: ignore[misc]
+    assert spec.key == ("127.0.0.1", 53, "udp", None)
