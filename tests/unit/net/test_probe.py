@@ -207,7 +207,7 @@ async def test_ipv6_literal(pki: Pki) -> None:
 
 
 async def test_missing_ca_file_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="missing.pem: cannot load CA certificates"):
+    with pytest.raises(ConfigError, match=r"missing\.pem: cannot load CA certificates"):
         await fetch_chain("127.0.0.1", 9, server_name=None, timeout=1,
                           cafile=str(tmp_path / "missing.pem"))
 
