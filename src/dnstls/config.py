@@ -133,6 +133,7 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class ForwardConfig:
+    enabled: bool = True
     strategy: str = "round_robin"
     upstreams: tuple[Any, ...] = ()  # UpstreamSpec objects, built by dnstls.upstreams
 

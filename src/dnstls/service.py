@@ -299,6 +299,9 @@ class Service:
             "listeners": listeners,
             "udp": [u.statistics() for u in self.udp],
         }
+        for closer in self._closers:
+            if hasattr(closer, "statistics"):
+                stats.update(closer.statistics())
         for name, source in self._stats_sources.items():
             stats[name] = source()
         return stats

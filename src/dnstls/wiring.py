@@ -2,23 +2,86 @@
 
 Kept apart from :mod:`dnstls.service` so that the service only sees a factory that
 turns "the stage to fall back to" into "the stage to use", plus an object to
-``aclose()`` at shutdown.
+``aclose()`` at shutdown whose ``statistics()`` feed the metrics.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from dnstls.config import Config
+from dnstls.config import CacheConfig, Config
 from dnstls.resolver.base import Resolver
+from dnstls.upstreams import UpstreamSpec, default_upstreams
+
+log = logging.getLogger("dnstls.wiring")
 
 Factory = Callable[[Resolver], tuple[Resolver, Any]]
 
 
-def forwarding_factory(cfg: Config, specs: list[Any] | None) -> Factory | None:
-    """The upstream stages for ``cfg`` (None: no forwarding, names outside local data
-    are REFUSED)."""
-    if specs is None and not cfg.forward.upstreams:
+class Forwarding:
+    """The running upstream side: pool, cache and stages, closed together."""
+
+    def __init__(self, pool: Any, cache: Any, coalescer: Any) -> None:
+        self.pool = pool
+        self.cache = cache
+        self.coalescer = coalescer
+
+    def statistics(self) -> dict[str, Any]:
+        stats: dict[str, Any] = {"upstreams": self.pool.statistics()}
+        if self.cache is not None:
+            stats["cache"] = dataclasses.asdict(self.cache.statistics())
+        if self.coalescer is not None:
+            stats["coalesce"] = dataclasses.asdict(self.coalescer.statistics())
+        return stats
+
+    async def aclose(self) -> None:
+        await self.pool.aclose()
+
+
+def make_cache(cfg: CacheConfig) -> Any:
+    from dnstls.resolver.cache import Cache
+
+    return Cache(max_entries=cfg.max_entries, max_bytes=cfg.max_bytes, min_ttl=cfg.min_ttl,
+                 max_ttl=cfg.max_ttl, max_negative_ttl=cfg.max_negative_ttl,
+                 servfail_ttl=cfg.servfail_ttl, serve_stale=cfg.serve_stale,
+                 stale_ttl=cfg.stale_ttl)
+
+
+def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Factory | None:
+    """Stages for ``cfg``: upstreams from the command line, else the config file, else
+    Cloudflare's DoT resolvers (RFC 8310 strict, authenticated as cloudflare-dns.com).
+
+    None when forwarding is switched off (``forward.enabled = false``, ``--no-upstream``):
+    names outside local data are then REFUSED.
+    """
+    if not cfg.forward.enabled:
+        if specs:
+            from dnstls.errors import ConfigError
+
+            raise ConfigError("--no-upstream", "conflicts with --upstream")
         return None
-    raise NotImplementedError("forwarding is not wired yet")
+
+    def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
+        from dnstls.net.pool import build_forwarder
+        from dnstls.resolver.cache import CacheStage
+        from dnstls.resolver.coalesce import Coalescer
+
+        chosen = list(specs or cfg.forward.upstreams or default_upstreams())
+        if not (specs or cfg.forward.upstreams):
+            log.info("no upstream configured: forwarding to %s",
+                     ", ".join(s.name for s in chosen))
+        clock = asyncio.get_running_loop().time
+        forwarder, pool = build_forwarder(chosen, clock=clock, strategy=cfg.forward.strategy)
+        coalescer = Coalescer(forwarder)
+        stage: Resolver = coalescer
+        cache = None
+        if cfg.cache.enabled:
+            cache = make_cache(cfg.cache)
+            stage = CacheStage(coalescer, cache, clock)
+        return stage, Forwarding(pool, cache, coalescer)
+
+    return factory

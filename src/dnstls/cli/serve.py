@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
                    help="SPKI pin for the tls:// upstreams given with --upstream")
     p.add_argument("--ca-file", metavar="PEM",
                    help="CA bundle for the tls:// upstreams given with --upstream")
+    p.add_argument("--no-upstream", action="store_true",
+                   help="do not forward: names outside local zones get REFUSED "
+                        "(default: forward to the configured upstreams, else Cloudflare DoT)")
     p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
     p.add_argument("--metrics", metavar="ADDR:PORT", help="Prometheus metrics endpoint")
     p.add_argument("--state-dir", metavar="DIR",
@@ -68,6 +71,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["local"] = {"zones": args.local_zone}
     if args.no_cache:
         out["cache"] = {"enabled": False}
+    if args.no_upstream:
+        out["forward"] = {"enabled": False}
     return out
 
 
@@ -79,8 +84,15 @@ def upstream_specs(args: argparse.Namespace) -> list[Any] | None:
         return None
     from dnstls.upstreams import parse_upstream_uri
 
-    return [parse_upstream_uri(uri, pins=args.pin or (), ca_file=args.ca_file)
-            for uri in args.upstream]
+    specs = []
+    for i, uri in enumerate(args.upstream):
+        tls = uri.strip().lower().startswith("tls://")
+        specs.append(parse_upstream_uri(uri, pins=(args.pin or ()) if tls else (),
+                                        ca_file=args.ca_file if tls else None,
+                                        path=f"--upstream[{i}]"))
+    if (args.pin or args.ca_file) and not any(s.transport == "tls" for s in specs):
+        raise ConfigError("--pin/--ca-file", "apply to tls:// upstreams; none was given")
+    return specs
 
 
 def main(args: argparse.Namespace) -> int:
