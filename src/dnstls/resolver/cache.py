@@ -98,6 +98,7 @@ _TSIG_TYPE = int(dns.rdatatype.TSIG)
 _SOA_TYPE = int(dns.rdatatype.SOA)
 _ANY = int(dns.rdatatype.ANY)
 _EDE_CODE = int(_edns.EDE)
+_PADDING_CODE = int(_edns.PADDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,36 +190,45 @@ class Cache:
         The caller still enforces its UDP size limit. A cached failure is answered
         with its SERVFAIL bytes.
         """
-        hit = self.lookup(key, query_id, now, rd=rd, qname=qname, edns=edns, options=options,
-                          pad_block=pad_block)
-        return None if hit is None else hit.wire
+        found = self._serveable(key, now)
+        if found is None:
+            return None
+        entry, stale = found
+        return _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
                pad_block: int = 0) -> Hit | None:
         """Like :meth:`lookup_wire`, also saying whether stale and which failure it was."""
+        found = self._serveable(key, now)
+        if found is None:
+            return None
+        entry, stale = found
+        wire = _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
+        return Hit(wire, stale, entry.failure)
+
+    def _serveable(self, key: CacheKey, now: float) -> tuple[_Entry, bool] | None:
+        """The entry to answer from and whether it is stale; counts hits and misses."""
         entry = self._entries.get(key)
-        stale = False
-        if entry is not None and now >= entry.expires:
-            if (self.serve_stale and entry.kind != _SERVFAIL
-                    and now < entry.expires + self.stale_ttl):
-                stale = now < entry.failed_until
-                if not stale:
-                    entry = None  # kept for a failure to come, but not served now
-            else:
-                self._remove(key)
-                entry = None
         if entry is None:
             self._misses += 1
             return None
+        stale = now >= entry.expires
+        if stale:
+            if not (self.serve_stale and entry.kind != _SERVFAIL
+                    and now < entry.expires + self.stale_ttl):
+                self._remove(key)
+                self._misses += 1
+                return None
+            if now >= entry.failed_until:  # kept for a failure to come, not served now
+                self._misses += 1
+                return None
         self._entries.move_to_end(key)
         if stale:
             self._stale_served += 1
         else:
             self._hits += 1
-        wire = _render(entry, query_id, now, stale=stale, rd=rd, qname=qname, with_edns=edns,
-                       options=options, pad_block=pad_block)
-        return Hit(wire, stale, entry.failure)
+        return entry, stale
 
     def stale_after_failure(self, key: CacheKey, query_id: int, now: float, *,
                             rd: bool = True, qname: bytes | None = None, edns: bool = True,
@@ -235,9 +245,7 @@ class Cache:
         entry.failed_until = now + self.servfail_ttl
         self._entries.move_to_end(key)
         self._stale_served += 1
-        wire = _render(entry, query_id, now, stale=True, rd=rd, qname=qname,
-                       with_edns=edns)
-        return Hit(wire, True, None)
+        return Hit(_render(entry, query_id, now, True, rd, qname, edns), True, None)
 
     # -- inserts -----------------------------------------------------------------------
 
@@ -514,7 +522,7 @@ def _skip_name(wire: bytes, pos: int) -> int:
     return -1
 
 
-def _render(entry: _Entry, query_id: int, now: float, *, stale: bool, rd: bool,
+def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
             qname: bytes | None, with_edns: bool, options: bytes = b"", pad_block: int = 0,
             ) -> bytes:
     buf = bytearray(entry.body)
@@ -543,7 +551,7 @@ def _render(entry: _Entry, query_id: int, now: float, *, stale: bool, rd: bool,
     if pad_block > 0:
         unpadded = len(buf) + len(entry.opt_head) + 2 + len(rdata) + 4
         pad = _edns.padded_size(unpadded, pad_block) - unpadded
-        rdata += _OPTION.pack(int(_edns.PADDING), pad) + bytes(pad)
+        rdata += _OPTION.pack(_PADDING_CODE, pad) + bytes(pad)
     buf[10:12] = (entry.arcount + 1).to_bytes(2, "big")
     buf += entry.opt_head
     buf += len(rdata).to_bytes(2, "big")

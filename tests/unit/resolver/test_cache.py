@@ -614,3 +614,65 @@ def test_stale_window_is_a_miss_until_a_failure() -> None:
     cache.insert(key_from_message(q), positive(q, 60), 0.0)
     assert hit(cache, q, 61.0) is None and len(cache) == 1
     assert cache.stale_after_failure(key_from_message(query("x.")), 1, 61.0) is None
+
+
+def with_records(wire: bytes, *records: bytes) -> bytes:
+    ar = struct.unpack_from("!H", wire, 10)[0]
+    return wire[:10] + struct.pack("!H", ar + len(records)) + wire[12:] + b"".join(records)
+
+
+def opt_rr(rdata: bytes = b"", ttl: int = 0) -> bytes:
+    return b"\x00" + struct.pack("!HHIH", 41, 1232, ttl, len(rdata)) + rdata
+
+
+def test_odd_response_wire_is_refused() -> None:
+    cache = Cache()
+    q = query()
+    key = key_from_message(q)
+    wire = positive(q).to_wire()
+    a_rr = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + bytes(4)
+    assert not cache.insert_wire(key, with_records(wire, opt_rr(), a_rr), 0.0)  # OPT not last
+    assert not cache.insert_wire(key, with_records(wire, opt_rr(ttl=1 << 24)), 0.0)  # ext rcode
+    assert not cache.insert_wire(key, with_records(wire, opt_rr(b"\x00\x0f")), 0.0)
+    assert not cache.insert_wire(key, with_records(wire, opt_rr(b"\x00\x0f\x00\x09ab")), 0.0)
+    extended_label = b"\x41" + struct.pack("!HHIH", 1, 1, 60, 0)
+    tsig = b"\x00" + struct.pack("!HHIH", 250, 255, 0, 0)
+    assert not cache.insert_wire(key, with_records(wire, tsig), 0.0)
+    assert not cache.insert_wire(key, with_records(wire, extended_label), 0.0)
+    assert cache.insert_wire(key, with_records(wire, opt_rr(b"\x00\x0f\x00\x02\x00\x12")), 0.0)
+    assert len(cache) == 1
+
+
+def test_unrenderable_message_is_not_cached() -> None:
+    cache = Cache()
+    q = query()
+    r = make_response(q)
+    r.answer.append(dns.rrset.from_text(dns.name.from_text("relative", None), 60, "IN", "A",
+                                        "192.0.2.1"))
+    assert not cache.insert(key_from_message(q), r, 0.0)
+
+
+def test_only_servfail_failures_are_cached_and_servfail_records_keep_their_ttls() -> None:
+    cache = Cache()
+    q = query()
+    key = key_from_message(q)
+    assert not cache.insert_failure(key, q, ResolveFailure(dns.rcode.REFUSED), 0.0)
+    r = positive(q, 7)
+    r.set_rcode(dns.rcode.SERVFAIL)
+    assert cache.insert(key, r, 0.0)
+    served = hit(cache, q, 1.0)
+    assert served is not None and ttls(served) == [6]
+    assert hit(cache, q, 2.0) is None  # servfail_ttl, not the records' TTL
+
+
+async def test_stage_caches_a_servfail_message_without_serve_stale() -> None:
+    clock = Clock()
+    q = query()
+    servfail = make_response(q)
+    servfail.set_rcode(dns.rcode.SERVFAIL)
+    upstream = Scripted([servfail])
+    stage = CacheStage(upstream, Cache(), clock)
+    assert (await stage.resolve(request(q))).rcode() == dns.rcode.SERVFAIL
+    clock.now = 1.0
+    assert (await stage.resolve(request(q))).rcode() == dns.rcode.SERVFAIL
+    assert len(upstream.calls) == 1
