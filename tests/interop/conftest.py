@@ -92,7 +92,8 @@ def unbound_tls_forwarder(peer_group: PeerGroup, pki: TestPKI) -> Callable[[Peer
 def dnstls_serve(peer_group: PeerGroup, pki: TestPKI) -> Callable[..., Peer]:
     """Factory: ``dnstls_serve(*args, zone=path)`` runs ``dnstls serve`` with our
     certificate, a state dir in tmp_path and a free DoT port (unless ``args`` give
-    ``--listen``/``--cert``/``--state-dir``) and waits until the DoT port accepts TCP."""
+    ``--listen``/``--cert``/``--state-dir``), ``--no-upstream`` unless ``args`` give an
+    ``--upstream``, and waits until the DoT port accepts TCP."""
 
     def start(*args: str, zone: Path | None = None) -> Peer:
         argv: Sequence[str] = args

@@ -538,7 +538,8 @@ def dnstls_command() -> list[str]:
 def start_dnstls_serve(group: PeerGroup, pki: TestPKI, args: Sequence[str], *,
                        zone: Path | None = None) -> Peer:
     """Run ``dnstls serve`` with our certificate, a state dir and a free DoT port unless
-    ``args`` name them; wait until the DoT port accepts TCP."""
+    ``args`` name them, and ``--no-upstream`` unless ``args`` give upstreams (tests never
+    reach a public resolver); wait until the DoT port accepts TCP."""
     work = group.workdir("dnstls")
     args = list(args)
     port = 0
@@ -556,6 +557,9 @@ def start_dnstls_serve(group: PeerGroup, pki: TestPKI, args: Sequence[str], *,
         args += ["--state-dir", str(state)]
     if zone is not None:
         args += ["--local-zone", str(zone)]
+    if "--upstream" not in args and "--no-upstream" not in args and "--config" not in args:
+        # Without upstreams the server would forward to a public resolver: never in tests.
+        args.append("--no-upstream")
     argv = [*dnstls_command(), "serve", *args]
     peer = group.start(Peer("dnstls", argv, work, port=port,
                             env={"PYTHONUNBUFFERED": "1"}))
