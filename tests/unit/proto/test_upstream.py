@@ -185,7 +185,12 @@ def test_prepare_query_pads_adds_keepalive_and_drops_client_options() -> None:
     assert {o.otype for o in sent.options} == {edns.PADDING, edns.KEEPALIVE}
     plain = dns.message.from_wire(prepare_query(dns.message.make_query("a.", "A",
                                                                        use_edns=False), qid=1))
-    assert plain.edns < 0
+    assert plain.edns == 0 and plain.payload == 1232  # upstream queries always use EDNS
+    for length in range(1, 60):  # padding lands on the block for every name length
+        name = ".".join(["a" * min(length, 60)] + ["b"] * (length % 5)) + "."
+        q = dns.message.make_query(name, "A", use_edns=0)
+        assert len(prepare_query(q, qid=2, pad=128, keepalive=length % 2 == 0)) % 128 == 0
+        assert dns.message.from_wire(prepare_query(q, qid=2, pad=128)).question == q.question
 
 
 # ---------------------------------------------------------------- expiry and retirement
