@@ -52,7 +52,8 @@ With ``serve_stale`` an expired entry is kept for ``stale_ttl`` more seconds. It
 served while the next stage might answer: a lookup past expiry is a miss. Only when the
 next stage fails (raises a SERVFAIL :class:`ResolveFailure` or returns SERVFAIL) does
 :class:`CacheStage` answer from it, with every TTL set to 30 s (RFC 8767 §4) and
-EDE 3 "Stale Answer" (RFC 8914 §4.4). The failure is remembered for ``servfail_ttl``
+EDE 3 "Stale Answer" (RFC 8914 §4.4; EDE 19 "Stale NXDOMAIN Answer" for a stale
+NXDOMAIN, §4.20). The failure is remembered for ``servfail_ttl``
 as it would be without a stale entry (the "failure recheck" of RFC 8767 §4): meanwhile
 lookups, including :meth:`Cache.lookup_wire`, serve the stale answer directly.
 """
@@ -90,6 +91,8 @@ _PER_TRANSPORT_OPTIONS = frozenset({int(_edns.PADDING), int(_edns.KEEPALIVE),
                                     int(dns.edns.OptionType.ECS)})
 _EDE_STALE_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
     "!H", int(dns.edns.EDECode.STALE_ANSWER))
+_EDE_STALE_NXDOMAIN_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
+    "!H", int(dns.edns.EDECode.STALE_NXDOMAIN_ANSWER))
 _POSITIVE, _NEGATIVE, _SERVFAIL = "positive", "negative", "servfail"
 _CACHEABLE_RCODES = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL})
 _OPCODE_MASK = 0x7800
@@ -547,7 +550,8 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
         return bytes(buf)
     rdata = entry.opt_rdata + options
     if stale:
-        rdata += _EDE_STALE_WIRE
+        nxdomain = entry.body[3] & 0xF == dns.rcode.NXDOMAIN
+        rdata += _EDE_STALE_NXDOMAIN_WIRE if nxdomain else _EDE_STALE_WIRE
     if pad_block > 0:
         unpadded = len(buf) + len(entry.opt_head) + 2 + len(rdata) + 4
         pad = _edns.padded_size(unpadded, pad_block) - unpadded

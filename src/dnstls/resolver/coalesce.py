@@ -10,8 +10,9 @@ requests with the same key wait for that task instead of starting their own.
 Rules, and why:
 
 * **Each waiter gets its own message.** The first request's waiter gets the message the
-  next stage returned; every other waiter gets a copy (rendered once, parsed per
-  waiter) with its own ID, its own RD bit and its own letter case in the question
+  next stage returned; every other waiter gets a copy (rendered once when the flight
+  lands, before any waiter can modify the original, and parsed per waiter) with its own
+  ID, its own RD bit and its own letter case in the question
   (0x20 echo). Nobody sees another client's ID, and mutating one answer (the listener
   re-renders OPT options) cannot touch another. A waiter whose query had no EDNS gets
   the copy without OPT (RFC 6891 §7).
@@ -30,6 +31,7 @@ deadline cannot extend it, one with a shorter deadline stops waiting on its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import dns.flags
@@ -46,12 +48,13 @@ class CoalescerStatistics:
 
 
 class _Flight:
-    __slots__ = ("request", "task", "waiters", "wire")
+    __slots__ = ("followers", "request", "task", "waiters", "wire")
 
     def __init__(self, request: Request, task: asyncio.Task[dns.message.Message]) -> None:
         self.request = request
         self.task = task
         self.waiters = 0
+        self.followers = 0
         self.wire: bytes | None = None
 
 
@@ -75,6 +78,7 @@ class Coalescer:
             flight = self._start(key, request)
         else:
             self._coalesced += 1
+            flight.followers += 1
         flight.waiters += 1
         try:
             response = await asyncio.shield(flight.task)
@@ -94,9 +98,14 @@ class Coalescer:
         flight = _Flight(request, task)
         self._flights[key] = flight
 
-        def finished(_: asyncio.Task[dns.message.Message]) -> None:
+        def finished(done: asyncio.Task[dns.message.Message]) -> None:
             if self._flights.get(key) is flight:
                 del self._flights[key]
+            if flight.followers and not done.cancelled() and done.exception() is None:
+                # Render the copies' source now, before any waiter (the first request's
+                # may re-render its message for its transport) runs again.
+                with contextlib.suppress(Exception):
+                    flight.wire = done.result().to_wire()
 
         task.add_done_callback(finished)
         return flight

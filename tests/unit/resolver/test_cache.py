@@ -676,3 +676,15 @@ async def test_stage_caches_a_servfail_message_without_serve_stale() -> None:
     clock.now = 1.0
     assert (await stage.resolve(request(q))).rcode() == dns.rcode.SERVFAIL
     assert len(upstream.calls) == 1
+
+
+def test_a_stale_nxdomain_carries_ede_19() -> None:
+    cache = Cache(serve_stale=True)
+    q = query("gone.example.com.", use_edns=0)
+    key = key_from_message(q)
+    cache.insert(key, negative(q, minimum=60), 0.0)
+    stale = cache.stale_after_failure(key, 3, 100.0, qname=q.question[0].name.to_wire())
+    assert stale is not None and stale.stale
+    served = dns.message.from_wire(stale.wire)
+    assert served.rcode() == dns.rcode.NXDOMAIN and ttls(served) == [STALE_TTL]
+    assert [o.to_wire() for o in served.options] == [dns.edns.EDEOption(19).to_wire()]

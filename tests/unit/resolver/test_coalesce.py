@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rcode
@@ -174,3 +175,22 @@ async def test_messages_without_one_question_pass_through() -> None:
 
     message = dns.message.Message(id=9)
     assert await Coalescer(Echo()).resolve(request(message)) is message
+
+
+async def test_the_first_waiter_changing_its_answer_does_not_change_the_copies() -> None:
+    gate = Gate()
+    coalescer = Coalescer(gate)
+
+    async def leader() -> dns.message.Message:
+        response = await coalescer.resolve(request(query(qid=1, use_edns=0)))
+        response.answer.clear()  # e.g. the listener re-rendering for its transport
+        response.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(12, bytes(40))])
+        return response
+
+    first = asyncio.create_task(leader())
+    await wait_all_tasks_blocked()
+    (second,) = await start(coalescer, query(qid=2, use_edns=0))
+    gate.answer()
+    mutated, copy = await asyncio.gather(first, second)
+    assert not mutated.answer
+    assert copy.answer and not copy.options and copy.id == 2
