@@ -53,9 +53,10 @@ served while the next stage might answer: a lookup past expiry is a miss. Only w
 next stage fails (raises a SERVFAIL :class:`ResolveFailure` or returns SERVFAIL) does
 :class:`CacheStage` answer from it, with every TTL set to 30 s (RFC 8767 §4) and
 EDE 3 "Stale Answer" (RFC 8914 §4.4; EDE 19 "Stale NXDOMAIN Answer" for a stale
-NXDOMAIN, §4.20). The failure is remembered for ``servfail_ttl``
-as it would be without a stale entry (the "failure recheck" of RFC 8767 §4): meanwhile
-lookups, including :meth:`Cache.lookup_wire`, serve the stale answer directly.
+NXDOMAIN, §4.20). The failure is remembered for ``servfail_ttl`` as it would be without
+a stale entry (the "failure recheck" of RFC 8767 §4): meanwhile lookups, including
+:meth:`Cache.lookup_wire`, serve the stale answer directly. A SERVFAIL never replaces
+an entry kept for serve-stale.
 """
 
 from __future__ import annotations
