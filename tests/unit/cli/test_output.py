@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -433,8 +434,6 @@ class _Responder:
 def kdig() -> Iterator[str]:
     path = shutil.which("kdig")
     if path is None:
-        import os
-
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("kdig is not installed")
         pytest.skip("kdig is not installed")
