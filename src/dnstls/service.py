@@ -90,6 +90,7 @@ class Service:
         self._upstream_factory = upstream_factory
         self._closers: list[Any] = []
         self._stats_sources: dict[str, Callable[[], Mapping[str, Any]]] = {}
+        self._reload_hooks: list[Callable[[], bool]] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sigint_count = 0
@@ -145,9 +146,11 @@ class Service:
             self.tls = ServerTLS(self._certificates())
             self.pin = spki_pin(self.tls.leaf)
         pipeline = self._pipeline()
+        cache = next((c.cache for c in self._closers if getattr(c, "cache", None)), None)
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
-                                    log_queries=server.log_queries)
+                                    log_queries=server.log_queries, cache=cache,
+                                    clock=asyncio.get_running_loop().time)
         admission = Admission(AdmissionLimits(server.max_connections,
                                               server.max_connections_per_client))
         limits = stream_limits(server)
@@ -234,13 +237,24 @@ class Service:
     def stop(self) -> None:
         self._stop.set()
 
+    def add_reload_hook(self, hook: Callable[[], bool]) -> None:
+        """Also run ``hook`` on every reload (SIGHUP); it returns False when it failed
+        and kept what was running (e.g. ``dnstls stub`` re-reading its upstreams)."""
+        self._reload_hooks.append(hook)
+
     def reload(self) -> bool:
-        if self.tls is None:
-            return True
-        ok = self.tls.reload()
-        if ok:
-            self.pin = spki_pin(self.tls.leaf)
-            log.info("serving certificate pin is now %s", self.pin)
+        ok = True
+        if self.tls is not None:
+            ok = self.tls.reload()
+            if ok:
+                self.pin = spki_pin(self.tls.leaf)
+                log.info("serving certificate pin is now %s", self.pin)
+        for hook in self._reload_hooks:
+            try:
+                ok = hook() and ok
+            except Exception:
+                log.exception("reload hook failed; the running configuration stays")
+                ok = False
         return ok
 
     async def _watch_certs(self) -> None:

@@ -17,6 +17,7 @@ import pytest
 from dnstls import config
 from dnstls.resolver.base import Request, Resolver
 from dnstls.service import Service
+from dnstls.wiring import forwarding_factory
 from fakes import TestPKI
 
 ZONE = """$ORIGIN example.test.
@@ -151,7 +152,7 @@ async def serve(pki: TestPKI, zone_file: Path, tmp_path: Path,
     services: list[Service] = []
 
     async def start(*, plain: bool = True, stage: Resolver | None = None,
-                    **sections: dict[str, Any]) -> Served:
+                    upstreams: list[Any] | None = None, **sections: dict[str, Any]) -> Served:
         gate = Gate()
         server = {"listen": ["127.0.0.1:0"], "plain": ["127.0.0.1:0"] if plain else [],
                   "state_dir": str(tmp_path / "state"), **sections.pop("server", {})}
@@ -167,7 +168,8 @@ async def serve(pki: TestPKI, zone_file: Path, tmp_path: Path,
         def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
             return (stage or gate), None
 
-        service = Service(cfg, upstream_factory=factory)
+        real = forwarding_factory(cfg, upstreams) if upstreams else None
+        service = Service(cfg, upstream_factory=real or factory)
         await service.start()
         services.append(service)
         return Served(service, pki, gate, tmp_path)

@@ -8,13 +8,23 @@ pipeline become SERVFAIL with an Extended DNS Error -- never silence, never a cr
 
 Statistics are plain counters (cheap on the hot path); :mod:`dnstls.metrics` turns them
 into Prometheus metrics when scraped.
+
+The fast path (:meth:`QueryHandler.fast`) answers cache hits without dnspython and
+without a task: :func:`dnstls.proto.cachekey.read_query` reads the key straight from the
+question bytes and the cache returns its stored wire bytes with the ID, TTLs, question
+case, keepalive and padding patched in. Anything it cannot read confidently, any miss,
+and any UDP answer that would need truncation takes the ordinary path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
 
 import dns.edns
 import dns.message
@@ -22,24 +32,72 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from dnstls.proto.answers import Rejection, Transport, error_response, finalize, parse_query
+from dnstls.proto import edns
+from dnstls.proto.answers import (
+    MIN_UDP,
+    Rejection,
+    Transport,
+    error_response,
+    finalize,
+    parse_query,
+)
+from dnstls.proto.cachekey import read_query
 from dnstls.resolver.base import Request, ResolveFailure, Resolver
 
 log = logging.getLogger("dnstls.net.handler")
 qlog = logging.getLogger("dnstls.queries")
 
 
+_RCODE_TEXT = [dns.rcode.to_text(dns.rcode.Rcode.make(i)) for i in range(16)]
+
+
+class WireCache(Protocol):
+    def lookup_wire(self, key: bytes, query_id: int, now: float, *, rd: bool = True,
+                    qname: bytes | None = None, edns: bool = True, options: bytes = b"",
+                    pad_block: int = 0) -> bytes | None: ...
+
+
 class QueryHandler:
     def __init__(self, pipeline: Resolver, *, query_timeout: float = 4.0,
-                 keepalive: float | None = None, log_queries: bool = False) -> None:
+                 keepalive: float | None = None, log_queries: bool = False,
+                 cache: WireCache | None = None, clock: Callable[[], float] | None = None,
+                 ) -> None:
         self.pipeline = pipeline
         self.query_timeout = query_timeout
         self.keepalive = keepalive
         self.log_queries = log_queries
+        self.cache = cache
+        self.clock = clock or time.monotonic
+        self._keepalive_wire = (edns.keepalive_option(keepalive).to_wire() or b""
+                                if keepalive is not None else b"")
+        if self._keepalive_wire:
+            self._keepalive_wire = struct.pack("!HH", edns.KEEPALIVE,
+                                               len(self._keepalive_wire)) + self._keepalive_wire
         self.responses: Counter[tuple[str, str]] = Counter()  # (transport, rcode)
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
+
+    def fast(self, wire: bytes, transport: Transport) -> bytes | None:
+        """The answer from the cache's stored bytes, or None to take the ordinary path."""
+        cache = self.cache
+        if cache is None or self.log_queries:
+            return None
+        query = read_query(wire)
+        if query is None:
+            return None
+        stream = transport is not Transport.UDP
+        out = cache.lookup_wire(
+            query.key, query.id, self.clock(), rd=query.rd, qname=query.qname,
+            edns=query.edns,
+            options=self._keepalive_wire if stream and query.keepalive else b"",
+            pad_block=edns.SERVER_BLOCK if transport is Transport.TLS and query.padding else 0)
+        if out is None:
+            return None
+        if not stream and len(out) > (max(MIN_UDP, query.payload) if query.edns else MIN_UDP):
+            return None  # needs truncation: the ordinary path does it
+        self.responses[(transport.value, _RCODE_TEXT[out[3] & 0xF])] += 1
+        return out
 
     def parse(self, wire: bytes, transport: Transport) -> dns.message.Message | Rejection:
         parsed = parse_query(wire)

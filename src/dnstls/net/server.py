@@ -136,16 +136,35 @@ class StreamConnection(asyncio.Protocol):
         self._arm()
 
     def _dispatch(self, messages: list[bytes]) -> None:
+        """Answer cache hits at once (one write for all), start a task for the rest."""
         handler = self.listener.handler
         transport = self.listener.transport
-        for wire in messages:
-            parsed = handler.parse(wire, transport)
-            if isinstance(parsed, Rejection):
-                self._rejected(parsed)
-                continue
-            task = self.loop.create_task(self._answer(parsed))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+        state = self.state
+        assert state is not None
+        while messages:
+            ready: list[bytes] = []
+            for wire in messages:
+                fast = handler.fast(wire, transport)
+                if fast is not None:
+                    ready.append(fast)
+                    continue
+                parsed = handler.parse(wire, transport)
+                if isinstance(parsed, Rejection):
+                    self._rejected(parsed)
+                    if self.closed:
+                        return
+                    continue
+                task = self.loop.create_task(self._answer(parsed))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            messages = []
+            if ready:
+                self._write(framing.encode_many(ready), framed=True)
+                if self.closed:
+                    return
+                now = self.loop.time()
+                for _ in ready:
+                    messages += state.answered(now)
 
     def _rejected(self, rejection: Rejection) -> None:
         if rejection.wire is not None:
@@ -190,12 +209,12 @@ class StreamConnection(asyncio.Protocol):
                 transport.pause_reading()
 
     # -- output ------------------------------------------------------------------------
-    def _write(self, wire: bytes) -> None:
+    def _write(self, wire: bytes, *, framed: bool = False) -> None:
         transport = self.transport
         state = self.state
         if transport is None or state is None or self.closed:
             return
-        transport.write(framing.encode(wire))
+        transport.write(wire if framed else framing.encode(wire))
         if state.output_exceeded(transport.get_write_buffer_size()):
             log.warning("closing connection from %s: client does not read its answers",
                         self.peer[0] if self.peer else "?")

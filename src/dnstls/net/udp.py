@@ -28,6 +28,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
         self.max_in_flight = max_in_flight
+        self.closing = False
         self.received = 0
         self.dropped: Counter[str] = Counter()
 
@@ -45,8 +46,13 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
-        if len(self.tasks) >= self.max_in_flight:
-            self.dropped["overload"] += 1
+        fast = self.handler.fast(data, Transport.UDP)
+        if fast is not None:
+            if self.transport is not None:
+                self.transport.sendto(fast, addr)
+            return
+        if self.closing or len(self.tasks) >= self.max_in_flight:
+            self.dropped["closing" if self.closing else "overload"] += 1
             return
         parsed = self.handler.parse(data, Transport.UDP)
         if isinstance(parsed, Rejection):
@@ -73,6 +79,7 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def drain(self, grace: float) -> int:
         """Finish in-flight answers within ``grace``; returns how many were cancelled."""
+        self.closing = True
         if self.tasks:
             _done, pending = await asyncio.wait(set(self.tasks), timeout=grace)
             for task in pending:

@@ -1,0 +1,117 @@
+"""``dnstls serve`` forwarding to a fake upstream: cache, fast path, coalescing, failures.
+
+Each test asserts both sides: what the fake upstream received and what the client got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+from conftest import Served, ServeFactory
+
+from dnstls.proto import edns
+from fakes import Behavior, FakeUpstream, TestPKI
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def q(name: str, rdtype: str = "A", **kw: object) -> dns.message.Message:
+    return dns.message.make_query(name, rdtype, **kw)  # type: ignore[arg-type]
+
+
+async def test_cache_hit_served_from_stored_bytes(serve: ServeFactory) -> None:
+    async with FakeUpstream("udp") as up:
+        s: Served = await serve(upstreams=[up.spec()])
+        client = await s.connect()
+        first = q("host.example.net", use_edns=0, pad=128, options=[edns.keepalive_option(None)])
+        await client.send(first)
+        r1 = await client.recv_wire()
+        second = q("HoSt.Example.NET", use_edns=0, pad=128, options=[edns.keepalive_option(None)])
+        await client.send(second)
+        r2 = await client.recv_wire()
+        assert len(up.received) == 1  # the second came from the cache
+        sent = up.received[0].message
+        assert not edns.has_option(sent, edns.KEEPALIVE)  # client options not forwarded
+        for wire, query in ((r1, first), (r2, second)):
+            response = dns.message.from_wire(wire)
+            assert response.id == query.id and len(wire) % 468 == 0
+            assert response.question[0].name.to_text() == query.question[0].name.to_text()
+            assert response.answer[0][0].to_text() == "192.0.2.1"
+            ka = edns.find_option(response, edns.KEEPALIVE)
+            assert ka is not None and edns.keepalive_timeout(ka) == 10.0
+        assert s.service.statistics()["cache"]["hits"] == 1
+        await client.aclose()
+
+
+async def test_cache_hit_over_udp_and_plain_tcp_unpadded(serve: ServeFactory) -> None:
+    async with FakeUpstream("udp") as up:
+        s: Served = await serve(upstreams=[up.spec()])
+        host, port = s.plain_addr
+        for fn in (dns.query.udp, dns.query.tcp, dns.query.udp):
+            response = await asyncio.to_thread(fn, q("x.example.net", use_edns=0, pad=128),
+                                               host, port=port, timeout=3)
+            assert response.answer[0][0].to_text() == "192.0.2.1"
+            assert not edns.has_option(response, edns.PADDING)
+        assert len(up.received) == 1
+
+
+async def test_identical_queries_coalesced(serve: ServeFactory) -> None:
+    async with FakeUpstream("udp") as up:
+        up.script.append(Behavior.STALL)  # hold the first; the retry answers
+        s: Served = await serve(upstreams=[up.spec()], cache={"enabled": False})
+        clients = [await s.connect() for _ in range(5)]
+        queries = [q("same.example.net") for _ in clients]
+        for client, query in zip(clients, queries, strict=True):
+            await client.send(query)
+        for client, query in zip(clients, queries, strict=True):
+            response = await client.recv(10)
+            assert response.id == query.id
+        assert s.service.statistics()["coalesce"]["coalesced"] >= 1
+        for client in clients:
+            await client.aclose()
+
+
+async def test_unreachable_upstream_servfail_with_ede_in_bounded_time(
+        serve: ServeFactory) -> None:
+    async with FakeUpstream("udp", behavior=Behavior.STALL) as up:
+        s: Served = await serve(upstreams=[up.spec()], server={"query_timeout": 1.0})
+        client = await s.connect()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await client.send(q("slow.example.net", use_edns=0))
+        response = await client.recv(5)
+        assert loop.time() - start < 2.0
+        assert response.rcode() == dns.rcode.SERVFAIL
+        ede = edns.find_option(response, edns.EDE)
+        assert isinstance(ede, dns.edns.EDEOption) and ede.code in (22, 23)
+        await client.send(q("www.example.test"))  # connection still open and serving
+        assert (await client.recv()).rcode() == dns.rcode.NOERROR
+        assert up.received  # the query did go upstream
+        await client.aclose()
+
+
+async def test_tls_upstream_with_wrong_pin_never_gets_a_query(serve: ServeFactory,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "up").mkdir()
+    upstream_pki = TestPKI.create(tmp_path / "up")
+    async with FakeUpstream("tls", ssl_context=upstream_pki.server_context()) as up:
+        wrong = base64.b64encode(b"\x07" * 32).decode()
+        s: Served = await serve(upstreams=[up.spec(tls_pubkey_pinset=(wrong,))],
+                                server={"query_timeout": 1.5})
+        client = await s.connect()
+        await client.send(q("pinned.example.net", use_edns=0))
+        response = await client.recv(5)
+        assert response.rcode() == dns.rcode.SERVFAIL
+        ede = edns.find_option(response, edns.EDE)
+        assert isinstance(ede, dns.edns.EDEOption) and "pin" in (ede.text or "").lower()
+        assert up.received == []
+        await client.aclose()
+
