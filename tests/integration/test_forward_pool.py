@@ -1,5 +1,7 @@
 """Forwarder + upstream pool against the fake upstream on loopback (UDP, TCP, DoT).
 
+(Named ``test_forward_pool.py``: ``test_forward.py`` collides with
+``tests/unit/resolver/test_forward.py`` under pytest's default import mode.)
 Each test asserts both sides: what the fake upstream received and what the client got.
 Deadlines are short (a fraction of a second) where a fault must end in SERVFAIL.
 """
@@ -9,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,6 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 import trustme
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dnstls.net.pool import Pool, StreamUpstream, build_forwarder
 from dnstls.proto import edns
