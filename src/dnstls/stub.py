@@ -1,0 +1,759 @@
+"""``dnstls stub``: a local DNS-over-TLS stub resolver (RFC 7858, RFC 8310).
+
+Applications (the system resolver) ask the stub in plain DNS over UDP and TCP on
+loopback; the stub answers from its cache or forwards over TLS through the shared
+upstream pool (:mod:`dnstls.net.pool`): connections reused and pipelined, queries
+padded to 128-byte blocks (RFC 8467), several upstreams with a strategy and health
+back-off (:mod:`dnstls.resolver.forward`). The client's own EDNS options (padding,
+cookies, keepalive) are never forwarded: the forwarder builds a fresh query.
+
+**Configuration** is TOML in Stubby's vocabulary (so a ``stubby.yml`` translates line by
+line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
+
+    listen_addresses = ["127.0.0.1@53", "0::1@53"]
+    round_robin_upstreams = 1            # 0: ordered (first healthy one)
+    strategy = "fastest"                 # dnstls: round_robin, fastest or ordered
+    idle_timeout = 8000                  # ms; below the upstream's own
+    timeout = 4000                       # ms per client query, end to end
+    tls_authentication = "GETDNS_AUTHENTICATION_REQUIRED"
+    tls_query_padding_blocksize = 128
+    tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"
+    metrics = "127.0.0.1:9153"
+    [cache]
+    enabled = true
+    [[upstream_recursive_servers]]
+    address_data = "1.1.1.1"
+    tls_port = 853
+    tls_auth_name = "cloudflare-dns.com"
+    tls_pubkey_pinset_mode = "enforce"   # or "report"
+    tls_pubkey_pinset = [{ digest = "sha256", value = "base64..." }]
+
+Every bad value raises one :class:`~dnstls.errors.ConfigError` naming the dotted field
+(``upstream_recursive_servers[1].tls_pubkey_pinset[0].value``).
+
+**Strict by default** (RFC 8310 §5): every upstream is TLS and is authenticated by name
+against a CA store and/or by an SPKI pinset; one that cannot be authenticated is never
+used, and there is no cleartext fallback at all (the stub only knows ``tls://``
+upstreams). ``tls_authentication = "GETDNS_AUTHENTICATION_NONE"`` (``--opportunistic``)
+is opportunistic privacy (RFC 8310 §4): encrypted, not authenticated, pins dropped; it is
+logged as a warning at start and shown per upstream in the metrics.
+
+**Report-only pins** (``tls_pubkey_pinset_mode = "report"``), for rolling a pinset out
+or over without an outage: the pool gets no pins for that upstream, so it authenticates
+it by name against the CA only (report mode without ``tls_auth_name`` is refused, as the
+upstream would then not be authenticated at all); right after each full handshake the
+presented chain is checked against the pinset and a mismatch is logged with the
+expected and the seen pins, and counted (``pin_report_mismatches``), but not enforced.
+This is done by subclassing the pool's upstream and connection classes
+(:class:`ReportingStreamUpstream`), not by changing the pool.
+
+**Reload** (SIGHUP): the configuration file is read again (command-line options still
+override it). If it is valid, a new generation -- upstream pool, coalescer, forwarder,
+and a new cache only if the cache settings changed -- takes every *new* query, while
+queries already in flight finish on the old generation, which is closed once it is
+empty (or after the query timeout). Client listeners are not touched, so open client
+TCP connections survive. A reload that fails keeps the running generation and logs
+why. Listen and metrics addresses need a restart (a warning says so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import ipaddress
+import logging
+import socket
+import ssl
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dns.message
+
+from dnstls.config import (
+    DEFAULT_DNS_PORT,
+    CacheConfig,
+    Config,
+    ForwardConfig,
+    LocalConfig,
+    ServerConfig,
+    build,
+    format_hostport,
+    parse_hostport,
+)
+from dnstls.errors import ConfigError, PinMismatch
+from dnstls.net import tls_client
+from dnstls.net.pool import StreamUpstream, UpstreamConnection
+from dnstls.proto.pins import PIN_DIGEST, PinSet, parse_pin
+from dnstls.resolver.base import Request, Resolver
+from dnstls.upstreams import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_QUERY_TIMEOUT,
+    UpstreamSpec,
+    parse_upstream_uri,
+)
+
+log = logging.getLogger("dnstls.stub")
+
+DEFAULT_LISTEN = ("127.0.0.1:53", "[::1]:53")
+DEFAULT_UPSTREAM_ADDRESSES = ("1.1.1.1", "1.0.0.1", "2606:4700:4700::1111",
+                              "2606:4700:4700::1001")
+DEFAULT_AUTH_NAME = "cloudflare-dns.com"
+DEFAULT_TIMEOUT_MS = 4000
+DEFAULT_PADDING = 128
+AUTH_REQUIRED = "GETDNS_AUTHENTICATION_REQUIRED"
+AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
+PIN_MODES = ("enforce", "report")
+STRATEGIES = ("round_robin", "fastest", "ordered")
+
+_TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
+             "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
+             "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache",
+             "upstream_recursive_servers"}
+_UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
+                  "tls_pubkey_pinset_mode", "tls_ca_file"}
+
+
+# ------------------------------------------------------------------------ configuration
+
+@dataclass(frozen=True)
+class StubUpstream:
+    """One upstream: what the pool enforces (``spec``) and the pins only reported."""
+
+    spec: UpstreamSpec
+    report_pins: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class StubOverrides:
+    """Command-line options; each one given replaces the file's setting."""
+
+    listen: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    pins: tuple[str, ...] = ()
+    pin_mode: str | None = None
+    ca_file: str | None = None
+    opportunistic: bool = False
+    strategy: str | None = None
+    metrics: str | None = None
+    no_cache: bool = False
+    log_queries: bool = False
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    upstreams: tuple[StubUpstream, ...] = ()
+    strategy: str = "round_robin"
+    opportunistic: bool = False
+    query_timeout: float = DEFAULT_TIMEOUT_MS / 1000
+    metrics: str = ""
+    log_queries: bool = False
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    listen_is_default: bool = True
+    upstreams_are_default: bool = True
+    source: str = ""
+
+    def service_config(self, *, listen: Sequence[str] | None = None) -> Config:
+        """The :class:`~dnstls.config.Config` of the plain-DNS front (no TLS listener)."""
+        server = ServerConfig(listen=(), plain=tuple(self.listen if listen is None else listen),
+                              metrics=self.metrics, log_queries=self.log_queries,
+                              query_timeout=self.query_timeout)
+        return Config(server=server, cache=self.cache, local=LocalConfig(ddr=False),
+                      forward=ForwardConfig(strategy=self.strategy,
+                                            upstreams=tuple(u.spec for u in self.upstreams)),
+                      source=self.source)
+
+
+def _ms(data: Mapping[str, Any], key: str, path: str, default: float) -> float:
+    """A positive duration in milliseconds, returned in seconds."""
+    if key not in data:
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(path, f"expected a positive number of milliseconds, got {value!r}")
+    if value > 3_600_000:
+        raise ConfigError(path, f"{value!r} ms is more than an hour")
+    return float(value) / 1000
+
+
+def _str(data: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(path, f"expected a string, got {value!r}")
+    return value
+
+
+def parse_listen(text: str, path: str) -> str:
+    """Stubby's ``ADDR@PORT`` (or ``ADDR:PORT``, ``[V6]:PORT``, ``ADDR``) -> ``ADDR:PORT``."""
+    if not isinstance(text, str):
+        raise ConfigError(path, f"expected a string like \"127.0.0.1@53\", got {text!r}")
+    raw = text.strip()
+    if "@" in raw:
+        host, _, port_text = raw.partition("@")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(path, f"invalid address {text!r}: {host!r} is not an IP address",
+                              ) from None
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(path, f"invalid port in {text!r}")
+        return format_hostport(str(ipaddress.ip_address(host)), int(port_text))
+    if raw.count(":") > 1 and not raw.startswith("["):  # a bare IPv6 address
+        raw = f"[{raw}]"
+    host, port = parse_hostport(raw, DEFAULT_DNS_PORT, field=path)
+    return format_hostport(host, port)
+
+
+def _check_ca_file(path_text: str, path: str) -> str:
+    try:
+        ssl.create_default_context(cafile=path_text)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise ConfigError(path, f"cannot load CA file {path_text}: {reason}") from None
+    return path_text
+
+
+def _pinset(value: Any, path: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(path, "expected a list of { digest = \"sha256\", value = \"...\" }")
+    pins: list[str] = []
+    for i, entry in enumerate(value):
+        entry_path = f"{path}[{i}]"
+        if isinstance(entry, str):
+            entry = {"digest": PIN_DIGEST, "value": entry}
+        if not isinstance(entry, Mapping):
+            raise ConfigError(entry_path,
+                              "expected a table { digest = \"sha256\", value = \"...\" }")
+        unknown = sorted(set(entry) - {"digest", "value"})
+        if unknown:
+            raise ConfigError(f"{entry_path}.{unknown[0]}", "unknown setting")
+        digest = entry.get("digest", PIN_DIGEST)
+        if not isinstance(digest, str) or digest.lower() != PIN_DIGEST:
+            raise ConfigError(f"{entry_path}.digest",
+                              f"{digest!r}: only \"sha256\" is supported")
+        if not isinstance(entry.get("value"), str):
+            raise ConfigError(f"{entry_path}.value", "missing base64 SHA-256 SPKI pin")
+        try:
+            pins.append(parse_pin(entry["value"]))
+        except ValueError as exc:
+            raise ConfigError(f"{entry_path}.value", str(exc)) from None
+    return tuple(pins)
+
+
+def _auth_name(text: str, path: str) -> str:
+    name = text.strip().rstrip(".")
+    if not name or len(name) > 253 or any(not label or len(label) > 63
+                                          for label in name.split(".")):
+        raise ConfigError(path, f"{text!r} is not a valid host name")
+    return name
+
+
+@dataclass(frozen=True)
+class _Globals:
+    """Settings every upstream inherits."""
+
+    opportunistic: bool
+    pin_mode: str
+    ca_file: str | None
+    idle_timeout: float
+    padding: int
+    attempt_timeout: float
+    connect_timeout: float
+
+
+def _make_upstream(*, address: str, port: int, auth_name: str | None, pins: tuple[str, ...],
+                   pin_mode: str, ca_file: str | None, g: _Globals, path: str,
+                   ) -> StubUpstream:
+    """Apply the authentication rules of the module docstring to one upstream."""
+    report: tuple[str, ...] = ()
+    if g.opportunistic:
+        if pins:
+            log.warning("%s: tls_authentication is %s: its pins are not checked",
+                        path, AUTH_NONE)
+        pins = ()
+    elif pin_mode == "report" and pins:
+        if not auth_name:
+            raise ConfigError(f"{path}.tls_pubkey_pinset_mode",
+                              "report-only pins need tls_auth_name: without a name checked "
+                              "against a CA the upstream would not be authenticated at all")
+        pins, report = (), pins
+    if not g.opportunistic and not auth_name and not pins:
+        raise ConfigError(path, f"tls://{format_hostport(address, port)} cannot be "
+                                "authenticated: give tls_auth_name and/or tls_pubkey_pinset "
+                                f"(or tls_authentication = \"{AUTH_NONE}\")")
+    spec = UpstreamSpec(address=address, port=port, transport="tls", tls_auth_name=auth_name,
+                        tls_pubkey_pinset=pins, ca_file=ca_file, opportunistic=g.opportunistic,
+                        idle_timeout=g.idle_timeout, connect_timeout=g.connect_timeout,
+                        query_timeout=g.attempt_timeout,
+                        tls_query_padding_blocksize=g.padding)
+    return StubUpstream(spec, report)
+
+
+def _upstream_from_table(item: Any, path: str, g: _Globals) -> StubUpstream:
+    if not isinstance(item, Mapping):
+        raise ConfigError(path, "expected a table")
+    unknown = sorted(set(item) - _UPSTREAM_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}", "unknown setting")
+    address_text = _str(item, "address_data", f"{path}.address_data")
+    if address_text is None:
+        raise ConfigError(f"{path}.address_data", "required (the upstream's IP address)")
+    try:
+        address = str(ipaddress.ip_address(address_text.strip()))
+    except ValueError:
+        raise ConfigError(f"{path}.address_data",
+                          f"{address_text!r} is not an IP address (the name to authenticate "
+                          "goes in tls_auth_name)") from None
+    port = item.get("tls_port", 853)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{path}.tls_port", f"expected a port 1..65535, got {port!r}")
+    name_text = _str(item, "tls_auth_name", f"{path}.tls_auth_name")
+    auth_name = _auth_name(name_text, f"{path}.tls_auth_name") if name_text else None
+    pins = _pinset(item["tls_pubkey_pinset"], f"{path}.tls_pubkey_pinset") \
+        if "tls_pubkey_pinset" in item else ()
+    mode = _str(item, "tls_pubkey_pinset_mode", f"{path}.tls_pubkey_pinset_mode") or g.pin_mode
+    if mode not in PIN_MODES:
+        raise ConfigError(f"{path}.tls_pubkey_pinset_mode",
+                          f"{mode!r}: expected \"enforce\" or \"report\"")
+    ca_text = _str(item, "tls_ca_file", f"{path}.tls_ca_file")
+    ca_file = _check_ca_file(ca_text, f"{path}.tls_ca_file") if ca_text else g.ca_file
+    return _make_upstream(address=address, port=port, auth_name=auth_name, pins=pins,
+                          pin_mode=mode, ca_file=ca_file, g=g, path=path)
+
+
+def _strategy(data: Mapping[str, Any]) -> str:
+    strategy = _str(data, "strategy", "strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ConfigError("strategy", f"unknown strategy {strategy!r} "
+                                      "(round_robin, fastest or ordered)")
+    if "round_robin_upstreams" in data:
+        value = data["round_robin_upstreams"]
+        if value not in (0, 1) or isinstance(value, float):
+            raise ConfigError("round_robin_upstreams", f"expected 0 or 1, got {value!r}")
+        from_rr = "round_robin" if value else "ordered"
+        if strategy is not None and strategy != from_rr and not (value and strategy
+                                                                 == "fastest"):
+            raise ConfigError("strategy", f"{strategy!r} contradicts "
+                                          f"round_robin_upstreams = {int(value)}")
+        return strategy or from_rr
+    return strategy or "round_robin"
+
+
+def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | None = None, *,
+                          source: str = "") -> StubConfig:
+    """Validate a parsed TOML document plus command-line overrides (module docstring)."""
+    cli = overrides or StubOverrides()
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown setting")
+    auth = _str(data, "tls_authentication", "tls_authentication") or AUTH_REQUIRED
+    if auth not in (AUTH_REQUIRED, AUTH_NONE):
+        raise ConfigError("tls_authentication", f"{auth!r}: expected \"{AUTH_REQUIRED}\" "
+                                                f"(strict) or \"{AUTH_NONE}\" (opportunistic)")
+    padding = data.get("tls_query_padding_blocksize", DEFAULT_PADDING)
+    if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 1024:
+        raise ConfigError("tls_query_padding_blocksize",
+                          f"expected an integer 0..1024, got {padding!r}")
+    pin_mode = cli.pin_mode or _str(data, "tls_pubkey_pinset_mode", "tls_pubkey_pinset_mode") \
+        or "enforce"
+    if pin_mode not in PIN_MODES:
+        raise ConfigError("tls_pubkey_pinset_mode",
+                          f"{pin_mode!r}: expected \"enforce\" or \"report\"")
+    ca_text = _str(data, "tls_ca_file", "tls_ca_file")
+    timeout = _ms(data, "timeout", "timeout", DEFAULT_TIMEOUT_MS / 1000)
+    g = _Globals(opportunistic=cli.opportunistic or auth == AUTH_NONE, pin_mode=pin_mode,
+                 ca_file=_check_ca_file(ca_text, "tls_ca_file") if ca_text else None,
+                 idle_timeout=_ms(data, "idle_timeout", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+                 padding=padding, attempt_timeout=min(DEFAULT_QUERY_TIMEOUT, timeout / 2),
+                 connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, timeout))
+    listen_items = cli.listen or data.get("listen_addresses", DEFAULT_LISTEN)
+    where = "--listen" if cli.listen else "listen_addresses"
+    if isinstance(listen_items, str) or not isinstance(listen_items, list | tuple) \
+            or not listen_items:
+        raise ConfigError(where, "expected a non-empty list of addresses like \"127.0.0.1@53\"")
+    listen = tuple(parse_listen(t, f"{where}[{i}]") for i, t in enumerate(listen_items))
+    upstreams = _upstreams(data, cli, g)
+    metrics = cli.metrics if cli.metrics is not None else _str(data, "metrics", "metrics") or ""
+    if metrics:
+        parse_hostport(metrics, 9153, field="--metrics" if cli.metrics else "metrics")
+    log_queries = data.get("log_queries", False)
+    if not isinstance(log_queries, bool):
+        raise ConfigError("log_queries", f"expected true or false, got {log_queries!r}")
+    cache = build(CacheConfig, data.get("cache", {}), "cache")
+    if cli.no_cache:
+        cache = dataclasses.replace(cache, enabled=False)
+    return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
+                      or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
+                      metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
+                      listen_is_default=not cli.listen and "listen_addresses" not in data,
+                      upstreams_are_default=upstreams.default, source=source)
+
+
+@dataclass
+class _Upstreams:
+    items: tuple[StubUpstream, ...]
+    default: bool
+
+
+def _upstreams(data: Mapping[str, Any], cli: StubOverrides, g: _Globals) -> _Upstreams:
+    if cli.upstreams:
+        return _Upstreams(_cli_upstreams(cli, g), False)
+    if cli.pins or cli.ca_file:
+        raise ConfigError("--pin/--ca-file", "apply to --upstream; give at least one")
+    items = data.get("upstream_recursive_servers")
+    if items is None:
+        return _Upstreams(tuple(_make_upstream(
+            address=a, port=853, auth_name=DEFAULT_AUTH_NAME, pins=(), pin_mode="enforce",
+            ca_file=None, g=g, path="default") for a in DEFAULT_UPSTREAM_ADDRESSES), True)
+    if not isinstance(items, list) or not items:
+        raise ConfigError("upstream_recursive_servers",
+                          "expected a non-empty array of tables ([[upstream_recursive_servers]])")
+    out = [_upstream_from_table(item, f"upstream_recursive_servers[{i}]", g)
+           for i, item in enumerate(items)]
+    _no_duplicates(out, "upstream_recursive_servers")
+    return _Upstreams(tuple(out), False)
+
+
+def _cli_upstreams(cli: StubOverrides, g: _Globals) -> tuple[StubUpstream, ...]:
+    pins = []
+    for i, pin in enumerate(cli.pins):
+        try:
+            pins.append(parse_pin(pin))
+        except ValueError as exc:
+            raise ConfigError(f"--pin[{i}]", str(exc)) from None
+    ca_file = _check_ca_file(cli.ca_file, "--ca-file") if cli.ca_file else g.ca_file
+    out = []
+    for i, uri in enumerate(cli.upstreams):
+        path = f"--upstream[{i}]"
+        parsed = parse_upstream_uri(uri, path=path, strict=False)
+        if parsed.transport != "tls":
+            raise ConfigError(path, f"{uri!r}: the stub forwards over TLS only "
+                                    "(tls://ADDR[:PORT][#NAME]); there is no cleartext upstream")
+        out.append(_make_upstream(address=parsed.address, port=parsed.port,
+                                  auth_name=parsed.tls_auth_name, pins=tuple(pins),
+                                  pin_mode=g.pin_mode, ca_file=ca_file, g=g, path=path))
+    _no_duplicates(out, "--upstream")
+    return tuple(out)
+
+
+def _no_duplicates(items: Sequence[StubUpstream], path: str) -> None:
+    seen: dict[tuple[str, int, str | None], int] = {}
+    for i, item in enumerate(items):
+        key = (item.spec.address, item.spec.port, item.spec.tls_auth_name)
+        if key in seen:
+            raise ConfigError(f"{path}[{i}]", f"duplicate of {path}[{seen[key]}] ({item.name})")
+        seen[key] = i
+
+
+def read_stub_toml(path: str | Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError("config", f"cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config", f"{path}: invalid TOML: {exc}") from None
+
+
+def load_stub_config(path: str | Path | None = None, overrides: StubOverrides | None = None,
+                     ) -> StubConfig:
+    """Read the TOML file (if any), apply the command line, validate."""
+    data = read_stub_toml(path) if path else {}
+    return stub_config_from_data(data, overrides, source=str(path or ""))
+
+
+# ------------------------------------------------------------------------ report-only pins
+
+class ReportingConnection(UpstreamConnection):
+    """A pool connection that also checks the report-only pinset after its handshake."""
+
+    def _authenticate(self) -> None:
+        super()._authenticate()  # name/CA (and enforced pins) first: may raise
+        upstream = self.upstream
+        if isinstance(upstream, ReportingStreamUpstream) and self._transport is not None:
+            upstream.report(self._transport.get_extra_info("ssl_object"))
+
+
+class ReportingStreamUpstream(StreamUpstream):
+    """A DoT upstream authenticated by name whose pins are checked but not enforced."""
+
+    def __init__(self, spec: UpstreamSpec, report_pins: Sequence[str], *,
+                 clock: Any = None) -> None:
+        super().__init__(spec, clock=clock)
+        self.report_pinset = PinSet.of(report_pins)
+        self.pin_report_matches = 0
+        self.pin_report_mismatches = 0
+
+    def _new_connection(self) -> UpstreamConnection:
+        return ReportingConnection(self)
+
+    def report(self, ssl_object: Any) -> None:
+        if ssl_object is None or ssl_object.session_reused:
+            return  # a resumed session carries no chain; its first connection was checked
+        try:
+            self.report_pinset.check(tls_client.presented_chain(ssl_object))
+        except PinMismatch as exc:
+            self.pin_report_mismatches += 1
+            log.warning("upstream %s: %s (report-only: not enforced; the server was "
+                        "authenticated by name)", self.name, exc)
+        else:
+            self.pin_report_matches += 1
+
+    def statistics(self) -> dict[str, Any]:
+        return {**super().statistics(), "pin_report_matches": self.pin_report_matches,
+                "pin_report_mismatches": self.pin_report_mismatches}
+
+
+def make_stub_upstream(upstream: StubUpstream, *, clock: Any = None) -> StreamUpstream:
+    if upstream.report_pins:
+        return ReportingStreamUpstream(upstream.spec, upstream.report_pins, clock=clock)
+    return StreamUpstream(upstream.spec, clock=clock)
+
+
+# ------------------------------------------------------------------------ running
+
+class Generation:
+    """The upstream side of one configuration: pool, forwarder, coalescer, cache."""
+
+    def __init__(self, config: StubConfig, *, cache: Any, clock: Any) -> None:
+        from dnstls.resolver.cache import CacheStage
+        from dnstls.resolver.coalesce import Coalescer
+        from dnstls.resolver.forward import Forwarder
+
+        self.config = config
+        self.upstreams = [make_stub_upstream(u, clock=clock) for u in config.upstreams]
+        self.forwarder = Forwarder(self.upstreams, strategy=config.strategy, clock=clock)
+        self.coalescer = Coalescer(self.forwarder)
+        self.cache = cache
+        self.stage: Resolver = self.coalescer
+        if cache is not None:
+            self.stage = CacheStage(self.coalescer, cache, clock)
+        self.in_flight = 0
+        self.retired = False
+        self.closing: asyncio.Task[None] | None = None
+
+    def statistics(self) -> dict[str, Any]:
+        """Per upstream: the pool's counters and the forwarder's health, flat."""
+        out: dict[str, Any] = {}
+        health = self.forwarder.statistics()["upstreams"]
+        report = {u.name: bool(u.report_pins) for u in self.config.upstreams}
+        for upstream in self.upstreams:
+            h = health[upstream.name]
+            entry: dict[str, Any] = dict(upstream.statistics())
+            entry.update({
+                "attempts": h["queries"],
+                "responses_by_rcode": h["responses"],
+                "errors": h["errors"],
+                "latency_seconds_sum": h["latency_sum"],
+                "latency_seconds_count": h["latency_count"],
+                "consecutive_failures": h["failures"],
+                "backed_off": h["backed_off"],
+                "healthy": not h["backed_off"],
+                "retry_in_seconds": h["retry_in"],
+                "opportunistic": upstream.spec.opportunistic,
+                "pin_report_only": report.get(upstream.name, False),
+            })
+            if h["srtt"] is not None:
+                entry["srtt_seconds"] = h["srtt"]
+            out[upstream.name] = entry
+        return out
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(u.aclose() for u in self.upstreams))
+
+
+class StubForwarding:
+    """The stage the service resolves through, swapped whole on reload.
+
+    It is both the resolver stage handed to :class:`~dnstls.service.Service` and the
+    object the service closes at shutdown and asks for ``statistics()``.
+    """
+
+    def __init__(self, config: StubConfig) -> None:
+        from dnstls.wiring import make_cache
+
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
+        cache = make_cache(config.cache) if config.cache.enabled else None
+        self.current = Generation(config, cache=cache, clock=self.clock)
+        self.old: list[Generation] = []
+        self.reloads = 0
+        self.reload_failures = 0
+
+    @property
+    def config(self) -> StubConfig:
+        return self.current.config
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        generation = self.current
+        generation.in_flight += 1
+        try:
+            return await generation.stage.resolve(request)
+        finally:
+            generation.in_flight -= 1
+            if generation.retired and generation.in_flight == 0:
+                self._close(generation)
+
+    def swap(self, config: StubConfig) -> Generation:
+        """New queries go to a generation built from ``config``; the old one drains."""
+        from dnstls.wiring import make_cache
+
+        old = self.current
+        if config.cache == old.config.cache:
+            cache = old.cache
+        else:
+            cache = make_cache(config.cache) if config.cache.enabled else None
+        new = Generation(config, cache=cache, clock=self.clock)  # may raise: old stays
+        self.current = new
+        old.retired = True
+        self.old.append(old)
+        if old.in_flight == 0:
+            self._close(old)
+        else:
+            # Bounded: every query has a deadline of query_timeout; close after it anyway.
+            self.loop.call_later(old.config.query_timeout + 1.0, self._close, old)
+        return new
+
+    def _close(self, generation: Generation) -> None:
+        if generation.closing is None:
+            generation.closing = self.loop.create_task(generation.aclose())
+            generation.closing.add_done_callback(lambda _t: self._forget(generation))
+
+    def _forget(self, generation: Generation) -> None:
+        with contextlib.suppress(ValueError):
+            self.old.remove(generation)
+
+    def statistics(self) -> dict[str, Any]:
+        current = self.current
+        stats: dict[str, Any] = {"upstreams": current.statistics(),
+                                 "coalesce": dataclasses.asdict(
+                                     current.coalescer.statistics()),
+                                 "stub": {"reloads": self.reloads,
+                                          "reload_failures": self.reload_failures,
+                                          "opportunistic": current.config.opportunistic,
+                                          "strategy": current.config.strategy,
+                                          "retired_generations": len(self.old)}}
+        if current.cache is not None:
+            stats["cache"] = dataclasses.asdict(current.cache.statistics())
+        return stats
+
+    async def aclose(self) -> None:
+        generations = [self.current, *self.old]
+        for generation in generations:
+            if generation.closing is None:
+                generation.closing = self.loop.create_task(generation.aclose())
+        await asyncio.gather(*(g.closing for g in generations if g.closing is not None),
+                             return_exceptions=True)
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+class StubRuntime:
+    """Builds the :class:`~dnstls.service.Service` for a stub and reloads it on SIGHUP."""
+
+    def __init__(self, config: StubConfig, *, path: str | Path | None = None,
+                 overrides: StubOverrides | None = None) -> None:
+        self.config = config
+        self.path = path
+        self.overrides = overrides
+        self.forwarding: StubForwarding | None = None
+
+    def listen_addresses(self) -> list[str]:
+        listen = list(self.config.listen)
+        if self.config.listen_is_default and not ipv6_loopback_available():
+            for text in [a for a in listen if a.startswith("[")]:
+                log.warning("IPv6 loopback is not available; not listening on %s", text)
+                listen.remove(text)
+        return listen
+
+    def service(self) -> Any:
+        from dnstls.service import Service
+
+        config = self.config
+        if config.opportunistic:
+            log.warning("OPPORTUNISTIC mode (RFC 8310 §4): upstreams are encrypted but NOT "
+                        "authenticated; anyone on the path can read and change answers")
+        if config.upstreams_are_default:
+            log.info("no upstream configured: forwarding to %s",
+                     ", ".join(u.name for u in config.upstreams))
+
+        def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
+            self.forwarding = StubForwarding(config)
+            return self.forwarding, self.forwarding
+
+        service = Service(config.service_config(listen=self.listen_addresses()),
+                          upstream_factory=factory)
+        service.add_reload_hook(self.reload)
+        return service
+
+    def reload(self) -> bool:
+        """Re-read the configuration; keep the running one if it is invalid."""
+        forwarding = self.forwarding
+        if forwarding is None:
+            return True
+        if self.path is None:
+            log.info("reload: no configuration file; upstreams unchanged")
+            return True
+        try:
+            new = load_stub_config(self.path, self.overrides)
+            forwarding.swap(new)
+        except Exception as exc:
+            forwarding.reload_failures += 1
+            log.error("reload failed, the running configuration stays: %s", exc)
+            return False
+        old = self.config
+        if new.listen != old.listen or new.metrics != old.metrics:
+            log.warning("reload: listen_addresses and metrics changes apply after a restart")
+        if new.opportunistic and not old.opportunistic:
+            log.warning("OPPORTUNISTIC mode (RFC 8310 §4) after reload: upstreams are NOT "
+                        "authenticated")
+        self.config = new
+        forwarding.reloads += 1
+        log.info("reloaded %s: upstreams %s (%s)", self.path,
+                 ", ".join(u.name for u in new.upstreams), new.strategy)
+        return True
+
+
+async def run(config: StubConfig, *, path: str | Path | None = None,
+              overrides: StubOverrides | None = None) -> int:
+    """Run the stub until SIGTERM/SIGINT (the ``dnstls stub`` command)."""
+    runtime = StubRuntime(config, path=path, overrides=overrides)
+    service = runtime.service()
+    await service.start()
+    service.install_signal_handlers()
+    for host, port in service.endpoints.plain:
+        log.info("DNS stub (UDP+TCP) on %s", format_hostport(host, port))
+    if service.endpoints.metrics:
+        log.info("metrics on http://%s/metrics", format_hostport(*service.endpoints.metrics))
+    for upstream in config.upstreams:
+        how = ("opportunistic" if upstream.spec.opportunistic else
+               ", ".join(filter(None, [
+                   f"name {upstream.spec.tls_auth_name}" if upstream.spec.tls_auth_name
+                   else "", "pins" if upstream.spec.tls_pubkey_pinset else "",
+                   "pins (report-only)" if upstream.report_pins else ""])))
+        log.info("upstream %s (%s)", upstream.name, how)
+    await service.run_until_stopped()
+    return 0
+
+
+__all__ = ["AUTH_NONE", "AUTH_REQUIRED", "DEFAULT_LISTEN", "DEFAULT_UPSTREAM_ADDRESSES",
+           "ReportingStreamUpstream", "StubConfig", "StubForwarding", "StubOverrides",
+           "StubRuntime", "StubUpstream", "load_stub_config", "parse_listen", "run",
+           "stub_config_from_data"]
