@@ -25,13 +25,20 @@ Factory = Callable[[Resolver], tuple[Resolver, Any]]
 class Forwarding:
     """The running upstream side: pool, cache and stages, closed together."""
 
-    def __init__(self, pool: Any, cache: Any, coalescer: Any) -> None:
+    def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any) -> None:
+        self.forwarder = forwarder
         self.pool = pool
         self.cache = cache
         self.coalescer = coalescer
 
     def statistics(self) -> dict[str, Any]:
-        stats: dict[str, Any] = {"upstreams": self.pool.statistics()}
+        upstreams: dict[str, dict[str, Any]] = {}
+        for name, entry in self.forwarder.statistics()["upstreams"].items():
+            flat = {k: v for k, v in entry.items() if k != "transport" and v is not None}
+            for key, value in entry.get("transport", {}).items():
+                flat[f"transport_{key}" if key in flat else key] = value
+            upstreams[name] = flat
+        stats: dict[str, Any] = {"upstreams": upstreams}
         if self.cache is not None:
             stats["cache"] = dataclasses.asdict(self.cache.statistics())
         if self.coalescer is not None:
@@ -82,6 +89,6 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
         if cfg.cache.enabled:
             cache = make_cache(cfg.cache)
             stage = CacheStage(coalescer, cache, clock)
-        return stage, Forwarding(pool, cache, coalescer)
+        return stage, Forwarding(forwarder, pool, cache, coalescer)
 
     return factory
