@@ -197,6 +197,23 @@ def _plain(text: str, parser: _Parser, line: _Line) -> Any:
     return text
 
 
+def _scan(text: str, pos: int) -> tuple[str, int]:
+    """A scalar token inside a flow collection, up to ',', ']' or '}' outside quotes."""
+    start = pos
+    quote = ""
+    while pos < len(text):
+        ch = text[pos]
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'" and not text[start:pos].strip():
+            quote = ch
+        elif ch in ",]}":
+            break
+        pos += 1
+    return text[start:pos].strip(), pos
+
+
 def _flow(text: str, pos: int, parser: _Parser, line: _Line) -> tuple[Any, int]:
     """A flow collection starting at ``text[pos]`` ('[' or '{'); returns (value, end)."""
     close = "]" if text[pos] == "[" else "}"
@@ -210,35 +227,26 @@ def _flow(text: str, pos: int, parser: _Parser, line: _Line) -> tuple[Any, int]:
             raise parser.error(line, f"missing {close!r}")
         if text[pos] == close:
             return (items if close == "]" else pairs), pos + 1
-        if text[pos] in "[{":
-            value, pos = _flow(text, pos, parser, line)
-            if close == "}":
-                raise parser.error(line, "a flow mapping needs 'key: value' entries")
+        if close == "]":
+            if text[pos] in "[{":
+                value, pos = _flow(text, pos, parser, line)
+            else:
+                token, pos = _scan(text, pos)
+                value = _plain(token, parser, line)
             items.append(value)
             continue
-        start = pos
-        quote = ""
-        while pos < len(text):
-            ch = text[pos]
-            if quote:
-                if ch == quote:
-                    quote = ""
-            elif ch in "\"'" and pos == start:
-                quote = ch
-            elif ch in ",]}":
-                break
+        colon = re.compile(r":(\s|\Z)").search(text, pos)
+        if colon is None or any(c in text[pos:colon.start()] for c in ",}"):
+            raise parser.error(line, f"expected 'key: value' in {text!r}")
+        key = text[pos:colon.start()].strip()
+        pos = colon.end()
+        while pos < len(text) and text[pos] == " ":
             pos += 1
-        token = text[start:pos].strip()
-        if close == "}":
-            split = _split_key(token)
-            if split is None:
-                raise parser.error(line, f"expected 'key: value' in {text!r}")
-            key, rest = split
-            value = _flow(rest, 0, parser, line)[0] if rest[:1] in "[{" else (
-                _plain(rest, parser, line) if rest else None)
-            pairs[key] = value
+        if pos < len(text) and text[pos] in "[{":
+            pairs[key], pos = _flow(text, pos, parser, line)
         else:
-            items.append(_plain(token, parser, line))
+            token, pos = _scan(text, pos)
+            pairs[key] = _plain(token, parser, line) if token else None
 
 
 def parse_yaml(text: str, source: str = "stubby.yml") -> Any:
