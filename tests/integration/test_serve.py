@@ -414,3 +414,54 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 
 _ = DotClient
+
+
+async def test_failed_handshakes_are_counted(serve: ServeFactory) -> None:
+    import gc
+
+    s: Served = await serve(server={"handshake_timeout": 0.3})
+    reader, writer = await _raw_connect(s.tls_addr)
+    writer.write(b"\x00\x10not a tls client hello")
+    assert await asyncio.wait_for(reader.read(100), 3.0) == b""
+    writer.close()
+    for _ in range(50):
+        gc.collect()
+        if s.service.listeners[0].stats.handshake_failures:
+            break
+        await asyncio.sleep(0.02)
+    assert s.service.listeners[0].stats.handshake_failures == {"failed_or_timed_out": 1}
+    assert s.service.listeners[0].stats.open == 0
+
+
+async def test_tls_session_resumption(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    ctx = s.client_context()
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # the session is available right away
+    first = await s.connect(ctx=ctx)
+    await first.send(q("www.example.test"))
+    await first.recv()
+    session = first.writer.get_extra_info("ssl_object").session
+    await first.aclose()
+    host, port = s.tls_addr
+
+    def resume() -> bool:  # asyncio cannot hand a session to open_connection
+        import socket as socketlib
+
+        with socketlib.create_connection((host, port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
+            return tls.session_reused
+    assert await asyncio.to_thread(resume)
+    assert s.service.listeners[0].stats.resumed >= 1
+
+
+async def test_unknown_edns_options_are_ignored(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    query = q("www.example.test", use_edns=0,
+              options=[dns.edns.GenericOption(65001, b"\x01\x02"),
+                       dns.edns.GenericOption(10, b"\x00" * 8)])  # a client cookie
+    await client.send(query)
+    response = await client.recv()
+    assert response.rcode() == dns.rcode.NOERROR
+    assert not any(o.otype == 65001 for o in response.options)
+    await client.aclose()

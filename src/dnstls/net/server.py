@@ -76,6 +76,12 @@ class StreamConnection(asyncio.Protocol):
         self._timer_at = 0.0
         self._reading = True
 
+    def __del__(self) -> None:
+        # The event loop gives the protocol no callback when the TLS handshake fails or
+        # times out; a connection object dropped before connection_made is exactly that.
+        if self.raw is None and self.listener.tls is not None:
+            self.listener.stats.handshake_failures["failed_or_timed_out"] += 1
+
     def __repr__(self) -> str:
         state = self.state
         return (f"<StreamConnection {self.listener.transport.value} {self.peer} "
