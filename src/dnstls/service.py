@@ -174,12 +174,8 @@ class Service:
                 for i, text in enumerate(server.plain):
                     fld = f"server.plain[{i}]"
                     host, port = parse_hostport(text, DEFAULT_DNS_PORT, field=fld)
-                    udp, (uhost, uport) = await self._guard(
-                        UdpListener.listen(self.handler, host, port), text, fld)
-                    self.udp.append(udp)
-                    # the TCP side takes the UDP side's port, so port 0 means one port
-                    await self._guard(tcp.listen(host, uport), text, fld)
-                    self.endpoints.plain.append((uhost, uport))
+                    bound = await self._guard(self._bind_plain(tcp, host, port), text, fld)
+                    self.endpoints.plain.append(bound)
             if server.metrics:
                 host, port = parse_hostport(server.metrics, 9153, field="server.metrics")
                 self.metrics = MetricsServer(self.statistics)
@@ -195,6 +191,23 @@ class Service:
         if self.tls is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch_certs()))
         return self.endpoints
+
+    async def _bind_plain(self, tcp: StreamListener, host: str, port: int,
+                          ) -> tuple[str, int]:
+        """UDP and TCP on one port; with port 0, retry until both get the same one."""
+        assert self.handler is not None
+        for _attempt in range(20):
+            udp, (uhost, uport) = await UdpListener.listen(self.handler, host, port)
+            try:
+                await tcp.listen(host, uport)
+            except OSError as exc:
+                udp.close()
+                if port == 0 and exc.errno == errno.EADDRINUSE:
+                    continue  # the OS gave UDP a port whose TCP twin is taken
+                raise
+            self.udp.append(udp)
+            return uhost, uport
+        raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
 
     async def _guard(self, coro: Any, text: str, fld: str) -> Any:
         try:
