@@ -15,6 +15,11 @@ assignment order). Here we only carry them out:
   cancellation (httpcore shields its closes for the same reason); the pool's
   ``aclose()`` then waits, bounded, for the transports to finish.
 
+``exchange()`` returns the answer; ``exchange_detailed()`` (for :class:`dnstls.Client`
+and ``dnstls query``) returns a :class:`Reply` that also says how big the answer was,
+how long it took, and which connection carried it (:class:`ConnectionDetails`, with the
+TLS session and how the server was authenticated).
+
 :func:`build_forwarder` is the factory the service calls: the upstream objects for a
 list of specs and the :class:`~dnstls.resolver.forward.Forwarder` that uses them.
 """
@@ -24,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, cast
 
 import dns.message
@@ -38,6 +44,7 @@ from dnstls.errors import (
     TLSAuthenticationError,
 )
 from dnstls.net import tls_client
+from dnstls.net.tls_client import TlsDetails
 from dnstls.proto.pins import PinSet
 from dnstls.proto.upstream import (
     ConnectionState,
@@ -71,6 +78,30 @@ class UpstreamCounters:
     tls_auth_failures: int = 0
     pin_failures: int = 0
     opportunistic_connections: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionDetails:
+    """The connection that carried a query: transport (``udp``, ``tcp``, ``tls``), the
+    server's address and port, the connection's number within its upstream (0, 1, ...;
+    -1 for UDP) and, over TLS, the session (:class:`~dnstls.net.tls_client.TlsDetails`)."""
+
+    transport: str
+    address: str
+    port: int
+    number: int = -1
+    tls: TlsDetails | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer with its metadata: ``size`` in bytes as received (without the TCP
+    length prefix), ``rtt`` in seconds from sending to receiving, ``connection``."""
+
+    message: dns.message.Message
+    size: int
+    rtt: float
+    connection: ConnectionDetails
 
 
 class ConnectionLost(NetworkError):
@@ -113,9 +144,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.ready: asyncio.Future[None] = _future(loop)
         self.done: asyncio.Future[None] = _future(loop)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[dns.message.Message]] = {}
+        self._pending: dict[int, asyncio.Future[ResponseMatched]] = {}
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
+        self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
+                                         upstream.state.opened)
 
     # -- what PoolState needs
     def is_available(self) -> bool:
@@ -150,7 +183,7 @@ class UpstreamConnection(asyncio.Protocol):
                 else:
                     await up.loop.create_connection(
                         lambda: self, spec.address, spec.port, ssl=up.context,
-                        server_hostname=tls_client.server_hostname(spec) or "",
+                        server_hostname=tls_client.server_hostname(spec, up.sni) or "",
                         ssl_handshake_timeout=spec.connect_timeout)
                     self._authenticate()
         except asyncio.CancelledError:
@@ -176,9 +209,14 @@ class UpstreamConnection(asyncio.Protocol):
         up.counters.handshakes += 1
         if ssl_object is not None and ssl_object.session_reused:
             up.counters.handshakes_resumed += 1
-        tls_client.authenticate(ssl_object, up.spec, up.pinset)
+        tls_client.authenticate(ssl_object, up.spec, up.pinset, sni=up.sni)
         if up.spec.opportunistic:
             up.note_opportunistic()
+        if ssl_object is not None and up.context is not None:
+            verified = up.context.verify_mode == ssl.CERT_REQUIRED
+            tls = tls_client.session_details(ssl_object, up.spec, up.pinset,
+                                             verified=verified, sni=up.sni)
+            self.details = replace(self.details, tls=tls)
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -192,7 +230,7 @@ class UpstreamConnection(asyncio.Protocol):
                 up.counters.responses += 1
                 future = self._pending.get(event.qid)
                 if future is not None and not future.done():
-                    future.set_result(event.message)
+                    future.set_result(event)
                 self._save_session()
             elif isinstance(event, ResponseIgnored):
                 up.counters.ignored_responses += 1
@@ -223,12 +261,18 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- queries
     async def query(self, query: dns.message.Message, deadline: float) -> dns.message.Message:
+        return (await self.query_detailed(query, deadline)).message
+
+    async def query_detailed(self, query: dns.message.Message, deadline: float,
+                             ) -> ResponseMatched:
         up = self.upstream
         if self.state.is_closed() or self._transport is None:
             raise ConnectionLost(f"connection to {up.name} closed before sending")
         pad = up.spec.tls_query_padding_blocksize if up.context is not None else 0
-        qid, wire = self.state.start_query(query, up.clock(), pad=pad, keepalive=True)
-        future: asyncio.Future[dns.message.Message] = _future(up.loop)
+        qid, wire = self.state.start_query(query, up.clock(), pad=pad,
+                                           keepalive=up.ask_keepalive,
+                                           pad_length=up.pad_length)
+        future: asyncio.Future[ResponseMatched] = _future(up.loop)
         self._pending[qid] = future
         up.counters.queries_sent += 1
         self._transport.write(wire)
@@ -281,7 +325,14 @@ class UpstreamConnection(asyncio.Protocol):
 class StreamUpstream:
     """A ``tcp://`` or ``tls://`` upstream: pooled, pipelined, reused connections."""
 
-    def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None) -> None:
+    #: Ask for edns-tcp-keepalive in every query (RFC 7828; the server's value sets
+    #: the idle timeout). ``dnstls query`` turns it off unless ``+keepalive``.
+    ask_keepalive = True
+    #: Exact padding option length instead of block padding (kdig's ``+padding=N``).
+    pad_length: int | None = None
+
+    def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None,
+                 sni: str | None = None) -> None:
         if spec.transport not in ("tcp", "tls"):
             raise ValueError(f"{spec.name} is not a stream upstream")
         self.spec = spec
@@ -289,7 +340,9 @@ class StreamUpstream:
         self.timeout = spec.query_timeout
         self.loop = asyncio.get_running_loop()
         self.clock: Clock = clock or self.loop.time
-        self.context = tls_client.client_context(spec) if spec.transport == "tls" else None
+        self.sni = sni
+        self.context = (tls_client.client_context(spec, sni=sni) if spec.transport == "tls"
+                        else None)
         self.pinset = PinSet.of(spec.tls_pubkey_pinset)
         self.counters = UpstreamCounters()
         self.state: PoolState[UpstreamConnection, _Waiter] = PoolState(
@@ -316,6 +369,30 @@ class StreamUpstream:
         for _attempt in range(2):
             try:
                 return await self._attempt(query, deadline)
+            except ConnectionLost as exc:
+                lost = exc
+                if self.clock() >= deadline:
+                    break
+                self.counters.retries += 1
+        assert lost is not None
+        if lost.protocol:
+            raise ProtocolError(str(lost))
+        raise NetworkError(str(lost))
+
+    async def exchange_detailed(self, query: dns.message.Message, *, deadline: float,
+                                ) -> Reply:
+        """Like :meth:`exchange`, with the answer's size, RTT and connection."""
+        if self._closing:
+            raise NetworkError(f"{self.name}: pool is closed")
+        lost: ConnectionLost | None = None
+        for _attempt in range(2):
+            try:
+                conn = await self._acquire(deadline)
+                try:
+                    event = await conn.query_detailed(query, deadline)
+                finally:
+                    self._release(conn)
+                return Reply(event.message, event.size, event.rtt, conn.details)
             except ConnectionLost as exc:
                 lost = exc
                 if self.clock() >= deadline:
@@ -486,5 +563,5 @@ def build_forwarder(specs: Sequence[UpstreamSpec], *, clock: Clock | None = None
     return forwarder, pool
 
 
-__all__ = ["ConnectionLost", "Pool", "StreamUpstream", "UpstreamConnection", "build_forwarder",
-           "make_upstream"]
+__all__ = ["ConnectionDetails", "ConnectionLost", "Pool", "Reply", "StreamUpstream",
+           "UpstreamConnection", "build_forwarder", "make_upstream"]

@@ -12,6 +12,16 @@ Contexts are built once per upstream (loading a CA store is not free) and hold:
 * **opportunistic** mode (RFC 8310 §4): encryption without authentication, logged once
   per upstream and counted.
 
+**SNI apart from the checked name** (kdig's ``+tls-sni``): OpenSSL checks the name it
+is given as SNI. When the SNI differs from the authentication name, the context verifies
+the chain only and :func:`authenticate` checks the name on the leaf certificate itself
+(RFC 6125 §6.4: subjectAltName DNS names, a wildcard only as the whole leftmost label;
+IP addresses against iPAddress entries; the subject CN is not used).
+
+:func:`session_details` reports what the handshake agreed on and what was checked, for
+``dnstls query`` and :class:`dnstls.Client` users (the key exchange group is not exposed
+by Python's ``ssl`` and stays None).
+
 Pins are checked on the presented chain right after the handshake, before any query is
 written. Python 3.11/3.12 reach the chain through the private
 ``SSLObject._sslobj.get_unverified_chain()``; 3.13 made it public.
@@ -27,9 +37,15 @@ only stored after a successful check, and a new configuration builds new context
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+import socket
 import ssl
+from dataclasses import dataclass
 from typing import Any
+
+from cryptography import x509
 
 from dnstls.errors import CertificateError, NetworkError, TLSAuthenticationError
 from dnstls.proto.pins import PinSet
@@ -54,8 +70,41 @@ class ResumingContext(ssl.SSLContext):
                                 server_hostname=server_hostname, session=session)
 
 
-def client_context(spec: UpstreamSpec) -> ResumingContext:
-    """The TLS context for one DoT upstream, per the module docstring."""
+@dataclass(frozen=True, slots=True)
+class TlsDetails:
+    """What one TLS connection agreed on and how its peer was authenticated.
+
+    ``chain`` is the DER chain the server presented, leaf first (empty when the session
+    was resumed: no certificates are sent then). ``verified`` says the chain was
+    verified against ``anchor`` (a CA file or ``"system CA store"``) and, when
+    ``verified_name`` is set, that it carries that name; ``pinned`` that a certificate
+    of the chain matched the pinset. ``opportunistic``: neither was checked.
+    """
+
+    version: str | None
+    cipher: str | None
+    alpn: str | None
+    server_name: str | None
+    chain: tuple[bytes, ...]
+    resumed: bool
+    verified: bool
+    verified_name: str | None
+    anchor: str | None
+    pinned: bool
+    opportunistic: bool
+    group: str | None = None  # key exchange group: not exposed by Python's ssl
+
+
+def _sni(spec: UpstreamSpec, sni: str | None) -> str | None:
+    return sni or spec.tls_auth_name or None
+
+
+def client_context(spec: UpstreamSpec, *, sni: str | None = None) -> ResumingContext:
+    """The TLS context for one DoT upstream, per the module docstring.
+
+    ``sni`` overrides the server name sent (default: the authentication name); when it
+    differs from ``tls_auth_name`` the name is checked by :func:`authenticate` instead.
+    """
     ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols([ALPN_DOT])
@@ -64,7 +113,8 @@ def client_context(spec: UpstreamSpec) -> ResumingContext:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
     ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.check_hostname = True
+    # No name: the chain alone is verified (kdig's +tls-ca with an IP address).
+    ctx.check_hostname = bool(spec.tls_auth_name) and _sni(spec, sni) == spec.tls_auth_name
     if spec.ca_file:
         try:
             ctx.load_verify_locations(cafile=spec.ca_file)
@@ -76,9 +126,33 @@ def client_context(spec: UpstreamSpec) -> ResumingContext:
     return ctx
 
 
-def server_hostname(spec: UpstreamSpec) -> str | None:
-    """SNI and name to verify: the authentication name, else none."""
-    return spec.tls_auth_name or None
+def server_hostname(spec: UpstreamSpec, sni: str | None = None) -> str | None:
+    """The SNI to send: ``sni`` if given, else the authentication name, else none."""
+    return _sni(spec, sni)
+
+
+def certificate_matches_name(der: bytes, name: str) -> bool:
+    """Does the DER certificate carry ``name`` (RFC 6125 §6.4, subjectAltName only)?"""
+    try:
+        san = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+    except (ValueError, x509.ExtensionNotFound):
+        return False
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        pass
+    else:
+        return address in san.get_values_for_type(x509.IPAddress)
+    wanted = name.rstrip(".").lower().split(".")
+    for pattern in san.get_values_for_type(x509.DNSName):
+        labels = pattern.rstrip(".").lower().split(".")
+        if len(labels) != len(wanted):
+            continue
+        if labels[1:] == wanted[1:] and (labels[0] == wanted[0]
+                                         or (labels[0] == "*" and len(labels) > 2)):
+            return True
+    return False
 
 
 def presented_chain(ssl_object: Any) -> list[bytes]:
@@ -96,11 +170,34 @@ def presented_chain(ssl_object: Any) -> list[bytes]:
     return out
 
 
-def authenticate(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet) -> None:
-    """Enforce the pinset after a handshake; raises PinMismatch (see module docstring)."""
-    if not pinset or ssl_object.session_reused:
+def authenticate(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
+                 sni: str | None = None) -> None:
+    """Enforce the pinset (and the name, when ``sni`` kept OpenSSL from checking it)
+    after a handshake; raises PinMismatch or CertificateError (see module docstring)."""
+    if ssl_object.session_reused:
         return
-    pinset.check(presented_chain(ssl_object))
+    name = spec.tls_auth_name
+    if name and not spec.opportunistic and _sni(spec, sni) != name:
+        leaf = ssl_object.getpeercert(binary_form=True)
+        if not leaf or not certificate_matches_name(leaf, name):
+            raise CertificateError(f"Hostname mismatch, certificate is not valid for "
+                                   f"'{name}'. for {spec.name}")
+    if pinset:
+        pinset.check(presented_chain(ssl_object))
+
+
+def session_details(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
+                    verified: bool, sni: str | None = None) -> TlsDetails:
+    """:class:`TlsDetails` of an authenticated connection (call after :func:`authenticate`)."""
+    cipher = ssl_object.cipher()
+    resumed = bool(ssl_object.session_reused)
+    return TlsDetails(
+        version=ssl_object.version(), cipher=cipher[0] if cipher else None,
+        alpn=ssl_object.selected_alpn_protocol(), server_name=_sni(spec, sni),
+        chain=() if resumed else tuple(presented_chain(ssl_object)), resumed=resumed,
+        verified=verified, verified_name=spec.tls_auth_name if verified else None,
+        anchor=(spec.ca_file or "system CA store") if verified else None,
+        pinned=bool(pinset), opportunistic=spec.opportunistic)
 
 
 def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:
@@ -118,6 +215,9 @@ def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:
     if isinstance(exc, TimeoutError):
         return NetworkError(f"connecting to {spec.name} timed out")
     if isinstance(exc, OSError):
-        return NetworkError(f"connecting to {spec.name} failed: "
-                            f"{exc.strerror or exc.__class__.__name__}")
+        if isinstance(exc.errno, int) and exc.errno > 0 and not isinstance(exc, socket.gaierror):
+            reason = os.strerror(exc.errno)  # asyncio says "Connect call failed (...)"
+        else:
+            reason = exc.strerror or exc.__class__.__name__
+        return NetworkError(f"connecting to {spec.name} failed: {reason}")
     return NetworkError(f"connecting to {spec.name} failed: {exc!r}")

@@ -31,7 +31,7 @@ import dns.flags
 import dns.message
 
 from dnstls.errors import NetworkError, QueryTimeout
-from dnstls.net.pool import StreamUpstream
+from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
 from dnstls.proto.upstream import check_response, prepare_query, question_key
 from dnstls.upstreams import UpstreamSpec
 
@@ -55,6 +55,12 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 class UdpUpstream:
     """A ``udp://`` upstream: one socket per query, TCP on truncation."""
+
+    #: Block padding of queries (0: none; RFC 7830 padding is meant for encrypted
+    #: transports, ``dnstls query +padding`` asks for it anyway, as kdig does).
+    pad = 0
+    #: Exact padding option length instead (kdig's ``+padding=N``).
+    pad_length: int | None = None
 
     def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None) -> None:
         if spec.transport != "udp":
@@ -82,16 +88,26 @@ class UdpUpstream:
 
     async def exchange(self, query: dns.message.Message, *, deadline: float,
                        ) -> dns.message.Message:
-        response = await self._exchange_udp(query, deadline)
+        response, _, _ = await self._exchange_udp(query, deadline)
         if response.flags & dns.flags.TC:
             self.counters["truncated"] += 1
             return await self.tcp.exchange(query, deadline=deadline)
         return response
 
+    async def exchange_detailed(self, query: dns.message.Message, *, deadline: float,
+                                ) -> Reply:
+        """Like :meth:`exchange`, with size, RTT and the transport that answered."""
+        response, size, rtt = await self._exchange_udp(query, deadline)
+        if response.flags & dns.flags.TC:
+            self.counters["truncated"] += 1
+            return await self.tcp.exchange_detailed(query, deadline=deadline)
+        return Reply(response, size, rtt,
+                     ConnectionDetails("udp", self.spec.address, self.spec.port))
+
     async def _exchange_udp(self, query: dns.message.Message, deadline: float,
-                            ) -> dns.message.Message:
+                            ) -> tuple[dns.message.Message, int, float]:
         qid = secrets.randbelow(65536)
-        wire = prepare_query(query, qid=qid)
+        wire = prepare_query(query, qid=qid, pad=self.pad, pad_length=self.pad_length)
         expected = question_key(query)
         remote = (self.spec.address, self.spec.port)
         try:
@@ -103,6 +119,7 @@ class UdpUpstream:
         try:
             peer = transport.get_extra_info("peername")
             transport.sendto(wire)
+            sent = self.clock()
             self.counters["queries_sent"] += 1
             async with asyncio.timeout_at(deadline):
                 while True:
@@ -110,7 +127,7 @@ class UdpUpstream:
                     response = self._accept(data, addr, peer, qid, expected)
                     if response is not None:
                         self.counters["responses"] += 1
-                        return response
+                        return response, len(data), self.clock() - sent
                     self.counters["forged_responses"] += 1
         except TimeoutError:
             self.counters["timeouts"] += 1

@@ -83,14 +83,16 @@ def check_response(response: dns.message.Message, expected: QuestionKey | None,
 
 
 def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
-                  keepalive: bool = False) -> bytes:
+                  keepalive: bool = False, pad_length: int | None = None) -> bytes:
     """Wire form of ``query`` with ID ``qid`` and this transport's EDNS options.
 
     The query is rendered afresh rather than mutated: only header flags, the question
     and the EDNS header (payload, DO) are kept; the options are dropped, then padding
     (RFC 7830, to a multiple of ``pad`` bytes) and an empty edns-tcp-keepalive (RFC 7828
-    §3.2.1, streams only) are added. Rendered by hand: dnspython's ``use_edns()`` costs
-    more than the rest of a forwarded query together, and this runs once per attempt.
+    §3.2.1, streams only) are added. ``pad_length`` (kdig's ``+padding=N``) asks for a
+    padding option of exactly that many bytes instead of block padding. Rendered by hand:
+    dnspython's ``use_edns()`` costs more than the rest of a forwarded query together,
+    and this runs once per attempt.
     """
     flags = query.flags & ~dns.flags.QR & 0xFFFF
     parts = [struct.pack("!HHHHHH", qid, flags, len(query.question), 0, 0, 1)]
@@ -103,7 +105,9 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
     if keepalive:
         options += struct.pack("!HH", edns.KEEPALIVE, 0)
     head = b"".join(parts)
-    if pad:
+    if pad_length is not None:
+        options += struct.pack("!HH", edns.PADDING, pad_length) + b"\0" * pad_length
+    elif pad:
         bare = len(head) + 11 + len(options) + 4  # OPT RR fixed part + padding header
         options += struct.pack("!HH", edns.PADDING, (-bare) % pad) + b"\0" * ((-bare) % pad)
     opt = b"\0" + struct.pack("!HHIH", 41, payload, ednsflags, len(options)) + options
@@ -132,8 +136,13 @@ def new_message_id(in_use: Collection[int], *,
 
 @dataclass(frozen=True, slots=True)
 class ResponseMatched:
+    """The answer to ``qid``; ``size`` is its length on the wire (without the 2-byte
+    prefix) and ``rtt`` the time since the query was sent, in the caller's clock."""
+
     qid: int
     message: dns.message.Message
+    size: int = 0
+    rtt: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +280,8 @@ class ConnectionState:
         return False
 
     def start_query(self, query: dns.message.Message, now: float, *, pad: int = 0,
-                    keepalive: bool = False) -> tuple[int, bytes]:
+                    keepalive: bool = False, pad_length: int | None = None,
+                    ) -> tuple[int, bytes]:
         """Allocate an ID for ``query``; returns it and the framed bytes to write."""
         if self._closed or not self._connected:
             raise RuntimeError(f"{self.describe()} cannot send")
@@ -280,7 +290,8 @@ class ConnectionState:
         qid = new_message_id(self.in_flight, randbelow=self._randbelow)
         self.in_flight[qid] = InFlight(question_key(query), now)
         self.counters.queries += 1
-        return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive))
+        return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive,
+                                         pad_length=pad_length))
 
     def forget(self, qid: int) -> None:
         """The query ``qid`` no longer waits (answered, cancelled); a late answer is ignored."""
@@ -319,13 +330,13 @@ class ConnectionState:
             return [StreamBroken(str(exc))]
         events: list[Event] = []
         for frame in frames:
-            event = self._match(frame)
+            event = self._match(frame, now)
             events.append(event)
             if isinstance(event, StreamBroken | QueryRejected):
                 break  # the rest of the stream is not to be trusted
         return events
 
-    def _match(self, frame: bytes) -> Event:
+    def _match(self, frame: bytes, now: float) -> Event:
         try:
             message = dns.message.from_wire(frame)
         except (dns.exception.DNSException, ValueError, IndexError) as exc:
@@ -343,7 +354,7 @@ class ConnectionState:
         del self.in_flight[message.id]
         self.counters.responses += 1
         self._apply_keepalive(message)
-        return ResponseMatched(message.id, message)
+        return ResponseMatched(message.id, message, len(frame), now - entry.sent_at)
 
     def _apply_keepalive(self, message: dns.message.Message) -> None:
         option = edns.find_option(message, edns.KEEPALIVE)
