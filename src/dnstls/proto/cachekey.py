@@ -31,9 +31,11 @@ truncated message, QR set, an opcode other than QUERY, QDCOUNT other than 1, rec
 the answer or authority section, a compression pointer or an extended label in the
 question, a name longer than 255 octets, a meta QTYPE (OPT, TSIG, TKEY, AXFR, IXFR), a
 TSIG record, an OPT that is duplicated, not owned by the root, of an EDNS version other
-than 0 or with malformed options, and trailing bytes. For every query it accepts,
-:func:`key_from_wire` equals :func:`key_from_message` of the parsed query (the unit
-tests check this property with hypothesis).
+than 0, with malformed options or with options whose contents dnspython validates (a
+malformed COOKIE, or any ECS, EDE, ... option), and trailing bytes: whatever the slow
+path would reject with FORMERR must not get a cached answer on the fast path. For every
+query it accepts, :func:`key_from_wire` equals :func:`key_from_message` of the parsed
+query (the unit tests check this property with hypothesis).
 """
 
 from __future__ import annotations
@@ -61,6 +63,13 @@ _OPT = int(dns.rdatatype.OPT)
 _TSIG = int(dns.rdatatype.TSIG)
 _PADDING = 12
 _KEEPALIVE = 11
+_COOKIE = 10
+# Options dnspython parses into classes that validate their contents (ECS, EDE, Report-
+# Channel, EDE language, filtering contact/organization/DB): a malformed one makes the
+# slow path answer FORMERR, so queries carrying them take the slow path. NSID and
+# unknown options are opaque bytes; COOKIE is checked here (RFC 7873 §4: a client
+# cookie of 8 bytes, optionally followed by a server cookie of 8 to 32 bytes).
+_SLOW_PATH_OPTIONS = frozenset({8, 15, 18, 22, 23, 24, 25})
 _META_QTYPES = frozenset({_OPT, _TSIG, int(dns.rdatatype.TKEY), int(dns.rdatatype.AXFR),
                           int(dns.rdatatype.IXFR)})
 
@@ -198,7 +207,8 @@ def _option_codes(wire: bytes, pos: int, end: int) -> set[int] | None:
             return None
         code, length = struct.unpack_from("!HH", wire, pos)
         pos += 4 + length
-        if pos > end:
+        if pos > end or code in _SLOW_PATH_OPTIONS or (
+                code == _COOKIE and not (length == 8 or 16 <= length <= 40)):
             return None
         codes.add(code)
     return codes

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -76,6 +77,11 @@ def test_wire_key_equals_message_key(name_labels: list[bytes], rdtype: int, rdcl
     msg = build(name_labels, rdtype, rdclass, use_edns, do, cd, options, qid)
     wire = msg.to_wire()
     key = key_from_message(msg)
+    if use_edns and "ecs" in options:  # dnspython validates ECS: the slow path decides
+        assert key_from_wire(wire) is None
+        options = [o for o in options if o != "ecs"]
+        msg = build(name_labels, rdtype, rdclass, use_edns, do, cd, options, qid)
+        wire = msg.to_wire()
     assert key_from_wire(wire) == key
     assert key_from_message(dns.message.from_wire(wire)) == key
     # The key ignores case, ID, padding, cookies and keepalive ...
@@ -205,3 +211,22 @@ def test_additional_section_walk() -> None:
     assert key_from_wire(add_records(base, b"\x05ab")) is None  # name runs off the end
     overlong = b"\x00" + struct.pack("!HHIH", 1, 1, 0, 9) + bytes(4)
     assert key_from_wire(add_records(base, overlong)) is None
+
+
+@pytest.mark.parametrize(("option", "fast"), [
+    (b"\x00\x0a\x00\x08" + bytes(8), True),  # client cookie
+    (b"\x00\x0a\x00\x10" + bytes(16), True),  # client + server cookie
+    (b"\x00\x0a\x00\x03abc", False),  # malformed cookie: FORMERR on the slow path
+    (b"\x00\x0a\x00\x0c" + bytes(12), False),
+    (b"\x00\x03\x00\x00", True),  # NSID request
+    (b"\xfd\xe9\x00\x02ab", True),  # unknown (local use) option: opaque
+    (b"\x00\x08\x00\x01a", False),  # ECS: dnspython validates it
+    (b"\x00\x0f\x00\x01a", False),  # EDE
+])
+def test_options_the_slow_path_validates(option: bytes, fast: bool) -> None:
+    wire = add_records(query("a.").to_wire(), opt_rr(rdata=option))
+    assert (key_from_wire(wire) is not None) == fast
+    try:
+        dns.message.from_wire(wire)
+    except dns.exception.FormError:
+        assert not fast
