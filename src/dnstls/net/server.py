@@ -295,6 +295,8 @@ class StreamConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         state = self.state
+        if self.listener.tls is not None:  # TLS has no half-close: the transport closes
+            return None
         if state is not None and state.pending:
             state.shutdown()  # half-close: answer what was asked, then close
             return True

@@ -30,7 +30,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from dnstls.proto import edns
+from dnstls.proto import edns, framing
 
 EDNS_PAYLOAD = 1232  # DNS Flag Day 2020 default UDP payload
 MIN_UDP = 512
@@ -156,7 +156,8 @@ def finalize(response: dns.message.Message, query: dns.message.Message,
         response.use_edns(0, response.ednsflags, response.payload, options=options, pad=pad)
     if transport.is_stream:
         response.flags &= ~dns.flags.TC  # RFC 7766 §8: never truncate on a stream
-        return response.to_wire()
+        # dnspython would otherwise cap the size at the query's EDNS UDP payload
+        return response.to_wire(max_size=framing.MAX_MESSAGE)
     limit = max(MIN_UDP, query.payload) if query.edns >= 0 else MIN_UDP
     try:
         return response.to_wire(max_size=limit)

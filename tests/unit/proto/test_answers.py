@@ -5,6 +5,7 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -173,3 +174,15 @@ def test_cd_bit_is_echoed() -> None:
     q = query()
     q.flags |= dns.flags.CD
     assert make_response(q).flags & dns.flags.CD
+
+
+def test_stream_answer_larger_than_the_edns_payload_is_sent_whole() -> None:
+    q = dns.message.from_wire(query(rdtype="TXT", use_edns=0, payload=1232).to_wire())
+    response = _big_response(q)
+    response.answer[0].add(dns.rdata.from_text("IN", "TXT", '"' + "y" * 250 + '"'))
+    for _ in range(3):
+        response.answer.append(dns.rrset.from_text(
+            "example.test.", 300, "IN", "TXT", *[f'"{"z" * 250}{i}"' for i in range(3)]))
+    wire = finalize(response, q, Transport.TLS)
+    assert len(wire) > 1232
+    assert not dns.message.from_wire(wire).flags & dns.flags.TC
