@@ -100,8 +100,11 @@ class Conn:
             return None
 
     async def query(self, wire: bytes, within: float = 5.0) -> dns.message.Message | None:
-        self.send(frame(wire))
-        await self.drain()
+        try:
+            self.send(frame(wire))
+            await self.drain()
+        except CLOSE_ERRORS:
+            return None
         got = await self.recv_frame(within)
         return None if got is None else dns.message.from_wire(got)
 
