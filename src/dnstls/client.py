@@ -1,0 +1,321 @@
+"""``dnstls.Client``: ask one DNS-over-TLS (or TCP/UDP) server questions from Python.
+
+A :class:`Client` wraps one upstream adapter of the pool (:mod:`dnstls.net.pool`), so
+it inherits everything the resolver service relies on:
+
+* **pipelining** (RFC 7766 §6.2.1.1, RFC 7858 §3.3): concurrent :meth:`Client.query`
+  calls share the connection -- by default exactly one -- each under a random message
+  ID not in flight on it; answers are matched by ID *and* question, in any order;
+* **authentication** (RFC 8310): by name against a CA store (``tls://ADDR#NAME``), by
+  SPKI pins (``pins=``), by both, or by the chain alone (``verify=True``) -- or, only if
+  asked for with ``opportunistic=True``, not at all. A failure is a typed error from
+  :mod:`dnstls.errors` raised before any query is written: :class:`~dnstls.errors.PinMismatch`
+  (naming the expected and the presented pins) or :class:`~dnstls.errors.CertificateError`;
+* **padding** of queries to 128-byte blocks over TLS (RFC 8467), and edns-tcp-keepalive
+  (RFC 7828) so that idle connections close before the server closes them;
+* **one deadline per query** (``timeout``): :class:`~dnstls.errors.QueryTimeout` when it
+  passes, :class:`~dnstls.errors.NetworkError` when the server cannot be reached.
+
+The outgoing query is rendered afresh from the caller's message (header flags, the
+question, the EDNS buffer size and DO bit); EDNS options the caller put in it are *not*
+sent, the transport's own padding and keepalive are. The answer is the server's, under
+the caller's message ID.
+
+:class:`SyncClient` and :func:`query_sync` are for scripts without an event loop: they
+run a private loop in a background thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine, Iterable
+from dataclasses import replace
+from types import TracebackType
+from typing import Any, TypeVar
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+
+from dnstls.errors import ConfigError, NetworkError, QueryTimeout
+from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
+from dnstls.net.tls_client import TlsDetails
+from dnstls.net.udp_upstream import UdpUpstream
+from dnstls.upstreams import UpstreamSpec, parse_upstream_uri
+
+__all__ = ["Client", "ConnectionDetails", "Reply", "SyncClient", "TlsDetails", "query_sync"]
+
+DEFAULT_TIMEOUT = 3.0
+DEFAULT_MAX_IN_FLIGHT = 100
+PADDING_BLOCK = 128  # RFC 8467 §4.1, recommended query block size
+
+T = TypeVar("T")
+
+
+def make_query(name: str | dns.name.Name, rdtype: str | int = "A",
+               rdclass: str | int = "IN", *, dnssec: bool = False, cd: bool = False,
+               rd: bool = True, payload: int = 1232) -> dns.message.Message:
+    """A query message as :meth:`Client.query` sends it (EDNS, RD set by default)."""
+    message = dns.message.make_query(name, dns.rdatatype.RdataType.make(rdtype),
+                                     dns.rdataclass.RdataClass.make(rdclass),
+                                     use_edns=0, payload=payload, want_dnssec=dnssec)
+    if not rd:
+        message.flags &= ~dns.flags.RD
+    if cd:
+        message.flags |= dns.flags.CD
+    return message
+
+
+class Client:
+    """A client for one DNS server, used as ``async with Client(...) as client:``.
+
+    ``upstream`` is a URI: ``tls://ADDR[:PORT][#NAME]`` (DNS over TLS, port 853; the
+    certificate must carry NAME, checked against ``ca_file`` or the system CA store),
+    ``tcp://ADDR[:PORT]`` or ``udp://ADDR[:PORT]`` (port 53; UDP falls back to TCP on
+    truncation). ADDR is an IP address, IPv6 in brackets.
+
+    Keyword options:
+
+    * ``pins`` -- base64 SHA-256 SPKI pins; one certificate of the presented chain (leaf
+      or CA) must match. With a name, both checks must pass.
+    * ``ca_file`` -- PEM CA certificates to verify against instead of the system store.
+    * ``verify`` -- check the chain against the CA store; default: when a name is given.
+      ``verify=True`` without a name checks the chain only.
+    * ``opportunistic`` -- encrypt without authenticating (RFC 8310 §4). Without a name,
+      pins, ``verify=True`` or this, a ``tls://`` URI is refused (:class:`ConfigError`).
+    * ``sni`` -- the TLS server name to send when it is not the checked name.
+    * ``timeout`` -- seconds per query (connection set-up included), default 3.
+    * ``padding`` -- ``True`` (128-byte blocks over TLS, RFC 8467), ``False``, or a
+      block size in bytes; ``padding_length`` instead asks for a padding option of
+      exactly that many bytes (kdig's ``+padding=N``). Queries are padded over TLS only.
+    * ``keepalive`` -- ask for edns-tcp-keepalive (TCP and TLS), default on.
+    * ``max_connections`` (default 1) and ``max_in_flight`` (queries in flight per
+      connection, default 100): further queries wait for a slot within their timeout.
+    """
+
+    def __init__(self, upstream: str, *, pins: Iterable[str] = (), ca_file: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, padding: bool | int = True,
+                 keepalive: bool = True, verify: bool | None = None,
+                 opportunistic: bool = False, sni: str | None = None,
+                 max_connections: int = 1, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 padding_length: int | None = None) -> None:
+        if not timeout > 0:
+            raise ConfigError("timeout", f"{timeout!r}: expected a positive number of seconds")
+        self.timeout = timeout
+        self.spec = _build_spec(upstream, pins=tuple(pins), ca_file=ca_file, timeout=timeout,
+                                padding=padding, opportunistic=opportunistic,
+                                max_connections=max_connections, max_in_flight=max_in_flight)
+        if verify is None:
+            verify = self.spec.tls_auth_name is not None
+        _check_authentication(self.spec, verify=verify)
+        self.verify = verify
+        self.sni = sni
+        self.keepalive = keepalive
+        if padding_length is not None and not 0 <= padding_length <= 4096:
+            raise ConfigError("padding_length", f"{padding_length!r} out of range 0..4096")
+        self.padding_length = padding_length
+        self._upstream: StreamUpstream | UdpUpstream | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Client {self.spec.name}>"
+
+    # -- lifecycle
+    async def __aenter__(self) -> Client:
+        self._adapter()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connections (waits briefly for TLS close_notify)."""
+        self._closed = True
+        if self._upstream is not None:
+            upstream, self._upstream = self._upstream, None
+            await upstream.aclose()
+
+    def _adapter(self) -> StreamUpstream | UdpUpstream:
+        if self._closed:
+            raise NetworkError(f"{self.spec.name}: client is closed")
+        if self._upstream is None:
+            if self.spec.transport == "udp":
+                self._upstream = UdpUpstream(self.spec)
+            else:
+                stream = StreamUpstream(self.spec, sni=self.sni,
+                                        verify=self.verify if self.spec.transport == "tls"
+                                        else None)
+                stream.ask_keepalive = self.keepalive
+                stream.pad_length = self.padding_length
+                self._upstream = stream
+        return self._upstream
+
+    # -- queries
+    async def query(self, name: str | dns.name.Name, rdtype: str | int = "A",
+                    rdclass: str | int = "IN", *, dnssec: bool = False, cd: bool = False,
+                    rd: bool = True,
+                    timeout: float | None = None,  # noqa: ASYNC109 - becomes the pool's deadline
+                    ) -> dns.message.Message:
+        """Ask for ``name``/``rdtype``/``rdclass``; returns the server's answer.
+
+        ``dnssec`` sets the DO bit, ``cd`` checking disabled, ``rd=False`` clears
+        recursion desired. Raises :class:`~dnstls.errors.QueryTimeout`,
+        :class:`~dnstls.errors.NetworkError`, :class:`~dnstls.errors.ProtocolError` or a
+        :class:`~dnstls.errors.TLSAuthenticationError` (``PinMismatch``,
+        ``CertificateError``).
+        """
+        message = make_query(name, rdtype, rdclass, dnssec=dnssec, cd=cd, rd=rd)
+        return (await self.exchange(message, timeout=timeout)).message
+
+    async def query_message(self, message: dns.message.Message, *,
+                            timeout: float | None = None,  # noqa: ASYNC109 - see query()
+                            ) -> dns.message.Message:
+        """Send a prepared query; the answer carries ``message.id`` (see the module
+        docstring for what of the message is sent)."""
+        return (await self.exchange(message, timeout=timeout)).message
+
+    async def exchange(self, message: dns.message.Message, *,
+                       timeout: float | None = None,  # noqa: ASYNC109 - see query()
+                       ) -> Reply:
+        """Send ``message``; returns a :class:`~dnstls.net.pool.Reply`: the answer (under
+        ``message.id``), its size on the wire, the round-trip time and the connection
+        that carried it (with the TLS session details and the presented chain)."""
+        if len(message.question) != 1:
+            raise ValueError("a query needs exactly one question")
+        upstream = self._adapter()
+        budget = self.timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + budget
+        reply = await upstream.exchange_detailed(message, deadline=deadline)
+        reply.message.id = message.id
+        return reply
+
+    def statistics(self) -> dict[str, Any]:
+        """Counters of the underlying upstream adapter (queries, connections, errors)."""
+        if self._upstream is None:
+            return {"name": self.spec.name, "transport": self.spec.transport}
+        return self._upstream.statistics()
+
+
+def _build_spec(upstream: str, *, pins: tuple[str, ...], ca_file: str | None, timeout: float,
+                padding: bool | int, opportunistic: bool, max_connections: int,
+                max_in_flight: int) -> UpstreamSpec:
+    spec = parse_upstream_uri(upstream, pins=pins, ca_file=ca_file, path="upstream",
+                              strict=False)
+    if isinstance(padding, bool):
+        block = PADDING_BLOCK if padding else 0
+    elif 0 <= padding <= 1024:
+        block = padding
+    else:
+        raise ConfigError("padding", f"{padding!r}: expected True, False or 0..1024 bytes")
+    if not 1 <= max_connections <= 1024:
+        raise ConfigError("max_connections", f"{max_connections!r} out of range 1..1024")
+    if not 1 <= max_in_flight <= 65535:
+        raise ConfigError("max_in_flight", f"{max_in_flight!r} out of range 1..65535")
+    return replace(spec, name="", opportunistic=opportunistic and spec.transport == "tls",
+                   connect_timeout=timeout, query_timeout=timeout,
+                   tls_query_padding_blocksize=block, max_connections=max_connections,
+                   max_queries_per_connection=max_in_flight)
+
+
+def _check_authentication(spec: UpstreamSpec, *, verify: bool) -> None:
+    if spec.transport != "tls":
+        if spec.tls_pubkey_pinset:
+            raise ConfigError("pins", f"{spec.transport} cannot be authenticated: pins "
+                                      "need a tls:// upstream")
+        return
+    if spec.opportunistic and (verify or spec.tls_pubkey_pinset):
+        raise ConfigError("opportunistic", "an opportunistic client does not authenticate: "
+                                           "drop the name, pins and verify, or "
+                                           "opportunistic=True")
+    if not (spec.opportunistic or verify or spec.tls_pubkey_pinset):
+        raise ConfigError("upstream", f"{spec.uri}: authenticate the server by name "
+                                      "(tls://ADDR#NAME), pins=[...] or verify=True; or "
+                                      "set opportunistic=True to encrypt without "
+                                      "authentication")
+
+
+# ---------------------------------------------------------------- synchronous wrapper
+
+
+class SyncClient:
+    """A :class:`Client` for code without an event loop (scripts, the REPL).
+
+    It runs a private event loop in a daemon thread; every method blocks until done.
+    Use as a context manager (``with SyncClient("tls://...#name") as client:``) or call
+    :meth:`close`. Takes the same arguments as :class:`Client`. Thread-safe: calls from
+    several threads are pipelined over the same connection.
+    """
+
+    def __init__(self, upstream: str, **options: Any) -> None:
+        self._client = Client(upstream, **options)  # validates before a thread exists
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name=f"dnstls-client {self._client.spec.name}",
+                                        daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<SyncClient {self._client.spec.name}>"
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None,
+                 exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._closed:
+            coro.close()
+            raise NetworkError(f"{self._client.spec.name}: client is closed")
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:  # pragma: no cover - loop stopped under us
+            raise QueryTimeout("query cancelled") from None
+
+    def query(self, name: str | dns.name.Name, rdtype: str | int = "A",
+              rdclass: str | int = "IN", **options: Any) -> dns.message.Message:
+        """Blocking :meth:`Client.query`."""
+        return self._run(self._client.query(name, rdtype, rdclass, **options))
+
+    def query_message(self, message: dns.message.Message, *,
+                      timeout: float | None = None) -> dns.message.Message:
+        """Blocking :meth:`Client.query_message`."""
+        return self._run(self._client.query_message(message, timeout=timeout))
+
+    def exchange(self, message: dns.message.Message, *, timeout: float | None = None) -> Reply:
+        """Blocking :meth:`Client.exchange`."""
+        return self._run(self._client.exchange(message, timeout=timeout))
+
+    def statistics(self) -> dict[str, Any]:
+        return self._client.statistics()
+
+    def close(self) -> None:
+        """Close the connection and stop the background loop (idempotent)."""
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
+
+
+def query_sync(upstream: str, name: str | dns.name.Name, rdtype: str | int = "A",
+               rdclass: str | int = "IN", **options: Any) -> dns.message.Message:
+    """One query, one connection, blocking: ``query_sync("tls://...#name", "example.com",
+    "AAAA", timeout=2)``. Options are those of :class:`Client` (``pins``, ``ca_file``,
+    ``timeout``, ...) plus ``dnssec``, ``cd`` and ``rd`` of :meth:`Client.query`."""
+    query_options = {key: options.pop(key) for key in ("dnssec", "cd", "rd") if key in options}
+    with SyncClient(upstream, **options) as client:
+        return client.query(name, rdtype, rdclass, **query_options)
