@@ -49,10 +49,12 @@ def test_forward_over_tls_by_name(request: pytest.FixtureRequest,
     _ask_all(server, pki)
 
 
-def test_forward_over_tls_by_pin(dnstls_serve: Callable[..., Peer], unbound_dot: Peer,
-                                 pki: TestPKI) -> None:
-    server = dnstls_serve("--upstream", f"tls://{unbound_dot.host}:{unbound_dot.port}",
-                          "--pin", pki.pin)
+@pytest.mark.parametrize("upstream", DOT_SERVERS)
+def test_forward_over_tls_by_pin(request: pytest.FixtureRequest,
+                                 dnstls_serve: Callable[..., Peer], pki: TestPKI,
+                                 upstream: str) -> None:
+    peer: Peer = request.getfixturevalue(upstream)
+    server = dnstls_serve("--upstream", f"tls://{peer.host}:{peer.port}", "--pin", pki.pin)
     _ask_all(server, pki)
 
 
