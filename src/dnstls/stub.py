@@ -267,7 +267,6 @@ class _Globals:
     ca_file: str | None
     idle_timeout: float
     padding: int
-    attempt_timeout: float
     connect_timeout: float
 
 
@@ -294,7 +293,6 @@ def _make_upstream(*, address: str, port: int, auth_name: str | None, pins: tupl
     spec = UpstreamSpec(address=address, port=port, transport="tls", tls_auth_name=auth_name,
                         tls_pubkey_pinset=pins, ca_file=ca_file, opportunistic=g.opportunistic,
                         idle_timeout=g.idle_timeout, connect_timeout=g.connect_timeout,
-                        query_timeout=g.attempt_timeout,
                         tls_query_padding_blocksize=g.padding)
     return StubUpstream(spec, report)
 
@@ -374,8 +372,7 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     g = _Globals(opportunistic=cli.opportunistic or auth == AUTH_NONE, pin_mode=pin_mode,
                  ca_file=_check_ca_file(ca_text, "tls_ca_file") if ca_text else None,
                  idle_timeout=_ms(data, "idle_timeout", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
-                 padding=padding, attempt_timeout=min(DEFAULT_QUERY_TIMEOUT, timeout / 2),
-                 connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, timeout))
+                 padding=padding, connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, timeout))
     listen_items = cli.listen or data.get("listen_addresses", DEFAULT_LISTEN)
     where = "--listen" if cli.listen else "listen_addresses"
     if isinstance(listen_items, str) or not isinstance(listen_items, list | tuple) \
@@ -383,6 +380,11 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
         raise ConfigError(where, "expected a non-empty list of addresses like \"127.0.0.1@53\"")
     listen = tuple(parse_listen(t, f"{where}[{i}]") for i, t in enumerate(listen_items))
     upstreams = _upstreams(data, cli, g)
+    # One attempt's share of the query's budget, so that a query can still fail over past
+    # a few stalled upstreams (up to four; the last one tried gets whatever is left).
+    share = min(DEFAULT_QUERY_TIMEOUT, timeout / max(2, min(len(upstreams.items), 4)))
+    upstreams.items = tuple(dataclasses.replace(u, spec=dataclasses.replace(
+        u.spec, query_timeout=share)) for u in upstreams.items)
     metrics = cli.metrics if cli.metrics is not None else _str(data, "metrics", "metrics") or ""
     if metrics:
         parse_hostport(metrics, 9153, field="--metrics" if cli.metrics else "metrics")
