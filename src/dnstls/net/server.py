@@ -197,7 +197,10 @@ class StreamConnection(asyncio.Protocol):
         if more:
             self._dispatch(more)
         if state.finished:
-            self.close(CloseReason.SHUTDOWN if self.listener.closing else CloseReason.QUERY_LIMIT)
+            limit = state.limits.max_queries
+            self.close(CloseReason.SHUTDOWN if self.listener.closing
+                       else CloseReason.QUERY_LIMIT if limit and state.queries >= limit
+                       else CloseReason.PEER)  # half-closed by the client
             return
         self._flow()
         self._arm()
@@ -218,8 +221,8 @@ class StreamConnection(asyncio.Protocol):
     def _write(self, wire: bytes, *, framed: bool = False) -> None:
         transport = self.transport
         state = self.state
-        if transport is None or state is None or self.closed:
-            return
+        if transport is None or state is None or self.closed or transport.is_closing():
+            return  # is_closing: lost, app's connection_lost not yet run (no log flood)
         transport.write(wire if framed else framing.encode(wire))
         if state.output_exceeded(transport.get_write_buffer_size()):
             log.warning("closing connection from %s: client does not read its answers",
