@@ -70,7 +70,9 @@ _BANNER = {
     "metrics": re.compile(r"metrics on http://127\.0\.0\.1:(\d+)/metrics"),
     "plain": re.compile(r"plain DNS \(UDP\+TCP\) on 127\.0\.0\.1:(\d+)"),
 }
-_PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b")
+# unhandled exceptions, errors, and asyncio complaining about misuse (writes after close,
+# unclosed transports, slow callbacks are not enabled)
+_PROBLEM = re.compile(r"Traceback|\bERROR\b|\bCRITICAL\b|WARNING asyncio:")
 
 
 def toml_value(value: Any) -> str:

@@ -162,4 +162,5 @@ async def test_abort_at_every_stage(daemon_factory: StartDaemon) -> None:
     assert fds <= daemon.fd_baseline
     assert m.get("dnstls_connections_open") == 0
     assert m.get("dnstls_queries_in_flight") == 0
+    assert closed.get("query_limit", 0) == 0  # no limit configured (was mislabelled)
     assert stalled > 0  # the query-before-answer stage did reach the upstream
