@@ -186,3 +186,25 @@ def test_stream_answer_larger_than_the_edns_payload_is_sent_whole() -> None:
     wire = finalize(response, q, Transport.TLS)
     assert len(wire) > 1232
     assert not dns.message.from_wire(wire).flags & dns.flags.TC
+
+
+def test_records_in_answer_section_of_a_query_is_formerr() -> None:
+    q = query(use_edns=0)
+    q.answer.append(dns.rrset.from_text("example.test.", 1, "IN", "A", "192.0.2.1"))
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.FORMERR
+
+
+def test_zone_transfer_refusal_carries_ede_with_edns() -> None:
+    r = parse_query(query(rdtype="AXFR", use_edns=0).to_wire())
+    assert isinstance(r, Rejection) and r.wire is not None
+    ede = edns.find_option(dns.message.from_wire(r.wire), edns.EDE)
+    assert isinstance(ede, dns.edns.EDEOption) and ede.code == dns.edns.EDECode.PROHIBITED
+
+
+def test_udp_truncation_keeps_edns_without_padding() -> None:
+    q = dns.message.from_wire(query(rdtype="TXT", use_edns=0, payload=600, pad=128).to_wire())
+    wire = finalize(_big_response(q), q, Transport.UDP)
+    response = dns.message.from_wire(wire)
+    assert len(wire) <= 600 and response.flags & dns.flags.TC and response.edns == 0
+    assert not edns.has_option(response, edns.PADDING)

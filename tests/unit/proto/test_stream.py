@@ -104,3 +104,10 @@ def test_framing_error_propagates() -> None:
 def test_invalid_limits(kw: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         StreamLimits(**kw)  # type: ignore[arg-type]
+
+
+def test_backlog_grows_while_full() -> None:
+    s = state(max_in_flight=1)
+    assert s.feed(encode_many([Q, Q]), 101.0) == [Q]
+    assert s.feed(encode(Q), 101.5) == []
+    assert s.pending == 3 and not s.reading_allowed

@@ -120,3 +120,25 @@ def test_zone_without_origin(tmp_path: Path) -> None:
     path.write_text("www 300 IN A 192.0.2.1\n")
     with pytest.raises(ConfigError, match=r"ORIGIN|zone file"):
         load_zone(path)
+
+
+async def test_any_returns_every_rrset(stage: tuple[LocalData, Next]) -> None:
+    r = await ask(stage[0], "www.example.test", "ANY")
+    assert {rr.rdtype for rr in r.answer} == {dns.rdatatype.A, dns.rdatatype.AAAA}
+
+
+async def test_cname_loop_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "loop.zone"
+    path.write_text("$ORIGIN loop.test.\n$TTL 60\n@ SOA ns hm 1 2 3 4 5\n@ NS ns\n"
+                    "a CNAME b\nb CNAME a\n")
+    stage = LocalData(Next(), zones=[load_zone(path)])
+    r = await ask(stage, "a.loop.test")
+    assert r.rcode() == dns.rcode.NOERROR and len(r.answer) <= 9
+    assert stage.origins[0].to_text() == "loop.test."
+
+
+def test_zone_without_soa_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "nosoa.zone"
+    path.write_text("$ORIGIN nosoa.test.\n$TTL 60\nwww A 192.0.2.1\n")
+    with pytest.raises(ConfigError, match="nosoa"):
+        LocalData(Next(), zones=[load_zone(path)])
