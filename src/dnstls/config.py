@@ -273,6 +273,9 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     cache = build(CacheConfig, data.get("cache", {}), "cache")
     if cache.min_ttl > cache.max_ttl:
         raise ConfigError("cache.min_ttl", "must not exceed cache.max_ttl")
+    if not 1 <= cache.servfail_ttl <= 5:
+        raise ConfigError("cache.servfail_ttl",
+                          f"must be between 1 and 5 seconds, got {cache.servfail_ttl:g}")
     return Config(server=server, tls=build(TlsConfig, data.get("tls", {}), "tls"),
                   local=build(LocalConfig, data.get("local", {}), "local"),
                   cache=cache, forward=forward, source=str(path or ""))

@@ -33,6 +33,7 @@ def test_toml_and_overrides(tmp_path: Path) -> None:
     ({"bogus": {}}, "bogus"),
     ({"forward": {"strategy": "random"}}, "forward.strategy"),
     ({"cache": {"min_ttl": 10, "max_ttl": 5}}, "cache.min_ttl"),
+    ({"cache": {"servfail_ttl": 30}}, "cache.servfail_ttl"),
 ])
 def test_errors_name_the_field(data: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError, match=f"^{field}"):
