@@ -140,7 +140,7 @@ def read_query(wire: bytes) -> WireQuery | None:
     key_flags = KEY_CD if flags & _CD else 0
     for _ in range(arcount):
         owner = pos
-        pos = _skip_name(wire, pos)
+        pos = skip_name(wire, pos)
         if pos < 0 or pos + 10 > end:
             return None
         rrtype, rrclass, ttl, rdlength = _RR_FIXED.unpack_from(wire, pos)
@@ -184,7 +184,7 @@ def _question_name_end(wire: bytes) -> int | None:
     return None
 
 
-def _skip_name(wire: bytes, pos: int) -> int:
+def skip_name(wire: bytes, pos: int) -> int:
     """Offset just past a possibly compressed name at ``pos``, or -1 if unreadable."""
     end = len(wire)
     while pos < end:

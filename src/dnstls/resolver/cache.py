@@ -75,7 +75,7 @@ import dns.rdatatype
 
 from dnstls.proto import edns as _edns
 from dnstls.proto.answers import EDNS_PAYLOAD, error_response
-from dnstls.proto.cachekey import KEY_DO, CacheKey, key_from_message
+from dnstls.proto.cachekey import KEY_DO, CacheKey, key_from_message, skip_name
 from dnstls.resolver.base import Request, ResolveFailure, Resolver
 
 log = logging.getLogger("dnstls.resolver.cache")
@@ -442,7 +442,7 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
     pos = qend
     for index in range(total):
         start = pos
-        pos = _skip_name(wire, pos)
+        pos = skip_name(wire, pos)
         if pos < 0 or pos + 10 > end:
             return "malformed record"
         rrtype, _, ttl, rdlength = _RR_FIXED.unpack_from(wire, pos)
@@ -509,21 +509,6 @@ def _name_length(wire: bytes, pos: int) -> int:
     while wire[pos]:
         pos += 1 + wire[pos]
     return pos + 1 - start
-
-
-def _skip_name(wire: bytes, pos: int) -> int:
-    """Offset just past a possibly compressed name at ``pos``, or -1 if unreadable."""
-    end = len(wire)
-    while pos < end:
-        length = wire[pos]
-        if length == 0:
-            return pos + 1
-        if length & 0xC0 == 0xC0:
-            return pos + 2 if pos + 2 <= end else -1
-        if length & 0xC0:
-            return -1
-        pos += 1 + length
-    return -1
 
 
 def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
