@@ -138,6 +138,7 @@ def read_query(wire: bytes) -> WireQuery | None:
     edns = padding = keepalive = False
     payload = 0
     key_flags = KEY_CD if flags & _CD else 0
+    others = False  # records other than OPT in the additional section
     for _ in range(arcount):
         owner = pos
         pos = skip_name(wire, pos)
@@ -150,6 +151,7 @@ def read_query(wire: bytes) -> WireQuery | None:
         if pos > end or rrtype == _TSIG:
             return None
         if rrtype != _OPT:
+            others = True
             continue
         # RFC 6891 §6.1.1: one OPT, owned by the root; version in TTL bits 16-23.
         if edns or wire[owner] != 0 or (ttl >> 16) & 0xFF != 0:
@@ -165,9 +167,20 @@ def read_query(wire: bytes) -> WireQuery | None:
             key_flags |= KEY_DO
     if pos != end:
         return None
+    if others and not _parses(wire):
+        return None  # an owner pointer or RDATA only dnspython's per-type rules reject
     qname = wire[12:name_end]
     key = qname.lower() + wire[name_end:name_end + 4] + bytes((key_flags,))
     return WireQuery(key, qid, flags, qname, edns, payload, padding, keepalive)
+
+
+def _parses(wire: bytes) -> bool:
+    """True if the slow path's parser accepts ``wire`` (rare queries only)."""
+    try:
+        dns.message.from_wire(wire)
+    except Exception:
+        return False
+    return True
 
 
 def _question_name_end(wire: bytes) -> int | None:
