@@ -32,7 +32,8 @@ the answer or authority section, a compression pointer or an extended label in t
 question, a name longer than 255 octets, a meta QTYPE (OPT, TSIG, TKEY, AXFR, IXFR), a
 TSIG record, an OPT that is duplicated, not owned by the root, of an EDNS version other
 than 0, with malformed options or with options whose contents dnspython validates (a
-malformed COOKIE, or any ECS, EDE, ... option), and trailing bytes: whatever the slow
+malformed COOKIE, or any ECS, EDE, ... option), another additional record that
+dnspython rejects (its owner or RDATA), and trailing bytes: whatever the slow
 path would reject with FORMERR must not get a cached answer on the fast path. For every
 query it accepts, :func:`key_from_wire` equals :func:`key_from_message` of the parsed
 query (the unit tests check this property with hypothesis).
