@@ -146,7 +146,9 @@ class Service:
             self.tls = ServerTLS(self._certificates())
             self.pin = spki_pin(self.tls.leaf)
         pipeline = self._pipeline()
-        cache = next((c.cache for c in self._closers if getattr(c, "cache", None)), None)
+        # "is not None": an empty Cache is falsy (it has __len__)
+        cache = next((c.cache for c in self._closers
+                      if getattr(c, "cache", None) is not None), None)
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,

@@ -48,12 +48,14 @@ This is done by subclassing the pool's upstream and connection classes
 (:class:`ReportingStreamUpstream`), not by changing the pool.
 
 **Reload** (SIGHUP): the configuration file is read again (command-line options still
-override it). If it is valid, a new generation -- upstream pool, coalescer, forwarder,
-and a new cache only if the cache settings changed -- takes every *new* query, while
+override it). If it is valid, a new generation -- upstream pool, coalescer, forwarder
+over the same cache -- takes every *new* query, while
 queries already in flight finish on the old generation, which is closed once it is
 empty (or after the query timeout). Client listeners are not touched, so open client
 TCP connections survive. A reload that fails keeps the running generation and logs
-why. Listen and metrics addresses need a restart (a warning says so).
+why. Listen and metrics addresses and the cache settings need a restart (a warning says
+so): the cache is one object for the life of the process, because the listeners answer
+cache hits from it directly (:meth:`dnstls.net.handler.QueryHandler.fast`).
 """
 
 from __future__ import annotations
@@ -545,29 +547,21 @@ class Generation:
         self.closing: asyncio.Task[None] | None = None
 
     def statistics(self) -> dict[str, Any]:
-        """Per upstream: the pool's counters and the forwarder's health, flat."""
+        """Per upstream, flat as ``dnstls serve`` exports them (:mod:`dnstls.wiring`): the
+        forwarder's health, then the pool's counters (``transport_`` prefixed on a name
+        clash), then what only the stub has."""
         out: dict[str, Any] = {}
         health = self.forwarder.statistics()["upstreams"]
         report = {u.name: bool(u.report_pins) for u in self.config.upstreams}
         for upstream in self.upstreams:
-            h = health[upstream.name]
-            entry: dict[str, Any] = dict(upstream.statistics())
-            entry.update({
-                "attempts": h["queries"],
-                "responses_by_rcode": h["responses"],
-                "errors": h["errors"],
-                "latency_seconds_sum": h["latency_sum"],
-                "latency_seconds_count": h["latency_count"],
-                "consecutive_failures": h["failures"],
-                "backed_off": h["backed_off"],
-                "healthy": not h["backed_off"],
-                "retry_in_seconds": h["retry_in"],
-                "opportunistic": upstream.spec.opportunistic,
-                "pin_report_only": report.get(upstream.name, False),
-            })
-            if h["srtt"] is not None:
-                entry["srtt_seconds"] = h["srtt"]
-            out[upstream.name] = entry
+            entry = health[upstream.name]
+            flat = {k: v for k, v in entry.items() if k != "transport" and v is not None}
+            for key, value in entry.get("transport", {}).items():
+                flat[f"transport_{key}" if key in flat else key] = value
+            flat["healthy"] = not entry["backed_off"]
+            flat["opportunistic"] = upstream.spec.opportunistic
+            flat["pin_report_only"] = report.get(upstream.name, False)
+            out[upstream.name] = flat
         return out
 
     async def aclose(self) -> None:
@@ -586,8 +580,10 @@ class StubForwarding:
 
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time
-        cache = make_cache(config.cache) if config.cache.enabled else None
-        self.current = Generation(config, cache=cache, clock=self.clock)
+        #: One cache for the life of the process: the service's listeners answer hits from
+        #: it directly (``Service`` finds it as ``.cache``), so reloads keep it.
+        self.cache = make_cache(config.cache) if config.cache.enabled else None
+        self.current = Generation(config, cache=self.cache, clock=self.clock)
         self.old: list[Generation] = []
         self.reloads = 0
         self.reload_failures = 0
@@ -608,14 +604,11 @@ class StubForwarding:
 
     def swap(self, config: StubConfig) -> Generation:
         """New queries go to a generation built from ``config``; the old one drains."""
-        from dnstls.wiring import make_cache
-
         old = self.current
-        if config.cache == old.config.cache:
-            cache = old.cache
-        else:
-            cache = make_cache(config.cache) if config.cache.enabled else None
-        new = Generation(config, cache=cache, clock=self.clock)  # may raise: old stays
+        if config.cache != old.config.cache:
+            # the listeners answer hits from this cache object directly (fast path)
+            log.warning("reload: [cache] changes apply after a restart")
+        new = Generation(config, cache=self.cache, clock=self.clock)  # may raise: old stays
         self.current = new
         old.retired = True
         self.old.append(old)
@@ -645,8 +638,8 @@ class StubForwarding:
                                           "opportunistic": current.config.opportunistic,
                                           "strategy": current.config.strategy,
                                           "retired_generations": len(self.old)}}
-        if current.cache is not None:
-            stats["cache"] = dataclasses.asdict(current.cache.statistics())
+        if self.cache is not None:
+            stats["cache"] = dataclasses.asdict(self.cache.statistics())
         return stats
 
     async def aclose(self) -> None:
