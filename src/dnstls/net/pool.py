@@ -209,10 +209,12 @@ class UpstreamConnection(asyncio.Protocol):
         up.counters.handshakes += 1
         if ssl_object is not None and ssl_object.session_reused:
             up.counters.handshakes_resumed += 1
-        tls_client.authenticate(ssl_object, up.spec, up.pinset, sni=up.sni)
+        assert up.context is not None
+        tls_client.authenticate(ssl_object, up.spec, up.pinset,
+                                check_name=tls_client.name_left_to_check(up.context, up.spec))
         if up.spec.opportunistic:
             up.note_opportunistic()
-        if ssl_object is not None and up.context is not None:
+        if ssl_object is not None:
             verified = up.context.verify_mode == ssl.CERT_REQUIRED
             tls = tls_client.session_details(ssl_object, up.spec, up.pinset,
                                              verified=verified, sni=up.sni)
@@ -257,6 +259,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._shutdown(f"connection {how} by {self.upstream.name}")
         if not self.done.done():
             self.done.set_result(None)
+        self.upstream.draining.discard(self)
         self.upstream.reassign()
 
     # -- queries
@@ -268,10 +271,11 @@ class UpstreamConnection(asyncio.Protocol):
         up = self.upstream
         if self.state.is_closed() or self._transport is None:
             raise ConnectionLost(f"connection to {up.name} closed before sending")
-        pad = up.spec.tls_query_padding_blocksize if up.context is not None else 0
-        qid, wire = self.state.start_query(query, up.clock(), pad=pad,
+        tls = up.context is not None  # padding only where it hides something (RFC 7830 §6)
+        qid, wire = self.state.start_query(query, up.clock(),
+                                           pad=up.spec.tls_query_padding_blocksize if tls else 0,
                                            keepalive=up.ask_keepalive,
-                                           pad_length=up.pad_length)
+                                           pad_length=up.pad_length if tls else None)
         future: asyncio.Future[ResponseMatched] = _future(up.loop)
         self._pending[qid] = future
         up.counters.queries_sent += 1
@@ -308,6 +312,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._transport.close()
         if self._transport is None and not self.done.done():
             self.done.set_result(None)
+        elif not self.done.done():
+            self.upstream.draining.add(self)  # TLS close_notify under way: aclose() waits
 
     def close(self, reason: str = "closed by us") -> None:
         """Close now (synchronous, so cancellation cannot interrupt it)."""
@@ -328,11 +334,12 @@ class StreamUpstream:
     #: Ask for edns-tcp-keepalive in every query (RFC 7828; the server's value sets
     #: the idle timeout). ``dnstls query`` turns it off unless ``+keepalive``.
     ask_keepalive = True
-    #: Exact padding option length instead of block padding (kdig's ``+padding=N``).
+    #: Exact padding option length (TLS only) instead of block padding (kdig's
+    #: ``+padding=N``).
     pad_length: int | None = None
 
     def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None,
-                 sni: str | None = None) -> None:
+                 sni: str | None = None, verify: bool | None = None) -> None:
         if spec.transport not in ("tcp", "tls"):
             raise ValueError(f"{spec.name} is not a stream upstream")
         self.spec = spec
@@ -341,8 +348,8 @@ class StreamUpstream:
         self.loop = asyncio.get_running_loop()
         self.clock: Clock = clock or self.loop.time
         self.sni = sni
-        self.context = (tls_client.client_context(spec, sni=sni) if spec.transport == "tls"
-                        else None)
+        self.context = (tls_client.client_context(spec, sni=sni, verify=verify)
+                        if spec.transport == "tls" else None)
         self.pinset = PinSet.of(spec.tls_pubkey_pinset)
         self.counters = UpstreamCounters()
         self.state: PoolState[UpstreamConnection, _Waiter] = PoolState(
@@ -351,6 +358,9 @@ class StreamUpstream:
         self._timer_at: float | None = None
         self._warned_opportunistic = False
         self._closing = False
+        #: Connections closed by us whose transport has not finished closing (a TLS
+        #: close_notify exchange); :meth:`aclose` waits for them too, bounded.
+        self.draining: set[UpstreamConnection] = set()
 
     def _new_connection(self) -> UpstreamConnection:
         return UpstreamConnection(self)
@@ -505,6 +515,8 @@ class StreamUpstream:
             if not waiter.future.done():
                 waiter.future.set_exception(NetworkError(f"{self.name}: pool is closed"))
         conns = self.state.close_all()
+        conns += [conn for conn in self.draining if conn not in conns]
+        self.draining.clear()
         for conn in conns:
             conn.close("pool closed")
             if not conn.ready.done():

@@ -56,12 +56,6 @@ class _Datagrams(asyncio.DatagramProtocol):
 class UdpUpstream:
     """A ``udp://`` upstream: one socket per query, TCP on truncation."""
 
-    #: Block padding of queries (0: none; RFC 7830 padding is meant for encrypted
-    #: transports, ``dnstls query +padding`` asks for it anyway, as kdig does).
-    pad = 0
-    #: Exact padding option length instead (kdig's ``+padding=N``).
-    pad_length: int | None = None
-
     def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None) -> None:
         if spec.transport != "udp":
             raise ValueError(f"{spec.name} is not a UDP upstream")
@@ -107,7 +101,7 @@ class UdpUpstream:
     async def _exchange_udp(self, query: dns.message.Message, deadline: float,
                             ) -> tuple[dns.message.Message, int, float]:
         qid = secrets.randbelow(65536)
-        wire = prepare_query(query, qid=qid, pad=self.pad, pad_length=self.pad_length)
+        wire = prepare_query(query, qid=qid)
         expected = question_key(query)
         remote = (self.spec.address, self.spec.port)
         try:
@@ -148,7 +142,9 @@ class UdpUpstream:
         if get.done() and not get.cancelled():
             return get.result()
         self.counters["connection_errors"] += 1
-        raise NetworkError(f"{self.name}: {protocol.error.exception()}")
+        error = protocol.error.exception()
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise NetworkError(f"{self.name}: {reason}")
 
     @staticmethod
     def _accept(data: bytes, addr: Any, peer: Any, qid: int,

@@ -1,0 +1,471 @@
+"""``dnstls query``: kdig-style DNS queries over TLS, TCP or UDP.
+
+Syntax (the common part of kdig's)::
+
+    dnstls query [-d] [@SERVER] [-p PORT] [+OPTION...] NAME [TYPE] [CLASS] [NAME [TYPE]...]
+
+Every ``NAME [TYPE] [CLASS]`` group is one question; all of them are sent at once,
+pipelined over one connection (RFC 7766 §6.2.1.1), and the answers printed in the order
+asked. Authentication follows kdig (and RFC 8310):
+
+* ``+tls`` alone is opportunistic: encrypted, not authenticated;
+* ``+tls-ca`` (system store) or ``+tls-ca=FILE`` verifies the chain, and the name given
+  by ``+tls-host``/``+tls-hostname`` (without one, the chain only, with a warning under
+  ``-d``); ``+tls-hostname`` without ``+tls-pin`` implies ``+tls-ca``;
+* ``+tls-pin=BASE64`` (repeatable) requires a certificate of the chain to carry one of
+  the pinned keys; with ``+tls-ca`` both checks must pass;
+* ``+tls-sni=NAME`` sends NAME as SNI (default: the host name, if any).
+
+The answer is rendered by :mod:`dnstls.cli.output` (kdig's layout, ``+json`` RFC 8427,
+``+short`` record data only). ``-d`` prints the presented chain with the SPKI pin of each
+certificate and the trust and pin verdicts, to stderr as kdig does; when the server
+fails authentication it connects once more, unauthenticated, to show what was presented.
+
+Exit status: 0 when every question got an answer (whatever its RCODE); 1 when one did
+not (unreachable server, failed handshake, untrusted certificate, wrong name, pin
+mismatch, timeout), with one line on stderr saying why; 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dns.exception
+import dns.message
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+
+from dnstls.cli.output import ReplyInfo, TlsSession, render_chain_debug, render_json, render_kdig
+from dnstls.client import Client, Reply, make_query
+from dnstls.errors import (
+    DnsTlsError,
+    NetworkError,
+    PinMismatch,
+    QueryTimeout,
+    TLSAuthenticationError,
+)
+from dnstls.net.probe import Verification, fetch_chain
+from dnstls.proto.pins import parse_pin
+
+RESOLV_CONF = Path("/etc/resolv.conf")
+DEFAULT_TIME = 2.0  # kdig's +time
+DEFAULT_RETRY = 2  # kdig's +retry
+BOOLEAN_OPTIONS = ("tls", "tcp", "dnssec", "json", "short", "keepalive", "padding", "cd",
+                   "rec")
+
+
+class UsageError(Exception):
+    """Bad arguments: reported on one line, exit status 2."""
+
+
+@dataclass(slots=True)
+class Question:
+    name: dns.name.Name
+    rdtype: dns.rdatatype.RdataType | None = None
+    rdclass: dns.rdataclass.RdataClass | None = None
+
+
+@dataclass(slots=True)
+class QueryOptions:
+    """What the command line asked for, in kdig's terms."""
+
+    server: str | None = None
+    port: int | None = None
+    questions: list[Question] = field(default_factory=list)
+    tls: bool = False
+    tcp: bool = False
+    tls_ca: bool = False
+    ca_file: str | None = None
+    hostname: str | None = None
+    sni: str | None = None
+    pins: list[str] = field(default_factory=list)
+    padding: bool | None = None
+    padding_length: int | None = None
+    keepalive: bool = False
+    dnssec: bool = False
+    cd: bool = False
+    rec: bool = True
+    json: bool = False
+    short: bool = False
+    time: float = DEFAULT_TIME
+    retry: int = DEFAULT_RETRY
+    debug: bool = False
+
+    @property
+    def verify(self) -> bool:
+        """kdig: +tls-ca verifies; +tls-hostname implies +tls-ca unless pins are given."""
+        return self.tls_ca or (self.hostname is not None and not self.pins)
+
+    @property
+    def transport(self) -> str:
+        return "tls" if self.tls else "tcp" if self.tcp else "udp"
+
+
+def add_parser(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "query",
+        help="ask a DNS server over TLS, TCP or UDP with kdig-style options",
+        description="kdig-style queries: dnstls query [-d] [@SERVER] [-p PORT] [+tls] "
+                    "[+tls-ca[=FILE]] [+tls-host=NAME] [+tls-sni=NAME] [+tls-pin=BASE64]... "
+                    "[+padding[=N]] [+keepalive] [+dnssec] [+json] [+short] [+time=S] "
+                    "[+retry=N] [+tcp] NAME [TYPE] [CLASS] [NAME [TYPE] [CLASS]]...",
+        epilog="Options with + may be negated as +noOPTION. Several NAME [TYPE] groups are "
+               "sent pipelined over one connection. Exit status: 0 answered, 1 no answer "
+               "(the reason on stderr), 2 bad arguments.")
+    parser.add_argument("-d", dest="debug", action="store_true",
+                        help="print the presented certificate chain with SPKI pins and "
+                             "verdicts (stderr)")
+    parser.add_argument("-p", dest="port", type=int, metavar="PORT",
+                        help="server port (default 853 with TLS, else 53)")
+    parser.add_argument("-q", dest="names", action="append", default=[], metavar="NAME",
+                        help="a query name (also one that looks like a type)")
+    parser.add_argument("-t", dest="type", metavar="TYPE", help="default query type (A)")
+    parser.add_argument("-c", dest="rdclass", metavar="CLASS", help="default class (IN)")
+    parser.set_defaults(func=run, accepts_extra=True, quiet_default=1)
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def parse_options(args: argparse.Namespace) -> QueryOptions:
+    """Turn the parsed namespace and the kdig-style extra tokens into options.
+
+    Raises :class:`UsageError` naming the offending token.
+    """
+    opts = QueryOptions(debug=bool(args.debug))
+    for name in args.names:
+        opts.questions.append(Question(_name(name)))
+    for token in args.extra:
+        if token.startswith("+"):
+            _plus_option(opts, token)
+        elif token.startswith("@"):
+            opts.server, port = _server(token[1:])
+            if port is not None:
+                opts.port = port
+        elif token.startswith("-") and len(token) > 1:
+            raise UsageError(f"unknown option {token!r}")
+        else:
+            _positional(opts, token)
+    if args.port is not None and opts.port is None:
+        if not 0 < args.port < 65536:
+            raise UsageError(f"-p {args.port}: port out of range 1..65535")
+        opts.port = args.port
+    default_type = _rdtype(args.type) if args.type else dns.rdatatype.A
+    default_class = _rdclass(args.rdclass) if args.rdclass else dns.rdataclass.IN
+    if not opts.questions:
+        opts.questions.append(Question(dns.name.root, dns.rdatatype.NS))
+    for question in opts.questions:
+        question.rdtype = question.rdtype if question.rdtype is not None else default_type
+        question.rdclass = question.rdclass if question.rdclass is not None else default_class
+    if opts.sni is not None or opts.hostname is not None or opts.pins or opts.tls_ca:
+        opts.tls = True  # every +tls-* option implies +tls, as in kdig
+    return opts
+
+
+def _name(text: str) -> dns.name.Name:
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise UsageError(f"{text!r} is not a valid domain name: {exc}") from None
+
+
+def _rdtype(text: str) -> dns.rdatatype.RdataType:
+    try:
+        return dns.rdatatype.from_text(text)
+    except dns.exception.DNSException:
+        raise UsageError(f"{text!r} is not a record type") from None
+
+
+def _rdclass(text: str) -> dns.rdataclass.RdataClass:
+    try:
+        return dns.rdataclass.from_text(text)
+    except dns.exception.DNSException:
+        raise UsageError(f"{text!r} is not a class") from None
+
+
+def _maybe(parse: Any, text: str) -> Any:
+    try:
+        return parse(text)
+    except (dns.exception.DNSException, ValueError):
+        return None
+
+
+def _positional(opts: QueryOptions, token: str) -> None:
+    """NAME, or the TYPE/CLASS of the last name when it has none yet (as kdig reads it)."""
+    current = opts.questions[-1] if opts.questions else None
+    if current is not None:
+        if current.rdtype is None and (rdtype := _maybe(dns.rdatatype.from_text, token)):
+            current.rdtype = rdtype
+            return
+        if current.rdclass is None and (rdclass := _maybe(dns.rdataclass.from_text, token)):
+            current.rdclass = rdclass
+            return
+    opts.questions.append(Question(_name(token)))
+
+
+def _server(text: str) -> tuple[str, int | None]:
+    """``ADDR``, ``ADDR:PORT``, ``ADDR#PORT``, ``[V6]:PORT``, ``V6`` or ``V6#PORT``."""
+    host, port_text = text, None
+    if "#" in text:
+        host, port_text = text.rsplit("#", 1)
+    elif text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise UsageError(f"@{text}: expected [ADDR]:PORT")
+            port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    try:
+        address = str(ipaddress.ip_address(host))
+    except ValueError:
+        raise UsageError(f"@{text}: the server must be an IP address") from None
+    if port_text is None:
+        return address, None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise UsageError(f"@{text}: port {port_text!r} is not a number from 1 to 65535")
+    return address, int(port_text)
+
+
+def _plus_option(opts: QueryOptions, token: str) -> None:
+    key, has_value, value = token[1:].partition("=")
+    key = key.lower()
+    negated = key.startswith("no") and key[2:] in (*BOOLEAN_OPTIONS, "tls-ca")
+    if negated:
+        if has_value:
+            raise UsageError(f"{token}: +no options take no value")
+        key = key[2:]
+    if key in ("tls-host", "tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
+            and not (has_value and value):
+        raise UsageError(f"{token}: needs a value (+{key}=...)")
+    if key == "tls":
+        opts.tls = not negated
+    elif key == "tcp":
+        opts.tcp = not negated
+    elif key == "tls-ca":
+        opts.tls_ca = not negated
+        opts.ca_file = value or None
+    elif key in ("tls-host", "tls-hostname"):
+        opts.hostname = value.rstrip(".")
+    elif key == "tls-sni":
+        opts.sni = value
+    elif key == "tls-pin":
+        try:
+            opts.pins.append(parse_pin(value))
+        except ValueError as exc:
+            raise UsageError(f"+tls-pin: {exc}") from None
+    elif key == "padding":
+        opts.padding = not negated
+        opts.padding_length = _integer(token, value, 0, 4096) if has_value else None
+    elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec"):
+        if has_value:
+            raise UsageError(f"{token}: takes no value")
+        setattr(opts, key, not negated)
+    elif key == "time":
+        try:
+            opts.time = float(value)
+        except ValueError:
+            opts.time = -1.0
+        if not 0 < opts.time <= 3600:
+            raise UsageError(f"{token}: expected a number of seconds (0 < S <= 3600)")
+    elif key == "retry":
+        opts.retry = _integer(token, value, 0, 100)
+    else:
+        raise UsageError(f"unknown option {token!r}")
+
+
+def _integer(token: str, value: str, lo: int, hi: int) -> int:
+    if not value.isdigit() or not lo <= int(value) <= hi:
+        raise UsageError(f"{token}: expected a number from {lo} to {hi}")
+    return int(value)
+
+
+def system_nameserver(path: Path | None = None) -> str | None:
+    """The first ``nameserver`` of resolv.conf (kdig's default server), if any."""
+    with contextlib.suppress(OSError):
+        for line in (path or RESOLV_CONF).read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[0] == "nameserver":
+                with contextlib.suppress(ValueError):
+                    return str(ipaddress.ip_address(parts[1].split("%")[0]))
+    return None
+
+
+# ---------------------------------------------------------------- running
+
+
+def build_client(opts: QueryOptions) -> Client:
+    """The :class:`Client` for ``opts`` (one connection, every question pipelined on it)."""
+    assert opts.server is not None
+    transport = opts.transport
+    port = opts.port or (853 if transport == "tls" else 53)
+    host = f"[{opts.server}]" if ":" in opts.server else opts.server
+    uri = f"{transport}://{host}:{port}"
+    sni = opts.sni
+    if transport == "tls" and opts.verify and opts.hostname:
+        uri += f"#{opts.hostname}"  # checked against the certificate; SNI by default
+    elif transport == "tls":
+        sni = opts.sni or opts.hostname
+    verify = opts.verify if transport == "tls" else None
+    return Client(uri, pins=opts.pins if transport == "tls" else (),
+                  ca_file=opts.ca_file if verify else None, timeout=opts.time,
+                  padding=opts.padding is not False, padding_length=opts.padding_length,
+                  keepalive=opts.keepalive, verify=verify,
+                  opportunistic=transport == "tls" and not (verify or opts.pins),
+                  sni=sni, max_connections=1,
+                  max_in_flight=max(1, min(len(opts.questions), 65535)))
+
+
+async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
+    """One question, retried ``+retry`` times on timeouts and network errors (never on
+    authentication failures: retrying would not change the server's certificate)."""
+    assert question.rdtype is not None and question.rdclass is not None
+    message = make_query(question.name, question.rdtype, question.rdclass,
+                         dnssec=opts.dnssec, cd=opts.cd, rd=opts.rec)
+    for attempt in range(opts.retry + 1):
+        try:
+            return await client.exchange(message)
+        except (QueryTimeout, NetworkError):
+            if attempt == opts.retry:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def run_queries(opts: QueryOptions) -> list[Reply | BaseException]:
+    async with build_client(opts) as client:
+        results = await asyncio.gather(*(ask(client, q, opts) for q in opts.questions),
+                                       return_exceptions=True)
+    return list(results)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        opts = parse_options(args)
+        if opts.server is None:
+            opts.server = system_nameserver()
+            if opts.server is None:
+                raise UsageError(f"no @SERVER given and no nameserver in {RESOLV_CONF}")
+    except UsageError as exc:
+        print(f"dnstls query: error: {exc}", file=sys.stderr)
+        return 2
+    with _quiet_library_logs(args.verbose):
+        results = asyncio.run(run_queries(opts))
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, DnsTlsError):
+                raise failure
+        if opts.debug:
+            sys.stderr.write(debug_block(results, opts))
+    sys.stdout.write(render_results(results, opts))
+    reasons = list(dict.fromkeys(describe_failure(f, opts) for f in failures))
+    for reason in reasons:
+        print(f"dnstls query: error: {reason}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+@contextlib.contextmanager
+def _quiet_library_logs(verbose: int) -> Iterator[None]:
+    """The query tool reports failures itself; the pool's log lines only with -v."""
+    logger = logging.getLogger("dnstls")
+    previous = logger.level
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+# ---------------------------------------------------------------- output
+
+
+def reply_info(reply: Reply) -> ReplyInfo:
+    conn = reply.connection
+    tls = conn.tls
+    session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group)
+               if tls is not None else None)
+    return ReplyInfo(server=conn.address, port=conn.port, transport=conn.transport.upper(),
+                     elapsed_ms=reply.rtt * 1000.0, received=reply.size,
+                     time=datetime.now(UTC), tls=session)
+
+
+def render_results(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:
+    """The answers in the order asked; failed questions are left out (see stderr)."""
+    blocks: list[str] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            continue
+        if opts.short:
+            blocks.append("".join(f"{rdata.to_text()}\n" for rrset in result.message.answer
+                                  for rdata in rrset))
+        elif opts.json:
+            blocks.append(render_json(result.message, reply_info(result)))
+        else:
+            blocks.append(render_kdig(result.message, reply_info(result)))
+    separator = "" if opts.short or opts.json else "\n"
+    return separator.join(blocks)
+
+
+def debug_block(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:
+    """``-d``: the chain of each TLS connection that answered, or of the server that
+    failed authentication (fetched again, unauthenticated, to show it)."""
+    text: list[str] = []
+    seen: set[int] = set()
+    for result in results:
+        if isinstance(result, Reply) and result.connection.tls is not None:
+            if result.connection.number in seen:
+                continue
+            seen.add(result.connection.number)
+            tls = result.connection.tls
+            verification = (Verification(True, True, tls.anchor, tls.verified_name)
+                            if tls.verified else None)
+            if tls.resumed:
+                text.append(";; DEBUG: TLS, session resumed: no certificates presented\n")
+                continue
+            text.append(render_chain_debug(tls.chain, pins=opts.pins,
+                                           verification=verification))
+    if not text and any(isinstance(r, TLSAuthenticationError) for r in results):
+        text.append(asyncio.run(_refetch_chain(opts)))
+    return "".join(text)
+
+
+async def _refetch_chain(opts: QueryOptions) -> str:
+    assert opts.server is not None
+    name = opts.sni or opts.hostname
+    try:
+        result = await fetch_chain(opts.server, opts.port or 853, server_name=name,
+                                   timeout=opts.time, cafile=opts.ca_file, verify=opts.verify)
+    except DnsTlsError as exc:
+        return f";; DEBUG: TLS, cannot fetch the chain again: {exc}\n"
+    verification = result.verification
+    if verification.checked and opts.hostname is None:
+        verification = Verification(True, verification.trusted, verification.anchor, None,
+                                    verification.reason)
+    return render_chain_debug(result.chain, pins=opts.pins, verification=verification)
+
+
+def describe_failure(error: BaseException, opts: QueryOptions) -> str:
+    """The one-line reason for a question that got no answer."""
+    where = f"{opts.server}@{opts.port or (853 if opts.tls else 53)}({opts.transport.upper()})"
+    if isinstance(error, PinMismatch):
+        return f"{where}: {error}"
+    if isinstance(error, TLSAuthenticationError):
+        reason = re.sub(r"\.? for (tls|tcp|udp)://\S+$", "", str(error))  # named already
+        return f"TLS authentication failed for {where}: {reason}"
+    if isinstance(error, QueryTimeout):
+        tries = opts.retry + 1
+        return (f"no answer from {where} within {opts.time:g} s"
+                + (f" ({tries} tries)" if tries > 1 else ""))
+    return str(error).replace("\n", " ")

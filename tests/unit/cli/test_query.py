@@ -1,0 +1,369 @@
+"""``dnstls query``: kdig-style argument parsing, and runs through ``main()`` against the
+fake upstream on loopback (DoT, TCP, UDP): output, exit codes and one-line reasons.
+
+``main()`` runs its own event loop, so the network tests call it in a worker thread
+(``asyncio.to_thread``) while the fake serves from the test's loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import dns.flags
+import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import pytest
+
+from dnstls.cli import query as cli
+from dnstls.cli.main import main
+from dnstls.proto import edns
+from fakes import Behavior, FakeUpstream, TestPKI
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def parse(*tokens: str, port: int | None = None, names: Sequence[str] = (),
+          type_: str | None = None) -> cli.QueryOptions:
+    args = argparse.Namespace(debug=False, port=port, names=list(names), type=type_,
+                              rdclass=None, extra=list(tokens))
+    return cli.parse_options(args)
+
+
+def questions(opts: cli.QueryOptions) -> list[tuple[str, str, str]]:
+    return [(q.name.to_text(), dns.rdatatype.to_text(q.rdtype or 0),
+             dns.rdataclass.to_text(q.rdclass or 0)) for q in opts.questions]
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def test_groups_of_name_type_class() -> None:
+    opts = parse("a.example", "AAAA", "b.example", "mx", "CH", "c.example", "TYPE65")
+    assert questions(opts) == [("a.example.", "AAAA", "IN"), ("b.example.", "MX", "CH"),
+                               ("c.example.", "HTTPS", "IN")]
+    assert questions(parse()) == [(".", "NS", "IN")]  # kdig's default question
+    assert questions(parse("x.example", names=["A"], type_="TXT")) == [
+        ("A.", "TXT", "IN"), ("x.example.", "TXT", "IN")]
+
+
+@pytest.mark.parametrize(("token", "server", "port"), [
+    ("@192.0.2.1", "192.0.2.1", None),
+    ("@192.0.2.1:8853", "192.0.2.1", 8853),
+    ("@192.0.2.1#5353", "192.0.2.1", 5353),
+    ("@2001:db8::1", "2001:db8::1", None),
+    ("@[2001:db8::1]:853", "2001:db8::1", 853),
+    ("@2001:db8::1#853", "2001:db8::1", 853),
+    ("@::1", "::1", None),
+])
+def test_server_forms(token: str, server: str, port: int | None) -> None:
+    opts = parse(token, "example.com")
+    assert (opts.server, opts.port) == (server, port)
+
+
+def test_ports_default_by_transport() -> None:
+    assert cli.build_client(parse("@192.0.2.1", "+tls", "x")).spec.port == 853
+    assert cli.build_client(parse("@192.0.2.1", "x")).spec.port == 53
+    assert cli.build_client(parse("@192.0.2.1", "+tcp", "x")).spec.transport == "tcp"
+    assert cli.build_client(parse("@192.0.2.1", "+tls", "x", port=8853)).spec.port == 8853
+    assert cli.build_client(parse("@192.0.2.1:99", "x", port=8853)).spec.port == 99
+
+
+def test_tls_options_follow_kdig() -> None:
+    pin = base64.b64encode(b"p" * 32).decode()
+    # +tls alone: opportunistic
+    client = cli.build_client(parse("@192.0.2.1", "+tls", "x"))
+    assert client.spec.opportunistic and not client.verify
+    # +tls-ca with a host name: chain and name verified; the name is also the SNI
+    client = cli.build_client(parse("@192.0.2.1", "+tls-ca=/ca.pem", "+tls-host=dns.example",
+                                    "x"))
+    assert client.verify and client.spec.tls_auth_name == "dns.example"
+    assert client.spec.ca_file == "/ca.pem" and client.sni is None
+    # +tls-hostname implies +tls-ca (system store) without pins ...
+    client = cli.build_client(parse("@192.0.2.1", "+tls-hostname=dns.example", "x"))
+    assert client.verify and client.spec.ca_file is None and client.spec.transport == "tls"
+    # ... but with a pin it is only the SNI
+    client = cli.build_client(parse("@192.0.2.1", f"+tls-pin={pin}", "+tls-host=dns.example",
+                                    "x"))
+    assert not client.verify and client.spec.tls_auth_name is None
+    assert client.sni == "dns.example" and client.spec.tls_pubkey_pinset == (pin,)
+    # +tls-ca alone verifies the chain only; +tls-sni sets the SNI apart from the name
+    client = cli.build_client(parse("@192.0.2.1", "+tls-ca", "+tls-sni=front.example", "x"))
+    assert client.verify and client.spec.tls_auth_name is None and client.sni == "front.example"
+
+
+def test_other_plus_options() -> None:
+    opts = parse("+tls", "+padding=64", "+keepalive", "+dnssec", "+json", "+time=0.5",
+                 "+retry=0", "+cd", "+norec", "x")
+    assert (opts.padding, opts.padding_length, opts.keepalive, opts.dnssec, opts.json) == (
+        True, 64, True, True, True)
+    assert (opts.time, opts.retry, opts.cd, opts.rec) == (0.5, 0, True, False)
+    assert parse("+nopadding", "x").padding is False
+    assert parse("+short", "+noshort", "x").short is False
+    assert parse("+tls", "+notls", "x").tls is False
+    client = cli.build_client(parse("@192.0.2.1", "+tls", "+nopadding", "x"))
+    assert client.spec.tls_query_padding_blocksize == 0
+
+
+@pytest.mark.parametrize(("tokens", "message"), [
+    (["+bogus", "x"], "unknown option '+bogus'"),
+    (["+tls-pin=abc", "x"], "+tls-pin: pin 'abc' is not valid base64"),
+    (["+time=0", "x"], "+time=0: expected a number of seconds"),
+    (["+time=soon", "x"], "+time=soon: expected a number of seconds"),
+    (["+retry=-1", "x"], "+retry=-1: expected a number from 0 to 100"),
+    (["+padding=x", "x"], "+padding=x: expected a number from 0 to 4096"),
+    (["+tls-host", "x"], "+tls-host: needs a value"),
+    (["+nodnssec=1", "x"], "+no options take no value"),
+    (["@dns.example", "x"], "@dns.example: the server must be an IP address"),
+    (["@192.0.2.1:0", "x"], "port '0' is not a number from 1 to 65535"),
+    (["-z", "x"], "unknown option '-z'"),
+    (["bad..name"], "is not a valid domain name"),
+])
+def test_bad_arguments_exit_2_with_one_line(tokens: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["query", "@127.0.0.1", *tokens]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dnstls query: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_system_nameserver(tmp_path: Path) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("# comment\nsearch example\nnameserver fe80::1%eth0\nnameserver 10.0.0.1\n")
+    assert cli.system_nameserver(conf) == "fe80::1"
+    conf.write_text("options edns0\n")
+    assert cli.system_nameserver(conf) is None
+    assert cli.system_nameserver(tmp_path / "missing") is None
+
+
+# ---------------------------------------------------------------- against the fake
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> TestPKI:
+    return TestPKI.create(tmp_path)
+
+
+@pytest.fixture
+async def dot(pki: TestPKI) -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream("tls", ssl_context=pki.server_context(), keepalive=20.0) as fake:
+        yield fake
+
+
+async def dnstls_query(*argv: str) -> int:
+    return await asyncio.to_thread(main, ["query", *argv])
+
+
+def at(fake: FakeUpstream) -> str:
+    return f"@127.0.0.1:{fake.port}"
+
+
+async def test_verified_query_in_kdig_layout(dot: FakeUpstream, pki: TestPKI,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    status = await dnstls_query(at(dot), f"+tls-ca={pki.ca_file}", "+tls-host=dns.test",
+                                "+dnssec", "www.example.com", "AAAA")
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0].startswith(";; TLS session (TLS1.")
+    assert lines[1].startswith(";; ->>HEADER<<- opcode: QUERY; status: NOERROR; id: ")
+    assert ";; PADDING: " in out and ";; KEEPALIVE" not in out  # no +keepalive: not asked
+    assert "www.example.com.    \t300\tIN\tAAAA\t2001:db8::1" in out
+    assert ";; Received 468 B" in out
+    assert f";; From 127.0.0.1@{dot.port}(TLS) in " in out
+    # the fake's side: one padded query with DO, no keepalive request
+    (received,) = dot.received
+    assert len(received.wire) % 128 == 0
+    assert received.message.ednsflags & dns.flags.DO
+    assert not edns.has_option(received.message, edns.KEEPALIVE)
+
+
+async def test_groups_are_pipelined_over_one_connection(
+        pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeUpstream("tls", ssl_context=pki.server_context(),
+                            behavior=Behavior.REVERSE, reverse_batch=3) as fake:
+        status = await dnstls_query(at(fake), "+tls", "+keepalive", "a.example", "b.example",
+                                    "AAAA", "c.example", "TXT")
+    out = capsys.readouterr().out
+    assert status == 0
+    assert fake.connections_accepted == 1 and [r.connection for r in fake.received] == [0] * 3
+    assert all(edns.has_option(r.message, edns.KEEPALIVE) for r in fake.received)
+    questions_out = [line for line in out.splitlines() if line.startswith(";; ") and
+                     "\tIN\t" in line]
+    assert [q.split()[1] for q in questions_out] == ["a.example.", "b.example.", "c.example."]
+    assert [q.split()[-1] for q in questions_out] == ["A", "AAAA", "TXT"]
+    assert out.count(";; ->>HEADER<<-") == 3
+    assert "\n\n;; TLS session" in out  # answers separated by a blank line
+
+
+async def test_json_and_short(dot: FakeUpstream, pki: TestPKI,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert await dnstls_query(at(dot), "+tls", "+json", "j.example") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["QNAME"] == "j.example." and document["answerRRs"][0]["rdataA"] == "192.0.2.1"
+    assert document["server"]["transport"] == "TLS" and document["server"]["port"] == dot.port
+    assert document["msgLength"] == 468
+    assert await dnstls_query(at(dot), "+tls", "+short", "s.example", "t.example",
+                              "AAAA") == 0
+    assert capsys.readouterr().out == "192.0.2.1\n2001:db8::1\n"
+
+
+async def test_debug_prints_chain_pins_and_verdicts(dot: FakeUpstream, pki: TestPKI,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    pin = TestPKI.leaf_pin(pki.leaf)
+    status = await dnstls_query("-d", at(dot), f"+tls-ca={pki.ca_file}", "+tls-host=dns.test",
+                                f"+tls-pin={pin}", "d.example")
+    out, err = capsys.readouterr()
+    assert status == 0
+    assert err.splitlines() == [
+        ";; DEBUG: TLS, received certificate hierarchy:",
+        f";; DEBUG:  #1, {err.splitlines()[1].split(', ', 1)[1]}",
+        f";; DEBUG:      SHA-256 PIN: {pin}, MATCH",
+        ";; DEBUG: TLS, The certificate is trusted.",
+    ]
+    assert ";; ANSWER SECTION:" in out
+    # opportunistic: nothing checked, says so
+    assert await dnstls_query("-d", at(dot), "+tls", "e.example") == 0
+    err = capsys.readouterr().err
+    assert "TLS, skipping certificate PIN check" in err
+    assert "TLS, skipping certificate verification" in err
+
+
+async def test_tcp_and_udp(capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeUpstream("tcp") as tcp:
+        assert await dnstls_query(at(tcp), "+tcp", "t.example") == 0
+        out = capsys.readouterr().out
+        assert f";; From 127.0.0.1@{tcp.port}(TCP) in " in out and "TLS session" not in out
+        assert not edns.has_option(tcp.received[0].message, edns.PADDING)
+    async with FakeUpstream("udp") as udp:
+        assert await dnstls_query(at(udp), "u.example", "+norec") == 0
+        out = capsys.readouterr().out
+        assert "(UDP) in " in out
+        assert not udp.received[0].message.flags & dns.flags.RD
+
+
+# ---------------------------------------------------------------- failures: exit 1, one line
+
+
+def one_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dnstls query: error: ")
+    return lines[0].removeprefix("dnstls query: error: ")
+
+
+async def test_unreachable_server(capsys: pytest.CaptureFixture[str]) -> None:
+    fake = await FakeUpstream("tcp").start()
+    port = fake.port
+    await fake.aclose()
+    assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+retry=0", "x.example") == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert one_line(err) == (f"connecting to tls://127.0.0.1:{port} failed: "
+                             "Connection refused")
+
+
+async def test_handshake_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    async def not_tls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)
+        writer.write(b"HTTP/1.0 400 Bad Request\r\n\r\n")  # not a TLS record
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_tls, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        status = await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+retry=0", "x.example")
+    assert status == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"TLS handshake with tls://127.0.0.1:{port} failed: WRONG_VERSION_NUMBER")
+
+
+async def test_untrusted_certificate(dot: FakeUpstream,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert await dnstls_query(at(dot), "+tls-ca", "+tls-host=dns.test", "x.example") == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"TLS authentication failed for 127.0.0.1@{dot.port}(TLS): "
+        "unable to get local issuer certificate")
+    assert dot.received == []
+
+
+async def test_hostname_mismatch(dot: FakeUpstream, pki: TestPKI,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert await dnstls_query(at(dot), f"+tls-ca={pki.ca_file}", "+tls-host=other.test",
+                              "x.example") == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"TLS authentication failed for 127.0.0.1@{dot.port}(TLS): "
+        "Hostname mismatch, certificate is not valid for 'other.test'")
+    assert dot.received == []
+
+
+async def test_pin_mismatch_names_expected_and_seen(dot: FakeUpstream, pki: TestPKI,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    wrong = [base64.b64encode(bytes([i]) * 32).decode() for i in (1, 2)]
+    status = await dnstls_query(at(dot), f"+tls-pin={wrong[0]}", f"+tls-pin={wrong[1]}",
+                                "x.example", "y.example")
+    assert status == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert one_line(err) == (  # two questions, one reason
+        f"127.0.0.1@{dot.port}(TLS): SPKI pin mismatch: expected one of "
+        f"{', '.join(sorted(wrong))}; server presented {TestPKI.leaf_pin(pki.leaf)}")
+    assert dot.received == []
+
+
+async def test_pin_mismatch_with_debug_shows_the_chain(dot: FakeUpstream, pki: TestPKI,
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       ) -> None:
+    wrong = base64.b64encode(b"\x07" * 32).decode()
+    assert await dnstls_query("-d", at(dot), f"+tls-pin={wrong}", "x.example") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert f";; DEBUG:      SHA-256 PIN: {TestPKI.leaf_pin(pki.leaf)}" in err
+    assert ";; DEBUG: TLS, no certificate PIN match" in err
+    assert err[-1].startswith("dnstls query: error: ") and "SPKI pin mismatch" in err[-1]
+
+
+async def test_timeout(pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeUpstream("tls", ssl_context=pki.server_context(),
+                            behavior=Behavior.STALL) as fake:
+        status = await dnstls_query(at(fake), "+tls", "+time=0.3", "+retry=1", "x.example")
+    assert status == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"no answer from 127.0.0.1@{fake.port}(TLS) within 0.3 s (2 tries)")
+    assert len(fake.received) == 2  # retried once
+
+
+async def test_partial_failure_prints_the_answers_and_exits_1(
+        pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeUpstream("tls", ssl_context=pki.server_context()) as fake:
+        fake.script.extend([Behavior.NORMAL, Behavior.STALL])
+        status = await dnstls_query(at(fake), "+tls", "+time=0.5", "+retry=0", "ok.example",
+                                    "slow.example")
+    out, err = capsys.readouterr()
+    assert status == 1
+    assert out.count(";; ->>HEADER<<-") == 1 and "ok.example." in out
+    assert "no answer from" in one_line(err)
+
+
+def test_no_server_and_no_resolv_conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(cli, "RESOLV_CONF", tmp_path / "none")
+    assert main(["query", "x.example"]) == 2
+    assert "no @SERVER given" in one_line(capsys.readouterr().err)
+
+
+async def test_resolv_conf_server_is_used(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    async with FakeUpstream("udp") as udp:
+        conf = tmp_path / "resolv.conf"
+        conf.write_text("nameserver 127.0.0.1\n")
+        monkeypatch.setattr(cli, "RESOLV_CONF", conf)
+        assert await dnstls_query("-p", str(udp.port), "r.example") == 0
+    assert len(udp.received) == 1
+    assert dns.name.from_text("r.example") == udp.received[0].message.question[0].name
