@@ -125,17 +125,30 @@ class Hit:
 
 
 class _Entry:
-    __slots__ = ("arcount", "body", "expires", "failed_until", "failure", "inserted", "kind",
-                 "offsets", "opt_head", "opt_rdata", "qname_len", "size", "ttls")
+    """A stored answer. ``body`` holds the TTLs of age ``age`` (whole seconds since
+    ``inserted``): :func:`_render` re-ages it in place when a lookup comes in a later
+    second, so the hits of one second share that work (``ttls`` keeps the originals).
+    The ``*_wire`` and view attributes are the body's fixed pieces, for joining."""
+
+    __slots__ = ("age", "arcount", "arcount_edns_wire", "arcount_wire", "body", "expires",
+                 "failed_until", "failure", "inserted", "kind", "mid_wire", "name_view",
+                 "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view", "size", "ttls")
 
     def __init__(self, *, body: bytes, offsets: list[int], ttls: list[int], opt_head: bytes,
                  opt_rdata: bytes, kind: str, inserted: float, lifetime: float,
                  failure: ResolveFailure | None) -> None:
-        self.body = body
+        self.body = bytearray(body)
+        self.age = 0
         self.offsets = offsets
         self.ttls = ttls
         self.arcount = (body[10] << 8) | body[11]
         self.qname_len = _name_length(body, 12)
+        self.mid_wire = bytes(body[3:10])  # flags (2nd byte), QDCOUNT, ANCOUNT, NSCOUNT
+        self.arcount_wire = bytes(body[10:12])
+        self.arcount_edns_wire = (self.arcount + 1).to_bytes(2, "big")
+        view = memoryview(self.body)
+        self.name_view = view[12:12 + self.qname_len]
+        self.rest_view = view[12 + self.qname_len:]
         self.opt_head = opt_head
         self.opt_rdata = opt_rdata
         self.kind = kind
@@ -511,40 +524,65 @@ def _name_length(wire: bytes, pos: int) -> int:
     return pos + 1 - start
 
 
+def _aged(entry: _Entry, age: int) -> None:
+    """Set every TTL of ``entry.body`` to max(0, original - age) (the original if age <= 0)."""
+    pack = _TTL.pack_into
+    body = entry.body
+    if age > 0:
+        for off, ttl in zip(entry.offsets, entry.ttls, strict=True):
+            pack(body, off, ttl - age if ttl > age else 0)
+    else:
+        for off, ttl in zip(entry.offsets, entry.ttls, strict=True):
+            pack(body, off, ttl)
+    entry.age = age
+
+
+_PADDING_OPTIONS: dict[int, bytes] = {}
+
+
+def _padding_option(pad: int) -> bytes:
+    """The PADDING option with ``pad`` zero bytes (memoised: pad < block size)."""
+    option = _PADDING_OPTIONS.get(pad)
+    if option is None:
+        option = _PADDING_OPTIONS[pad] = _OPTION.pack(_PADDING_CODE, pad) + bytes(pad)
+    return option
+
+
 def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
             qname: bytes | None, with_edns: bool, options: bytes = b"", pad_block: int = 0,
             ) -> bytes:
-    buf = bytearray(entry.body)
-    buf[0] = query_id >> 8 & 0xFF
-    buf[1] = query_id & 0xFF
-    if rd:
-        buf[2] |= 0x01
-    else:
-        buf[2] &= 0xFE
-    if qname is not None and len(qname) == entry.qname_len:
-        buf[12:12 + len(qname)] = qname
-    pack = _TTL.pack_into
+    """The stored answer for a new query: joined from the entry's pieces, one copy.
+
+    ID and RD from the query; the query's name bytes (0x20 case) when the length
+    matches; TTLs aged (or :data:`STALE_TTL`); the OPT appended only for an EDNS query.
+    """
+    body = entry.body
+    rest: bytes | bytearray | memoryview
     if stale:
+        copy = bytearray(entry.rest_view)
+        start = 12 + entry.qname_len
         for off in entry.offsets:
-            pack(buf, off, STALE_TTL)
+            _TTL.pack_into(copy, off - start, STALE_TTL)
+        rest = copy
     else:
         age = int(now - entry.inserted)
-        if age > 0:
-            for off, ttl in zip(entry.offsets, entry.ttls, strict=True):
-                pack(buf, off, ttl - age if ttl > age else 0)
+        if age < 0:
+            age = 0
+        if age != entry.age:
+            _aged(entry, age)
+        rest = entry.rest_view
+    head = bytes((query_id >> 8 & 0xFF, query_id & 0xFF,
+                  body[2] | 0x01 if rd else body[2] & 0xFE))
+    name: bytes | memoryview = (qname if qname is not None and len(qname) == entry.qname_len
+                                else entry.name_view)
     if not with_edns:
-        return bytes(buf)
-    rdata = entry.opt_rdata + options
+        return b"".join((head, entry.mid_wire, entry.arcount_wire, name, rest))
+    rdata = entry.opt_rdata + options if options else entry.opt_rdata
     if stale:
-        nxdomain = entry.body[3] & 0xF == dns.rcode.NXDOMAIN
+        nxdomain = body[3] & 0xF == dns.rcode.NXDOMAIN
         rdata += _EDE_STALE_NXDOMAIN_WIRE if nxdomain else _EDE_STALE_WIRE
     if pad_block > 0:
-        unpadded = len(buf) + len(entry.opt_head) + 2 + len(rdata) + 4
-        pad = _edns.padded_size(unpadded, pad_block) - unpadded
-        rdata += _OPTION.pack(_PADDING_CODE, pad) + bytes(pad)
-    buf[10:12] = (entry.arcount + 1).to_bytes(2, "big")
-    buf += entry.opt_head
-    buf += len(rdata).to_bytes(2, "big")
-    buf += rdata
-    return bytes(buf)
-
+        unpadded = len(body) + len(entry.opt_head) + 2 + len(rdata) + 4
+        rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+    return b"".join((head, entry.mid_wire, entry.arcount_edns_wire, name, rest,
+                     entry.opt_head, len(rdata).to_bytes(2, "big"), rdata))
