@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("dnstls.metrics")
 
 StatsSource = Callable[[], Mapping[str, Any]]
+_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "udp"})
 
 
 class ServiceCollector(Collector):
@@ -77,9 +78,11 @@ class ServiceCollector(Collector):
             resumed_total += int(ls.get("resumed", 0))
         resumed.add_metric([], resumed_total)
         yield from (accepted, open_, closed, hs, hs_fail, resumed)
-        yield from _flat("dnstls_cache", stats.get("cache", {}), [])
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
             yield from _flat("dnstls_upstream", ustats, [("upstream", name)])
+        for section, values in sorted(stats.items()):  # cache, coalesce, stub, ...
+            if section not in _STRUCTURED and isinstance(values, Mapping):
+                yield from _flat(f"dnstls_{section}", values, [])
 
 
 def _flat(prefix: str, stats: Mapping[str, Any], labels: list[tuple[str, str]],
