@@ -45,6 +45,9 @@ def add_parser(sub: Any) -> None:
                    help="where the generated certificate is kept")
     p.add_argument("--log-queries", action="store_true",
                    help="log every query name (off by default, RFC 8932)")
+    p.add_argument("--workers", metavar="N", type=int, default=1,
+                   help="run N worker processes sharing the listen ports (SO_REUSEPORT); "
+                        "each has its own cache; metrics on port+i for worker i")
     p.set_defaults(func=main)
 
 
@@ -98,6 +101,10 @@ def upstream_specs(args: argparse.Namespace) -> list[Any] | None:
 def main(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, overrides(args))
     specs = upstream_specs(args)
+    if args.workers != 1:
+        from dnstls.workers import serve_workers
+
+        return serve_workers(cfg, specs, args.workers)
     return loop.run(_serve(cfg, specs))
 
 
