@@ -54,6 +54,7 @@ from dnstls.proto.upstream import (
     ResponseMatched,
     Status,
     StreamBroken,
+    WireMatched,
 )
 from dnstls.upstreams import UpstreamSpec
 
@@ -144,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.ready: asyncio.Future[None] = _future(loop)
         self.done: asyncio.Future[None] = _future(loop)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[ResponseMatched]] = {}
+        self._pending: dict[int, asyncio.Future[Any]] = {}  # ResponseMatched | WireMatched
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
         self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
@@ -228,7 +229,7 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         up = self.upstream
         for event in self.state.receive(data, up.clock()):
-            if isinstance(event, ResponseMatched):
+            if isinstance(event, ResponseMatched | WireMatched):
                 up.counters.responses += 1
                 future = self._pending.get(event.qid)
                 if future is not None and not future.done():
@@ -283,6 +284,32 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             async with asyncio.timeout_at(deadline):
                 return await future
+        except TimeoutError:
+            up.counters.timeouts += 1
+            if self.state.query_timed_out(qid, up.clock()):
+                self.close(self.state.close_reason or "half-open")
+            raise QueryTimeout(f"no answer from {up.name} before the deadline") from None
+        finally:
+            self._pending.pop(qid, None)
+            self.state.forget(qid)
+
+    async def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
+                         do: bool) -> bytes:
+        """The wire-level path: send ``question``, return the matched response bytes."""
+        up = self.upstream
+        if self.state.is_closed() or self._transport is None:
+            raise ConnectionLost(f"connection to {up.name} closed before sending")
+        tls = up.context is not None
+        qid, wire = self.state.start_query_wire(
+            question, up.clock(), flags=flags, payload=payload, do=do,
+            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
+        future: asyncio.Future[WireMatched] = _future(up.loop)
+        self._pending[qid] = future
+        up.counters.queries_sent += 1
+        self._transport.write(wire)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return (await future).wire
         except TimeoutError:
             up.counters.timeouts += 1
             if self.state.query_timed_out(qid, up.clock()):
@@ -408,6 +435,29 @@ class StreamUpstream:
                 if self.clock() >= deadline:
                     break
                 self.counters.retries += 1
+        assert lost is not None
+        if lost.protocol:
+            raise ProtocolError(str(lost))
+        raise NetworkError(str(lost))
+
+    async def exchange_wire(self, question: bytes, *, deadline: float, flags: int,
+                            payload: int, do: bool) -> bytes:
+        """The wire-level :meth:`exchange`: question bytes in, checked response bytes out."""
+        if self._closing:
+            raise NetworkError(f"{self.name}: pool is closed")
+        lost: ConnectionLost | None = None
+        for _attempt in range(2):
+            conn = await self._acquire(deadline)
+            try:
+                return await conn.query_wire(question, deadline, flags=flags,
+                                             payload=payload, do=do)
+            except ConnectionLost as exc:
+                lost = exc
+                if self.clock() >= deadline:
+                    break
+                self.counters.retries += 1
+            finally:
+                self._release(conn)
         assert lost is not None
         if lost.protocol:
             raise ProtocolError(str(lost))

@@ -32,7 +32,13 @@ import dns.message
 
 from dnstls.errors import NetworkError, QueryTimeout
 from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
-from dnstls.proto.upstream import check_response, prepare_query, question_key
+from dnstls.proto.upstream import (
+    check_response,
+    check_response_wire,
+    prepare_query,
+    prepare_query_wire,
+    question_key,
+)
 from dnstls.upstreams import UpstreamSpec
 
 Clock = Callable[[], float]
@@ -97,6 +103,42 @@ class UdpUpstream:
             return await self.tcp.exchange_detailed(query, deadline=deadline)
         return Reply(response, size, rtt,
                      ConnectionDetails("udp", self.spec.address, self.spec.port))
+
+    async def exchange_wire(self, question: bytes, *, deadline: float, flags: int,
+                            payload: int, do: bool) -> bytes:
+        """The wire-level path: a checked response (header and question) as bytes."""
+        qid = secrets.randbelow(65536)
+        wire = prepare_query_wire(question, qid=qid, flags=flags, payload=payload, do=do)
+        remote = (self.spec.address, self.spec.port)
+        try:
+            transport, protocol = await self.loop.create_datagram_endpoint(
+                lambda: _Datagrams(self.loop), remote_addr=remote)
+        except OSError as exc:
+            self.counters["connection_errors"] += 1
+            raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
+        try:
+            peer = transport.get_extra_info("peername")
+            transport.sendto(wire)
+            self.counters["queries_sent"] += 1
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    data, addr = await self._next(protocol)
+                    if (addr is None or peer is None or tuple(addr[:2]) == tuple(peer[:2])) \
+                            and len(data) >= 12 and (data[0] << 8 | data[1]) == qid \
+                            and check_response_wire(data, question) is None:
+                        break
+                    self.counters["forged_responses"] += 1
+        except TimeoutError:
+            self.counters["timeouts"] += 1
+            raise QueryTimeout(f"no answer from {self.name} before the deadline") from None
+        finally:
+            transport.close()
+        self.counters["responses"] += 1
+        if data[2] & 0x02:  # TC=1: ask again over TCP (RFC 7766 §5)
+            self.counters["truncated"] += 1
+            return await self.tcp.exchange_wire(question, deadline=deadline, flags=flags,
+                                                payload=payload, do=do)
+        return data
 
     async def _exchange_udp(self, query: dns.message.Message, deadline: float,
                             ) -> tuple[dns.message.Message, int, float]:

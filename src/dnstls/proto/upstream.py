@@ -114,6 +114,83 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
     return head + opt
 
 
+# ---------------------------------------------------------------- the wire-level path
+#
+# The forwarder's hot path never builds dnspython messages: the upstream query is
+# rendered from the question bytes the listener read (proto/cachekey.read_query), and a
+# response is matched by comparing its header and question bytes -- the same checks as
+# check_response(), done on bytes. The response itself is validated by whoever consumes
+# it (the cache's checked walk) before anything reaches a client.
+
+_QR_BIT = 0x80
+WIRE_FLAGS = dns.flags.RD | dns.flags.CD | dns.flags.AD  # forwarded from the client
+
+
+def prepare_query_wire(question: bytes, *, qid: int, flags: int, payload: int, do: bool,
+                       pad: int = 0, keepalive: bool = False) -> bytes:
+    """An upstream query for ``question`` (name in wire form + QTYPE + QCLASS).
+
+    Only RD, CD and AD of ``flags`` are kept; the OPT RR carries ``payload`` (the
+    client's, or 1232), the DO bit, an empty keepalive when asked and block padding.
+    """
+    head = struct.pack("!HHHHHH", qid, flags & WIRE_FLAGS, 1, 0, 0, 1) + question
+    options = struct.pack("!HH", edns.KEEPALIVE, 0) if keepalive else b""
+    if pad:
+        bare = len(head) + 11 + len(options) + 4
+        size = (-bare) % pad
+        options += struct.pack("!HH", edns.PADDING, size) + b"\0" * size
+    return head + b"\0" + struct.pack("!HHIH", 41, payload or 1232,
+                                        0x8000 if do else 0, len(options)) + options
+
+
+def check_response_wire(frame: bytes, question: bytes) -> str | None:
+    """Why ``frame`` is not a response to ``question`` (None: header and question match).
+
+    ``question`` is the lower-cased name in wire form + QTYPE + QCLASS; the response's
+    question must be uncompressed at offset 12 (as every server writes it).
+    """
+    end = 12 + len(question)
+    if len(frame) < end:
+        return "response shorter than its question"
+    if not frame[2] & _QR_BIT:
+        return "QR=0 in a response"
+    if frame[4] or frame[5] != 1:
+        return "question does not match the query"
+    split = end - 4
+    if frame[12:split].lower() != question[:-4] or frame[split:end] != question[-4:]:
+        return "question does not match the query"
+    return None
+
+
+def response_keepalive(frame: bytes) -> float | None:
+    """The edns-tcp-keepalive timeout in a response's OPT RR, if any (None: none/bad)."""
+    from dnstls.proto.cachekey import skip_name
+
+    if len(frame) < 12:
+        return None
+    counts = struct.unpack_from("!HHHH", frame, 4)
+    pos = 12
+    for _ in range(counts[0]):
+        pos = skip_name(frame, pos)
+        if pos < 0:
+            return None
+        pos += 4
+    for index in range(counts[1] + counts[2] + counts[3]):
+        pos = skip_name(frame, pos)
+        if pos < 0 or pos + 10 > len(frame):
+            return None
+        rrtype, _rrclass, _ttl, rdlength = struct.unpack_from("!HHIH", frame, pos)
+        start, pos = pos + 10, pos + 10 + rdlength
+        if rrtype != 41 or index < counts[1] + counts[2]:
+            continue
+        while start + 4 <= pos:
+            code, length = struct.unpack_from("!HH", frame, start)
+            if code == edns.KEEPALIVE and length == 2:
+                return int(struct.unpack_from("!H", frame, start + 4)[0]) / 10.0
+            start += 4 + length
+    return None
+
+
 def new_message_id(in_use: Collection[int], *,
                    randbelow: Callable[[int], int] = secrets.randbelow) -> int:
     """A random 16-bit ID not in ``in_use``. Raises RuntimeError if all are taken."""
@@ -146,6 +223,16 @@ class ResponseMatched:
 
 
 @dataclass(frozen=True, slots=True)
+class WireMatched:
+    """The response bytes for ``qid`` (a query started with :meth:`start_query_wire`),
+    header and question checked, the rest not yet parsed."""
+
+    qid: int
+    wire: bytes
+    rtt: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class ResponseIgnored:
     """A response with no query in flight under its ID (late, duplicate or forged)."""
 
@@ -168,7 +255,7 @@ class StreamBroken:
     reason: str
 
 
-Event = ResponseMatched | ResponseIgnored | QueryRejected | StreamBroken
+Event = ResponseMatched | WireMatched | ResponseIgnored | QueryRejected | StreamBroken
 
 
 class Status(enum.Enum):
@@ -183,6 +270,7 @@ class Status(enum.Enum):
 class InFlight:
     question: QuestionKey | None
     sent_at: float
+    question_wire: bytes | None = None  # set for the wire-level path
 
 
 @dataclass(slots=True)
@@ -293,6 +381,21 @@ class ConnectionState:
         return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive,
                                          pad_length=pad_length))
 
+    def start_query_wire(self, question: bytes, now: float, *, flags: int, payload: int,
+                         do: bool, pad: int = 0, keepalive: bool = False,
+                         ) -> tuple[int, bytes]:
+        """Like :meth:`start_query` for the wire-level path (see prepare_query_wire)."""
+        if self._closed or not self._connected:
+            raise RuntimeError(f"{self.describe()} cannot send")
+        if len(self.in_flight) >= self.reserved:
+            raise RuntimeError("start_query_wire() without a reserved slot")
+        qid = new_message_id(self.in_flight, randbelow=self._randbelow)
+        self.in_flight[qid] = InFlight(None, now, question)
+        self.counters.queries += 1
+        return qid, encode(prepare_query_wire(question, qid=qid, flags=flags,
+                                              payload=payload, do=do, pad=pad,
+                                              keepalive=keepalive))
+
     def forget(self, qid: int) -> None:
         """The query ``qid`` no longer waits (answered, cancelled); a late answer is ignored."""
         self.in_flight.pop(qid, None)
@@ -337,6 +440,20 @@ class ConnectionState:
         return events
 
     def _match(self, frame: bytes, now: float) -> Event:
+        entry = self.in_flight.get((frame[0] << 8) | frame[1]) if len(frame) >= 12 else None
+        if entry is not None and entry.question_wire is not None:
+            qid = (frame[0] << 8) | frame[1]
+            del self.in_flight[qid]
+            reason = check_response_wire(frame, entry.question_wire)
+            if reason is not None:
+                self.counters.rejected += 1
+                self.close_reason = reason
+                return QueryRejected(qid, reason)
+            self.counters.responses += 1
+            timeout = response_keepalive(frame)
+            if timeout is not None:
+                self._set_keepalive(timeout)
+            return WireMatched(qid, frame, now - entry.sent_at)
         try:
             message = dns.message.from_wire(frame)
         except (dns.exception.DNSException, ValueError, IndexError) as exc:
@@ -366,6 +483,9 @@ class ConnectionState:
             return
         if timeout is None:
             return
+        self._set_keepalive(timeout)
+
+    def _set_keepalive(self, timeout: float) -> None:
         if timeout == 0:
             self.retire()  # RFC 7828 §3.3.2: the server wants us gone
         else:

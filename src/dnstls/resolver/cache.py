@@ -95,6 +95,7 @@ _EDE_STALE_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
 _EDE_STALE_NXDOMAIN_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
     "!H", int(dns.edns.EDECode.STALE_NXDOMAIN_ANSWER))
 _POSITIVE, _NEGATIVE, _SERVFAIL = "positive", "negative", "servfail"
+_UNCACHEABLE = "uncacheable"  # relayed once (respond_wire), never stored
 _CACHEABLE_RCODES = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL})
 _OPCODE_MASK = 0x7800
 _OPT_TYPE = int(dns.rdatatype.OPT)
@@ -286,6 +287,31 @@ class Cache:
         if isinstance(parsed, str):
             log.debug("not caching: %s", parsed)
             return False
+        entry = self._entry(key, parsed, now=now, failure=failure)
+        return entry is not None and self._store(key, entry, now=now)
+
+    def respond_wire(self, key: CacheKey, wire: bytes, now: float, *, query_id: int,
+                     rd: bool = True, qname: bytes | None = None, edns: bool = True,
+                     options: bytes = b"", pad_block: int = 0) -> bytes | None:
+        """The forwarder's wire path: validate an upstream response for ``key``, keep it
+        if it may be cached, and render it for this query (as :meth:`lookup_wire` would).
+
+        None if ``wire`` is not a well-formed answer to the question: never relay it.
+        """
+        parsed = _parse_response(wire, key)
+        if isinstance(parsed, str):
+            log.debug("upstream response rejected: %s", parsed)
+            return None
+        entry = self._entry(key, parsed, now=now, failure=None, clamp=False)
+        if entry is None:
+            return None
+        self._store(key, entry, now=now)
+        return _render(entry, query_id, now, False, rd, qname, edns, options, pad_block)
+
+    def _entry(self, key: CacheKey, parsed: _Parsed, *, now: float,
+               failure: ResolveFailure | None, clamp: bool = True) -> _Entry | None:
+        """The entry for a parsed response; None when it may not be cached (unless
+        ``clamp`` is False: then an uncacheable answer still gets a transient entry)."""
         if parsed.rcode == dns.rcode.SERVFAIL:
             kind, cap = _SERVFAIL, None
         elif parsed.rcode == dns.rcode.NOERROR and parsed.has_data:
@@ -297,8 +323,9 @@ class Cache:
             kind, cap = _POSITIVE, None
         else:
             log.debug("not caching: negative answer without SOA (RFC 2308 §5)")
-            return False
-        return self._store(key, parsed, kind=kind, cap=cap, now=now, failure=failure)
+            kind, cap = _UNCACHEABLE, 0
+        return self._make(key, parsed, kind=kind, cap=cap, now=now, failure=failure,
+                          transient=not clamp)
 
     def insert_failure(self, key: CacheKey, query: dns.message.Message,
                        failure: ResolveFailure, now: float) -> bool:
@@ -320,8 +347,8 @@ class Cache:
             self._remove(key)
         return len(dead)
 
-    def _store(self, key: CacheKey, parsed: _Parsed, *, kind: str, cap: int | None,
-               now: float, failure: ResolveFailure | None) -> bool:
+    def _make(self, key: CacheKey, parsed: _Parsed, *, kind: str, cap: int | None,
+              now: float, failure: ResolveFailure | None, transient: bool) -> _Entry | None:
         body = parsed.body
         ttls = []
         for off in parsed.offsets:
@@ -334,17 +361,23 @@ class Cache:
             ttls.append(ttl)
         if kind == _SERVFAIL:
             lifetime: float = self.servfail_ttl
+        elif kind == _UNCACHEABLE:
+            lifetime = 0
         else:
             lifetime = min(ttls, default=0)
-        if lifetime <= 0:
-            return False
+        if lifetime <= 0 and not transient:
+            return None
         do = bool(key[-1] & KEY_DO)
         opt_head = b"\x00" + struct.pack("!HHI", dns.rdatatype.OPT, EDNS_PAYLOAD,
                                         0x8000 if do else 0)
-        entry = _Entry(body=bytes(body), offsets=parsed.offsets, ttls=ttls, opt_head=opt_head,
-                       opt_rdata=parsed.options, kind=kind, inserted=now, lifetime=lifetime,
-                       failure=failure)
-        if entry.size > self.max_bytes:
+        return _Entry(body=bytes(body), offsets=parsed.offsets, ttls=ttls, opt_head=opt_head,
+                      opt_rdata=parsed.options, kind=kind, inserted=now, lifetime=lifetime,
+                      failure=failure)
+
+    def _store(self, key: CacheKey, entry: _Entry, *, now: float) -> bool:
+        kind = entry.kind
+        if entry.expires <= entry.inserted or kind == _UNCACHEABLE \
+                or entry.size > self.max_bytes:
             return False
         old = self._entries.get(key)
         if (kind == _SERVFAIL and self.serve_stale and old is not None and old.kind != _SERVFAIL

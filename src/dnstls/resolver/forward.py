@@ -35,9 +35,9 @@ from __future__ import annotations
 import enum
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import dns.edns
 import dns.flags
@@ -63,6 +63,8 @@ BACKOFF_MAX = 60.0
 DEFAULT_ATTEMPT_TIMEOUT = 2.0
 SRTT_WEIGHT = 0.875
 _FORWARDED_FLAGS = dns.flags.RD | dns.flags.CD | dns.flags.AD
+_RCODE_TEXT = [dns.rcode.to_text(dns.rcode.Rcode.make(i)) for i in range(16)]
+T = TypeVar("T")
 
 
 class Strategy(enum.Enum):
@@ -187,42 +189,67 @@ class Forwarder:
         client = request.message
         query = upstream_query(client)
         expected = question_key(client)
+
+        async def attempt(upstream: Upstream, deadline: float) -> dns.message.Message:
+            answer = await upstream.exchange(query, deadline=deadline)
+            if check_response(answer, expected) is not None:
+                raise ProtocolError(f"{upstream.name}: answer does not match the question")
+            return answer
+
+        answer = await self._run(attempt, lambda a: int(a.rcode()), request.deadline)
+        return client_response(client, answer)
+
+    async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                           deadline: float) -> bytes:
+        """The wire-level path: the chosen upstream's response bytes, header and question
+        checked (the caller validates the rest before using it). Same strategy, back-off,
+        failover and failures as :meth:`resolve`."""
+        payload = min(max(payload or EDNS_PAYLOAD, 512), 4096)
+
+        async def attempt(upstream: Upstream, attempt_deadline: float) -> bytes:
+            return await upstream.exchange_wire(  # type: ignore[attr-defined, no-any-return]
+                question, deadline=attempt_deadline, flags=flags, payload=payload, do=do)
+
+        return await self._run(attempt, lambda a: a[3] & 0xF, deadline)
+
+    async def _run(self, attempt: Callable[[Upstream, float], Awaitable[T]],
+                   rcode_of: Callable[[T], int], deadline: float) -> T:
+        """Try the candidates in order within ``deadline``; see the module docstring."""
         candidates = self.order(self.clock())
         failures: list[tuple[Upstream, Exception]] = []
-        last_servfail: dns.message.Message | None = None
+        last_servfail: T | None = None
         refused: list[Upstream] = []
         for index, upstream in enumerate(candidates):
             start = self.clock()
-            if start >= request.deadline:
+            if start >= deadline:
                 break
             health = self.health[upstream.name]
             health.queries += 1
-            deadline = request.deadline
+            attempt_deadline = deadline
             if index < len(candidates) - 1:
                 budget = float(getattr(upstream, "timeout", DEFAULT_ATTEMPT_TIMEOUT))
-                deadline = min(deadline, start + budget)
+                attempt_deadline = min(deadline, start + budget)
             try:
-                answer = await upstream.exchange(query, deadline=deadline)
-                if check_response(answer, expected) is not None:
-                    raise ProtocolError(f"{upstream.name}: answer does not match the question")
+                answer = await attempt(upstream, attempt_deadline)
             except (QueryTimeout, NetworkError, TLSAuthenticationError, ProtocolError) as exc:
                 self._failed(upstream, exc, start)
                 failures.append((upstream, exc))
                 continue
             elapsed = self.clock() - start
             health.succeeded(elapsed)
-            rcode = answer.rcode()
-            health.responses[dns.rcode.to_text(rcode)] += 1
-            self._observe(upstream, dns.rcode.to_text(rcode), elapsed)
+            rcode = rcode_of(answer)
+            text = _RCODE_TEXT[rcode]
+            health.responses[text] += 1
+            self._observe(upstream, text, elapsed)
             if rcode == dns.rcode.SERVFAIL:
                 last_servfail = answer
                 continue
             if rcode == dns.rcode.REFUSED:
                 refused.append(upstream)
                 continue
-            return client_response(client, answer)
+            return answer
         if last_servfail is not None:
-            return client_response(client, last_servfail)
+            return last_servfail
         raise self._failure(failures, refused)
 
     def _failed(self, upstream: Upstream, exc: Exception, start: float) -> None:
