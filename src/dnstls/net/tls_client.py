@@ -99,16 +99,21 @@ def _sni(spec: UpstreamSpec, sni: str | None) -> str | None:
     return sni or spec.tls_auth_name or None
 
 
-def client_context(spec: UpstreamSpec, *, sni: str | None = None) -> ResumingContext:
+def client_context(spec: UpstreamSpec, *, sni: str | None = None,
+                   verify: bool | None = None) -> ResumingContext:
     """The TLS context for one DoT upstream, per the module docstring.
 
     ``sni`` overrides the server name sent (default: the authentication name); when it
     differs from ``tls_auth_name`` the name is checked by :func:`authenticate` instead.
+    ``verify`` forces the CA check on (e.g. pins *and* the chain, without a name) or off;
+    by default it follows the spec (off when opportunistic or pinned without a name).
     """
     ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols([ALPN_DOT])
-    if spec.opportunistic or (spec.tls_pubkey_pinset and not spec.tls_auth_name):
+    if verify is None:
+        verify = not (spec.opportunistic or (spec.tls_pubkey_pinset and not spec.tls_auth_name))
+    if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
@@ -170,14 +175,21 @@ def presented_chain(ssl_object: Any) -> list[bytes]:
     return out
 
 
+def name_left_to_check(ctx: ssl.SSLContext, spec: UpstreamSpec) -> str | None:
+    """The name :func:`authenticate` must check because OpenSSL did not (SNI apart)."""
+    if ctx.verify_mode == ssl.CERT_REQUIRED and not ctx.check_hostname:
+        return spec.tls_auth_name or None
+    return None
+
+
 def authenticate(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
-                 sni: str | None = None) -> None:
-    """Enforce the pinset (and the name, when ``sni`` kept OpenSSL from checking it)
-    after a handshake; raises PinMismatch or CertificateError (see module docstring)."""
+                 check_name: str | None = None) -> None:
+    """Enforce the pinset (and ``check_name``, see :func:`name_left_to_check`) after a
+    handshake; raises PinMismatch or CertificateError (see module docstring)."""
     if ssl_object.session_reused:
         return
-    name = spec.tls_auth_name
-    if name and not spec.opportunistic and _sni(spec, sni) != name:
+    name = check_name
+    if name:
         leaf = ssl_object.getpeercert(binary_form=True)
         if not leaf or not certificate_matches_name(leaf, name):
             raise CertificateError(f"Hostname mismatch, certificate is not valid for "
