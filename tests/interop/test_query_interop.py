@@ -1,0 +1,173 @@
+"""``dnstls query`` and ``dnstls pin --server`` against real DoT servers on loopback.
+
+Servers: Unbound, Knot Resolver and dnsdist (each backed by nsd, authoritative for the
+test zone) and ``dnstls serve --no-upstream --local-zone``. For each: authentication by
+CA and name (``+tls-ca=FILE +tls-host=dns.test``), by the right pin, a wrong pin (exit 1
+naming the expected and the presented pins, no answer), and several questions pipelined
+over one connection; ``-d`` shows the pin of the presented chain. ``dnstls pin --server``
+must print the pins OpenSSL computes from what ``openssl s_client -showcerts`` received::
+
+    openssl x509 -pubkey -noout | openssl pkey -pubin -outform der \\
+        | openssl dgst -sha256 -binary | base64
+
+Peers missing: skipped, except under CI (``CI=true``), where the harness fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dnstls.cli.main import main
+
+from .peers import ZONE_DATA, Peer, TestPKI, require
+
+pytestmark = pytest.mark.interop
+
+SERVERS = ["unbound_dot", "kresd_dot", "dnsdist_dot", "dnstls_serve"]
+QUESTIONS = [("www.example.test.", "A"), ("www.example.test.", "AAAA"),
+             ("example.test.", "MX"), ("txt.example.test.", "TXT"),
+             ("big.example.test.", "TXT")]
+TIMEOUT = 30
+
+
+@pytest.fixture(params=SERVERS)
+def server(request: pytest.FixtureRequest, zone_file: Path) -> Peer:
+    """Each DoT server of the harness in turn."""
+    if request.param == "dnstls_serve":
+        start: Callable[..., Peer] = request.getfixturevalue("dnstls_serve")
+        return start(zone=zone_file)
+    peer: Peer = request.getfixturevalue(request.param)
+    return peer
+
+
+def query(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    status = main(["query", *map(str, argv), "+time=5"])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def answers(out: str) -> dict[tuple[str, str], list[str]]:
+    """(owner, type) -> rdata of the answer sections of kdig-layout output."""
+    found: dict[tuple[str, str], list[str]] = {}
+    section = None
+    for line in out.splitlines():
+        if line.startswith(";; ") and line.endswith(" SECTION:"):
+            section = line[3:-len(" SECTION:")]
+        elif line and not line.startswith(";;") and section == "ANSWER":
+            owner, _ttl, _class, rtype, rdata = line.split(None, 4)
+            found.setdefault((owner, rtype), []).append(rdata)
+    return found
+
+
+def test_query_verified_by_ca_and_name_pipelined(server: Peer, pki: TestPKI,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    groups = [token for name, rtype in QUESTIONS for token in (name, rtype)]
+    status, out, err = query(capsys, f"@{server.host}", "-p", str(server.port),
+                             f"+tls-ca={pki.ca_pem}", f"+tls-host={pki.hostname}", *groups)
+    assert status == 0, err
+    assert out.count(";; ->>HEADER<<-") == len(QUESTIONS)
+    assert out.count("status: NOERROR") == len(QUESTIONS), out
+    assert out.count(f";; From {server.host}@{server.port}(TLS) in ") == len(QUESTIONS)
+    assert ";; TLS session (TLS1." in out
+    got = answers(out)
+    for key in QUESTIONS:
+        assert sorted(got[key]) == sorted(ZONE_DATA[key]), (key, out)
+
+
+def test_query_by_pin_and_debug_chain(server: Peer, pki: TestPKI,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = query(capsys, "-d", f"@{server.host}:{server.port}",
+                             f"+tls-pin={pki.pin}", "+json", "www.example.test", "A")
+    assert status == 0, err
+    document = json.loads(out)
+    assert document["RCODE"] == 0
+    assert [rr["rdataA"] for rr in document["answerRRs"]] == ZONE_DATA[
+        ("www.example.test.", "A")]
+    assert document["server"]["tls"]["version"].startswith("TLSv1.")
+    assert f";; DEBUG:      SHA-256 PIN: {pki.pin}, MATCH" in err.splitlines()
+    assert "TLS, skipping certificate verification" in err
+
+
+def test_query_with_ca_and_pin_both_checked(server: Peer, pki: TestPKI,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = query(capsys, "-d", f"@{server.host}:{server.port}",
+                             f"+tls-ca={pki.ca_pem}", f"+tls-host={pki.hostname}",
+                             f"+tls-pin={pki.wrong_pin}", f"+tls-pin={pki.pin}",
+                             "+short", "www.example.test", "AAAA")
+    assert status == 0, err
+    assert out.splitlines() == ZONE_DATA[("www.example.test.", "AAAA")]
+    assert ";; DEBUG: TLS, The certificate is trusted." in err
+
+
+def test_query_wrong_pin_fails_without_answer(server: Peer, pki: TestPKI,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = query(capsys, f"@{server.host}:{server.port}",
+                             f"+tls-pin={pki.wrong_pin}", "www.example.test")
+    assert status == 1
+    assert out == ""
+    assert err.splitlines() == [
+        f"dnstls query: error: {server.host}@{server.port}(TLS): SPKI pin mismatch: "
+        f"expected one of {pki.wrong_pin}; server presented {pki.pin}"]
+
+
+def test_query_wrong_name_and_untrusted_fail(server: Peer, pki: TestPKI,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, err = query(capsys, f"@{server.host}:{server.port}",
+                             f"+tls-ca={pki.ca_pem}", "+tls-host=other.test", "www.example.test")
+    assert (status, out) == (1, "")
+    assert "Hostname mismatch" in err and err.count("\n") == 1
+    status, out, err = query(capsys, f"@{server.host}:{server.port}", "+tls-ca",
+                             f"+tls-host={pki.hostname}", "www.example.test")
+    assert (status, out) == (1, "")
+    assert "unable to get local issuer certificate" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- dnstls pin --server vs openssl
+
+
+def openssl_presented_pins(host: str, port: int, workdir: Path) -> list[str]:
+    """Pins of the chain ``openssl s_client -showcerts`` received, by the shell pipeline."""
+    openssl = require("openssl")
+    run = subprocess.run([openssl, "s_client", "-connect", f"{host}:{port}", "-servername",
+                          "dns.test", "-alpn", "dot", "-showcerts"],
+                         input=b"", capture_output=True, timeout=TIMEOUT, check=False)
+    certs = re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----\n?",
+                       run.stdout, re.S)
+    assert certs, run.stdout.decode(errors="replace") + run.stderr.decode(errors="replace")
+    pins = []
+    for index, pem in enumerate(certs):
+        path = workdir / f"presented-{index}.pem"
+        path.write_bytes(pem)
+        pipeline = ('"$OPENSSL" x509 -pubkey -noout -in "$CERT" '
+                    '| "$OPENSSL" pkey -pubin -outform der '
+                    '| "$OPENSSL" dgst -sha256 -binary | base64')
+        piped = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], text=True,
+                               capture_output=True, timeout=TIMEOUT, check=False,
+                               env={"PATH": "/usr/bin:/bin", "OPENSSL": openssl,
+                                    "CERT": str(path)})
+        assert piped.returncode == 0, piped.stderr
+        pins.append(piped.stdout.strip())
+    return pins
+
+
+def test_pin_server_equals_openssl(server: Peer, pki: TestPKI, tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    expected = openssl_presented_pins(server.host, server.port, tmp_path)
+    assert expected[0] == pki.pin
+    status = main(["pin", "--server", f"{server.host}:{server.port}", "--name", pki.hostname,
+                   "--ca-file", str(pki.ca_pem), "--format", "kdig"])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert out.split() == [f"+tls-pin={pin}" for pin in expected]
+    status = main(["pin", "--server", f"{server.host}:{server.port}", "--name", pki.hostname,
+                   "--ca-file", str(pki.ca_pem)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    assert re.findall(r"SHA-256 PIN: (\S+)", out) == expected
+    assert f"# chain trusted against {pki.ca_pem} for {pki.hostname}" in out
