@@ -52,6 +52,7 @@ import peers  # noqa: E402
 NETNS_ENV = "DNSTLS_BENCH_NETNS"
 SCENARIOS = ["hot", "padded", "txt", "conns500", "miss", "fixed10k", "handshake", "idle"]
 SERVER_CPU, CLIENT_CPU = "0", "1"
+PEERS = ("kresd", "unbound")
 
 
 # --------------------------------------------------------------------------- namespace
@@ -130,7 +131,8 @@ class Bench:
         for a moment by some resolvers."""
         for name, peer in self.servers.resolvers.items():
             for key in ("a", "txt", "padded"):
-                for attempt in range(3):
+                attempt = 0
+                for attempt in range(1, 4):  # noqa: B007  (reported below)
                     r = measure.run_dnsperf(port=peer.port, datafile=self.files[key],
                                             cpu=self.s.client_cpu, passes=1, clients=2,
                                             outstanding=16, binary=key == "padded",
@@ -139,7 +141,7 @@ class Bench:
                         break
                     time.sleep(2.0)
                 status = "ok" if r.ok else f"NOT OK {r.rcodes} lost={r.lost} {r.error}"
-                print(f"  warm {name:10} {key:7} {r.completed:5} answers, pass {attempt + 1}: "
+                print(f"  warm {name:10} {key:7} {r.completed:5} answers, pass {attempt}: "
                       f"{status}", flush=True)
 
     # -- runs --------------------------------------------------------------------------
@@ -343,8 +345,8 @@ def report(results: dict[str, Any], names: list[str], meta: dict[str, Any]) -> s
                   "|---|---|---:|---:|---:|"]
         for scen in perf:
             runs = results[scen]["runs"]
-            for subject in [n for n in names if n.startswith("dnstls")]:
-                for peer in ("kresd", "unbound"):
+            for subject in [n for n in names if n not in PEERS]:
+                for peer in PEERS:
                     if peer not in runs or subject not in runs:
                         continue
                     a, b = runs[subject], runs[peer]
@@ -374,8 +376,8 @@ def report(results: dict[str, Any], names: list[str], meta: dict[str, Any]) -> s
                 f = _median(full["runs"].get(name, []), "cpu_us_per_connection")
                 r = _median(res["runs"].get(name, []), "cpu_us_per_connection")
                 row = f"| TLS {version} | {name} | {_ratio(r, f)} |"
-                if name.startswith("dnstls"):
-                    for peer in ("kresd", "unbound"):
+                if name not in PEERS:
+                    for peer in PEERS:
                         pf = _median(full["runs"].get(peer, []), "cpu_us_per_connection")
                         row += f" full {_ratio(f, pf)} |"
                 else:
@@ -395,8 +397,8 @@ def report(results: dict[str, Any], names: list[str], meta: dict[str, Any]) -> s
                              f"{r['rss_after_mb']:.1f} | {r['kb_per_connection']:.1f} | "
                              f"{r['answered_after']} | {'yes' if r['ok'] else 'NO'} |")
         per = {n: _median(runs.get(n, []), "kb_per_connection") for n in names}
-        for subject in [n for n in names if n.startswith("dnstls")]:
-            for peer in ("kresd", "unbound"):
+        for subject in [n for n in names if n not in PEERS]:
+            for peer in PEERS:
                 if peer in per:
                     lines.append(f"\nRSS per idle connection {subject}/{peer}: "
                                  f"{_ratio(per[subject], per[peer])}")
