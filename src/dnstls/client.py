@@ -51,6 +51,7 @@ __all__ = ["Client", "ConnectionDetails", "Reply", "SyncClient", "TlsDetails", "
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_MAX_IN_FLIGHT = 100
+CLOSE_GRACE = 0.25  # seconds aclose() waits for the server's close_notify
 PADDING_BLOCK = 128  # RFC 8467 §4.1, recommended query block size
 
 T = TypeVar("T")
@@ -151,6 +152,7 @@ class Client:
                                         verify=self.verify if self.spec.transport == "tls"
                                         else None)
                 stream.ask_keepalive = self.keepalive
+                stream.close_grace = CLOSE_GRACE
                 stream.pad_length = self.padding_length
                 self._upstream = stream
         return self._upstream

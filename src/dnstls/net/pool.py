@@ -361,6 +361,9 @@ class StreamUpstream:
     #: Ask for edns-tcp-keepalive in every query (RFC 7828; the server's value sets
     #: the idle timeout). ``dnstls query`` turns it off unless ``+keepalive``.
     ask_keepalive = True
+    #: Seconds :meth:`aclose` waits for the servers' close_notify before aborting (some,
+    #: e.g. Knot Resolver, never send one); a one-shot client may want less.
+    close_grace = CLOSE_GRACE
     #: Exact padding option length (TLS only) instead of block padding (kdig's
     #: ``+padding=N``).
     pad_length: int | None = None
@@ -574,7 +577,7 @@ class StreamUpstream:
         tasks = [c._task for c in conns if c._task is not None]
         waits = [c.done for c in conns]
         if waits:
-            _, pending = await asyncio.wait(waits, timeout=CLOSE_GRACE)
+            _, pending = await asyncio.wait(waits, timeout=self.close_grace)
             if pending:
                 for conn in conns:
                     conn.abort()
