@@ -217,7 +217,7 @@ def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:
     if isinstance(exc, TLSAuthenticationError | NetworkError):
         return exc
     if isinstance(exc, ssl.SSLCertVerificationError):
-        reason = exc.verify_message or exc.reason or str(exc)
+        reason = getattr(exc, "verify_message", None) or exc.reason or str(exc)
         return CertificateError(f"{reason} for {spec.name}")
     if isinstance(exc, ssl.CertificateError):
         return CertificateError(f"{exc} for {spec.name}")

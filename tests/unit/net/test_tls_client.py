@@ -1,0 +1,60 @@
+"""tls_client: name matching when SNI and the checked name differ, contexts, errors."""
+
+from __future__ import annotations
+
+import ssl
+
+import pytest
+import trustme
+
+from dnstls.errors import CertificateError, NetworkError
+from dnstls.net import tls_client
+from dnstls.upstreams import UpstreamSpec
+
+
+@pytest.fixture(scope="module")
+def leaf_der() -> bytes:
+    leaf = trustme.CA().issue_cert("dns.test", "*.wild.test", "127.0.0.1", "::1")
+    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("dns.test", True), ("DNS.Test.", True), ("a.wild.test", True), ("127.0.0.1", True),
+    ("::1", True), ("0:0::1", True), ("other.test", False), ("wild.test", False),
+    ("a.b.wild.test", False), ("127.0.0.2", False), ("test", False),
+])
+def test_certificate_matches_name(leaf_der: bytes, name: str, ok: bool) -> None:
+    assert tls_client.certificate_matches_name(leaf_der, name) is ok
+
+
+def test_no_wildcard_over_a_public_suffix_like_label() -> None:
+    leaf = trustme.CA().issue_cert("*.test")
+    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+    assert not tls_client.certificate_matches_name(der, "a.test")  # "*.test": 2 labels
+
+
+def test_contexts() -> None:
+    named = UpstreamSpec("192.0.2.1", 853, tls_auth_name="dns.test")
+    ctx = tls_client.client_context(named)
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
+    assert tls_client.name_left_to_check(ctx, named) is None
+    apart = tls_client.client_context(named, sni="front.test")
+    assert apart.verify_mode == ssl.CERT_REQUIRED and not apart.check_hostname
+    assert tls_client.name_left_to_check(apart, named) == "dns.test"
+    assert tls_client.server_hostname(named, "front.test") == "front.test"
+    assert tls_client.server_hostname(named) == "dns.test"
+    pinned = UpstreamSpec("192.0.2.1", 853, tls_pubkey_pinset=("x",))
+    assert tls_client.client_context(pinned).verify_mode == ssl.CERT_NONE
+    both = tls_client.client_context(pinned, verify=True)  # pins and the chain, no name
+    assert both.verify_mode == ssl.CERT_REQUIRED and not both.check_hostname
+    assert tls_client.name_left_to_check(both, pinned) is None
+
+
+def test_translate_error_names_the_os_reason() -> None:
+    spec = UpstreamSpec("192.0.2.1", 853, tls_auth_name="dns.test")
+    refused = ConnectionRefusedError(111, "Connect call failed ('192.0.2.1', 853)")
+    assert str(tls_client.translate_error(refused, spec)) == (
+        "connecting to tls://192.0.2.1:853#dns.test failed: Connection refused")
+    error = tls_client.translate_error(ssl.CertificateError("bad name"), spec)
+    assert isinstance(error, CertificateError)
+    assert isinstance(tls_client.translate_error(TimeoutError(), spec), NetworkError)
