@@ -55,6 +55,9 @@ def test_translate_error_names_the_os_reason() -> None:
     refused = ConnectionRefusedError(111, "Connect call failed ('192.0.2.1', 853)")
     assert str(tls_client.translate_error(refused, spec)) == (
         "connecting to tls://192.0.2.1:853#dns.test failed: Connection refused")
-    error = tls_client.translate_error(ssl.CertificateError("bad name"), spec)
+    failed = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    failed.verify_message, failed.reason = "certificate has expired", "CERTIFICATE_VERIFY_FAILED"
+    error = tls_client.translate_error(failed, spec)
     assert isinstance(error, CertificateError)
+    assert str(error) == "certificate has expired for tls://192.0.2.1:853#dns.test"
     assert isinstance(tls_client.translate_error(TimeoutError(), spec), NetworkError)
