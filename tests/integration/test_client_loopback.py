@@ -1,5 +1,8 @@
 """``dnstls.Client`` against the fake upstream on loopback (DoT, TCP, UDP).
 
+(Named ``test_client_loopback.py``: ``test_client.py`` collides with
+``tests/unit/test_client.py`` under pytest's default import mode.)
+
 Each test asserts both sides: what the fake received (connections, IDs, padding) and
 what the caller got (answers matched to their questions, IDs, typed errors).
 """
