@@ -48,7 +48,9 @@ from dnstls.proto.answers import Transport
 from dnstls.proto.pins import spki_pin
 from dnstls.proto.stream import CloseReason, StreamLimits
 from dnstls.resolver.base import Refuse, Resolver
+from dnstls.resolver.cache import Cache
 from dnstls.resolver.local import LocalData, ddr_records, load_zone
+from dnstls.resolver.wire import WireForwarder
 
 log = logging.getLogger("dnstls.service")
 
@@ -117,7 +119,7 @@ class Service:
                         state_dir)
         return [CertPair(cert, key, field="server.state_dir")]
 
-    def _pipeline(self) -> Resolver:
+    def _pipeline(self) -> LocalData:
         config = self.config
         zones = [load_zone(path, field=f"local.zones[{i}]")
                  for i, path in enumerate(config.local.zones)]
@@ -147,12 +149,20 @@ class Service:
             self.pin = spki_pin(self.tls.leaf)
         pipeline = self._pipeline()
         # "is not None": an empty Cache is falsy (it has __len__)
+        loop = asyncio.get_running_loop()
         cache = next((c.cache for c in self._closers
                       if getattr(c, "cache", None) is not None), None)
+        wire = None
+        forwarder = next((c.forwarder for c in self._closers
+                          if getattr(c, "forwarder", None) is not None), None)
+        if forwarder is not None and hasattr(forwarder, "resolve_wire"):
+            wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(),
+                                 loop.time,
+                                 is_local=pipeline.covers_wire)
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,
-                                    clock=asyncio.get_running_loop().time)
+                                    clock=loop.time, wire=wire)
         admission = Admission(AdmissionLimits(server.max_connections,
                                               server.max_connections_per_client))
         limits = stream_limits(server)
@@ -325,6 +335,8 @@ class Service:
         listeners = {ln.transport.value: ln.statistics() for ln in self.listeners}
         stats: dict[str, Any] = {
             "handler": self.handler.statistics() if self.handler else {},
+            "wire": self.handler.wire.statistics() if self.handler and self.handler.wire
+            else {},
             "listeners": listeners,
             "udp": [u.statistics() for u in self.udp],
         }

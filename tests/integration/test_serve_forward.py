@@ -14,6 +14,7 @@ import dns.flags
 import dns.message
 import dns.query
 import dns.rcode
+import dns.rrset
 import pytest
 from conftest import Served, ServeFactory
 
@@ -64,17 +65,17 @@ async def test_cache_hit_over_udp_and_plain_tcp_unpadded(serve: ServeFactory) ->
 
 
 async def test_identical_queries_coalesced(serve: ServeFactory) -> None:
-    async with FakeUpstream("udp") as up:
-        up.script.append(Behavior.STALL)  # hold the first; the retry answers
-        s: Served = await serve(upstreams=[up.spec()], cache={"enabled": False})
+    async with FakeUpstream("udp", behavior=Behavior.STALL) as up:
+        s: Served = await serve(upstreams=[up.spec()], server={"query_timeout": 1.0})
         clients = [await s.connect() for _ in range(5)]
         queries = [q("same.example.net") for _ in clients]
         for client, query in zip(clients, queries, strict=True):
             await client.send(query)
         for client, query in zip(clients, queries, strict=True):
-            response = await client.recv(10)
-            assert response.id == query.id
-        assert s.service.statistics()["coalesce"]["coalesced"] >= 1
+            response = await client.recv(5)
+            assert response.id == query.id and response.rcode() == dns.rcode.SERVFAIL
+        assert len(up.received) == 1  # five clients, one upstream query
+        assert s.service.statistics()["wire"]["coalesced"] == 4
         for client in clients:
             await client.aclose()
 
@@ -115,3 +116,71 @@ async def test_tls_upstream_with_wrong_pin_never_gets_a_query(serve: ServeFactor
         assert up.received == []
         await client.aclose()
 
+
+
+@pytest.mark.parametrize("behavior", [Behavior.WRONG_QUESTION, Behavior.QR0, Behavior.GARBAGE,
+                                      Behavior.WRONG_ID])
+async def test_bad_upstream_answers_are_never_relayed(serve: ServeFactory,
+                                                      behavior: Behavior) -> None:
+    async with FakeUpstream("tcp", behavior=behavior) as up:
+        s: Served = await serve(upstreams=[up.spec()], server={"query_timeout": 1.0})
+        client = await s.connect()
+        await client.send(q("victim.example.net", use_edns=0))
+        response = await client.recv(5)
+        assert response.rcode() == dns.rcode.SERVFAIL and not response.answer
+        assert up.received  # it was asked
+        await client.aclose()
+
+
+async def test_forwarded_answer_truncated_for_small_udp_clients(serve: ServeFactory) -> None:
+    def big(query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query, pad=0)
+        response.answer.append(dns.rrset.from_text(
+            query.question[0].name, 300, "IN", "TXT", *[f'"{"x" * 200}{i}"' for i in range(5)]))
+        return response
+
+    async with FakeUpstream("udp", answer=big, also_tcp=True) as up:
+        s: Served = await serve(upstreams=[up.spec()], cache={"enabled": False})
+        host, port = s.plain_addr
+        udp = await asyncio.to_thread(dns.query.udp, q("big.example.net", "TXT"), host,
+                                      port=port, timeout=3)
+        assert udp.flags & dns.flags.TC and not udp.answer
+        assert udp.question[0].name.to_text() == "big.example.net."
+        tcp = await asyncio.to_thread(dns.query.tcp, q("big.example.net", "TXT"), host,
+                                      port=port, timeout=3)
+        assert not tcp.flags & dns.flags.TC and len(tcp.answer[0]) == 5
+        assert len(up.received) >= 2  # cache off: both went upstream
+
+
+async def test_local_zone_names_never_forwarded(serve: ServeFactory) -> None:
+    async with FakeUpstream("udp") as up:
+        s: Served = await serve(upstreams=[up.spec()])
+        client = await s.connect()
+        for name in ("www.example.test", "nothere.example.test", "_dns.resolver.arpa"):
+            await client.send(q(name))
+            await client.recv()
+        assert up.received == []
+        await client.aclose()
+
+
+async def test_serve_stale_on_the_wire_path(serve: ServeFactory) -> None:
+    def short_ttl(query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query, pad=0)
+        response.answer.append(dns.rrset.from_text(query.question[0].name, 1, "IN", "A",
+                                                   "192.0.2.9"))
+        return response
+
+    async with FakeUpstream("udp", answer=short_ttl) as up:
+        s: Served = await serve(upstreams=[up.spec()], server={"query_timeout": 0.8},
+                                cache={"serve_stale": True})
+        client = await s.connect()
+        await client.send(q("stale.example.net", use_edns=0))
+        assert (await client.recv()).answer[0][0].to_text() == "192.0.2.9"
+        up.behavior = Behavior.STALL
+        await asyncio.sleep(1.2)  # the one-second TTL runs out (real time: the cache's clock)
+        await client.send(q("stale.example.net", use_edns=0))
+        stale = await client.recv(5)
+        assert stale.rcode() == dns.rcode.NOERROR and stale.answer[0].ttl == 30
+        ede = edns.find_option(stale, edns.EDE)
+        assert isinstance(ede, dns.edns.EDEOption) and ede.code == 3
+        await client.aclose()

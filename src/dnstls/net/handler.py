@@ -40,10 +40,13 @@ from dnstls.proto.answers import (
     Transport,
     error_response,
     finalize,
+    header_error,
     parse_query,
+    truncate_wire,
 )
-from dnstls.proto.cachekey import read_query
-from dnstls.resolver.base import Request, ResolveFailure, Resolver
+from dnstls.proto.cachekey import KEY_DO, WireQuery, read_query
+from dnstls.resolver.base import Request, ResolveFailure, Resolver, servfail
+from dnstls.resolver.wire import WireForwarder
 
 log = logging.getLogger("dnstls.net.handler")
 qlog = logging.getLogger("dnstls.queries")
@@ -63,12 +66,13 @@ class QueryHandler:
     def __init__(self, pipeline: Resolver, *, query_timeout: float = 4.0,
                  keepalive: float | None = None, log_queries: bool = False,
                  cache: WireCache | None = None, clock: Callable[[], float] | None = None,
-                 ) -> None:
+                 wire: WireForwarder | None = None) -> None:
         self.pipeline = pipeline
         self.query_timeout = query_timeout
         self.keepalive = keepalive
         self.log_queries = log_queries
         self.cache = cache
+        self.wire = wire
         self.clock = clock or time.monotonic
         self._keepalive_wire = (edns.keepalive_option(keepalive).to_wire() or b""
                                 if keepalive is not None else b"")
@@ -88,13 +92,22 @@ class QueryHandler:
         self.internal_errors = 0
 
     def fast(self, wire: bytes, transport: Transport) -> bytes | None:
-        """The answer from the cache's stored bytes, or None to take the ordinary path."""
+        """The answer from the cache's stored bytes, or None to take another path."""
+        routed = self.route(wire, transport)
+        return routed if isinstance(routed, bytes) else None
+
+    def route(self, wire: bytes, transport: Transport) -> bytes | WireQuery | None:
+        """Where a raw query goes: its answer from the cache (bytes), the wire-level
+        forwarding path (the WireQuery to hand to :meth:`answer_wire`), or None for the
+        message pipeline (:meth:`parse` then :meth:`answer`)."""
         cache = self.cache
-        if cache is None or self.log_queries:
+        if (cache is None and self.wire is None) or self.log_queries:
             return None
         query = read_query(wire)
         if query is None:
             return None
+        if cache is None:
+            return query if self.wire is not None and self.wire.eligible(query) else None
         stream, pad_block, keys = self._fast_plans[transport]
         out = cache.lookup_wire(
             query.key, query.id, self.clock(), rd=bool(query.flags & _RD),
@@ -102,11 +115,68 @@ class QueryHandler:
             options=self._keepalive_wire if stream and query.keepalive else b"",
             pad_block=pad_block if query.padding else 0)
         if out is None:
-            return None
+            return query if self.wire is not None and self.wire.eligible(query) else None
         if not stream and len(out) > (max(MIN_UDP, query.payload) if query.edns else MIN_UDP):
             return None  # needs truncation: the ordinary path does it
         self.responses[keys[out[3] & 0xF]] += 1
         return out
+
+    async def answer_wire(self, query: WireQuery, wire: bytes, transport: Transport) -> bytes:
+        """Forward ``query`` on the wire-level path; the rendered response (never raises
+        but cancel). ``wire`` is the raw query, parsed only if an error must be built."""
+        assert self.wire is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.query_timeout
+        stream, pad_block, keys = self._fast_plans[transport]
+        options = self._keepalive_wire if stream and query.keepalive else b""
+        pad = pad_block if query.padding else 0
+        self.in_flight += 1
+        try:
+            try:
+                async with asyncio.timeout_at(deadline + 0.25):
+                    out = await self.wire.answer(query, deadline=deadline, options=options,
+                                                 pad_block=pad)
+            except ResolveFailure as failure:
+                out = self._failed_wire(query, wire, transport, failure, options, pad)
+            except TimeoutError:
+                out = self._failed_wire(query, wire, transport, servfail(
+                    dns.edns.EDECode.NO_REACHABLE_AUTHORITY, "query deadline passed"),
+                    options, pad)
+            except Exception:
+                self.internal_errors += 1
+                log.exception("internal error while forwarding a query")
+                out = self._failed_wire(query, wire, transport, servfail(
+                    dns.edns.EDECode.OTHER, "internal error"), options, pad)
+        finally:
+            self.in_flight -= 1
+        if not stream:
+            limit = max(MIN_UDP, query.payload) if query.edns else MIN_UDP
+            if len(out) > limit:
+                out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
+                                    do=bool(query.key[-1] & KEY_DO))
+        self.responses[keys[out[3] & 0xF]] += 1
+        return out
+
+    def _failed_wire(self, query: WireQuery, wire: bytes, transport: Transport,
+                     failure: ResolveFailure, options: bytes, pad: int) -> bytes:
+        """A stale answer if serve-stale has one, else the error answer (and remember
+        a SERVFAIL briefly, as the cache stage does)."""
+        cache = self.wire.cache if self.wire is not None else None
+        now = self.clock()
+        if cache is not None:
+            hit = cache.stale_after_failure(query.key, query.id, now, rd=query.rd,
+                                            qname=query.qname, edns=query.edns,
+                                            options=options, pad_block=pad)
+            if hit is not None:
+                return bytes(hit.wire)
+        message = parse_query(wire)
+        if isinstance(message, Rejection):  # read_query accepted it; be safe anyway
+            return message.wire or header_error(wire, dns.rcode.SERVFAIL) or b""
+        if cache is not None:
+            cache.insert_failure(query.key, message, failure, now)
+        response = error_response(message, failure.rcode, ede=failure.ede, text=failure.text)
+        return finalize(response, message, transport,
+                        keepalive=self.keepalive if transport.is_stream else None)
 
     def parse(self, wire: bytes, transport: Transport) -> dns.message.Message | Rejection:
         parsed = parse_query(wire)

@@ -32,6 +32,7 @@ from dnstls.net.tls import ServerTLS
 from dnstls.proto import framing
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
+from dnstls.proto.cachekey import WireQuery
 from dnstls.proto.stream import CloseReason, FramingError, StreamLimits, StreamState
 
 log = logging.getLogger("dnstls.net.server")
@@ -150,9 +151,14 @@ class StreamConnection(asyncio.Protocol):
         while messages:
             ready: list[bytes] = []
             for wire in messages:
-                fast = handler.fast(wire, transport)
-                if fast is not None:
-                    ready.append(fast)
+                routed = handler.route(wire, transport)
+                if routed is not None:
+                    if isinstance(routed, bytes):
+                        ready.append(routed)
+                    else:
+                        task = self.loop.create_task(self._answer_wire(routed, wire))
+                        self.tasks.add(task)
+                        task.add_done_callback(self.tasks.discard)
                     continue
                 parsed = handler.parse(wire, transport)
                 if isinstance(parsed, Rejection):
@@ -187,6 +193,12 @@ class StreamConnection(asyncio.Protocol):
         wire = await self.listener.handler.answer(query, self.listener.transport, self.peer)
         if not self.closed:
             self._write(wire)
+            self._answered()
+
+    async def _answer_wire(self, query: WireQuery, wire: bytes) -> None:
+        out = await self.listener.handler.answer_wire(query, wire, self.listener.transport)
+        if not self.closed:
+            self._write(out)
             self._answered()
 
     def _answered(self) -> None:

@@ -12,11 +12,14 @@ import asyncio
 import logging
 import typing
 from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
 
 import dns.message
 
 from dnstls.net.handler import QueryHandler
 from dnstls.proto.answers import Rejection, Transport
+from dnstls.proto.cachekey import WireQuery
 
 log = logging.getLogger("dnstls.net.udp")
 
@@ -46,13 +49,16 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
-        fast = self.handler.fast(data, Transport.UDP)
-        if fast is not None:
+        routed = self.handler.route(data, Transport.UDP)
+        if isinstance(routed, bytes):
             if self.transport is not None:
-                self.transport.sendto(fast, addr)
+                self.transport.sendto(routed, addr)
             return
         if self.closing or len(self.tasks) >= self.max_in_flight:
             self.dropped["closing" if self.closing else "overload"] += 1
+            return
+        if routed is not None:
+            self._start(self._answer_wire(routed, data, addr))
             return
         parsed = self.handler.parse(data, Transport.UDP)
         if isinstance(parsed, Rejection):
@@ -61,9 +67,18 @@ class UdpListener(asyncio.DatagramProtocol):
             else:
                 self.dropped["unanswerable"] += 1
             return
-        task = self.loop.create_task(self._answer(parsed, addr))
+        self._start(self._answer(parsed, addr))
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = self.loop.create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _answer_wire(self, query: WireQuery, data: bytes, addr: tuple[str, int],
+                           ) -> None:
+        wire = await self.handler.answer_wire(query, data, Transport.UDP)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.sendto(wire, addr)
 
     async def _answer(self, query: dns.message.Message, addr: tuple[str, int]) -> None:
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))

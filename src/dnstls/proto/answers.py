@@ -165,6 +165,20 @@ def finalize(response: dns.message.Message, query: dns.message.Message,
         return truncated(response).to_wire(max_size=limit)
 
 
+def truncate_wire(wire: bytes, question_length: int, *, edns: bool, do: bool = False,
+                  ) -> bytes:
+    """Wire form of :func:`truncated` for a rendered response: header with TC=1 and
+    no records, the question (``question_length`` bytes at offset 12), a bare OPT."""
+    head = bytearray(wire[:12])
+    head[2] |= dns.flags.TC >> 8
+    head[6:12] = b"\0\0\0\0\0\x01" if edns else b"\0\0\0\0\0\0"
+    out = bytes(head) + wire[12:12 + question_length]
+    if edns:
+        out += b"\0" + struct.pack("!HHIH", dns.rdatatype.OPT, EDNS_PAYLOAD,
+                                   dns.flags.DO if do else 0, 0)
+    return out
+
+
 def truncated(response: dns.message.Message) -> dns.message.Message:
     """The response with every section but the question emptied and TC set."""
     short = dns.message.Message(id=response.id)

@@ -187,6 +187,12 @@ class Cache:
         self._bytes = 0
         self._hits = self._misses = self._evictions = self._stale_served = 0
 
+    @classmethod
+    def storing_nothing(cls) -> Cache:
+        """A cache that validates and renders (:meth:`respond_wire`) but keeps nothing:
+        for the wire-level forwarding path when caching is switched off."""
+        return cls(max_entries=1, max_bytes=1)
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -250,7 +256,7 @@ class Cache:
 
     def stale_after_failure(self, key: CacheKey, query_id: int, now: float, *,
                             rd: bool = True, qname: bytes | None = None, edns: bool = True,
-                            ) -> Hit | None:
+                            options: bytes = b"", pad_block: int = 0) -> Hit | None:
         """The next stage failed: remember that, and return the stale answer if any.
 
         Returns None (and changes nothing) unless serve-stale is on and an expired
@@ -263,7 +269,8 @@ class Cache:
         entry.failed_until = now + self.servfail_ttl
         self._entries.move_to_end(key)
         self._stale_served += 1
-        return Hit(_render(entry, query_id, now, True, rd, qname, edns), True, None)
+        return Hit(_render(entry, query_id, now, True, rd, qname, edns, options, pad_block),
+                   True, None)
 
     # -- inserts -----------------------------------------------------------------------
 

@@ -117,10 +117,29 @@ class LocalData:
         self._next = next_stage
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
         self._ddr = list(ddr)
+        self._suffix_cache: frozenset[bytes] | None = None
 
     @property
     def origins(self) -> list[dns.name.Name]:
         return [z.origin for z in self._zones]
+
+    def covers_wire(self, name: bytes) -> bool:
+        """True if the lower-cased wire-form ``name`` is answered here (in a local zone
+        or under resolver.arpa), so the wire-level forwarding path must not take it."""
+        suffixes = self._suffixes
+        pos = 0
+        while pos < len(name):
+            if name[pos:] in suffixes:
+                return True
+            pos += 1 + name[pos]
+        return False
+
+    @property
+    def _suffixes(self) -> frozenset[bytes]:
+        if self._suffix_cache is None:
+            names = [z.origin for z in self._zones] + [RESOLVER_ARPA]
+            self._suffix_cache = frozenset((n.to_wire() or b"").lower() for n in names)
+        return self._suffix_cache
 
     def _find(self, qname: dns.name.Name) -> _Zone | None:
         for zone in self._zones:  # longest origin first
