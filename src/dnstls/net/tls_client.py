@@ -48,6 +48,7 @@ from typing import Any
 from cryptography import x509
 
 from dnstls.errors import CertificateError, NetworkError, TLSAuthenticationError
+from dnstls.net import probe
 from dnstls.proto.pins import PinSet
 from dnstls.upstreams import UpstreamSpec
 
@@ -161,18 +162,14 @@ def certificate_matches_name(der: bytes, name: str) -> bool:
 
 
 def presented_chain(ssl_object: Any) -> list[bytes]:
-    """DER certificates the server presented, leaf first (empty after resumption)."""
-    getter = getattr(ssl_object, "get_unverified_chain", None)  # Python >= 3.13
-    if getter is None:
-        getter = ssl_object._sslobj.get_unverified_chain
-    chain = getter() or []
-    out = [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
-           for c in chain]
-    if not out:
+    """DER certificates the server presented, leaf first; just the leaf when the chain
+    API has nothing (a resumed session keeps the peer certificate, not the chain)."""
+    chain = probe.presented_chain(ssl_object)
+    if not chain:
         leaf = ssl_object.getpeercert(binary_form=True)
         if leaf:
-            out = [leaf]
-    return out
+            chain = [leaf]
+    return chain
 
 
 def name_left_to_check(ctx: ssl.SSLContext, spec: UpstreamSpec) -> str | None:
