@@ -180,6 +180,24 @@ async def test_response_message_is_dropped_and_connection_kept(serve: ServeFacto
     await client.aclose()
 
 
+@pytest.mark.parametrize("bad", [b"\x00\x00", b"\x00\x05hello"])
+async def test_queries_before_a_closing_frame_are_answered(serve: ServeFactory,
+                                                           bad: bytes) -> None:
+    s: Served = await serve()
+    client = await s.connect()
+    first, cached, slow = q("www.example.test"), q("www.example.test"), q("x.slow.example")
+    after = q("www.example.test")
+    wires = [m.to_wire() for m in (first, cached, slow)]
+    client.writer.write(b"".join(struct.pack("!H", len(w)) + w for w in wires) + bad
+                        + struct.pack("!H", len(after.to_wire())) + after.to_wire())
+    got = {(await client.recv()).id for _ in range(2)}
+    assert got == {first.id, cached.id}
+    await s.gate.wait_arrived(1)
+    s.gate.release("x.slow.example.")
+    assert (await client.recv()).id == slow.id  # answered even though in flight at the bad frame
+    assert await client.closed_by_server(3.0)  # and nothing after it
+
+
 @pytest.mark.parametrize("payload", [
     b"\x00\x00",  # zero length
     b"\x00\x05hello",  # shorter than a header

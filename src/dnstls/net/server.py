@@ -33,7 +33,7 @@ from dnstls.proto import framing
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
-from dnstls.proto.stream import CloseReason, FramingError, StreamLimits, StreamState
+from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 
 log = logging.getLogger("dnstls.net.server")
 
@@ -131,14 +131,14 @@ class StreamConnection(asyncio.Protocol):
         state = self.state
         if state is None or self.closed:
             return
-        now = self.loop.time()
-        try:
-            messages = state.feed(data, now)
-        except FramingError:
-            self.close(CloseReason.FRAMING)
-            return
+        messages = state.feed(data, self.loop.time())
         if messages:
             self._dispatch(messages)
+        if self.closed:
+            return
+        if state.finished:
+            self.close(self._end_reason(state))
+            return
         self._flow()
         self._arm()
 
@@ -150,7 +150,7 @@ class StreamConnection(asyncio.Protocol):
         assert state is not None
         while messages:
             ready: list[bytes] = []
-            for wire in messages:
+            for index, wire in enumerate(messages):
                 routed = handler.route(wire, transport)
                 if routed is not None:
                     if isinstance(routed, bytes):
@@ -162,6 +162,12 @@ class StreamConnection(asyncio.Protocol):
                     continue
                 parsed = handler.parse(wire, transport)
                 if isinstance(parsed, Rejection):
+                    if parsed.wire is None and parsed.rcode is None and "QR" not in parsed.reason:
+                        # no readable header: nothing more on this stream can be trusted;
+                        # answer what came before it, then close (RFC 1035 §4.1.1)
+                        self.listener.stats.dropped["no_header"] += 1
+                        state.abandon(len(messages) - index)
+                        break
                     self._rejected(parsed)
                     if self.closed:
                         return
@@ -181,13 +187,9 @@ class StreamConnection(asyncio.Protocol):
     def _rejected(self, rejection: Rejection) -> None:
         if rejection.wire is not None:
             self._write(rejection.wire)
-            self._answered()
-        elif rejection.rcode is None and "QR" in rejection.reason:
+        else:
             self.listener.stats.dropped["qr_set"] += 1
-            self._answered()
-        else:  # no readable header: nothing can be answered on this stream
-            self.listener.stats.dropped["no_header"] += 1
-            self.close(CloseReason.BAD_MESSAGE)
+        self._answered()
 
     async def _answer(self, query: dns.message.Message) -> None:
         wire = await self.listener.handler.answer(query, self.listener.transport, self.peer)
@@ -209,13 +211,21 @@ class StreamConnection(asyncio.Protocol):
         if more:
             self._dispatch(more)
         if state.finished:
-            limit = state.limits.max_queries
-            self.close(CloseReason.SHUTDOWN if self.listener.closing
-                       else CloseReason.QUERY_LIMIT if limit and state.queries >= limit
-                       else CloseReason.PEER)  # half-closed by the client
+            self.close(self._end_reason(state))
             return
         self._flow()
         self._arm()
+
+    def _end_reason(self, state: StreamState) -> CloseReason:
+        """Why a connection that has answered everything it will answer is closed."""
+        if state.broken is not None:
+            return state.broken
+        if self.listener.closing:
+            return CloseReason.SHUTDOWN
+        limit = state.limits.max_queries
+        if limit and state.queries >= limit:
+            return CloseReason.QUERY_LIMIT
+        return CloseReason.PEER  # half-closed by the client
 
     def _flow(self) -> None:
         state = self.state

@@ -25,7 +25,16 @@ _LEN = struct.Struct("!H")
 
 
 class FramingError(Exception):
-    """The byte stream cannot be framed (zero-length message)."""
+    """The byte stream cannot be framed (zero-length message).
+
+    ``messages`` holds the complete messages that preceded the bad length prefix in the
+    same :meth:`FrameDecoder.feed` call: they were received intact and deserve answers
+    before the connection is closed.
+    """
+
+    def __init__(self, reason: str, messages: list[bytes] | None = None) -> None:
+        super().__init__(reason)
+        self.messages = messages or []
 
 
 def encode(message: bytes) -> bytes:
@@ -70,7 +79,7 @@ class FrameDecoder:
             while end - pos >= 2:
                 n = (data[pos] << 8) | data[pos + 1]
                 if n == 0:
-                    raise FramingError("zero-length DNS message")
+                    raise FramingError("zero-length DNS message", out)
                 if end - pos - 2 < n:
                     break
                 out.append(bytes(data[pos + 2 : pos + 2 + n]))
@@ -89,7 +98,7 @@ class FrameDecoder:
         while end - pos >= 2:
             n = (buf[pos] << 8) | buf[pos + 1]
             if n == 0:
-                raise FramingError("zero-length DNS message")
+                raise FramingError("zero-length DNS message", out)
             if end - pos - 2 < n:
                 break
             out.append(bytes(buf[pos + 2 : pos + 2 + n]))

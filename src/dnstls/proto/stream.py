@@ -17,6 +17,10 @@ The asyncio adapter owns the socket; this class owns every decision about it:
   :meth:`expired`, which names the :class:`CloseReason` once one has passed.
 * **Limits.** ``max_queries`` per connection (0: unlimited) ends the connection cleanly
   once the last answer is sent.
+* **Broken streams.** A zero-length prefix (or, reported by the adapter through
+  :meth:`abandon`, a message without a readable header) ends reading; the queries that
+  arrived *before* it are still answered, then the connection closes
+  (:attr:`finished`, :attr:`broken` names why). Nothing after the bad frame is used.
 
 No sockets, no clock, no asyncio: tests drive it with bytes and numbers.
 """
@@ -71,7 +75,7 @@ class StreamState:
     """Decisions for one server-side stream connection; see the module docstring."""
 
     __slots__ = ("_backlog", "_decoder", "_idle_since", "_message_started", "_write_blocked",
-                 "in_flight", "limits", "queries", "stop_reading")
+                 "broken", "in_flight", "limits", "queries", "stop_reading")
 
     def __init__(self, limits: StreamLimits, now: float) -> None:
         self.limits = limits
@@ -83,29 +87,36 @@ class StreamState:
         self.in_flight = 0
         self.queries = 0
         self.stop_reading = False  # set on shutdown or when the query limit is reached
+        self.broken: CloseReason | None = None
 
     # -- input -------------------------------------------------------------------------
     def feed(self, data: bytes, now: float) -> list[bytes]:
         """Take received bytes; return the messages that may be dispatched now.
 
-        Raises :class:`FramingError` for an unframeable stream (close it).
+        An unframeable stream sets :attr:`broken` and stops reading; the messages before
+        the bad prefix are still returned.
         """
         if self.stop_reading:
             return []
         decoder = self._decoder
-        messages = decoder.feed(data)
-        if decoder.in_message:
-            if self._message_started is None or messages:
-                self._message_started = now
-        else:
+        try:
+            messages = decoder.feed(data)
+        except FramingError as exc:
+            messages = exc.messages
+            self.broken = CloseReason.FRAMING
+            self.stop_reading = True
+        partial = decoder.in_message and self.broken is None
+        if not partial:
             self._message_started = None
+        elif self._message_started is None or messages:
+            self._message_started = now
         if messages:
             if self._backlog or self.in_flight + len(messages) > self.limits.max_in_flight:
                 self._backlog.extend(messages)
                 messages = self._take()
             else:
                 messages = self._accept(messages)
-        if decoder.in_message or self.in_flight or self._backlog:
+        if partial or self.in_flight or self._backlog:
             self._idle_since = None
         elif self._idle_since is None:
             self._idle_since = now
@@ -154,6 +165,15 @@ class StreamState:
     def shutdown(self) -> None:
         """Stop taking new messages; what was already accepted is still answered."""
         self.stop_reading = True
+
+    def abandon(self, count: int, reason: CloseReason = CloseReason.BAD_MESSAGE) -> None:
+        """``count`` dispatched messages will not be answered (the first of them was
+        unusable, the rest came after it): stop reading, drop the backlog, and close
+        once the queries before them are answered."""
+        self.in_flight -= count
+        self._backlog.clear()
+        self.stop_reading = True
+        self.broken = reason
 
     # -- output ------------------------------------------------------------------------
     def write_blocked(self, now: float) -> None:

@@ -52,10 +52,12 @@ def test_glued_messages_in_one_read() -> None:
     assert decoder.in_message and decoder.buffered == 1
 
 
-@pytest.mark.parametrize("prefix", [b"\x00\x00", b"\x00\x01a\x00\x00"])
-def test_zero_length_is_a_framing_error(prefix: bytes) -> None:
-    with pytest.raises(FramingError):
+@pytest.mark.parametrize(("prefix", "before"), [(b"\x00\x00", []),
+                                                (b"\x00\x01a\x00\x00", [b"a"])])
+def test_zero_length_is_a_framing_error(prefix: bytes, before: list[bytes]) -> None:
+    with pytest.raises(FramingError) as info:
         FrameDecoder().feed(prefix)
+    assert info.value.messages == before  # received intact before the bad prefix
 
 
 def test_zero_length_after_buffered_bytes() -> None:

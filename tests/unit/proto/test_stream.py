@@ -1,7 +1,7 @@
 import pytest
 
 from dnstls.proto.framing import encode, encode_many
-from dnstls.proto.stream import CloseReason, FramingError, StreamLimits, StreamState
+from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 
 Q = b"\x00\x01" + b"\x00" * 10 + b"q"
 
@@ -94,9 +94,29 @@ def test_shutdown_answers_what_was_received() -> None:
     assert s.finished
 
 
-def test_framing_error_propagates() -> None:
-    with pytest.raises(FramingError):
-        state().feed(b"\x00\x00", 101.0)
+def test_zero_length_prefix_breaks_the_stream_after_the_messages_before_it() -> None:
+    s = state()
+    assert s.feed(encode_many([Q, Q]) + b"\x00\x00" + encode(Q), 101.0) == [Q, Q]
+    assert s.broken is CloseReason.FRAMING and s.stop_reading and not s.finished
+    assert s.feed(encode(Q), 101.1) == []
+    s.answered(102.0)
+    s.answered(102.0)
+    assert s.finished
+
+
+def test_zero_length_prefix_alone_finishes_at_once() -> None:
+    s = state()
+    assert s.feed(b"\x00\x00", 101.0) == []
+    assert s.finished and s.broken is CloseReason.FRAMING
+
+
+def test_abandon_drops_the_rest_and_the_backlog() -> None:
+    s = state(max_in_flight=2)
+    assert s.feed(encode_many([Q, Q, Q, Q]), 101.0) == [Q, Q]
+    s.abandon(1)  # the second message had no header
+    assert s.broken is CloseReason.BAD_MESSAGE and s.pending == 1
+    assert s.answered(102.0) == []
+    assert s.finished
 
 
 @pytest.mark.parametrize("kw", [{"idle_timeout": 0}, {"max_in_flight": 0},
