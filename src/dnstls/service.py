@@ -39,6 +39,7 @@ from dnstls.config import (
 )
 from dnstls.errors import ConfigError
 from dnstls.metrics import MetricsServer
+from dnstls.net import loop as loop_mod
 from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamListener
 from dnstls.net.tls import CertPair, ServerTLS
@@ -141,7 +142,7 @@ class Service:
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
         self._stats_sources[name] = source
 
-    async def start(self) -> Endpoints:
+    async def start(self, *, tune_gc: bool = False) -> Endpoints:
         config = self.config
         server = config.server
         if server.listen:
@@ -202,6 +203,8 @@ class Service:
             raise
         if self.tls is not None:
             self._tasks.append(asyncio.get_running_loop().create_task(self._watch_certs()))
+        if tune_gc:
+            loop_mod.tune_gc_for_serving()
         return self.endpoints
 
     async def _bind_plain(self, tcp: StreamListener, host: str, port: int,

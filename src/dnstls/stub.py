@@ -731,7 +731,7 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
     """Run the stub until SIGTERM/SIGINT (the ``dnstls stub`` command)."""
     runtime = StubRuntime(config, path=path, overrides=overrides)
     service = runtime.service()
-    await service.start()
+    await service.start(tune_gc=True)
     service.install_signal_handlers()
     for host, port in service.endpoints.plain:
         log.info("DNS stub (UDP+TCP) on %s", format_hostport(host, port))

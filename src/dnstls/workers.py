@@ -159,7 +159,7 @@ async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int) -
 
     service = _reuse_port_service(Service)(
         config, upstream_factory=forwarding_factory(config, specs))
-    await service.start()
+    await service.start(tune_gc=True)
     service.install_signal_handlers()
     if index == 0:
         for line in service.banner():

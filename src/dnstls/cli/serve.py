@@ -112,7 +112,7 @@ async def _serve(cfg: config_mod.Config, specs: list[Any] | None) -> int:
     from dnstls.wiring import forwarding_factory
 
     service = Service(cfg, upstream_factory=forwarding_factory(cfg, specs))
-    await service.start()
+    await service.start(tune_gc=True)
     service.install_signal_handlers()
     for line in service.banner():
         log.info("%s", line)

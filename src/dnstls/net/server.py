@@ -76,6 +76,8 @@ class StreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._reading = True
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
 
     def __del__(self) -> None:
         # The event loop gives the protocol no callback when the TLS handshake fails or
@@ -241,12 +243,24 @@ class StreamConnection(asyncio.Protocol):
 
     # -- output ------------------------------------------------------------------------
     def _write(self, wire: bytes, *, framed: bool = False) -> None:
+        """Queue an answer; everything queued in one loop iteration goes out in one
+        write (one TLS record, one send) -- answers completing together are common."""
+        if self.closed:
+            return
+        self._out.append(wire if framed else framing.encode(wire))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
         transport = self.transport
         state = self.state
-        if transport is None or state is None or self.closed or transport.is_closing():
+        out, self._out = self._out, []
+        if not out or transport is None or state is None or transport.is_closing():
             return  # is_closing: lost, app's connection_lost not yet run (no log flood)
-        transport.write(wire if framed else framing.encode(wire))
-        if state.output_exceeded(transport.get_write_buffer_size()):
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if not self.closed and state.output_exceeded(transport.get_write_buffer_size()):
             log.warning("closing connection from %s: client does not read its answers",
                         self.peer[0] if self.peer else "?")
             self.close(CloseReason.OUTPUT_LIMIT, abort=True)
@@ -294,6 +308,8 @@ class StreamConnection(asyncio.Protocol):
         if self.closed:
             return
         transport = self.transport or self.raw
+        if not abort:
+            self._flush()  # answers queued in this iteration go out before the close
         self._finish(reason)
         if transport is not None:
             if abort:

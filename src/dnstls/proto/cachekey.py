@@ -54,6 +54,7 @@ KEY_DO = 0x01
 KEY_CD = 0x02
 
 _QR = 0x8000
+_RD = 0x0100
 _OPCODE_MASK = 0x7800
 _CD = 0x0010
 _DO = 0x8000
@@ -118,7 +119,7 @@ class WireQuery(NamedTuple):
 
     @property
     def rd(self) -> bool:
-        return bool(self.flags & dns.flags.RD)
+        return bool(self.flags & _RD)
 
 
 def read_query(wire: bytes) -> WireQuery | None:

@@ -123,7 +123,7 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
 # it (the cache's checked walk) before anything reaches a client.
 
 _QR_BIT = 0x80
-WIRE_FLAGS = dns.flags.RD | dns.flags.CD | dns.flags.AD  # forwarded from the client
+WIRE_FLAGS = int(dns.flags.RD | dns.flags.CD | dns.flags.AD)  # forwarded from the client
 
 
 def prepare_query_wire(question: bytes, *, qid: int, flags: int, payload: int, do: bool,
