@@ -483,3 +483,37 @@ async def test_unknown_edns_options_are_ignored(serve: ServeFactory) -> None:
     assert response.rcode() == dns.rcode.NOERROR
     assert not any(o.otype == 65001 for o in response.options)
     await client.aclose()
+
+
+async def test_certificate_chosen_by_sni(serve: ServeFactory, tmp_path: Path) -> None:
+    s: Served = await serve()  # (only to reach the per-test PKI)
+    other = s.pki.ca.issue_cert("other.test")
+    other_pem = tmp_path / "other.pem"
+    other.private_key_and_cert_chain_pem.write_to_path(str(other_pem))
+    await s.service.aclose()
+    s2: Served = await serve(tls={"certificates": [
+        {"cert": str(tmp_path / "server.pem"), "key": str(tmp_path / "server.pem")},
+        {"cert": str(other_pem), "key": str(other_pem)}]})
+    for name, expected in (("dns.test", "dns.test"), ("other.test", "other.test")):
+        client = await s2.connect(server_hostname=name)
+        der = client.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        names = x509.load_der_x509_certificate(der).extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+        assert names == [expected]
+        await client.aclose()
+
+
+async def test_certificate_files_watched_for_changes(serve: ServeFactory,
+                                                     tmp_path: Path) -> None:
+    s: Served = await serve(server={"reload_check_interval": 0.1})
+    new_leaf = s.pki.ca.issue_cert("dns.test")
+    new_leaf.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    expected = x509.load_pem_x509_certificate(new_leaf.cert_chain_pems[0].bytes()).serial_number
+    for _ in range(50):
+        if s.service.tls is not None and s.service.tls.reloads:
+            break
+        await asyncio.sleep(0.05)
+    client = await s.connect()
+    der = client.writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+    assert x509.load_der_x509_certificate(der).serial_number == expected
+    await client.aclose()
