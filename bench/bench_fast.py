@@ -63,9 +63,9 @@ def main() -> None:
     cache, shapes = build(args.names)
     now = [10.0]
     handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: now[0])
+    fast = handler.fast
+    tls = Transport.TLS
     for shape, wires in shapes.items():
-        fast = handler.fast
-        tls = Transport.TLS
 
         def run(wires: list[bytes] = wires) -> None:
             for w in wires:

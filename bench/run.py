@@ -86,7 +86,7 @@ class Settings:
         self.seconds = args.seconds or (3.0 if quick else 8.0)
         self.reps = args.reps or (1 if quick else 2)
         self.miss_names = 2000 if quick else 8000
-        self.handshakes = 300 if quick else 1500
+        self.handshakes = 300 if quick else 1000
         self.idle = args.idle or (2000 if quick else 10000)
         self.fixed_rate = 10000
         self.pin = not args.no_pin
