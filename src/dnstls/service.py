@@ -81,7 +81,7 @@ class Service:
 
     def __init__(self, config: Config, *,
                  upstream_factory: Callable[[Resolver], tuple[Resolver, Any]] | None = None,
-                 ) -> None:
+                 reuse_port: bool = False) -> None:
         self.config = config
         self.endpoints = Endpoints()
         self.tls: ServerTLS | None = None
@@ -97,6 +97,7 @@ class Service:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._sigint_count = 0
+        self.reuse_port = reuse_port  # SO_REUSEPORT on every listener (serve --workers)
 
     # -- start-up ----------------------------------------------------------------------
     def _certificates(self) -> list[CertPair]:
@@ -212,9 +213,10 @@ class Service:
         """UDP and TCP on one port; with port 0, retry until both get the same one."""
         assert self.handler is not None
         for _attempt in range(20):
-            udp, (uhost, uport) = await UdpListener.listen(self.handler, host, port)
+            udp, (uhost, uport) = await UdpListener.listen(self.handler, host, port,
+                                                           reuse_port=self.reuse_port)
             try:
-                await tcp.listen(host, uport)
+                await tcp.listen(host, uport, reuse_port=self.reuse_port)
             except OSError as exc:
                 udp.close()
                 if port == 0 and exc.errno == errno.EADDRINUSE:
@@ -240,7 +242,7 @@ class Service:
                     fld: str) -> tuple[str, int] | None:
         host, port = parse_hostport(text, default_port, field=fld)
         try:
-            return await listener.listen(host, port)
+            return await listener.listen(host, port, reuse_port=self.reuse_port)
         except OSError as exc:
             if (exc.errno == errno.EADDRNOTAVAIL and self.config.server.listen == DEFAULT_LISTEN
                     and ":" in host):

@@ -157,8 +157,8 @@ async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int) -
     from dnstls.service import Service
     from dnstls.wiring import forwarding_factory
 
-    service = _reuse_port_service(Service)(
-        config, upstream_factory=forwarding_factory(config, specs))
+    service = Service(config, upstream_factory=forwarding_factory(config, specs),
+                      reuse_port=True)
     await service.start(tune_gc=True)
     service.install_signal_handlers()
     if index == 0:
@@ -170,51 +170,6 @@ async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int) -
         os.close(ready_fd)
     await service.run_until_stopped()
     return 0
-
-
-def _reuse_port_service(base: type[Any]) -> type[Any]:
-    """``Service`` binding every listener with SO_REUSEPORT.
-
-    A bridge: it overrides the service's two bind steps, because ``Service`` has no
-    ``reuse_port`` option yet (bench/proposals/service-reuse-port.diff adds one; with
-    it, this becomes ``Service(config, ..., reuse_port=True)``). Port 0 never reaches
-    here (:func:`resolve_ports`), so the retry loop of the ordinary bind is not needed.
-    """
-    from dnstls.net.server import StreamListener
-    from dnstls.net.udp import UdpListener
-    from dnstls.service import DEFAULT_LISTEN
-
-    class ReusePortService(base):  # type: ignore[misc]
-        async def _bind(self, listener: StreamListener, text: str, default_port: int,
-                        fld: str) -> tuple[str, int] | None:
-            host, port = parse_hostport(text, default_port, field=fld)
-            try:
-                return await listener.listen(host, port, reuse_port=True)
-            except OSError as exc:
-                if (exc.errno == errno.EADDRNOTAVAIL and ":" in host
-                        and self.config.server.listen == DEFAULT_LISTEN):
-                    log.warning("IPv6 loopback is not available; not listening on %s", text)
-                    return None
-                raise ConfigError(fld, f"cannot listen on {text}: {exc.strerror}") from None
-
-        async def _bind_plain(self, tcp: StreamListener, host: str, port: int,
-                              ) -> tuple[str, int]:
-            import asyncio
-
-            handler = self.handler
-            loop = asyncio.get_running_loop()
-            transport, udp = await loop.create_datagram_endpoint(
-                lambda: UdpListener(handler), local_addr=(host, port), reuse_port=True)
-            try:
-                await tcp.listen(host, port, reuse_port=True)
-            except OSError:
-                transport.close()
-                raise
-            self.udp.append(udp)
-            sockname = transport.get_extra_info("sockname")
-            return sockname[0], sockname[1]
-
-    return ReusePortService
 
 
 # --------------------------------------------------------------------------- supervisor

@@ -36,11 +36,11 @@ class UdpListener(asyncio.DatagramProtocol):
         self.dropped: Counter[str] = Counter()
 
     @classmethod
-    async def listen(cls, handler: QueryHandler, host: str, port: int,
-                     ) -> tuple[UdpListener, tuple[str, int]]:
+    async def listen(cls, handler: QueryHandler, host: str, port: int, *,
+                     reuse_port: bool = False) -> tuple[UdpListener, tuple[str, int]]:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: cls(handler), local_addr=(host, port), reuse_port=None)
+            lambda: cls(handler), local_addr=(host, port), reuse_port=reuse_port or None)
         sockname = transport.get_extra_info("sockname")
         return protocol, (sockname[0], sockname[1])
 
