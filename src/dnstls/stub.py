@@ -39,13 +39,12 @@ is opportunistic privacy (RFC 8310 §4): encrypted, not authenticated, pins drop
 logged as a warning at start and shown per upstream in the metrics.
 
 **Report-only pins** (``tls_pubkey_pinset_mode = "report"``), for rolling a pinset out
-or over without an outage: the pool gets no pins for that upstream, so it authenticates
-it by name against the CA only (report mode without ``tls_auth_name`` is refused, as the
-upstream would then not be authenticated at all); right after each full handshake the
-presented chain is checked against the pinset and a mismatch is logged with the
-expected and the seen pins, and counted (``pin_report_mismatches``), but not enforced.
-This is done by subclassing the pool's upstream and connection classes
-(:class:`ReportingStreamUpstream`), not by changing the pool.
+or over without an outage: the upstream's spec carries the pins and the mode
+(:attr:`~dnstls.upstreams.UpstreamSpec.tls_pubkey_pinset_mode`), so the pool
+authenticates it by name against the CA and, after each full handshake, logs a pin
+mismatch with the expected and the seen pins and counts it (``pin_mismatches_reported``)
+instead of refusing the server. Report mode without ``tls_auth_name`` is refused, as the
+upstream would then not be authenticated at all.
 
 **Reload** (SIGHUP): the configuration file is read again (command-line options still
 override it). If it is valid, a new generation -- upstream pool, coalescer, forwarder
@@ -86,16 +85,19 @@ from dnstls.config import (
     format_hostport,
     parse_hostport,
 )
-from dnstls.errors import ConfigError, PinMismatch
-from dnstls.net import tls_client
-from dnstls.net.pool import StreamUpstream, UpstreamConnection
-from dnstls.proto.pins import PIN_DIGEST, PinSet, parse_pin
+from dnstls.errors import ConfigError
+from dnstls.net.pool import StreamUpstream
+from dnstls.proto.pins import PIN_DIGEST, parse_pin
 from dnstls.resolver.base import Request, Resolver
 from dnstls.upstreams import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_QUERY_TIMEOUT,
+    PIN_MODES,
+    REPORT_NEEDS_NAME,
+    PinsetMode,
     UpstreamSpec,
+    check_pinset_mode,
     parse_upstream_uri,
 )
 
@@ -109,7 +111,6 @@ DEFAULT_TIMEOUT_MS = 4000
 DEFAULT_PADDING = 128
 AUTH_REQUIRED = "GETDNS_AUTHENTICATION_REQUIRED"
 AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
-PIN_MODES = ("enforce", "report")
 STRATEGIES = ("round_robin", "fastest", "ordered")
 
 _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
@@ -124,14 +125,20 @@ _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinse
 
 @dataclass(frozen=True)
 class StubUpstream:
-    """One upstream: what the pool enforces (``spec``) and the pins only reported."""
+    """One upstream of the stub: the pool's ``spec`` (pins and their mode included)."""
 
     spec: UpstreamSpec
-    report_pins: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def report_pins(self) -> tuple[str, ...]:
+        """The pins that are only reported, not enforced (empty in enforce mode)."""
+        if self.spec.tls_pubkey_pinset_mode == "report":
+            return self.spec.tls_pubkey_pinset
+        return ()
 
 
 @dataclass(frozen=True)
@@ -265,7 +272,7 @@ class _Globals:
     """Settings every upstream inherits."""
 
     opportunistic: bool
-    pin_mode: str
+    pin_mode: PinsetMode
     ca_file: str | None
     idle_timeout: float
     padding: int
@@ -273,30 +280,27 @@ class _Globals:
 
 
 def _make_upstream(*, address: str, port: int, auth_name: str | None, pins: tuple[str, ...],
-                   pin_mode: str, ca_file: str | None, g: _Globals, path: str,
+                   pin_mode: PinsetMode, ca_file: str | None, g: _Globals, path: str,
                    ) -> StubUpstream:
     """Apply the authentication rules of the module docstring to one upstream."""
-    report: tuple[str, ...] = ()
     if g.opportunistic:
         if pins:
             log.warning("%s: tls_authentication is %s: its pins are not checked",
                         path, AUTH_NONE)
         pins = ()
-    elif pin_mode == "report" and pins:
-        if not auth_name:
-            raise ConfigError(f"{path}.tls_pubkey_pinset_mode",
-                              "report-only pins need tls_auth_name: without a name checked "
-                              "against a CA the upstream would not be authenticated at all")
-        pins, report = (), pins
+    elif pin_mode == "report" and pins and not auth_name:
+        raise ConfigError(f"{path}.tls_pubkey_pinset_mode", REPORT_NEEDS_NAME)
     if not g.opportunistic and not auth_name and not pins:
         raise ConfigError(path, f"tls://{format_hostport(address, port)} cannot be "
                                 "authenticated: give tls_auth_name and/or tls_pubkey_pinset "
                                 f"(or tls_authentication = \"{AUTH_NONE}\")")
     spec = UpstreamSpec(address=address, port=port, transport="tls", tls_auth_name=auth_name,
-                        tls_pubkey_pinset=pins, ca_file=ca_file, opportunistic=g.opportunistic,
+                        tls_pubkey_pinset=pins,
+                        tls_pubkey_pinset_mode=pin_mode if pins else "enforce",
+                        ca_file=ca_file, opportunistic=g.opportunistic,
                         idle_timeout=g.idle_timeout, connect_timeout=g.connect_timeout,
                         tls_query_padding_blocksize=g.padding)
-    return StubUpstream(spec, report)
+    return StubUpstream(spec)
 
 
 def _upstream_from_table(item: Any, path: str, g: _Globals) -> StubUpstream:
@@ -321,10 +325,9 @@ def _upstream_from_table(item: Any, path: str, g: _Globals) -> StubUpstream:
     auth_name = _auth_name(name_text, f"{path}.tls_auth_name") if name_text else None
     pins = _pinset(item["tls_pubkey_pinset"], f"{path}.tls_pubkey_pinset") \
         if "tls_pubkey_pinset" in item else ()
-    mode = _str(item, "tls_pubkey_pinset_mode", f"{path}.tls_pubkey_pinset_mode") or g.pin_mode
-    if mode not in PIN_MODES:
-        raise ConfigError(f"{path}.tls_pubkey_pinset_mode",
-                          f"{mode!r}: expected \"enforce\" or \"report\"")
+    mode = check_pinset_mode(_str(item, "tls_pubkey_pinset_mode",
+                                  f"{path}.tls_pubkey_pinset_mode") or g.pin_mode,
+                             f"{path}.tls_pubkey_pinset_mode")
     ca_text = _str(item, "tls_ca_file", f"{path}.tls_ca_file")
     ca_file = _check_ca_file(ca_text, f"{path}.tls_ca_file") if ca_text else g.ca_file
     return _make_upstream(address=address, port=port, auth_name=auth_name, pins=pins,
@@ -364,11 +367,9 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 1024:
         raise ConfigError("tls_query_padding_blocksize",
                           f"expected an integer 0..1024, got {padding!r}")
-    pin_mode = cli.pin_mode or _str(data, "tls_pubkey_pinset_mode", "tls_pubkey_pinset_mode") \
-        or "enforce"
-    if pin_mode not in PIN_MODES:
-        raise ConfigError("tls_pubkey_pinset_mode",
-                          f"{pin_mode!r}: expected \"enforce\" or \"report\"")
+    pin_mode = check_pinset_mode(
+        cli.pin_mode or _str(data, "tls_pubkey_pinset_mode", "tls_pubkey_pinset_mode")
+        or "enforce", "--pin-mode" if cli.pin_mode else "tls_pubkey_pinset_mode")
     ca_text = _str(data, "tls_ca_file", "tls_ca_file")
     timeout = _ms(data, "timeout", "timeout", DEFAULT_TIMEOUT_MS / 1000)
     g = _Globals(opportunistic=cli.opportunistic or auth == AUTH_NONE, pin_mode=pin_mode,
@@ -476,54 +477,6 @@ def load_stub_config(path: str | Path | None = None, overrides: StubOverrides | 
     return stub_config_from_data(data, overrides, source=str(path or ""))
 
 
-# ------------------------------------------------------------------------ report-only pins
-
-class ReportingConnection(UpstreamConnection):
-    """A pool connection that also checks the report-only pinset after its handshake."""
-
-    def _authenticate(self) -> None:
-        super()._authenticate()  # name/CA (and enforced pins) first: may raise
-        upstream = self.upstream
-        if isinstance(upstream, ReportingStreamUpstream) and self._transport is not None:
-            upstream.report(self._transport.get_extra_info("ssl_object"))
-
-
-class ReportingStreamUpstream(StreamUpstream):
-    """A DoT upstream authenticated by name whose pins are checked but not enforced."""
-
-    def __init__(self, spec: UpstreamSpec, report_pins: Sequence[str], *,
-                 clock: Any = None) -> None:
-        super().__init__(spec, clock=clock)
-        self.report_pinset = PinSet.of(report_pins)
-        self.pin_report_matches = 0
-        self.pin_report_mismatches = 0
-
-    def _new_connection(self) -> UpstreamConnection:
-        return ReportingConnection(self)
-
-    def report(self, ssl_object: Any) -> None:
-        if ssl_object is None or ssl_object.session_reused:
-            return  # a resumed session carries no chain; its first connection was checked
-        try:
-            self.report_pinset.check(tls_client.presented_chain(ssl_object))
-        except PinMismatch as exc:
-            self.pin_report_mismatches += 1
-            log.warning("upstream %s: %s (report-only: not enforced; the server was "
-                        "authenticated by name)", self.name, exc)
-        else:
-            self.pin_report_matches += 1
-
-    def statistics(self) -> dict[str, Any]:
-        return {**super().statistics(), "pin_report_matches": self.pin_report_matches,
-                "pin_report_mismatches": self.pin_report_mismatches}
-
-
-def make_stub_upstream(upstream: StubUpstream, *, clock: Any = None) -> StreamUpstream:
-    if upstream.report_pins:
-        return ReportingStreamUpstream(upstream.spec, upstream.report_pins, clock=clock)
-    return StreamUpstream(upstream.spec, clock=clock)
-
-
 # ------------------------------------------------------------------------ running
 
 class Generation:
@@ -535,7 +488,7 @@ class Generation:
         from dnstls.resolver.forward import Forwarder
 
         self.config = config
-        self.upstreams = [make_stub_upstream(u, clock=clock) for u in config.upstreams]
+        self.upstreams = [StreamUpstream(u.spec, clock=clock) for u in config.upstreams]
         self.forwarder = Forwarder(self.upstreams, strategy=config.strategy, clock=clock)
         self.coalescer = Coalescer(self.forwarder)
         self.cache = cache
@@ -552,7 +505,6 @@ class Generation:
         clash), then what only the stub has."""
         out: dict[str, Any] = {}
         health = self.forwarder.statistics()["upstreams"]
-        report = {u.name: bool(u.report_pins) for u in self.config.upstreams}
         for upstream in self.upstreams:
             entry = health[upstream.name]
             flat = {k: v for k, v in entry.items() if k != "transport" and v is not None}
@@ -560,7 +512,7 @@ class Generation:
                 flat[f"transport_{key}" if key in flat else key] = value
             flat["healthy"] = not entry["backed_off"]
             flat["opportunistic"] = upstream.spec.opportunistic
-            flat["pin_report_only"] = report.get(upstream.name, False)
+            flat["pin_report_only"] = bool(StubUpstream(upstream.spec).report_pins)
             out[upstream.name] = flat
         return out
 
@@ -731,8 +683,8 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
     """Run the stub until SIGTERM/SIGINT (the ``dnstls stub`` command)."""
     runtime = StubRuntime(config, path=path, overrides=overrides)
     service = runtime.service()
+    service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
-    service.install_signal_handlers()
     for host, port in service.endpoints.plain:
         log.info("DNS stub (UDP+TCP) on %s", format_hostport(host, port))
     if service.endpoints.metrics:
@@ -741,14 +693,14 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
         how = ("opportunistic" if upstream.spec.opportunistic else
                ", ".join(filter(None, [
                    f"name {upstream.spec.tls_auth_name}" if upstream.spec.tls_auth_name
-                   else "", "pins" if upstream.spec.tls_pubkey_pinset else "",
-                   "pins (report-only)" if upstream.report_pins else ""])))
+                   else "", "pins (report-only)" if upstream.report_pins
+                   else "pins" if upstream.spec.tls_pubkey_pinset else ""])))
         log.info("upstream %s (%s)", upstream.name, how)
     await service.run_until_stopped()
     return 0
 
 
 __all__ = ["AUTH_NONE", "AUTH_REQUIRED", "DEFAULT_LISTEN", "DEFAULT_UPSTREAM_ADDRESSES",
-           "ReportingStreamUpstream", "StubConfig", "StubForwarding", "StubOverrides",
+           "PIN_MODES", "StubConfig", "StubForwarding", "StubOverrides",
            "StubRuntime", "StubUpstream", "load_stub_config", "parse_listen", "run",
            "stub_config_from_data"]

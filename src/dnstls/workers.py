@@ -159,8 +159,8 @@ async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int) -
 
     service = Service(config, upstream_factory=forwarding_factory(config, specs),
                       reuse_port=True)
+    service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
-    service.install_signal_handlers()
     if index == 0:
         for line in service.banner():
             log.info("%s", line)

@@ -112,8 +112,8 @@ async def _serve(cfg: config_mod.Config, specs: list[Any] | None) -> int:
     from dnstls.wiring import forwarding_factory
 
     service = Service(cfg, upstream_factory=forwarding_factory(cfg, specs))
+    service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
-    service.install_signal_handlers()
     for line in service.banner():
         log.info("%s", line)
     await service.run_until_stopped()
