@@ -554,6 +554,25 @@ class StubForwarding:
             if generation.retired and generation.in_flight == 0:
                 self._close(generation)
 
+    @property
+    def forwarder(self) -> StubForwarding:
+        """What the listeners' wire-level path forwards through (:mod:`resolver.wire`):
+        this object, so that it too follows reloads to the current generation."""
+        return self
+
+    async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                           deadline: float) -> bytes:
+        generation = self.current
+        generation.in_flight += 1
+        try:
+            answer: bytes = await generation.forwarder.resolve_wire(
+                question, flags=flags, payload=payload, do=do, deadline=deadline)
+            return answer
+        finally:
+            generation.in_flight -= 1
+            if generation.retired and generation.in_flight == 0:
+                self._close(generation)
+
     def swap(self, config: StubConfig) -> Generation:
         """New queries go to a generation built from ``config``; the old one drains."""
         old = self.current
