@@ -17,12 +17,19 @@ TOML (Stubby vocabulary)::
     transport = "tls"
     tls_auth_name = "cloudflare-dns.com"
     tls_pubkey_pinset = [{ digest = "sha256", value = "base64..." }]
+    tls_pubkey_pinset_mode = "enforce"   # or "report"
     # or: uri = "tls://1.1.1.1#cloudflare-dns.com"
 
 Strict authentication (RFC 8310 §5) is the default: a DoT upstream needs an
 authentication name (checked against the CA store) and/or a pinset. ``opportunistic =
 true`` encrypts without authenticating. Errors name the dotted field path
 (``upstream[2].tls_pubkey_pinset[0].value``).
+
+``tls_pubkey_pinset_mode = "report"`` is for rolling a pinset out: the upstream is
+authenticated by name against the CA, and a pin mismatch is logged and counted but not
+enforced (:func:`dnstls.net.tls_client.pins_report_only`). It never weakens
+authentication: it needs ``tls_auth_name`` (refused here without one, and enforced
+anyway by the TLS client whenever no name was checked against a CA).
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ from dnstls.proto.pins import PIN_DIGEST, parse_pin
 
 TransportName = Literal["udp", "tcp", "tls"]
 TRANSPORTS: tuple[str, ...] = get_args(TransportName)
+PinsetMode = Literal["enforce", "report"]
+PIN_MODES: tuple[str, ...] = get_args(PinsetMode)
+REPORT_NEEDS_NAME = ("report-only pins need tls_auth_name: without a name checked against "
+                     "a CA the upstream would not be authenticated at all")
 DEFAULT_PORTS: dict[str, int] = {"udp": 53, "tcp": 53, "tls": 853}
 
 DEFAULT_IDLE_TIMEOUT = 8.0  # below Cloudflare's ~10 s server-side idle timeout
@@ -56,6 +67,7 @@ class UpstreamSpec:
     transport: TransportName = "tls"
     tls_auth_name: str | None = None
     tls_pubkey_pinset: tuple[str, ...] = ()
+    tls_pubkey_pinset_mode: PinsetMode = "enforce"
     ca_file: str | None = None
     opportunistic: bool = False
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -102,6 +114,15 @@ def _check_auth_name(text: str, path: str) -> str:
             not label or len(label) > 63 for label in name.split(".")):
         raise _fail(path, f"{text!r} is not a valid host name")
     return name
+
+
+def check_pinset_mode(text: str, path: str) -> PinsetMode:
+    """``"enforce"`` or ``"report"``; anything else raises ConfigError naming ``path``."""
+    if text == "enforce":
+        return "enforce"
+    if text == "report":
+        return "report"
+    raise _fail(path, f"{text!r}: expected \"enforce\" or \"report\"")
 
 
 def _pins(values: Iterable[str], path: str) -> tuple[str, ...]:
@@ -174,10 +195,13 @@ def _check_strict(spec: UpstreamSpec, path: str) -> None:
     if not spec.opportunistic and not spec.tls_auth_name and not spec.tls_pubkey_pinset:
         raise _fail(path, f"{spec.uri}: strict TLS needs tls_auth_name (tls://ADDR#NAME) "
                           "and/or tls_pubkey_pinset; or set opportunistic = true")
+    if spec.tls_pubkey_pinset_mode == "report" and spec.tls_pubkey_pinset \
+            and not spec.tls_auth_name:
+        raise _fail(f"{path}.tls_pubkey_pinset_mode", REPORT_NEEDS_NAME)
 
 
 _KEYS = {"uri", "address", "port", "transport", "tls_auth_name", "tls_pubkey_pinset",
-         "ca_file", "opportunistic", "idle_timeout", "max_connections",
+         "tls_pubkey_pinset_mode", "ca_file", "opportunistic", "idle_timeout", "max_connections",
          "max_queries_per_connection", "connect_timeout", "query_timeout",
          "tls_query_padding_blocksize"}
 
@@ -259,6 +283,10 @@ def upstream_from_table(item: Mapping[str, Any], path: str) -> UpstreamSpec:
     if "tls_pubkey_pinset" in item:
         changes["tls_pubkey_pinset"] = _pinset(item["tls_pubkey_pinset"],
                                                f"{path}.tls_pubkey_pinset")
+    mode = _string(item, "tls_pubkey_pinset_mode", path)
+    if mode is not None:
+        changes["tls_pubkey_pinset_mode"] = check_pinset_mode(
+            mode, f"{path}.tls_pubkey_pinset_mode")
     ca_file = _string(item, "ca_file", path)
     if ca_file is not None:
         changes["ca_file"] = ca_file

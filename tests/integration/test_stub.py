@@ -38,7 +38,6 @@ from dnstls.proto import edns
 from dnstls.proto.pins import spki_pin
 from dnstls.service import Service
 from dnstls.stub import (
-    ReportingStreamUpstream,
     StubOverrides,
     StubRuntime,
     load_stub_config,
@@ -386,7 +385,7 @@ async def test_unauthenticated_upstream_gets_no_query(stub: StartStub, fakes: Fa
 async def test_report_only_pins_log_but_do_not_block(stub: StartStub, fakes: Fakes,
                                                      pki: TestPKI,
                                                      caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="dnstls.stub")
+    caplog.set_level(logging.WARNING, logger="dnstls.net.pool")
     fake = await fakes("tls", ssl_context=pki.server_context())
     wrong = base64.b64encode(hashlib.sha256(b"next key").digest()).decode()
     s = await stub({"upstream_recursive_servers": [
@@ -394,9 +393,10 @@ async def test_report_only_pins_log_but_do_not_block(stub: StartStub, fakes: Fak
     assert (await s.ask(query("r.example."))).rcode() == dns.rcode.NOERROR
     assert len(fake.received) == 1
     upstream = s.runtime.forwarding.current.upstreams[0]  # type: ignore[union-attr]
-    assert isinstance(upstream, ReportingStreamUpstream)
+    assert upstream.spec.tls_pubkey_pinset_mode == "report"
     stats = s.upstream_stats()[upstream.name]
-    assert stats["pin_report_mismatches"] == 1 and stats["pin_report_only"]
+    assert stats["pin_mismatches_reported"] == 1 and stats["pin_report_only"]
+    assert stats["pin_failures"] == 0 and stats["tls_auth_failures"] == 0
     message = caplog.text
     assert "report-only" in message and wrong in message
     assert f"expected one of {wrong}; server presented {pki.leaf_pin(pki.leaf)}" in message
@@ -408,7 +408,7 @@ async def test_report_only_pins_log_but_do_not_block(stub: StartStub, fakes: Fak
                      tls_pubkey_pinset_mode="report")]})
     assert (await s2.ask(query("r2.example."))).rcode() == dns.rcode.NOERROR
     stats = next(iter(s2.upstream_stats().values()))
-    assert stats["pin_report_matches"] == 1 and stats["pin_report_mismatches"] == 0
+    assert stats["pin_matches_reported"] == 1 and stats["pin_mismatches_reported"] == 0
     assert "report-only" not in caplog.text
     # report mode never weakens name authentication: an unknown CA still gets no query
     evil = await fakes("tls", ssl_context=pki.server_context(TestPKI.untrusted_leaf()))

@@ -92,14 +92,16 @@ def test_strategy(rr: Any, strategy: str | None, expected: str) -> None:
     assert load(data).strategy == expected
 
 
-def test_report_only_pins_are_not_given_to_the_pool() -> None:
+def test_report_only_pins_reach_the_pool_with_their_mode() -> None:
     cfg = load({"upstream_recursive_servers": [
         upstream(tls_pubkey_pinset_mode="report", tls_pubkey_pinset=[PIN_A, PIN_B]),
         upstream(address_data="192.0.2.2", tls_pubkey_pinset=[PIN_A])]})
     report, enforce = cfg.upstreams
-    assert report.spec.tls_pubkey_pinset == () and report.report_pins == (PIN_A, PIN_B)
+    assert report.spec.tls_pubkey_pinset == (PIN_A, PIN_B) and report.report_pins == (PIN_A, PIN_B)
+    assert report.spec.tls_pubkey_pinset_mode == "report"
     assert report.spec.tls_auth_name == "dns.test"  # still authenticated by name
     assert enforce.spec.tls_pubkey_pinset == (PIN_A,) and enforce.report_pins == ()
+    assert enforce.spec.tls_pubkey_pinset_mode == "enforce"
     # the global mode applies to every upstream
     cfg = load({"tls_pubkey_pinset_mode": "report",
                 "upstream_recursive_servers": [upstream(tls_pubkey_pinset=[PIN_A])]})

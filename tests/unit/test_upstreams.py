@@ -122,6 +122,12 @@ def test_toml_tables() -> None:
     ({"address": "9.9.9.9", "transport": "udp", "tls_auth_name": "x.test"}, "upstream[1]",
      "cannot be authenticated"),
     ({"uri": "tls://1.1.1.1#cloudflare-dns.com"}, "upstream[1]", "duplicate of upstream[0]"),
+    ({"address": "9.9.9.9", "tls_auth_name": "x.test", "tls_pubkey_pinset_mode": "audit"},
+     "upstream[1].tls_pubkey_pinset_mode", "expected \"enforce\" or \"report\""),
+    ({"address": "9.9.9.9", "tls_auth_name": "x.test", "tls_pubkey_pinset_mode": True},
+     "upstream[1].tls_pubkey_pinset_mode", "expected a string"),
+    ({"address": "9.9.9.9", "tls_pubkey_pinset": [PIN], "tls_pubkey_pinset_mode": "report"},
+     "upstream[1].tls_pubkey_pinset_mode", "need tls_auth_name"),  # never unauthenticated
     ("tls://1.1.1.1", "upstream[1]", "expected a table"),
 ])
 def test_toml_errors_name_the_dotted_path(table: object, field: str, message: str) -> None:
@@ -131,6 +137,19 @@ def test_toml_errors_name_the_dotted_path(table: object, field: str, message: st
     assert info.value.field == field
     assert message in info.value.message
     assert str(info.value).startswith(field)
+
+
+def test_pinset_mode() -> None:
+    enforce, report = upstreams_from_toml([
+        {"uri": "tls://192.0.2.1#dns.test", "tls_pubkey_pinset": [PIN]},
+        {"uri": "tls://192.0.2.2#dns.test", "tls_pubkey_pinset": [PIN],
+         "tls_pubkey_pinset_mode": "report"}])
+    assert enforce.tls_pubkey_pinset_mode == "enforce"  # the default
+    assert report.tls_pubkey_pinset_mode == "report" and report.tls_pubkey_pinset == (PIN,)
+    # report mode without pins says nothing and needs no name beyond strict's rules
+    (spec,) = upstreams_from_toml([{"address": "192.0.2.3", "tls_auth_name": "dns.test",
+                                    "tls_pubkey_pinset_mode": "report"}])
+    assert spec.tls_pubkey_pinset_mode == "report" and spec.tls_pubkey_pinset == ()
 
 
 def test_toml_not_a_list_and_opportunistic_ok() -> None:

@@ -84,9 +84,8 @@ def describe(cfg: stub.StubConfig) -> list[str]:
         if u.spec.tls_auth_name:
             parts.append(f"name={u.spec.tls_auth_name}")
         if u.spec.tls_pubkey_pinset:
-            parts.append(f"pins={','.join(u.spec.tls_pubkey_pinset)}")
-        if u.report_pins:
-            parts.append(f"report-only pins={','.join(u.report_pins)}")
+            report = "report-only " if u.spec.tls_pubkey_pinset_mode == "report" else ""
+            parts.append(f"{report}pins={','.join(u.spec.tls_pubkey_pinset)}")
         if u.spec.ca_file:
             parts.append(f"ca_file={u.spec.ca_file}")
         lines.append(f"upstream: {u.name} {' '.join(parts)}".rstrip())

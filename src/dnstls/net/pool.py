@@ -78,6 +78,8 @@ class UpstreamCounters:
     handshakes_resumed: int = 0
     tls_auth_failures: int = 0
     pin_failures: int = 0
+    pin_matches_reported: int = 0
+    pin_mismatches_reported: int = 0
     opportunistic_connections: int = 0
 
 
@@ -211,13 +213,18 @@ class UpstreamConnection(asyncio.Protocol):
         if ssl_object is not None and ssl_object.session_reused:
             up.counters.handshakes_resumed += 1
         assert up.context is not None
-        tls_client.authenticate(ssl_object, up.spec, up.pinset,
-                                check_name=tls_client.name_left_to_check(up.context, up.spec))
+        report = tls_client.pins_report_only(up.context, up.spec)
+        mismatch = tls_client.authenticate(
+            ssl_object, up.spec, up.pinset, report_only=report,
+            check_name=tls_client.name_left_to_check(up.context, up.spec))
+        if report and up.pinset and not ssl_object.session_reused:
+            up.note_pin_report(mismatch)
         if up.spec.opportunistic:
             up.note_opportunistic()
         if ssl_object is not None:
             verified = up.context.verify_mode == ssl.CERT_REQUIRED
-            tls = tls_client.session_details(ssl_object, up.spec, up.pinset,
+            tls = tls_client.session_details(ssl_object, up.spec,
+                                             PinSet(frozenset()) if mismatch else up.pinset,
                                              verified=verified, sni=up.sni)
             self.details = replace(self.details, tls=tls)
 
@@ -537,6 +544,15 @@ class StreamUpstream:
             self.counters.tls_auth_failures += 1
         else:
             self.counters.connection_errors += 1
+
+    def note_pin_report(self, mismatch: PinMismatch | None) -> None:
+        """Count a report-only pin check; log a mismatch (expected and presented pins)."""
+        if mismatch is None:
+            self.counters.pin_matches_reported += 1
+            return
+        self.counters.pin_mismatches_reported += 1
+        log.warning("upstream %s: %s (report-only: not enforced; the server was "
+                    "authenticated by name)", self.name, mismatch)
 
     def note_opportunistic(self) -> None:
         self.counters.opportunistic_connections += 1

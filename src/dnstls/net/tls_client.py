@@ -12,6 +12,13 @@ Contexts are built once per upstream (loading a CA store is not free) and hold:
 * **opportunistic** mode (RFC 8310 §4): encryption without authentication, logged once
   per upstream and counted.
 
+**Report-only pins** (``tls_pubkey_pinset_mode = "report"``, for rolling a pinset out):
+a mismatch is returned by :func:`authenticate` instead of raised, for the caller to log
+and count -- but only when :func:`pins_report_only` says the connection is otherwise
+authenticated by name against a CA. Without a checked name (pin-only, verification off,
+opportunistic) the pins are enforced whatever the mode: report mode never weakens
+strict authentication.
+
 **SNI apart from the checked name** (kdig's ``+tls-sni``): OpenSSL checks the name it
 is given as SNI. When the SNI differs from the authentication name, the context verifies
 the chain only and :func:`authenticate` checks the name on the leaf certificate itself
@@ -47,7 +54,7 @@ from typing import Any
 
 from cryptography import x509
 
-from dnstls.errors import CertificateError, NetworkError, TLSAuthenticationError
+from dnstls.errors import CertificateError, NetworkError, PinMismatch, TLSAuthenticationError
 from dnstls.net import probe
 from dnstls.proto.pins import PinSet
 from dnstls.upstreams import UpstreamSpec
@@ -179,12 +186,28 @@ def name_left_to_check(ctx: ssl.SSLContext, spec: UpstreamSpec) -> str | None:
     return None
 
 
+def pins_report_only(ctx: ssl.SSLContext, spec: UpstreamSpec) -> bool:
+    """Are ``spec``'s pins only reported on connections made with ``ctx``?
+
+    Only in report mode *and* when the chain is verified against a CA and the
+    authentication name is checked (by OpenSSL, or by :func:`authenticate` when the SNI
+    differs): otherwise the pins are the only authentication and are enforced.
+    """
+    return (spec.tls_pubkey_pinset_mode == "report" and bool(spec.tls_auth_name)
+            and not spec.opportunistic and ctx.verify_mode == ssl.CERT_REQUIRED)
+
+
 def authenticate(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
-                 check_name: str | None = None) -> None:
+                 check_name: str | None = None, report_only: bool = False,
+                 ) -> PinMismatch | None:
     """Enforce the pinset (and ``check_name``, see :func:`name_left_to_check`) after a
-    handshake; raises PinMismatch or CertificateError (see module docstring)."""
+    handshake; raises PinMismatch or CertificateError (see module docstring).
+
+    With ``report_only`` (decide it with :func:`pins_report_only`) a pin mismatch is
+    returned instead of raised; the name is enforced all the same.
+    """
     if ssl_object.session_reused:
-        return
+        return None
     name = check_name
     if name:
         leaf = ssl_object.getpeercert(binary_form=True)
@@ -192,7 +215,13 @@ def authenticate(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
             raise CertificateError(f"Hostname mismatch, certificate is not valid for "
                                    f"'{name}'. for {spec.name}")
     if pinset:
-        pinset.check(presented_chain(ssl_object))
+        try:
+            pinset.check(presented_chain(ssl_object))
+        except PinMismatch as exc:
+            if not report_only:
+                raise
+            return exc
+    return None
 
 
 def session_details(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,

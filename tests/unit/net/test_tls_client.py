@@ -7,8 +7,9 @@ import ssl
 import pytest
 import trustme
 
-from dnstls.errors import CertificateError, NetworkError
+from dnstls.errors import CertificateError, NetworkError, PinMismatch
 from dnstls.net import tls_client
+from dnstls.proto.pins import PinSet, spki_pin
 from dnstls.upstreams import UpstreamSpec
 
 
@@ -61,3 +62,71 @@ def test_translate_error_names_the_os_reason() -> None:
     assert isinstance(error, CertificateError)
     assert str(error) == "certificate has expired for tls://192.0.2.1:853#dns.test"
     assert isinstance(tls_client.translate_error(TimeoutError(), spec), NetworkError)
+
+
+# ------------------------------------------------------------------------ report-only pins
+
+class FakeSSLObject:
+    """What :func:`tls_client.authenticate` reads from an ``ssl.SSLObject``."""
+
+    def __init__(self, chain: list[bytes], *, resumed: bool = False) -> None:
+        self.chain = chain
+        self.session_reused = resumed
+
+    def get_unverified_chain(self) -> list[bytes]:
+        return self.chain
+
+    def getpeercert(self, binary_form: bool = False) -> bytes | None:
+        return self.chain[0] if self.chain else None
+
+
+OTHER_PIN = spki_pin(ssl.PEM_cert_to_DER_cert(
+    trustme.CA().cert_pem.bytes().decode()))
+
+
+def report_spec(**kw: object) -> UpstreamSpec:
+    fields: dict[str, object] = {"tls_auth_name": "dns.test", "tls_pubkey_pinset": (OTHER_PIN,),
+                                 "tls_pubkey_pinset_mode": "report"}
+    fields.update(kw)
+    return UpstreamSpec("192.0.2.1", 853, **fields)  # type: ignore[arg-type]
+
+
+def test_pins_are_reported_only_when_the_name_is_checked_against_a_ca() -> None:
+    spec = report_spec()
+    assert tls_client.pins_report_only(tls_client.client_context(spec), spec)
+    # the name checked by authenticate() (SNI apart) still counts as checked
+    assert tls_client.pins_report_only(tls_client.client_context(spec, sni="x.test"), spec)
+    # verification forced off: the pins are all there is, so they are enforced
+    assert not tls_client.pins_report_only(tls_client.client_context(spec, verify=False), spec)
+    # no name: pin-only authentication, enforced whatever the mode says
+    nameless = report_spec(tls_auth_name=None)
+    assert not tls_client.pins_report_only(tls_client.client_context(nameless), nameless)
+    forced = tls_client.client_context(nameless, verify=True)  # CA, but no name
+    assert not tls_client.pins_report_only(forced, nameless)
+    enforce = report_spec(tls_pubkey_pinset_mode="enforce")
+    assert not tls_client.pins_report_only(tls_client.client_context(enforce), enforce)
+    opportunistic = report_spec(opportunistic=True, tls_auth_name=None)
+    assert not tls_client.pins_report_only(tls_client.client_context(opportunistic),
+                                           opportunistic)
+
+
+def test_authenticate_returns_a_reported_mismatch_and_raises_an_enforced_one(
+        leaf_der: bytes) -> None:
+    spec = report_spec()
+    pinset = PinSet.of(spec.tls_pubkey_pinset)
+    ssl_object = FakeSSLObject([leaf_der])
+    mismatch = tls_client.authenticate(ssl_object, spec, pinset, report_only=True)
+    assert isinstance(mismatch, PinMismatch)
+    assert OTHER_PIN in str(mismatch) and spki_pin(leaf_der) in str(mismatch)
+    with pytest.raises(PinMismatch):
+        tls_client.authenticate(ssl_object, spec, pinset)
+    # a matching pin: nothing to report
+    good = PinSet.of([spki_pin(leaf_der)])
+    assert tls_client.authenticate(ssl_object, spec, good, report_only=True) is None
+    # a resumed session carries no chain: nothing checked
+    assert tls_client.authenticate(FakeSSLObject([], resumed=True), spec, pinset,
+                                   report_only=True) is None
+    # report mode never excuses the name
+    with pytest.raises(CertificateError):
+        tls_client.authenticate(ssl_object, spec, pinset, report_only=True,
+                                check_name="other.test")
