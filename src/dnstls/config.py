@@ -38,6 +38,7 @@ from dnstls.errors import ConfigError
 
 DEFAULT_DOT_PORT = 853
 DEFAULT_DNS_PORT = 53
+STRATEGIES = ("round_robin", "fastest", "ordered")  # how the forwarder picks an upstream
 
 
 def parse_hostport(text: str, default_port: int, *, field: str) -> tuple[str, int]:
@@ -259,7 +260,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     forward_data = dict(data.get("forward", {}))
     forward_data.pop("upstreams", None)
     forward = build(ForwardConfig, forward_data, "forward")
-    if forward.strategy not in ("round_robin", "fastest", "ordered"):
+    if forward.strategy not in STRATEGIES:
         raise ConfigError("forward.strategy",
                           f"unknown strategy {forward.strategy!r} "
                           "(round_robin, fastest or ordered)")

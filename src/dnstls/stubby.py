@@ -381,7 +381,7 @@ def convert(data: Any, *, source: str = "stubby.yml") -> str:
 def _validate(text: str) -> str | None:
     import tomllib
 
-    from dnstls.stub import stub_config_from_data
+    from dnstls.stub_config import stub_config_from_data
 
     try:
         stub_config_from_data(tomllib.loads(text))

@@ -108,7 +108,8 @@ def _check_address(text: str, path: str) -> str:
                           "address; put the TLS name after '#')") from None
 
 
-def _check_auth_name(text: str, path: str) -> str:
+def check_auth_name(text: str, path: str) -> str:
+    """A host name to authenticate (trailing dot dropped); ConfigError naming ``path``."""
     name = text.strip().rstrip(".")
     if not name or len(name) > 253 or any(
             not label or len(label) > 63 for label in name.split(".")):
@@ -171,7 +172,7 @@ def parse_upstream_uri(text: str, *, pins: Sequence[str] = (), ca_file: str | No
     if parts.fragment:
         if scheme != "tls":
             raise _fail(path, f"{text!r}: '#NAME' applies only to tls://")
-        auth_name = _check_auth_name(parts.fragment, path)
+        auth_name = check_auth_name(parts.fragment, path)
     transport: TransportName = "udp" if scheme == "udp" else "tcp" if scheme == "tcp" else "tls"
     spec = UpstreamSpec(address=address, port=port, transport=transport,
                         tls_auth_name=auth_name, tls_pubkey_pinset=_pins(pins, f"{path}.pins"),
@@ -220,7 +221,9 @@ def _number(item: Mapping[str, Any], key: str, path: str, *, lo: float, hi: floa
     return value
 
 
-def _pinset(value: Any, path: str) -> tuple[str, ...]:
+def pinset_from_toml(value: Any, path: str) -> tuple[str, ...]:
+    """A TOML ``tls_pubkey_pinset``: ``{ digest = "sha256", value = "..." }`` tables (or
+    bare base64 strings) -> normalised pins; ConfigError naming the entry's dotted path."""
     if not isinstance(value, list):
         raise _fail(path, "expected a list of { digest = \"sha256\", value = \"...\" }")
     pins: list[str] = []
@@ -228,7 +231,7 @@ def _pinset(value: Any, path: str) -> tuple[str, ...]:
         entry_path = f"{path}[{i}]"
         if isinstance(entry, str):  # accept the bare-string shorthand too
             entry = {"digest": PIN_DIGEST, "value": entry}
-        if not isinstance(entry, dict):
+        if not isinstance(entry, Mapping):
             raise _fail(entry_path, "expected a table { digest = \"sha256\", value = \"...\" }")
         unknown = set(entry) - {"digest", "value"}
         if unknown:
@@ -279,10 +282,10 @@ def upstream_from_table(item: Mapping[str, Any], path: str) -> UpstreamSpec:
     changes: dict[str, Any] = {}
     auth_name = _string(item, "tls_auth_name", path)
     if auth_name is not None:
-        changes["tls_auth_name"] = _check_auth_name(auth_name, f"{path}.tls_auth_name")
+        changes["tls_auth_name"] = check_auth_name(auth_name, f"{path}.tls_auth_name")
     if "tls_pubkey_pinset" in item:
-        changes["tls_pubkey_pinset"] = _pinset(item["tls_pubkey_pinset"],
-                                               f"{path}.tls_pubkey_pinset")
+        changes["tls_pubkey_pinset"] = pinset_from_toml(item["tls_pubkey_pinset"],
+                                                        f"{path}.tls_pubkey_pinset")
     mode = _string(item, "tls_pubkey_pinset_mode", path)
     if mode is not None:
         changes["tls_pubkey_pinset_mode"] = check_pinset_mode(

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from dnstls import stub
+from dnstls import stub, stub_config
 from dnstls.net import loop
 
 
@@ -30,7 +30,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--pin", metavar="BASE64", action="append",
                    help="SPKI pin (sha256) for the --upstream servers (repeatable; any "
                         "match suffices: pin the current key, the next one and/or the CA)")
-    p.add_argument("--pin-mode", choices=stub.PIN_MODES,
+    p.add_argument("--pin-mode", choices=stub_config.PIN_MODES,
                    help="enforce pins (default) or only report mismatches (needs "
                         "#AUTH_NAME so the server is still authenticated by name)")
     p.add_argument("--ca-file", metavar="PEM",
@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--opportunistic", action="store_true",
                    help="encrypt without authenticating the upstreams (RFC 8310 "
                         "opportunistic privacy; logged as a warning, shown in metrics)")
-    p.add_argument("--strategy", choices=stub.STRATEGIES,
+    p.add_argument("--strategy", choices=stub_config.STRATEGIES,
                    help="how upstreams are chosen (default round_robin)")
     p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
     p.add_argument("--metrics", metavar="ADDR:PORT", help="Prometheus endpoint at /metrics")
@@ -51,8 +51,8 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=main)
 
 
-def overrides(args: argparse.Namespace) -> stub.StubOverrides:
-    return stub.StubOverrides(
+def overrides(args: argparse.Namespace) -> stub_config.StubOverrides:
+    return stub_config.StubOverrides(
         listen=tuple(args.listen or ()), upstreams=tuple(args.upstream or ()),
         pins=tuple(args.pin or ()), pin_mode=args.pin_mode, ca_file=args.ca_file,
         opportunistic=args.opportunistic, strategy=args.strategy, metrics=args.metrics,
@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(stubby.convert_file(args.import_stubby))
         return 0
     cli = overrides(args)
-    cfg = stub.load_stub_config(args.config, cli)
+    cfg = stub_config.load_stub_config(args.config, cli)
     if args.check:
         for line in describe(cfg):
             print(line)
@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     return loop.run(stub.run(cfg, path=args.config, overrides=cli))
 
 
-def describe(cfg: stub.StubConfig) -> list[str]:
+def describe(cfg: stub_config.StubConfig) -> list[str]:
     lines = [f"listen: {', '.join(cfg.listen)}",
              f"strategy: {cfg.strategy}",
              f"authentication: {'OPPORTUNISTIC' if cfg.opportunistic else 'strict'}",

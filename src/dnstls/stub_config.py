@@ -1,0 +1,414 @@
+"""``dnstls stub`` configuration: Stubby's vocabulary in TOML, validated into a
+:class:`StubConfig` (the running side is :mod:`dnstls.stub`).
+
+**Configuration** is TOML in Stubby's vocabulary (so a ``stubby.yml`` translates line by
+line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
+
+    listen_addresses = ["127.0.0.1@53", "0::1@53"]
+    round_robin_upstreams = 1            # 0: ordered (first healthy one)
+    strategy = "fastest"                 # dnstls: round_robin, fastest or ordered
+    idle_timeout = 8000                  # ms; below the upstream's own
+    timeout = 4000                       # ms per client query, end to end
+    tls_authentication = "GETDNS_AUTHENTICATION_REQUIRED"
+    tls_query_padding_blocksize = 128
+    tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"
+    metrics = "127.0.0.1:9153"
+    [cache]
+    enabled = true
+    [[upstream_recursive_servers]]
+    address_data = "1.1.1.1"
+    tls_port = 853
+    tls_auth_name = "cloudflare-dns.com"
+    tls_pubkey_pinset_mode = "enforce"   # or "report"
+    tls_pubkey_pinset = [{ digest = "sha256", value = "base64..." }]
+
+Every bad value raises one :class:`~dnstls.errors.ConfigError` naming the dotted field
+(``upstream_recursive_servers[1].tls_pubkey_pinset[0].value``).
+
+**Strict by default** (RFC 8310 §5): every upstream is TLS and is authenticated by name
+against a CA store and/or by an SPKI pinset; one that cannot be authenticated is never
+used, and there is no cleartext fallback at all (the stub only knows ``tls://``
+upstreams). ``tls_authentication = "GETDNS_AUTHENTICATION_NONE"`` (``--opportunistic``)
+is opportunistic privacy (RFC 8310 §4): encrypted, not authenticated, pins dropped; it is
+logged as a warning at start and shown per upstream in the metrics.
+
+**Report-only pins** (``tls_pubkey_pinset_mode = "report"``), for rolling a pinset out
+or over without an outage: the upstream's spec carries the pins and the mode
+(:attr:`~dnstls.upstreams.UpstreamSpec.tls_pubkey_pinset_mode`), so the pool
+authenticates it by name against the CA and, after each full handshake, logs a pin
+mismatch with the expected and the seen pins and counts it (``pin_mismatches_reported``)
+instead of refusing the server. Report mode without ``tls_auth_name`` is refused, as the
+upstream would then not be authenticated at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import logging
+import ssl
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dnstls.config import (
+    DEFAULT_DNS_PORT,
+    STRATEGIES,
+    CacheConfig,
+    Config,
+    ForwardConfig,
+    LocalConfig,
+    ServerConfig,
+    build,
+    format_hostport,
+    parse_hostport,
+    read_toml,
+)
+from dnstls.errors import ConfigError
+from dnstls.proto.pins import parse_pin
+from dnstls.upstreams import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_QUERY_TIMEOUT,
+    PIN_MODES,
+    REPORT_NEEDS_NAME,
+    PinsetMode,
+    UpstreamSpec,
+    check_auth_name,
+    check_pinset_mode,
+    parse_upstream_uri,
+    pinset_from_toml,
+)
+
+log = logging.getLogger("dnstls.stub")
+
+DEFAULT_LISTEN = ("127.0.0.1:53", "[::1]:53")
+DEFAULT_UPSTREAM_ADDRESSES = ("1.1.1.1", "1.0.0.1", "2606:4700:4700::1111",
+                              "2606:4700:4700::1001")
+DEFAULT_AUTH_NAME = "cloudflare-dns.com"
+DEFAULT_TIMEOUT_MS = 4000
+DEFAULT_PADDING = 128
+AUTH_REQUIRED = "GETDNS_AUTHENTICATION_REQUIRED"
+AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
+
+_TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
+             "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
+             "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache",
+             "upstream_recursive_servers"}
+_UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
+                  "tls_pubkey_pinset_mode", "tls_ca_file"}
+
+
+@dataclass(frozen=True)
+class StubUpstream:
+    """One upstream of the stub: the pool's ``spec`` (pins and their mode included)."""
+
+    spec: UpstreamSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def report_pins(self) -> tuple[str, ...]:
+        """The pins that are only reported, not enforced (empty in enforce mode)."""
+        if self.spec.tls_pubkey_pinset_mode == "report":
+            return self.spec.tls_pubkey_pinset
+        return ()
+
+
+@dataclass(frozen=True)
+class StubOverrides:
+    """Command-line options; each one given replaces the file's setting."""
+
+    listen: tuple[str, ...] = ()
+    upstreams: tuple[str, ...] = ()
+    pins: tuple[str, ...] = ()
+    pin_mode: str | None = None
+    ca_file: str | None = None
+    opportunistic: bool = False
+    strategy: str | None = None
+    metrics: str | None = None
+    no_cache: bool = False
+    log_queries: bool = False
+
+
+@dataclass(frozen=True)
+class StubConfig:
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    upstreams: tuple[StubUpstream, ...] = ()
+    strategy: str = "round_robin"
+    opportunistic: bool = False
+    query_timeout: float = DEFAULT_TIMEOUT_MS / 1000
+    metrics: str = ""
+    log_queries: bool = False
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    listen_is_default: bool = True
+    upstreams_are_default: bool = True
+    source: str = ""
+
+    def service_config(self, *, listen: Sequence[str] | None = None) -> Config:
+        """The :class:`~dnstls.config.Config` of the plain-DNS front (no TLS listener)."""
+        server = ServerConfig(listen=(), plain=tuple(self.listen if listen is None else listen),
+                              metrics=self.metrics, log_queries=self.log_queries,
+                              query_timeout=self.query_timeout)
+        return Config(server=server, cache=self.cache, local=LocalConfig(ddr=False),
+                      forward=ForwardConfig(strategy=self.strategy,
+                                            upstreams=tuple(u.spec for u in self.upstreams)),
+                      source=self.source)
+
+
+def _ms(data: Mapping[str, Any], key: str, path: str, default: float) -> float:
+    """A positive duration in milliseconds, returned in seconds."""
+    if key not in data:
+        return default
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(path, f"expected a positive number of milliseconds, got {value!r}")
+    if value > 3_600_000:
+        raise ConfigError(path, f"{value!r} ms is more than an hour")
+    return float(value) / 1000
+
+
+def _str(data: Mapping[str, Any], key: str, path: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(path, f"expected a string, got {value!r}")
+    return value
+
+
+def parse_listen(text: str, path: str) -> str:
+    """Stubby's ``ADDR@PORT`` (or ``ADDR:PORT``, ``[V6]:PORT``, ``ADDR``) -> ``ADDR:PORT``."""
+    if not isinstance(text, str):
+        raise ConfigError(path, f"expected a string like \"127.0.0.1@53\", got {text!r}")
+    raw = text.strip()
+    if "@" in raw:
+        host, _, port_text = raw.partition("@")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(path, f"invalid address {text!r}: {host!r} is not an IP address",
+                              ) from None
+        if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ConfigError(path, f"invalid port in {text!r}")
+        return format_hostport(str(ipaddress.ip_address(host)), int(port_text))
+    if raw.count(":") > 1 and not raw.startswith("["):  # a bare IPv6 address
+        raw = f"[{raw}]"
+    host, port = parse_hostport(raw, DEFAULT_DNS_PORT, field=path)
+    return format_hostport(host, port)
+
+
+def _check_ca_file(path_text: str, path: str) -> str:
+    try:
+        ssl.create_default_context(cafile=path_text)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise ConfigError(path, f"cannot load CA file {path_text}: {reason}") from None
+    return path_text
+
+
+@dataclass(frozen=True)
+class _Globals:
+    """Settings every upstream inherits."""
+
+    opportunistic: bool
+    pin_mode: PinsetMode
+    ca_file: str | None
+    idle_timeout: float
+    padding: int
+    connect_timeout: float
+
+
+def _make_upstream(*, address: str, port: int, auth_name: str | None, pins: tuple[str, ...],
+                   pin_mode: PinsetMode, ca_file: str | None, g: _Globals, path: str,
+                   ) -> StubUpstream:
+    """Apply the authentication rules of the module docstring to one upstream."""
+    if g.opportunistic:
+        if pins:
+            log.warning("%s: tls_authentication is %s: its pins are not checked",
+                        path, AUTH_NONE)
+        pins = ()
+    elif pin_mode == "report" and pins and not auth_name:
+        raise ConfigError(f"{path}.tls_pubkey_pinset_mode", REPORT_NEEDS_NAME)
+    if not g.opportunistic and not auth_name and not pins:
+        raise ConfigError(path, f"tls://{format_hostport(address, port)} cannot be "
+                                "authenticated: give tls_auth_name and/or tls_pubkey_pinset "
+                                f"(or tls_authentication = \"{AUTH_NONE}\")")
+    spec = UpstreamSpec(address=address, port=port, transport="tls", tls_auth_name=auth_name,
+                        tls_pubkey_pinset=pins,
+                        tls_pubkey_pinset_mode=pin_mode if pins else "enforce",
+                        ca_file=ca_file, opportunistic=g.opportunistic,
+                        idle_timeout=g.idle_timeout, connect_timeout=g.connect_timeout,
+                        tls_query_padding_blocksize=g.padding)
+    return StubUpstream(spec)
+
+
+def _upstream_from_table(item: Any, path: str, g: _Globals) -> StubUpstream:
+    if not isinstance(item, Mapping):
+        raise ConfigError(path, "expected a table")
+    unknown = sorted(set(item) - _UPSTREAM_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}.{unknown[0]}", "unknown setting")
+    address_text = _str(item, "address_data", f"{path}.address_data")
+    if address_text is None:
+        raise ConfigError(f"{path}.address_data", "required (the upstream's IP address)")
+    try:
+        address = str(ipaddress.ip_address(address_text.strip()))
+    except ValueError:
+        raise ConfigError(f"{path}.address_data",
+                          f"{address_text!r} is not an IP address (the name to authenticate "
+                          "goes in tls_auth_name)") from None
+    port = item.get("tls_port", 853)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{path}.tls_port", f"expected a port 1..65535, got {port!r}")
+    name_text = _str(item, "tls_auth_name", f"{path}.tls_auth_name")
+    auth_name = check_auth_name(name_text, f"{path}.tls_auth_name") if name_text else None
+    pins = pinset_from_toml(item["tls_pubkey_pinset"], f"{path}.tls_pubkey_pinset") \
+        if "tls_pubkey_pinset" in item else ()
+    mode = check_pinset_mode(_str(item, "tls_pubkey_pinset_mode",
+                                  f"{path}.tls_pubkey_pinset_mode") or g.pin_mode,
+                             f"{path}.tls_pubkey_pinset_mode")
+    ca_text = _str(item, "tls_ca_file", f"{path}.tls_ca_file")
+    ca_file = _check_ca_file(ca_text, f"{path}.tls_ca_file") if ca_text else g.ca_file
+    return _make_upstream(address=address, port=port, auth_name=auth_name, pins=pins,
+                          pin_mode=mode, ca_file=ca_file, g=g, path=path)
+
+
+def _strategy(data: Mapping[str, Any]) -> str:
+    strategy = _str(data, "strategy", "strategy")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ConfigError("strategy", f"unknown strategy {strategy!r} "
+                                      "(round_robin, fastest or ordered)")
+    if "round_robin_upstreams" in data:
+        value = data["round_robin_upstreams"]
+        if value not in (0, 1) or isinstance(value, float):
+            raise ConfigError("round_robin_upstreams", f"expected 0 or 1, got {value!r}")
+        from_rr = "round_robin" if value else "ordered"
+        if strategy is not None and strategy != from_rr and not (value and strategy
+                                                                 == "fastest"):
+            raise ConfigError("strategy", f"{strategy!r} contradicts "
+                                          f"round_robin_upstreams = {int(value)}")
+        return strategy or from_rr
+    return strategy or "round_robin"
+
+
+def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | None = None, *,
+                          source: str = "") -> StubConfig:
+    """Validate a parsed TOML document plus command-line overrides (module docstring)."""
+    cli = overrides or StubOverrides()
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown setting")
+    auth = _str(data, "tls_authentication", "tls_authentication") or AUTH_REQUIRED
+    if auth not in (AUTH_REQUIRED, AUTH_NONE):
+        raise ConfigError("tls_authentication", f"{auth!r}: expected \"{AUTH_REQUIRED}\" "
+                                                f"(strict) or \"{AUTH_NONE}\" (opportunistic)")
+    padding = data.get("tls_query_padding_blocksize", DEFAULT_PADDING)
+    if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 1024:
+        raise ConfigError("tls_query_padding_blocksize",
+                          f"expected an integer 0..1024, got {padding!r}")
+    pin_mode = check_pinset_mode(
+        cli.pin_mode or _str(data, "tls_pubkey_pinset_mode", "tls_pubkey_pinset_mode")
+        or "enforce", "--pin-mode" if cli.pin_mode else "tls_pubkey_pinset_mode")
+    ca_text = _str(data, "tls_ca_file", "tls_ca_file")
+    timeout = _ms(data, "timeout", "timeout", DEFAULT_TIMEOUT_MS / 1000)
+    g = _Globals(opportunistic=cli.opportunistic or auth == AUTH_NONE, pin_mode=pin_mode,
+                 ca_file=_check_ca_file(ca_text, "tls_ca_file") if ca_text else None,
+                 idle_timeout=_ms(data, "idle_timeout", "idle_timeout", DEFAULT_IDLE_TIMEOUT),
+                 padding=padding, connect_timeout=min(DEFAULT_CONNECT_TIMEOUT, timeout))
+    listen_items = cli.listen or data.get("listen_addresses", DEFAULT_LISTEN)
+    where = "--listen" if cli.listen else "listen_addresses"
+    if isinstance(listen_items, str) or not isinstance(listen_items, list | tuple) \
+            or not listen_items:
+        raise ConfigError(where, "expected a non-empty list of addresses like \"127.0.0.1@53\"")
+    listen = tuple(parse_listen(t, f"{where}[{i}]") for i, t in enumerate(listen_items))
+    upstreams = _upstreams(data, cli, g)
+    # One attempt's share of the query's budget, so that a query can still fail over past
+    # a few stalled upstreams (up to four; the last one tried gets whatever is left).
+    share = min(DEFAULT_QUERY_TIMEOUT, timeout / max(2, min(len(upstreams.items), 4)))
+    upstreams.items = tuple(dataclasses.replace(u, spec=dataclasses.replace(
+        u.spec, query_timeout=share)) for u in upstreams.items)
+    metrics = cli.metrics if cli.metrics is not None else _str(data, "metrics", "metrics") or ""
+    if metrics:
+        parse_hostport(metrics, 9153, field="--metrics" if cli.metrics else "metrics")
+    log_queries = data.get("log_queries", False)
+    if not isinstance(log_queries, bool):
+        raise ConfigError("log_queries", f"expected true or false, got {log_queries!r}")
+    cache = build(CacheConfig, data.get("cache", {}), "cache")
+    if cli.no_cache:
+        cache = dataclasses.replace(cache, enabled=False)
+    return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
+                      or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
+                      metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
+                      listen_is_default=not cli.listen and "listen_addresses" not in data,
+                      upstreams_are_default=upstreams.default, source=source)
+
+
+@dataclass
+class _Upstreams:
+    items: tuple[StubUpstream, ...]
+    default: bool
+
+
+def _upstreams(data: Mapping[str, Any], cli: StubOverrides, g: _Globals) -> _Upstreams:
+    if cli.upstreams:
+        return _Upstreams(_cli_upstreams(cli, g), False)
+    if cli.pins or cli.ca_file:
+        raise ConfigError("--pin/--ca-file", "apply to --upstream; give at least one")
+    items = data.get("upstream_recursive_servers")
+    if items is None:
+        return _Upstreams(tuple(_make_upstream(
+            address=a, port=853, auth_name=DEFAULT_AUTH_NAME, pins=(), pin_mode="enforce",
+            ca_file=None, g=g, path="default") for a in DEFAULT_UPSTREAM_ADDRESSES), True)
+    if not isinstance(items, list) or not items:
+        raise ConfigError("upstream_recursive_servers",
+                          "expected a non-empty array of tables ([[upstream_recursive_servers]])")
+    out = [_upstream_from_table(item, f"upstream_recursive_servers[{i}]", g)
+           for i, item in enumerate(items)]
+    _no_duplicates(out, "upstream_recursive_servers")
+    return _Upstreams(tuple(out), False)
+
+
+def _cli_upstreams(cli: StubOverrides, g: _Globals) -> tuple[StubUpstream, ...]:
+    pins = []
+    for i, pin in enumerate(cli.pins):
+        try:
+            pins.append(parse_pin(pin))
+        except ValueError as exc:
+            raise ConfigError(f"--pin[{i}]", str(exc)) from None
+    ca_file = _check_ca_file(cli.ca_file, "--ca-file") if cli.ca_file else g.ca_file
+    out = []
+    for i, uri in enumerate(cli.upstreams):
+        path = f"--upstream[{i}]"
+        parsed = parse_upstream_uri(uri, path=path, strict=False)
+        if parsed.transport != "tls":
+            raise ConfigError(path, f"{uri!r}: the stub forwards over TLS only "
+                                    "(tls://ADDR[:PORT][#NAME]); there is no cleartext upstream")
+        out.append(_make_upstream(address=parsed.address, port=parsed.port,
+                                  auth_name=parsed.tls_auth_name, pins=tuple(pins),
+                                  pin_mode=g.pin_mode, ca_file=ca_file, g=g, path=path))
+    _no_duplicates(out, "--upstream")
+    return tuple(out)
+
+
+def _no_duplicates(items: Sequence[StubUpstream], path: str) -> None:
+    seen: dict[tuple[str, int, str | None], int] = {}
+    for i, item in enumerate(items):
+        key = (item.spec.address, item.spec.port, item.spec.tls_auth_name)
+        if key in seen:
+            raise ConfigError(f"{path}[{i}]", f"duplicate of {path}[{seen[key]}] ({item.name})")
+        seen[key] = i
+
+
+def load_stub_config(path: str | Path | None = None, overrides: StubOverrides | None = None,
+                     ) -> StubConfig:
+    """Read the TOML file (if any), apply the command line, validate."""
+    data = read_toml(path) if path else {}
+    return stub_config_from_data(data, overrides, source=str(path or ""))
+
+
+__all__ = ["AUTH_NONE", "AUTH_REQUIRED", "DEFAULT_LISTEN", "DEFAULT_UPSTREAM_ADDRESSES",
+           "PIN_MODES", "STRATEGIES", "StubConfig", "StubOverrides", "StubUpstream",
+           "load_stub_config", "parse_listen", "stub_config_from_data"]
