@@ -40,6 +40,8 @@ pytestmark = [pytest.mark.robustness, pytest.mark.timeout(150)]
 
 QUERY_DEADLINE = SMALL_LIMITS["query_timeout"] + 1.0  # product: timeout + 0.25 s, + slack
 GOOD = "192.0.2.1"
+GOOD_WIRE = bytes((192, 0, 2, 1))
+EDE_OPTION = b"\x00\x0f"  # option code 15 (RFC 8914), looked for in a SERVFAIL
 daemon_servfail_ttl = 2.0  # [cache] servfail_ttl default
 EVIL = "203.0.113.66"
 
@@ -371,8 +373,8 @@ async def test_100k_queries_over_one_upstream_connection(daemon_factory: StartDa
                                                          certs: Any) -> None:
     """Up to 100,000 queries through one DoT upstream, bounded to 60 s; IDs wrap on the
     upstream connection when more than 65,536 get through in time (reported)."""
-    total, window, seconds = 100_000, 25, 60.0
-    async with FakeUpstream("tls", ssl_context=upstream_context(certs)) as upstream:
+    total, window, seconds = 100_000, 50, 60.0
+    async with FakeUpstream("tls", ssl_context=upstream_context(certs), raw=True) as upstream:
         daemon = await daemon_factory(upstreams=[upstream.uri("dns.test")],
                                       sections={"cache": {"enabled": False}},
                                       server={"max_in_flight": 100, "query_timeout": 4.0,
@@ -380,6 +382,7 @@ async def test_100k_queries_over_one_upstream_connection(daemon_factory: StartDa
         conns = [await Conn.open(daemon) for _ in range(4)]
         start = time.monotonic()
         bad = Counter[str]()
+        good = Counter[str]()
 
         async def pump(conn: Conn, offset: int, count: int) -> None:
             sent = done = 0
@@ -388,8 +391,8 @@ async def test_100k_queries_over_one_upstream_connection(daemon_factory: StartDa
                 while (sent < count and sent - done < window
                        and time.monotonic() - start < seconds):
                     qid = sent % 65535 + 1
-                    burst += frame(make_query(f"w{(offset + sent) % 500}.wrap.example.",
-                                              qid=qid))
+                    burst += frame(make_query(f"w{offset + sent}.wrap.example.",
+                                              qid=qid, use_edns=0))  # EDNS: room for EDE
                     sent += 1
                 if burst:
                     conn.send(burst)
@@ -398,20 +401,31 @@ async def test_100k_queries_over_one_upstream_connection(daemon_factory: StartDa
                 if wire is None:
                     bad["closed"] += 1
                     return
-                msg = dns.message.from_wire(wire)
-                if not (msg.rcode() == 0 and msg.answer and msg.answer[0][0].to_text() == GOOD):
-                    bad[dns.rcode.to_text(msg.rcode())] += 1
+                # checked on bytes (a dnspython parse per answer made this client the
+                # bottleneck): NOERROR with the fake's address, or SERVFAIL with an EDE
+                rcode = wire[3] & 0x0F
+                if rcode == 0 and wire[6:8] == b"\x00\x01" and GOOD_WIRE in wire:
+                    good["answered"] += 1
+                elif rcode == 2 and EDE_OPTION in wire:
+                    good["servfail_ede"] += 1
+                else:
+                    bad[dns.rcode.to_text(dns.rcode.Rcode.make(rcode))] += 1
                 done += 1
 
-        await asyncio.gather(*(pump(c, k * 1000, total // 4) for k, c in enumerate(conns)))
+        await asyncio.gather(*(pump(c, k * total, total // 4) for k, c in enumerate(conns)))
         took = time.monotonic() - start
         for conn in conns:
             await conn.aclose()
-        per_connection = Counter(r.connection for r in upstream.received)
-    print(f"\n100k over one upstream: {len(upstream.received)} upstream queries in {took:.1f}s"
-          f" ({len(upstream.received) / took:.0f}/s) on {upstream.connections_accepted} "
-          f"connection(s), per connection {dict(per_connection)}; failures {dict(bad)}")
-    assert not bad, bad
-    if len(upstream.received) > 65536 and upstream.connections_accepted == 1:
-        assert max(per_connection.values()) > 65536  # the 16-bit IDs wrapped
+        per_connection = upstream.raw_counts
+        received = sum(per_connection.values())
+    print(f"\n100k over one upstream: {received} upstream queries in {took:.1f}s"
+          f" ({received / took:.0f}/s) on {upstream.connections_accepted} "
+          f"connection(s), per connection {dict(per_connection)}; client results "
+          f"{dict(good)}, failures {dict(bad)}")
+    assert not bad, bad  # every query: the right answer or SERVFAIL with an EDE, in time
+    assert good["answered"] >= 0.99 * sum(good.values())
+    if received == total:
+        # the pool keeps using the oldest connection with spare capacity, so one
+        # connection carries more than 65,536 queries: its 16-bit IDs wrapped
+        assert max(per_connection.values()) > 65536, dict(per_connection)
     daemon.assert_healthy()
