@@ -110,6 +110,16 @@ class DigResult:
                 f"--- stdout ---\n{self.stdout}\n--- stderr ---\n{self.stderr}")
 
 
+def _tls_flags(tls: bool, ca: Path | None, hostname: str | None) -> list[str]:
+    """``+tls``, ``+tls-ca=FILE`` and ``+tls-hostname=NAME``, spelt alike by kdig and dig."""
+    flags = ["+tls"] if tls else []
+    if ca is not None:
+        flags.append(f"+tls-ca={ca}")
+    if hostname is not None:
+        flags.append(f"+tls-hostname={hostname}")
+    return flags
+
+
 def kdig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = False,
          ca: Path | None = None, hostname: str | None = None, pin: str | None = None,
          padding: bool | int = False, keepalive: bool = False, tcp: bool = False,
@@ -118,12 +128,7 @@ def kdig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = Fa
     edns-tcp-keepalive option (code 11): kdig 3.2 has no ``+keepalive`` flag."""
     argv = [require("kdig"), f"@{server}", "-p", str(port), name, rdtype,
             "+time=3", "+retry=1"]
-    if tls:
-        argv.append("+tls")
-    if ca is not None:
-        argv.append(f"+tls-ca={ca}")
-    if hostname is not None:
-        argv.append(f"+tls-hostname={hostname}")
+    argv += _tls_flags(tls, ca, hostname)
     if pin is not None:
         argv.append(f"+tls-pin={pin}")
     if padding is True:
@@ -146,12 +151,7 @@ def dig(server: str, port: int, name: str, rdtype: str = "A", *, tls: bool = Fal
     """Run BIND's dig once (``+time=3 +tries=2``)."""
     argv = [require("dig"), f"@{server}", "-p", str(port), name, rdtype, "+time=3",
             "+tries=2"]
-    if tls:
-        argv.append("+tls")
-    if ca is not None:
-        argv.append(f"+tls-ca={ca}")
-    if hostname is not None:
-        argv.append(f"+tls-hostname={hostname}")
+    argv += _tls_flags(tls, ca, hostname)
     if keepalive:
         argv.append("+keepalive")
     if padding is not None:

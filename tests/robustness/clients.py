@@ -217,3 +217,26 @@ def answer_ok(wire: bytes, qid: int, *, name: str = "www.example.test.",
             and msg.answer[0].name.to_text().lower() == name
             and msg.answer[0].rdtype == dns.rdatatype.A
             and msg.answer[0][0].to_text() == address)
+
+
+async def legit_client(d: Daemon, stop: asyncio.Event, latencies: list[float],
+                       errors: list[str], *, source: str, limit: int = 5000,
+                       pause: float = 0.0) -> None:
+    """A well-behaved client beside an attack: one connection from ``source``, queries
+    one after the other (``pause`` apart) until ``stop`` or ``limit``; each latency goes
+    to ``latencies``, the first wrong answer to ``errors`` (and ends it)."""
+    conn = await Conn.open(d, source=source)
+    try:
+        for qid in range(1, limit + 1):
+            if stop.is_set():
+                break
+            start = time.monotonic()
+            got = await conn.query(make_query("www.example.test", qid=qid), 5.0)
+            latencies.append(time.monotonic() - start)
+            if got is None or not answer_ok(got.to_wire(), qid):
+                errors.append(f"query {qid}: {got}")
+                break
+            if pause:
+                await asyncio.sleep(pause)
+    finally:
+        await conn.aclose()

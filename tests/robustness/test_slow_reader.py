@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from .clients import CLOSE_ERRORS, Conn, answer_ok, frame, make_query
+from .clients import CLOSE_ERRORS, Conn, frame, legit_client, make_query
 from .conftest import StartDaemon
 from .harness import SMALL_LIMITS, Daemon, Metrics
 
@@ -60,24 +60,6 @@ async def flood(d: Daemon, count: int) -> tuple[int, float | None]:
     return sent, took if m is not None else None
 
 
-async def legit(d: Daemon, stop: asyncio.Event, latencies: list[float], errors: list[str],
-                ) -> None:
-    conn = await Conn.open(d, source="127.0.0.3")
-    try:
-        for qid in range(1, 5001):
-            if stop.is_set():
-                break
-            start = time.monotonic()
-            got = await conn.query(make_query("www.example.test", qid=qid), 5.0)
-            latencies.append(time.monotonic() - start)
-            if got is None or not answer_ok(got.to_wire(), qid):
-                errors.append(f"query {qid}: {got}")
-                break
-            await asyncio.sleep(0.005)
-    finally:
-        await conn.aclose()
-
-
 async def test_reader_that_never_reads(daemon_factory: StartDaemon) -> None:
     daemon = await daemon_factory()
     before = await daemon.scrape()
@@ -85,7 +67,8 @@ async def test_reader_that_never_reads(daemon_factory: StartDaemon) -> None:
     stop = asyncio.Event()
     latencies: list[float] = []
     errors: list[str] = []
-    legit_task = asyncio.create_task(legit(daemon, stop, latencies, errors))
+    legit_task = asyncio.create_task(legit_client(daemon, stop, latencies, errors,
+                                                  source="127.0.0.3", pause=0.005))
 
     async def watch_rss() -> None:
         nonlocal rss_peak

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import pytest
 
-from .clients import BioTLS, Conn, answer_ok, frame, make_query, read_until_closed
+from .clients import BioTLS, Conn, frame, legit_client, make_query, read_until_closed
 from .conftest import StartDaemon
 from .harness import SMALL_LIMITS, Daemon
 
@@ -29,6 +29,7 @@ SLACK = 1.5
 HANDSHAKE_TIMEOUT = 3.0
 LIMITS = {**SMALL_LIMITS, "handshake_timeout": HANDSHAKE_TIMEOUT}
 ATTACKER = "127.0.0.2"
+LEGIT = "127.0.0.1"  # the well-behaved client, from another address than the attack
 DEADLINE = {"silent_tcp": "handshake_timeout", "trickle_hello": "handshake_timeout",
             "silent_tls": "idle_timeout", "trickle_query": "message_timeout",
             "declare_65535": "message_timeout"}
@@ -81,23 +82,6 @@ async def slow_client(d: Daemon, kind: str) -> float:
     return took
 
 
-async def legit(d: Daemon, stop: asyncio.Event, latencies: list[float], errors: list[str],
-                limit: int = 5000) -> None:
-    conn = await Conn.open(d, source="127.0.0.1")
-    try:
-        for qid in range(1, limit + 1):
-            if stop.is_set():
-                break
-            start = time.monotonic()
-            got = await conn.query(make_query("www.example.test", qid=qid), 5.0)
-            latencies.append(time.monotonic() - start)
-            if got is None or not answer_ok(got.to_wire(), qid):
-                errors.append(f"query {qid}: {got}")
-                break
-    finally:
-        await conn.aclose()
-
-
 def pcts(values: list[float]) -> str:
     if len(values) < 2:
         return "n/a"
@@ -112,11 +96,11 @@ async def test_slowloris(daemon_factory: StartDaemon) -> None:
     # without the attack: a bounded number of queries
     base: list[float] = []
     errors: list[str] = []
-    await legit(daemon, asyncio.Event(), base, errors, limit=300)
+    await legit_client(daemon, asyncio.Event(), base, errors, source=LEGIT, limit=300)
     # with the attack
     stop = asyncio.Event()
     during: list[float] = []
-    legit_task = asyncio.create_task(legit(daemon, stop, during, errors))
+    legit_task = asyncio.create_task(legit_client(daemon, stop, during, errors, source=LEGIT))
     kinds = [k for k in DEADLINE for _ in range(PER_KIND)]
     start = time.monotonic()
     results = await asyncio.gather(*(slow_client(daemon, k) for k in kinds),

@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from dnstls import config as config_mod
+from dnstls.cli.options import add_service_options
 from dnstls.errors import ConfigError
 from dnstls.net import loop
 from dnstls.service import Service
@@ -39,12 +40,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-upstream", action="store_true",
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")
-    p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
-    p.add_argument("--metrics", metavar="ADDR:PORT", help="Prometheus metrics endpoint")
+    add_service_options(p)
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the generated certificate is kept")
-    p.add_argument("--log-queries", action="store_true",
-                   help="log every query name (off by default, RFC 8932)")
     p.add_argument("--workers", metavar="N", type=int, default=1,
                    help="run N worker processes sharing the listen ports (SO_REUSEPORT); "
                         "each has its own cache; metrics on port+i for worker i")

@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from dnstls import stub, stub_config
+from dnstls.cli.options import add_service_options
 from dnstls.net import loop
 
 
@@ -40,10 +41,7 @@ def add_parser(sub: Any) -> None:
                         "opportunistic privacy; logged as a warning, shown in metrics)")
     p.add_argument("--strategy", choices=stub_config.STRATEGIES,
                    help="how upstreams are chosen (default round_robin)")
-    p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
-    p.add_argument("--metrics", metavar="ADDR:PORT", help="Prometheus endpoint at /metrics")
-    p.add_argument("--log-queries", action="store_true",
-                   help="log every query name (off by default, RFC 8932)")
+    add_service_options(p)
     p.add_argument("--import-stubby", metavar="STUBBY_YML",
                    help="print the TOML equivalent of a stubby.yml and exit")
     p.add_argument("--check", action="store_true",
