@@ -2,8 +2,8 @@
 
 Usage::
 
-    .venv/bin/python bench/profile.py [--seconds 10] [--src TREE] [--scenario hot|padded|miss]
-                                      [--cprofile] [--out DIR]
+    .venv/bin/python bench/profile.py [--seconds 10] [--src TREE] [--cprofile] [--out DIR]
+                                      [--scenario hot|padded|miss|conns500]
 
 In a private network namespace (as bench/run.py), starts nsd and one ``dnstls serve``
 pinned to core 0, warms its cache, and drives it with dnsperf (16 DoT connections, 256
@@ -50,6 +50,10 @@ def load(scenario: str, peer: peers.Peer, work: Path, seconds: float) -> measure
         path = measure.write_text_queries(work / "miss.txt", names, "A")
         return measure.run_dnsperf(port=peer.port, datafile=path, cpu=CLIENT_CPU,
                                    seconds=seconds, passes=1, server_pid=peer.pid)
+    if scenario == "conns500":  # one query per read per connection (as bench/run.py)
+        return measure.run_dnsperf(port=peer.port, datafile=work / "hot.q", cpu=CLIENT_CPU,
+                                   seconds=seconds, clients=500, outstanding=500,
+                                   timeout_s=10, server_pid=peer.pid)
     return measure.run_dnsperf(port=peer.port, datafile=work / f"{scenario}.q",
                                cpu=CLIENT_CPU, seconds=seconds, server_pid=peer.pid,
                                binary=scenario == "padded")
@@ -72,7 +76,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--src", type=Path, default=None)
-    parser.add_argument("--scenario", choices=["hot", "padded", "miss"], default="hot")
+    parser.add_argument("--scenario", choices=["hot", "padded", "miss", "conns500"], default="hot")
     parser.add_argument("--cprofile", action="store_true")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)

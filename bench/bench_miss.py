@@ -1,0 +1,178 @@
+"""Microseconds of CPU per forwarded query on the wire-level miss path, no TLS, no dnsperf.
+
+Usage: ``.venv/bin/python bench/bench_miss.py [--rounds 7] [--queries 4000] [--part all]``
+
+Parts (CPU time of the main thread, best round; other load on the machine does not count):
+
+* ``respond``: :meth:`Cache.respond_wire` for an nsd-like answer (A, NS, glue, OPT);
+* ``fake``: :meth:`QueryHandler.route` + :meth:`QueryHandler.answer_wire` per query,
+  256 in flight, through WireForwarder, Forwarder and the cache, with an upstream whose
+  ``exchange_wire`` answers from a loop callback (the asyncio bookkeeping of the path);
+* ``udp``: the same with the real :class:`UdpUpstream` against a responder process on
+  loopback (its CPU is not counted), i.e. plus the socket work.
+
+Every query is for a new name (a cache miss). To compare two source trees, run it
+alternately with ``PYTHONPATH=TREE/src``. Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import multiprocessing
+import socket
+import time
+from typing import Any
+
+import dns.message
+import dns.rrset
+import uvloop
+
+from dnstls.net.handler import QueryHandler
+from dnstls.net.udp_upstream import UdpUpstream
+from dnstls.proto.answers import Transport, make_response
+from dnstls.proto.cachekey import read_query
+from dnstls.resolver.base import Refuse
+from dnstls.resolver.cache import Cache
+from dnstls.resolver.forward import Forwarder
+from dnstls.resolver.wire import WireForwarder
+from dnstls.upstreams import parse_upstream_uri
+
+
+def answer_for(query_wire: bytes) -> bytes:
+    """An nsd-like response: A in the answer, NS in authority, glue, OPT (as dnspython)."""
+    q = dns.message.from_wire(query_wire)
+    r = make_response(q)
+    name = q.question[0].name
+    r.answer.append(dns.rrset.from_text(name, 86400, "IN", "A", "10.1.2.3"))
+    r.authority.append(dns.rrset.from_text("bench.test.", 86400, "IN", "NS", "ns1.bench.test."))
+    r.additional.append(dns.rrset.from_text("ns1.bench.test.", 86400, "IN", "A", "127.0.0.1"))
+    return r.to_wire()
+
+
+def queries(start: int, n: int) -> list[bytes]:
+    return [dns.message.make_query(f"n{i}.bench.test.", "A", use_edns=False).to_wire()
+            for i in range(start, start + n)]
+
+
+def best(rounds: list[float]) -> float:
+    return min(rounds)
+
+
+def bench_respond(n: int, rounds: int) -> float:
+    wires = queries(0, n)
+    keys = []
+    answers = []
+    for w in wires:
+        query = read_query(w)
+        assert query is not None
+        keys.append(query)
+        answers.append(answer_for(w))
+    results = []
+    for _ in range(rounds):
+        cache = Cache(max_entries=200_000, max_bytes=256 << 20)
+        start = time.thread_time()
+        for q, a in zip(keys, answers, strict=True):
+            if cache.respond_wire(q.key, a, 10.0, query_id=q.id, rd=q.rd, qname=q.qname,
+                                  edns=q.edns) is None:
+                raise SystemExit("rejected")
+        results.append((time.thread_time() - start) / n * 1e6)
+    return best(results)
+
+
+class FakeUpstream:
+    name = "fake"
+    timeout = 2.0
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.answers: dict[bytes, bytes] = {}
+
+    async def exchange_wire(self, question: bytes, *, deadline: float, flags: int,
+                            payload: int, do: bool) -> bytes:
+        future: asyncio.Future[bytes] = self.loop.create_future()
+        self.loop.call_soon(future.set_result, self.answers[question])
+        return await future
+
+
+def responder(sock: socket.socket) -> None:
+    """The loopback upstream, in a child process (its CPU is not the server's)."""
+    while True:
+        data, addr = sock.recvfrom(4096)
+        if data == b"stop":
+            return
+        sock.sendto(answer_for(data), addr)
+
+
+async def bench_path(n: int, rounds: int, kind: str, profiler: Any = None) -> float:
+    """``profiler`` (a cProfile.Profile) is enabled around the timed part only."""
+    loop = asyncio.get_running_loop()
+    results = []
+    child = None
+    answers: dict[bytes, bytes] = {}
+    if kind == "udp":
+        server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        server.bind(("127.0.0.1", 0))
+        port = server.getsockname()[1]
+        upstream: object = UdpUpstream(parse_upstream_uri(f"udp://127.0.0.1:{port}"))
+        child = multiprocessing.get_context("fork").Process(target=responder, args=(server,))
+        child.start()
+    else:
+        upstream = FakeUpstream()
+        answers = upstream.answers  # type: ignore[attr-defined]
+    try:
+        for r in range(rounds):
+            wires = queries((r + 1) * n, n)
+            for w in wires:
+                end = 12
+                while w[end]:
+                    end += 1 + w[end]
+                answers[w[12:end + 5].lower()] = answer_for(w)
+            cache = Cache(max_entries=200_000, max_bytes=256 << 20)
+            forwarder = Forwarder([upstream], clock=loop.time)  # type: ignore[list-item]
+            wire = WireForwarder(forwarder, cache, loop.time)
+            handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, wire=wire,
+                                   clock=loop.time)
+            tls = Transport.TLS
+
+            async def one(w: bytes, handler: QueryHandler = handler,
+                          tls: Transport = tls) -> None:
+                routed = handler.route(w, tls)
+                assert routed is not None and not isinstance(routed, bytes)
+                out = await handler.answer_wire(routed, w, tls)
+                assert out[3] & 0xF == 0
+
+            if profiler is not None:
+                profiler.enable()
+            start = time.thread_time()
+            for i in range(0, n, 256):
+                await asyncio.gather(*(one(w) for w in wires[i:i + 256]))
+            if profiler is not None:
+                profiler.disable()
+            results.append((time.thread_time() - start) / n * 1e6)
+    finally:
+        if child is not None:
+            server.sendto(b"stop", ("127.0.0.1", port))
+            child.join(5)
+    return best(results)
+
+
+def main() -> None:
+    gc.freeze()  # as dnstls.net.loop does for a serving process
+    gc.set_threshold(20_000, 20, 20)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queries", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--part", choices=["all", "respond", "fake", "udp"], default="all")
+    args = parser.parse_args()
+    if args.part in ("all", "respond"):
+        print(f"respond_wire   {bench_respond(args.queries, args.rounds):7.2f} µs/query")
+    for kind in ("fake", "udp"):
+        if args.part in ("all", kind):
+            us = uvloop.run(bench_path(args.queries, args.rounds, kind))
+            print(f"path ({kind:4})    {us:7.2f} µs/query")
+
+
+if __name__ == "__main__":
+    main()
