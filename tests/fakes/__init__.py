@@ -4,7 +4,8 @@ Import as ``from fakes.upstream import FakeUpstream, Behavior`` with ``tests/`` 
 ``sys.path`` (see ``tests/fakes/README`` in the module docstrings).
 """
 
-from .pki import TestPKI
+from .pki import IssuedChain, TestPKI, der, issue_chain
 from .upstream import Behavior, FakeUpstream, Received
 
-__all__ = ["Behavior", "FakeUpstream", "Received", "TestPKI"]
+__all__ = ["Behavior", "FakeUpstream", "IssuedChain", "Received", "TestPKI", "der",
+           "issue_chain"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from dnstls.proto.pins import spki_pin
 from dnstls.resolver.base import Request, ResolveFailure
 from dnstls.resolver.forward import Forwarder
 from dnstls.upstreams import UpstreamSpec
-from fakes import Behavior, FakeUpstream, TestPKI
+from fakes import Behavior, FakeUpstream, TestPKI, der
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -274,7 +273,7 @@ async def test_pins_match_leaf_or_ca_and_combine_with_name(h: Harness, pki: Test
     intermediate = pki.ca.create_child_ca()
     leaf = intermediate.issue_cert("dns.test")  # the server presents leaf + intermediate
     fake = await h.fake("tls", ssl_context=pki.server_context(leaf))
-    inter_pin = spki_pin(ssl.PEM_cert_to_DER_cert(intermediate.cert_pem.bytes().decode()))
+    inter_pin = spki_pin(der(intermediate.cert_pem))
     other = TestPKI.leaf_pin(trustme.CA().issue_cert("x.test"))
     specs = [fake.spec(tls_pubkey_pinset=(TestPKI.leaf_pin(leaf),)),  # pin only, leaf
              fake.spec(tls_pubkey_pinset=(other, inter_pin)),  # CA key, rollover set

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -30,6 +29,7 @@ from dnstls.cli.pin import PinEntry, render_pinset
 from dnstls.keys import load_pinned_keys
 from dnstls.proto.pins import spki_pin, spki_pin_of_key
 from dnstls.upstreams import upstream_from_table
+from fakes import issue_chain
 
 PEM = serialization.Encoding.PEM
 DER = serialization.Encoding.DER
@@ -394,14 +394,9 @@ class DotServer:
 
 @pytest.fixture
 def dot_server(tmp_path: Path) -> Iterator[DotServer]:
-    root = trustme.CA()
-    intermediate = root.create_child_ca()
-    leaf = intermediate.issue_cert("dns.example", "127.0.0.1")
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    leaf.configure_cert(ctx)
-    ca_file = tmp_path / "root.pem"
-    root.cert_pem.write_to_path(str(ca_file))
-    certs = [x509.load_pem_x509_certificate(blob.bytes()) for blob in leaf.cert_chain_pems]
+    issued = issue_chain(tmp_path / "root.pem", "dns.example", "127.0.0.1")
+    ctx, ca_file = issued.server_ctx, issued.ca_file
+    certs = [x509.load_der_x509_certificate(d) for d in issued.chain_der]
     # GnuTLS/kdig order: the RDNs as they are in the certificate, no spaces.
     names = [(",".join(r.rfc4514_string() for r in c.subject.rdns),
               ",".join(r.rfc4514_string() for r in c.issuer.rdns)) for c in certs]

@@ -13,8 +13,6 @@ from typing import Any
 
 import pytest
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
 from dnstls.errors import ConfigError, NetworkError, QueryTimeout
 from dnstls.net.probe import (
@@ -25,10 +23,7 @@ from dnstls.net.probe import (
     parse_address,
     presented_chain,
 )
-
-
-def _der(pem: bytes) -> bytes:
-    return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+from fakes import issue_chain
 
 
 @dataclass
@@ -43,16 +38,12 @@ class Pki:
 @pytest.fixture(scope="module")
 def pki_factory(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Pki]:
     def make(alpn: list[str] | None = None) -> Pki:
-        root = trustme.CA()
-        intermediate = root.create_child_ca()
-        leaf = intermediate.issue_cert("dns.example", "127.0.0.1", "::1")
-        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        leaf.configure_cert(ctx)
+        issued = issue_chain(tmp_path_factory.mktemp("pki") / "ca.pem",
+                             "dns.example", "127.0.0.1", "::1")
+        ctx = issued.server_ctx
         if alpn:
             ctx.set_alpn_protocols(alpn)
-        ca_file = tmp_path_factory.mktemp("pki") / "ca.pem"
-        root.cert_pem.write_to_path(str(ca_file))
-        pki = Pki(root, [_der(blob.bytes()) for blob in leaf.cert_chain_pems], ca_file, ctx)
+        pki = Pki(issued.root, issued.chain_der, issued.ca_file, ctx)
 
         def remember(_sock: Any, name: str | None, _ctx: Any) -> None:
             pki.sni_seen.append(name)

@@ -11,12 +11,13 @@ from dnstls.errors import CertificateError, NetworkError, PinMismatch
 from dnstls.net import tls_client
 from dnstls.proto.pins import PinSet, spki_pin
 from dnstls.upstreams import UpstreamSpec
+from fakes import der
 
 
 @pytest.fixture(scope="module")
 def leaf_der() -> bytes:
     leaf = trustme.CA().issue_cert("dns.test", "*.wild.test", "127.0.0.1", "::1")
-    return ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
+    return der(leaf.cert_chain_pems[0])
 
 
 @pytest.mark.parametrize(("name", "ok"), [
@@ -30,8 +31,8 @@ def test_certificate_matches_name(leaf_der: bytes, name: str, ok: bool) -> None:
 
 def test_no_wildcard_over_a_public_suffix_like_label() -> None:
     leaf = trustme.CA().issue_cert("*.test")
-    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode())
-    assert not tls_client.certificate_matches_name(der, "a.test")  # "*.test": 2 labels
+    leaf_der = der(leaf.cert_chain_pems[0])
+    assert not tls_client.certificate_matches_name(leaf_der, "a.test")  # "*.test": 2 labels
 
 
 def test_contexts() -> None:
@@ -80,8 +81,7 @@ class FakeSSLObject:
         return self.chain[0] if self.chain else None
 
 
-OTHER_PIN = spki_pin(ssl.PEM_cert_to_DER_cert(
-    trustme.CA().cert_pem.bytes().decode()))
+OTHER_PIN = spki_pin(der(trustme.CA().cert_pem))
 
 
 def report_spec(**kw: object) -> UpstreamSpec:
