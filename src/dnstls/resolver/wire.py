@@ -37,6 +37,16 @@ class WireStatistics:
     invalid: int = 0
 
 
+class _Flight:
+    """One upstream exchange in flight for a cache key. ``shared`` is made only when a
+    second query for the key arrives (the leader then publishes its outcome there)."""
+
+    __slots__ = ("shared",)
+
+    def __init__(self) -> None:
+        self.shared: asyncio.Future[bytes] | None = None
+
+
 class WireForwarder:
     def __init__(self, forwarder: Any, cache: Any, clock: Callable[[], float], *,
                  is_local: Callable[[bytes], bool] = lambda _name: False) -> None:
@@ -45,7 +55,7 @@ class WireForwarder:
         self.clock = clock
         self.is_local = is_local
         self.stats = WireStatistics()
-        self._flights: dict[bytes, asyncio.Future[bytes]] = {}
+        self._flights: dict[bytes, _Flight] = {}
 
     def eligible(self, query: WireQuery) -> bool:
         """True if this path may answer ``query`` (not a name of local data)."""
@@ -57,15 +67,13 @@ class WireForwarder:
         key = query.key
         flight = self._flights.get(key)
         if flight is None:
-            self.stats.forwarded += 1
-            flight = asyncio.ensure_future(self.forwarder.resolve_wire(
-                key[:-1], flags=query.flags, payload=query.payload,
-                do=bool(key[-1] & KEY_DO), deadline=deadline))
-            self._flights[key] = flight
-            flight.add_done_callback(lambda f: self._landed(key, f))
+            upstream = await self._lead(key, query, deadline)
         else:
             self.stats.coalesced += 1
-        upstream = await asyncio.shield(flight)
+            if flight.shared is None:
+                flight.shared = asyncio.get_running_loop().create_future()
+            # shield: a follower that goes away must not cancel the leader's outcome
+            upstream = await asyncio.shield(flight.shared)
         out: bytes | None = self.cache.respond_wire(key, upstream, self.clock(), query_id=query.id,
                                       rd=query.rd, qname=query.qname, edns=query.edns,
                                       options=options, pad_block=pad_block)
@@ -74,10 +82,57 @@ class WireForwarder:
             raise servfail(dns.edns.EDECode.INVALID_DATA, "malformed answer from upstream")
         return out
 
-    def _landed(self, key: bytes, flight: asyncio.Future[bytes]) -> None:
+    async def _lead(self, key: bytes, query: WireQuery, deadline: float) -> bytes:
+        """Ask upstream in this task (no task of its own: a task and ``shield`` per
+        forwarded query cost ~9 µs, measured); publish the outcome to followers."""
+        self.stats.forwarded += 1
+        flight = self._flights[key] = _Flight()
+        try:
+            upstream: bytes = await self._resolve(key, query, deadline)
+        except asyncio.CancelledError:
+            # This client went away. Followers still deserve the answer: hand the
+            # exchange over to a task of its own (rare: a coalesced query whose first
+            # asker disconnects), as a shared task would have continued.
+            if flight.shared is not None and not flight.shared.done():
+                task = asyncio.ensure_future(self._resolve(key, query, deadline))
+                task.add_done_callback(lambda t: self._land(key, flight, t))
+            else:
+                self._flights.pop(key, None)
+            raise
+        except BaseException as exc:
+            self._flights.pop(key, None)
+            if flight.shared is not None and not flight.shared.done():
+                flight.shared.set_exception(exc)
+                flight.shared.exception()  # retrieved: the followers re-raise it
+            raise
         self._flights.pop(key, None)
-        if not flight.cancelled():
-            flight.exception()  # retrieved: the waiters (if any are left) re-raise it
+        if flight.shared is not None and not flight.shared.done():
+            flight.shared.set_result(upstream)
+        return upstream
+
+    async def _resolve(self, key: bytes, query: WireQuery, deadline: float) -> bytes:
+        result: bytes = await self.forwarder.resolve_wire(
+            key[:-1], flags=query.flags, payload=query.payload, do=bool(key[-1] & KEY_DO),
+            deadline=deadline)
+        return result
+
+    def _land(self, key: bytes, flight: _Flight, task: asyncio.Future[bytes]) -> None:
+        """The handed-over exchange finished: pass its outcome to the followers."""
+        if self._flights.get(key) is flight:
+            del self._flights[key]
+        shared = flight.shared
+        if task.cancelled():
+            if shared is not None and not shared.done():
+                shared.cancel()
+            return
+        exc = task.exception()
+        if shared is None or shared.done():
+            return
+        if exc is not None:
+            shared.set_exception(exc)
+            shared.exception()
+        else:
+            shared.set_result(task.result())
 
     def statistics(self) -> dict[str, int]:
         return {"forwarded": self.stats.forwarded, "coalesced": self.stats.coalesced,
