@@ -85,25 +85,41 @@ class ServiceCollector(Collector):
                 yield from _flat(f"dnstls_{section}", values, [])
 
 
+#: ``statistics()`` keys that only ever grow: exported as counters (``..._total``).
+#: Everything else numeric (entries, bytes, in_flight, srtt, backed_off, ...) is a gauge.
+COUNTER_KEYS = frozenset({
+    "hits", "misses", "evictions", "stale_served", "forwarded", "coalesced", "invalid",
+    "queries", "queries_sent", "responses", "errors", "timeouts", "retries",
+    "latency_sum", "latency_count", "connections_opened", "connections_reused",
+    "connections_closed_by_peer", "connection_errors", "handshakes", "handshakes_resumed",
+    "pin_failures", "tls_auth_failures", "pin_mismatches_reported", "pin_matches_reported",
+    "ignored_responses", "rejected_responses", "forged_responses", "truncated",
+    "opportunistic_connections", "reloads", "reload_failures",
+    "transport_queries", "transport_responses", "transport_timeouts",
+})
+
+
 def _flat(prefix: str, stats: Mapping[str, Any], labels: list[tuple[str, str]],
           ) -> Iterable[Metric]:
-    """Numbers become gauges named prefix_key; {label: n} dicts get a 'kind' label."""
+    """Numbers become metrics named prefix_key (counters for :data:`COUNTER_KEYS`, with
+    ``_total``; gauges otherwise); {label: n} dicts get a ``kind`` label."""
     names = [k for k, _ in labels]
     values = [v for _, v in labels]
     for key, value in sorted(stats.items()):
+        family = CounterMetricFamily if key in COUNTER_KEYS else GaugeMetricFamily
         metric_name = f"{prefix}_{key}"
         if isinstance(value, bool):
             value = int(value)
         if isinstance(value, int | float):
-            g = GaugeMetricFamily(metric_name, f"{prefix} {key}", labels=names)
-            g.add_metric(values, value)
-            yield g
+            m = family(metric_name, f"{prefix} {key}", labels=names)
+            m.add_metric(values, value)
+            yield m
         elif isinstance(value, Mapping) and all(isinstance(v, int | float)
                                                 for v in value.values()):
-            g = GaugeMetricFamily(metric_name, f"{prefix} {key}", labels=[*names, "kind"])
+            m = family(metric_name, f"{prefix} {key}", labels=[*names, "kind"])
             for kind, n in sorted(value.items(), key=lambda kv: str(kv[0])):
-                g.add_metric([*values, str(kind)], n)
-            yield g
+                m.add_metric([*values, str(kind)], n)
+            yield m
 
 
 class MetricsServer:

@@ -641,12 +641,13 @@ async def test_metrics(stub: StartStub, fakes: Fakes, pki: TestPKI) -> None:
     assert f'dnstls_upstream_healthy{{upstream="{name}"}} 1.0' in text
     assert f'dnstls_upstream_backed_off{{upstream="{name}"}} 0.0' in text
     assert f'dnstls_upstream_opportunistic{{upstream="{name}"}} 0.0' in text
-    assert f'dnstls_upstream_latency_count{{upstream="{name}"}} 1.0' in text
-    assert f'dnstls_upstream_responses{{kind="NOERROR",upstream="{name}"}} 1.0' in text
-    assert f'dnstls_upstream_handshakes{{upstream="{name}"}} 1.0' in text
-    assert f'dnstls_upstream_queries_sent{{upstream="{name}"}} 1.0' in text
+    assert f'dnstls_upstream_latency_count_total{{upstream="{name}"}} 1.0' in text
+    assert f'dnstls_upstream_responses_total{{kind="NOERROR",upstream="{name}"}} 1.0' in text
+    assert f'dnstls_upstream_handshakes_total{{upstream="{name}"}} 1.0' in text
+    assert f'dnstls_upstream_queries_sent_total{{upstream="{name}"}} 1.0' in text
     # two cache hits: answered by the listeners' fast path from the stub's cache
-    assert "dnstls_cache_hits 2.0" in text
+    assert "dnstls_cache_hits_total 2.0" in text
+    assert "# TYPE dnstls_cache_entries gauge" in text
 
 
 async def test_default_ipv6_listen_is_skipped_when_unavailable(

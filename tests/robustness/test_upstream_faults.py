@@ -362,7 +362,7 @@ async def test_cache_stays_bounded_and_keeps_the_hot_name(daemon_factory: StartD
     entries = m.get("dnstls_cache_entries")
     print(f"\nbounded cache: 3000 queries (2700 unique names), max_entries 200: entries "
           f"{entries:.0f} (peak seen {peak:.0f}), evictions "
-          f"{m.get('dnstls_cache_evictions'):.0f}; hot name asked upstream {hot_upstream}x")
+          f"{m.get('dnstls_cache_evictions_total'):.0f}; hot name asked upstream {hot_upstream}x")
     assert entries <= 200 and peak <= 200
     assert hot_upstream == 1
     daemon.assert_healthy()
