@@ -4,6 +4,7 @@ Usage::
 
     .venv/bin/python bench/profile.py [--seconds 10] [--src TREE] [--cprofile] [--out DIR]
                                       [--scenario hot|padded|miss|conns500]
+                                      [--rate 1000] [--no-native]
 
 In a private network namespace (as bench/run.py), starts nsd and one ``dnstls serve``
 pinned to core 0, warms its cache, and drives it with dnsperf (16 DoT connections, 256
@@ -78,6 +79,11 @@ def main() -> int:
     parser.add_argument("--src", type=Path, default=None)
     parser.add_argument("--scenario", choices=["hot", "padded", "miss", "conns500"], default="hot")
     parser.add_argument("--cprofile", action="store_true")
+    parser.add_argument("--rate", type=int, default=1000,
+                        help="py-spy samples per second (each stops the process: the miss "
+                             "path runs at ~100 qps under 1000 native samples a second)")
+    parser.add_argument("--no-native", action="store_true",
+                        help="Python frames only (uvloop's native symbols are unreliable)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -97,8 +103,9 @@ def main() -> int:
         dnstls = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU, src=src)
         warm(dnstls, work)
         raw = out / f"pyspy-{args.scenario}.txt"
-        spy = subprocess.Popen([py_spy(), "record", "--pid", str(dnstls.pid), "--native",
-                                "-r", "1000", "--format", "raw", "-o", str(raw),
+        native = [] if args.no_native else ["--native"]
+        spy = subprocess.Popen([py_spy(), "record", "--pid", str(dnstls.pid), *native,
+                                "-r", str(args.rate), "--format", "raw", "-o", str(raw),
                                 "-d", str(int(args.seconds) + 2)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)
