@@ -10,6 +10,7 @@ fast signatures.
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import logging
 import os
@@ -73,13 +74,26 @@ def ensure_self_signed(state_dir: Path, names: Iterable[str], addresses: Iterabl
     if cert_path.exists() and key_path.exists():
         return cert_path, key_path, False
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    cert_pem, key_pem = generate_self_signed(names, addresses)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_pem)
-    cert_path.write_bytes(cert_pem)
+    # Several processes may start at once (serve --workers): one generates under an
+    # exclusive lock, the others wait and find the pair; each file appears whole
+    # (written aside, then renamed), so no reader ever sees a key of another certificate.
+    with open(state_dir / ".generate.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if cert_path.exists() and key_path.exists():
+            return cert_path, key_path, False
+        cert_pem, key_pem = generate_self_signed(names, addresses)
+        _write_atomically(key_path, key_pem, 0o600)
+        _write_atomically(cert_path, cert_pem, 0o644)
     log.info("generated a self-signed certificate in %s", cert_path)
     return cert_path, key_path, True
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

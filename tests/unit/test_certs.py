@@ -24,3 +24,20 @@ def test_generated_once_and_kept(tmp_path: Path) -> None:
     first = cert.read_bytes()
     again = ensure_self_signed(tmp_path / "state", ["b.example"], ["127.0.0.2"])
     assert again == (cert, key, False) and cert.read_bytes() == first
+
+
+def test_concurrent_generation_yields_one_matching_pair(tmp_path: Path) -> None:
+    import multiprocessing
+    import ssl
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=ensure_self_signed,
+                         args=(tmp_path / "state", ["a.example"], ["127.0.0.1"]))
+             for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    cert, key = tmp_path / "state" / "dnstls-cert.pem", tmp_path / "state" / "dnstls-key.pem"
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)  # matches
