@@ -130,8 +130,20 @@ def read_query(wire: bytes) -> WireQuery | None:
     qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
     if flags & (_QR | _OPCODE_MASK) or qdcount != 1 or ancount or nscount:
         return None
-    name_end = _question_name_end(wire)
-    if name_end is None or name_end + 4 > end:
+    # The question name: uncompressed at offset 12, at most 255 octets (inline: this
+    # runs for every query on the fast path).
+    name_end = 12
+    while True:
+        if name_end >= end:
+            return None
+        length = wire[name_end]
+        if length == 0:
+            name_end += 1
+            break
+        if length & 0xC0:  # compression pointer or extended label type
+            return None
+        name_end += 1 + length
+    if name_end - 12 > _MAX_NAME or name_end + 4 > end:
         return None
     qtype = (wire[name_end] << 8) | wire[name_end + 1]
     if qtype in _META_QTYPES:
@@ -172,8 +184,13 @@ def read_query(wire: bytes) -> WireQuery | None:
     if others and not _parses(wire):
         return None  # an owner pointer or RDATA only dnspython's per-type rules reject
     qname = wire[12:name_end]
-    key = qname.lower() + wire[name_end:name_end + 4] + bytes((key_flags,))
-    return WireQuery(key, qid, flags, qname, edns, payload, padding, keepalive)
+    key = qname.lower() + wire[name_end:name_end + 4] + _KEY_FLAG_BYTES[key_flags]
+    # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function (~0.3 µs)
+    return _new_tuple(WireQuery, (key, qid, flags, qname, edns, payload, padding, keepalive))
+
+
+_new_tuple = tuple.__new__
+_KEY_FLAG_BYTES = [bytes((flags,)) for flags in range((KEY_DO | KEY_CD) + 1)]
 
 
 def _parses(wire: bytes) -> bool:
@@ -183,20 +200,6 @@ def _parses(wire: bytes) -> bool:
     except Exception:
         return False
     return True
-
-
-def _question_name_end(wire: bytes) -> int | None:
-    """Offset just past the uncompressed question name at offset 12, or None."""
-    pos = 12
-    end = len(wire)
-    while pos < end:
-        length = wire[pos]
-        if length == 0:
-            return pos + 1 if pos + 1 - 12 <= _MAX_NAME else None
-        if length & 0xC0:  # compression pointer or extended label type
-            return None
-        pos += 1 + length
-    return None
 
 
 def skip_name(wire: bytes, pos: int) -> int:
