@@ -164,7 +164,7 @@ class StreamConnection(asyncio.Protocol):
                     continue
                 parsed = handler.parse(wire, transport)
                 if isinstance(parsed, Rejection):
-                    if parsed.wire is None and parsed.rcode is None and "QR" not in parsed.reason:
+                    if parsed.fatal:
                         # no readable header: nothing more on this stream can be trusted;
                         # answer what came before it, then close (RFC 1035 §4.1.1)
                         self.listener.stats.dropped["no_header"] += 1

@@ -51,11 +51,16 @@ class Transport(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A message that will not reach the resolver: what to send back, if anything."""
+    """A message that will not reach the resolver: what to send back, if anything.
+
+    ``fatal``: the message has no readable header, so nothing after it on a stream can
+    be trusted (the stream is closed once earlier queries are answered).
+    """
 
     wire: bytes | None
     rcode: int | None
     reason: str
+    fatal: bool = False
 
 
 def header_error(wire: bytes, rcode: int) -> bytes | None:
@@ -84,7 +89,7 @@ def _reject(message: dns.message.Message, rcode: int, reason: str, ede: int | No
 def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     """Validate one client message. See the module docstring for the outcomes."""
     if len(wire) < 12:
-        return Rejection(None, None, "message shorter than a DNS header")
+        return Rejection(None, None, "message shorter than a DNS header", fatal=True)
     flags = (wire[2] << 8) | wire[3]
     if flags & dns.flags.QR:
         return Rejection(None, None, "QR set in a query")

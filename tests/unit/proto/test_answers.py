@@ -35,14 +35,14 @@ def test_valid_query_parses() -> None:
 
 def test_short_message_cannot_be_answered() -> None:
     r = parse_query(b"\x00" * 11)
-    assert isinstance(r, Rejection) and r.wire is None and r.rcode is None
+    assert isinstance(r, Rejection) and r.wire is None and r.rcode is None and r.fatal
 
 
 def test_qr_set_is_dropped() -> None:
     wire = bytearray(query().to_wire())
     wire[2] |= 0x80
     r = parse_query(bytes(wire))
-    assert isinstance(r, Rejection) and r.wire is None and "QR" in r.reason
+    assert isinstance(r, Rejection) and r.wire is None and "QR" in r.reason and not r.fatal
 
 
 def test_garbage_after_header_gets_formerr_with_id_and_rd() -> None:
