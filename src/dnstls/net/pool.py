@@ -30,9 +30,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import dns.message
 
@@ -59,6 +59,7 @@ from dnstls.proto.upstream import (
 from dnstls.upstreams import UpstreamSpec
 
 log = logging.getLogger("dnstls.net.pool")
+T = TypeVar("T")
 
 Clock = Callable[[], float]
 CLOSE_GRACE = 1.0  # seconds aclose() waits for TLS close_notify before aborting
@@ -410,57 +411,36 @@ class StreamUpstream:
     # -- the Upstream interface
     async def exchange(self, query: dns.message.Message, *, deadline: float,
                        ) -> dns.message.Message:
-        if self._closing:
-            raise NetworkError(f"{self.name}: pool is closed")
-        lost: ConnectionLost | None = None
-        for _attempt in range(2):
-            try:
-                return await self._attempt(query, deadline)
-            except ConnectionLost as exc:
-                lost = exc
-                if self.clock() >= deadline:
-                    break
-                self.counters.retries += 1
-        assert lost is not None
-        if lost.protocol:
-            raise ProtocolError(str(lost))
-        raise NetworkError(str(lost))
+        return await self._on_a_connection(lambda c: c.query(query, deadline), deadline)
 
     async def exchange_detailed(self, query: dns.message.Message, *, deadline: float,
                                 ) -> Reply:
         """Like :meth:`exchange`, with the answer's size, RTT and connection."""
-        if self._closing:
-            raise NetworkError(f"{self.name}: pool is closed")
-        lost: ConnectionLost | None = None
-        for _attempt in range(2):
-            try:
-                conn = await self._acquire(deadline)
-                try:
-                    event = await conn.query_detailed(query, deadline)
-                finally:
-                    self._release(conn)
-                return Reply(event.message, event.size, event.rtt, conn.details)
-            except ConnectionLost as exc:
-                lost = exc
-                if self.clock() >= deadline:
-                    break
-                self.counters.retries += 1
-        assert lost is not None
-        if lost.protocol:
-            raise ProtocolError(str(lost))
-        raise NetworkError(str(lost))
+
+        async def ask(conn: UpstreamConnection) -> Reply:
+            event = await conn.query_detailed(query, deadline)
+            return Reply(event.message, event.size, event.rtt, conn.details)
+
+        return await self._on_a_connection(ask, deadline)
 
     async def exchange_wire(self, question: bytes, *, deadline: float, flags: int,
                             payload: int, do: bool) -> bytes:
         """The wire-level :meth:`exchange`: question bytes in, checked response bytes out."""
+        return await self._on_a_connection(
+            lambda c: c.query_wire(question, deadline, flags=flags, payload=payload, do=do),
+            deadline)
+
+    async def _on_a_connection(self, ask: Callable[[UpstreamConnection], Awaitable[T]],
+                               deadline: float) -> T:
+        """Run ``ask`` on a pooled connection; if the connection is lost under it, once
+        more on another (within the deadline). Errors come out as dnstls errors."""
         if self._closing:
             raise NetworkError(f"{self.name}: pool is closed")
         lost: ConnectionLost | None = None
         for _attempt in range(2):
             conn = await self._acquire(deadline)
             try:
-                return await conn.query_wire(question, deadline, flags=flags,
-                                             payload=payload, do=do)
+                return await ask(conn)
             except ConnectionLost as exc:
                 lost = exc
                 if self.clock() >= deadline:
@@ -472,14 +452,6 @@ class StreamUpstream:
         if lost.protocol:
             raise ProtocolError(str(lost))
         raise NetworkError(str(lost))
-
-    async def _attempt(self, query: dns.message.Message, deadline: float,
-                       ) -> dns.message.Message:
-        conn = await self._acquire(deadline)
-        try:
-            return await conn.query(query, deadline)
-        finally:
-            self._release(conn)
 
     async def _acquire(self, deadline: float) -> UpstreamConnection:
         waiter = _Waiter(self.loop)
