@@ -278,46 +278,44 @@ class UpstreamConnection(asyncio.Protocol):
     async def query_detailed(self, query: dns.message.Message, deadline: float,
                              ) -> ResponseMatched:
         up = self.upstream
-        if self.state.is_closed() or self._transport is None:
-            raise ConnectionLost(f"connection to {up.name} closed before sending")
+        self._check_open()
         tls = up.context is not None  # padding only where it hides something (RFC 7830 §6)
         qid, wire = self.state.start_query(query, up.clock(),
                                            pad=up.spec.tls_query_padding_blocksize if tls else 0,
                                            keepalive=up.ask_keepalive,
                                            pad_length=up.pad_length if tls else None)
-        future: asyncio.Future[ResponseMatched] = _future(up.loop)
+        event: ResponseMatched = await self._send_and_wait(qid, wire, deadline)
+        return event
+
+    async def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
+                         do: bool) -> bytes:
+        """The wire-level path: send ``question``, return the matched response bytes."""
+        up = self.upstream
+        self._check_open()
+        tls = up.context is not None
+        qid, wire = self.state.start_query_wire(
+            question, up.clock(), flags=flags, payload=payload, do=do,
+            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
+        event: WireMatched = await self._send_and_wait(qid, wire, deadline)
+        return event.wire
+
+    def _check_open(self) -> None:
+        if self.state.is_closed() or self._transport is None:
+            raise ConnectionLost(f"connection to {self.upstream.name} closed before sending")
+
+    async def _send_and_wait(self, qid: int, wire: bytes, deadline: float) -> Any:
+        """Write the framed query ``qid`` and wait for its matched event until ``deadline``;
+        a timeout with nothing received since the query was sent retires the connection
+        (half-open)."""
+        up = self.upstream
+        assert self._transport is not None
+        future: asyncio.Future[Any] = _future(up.loop)
         self._pending[qid] = future
         up.counters.queries_sent += 1
         self._transport.write(wire)
         try:
             async with asyncio.timeout_at(deadline):
                 return await future
-        except TimeoutError:
-            up.counters.timeouts += 1
-            if self.state.query_timed_out(qid, up.clock()):
-                self.close(self.state.close_reason or "half-open")
-            raise QueryTimeout(f"no answer from {up.name} before the deadline") from None
-        finally:
-            self._pending.pop(qid, None)
-            self.state.forget(qid)
-
-    async def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
-                         do: bool) -> bytes:
-        """The wire-level path: send ``question``, return the matched response bytes."""
-        up = self.upstream
-        if self.state.is_closed() or self._transport is None:
-            raise ConnectionLost(f"connection to {up.name} closed before sending")
-        tls = up.context is not None
-        qid, wire = self.state.start_query_wire(
-            question, up.clock(), flags=flags, payload=payload, do=do,
-            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
-        future: asyncio.Future[WireMatched] = _future(up.loop)
-        self._pending[qid] = future
-        up.counters.queries_sent += 1
-        self._transport.write(wire)
-        try:
-            async with asyncio.timeout_at(deadline):
-                return (await future).wire
         except TimeoutError:
             up.counters.timeouts += 1
             if self.state.query_timed_out(qid, up.clock()):
