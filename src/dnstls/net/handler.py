@@ -161,21 +161,16 @@ class QueryHandler:
 
     def _failed_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                      failure: ResolveFailure, options: bytes, pad: int) -> bytes:
-        """A stale answer if serve-stale has one, else the error answer (and remember
-        a SERVFAIL briefly, as the cache stage does)."""
-        cache = self.wire.cache if self.wire is not None else None
-        now = self.clock()
-        if cache is not None:
-            hit = cache.stale_after_failure(query.key, query.id, now, rd=query.rd,
-                                            qname=query.qname, edns=query.edns,
-                                            options=options, pad_block=pad)
-            if hit is not None:
-                return bytes(hit.wire)
+        """A stale answer if serve-stale has one, else the error answer (the wire path
+        decides both, as the cache stage does on the message path)."""
+        assert self.wire is not None
+        stale = self.wire.stale_answer(query, options=options, pad_block=pad)
+        if stale is not None:
+            return stale
         message = parse_query(wire)
         if isinstance(message, Rejection):  # read_query accepted it; be safe anyway
             return message.wire or header_error(wire, dns.rcode.SERVFAIL) or b""
-        if cache is not None:
-            cache.insert_failure(query.key, message, failure, now)
+        self.wire.remember_failure(query, message, failure)
         response = error_response(message, failure.rcode, ede=failure.ede, text=failure.text)
         return finalize(response, message, transport,
                         keepalive=self.keepalive if transport.is_stream else None)

@@ -25,9 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import dns.edns
+import dns.message
 
 from dnstls.proto.cachekey import KEY_DO, WireQuery
-from dnstls.resolver.base import servfail
+from dnstls.resolver.base import ResolveFailure, servfail
 
 
 @dataclass(slots=True)
@@ -133,6 +134,20 @@ class WireForwarder:
             shared.exception()
         else:
             shared.set_result(task.result())
+
+    def stale_answer(self, query: WireQuery, *, options: bytes = b"", pad_block: int = 0,
+                     ) -> bytes | None:
+        """After a failure: the stale answer serve-stale keeps for ``query`` (RFC 8767),
+        rendered for it, or None."""
+        hit = self.cache.stale_after_failure(query.key, query.id, self.clock(), rd=query.rd,
+                                             qname=query.qname, edns=query.edns,
+                                             options=options, pad_block=pad_block)
+        return None if hit is None else bytes(hit.wire)
+
+    def remember_failure(self, query: WireQuery, message: dns.message.Message,
+                         failure: ResolveFailure) -> None:
+        """Keep a SERVFAIL briefly (``servfail_ttl``), as the cache stage does."""
+        self.cache.insert_failure(query.key, message, failure, self.clock())
 
     def statistics(self) -> dict[str, int]:
         return {"forwarded": self.stats.forwarded, "coalesced": self.stats.coalesced,
