@@ -155,12 +155,13 @@ def read_query(wire: bytes) -> WireQuery | None:
     others = False  # records other than OPT in the additional section
     for _ in range(arcount):
         owner = pos
-        pos = skip_name(wire, pos)
+        # the OPT's owner is the root (one zero byte): skip_name only for other owners
+        pos = pos + 1 if pos < end and wire[pos] == 0 else skip_name(wire, pos)
         if pos < 0 or pos + 10 > end:
             return None
         rrtype, rrclass, ttl, rdlength = _RR_FIXED.unpack_from(wire, pos)
         pos += 10
-        rdata = pos
+        opt = pos
         pos += rdlength
         if pos > end or rrtype == _TSIG:
             return None
@@ -168,15 +169,27 @@ def read_query(wire: bytes) -> WireQuery | None:
             others = True
             continue
         # RFC 6891 §6.1.1: one OPT, owned by the root; version in TTL bits 16-23.
-        if edns or wire[owner] != 0 or (ttl >> 16) & 0xFF != 0:
+        if edns or wire[owner] != 0 or ttl & 0xFF0000:
             return None
-        options = _option_codes(wire, rdata, pos)
-        if options is None:
-            return None
+        # The options, inline (every padded query has one): well-formed, none that the
+        # slow path validates, a COOKIE of a legal length (see _SLOW_PATH_OPTIONS).
+        while opt < pos:
+            if opt + 4 > pos:
+                return None
+            code = (wire[opt] << 8) | wire[opt + 1]
+            length = (wire[opt + 2] << 8) | wire[opt + 3]
+            opt += 4 + length
+            if opt > pos:
+                return None
+            if code == _PADDING:
+                padding = True
+            elif code == _KEEPALIVE:
+                keepalive = True
+            elif code in _SLOW_PATH_OPTIONS or (
+                    code == _COOKIE and not (length == 8 or 16 <= length <= 40)):
+                return None
         edns = True
         payload = rrclass
-        padding = _PADDING in options
-        keepalive = _KEEPALIVE in options
         if ttl & _DO:
             key_flags |= KEY_DO
     if pos != end:
@@ -216,17 +229,3 @@ def skip_name(wire: bytes, pos: int) -> int:
         pos += 1 + length
     return -1
 
-
-def _option_codes(wire: bytes, pos: int, end: int) -> set[int] | None:
-    """The option codes in OPT RDATA ``wire[pos:end]``, or None if it is malformed."""
-    codes: set[int] = set()
-    while pos < end:
-        if pos + 4 > end:
-            return None
-        code, length = struct.unpack_from("!HH", wire, pos)
-        pos += 4 + length
-        if pos > end or code in _SLOW_PATH_OPTIONS or (
-                code == _COOKIE and not (length == 8 or 16 <= length <= 40)):
-            return None
-        codes.add(code)
-    return codes
