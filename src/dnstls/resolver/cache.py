@@ -139,8 +139,9 @@ class _Entry:
     The ``*_wire`` and view attributes are the body's fixed pieces, for joining."""
 
     __slots__ = ("age", "arcount", "arcount_edns_wire", "arcount_wire", "body", "expires",
-                 "failed_until", "failure", "inserted", "kind", "mid_wire", "name_view",
-                 "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view", "size", "ttls")
+                 "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
+                 "memo_options", "memo_pad", "memo_tail", "mid_wire", "name_view", "offsets",
+                 "opt_head", "opt_rdata", "qname_len", "rest_view", "size", "ttls")
 
     def __init__(self, *, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -166,6 +167,12 @@ class _Entry:
         self.failure = failure
         self.failed_until = float("-inf")
         self.size = len(body) + len(opt_head) + 2 + len(opt_rdata)
+        # The last fresh rendering (see _render_fresh): None until a hit, dropped on re-age.
+        self.memo_tail: bytes | None = None
+        self.memo_mids: tuple[bytes, bytes] = (b"", b"")
+        self.memo_edns = False
+        self.memo_options = b""
+        self.memo_pad = 0
 
 
 class Cache:
@@ -211,7 +218,7 @@ class Cache:
 
     # -- lookups -----------------------------------------------------------------------
 
-    def lookup_wire(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
+    def lookup_wire(self, key: CacheKey, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
                     pad_block: int = 0) -> bytes | None:
         """The listener's fast path: response bytes for a new query, or None on a miss.
@@ -220,13 +227,22 @@ class Cache:
         the query had an OPT RR; ``options`` are rendered EDNS options to add (e.g.
         keepalive) and ``pad_block`` pads the response to a multiple of it (RFC 7830).
         The caller still enforces its UDP size limit. A cached failure is answered
-        with its SERVFAIL bytes.
+        with its SERVFAIL bytes. (Positional arguments are allowed: the listener's fast
+        path calls it for every query, and keywords cost there.)
         """
-        found = self._serveable(key, now)
-        if found is None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self._misses += 1
             return None
-        entry, stale = found
-        return _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
+        if now >= entry.expires:  # stale or gone: the general path decides and counts
+            found = self._serveable(key, now)
+            if found is None:
+                return None
+            entry, stale = found
+            return _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
+        self._entries.move_to_end(key)
+        self._hits += 1
+        return _render_fresh(entry, query_id, now, rd, qname, edns, options, pad_block)
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
@@ -599,6 +615,7 @@ def _aged(entry: _Entry, age: int) -> None:
         for off, ttl in zip(entry.offsets, entry.ttls, strict=True):
             pack(body, off, ttl)
     entry.age = age
+    entry.memo_tail = None
 
 
 _PADDING_OPTIONS: dict[int, bytes] = {}
@@ -650,3 +667,52 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
         rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
     return b"".join((head, entry.mid_wire, entry.arcount_edns_wire, name, rest,
                      entry.opt_head, len(rdata).to_bytes(2, "big"), rdata))
+
+
+def _render_fresh(entry: _Entry, query_id: int, now: float, rd: bool, qname: bytes | None,
+                  with_edns: bool, options: bytes, pad_block: int) -> bytes:
+    """:func:`_render` for a fresh (not stale) hit, from a memoised rendering.
+
+    Everything after the question name -- the aged records, the OPT with its options
+    and padding -- depends only on the entry's age and on (EDNS, options, block size),
+    so it is rendered once (:func:`_memo`) and reused until the next re-age or until a
+    query of another shape comes; a hit then joins four pieces: the ID, the header's
+    middle (flags with the query's RD, the counts), the query's name, the memoised
+    tail. One rendering per entry is kept (at most its answer plus a padding block).
+    """
+    age = int(now - entry.inserted)
+    if age < 0:
+        age = 0
+    if age != entry.age:
+        _aged(entry, age)
+    tail = entry.memo_tail
+    if (tail is None or entry.memo_pad != pad_block or entry.memo_edns != with_edns
+            or entry.memo_options != options):
+        tail = _memo(entry, with_edns, options, pad_block)
+    name: bytes | memoryview = (qname if qname is not None and len(qname) == entry.qname_len
+                                else entry.name_view)
+    return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"), entry.memo_mids[rd], name, tail))
+
+
+def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> bytes:
+    """Render and keep what follows the question name for one query shape."""
+    if with_edns:
+        arcount = entry.arcount_edns_wire
+        rdata = entry.opt_rdata + options if options else entry.opt_rdata
+        if pad_block > 0:
+            unpadded = len(entry.body) + len(entry.opt_head) + 2 + len(rdata) + 4
+            rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+        tail = b"".join((entry.rest_view, entry.opt_head, len(rdata).to_bytes(2, "big"),
+                         rdata))
+    else:
+        arcount = entry.arcount_wire
+        tail = bytes(entry.rest_view)
+    if entry.memo_edns != with_edns or not entry.memo_mids[0]:  # not redone on re-age
+        flags = entry.body[2]
+        entry.memo_mids = (bytes((flags & 0xFE,)) + entry.mid_wire + arcount,
+                           bytes((flags | 0x01,)) + entry.mid_wire + arcount)
+    entry.memo_tail = tail
+    entry.memo_edns = with_edns
+    entry.memo_options = options
+    entry.memo_pad = pad_block
+    return tail

@@ -314,6 +314,36 @@ def test_fast_path_with_keepalive_and_padding() -> None:
     assert describe(served) == describe(expected(response, q, 3, options=[keepalive]))
 
 
+def test_memoised_rendering_follows_each_query_shape_and_second() -> None:
+    """lookup_wire keeps one rendering per entry; every hit must still answer its own
+    query (EDNS or not, keepalive, padding, RD, letter case) with TTLs of its second."""
+    cache = Cache()
+    first = query(use_edns=0)
+    key = key_from_message(first)
+    cache.insert(key, positive(first, 300), 0.0)
+    keepalive = struct.pack("!HH", 11, 2) + b"\x00\x64"
+    shapes = [(False, b"", 0), (True, b"", 0), (True, keepalive, 0), (True, b"", 468),
+              (True, keepalive, 468), (False, b"", 468), (True, b"", 128)]
+    names = (b"\x03www\x07example\x03com\x00", b"\x03WwW\x07EXAMPLE\x03cOm\x00")
+    for now in (0.0, 0.5, 1.0, 1.2, 7.9, 7.95, 299.5):
+        for edns, options, pad in shapes + shapes[::-1]:
+            for qid, rd, qname in ((0x1234, True, names[0]), (7, False, names[1])):
+                got = cache.lookup_wire(key, qid, now, rd=rd, qname=qname, edns=edns,
+                                        options=options, pad_block=pad)
+                plain = cache.lookup(key, qid, now, rd=rd, qname=qname, edns=edns,
+                                     options=options, pad_block=pad)
+                assert plain is not None and got == plain.wire  # the unmemoised render
+                served = dns.message.from_wire(got)
+                assert served.id == qid and bool(served.flags & dns.flags.RD) == rd
+                assert served.question[0].name.to_wire() == qname
+                assert ttls(served) == [300 - int(now)]
+                assert (served.edns >= 0) == edns
+                if edns:
+                    assert len(got) % pad == 0 if pad else len(got) < 128
+                    assert (dns.edns.OptionType.KEEPALIVE in
+                            [o.otype for o in served.options]) == bool(options)
+
+
 def test_fast_path_from_raw_query_bytes() -> None:
     """The listener's use: key and facts from the raw query, answer from the cache."""
     cache = Cache()
