@@ -57,7 +57,7 @@ _RD = int(dns.flags.RD)
 
 
 class WireCache(Protocol):
-    def lookup_wire(self, key: bytes, query_id: int, now: float, *, rd: bool = True,
+    def lookup_wire(self, key: bytes, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
                     pad_block: int = 0) -> bytes | None: ...
 
@@ -108,15 +108,15 @@ class QueryHandler:
             return None
         if cache is None:
             return query if self.wire is not None and self.wire.eligible(query) else None
+        key, qid, flags, qname, with_edns, payload, padding, keepalive = query
         stream, pad_block, keys = self._fast_plans[transport]
-        out = cache.lookup_wire(
-            query.key, query.id, self.clock(), rd=bool(query.flags & _RD),
-            qname=query.qname, edns=query.edns,
-            options=self._keepalive_wire if stream and query.keepalive else b"",
-            pad_block=pad_block if query.padding else 0)
+        # positional arguments: keywords cost ~0.1 µs each on this path
+        out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname, with_edns,
+                                self._keepalive_wire if stream and keepalive else b"",
+                                pad_block if padding else 0)
         if out is None:
             return query if self.wire is not None and self.wire.eligible(query) else None
-        if not stream and len(out) > (max(MIN_UDP, query.payload) if query.edns else MIN_UDP):
+        if not stream and len(out) > (max(MIN_UDP, payload) if with_edns else MIN_UDP):
             return None  # needs truncation: the ordinary path does it
         self.responses[keys[out[3] & 0xF]] += 1
         return out
