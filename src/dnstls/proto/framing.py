@@ -46,8 +46,18 @@ def encode(message: bytes) -> bytes:
 
 
 def encode_many(messages: list[bytes]) -> bytes:
-    """Frame several messages into one buffer (one write, one TLS record if it fits)."""
-    return b"".join([_LEN.pack(len(m)) + m for m in messages])
+    """Frame several messages into one buffer (one write, one TLS record if it fits).
+
+    Prefixes and messages are joined in one copy (``pack(n) + m`` per message would copy
+    every answer twice).
+    """
+    parts: list[bytes] = []
+    add = parts.append
+    pack = _LEN.pack
+    for m in messages:
+        add(pack(len(m)))
+        add(m)
+    return b"".join(parts)
 
 
 class FrameDecoder:
@@ -72,7 +82,10 @@ class FrameDecoder:
         """Add ``data`` and return every message it completes, in order."""
         buf = self._buf
         if not buf and len(data) >= 2:
-            # Fast path: nothing buffered; slice complete messages straight from data.
+            # Fast path: nothing buffered; slice complete messages straight from data
+            # (a slice of bytes is bytes: one copy per message, no bytes() call).
+            if type(data) is not bytes:
+                data = bytes(data)
             out: list[bytes] = []
             pos = 0
             end = len(data)
@@ -82,7 +95,7 @@ class FrameDecoder:
                     raise FramingError("zero-length DNS message", out)
                 if end - pos - 2 < n:
                     break
-                out.append(bytes(data[pos + 2 : pos + 2 + n]))
+                out.append(data[pos + 2 : pos + 2 + n])
                 pos += 2 + n
             if pos < end:
                 buf += data[pos:]

@@ -27,6 +27,17 @@ def test_every_split_offset_yields_the_same_messages() -> None:
         assert not decoder.in_message
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_messages_are_bytes_whatever_the_input_type(kind: type) -> None:
+    stream = encode_many(MESSAGES) + b"\x00"
+    decoder = FrameDecoder()
+    out = decoder.feed(kind(stream))
+    assert out == MESSAGES and all(type(m) is bytes for m in out)
+    assert decoder.buffered == 1
+    tail = decoder.feed(kind(b"\x03abc"))
+    assert tail == [b"abc"] and type(tail[0]) is bytes
+
+
 def test_every_pair_of_split_offsets() -> None:
     stream = encode_many(MESSAGES[:2])
     for a in range(len(stream) + 1):
