@@ -54,6 +54,7 @@ qlog = logging.getLogger("dnstls.queries")
 
 _RCODE_TEXT = [dns.rcode.to_text(dns.rcode.Rcode.make(i)) for i in range(16)]
 _RD = int(dns.flags.RD)
+_TLS = Transport.TLS
 
 
 class WireCache(Protocol):
@@ -87,6 +88,7 @@ class QueryHandler:
                 edns.SERVER_BLOCK if t is Transport.TLS else 0,
                 [(t.value, text) for text in _RCODE_TEXT])
             for t in Transport}
+        self._tls_plan = self._fast_plans[Transport.TLS]
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
@@ -109,7 +111,9 @@ class QueryHandler:
         if cache is None:
             return query if self.wire is not None and self.wire.eligible(query) else None
         key, qid, flags, qname, with_edns, payload, padding, keepalive = query
-        stream, pad_block, keys = self._fast_plans[transport]
+        # TLS's plan by identity: hashing an Enum member calls Enum.__hash__ (Python)
+        stream, pad_block, keys = (self._tls_plan if transport is _TLS
+                                   else self._fast_plans[transport])
         # positional arguments: keywords cost ~0.1 µs each on this path
         out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname, with_edns,
                                 self._keepalive_wire if stream and keepalive else b"",

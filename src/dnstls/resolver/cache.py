@@ -167,7 +167,7 @@ class _Entry:
         self.failure = failure
         self.failed_until = float("-inf")
         self.size = len(body) + len(opt_head) + 2 + len(opt_rdata)
-        # The last fresh rendering (see _render_fresh): None until a hit, dropped on re-age.
+        # The last fresh rendering (see lookup_wire): None until a hit, dropped on re-age.
         self.memo_tail: bytes | None = None
         self.memo_mids: tuple[bytes, bytes] = (b"", b"")
         self.memo_edns = False
@@ -242,7 +242,26 @@ class Cache:
             return _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
         self._entries.move_to_end(key)
         self._hits += 1
-        return _render_fresh(entry, query_id, now, rd, qname, edns, options, pad_block)
+        # A fresh hit, rendered here (one call less): everything after the question
+        # name -- the aged records, the OPT with its options and padding -- depends only
+        # on the entry's age and on (EDNS, options, block size), so it is rendered once
+        # (_memo) and reused until the next re-age or a query of another shape; a hit
+        # joins four pieces: the ID, the header's middle (flags with the query's RD and
+        # the counts), the query's name and that tail. One rendering is kept per entry
+        # (at most its answer plus a padding block). _render is the reference.
+        age = int(now - entry.inserted)
+        if age < 0:
+            age = 0
+        if age != entry.age:
+            _aged(entry, age)
+        tail = entry.memo_tail
+        if (tail is None or entry.memo_pad != pad_block or entry.memo_edns != edns
+                or entry.memo_options != options):
+            tail = _memo(entry, edns, options, pad_block)
+        name = (qname if qname is not None and len(qname) == entry.qname_len
+                else entry.name_view)
+        return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"),
+                         entry.memo_mids[1 if rd else 0], name, tail))
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
@@ -667,31 +686,6 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
         rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
     return b"".join((head, entry.mid_wire, entry.arcount_edns_wire, name, rest,
                      entry.opt_head, len(rdata).to_bytes(2, "big"), rdata))
-
-
-def _render_fresh(entry: _Entry, query_id: int, now: float, rd: bool, qname: bytes | None,
-                  with_edns: bool, options: bytes, pad_block: int) -> bytes:
-    """:func:`_render` for a fresh (not stale) hit, from a memoised rendering.
-
-    Everything after the question name -- the aged records, the OPT with its options
-    and padding -- depends only on the entry's age and on (EDNS, options, block size),
-    so it is rendered once (:func:`_memo`) and reused until the next re-age or until a
-    query of another shape comes; a hit then joins four pieces: the ID, the header's
-    middle (flags with the query's RD, the counts), the query's name, the memoised
-    tail. One rendering per entry is kept (at most its answer plus a padding block).
-    """
-    age = int(now - entry.inserted)
-    if age < 0:
-        age = 0
-    if age != entry.age:
-        _aged(entry, age)
-    tail = entry.memo_tail
-    if (tail is None or entry.memo_pad != pad_block or entry.memo_edns != with_edns
-            or entry.memo_options != options):
-        tail = _memo(entry, with_edns, options, pad_block)
-    name: bytes | memoryview = (qname if qname is not None and len(qname) == entry.qname_len
-                                else entry.name_view)
-    return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"), entry.memo_mids[rd], name, tail))
 
 
 def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> bytes:
