@@ -132,17 +132,20 @@ def read_query(wire: bytes) -> WireQuery | None:
         return None
     # The question name: uncompressed at offset 12, at most 255 octets (inline: this
     # runs for every query on the fast path).
+    # A label length > 63 has one of the two top bits set: a compression pointer or an
+    # extended label type. Indexing past the end raises IndexError (free in 3.11 until
+    # raised), instead of a bounds check per label.
     name_end = 12
-    while True:
-        if name_end >= end:
-            return None
-        length = wire[name_end]
-        if length == 0:
-            name_end += 1
-            break
-        if length & 0xC0:  # compression pointer or extended label type
-            return None
-        name_end += 1 + length
+    try:
+        length = wire[12]
+        while length:
+            if length > 63:
+                return None
+            name_end += length + 1
+            length = wire[name_end]
+    except IndexError:
+        return None
+    name_end += 1
     if name_end - 12 > _MAX_NAME or name_end + 4 > end:
         return None
     qtype = (wire[name_end] << 8) | wire[name_end + 1]
@@ -153,13 +156,13 @@ def read_query(wire: bytes) -> WireQuery | None:
     payload = 0
     key_flags = KEY_CD if flags & _CD else 0
     others = False  # records other than OPT in the additional section
-    for _ in range(arcount):
+    for _ in range(arcount) if arcount else ():
         owner = pos
         # the OPT's owner is the root (one zero byte): skip_name only for other owners
         pos = pos + 1 if pos < end and wire[pos] == 0 else skip_name(wire, pos)
         if pos < 0 or pos + 10 > end:
             return None
-        rrtype, rrclass, ttl, rdlength = _RR_FIXED.unpack_from(wire, pos)
+        rrtype, rrclass, ttl, rdlength = _unpack_rr(wire, pos)
         pos += 10
         opt = pos
         pos += rdlength
@@ -176,8 +179,7 @@ def read_query(wire: bytes) -> WireQuery | None:
         while opt < pos:
             if opt + 4 > pos:
                 return None
-            code = (wire[opt] << 8) | wire[opt + 1]
-            length = (wire[opt + 2] << 8) | wire[opt + 3]
+            code, length = _unpack_option(wire, opt)
             opt += 4 + length
             if opt > pos:
                 return None
@@ -203,6 +205,8 @@ def read_query(wire: bytes) -> WireQuery | None:
 
 
 _new_tuple = tuple.__new__
+_unpack_rr = _RR_FIXED.unpack_from
+_unpack_option = struct.Struct("!HH").unpack_from
 _KEY_FLAG_BYTES = [bytes((flags,)) for flags in range((KEY_DO | KEY_CD) + 1)]
 
 
