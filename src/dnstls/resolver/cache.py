@@ -140,8 +140,9 @@ class _Entry:
 
     __slots__ = ("age", "arcount", "arcount_edns_wire", "arcount_wire", "body", "expires",
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
-                 "memo_options", "memo_pad", "memo_tail", "mid_wire", "name_view", "offsets",
-                 "opt_head", "opt_rdata", "qname_len", "rest_view", "size", "ttls")
+                 "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
+                 "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
+                 "size", "ttls")
 
     def __init__(self, *, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -173,6 +174,7 @@ class _Entry:
         self.memo_edns = False
         self.memo_options = b""
         self.memo_pad = 0
+        self.memo_padding = b""
 
 
 class Cache:
@@ -246,9 +248,10 @@ class Cache:
         # name -- the aged records, the OPT with its options and padding -- depends only
         # on the entry's age and on (EDNS, options, block size), so it is rendered once
         # (_memo) and reused until the next re-age or a query of another shape; a hit
-        # joins four pieces: the ID, the header's middle (flags with the query's RD and
-        # the counts), the query's name and that tail. One rendering is kept per entry
-        # (at most its answer plus a padding block). _render is the reference.
+        # joins five pieces: the ID, the header's middle (flags with the query's RD and
+        # the counts), the query's name, that tail and the PADDING option if any (one
+        # object per length, shared). One rendering is kept per entry (about the size
+        # of its answer). _render is the reference.
         age = int(now - entry.inserted)
         if age < 0:
             age = 0
@@ -261,7 +264,7 @@ class Cache:
         name = (qname if qname is not None and len(qname) == entry.qname_len
                 else entry.name_view)
         return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"),
-                         entry.memo_mids[1 if rd else 0], name, tail))
+                         entry.memo_mids[1 if rd else 0], name, tail, entry.memo_padding))
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
@@ -689,15 +692,17 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
 
 
 def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> bytes:
-    """Render and keep what follows the question name for one query shape."""
+    """Render and keep what follows the question name for one query shape (without the
+    PADDING option: :func:`_padding_option` keeps one per length for every entry)."""
+    padding = b""
     if with_edns:
         arcount = entry.arcount_edns_wire
         rdata = entry.opt_rdata + options if options else entry.opt_rdata
         if pad_block > 0:
             unpadded = len(entry.body) + len(entry.opt_head) + 2 + len(rdata) + 4
-            rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
-        tail = b"".join((entry.rest_view, entry.opt_head, len(rdata).to_bytes(2, "big"),
-                         rdata))
+            padding = _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+        tail = b"".join((entry.rest_view, entry.opt_head,
+                         (len(rdata) + len(padding)).to_bytes(2, "big"), rdata))
     else:
         arcount = entry.arcount_wire
         tail = bytes(entry.rest_view)
@@ -706,6 +711,7 @@ def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> byt
         entry.memo_mids = (bytes((flags & 0xFE,)) + entry.mid_wire + arcount,
                            bytes((flags | 0x01,)) + entry.mid_wire + arcount)
     entry.memo_tail = tail
+    entry.memo_padding = padding  # the last piece: shared between entries, not copied
     entry.memo_edns = with_edns
     entry.memo_options = options
     entry.memo_pad = pad_block
