@@ -19,6 +19,12 @@ every round (every hit re-ages its entry: the worst case), ``readq`` times
 :func:`~dnstls.proto.cachekey.read_query` alone. 200 names, ``--rounds`` passes over
 them. Each run takes ~50 s (Python starts under valgrind); two run at a time.
 Needs ``valgrind``. Not a test: it prints numbers.
+
+The whole Python of a read (``bench_read.py``) was counted the same way, by difference
+(its loop runs under asyncio, so nothing to toggle on)::
+
+    PYTHONPATH=TREE/src valgrind --tool=callgrind .venv/bin/python bench/bench_read.py \
+        --per-read 16 --conns 100 --rounds 2     # and --rounds 6: 64,000 queries more
 """
 
 from __future__ import annotations
