@@ -132,6 +132,9 @@ def main() -> int:
                              "path runs at ~100 qps under 1000 native samples a second)")
     parser.add_argument("--no-native", action="store_true",
                         help="Python frames only (uvloop's native symbols are unreliable)")
+    parser.add_argument("--nonblocking", action="store_true",
+                        help="py-spy --nonblocking: never stop the server (less exact "
+                             "stacks, no inflated syscalls; implies --no-native)")
     parser.add_argument("--perf", action="store_true",
                         help="perf record/stat instead of py-spy (C and kernel view)")
     parser.add_argument("--top", type=int, default=25)
@@ -156,7 +159,8 @@ def main() -> int:
             perf_profile(args, dnstls, work, out)
             return 0
         raw = out / f"pyspy-{args.scenario}.txt"
-        native = [] if args.no_native else ["--native"]
+        native = (["--nonblocking"] if args.nonblocking
+                  else [] if args.no_native else ["--native"])
         spy = subprocess.Popen([py_spy(), "record", "--pid", str(dnstls.pid), *native,
                                 "-r", str(args.rate), "--format", "raw", "-o", str(raw),
                                 "-d", str(int(args.seconds) + 2)],
