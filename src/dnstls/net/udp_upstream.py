@@ -189,34 +189,21 @@ class UdpUpstream:
 
     async def exchange_wire(self, question: bytes, *, deadline: float, flags: int,
                             payload: int, do: bool) -> bytes:
-        """The wire-level path: a checked response (header and question) as bytes.
-
-        Awaits the exchange's future itself (not through :meth:`_roundtrip`): one
-        coroutine frame fewer to create and to resume through on every forwarded query."""
+        """The wire-level path: a checked response (header and question) as bytes."""
         qid = _query_id()
+        wire = prepare_query_wire(question, qid=qid, flags=flags, payload=payload, do=do)
 
         def accept(data: bytes) -> bytes | None:
             if len(data) < 12 or (data[0] << 8 | data[1]) != qid:
                 return None
             return data if check_response_wire(data, question) is None else None
 
-        port, future, timer = self._start(
-            prepare_query_wire(question, qid=qid, flags=flags, payload=payload, do=do),
-            accept, deadline)
-        try:
-            data, _size = await future
-        except BaseException as exc:
-            port.clean = False
-            raise self._error(exc) from (exc if isinstance(exc, OSError) else None)
-        finally:
-            timer.cancel()
-            self._give_back(port)
-        self.counters["responses"] += 1
+        data, _size, _rtt = await self._roundtrip(wire, accept, deadline)
         if data[2] & 0x02:  # TC=1: ask again over TCP (RFC 7766 §5)
             self.counters["truncated"] += 1
             return await self.tcp.exchange_wire(question, deadline=deadline, flags=flags,
                                                 payload=payload, do=do)
-        return data  # type: ignore[no-any-return]
+        return data
 
     async def _exchange_udp(self, query: dns.message.Message, deadline: float,
                             ) -> tuple[dns.message.Message, int, float]:
@@ -227,24 +214,8 @@ class UdpUpstream:
 
     async def _roundtrip(self, wire: bytes, accept: Callable[[bytes], T | None],
                          deadline: float) -> tuple[T, int, float]:
-        """Send ``wire`` from a socket of the pool; wait for a datagram ``accept`` takes
-        (others are counted as forged) until ``deadline``."""
-        sent = self.clock()
-        port, future, timer = self._start(wire, accept, deadline)
-        try:
-            result, size = await future
-        except BaseException as exc:
-            port.clean = False
-            raise self._error(exc) from (exc if isinstance(exc, OSError) else None)
-        finally:
-            timer.cancel()
-            self._give_back(port)
-        self.counters["responses"] += 1
-        return result, size, self.clock() - sent
-
-    def _start(self, wire: bytes, accept: Callable[[bytes], Any], deadline: float,
-               ) -> tuple[_Port, asyncio.Future[Any], asyncio.TimerHandle]:
-        """Take a socket of the pool (:meth:`_take`), send ``wire``, arm the deadline.
+        """Send ``wire`` from a socket of the pool (:meth:`_take`); wait for a datagram
+        ``accept`` takes (others are counted as forged) until ``deadline``.
 
         Measured per exchange (bench/bench_miss.py, loopback): a datagram endpoint per
         query cost ~10x more than a plain non-blocking socket and one reader callback;
@@ -253,28 +224,38 @@ class UdpUpstream:
         the future instead of ``asyncio.timeout_at`` (a Timeout object, a task
         cancellation to translate back) another few µs."""
         port = self._take()
-        try:
-            port.sock.send(wire)
-        except OSError as exc:
-            port.clean = False
-            self._give_back(port)
-            self.counters["connection_errors"] += 1
-            raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
-        self.counters["queries_sent"] += 1
-        future: asyncio.Future[Any] = self.loop.create_future()
+        future: asyncio.Future[tuple[T, int]] = self.loop.create_future()
         port.future = future
         port.accept = accept
-        return port, future, self.loop.call_at(deadline, _expire, future)
-
-    def _error(self, exc: BaseException) -> BaseException:
-        """What an exchange raises for ``exc`` from its future (counted)."""
-        if isinstance(exc, _Expired):
-            self.counters["timeouts"] += 1
-            return QueryTimeout(f"no answer from {self.name} before the deadline")
-        if isinstance(exc, OSError):  # ICMP port unreachable and friends
-            self.counters["connection_errors"] += 1
-            return NetworkError(f"{self.name}: {exc.strerror or exc}")
-        return exc  # cancelled: the answer may still come, the socket is not reused
+        try:
+            try:
+                port.sock.send(wire)
+            except OSError as exc:
+                port.clean = False
+                self.counters["connection_errors"] += 1
+                raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
+            sent = self.clock()
+            self.counters["queries_sent"] += 1
+            timer = self.loop.call_at(deadline, _expire, future)
+            try:
+                result, size = await future
+            except _Expired:
+                port.clean = False
+                self.counters["timeouts"] += 1
+                raise QueryTimeout(f"no answer from {self.name} before the deadline") from None
+            except OSError as exc:  # ICMP port unreachable and friends
+                port.clean = False
+                self.counters["connection_errors"] += 1
+                raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
+            except BaseException:  # cancelled: the answer may still come; never reuse
+                port.clean = False
+                raise
+            finally:
+                timer.cancel()
+        finally:
+            self._give_back(port)
+        self.counters["responses"] += 1
+        return result, size, self.clock() - sent
 
     # -- the port pool (module docstring) ---------------------------------------------
     def _take(self) -> _Port:

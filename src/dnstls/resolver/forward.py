@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -139,10 +139,6 @@ def client_response(client: dns.message.Message, upstream: dns.message.Message,
     return response
 
 
-def _wire_rcode(answer: bytes) -> int:
-    return answer[3] & 0xF
-
-
 def _error_kind(exc: Exception) -> str:
     if isinstance(exc, QueryTimeout):
         return "timeout"
@@ -210,21 +206,18 @@ class Forwarder:
         answer = await self._run(attempt, lambda a: int(a.rcode()), request.deadline)
         return client_response(client, answer)
 
-    def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
-                     deadline: float) -> Coroutine[Any, Any, bytes]:
+    async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                           deadline: float) -> bytes:
         """The wire-level path: the chosen upstream's response bytes, header and question
         checked (the caller validates the rest before using it). Same strategy, back-off,
-        failover and failures as :meth:`resolve`.
-
-        Returns the :meth:`_run` coroutine, and each attempt is the upstream's own
-        ``exchange_wire`` coroutine: no frames of this layer's own to create and to
-        resume through on every forwarded query (two of the nine between the task and
-        the socket's future)."""
+        failover and failures as :meth:`resolve`."""
         payload = min(max(payload or EDNS_PAYLOAD, 512), 4096)
-        return self._run(
-            lambda upstream, attempt_deadline: upstream.exchange_wire(  # type: ignore[attr-defined]
-                question, deadline=attempt_deadline, flags=flags, payload=payload, do=do),
-            _wire_rcode, deadline)
+
+        async def attempt(upstream: Upstream, attempt_deadline: float) -> bytes:
+            return await upstream.exchange_wire(  # type: ignore[attr-defined, no-any-return]
+                question, deadline=attempt_deadline, flags=flags, payload=payload, do=do)
+
+        return await self._run(attempt, lambda a: a[3] & 0xF, deadline)
 
     async def _run(self, attempt: Callable[[Upstream, float], Awaitable[T]],
                    rcode_of: Callable[[T], int], deadline: float) -> T:

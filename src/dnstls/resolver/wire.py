@@ -64,42 +64,11 @@ class WireForwarder:
 
     async def answer(self, query: WireQuery, *, deadline: float, options: bytes = b"",
                      pad_block: int = 0) -> bytes:
-        """The response bytes for ``query``; raises ResolveFailure.
-
-        The first asker of a key leads: it awaits the upstream itself (no task of its
-        own: a task and ``shield`` per forwarded query cost ~9 µs, measured) and
-        publishes the outcome to followers. The lead is written out here rather than in
-        a helper coroutine: every frame between the connection's task and the socket's
-        future is created once and resumed through once per forwarded query."""
+        """The response bytes for ``query``; raises ResolveFailure."""
         key = query.key
-        flights = self._flights
-        flight = flights.get(key)
+        flight = self._flights.get(key)
         if flight is None:
-            self.stats.forwarded += 1
-            flight = flights[key] = _Flight()
-            try:
-                upstream: bytes = await self.forwarder.resolve_wire(
-                    key[:-1], flags=query.flags, payload=query.payload,
-                    do=bool(key[-1] & KEY_DO), deadline=deadline)
-            except asyncio.CancelledError:
-                # This client went away. Followers still deserve the answer: hand the
-                # exchange over to a task of its own (rare: a coalesced query whose first
-                # asker disconnects), as a shared task would have continued.
-                if flight.shared is not None and not flight.shared.done():
-                    task = asyncio.ensure_future(self._resolve(key, query, deadline))
-                    task.add_done_callback(lambda t: self._land(key, flight, t))
-                else:
-                    flights.pop(key, None)
-                raise
-            except BaseException as exc:
-                flights.pop(key, None)
-                if flight.shared is not None and not flight.shared.done():
-                    flight.shared.set_exception(exc)
-                    flight.shared.exception()  # retrieved: the followers re-raise it
-                raise
-            flights.pop(key, None)
-            if flight.shared is not None and not flight.shared.done():
-                flight.shared.set_result(upstream)
+            upstream = await self._lead(key, query, deadline)
         else:
             self.stats.coalesced += 1
             if flight.shared is None:
@@ -113,6 +82,34 @@ class WireForwarder:
             self.stats.invalid += 1
             raise servfail(dns.edns.EDECode.INVALID_DATA, "malformed answer from upstream")
         return out
+
+    async def _lead(self, key: bytes, query: WireQuery, deadline: float) -> bytes:
+        """Ask upstream in this task (no task of its own: a task and ``shield`` per
+        forwarded query cost ~9 µs, measured); publish the outcome to followers."""
+        self.stats.forwarded += 1
+        flight = self._flights[key] = _Flight()
+        try:
+            upstream: bytes = await self._resolve(key, query, deadline)
+        except asyncio.CancelledError:
+            # This client went away. Followers still deserve the answer: hand the
+            # exchange over to a task of its own (rare: a coalesced query whose first
+            # asker disconnects), as a shared task would have continued.
+            if flight.shared is not None and not flight.shared.done():
+                task = asyncio.ensure_future(self._resolve(key, query, deadline))
+                task.add_done_callback(lambda t: self._land(key, flight, t))
+            else:
+                self._flights.pop(key, None)
+            raise
+        except BaseException as exc:
+            self._flights.pop(key, None)
+            if flight.shared is not None and not flight.shared.done():
+                flight.shared.set_exception(exc)
+                flight.shared.exception()  # retrieved: the followers re-raise it
+            raise
+        self._flights.pop(key, None)
+        if flight.shared is not None and not flight.shared.done():
+            flight.shared.set_result(upstream)
+        return upstream
 
     async def _resolve(self, key: bytes, query: WireQuery, deadline: float) -> bytes:
         result: bytes = await self.forwarder.resolve_wire(
