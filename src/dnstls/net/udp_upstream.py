@@ -108,10 +108,50 @@ class _Expired(Exception):
     """The deadline timer of one exchange fired (internal; becomes QueryTimeout)."""
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
+def _expire(future: asyncio.Future[Any] | _Call) -> None:
     """The deadline timer of one exchange."""
     if not future.done():
         future.set_exception(_Expired())
+
+
+WireCallback = Callable[[bytes | None, BaseException | None], None]
+
+
+class _Call:
+    """A waiter like a future (``done``, ``set_result``, ``set_exception``) that calls
+    ``callback(result, exception)`` at once: :meth:`UdpUpstream.start_wire` uses it so
+    the answer goes up the path in the reader's own callback, without a task."""
+
+    __slots__ = ("callback", "finished")
+
+    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
+        self.callback = callback
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: Any) -> None:
+        self.finished = True
+        self.callback(result, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.finished = True
+        self.callback(None, exc)
+
+
+def _relay(callback: WireCallback) -> Callable[[asyncio.Future[bytes]], None]:
+    """A done-callback handing a task's outcome to ``callback``."""
+
+    def done(task: asyncio.Future[bytes]) -> None:
+        if task.cancelled():
+            callback(None, asyncio.CancelledError())
+        elif task.exception() is not None:
+            callback(None, task.exception())
+        else:
+            callback(task.result(), None)
+
+    return done
 
 
 class _Port:
@@ -126,7 +166,7 @@ class _Port:
         self.fd: int = sock.fileno()
         self.uses = 0
         self.born = born
-        self.future: asyncio.Future[Any] | None = None
+        self.future: asyncio.Future[Any] | _Call | None = None
         self.accept: Callable[[bytes], Any] | None = None
         self.clean = True
 
@@ -204,6 +244,65 @@ class UdpUpstream:
             return await self.tcp.exchange_wire(question, deadline=deadline, flags=flags,
                                                 payload=payload, do=do)
         return data
+
+    def start_wire(self, question: bytes, *, deadline: float, flags: int, payload: int,
+                   do: bool, callback: WireCallback) -> None:
+        """:meth:`exchange_wire` without a coroutine: ``callback(data, None)`` with the
+        checked response, or ``callback(None, exc)`` (QueryTimeout, NetworkError, ...),
+        called once from the loop (never from this call; a socket that cannot be opened
+        raises NetworkError here). TC=1 goes to TCP in a task, as exchange_wire does."""
+        qid = _query_id()
+
+        def accept(data: bytes) -> bytes | None:
+            if len(data) < 12 or (data[0] << 8 | data[1]) != qid:
+                return None
+            return data if check_response_wire(data, question) is None else None
+
+        def landed(result: tuple[bytes, int] | None, exc: BaseException | None) -> None:
+            timer.cancel()
+            if exc is not None or result is None:
+                port.clean = False
+                self._give_back(port)
+                callback(None, self._error(exc or RuntimeError("no result")))
+                return
+            self._give_back(port)
+            self.counters["responses"] += 1
+            data = result[0]
+            if data[2] & 0x02:  # TC=1: ask again over TCP (RFC 7766 §5)
+                self.counters["truncated"] += 1
+                task = asyncio.ensure_future(self.tcp.exchange_wire(
+                    question, deadline=deadline, flags=flags, payload=payload, do=do))
+                task.add_done_callback(_relay(callback))
+                return
+            callback(data, None)
+
+        port = self._take()
+        waiter = _Call(landed)
+        port.future = waiter
+        port.accept = accept
+        try:
+            port.sock.send(prepare_query_wire(question, qid=qid, flags=flags,
+                                              payload=payload, do=do))
+        except OSError as exc:
+            port.clean = False
+            port.future = None
+            self._give_back(port)
+            self.counters["connection_errors"] += 1
+            raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
+        self.counters["queries_sent"] += 1
+        timer = self.loop.call_at(deadline, _expire, waiter)
+
+    def _error(self, exc: BaseException) -> BaseException:
+        """What an exchange reports for ``exc`` from its waiter (counted)."""
+        if isinstance(exc, _Expired):
+            self.counters["timeouts"] += 1
+            return QueryTimeout(f"no answer from {self.name} before the deadline")
+        if isinstance(exc, OSError):  # ICMP port unreachable and friends
+            self.counters["connection_errors"] += 1
+            error = NetworkError(f"{self.name}: {exc.strerror or exc}")
+            error.__cause__ = exc
+            return error
+        return exc
 
     async def _exchange_udp(self, query: dns.message.Message, deadline: float,
                             ) -> tuple[dns.message.Message, int, float]:
@@ -325,7 +424,10 @@ class UdpUpstream:
                 port.clean = False
                 self.counters["forged_responses"] += 1
             else:
+                # a _Call runs the whole answer path from here and may already have
+                # given the port back (or closed it): touch nothing after this
                 future.set_result((result, len(data)))
+                return
 
     def _stray(self, port: _Port) -> None:
         """A datagram (or an error) on an idle socket: count it, close the socket."""
