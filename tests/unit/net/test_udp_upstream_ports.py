@@ -195,3 +195,41 @@ async def test_a_cancelled_query_does_not_return_its_socket(
         await task
     assert up.statistics()["sockets_idle"] == 0
     await up.aclose()
+
+
+async def start(up: UdpUpstream, name: str, within: float = 2.0) -> Any:
+    """start_wire's outcome: the answer bytes or the exception passed to the callback."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    up.start_wire(question(name), deadline=loop.time() + within, flags=0x0100, payload=1232,
+                  do=False, callback=lambda data, exc: future.set_result(exc or data))
+    assert not future.done()  # never called back from start_wire itself
+    return await future
+
+
+async def test_start_wire_answers_and_shares_the_pool(responder: tuple[Responder, int]) -> None:
+    proto, port = responder
+    proto.forge_first = True
+    up = upstream(port)
+    answer = await start(up, "cb1.example.")
+    assert isinstance(answer, bytes) and answer[3] & 0xF == 0
+    assert up.statistics()["forged_responses"] == 1
+    assert up.statistics()["sockets_idle"] == 0  # the forgery retired its socket
+    proto.forge_first = False
+    await start(up, "cb2.example.")
+    answer = await ask(up, "cb3.example.")  # the coroutine path takes the same socket
+    assert answer[3] & 0xF == 0
+    assert proto.ports[1] == proto.ports[2] != proto.ports[0]
+    await up.aclose()
+
+
+async def test_start_wire_times_out_and_retires_the_socket(
+        responder: tuple[Responder, int]) -> None:
+    proto, port = responder
+    proto.silent = True
+    up = upstream(port)
+    outcome = await start(up, "cbt.example.", within=0.1)
+    assert isinstance(outcome, QueryTimeout)
+    stats = up.statistics()
+    assert stats["timeouts"] == 1 and stats["sockets_idle"] == 0
+    await up.aclose()
