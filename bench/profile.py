@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/profile.py [--seconds 10] [--src TREE] [--cprofile] [--out DIR]
                                       [--scenario hot|padded|miss|conns500]
-                                      [--rate 1000] [--no-native]
+                                      [--rate 1000] [--no-native] [--perf]
 
 In a private network namespace (as bench/run.py), starts nsd and one ``dnstls serve``
 pinned to core 0, warms its cache, and drives it with dnsperf (16 DoT connections, 256
@@ -13,6 +13,11 @@ Prints the functions with the largest self and inclusive share, also as µs of s
 CPU per query (share * CPU seconds / queries answered). With ``--cprofile`` a second
 run executes the server under cProfile (much slower: the ratios between functions are
 what it is for) and prints the top functions by own time per query.
+
+With ``--perf``, ``perf record -g`` samples the server instead of py-spy (it does not
+stop the process, so syscall and kernel costs are not inflated; Python frames show only
+as the interpreter) and ``perf stat`` counts its system calls and context switches:
+the C/kernel view of the same load, as µs per query by shared object and symbol.
 
 ``--src TREE`` runs dnstls from another source tree (its ``src/`` first on PYTHONPATH).
 """
@@ -73,6 +78,49 @@ def warm(peer: peers.Peer, work: Path) -> None:
         print(f"warm {name}: {r.completed} answers {r.rcodes}", flush=True)
 
 
+def perf_profile(args: argparse.Namespace, peer: peers.Peer, work: Path, out: Path) -> None:
+    """``perf record -g`` and ``perf stat`` (system calls, context switches) on the
+    server while ``load`` runs; prints shares as µs of server CPU per query."""
+    perf = shutil.which("perf")
+    if perf is None:
+        raise SystemExit("bench: perf is not installed")
+    data = out / f"perf-{args.scenario}.data"
+    seconds = str(int(args.seconds) + 1)
+    rec = subprocess.Popen([perf, "record", "-g", "-F", "999", "-p", str(peer.pid),
+                            "-o", str(data), "--", "sleep", seconds],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stat = subprocess.Popen([perf, "stat", "-x,", "-e",
+                             "raw_syscalls:sys_enter,context-switches,task-clock",
+                             "-p", str(peer.pid), "--", "sleep", seconds],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    result = load(args.scenario, peer, work, args.seconds)
+    _, rec_err = rec.communicate(timeout=args.seconds + 60)
+    _, stat_err = stat.communicate(timeout=args.seconds + 60)
+    n = max(result.completed, 1)
+    print(f"\nperf ({args.scenario}): {result.completed} queries, {result.qps:.0f} qps, "
+          f"{result.cpu_us_per_query:.1f} µs CPU/query, lost {result.lost}, {result.rcodes}")
+    for line in stat_err.decode().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+            print(f"  {fields[2]:28} {float(fields[0]):14.0f}  per query (load window "
+                  f"~{args.seconds:.0f}+1.5 s) {float(fields[0]) / n:8.2f}")
+    per_q = result.cpu_us_per_query
+    for sort in ("dso", "dso,sym"):
+        report = subprocess.run([perf, "report", "-i", str(data), "--no-children",
+                                 "--sort", sort, "--stdio", "-g", "none",
+                                 "--percent-limit", "0.7"],
+                                capture_output=True, text=True, timeout=300)
+        print(f"\nself share by {sort} (µs/query at {per_q:.1f} µs CPU/query):")
+        for line in report.stdout.splitlines():
+            if line.strip().startswith("#") or "%" not in line:
+                continue
+            share = float(line.split("%")[0])
+            print(f"  {share * per_q / 100:7.1f} µs  {line.strip()[:110]}")
+    if rec.returncode != 0:
+        print(f"perf record: {rec_err.decode()[-400:]}", file=sys.stderr)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -84,6 +132,11 @@ def main() -> int:
                              "path runs at ~100 qps under 1000 native samples a second)")
     parser.add_argument("--no-native", action="store_true",
                         help="Python frames only (uvloop's native symbols are unreliable)")
+    parser.add_argument("--nonblocking", action="store_true",
+                        help="py-spy --nonblocking: never stop the server (less exact "
+                             "stacks, no inflated syscalls; implies --no-native)")
+    parser.add_argument("--perf", action="store_true",
+                        help="perf record/stat instead of py-spy (C and kernel view)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -102,8 +155,12 @@ def main() -> int:
         # 1. py-spy on the ordinary server
         dnstls = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU, src=src)
         warm(dnstls, work)
+        if args.perf:
+            perf_profile(args, dnstls, work, out)
+            return 0
         raw = out / f"pyspy-{args.scenario}.txt"
-        native = [] if args.no_native else ["--native"]
+        native = (["--nonblocking"] if args.nonblocking
+                  else [] if args.no_native else ["--native"])
         spy = subprocess.Popen([py_spy(), "record", "--pid", str(dnstls.pid), *native,
                                 "-r", str(args.rate), "--format", "raw", "-o", str(raw),
                                 "-d", str(int(args.seconds) + 2)],

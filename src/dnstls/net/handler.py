@@ -163,6 +163,55 @@ class QueryHandler:
         self.responses[keys[out[3] & 0xF]] += 1
         return out
 
+    def forward_wire(self, query: WireQuery, wire: bytes, transport: Transport,
+                     deliver: Callable[[bytes], None]) -> bool:
+        """:meth:`answer_wire` without a task where the path allows it (one UDP upstream,
+        no identical question in flight: :meth:`WireForwarder.start`): ``deliver(out)``
+        follows once, from the loop, with the same answer answer_wire would return.
+        False: nothing started, run answer_wire in a task.
+
+        Measured (bench/bench_miss.py, fake upstream): the task and the coroutine
+        layers cost ~20 µs of a forwarded query's ~40 µs of Python."""
+        assert self.wire is not None
+        deadline = asyncio.get_running_loop().time() + self.query_timeout
+        stream, pad_block, keys = self._fast_plans[transport]
+        options = self._keepalive_wire if stream and query.keepalive else b""
+        pad = pad_block if query.padding else 0
+        forwarder = self.wire
+
+        def landed(upstream: bytes | None, exc: BaseException | None) -> None:
+            self.in_flight -= 1
+            try:
+                if exc is not None or upstream is None:
+                    raise exc or RuntimeError("no answer")
+                out = forwarder.render(query, upstream, options=options, pad_block=pad)
+            except ResolveFailure as failure:
+                out = self._failed_wire(query, wire, transport, failure, options, pad)
+            except asyncio.CancelledError:  # the TCP fallback's task (shutdown)
+                out = self._failed_wire(query, wire, transport, servfail(
+                    dns.edns.EDECode.OTHER, "query cancelled"), options, pad)
+            except TimeoutError:
+                out = self._failed_wire(query, wire, transport, servfail(
+                    dns.edns.EDECode.NO_REACHABLE_AUTHORITY, "query deadline passed"),
+                    options, pad)
+            except Exception:
+                self.internal_errors += 1
+                log.exception("internal error while forwarding a query")
+                out = self._failed_wire(query, wire, transport, servfail(
+                    dns.edns.EDECode.OTHER, "internal error"), options, pad)
+            if not stream:
+                limit = max(MIN_UDP, query.payload) if query.edns else MIN_UDP
+                if len(out) > limit:
+                    out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
+                                        do=bool(query.key[-1] & KEY_DO))
+            self.responses[keys[out[3] & 0xF]] += 1
+            deliver(out)
+
+        if not forwarder.start(query, deadline=deadline, callback=landed):
+            return False
+        self.in_flight += 1
+        return True
+
     def _failed_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                      failure: ResolveFailure, options: bytes, pad: int) -> bytes:
         """A stale answer if serve-stale has one, else the error answer (the wire path

@@ -157,7 +157,8 @@ class StreamConnection(asyncio.Protocol):
                 if routed is not None:
                     if isinstance(routed, bytes):
                         ready.append(routed)
-                    else:
+                    elif not handler.forward_wire(routed, wire, transport,
+                                                  self._wire_answered):
                         task = self.loop.create_task(self._answer_wire(routed, wire))
                         self.tasks.add(task)
                         task.add_done_callback(self.tasks.discard)
@@ -201,6 +202,12 @@ class StreamConnection(asyncio.Protocol):
 
     async def _answer_wire(self, query: WireQuery, wire: bytes) -> None:
         out = await self.listener.handler.answer_wire(query, wire, self.listener.transport)
+        if not self.closed:
+            self._write(out)
+            self._answered()
+
+    def _wire_answered(self, out: bytes) -> None:
+        """A forwarded query's answer, without a task (QueryHandler.forward_wire)."""
         if not self.closed:
             self._write(out)
             self._answered()

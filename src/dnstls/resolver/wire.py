@@ -75,13 +75,51 @@ class WireForwarder:
                 flight.shared = asyncio.get_running_loop().create_future()
             # shield: a follower that goes away must not cancel the leader's outcome
             upstream = await asyncio.shield(flight.shared)
-        out: bytes | None = self.cache.respond_wire(key, upstream, self.clock(), query_id=query.id,
-                                      rd=query.rd, qname=query.qname, edns=query.edns,
-                                      options=options, pad_block=pad_block)
+        return self.render(query, upstream, options=options, pad_block=pad_block)
+
+    def render(self, query: WireQuery, upstream: bytes, *, options: bytes = b"",
+               pad_block: int = 0) -> bytes:
+        """Validate, cache and render ``upstream`` for ``query``; raises ResolveFailure."""
+        out: bytes | None = self.cache.respond_wire(
+            query.key, upstream, self.clock(), query_id=query.id, rd=query.rd,
+            qname=query.qname, edns=query.edns, options=options, pad_block=pad_block)
         if out is None:
             self.stats.invalid += 1
             raise servfail(dns.edns.EDECode.INVALID_DATA, "malformed answer from upstream")
         return out
+
+    def start(self, query: WireQuery, *, deadline: float,
+              callback: Callable[[bytes | None, BaseException | None], None]) -> bool:
+        """Start the upstream exchange for ``query`` without a coroutine when the
+        forwarder can (:meth:`Forwarder.start_wire`) and no identical question is in
+        flight; ``callback(upstream_response, None)`` or ``callback(None, failure)``
+        follows once. Queries for the same key arriving meanwhile follow it as they
+        follow a leader in :meth:`answer`. False: nothing started, use :meth:`answer`."""
+        key = query.key
+        flights = self._flights
+        start_wire = getattr(self.forwarder, "start_wire", None)
+        if start_wire is None or key in flights:
+            return False
+        flight = _Flight()
+
+        def landed(upstream: bytes | None, exc: BaseException | None) -> None:
+            if flights.get(key) is flight:
+                del flights[key]
+            shared = flight.shared
+            if shared is not None and not shared.done():
+                if upstream is None:
+                    shared.set_exception(exc or RuntimeError("no answer"))
+                    shared.exception()  # retrieved: the followers re-raise it
+                else:
+                    shared.set_result(upstream)
+            callback(upstream, exc)
+
+        if not start_wire(key[:-1], flags=query.flags, payload=query.payload,
+                          do=bool(key[-1] & KEY_DO), deadline=deadline, callback=landed):
+            return False
+        self.stats.forwarded += 1
+        flights[key] = flight
+        return True
 
     async def _lead(self, key: bytes, query: WireQuery, deadline: float) -> bytes:
         """Ask upstream in this task (no task of its own: a task and ``shield`` per

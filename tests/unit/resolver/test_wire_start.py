@@ -1,0 +1,213 @@
+"""The task-free wire path (Forwarder.start_wire, WireForwarder.start,
+QueryHandler.forward_wire) gives what the coroutine path gives, outcome for outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import dns.edns
+import dns.message
+import dns.name
+import dns.rcode
+import dns.rrset
+import pytest
+
+from dnstls.errors import NetworkError, QueryTimeout
+from dnstls.net.handler import QueryHandler
+from dnstls.proto.answers import Transport, make_response
+from dnstls.proto.cachekey import WireQuery, read_query
+from dnstls.resolver.base import Refuse, ResolveFailure
+from dnstls.resolver.cache import Cache
+from dnstls.resolver.forward import Forwarder
+from dnstls.resolver.wire import WireForwarder
+
+
+def wire_query(name: str = "www.example.com.", qid: int = 1) -> tuple[WireQuery, bytes]:
+    wire = dns.message.make_query(name, "A", id=qid, use_edns=False).to_wire()
+    query = read_query(wire)
+    assert query is not None
+    return query, wire
+
+
+def answer_to(question: bytes, rcode: int = 0) -> bytes:
+    name = dns.name.from_wire(question, 0)[0]
+    query = dns.message.make_query(name, "A", id=0, use_edns=False)
+    response = make_response(query)
+    response.set_rcode(dns.rcode.Rcode.make(rcode))
+    if rcode == 0:
+        response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.7"))
+    return response.to_wire()
+
+
+class ScriptedUpstream:
+    """Both APIs, one script: each exchange pops an action (an rcode, an exception
+    raised later, ``("now", exc)`` raised at once by start_wire, or 'answer')."""
+
+    name = "scripted"
+    timeout = 2.0
+
+    def __init__(self) -> None:
+        self.actions: deque[Any] = deque()
+        self.sent = 0
+        self.held: list[tuple[bytes, Any]] = []
+        self.hold = False
+
+    def _outcome(self, question: bytes) -> bytes:
+        action = self.actions.popleft() if self.actions else "answer"
+        if isinstance(action, BaseException):
+            raise action
+        return answer_to(question, 0 if action == "answer" else int(action))
+
+    async def exchange_wire(self, question: bytes, *, deadline: float, flags: int,
+                            payload: int, do: bool) -> bytes:
+        self.sent += 1
+        await asyncio.sleep(0)
+        return self._outcome(question)
+
+    def start_wire(self, question: bytes, *, deadline: float, flags: int, payload: int,
+                   do: bool, callback: Any) -> None:
+        if self.actions and isinstance(self.actions[0], tuple):
+            raise self.actions.popleft()[1]
+        self.sent += 1
+        if self.hold:
+            self.held.append((question, callback))
+            return
+        try:
+            result = self._outcome(question)
+        except BaseException as exc:  # handed to the callback
+            asyncio.get_running_loop().call_soon(callback, None, exc)
+        else:
+            asyncio.get_running_loop().call_soon(callback, result, None)
+
+
+def started(forwarder: Forwarder, question: bytes) -> asyncio.Future[bytes]:
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    def callback(answer: bytes | None, exc: BaseException | None) -> None:
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            assert answer is not None
+            future.set_result(answer)
+
+    assert forwarder.start_wire(question, flags=0x100, payload=0, do=False, deadline=1e9,
+                                callback=callback)
+    return future
+
+
+async def outcome(awaitable: Any) -> Any:
+    try:
+        return await awaitable
+    except ResolveFailure as failure:
+        return (failure.rcode, failure.ede, failure.text)
+
+
+ACTIONS = ["answer", dns.rcode.SERVFAIL, dns.rcode.REFUSED, dns.rcode.NXDOMAIN,
+           QueryTimeout("slow"), NetworkError("refused"), ("now", NetworkError("no socket"))]
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=repr)
+async def test_start_wire_matches_resolve_wire(action: Any) -> None:
+    question = wire_query()[0].key[:-1]
+    results = []
+    for path in ("coroutine", "callback"):
+        up = ScriptedUpstream()
+        fwd = Forwarder([up], clock=asyncio.get_running_loop().time)  # type: ignore[list-item]
+        up.actions.append(action if path == "callback" or not isinstance(action, tuple)
+                          else action[1])
+        if path == "coroutine":
+            got = await outcome(fwd.resolve_wire(question, flags=0x100, payload=0, do=False,
+                                                 deadline=1e9))
+        else:
+            got = await outcome(started(fwd, question))
+        health = fwd.statistics()["upstreams"]["scripted"]
+        results.append((got, health["queries"], health["responses"], health["errors"],
+                        health["failures"]))
+    assert results[0] == results[1]
+
+
+async def test_start_wire_declines_what_it_does_not_handle() -> None:
+    loop = asyncio.get_running_loop()
+    question = wire_query()[0].key[:-1]
+    two = Forwarder([ScriptedUpstream(), ScriptedUpstream()],  # type: ignore[list-item]
+                    clock=loop.time)
+    assert not two.start_wire(question, flags=0, payload=0, do=False, deadline=1e9,
+                              callback=lambda a, e: None)
+    one = Forwarder([ScriptedUpstream()], clock=loop.time)  # type: ignore[list-item]
+    assert not one.start_wire(question, flags=0, payload=0, do=False, deadline=0.0,
+                              callback=lambda a, e: None)  # deadline already passed
+
+
+async def test_followers_share_a_callback_leaders_exchange() -> None:
+    loop = asyncio.get_running_loop()
+    up = ScriptedUpstream()
+    up.hold = True
+    wf = WireForwarder(Forwarder([up], clock=loop.time), Cache(), loop.time)  # type: ignore[list-item]
+    q1, _ = wire_query(qid=1)
+    q2, _ = wire_query("WWW.example.COM.", qid=2)
+    got: list[Any] = []
+    assert wf.start(q1, deadline=1e9, callback=lambda a, e: got.append((a, e)))
+    assert not wf.start(q2, deadline=1e9, callback=lambda a, e: None)  # in flight: decline
+    follower = asyncio.ensure_future(wf.answer(q2, deadline=1e9))
+    await asyncio.sleep(0)
+    question, callback = up.held.pop()
+    callback(answer_to(question), None)
+    answer = await follower
+    assert dns.message.from_wire(answer).id == 2
+    assert got and got[0][1] is None
+    assert up.sent == 1 and wf.stats.forwarded == 1 and wf.stats.coalesced == 1
+    assert wf.statistics()["in_flight"] == 0
+
+
+async def test_a_callback_leaders_failure_reaches_its_followers() -> None:
+    loop = asyncio.get_running_loop()
+    up = ScriptedUpstream()
+    up.hold = True
+    wf = WireForwarder(Forwarder([up], clock=loop.time), Cache(), loop.time)  # type: ignore[list-item]
+    q1, _ = wire_query(qid=1)
+    got: list[Any] = []
+    assert wf.start(q1, deadline=1e9, callback=lambda a, e: got.append((a, e)))
+    follower = asyncio.ensure_future(wf.answer(q1, deadline=1e9))
+    await asyncio.sleep(0)
+    up.held.pop()[1](None, QueryTimeout("slow"))
+    with pytest.raises(ResolveFailure):
+        await follower
+    assert isinstance(got[0][1], ResolveFailure)
+    assert wf.statistics()["in_flight"] == 0
+
+
+@pytest.mark.parametrize("action", ["answer", dns.rcode.SERVFAIL, QueryTimeout("slow"),
+                                    ("now", NetworkError("no socket"))], ids=repr)
+async def test_forward_wire_delivers_what_answer_wire_returns(action: Any) -> None:
+    loop = asyncio.get_running_loop()
+    outs = []
+    for path in ("task", "callback"):
+        up = ScriptedUpstream()
+        up.actions.append(action if path == "callback" or not isinstance(action, tuple)
+                          else action[1])
+        cache = Cache()
+        wf = WireForwarder(Forwarder([up], clock=loop.time), cache, loop.time)  # type: ignore[list-item]
+        handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, wire=wf, clock=loop.time)
+        wire = dns.message.make_query("www.example.com.", "A", id=7, use_edns=0).to_wire()
+        routed = handler.route(wire, Transport.TLS)
+        assert isinstance(routed, WireQuery)
+        if path == "task":
+            outs.append(await handler.answer_wire(routed, wire, Transport.TLS))
+        else:
+            delivered: asyncio.Future[bytes] = loop.create_future()
+            assert handler.forward_wire(routed, wire, Transport.TLS, delivered.set_result)
+            assert handler.in_flight == 1
+            outs.append(await delivered)
+        assert handler.in_flight == 0
+        assert sum(handler.responses.values()) == 1
+    assert outs[0] == outs[1]
+    response = dns.message.from_wire(outs[1])
+    assert response.id == 7
+    if action == "answer":
+        assert response.rcode() == dns.rcode.NOERROR and response.answer
+    else:
+        assert response.rcode() == dns.rcode.SERVFAIL
+        if not isinstance(action, int):
+            assert any(o.otype == dns.edns.EDE for o in response.options)
