@@ -24,6 +24,12 @@ as ``bench/run.py`` does) and the upstream's, average/min/max latency, lost quer
 and the ratios dnstls/Stubby. CPU per query is the figure to compare on a shared
 machine: qps depends on what the rest of the machine leaves.
 
+``--pyspy DIR`` samples the ``dnstls stub --no-cache`` run with ``py-spy record --format
+raw`` (``--rate``, default 200 a second; ``--native`` adds C frames) and prints the
+functions by self and inclusive share as µs of stub CPU per query (bench/pyspy_top.py);
+``--cprofile DIR`` runs it once more under cProfile and prints the top functions by own
+time. Both skip Stubby and the cached stub unless asked otherwise.
+
 ``--variant NAME=TREE`` adds ``dnstls stub --no-cache`` run from another source tree
 (``PYTHONPATH=TREE/src``), e.g. to compare a branch with main in one run. With
 ``--reps N`` the stubs are run in turn N times (interleaved) and every run is printed.
@@ -37,16 +43,20 @@ pass/fail on timing, just numbers.
 from __future__ import annotations
 
 import argparse
+import pstats
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import measure  # bench/measure.py: CPU of a process tree from /proc, as bench/run.py uses
+import pyspy_top
 
 from interop import peers
 
@@ -112,9 +122,11 @@ def dnsperf(label: str, port: int, query_file: Path, *, seconds: float, clients:
 
 
 def start_dnstls_stub(group: peers.PeerGroup, pki: peers.TestPKI, upstream: peers.Peer,
-                      extra: list[str], tree: str | None = None) -> peers.Peer:
+                      extra: list[str], tree: str | None = None,
+                      wrap: list[str] | None = None) -> peers.Peer:
     port = peers.free_port()
-    argv = [*peers.dnstls_command(), "stub", "--listen", f"{peers.LOOPBACK}:{port}",
+    command = [sys.executable, *wrap, "-m", "dnstls"] if wrap else peers.dnstls_command()
+    argv = [*command, "stub", "--listen", f"{peers.LOOPBACK}:{port}",
             "--upstream", f"tls://{upstream.host}:{upstream.port}#{pki.hostname}",
             "--ca-file", str(pki.ca_pem), *extra]
     env = {"PYTHONUNBUFFERED": "1"}
@@ -138,7 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-stubby", action="store_true", help="skip Stubby")
     parser.add_argument("--no-cache-only", action="store_true",
                         help="skip `dnstls stub` with its cache")
+    parser.add_argument("--pyspy", type=Path, metavar="DIR",
+                        help="py-spy the no-cache stub's run; raw profile into DIR")
+    parser.add_argument("--rate", type=int, default=200, help="py-spy samples a second")
+    parser.add_argument("--native", action="store_true", help="py-spy --native")
+    parser.add_argument("--cprofile", type=Path, metavar="DIR",
+                        help="run the no-cache stub under cProfile too; stats into DIR")
+    parser.add_argument("--top", type=int, default=30, help="rows of profile output")
     args = parser.parse_args(argv)
+    if args.pyspy or args.cprofile:
+        args.no_stubby = args.no_cache_only = True
     variants = [tuple(v.split("=", 1)) for v in args.variant]
     if any(len(v) != 2 for v in variants):
         parser.error("--variant takes NAME=TREE")
@@ -151,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         query_file = tmp / "queries.txt"
         query_file.write_text("".join(f"{n} {t}\n" for n, t in QUERIES))
         runs: list[Run] = []
+        profiles: list[str] = []
         try:
             if args.upstream == "unbound":
                 nsd = peers.start_nsd(group)
@@ -180,9 +202,38 @@ def main(argv: list[str] | None = None) -> int:
                 for label, extra, tree in stubs:
                     stub = start_dnstls_stub(group, pki, upstream, extra, tree)
                     dnsperf("warm-up", stub.port, query_file, **{**perf, "seconds": 1})
+                    spy = None
+                    if args.pyspy and tree is None and "--no-cache" in extra:
+                        args.pyspy.mkdir(parents=True, exist_ok=True)
+                        raw = args.pyspy / "pyspy-stub.txt"
+                        spy = subprocess.Popen(
+                            [shutil.which("py-spy") or str(Path(sys.executable).with_name(
+                                "py-spy")), "record", "--pid", str(stub.pid),
+                             *(["--native"] if args.native else []), "-r", str(args.rate),
+                             "--format", "raw", "-o", str(raw),
+                             "-d", str(int(args.seconds) + 1)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                        time.sleep(0.5)
                     runs.append(dnsperf(label, stub.port, query_file, **perf, pid=stub.pid,
                                         upstream_pid=upstream.pid))
+                    if spy is not None:
+                        spy.communicate(timeout=args.seconds + 60)
+                        profiles.append(pyspy_top.report(
+                            raw, top=args.top, per=runs[-1].completed,
+                            seconds=runs[-1].cpu_s))
                     stub.stop()
+            if args.cprofile:
+                args.cprofile.mkdir(parents=True, exist_ok=True)
+                stats = args.cprofile / "cprofile-stub.prof"
+                stub = start_dnstls_stub(group, pki, upstream, ["--no-cache"],
+                                         wrap=["-m", "cProfile", "-o", str(stats)])
+                dnsperf("warm-up", stub.port, query_file, **{**perf, "seconds": 1})
+                runs.append(dnsperf("(under cProfile)", stub.port, query_file, **perf,
+                                    pid=stub.pid, upstream_pid=upstream.pid))
+                stub.stop()
+                if stats.exists():
+                    pstats.Stats(str(stats), stream=sys.stdout).sort_stats(
+                        "tottime").print_stats(args.top)
         finally:
             failures = group.stop_all()
             for failure in failures:
@@ -197,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run.label:26} {run.qps:9.0f} {run.cpu_us:9.1f} {run.upstream_cpu_us:10.1f} "
               f"{run.avg_ms:8.2f} {run.min_ms:8.2f} {run.max_ms:8.2f} {run.lost:6d}  "
               f"{run.rcodes}")
+    for profile in profiles:
+        print(profile)
     bases = [run for run in runs if run.label == "stubby"]
     if bases:
         base_qps = sorted(r.qps for r in bases)[len(bases) // 2]

@@ -128,6 +128,15 @@ def _future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     return future
 
 
+class _Expired(Exception):
+    """A query's deadline passed (set on its future by the deadline timer)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class _Waiter:
     __slots__ = ("connection", "future")
 
@@ -149,6 +158,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.done: asyncio.Future[None] = _future(loop)
         self._transport: asyncio.Transport | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}  # ResponseMatched | WireMatched
+        #: Framed queries written in this loop iteration, sent together by _flush (one
+        #: TLS record and one send for all of them, not one each).
+        self._out: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
         self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
@@ -306,24 +318,40 @@ class UpstreamConnection(asyncio.Protocol):
     async def _send_and_wait(self, qid: int, wire: bytes, deadline: float) -> Any:
         """Write the framed query ``qid`` and wait for its matched event until ``deadline``;
         a timeout with nothing received since the query was sent retires the connection
-        (half-open)."""
+        (half-open).
+
+        The write is batched: queries sent in one loop iteration go out together at its
+        end (:meth:`_flush`). The deadline is one timer that fails the future (cheaper
+        than ``asyncio.timeout_at``, which cancels and uncancels the task)."""
         up = self.upstream
-        assert self._transport is not None
-        future: asyncio.Future[Any] = _future(up.loop)
+        loop = up.loop
+        future: asyncio.Future[Any] = _future(loop)
         self._pending[qid] = future
         up.counters.queries_sent += 1
-        self._transport.write(wire)
+        out = self._out
+        out.append(wire)
+        if len(out) == 1:
+            loop.call_soon(self._flush)
+        timer = loop.call_at(deadline, _expire, future)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await future
-        except TimeoutError:
+            return await future
+        except _Expired:
             up.counters.timeouts += 1
             if self.state.query_timed_out(qid, up.clock()):
                 self.close(self.state.close_reason or "half-open")
             raise QueryTimeout(f"no answer from {up.name} before the deadline") from None
         finally:
+            timer.cancel()
             self._pending.pop(qid, None)
             self.state.forget(qid)
+
+    def _flush(self) -> None:
+        """Write the queries of this loop iteration at once."""
+        out, self._out = self._out, []
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.state.is_closed():
+            return  # _shutdown failed their futures (ConnectionLost: retried elsewhere)
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # -- closing
     def _save_session(self) -> None:
@@ -452,6 +480,9 @@ class StreamUpstream:
         raise NetworkError(str(lost))
 
     async def _acquire(self, deadline: float) -> UpstreamConnection:
+        conn = self._acquire_now()
+        if conn is not None:
+            return conn
         waiter = _Waiter(self.loop)
         self.state.enqueue(waiter)
         self.reassign()
@@ -471,9 +502,28 @@ class StreamUpstream:
             raise
         return conn
 
+    def _acquire_now(self) -> UpstreamConnection | None:
+        """The common case without a waiter, a future or a timer: nobody is queued and a
+        connected connection has a free slot (the one :meth:`PoolState.assign` would
+        pick: the oldest available). None: queue and wait (:meth:`_acquire`)."""
+        state = self.state
+        if state.waiting:
+            return None  # FIFO: those queued first get the slots first
+        now = self.clock()
+        for conn in state.connections:
+            cstate = conn.state
+            if cstate.is_available() and cstate.is_connected() and not cstate.has_expired(now):
+                conn.reserve()
+                state.reused += 1
+                return conn
+        return None
+
     def _release(self, conn: UpstreamConnection) -> None:
-        if conn.state.release(self.clock()):
+        cstate = conn.state
+        if cstate.release(self.clock()):
             conn.close("retired")
+        elif cstate.reserved and not self.state.waiting:
+            return  # still busy, nobody waits: nothing for reassign() to do
         self.reassign()
 
     # -- pool maintenance

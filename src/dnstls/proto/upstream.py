@@ -323,6 +323,10 @@ class ConnectionState:
     def is_idle(self) -> bool:
         return self._connected and not self._closed and self.reserved == 0
 
+    def is_connected(self) -> bool:
+        """The handshake is done and the connection is not closed (queries can be sent)."""
+        return self._connected and not self._closed
+
     def is_closed(self) -> bool:
         return self._closed
 
