@@ -71,6 +71,19 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
+        if self.flights:
+            # An identical query is being forwarded: join it before any parsing (it was
+            # readable, so this one is; and its answer is at least as fresh as a cached
+            # one could be).
+            joiners = self.flights.get(data[2:])
+            if joiners is not None:
+                if self.closing or len(self.tasks) + self.joined >= self.max_in_flight:
+                    self.dropped["closing" if self.closing else "overload"] += 1
+                    return
+                joiners.append((data[:2], addr))
+                self.joined += 1
+                self.coalesced += 1
+                return
         routed = self.handler.route(data, Transport.UDP)
         if isinstance(routed, bytes):
             if self.transport is not None:
@@ -80,14 +93,7 @@ class UdpListener(asyncio.DatagramProtocol):
             self.dropped["closing" if self.closing else "overload"] += 1
             return
         if routed is not None:
-            shape = data[2:]
-            joiners = self.flights.get(shape)
-            if joiners is not None:
-                joiners.append((data[:2], addr))
-                self.joined += 1
-                self.coalesced += 1
-                return
-            self.flights[shape] = []
+            self.flights[data[2:]] = []
             self._start(self._answer_wire(routed, data, addr))
             return
         parsed = self.handler.parse(data, Transport.UDP)
