@@ -30,6 +30,11 @@ functions by self and inclusive share as µs of stub CPU per query (bench/pyspy_
 ``--cprofile DIR`` runs it once more under cProfile and prints the top functions by own
 time. Both skip Stubby and the cached stub unless asked otherwise.
 
+``--unique N`` asks N distinct names (NXDOMAIN) in turn instead of the 8 fixed queries,
+so identical queries are rarely in flight at once and every stub forwards nearly every
+query (with the fixed queries, dnstls sends one upstream query for identical ones in
+flight; Stubby sends each).
+
 ``--variant NAME=TREE`` adds ``dnstls stub --no-cache`` run from another source tree
 (``PYTHONPATH=TREE/src``), e.g. to compare a branch with main in one run. With
 ``--reps N`` the stubs are run in turn N times (interleaved) and every run is printed.
@@ -147,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=1, help="rounds of all stubs (default 1)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
                         help="also run `dnstls stub --no-cache` from TREE/src")
+    parser.add_argument("--unique", type=int, default=0, metavar="N",
+                        help="query N distinct names (NXDOMAIN) instead of the 8 fixed "
+                             "queries: identical queries are then rarely in flight together")
     parser.add_argument("--no-stubby", action="store_true", help="skip Stubby")
     parser.add_argument("--no-cache-only", action="store_true",
                         help="skip `dnstls stub` with its cache")
@@ -170,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         group.directory.mkdir()
         pki = peers.make_pki(tmp / "pki")
         query_file = tmp / "queries.txt"
-        query_file.write_text("".join(f"{n} {t}\n" for n, t in QUERIES))
+        queries = ([(f"u{i}.example.test", "A") for i in range(args.unique)] if args.unique
+                   else QUERIES)
+        query_file.write_text("".join(f"{n} {t}\n" for n, t in queries))
         runs: list[Run] = []
         profiles: list[str] = []
         try:
@@ -240,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(failure, file=sys.stderr)
 
     print(f"upstream: {what}; dnsperf UDP -l {args.seconds:g} -c {args.clients} "
-          f"-q {args.outstanding}, {len(QUERIES)} fixed queries; load average "
+          f"-q {args.outstanding}, "
+          f"{f'{args.unique} distinct names' if args.unique else f'{len(QUERIES)} fixed queries'}"
+          "; load average "
           f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at the end")
     print(f"{'':26} {'qps':>9} {'µs CPU/q':>9} {'upstr µs/q':>10} {'avg ms':>8} "
           f"{'min ms':>8} {'max ms':>8} {'lost':>6}  rcodes")
