@@ -157,7 +157,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.ready: asyncio.Future[None] = _future(loop)
         self.done: asyncio.Future[None] = _future(loop)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}  # ResponseMatched | WireMatched
+        self._pending: dict[int, asyncio.Future[Any]] = {}  # ResponseMatched | wire bytes
         #: Framed queries written in this loop iteration, sent together by _flush (one
         #: TLS record and one send for all of them, not one each).
         self._out: list[bytes] = []
@@ -249,7 +249,13 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         up = self.upstream
         for event in self.state.receive(data, up.clock()):
-            if isinstance(event, ResponseMatched | WireMatched):
+            if isinstance(event, WireMatched):
+                up.counters.responses += 1
+                future = self._pending.get(event.qid)
+                if future is not None and not future.done():
+                    future.set_result(event.wire)  # what query_wire's caller awaits
+                self._save_session()
+            elif isinstance(event, ResponseMatched):
                 up.counters.responses += 1
                 future = self._pending.get(event.qid)
                 if future is not None and not future.done():
@@ -299,17 +305,21 @@ class UpstreamConnection(asyncio.Protocol):
         event: ResponseMatched = await self._send_and_wait(qid, wire, deadline)
         return event
 
-    async def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
-                         do: bool) -> bytes:
-        """The wire-level path: send ``question``, return the matched response bytes."""
+    def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
+                   do: bool) -> Awaitable[bytes]:
+        """The wire-level path: send ``question``; await the matched response bytes.
+
+        Not a coroutine itself (one frame less per forwarded query): the query is
+        started here (ConnectionLost at once if the connection is closed) and the
+        awaitable is :meth:`_send_and_wait`'s, whose future receives the bytes."""
         up = self.upstream
         self._check_open()
         tls = up.context is not None
         qid, wire = self.state.start_query_wire(
             question, up.clock(), flags=flags, payload=payload, do=do,
             pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
-        event: WireMatched = await self._send_and_wait(qid, wire, deadline)
-        return event.wire
+        awaitable: Awaitable[bytes] = self._send_and_wait(qid, wire, deadline)
+        return awaitable
 
     def _check_open(self) -> None:
         if self.state.is_closed() or self._transport is None:
@@ -464,7 +474,7 @@ class StreamUpstream:
             raise NetworkError(f"{self.name}: pool is closed")
         lost: ConnectionLost | None = None
         for _attempt in range(2):
-            conn = await self._acquire(deadline)
+            conn = self._acquire_now() or await self._acquire(deadline)
             try:
                 return await ask(conn)
             except ConnectionLost as exc:
@@ -480,9 +490,7 @@ class StreamUpstream:
         raise NetworkError(str(lost))
 
     async def _acquire(self, deadline: float) -> UpstreamConnection:
-        conn = self._acquire_now()
-        if conn is not None:
-            return conn
+        """Queue for a slot (when :meth:`_acquire_now` found none) until ``deadline``."""
         waiter = _Waiter(self.loop)
         self.state.enqueue(waiter)
         self.reassign()
