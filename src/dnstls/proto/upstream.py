@@ -57,6 +57,7 @@ import dns.message
 import dns.name
 
 from dnstls.proto import edns
+from dnstls.proto.cachekey import skip_name
 from dnstls.proto.framing import FrameDecoder, FramingError, encode
 
 ID_SPACE = 65536
@@ -164,33 +165,38 @@ def check_response_wire(frame: bytes, question: bytes) -> str | None:
 
 
 _KEEPALIVE_OPTION = struct.pack("!HH", edns.KEEPALIVE, 2)
+_COUNTS = struct.Struct("!HHHH")
+_OPTION_HEAD = struct.Struct("!HH")
 
 
 def response_keepalive(frame: bytes) -> float | None:
     """The edns-tcp-keepalive timeout in a response's OPT RR, if any (None: none/bad)."""
-    from dnstls.proto.cachekey import skip_name
-
-    if len(frame) < 12 or _KEEPALIVE_OPTION not in frame:
+    end = len(frame)
+    if end < 12 or _KEEPALIVE_OPTION not in frame:
         return None  # the option's code and length bytes appear nowhere: no walk needed
-    counts = struct.unpack_from("!HHHH", frame, 4)
+    qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(frame, 4)
     pos = 12
-    for _ in range(counts[0]):
+    for _ in range(qdcount):
         pos = skip_name(frame, pos)
         if pos < 0:
             return None
         pos += 4
-    for index in range(counts[1] + counts[2] + counts[3]):
+    before_additional = ancount + nscount
+    for index in range(before_additional + arcount):
         pos = skip_name(frame, pos)
-        if pos < 0 or pos + 10 > len(frame):
+        if pos < 0 or pos + 10 > end:
             return None
-        rrtype, _rrclass, _ttl, rdlength = struct.unpack_from("!HHIH", frame, pos)
-        start, pos = pos + 10, pos + 10 + rdlength
-        if rrtype != 41 or index < counts[1] + counts[2]:
+        rrtype = (frame[pos] << 8) | frame[pos + 1]
+        start = pos + 10
+        pos = start + ((frame[pos + 8] << 8) | frame[pos + 9])
+        if pos > end:
+            return None
+        if rrtype != 41 or index < before_additional:
             continue
         while start + 4 <= pos:
-            code, length = struct.unpack_from("!HH", frame, start)
-            if code == edns.KEEPALIVE and length == 2:
-                return int(struct.unpack_from("!H", frame, start + 4)[0]) / 10.0
+            code, length = _OPTION_HEAD.unpack_from(frame, start)
+            if code == edns.KEEPALIVE and length == 2 and start + 6 <= pos:
+                return ((frame[start + 4] << 8) | frame[start + 5]) / 10.0
             start += 4 + length
     return None
 
