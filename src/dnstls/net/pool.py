@@ -361,7 +361,11 @@ class UpstreamConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing() or self.state.is_closed():
             return  # _shutdown failed their futures (ConnectionLost: retried elsewhere)
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        try:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        except Exception as exc:  # e.g. the TLS layer failed: retry elsewhere, now
+            log.info("upstream %s: write failed: %s", self.upstream.name, exc)
+            self._shutdown(f"write to {self.upstream.name} failed: {exc}")
 
     # -- closing
     def _save_session(self) -> None:

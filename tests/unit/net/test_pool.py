@@ -348,3 +348,22 @@ async def test_deadline_timer_fails_the_query_and_retires_a_silent_connection() 
     assert conn.is_closed() and "half-open" in (conn.state.close_reason or "")
     assert conn._pending == {} and upstream.counters.timeouts == 1
     await upstream.aclose()
+
+
+async def test_a_failed_write_closes_the_connection_and_fails_its_queries_at_once() -> None:
+    upstream, conn, transport = await _connection()
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("TLS layer broke")
+
+    transport.write = broken  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(NetworkError):
+        # retried once on a new connection (to a closed port here), which fails too
+        await upstream.exchange_wire(_question("a.example."), deadline=loop.time() + 30,
+                                     flags=0, payload=1232, do=False)
+    assert loop.time() - start < 10  # not at the deadline
+    assert conn.is_closed() and "write to" in (conn.state.close_reason or "")
+    assert upstream.counters.retries == 1
+    await upstream.aclose()
