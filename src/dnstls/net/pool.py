@@ -128,6 +128,15 @@ def _future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     return future
 
 
+class _Expired(Exception):
+    """A query's deadline passed (set on its future by the deadline timer)."""
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())
+
+
 class _Waiter:
     __slots__ = ("connection", "future")
 
@@ -148,7 +157,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.ready: asyncio.Future[None] = _future(loop)
         self.done: asyncio.Future[None] = _future(loop)
         self._transport: asyncio.Transport | None = None
-        self._pending: dict[int, asyncio.Future[Any]] = {}  # ResponseMatched | WireMatched
+        self._pending: dict[int, asyncio.Future[Any]] = {}  # ResponseMatched | wire bytes
+        #: Framed queries written in this loop iteration, sent together by _flush (one
+        #: TLS record and one send for all of them, not one each).
+        self._out: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
         self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
@@ -237,7 +249,13 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         up = self.upstream
         for event in self.state.receive(data, up.clock()):
-            if isinstance(event, ResponseMatched | WireMatched):
+            if isinstance(event, WireMatched):
+                up.counters.responses += 1
+                future = self._pending.get(event.qid)
+                if future is not None and not future.done():
+                    future.set_result(event.wire)  # what query_wire's caller awaits
+                self._save_session()
+            elif isinstance(event, ResponseMatched):
                 up.counters.responses += 1
                 future = self._pending.get(event.qid)
                 if future is not None and not future.done():
@@ -287,17 +305,21 @@ class UpstreamConnection(asyncio.Protocol):
         event: ResponseMatched = await self._send_and_wait(qid, wire, deadline)
         return event
 
-    async def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
-                         do: bool) -> bytes:
-        """The wire-level path: send ``question``, return the matched response bytes."""
+    def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
+                   do: bool) -> Awaitable[bytes]:
+        """The wire-level path: send ``question``; await the matched response bytes.
+
+        Not a coroutine itself (one frame less per forwarded query): the query is
+        started here (ConnectionLost at once if the connection is closed) and the
+        awaitable is :meth:`_send_and_wait`'s, whose future receives the bytes."""
         up = self.upstream
         self._check_open()
         tls = up.context is not None
         qid, wire = self.state.start_query_wire(
             question, up.clock(), flags=flags, payload=payload, do=do,
             pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
-        event: WireMatched = await self._send_and_wait(qid, wire, deadline)
-        return event.wire
+        awaitable: Awaitable[bytes] = self._send_and_wait(qid, wire, deadline)
+        return awaitable
 
     def _check_open(self) -> None:
         if self.state.is_closed() or self._transport is None:
@@ -306,24 +328,44 @@ class UpstreamConnection(asyncio.Protocol):
     async def _send_and_wait(self, qid: int, wire: bytes, deadline: float) -> Any:
         """Write the framed query ``qid`` and wait for its matched event until ``deadline``;
         a timeout with nothing received since the query was sent retires the connection
-        (half-open)."""
+        (half-open).
+
+        The write is batched: queries sent in one loop iteration go out together at its
+        end (:meth:`_flush`). The deadline is one timer that fails the future (cheaper
+        than ``asyncio.timeout_at``, which cancels and uncancels the task)."""
         up = self.upstream
-        assert self._transport is not None
-        future: asyncio.Future[Any] = _future(up.loop)
+        loop = up.loop
+        future: asyncio.Future[Any] = _future(loop)
         self._pending[qid] = future
         up.counters.queries_sent += 1
-        self._transport.write(wire)
+        out = self._out
+        out.append(wire)
+        if len(out) == 1:
+            loop.call_soon(self._flush)
+        timer = loop.call_at(deadline, _expire, future)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await future
-        except TimeoutError:
+            return await future
+        except _Expired:
             up.counters.timeouts += 1
             if self.state.query_timed_out(qid, up.clock()):
                 self.close(self.state.close_reason or "half-open")
             raise QueryTimeout(f"no answer from {up.name} before the deadline") from None
         finally:
+            timer.cancel()
             self._pending.pop(qid, None)
             self.state.forget(qid)
+
+    def _flush(self) -> None:
+        """Write the queries of this loop iteration at once."""
+        out, self._out = self._out, []
+        transport = self._transport
+        if transport is None or transport.is_closing() or self.state.is_closed():
+            return  # _shutdown failed their futures (ConnectionLost: retried elsewhere)
+        try:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        except Exception as exc:  # e.g. the TLS layer failed: retry elsewhere, now
+            log.info("upstream %s: write failed: %s", self.upstream.name, exc)
+            self._shutdown(f"write to {self.upstream.name} failed: {exc}")
 
     # -- closing
     def _save_session(self) -> None:
@@ -436,7 +478,7 @@ class StreamUpstream:
             raise NetworkError(f"{self.name}: pool is closed")
         lost: ConnectionLost | None = None
         for _attempt in range(2):
-            conn = await self._acquire(deadline)
+            conn = self._acquire_now() or await self._acquire(deadline)
             try:
                 return await ask(conn)
             except ConnectionLost as exc:
@@ -452,6 +494,7 @@ class StreamUpstream:
         raise NetworkError(str(lost))
 
     async def _acquire(self, deadline: float) -> UpstreamConnection:
+        """Queue for a slot (when :meth:`_acquire_now` found none) until ``deadline``."""
         waiter = _Waiter(self.loop)
         self.state.enqueue(waiter)
         self.reassign()
@@ -471,9 +514,28 @@ class StreamUpstream:
             raise
         return conn
 
+    def _acquire_now(self) -> UpstreamConnection | None:
+        """The common case without a waiter, a future or a timer: nobody is queued and a
+        connected connection has a free slot (the one :meth:`PoolState.assign` would
+        pick: the oldest available). None: queue and wait (:meth:`_acquire`)."""
+        state = self.state
+        if state.waiting:
+            return None  # FIFO: those queued first get the slots first
+        now = self.clock()
+        for conn in state.connections:
+            cstate = conn.state
+            if cstate.is_available() and cstate.is_connected() and not cstate.has_expired(now):
+                conn.reserve()
+                state.reused += 1
+                return conn
+        return None
+
     def _release(self, conn: UpstreamConnection) -> None:
-        if conn.state.release(self.clock()):
+        cstate = conn.state
+        if cstate.release(self.clock()):
             conn.close("retired")
+        elif cstate.reserved and not self.state.waiting:
+            return  # still busy, nobody waits: nothing for reassign() to do
         self.reassign()
 
     # -- pool maintenance

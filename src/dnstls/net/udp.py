@@ -4,6 +4,19 @@ Each datagram is one query. Answers larger than the client's EDNS buffer (512 by
 without EDNS) are truncated with TC=1 by :func:`dnstls.proto.answers.finalize`, so the
 client retries over TCP. Messages with QR set or without a readable header are dropped
 silently (answering them could reflect traffic at a spoofed source).
+
+**Identical queries in flight share one answer.** A query that the wire-level path
+forwards (:meth:`~dnstls.net.handler.QueryHandler.route` returned a ``WireQuery``)
+and whose bytes after the ID equal those of a query already being forwarded from this
+listener does not start an exchange (or a task) of its own: it waits for that query's
+answer and gets the same bytes with its own ID. Equal bytes mean the same question,
+name case, flags, EDNS payload, DO bit and options, so the rendered answer -- RCODE,
+truncation to the client's UDP size, EDE of a failure, serve-stale -- is the one this
+query would have got; only the two ID bytes differ. The joiner is answered no later
+than the first query's deadline (bounded time: SERVFAIL with an EDE when the upstream
+fails). Stub clients retrying over UDP, or many applications asking the same name at
+once, are the common case; the upstream then sees one query (RFC 5452 randomness of
+its ID and port is untouched).
 """
 
 from __future__ import annotations
@@ -16,12 +29,16 @@ from collections.abc import Coroutine
 from typing import Any
 
 import dns.message
+import dns.rcode
 
 from dnstls.net.handler import QueryHandler
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
 
 log = logging.getLogger("dnstls.net.udp")
+
+_RCODE_KEYS = [(Transport.UDP.value, dns.rcode.to_text(dns.rcode.Rcode.make(i)))
+               for i in range(16)]
 
 
 class UdpListener(asyncio.DatagramProtocol):
@@ -34,6 +51,11 @@ class UdpListener(asyncio.DatagramProtocol):
         self.closing = False
         self.received = 0
         self.dropped: Counter[str] = Counter()
+        #: Queries being forwarded, by their bytes after the ID: the (ID, address) of
+        #: the identical queries that joined them (module docstring).
+        self.flights: dict[bytes, list[tuple[bytes, tuple[str, int]]]] = {}
+        self.joined = 0  # joiners waiting now
+        self.coalesced = 0  # joiners ever
 
     @classmethod
     async def listen(cls, handler: QueryHandler, host: str, port: int, *,
@@ -49,15 +71,29 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received += 1
+        if self.flights:
+            # An identical query is being forwarded: join it before any parsing (it was
+            # readable, so this one is; and its answer is at least as fresh as a cached
+            # one could be).
+            joiners = self.flights.get(data[2:])
+            if joiners is not None:
+                if self.closing or len(self.tasks) + self.joined >= self.max_in_flight:
+                    self.dropped["closing" if self.closing else "overload"] += 1
+                    return
+                joiners.append((data[:2], addr))
+                self.joined += 1
+                self.coalesced += 1
+                return
         routed = self.handler.route(data, Transport.UDP)
         if isinstance(routed, bytes):
             if self.transport is not None:
                 self.transport.sendto(routed, addr)
             return
-        if self.closing or len(self.tasks) >= self.max_in_flight:
+        if self.closing or len(self.tasks) + self.joined >= self.max_in_flight:
             self.dropped["closing" if self.closing else "overload"] += 1
             return
         if routed is not None:
+            self.flights[data[2:]] = []
             self._start(self._answer_wire(routed, data, addr))
             return
         parsed = self.handler.parse(data, Transport.UDP)
@@ -76,9 +112,22 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def _answer_wire(self, query: WireQuery, data: bytes, addr: tuple[str, int],
                            ) -> None:
-        wire = await self.handler.answer_wire(query, data, Transport.UDP)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.sendto(wire, addr)
+        try:
+            wire = await self.handler.answer_wire(query, data, Transport.UDP)
+        finally:
+            # Cancelled (shutdown past its grace): the joiners are cut off with it.
+            joiners = self.flights.pop(data[2:], None)
+            if joiners:
+                self.joined -= len(joiners)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.sendto(wire, addr)
+        if joiners:
+            tail = wire[2:]
+            for qid, joiner in joiners:
+                transport.sendto(qid + tail, joiner)
+            self.handler.responses[_RCODE_KEYS[wire[3] & 0xF]] += len(joiners)
 
     async def _answer(self, query: dns.message.Message, addr: tuple[str, int]) -> None:
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))
@@ -97,13 +146,14 @@ class UdpListener(asyncio.DatagramProtocol):
         self.closing = True
         if self.tasks:
             _done, pending = await asyncio.wait(set(self.tasks), timeout=grace)
+            cut = len(pending) + self.joined  # joiners wait on pending tasks only
             for task in pending:
                 task.cancel()
             self.close()
-            return len(pending)
+            return cut
         self.close()
         return 0
 
     def statistics(self) -> dict[str, object]:
         return {"received": self.received, "dropped": dict(self.dropped),
-                "in_flight": len(self.tasks)}
+                "in_flight": len(self.tasks) + self.joined, "coalesced": self.coalesced}

@@ -5,9 +5,9 @@ is a method that returns what the caller must do (bytes to write, events to deli
 connections to open or close). :mod:`dnstls.net.pool` is the asyncio adapter.
 
 **One connection** (:class:`ConnectionState`) carries many queries at once (RFC 7766
-§6.2.1.1 pipelining; RFC 7858 §3.3): each query gets a message ID drawn with
-:mod:`secrets` among the IDs *not* in flight on that connection, so IDs stay
-unpredictable and are never reused while in flight, however many queries the
+§6.2.1.1 pipelining; RFC 7858 §3.3): each query gets a message ID drawn from the OS
+CSPRNG (:func:`random_below`) among the IDs *not* in flight on that connection, so IDs
+stay unpredictable and are never reused while in flight, however many queries the
 connection has carried (the 16-bit space wraps after 65,536 queries; only the in-flight
 set matters). Answers may arrive in any order (RFC 7766 §7). An answer is accepted only
 if QR=1, its ID is in flight *and* its question equals the query's (name compared
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
 import secrets
 import struct
 from collections import deque
@@ -56,6 +57,7 @@ import dns.message
 import dns.name
 
 from dnstls.proto import edns
+from dnstls.proto.cachekey import skip_name
 from dnstls.proto.framing import FrameDecoder, FramingError, encode
 
 ID_SPACE = 65536
@@ -162,37 +164,76 @@ def check_response_wire(frame: bytes, question: bytes) -> str | None:
     return None
 
 
+_KEEPALIVE_OPTION = struct.pack("!HH", edns.KEEPALIVE, 2)
+_COUNTS = struct.Struct("!HHHH")
+_OPTION_HEAD = struct.Struct("!HH")
+
+
 def response_keepalive(frame: bytes) -> float | None:
     """The edns-tcp-keepalive timeout in a response's OPT RR, if any (None: none/bad)."""
-    from dnstls.proto.cachekey import skip_name
-
-    if len(frame) < 12:
-        return None
-    counts = struct.unpack_from("!HHHH", frame, 4)
+    end = len(frame)
+    if end < 12 or _KEEPALIVE_OPTION not in frame:
+        return None  # the option's code and length bytes appear nowhere: no walk needed
+    qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(frame, 4)
     pos = 12
-    for _ in range(counts[0]):
+    for _ in range(qdcount):
         pos = skip_name(frame, pos)
         if pos < 0:
             return None
         pos += 4
-    for index in range(counts[1] + counts[2] + counts[3]):
+    before_additional = ancount + nscount
+    for index in range(before_additional + arcount):
         pos = skip_name(frame, pos)
-        if pos < 0 or pos + 10 > len(frame):
+        if pos < 0 or pos + 10 > end:
             return None
-        rrtype, _rrclass, _ttl, rdlength = struct.unpack_from("!HHIH", frame, pos)
-        start, pos = pos + 10, pos + 10 + rdlength
-        if rrtype != 41 or index < counts[1] + counts[2]:
+        rrtype = (frame[pos] << 8) | frame[pos + 1]
+        start = pos + 10
+        pos = start + ((frame[pos + 8] << 8) | frame[pos + 9])
+        if pos > end:
+            return None
+        if rrtype != 41 or index < before_additional:
             continue
         while start + 4 <= pos:
-            code, length = struct.unpack_from("!HH", frame, start)
-            if code == edns.KEEPALIVE and length == 2:
-                return int(struct.unpack_from("!H", frame, start + 4)[0]) / 10.0
+            code, length = _OPTION_HEAD.unpack_from(frame, start)
+            if code == edns.KEEPALIVE and length == 2 and start + 6 <= pos:
+                return ((frame[start + 4] << 8) | frame[start + 5]) / 10.0
             start += 4 + length
     return None
 
 
+_RANDOM_BATCH = 4096  # bytes of os.urandom read at once: 2,048 16-bit IDs
+_random = bytearray()
+_random_at = 0
+
+
+def random_below(n: int) -> int:
+    """A uniform random integer in [0, n) from the OS CSPRNG, like ``secrets.randbelow``;
+    16-bit IDs (n = 65,536) are taken two bytes at a time from ``os.urandom`` read 4 KiB
+    at a time (one ``getrandom`` call per 2,048 IDs instead of one per ID: ~0.4 instead
+    of ~2 µs). The buffer is dropped in a forked child, so processes never share IDs."""
+    global _random_at
+    if n != ID_SPACE:
+        return secrets.randbelow(n)
+    at = _random_at
+    if at + 2 > len(_random):
+        _random[:] = os.urandom(_RANDOM_BATCH)
+        at = 0
+    _random_at = at + 2
+    return (_random[at] << 8) | _random[at + 1]
+
+
+def _forget_random() -> None:
+    global _random_at
+    _random.clear()
+    _random_at = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_random)
+
+
 def new_message_id(in_use: Collection[int], *,
-                   randbelow: Callable[[int], int] = secrets.randbelow) -> int:
+                   randbelow: Callable[[int], int] = random_below) -> int:
     """A random 16-bit ID not in ``in_use``. Raises RuntimeError if all are taken."""
     if len(in_use) >= ID_SPACE:
         raise RuntimeError("all 65,536 message IDs are in flight")
@@ -286,7 +327,7 @@ class ConnectionState:
     """Per-connection state: capacity, in-flight table, matching, expiry."""
 
     def __init__(self, name: str, *, max_in_flight: int, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-                 randbelow: Callable[[int], int] = secrets.randbelow) -> None:
+                 randbelow: Callable[[int], int] = random_below) -> None:
         if not 1 <= max_in_flight < ID_SPACE:
             raise ValueError(f"max_in_flight {max_in_flight} out of range 1..65535")
         self.name = name
@@ -322,6 +363,10 @@ class ConnectionState:
 
     def is_idle(self) -> bool:
         return self._connected and not self._closed and self.reserved == 0
+
+    def is_connected(self) -> bool:
+        """The handshake is done and the connection is not closed (queries can be sent)."""
+        return self._connected and not self._closed
 
     def is_closed(self) -> bool:
         return self._closed

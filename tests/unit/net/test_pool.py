@@ -4,14 +4,17 @@ retries and cancellation (no sockets; the connections are scripted)."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
 from typing import Any
 
 import dns.message
+import dns.name
 import pytest
 
 from dnstls.errors import CertificateError, NetworkError, QueryTimeout
-from dnstls.net.pool import ConnectionLost, StreamUpstream
+from dnstls.net.pool import ConnectionLost, StreamUpstream, UpstreamConnection
+from dnstls.proto.framing import FrameDecoder, encode
 from dnstls.proto.upstream import ConnectionState
 from dnstls.upstreams import UpstreamSpec
 
@@ -215,3 +218,152 @@ async def test_closed_pool_refuses_and_repr() -> None:
     assert pool.made[0].is_closed()
     with pytest.raises(NetworkError, match="closed"):
         await pool.exchange(QUERY, deadline=FAR)
+
+
+async def test_a_free_slot_on_a_connected_connection_is_taken_without_queueing() -> None:
+    now = [0.0]
+    pool = make(now, max_connections=1, max_queries_per_connection=3)
+    pool.answers.extend(["hang", "hang"])
+    first = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    await asyncio.sleep(0)
+    calls: list[int] = []
+    original = pool.reassign
+
+    def counted() -> None:
+        calls.append(1)
+        original()
+
+    pool.reassign = counted  # type: ignore[method-assign]
+    second = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    await asyncio.sleep(0)
+    (conn,) = pool.made
+    assert conn.state.reserved == 2 and calls == []  # no waiter, no reassign
+    pool.hang.set()
+    await asyncio.gather(first, second)
+    assert conn.state.reserved == 0 and calls  # the last release re-arms the idle timer
+    assert pool.statistics()["connections_reused"] == 1
+    await pool.aclose()
+
+
+async def test_no_slot_skipping_while_others_wait() -> None:
+    now = [0.0]
+    pool = make(now, max_connections=1, max_queries_per_connection=1)
+    pool.answers.extend(["hang", "hang"])
+    tasks = [asyncio.create_task(pool.exchange(QUERY, deadline=FAR)) for _ in range(2)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert pool.statistics()["waiting"] == 1
+    assert pool._acquire_now() is None  # the queued query gets the next slot first
+    pool.hang.set()
+    await asyncio.gather(*tasks)
+    await pool.aclose()
+
+
+# ---- a real UpstreamConnection over a fake transport: batched writes, the deadline timer
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def _question(name: str) -> bytes:
+    return dns.name.from_text(name).to_wire() + b"\x00\x01\x00\x01"  # type: ignore[operator]
+
+
+async def _connection() -> tuple[StreamUpstream, UpstreamConnection, RecordingTransport]:
+    upstream = StreamUpstream(UpstreamSpec("127.0.0.1", 853, "tcp"))
+    conn = UpstreamConnection(upstream)
+    transport = RecordingTransport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.state.connected(upstream.clock())
+    upstream.state.connections.append(conn)
+    return upstream, conn, transport
+
+
+def _frames(data: bytes) -> list[bytes]:
+    return FrameDecoder().feed(data)
+
+
+async def test_queries_of_one_loop_iteration_go_out_in_one_write() -> None:
+    upstream, conn, transport = await _connection()
+    names = [f"n{i}.example." for i in range(5)]
+    tasks = [asyncio.create_task(upstream.exchange_wire(
+        _question(n), deadline=FAR, flags=0x0100, payload=1232, do=False)) for n in names]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    sent = _frames(transport.writes[0])
+    assert len(sent) == 5
+    ids = {struct.unpack_from("!H", frame)[0] for frame in sent}
+    assert len(ids) == 5  # distinct random IDs
+    # answer them in reverse order, all in one read
+    answers = []
+    for frame in reversed(sent):
+        response = dns.message.make_response(dns.message.from_wire(frame))
+        answers.append(encode(response.to_wire()))
+    conn.data_received(b"".join(answers))
+    results = await asyncio.gather(*tasks)
+    for name, wire in zip(names, results, strict=True):
+        assert dns.message.from_wire(wire).question[0].name == dns.name.from_text(name)
+    assert conn.state.reserved == 0 and conn.state.in_flight == {}
+    await upstream.aclose()
+
+
+async def test_a_query_is_not_written_on_a_connection_closed_before_the_flush() -> None:
+    upstream, conn, transport = await _connection()
+    task = asyncio.create_task(upstream.exchange_wire(
+        _question("a.example."), deadline=FAR, flags=0, payload=1232, do=False))
+    await asyncio.sleep(0)
+    conn.close("test")  # before the loop iteration's flush
+    with pytest.raises(NetworkError):
+        await task
+    assert transport.writes == []
+    await upstream.aclose()
+
+
+async def test_deadline_timer_fails_the_query_and_retires_a_silent_connection() -> None:
+    upstream, conn, transport = await _connection()
+    loop = asyncio.get_running_loop()
+    with pytest.raises(QueryTimeout, match="before the deadline"):
+        await upstream.exchange_wire(_question("a.example."), deadline=loop.time() + 0.05,
+                                     flags=0, payload=1232, do=False)
+    assert len(transport.writes) == 1
+    assert conn.is_closed() and "half-open" in (conn.state.close_reason or "")
+    assert conn._pending == {} and upstream.counters.timeouts == 1
+    await upstream.aclose()
+
+
+async def test_a_failed_write_closes_the_connection_and_fails_its_queries_at_once() -> None:
+    upstream, conn, transport = await _connection()
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("TLS layer broke")
+
+    transport.write = broken  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(NetworkError):
+        # retried once on a new connection (to a closed port here), which fails too
+        await upstream.exchange_wire(_question("a.example."), deadline=loop.time() + 30,
+                                     flags=0, payload=1232, do=False)
+    assert loop.time() - start < 10  # not at the deadline
+    assert conn.is_closed() and "write to" in (conn.state.close_reason or "")
+    assert upstream.counters.retries == 1
+    await upstream.aclose()

@@ -307,3 +307,15 @@ def test_pool_discard_forgets_a_waiter() -> None:
     assert not p.waiting
     with pytest.raises(ValueError):
         pool(max_connections=0)
+
+
+def test_random_below_gives_16_bit_ids_from_a_refilled_buffer() -> None:
+    from dnstls.proto import upstream as mod
+
+    ids = [mod.random_below(ID_SPACE) for _ in range(5000)]  # > one 4 KiB batch (2,048)
+    assert all(0 <= i < ID_SPACE for i in ids)
+    assert len(set(ids)) > 4500  # ~4,800 expected distinct of 65,536
+    assert all(0 <= mod.random_below(10) < 10 for _ in range(100))  # other ranges too
+    mod._forget_random()  # what a forked child does: it draws fresh bytes
+    assert mod._random_at == 0 and not mod._random
+    assert 0 <= mod.random_below(ID_SPACE) < ID_SPACE

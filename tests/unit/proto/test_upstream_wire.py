@@ -123,3 +123,16 @@ def test_truncate_wire() -> None:
                                                 edns=True, do=True))
     assert short.flags & dns.flags.TC and not short.answer and short.question == q.question
     assert short.edns == 0 and short.ednsflags & dns.flags.DO
+
+
+def test_response_keepalive_ignores_a_lying_rdlength_and_options_outside_opt() -> None:
+    query = prepare_query_wire(b"\x03www\x07example\x00\x00\x01\x00\x01", qid=9, flags=0x0100,
+                               payload=1232, do=False)
+    wire = answer_to(query, options=[edns.keepalive_option(7.5)])
+    assert response_keepalive(wire) == 7.5
+    assert response_keepalive(wire[:-1]) is None  # RDATA runs past the end: no crash
+    # the option's bytes inside an answer's RDATA are not an OPT option
+    fake = dns.message.from_wire(answer_to(query))
+    fake.answer.append(dns.rrset.from_text("www.example.", 60, "IN", "TXT",
+                                           '"\\000\\011\\000\\002\\000\\100"'))
+    assert response_keepalive(fake.to_wire()) is None

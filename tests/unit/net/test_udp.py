@@ -1,0 +1,161 @@
+"""UdpListener with a fake handler and transport: identical queries in flight share one
+forwarded exchange and each gets the answer under its own ID (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections import Counter
+from typing import Any
+
+import dns.message
+import dns.rcode
+
+from dnstls.net.udp import UdpListener
+from dnstls.proto.answers import Transport
+from dnstls.proto.cachekey import read_query
+
+
+class FakeHandler:
+    """route() sends every readable query to the wire path; answer_wire() waits until
+    the test releases it, then answers NOERROR (or what ``rcode`` says)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.forwarded: list[bytes] = []
+        self.responses: Counter[tuple[str, str]] = Counter()
+        self.rcode = dns.rcode.NOERROR
+        self.routed = 0
+
+    def route(self, wire: bytes, transport: Transport) -> Any:
+        self.routed += 1
+        return read_query(wire)
+
+    async def answer_wire(self, query: Any, wire: bytes, transport: Transport) -> bytes:
+        self.forwarded.append(wire)
+        await self.release.wait()
+        message = dns.message.from_wire(wire)
+        response = dns.message.make_response(message)
+        response.set_rcode(self.rcode)
+        self.responses[(transport.value, dns.rcode.to_text(self.rcode))] += 1
+        return response.to_wire()
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.closed = False
+
+    def sendto(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.sent.append((data, addr))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def query(name: str, qid: int, rdtype: str = "A", *, use_edns: bool = False) -> bytes:
+    message = dns.message.make_query(name, rdtype, use_edns=use_edns)
+    message.id = qid
+    return message.to_wire()
+
+
+async def make() -> tuple[UdpListener, FakeHandler, FakeTransport]:
+    handler = FakeHandler()
+    listener = UdpListener(handler)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    listener.connection_made(transport)  # type: ignore[arg-type]
+    return listener, handler, transport
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_identical_queries_share_one_exchange_each_with_its_own_id() -> None:
+    listener, handler, transport = await make()
+    a, b = ("127.0.0.1", 1000), ("127.0.0.1", 2000)
+    listener.datagram_received(query("www.example.", 0x1111), a)
+    listener.datagram_received(query("www.example.", 0x2222), b)
+    listener.datagram_received(query("www.example.", 0x3333), a)
+    await settle()
+    assert len(handler.forwarded) == 1 and handler.routed == 1  # joiners are not parsed
+    assert listener.statistics()["in_flight"] == 3
+    handler.release.set()
+    await settle()
+    assert [(struct.unpack_from("!H", d)[0], addr) for d, addr in transport.sent] == [
+        (0x1111, a), (0x2222, b), (0x3333, a)]
+    first = transport.sent[0][0]
+    assert all(d[2:] == first[2:] for d, _ in transport.sent)
+    for data, _ in transport.sent:
+        assert dns.message.from_wire(data).question[0].name.to_text() == "www.example."
+    assert handler.responses[("udp", "NOERROR")] == 3
+    stats = listener.statistics()
+    assert (stats["in_flight"], stats["coalesced"]) == (0, 2)
+    assert listener.flights == {}
+
+
+async def test_queries_differing_after_the_id_are_not_joined() -> None:
+    listener, handler, transport = await make()
+    addr = ("127.0.0.1", 1000)
+    listener.datagram_received(query("www.example.", 1), addr)
+    listener.datagram_received(query("www.example.", 2, "AAAA"), addr)
+    listener.datagram_received(query("WWW.example.", 3), addr)  # name case differs
+    listener.datagram_received(query("www.example.", 4, use_edns=True), addr)
+    await settle()
+    assert len(handler.forwarded) == 4
+    handler.release.set()
+    await settle()
+    assert sorted(struct.unpack_from("!H", d)[0] for d, _ in transport.sent) == [1, 2, 3, 4]
+    assert listener.statistics()["coalesced"] == 0
+
+
+async def test_a_query_after_the_answer_starts_a_new_exchange() -> None:
+    listener, handler, transport = await make()
+    addr = ("127.0.0.1", 1000)
+    handler.release.set()
+    listener.datagram_received(query("www.example.", 1), addr)
+    await settle()
+    listener.datagram_received(query("www.example.", 2), addr)
+    await settle()
+    assert len(handler.forwarded) == 2 and len(transport.sent) == 2
+
+
+async def test_joiners_get_the_failure_answer_too() -> None:
+    listener, handler, transport = await make()
+    handler.rcode = dns.rcode.SERVFAIL
+    addr = ("127.0.0.1", 1000)
+    listener.datagram_received(query("www.example.", 7), addr)
+    listener.datagram_received(query("www.example.", 8), addr)
+    handler.release.set()
+    await settle()
+    assert [dns.message.from_wire(d).rcode() for d, _ in transport.sent] == [
+        dns.rcode.SERVFAIL, dns.rcode.SERVFAIL]
+    assert handler.responses[("udp", "SERVFAIL")] == 2
+
+
+async def test_joiners_count_against_the_in_flight_limit() -> None:
+    listener, handler, transport = await make()
+    listener.max_in_flight = 2
+    addr = ("127.0.0.1", 1000)
+    for qid in range(3):
+        listener.datagram_received(query("www.example.", qid), addr)
+    assert listener.dropped["overload"] == 1
+    handler.release.set()
+    await settle()
+    assert len(transport.sent) == 2
+
+
+async def test_drain_cut_off_counts_joiners_and_sends_nothing() -> None:
+    listener, _handler, transport = await make()
+    addr = ("127.0.0.1", 1000)
+    for qid in range(3):
+        listener.datagram_received(query("www.example.", qid), addr)
+    await settle()
+    cut = await listener.drain(0.01)
+    assert cut == 3
+    await settle()
+    assert transport.sent == [] and listener.flights == {} and listener.joined == 0
