@@ -20,8 +20,12 @@ handshakes are comparable. Run from the worktree, under the bench lock::
         --servers kresd,floor-a,floor-b,floor-c --reps 2
 
 (all options are ``bench/run.py``'s; the extra server names ``floor-a|b|c`` start this
-script's ``serve`` mode). ``python bench/transport_floor.py serve --variant b --port P
---cert C --key K`` runs one replay server by itself.
+script's ``serve`` mode, and the extra scenario ``reads500`` runs ``bench/tls_reads.py``:
+server CPU per one-query read on 500 open connections, handshakes not counted).
+``python bench/transport_floor.py serve --variant b --port P --cert C --key K`` runs one
+replay server by itself. Variant c is a measurement only: with read-ahead, ``pending()``
+does not see records OpenSSL has buffered but not decrypted, so it can stall (it lost
+queries in its first run).
 """
 
 from __future__ import annotations
@@ -270,6 +274,27 @@ def bench_main() -> int:
         servers.resolvers = {n: servers.resolvers[n] for n in names}
         return servers
 
+    def scenario_reads500(self: run.Bench) -> None:
+        """500 open connections, one query each per round; handshakes not measured."""
+        import json
+        import subprocess
+
+        def one(name: str, peer: peers.Peer, rep: int) -> dict[str, object]:
+            argv = [sys.executable, str(BENCH / "tls_reads.py"), "--port", str(peer.port),
+                    "--ca", str(self.pki.ca_pem), "--server-pid", str(peer.pid),
+                    "--conns", "500", "--rounds", "40"]
+            if self.s.client_cpu is not None:
+                argv = ["taskset", "-c", self.s.client_cpu, *argv]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+            try:
+                return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+            except (IndexError, json.JSONDecodeError):
+                return {"error": proc.stderr[-300:], "ok": False}
+
+        self.interleaved("reads500", one)
+
+    run.SCENARIOS.append("reads500")
+    run.Bench.scenario_reads500 = scenario_reads500  # type: ignore[attr-defined]
     peers.start_all = start_all
     return run.main()
 

@@ -1,15 +1,13 @@
 """DNS over TCP and over TLS listeners (RFC 7766, RFC 7858): the asyncio adapter.
 
-Each accepted connection gets a :class:`StreamConnection`. DoT listeners are
-:class:`~dnstls.net.tls_transport.TLSServer` objects: OpenSSL on the non-blocking socket
-itself, driven by the event loop's reader/writer callbacks (cheaper per read than
-uvloop's SSL protocol; see docs/performance.md). Admission (global and per-client
-bounds) is decided when the TCP connection is accepted, *before* the TLS handshake, so
-a refused client costs no handshake. The handshake runs under ``handshake_timeout``
-(5 s), so a client that opens TCP and never speaks TLS, or sends plaintext DNS to the
-TLS port, costs a socket for at most that long and never reaches the query code; a
-failed handshake is counted with its reason. Plain TCP listeners use the loop's own
-``create_server`` and decide admission when the connection is made.
+Each accepted connection gets a :class:`StreamConnection`. The event loop runs the TLS
+handshake under ``handshake_timeout`` (5 s; asyncio's default of 60 s is far too long),
+so a client that opens TCP and never speaks TLS, or sends plaintext DNS to the TLS port,
+costs a socket for at most that long and never reaches this code. Admission (global and
+per-client bounds) is decided when the connection is established. (Deciding it at
+``accept`` instead would need the raw socket first and ``loop.start_tls`` afterwards;
+uvloop 0.23 delivers the ClientHello to the plain protocol in that case, so it is not
+done -- see docs/design.md.)
 
 After that the adapter only moves bytes: it feeds :class:`~dnstls.proto.stream.StreamState`,
 dispatches the messages it returns, writes answers as they become ready (out of order),
@@ -31,7 +29,6 @@ import dns.message
 
 from dnstls.net.handler import QueryHandler
 from dnstls.net.tls import ServerTLS
-from dnstls.net.tls_transport import TLSServer
 from dnstls.proto import framing
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
@@ -76,12 +73,17 @@ class StreamConnection(asyncio.Protocol):
         self.closed = False
         self.reason: CloseReason | None = None
         self._admitted = False
-        self._open = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._reading = True
         self._out: list[bytes] = []
         self._flush_scheduled = False
+
+    def __del__(self) -> None:
+        # The event loop gives the protocol no callback when the TLS handshake fails or
+        # times out; a connection object dropped before connection_made is exactly that.
+        if self.raw is None and self.listener.tls is not None:
+            self.listener.stats.handshake_failures["failed_or_timed_out"] += 1
 
     def __repr__(self) -> str:
         state = self.state
@@ -90,52 +92,28 @@ class StreamConnection(asyncio.Protocol):
                 f"{state.in_flight if state else 0} queries={state.queries if state else 0}>")
 
     # -- connection setup --------------------------------------------------------------
-    def _admit(self, peer: tuple[str, int]) -> bool:
-        """Count the connection and apply the global and per-client bounds."""
-        listener = self.listener
-        self.peer = peer
-        listener.stats.accepted += 1
-        refusal = listener.admission.admit(peer[0])
-        if refusal is not None:
-            self.closed = True
-            self.reason = CloseReason.CONNECTION_LIMIT
-            listener.stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
-            log.warning("closing connection from %s: %s", peer[0], refusal)
-            return False
-        self._admitted = True
-        return True
-
-    def accepted(self, peer: tuple[str, int]) -> bool:
-        """TLS: admission at accept time, before the handshake (False: refused)."""
-        return self._admit(peer)
-
-    def handshake_failed(self, reason: str) -> None:
-        """TLS: the handshake failed or timed out; the socket is closed already."""
-        self.listener.stats.handshake_failures[reason] += 1
-        if not self.closed:
-            self.closed = True
-            self.reason = CloseReason.PEER
-        if self._admitted:
-            self._admitted = False
-            assert self.peer is not None
-            self.listener.admission.release(self.peer[0])
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = typing.cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         listener = self.listener
         self.raw = transport
-        if not self._admitted:  # plain TCP: admission now
-            peer = transport.get_extra_info("peername")
-            if not self._admit((peer[0], peer[1]) if peer else ("?", 0)):
-                transport.abort()
-                return
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = transport.get_extra_info("peername")
+        self.peer = (peer[0], peer[1]) if peer else ("?", 0)
+        refusal = listener.admission.admit(self.peer[0])
+        listener.stats.accepted += 1
+        if refusal is not None:
+            self.closed = True
+            self.reason = CloseReason.CONNECTION_LIMIT
+            listener.stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
+            log.warning("closing connection from %s: %s", self.peer[0], refusal)
+            transport.abort()
+            return
+        self._admitted = True
         listener.connections.add(self)
         listener.stats.open += 1
-        self._open = True
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sslobj = transport.get_extra_info("ssl_object")
         if sslobj is not None:
             listener.stats.handshakes[sslobj.version() or "unknown"] += 1
@@ -377,14 +355,12 @@ class StreamConnection(asyncio.Protocol):
             self._timer = None
         listener = self.listener
         listener.stats.closed[reason.value] += 1
-        if self._open:
-            self._open = False
+        if self._admitted:
+            self._admitted = False
             listener.stats.open -= 1
             listener.connections.discard(self)
             if not listener.connections:
                 listener.emptied.set()
-        if self._admitted:
-            self._admitted = False
             assert self.peer is not None
             listener.admission.release(self.peer[0])
 
@@ -406,7 +382,7 @@ class StreamListener:
         self.stats = ListenerStats()
         self.connections: set[StreamConnection] = set()
         self.emptied = asyncio.Event()  # set whenever the last connection closes
-        self.servers: list[asyncio.Server | TLSServer] = []
+        self.servers: list[asyncio.Server] = []
         self.closing = False
         self.loop = asyncio.get_running_loop()
 
@@ -419,15 +395,10 @@ class StreamListener:
             return StreamConnection(self)
 
         tls = self.tls
-        server: asyncio.Server | TLSServer
-        if tls is not None:
-            server = await TLSServer.create(self.loop, tls.context, factory, host, port,
-                                            handshake_timeout=self.handshake_timeout,
-                                            backlog=1024, reuse_port=reuse_port)
-        else:
-            server = await self.loop.create_server(
-                factory, host, port, reuse_address=True, reuse_port=reuse_port or None,
-                backlog=1024)
+        server = await self.loop.create_server(
+            factory, host, port, reuse_address=True, reuse_port=reuse_port or None,
+            backlog=1024, ssl=tls.context if tls is not None else None,
+            ssl_handshake_timeout=self.handshake_timeout if tls is not None else None)
         self.servers.append(server)
         sockname = server.sockets[0].getsockname()
         return sockname[0], sockname[1]
