@@ -3,11 +3,11 @@
 Policy (RFC 7858 §3.2, RFC 8310, BCP 195): TLS 1.2 and 1.3 only; TLS 1.2 restricted to
 ECDHE with AEAD suites (AES-GCM, ChaCha20-Poly1305); no compression, no renegotiation;
 ALPN ``dot`` (RFC 7858bis) offered, while clients without ALPN still connect. Session
-tickets stay on (resumption saves a full handshake); TLS 1.3 connections get one ticket
-each (:data:`TLS13_TICKETS`) instead of OpenSSL's two: a DoT client resumes its next
-connection with it and every resumed connection gets a fresh one, and each ticket costs
-the server a session encoding, an encryption and a record (about 6 % of the OpenSSL
-instructions of a full TLS 1.3 handshake, measured with callgrind).
+tickets stay on (resumption saves a full handshake); a full TLS 1.3 handshake issues one
+ticket (:data:`TLS13_TICKETS`) instead of OpenSSL's two (resumed ones get one either
+way): a DoT client resumes its next connection with it and every resumed connection
+gets a fresh one, and each ticket costs the server a session encoding, an encryption and
+a record (about 6 % of the OpenSSL instructions of a full TLS 1.3 handshake, callgrind).
 
 Several certificates may be configured; the first is the default and the others are
 chosen by the client's SNI when it matches one of their names. :meth:`ServerTLS.reload`
@@ -34,7 +34,7 @@ log = logging.getLogger("dnstls.net.tls")
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384"
 ALPN = ["dot"]
-#: Session tickets per TLS 1.3 handshake (OpenSSL's default is 2).
+#: Session tickets per full TLS 1.3 handshake (OpenSSL's default is 2).
 TLS13_TICKETS = 1
 
 
