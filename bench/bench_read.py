@@ -1,6 +1,7 @@
 """Microseconds of CPU per read on a stream connection: the per-read Python of conns500.
 
-Usage: ``.venv/bin/python bench/bench_read.py [--rounds 7] [--conns 500] [--per-read 1]``
+Usage: ``.venv/bin/python bench/bench_read.py [--rounds 7] [--conns 500] [--per-read 1]
+[--lifecycle]``
 
 500 :class:`StreamConnection` objects on fake transports (no TLS, no sockets); each round
 feeds every connection one read of ``--per-read`` framed queries that are cache hits,
@@ -8,6 +9,9 @@ then lets the loop run the callbacks those reads scheduled (the write flush). Re
 time of the thread per read and per query, best round. What is left out is the same for
 every variant: TLS record decryption/encryption, the read/write syscalls, libuv.
 To compare two source trees, run it alternately with ``PYTHONPATH=TREE/src``.
+``--lifecycle`` instead times the Python of a whole connection (``connection_made``,
+one query answered and written, the peer's close, ``connection_lost``): the
+per-connection part of a handshake's cost.
 """
 
 from __future__ import annotations
@@ -96,14 +100,46 @@ async def run(conns: int, per_read: int, rounds: int) -> tuple[float, int]:
     return best / (10 * conns) * 1e6, written
 
 
+async def lifecycle(conns: int, rounds: int) -> float:
+    """µs of Python per connection: made, one query answered, closed by the peer."""
+    cache, shapes = bench_fast.build(1000)
+    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
+    listener = StreamListener(handler, transport=Transport.TCP, tls=None,
+                              limits=StreamLimits(),
+                              admission=Admission(AdmissionLimits(
+                                  max_connections=conns * 2,
+                                  max_connections_per_client=conns * 2)))
+    data = framing.encode(shapes["keepalive"][0])
+    transports = [FakeTransport(10000 + i) for i in range(conns)]
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.thread_time()
+        for transport in transports:
+            conn = StreamConnection(listener)
+            conn.connection_made(transport)  # type: ignore[arg-type]
+            conn.data_received(data)
+            await asyncio.sleep(0)  # the write
+            conn.eof_received()
+            conn.connection_lost(None)
+        best = min(best, time.thread_time() - start)
+    assert not listener.connections
+    return best / conns * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--conns", type=int, default=500)
     parser.add_argument("--per-read", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--lifecycle", action="store_true",
+                        help="µs per connection: made, one query, closed by the peer")
     args = parser.parse_args()
     gc.freeze()
     gc.set_threshold(20_000, 20, 20)
+    if args.lifecycle:
+        us = uvloop.run(lifecycle(args.conns, args.rounds))
+        print(f"per connection (made, one query, closed): {us:6.2f} µs")
+        return
     us, written = uvloop.run(run(args.conns, args.per_read, args.rounds))
     print(f"per read ({args.per_read} quer{'y' if args.per_read == 1 else 'ies'}): "
           f"{us:6.2f} µs, {us / args.per_read:6.2f} µs/query ({written} writes)")

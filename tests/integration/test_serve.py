@@ -472,6 +472,38 @@ async def test_tls_session_resumption(serve: ServeFactory) -> None:
     assert s.service.listeners[0].stats.resumed >= 1
 
 
+async def test_tls13_session_resumption_with_one_ticket(serve: ServeFactory) -> None:
+    s: Served = await serve()
+    ctx = s.client_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    host, port = s.tls_addr
+    wire = q("www.example.test").to_wire()
+
+    def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        """One connection, one query (the ticket arrives before its answer); the
+        session and whether it resumed."""
+        with socket.create_connection((host, port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
+            tls.sendall(struct.pack("!H", len(wire)) + wire)
+            (length,) = struct.unpack("!H", tls.recv(2))
+            answer = b""
+            while len(answer) < length:
+                answer += tls.recv(length - len(answer))
+            assert dns.message.from_wire(answer).rcode() == dns.rcode.NOERROR
+            return tls.session, tls.session_reused
+
+    first, reused = await asyncio.to_thread(connect, None)
+    assert first is not None and not reused and first.has_ticket
+    second, reused = await asyncio.to_thread(connect, first)
+    assert reused
+    assert second is not None and second.has_ticket  # a fresh ticket on the resumed one
+    _, reused = await asyncio.to_thread(connect, second)
+    assert reused
+    assert s.service.listeners[0].stats.resumed == 2
+    assert s.service.listeners[0].stats.handshakes == {"TLSv1.3": 3}
+    assert s.service.tls is not None and s.service.tls.context.num_tickets == 1
+
+
 async def test_unknown_edns_options_are_ignored(serve: ServeFactory) -> None:
     s: Served = await serve()
     client = await s.connect()
