@@ -4,6 +4,7 @@ Each call runs one subprocess with a timeout (a hang fails the test with what th
 printed) and returns a parsed result: :class:`DigResult` (RCODE, flags, sections, EDNS
 lines, response size), :class:`GetdnsResult` (the JSON response dict) and
 :class:`DnsperfResult` (queries sent/completed/lost, RCODE counts, QPS).
+:func:`udp_burst` is our own bounded UDP client for bursts of simultaneous queries.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import socket
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dns.message
+import dns.rcode
 import pytest
 
 from .peers import require
@@ -269,3 +274,50 @@ def dnsperf_dot(server: str, port: int, query_file: Path, *, seconds: float = 2,
         return parse_dnsperf(output, done.returncode)
     except ValueError:
         pytest.fail(f"{' '.join(argv)} printed no summary (exit {done.returncode}):\n{output}")
+
+
+@dataclass
+class BurstResult:
+    sent: int
+    answered: int
+    missing: int
+    rcodes: dict[str, int]
+
+    def describe(self) -> str:
+        return (f"sent {self.sent}, answered {self.answered}, missing {self.missing}, "
+                f"rcodes {self.rcodes}")
+
+
+def udp_burst(server: str, port: int, names: Sequence[str], *, bursts: int, size: int,
+              timeout: float = 2.0) -> BurstResult:
+    """Send ``bursts`` bursts of ``size`` A queries at once over UDP (cycling ``names``)
+    and wait up to ``timeout`` seconds for each burst's answers; bounded in count and
+    time. Answers are matched by ID; duplicates and strays are ignored."""
+    sent = answered = 0
+    rcodes: dict[str, int] = {}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.connect((server, port))
+        for burst in range(bursts):
+            waiting: set[int] = set()
+            for i in range(size):
+                qid = (burst * size + i + 1) & 0xFFFF
+                waiting.add(qid)
+                sock.send(dns.message.make_query(names[i % len(names)], "A", id=qid).to_wire())
+                sent += 1
+            deadline = time.monotonic() + timeout
+            while waiting and (left := deadline - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    data = sock.recv(65535)
+                except (TimeoutError, ConnectionRefusedError):
+                    break
+                try:
+                    response = dns.message.from_wire(data)
+                except Exception:
+                    continue
+                if response.id in waiting:
+                    waiting.discard(response.id)
+                    answered += 1
+                    text = dns.rcode.to_text(response.rcode())
+                    rcodes[text] = rcodes.get(text, 0) + 1
+    return BurstResult(sent, answered, sent - answered, rcodes)

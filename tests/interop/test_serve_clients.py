@@ -118,6 +118,19 @@ def test_stubby_strict_with_wrong_pin_gets_nothing(server: Peer, pki: TestPKI,
     assert result.status != "NOERROR" and result.rdata("A") == [], result.describe()
 
 
+def test_stubby_bursts_get_every_answer(server: Peer, pki: TestPKI,
+                                        stubby: Callable[..., Peer]) -> None:
+    """Bursts of queries through Stubby: our answers to one read must reach it as one
+    TLS record per message. getdns reads one message per record and does not look at
+    what OpenSSL still buffers; with a read's answers batched into one record it lost
+    30-50 % of the answers of 5- and 20-query bursts (they timed out after 3 s)."""
+    stub = stubby(server, pins=[pki.pin], auth_name=pki.hostname, ca_file=pki.ca_pem)
+    names = ["www.example.test", "mail.example.test", "example.test", "nope.example.test"]
+    result = clients.udp_burst(stub.host, stub.port, names, bursts=10, size=20, timeout=2.0)
+    assert result.missing == 0, result.describe()
+    assert result.answered == 200, result.describe()
+
+
 def test_getdns_query_over_tls(server: Peer, pki: TestPKI) -> None:
     by_name = clients.getdns_query(server.host, server.port, "www.example.test",
                                  auth_name=pki.hostname, ca=pki.ca_pem, padding=128)

@@ -63,12 +63,24 @@ class WireCache(Protocol):
                     pad_block: int = 0) -> bytes | None: ...
 
 
+class LocalAnswers(Protocol):
+    """Local data's side of the fast path (:class:`dnstls.resolver.local.LocalData`)."""
+
+    def covers_wire(self, name: bytes) -> bool: ...
+
+    def lookup_wire(self, key: bytes, query_id: int, rd: bool = True,
+                    qname: bytes | None = None, edns: bool = True, options: bytes = b"",
+                    pad_block: int = 0) -> bytes | None: ...
+
+
 class QueryHandler:
     def __init__(self, pipeline: Resolver, *, query_timeout: float = 4.0,
                  keepalive: float | None = None, log_queries: bool = False,
                  cache: WireCache | None = None, clock: Callable[[], float] | None = None,
-                 wire: WireForwarder | None = None) -> None:
+                 wire: WireForwarder | None = None,
+                 local: LocalAnswers | None = None) -> None:
         self.pipeline = pipeline
+        self.local = local
         self.query_timeout = query_timeout
         self.keepalive = keepalive
         self.log_queries = log_queries
@@ -99,27 +111,38 @@ class QueryHandler:
         return routed if isinstance(routed, bytes) else None
 
     def route(self, wire: bytes, transport: Transport) -> bytes | WireQuery | None:
-        """Where a raw query goes: its answer from the cache (bytes), the wire-level
-        forwarding path (the WireQuery to hand to :meth:`answer_wire`), or None for the
-        message pipeline (:meth:`parse` then :meth:`answer`)."""
+        """Where a raw query goes: its answer from the cache or from local data's built
+        answers (bytes), the wire-level forwarding path (the WireQuery to hand to
+        :meth:`answer_wire`), or None for the message pipeline (:meth:`parse` then
+        :meth:`answer`)."""
         cache = self.cache
-        if (cache is None and self.wire is None) or self.log_queries:
+        local = self.local
+        if (cache is None and self.wire is None and local is None) or self.log_queries:
             return None
         query = read_query(wire)
         if query is None:
             return None
-        if cache is None:
-            return query if self.wire is not None and self.wire.eligible(query) else None
         key, qid, flags, qname, with_edns, payload, padding, keepalive = query
         # TLS's plan by identity: hashing an Enum member calls Enum.__hash__ (Python)
         stream, pad_block, keys = (self._tls_plan if transport is _TLS
                                    else self._fast_plans[transport])
-        # positional arguments: keywords cost ~0.1 µs each on this path
-        out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname, with_edns,
-                                self._keepalive_wire if stream and keepalive else b"",
-                                pad_block if padding else 0)
+        out = None
+        if cache is not None:
+            # positional arguments: keywords cost ~0.1 µs each on this path
+            out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname,
+                                    with_edns,
+                                    self._keepalive_wire if stream and keepalive else b"",
+                                    pad_block if padding else 0)
         if out is None:
-            return query if self.wire is not None and self.wire.eligible(query) else None
+            if local is None or not local.covers_wire(key[:-5]):
+                return query if self.wire is not None and self.wire.eligible(query) else None
+            # Local data (never in the cache, never forwarded): its built answer, or
+            # None the first time -- the message path builds and keeps it.
+            out = local.lookup_wire(key, qid, flags & _RD != 0, qname, with_edns,
+                                    self._keepalive_wire if stream and keepalive else b"",
+                                    pad_block if padding else 0)
+            if out is None:
+                return None
         if not stream and len(out) > (max(MIN_UDP, payload) if with_edns else MIN_UDP):
             return None  # needs truncation: the ordinary path does it
         self.responses[keys[out[3] & 0xF]] += 1

@@ -180,7 +180,7 @@ class StreamConnection(asyncio.Protocol):
                 task.add_done_callback(self.tasks.discard)
             messages = []
             if ready:
-                self._write(framing.encode_many(ready), framed=True)
+                self._write_many(ready)
                 if self.closed:
                     return
                 now = self.loop.time()
@@ -251,10 +251,19 @@ class StreamConnection(asyncio.Protocol):
     # -- output ------------------------------------------------------------------------
     def _write(self, wire: bytes, *, framed: bool = False) -> None:
         """Queue an answer; everything queued in one loop iteration goes out in one
-        write (one TLS record, one send) -- answers completing together are common."""
+        write call (one send) -- answers completing together are common."""
         if self.closed:
             return
         self._out.append(wire if framed else framing.encode(wire))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _write_many(self, wires: list[bytes]) -> None:
+        if self.closed:
+            return
+        encode = framing.encode
+        self._out += [encode(wire) for wire in wires]
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
@@ -266,7 +275,15 @@ class StreamConnection(asyncio.Protocol):
         out, self._out = self._out, []
         if not out or transport is None or state is None or transport.is_closing():
             return  # is_closing: lost, app's connection_lost not yet run (no log flood)
-        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        # One framed message per item: over TLS each becomes its own record (the SSL
+        # layer encrypts every item separately) and all of them go out in one send.
+        # Never several messages in one record: Stubby/getdns reads one message per
+        # record and leaves the rest buffered in OpenSSL unseen until more data comes
+        # -- with answers batched into one record it lost 30-50 % of burst queries.
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
         if not self.closed and state.output_exceeded(transport.get_write_buffer_size()):
             log.warning("closing connection from %s: client does not read its answers",
                         self.peer[0] if self.peer else "?")

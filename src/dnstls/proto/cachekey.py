@@ -32,7 +32,7 @@ the answer or authority section, a compression pointer or an extended label in t
 question, a name longer than 255 octets, a meta QTYPE (OPT, TSIG, TKEY, AXFR, IXFR), a
 TSIG record, an OPT that is duplicated, not owned by the root, of an EDNS version other
 than 0, with malformed options or with options whose contents dnspython validates (a
-malformed COOKIE, or any ECS, EDE, ... option), another additional record that
+malformed COOKIE or ECS, or any EDE, ... option), another additional record that
 dnspython rejects (its owner or RDATA), and trailing bytes: whatever the slow
 path would reject with FORMERR must not get a cached answer on the fast path. For every
 query it accepts, :func:`key_from_wire` equals :func:`key_from_message` of the parsed
@@ -66,12 +66,16 @@ _TSIG = int(dns.rdatatype.TSIG)
 _PADDING = 12
 _KEEPALIVE = 11
 _COOKIE = 10
-# Options dnspython parses into classes that validate their contents (ECS, EDE, Report-
+# Options dnspython parses into classes that validate their contents (EDE, Report-
 # Channel, EDE language, filtering contact/organization/DB): a malformed one makes the
 # slow path answer FORMERR, so queries carrying them take the slow path. NSID and
 # unknown options are opaque bytes; COOKIE is checked here (RFC 7873 §4: a client
-# cookie of 8 bytes, optionally followed by a server cookie of 8 to 32 bytes).
-_SLOW_PATH_OPTIONS = frozenset({8, 15, 18, 22, 23, 24, 25})
+# cookie of 8 bytes, optionally followed by a server cookie of 8 to 32 bytes), and so is
+# ECS (:func:`_ecs_valid`): Stubby sends ECS with a zero source prefix in every query by
+# default (``edns_client_subnet_private``), so it must not push queries off the fast path.
+# Neither path uses ECS: answers never depend on the client's subnet and never carry it.
+_SLOW_PATH_OPTIONS = frozenset({15, 18, 22, 23, 24, 25})
+_ECS = 8
 _META_QTYPES = frozenset({_OPT, _TSIG, int(dns.rdatatype.TKEY), int(dns.rdatatype.AXFR),
                           int(dns.rdatatype.IXFR)})
 
@@ -175,7 +179,8 @@ def read_query(wire: bytes) -> WireQuery | None:
         if edns or wire[owner] != 0 or ttl & 0xFF0000:
             return None
         # The options, inline (every padded query has one): well-formed, none that the
-        # slow path validates, a COOKIE of a legal length (see _SLOW_PATH_OPTIONS).
+        # slow path validates, a COOKIE of a legal length and a valid ECS (see
+        # _SLOW_PATH_OPTIONS).
         while opt < pos:
             if opt + 4 > pos:
                 return None
@@ -188,7 +193,8 @@ def read_query(wire: bytes) -> WireQuery | None:
             elif code == _KEEPALIVE:
                 keepalive = True
             elif code in _SLOW_PATH_OPTIONS or (
-                    code == _COOKIE and not (length == 8 or 16 <= length <= 40)):
+                    code == _COOKIE and not (length == 8 or 16 <= length <= 40)) or (
+                    code == _ECS and not _ecs_valid(wire, opt - length, length)):
                 return None
         edns = True
         payload = rrclass
@@ -233,3 +239,16 @@ def skip_name(wire: bytes, pos: int) -> int:
         pos += 1 + length
     return -1
 
+
+def _ecs_valid(wire: bytes, pos: int, length: int) -> bool:
+    """True if the ECS option data ``wire[pos:pos+length]`` is what dnspython accepts
+    (RFC 7871 §6): family 1 or 2, prefix lengths within the address width, exactly the
+    address bytes the source prefix needs, and zero bits past the prefix."""
+    if length < 4:
+        return False
+    family, source, scope = wire[pos] << 8 | wire[pos + 1], wire[pos + 2], wire[pos + 3]
+    bits = 32 if family == 1 else 128 if family == 2 else 0
+    if not bits or source > bits or scope > bits or length != 4 + (source + 7) // 8:
+        return False
+    rest = source % 8
+    return not rest or not wire[pos + length - 1] & (0xFF >> rest)

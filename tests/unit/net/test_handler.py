@@ -1,0 +1,128 @@
+"""QueryHandler.route: local data answered on the fast path exactly as the message path
+would answer it (built once by dnspython, then served from the kept wire bytes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from dnstls.net.handler import QueryHandler
+from dnstls.proto.answers import Transport
+from dnstls.resolver.base import Refuse
+from dnstls.resolver.local import LocalData, ddr_records, load_zone
+
+BIG = " ".join('"' + c * 200 + '"' for c in "abc")
+ZONE = f"""$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+www IN A 192.0.2.1
+alias IN CNAME www
+big IN TXT {BIG}
+sub IN NS ns.sub
+ns.sub IN A 192.0.2.8
+"""
+
+
+@pytest.fixture
+def handler(tmp_path: Path) -> QueryHandler:
+    path = tmp_path / "example.test.zone"
+    path.write_text(ZONE)
+    local = LocalData(Refuse(), zones=[load_zone(path)], ddr=ddr_records("dns.test", 853))
+    return QueryHandler(local, local=local, keepalive=30.0)
+
+
+async def slow(handler: QueryHandler, wire: bytes, transport: Transport) -> bytes:
+    parsed = handler.parse(wire, transport)
+    assert isinstance(parsed, dns.message.Message)
+    return await handler.answer(parsed, transport, None)
+
+
+def make(name: str, rdtype: str = "A", *, qid: int = 4660, edns: bool = True,
+         pad: int = 0, ecs: bool = False, keepalive: bool = False) -> bytes:
+    options: list[dns.edns.Option] = []
+    if ecs:
+        options.append(dns.edns.ECSOption("0.0.0.0", 0))  # Stubby's default
+    if keepalive:
+        options.append(dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b""))
+    return dns.message.make_query(name, rdtype, id=qid, use_edns=0 if edns else None,
+                                  options=options or None, pad=pad).to_wire()
+
+
+@pytest.mark.parametrize("name,rdtype", [
+    ("www.example.test", "A"), ("WwW.ExAmPlE.tEsT", "A"), ("www.example.test", "MX"),
+    ("nope.example.test", "A"), ("alias.example.test", "A"), ("example.test", "SOA"),
+    ("_dns.resolver.arpa", "SVCB"),
+])
+@pytest.mark.parametrize("transport", [Transport.TLS, Transport.TCP, Transport.UDP])
+@pytest.mark.parametrize("variant", ["plain", "no-edns", "padded", "ecs+padded+keepalive"])
+async def test_local_fast_path_equals_message_path(handler: QueryHandler, name: str,
+                                                   rdtype: str, transport: Transport,
+                                                   variant: str) -> None:
+    kwargs = {"plain": {}, "no-edns": {"edns": False}, "padded": {"pad": 128},
+              "ecs+padded+keepalive": {"pad": 128, "ecs": True, "keepalive": True}}[variant]
+    first = make(name, rdtype, qid=1, **kwargs)  # type: ignore[arg-type]
+    assert handler.route(first, transport) is None  # not built yet: the message path
+    await slow(handler, first, transport)
+    again = make(name, rdtype, qid=2, **kwargs)  # type: ignore[arg-type]
+    fast = handler.route(again, transport)
+    assert isinstance(fast, bytes)
+    assert fast == await slow(handler, again, transport)
+
+
+async def test_other_names_are_not_local(handler: QueryHandler) -> None:
+    wire = make("www.example.org")
+    assert handler.route(wire, Transport.TLS) is None  # no cache, no forwarder: message path
+    assert handler.local is not None and len(handler.local.answers) == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", ["x.sub.example.test", "other.resolver.arpa"])
+async def test_answers_without_soa_are_built_every_time(handler: QueryHandler,
+                                                        name: str) -> None:
+    wire = make(name)  # a referral; NXDOMAIN under resolver.arpa
+    first = await slow(handler, wire, Transport.TLS)
+    assert handler.route(wire, Transport.TLS) is None  # no SOA: not kept (RFC 2308 §5)
+    assert await slow(handler, wire, Transport.TLS) == first
+
+
+async def test_udp_answer_too_large_takes_the_truncating_path(handler: QueryHandler) -> None:
+    wire = make("big.example.test", "TXT", edns=False)
+    await slow(handler, wire, Transport.UDP)
+    assert handler.route(wire, Transport.UDP) is None  # 512-byte limit: message path truncates
+    truncated = dns.message.from_wire(await slow(handler, wire, Transport.UDP))
+    assert truncated.flags & dns.flags.TC
+    assert isinstance(handler.route(wire, Transport.TLS), bytes)  # streams take it whole
+
+
+async def test_local_answers_keep_the_zone_ttls(handler: QueryHandler) -> None:
+    wire = make("www.example.test")
+    await slow(handler, wire, Transport.TLS)
+    handler.clock = lambda: 1e9  # the shared cache's clock does not age local answers
+    fast = handler.route(wire, Transport.TLS)
+    assert isinstance(fast, bytes)
+    assert dns.message.from_wire(fast).answer[0].ttl == 300
+
+
+async def test_query_logging_takes_the_message_path(handler: QueryHandler) -> None:
+    wire = make("www.example.test")
+    await slow(handler, wire, Transport.TLS)
+    handler.log_queries = True
+    assert handler.route(wire, Transport.TLS) is None
+
+
+async def test_the_answer_store_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "example.test.zone"
+    path.write_text(ZONE)
+    local = LocalData(Refuse(), zones=[load_zone(path)], max_answers=10)
+    handler = QueryHandler(local, local=local)
+    for i in range(50):  # a flood of random names under the zone: NXDOMAIN each
+        await slow(handler, make(f"n{i}.example.test"), Transport.TLS)
+    assert len(local.answers) == 10
+    assert isinstance(handler.route(make("n49.example.test"), Transport.TLS), bytes)
+    assert handler.route(make("n0.example.test"), Transport.TLS) is None  # evicted
