@@ -78,6 +78,7 @@ class StreamConnection(asyncio.Protocol):
         self._reading = True
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._high_water = 256 << 10  # set from the limits in _ready
 
     def __del__(self) -> None:
         # The event loop gives the protocol no callback when the TLS handshake fails or
@@ -124,7 +125,8 @@ class StreamConnection(asyncio.Protocol):
     def _ready(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         limits = self.listener.limits
-        transport.set_write_buffer_limits(high=min(limits.max_pending_output // 2, 256 << 10))
+        self._high_water = min(limits.max_pending_output // 2, 256 << 10)
+        transport.set_write_buffer_limits(high=self._high_water)
         self.state = StreamState(limits, self.loop.time())
         self._arm()
 
@@ -150,6 +152,11 @@ class StreamConnection(asyncio.Protocol):
         transport = self.listener.transport
         state = self.state
         assert state is not None
+        # Answers produced by this call and not yet handed to the transport: past the
+        # write high-water mark they are flushed at once, so that the output limit
+        # judges them (a pipelined read answered from the cache can be thousands of
+        # answers; the in-flight bound does not hold them back, each slot frees at once).
+        queued = 0
         while messages:
             ready: list[bytes] = []
             for index, wire in enumerate(messages):
@@ -183,6 +190,12 @@ class StreamConnection(asyncio.Protocol):
                 self._write_many(ready)
                 if self.closed:
                     return
+                queued += sum(map(len, ready))
+                if queued > self._high_water:
+                    queued = 0
+                    self._flush()  # closes the connection if the output limit is passed
+                    if self.closed:
+                        return
                 now = self.loop.time()
                 for _ in ready:
                     messages += state.answered(now)
