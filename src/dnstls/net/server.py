@@ -147,7 +147,7 @@ class StreamConnection(asyncio.Protocol):
         self._arm()
 
     def _dispatch(self, messages: list[bytes]) -> None:
-        """Answer cache hits at once (one write for all), start a task for the rest."""
+        """Answer cache hits at once (one send for all, a TLS record each), start the rest."""
         handler = self.listener.handler
         transport = self.listener.transport
         state = self.state
