@@ -163,7 +163,8 @@ class _Datagrams:
         return False
 
 
-async def bench_stub(n: int, rounds: int) -> float:
+async def bench_stub(n: int, rounds: int, profiler: Any = None) -> float:
+    """``profiler`` (a cProfile.Profile) is enabled around the timed part only."""
     from dnstls.net.pool import StreamUpstream, UpstreamConnection
     from dnstls.net.udp import UdpListener
 
@@ -188,6 +189,8 @@ async def bench_stub(n: int, rounds: int) -> float:
         datagrams = _Datagrams()
         listener.connection_made(datagrams)  # type: ignore[arg-type]
         addr = ("127.0.0.1", 5353)
+        if profiler is not None:
+            profiler.enable()
         start = time.thread_time()
         for i in range(0, n, 256):
             batch = wires[i:i + 256]
@@ -197,6 +200,8 @@ async def bench_stub(n: int, rounds: int) -> float:
                 listener.datagram_received(w, addr)
             await datagrams.done
         results.append((time.thread_time() - start) / n * 1e6)
+        if profiler is not None:
+            profiler.disable()
         conn.state.closed("bench over")
     return best(results)
 
