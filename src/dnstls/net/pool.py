@@ -155,12 +155,20 @@ class _Call:
     def set_result(self, result: Any) -> None:
         if not self.finished:
             self.finished = True
-            self.callback(result, None)
+            self._call(result, None)
 
     def set_exception(self, exc: BaseException) -> None:
         if not self.finished:
             self.finished = True
-            self.callback(None, exc)
+            self._call(None, exc)
+
+    def _call(self, result: Any, exc: BaseException | None) -> None:
+        # Runs the whole answer path inside data_received/_shutdown: a bug there must
+        # not cut off the other queries of the same read (as a task would contain it).
+        try:
+            self.callback(result, exc)
+        except Exception:
+            log.exception("internal error while answering a forwarded query")
 
 
 WireCallback = Callable[[bytes | None, BaseException | None], None]

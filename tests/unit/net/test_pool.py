@@ -475,3 +475,25 @@ async def test_start_wire_on_a_closed_pool_raises() -> None:
     with pytest.raises(NetworkError, match="closed"):
         upstream.start_wire(_question("a.example."), deadline=FAR, flags=0, payload=1232,
                             do=False, callback=Outcome())
+
+
+async def test_a_failing_callback_does_not_cut_off_the_rest_of_the_read(
+        caplog: pytest.LogCaptureFixture) -> None:
+    upstream, conn, transport = await _connection()
+
+    def broken(answer: bytes | None, exc: BaseException | None) -> None:
+        raise RuntimeError("bug above the pool")
+
+    second = Outcome()
+    for name, callback in (("a.example.", broken), ("b.example.", second)):
+        upstream.start_wire(_question(name), deadline=FAR, flags=0, payload=1232, do=False,
+                            callback=callback)
+    await asyncio.sleep(0)
+    sent = _frames(transport.writes[0])
+    conn.data_received(b"".join(
+        encode(dns.message.make_response(dns.message.from_wire(f)).to_wire()) for f in sent))
+    answer, exc = second.done.result()
+    assert exc is None and answer is not None
+    assert "internal error" in caplog.text
+    assert conn.state.reserved == 0 and conn._pending == {}
+    await upstream.aclose()
