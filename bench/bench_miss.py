@@ -13,6 +13,13 @@ Parts (CPU time of the main thread, best round; other load on the machine does n
 * ``fakecb``, ``udpcb``: as ``fake`` and ``udp``, through
   :meth:`QueryHandler.forward_wire` (no task, no coroutines: what the DoT listener
   does) instead of ``answer_wire`` in a task.
+* ``respond0``: ``respond`` with caching off (:meth:`Cache.storing_nothing`, the
+  no-cache stub and ``serve`` without a cache);
+* ``stub``: what ``dnstls stub --no-cache`` does per query, minus the sockets: a
+  :class:`UdpListener` (fake datagram transport) → handler → WireForwarder →
+  Forwarder → a real :class:`StreamUpstream` connection whose fake transport answers
+  every write from a loop callback (one TCP read of all the answers), 256 in flight.
+  Whatever path the tree takes (task or callbacks) is what is measured.
 
 Every query is for a new name (a cache miss). To compare two source trees, run it
 alternately with ``PYTHONPATH=TREE/src``. Not a test: it prints numbers.
@@ -26,6 +33,7 @@ import gc
 import multiprocessing
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 import dns.message
@@ -81,6 +89,120 @@ def bench_respond(n: int, rounds: int) -> float:
                                   edns=q.edns) is None:
                 raise SystemExit("rejected")
         results.append((time.thread_time() - start) / n * 1e6)
+    return best(results)
+
+
+def bench_respond_nothing(n: int, rounds: int) -> float:
+    """respond_wire with caching off (Cache.storing_nothing)."""
+    wires = queries(0, n)
+    pairs = []
+    for w in wires:
+        query = read_query(w)
+        assert query is not None
+        pairs.append((query, answer_for(w)))
+    results = []
+    for _ in range(rounds):
+        cache = Cache.storing_nothing()
+        start = time.thread_time()
+        for q, a in pairs:
+            if cache.respond_wire(q.key, a, 10.0, query_id=q.id, rd=q.rd, qname=q.qname,
+                                  edns=q.edns) is None:
+                raise SystemExit("rejected")
+        results.append((time.thread_time() - start) / n * 1e6)
+    return best(results)
+
+
+class _AnsweringTransport:
+    """A stream upstream's transport: each write is answered (ID patched, framed) by one
+    ``data_received`` from a loop callback, like one TCP read of the answers."""
+
+    def __init__(self, conn: Any, answers: dict[bytes, bytes]) -> None:
+        self.conn = conn
+        self.answers = answers
+        self.loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        out = []
+        pos = 0
+        while pos < len(data):
+            size = int.from_bytes(data[pos:pos + 2], "big")
+            frame = data[pos + 2:pos + 2 + size]
+            pos += 2 + size
+            answer = frame[:2] + self.answers[question_of(frame)][2:]
+            out.append(len(answer).to_bytes(2, "big") + answer)
+        self.loop.call_soon(self.conn.data_received, b"".join(out))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+class _Datagrams:
+    """The UDP listener's transport: counts answers, wakes the bench after the last."""
+
+    def __init__(self) -> None:
+        self.left = 0
+        self.done: asyncio.Future[None] | None = None
+
+    def sendto(self, data: bytes, addr: Any) -> None:
+        if data[3] & 0xF:
+            raise SystemExit(f"rcode {data[3] & 0xF}")
+        self.left -= 1
+        if not self.left and self.done is not None:
+            self.done.set_result(None)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def bench_stub(n: int, rounds: int, profiler: Any = None) -> float:
+    """``profiler`` (a cProfile.Profile) is enabled around the timed part only."""
+    from dnstls.net.pool import StreamUpstream, UpstreamConnection
+    from dnstls.net.udp import UdpListener
+
+    loop = asyncio.get_running_loop()
+    results = []
+    for r in range(rounds):
+        wires = [dns.message.make_query(f"n{i}.bench.test.", "A", use_edns=0,
+                                        payload=1232).to_wire()
+                 for i in range((r + 1) * n, (r + 2) * n)]
+        answers = {question_of(w): answer_for(w) for w in wires}
+        # one connection takes all 256 in flight (a second one would really connect)
+        upstream = StreamUpstream(replace(parse_upstream_uri("tcp://127.0.0.1:53"),
+                                          max_queries_per_connection=1000))
+        conn = UpstreamConnection(upstream)
+        conn.connection_made(_AnsweringTransport(conn, answers))  # type: ignore[arg-type]
+        conn.state.connected(upstream.clock())
+        upstream.state.connections.append(conn)
+        forwarder = Forwarder([upstream], clock=loop.time)
+        wire = WireForwarder(forwarder, Cache.storing_nothing(), loop.time)
+        handler = QueryHandler(Refuse(), cache=None, wire=wire, clock=loop.time)
+        listener = UdpListener(handler)
+        datagrams = _Datagrams()
+        listener.connection_made(datagrams)  # type: ignore[arg-type]
+        addr = ("127.0.0.1", 5353)
+        if profiler is not None:
+            profiler.enable()
+        start = time.thread_time()
+        for i in range(0, n, 256):
+            batch = wires[i:i + 256]
+            datagrams.left = len(batch)
+            datagrams.done = loop.create_future()
+            for w in batch:
+                listener.datagram_received(w, addr)
+            await datagrams.done
+        results.append((time.thread_time() - start) / n * 1e6)
+        if profiler is not None:
+            profiler.disable()
+        conn.state.closed("bench over")
     return best(results)
 
 
@@ -215,11 +337,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--part", choices=["all", "respond", "fake", "fakecb", "udp", "udpcb"],
+    parser.add_argument("--part", choices=["all", "respond", "respond0", "fake", "fakecb",
+                                           "udp", "udpcb", "stub"],
                         default="all")
     args = parser.parse_args()
     if args.part in ("all", "respond"):
         print(f"respond_wire   {bench_respond(args.queries, args.rounds):7.2f} µs/query")
+    if args.part in ("all", "respond0"):
+        us = bench_respond_nothing(args.queries, args.rounds)
+        print(f"respond (none) {us:7.2f} µs/query")
+    if args.part in ("all", "stub"):
+        print(f"stub (no cache) {uvloop.run(bench_stub(args.queries, args.rounds)):6.2f} µs/query")
     for kind in ("fake", "fakecb", "udp", "udpcb"):
         if args.part in ("all", kind):
             us = uvloop.run(bench_path(args.queries, args.rounds, kind))

@@ -35,7 +35,8 @@ so identical queries are rarely in flight at once and every stub forwards nearly
 query (with the fixed queries, dnstls sends one upstream query for identical ones in
 flight; Stubby sends each).
 
-``--variant NAME=TREE`` adds ``dnstls stub --no-cache`` run from another source tree
+``--tree TREE`` runs the ``dnstls stub`` rows (and the profiled stub) from another
+source tree. ``--variant NAME=TREE`` adds ``dnstls stub --no-cache`` run from another source tree
 (``PYTHONPATH=TREE/src``), e.g. to compare a branch with main in one run. With
 ``--reps N`` the stubs are run in turn N times (interleaved) and every run is printed.
 
@@ -165,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cprofile", type=Path, metavar="DIR",
                         help="run the no-cache stub under cProfile too; stats into DIR")
     parser.add_argument("--top", type=int, default=30, help="rows of profile output")
+    parser.add_argument("--tree", metavar="TREE",
+                        help="run the `dnstls stub` rows (and the profiled one) from "
+                             "TREE/src instead of the installed dnstls")
     args = parser.parse_args(argv)
     if args.pyspy or args.cprofile:
         args.no_stubby = args.no_cache_only = True
@@ -196,10 +200,10 @@ def main(argv: list[str] | None = None) -> int:
                     "outstanding": args.outstanding}
 
             stubs: list[tuple[str, list[str], str | None]] = [
-                ("dnstls stub --no-cache", ["--no-cache"], None)]
+                ("dnstls stub --no-cache", ["--no-cache"], args.tree)]
             stubs += [(f"{name} --no-cache", ["--no-cache"], tree) for name, tree in variants]
             if not args.no_cache_only:
-                stubs.append(("dnstls stub (cache)", [], None))
+                stubs.append(("dnstls stub (cache)", [], args.tree))
             for _rep in range(args.reps):
                 if not args.no_stubby:
                     stubby = peers.start_stubby(group, upstream_host=upstream.host,
@@ -213,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     stub = start_dnstls_stub(group, pki, upstream, extra, tree)
                     dnsperf("warm-up", stub.port, query_file, **{**perf, "seconds": 1})
                     spy = None
-                    if args.pyspy and tree is None and "--no-cache" in extra:
+                    if args.pyspy and tree == args.tree and "--no-cache" in extra:
                         args.pyspy.mkdir(parents=True, exist_ok=True)
                         raw = args.pyspy / "pyspy-stub.txt"
                         spy = subprocess.Popen(
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.cprofile:
                 args.cprofile.mkdir(parents=True, exist_ok=True)
                 stats = args.cprofile / "cprofile-stub.prof"
-                stub = start_dnstls_stub(group, pki, upstream, ["--no-cache"],
+                stub = start_dnstls_stub(group, pki, upstream, ["--no-cache"], args.tree,
                                          wrap=["-m", "cProfile", "-o", str(stats)])
                 dnsperf("warm-up", stub.port, query_file, **{**perf, "seconds": 1})
                 runs.append(dnsperf("(under cProfile)", stub.port, query_file, **perf,

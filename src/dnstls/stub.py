@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,28 @@ class StubForwarding:
             generation.in_flight -= 1
             if generation.retired and generation.in_flight == 0:
                 self._close(generation)
+
+    def start_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                   deadline: float,
+                   callback: Callable[[bytes | None, BaseException | None], None]) -> bool:
+        """:meth:`resolve_wire` without a coroutine (:meth:`Forwarder.start_wire` on the
+        current generation: one upstream), counted in that generation's in-flight
+        queries so that a reload still closes it only once they are done. False:
+        nothing started, use :meth:`resolve_wire`."""
+        generation = self.current
+
+        def landed(answer: bytes | None, exc: BaseException | None) -> None:
+            generation.in_flight -= 1
+            if generation.retired and generation.in_flight == 0:
+                self._close(generation)
+            callback(answer, exc)
+
+        generation.in_flight += 1
+        if generation.forwarder.start_wire(question, flags=flags, payload=payload, do=do,
+                                           deadline=deadline, callback=landed):
+            return True
+        generation.in_flight -= 1
+        return False
 
     def swap(self, config: StubConfig) -> Generation:
         """New queries go to a generation built from ``config``; the old one drains."""

@@ -188,8 +188,9 @@ class QueryHandler:
 
     def forward_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                      deliver: Callable[[bytes], None]) -> bool:
-        """:meth:`answer_wire` without a task where the path allows it (one UDP upstream,
-        no identical question in flight: :meth:`WireForwarder.start`): ``deliver(out)``
+        """:meth:`answer_wire` without a task where the path allows it (one upstream, UDP
+        or TCP/TLS through the pool; no identical question in flight:
+        :meth:`WireForwarder.start`; the DoT/TCP and UDP listeners): ``deliver(out)``
         follows once, from the loop, with the same answer answer_wire would return.
         False: nothing started, run answer_wire in a task.
 

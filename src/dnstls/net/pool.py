@@ -132,9 +132,60 @@ class _Expired(Exception):
     """A query's deadline passed (set on its future by the deadline timer)."""
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
+def _expire(future: asyncio.Future[Any] | _Call) -> None:
     if not future.done():
         future.set_exception(_Expired())
+
+
+class _Call:
+    """A waiter like a future (``done``, ``set_result``, ``set_exception``) that calls
+    ``callback(result, exception)`` at once: :meth:`StreamUpstream.start_wire` puts it
+    where a query's future goes, so the answer goes up the path from ``data_received``
+    without a task (as :class:`dnstls.net.udp_upstream.UdpUpstream` does)."""
+
+    __slots__ = ("callback", "finished")
+
+    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
+        self.callback = callback
+        self.finished = False
+
+    def done(self) -> bool:
+        return self.finished
+
+    def set_result(self, result: Any) -> None:
+        if not self.finished:
+            self.finished = True
+            self._call(result, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.finished:
+            self.finished = True
+            self._call(None, exc)
+
+    def _call(self, result: Any, exc: BaseException | None) -> None:
+        # Runs the whole answer path inside data_received/_shutdown: a bug there must
+        # not cut off the other queries of the same read (as a task would contain it).
+        try:
+            self.callback(result, exc)
+        except Exception:
+            log.exception("internal error while answering a forwarded query")
+
+
+WireCallback = Callable[[bytes | None, BaseException | None], None]
+
+
+def _relay(callback: WireCallback) -> Callable[[asyncio.Future[bytes]], None]:
+    """A done-callback handing a task's outcome to ``callback``."""
+
+    def done(task: asyncio.Future[bytes]) -> None:
+        if task.cancelled():
+            callback(None, asyncio.CancelledError())
+        elif task.exception() is not None:
+            callback(None, task.exception())
+        else:
+            callback(task.result(), None)
+
+    return done
 
 
 class _Waiter:
@@ -321,6 +372,41 @@ class UpstreamConnection(asyncio.Protocol):
         awaitable: Awaitable[bytes] = self._send_and_wait(qid, wire, deadline)
         return awaitable
 
+    def start_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
+                   do: bool, callback: WireCallback) -> None:
+        """:meth:`query_wire` without a coroutine: the same query, write batching,
+        deadline timer and half-open rule as :meth:`_send_and_wait`;
+        ``callback(bytes, None)`` or ``callback(None, exc)`` (QueryTimeout,
+        ConnectionLost, ProtocolError) follows once, from the loop, after the query's
+        bookkeeping here is done (the caller releases the connection)."""
+        up = self.upstream
+        self._check_open()
+        tls = up.context is not None
+        qid, wire = self.state.start_query_wire(
+            question, up.clock(), flags=flags, payload=payload, do=do,
+            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
+        loop = up.loop
+
+        def landed(result: bytes | None, exc: BaseException | None) -> None:
+            timer.cancel()
+            self._pending.pop(qid, None)
+            if isinstance(exc, _Expired):
+                up.counters.timeouts += 1
+                if self.state.query_timed_out(qid, up.clock()):
+                    self.close(self.state.close_reason or "half-open")
+                exc = QueryTimeout(f"no answer from {up.name} before the deadline")
+            self.state.forget(qid)
+            callback(result, exc)
+
+        waiter = _Call(landed)
+        self._pending[qid] = cast(asyncio.Future[Any], waiter)
+        up.counters.queries_sent += 1
+        out = self._out
+        out.append(wire)
+        if len(out) == 1:
+            loop.call_soon(self._flush)
+        timer = loop.call_at(deadline, _expire, waiter)
+
     def _check_open(self) -> None:
         if self.state.is_closed() or self._transport is None:
             raise ConnectionLost(f"connection to {self.upstream.name} closed before sending")
@@ -470,14 +556,56 @@ class StreamUpstream:
             lambda c: c.query_wire(question, deadline, flags=flags, payload=payload, do=do),
             deadline)
 
+    def start_wire(self, question: bytes, *, deadline: float, flags: int, payload: int,
+                   do: bool, callback: WireCallback) -> None:
+        """:meth:`exchange_wire` without a task when a connected connection has a free
+        slot and nobody is queued (:meth:`_acquire_now`): ``callback(bytes, None)`` or
+        ``callback(None, exc)`` follows once, from the loop (never from this call; a
+        closed pool raises NetworkError here). Otherwise -- no slot, or the connection
+        lost under the query (retried once on another, as :meth:`_on_a_connection`
+        does) -- the rest runs in a task, with the same errors as exchange_wire."""
+        if self._closing:
+            raise NetworkError(f"{self.name}: pool is closed")
+        conn = self._acquire_now()
+        if conn is None:
+            self._relay_task(self.exchange_wire(question, deadline=deadline, flags=flags,
+                                                payload=payload, do=do), callback)
+            return
+
+        def landed(result: bytes | None, exc: BaseException | None) -> None:
+            self._release(conn)
+            if isinstance(exc, ConnectionLost):
+                if self.clock() >= deadline:
+                    callback(None, ProtocolError(str(exc)) if exc.protocol
+                             else NetworkError(str(exc)))
+                    return
+                self.counters.retries += 1  # once more, on another connection
+                self._relay_task(self._on_a_connection(
+                    lambda c: c.query_wire(question, deadline, flags=flags, payload=payload,
+                                           do=do), deadline, attempts=1), callback)
+                return
+            callback(result, exc)
+
+        try:
+            conn.start_wire(question, deadline, flags=flags, payload=payload, do=do,
+                            callback=landed)
+        except ConnectionLost:  # closed under us: the coroutine path decides (rare)
+            self._release(conn)
+            self._relay_task(self.exchange_wire(question, deadline=deadline, flags=flags,
+                                                payload=payload, do=do), callback)
+
+    def _relay_task(self, coro: Awaitable[bytes], callback: WireCallback) -> None:
+        task = asyncio.ensure_future(coro)
+        task.add_done_callback(_relay(callback))
+
     async def _on_a_connection(self, ask: Callable[[UpstreamConnection], Awaitable[T]],
-                               deadline: float) -> T:
+                               deadline: float, *, attempts: int = 2) -> T:
         """Run ``ask`` on a pooled connection; if the connection is lost under it, once
         more on another (within the deadline). Errors come out as dnstls errors."""
         if self._closing:
             raise NetworkError(f"{self.name}: pool is closed")
         lost: ConnectionLost | None = None
-        for _attempt in range(2):
+        for _attempt in range(attempts):
             conn = self._acquire_now() or await self._acquire(deadline)
             try:
                 return await ask(conn)

@@ -17,11 +17,19 @@ than the first query's deadline (bounded time: SERVFAIL with an EDE when the ups
 fails). Stub clients retrying over UDP, or many applications asking the same name at
 once, are the common case; the upstream then sees one query (RFC 5452 randomness of
 its ID and port is untouched).
+
+**No task where the path allows it.** A forwarded query is handed to
+:meth:`~dnstls.net.handler.QueryHandler.forward_wire` first (one upstream that can take
+a callback, no identical question in flight), whose callback sends the answer -- the
+same bytes, truncation and SERVFAIL+EDE as the task's :meth:`QueryHandler.answer_wire`
+-- from the loop; only when it declines does the query get a task. Either way it counts
+against ``max_in_flight`` until answered, and :meth:`UdpListener.drain` waits for both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import typing
 from collections import Counter
@@ -56,6 +64,8 @@ class UdpListener(asyncio.DatagramProtocol):
         self.flights: dict[bytes, list[tuple[bytes, tuple[str, int]]]] = {}
         self.joined = 0  # joiners waiting now
         self.coalesced = 0  # joiners ever
+        self.forwarding = 0  # queries forwarded without a task, not yet answered
+        self._quiet: asyncio.Future[None] | None = None  # drain() waits on it
 
     @classmethod
     async def listen(cls, handler: QueryHandler, host: str, port: int, *,
@@ -77,7 +87,8 @@ class UdpListener(asyncio.DatagramProtocol):
             # one could be).
             joiners = self.flights.get(data[2:])
             if joiners is not None:
-                if self.closing or len(self.tasks) + self.joined >= self.max_in_flight:
+                if (self.closing or len(self.tasks) + self.joined + self.forwarding
+                        >= self.max_in_flight):
                     self.dropped["closing" if self.closing else "overload"] += 1
                     return
                 joiners.append((data[:2], addr))
@@ -89,11 +100,17 @@ class UdpListener(asyncio.DatagramProtocol):
             if self.transport is not None:
                 self.transport.sendto(routed, addr)
             return
-        if self.closing or len(self.tasks) + self.joined >= self.max_in_flight:
+        if (self.closing or len(self.tasks) + self.joined + self.forwarding
+                >= self.max_in_flight):
             self.dropped["closing" if self.closing else "overload"] += 1
             return
         if routed is not None:
-            self.flights[data[2:]] = []
+            tail = data[2:]
+            self.flights[tail] = []
+            if self.handler.forward_wire(routed, data, Transport.UDP,
+                                         functools.partial(self._delivered, tail, addr)):
+                self.forwarding += 1
+                return
             self._start(self._answer_wire(routed, data, addr))
             return
         parsed = self.handler.parse(data, Transport.UDP)
@@ -129,6 +146,24 @@ class UdpListener(asyncio.DatagramProtocol):
                 transport.sendto(qid + tail, joiner)
             self.handler.responses[_RCODE_KEYS[wire[3] & 0xF]] += len(joiners)
 
+    def _delivered(self, tail: bytes, addr: tuple[str, int], wire: bytes) -> None:
+        """forward_wire's answer for the query whose bytes after the ID are ``tail``."""
+        self.forwarding -= 1
+        joiners = self.flights.pop(tail, None)
+        if joiners:
+            self.joined -= len(joiners)
+        if self._quiet is not None and not self.forwarding and not self._quiet.done():
+            self._quiet.set_result(None)
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.sendto(wire, addr)
+        if joiners:
+            tail = wire[2:]
+            for qid, joiner in joiners:
+                transport.sendto(qid + tail, joiner)
+            self.handler.responses[_RCODE_KEYS[wire[3] & 0xF]] += len(joiners)
+
     async def _answer(self, query: dns.message.Message, addr: tuple[str, int]) -> None:
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))
         if self.transport is not None and not self.transport.is_closing():
@@ -144,16 +179,23 @@ class UdpListener(asyncio.DatagramProtocol):
     async def drain(self, grace: float) -> int:
         """Finish in-flight answers within ``grace``; returns how many were cancelled."""
         self.closing = True
+        loop = self.loop
+        end = loop.time() + grace
+        pending: set[asyncio.Task[None]] = set()
         if self.tasks:
             _done, pending = await asyncio.wait(set(self.tasks), timeout=grace)
-            cut = len(pending) + self.joined  # joiners wait on pending tasks only
-            for task in pending:
-                task.cancel()
-            self.close()
-            return cut
-        self.close()
-        return 0
+        if self.forwarding and not pending and loop.time() < end:
+            self._quiet = loop.create_future()
+            await asyncio.wait([self._quiet], timeout=end - loop.time())
+            self._quiet = None
+        # joiners wait on pending tasks or callbacks only
+        cut = len(pending) + self.forwarding + self.joined
+        for task in pending:
+            task.cancel()
+        self.close()  # answers still to come are dropped (the transport is closed)
+        return cut
 
     def statistics(self) -> dict[str, object]:
         return {"received": self.received, "dropped": dict(self.dropped),
-                "in_flight": len(self.tasks) + self.joined, "coalesced": self.coalesced}
+                "in_flight": len(self.tasks) + self.joined + self.forwarding,
+                "coalesced": self.coalesced}

@@ -202,13 +202,18 @@ class Cache:
         self.stale_ttl = stale_ttl
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._bytes = 0
+        #: False for :meth:`storing_nothing`: :meth:`respond_wire` then renders the
+        #: validated answer straight from the parse, without an entry to throw away.
+        self.stores = True
         self._hits = self._misses = self._evictions = self._stale_served = 0
 
     @classmethod
     def storing_nothing(cls) -> Cache:
         """A cache that validates and renders (:meth:`respond_wire`) but keeps nothing:
         for the wire-level forwarding path when caching is switched off."""
-        return cls(max_entries=1, max_bytes=1)
+        cache = cls(max_entries=1, max_bytes=1)
+        cache.stores = False
+        return cache
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -355,6 +360,14 @@ class Cache:
         if isinstance(parsed, str):
             log.debug("upstream response rejected: %s", parsed)
             return None
+        if not self.stores:
+            # Caching off: the same classification and TTL bounds as an entry would
+            # get (_make), rendered from the parse in place -- no entry built only to be
+            # dropped (the stub's no-cache miss path; bench/bench_miss.py respond).
+            kind, cap = self._classify(parsed)
+            self._bound_ttls(parsed, kind, cap)
+            return _render_parsed(parsed, len(key) - 5, _OPT_HEADS[key[-1] & KEY_DO],
+                                  query_id, rd, qname, edns, options, pad_block)
         entry = self._entry(key, parsed, now=now, failure=None, clamp=False)
         if entry is None:
             return None
@@ -365,6 +378,12 @@ class Cache:
                failure: ResolveFailure | None, clamp: bool = True) -> _Entry | None:
         """The entry for a parsed response; None when it may not be cached (unless
         ``clamp`` is False: then an uncacheable answer still gets a transient entry)."""
+        kind, cap = self._classify(parsed)
+        return self._make(key, parsed, kind=kind, cap=cap, now=now, failure=failure,
+                          transient=not clamp)
+
+    def _classify(self, parsed: _Parsed) -> tuple[str, int | None]:
+        """The kind of entry ``parsed`` makes and the cap on its TTLs (RFC 2308)."""
         rcode = parsed.rcode
         if rcode == _RCODE_SERVFAIL:
             kind, cap = _SERVFAIL, None
@@ -378,8 +397,7 @@ class Cache:
         else:
             log.debug("not caching: negative answer without SOA (RFC 2308 §5)")
             kind, cap = _UNCACHEABLE, 0
-        return self._make(key, parsed, kind=kind, cap=cap, now=now, failure=failure,
-                          transient=not clamp)
+        return kind, cap
 
     def insert_failure(self, key: CacheKey, query: dns.message.Message,
                        failure: ResolveFailure, now: float) -> bool:
@@ -404,17 +422,7 @@ class Cache:
     def _make(self, key: CacheKey, parsed: _Parsed, *, kind: str, cap: int | None,
               now: float, failure: ResolveFailure | None, transient: bool) -> _Entry | None:
         body = parsed.body
-        ttls = parsed.ttls
-        if kind == _POSITIVE:
-            lo, hi = self.min_ttl, self.max_ttl
-        elif cap is not None:
-            lo, hi = 0, cap
-        else:
-            lo, hi = 0, 0xFFFFFFFF
-        for index, ttl in enumerate(ttls):
-            if ttl > hi or ttl < lo:  # rare: rewrite only the TTLs the bounds change
-                ttl = ttls[index] = hi if ttl > hi else lo
-                _TTL.pack_into(body, parsed.offsets[index], ttl)
+        ttls = self._bound_ttls(parsed, kind, cap)
         if kind == _SERVFAIL:
             lifetime: float = self.servfail_ttl
         elif kind == _UNCACHEABLE:
@@ -427,6 +435,21 @@ class Cache:
                       opt_head=_OPT_HEADS[key[-1] & KEY_DO], opt_rdata=parsed.options,
                       kind=kind, inserted=now, lifetime=lifetime, failure=failure,
                       qname_len=len(key) - 5)
+
+    def _bound_ttls(self, parsed: _Parsed, kind: str, cap: int | None) -> list[int]:
+        """Clamp the TTLs of ``parsed`` (values and body) to the bounds of ``kind``."""
+        ttls = parsed.ttls
+        if kind == _POSITIVE:
+            lo, hi = self.min_ttl, self.max_ttl
+        elif cap is not None:
+            lo, hi = 0, cap
+        else:
+            lo, hi = 0, 0xFFFFFFFF
+        for index, ttl in enumerate(ttls):
+            if ttl > hi or ttl < lo:  # rare: rewrite only the TTLs the bounds change
+                ttl = ttls[index] = hi if ttl > hi else lo
+                _TTL.pack_into(parsed.body, parsed.offsets[index], ttl)
+        return ttls
 
     def _store(self, key: CacheKey, entry: _Entry, *, now: float) -> bool:
         kind = entry.kind
@@ -689,6 +712,30 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
         rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
     return b"".join((head, entry.mid_wire, entry.arcount_edns_wire, name, rest,
                      entry.opt_head, len(rdata).to_bytes(2, "big"), rdata))
+
+
+def _render_parsed(parsed: _Parsed, qname_len: int, opt_head: bytes, query_id: int,
+                   rd: bool, qname: bytes | None, with_edns: bool, options: bytes,
+                   pad_block: int) -> bytes:
+    """What :func:`_render` gives for a fresh entry made from ``parsed`` (age 0), written
+    into the parse's own body (nobody else holds it) and copied once.
+    ``tests/unit/resolver/test_cache.py`` compares the two for many responses."""
+    body = parsed.body
+    body[0] = query_id >> 8 & 0xFF
+    body[1] = query_id & 0xFF
+    body[2] = body[2] | 0x01 if rd else body[2] & 0xFE
+    if qname is not None and len(qname) == qname_len:
+        body[12:12 + qname_len] = qname
+    if not with_edns:
+        return bytes(body)
+    rdata = parsed.options + options if options else parsed.options
+    if pad_block > 0:
+        unpadded = len(body) + len(opt_head) + 2 + len(rdata) + 4
+        rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+    arcount = ((body[10] << 8) | body[11]) + 1
+    body[10] = arcount >> 8 & 0xFF
+    body[11] = arcount & 0xFF
+    return b"".join((body, opt_head, len(rdata).to_bytes(2, "big"), rdata))
 
 
 def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> bytes:

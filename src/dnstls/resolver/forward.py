@@ -224,7 +224,8 @@ class Forwarder:
                    deadline: float,
                    callback: Callable[[bytes | None, BaseException | None], None]) -> bool:
         """:meth:`resolve_wire` without a coroutine, for the common forwarder: one
-        upstream whose transport has ``start_wire`` (UDP). ``callback(answer, None)`` or
+        upstream whose transport has ``start_wire`` (UDP; TCP/TLS, which use a task only
+        when they must wait for a connection). ``callback(answer, None)`` or
         ``callback(None, failure)`` (ResolveFailure) follows once, from the loop, with
         the same bookkeeping, SERVFAIL/REFUSED handling and failures as :meth:`_run`
         for a single candidate. False (nothing started): use :meth:`resolve_wire`.

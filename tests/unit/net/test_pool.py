@@ -367,3 +367,133 @@ async def test_a_failed_write_closes_the_connection_and_fails_its_queries_at_onc
     assert conn.is_closed() and "write to" in (conn.state.close_reason or "")
     assert upstream.counters.retries == 1
     await upstream.aclose()
+
+
+# ---- start_wire: the same exchange without a task, answered through a callback
+
+
+class Outcome:
+    """Records the one callback of a start_wire; fails the test on a second call."""
+
+    def __init__(self) -> None:
+        self.done = asyncio.get_running_loop().create_future()
+
+    def __call__(self, answer: bytes | None, exc: BaseException | None) -> None:
+        assert not self.done.done(), "callback called twice"
+        self.done.set_result((answer, exc))
+
+
+async def test_start_wire_batches_writes_and_answers_through_callbacks() -> None:
+    upstream, conn, transport = await _connection()
+    names = [f"n{i}.example." for i in range(5)]
+    outcomes = [Outcome() for _ in names]
+    for name, outcome in zip(names, outcomes, strict=True):
+        upstream.start_wire(_question(name), deadline=FAR, flags=0x0100, payload=1232,
+                            do=False, callback=outcome)
+    assert not any(o.done.done() for o in outcomes)  # never from the call itself
+    assert upstream.counters.queries_sent == 5 and conn.state.reserved == 5
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1 and len(_frames(transport.writes[0])) == 5
+    sent = _frames(transport.writes[0])
+    conn.data_received(b"".join(
+        encode(dns.message.make_response(dns.message.from_wire(f)).to_wire())
+        for f in reversed(sent)))
+    for name, outcome in zip(names, outcomes, strict=True):
+        answer, exc = outcome.done.result()  # answered within data_received
+        assert exc is None and answer is not None
+        assert dns.message.from_wire(answer).question[0].name == dns.name.from_text(name)
+    assert conn.state.reserved == 0 and conn.state.in_flight == {} and conn._pending == {}
+    assert upstream.statistics()["in_flight"] == 0
+    await upstream.aclose()
+
+
+async def test_start_wire_deadline_timer_fails_with_timeout_and_retires_a_silent_connection(
+        ) -> None:
+    upstream, conn, transport = await _connection()
+    loop = asyncio.get_running_loop()
+    outcome = Outcome()
+    upstream.start_wire(_question("a.example."), deadline=loop.time() + 0.05, flags=0,
+                        payload=1232, do=False, callback=outcome)
+    answer, exc = await outcome.done
+    assert answer is None and isinstance(exc, QueryTimeout)
+    assert len(transport.writes) == 1
+    assert conn.is_closed() and "half-open" in (conn.state.close_reason or "")
+    assert conn._pending == {} and upstream.counters.timeouts == 1
+    assert conn.state.reserved == 0
+    await upstream.aclose()
+
+
+async def test_start_wire_lost_connection_is_retried_once_then_fails() -> None:
+    upstream, conn, transport = await _connection()
+    outcome = Outcome()
+    upstream.start_wire(_question("a.example."), deadline=FAR, flags=0, payload=1232,
+                        do=False, callback=outcome)
+    conn.close("test")  # before the flush: the query fails with ConnectionLost
+    # retried once on a new connection (to a closed port here), which fails too
+    answer, exc = await outcome.done
+    assert answer is None and isinstance(exc, NetworkError)
+    assert not isinstance(exc, ConnectionLost)
+    assert transport.writes == [] and upstream.counters.retries == 1
+    await upstream.aclose()
+
+
+async def test_start_wire_failed_write_fails_at_once_after_one_retry() -> None:
+    upstream, conn, transport = await _connection()
+
+    def broken(data: bytes) -> None:
+        raise RuntimeError("TLS layer broke")
+
+    transport.write = broken  # type: ignore[method-assign]
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    outcome = Outcome()
+    upstream.start_wire(_question("a.example."), deadline=loop.time() + 30, flags=0,
+                        payload=1232, do=False, callback=outcome)
+    _answer, exc = await outcome.done
+    assert isinstance(exc, NetworkError) and loop.time() - start < 10
+    assert conn.is_closed() and upstream.counters.retries == 1
+    await upstream.aclose()
+
+
+async def test_start_wire_without_a_free_slot_runs_the_exchange_in_a_task() -> None:
+    upstream, conn, _transport = await _connection()
+    while conn.state.is_available():  # every slot of the connection taken
+        conn.state.reserve()
+    outcome = Outcome()
+    upstream.start_wire(_question("a.example."), deadline=FAR, flags=0, payload=1232,
+                        do=False, callback=outcome)
+    assert upstream._acquire_now() is None
+    answer, exc = await outcome.done  # queued; a new connection to a closed port fails
+    assert answer is None and isinstance(exc, NetworkError)
+    await upstream.aclose()
+
+
+async def test_start_wire_on_a_closed_pool_raises() -> None:
+    upstream, _conn, _transport = await _connection()
+    await upstream.aclose()
+    with pytest.raises(NetworkError, match="closed"):
+        upstream.start_wire(_question("a.example."), deadline=FAR, flags=0, payload=1232,
+                            do=False, callback=Outcome())
+
+
+async def test_a_failing_callback_does_not_cut_off_the_rest_of_the_read(
+        caplog: pytest.LogCaptureFixture) -> None:
+    upstream, conn, transport = await _connection()
+
+    def broken(answer: bytes | None, exc: BaseException | None) -> None:
+        raise RuntimeError("bug above the pool")
+
+    second = Outcome()
+    for name, callback in (("a.example.", broken), ("b.example.", second)):
+        upstream.start_wire(_question(name), deadline=FAR, flags=0, payload=1232, do=False,
+                            callback=callback)
+    await asyncio.sleep(0)
+    sent = _frames(transport.writes[0])
+    conn.data_received(b"".join(
+        encode(dns.message.make_response(dns.message.from_wire(f)).to_wire()) for f in sent))
+    answer, exc = second.done.result()
+    assert exc is None and answer is not None
+    assert "internal error" in caplog.text
+    assert conn.state.reserved == 0 and conn._pending == {}
+    await upstream.aclose()

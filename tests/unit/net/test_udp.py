@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import dns.message
@@ -30,6 +31,10 @@ class FakeHandler:
     def route(self, wire: bytes, transport: Transport) -> Any:
         self.routed += 1
         return read_query(wire)
+
+    def forward_wire(self, query: Any, wire: bytes, transport: Transport,
+                     deliver: Callable[[bytes], None]) -> bool:
+        return False  # this fake's path is the task (answer_wire)
 
     async def answer_wire(self, query: Any, wire: bytes, transport: Transport) -> bytes:
         self.forwarded.append(wire)
@@ -159,3 +164,91 @@ async def test_drain_cut_off_counts_joiners_and_sends_nothing() -> None:
     assert cut == 3
     await settle()
     assert transport.sent == [] and listener.flights == {} and listener.joined == 0
+
+
+class CallbackHandler(FakeHandler):
+    """forward_wire() takes every query (no task); the test answers through ``deliver``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delivers: list[tuple[bytes, Callable[[bytes], None]]] = []
+
+    def forward_wire(self, query: Any, wire: bytes, transport: Transport,
+                     deliver: Callable[[bytes], None]) -> bool:
+        assert transport is Transport.UDP
+        self.forwarded.append(wire)
+        self.delivers.append((wire, deliver))
+        return True
+
+    def answer(self, index: int, rcode: int = dns.rcode.NOERROR) -> None:
+        wire, deliver = self.delivers[index]
+        response = dns.message.make_response(dns.message.from_wire(wire))
+        response.set_rcode(rcode)
+        self.responses[("udp", dns.rcode.to_text(rcode))] += 1
+        deliver(response.to_wire())
+
+
+async def make_cb() -> tuple[UdpListener, CallbackHandler, FakeTransport]:
+    handler = CallbackHandler()
+    listener = UdpListener(handler)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    listener.connection_made(transport)  # type: ignore[arg-type]
+    return listener, handler, transport
+
+
+async def test_a_callback_forward_needs_no_task_and_answers_its_joiners() -> None:
+    listener, handler, transport = await make_cb()
+    a, b = ("127.0.0.1", 1000), ("127.0.0.1", 2000)
+    listener.datagram_received(query("www.example.", 0x1111), a)
+    listener.datagram_received(query("www.example.", 0x2222), b)
+    listener.datagram_received(query("other.example.", 0x3333), a)
+    assert listener.tasks == set() and len(handler.delivers) == 2
+    assert listener.statistics()["in_flight"] == 3
+    handler.answer(1, dns.rcode.NXDOMAIN)
+    handler.answer(0, dns.rcode.SERVFAIL)
+    assert [(struct.unpack_from("!H", d)[0], addr) for d, addr in transport.sent] == [
+        (0x3333, a), (0x1111, a), (0x2222, b)]
+    assert transport.sent[1][0][2:] == transport.sent[2][0][2:]
+    assert handler.responses[("udp", "SERVFAIL")] == 2
+    stats = listener.statistics()
+    assert (stats["in_flight"], stats["coalesced"]) == (0, 1)
+    assert listener.flights == {} and listener.forwarding == 0
+
+
+async def test_callback_forwards_count_against_the_in_flight_limit() -> None:
+    listener, handler, _transport = await make_cb()
+    listener.max_in_flight = 2
+    addr = ("127.0.0.1", 1000)
+    for name in ("a.example.", "b.example.", "c.example."):
+        listener.datagram_received(query(name, 1), addr)
+    assert listener.dropped["overload"] == 1 and len(handler.delivers) == 2
+    handler.answer(0)
+    listener.datagram_received(query("d.example.", 1), addr)
+    assert len(handler.delivers) == 3
+
+
+async def test_drain_waits_for_callback_forwards_within_the_grace() -> None:
+    listener, handler, transport = await make_cb()
+    addr = ("127.0.0.1", 1000)
+    listener.datagram_received(query("a.example.", 1), addr)
+    listener.datagram_received(query("a.example.", 2), addr)  # a joiner
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.01, handler.answer, 0)
+    assert await listener.drain(5.0) == 0
+    assert [struct.unpack_from("!H", d)[0] for d, _ in transport.sent] == [1, 2]
+    assert transport.closed
+
+
+async def test_drain_cuts_callback_forwards_at_the_grace_and_drops_their_answers() -> None:
+    listener, handler, transport = await make_cb()
+    addr = ("127.0.0.1", 1000)
+    listener.datagram_received(query("a.example.", 1), addr)
+    listener.datagram_received(query("a.example.", 2), addr)  # a joiner
+    listener.datagram_received(query("b.example.", 3), addr)
+    assert await listener.drain(0.01) == 3
+    listener.datagram_received(query("c.example.", 4), addr)  # closing: dropped
+    assert listener.dropped["closing"] == 1
+    handler.answer(0)
+    handler.answer(1)
+    assert transport.sent == [] and listener.flights == {} and listener.forwarding == 0
+    assert listener.joined == 0

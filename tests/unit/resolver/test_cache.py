@@ -718,3 +718,108 @@ def test_a_stale_nxdomain_carries_ede_19() -> None:
     served = dns.message.from_wire(stale.wire)
     assert served.rcode() == dns.rcode.NXDOMAIN and ttls(served) == [STALE_TTL]
     assert [o.to_wire() for o in served.options] == [dns.edns.EDEOption(19).to_wire()]
+
+
+# -- respond_wire with caching off renders what an entry would ---------------------------------
+
+
+def _reference(wire: bytes, key: bytes, **kw: object) -> bytes | None:
+    """The entry path of respond_wire (build a transient entry, try to store, render)."""
+    cache = Cache.storing_nothing()
+    cache.stores = True  # as before: an entry is built, not stored (1 byte bound), rendered
+    out = cache.respond_wire(key, wire, 500.0, **kw)  # type: ignore[arg-type]
+    assert len(cache) == 0
+    return out
+
+
+def _upstream_answers(q: dns.message.Message) -> list[bytes]:
+    """Responses of many shapes to ``q`` (as an upstream would send them)."""
+    name = q.question[0].name.to_text()
+    out = []
+    r = positive(q, 300, rrset(name, 10**7, "A", "192.0.2.9"))  # a TTL above max_ttl
+    r.authority.append(rrset("example.com.", 86400, "NS", "ns.example.com."))
+    r.additional.append(rrset("ns.example.com.", 0, "A", "192.0.2.53"))
+    out.append(r.to_wire())
+    r.use_edns(0, dns.flags.DO, 1232, options=[
+        dns.edns.EDEOption(18, "prohibited"),
+        dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"\x00\x64"),
+        dns.edns.CookieOption(b"\x01" * 8, b"\x02" * 8)], pad=468)
+    out.append(r.to_wire())
+    out.append(negative(q, ttl=7200, minimum=10**6).to_wire())  # capped at 3600
+    out.append(negative(q, dns.rcode.NOERROR, ttl=60, minimum=300).to_wire())  # NODATA
+    nosoa = make_response(q)
+    nosoa.set_rcode(dns.rcode.NXDOMAIN)
+    out.append(nosoa.to_wire())  # uncacheable, relayed once
+    cname = make_response(q)
+    cname.answer.append(rrset(name, 10**8, "CNAME", "target.example."))
+    out.append(cname.to_wire())
+    servfail = make_response(q)
+    servfail.set_rcode(dns.rcode.SERVFAIL)
+    servfail.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(22)])
+    out.append(servfail.to_wire())
+    for bad in ("tc", "refused", "stale", "mismatch"):
+        b = positive(q) if bad != "mismatch" else positive(query("other.example.com."))
+        if bad == "tc":
+            b.flags |= dns.flags.TC
+        elif bad == "refused":
+            b.set_rcode(dns.rcode.REFUSED)
+        elif bad == "stale":
+            b.use_edns(0, 0, 1232, options=[dns.edns.EDEOption(3)])
+        out.append(b.to_wire())
+    return out
+
+
+@pytest.mark.parametrize("use_edns", [False, True])
+def test_respond_wire_storing_nothing_equals_the_entry_path(use_edns: bool) -> None:
+    first = query(use_edns=0 if use_edns else None)
+    key = key_from_message(first)
+    compared = accepted = 0
+    for wire in _upstream_answers(first):
+        cuts = [len(wire), len(wire) - 1, len(wire) // 2, 11]
+        for n in cuts:
+            for qid, rd, qname, options, pad in [
+                    (0, True, None, b"", 0),
+                    (0xBEEF, False, b"\x03WwW\x07ExAmPlE\x03cOm\x00", b"", 0),
+                    (0x1234, True, b"\x03www\x07example\x03com\x00",
+                     b"\x00\x0b\x00\x02\x00\x64", 468),
+                    (7, True, b"\x03wWw\x07example\x03COM\x00", b"", 128),
+                    (8, False, b"\x01x\x00", b"", 0)]:  # wrong length: stored name kept
+                kw = {"query_id": qid, "rd": rd, "qname": qname, "edns": use_edns,
+                      "options": options, "pad_block": pad}
+                fresh = Cache.storing_nothing()
+                got = fresh.respond_wire(key, wire[:n], 500.0, **kw)  # type: ignore[arg-type]
+                assert got == _reference(wire[:n], key, **kw), (n, kw)
+                assert len(fresh) == 0
+                compared += 1
+                accepted += got is not None
+    assert accepted >= 7 * 5 and compared > accepted  # both outcomes were exercised
+
+
+@settings(max_examples=100)
+@given(names, st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=3), st.booleans(),
+       st.booleans(), st.booleans(), st.integers(0, 0xFFFF), st.sampled_from([0, 128, 468]),
+       st.sampled_from(["NOERROR", "NXDOMAIN", "SERVFAIL"]), st.data())
+def test_respond_wire_storing_nothing_equals_the_entry_path_generated(
+        labels: list[str], answer_ttls: list[int], use_edns: bool, do: bool, rd: bool,
+        qid: int, pad: int, rcode: str, data: st.DataObject) -> None:
+    name = ".".join(labels) + "."
+    first = query(name.lower(), use_edns=0 if use_edns or do else None, want_dnssec=do)
+    response = make_response(first)
+    response.set_rcode(dns.rcode.from_text(rcode))
+    for i, ttl in enumerate(answer_ttls):
+        response.answer.append(rrset(name.lower(), ttl, "A", f"192.0.2.{i}"))
+    if data.draw(st.booleans()):
+        response.authority.append(soa(data.draw(st.integers(0, 10**6)),
+                                      data.draw(st.integers(0, 10**6))))
+    cased = "".join(c.upper() if data.draw(st.booleans()) else c for c in name)
+    qname = dns.name.from_text(cased).to_wire()
+    key = key_from_message(first)
+    kw = {"query_id": qid, "rd": rd, "qname": qname, "edns": use_edns or do,
+          "options": b"", "pad_block": pad}
+    wire = response.to_wire()
+    got = Cache.storing_nothing().respond_wire(key, wire, 500.0, **kw)  # type: ignore[arg-type]
+    assert got == _reference(wire, key, **kw)
+    if got is not None:
+        served = dns.message.from_wire(got)
+        assert served.id == qid and bool(served.flags & dns.flags.RD) == rd
+        assert served.question[0].name.to_wire() == qname

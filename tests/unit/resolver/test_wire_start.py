@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any
 
 import dns.edns
+import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
@@ -211,3 +212,38 @@ async def test_forward_wire_delivers_what_answer_wire_returns(action: Any) -> No
         assert response.rcode() == dns.rcode.SERVFAIL
         if not isinstance(action, int):
             assert any(o.otype == dns.edns.EDE for o in response.options)
+
+
+class BigUpstream(ScriptedUpstream):
+    """Answers with 60 A records (> 512 bytes): a UDP client without EDNS gets TC=1."""
+
+    def _outcome(self, question: bytes) -> bytes:
+        name = dns.name.from_wire(question, 0)[0]
+        response = make_response(dns.message.make_query(name, "A", id=0, use_edns=False))
+        response.answer.append(dns.rrset.from_text(
+            name, 60, "IN", "A", *(f"192.0.2.{i}" for i in range(60))))
+        return response.to_wire()
+
+
+@pytest.mark.parametrize("cache", ["storing", "nothing"])
+async def test_forward_wire_over_udp_truncates_as_answer_wire_does(cache: str) -> None:
+    loop = asyncio.get_running_loop()
+    outs = []
+    for path in ("task", "callback"):
+        store = Cache() if cache == "storing" else Cache.storing_nothing()
+        wf = WireForwarder(Forwarder([BigUpstream()], clock=loop.time),  # type: ignore[list-item]
+                           store, loop.time)
+        handler = QueryHandler(Refuse(), cache=store if cache == "storing" else None,
+                               wire=wf, clock=loop.time)
+        wire = dns.message.make_query("www.example.com.", "A", id=9, use_edns=False).to_wire()
+        routed = handler.route(wire, Transport.UDP)
+        assert isinstance(routed, WireQuery)
+        if path == "task":
+            outs.append(await handler.answer_wire(routed, wire, Transport.UDP))
+        else:
+            delivered: asyncio.Future[bytes] = loop.create_future()
+            assert handler.forward_wire(routed, wire, Transport.UDP, delivered.set_result)
+            outs.append(await delivered)
+    assert outs[0] == outs[1]
+    response = dns.message.from_wire(outs[1])
+    assert len(outs[1]) <= 512 and response.flags & dns.flags.TC and response.id == 9

@@ -1,0 +1,69 @@
+"""StubForwarding's task-free forward (start_wire): it follows the current generation
+and counts its queries there, so a reload closes the old one only when they are done."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import dns.message
+
+from dnstls.proto.cachekey import read_query
+from dnstls.resolver.forward import Forwarder
+from dnstls.stub import StubForwarding
+
+
+class HeldUpstream:
+    """start_wire keeps the callback until the test answers."""
+
+    name = "held"
+    timeout = 2.0
+
+    def __init__(self) -> None:
+        self.held: list[Any] = []
+
+    def start_wire(self, question: bytes, *, deadline: float, flags: int, payload: int,
+                   do: bool, callback: Any) -> None:
+        self.held.append(callback)
+
+
+class FakeGeneration:
+    def __init__(self, forwarder: Any) -> None:
+        self.forwarder = forwarder
+        self.in_flight = 0
+        self.retired = False
+        self.closing: Any = None
+
+
+def forwarding() -> tuple[StubForwarding, FakeGeneration, HeldUpstream, list[Any]]:
+    loop = asyncio.get_running_loop()
+    up = HeldUpstream()
+    gen = FakeGeneration(Forwarder([up], clock=loop.time))  # type: ignore[list-item]
+    stub = StubForwarding.__new__(StubForwarding)
+    stub.loop = loop
+    stub.current = gen  # type: ignore[assignment]
+    closed: list[Any] = []
+    stub._close = closed.append  # type: ignore[method-assign]
+    return stub, gen, up, closed
+
+
+QUESTION = read_query(dns.message.make_query("a.example.", "A").to_wire()).key[:-1]  # type: ignore[union-attr]
+
+
+async def test_start_wire_counts_in_the_generation_and_closes_it_when_retired() -> None:
+    stub, gen, up, closed = forwarding()
+    got: list[Any] = []
+    assert stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
+                           callback=lambda a, e: got.append((a, e)))
+    assert gen.in_flight == 1 and len(up.held) == 1
+    gen.retired = True  # a reload happened meanwhile
+    up.held[0](None, None)  # no answer and no exception: handed on as it came
+    assert gen.in_flight == 0 and closed == [gen] and len(got) == 1
+
+
+async def test_start_wire_declined_leaves_no_count() -> None:
+    stub, gen, up, closed = forwarding()
+    gen.forwarder.upstreams.append(HeldUpstream())  # two upstreams: the coroutine path
+    assert not stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
+                               callback=lambda a, e: None)
+    assert gen.in_flight == 0 and up.held == [] and closed == []
