@@ -162,29 +162,13 @@ class QueryHandler:
         pad = pad_block if query.padding else 0
         self.in_flight += 1
         try:
-            try:
-                out = await self.wire.answer(query, deadline=deadline, options=options,
-                                             pad_block=pad)
-            except ResolveFailure as failure:
-                out = self._failed_wire(query, wire, transport, failure, options, pad)
-            except TimeoutError:
-                out = self._failed_wire(query, wire, transport, servfail(
-                    dns.edns.EDECode.NO_REACHABLE_AUTHORITY, "query deadline passed"),
-                    options, pad)
-            except Exception:
-                self.internal_errors += 1
-                log.exception("internal error while forwarding a query")
-                out = self._failed_wire(query, wire, transport, servfail(
-                    dns.edns.EDECode.OTHER, "internal error"), options, pad)
+            out = await self.wire.answer(query, deadline=deadline, options=options,
+                                         pad_block=pad)
+        except Exception as exc:  # not CancelledError: the task's owner cancelled it
+            out = self._error_wire(query, wire, transport, exc, options, pad)
         finally:
             self.in_flight -= 1
-        if not stream:
-            limit = max(MIN_UDP, query.payload) if query.edns else MIN_UDP
-            if len(out) > limit:
-                out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
-                                    do=bool(query.key[-1] & KEY_DO))
-        self.responses[keys[out[3] & 0xF]] += 1
-        return out
+        return self._finish_wire(query, out, stream, keys)
 
     def forward_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                      deliver: Callable[[bytes], None]) -> bool:
@@ -209,32 +193,43 @@ class QueryHandler:
                 if exc is not None or upstream is None:
                     raise exc or RuntimeError("no answer")
                 out = forwarder.render(query, upstream, options=options, pad_block=pad)
-            except ResolveFailure as failure:
-                out = self._failed_wire(query, wire, transport, failure, options, pad)
             except asyncio.CancelledError:  # the TCP fallback's task (shutdown)
                 out = self._failed_wire(query, wire, transport, servfail(
                     dns.edns.EDECode.OTHER, "query cancelled"), options, pad)
-            except TimeoutError:
-                out = self._failed_wire(query, wire, transport, servfail(
-                    dns.edns.EDECode.NO_REACHABLE_AUTHORITY, "query deadline passed"),
-                    options, pad)
-            except Exception:
-                self.internal_errors += 1
-                log.exception("internal error while forwarding a query")
-                out = self._failed_wire(query, wire, transport, servfail(
-                    dns.edns.EDECode.OTHER, "internal error"), options, pad)
-            if not stream:
-                limit = max(MIN_UDP, query.payload) if query.edns else MIN_UDP
-                if len(out) > limit:
-                    out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
-                                        do=bool(query.key[-1] & KEY_DO))
-            self.responses[keys[out[3] & 0xF]] += 1
-            deliver(out)
+            except Exception as error:
+                out = self._error_wire(query, wire, transport, error, options, pad)
+            deliver(self._finish_wire(query, out, stream, keys))
 
         if not forwarder.start(query, deadline=deadline, callback=landed):
             return False
         self.in_flight += 1
         return True
+
+    def _error_wire(self, query: WireQuery, wire: bytes, transport: Transport,
+                    exc: Exception, options: bytes, pad: int) -> bytes:
+        """The answer when the wire path's exchange raised ``exc``: the failure it names,
+        SERVFAIL EDE 22 at the deadline, SERVFAIL EDE 0 and a log line for a bug."""
+        if isinstance(exc, ResolveFailure):
+            failure = exc
+        elif isinstance(exc, TimeoutError):
+            failure = servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
+                               "query deadline passed")
+        else:
+            self.internal_errors += 1
+            log.error("internal error while forwarding a query", exc_info=exc)
+            failure = servfail(dns.edns.EDECode.OTHER, "internal error")
+        return self._failed_wire(query, wire, transport, failure, options, pad)
+
+    def _finish_wire(self, query: WireQuery, out: bytes, stream: bool,
+                     keys: list[tuple[str, str]]) -> bytes:
+        """Truncate a UDP answer to the client's size and count its RCODE."""
+        if not stream:
+            limit = max(MIN_UDP, query.payload) if query.edns else MIN_UDP
+            if len(out) > limit:
+                out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
+                                    do=bool(query.key[-1] & KEY_DO))
+        self.responses[keys[out[3] & 0xF]] += 1
+        return out
 
     def _failed_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                      failure: ResolveFailure, options: bytes, pad: int) -> bytes:
