@@ -85,9 +85,9 @@ class FakeTransport:
         pass
 
 
-def setup(conns: int, per_read: int, shape: str, transport: str,
-          ) -> tuple[list[StreamConnection], list[bytes]]:
-    cache, shapes = bench_fast.build(1000)
+async def setup(conns: int, per_read: int, shape: str, transport: str, names: int = 1000,
+                ) -> tuple[list[StreamConnection], list[bytes]]:
+    cache, shapes = bench_fast.build(names)
     handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=StreamLimits(),
@@ -126,7 +126,7 @@ async def rounds_of(connections: list[StreamConnection], reads: list[bytes],
 
 async def run(conns: int, per_read: int, rounds: int, shape: str, transport: str,
               ) -> tuple[float, int]:
-    connections, reads = setup(conns, per_read, shape, transport)
+    connections, reads = await setup(conns, per_read, shape, transport)
     best = float("inf")
     written = 0
     for _ in range(rounds):
@@ -138,10 +138,12 @@ async def run(conns: int, per_read: int, rounds: int, shape: str, transport: str
 
 
 def ir_child(conns: int, per_read: int, rounds: int, shape: str, transport: str) -> None:
-    """The process callgrind counts: one warm-up round, then ``rounds`` in deque.extend."""
+    """The process callgrind counts: one warm-up round, then ``rounds`` in deque.extend
+    (200 names: building the cache with dnspython is slow under valgrind)."""
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    connections, reads = setup(conns, per_read, shape, transport)
+    connections, reads = loop.run_until_complete(
+        setup(conns, per_read, shape, transport, 200))
     loop.run_until_complete(rounds_of(connections, reads, 1))
     warm = drain(connections)
     sink: deque[object] = deque(maxlen=0)
@@ -176,7 +178,7 @@ def opcodes(conns: int, per_read: int, shape: str, transport: str) -> None:
     """Bytecodes executed per read, by function (sys.settrace opcode events)."""
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    connections, reads = setup(conns, per_read, shape, transport)
+    connections, reads = loop.run_until_complete(setup(conns, per_read, shape, transport))
     loop.run_until_complete(rounds_of(connections, reads, 1))
     counts: Counter[str] = Counter()
 
