@@ -182,3 +182,15 @@ async def test_a_pipelined_read_of_big_answers_is_judged_by_the_output_limit(
     # at most one flush past the limit: what was under it, the high-water mark's worth
     # and the answers of one pass over the in-flight bound
     assert transport.buffered < 8192 + 4096 + in_flight * 2200
+
+
+async def test_a_message_without_a_header_ends_the_stream_after_the_ones_before_it() -> None:
+    conn, transport = connect()
+    first = framing.encode(query(NAMES[0], 1))
+    conn.data_received(first + framing.encode(b"\x00\x02\x00") + framing.encode(
+        query(NAMES[1], 2)) + first)
+    await asyncio.sleep(0)
+    items = [item for call in transport.calls for item in call]
+    assert [m.id for m in answers(items)] == [1]  # the one before; nothing after
+    assert conn.closed and conn.reason is CloseReason.BAD_MESSAGE and transport.closed
+    assert conn.listener.stats.dropped["no_header"] == 1
