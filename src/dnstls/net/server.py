@@ -36,6 +36,8 @@ from dnstls.proto.cachekey import WireQuery
 from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 
 log = logging.getLogger("dnstls.net.server")
+_pack_length = framing.LENGTH.pack  # the two-byte prefix of a framed message
+_MAX_MESSAGE = framing.MAX_MESSAGE
 
 
 class ListenerStats:
@@ -78,6 +80,7 @@ class StreamConnection(asyncio.Protocol):
         self._reading = True
         self._out: list[bytes] = []
         self._flush_scheduled = False
+        self._write_paused = False  # between pause_writing() and resume_writing()
         self._high_water = 256 << 10  # set from the limits in _ready
 
     def __del__(self) -> None:
@@ -135,37 +138,53 @@ class StreamConnection(asyncio.Protocol):
         state = self.state
         if state is None or self.closed:
             return
-        messages = state.feed(data, self.loop.time())
+        now = self.loop.time()
+        messages = state.feed(data, now)
         if messages:
-            self._dispatch(messages)
-        if self.closed:
-            return
-        if state.finished:
+            self._dispatch(messages, now)
+            if self.closed:
+                return
+        if state.stop_reading and state.finished:  # finished implies stop_reading
             self.close(self._end_reason(state))
             return
-        self._flow()
-        self._arm()
+        self._settle(state)
 
-    def _dispatch(self, messages: list[bytes]) -> None:
-        """Answer cache hits at once (one send for all, a TLS record each), start the rest."""
+    def _dispatch(self, messages: list[bytes], now: float) -> None:
+        """Answer cache hits at once, start the rest.
+
+        The answers this produces at once leave before it returns, in one write (a TLS
+        record each), unless a flush is already scheduled for this loop iteration: then
+        they go with it. No call_soon per read: with one query per read (conns500) the
+        loop callback was a large part of the read's Python.
+        """
         handler = self.listener.handler
+        route = handler.route
         transport = self.listener.transport
         state = self.state
         assert state is not None
+        pack = _pack_length
         # Answers produced by this call and not yet handed to the transport: past the
         # write high-water mark they are flushed at once, so that the output limit
         # judges them (a pipelined read answered from the cache can be thousands of
         # answers; the in-flight bound does not hold them back, each slot frees at once).
         queued = 0
         while messages:
-            ready: list[bytes] = []
-            for index, wire in enumerate(messages):
-                routed = handler.route(wire, transport)
+            ready = 0
+            for wire in messages:
+                routed = route(wire, transport)
+                if type(routed) is bytes:
+                    # framing.encode inline (an answer is never empty; encode itself
+                    # refuses one past 65535 bytes)
+                    size = len(routed)
+                    self._out.append(pack(size) + routed if size <= _MAX_MESSAGE
+                                     else framing.encode(routed))
+                    queued += size
+                    ready += 1
+                    continue
                 if routed is not None:
-                    if isinstance(routed, bytes):
-                        ready.append(routed)
-                    elif not handler.forward_wire(routed, wire, transport,
-                                                  self._wire_answered):
+                    routed = typing.cast(WireQuery, routed)
+                    if not handler.forward_wire(routed, wire, transport,
+                                                self._wire_answered):
                         task = self.loop.create_task(self._answer_wire(routed, wire))
                         self.tasks.add(task)
                         task.add_done_callback(self.tasks.discard)
@@ -176,7 +195,9 @@ class StreamConnection(asyncio.Protocol):
                         # no readable header: nothing more on this stream can be trusted;
                         # answer what came before it, then close (RFC 1035 §4.1.1)
                         self.listener.stats.dropped["no_header"] += 1
-                        state.abandon(len(messages) - index)
+                        # this message's position: an equal one before it would have
+                        # been rejected the same way (no enumerate() on the hot path)
+                        state.abandon(len(messages) - messages.index(wire))
                         break
                     self._rejected(parsed)
                     if self.closed:
@@ -185,20 +206,17 @@ class StreamConnection(asyncio.Protocol):
                 task = self.loop.create_task(self._answer(parsed))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
-            messages = []
-            if ready:
-                self._write_many(ready)
+            if not ready:
+                break
+            if queued > self._high_water:
+                queued = 0
+                self._flush()  # closes the connection if the output limit is passed
                 if self.closed:
                     return
-                queued += sum(map(len, ready))
-                if queued > self._high_water:
-                    queued = 0
-                    self._flush()  # closes the connection if the output limit is passed
-                    if self.closed:
-                        return
-                now = self.loop.time()
-                for _ in ready:
-                    messages += state.answered(now)
+            # the room the answers free in the in-flight bound: backlog to answer next
+            messages = state.answered_many(ready, now)
+        if self._out and not self._flush_scheduled:
+            self._flush()
 
     def _rejected(self, rejection: Rejection) -> None:
         if rejection.wire is not None:
@@ -229,14 +247,16 @@ class StreamConnection(asyncio.Protocol):
         state = self.state
         if state is None or self.closed:
             return
-        more = state.answered(self.loop.time())
+        now = self.loop.time()
+        more = state.answered(now)
         if more:
-            self._dispatch(more)
-        if state.finished:
+            self._dispatch(more, now)
+            if self.closed:
+                return
+        if state.stop_reading and state.finished:  # finished implies stop_reading
             self.close(self._end_reason(state))
             return
-        self._flow()
-        self._arm()
+        self._settle(state)
 
     def _end_reason(self, state: StreamState) -> CloseReason:
         """Why a connection that has answered everything it will answer is closed."""
@@ -248,6 +268,15 @@ class StreamConnection(asyncio.Protocol):
         if limit and state.queries >= limit:
             return CloseReason.QUERY_LIMIT
         return CloseReason.PEER  # half-closed by the client
+
+    def _settle(self, state: StreamState) -> None:
+        """After a read or an answer: :meth:`_flow` and :meth:`_arm` in one call, each
+        only past its cheap check (nothing to change is the common case)."""
+        if state.reading_allowed != self._reading:
+            self._flow()
+        deadline = state.deadline()
+        if deadline is not None and (self._timer is None or deadline < self._timer_at):
+            self._arm()
 
     def _flow(self) -> None:
         state = self.state
@@ -272,21 +301,14 @@ class StreamConnection(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def _write_many(self, wires: list[bytes]) -> None:
-        if self.closed:
-            return
-        encode = framing.encode
-        self._out += [encode(wire) for wire in wires]
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
     def _flush(self) -> None:
         self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        self._out = []
         transport = self.transport
-        state = self.state
-        out, self._out = self._out, []
-        if not out or transport is None or state is None or transport.is_closing():
+        if transport is None or transport.is_closing():
             return  # is_closing: lost, app's connection_lost not yet run (no log flood)
         # One framed message per item: over TLS each becomes its own record (the SSL
         # layer encrypts every item separately) and all of them go out in one send.
@@ -297,17 +319,24 @@ class StreamConnection(asyncio.Protocol):
             transport.write(out[0])
         else:
             transport.writelines(out)
-        if not self.closed and state.output_exceeded(transport.get_write_buffer_size()):
-            log.warning("closing connection from %s: client does not read its answers",
-                        self.peer[0] if self.peer else "?")
-            self.close(CloseReason.OUTPUT_LIMIT, abort=True)
+        # The buffer can pass the output limit only above the write high-water mark
+        # (at most half the limit), and the transport calls pause_writing() from the
+        # write that crosses that mark: while not paused there is nothing to check.
+        if self._write_paused and not self.closed:
+            state = self.state
+            if state is not None and state.output_exceeded(transport.get_write_buffer_size()):
+                log.warning("closing connection from %s: client does not read its answers",
+                            self.peer[0] if self.peer else "?")
+                self.close(CloseReason.OUTPUT_LIMIT, abort=True)
 
     def pause_writing(self) -> None:
+        self._write_paused = True
         if self.state is not None:
             self.state.write_blocked(self.loop.time())
             self._arm()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
         if self.state is not None:
             self.state.write_unblocked()
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import struct
 
 MAX_MESSAGE = 65535
-_LEN = struct.Struct("!H")
+LENGTH = struct.Struct("!H")  # the two-byte length prefix
+_LEN = LENGTH
 
 
 class FramingError(Exception):
@@ -63,20 +64,18 @@ def encode_many(messages: list[bytes]) -> bytes:
 class FrameDecoder:
     """Incremental decoder of length-prefixed DNS messages."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_buf", "in_message")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        # True while part of a message (or of its length) has been received: an
+        # attribute kept equal to bool(buffer), read by the stream state after each read
+        self.in_message = False
 
     @property
     def buffered(self) -> int:
         """Bytes held that do not yet form a complete message."""
         return len(self._buf)
-
-    @property
-    def in_message(self) -> bool:
-        """True while part of a message (or of its length) has been received."""
-        return bool(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data`` and return every message it completes, in order."""
@@ -86,9 +85,12 @@ class FrameDecoder:
             # (a slice of bytes is bytes: one copy per message, no bytes() call).
             if type(data) is not bytes:
                 data = bytes(data)
+            end = len(data)
+            n = (data[0] << 8) | data[1]
+            if n + 2 == end and n:  # exactly one whole message: the usual read
+                return [data[2:]]
             out: list[bytes] = []
             pos = 0
-            end = len(data)
             while end - pos >= 2:
                 n = (data[pos] << 8) | data[pos + 1]
                 if n == 0:
@@ -99,8 +101,10 @@ class FrameDecoder:
                 pos += 2 + n
             if pos < end:
                 buf += data[pos:]
+                self.in_message = True
             return out
         buf += data
+        self.in_message = bool(buf)
         return self._drain()
 
     def _drain(self) -> list[bytes]:
@@ -118,4 +122,5 @@ class FrameDecoder:
             pos += 2 + n
         if pos:
             del buf[:pos]
+            self.in_message = bool(buf)
         return out

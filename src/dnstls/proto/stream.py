@@ -111,11 +111,16 @@ class StreamState:
         elif self._message_started is None or messages:
             self._message_started = now
         if messages:
-            if self._backlog or self.in_flight + len(messages) > self.limits.max_in_flight:
+            count = len(messages)
+            limits = self.limits
+            if self._backlog or self.in_flight + count > limits.max_in_flight:
                 self._backlog.extend(messages)
                 messages = self._take()
-            else:
+            elif limits.max_queries:
                 messages = self._accept(messages)
+            else:  # _accept without a query limit, inline: every read takes this
+                self.queries += count
+                self.in_flight += count
         if partial or self.in_flight or self._backlog:
             self._idle_since = None
         elif self._idle_since is None:
@@ -141,7 +146,13 @@ class StreamState:
 
     def answered(self, now: float) -> list[bytes]:
         """One in-flight query got its answer (or was dropped); returns backlog to dispatch."""
-        self.in_flight -= 1
+        return self.answered_many(1, now)
+
+    def answered_many(self, count: int, now: float) -> list[bytes]:
+        """``count`` in-flight queries got their answers: the same as ``count`` calls of
+        :meth:`answered` with their results joined (the backlog is taken once, into the
+        room they leave; a read answered from the cache calls this once)."""
+        self.in_flight -= count
         ready = self._take() if self._backlog else []
         if self.in_flight == 0 and not self._backlog and not self._decoder.in_message:
             self._idle_since = now
@@ -189,15 +200,22 @@ class StreamState:
     # -- timers ------------------------------------------------------------------------
     def deadline(self) -> float | None:
         """The earliest time at which :meth:`expired` may return a reason."""
+        # asked after every read: no list, no min()
         limits = self.limits
-        candidates = []
-        if self._message_started is not None:
-            candidates.append(self._message_started + limits.message_timeout)
-        if self._idle_since is not None:
-            candidates.append(self._idle_since + limits.idle_timeout)
-        if self._write_blocked is not None:
-            candidates.append(self._write_blocked + limits.write_timeout)
-        return min(candidates) if candidates else None
+        earliest = self._idle_since
+        if earliest is not None:
+            earliest += limits.idle_timeout
+        started = self._message_started
+        if started is not None:
+            started += limits.message_timeout
+            if earliest is None or started < earliest:
+                earliest = started
+        blocked = self._write_blocked
+        if blocked is not None:
+            blocked += limits.write_timeout
+            if earliest is None or blocked < earliest:
+                earliest = blocked
+        return earliest
 
     def expired(self, now: float) -> CloseReason | None:
         limits = self.limits

@@ -131,3 +131,39 @@ def test_backlog_grows_while_full() -> None:
     assert s.feed(encode_many([Q, Q]), 101.0) == [Q]
     assert s.feed(encode(Q), 101.5) == []
     assert s.pending == 3 and not s.reading_allowed
+
+
+@pytest.mark.parametrize("limits", [{}, {"max_in_flight": 3}, {"max_in_flight": 2,
+                                                               "max_queries": 6}])
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_answered_many_is_answered_that_many_times(limits: dict[str, int],
+                                                   count: int) -> None:
+    one, many = state(**limits), state(**limits)
+    wire = encode_many([Q] * 8)
+    assert one.feed(wire, 101.0) == many.feed(wire, 101.0)
+    while one.in_flight >= count:
+        joined: list[bytes] = []
+        for _ in range(count):
+            joined += one.answered(102.0)
+        assert many.answered_many(count, 102.0) == joined
+        assert (one.in_flight, one.pending, one.queries, one.reading_allowed,
+                one.finished, one.deadline()) == (
+                    many.in_flight, many.pending, many.queries, many.reading_allowed,
+                    many.finished, many.deadline())
+
+
+@pytest.mark.parametrize("partial", [False, True])
+@pytest.mark.parametrize("idle", [False, True])
+@pytest.mark.parametrize("blocked", [None, 101.0, 120.0])
+def test_deadline_is_the_earliest_of_the_three(partial: bool, idle: bool,
+                                               blocked: float | None) -> None:
+    s = state(idle_timeout=10.0, message_timeout=5.0, write_timeout=4.0)
+    if not idle:
+        s.feed(encode(Q), 100.0)  # in flight: no idle timer
+    if partial:
+        s.feed(encode(Q)[:3], 103.0)  # message deadline 108
+    if blocked is not None:
+        s.write_blocked(blocked)
+    expected = [at for at, on in ((110.0, idle and not partial), (108.0, partial),
+                                  ((blocked or 0.0) + 4.0, blocked is not None)) if on]
+    assert s.deadline() == (min(expected) if expected else None)

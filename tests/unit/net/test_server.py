@@ -1,0 +1,196 @@
+"""StreamConnection, the asyncio adapter, on a fake transport: what the answers of a read
+become on the transport (one item, so one TLS record, per answer; when they leave), the
+in-flight bound across one read, and the output limit."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from dnstls.net.handler import QueryHandler
+from dnstls.net.server import StreamConnection, StreamListener
+from dnstls.proto import framing
+from dnstls.proto.admission import Admission, AdmissionLimits
+from dnstls.proto.answers import Transport, make_response
+from dnstls.proto.cachekey import key_from_message
+from dnstls.proto.stream import CloseReason, StreamLimits
+from dnstls.resolver.base import Refuse
+from dnstls.resolver.cache import Cache
+
+NAMES = [f"n{i}.example.test." for i in range(4)]
+BIG_TXT = " ".join('"' + c * 250 + '"' for c in "abcdefgh")  # ~2 KB answer
+
+
+class FakeTransport:
+    """Records every write call; can hold what is written (a client that never reads)
+    and then calls pause_writing() past the high-water mark, as asyncio's and uvloop's
+    transports do from the write itself."""
+
+    def __init__(self, *, hold: bool = False) -> None:
+        self.calls: list[list[bytes]] = []  # per write call, its items
+        self.hold = hold
+        self.buffered = 0
+        self.high = 64 << 10
+        self.paused = False
+        self.protocol: StreamConnection | None = None
+        self.closed = self.aborted = False
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 5353) if name == "peername" else default
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is not None:
+            self.high = high
+
+    def write(self, data: bytes) -> None:
+        self._add([data])
+
+    def writelines(self, items: list[bytes]) -> None:
+        self._add(list(items))
+
+    def _add(self, items: list[bytes]) -> None:
+        self.calls.append(items)
+        if self.hold:
+            self.buffered += sum(map(len, items))
+            if self.buffered > self.high and not self.paused:
+                self.paused = True
+                assert self.protocol is not None
+                self.protocol.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+    def is_closing(self) -> bool:
+        return self.closed or self.aborted
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def query(name: str, qid: int, rdtype: str = "A") -> bytes:
+    return dns.message.make_query(name, rdtype, id=qid, use_edns=False).to_wire()
+
+
+def connect(limits: StreamLimits | None = None, *, hold: bool = False,
+            ) -> tuple[StreamConnection, FakeTransport]:
+    cache = Cache()
+    for name in NAMES:
+        for rdtype, text in (("A", "192.0.2.1"), ("TXT", BIG_TXT)):
+            q = dns.message.make_query(name, rdtype, use_edns=False)
+            r = make_response(q)
+            r.answer.append(dns.rrset.from_text(q.question[0].name, 3600, "IN", rdtype,
+                                                text))
+            cache.insert(key_from_message(q), r, 0.0)
+    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
+    listener = StreamListener(handler, transport=Transport.TCP, tls=None,
+                              limits=limits or StreamLimits(),
+                              admission=Admission(AdmissionLimits()))
+    conn = StreamConnection(listener)
+    transport = FakeTransport(hold=hold)
+    transport.protocol = conn
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, transport
+
+
+def answers(items: list[bytes]) -> list[dns.message.Message]:
+    out = []
+    for item in items:
+        assert int.from_bytes(item[:2], "big") == len(item) - 2  # one framed message
+        out.append(dns.message.from_wire(item[2:]))
+    return out
+
+
+async def test_a_read_of_cached_queries_is_written_before_data_received_returns() -> None:
+    conn, transport = connect()
+    conn.data_received(b"".join(framing.encode(query(n, 100 + i))
+                                for i, n in enumerate(NAMES)))
+    assert len(transport.calls) == 1  # one write call, one item (TLS record) per answer
+    got = answers(transport.calls[0])
+    assert [m.id for m in got] == [100, 101, 102, 103]
+    assert all(m.rcode() == dns.rcode.NOERROR and m.answer for m in got)
+    conn.data_received(framing.encode(query(NAMES[0], 7)))
+    assert [m.id for m in answers(transport.calls[1])] == [7]
+    await asyncio.sleep(0)
+    assert len(transport.calls) == 2  # nothing was left for a later flush
+    assert conn.state is not None and conn.state.in_flight == 0 and not conn.closed
+
+
+async def test_answers_of_a_read_join_a_flush_already_scheduled() -> None:
+    conn, transport = connect()
+    formerr = b"\x00\x09\x00\x00" + b"\x00" * 8  # a header asking no question
+    conn.data_received(framing.encode(formerr) + framing.encode(query(NAMES[1], 8)))
+    assert transport.calls == []  # the rejection scheduled the flush: both go with it
+    await asyncio.sleep(0)
+    assert len(transport.calls) == 1
+    got = answers(transport.calls[0])
+    assert [(m.id, m.rcode()) for m in got] == [(9, dns.rcode.FORMERR),
+                                                 (8, dns.rcode.NOERROR)]
+
+
+async def test_a_read_beyond_the_in_flight_bound_is_answered_whole() -> None:
+    conn, transport = connect(StreamLimits(max_in_flight=2))
+    conn.data_received(b"".join(framing.encode(query(NAMES[i % 4], i)) for i in range(7)))
+    await asyncio.sleep(0)
+    items = [item for call in transport.calls for item in call]
+    assert [m.id for m in answers(items)] == list(range(7))
+    assert conn.state is not None and conn.state.pending == 0
+    assert transport.reading and not conn.closed
+
+
+async def test_the_output_limit_closes_a_client_that_does_not_read() -> None:
+    limits = StreamLimits(max_pending_output=8192)  # high-water mark 4096
+    conn, transport = connect(limits, hold=True)
+    conn.data_received(framing.encode(query(NAMES[0], 1, "TXT")))
+    await asyncio.sleep(0)
+    assert len(transport.calls) == 1
+    assert not conn.closed and not transport.paused  # ~2 KB held: below the mark
+    for qid in range(2, 40):  # bounded: closed after ~5 answers of ~2 KB
+        conn.data_received(framing.encode(query(NAMES[qid % 4], qid, "TXT")))
+        await asyncio.sleep(0)
+        if conn.closed:
+            break
+    assert conn.closed and transport.aborted
+    assert conn.reason is CloseReason.OUTPUT_LIMIT
+    assert 8192 < transport.buffered < 8192 + 4096
+
+
+@pytest.mark.parametrize("in_flight", [1, 5, 100])
+async def test_a_pipelined_read_of_big_answers_is_judged_by_the_output_limit(
+        in_flight: int) -> None:
+    """One read of many cached queries: the answers are handed to the transport past the
+    high-water mark, so the limit closes the connection within that read."""
+    limits = StreamLimits(max_pending_output=8192, max_in_flight=in_flight)
+    conn, transport = connect(limits, hold=True)
+    conn.data_received(b"".join(framing.encode(query(NAMES[i % 4], i, "TXT"))
+                                for i in range(200)))
+    assert conn.closed and conn.reason is CloseReason.OUTPUT_LIMIT
+    # at most one flush past the limit: what was under it, the high-water mark's worth
+    # and the answers of one pass over the in-flight bound
+    assert transport.buffered < 8192 + 4096 + in_flight * 2200
+
+
+async def test_a_message_without_a_header_ends_the_stream_after_the_ones_before_it() -> None:
+    conn, transport = connect()
+    first = framing.encode(query(NAMES[0], 1))
+    conn.data_received(first + framing.encode(b"\x00\x02\x00") + framing.encode(
+        query(NAMES[1], 2)) + first)
+    await asyncio.sleep(0)
+    items = [item for call in transport.calls for item in call]
+    assert [m.id for m in answers(items)] == [1]  # the one before; nothing after
+    assert conn.closed and conn.reason is CloseReason.BAD_MESSAGE and transport.closed
+    assert conn.listener.stats.dropped["no_header"] == 1
