@@ -171,11 +171,14 @@ class _Call:
             log.exception("internal error while answering a forwarded query")
 
 
+#: How the task-free forwarding paths deliver an exchange's outcome: the answer's bytes,
+#: or the exception (the UDP upstream and the stream pool share it).
 WireCallback = Callable[[bytes | None, BaseException | None], None]
 
 
-def _relay(callback: WireCallback) -> Callable[[asyncio.Future[bytes]], None]:
-    """A done-callback handing a task's outcome to ``callback``."""
+def relay(callback: WireCallback) -> Callable[[asyncio.Future[bytes]], None]:
+    """A done-callback handing a task's outcome to ``callback`` (when a task-free
+    exchange still needs a task: waiting for a connection, a retry, a TCP fallback)."""
 
     def done(task: asyncio.Future[bytes]) -> None:
         if task.cancelled():
@@ -596,7 +599,7 @@ class StreamUpstream:
 
     def _relay_task(self, coro: Awaitable[bytes], callback: WireCallback) -> None:
         task = asyncio.ensure_future(coro)
-        task.add_done_callback(_relay(callback))
+        task.add_done_callback(relay(callback))
 
     async def _on_a_connection(self, ask: Callable[[UpstreamConnection], Awaitable[T]],
                                deadline: float, *, attempts: int = 2) -> T:

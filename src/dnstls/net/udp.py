@@ -136,6 +136,11 @@ class UdpListener(asyncio.DatagramProtocol):
             joiners = self.flights.pop(data[2:], None)
             if joiners:
                 self.joined -= len(joiners)
+        self._send(wire, addr, joiners)
+
+    def _send(self, wire: bytes, addr: tuple[str, int],
+              joiners: list[tuple[bytes, tuple[str, int]]] | None) -> None:
+        """The answer to its asker, and under each joiner's own ID to the joiners."""
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -154,15 +159,7 @@ class UdpListener(asyncio.DatagramProtocol):
             self.joined -= len(joiners)
         if self._quiet is not None and not self.forwarding and not self._quiet.done():
             self._quiet.set_result(None)
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        transport.sendto(wire, addr)
-        if joiners:
-            tail = wire[2:]
-            for qid, joiner in joiners:
-                transport.sendto(qid + tail, joiner)
-            self.handler.responses[_RCODE_KEYS[wire[3] & 0xF]] += len(joiners)
+        self._send(wire, addr, joiners)
 
     async def _answer(self, query: dns.message.Message, addr: tuple[str, int]) -> None:
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))

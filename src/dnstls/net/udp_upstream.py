@@ -61,7 +61,7 @@ import dns.flags
 import dns.message
 
 from dnstls.errors import NetworkError, QueryTimeout
-from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
+from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream, WireCallback, relay
 from dnstls.proto.upstream import (
     check_response,
     check_response_wire,
@@ -114,9 +114,6 @@ def _expire(future: asyncio.Future[Any] | _Call) -> None:
         future.set_exception(_Expired())
 
 
-WireCallback = Callable[[bytes | None, BaseException | None], None]
-
-
 class _Call:
     """A waiter like a future (``done``, ``set_result``, ``set_exception``) that calls
     ``callback(result, exception)`` at once: :meth:`UdpUpstream.start_wire` uses it so
@@ -138,20 +135,6 @@ class _Call:
     def set_exception(self, exc: BaseException) -> None:
         self.finished = True
         self.callback(None, exc)
-
-
-def _relay(callback: WireCallback) -> Callable[[asyncio.Future[bytes]], None]:
-    """A done-callback handing a task's outcome to ``callback``."""
-
-    def done(task: asyncio.Future[bytes]) -> None:
-        if task.cancelled():
-            callback(None, asyncio.CancelledError())
-        elif task.exception() is not None:
-            callback(None, task.exception())
-        else:
-            callback(task.result(), None)
-
-    return done
 
 
 class _Port:
@@ -272,7 +255,7 @@ class UdpUpstream:
                 self.counters["truncated"] += 1
                 task = asyncio.ensure_future(self.tcp.exchange_wire(
                     question, deadline=deadline, flags=flags, payload=payload, do=do))
-                task.add_done_callback(_relay(callback))
+                task.add_done_callback(relay(callback))
                 return
             callback(data, None)
 
