@@ -359,6 +359,17 @@ class UpstreamConnection(asyncio.Protocol):
         event: ResponseMatched = await self._send_and_wait(qid, wire, deadline)
         return event
 
+    def _start_wire(self, question: bytes, *, flags: int, payload: int,
+                    do: bool) -> tuple[int, bytes]:
+        """Register a wire-level query (ConnectionLost at once if the connection is
+        closed): its ID and the bytes to send, padded over TLS as the spec says."""
+        up = self.upstream
+        self._check_open()
+        tls = up.context is not None
+        return self.state.start_query_wire(
+            question, up.clock(), flags=flags, payload=payload, do=do,
+            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
+
     def query_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
                    do: bool) -> Awaitable[bytes]:
         """The wire-level path: send ``question``; await the matched response bytes.
@@ -366,12 +377,7 @@ class UpstreamConnection(asyncio.Protocol):
         Not a coroutine itself (one frame less per forwarded query): the query is
         started here (ConnectionLost at once if the connection is closed) and the
         awaitable is :meth:`_send_and_wait`'s, whose future receives the bytes."""
-        up = self.upstream
-        self._check_open()
-        tls = up.context is not None
-        qid, wire = self.state.start_query_wire(
-            question, up.clock(), flags=flags, payload=payload, do=do,
-            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
+        qid, wire = self._start_wire(question, flags=flags, payload=payload, do=do)
         awaitable: Awaitable[bytes] = self._send_and_wait(qid, wire, deadline)
         return awaitable
 
@@ -383,11 +389,7 @@ class UpstreamConnection(asyncio.Protocol):
         ConnectionLost, ProtocolError) follows once, from the loop, after the query's
         bookkeeping here is done (the caller releases the connection)."""
         up = self.upstream
-        self._check_open()
-        tls = up.context is not None
-        qid, wire = self.state.start_query_wire(
-            question, up.clock(), flags=flags, payload=payload, do=do,
-            pad=up.spec.tls_query_padding_blocksize if tls else 0, keepalive=up.ask_keepalive)
+        qid, wire = self._start_wire(question, flags=flags, payload=payload, do=do)
         loop = up.loop
 
         def landed(result: bytes | None, exc: BaseException | None) -> None:
