@@ -128,20 +128,23 @@ def _future(loop: asyncio.AbstractEventLoop) -> asyncio.Future[Any]:
     return future
 
 
-class _Expired(Exception):
-    """A query's deadline passed (set on its future by the deadline timer)."""
+class DeadlineExpired(Exception):
+    """A query's deadline passed (set on its future by the deadline timer; internal to
+    the upstream transports, which turn it into QueryTimeout)."""
 
 
-def _expire(future: asyncio.Future[Any] | _Call) -> None:
+def expire(future: asyncio.Future[Any] | CallWaiter) -> None:
+    """The deadline timer of one exchange (stream pool and UDP upstream)."""
     if not future.done():
-        future.set_exception(_Expired())
+        future.set_exception(DeadlineExpired())
 
 
-class _Call:
+class CallWaiter:
     """A waiter like a future (``done``, ``set_result``, ``set_exception``) that calls
-    ``callback(result, exception)`` at once: :meth:`StreamUpstream.start_wire` puts it
-    where a query's future goes, so the answer goes up the path from ``data_received``
-    without a task (as :class:`dnstls.net.udp_upstream.UdpUpstream` does)."""
+    ``callback(result, exception)`` at once: :meth:`StreamUpstream.start_wire` and
+    :meth:`dnstls.net.udp_upstream.UdpUpstream.start_wire` put it where a query's future
+    goes, so the answer goes up the path from the transport's own callback without a
+    task. Only the first outcome is delivered."""
 
     __slots__ = ("callback", "finished")
 
@@ -395,7 +398,7 @@ class UpstreamConnection(asyncio.Protocol):
         def landed(result: bytes | None, exc: BaseException | None) -> None:
             timer.cancel()
             self._pending.pop(qid, None)
-            if isinstance(exc, _Expired):
+            if isinstance(exc, DeadlineExpired):
                 up.counters.timeouts += 1
                 if self.state.query_timed_out(qid, up.clock()):
                     self.close(self.state.close_reason or "half-open")
@@ -403,14 +406,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.state.forget(qid)
             callback(result, exc)
 
-        waiter = _Call(landed)
+        waiter = CallWaiter(landed)
         self._pending[qid] = cast(asyncio.Future[Any], waiter)
         up.counters.queries_sent += 1
         out = self._out
         out.append(wire)
         if len(out) == 1:
             loop.call_soon(self._flush)
-        timer = loop.call_at(deadline, _expire, waiter)
+        timer = loop.call_at(deadline, expire, waiter)
 
     def _check_open(self) -> None:
         if self.state.is_closed() or self._transport is None:
@@ -433,10 +436,10 @@ class UpstreamConnection(asyncio.Protocol):
         out.append(wire)
         if len(out) == 1:
             loop.call_soon(self._flush)
-        timer = loop.call_at(deadline, _expire, future)
+        timer = loop.call_at(deadline, expire, future)
         try:
             return await future
-        except _Expired:
+        except DeadlineExpired:
             up.counters.timeouts += 1
             if self.state.query_timed_out(qid, up.clock()):
                 self.close(self.state.close_reason or "half-open")

@@ -61,7 +61,16 @@ import dns.flags
 import dns.message
 
 from dnstls.errors import NetworkError, QueryTimeout
-from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream, WireCallback, relay
+from dnstls.net.pool import (
+    CallWaiter,
+    ConnectionDetails,
+    DeadlineExpired,
+    Reply,
+    StreamUpstream,
+    WireCallback,
+    expire,
+    relay,
+)
 from dnstls.proto.upstream import (
     check_response,
     check_response_wire,
@@ -104,39 +113,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_random)
 
 
-class _Expired(Exception):
-    """The deadline timer of one exchange fired (internal; becomes QueryTimeout)."""
-
-
-def _expire(future: asyncio.Future[Any] | _Call) -> None:
-    """The deadline timer of one exchange."""
-    if not future.done():
-        future.set_exception(_Expired())
-
-
-class _Call:
-    """A waiter like a future (``done``, ``set_result``, ``set_exception``) that calls
-    ``callback(result, exception)`` at once: :meth:`UdpUpstream.start_wire` uses it so
-    the answer goes up the path in the reader's own callback, without a task."""
-
-    __slots__ = ("callback", "finished")
-
-    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
-        self.callback = callback
-        self.finished = False
-
-    def done(self) -> bool:
-        return self.finished
-
-    def set_result(self, result: Any) -> None:
-        self.finished = True
-        self.callback(result, None)
-
-    def set_exception(self, exc: BaseException) -> None:
-        self.finished = True
-        self.callback(None, exc)
-
-
 class _Port:
     """One connected socket of the pool, its reader registered for its whole life.
     ``future``/``accept`` belong to the one exchange using it (None while idle);
@@ -149,7 +125,7 @@ class _Port:
         self.fd: int = sock.fileno()
         self.uses = 0
         self.born = born
-        self.future: asyncio.Future[Any] | _Call | None = None
+        self.future: asyncio.Future[Any] | CallWaiter | None = None
         self.accept: Callable[[bytes], Any] | None = None
         self.clean = True
 
@@ -260,7 +236,7 @@ class UdpUpstream:
             callback(data, None)
 
         port = self._take()
-        waiter = _Call(landed)
+        waiter = CallWaiter(landed)
         port.future = waiter
         port.accept = accept
         try:
@@ -273,11 +249,11 @@ class UdpUpstream:
             self.counters["connection_errors"] += 1
             raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
         self.counters["queries_sent"] += 1
-        timer = self.loop.call_at(deadline, _expire, waiter)
+        timer = self.loop.call_at(deadline, expire, waiter)
 
     def _error(self, exc: BaseException) -> BaseException:
         """What an exchange reports for ``exc`` from its waiter (counted)."""
-        if isinstance(exc, _Expired):
+        if isinstance(exc, DeadlineExpired):
             self.counters["timeouts"] += 1
             return QueryTimeout(f"no answer from {self.name} before the deadline")
         if isinstance(exc, OSError):  # ICMP port unreachable and friends
@@ -318,10 +294,10 @@ class UdpUpstream:
                 raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
             sent = self.clock()
             self.counters["queries_sent"] += 1
-            timer = self.loop.call_at(deadline, _expire, future)
+            timer = self.loop.call_at(deadline, expire, future)
             try:
                 result, size = await future
-            except _Expired:
+            except DeadlineExpired:
                 port.clean = False
                 self.counters["timeouts"] += 1
                 raise QueryTimeout(f"no answer from {self.name} before the deadline") from None
@@ -407,7 +383,7 @@ class UdpUpstream:
                 port.clean = False
                 self.counters["forged_responses"] += 1
             else:
-                # a _Call runs the whole answer path from here and may already have
+                # a CallWaiter runs the whole answer path from here and may already have
                 # given the port back (or closed it): touch nothing after this
                 future.set_result((result, len(data)))
                 return
