@@ -1,0 +1,287 @@
+"""Instructions of Python per forwarded query on the wire-level miss path (callgrind).
+
+Usage::
+
+    .venv/bin/python bench/bench_miss_ir.py [--trees TREE ...] [--kinds udp fake]
+                                            [--queries 2048] [--rounds 3] [--opcodes]
+
+What ``dnstls serve`` runs for a DoT cache miss forwarded to one UDP upstream, from the
+handler down and back up, with the same objects the service wires together
+(:class:`LocalData` without zones, :class:`Cache`, :class:`Forwarder`,
+:class:`WireForwarder`, :class:`QueryHandler`):
+``QueryHandler.route`` → ``forward_wire`` → ``WireForwarder.start`` →
+``Forwarder.start_wire`` → the upstream, then the answer from the upstream's reader
+callback → validation, cache insert, render → ``deliver``. No TLS, no listener (the
+stream's read and write side is ``bench_read.py``'s).
+
+* ``udp``: the real :class:`UdpUpstream` (port pool, IDs, deadline timer, reader
+  callback) on fake sockets: ``send`` is ``list.append``, ``recv`` hands back the
+  prepared answer; the reader callback is called as uvloop would (ports live forever
+  here so that the wall clock under valgrind does not decide when sockets are opened;
+  one in 16 queries opens one, as in the service);
+* ``fake``: an upstream whose ``start_wire`` keeps the callback, called later with the
+  answer (the layers above the transport only).
+
+Each round sends 256 queries (new names, nsd-like answers: A, NS, glue, OPT echo when
+asked), then delivers their answers, both from ``deque.extend`` so callgrind
+(``--toggle-collect=deque_extend*``) counts only that. Unlike CPU time, the count does
+not move with the machine's load. ``--opcodes`` prints Python bytecodes per query by
+function instead (``sys.settrace``; no valgrind). Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import operator
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import starmap
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+BATCH = 256
+
+
+def _answer_for(query_wire: bytes) -> bytes:
+    import dns.message
+    import dns.rrset
+
+    from dnstls.proto.answers import make_response
+
+    q = dns.message.from_wire(query_wire)
+    r = make_response(q)
+    name = q.question[0].name
+    r.answer.append(dns.rrset.from_text(name, 86400, "IN", "A", "10.1.2.3"))
+    r.authority.append(dns.rrset.from_text("bench.test.", 86400, "IN", "NS",
+                                           "ns1.bench.test."))
+    r.additional.append(dns.rrset.from_text("ns1.bench.test.", 86400, "IN", "A",
+                                            "127.0.0.1"))
+    return r.to_wire()
+
+
+def _question_of(wire: bytes) -> bytes:
+    end = 12
+    while wire[end]:
+        end += 1 + wire[end]
+    return wire[12:end + 5].lower()
+
+
+class _FakeSock:
+    """A connected UDP socket: ``send`` keeps the datagram, ``recv`` returns ``inbox``."""
+
+    made: list[_FakeSock] = []
+
+    def __init__(self, family: int, kind: int) -> None:
+        self.real = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a pollable fd
+        self.sent: list[bytes] = []
+        self.send = self.sent.append
+        self.inbox: bytes | None = None
+        _FakeSock.made.append(self)
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def connect(self, address: Any) -> None:
+        pass
+
+    def setblocking(self, flag: bool) -> None:
+        pass
+
+    def recv(self, size: int) -> bytes:
+        data = self.inbox
+        if data is None:
+            raise BlockingIOError
+        self.inbox = None
+        return data
+
+    def close(self) -> None:
+        self.real.close()
+
+
+class _FakeSocketModule:
+    socket = _FakeSock
+
+
+def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], list[Any]]:
+    """(send phase, answer phase, delivered answers) for ``n`` queries of one round."""
+    import dns.message
+
+    from dnstls.net import udp_upstream
+    from dnstls.net.handler import QueryHandler
+    from dnstls.proto.answers import Transport
+    from dnstls.resolver.base import Refuse
+    from dnstls.resolver.cache import Cache
+    from dnstls.resolver.forward import Forwarder
+    from dnstls.resolver.local import LocalData
+    from dnstls.resolver.wire import WireForwarder
+    from dnstls.upstreams import parse_upstream_uri
+
+    loop = asyncio.get_running_loop()
+    readers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
+    answers: dict[bytes, bytes] = {}
+    pending: list[tuple[Callable[..., Any], bytes]] = []
+    upstream: Any
+    if kind == "udp":
+        udp_upstream._socket = _FakeSocketModule  # type: ignore[assignment]
+        real_add = loop.add_reader
+
+        def add_reader(fd: int, callback: Callable[..., Any], *args: Any) -> None:
+            readers[fd] = (callback, args)
+            real_add(fd, callback, *args)
+
+        loop.add_reader = add_reader  # type: ignore[method-assign]
+        upstream = udp_upstream.UdpUpstream(parse_upstream_uri("udp://127.0.0.1:53"),
+                                            port_age=1e9)
+    else:
+        class FakeUpstream:
+            name = "fake"
+            timeout = 2.0
+
+            def start_wire(self, question: bytes, *, deadline: float, flags: int,
+                           payload: int, do: bool, callback: Any) -> None:
+                pending.append((callback, answers[question]))
+
+        upstream = FakeUpstream()
+    cache = Cache(max_entries=1_000_000, max_bytes=1 << 30)
+    local = LocalData(Refuse())
+    forwarder = Forwarder([upstream], clock=loop.time)
+    wire = WireForwarder(forwarder, cache, loop.time, is_local=local.covers_wire)
+    handler = QueryHandler(local, keepalive=10.0, cache=cache, wire=wire, clock=loop.time,
+                           local=local, query_timeout=1e6)
+    delivered: list[bytes] = []
+    deliver = delivered.append
+    tls = Transport.TLS
+    counter = [0]
+
+    def one(w: bytes) -> None:
+        routed = handler.route(w, tls)
+        if not handler.forward_wire(routed, w, tls, deliver):  # type: ignore[arg-type]
+            raise SystemExit("forward_wire did not take the query")
+
+    batches: list[list[bytes]] = []
+    for start in range(0, n, BATCH):
+        wires = []
+        for i in range(start, min(n, start + BATCH)):
+            w = dns.message.make_query(f"n{i}.bench.test.", "A", use_edns=False).to_wire()
+            wires.append(w)
+            answers[_question_of(w)] = _answer_for(w)
+        batches.append(wires)
+    sink: deque[Any] = deque(maxlen=0)
+    calls: list[tuple[Callable[..., Any], Any]] = []
+
+    def send_phase() -> None:
+        sink.extend(map(one, batches[counter[0]]))
+
+    def answer_phase() -> None:
+        calls.clear()
+        if kind == "udp":
+            for sock in _FakeSock.made:
+                if sock.sent:
+                    data = sock.sent.pop()
+                    sock.inbox = data[:2] + answers[_question_of(data)][2:]
+                    callback, args = readers[sock.fileno()]
+                    calls.append((callback, *args))
+        else:
+            calls.extend(pending)
+            pending.clear()
+        sink.extend(starmap(operator.call, calls))
+        counter[0] += 1
+
+    return send_phase, answer_phase, delivered
+
+
+def child(kind: str, n: int, rounds: int, opcodes: bool) -> None:
+    import uvloop
+
+    async def main() -> None:
+        send_phase, answer_phase, delivered = build(kind, n * (rounds + 1))
+        per_round = n // BATCH
+        for _ in range(per_round):  # warm up: the port pool grows, code paths run once
+            send_phase()
+            answer_phase()
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
+        delivered.clear()
+        counts: Counter[str] = Counter()
+
+        def tracer(frame: FrameType, event: str, arg: object) -> Any:
+            frame.f_trace_opcodes = True
+            if event == "opcode":
+                code = frame.f_code
+                counts[f"{Path(code.co_filename).name}:{code.co_name}"] += 1
+            return tracer
+
+        if opcodes:
+            sys.settrace(tracer)
+        for _ in range(per_round * rounds):
+            send_phase()
+            answer_phase()
+        sys.settrace(None)
+        bad = [d for d in delivered if d[3] & 0xF]
+        if len(delivered) != per_round * rounds * BATCH or bad:
+            raise SystemExit(f"{len(delivered)} answers, {len(bad)} not NOERROR")
+        total = len(delivered)
+        print(f"queries {total}")
+        if opcodes:
+            print(f"{sum(counts.values()) / total:.0f} bytecodes per query")
+            for name, count in counts.most_common(40):
+                print(f"{count / total:8.1f}  {name}")
+
+    uvloop.run(main())
+
+
+def measure(tree: str, kind: str, n: int, rounds: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve() / "src"))
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--collect-atstart=no",
+             "--toggle-collect=deque_extend*", f"--callgrind-out-file={tmp}/cg.out",
+             sys.executable, __file__, "--child", kind, str(n), str(rounds)],
+            env=env, capture_output=True, text=True, timeout=1800, check=False)
+    refs = re.search(r"refs:\s+([\d,]+)", done.stderr)
+    queries = re.search(r"queries (\d+)", done.stdout)
+    if refs is None or queries is None:
+        return f"{tree} {kind}: failed ({done.stdout.strip()[-200:]} {done.stderr.strip()[-300:]})"
+    per = int(refs.group(1).replace(",", "")) / int(queries.group(1))
+    return f"{tree:30} {kind:5} {per:8.0f} instructions/query"
+
+
+def main() -> None:
+    if len(sys.argv) >= 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), len(sys.argv) > 5)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trees", nargs="+", default=[str(Path(__file__).resolve().parents[1])])
+    parser.add_argument("--kinds", nargs="+", default=["udp", "fake"], choices=["udp", "fake"])
+    parser.add_argument("--queries", type=int, default=2048, help="per round (x256)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--opcodes", action="store_true")
+    args = parser.parse_args()
+    if args.opcodes:
+        for tree in args.trees:
+            for kind in args.kinds:
+                print(f"== {tree} {kind}", flush=True)
+                subprocess.run([sys.executable, __file__, "--child", kind, str(args.queries),
+                                str(args.rounds), "opcodes"], check=True,
+                               env=dict(os.environ, PYTHONPATH=str(Path(tree).resolve() / "src")))
+        return
+    jobs = [(tree, kind) for kind in args.kinds for tree in args.trees]
+    with ThreadPoolExecutor(2) as pool:
+        for line in pool.map(lambda job: measure(job[0], job[1], args.queries, args.rounds),
+                             jobs):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
