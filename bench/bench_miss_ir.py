@@ -129,7 +129,7 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
     loop = asyncio.get_running_loop()
     readers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
     answers: dict[bytes, bytes] = {}
-    pending: list[tuple[Callable[..., Any], bytes]] = []
+    pending: list[tuple[Callable[..., Any], bytes, None]] = []
     upstream: Any
     if kind == "udp":
         udp_upstream._socket = _FakeSocketModule  # type: ignore[assignment]
@@ -149,7 +149,7 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
 
             def start_wire(self, question: bytes, *, deadline: float, flags: int,
                            payload: int, do: bool, callback: Any) -> None:
-                pending.append((callback, answers[question]))
+                pending.append((callback, answers[question], None))
 
         upstream = FakeUpstream()
     cache = Cache(max_entries=1_000_000, max_bytes=1 << 30)
