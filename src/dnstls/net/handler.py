@@ -101,6 +101,12 @@ class QueryHandler:
                 [(t.value, text) for text in _RCODE_TEXT])
             for t in Transport}
         self._tls_plan = self._fast_plans[Transport.TLS]
+        # The service hands the wire path local data's own covers_wire as is_local:
+        # route has asked it already, so the path's eligible() would walk the name again.
+        self._eligible = (None if wire is None
+                          or (local is not None
+                              and getattr(wire, "is_local", None) == local.covers_wire)
+                          else wire.eligible)
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
@@ -135,7 +141,10 @@ class QueryHandler:
                                     pad_block if padding else 0)
         if out is None:
             if local is None or not local.covers_wire(key[:-5]):
-                return query if self.wire is not None and self.wire.eligible(query) else None
+                if self.wire is None:
+                    return None
+                eligible = self._eligible
+                return query if eligible is None or eligible(query) else None
             # Local data (never in the cache, never forwarded): its built answer, or
             # None the first time -- the message path builds and keeps it.
             out = local.lookup_wire(key, qid, flags & _RD != 0, qname, with_edns,

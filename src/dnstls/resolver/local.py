@@ -134,6 +134,7 @@ class LocalData:
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
         self._ddr = list(ddr)
         self._suffix_cache: frozenset[bytes] | None = None
+        self._suffix_tuple: tuple[bytes, ...] = ()
         self.answers = Cache(max_entries=max_answers, max_bytes=max_answers * 1024,
                              max_ttl=_NO_EXPIRY, max_negative_ttl=_NO_EXPIRY)
 
@@ -152,8 +153,16 @@ class LocalData:
 
     def covers_wire(self, name: bytes) -> bool:
         """True if the lower-cased wire-form ``name`` is answered here (in a local zone
-        or under resolver.arpa), so the wire-level forwarding path must not take it."""
-        suffixes = self._suffixes
+        or under resolver.arpa), so the wire-level forwarding path must not take it.
+
+        Once per forwarded query: a name under a local origin ends with the origin's
+        wire form, so one ``bytes.endswith`` (C) rules out almost every name; only one
+        that ends so is walked label by label (the ending may sit inside a label)."""
+        suffixes = self._suffix_cache
+        if suffixes is None:
+            suffixes = self._suffixes
+        if not name.endswith(self._suffix_tuple):
+            return False
         pos = 0
         while pos < len(name):
             if name[pos:] in suffixes:
@@ -166,6 +175,7 @@ class LocalData:
         if self._suffix_cache is None:
             names = [z.origin for z in self._zones] + [RESOLVER_ARPA]
             self._suffix_cache = frozenset((n.to_wire() or b"").lower() for n in names)
+            self._suffix_tuple = tuple(self._suffix_cache)
         return self._suffix_cache
 
     def _find(self, qname: dns.name.Name) -> _Zone | None:
