@@ -50,8 +50,11 @@ from __future__ import annotations
 
 import _socket
 import asyncio
+import logging
 import os
 import socket
+import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -62,7 +65,6 @@ import dns.message
 
 from dnstls.errors import NetworkError, QueryTimeout
 from dnstls.net.pool import (
-    CallWaiter,
     ConnectionDetails,
     DeadlineExpired,
     Reply,
@@ -72,6 +74,7 @@ from dnstls.net.pool import (
     relay,
 )
 from dnstls.proto.upstream import (
+    WIRE_FLAGS,
     check_response,
     check_response_wire,
     prepare_query,
@@ -79,6 +82,8 @@ from dnstls.proto.upstream import (
     question_key,
 )
 from dnstls.upstreams import UpstreamSpec
+
+log = logging.getLogger("dnstls.net.udp_upstream")
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -91,6 +96,11 @@ _DGRAM = socket.SOCK_DGRAM | _NONBLOCK
 PORT_USES = 16
 PORT_AGE = 1.0
 MAX_IDLE = 512
+#: start_wire's deadline queue is swept at least this often (seconds) while not empty,
+#: which bounds how long answered exchanges wait in it; deadlines themselves are exact.
+DEADLINE_SWEEP = 0.25
+_CLOCK_SLACK = 0.001  # a timer may fire up to the loop's clock resolution early
+_HEAD = struct.Struct("!HHHHHH")
 
 _RANDOM_BATCH = 4096
 _random = bytearray()  # unused CSPRNG bytes, consumed from the end
@@ -125,9 +135,80 @@ class _Port:
         self.fd: int = sock.fileno()
         self.uses = 0
         self.born = born
-        self.future: asyncio.Future[Any] | CallWaiter | None = None
+        self.future: asyncio.Future[Any] | _Exchange | None = None
         self.accept: Callable[[bytes], Any] | None = None
         self.clean = True
+
+
+class _Exchange:
+    """One query of :meth:`UdpUpstream.start_wire`: the port's waiter (like a future:
+    ``done``, ``set_result``, ``set_exception``; only the first outcome counts), the
+    check of a datagram (:meth:`accept`) and the entry of the deadline queue. Once
+    finished it drops its references, so an entry waiting for the sweep is small."""
+
+    __slots__ = ("callback", "deadline", "do", "finished", "flags", "payload", "port", "qid",
+                 "question", "timer", "upstream")
+
+    def __init__(self, upstream: UdpUpstream, port: _Port, qid: int, question: bytes,
+                 deadline: float, flags: int, payload: int, do: bool,
+                 callback: WireCallback | None) -> None:
+        self.upstream: UdpUpstream | None = upstream
+        self.port: _Port | None = port
+        self.qid = qid
+        self.question = question
+        self.deadline = deadline
+        self.flags = flags
+        self.payload = payload
+        self.do = do
+        self.callback = callback
+        self.finished = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def done(self) -> bool:
+        return self.finished
+
+    def accept(self, data: bytes) -> bytes | None:
+        if len(data) < 12 or (data[0] << 8 | data[1]) != self.qid:
+            return None
+        return data if check_response_wire(data, self.question) is None else None
+
+    def set_result(self, result: tuple[bytes, int]) -> None:
+        if not self.finished:
+            self._finish(result[0], None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.finished:
+            self._finish(None, exc)
+
+    def _finish(self, data: bytes | None, exc: BaseException | None) -> None:
+        # Runs the whole answer path inside the socket's reader callback (or the
+        # deadline sweep): a bug there must not escape into the loop, as with CallWaiter.
+        self.finished = True
+        upstream = self.upstream
+        port = self.port
+        callback = self.callback
+        assert upstream is not None and port is not None and callback is not None
+        self.upstream = self.port = self.callback = None
+        if self.timer is not None:
+            self.timer.cancel()
+        try:
+            if data is None:
+                port.clean = False
+                upstream._give_back(port)
+                callback(None, upstream._error(exc or RuntimeError("no result")))
+                return
+            upstream._give_back(port)
+            upstream.counters["responses"] += 1
+            if data[2] & 0x02:  # TC=1: ask again over TCP (RFC 7766 §5)
+                upstream.counters["truncated"] += 1
+                task = asyncio.ensure_future(upstream.tcp.exchange_wire(
+                    self.question, deadline=self.deadline, flags=self.flags,
+                    payload=self.payload, do=self.do))
+                task.add_done_callback(relay(callback))
+                return
+            callback(data, None)
+        except Exception:
+            log.exception("internal error while answering a forwarded query")
 
 
 class UdpUpstream:
@@ -151,6 +232,9 @@ class UdpUpstream:
         self.max_idle = max_idle
         self._idle: list[_Port] = []
         self._sweep_at: asyncio.TimerHandle | None = None
+        self._due: deque[_Exchange] = deque()  # start_wire's exchanges, deadline order
+        self._due_timer: asyncio.TimerHandle | None = None
+        self._opt_tails: dict[int, bytes] = {}
         self._closed = False
         self.counters: dict[str, int] = {"queries_sent": 0, "responses": 0,
                                          "forged_responses": 0, "timeouts": 0,
@@ -209,39 +293,23 @@ class UdpUpstream:
         """:meth:`exchange_wire` without a coroutine: ``callback(data, None)`` with the
         checked response, or ``callback(None, exc)`` (QueryTimeout, NetworkError, ...),
         called once from the loop (never from this call; a socket that cannot be opened
-        raises NetworkError here). TC=1 goes to TCP in a task, as exchange_wire does."""
+        raises NetworkError here). TC=1 goes to TCP in a task, as exchange_wire does.
+
+        One :class:`_Exchange` per query is the port's waiter, its accept check and its
+        deadline entry (it replaced two closures, a CallWaiter and a ``call_at`` timer
+        per query: bench/bench_miss_ir.py). The deadline is kept by :meth:`_expire_due`,
+        one timer for all of them, armed no later than the earliest deadline pending."""
         qid = _query_id()
-
-        def accept(data: bytes) -> bytes | None:
-            if len(data) < 12 or (data[0] << 8 | data[1]) != qid:
-                return None
-            return data if check_response_wire(data, question) is None else None
-
-        def landed(result: tuple[bytes, int] | None, exc: BaseException | None) -> None:
-            timer.cancel()
-            if exc is not None or result is None:
-                port.clean = False
-                self._give_back(port)
-                callback(None, self._error(exc or RuntimeError("no result")))
-                return
-            self._give_back(port)
-            self.counters["responses"] += 1
-            data = result[0]
-            if data[2] & 0x02:  # TC=1: ask again over TCP (RFC 7766 §5)
-                self.counters["truncated"] += 1
-                task = asyncio.ensure_future(self.tcp.exchange_wire(
-                    question, deadline=deadline, flags=flags, payload=payload, do=do))
-                task.add_done_callback(relay(callback))
-                return
-            callback(data, None)
-
         port = self._take()
-        waiter = CallWaiter(landed)
-        port.future = waiter
-        port.accept = accept
+        exchange = _Exchange(self, port, qid, question, deadline, flags, payload, do,
+                             callback)
+        port.future = exchange
+        port.accept = exchange.accept
+        tail = self._opt_tails.get(payload << 1 | do)
+        if tail is None:
+            tail = self._opt_tail(payload, do)
         try:
-            port.sock.send(prepare_query_wire(question, qid=qid, flags=flags,
-                                              payload=payload, do=do))
+            port.sock.send(_HEAD.pack(qid, flags & WIRE_FLAGS, 1, 0, 0, 1) + question + tail)
         except OSError as exc:
             port.clean = False
             port.future = None
@@ -249,7 +317,44 @@ class UdpUpstream:
             self.counters["connection_errors"] += 1
             raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
         self.counters["queries_sent"] += 1
-        timer = self.loop.call_at(deadline, expire, waiter)
+        due = self._due
+        if due and deadline < due[-1].deadline:  # out of order (rare): a timer of its own
+            exchange.timer = self.loop.call_at(deadline, expire, exchange)
+            return
+        due.append(exchange)
+        if self._due_timer is None:
+            self._arm_due(deadline)
+
+    def _opt_tail(self, payload: int, do: bool) -> bytes:
+        """The query's bytes after the question: the OPT RR :func:`prepare_query_wire`
+        writes for a query without padding or keepalive (kept per payload and DO)."""
+        wire = prepare_query_wire(b"", qid=0, flags=0, payload=payload, do=do)
+        tail = self._opt_tails[payload << 1 | do] = wire[12:]
+        return tail
+
+    def _arm_due(self, deadline: float) -> None:
+        """The deadline timer: at ``deadline`` (the earliest pending), or sooner, to drop
+        the answered exchanges from the queue at least every ``DEADLINE_SWEEP`` s."""
+        self._due_timer = self.loop.call_at(
+            min(deadline, self.loop.time() + DEADLINE_SWEEP), self._expire_due)
+
+    def _expire_due(self) -> None:
+        """Fail the exchanges whose deadline has come (within the clock's resolution,
+        as asyncio runs a timer), drop the answered ones from the queue's head."""
+        self._due_timer = None
+        due = self._due
+        limit = self.loop.time() + _CLOCK_SLACK
+        while due:
+            head = due[0]
+            if head.finished:
+                due.popleft()
+            elif head.deadline <= limit:
+                due.popleft()
+                head.set_exception(DeadlineExpired())
+            else:
+                break
+        if due and self._due_timer is None:
+            self._arm_due(due[0].deadline)
 
     def _error(self, exc: BaseException) -> BaseException:
         """What an exchange reports for ``exc`` from its waiter (counted)."""
@@ -383,7 +488,7 @@ class UdpUpstream:
                 port.clean = False
                 self.counters["forged_responses"] += 1
             else:
-                # a CallWaiter runs the whole answer path from here and may already have
+                # an _Exchange runs the whole answer path from here and may already have
                 # given the port back (or closed it): touch nothing after this
                 future.set_result((result, len(data)))
                 return
