@@ -31,6 +31,9 @@ from dnstls.proto.cachekey import KEY_DO, WireQuery
 from dnstls.resolver.base import ResolveFailure, servfail
 
 
+_RD = 0x0100
+
+
 @dataclass(slots=True)
 class WireStatistics:
     forwarded: int = 0
@@ -56,6 +59,7 @@ class WireForwarder:
         self.clock = clock
         self.is_local = is_local
         self.stats = WireStatistics()
+        self._start_wire: Callable[..., bool] | None = getattr(forwarder, "start_wire", None)
         self._flights: dict[bytes, _Flight] = {}
 
     def eligible(self, query: WireQuery) -> bool:
@@ -75,14 +79,16 @@ class WireForwarder:
                 flight.shared = asyncio.get_running_loop().create_future()
             # shield: a follower that goes away must not cancel the leader's outcome
             upstream = await asyncio.shield(flight.shared)
-        return self.render(query, upstream, options=options, pad_block=pad_block)
+        return self.render(query, upstream, options, pad_block)
 
-    def render(self, query: WireQuery, upstream: bytes, *, options: bytes = b"",
+    def render(self, query: WireQuery, upstream: bytes, options: bytes = b"",
                pad_block: int = 0) -> bytes:
         """Validate, cache and render ``upstream`` for ``query``; raises ResolveFailure."""
+        # positional arguments and the RD bit read here (WireQuery.rd is a property):
+        # once per forwarded query
         out: bytes | None = self.cache.respond_wire(
-            query.key, upstream, self.clock(), query_id=query.id, rd=query.rd,
-            qname=query.qname, edns=query.edns, options=options, pad_block=pad_block)
+            query.key, upstream, self.clock(), query.id, query.flags & _RD != 0,
+            query.qname, query.edns, options, pad_block)
         if out is None:
             self.stats.invalid += 1
             raise servfail(dns.edns.EDECode.INVALID_DATA, "malformed answer from upstream")
@@ -97,7 +103,7 @@ class WireForwarder:
         follow a leader in :meth:`answer`. False: nothing started, use :meth:`answer`."""
         key = query.key
         flights = self._flights
-        start_wire = getattr(self.forwarder, "start_wire", None)
+        start_wire = self._start_wire
         if start_wire is None or key in flights:
             return False
         flight = _Flight()
@@ -115,7 +121,7 @@ class WireForwarder:
             callback(upstream, exc)
 
         if not start_wire(key[:-1], flags=query.flags, payload=query.payload,
-                          do=bool(key[-1] & KEY_DO), deadline=deadline, callback=landed):
+                          do=key[-1] & KEY_DO != 0, deadline=deadline, callback=landed):
             return False
         self.stats.forwarded += 1
         flights[key] = flight
