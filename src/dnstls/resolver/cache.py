@@ -348,7 +348,7 @@ class Cache:
         entry = self._entry(key, parsed, now=now, failure=failure)
         return entry is not None and self._store(key, entry, now=now)
 
-    def respond_wire(self, key: CacheKey, wire: bytes, now: float, *, query_id: int,
+    def respond_wire(self, key: CacheKey, wire: bytes, now: float, query_id: int,
                      rd: bool = True, qname: bytes | None = None, edns: bool = True,
                      options: bytes = b"", pad_block: int = 0) -> bytes | None:
         """The forwarder's wire path: validate an upstream response for ``key``, keep it
@@ -368,7 +368,9 @@ class Cache:
             self._bound_ttls(parsed, kind, cap)
             return _render_parsed(parsed, len(key) - 5, _OPT_HEADS[key[-1] & KEY_DO],
                                   query_id, rd, qname, edns, options, pad_block)
-        entry = self._entry(key, parsed, now=now, failure=None, clamp=False)
+        kind, cap = self._classify(parsed)  # _entry(clamp=False) without its frame
+        entry = self._make(key, parsed, kind=kind, cap=cap, now=now, failure=None,
+                           transient=True)
         if entry is None:
             return None
         self._store(key, entry, now=now)
@@ -445,6 +447,8 @@ class Cache:
             lo, hi = 0, cap
         else:
             lo, hi = 0, 0xFFFFFFFF
+        if not ttls or (min(ttls) >= lo and max(ttls) <= hi):
+            return ttls  # the usual case: nothing to rewrite (two C calls, no loop)
         for index, ttl in enumerate(ttls):
             if ttl > hi or ttl < lo:  # rare: rewrite only the TTLs the bounds change
                 ttl = ttls[index] = hi if ttl > hi else lo
@@ -460,7 +464,9 @@ class Cache:
         if (kind == _SERVFAIL and self.serve_stale and old is not None and old.kind != _SERVFAIL
                 and now < old.expires + self.stale_ttl):
             return False  # a failure must not destroy the data serve-stale exists for
-        self._remove(key)
+        if old is not None:  # _remove(key) inline: the lookup above found it already
+            del self._entries[key]
+            self._bytes -= old.size
         self._entries[key] = entry
         self._bytes += entry.size
         while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
@@ -578,7 +584,12 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
     unpack = _RR_FIXED.unpack_from
     for index in range(total):
         start = pos
-        pos = skip_name(wire, pos)
+        if pos < end and wire[pos] >= 0xC0:
+            # an owner name that is only a compression pointer (the usual case, as
+            # skip_name reads it: its bounds fail the check below): no call
+            pos += 2
+        else:
+            pos = skip_name(wire, pos)
         if pos < 0 or pos + 10 > end:
             return "malformed record"
         rrtype, _, ttl, rdlength = unpack(wire, pos)
