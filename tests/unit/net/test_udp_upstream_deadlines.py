@@ -1,0 +1,182 @@
+"""UdpUpstream.start_wire's deadlines: one timer for every exchange in flight (a queue in
+deadline order) instead of a ``call_at`` per query. Each exchange still ends at its own
+deadline; an exchange whose deadline is earlier than the last one queued gets a timer of
+its own; answered exchanges leave the queue within ``DEADLINE_SWEEP``. And the query
+datagram start_wire builds is byte for byte what :func:`prepare_query_wire` builds."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import dns.message
+import dns.name
+import dns.rrset
+import pytest
+
+from dnstls.errors import QueryTimeout
+from dnstls.net import udp_upstream
+from dnstls.net.udp_upstream import UdpUpstream
+from dnstls.proto.upstream import prepare_query_wire
+from dnstls.upstreams import parse_upstream_uri
+
+
+class Recorder(asyncio.DatagramProtocol):
+    """Keeps every datagram; answers it unless ``silent`` (or its name starts with
+    ``quiet``)."""
+
+    def __init__(self) -> None:
+        self.silent = False
+        self.datagrams: list[bytes] = []
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.datagrams.append(data)
+        query = dns.message.from_wire(data)
+        if self.silent or query.question[0].name.labels[0].startswith(b"quiet"):
+            return
+        response = dns.message.make_response(query)
+        response.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "A",
+                                                   "192.0.2.1"))
+        assert self.transport is not None
+        self.transport.sendto(response.to_wire(), addr)
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[tuple[Recorder, int]]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        Recorder, local_addr=("127.0.0.1", 0))
+    try:
+        yield protocol, transport.get_extra_info("sockname")[1]
+    finally:
+        transport.close()
+
+
+def question(name: str) -> bytes:
+    wire = dns.name.from_text(name).to_wire()
+    assert wire is not None
+    return wire + b"\x00\x01\x00\x01"
+
+
+def upstream(port: int) -> UdpUpstream:
+    return UdpUpstream(parse_upstream_uri(f"udp://127.0.0.1:{port}"))
+
+
+def begin(up: UdpUpstream, name: str, deadline: float, *, flags: int = 0x0100,
+          payload: int = 1232, do: bool = False) -> asyncio.Future[tuple[float, Any]]:
+    """start_wire; the future gets (loop time of the callback, answer or exception)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[tuple[float, Any]] = loop.create_future()
+    up.start_wire(question(name), deadline=deadline, flags=flags, payload=payload, do=do,
+                  callback=lambda data, exc: future.set_result((loop.time(), exc or data)))
+    return future
+
+
+async def test_each_exchange_times_out_at_its_own_deadline_with_one_timer(
+        recorder: tuple[Recorder, int]) -> None:
+    proto, port = recorder
+    proto.silent = True
+    up = upstream(port)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    deadlines = [now + 0.05, now + 0.12, now + 0.12, now + 0.2]
+    futures = [begin(up, f"t{i}.example.", d) for i, d in enumerate(deadlines)]
+    assert up._due_timer is not None and len(up._due) == 4
+    assert all(e.timer is None for e in up._due)  # no call_at of their own
+    for deadline, future in zip(deadlines, futures, strict=True):
+        at, outcome = await future
+        assert isinstance(outcome, QueryTimeout)
+        # not before its deadline (within the loop clock's resolution), not much after
+        assert deadline - 0.002 <= at < deadline + 0.05
+    assert up.statistics()["timeouts"] == 4 and up.statistics()["sockets_idle"] == 0
+    assert not up._due and up._due_timer is None  # nothing left: no timer armed
+    await up.aclose()
+
+
+async def test_an_earlier_deadline_than_the_queued_ones_gets_its_own_timer(
+        recorder: tuple[Recorder, int]) -> None:
+    proto, port = recorder
+    proto.silent = True
+    up = upstream(port)
+    now = asyncio.get_running_loop().time()
+    late = begin(up, "late.example.", now + 0.3)
+    early = begin(up, "early.example.", now + 0.05)
+    assert len(up._due) == 1  # only the first is queued
+    at, outcome = await early
+    assert isinstance(outcome, QueryTimeout)
+    assert now + 0.048 <= at < now + 0.1
+    assert not late.done()
+    at, outcome = await late
+    assert isinstance(outcome, QueryTimeout) and at >= now + 0.298
+    await up.aclose()
+
+
+async def test_answered_exchanges_leave_the_queue_and_let_go_of_their_callbacks(
+        recorder: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(udp_upstream, "DEADLINE_SWEEP", 0.05)
+    proto, port = recorder
+    up = upstream(port)
+    loop = asyncio.get_running_loop()
+    futures = [begin(up, f"a{i}.example.", loop.time() + 30) for i in range(5)]
+    queued = list(up._due)
+    for future in futures:
+        _, outcome = await future
+        assert isinstance(outcome, bytes) and outcome[3] & 0xF == 0
+    # answered, still queued until the sweep, but holding nothing of the query's path
+    assert all(e.finished and e.callback is None and e.port is None for e in queued)
+    await asyncio.sleep(0.15)  # the timer armed at most DEADLINE_SWEEP ahead sweeps them
+    assert not up._due and up._due_timer is None
+    # a silent one behind answered ones still times out at its deadline
+    proto.silent = True
+    future = begin(up, "quiet.example.", loop.time() + 0.1)
+    deadline = loop.time() + 0.1
+    at, outcome = await future
+    assert isinstance(outcome, QueryTimeout) and at < deadline + 0.05
+    await up.aclose()
+
+
+async def test_a_failing_callback_is_logged_and_the_socket_reader_goes_on(
+        recorder: tuple[Recorder, int], caplog: pytest.LogCaptureFixture) -> None:
+    _, port = recorder
+    up = upstream(port)
+    loop = asyncio.get_running_loop()
+    called = loop.create_future()
+
+    def broken(data: bytes | None, exc: BaseException | None) -> None:
+        called.set_result(data)
+        raise RuntimeError("bug in the answer path")
+
+    with caplog.at_level(logging.ERROR):
+        up.start_wire(question("bug.example."), deadline=loop.time() + 5, flags=0x0100,
+                      payload=1232, do=False, callback=broken)
+        assert isinstance(await called, bytes)
+        await asyncio.sleep(0)
+    assert "internal error while answering a forwarded query" in caplog.text
+    _, outcome = await begin(up, "after.example.", loop.time() + 5)  # still works
+    assert isinstance(outcome, bytes)
+    await up.aclose()
+
+
+@pytest.mark.parametrize(("flags", "payload", "do"), [
+    (0x0100, 1232, False), (0x0100, 4096, True), (0x0130, 512, True),  # RD, AD, CD
+    (0xFFFF, 1400, False), (0x0000, 1232, True)])
+async def test_start_wire_sends_what_prepare_query_wire_builds(
+        recorder: tuple[Recorder, int], flags: int, payload: int, do: bool) -> None:
+    proto, port = recorder
+    up = upstream(port)
+    loop = asyncio.get_running_loop()
+    for name in ("q1.example.", "a.longer.name.example.", "q1.example."):  # tail kept
+        _, outcome = await begin(up, name, loop.time() + 5, flags=flags, payload=payload,
+                                 do=do)
+        assert isinstance(outcome, bytes)
+        sent = proto.datagrams[-1]
+        qid = sent[0] << 8 | sent[1]
+        assert sent == prepare_query_wire(question(name), qid=qid, flags=flags,
+                                          payload=payload, do=do)
+    await up.aclose()
