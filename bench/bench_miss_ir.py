@@ -127,6 +127,8 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
     from dnstls.upstreams import parse_upstream_uri
 
     loop = asyncio.get_running_loop()
+    if kind == "respond":
+        return _build_respond(n)
     readers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
     answers: dict[bytes, bytes] = {}
     pending: list[tuple[Callable[..., Any], bytes, None]] = []
@@ -200,6 +202,44 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
     return send_phase, answer_phase, delivered
 
 
+def _build_respond(n: int) -> tuple[Callable[[], None], Callable[[], None], list[Any]]:
+    """``Cache.respond_wire`` alone (validate, store, render), as the wire path calls it."""
+    import dns.message
+
+    from dnstls.proto.cachekey import read_query
+    from dnstls.resolver.cache import Cache
+
+    cache = Cache(max_entries=1_000_000, max_bytes=1 << 30)
+    batches: list[list[tuple[Any, ...]]] = []
+    for start in range(0, n, BATCH):
+        batch = []
+        for i in range(start, min(n, start + BATCH)):
+            w = dns.message.make_query(f"n{i}.bench.test.", "A", use_edns=False).to_wire()
+            q = read_query(w)
+            assert q is not None
+            batch.append((q.key, _answer_for(w), 10.0, q.id, True, q.qname, q.edns, b"", 0))
+        batches.append(batch)
+    delivered: list[Any] = []
+    counter = [0]
+
+    def send_phase() -> None:
+        pass
+
+    respond = cache.respond_wire
+
+    def one(a: tuple[Any, ...]) -> Any:  # keywords: main's respond_wire takes no more
+        return respond(a[0], a[1], a[2], query_id=a[3], rd=a[4], qname=a[5], edns=a[6],
+                       options=a[7], pad_block=a[8])
+
+    def answer_phase() -> None:
+        out: deque[Any] = deque()
+        out.extend(map(one, batches[counter[0]]))
+        delivered.extend(out)
+        counter[0] += 1
+
+    return send_phase, answer_phase, delivered
+
+
 def child(kind: str, n: int, rounds: int, opcodes: bool) -> None:
     import uvloop
 
@@ -263,7 +303,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", nargs="+", default=[str(Path(__file__).resolve().parents[1])])
-    parser.add_argument("--kinds", nargs="+", default=["udp", "fake"], choices=["udp", "fake"])
+    parser.add_argument("--kinds", nargs="+", default=["udp", "fake"], choices=["udp", "fake", "respond"])
     parser.add_argument("--queries", type=int, default=2048, help="per round (x256)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--opcodes", action="store_true")
