@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import starmap
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, ClassVar
 
 BATCH = 256
 
@@ -79,7 +79,7 @@ def _question_of(wire: bytes) -> bytes:
 class _FakeSock:
     """A connected UDP socket: ``send`` keeps the datagram, ``recv`` returns ``inbox``."""
 
-    made: list[_FakeSock] = []
+    made: ClassVar[list[_FakeSock]] = []
 
     def __init__(self, family: int, kind: int) -> None:
         self.real = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a pollable fd
@@ -303,7 +303,8 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", nargs="+", default=[str(Path(__file__).resolve().parents[1])])
-    parser.add_argument("--kinds", nargs="+", default=["udp", "fake"], choices=["udp", "fake", "respond"])
+    parser.add_argument("--kinds", nargs="+", default=["udp", "fake"],
+                        choices=["udp", "fake", "respond"])
     parser.add_argument("--queries", type=int, default=2048, help="per round (x256)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--opcodes", action="store_true")

@@ -168,9 +168,19 @@ class _Exchange:
         return self.finished
 
     def accept(self, data: bytes) -> bytes | None:
-        if len(data) < 12 or (data[0] << 8 | data[1]) != self.qid:
+        """``data`` if it answers this query (our ID, QR=1, our question), else None:
+        what ``exchange_wire``'s check accepts (the ID, then
+        :func:`check_response_wire`), inline, once per datagram; a unit test compares
+        the two."""
+        question = self.question
+        end = 12 + len(question)
+        if (len(data) < end or (data[0] << 8 | data[1]) != self.qid or not data[2] & 0x80
+                or data[4] or data[5] != 1):
             return None
-        return data if check_response_wire(data, self.question) is None else None
+        split = end - 4
+        if data[12:split].lower() != question[:-4] or data[split:end] != question[-4:]:
+            return None
+        return data
 
     def set_result(self, result: tuple[bytes, int]) -> None:
         if not self.finished:

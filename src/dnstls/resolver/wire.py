@@ -30,7 +30,6 @@ import dns.message
 from dnstls.proto.cachekey import KEY_DO, WireQuery
 from dnstls.resolver.base import ResolveFailure, servfail
 
-
 _RD = 0x0100
 
 

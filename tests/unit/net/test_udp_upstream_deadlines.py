@@ -13,6 +13,7 @@ from typing import Any
 
 import dns.message
 import dns.name
+import dns.rdatatype
 import dns.rrset
 import pytest
 
@@ -180,3 +181,44 @@ async def test_start_wire_sends_what_prepare_query_wire_builds(
         assert sent == prepare_query_wire(question(name), qid=qid, flags=flags,
                                           payload=payload, do=do)
     await up.aclose()
+
+
+def test_exchange_accept_matches_the_reference_check() -> None:
+    """_Exchange.accept (inline) accepts exactly what exchange_wire's check does: our ID,
+    then check_response_wire. Every byte of real answers mutated, every truncation."""
+    import random
+
+    from dnstls.net.udp_upstream import _Exchange
+    from dnstls.proto.upstream import check_response_wire
+
+    rng = random.Random(5452)
+    tried = accepted = 0
+    for name, rdtype in (("a.example.", "A"), ("svc.example.", "HTTPS"), ("x.", "TXT")):
+        qid = rng.randrange(1 << 16)
+        query = dns.message.make_query(name, rdtype)
+        query.id = qid
+        response = dns.message.make_response(query)
+        if rdtype == "A":
+            response.answer.append(dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.1"))
+        wire = response.to_wire()
+        q = question(name)[:-4] + dns.rdatatype.from_text(rdtype).to_bytes(2, "big") + b"\0\1"
+        exchange = _Exchange(None, None, qid, q, 0.0, 0, 1232, False, None)  # type: ignore[arg-type]
+
+        def reference(data: bytes, qid: int = qid, q: bytes = q) -> bytes | None:
+            if len(data) < 12 or (data[0] << 8 | data[1]) != qid:
+                return None
+            return data if check_response_wire(data, q) is None else None
+
+        candidates = [wire[:n] for n in range(len(wire) + 1)]
+        for pos in range(len(wire)):
+            for value in {0, 1, 0x20, 0x41, 0x61, 0x80, 0xFF, wire[pos] ^ 0x20,
+                          rng.randrange(256)}:
+                candidates.append(wire[:pos] + bytes((value,)) + wire[pos + 1:])
+        upper = bytearray(wire)
+        upper[12:12 + len(q) - 4] = bytes(upper[12:12 + len(q) - 4]).upper()  # 0x20 case
+        candidates.append(bytes(upper))
+        for data in candidates:
+            tried += 1
+            assert exchange.accept(data) == reference(data), data.hex()
+            accepted += exchange.accept(data) is not None
+    assert tried > 800 and accepted > 10
