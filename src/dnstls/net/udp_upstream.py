@@ -329,7 +329,8 @@ class UdpUpstream:
         self.counters["queries_sent"] += 1
         due = self._due
         if due and deadline < due[-1].deadline:  # out of order (rare): a timer of its own
-            exchange.timer = self.loop.call_at(deadline, expire, exchange)
+            exchange.timer = self.loop.call_at(deadline, exchange.set_exception,
+                                               DeadlineExpired())
             return
         due.append(exchange)
         if self._due_timer is None:
