@@ -201,6 +201,9 @@ class _Exchange:
         self.upstream = self.port = self.callback = None
         if self.timer is not None:
             self.timer.cancel()
+        due = upstream._due
+        while due and due[0].finished:  # answers come mostly in order: keep the queue
+            due.popleft()               # to what is in flight, not DEADLINE_SWEEP's worth
         try:
             if data is None:
                 port.clean = False
@@ -351,7 +354,8 @@ class UdpUpstream:
 
     def _expire_due(self) -> None:
         """Fail the exchanges whose deadline has come (within the clock's resolution,
-        as asyncio runs a timer), drop the answered ones from the queue's head."""
+        as asyncio runs a timer) and drop the answered ones from the queue (an answer
+        drops its own when it is at the head, the usual case: :meth:`_Exchange._finish`)."""
         self._due_timer = None
         due = self._due
         limit = self.loop.time() + _CLOCK_SLACK
@@ -364,6 +368,8 @@ class UdpUpstream:
                 head.set_exception(DeadlineExpired())
             else:
                 break
+        if len(due) > 1:  # answered ones behind a head still waiting: let them go too
+            self._due = due = deque([e for e in due if not e.finished])
         if due and self._due_timer is None:
             self._arm_due(due[0].deadline)
 

@@ -124,15 +124,26 @@ async def test_answered_exchanges_leave_the_queue_and_let_go_of_their_callbacks(
     proto, port = recorder
     up = upstream(port)
     loop = asyncio.get_running_loop()
+    head = begin(up, "quiet0.example.", loop.time() + 0.4)  # never answered
     futures = [begin(up, f"a{i}.example.", loop.time() + 30) for i in range(5)]
     queued = list(up._due)
+    assert len(queued) == 6
     for future in futures:
         _, outcome = await future
         assert isinstance(outcome, bytes) and outcome[3] & 0xF == 0
-    # answered, still queued until the sweep, but holding nothing of the query's path
-    assert all(e.finished and e.callback is None and e.port is None for e in queued)
+    # answered, but queued behind the silent head until the sweep: holding nothing of
+    # the query's path meanwhile
+    assert all(e.finished and e.callback is None and e.port is None for e in queued[1:])
+    assert len(up._due) == 6
     await asyncio.sleep(0.15)  # the timer armed at most DEADLINE_SWEEP ahead sweeps them
+    assert list(up._due) == queued[:1]
+    _, outcome = await head
+    assert isinstance(outcome, QueryTimeout)
     assert not up._due and up._due_timer is None
+    # in order, an answer takes its own entry off the queue's head at once
+    for i in range(3):
+        _, outcome = await begin(up, f"b{i}.example.", loop.time() + 30)
+        assert isinstance(outcome, bytes) and not up._due
     # a silent one behind answered ones still times out at its deadline
     proto.silent = True
     future = begin(up, "quiet.example.", loop.time() + 0.1)
