@@ -368,12 +368,13 @@ class Cache:
             self._bound_ttls(parsed, kind, cap)
             return _render_parsed(parsed, len(key) - 5, _OPT_HEADS[key[-1] & KEY_DO],
                                   query_id, rd, qname, edns, options, pad_block)
-        kind, cap = self._classify(parsed)  # _entry(clamp=False) without its frame
-        entry = self._make(key, parsed, kind=kind, cap=cap, now=now, failure=None,
-                           transient=True)
+        # _entry(clamp=False) without its frame; positional arguments (keywords cost
+        # a name search per argument in the callee's frame set-up)
+        kind, cap = self._classify(parsed)
+        entry = self._make(key, parsed, kind, cap, now, None, True)
         if entry is None:
             return None
-        self._store(key, entry, now=now)
+        self._store(key, entry, now)
         return _render(entry, query_id, now, False, rd, qname, edns, options, pad_block)
 
     def _entry(self, key: CacheKey, parsed: _Parsed, *, now: float,
@@ -421,7 +422,7 @@ class Cache:
             self._remove(key)
         return len(dead)
 
-    def _make(self, key: CacheKey, parsed: _Parsed, *, kind: str, cap: int | None,
+    def _make(self, key: CacheKey, parsed: _Parsed, kind: str, cap: int | None,
               now: float, failure: ResolveFailure | None, transient: bool) -> _Entry | None:
         body = parsed.body
         ttls = self._bound_ttls(parsed, kind, cap)
@@ -430,7 +431,7 @@ class Cache:
         elif kind == _UNCACHEABLE:
             lifetime = 0
         else:
-            lifetime = min(ttls, default=0)
+            lifetime = min(ttls) if ttls else 0  # min(default=) parses keywords: slower
         if lifetime <= 0 and not transient:
             return None
         return _Entry(body=body, offsets=parsed.offsets, ttls=ttls,
@@ -455,7 +456,7 @@ class Cache:
                 _TTL.pack_into(parsed.body, parsed.offsets[index], ttl)
         return ttls
 
-    def _store(self, key: CacheKey, entry: _Entry, *, now: float) -> bool:
+    def _store(self, key: CacheKey, entry: _Entry, now: float) -> bool:
         kind = entry.kind
         if entry.expires <= entry.inserted or kind == _UNCACHEABLE \
                 or entry.size > self.max_bytes:
