@@ -144,7 +144,7 @@ class _Entry:
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
                  "size", "ttls")
 
-    def __init__(self, *, body: bytearray, offsets: list[int], ttls: list[int],
+    def __init__(self, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
                  lifetime: float, failure: ResolveFailure | None, qname_len: int) -> None:
         # ``body`` is owned from here on (the parse made it; nobody else holds it).
@@ -434,10 +434,8 @@ class Cache:
             lifetime = min(ttls) if ttls else 0  # min(default=) parses keywords: slower
         if lifetime <= 0 and not transient:
             return None
-        return _Entry(body=body, offsets=parsed.offsets, ttls=ttls,
-                      opt_head=_OPT_HEADS[key[-1] & KEY_DO], opt_rdata=parsed.options,
-                      kind=kind, inserted=now, lifetime=lifetime, failure=failure,
-                      qname_len=len(key) - 5)
+        return _Entry(body, parsed.offsets, ttls, _OPT_HEADS[key[-1] & KEY_DO],
+                      parsed.options, kind, now, lifetime, failure, len(key) - 5)
 
     def _bound_ttls(self, parsed: _Parsed, kind: str, cap: int | None) -> list[int]:
         """Clamp the TTLs of ``parsed`` (values and body) to the bounds of ``kind``."""
