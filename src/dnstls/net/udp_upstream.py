@@ -103,16 +103,16 @@ _CLOCK_SLACK = 0.001  # a timer may fire up to the loop's clock resolution early
 _HEAD = struct.Struct("!HHHHHH")
 
 _RANDOM_BATCH = 4096
-_random = bytearray()  # unused CSPRNG bytes, consumed from the end
+_random: list[int] = []  # unused 16-bit values of CSPRNG bytes, taken from the end
 
 
 def _query_id() -> int:
-    """A uniformly random 16-bit message ID from the OS's CSPRNG (RFC 5452 §9.2)."""
-    if len(_random) < 2:
-        _random[:] = os.urandom(_RANDOM_BATCH)
-    qid = (_random[-2] << 8) | _random[-1]
-    del _random[-2:]
-    return qid
+    """A uniformly random 16-bit message ID from the OS's CSPRNG (RFC 5452 §9.2): two
+    bytes of an ``os.urandom`` batch each (a list of ints popped from the end: one C call
+    per ID instead of indexing and slicing a bytearray)."""
+    if not _random:
+        _random.extend(memoryview(os.urandom(_RANDOM_BATCH)).cast("H"))
+    return _random.pop()
 
 
 def _forget_random() -> None:
