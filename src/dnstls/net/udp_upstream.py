@@ -336,8 +336,8 @@ class UdpUpstream:
                                                DeadlineExpired())
             return
         due.append(exchange)
-        if self._due_timer is None:
-            self._arm_due(deadline)
+        if self._due_timer is None:  # the queue's head: this one, or (when a callback
+            self._arm_due(due[0].deadline)  # of the sweep starts a query) an older one
 
     def _opt_tail(self, payload: int, do: bool) -> bytes:
         """The query's bytes after the question: the OPT RR :func:`prepare_query_wire`

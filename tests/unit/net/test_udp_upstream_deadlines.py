@@ -233,3 +233,29 @@ def test_exchange_accept_matches_the_reference_check() -> None:
             assert exchange.accept(data) == reference(data), data.hex()
             accepted += exchange.accept(data) is not None
     assert tried > 800 and accepted > 10
+
+
+async def test_a_query_started_by_an_expiry_does_not_delay_the_next_deadline(
+        recorder: tuple[Recorder, int]) -> None:
+    """The sweep runs callbacks; one that starts a query arms the timer while older
+    exchanges are still queued: the timer must still come at the oldest deadline."""
+    proto, port = recorder
+    proto.silent = True
+    up = upstream(port)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    later: list[asyncio.Future[tuple[float, Any]]] = []
+
+    def expired(data: bytes | None, exc: BaseException | None) -> None:
+        later.append(begin(up, "c.example.", loop.time() + 0.5))
+
+    up.start_wire(question("a.example."), deadline=now + 0.05, flags=0x0100, payload=1232,
+                  do=False, callback=expired)
+    b = begin(up, "b.example.", now + 0.15)
+    at, outcome = await b
+    assert isinstance(outcome, QueryTimeout)
+    assert now + 0.148 <= at < now + 0.2  # not at the new query's deadline, nor 0.25 s late
+    assert len(later) == 1 and not later[0].done()
+    _, outcome = await later[0]
+    assert isinstance(outcome, QueryTimeout)
+    await up.aclose()
