@@ -243,7 +243,12 @@ class Forwarder:
         health = self.health[upstream.name]
         health.queries += 1
 
-        def landed(answer: bytes | None, exc: BaseException | None) -> None:
+        # bound as defaults, not closed over: no cell per variable (as the handler's)
+        def landed(answer: bytes | None, exc: BaseException | None, self: Forwarder = self,
+                   upstream: Upstream = upstream, start: float = start,
+                   health: UpstreamHealth = health,
+                   callback: Callable[[bytes | None, BaseException | None], None] = callback,
+                   ) -> None:
             if exc is not None or answer is None:
                 if isinstance(exc, (QueryTimeout, NetworkError, TLSAuthenticationError,
                                     ProtocolError)):

@@ -107,7 +107,12 @@ class WireForwarder:
             return False
         flight = _Flight()
 
-        def landed(upstream: bytes | None, exc: BaseException | None) -> None:
+        # bound as defaults, not closed over: no cell per variable (as the handler's)
+        def landed(upstream: bytes | None, exc: BaseException | None,
+                   flights: dict[bytes, _Flight] = flights, key: bytes = key,
+                   flight: _Flight = flight,
+                   callback: Callable[[bytes | None, BaseException | None], None] = callback,
+                   ) -> None:
             if flights.get(key) is flight:
                 del flights[key]
             shared = flight.shared
