@@ -79,6 +79,14 @@ def begin(up: UdpUpstream, name: str, deadline: float, *, flags: int = 0x0100,
     return future
 
 
+@pytest.fixture
+def slow_sweep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep period far longer than the test: a deadline kept late by a bug would show
+    as seconds late, not as tens of milliseconds a loaded machine can also add."""
+    monkeypatch.setattr(udp_upstream, "DEADLINE_SWEEP", 10.0)
+
+
+@pytest.mark.usefixtures("slow_sweep")
 async def test_each_exchange_times_out_at_its_own_deadline_with_one_timer(
         recorder: tuple[Recorder, int]) -> None:
     proto, port = recorder
@@ -94,34 +102,35 @@ async def test_each_exchange_times_out_at_its_own_deadline_with_one_timer(
         at, outcome = await future
         assert isinstance(outcome, QueryTimeout)
         # not before its deadline (within the loop clock's resolution), not much after
-        assert deadline - 0.002 <= at < deadline + 0.05
+        assert deadline - 0.002 <= at < deadline + 0.5
     assert up.statistics()["timeouts"] == 4 and up.statistics()["sockets_idle"] == 0
     assert not up._due and up._due_timer is None  # nothing left: no timer armed
     await up.aclose()
 
 
+@pytest.mark.usefixtures("slow_sweep")
 async def test_an_earlier_deadline_than_the_queued_ones_gets_its_own_timer(
         recorder: tuple[Recorder, int]) -> None:
     proto, port = recorder
     proto.silent = True
     up = upstream(port)
     now = asyncio.get_running_loop().time()
-    late = begin(up, "late.example.", now + 0.3)
+    late = begin(up, "late.example.", now + 1.0)
     early = begin(up, "early.example.", now + 0.05)
     assert len(up._due) == 1  # only the first is queued
     at, outcome = await early
     assert isinstance(outcome, QueryTimeout)
-    assert now + 0.048 <= at < now + 0.1
+    assert now + 0.048 <= at < now + 0.6
     assert not late.done()
     at, outcome = await late
-    assert isinstance(outcome, QueryTimeout) and at >= now + 0.298
+    assert isinstance(outcome, QueryTimeout) and at >= now + 0.998
     await up.aclose()
 
 
 async def test_answered_exchanges_leave_the_queue_and_let_go_of_their_callbacks(
         recorder: tuple[Recorder, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(udp_upstream, "DEADLINE_SWEEP", 0.05)
-    proto, port = recorder
+    monkeypatch.setattr(udp_upstream, "DEADLINE_SWEEP", 10.0)  # the test sweeps itself
+    _, port = recorder
     up = upstream(port)
     loop = asyncio.get_running_loop()
     head = begin(up, "quiet0.example.", loop.time() + 0.4)  # never answered
@@ -131,25 +140,21 @@ async def test_answered_exchanges_leave_the_queue_and_let_go_of_their_callbacks(
     for future in futures:
         _, outcome = await future
         assert isinstance(outcome, bytes) and outcome[3] & 0xF == 0
-    # answered, but queued behind the silent head until the sweep: holding nothing of
+    # answered, but queued behind the silent head until a sweep: holding nothing of
     # the query's path meanwhile
     assert all(e.finished and e.callback is None and e.port is None for e in queued[1:])
     assert len(up._due) == 6
-    await asyncio.sleep(0.15)  # the timer armed at most DEADLINE_SWEEP ahead sweeps them
-    assert list(up._due) == queued[:1]
-    _, outcome = await head
+    assert up._due_timer is not None
+    up._due_timer.cancel()
+    up._expire_due()  # what the timer runs (at least every DEADLINE_SWEEP)
+    assert list(up._due) == queued[:1] and up._due_timer is not None
+    _, outcome = await head  # the re-armed timer still comes at the head's deadline
     assert isinstance(outcome, QueryTimeout)
-    assert not up._due and up._due_timer is None
+    assert not up._due
     # in order, an answer takes its own entry off the queue's head at once
     for i in range(3):
         _, outcome = await begin(up, f"b{i}.example.", loop.time() + 30)
         assert isinstance(outcome, bytes) and not up._due
-    # a silent one behind answered ones still times out at its deadline
-    proto.silent = True
-    future = begin(up, "quiet.example.", loop.time() + 0.1)
-    deadline = loop.time() + 0.1
-    at, outcome = await future
-    assert isinstance(outcome, QueryTimeout) and at < deadline + 0.05
     await up.aclose()
 
 
@@ -235,6 +240,7 @@ def test_exchange_accept_matches_the_reference_check() -> None:
     assert tried > 800 and accepted > 10
 
 
+@pytest.mark.usefixtures("slow_sweep")
 async def test_a_query_started_by_an_expiry_does_not_delay_the_next_deadline(
         recorder: tuple[Recorder, int]) -> None:
     """The sweep runs callbacks; one that starts a query arms the timer while older
@@ -247,14 +253,14 @@ async def test_a_query_started_by_an_expiry_does_not_delay_the_next_deadline(
     later: list[asyncio.Future[tuple[float, Any]]] = []
 
     def expired(data: bytes | None, exc: BaseException | None) -> None:
-        later.append(begin(up, "c.example.", loop.time() + 0.5))
+        later.append(begin(up, "c.example.", loop.time() + 1.2))
 
     up.start_wire(question("a.example."), deadline=now + 0.05, flags=0x0100, payload=1232,
                   do=False, callback=expired)
     b = begin(up, "b.example.", now + 0.15)
     at, outcome = await b
     assert isinstance(outcome, QueryTimeout)
-    assert now + 0.148 <= at < now + 0.2  # not at the new query's deadline, nor 0.25 s late
+    assert now + 0.148 <= at < now + 0.8  # not at the new query's deadline (~1.25 s)
     assert len(later) == 1 and not later[0].done()
     _, outcome = await later[0]
     assert isinstance(outcome, QueryTimeout)
