@@ -316,8 +316,7 @@ class UdpUpstream:
         port = self._take()
         exchange = _Exchange(self, port, qid, question, deadline, flags, payload, do,
                              callback)
-        port.future = exchange
-        port.accept = exchange.accept
+        port.future = exchange  # _readable calls its accept itself (no bound method)
         tail = self._opt_tails.get(payload << 1 | do)
         if tail is None:
             tail = self._opt_tail(payload, do)
@@ -489,6 +488,22 @@ class UdpUpstream:
             future = port.future
             if future is None:  # idle: a late answer, or someone probing this port
                 self._stray(port)
+                return
+            if type(future) is _Exchange:  # start_wire's: its check and finish directly
+                if future.finished:
+                    return
+                try:
+                    data = sock.recv(65535)
+                except BlockingIOError:
+                    return
+                except OSError as exc:  # ICMP port unreachable and friends
+                    future.set_exception(exc)
+                    return
+                if future.accept(data) is None:
+                    port.clean = False
+                    self.counters["forged_responses"] += 1
+                    continue
+                future._finish(data, None)  # the whole answer path: touch nothing after
                 return
             if future.done():  # answered or expired; what follows waits (or strays)
                 return

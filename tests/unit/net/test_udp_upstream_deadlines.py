@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -264,4 +265,24 @@ async def test_a_query_started_by_an_expiry_does_not_delay_the_next_deadline(
     assert len(later) == 1 and not later[0].done()
     _, outcome = await later[0]
     assert isinstance(outcome, QueryTimeout)
+    await up.aclose()
+
+
+async def test_an_icmp_error_fails_the_exchange_at_once_and_retires_the_socket() -> None:
+    """Nothing listens on the port: the connected socket's recv reports the ICMP port
+    unreachable, start_wire's callback gets a NetworkError long before the deadline."""
+    from dnstls.errors import NetworkError
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # the port is free now: a datagram to it draws an ICMP error
+    up = upstream(port)
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    at, outcome = await begin(up, "refused.example.", now + 5)
+    assert isinstance(outcome, NetworkError) and at < now + 2
+    stats = up.statistics()
+    assert stats["connection_errors"] == 1 and stats["sockets_idle"] == 0
+    assert not up._due
     await up.aclose()
