@@ -54,12 +54,35 @@ def total_ir(directory: Path, before: set[Path]) -> int:
     return total
 
 
+def by_object(directory: Path, before: set[Path], top: int) -> list[str]:
+    """Self instructions by shared object and the top functions (callgrind_annotate)."""
+    from collections import Counter
+    objects: Counter[str] = Counter()
+    functions: Counter[str] = Counter()
+    for path in sorted(set(directory.glob("cg.out*")) - before):
+        text = subprocess.run(["callgrind_annotate", "--threshold=100", str(path)],
+                              capture_output=True, text=True, timeout=300).stdout
+        for line in text.splitlines():
+            m = re.match(r"\s*([\d,]+)\s+\(\s*[\d.]+%\)\s+(.*?)\s+\[(.*)\]\s*$", line)
+            if not m:
+                continue
+            ir = int(m.group(1).replace(",", ""))
+            obj = Path(m.group(3)).name
+            objects[obj] += ir
+            functions[f"{m.group(2)[:60]} [{obj[:24]}]"] += ir
+    out = [f"    {ir:12,}  {obj}" for obj, ir in objects.most_common(12)]
+    out += [f"      {ir:12,}  {fn}" for fn, ir in functions.most_common(top)]
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--servers", default="kresd,dnstls")
     parser.add_argument("--variant", action="append", default=[])
     parser.add_argument("--modes", default="1.3,1.3r,1.2,1.2r")
     parser.add_argument("-n", type=int, default=200)
+    parser.add_argument("--objects", type=int, default=-1, metavar="TOP",
+                        help="also self instructions by shared object and the TOP functions")
     args = parser.parse_args()
     reexec_in_netns()
     assert_isolated()
@@ -119,6 +142,9 @@ def main() -> int:
                 results[(mode, name)] = per
                 print(f"{name:8} TLS {mode:5} {conns} connections {result['stats']}: "
                       f"{per / 1e6:7.3f} M instructions per connection", flush=True)
+                if args.objects >= 0 and conns:
+                    print(f"  self instructions per connection x{conns} (totals):")
+                    print("\n".join(by_object(out, before, args.objects)), flush=True)
         names = list(servers)
         print("\nM instructions per connection (user space, callgrind)")
         print(f"{'mode':6}" + "".join(f"{n:>10}" for n in names)

@@ -137,7 +137,7 @@ def py_probe(port: int, ca: Path, version: str) -> str:
 
 
 def profile(name: str, peer: peers.Peer, ca: Path, version: str, resume: bool, n: int,
-            out: Path, top: int) -> None:
+            out: Path, top: int, syscalls: bool = False) -> None:
     perf = shutil.which("perf")
     label = f"{name} TLS {version} {'resumed' if resume else 'full'}"
     data = out / f"perf-{name}-{version}{'r' if resume else ''}.data"
@@ -148,24 +148,49 @@ def profile(name: str, peer: peers.Peer, ca: Path, version: str, resume: bool, n
         argv.append("--resume")
     argv = ["taskset", "-c", CLIENT_CPU, *argv]
     pids = ",".join(str(p) for p in measure.tree(peer.pid))
-    rec = None
+    rec = stat = None
     if perf is not None:
-        rec = subprocess.Popen([perf, "record", "-F", "1999", "-p", pids, "-o", str(data)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if syscalls:  # perf trace -s: system calls by name (instead of sampling)
+            rec = subprocess.Popen([perf, "trace", "-s", "-p", pids, "-o",
+                                    str(data) + ".trace"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        else:
+            rec = subprocess.Popen([perf, "record", "-F", "1999", "-p", pids, "-o",
+                                    str(data)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stat = subprocess.Popen([perf, "stat", "-x,", "-e", "task-clock,page-faults,"
+                                 "context-switches,raw_syscalls:sys_enter", "-p", pids],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
     cpu0 = measure.cpu_seconds(peer.pid)
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     cpu = measure.cpu_seconds(peer.pid) - cpu0
-    if rec is not None:
+    stat_err = b""
+    if rec is not None and stat is not None:
         rec.send_signal(2)
         rec.communicate(timeout=60)
+        stat.send_signal(2)
+        _, stat_err = stat.communicate(timeout=60)
     import json
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     conns = max(result["connections"], 1)
     per = cpu * 1e6 / conns
     print(f"\n== {label}: {conns} connections, {result['per_second']:.0f}/s, "
           f"{per:.0f} µs server CPU per connection, {result['stats']}", flush=True)
+    for line in stat_err.decode().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].replace(".", "").isdigit():
+            print(f"  {fields[2]:28} per connection {float(fields[0]) / conns:10.2f}")
     if rec is None:
+        return
+    if syscalls:
+        text = Path(str(data) + ".trace").read_text(errors="replace")
+        print("  system calls per connection:")
+        for line in text.splitlines():
+            m = re.match(r"\s+(\w+)\s+(\d+)\s+\d+\s+([\d.]+)", line)
+            if m and int(m.group(2)) >= conns // 10:
+                print(f"    {m.group(1):20} {int(m.group(2)) / conns:6.2f}  "
+                      f"({float(m.group(3)) * 1000 / int(m.group(2)):.1f} µs each, traced)")
         return
     report = subprocess.run([perf, "report", "-i", str(data), "--no-children", "--sort",
                              "dso,sym", "--stdio", "--percent-limit", "0"],
@@ -255,6 +280,8 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=600)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--probe-only", action="store_true")
+    parser.add_argument("--syscalls", action="store_true",
+                        help="perf trace -s (system calls by name) instead of perf record")
     parser.add_argument("--cprofile", metavar="TREE", type=Path, default=None,
                         help="instead: dnstls from TREE under cProfile, TLS 1.3 full "
                              "connections (-n), top functions by own time per connection")
@@ -295,7 +322,8 @@ def main() -> int:
         for mode in args.modes.split(","):
             version, resume = MODES[mode]
             for name, peer in servers.resolvers.items():
-                profile(name, peer, pki.ca_pem, version, resume, args.n, out, args.top)
+                profile(name, peer, pki.ca_pem, version, resume, args.n, out, args.top,
+                        args.syscalls)
         print(f"profile_hs: perf data in {out}; {measure.uptime()}")
     finally:
         for failure in group.stop_all():
