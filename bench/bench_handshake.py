@@ -178,8 +178,13 @@ def main() -> int:
             lib.SSL_CTX_ctrl(raw(ctx), 44, 0, None)
             return ctx
 
+        def noticket() -> ssl.SSLContext:
+            ctx = ServerTLS([pair]).context
+            ctx.options |= ssl.OP_NO_TICKET  # stateful resumption (session cache)
+            return ctx
+
         settings = {"dnstls": dnstls, "sha256": sha256, "nocache": nocache,
-                    "sha256+nocache": both2}
+                    "sha256+nocache": both2, "noticket": noticket}
         contexts = {name: make() for name, make in settings.items()}
         modes = [("1.3", False), ("1.3", True), ("1.2", False), ("1.2", True)]
         best: dict[tuple[str, str], float] = {}
