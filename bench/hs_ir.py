@@ -112,7 +112,7 @@ def main() -> int:
             finally:
                 peers._pinned = original
             servers[name] = (peer, out)
-        for name, (peer, _out) in servers.items():
+        for peer, _out in servers.values():
             subprocess.run([sys.executable, str(BENCH / "tlsload.py"), "handshakes",
                             "--port", str(peer.port), "--ca", str(pki.ca_pem), "--version",
                             "1.3", "-n", "1000", "--threads", "4", "--seconds", "120",

@@ -25,6 +25,7 @@ syscalls; the crypto library's share is the handshake; the rest is the server's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -124,10 +125,8 @@ def py_probe(port: int, ca: Path, version: str) -> str:
             tlsload.recv_exact(s, length)
             time.sleep(0.05)
             s.setblocking(False)
-            try:  # let late TLS 1.3 tickets in
-                s.recv(1)
-            except (ssl.SSLWantReadError, BlockingIOError):
-                pass
+            with contextlib.suppress(ssl.SSLWantReadError, BlockingIOError):
+                s.recv(1)  # let late TLS 1.3 tickets in
             session = s.session
             out.append(f"{s.version()} {s.cipher()[0]} reused={s.session_reused} "
                        f"ticket={session.has_ticket if session else None} "
@@ -314,7 +313,7 @@ def main() -> int:
                       flush=True)
         if args.probe_only:
             return 0
-        for name, peer in servers.resolvers.items():  # warm the cache (1000 names)
+        for peer in servers.resolvers.values():  # warm the cache (1000 names)
             subprocess.run([sys.executable, str(BENCH / "tlsload.py"), "handshakes",
                             "--port", str(peer.port), "--ca", str(pki.ca_pem), "--version",
                             "1.3", "-n", "1000", "--threads", "4", "--seconds", "60",
