@@ -10,14 +10,14 @@ gets a fresh one, and each ticket costs the server a session encoding, an encryp
 a record (about 6 % of the OpenSSL instructions of a full TLS 1.3 handshake, callgrind).
 
 TLS 1.3 suites: the server's preference is ``TLS_AES_128_GCM_SHA256``, then
-ChaCha20-Poly1305, then ``TLS_AES_256_GCM_SHA384`` (:data:`TLS13_SUITES`; the order of
-RFC 8446's mandatory suite first, as RFC 9325 allows). Clients built on OpenSSL or GnuTLS
-offer the AES-256/SHA-384 suite first, and its SHA-384 key schedule costs a full handshake
-about 8 % more server CPU in OpenSSL than SHA-256's. Python's ``ssl`` has no call for
-TLS 1.3 suites, so :func:`prefer_tls13_suites` calls ``SSL_CTX_set_ciphersuites`` through
-ctypes, only after checking that it reaches the very OpenSSL and ``SSL_CTX`` of the
-context; where it cannot (another Python, a statically linked OpenSSL), OpenSSL's
-default order stays -- the same three AEAD suites.
+ChaCha20-Poly1305, then ``TLS_AES_256_GCM_SHA384`` (:data:`TLS13_SUITES`: RFC 8446's
+mandatory-to-implement suite first; all three are AEAD suites BCP 195 accepts). Clients
+built on OpenSSL or GnuTLS offer the AES-256/SHA-384 suite first, and its SHA-384 key
+schedule costs a full handshake about 8 % more server CPU in OpenSSL than SHA-256's.
+Python's ``ssl`` has no call for TLS 1.3 suites, so :func:`prefer_tls13_suites` calls
+``SSL_CTX_set_ciphersuites`` through ctypes, only after checking that it reaches the very
+OpenSSL and ``SSL_CTX`` of the context; where it cannot (another Python, a statically
+linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites.
 
 Several certificates may be configured; the first is the default and the others are
 chosen by the client's SNI when it matches one of their names. :meth:`ServerTLS.reload`
