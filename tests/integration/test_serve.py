@@ -580,6 +580,29 @@ async def test_tls13_session_resumption_with_one_ticket(serve: ServeFactory) -> 
     assert s.service.tls is not None and s.service.tls.context.num_tickets == 1
 
 
+async def test_accepted_sockets_are_nodelay(serve: ServeFactory) -> None:
+    """Answers must not wait for Nagle: the event loop sets TCP_NODELAY on every
+    accepted TCP transport (the server no longer does it itself), DoT and plain TCP."""
+    s: Served = await serve()
+    client = await s.connect()
+    await client.send(q("www.example.test"))
+    await client.recv()
+    reader, writer = await asyncio.open_connection(*s.plain_addr)
+    wire = q("www.example.test").to_wire()
+    writer.write(struct.pack("!H", len(wire)) + wire)
+    await reader.readexactly(2)
+    seen = 0
+    for listener in s.service.listeners:
+        for conn in listener.connections:
+            assert conn.raw is not None
+            sock = conn.raw.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+            seen += 1
+    assert seen == 2
+    await client.aclose()
+    writer.close()
+
+
 async def test_unknown_edns_options_are_ignored(serve: ServeFactory) -> None:
     s: Served = await serve()
     client = await s.connect()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import typing
 from collections import Counter
 
@@ -114,15 +113,16 @@ class StreamConnection(asyncio.Protocol):
         self._admitted = True
         listener.connections.add(self)
         listener.stats.open += 1
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None:
-            listener.stats.handshakes[sslobj.version() or "unknown"] += 1
-            if sslobj.session_reused:
-                listener.stats.resumed += 1
+        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport they
+        # make (tests/integration/test_serve.py::test_accepted_sockets_are_nodelay); ours
+        # went through uvloop's PseudoSocket, which builds a socket.socket for it: three
+        # system calls and a Python object per connection.
+        if listener.tls is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                listener.stats.handshakes[sslobj.version() or "unknown"] += 1
+                if sslobj.session_reused:
+                    listener.stats.resumed += 1
         self._ready(transport)
 
     def _ready(self, transport: asyncio.Transport) -> None:

@@ -194,3 +194,45 @@ async def test_a_message_without_a_header_ends_the_stream_after_the_ones_before_
     assert [m.id for m in answers(items)] == [1]  # the one before; nothing after
     assert conn.closed and conn.reason is CloseReason.BAD_MESSAGE and transport.closed
     assert conn.listener.stats.dropped["no_header"] == 1
+
+
+def _loops() -> list[str]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return ["asyncio"]
+    return ["asyncio", "uvloop"]
+
+
+@pytest.mark.parametrize("loop_name", _loops())
+def test_event_loop_sets_nodelay_on_accepted_sockets(loop_name: str) -> None:
+    """StreamConnection does not set TCP_NODELAY itself (one system call per connection
+    saved): both event loops it runs on set it on every accepted TCP transport."""
+    import socket
+
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Probe, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    if loop_name == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+    assert seen and all(seen)
