@@ -19,9 +19,12 @@ import argparse
 import json
 import resource
 import selectors
+import shlex
+import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -41,6 +44,10 @@ def main() -> int:
     parser.add_argument("--conns", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--around", action="append", default=[],
+                        help="a command (shell words) started just before the measured "
+                             "rounds and stopped with SIGINT after them, e.g. perf record "
+                             "-p PID (bench/perf_conns.py)")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -92,6 +99,10 @@ def main() -> int:
         lost += len(waiting)
 
     one_round(0)  # warm: every connection has answered once
+    around = [subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE) for cmd in args.around]
+    if around:
+        time.sleep(0.3)  # let perf attach
     cpu0 = measure.cpu_seconds(args.server_pid)
     t0 = time.monotonic()
     answered = 0
@@ -101,6 +112,11 @@ def main() -> int:
         one_round(r)
     elapsed = time.monotonic() - t0
     cpu = measure.cpu_seconds(args.server_pid) - cpu0
+    for proc in around:
+        proc.send_signal(signal.SIGINT)
+    for proc in around:
+        _out, err = proc.communicate(timeout=60)
+        sys.stderr.write(err.decode(errors="replace"))
     for s in conns:
         s.close()
     print(json.dumps({
