@@ -3,7 +3,8 @@
 Usage (as root, under the bench lock)::
 
     flock /tmp/dnstls-bench.lock .venv/bin/python bench/perf_conns.py \\
-        [--src TREE] [--servers dnstls,floor-a,kresd] [--scenarios reads500,conns500]
+        [--src TREE] [--servers dnstls,floor-a,kresd,new] [--variant new=TREE]
+        [--scenarios reads500,conns500]
         [--seconds 6] [--rounds 40] [--out DIR]
 
 In a private network namespace (as bench/run.py) starts nsd, ``dnstls serve`` (from
@@ -11,9 +12,10 @@ In a private network namespace (as bench/run.py) starts nsd, ``dnstls serve`` (f
 ``create_server(ssl=...)`` answering every query with one precomputed answer) and
 optionally kresd, all pinned to core 0, and for each server and scenario:
 
-* ``reads500``: ``bench/tls_reads.py`` opens 500 TLS 1.3 connections, then
-  ``perf record -g`` and ``perf stat`` run around ``--rounds`` rounds of one query on
-  every connection only (handshakes excluded);
+* ``reads500`` (``readsN``: N connections): ``bench/tls_reads.py`` opens 500 TLS 1.3
+  connections, then ``perf record -g`` and ``perf stat`` run around ``--rounds`` rounds
+  of one query on every connection only (handshakes excluded; with N connections, as
+  many reads in all as ``reads500``);
 * ``conns500``: dnsperf ``-c 500 -q 500`` for ``--seconds`` (the handshakes included),
   perf around the whole run.
 
@@ -89,7 +91,10 @@ def stat_rows(path: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=BENCH.parent)
-    parser.add_argument("--servers", default="dnstls,floor-a")
+    parser.add_argument("--servers", default="dnstls,floor-a",
+                        help="dnstls (from --src), floor-a, kresd, or a --variant name")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
+                        help="also run dnstls from another source tree")
     parser.add_argument("--scenarios", default="reads500,conns500")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=40)
@@ -114,9 +119,13 @@ def main() -> int:
         hot = measure.write_text_queries(work / "hot.q",
                                          [peers.a_name(i) for i in range(1000)], "A")
         servers: dict[str, peers.Peer] = {}
+        variants = {k: Path(v).resolve() for k, v in (x.split("=", 1) for x in args.variant)}
         for name in args.servers.split(","):
             if name == "dnstls":
                 servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU, src=src)
+            elif name in variants:
+                servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU,
+                                                   src=variants[name], name=name)
             elif name == "floor-a":
                 servers[name] = start_floor(group, pki, src)
             elif name == "kresd":
@@ -131,11 +140,13 @@ def main() -> int:
                 data = out / f"{name}-{scenario}.data"
                 stat = out / f"{name}-{scenario}.stat"
                 cmds = perf_cmds(perf, peer.pid, data, stat)
-                if scenario == "reads500":
+                if scenario.startswith("reads"):  # readsN: N connections
+                    conns = int(scenario.removeprefix("reads"))
+                    rounds = max(1, args.rounds * 500 // conns)  # as many reads as reads500
                     argv = ["taskset", "-c", CLIENT_CPU, sys.executable,
                             str(BENCH / "tls_reads.py"), "--port", str(peer.port),
                             "--ca", str(pki.ca_pem), "--server-pid", str(peer.pid),
-                            "--conns", "500", "--rounds", str(args.rounds)]
+                            "--conns", str(conns), "--rounds", str(rounds)]
                     for c in cmds:
                         argv += ["--around", " ".join(c)]
                     proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
