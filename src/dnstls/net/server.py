@@ -141,9 +141,10 @@ class StreamConnection(asyncio.Protocol):
         now = self.loop.time()
         wire = state.take_one(data, now)
         if wire is not None:
-            # One whole query on a connection with nothing else outstanding: the read of
-            # a client that asks one query at a time (500 such connections: conns500).
-            # What feed + _dispatch + _flush + _settle do for it, without their calls.
+            # One whole query, nothing buffered or held back: the read of a client that
+            # asks one query at a time (500 such connections: conns500), or of one
+            # whose other queries are being forwarded. What feed + _dispatch + _flush +
+            # _settle do for it, without their calls.
             listener = self.listener
             routed = listener.handler.route(wire, listener.transport)
             if type(routed) is bytes:
@@ -162,8 +163,9 @@ class StreamConnection(asyncio.Protocol):
                 else:
                     transport.write(framed)  # one item: one TLS record
                     state.answered_many(1, now)
-                # _settle: reading stays allowed (nothing in flight, no backlog, not
-                # stopped); the timer moves only if the deadline is earlier
+                # _settle: reading stays allowed (in flight as before this read, under
+                # the bound; no backlog; not stopped); the timer moves only if the
+                # deadline is earlier
                 if not self._reading:
                     self._flow()
                 deadline = state.deadline()

@@ -214,6 +214,10 @@ _ONE_QUERY_SCENARIOS: dict[str, tuple[dict[str, int], bool, list[bytes | str]]] 
                                             framing.encode(query(NAMES[0], 6)), "tick",
                                             "tick", framing.encode(query(NAMES[1], 7)),
                                             "tick", "tick"]),
+    "bound reached by the pipeline": ({"max_in_flight": 2}, False, [
+        framing.encode(query("other.test.", 1)), framing.encode(query("more.test.", 2)),
+        framing.encode(query(NAMES[0], 3)), framing.encode(query(NAMES[1], 4)), "tick",
+        framing.encode(query(NAMES[2], 5)), "tick", "tick", "tick"]),
     "query limit": ({"max_queries": 2}, False, [framing.encode(query(NAMES[0], 1)),
                                                 framing.encode(query(NAMES[1], 2)),
                                                 framing.encode(query(NAMES[2], 3)), "tick"]),
