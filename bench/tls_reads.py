@@ -52,6 +52,7 @@ def main() -> int:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = context(args.ca, "1.3")
+    open_cpu0 = measure.cpu_seconds(args.server_pid)
     conns: list[ssl.SSLSocket] = []
     for _ in range(args.conns):
         raw = socket.create_connection(("127.0.0.1", args.port), timeout=5)
@@ -99,6 +100,8 @@ def main() -> int:
         lost += len(waiting)
 
     one_round(0)  # warm: every connection has answered once
+    # server CPU per connection for the handshakes and the first query on each
+    open_us = (measure.cpu_seconds(args.server_pid) - open_cpu0) * 1e6 / len(conns)
     around = [subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE) for cmd in args.around]
     if around:
@@ -124,7 +127,8 @@ def main() -> int:
         "cpu_us_per_query": cpu * 1e6 / answered if answered else float("nan"),
         "lost": lost, "rcodes": dict(rcodes), "completed": answered,
         "response_size": sizes / answered if answered else 0.0,
-        "ok": lost == 0 and set(rcodes) == {"NOERROR"}}))
+        "ok": lost == 0 and set(rcodes) == {"NOERROR"},
+        "open_us_per_connection": open_us}))
     return 0
 
 
