@@ -18,7 +18,7 @@ from dnstls.proto import framing
 from dnstls.proto.admission import Admission, AdmissionLimits
 from dnstls.proto.answers import Transport, make_response
 from dnstls.proto.cachekey import key_from_message
-from dnstls.proto.stream import CloseReason, StreamLimits
+from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 from dnstls.resolver.base import Refuse
 from dnstls.resolver.cache import Cache
 
@@ -236,3 +236,87 @@ def test_event_loop_sets_nodelay_on_accepted_sockets(loop_name: str) -> None:
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())
     assert seen and all(seen)
+
+
+FORMERR_QUERY = b"\x00\x09\x00\x00" + b"\x00" * 8  # a header asking no question
+# Each scenario: reads (bytes) and "tick" (one loop iteration) in order, with limits.
+_ONE_QUERY_SCENARIOS: dict[str, tuple[dict[str, int], bool, list[bytes | str]]] = {
+    "hits, one per read": ({}, False, [framing.encode(query(NAMES[i % 4], i))
+                                       for i in range(6)]),
+    "hits in one iteration": ({}, False, [framing.encode(query(NAMES[i % 4], i))
+                                          for i in range(3)] + ["tick"]),
+    "hits between ticks": ({}, False, [x for i in range(3) for x in (
+        framing.encode(query(NAMES[i], i)), "tick")]),
+    "rejection then a hit": ({}, False, [framing.encode(FORMERR_QUERY),
+                                         framing.encode(query(NAMES[1], 8)), "tick"]),
+    "a message without a header": ({}, False, [framing.encode(query(NAMES[0], 1)),
+                                               framing.encode(b"\x00\x02\x00"), "tick",
+                                               framing.encode(query(NAMES[1], 2))]),
+    "refused by the pipeline": ({}, False, [framing.encode(query("other.test.", 5)),
+                                            framing.encode(query(NAMES[0], 6)), "tick",
+                                            "tick", framing.encode(query(NAMES[1], 7)),
+                                            "tick", "tick"]),
+    "bound reached by the pipeline": ({"max_in_flight": 2}, False, [
+        framing.encode(query("other.test.", 1)), framing.encode(query("more.test.", 2)),
+        framing.encode(query(NAMES[0], 3)), framing.encode(query(NAMES[1], 4)), "tick",
+        framing.encode(query(NAMES[2], 5)), "tick", "tick", "tick"]),
+    "query limit": ({"max_queries": 2}, False, [framing.encode(query(NAMES[0], 1)),
+                                                framing.encode(query(NAMES[1], 2)),
+                                                framing.encode(query(NAMES[2], 3)), "tick"]),
+    "output limit": ({"max_pending_output": 8192}, True,
+                     [x for i in range(12) for x in (
+                         framing.encode(query(NAMES[i % 4], i, "TXT")), "tick")]),
+    "pipelined then one": ({}, False, [framing.encode(query(NAMES[0], 1))
+                                       + framing.encode(query(NAMES[1], 2)),
+                                       framing.encode(query(NAMES[2], 3)), "tick"]),
+}
+
+
+async def _play(limits: dict[str, int], hold: bool, steps: list[bytes | str],
+                monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    loop = asyncio.get_running_loop()
+    clock = [1000.0]  # a clock the test moves: deadlines comparable between runs
+    monkeypatch.setattr(loop, "time", lambda: clock[0])
+    conn, transport = connect(StreamLimits(**limits), hold=hold)  # type: ignore[arg-type]
+    for step in steps:
+        clock[0] += 0.25
+        if step == "tick":
+            await asyncio.sleep(0)
+        else:
+            assert isinstance(step, bytes)
+            conn.data_received(step)
+    await asyncio.sleep(0)
+    state = conn.state
+    assert state is not None
+    return (transport.calls, transport.closed, transport.aborted, transport.reading,
+            conn.closed, conn.reason, state.queries, state.in_flight, state.pending,
+            state.deadline(), conn._timer_at, dict(conn.listener.stats.dropped),
+            dict(conn.listener.handler.responses))
+
+
+@pytest.mark.parametrize("scenario", list(_ONE_QUERY_SCENARIOS))
+async def test_one_query_reads_are_handled_as_by_the_general_path(
+        scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data_received's shortcut for a read of one whole query (StreamState.take_one)
+    writes the same bytes, in the same write calls, and leaves the same state, counters
+    and timer as feed + _dispatch + _flush + _settle."""
+    limits, hold, steps = _ONE_QUERY_SCENARIOS[scenario]
+    taken: list[bytes] = []
+    original = StreamState.take_one
+
+    def counting(self: StreamState, data: bytes, now: float) -> bytes | None:
+        out = original(self, data, now)
+        if out is not None:
+            taken.append(out)
+        return out
+
+    monkeypatch.setattr(StreamState, "take_one", counting)
+    fast = await _play(limits, hold, steps, monkeypatch)
+    monkeypatch.setattr(StreamState, "take_one", lambda self, data, now: None)
+    general = await _play(limits, hold, steps, monkeypatch)
+    assert fast == general
+    assert bool(taken) == (scenario != "query limit")  # the shortcut was exercised
+    if scenario == "output limit":
+        assert fast[5] is CloseReason.OUTPUT_LIMIT
+    if scenario == "a message without a header":
+        assert fast[5] is CloseReason.BAD_MESSAGE
