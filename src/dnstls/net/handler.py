@@ -44,8 +44,9 @@ from dnstls.proto.answers import (
     parse_query,
     truncate_wire,
 )
-from dnstls.proto.cachekey import KEY_DO, WireQuery, read_query
+from dnstls.proto.cachekey import KEY_DO, WireQuery, carries_cookie, read_query
 from dnstls.resolver.base import Request, ResolveFailure, Resolver, servfail
+from dnstls.resolver.cache import ExactMemo
 from dnstls.resolver.wire import WireForwarder
 
 log = logging.getLogger("dnstls.net.handler")
@@ -60,7 +61,11 @@ _TLS = Transport.TLS
 class WireCache(Protocol):
     def lookup_wire(self, key: bytes, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
-                    pad_block: int = 0) -> bytes | None: ...
+                    pad_block: int = 0, memo: ExactMemo | None = None,
+                    exact: bytes = b"") -> bytes | None: ...
+
+    def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
+                     ) -> bytes | None: ...
 
 
 class LocalAnswers(Protocol):
@@ -78,7 +83,7 @@ class QueryHandler:
                  keepalive: float | None = None, log_queries: bool = False,
                  cache: WireCache | None = None, clock: Callable[[], float] | None = None,
                  wire: WireForwarder | None = None,
-                 local: LocalAnswers | None = None) -> None:
+                 local: LocalAnswers | None = None, exact_memo: bool = True) -> None:
         self.pipeline = pipeline
         self.local = local
         self.query_timeout = query_timeout
@@ -101,6 +106,12 @@ class QueryHandler:
                 [(t.value, text) for text in _RCODE_TEXT])
             for t in Transport}
         self._tls_plan = self._fast_plans[Transport.TLS]
+        # Answers to exact repeats of a query (its bytes after the ID), per stream
+        # transport (UDP answers may need truncation: not memoised); see ExactMemo.
+        # (exact_memo=False: the reference the tests compare it with)
+        self._memos: dict[Transport, ExactMemo] = {
+            t: ExactMemo() for t in Transport if t is not Transport.UDP and exact_memo}
+        self._tls_memo = self._memos.get(Transport.TLS)
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
@@ -119,11 +130,27 @@ class QueryHandler:
         local = self.local
         if (cache is None and self.wire is None and local is None) or self.log_queries:
             return None
+        memo = None
+        exact = b""
+        if cache is not None:
+            # An exact repeat of a query answered from the cache in this second: the
+            # saved answer under this query's ID, without reading the query again.
+            # TLS by identity: hashing an Enum member calls Enum.__hash__ (Python).
+            memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
+            if memo is not None:
+                exact = wire[2:]
+                out = cache.lookup_exact(memo, exact, wire, self.clock())
+                if out is not None:
+                    self.responses[self._tls_plan[2][out[3] & 0xF] if transport is _TLS
+                                   else self._fast_plans[transport][2][out[3] & 0xF]] += 1
+                    return out
+                # COOKIE options differ per client (and change): not worth an item
+                if b"\x00\x0a\x00" in exact and carries_cookie(wire):
+                    memo = None
         query = read_query(wire)
         if query is None:
             return None
         key, qid, flags, qname, with_edns, payload, padding, keepalive = query
-        # TLS's plan by identity: hashing an Enum member calls Enum.__hash__ (Python)
         stream, pad_block, keys = (self._tls_plan if transport is _TLS
                                    else self._fast_plans[transport])
         out = None
@@ -132,7 +159,7 @@ class QueryHandler:
             out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname,
                                     with_edns,
                                     self._keepalive_wire if stream and keepalive else b"",
-                                    pad_block if padding else 0)
+                                    pad_block if padding else 0, memo, exact)
         if out is None:
             if local is None or not local.covers_wire(key[:-5]):
                 return query if self.wire is not None and self.wire.eligible(query) else None

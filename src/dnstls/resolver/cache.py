@@ -61,6 +61,7 @@ an entry kept for serve-stale.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 from collections import OrderedDict
@@ -142,7 +143,7 @@ class _Entry:
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
-                 "size", "ttls")
+                 "serial", "size", "ttls")
 
     def __init__(self, *, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -175,6 +176,67 @@ class _Entry:
         self.memo_options = b""
         self.memo_pad = 0
         self.memo_padding = b""
+        # Unique over every entry of every cache (ExactMemo's saved answers name their
+        # entry by key and serial: a replaced or evicted entry never matches again).
+        self.serial = next(_SERIALS)
+
+
+_SERIALS = itertools.count(1)
+#: What an ExactMemo item costs besides its two byte strings (dict slot, tuple, ints,
+#: the bytes objects' headers), rounded up; counted against its byte bound.
+_EXACT_OVERHEAD = 256
+
+
+class ExactMemo:
+    """Saved answers for exact queries, for one listener transport (TCP or TLS): the
+    query's bytes after its ID -> the answer's bytes after its ID, valid exactly while
+    the cache entry's memoised rendering would give the same bytes.
+
+    An answer from :meth:`Cache.lookup_wire` depends on the query only through the
+    bytes after its ID (RD, the name's case, EDNS, padding, keepalive) and on the
+    listener's transport (keepalive value, padding block: one memo per transport), and
+    on the entry only through its identity and its age in whole seconds. So an item
+    saved by a fresh hit (:meth:`Cache.lookup_wire` with ``memo``) names the entry by
+    key and serial and the age it was rendered at; :meth:`Cache.lookup_exact` serves it
+    only while the same entry (not replaced, not evicted) is fresh at the same age, and
+    does what a fresh hit does to the cache (LRU order, hit count). Anything else falls
+    back to the full path, which saves a new item.
+
+    Bounded: at most ``max_items`` items and ``max_bytes`` (both strings plus a fixed
+    overhead per item); when a new item would pass either bound, the table is emptied
+    (items of replaced or evicted entries go with it). Queries whose bytes differ per
+    client or per query (COOKIE options) are not saved by the handler.
+    """
+
+    __slots__ = ("max_bytes", "max_items", "size", "table")
+
+    def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError("max_items and max_bytes must be positive")
+        self.table: dict[bytes, tuple[CacheKey, int, int, bytes]] = {}
+        self.size = 0
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def save(self, exact: bytes, key: CacheKey, serial: int, age: int, rest: bytes) -> None:
+        table = self.table
+        size = len(exact) + len(rest) + _EXACT_OVERHEAD
+        old = table.get(exact)
+        if old is not None:
+            self.size -= len(exact) + len(old[3]) + _EXACT_OVERHEAD
+        elif len(table) >= self.max_items:
+            table.clear()
+            self.size = 0
+        if self.size + size > self.max_bytes:
+            table.clear()
+            self.size = 0
+            if size > self.max_bytes:
+                return
+        table[exact] = (key, serial, age, rest)
+        self.size += size
 
 
 class Cache:
@@ -227,7 +289,8 @@ class Cache:
 
     def lookup_wire(self, key: CacheKey, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
-                    pad_block: int = 0) -> bytes | None:
+                    pad_block: int = 0, memo: ExactMemo | None = None,
+                    exact: bytes = b"") -> bytes | None:
         """The listener's fast path: response bytes for a new query, or None on a miss.
 
         ``qname`` is the query's owner name as sent (echoed for 0x20), ``edns`` whether
@@ -236,6 +299,9 @@ class Cache:
         The caller still enforces its UDP size limit. A cached failure is answered
         with its SERVFAIL bytes. (Positional arguments are allowed: the listener's fast
         path calls it for every query, and keywords cost there.)
+
+        With ``memo``, a fresh hit's answer (after its ID) is also saved there under
+        ``exact``, the query's bytes after its ID (see :class:`ExactMemo`).
         """
         entry = self._entries.get(key)
         if entry is None:
@@ -268,8 +334,32 @@ class Cache:
             tail = _memo(entry, edns, options, pad_block)
         name = (qname if qname is not None and len(qname) == entry.qname_len
                 else entry.name_view)
-        return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"),
-                         entry.memo_mids[1 if rd else 0], name, tail, entry.memo_padding))
+        if memo is None:
+            return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"),
+                             entry.memo_mids[1 if rd else 0], name, tail,
+                             entry.memo_padding))
+        rest = b"".join((entry.memo_mids[1 if rd else 0], name, tail, entry.memo_padding))
+        memo.save(exact, key, entry.serial, age, rest)
+        return (query_id & 0xFFFF).to_bytes(2, "big") + rest
+
+    def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
+                     ) -> bytes | None:
+        """The answer :meth:`lookup_wire` would give the query ``wire`` (``exact`` is
+        ``wire[2:]``), from ``memo``; None (nothing counted, nothing changed) when it has
+        no valid item for it: then the full path decides."""
+        saved = memo.table.get(exact)
+        if saved is None:
+            return None
+        key, serial, age, rest = saved
+        entry = self._entries.get(key)
+        if entry is None or entry.serial != serial or now >= entry.expires:
+            return None
+        aged = int(now - entry.inserted)
+        if aged != age and (aged >= 0 or age):  # lookup_wire's age, 0 if negative
+            return None
+        self._entries.move_to_end(key)
+        self._hits += 1
+        return wire[:2] + rest
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
