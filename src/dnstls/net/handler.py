@@ -111,7 +111,9 @@ class QueryHandler:
         # (exact_memo=False: the reference the tests compare it with)
         self._memos: dict[Transport, ExactMemo] = {
             t: ExactMemo() for t in Transport if t is not Transport.UDP and exact_memo}
-        self._tls_memo = self._memos.get(Transport.TLS)
+        self._exact_plans = {t: (memo, self._fast_plans[t][2])
+                             for t, memo in self._memos.items()}
+        self._tls_exact = self._exact_plans.get(Transport.TLS)
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
@@ -127,26 +129,25 @@ class QueryHandler:
         :meth:`answer_wire`), or None for the message pipeline (:meth:`parse` then
         :meth:`answer`)."""
         cache = self.cache
+        plan = self._tls_exact if transport is _TLS else self._exact_plans.get(transport)
+        memo = None
+        exact = b""
+        if plan is not None and cache is not None and not self.log_queries:
+            # An exact repeat of a query answered from the cache in this second: the
+            # saved answer under this query's ID, without reading the query again.
+            # (TLS by identity: hashing an Enum member calls Enum.__hash__, Python.)
+            memo, keys = plan
+            exact = wire[2:]
+            out = cache.lookup_exact(memo, exact, wire, self.clock())
+            if out is not None:
+                self.responses[keys[out[3] & 0xF]] += 1
+                return out
+            # COOKIE options differ per client (and change): not worth an item
+            if b"\x00\x0a\x00" in exact and carries_cookie(wire):
+                memo = None
         local = self.local
         if (cache is None and self.wire is None and local is None) or self.log_queries:
             return None
-        memo = None
-        exact = b""
-        if cache is not None:
-            # An exact repeat of a query answered from the cache in this second: the
-            # saved answer under this query's ID, without reading the query again.
-            # TLS by identity: hashing an Enum member calls Enum.__hash__ (Python).
-            memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
-            if memo is not None:
-                exact = wire[2:]
-                out = cache.lookup_exact(memo, exact, wire, self.clock())
-                if out is not None:
-                    self.responses[self._tls_plan[2][out[3] & 0xF] if transport is _TLS
-                                   else self._fast_plans[transport][2][out[3] & 0xF]] += 1
-                    return out
-                # COOKIE options differ per client (and change): not worth an item
-                if b"\x00\x0a\x00" in exact and carries_cookie(wire):
-                    memo = None
         query = read_query(wire)
         if query is None:
             return None

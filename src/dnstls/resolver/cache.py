@@ -185,6 +185,8 @@ _SERIALS = itertools.count(1)
 #: What an ExactMemo item costs besides its two byte strings (dict slot, tuple, ints,
 #: the bytes objects' headers), rounded up; counted against its byte bound.
 _EXACT_OVERHEAD = 256
+_EXACT_MARGIN = 1e-3
+_INF = float("inf")
 
 
 class ExactMemo:
@@ -197,10 +199,12 @@ class ExactMemo:
     listener's transport (keepalive value, padding block: one memo per transport), and
     on the entry only through its identity and its age in whole seconds. So an item
     saved by a fresh hit (:meth:`Cache.lookup_wire` with ``memo``) names the entry by
-    key and serial and the age it was rendered at; :meth:`Cache.lookup_exact` serves it
-    only while the same entry (not replaced, not evicted) is fresh at the same age, and
-    does what a fresh hit does to the cache (LRU order, hit count). Anything else falls
-    back to the full path, which saves a new item.
+    key and serial and the span of time in which the entry is fresh and of the age it was
+    rendered at (less a millisecond at both ends, against float rounding);
+    :meth:`Cache.lookup_exact` serves it only within that span while the same entry (not
+    replaced, not evicted) is in the cache, and does what a fresh hit does to the cache
+    (LRU order, hit count). Anything else falls back to the full path, which saves a new
+    item.
 
     Bounded: at most ``max_items`` items and ``max_bytes`` (both strings plus a fixed
     overhead per item); when a new item would pass either bound, the table is emptied
@@ -213,7 +217,7 @@ class ExactMemo:
     def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("max_items and max_bytes must be positive")
-        self.table: dict[bytes, tuple[CacheKey, int, int, bytes]] = {}
+        self.table: dict[bytes, tuple[CacheKey, int, float, float, bytes]] = {}
         self.size = 0
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -221,12 +225,15 @@ class ExactMemo:
     def __len__(self) -> int:
         return len(self.table)
 
-    def save(self, exact: bytes, key: CacheKey, serial: int, age: int, rest: bytes) -> None:
+    def save(self, exact: bytes, key: CacheKey, serial: int, since: float, until: float,
+             rest: bytes) -> None:
+        """Keep ``rest`` for ``exact`` while the entry ``key``/``serial`` is there, for
+        ``since <= now < until``."""
         table = self.table
         size = len(exact) + len(rest) + _EXACT_OVERHEAD
         old = table.get(exact)
         if old is not None:
-            self.size -= len(exact) + len(old[3]) + _EXACT_OVERHEAD
+            self.size -= len(exact) + len(old[4]) + _EXACT_OVERHEAD
         elif len(table) >= self.max_items:
             table.clear()
             self.size = 0
@@ -235,7 +242,7 @@ class ExactMemo:
             self.size = 0
             if size > self.max_bytes:
                 return
-        table[exact] = (key, serial, age, rest)
+        table[exact] = (key, serial, since, until, rest)
         self.size += size
 
 
@@ -339,7 +346,11 @@ class Cache:
                              entry.memo_mids[1 if rd else 0], name, tail,
                              entry.memo_padding))
         rest = b"".join((entry.memo_mids[1 if rd else 0], name, tail, entry.memo_padding))
-        memo.save(exact, key, entry.serial, age, rest)
+        # Valid while int(now - inserted) stays ``age`` and the entry is fresh, with a
+        # margin at both ends of the second (float rounding): outside it, the full path.
+        since = entry.inserted + age
+        memo.save(exact, key, entry.serial, since + _EXACT_MARGIN if age else -_INF,
+                  min(entry.expires, since + 1 - _EXACT_MARGIN), rest)
         return (query_id & 0xFFFF).to_bytes(2, "big") + rest
 
     def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
@@ -350,14 +361,14 @@ class Cache:
         saved = memo.table.get(exact)
         if saved is None:
             return None
-        key, serial, age, rest = saved
-        entry = self._entries.get(key)
-        if entry is None or entry.serial != serial or now >= entry.expires:
+        key, serial, since, until, rest = saved
+        if not since <= now < until:  # another second of age, or expired
             return None
-        aged = int(now - entry.inserted)
-        if aged != age and (aged >= 0 or age):  # lookup_wire's age, 0 if negative
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is None or entry.serial != serial:  # evicted or replaced
             return None
-        self._entries.move_to_end(key)
+        entries.move_to_end(key)
         self._hits += 1
         return wire[:2] + rest
 

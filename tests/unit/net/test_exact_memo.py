@@ -101,7 +101,8 @@ def test_memo_answers_equal_the_full_path() -> None:
     rng = random.Random(6)
     wires = [w for name in NAMES for w in shapes(name, 0)]
     served = 0
-    for now in (0.0, 0.1, 0.99, 1.0, 1.5, 2.0, 4.999, 5.0, 5.5, 6.2, 7.0, 8.0, 9.0):
+    # (1.2 after 2.5: the cache takes any `now`; an older second must not get the memo)
+    for now in (0.0, 0.1, 0.99, 1.0, 1.5, 2.0, 2.5, 1.2, 4.999, 5.0, 5.5, 6.2, 7.0, 8.0, 9.0):
         pair.now = now
         for _ in range(3):
             for wire in rng.sample(wires, len(wires)):
@@ -146,7 +147,7 @@ def test_repeat_takes_the_memo_and_ids_are_the_querys() -> None:
     pair.store(NAMES[0], 300, "192.0.2.1")
     wire = shapes(NAMES[0], 0)[8]  # padded
     first = pair.memo.route(b"\x12\x34" + wire[2:], Transport.TLS)
-    memo = pair.memo._tls_memo
+    memo = pair.memo._memos[Transport.TLS]
     assert memo is not None and isinstance(first, bytes) and len(memo) == 1
     hits = pair.caches[0].statistics().hits
     again = pair.memo.route(b"\xab\xcd" + wire[2:], Transport.TLS)
@@ -174,16 +175,16 @@ def test_carries_cookie() -> None:
 def test_exact_memo_is_bounded() -> None:
     memo = ExactMemo(max_items=3, max_bytes=10_000)
     for i in range(3):
-        memo.save(b"q%d" % i, b"key", i, 0, b"r" * 100)
+        memo.save(b"q%d" % i, b"key", i, 0.0, 1.0, b"r" * 100)
     assert len(memo) == 3
-    memo.save(b"q1", b"key", 9, 1, b"r" * 200)  # a replacement: not a new item
+    memo.save(b"q1", b"key", 9, 0.0, 1.0, b"r" * 200)  # a replacement: not a new item
     assert len(memo) == 3 and memo.size == sum(
-        len(e) + len(v[3]) + 256 for e, v in memo.table.items())
-    memo.save(b"q3", b"key", 3, 0, b"r")  # a fourth item: the table starts over
+        len(e) + len(v[4]) + 256 for e, v in memo.table.items())
+    memo.save(b"q3", b"key", 3, 0.0, 1.0, b"r")  # a fourth item: the table starts over
     assert list(memo.table) == [b"q3"]
-    memo.save(b"q4", b"key", 4, 0, b"r" * 9_700)  # past max_bytes with q3: starts over
+    memo.save(b"q4", b"key", 4, 0.0, 1.0, b"r" * 9_700)  # past max_bytes with q3: starts over
     assert list(memo.table) == [b"q4"] and memo.size <= memo.max_bytes
-    memo.save(b"q5", b"key", 5, 0, b"r" * 20_000)  # alone past the bound: not kept
+    memo.save(b"q5", b"key", 5, 0.0, 1.0, b"r" * 20_000)  # alone past the bound: not kept
     assert len(memo) == 0 and memo.size == 0
     with pytest.raises(ValueError):
         ExactMemo(max_items=0)
