@@ -67,6 +67,9 @@ class WireCache(Protocol):
     def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
                      ) -> bytes | None: ...
 
+    def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
+                     out: list[bytes], now: float) -> tuple[int, int]: ...
+
 
 class LocalAnswers(Protocol):
     """Local data's side of the fast path (:class:`dnstls.resolver.local.LocalData`)."""
@@ -97,7 +100,7 @@ class QueryHandler:
         if self._keepalive_wire:
             self._keepalive_wire = struct.pack("!HH", edns.KEEPALIVE,
                                                len(self._keepalive_wire)) + self._keepalive_wire
-        self.responses: Counter[tuple[str, str]] = Counter()  # (transport, rcode)
+        self._responses: Counter[tuple[str, str]] = Counter()  # (transport, rcode)
         # The fast path's per-transport settings and counter keys, built once: enum
         # attribute access, tuple building and Flag arithmetic cost ~1 µs a query.
         self._fast_plans = {
@@ -117,6 +120,30 @@ class QueryHandler:
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
+
+    @property
+    def responses(self) -> Counter[tuple[str, str]]:
+        """Answers given, by (transport, RCODE) (the memo's own counts added first)."""
+        responses = self._responses
+        for memo, keys in self._exact_plans.values():
+            counts = memo.counts
+            for rcode, n in enumerate(counts):
+                if n:
+                    responses[keys[rcode]] += n
+                    counts[rcode] = 0
+        return responses
+
+    def answer_exact(self, messages: list[bytes], start: int, transport: Transport,
+                     out: list[bytes]) -> tuple[int, int]:
+        """Answer exact repeats among ``messages[start:]`` from the memo, in order, up to
+        the first that is not one (:meth:`Cache.answer_exact`: framed answers appended
+        to ``out``); returns that message's index and the size of the answers. What
+        :meth:`route` would answer for each of them, without a call per message."""
+        plan = self._tls_exact if transport is _TLS else self._exact_plans.get(transport)
+        cache = self.cache
+        if plan is None or cache is None or self.log_queries:
+            return start, 0
+        return cache.answer_exact(plan[0], messages, start, out, self.clock())
 
     def fast(self, wire: bytes, transport: Transport) -> bytes | None:
         """The answer from the cache's stored bytes, or None to take another path."""
@@ -140,7 +167,7 @@ class QueryHandler:
             exact = wire[2:]
             out = cache.lookup_exact(memo, exact, wire, self.clock())
             if out is not None:
-                self.responses[keys[out[3] & 0xF]] += 1
+                self._responses[keys[out[3] & 0xF]] += 1
                 return out
             # COOKIE options differ per client (and change): not worth an item
             if b"\x00\x0a\x00" in exact and carries_cookie(wire):
@@ -173,7 +200,7 @@ class QueryHandler:
                 return None
         if not stream and len(out) > (max(MIN_UDP, payload) if with_edns else MIN_UDP):
             return None  # needs truncation: the ordinary path does it
-        self.responses[keys[out[3] & 0xF]] += 1
+        self._responses[keys[out[3] & 0xF]] += 1
         return out
 
     async def answer_wire(self, query: WireQuery, wire: bytes, transport: Transport) -> bytes:
@@ -256,7 +283,7 @@ class QueryHandler:
             if len(out) > limit:
                 out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
                                     do=bool(query.key[-1] & KEY_DO))
-        self.responses[keys[out[3] & 0xF]] += 1
+        self._responses[keys[out[3] & 0xF]] += 1
         return out
 
     def _failed_wire(self, query: WireQuery, wire: bytes, transport: Transport,

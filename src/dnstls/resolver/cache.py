@@ -186,6 +186,7 @@ _SERIALS = itertools.count(1)
 #: the bytes objects' headers), rounded up; counted against its byte bound.
 _EXACT_OVERHEAD = 256
 _EXACT_MARGIN = 1e-3
+_MAX_MESSAGE = 65535
 _INF = float("inf")
 
 
@@ -212,28 +213,34 @@ class ExactMemo:
     client or per query (COOKIE options) are not saved by the handler.
     """
 
-    __slots__ = ("max_bytes", "max_items", "size", "table")
+    __slots__ = ("counts", "max_bytes", "max_items", "size", "table")
 
     def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("max_items and max_bytes must be positive")
-        self.table: dict[bytes, tuple[CacheKey, int, float, float, bytes]] = {}
+        #: exact -> (key, serial, since, until, (length prefix, rest), RCODE)
+        self.table: dict[bytes, tuple[CacheKey, int, float, float, tuple[bytes, bytes],
+                                      int]] = {}
         self.size = 0
         self.max_items = max_items
         self.max_bytes = max_bytes
+        #: answers given by :meth:`Cache.answer_exact`, by RCODE (the owner collects them)
+        self.counts = [0] * 16
 
     def __len__(self) -> int:
         return len(self.table)
 
     def save(self, exact: bytes, key: CacheKey, serial: int, since: float, until: float,
              rest: bytes) -> None:
-        """Keep ``rest`` for ``exact`` while the entry ``key``/``serial`` is there, for
-        ``since <= now < until``."""
+        """Keep ``rest`` (the answer after its ID) for ``exact`` while the entry
+        ``key``/``serial`` is there, for ``since <= now < until``."""
+        if len(rest) + 2 > _MAX_MESSAGE:
+            return  # cannot be framed for a stream (never the case for a cached answer)
         table = self.table
         size = len(exact) + len(rest) + _EXACT_OVERHEAD
         old = table.get(exact)
         if old is not None:
-            self.size -= len(exact) + len(old[4]) + _EXACT_OVERHEAD
+            self.size -= len(exact) + len(old[4][1]) + _EXACT_OVERHEAD
         elif len(table) >= self.max_items:
             table.clear()
             self.size = 0
@@ -242,7 +249,9 @@ class ExactMemo:
             self.size = 0
             if size > self.max_bytes:
                 return
-        table[exact] = (key, serial, since, until, rest)
+        # The framed answer is length + ID + rest: ``id.join((length, rest))``, one copy.
+        table[exact] = (key, serial, since, until,
+                        ((len(rest) + 2).to_bytes(2, "big"), rest), rest[1] & 0xF)
         self.size += size
 
 
@@ -361,7 +370,7 @@ class Cache:
         saved = memo.table.get(exact)
         if saved is None:
             return None
-        key, serial, since, until, rest = saved
+        key, serial, since, until, framed, _ = saved
         if not since <= now < until:  # another second of age, or expired
             return None
         entries = self._entries
@@ -370,7 +379,45 @@ class Cache:
             return None
         entries.move_to_end(key)
         self._hits += 1
-        return wire[:2] + rest
+        return wire[:2] + framed[1]
+
+    def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
+                     out: list[bytes], now: float) -> tuple[int, int]:
+        """:meth:`lookup_exact` for ``messages[start:]`` in order, as long as it answers:
+        each answer framed for a stream (RFC 7766 length prefix) and appended to ``out``,
+        counted by RCODE in ``memo.counts``. Returns the index of the first message it
+        did not answer (``len(messages)`` if none) and the size of the answers appended
+        without their prefixes. One call per run of answers: a pipelined read of
+        repeats costs no Python call per message."""
+        get_saved = memo.table.get
+        entries = self._entries
+        get_entry = entries.get
+        move_to_end = entries.move_to_end
+        append = out.append
+        counts = memo.counts
+        index = start
+        end = len(messages)
+        size = 0
+        while index < end:
+            wire = messages[index]
+            saved = get_saved(wire[2:])
+            if saved is None:
+                break
+            key, serial, since, until, framed, rcode = saved
+            if not since <= now < until:
+                break
+            entry = get_entry(key)
+            if entry is None or entry.serial != serial:
+                break
+            move_to_end(key)
+            answer = wire[:2].join(framed)  # length, this query's ID, the rest
+            append(answer)
+            size += len(answer)
+            counts[rcode] += 1
+            index += 1
+        answered = index - start
+        self._hits += answered
+        return index, size - 2 * answered
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
