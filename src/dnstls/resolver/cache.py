@@ -218,9 +218,10 @@ class ExactMemo:
     def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
         if max_items < 1 or max_bytes < 1:
             raise ValueError("max_items and max_bytes must be positive")
-        #: exact -> (key, serial, since, until, (length prefix, rest), RCODE)
+        #: exact -> (key, serial, since, until, (length prefix, rest), answer length,
+        #: RCODE)
         self.table: dict[bytes, tuple[CacheKey, int, float, float, tuple[bytes, bytes],
-                                      int]] = {}
+                                      int, int]] = {}
         self.size = 0
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -251,7 +252,8 @@ class ExactMemo:
                 return
         # The framed answer is length + ID + rest: ``id.join((length, rest))``, one copy.
         table[exact] = (key, serial, since, until,
-                        ((len(rest) + 2).to_bytes(2, "big"), rest), rest[1] & 0xF)
+                        ((len(rest) + 2).to_bytes(2, "big"), rest), len(rest) + 2,
+                        rest[1] & 0xF)
         self.size += size
 
 
@@ -370,7 +372,7 @@ class Cache:
         saved = memo.table.get(exact)
         if saved is None:
             return None
-        key, serial, since, until, framed, _ = saved
+        key, serial, since, until, framed, _, _ = saved
         if not since <= now < until:  # another second of age, or expired
             return None
         entries = self._entries
@@ -395,29 +397,27 @@ class Cache:
         move_to_end = entries.move_to_end
         append = out.append
         counts = memo.counts
-        index = start
-        end = len(messages)
-        size = 0
-        while index < end:
-            wire = messages[index]
+        size = answered = others = 0
+        for wire in messages if not start else messages[start:]:
             saved = get_saved(wire[2:])
             if saved is None:
                 break
-            key, serial, since, until, framed, rcode = saved
+            key, serial, since, until, framed, length, rcode = saved
             if not since <= now < until:
                 break
             entry = get_entry(key)
             if entry is None or entry.serial != serial:
                 break
             move_to_end(key)
-            answer = wire[:2].join(framed)  # length, this query's ID, the rest
-            append(answer)
-            size += len(answer)
-            counts[rcode] += 1
-            index += 1
-        answered = index - start
+            append(wire[:2].join(framed))  # length, this query's ID, the rest
+            size += length
+            answered += 1
+            if rcode:  # NOERROR is counted once for the run, below
+                counts[rcode] += 1
+                others += 1
+        counts[0] += answered - others
         self._hits += answered
-        return index, size - 2 * answered
+        return start + answered, size
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",
