@@ -114,9 +114,7 @@ class QueryHandler:
         # (exact_memo=False: the reference the tests compare it with)
         self._memos: dict[Transport, ExactMemo] = {
             t: ExactMemo() for t in Transport if t is not Transport.UDP and exact_memo}
-        self._exact_plans = {t: (memo, self._fast_plans[t][2])
-                             for t, memo in self._memos.items()}
-        self._tls_exact = self._exact_plans.get(Transport.TLS)
+        self._tls_memo = self._memos.get(Transport.TLS)
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
@@ -125,7 +123,8 @@ class QueryHandler:
     def responses(self) -> Counter[tuple[str, str]]:
         """Answers given, by (transport, RCODE) (the memo's own counts added first)."""
         responses = self._responses
-        for memo, keys in self._exact_plans.values():
+        for transport, memo in self._memos.items():
+            keys = self._fast_plans[transport][2]
             counts = memo.counts
             for rcode, n in enumerate(counts):
                 if n:
@@ -139,11 +138,11 @@ class QueryHandler:
         the first that is not one (:meth:`Cache.answer_exact`: framed answers appended
         to ``out``); returns that message's index and the size of the answers. What
         :meth:`route` would answer for each of them, without a call per message."""
-        plan = self._tls_exact if transport is _TLS else self._exact_plans.get(transport)
+        memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
         cache = self.cache
-        if plan is None or cache is None or self.log_queries:
+        if memo is None or cache is None or self.log_queries or memo.resting:
             return start, 0
-        return cache.answer_exact(plan[0], messages, start, out, self.clock())
+        return cache.answer_exact(memo, messages, start, out, self.clock())
 
     def fast(self, wire: bytes, transport: Transport) -> bytes | None:
         """The answer from the cache's stored bytes, or None to take another path."""
@@ -156,25 +155,27 @@ class QueryHandler:
         :meth:`answer_wire`), or None for the message pipeline (:meth:`parse` then
         :meth:`answer`)."""
         cache = self.cache
-        plan = self._tls_exact if transport is _TLS else self._exact_plans.get(transport)
-        memo = None
-        exact = b""
-        if plan is not None and cache is not None and not self.log_queries:
-            # An exact repeat of a query answered from the cache in this second: the
-            # saved answer under this query's ID, without reading the query again.
-            # (TLS by identity: hashing an Enum member calls Enum.__hash__, Python.)
-            memo, keys = plan
-            exact = wire[2:]
-            out = cache.lookup_exact(memo, exact, wire, self.clock())
-            if out is not None:
-                self._responses[keys[out[3] & 0xF]] += 1
-                return out
-            # COOKIE options differ per client (and change): not worth an item
-            if b"\x00\x0a\x00" in exact and carries_cookie(wire):
-                memo = None
         local = self.local
         if (cache is None and self.wire is None and local is None) or self.log_queries:
             return None
+        memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
+        exact = b""
+        if memo is not None and cache is not None:
+            # An exact repeat of a query answered from the cache in this second: the
+            # saved answer under this query's ID, without reading the query again.
+            # (TLS by identity: hashing an Enum member calls Enum.__hash__, Python.)
+            if memo.resting:  # exact repeats have been rare: the full path only, for now
+                memo.resting -= 1
+                memo = None
+            else:
+                exact = wire[2:]
+                out = cache.lookup_exact(memo, exact, wire, self.clock())
+                if out is not None:
+                    self._responses[self._fast_plans[transport][2][out[3] & 0xF]] += 1
+                    return out
+                # COOKIE options differ per client (and change): not worth an item
+                if b"\x00\x0a\x00" in exact and carries_cookie(wire):
+                    memo = None
         query = read_query(wire)
         if query is None:
             return None

@@ -173,16 +173,21 @@ class StreamConnection(asyncio.Protocol):
             ready = 0
             index = 0
             count = len(messages)
+            runs = True
             while index < count:
                 # Exact repeats of queries answered from the cache (most of a busy
-                # connection's): answered, framed and queued by one call per run.
-                stop, size = answer_exact(messages, index, transport, self._out)
-                if stop != index:
-                    ready += stop - index
-                    queued += size
-                    index = stop
-                    if index == count:
-                        break
+                # connection's): answered, framed and queued by one call per run; after
+                # a call that answered none, route() alone for the rest of the pass.
+                if runs:
+                    stop, size = answer_exact(messages, index, transport, self._out)
+                    if stop == index:
+                        runs = False
+                    else:
+                        ready += stop - index
+                        queued += size
+                        index = stop
+                        if index == count:
+                            break
                 wire = messages[index]
                 index += 1
                 routed = route(wire, transport)

@@ -186,6 +186,9 @@ _SERIALS = itertools.count(1)
 #: the bytes objects' headers), rounded up; counted against its byte bound.
 _EXACT_OVERHEAD = 256
 _EXACT_MARGIN = 1e-3
+#: ExactMemo's judgement: over this many saves, and how many queries it then rests for
+EXACT_WINDOW = 1024
+EXACT_REST = 65536
 _MAX_MESSAGE = 65535
 _INF = float("inf")
 
@@ -210,10 +213,15 @@ class ExactMemo:
     Bounded: at most ``max_items`` items and ``max_bytes`` (both strings plus a fixed
     overhead per item); when a new item would pass either bound, the table is emptied
     (items of replaced or evicted entries go with it). Queries whose bytes differ per
-    client or per query (COOKIE options) are not saved by the handler.
+    client or per query (COOKIE options) are not saved by the handler. When the items
+    saved over :data:`EXACT_WINDOW` saves answered fewer queries than that (queries
+    that do not repeat exactly), the table is emptied and ``resting`` tells the owner
+    to neither look up nor save for :data:`EXACT_REST` queries: then the memo costs
+    next to nothing where it does not help.
     """
 
-    __slots__ = ("counts", "max_bytes", "max_items", "size", "table")
+    __slots__ = ("counts", "hits", "max_bytes", "max_items", "resting", "saves", "size",
+                 "table")
 
     def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
         if max_items < 1 or max_bytes < 1:
@@ -227,6 +235,10 @@ class ExactMemo:
         self.max_bytes = max_bytes
         #: answers given by :meth:`Cache.answer_exact`, by RCODE (the owner collects them)
         self.counts = [0] * 16
+        # Items saved and answers given in the current window of EXACT_WINDOW saves; when
+        # fewer answers than saves (queries that do not repeat: a client randomising
+        # the name's case, say), the owner leaves the memo alone for ``resting`` queries.
+        self.saves = self.hits = self.resting = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -235,26 +247,32 @@ class ExactMemo:
              rest: bytes) -> None:
         """Keep ``rest`` (the answer after its ID) for ``exact`` while the entry
         ``key``/``serial`` is there, for ``since <= now < until``."""
-        if len(rest) + 2 > _MAX_MESSAGE:
-            return  # cannot be framed for a stream (never the case for a cached answer)
+        length = len(rest) + 2
+        size = len(exact) + length + _EXACT_OVERHEAD
         table = self.table
-        size = len(exact) + len(rest) + _EXACT_OVERHEAD
         old = table.get(exact)
-        if old is not None:
-            self.size -= len(exact) + len(old[4][1]) + _EXACT_OVERHEAD
-        elif len(table) >= self.max_items:
+        if old is not None:  # a replacement (the entry was re-aged or replaced)
+            self.size -= len(exact) + old[5] + _EXACT_OVERHEAD
+        elif len(table) >= self.max_items or self.size + size > self.max_bytes:
             table.clear()
             self.size = 0
-        if self.size + size > self.max_bytes:
-            table.clear()
-            self.size = 0
-            if size > self.max_bytes:
-                return
+        if self.size + size > self.max_bytes or length > _MAX_MESSAGE:
+            # past the bound even now (or alone), or too long to frame for a stream
+            # (never the case for a cached answer): not kept
+            if old is not None:
+                del table[exact]
+            return
         # The framed answer is length + ID + rest: ``id.join((length, rest))``, one copy.
-        table[exact] = (key, serial, since, until,
-                        ((len(rest) + 2).to_bytes(2, "big"), rest), len(rest) + 2,
-                        rest[1] & 0xF)
+        table[exact] = (key, serial, since, until, (length.to_bytes(2, "big"), rest),
+                        length, rest[1] & 0xF)
         self.size += size
+        self.saves += 1
+        if self.saves >= EXACT_WINDOW:
+            if self.hits < self.saves:  # not worth its cost: rest, then try again
+                self.resting = EXACT_REST
+                table.clear()
+                self.size = 0
+            self.saves = self.hits = 0
 
 
 class Cache:
@@ -381,6 +399,7 @@ class Cache:
             return None
         entries.move_to_end(key)
         self._hits += 1
+        memo.hits += 1
         return wire[:2] + framed[1]
 
     def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
@@ -417,6 +436,7 @@ class Cache:
                 others += 1
         counts[0] += answered - others
         self._hits += answered
+        memo.hits += answered
         return start + answered, size
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,

@@ -179,7 +179,7 @@ def test_exact_memo_is_bounded() -> None:
     assert len(memo) == 3
     memo.save(b"q1", b"key", 9, 0.0, 1.0, b"r" * 200)  # a replacement: not a new item
     assert len(memo) == 3 and memo.size == sum(
-        len(e) + len(v[4][1]) + 256 for e, v in memo.table.items())
+        len(e) + v[5] + 256 for e, v in memo.table.items())
     memo.save(b"q3", b"key", 3, 0.0, 1.0, b"rr")  # a fourth item: the table starts over
     assert list(memo.table) == [b"q3"]
     memo.save(b"q4", b"key", 4, 0.0, 1.0, b"r" * 9_700)  # past max_bytes with q3: starts over
@@ -188,3 +188,35 @@ def test_exact_memo_is_bounded() -> None:
     assert len(memo) == 0 and memo.size == 0
     with pytest.raises(ValueError):
         ExactMemo(max_items=0)
+
+
+def test_memo_rests_when_queries_do_not_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queries that never repeat exactly (0x20 case randomisation): after a window of
+    saves that answered less than that, the memo is emptied and left alone for a while
+    (neither looked up nor saved), then tried again; the answers never change."""
+    from dnstls.resolver import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "EXACT_WINDOW", 8)
+    monkeypatch.setattr(cache_module, "EXACT_REST", 5)
+    pair = Pair()
+    name = "abcdefghijkl.example.com."
+    pair.store(name, 300, "192.0.2.1")
+    pair.now = 0.5
+    memo = pair.memo._memos[Transport.TLS]
+
+    def cased(i: int) -> bytes:
+        text = "".join(c.upper() if i >> n & 1 else c for n, c in enumerate(name))
+        return dns.message.make_query(text, "A", id=i).to_wire()
+
+    for i in range(7):
+        assert pair.route(cased(i), Transport.TLS) is not None
+    assert len(memo) == 7 and not memo.resting
+    pair.route(cased(7), Transport.TLS)  # the 8th save without a hit
+    assert memo.resting == 5 and len(memo) == 0
+    for _ in range(5):  # resting: the full path, nothing saved
+        assert pair.route(cased(1), Transport.TLS) is not None
+        assert len(memo) == 0
+    assert not memo.resting
+    for _ in range(3):  # back: saved once, then answered from the memo
+        assert pair.route(cased(1), Transport.TLS) is not None
+    assert len(memo) == 1 and memo.hits == 2 and memo.saves == 1
