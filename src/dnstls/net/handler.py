@@ -173,8 +173,9 @@ class QueryHandler:
                 if out is not None:
                     self._responses[self._fast_plans[transport][2][out[3] & 0xF]] += 1
                     return out
-                # COOKIE options differ per client (and change): not worth an item
-                if b"\x00\x0a\x00" in exact and carries_cookie(wire):
+                # COOKIE options differ per client (and change): not worth an item;
+                # and nothing is saved once the memo has decided to rest
+                if memo.resting or (b"\x00\x0a\x00" in exact and carries_cookie(wire)):
                     memo = None
         query = read_query(wire)
         if query is None:

@@ -186,7 +186,8 @@ _SERIALS = itertools.count(1)
 #: the bytes objects' headers), rounded up; counted against its byte bound.
 _EXACT_OVERHEAD = 256
 _EXACT_MARGIN = 1e-3
-#: ExactMemo's judgement: over this many saves, and how many queries it then rests for
+#: ExactMemo's judgement: over this many failed lookups, and how many queries it then
+#: rests for
 EXACT_WINDOW = 1024
 EXACT_REST = 65536
 _MAX_MESSAGE = 65535
@@ -213,14 +214,15 @@ class ExactMemo:
     Bounded: at most ``max_items`` items and ``max_bytes`` (both strings plus a fixed
     overhead per item); when a new item would pass either bound, the table is emptied
     (items of replaced or evicted entries go with it). Queries whose bytes differ per
-    client or per query (COOKIE options) are not saved by the handler. When the items
-    saved over :data:`EXACT_WINDOW` saves answered fewer queries than that (queries
-    that do not repeat exactly), the table is emptied and ``resting`` tells the owner
-    to neither look up nor save for :data:`EXACT_REST` queries: then the memo costs
-    next to nothing where it does not help.
+    client or per query (COOKIE options) are not saved by the handler. When, over
+    :data:`EXACT_WINDOW` lookups that found nothing, it answered fewer queries than
+    that (queries that do not repeat exactly, or cache misses), the table is emptied
+    and ``resting`` tells the owner to neither look up nor save for
+    :data:`EXACT_REST` queries: then the memo costs next to nothing where it does not
+    help.
     """
 
-    __slots__ = ("counts", "hits", "max_bytes", "max_items", "resting", "saves", "size",
+    __slots__ = ("counts", "hits", "max_bytes", "max_items", "misses", "resting", "size",
                  "table")
 
     def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
@@ -235,10 +237,9 @@ class ExactMemo:
         self.max_bytes = max_bytes
         #: answers given by :meth:`Cache.answer_exact`, by RCODE (the owner collects them)
         self.counts = [0] * 16
-        # Items saved and answers given in the current window of EXACT_WINDOW saves; when
-        # fewer answers than saves (queries that do not repeat: a client randomising
-        # the name's case, say), the owner leaves the memo alone for ``resting`` queries.
-        self.saves = self.hits = self.resting = 0
+        # Answers given and lookups that found none, in the current window of
+        # EXACT_WINDOW of the latter: see judge().
+        self.misses = self.hits = self.resting = 0
 
     def __len__(self) -> int:
         return len(self.table)
@@ -266,13 +267,17 @@ class ExactMemo:
         table[exact] = (key, serial, since, until, (length.to_bytes(2, "big"), rest),
                         length, rest[1] & 0xF)
         self.size += size
-        self.saves += 1
-        if self.saves >= EXACT_WINDOW:
-            if self.hits < self.saves:  # not worth its cost: rest, then try again
-                self.resting = EXACT_REST
-                table.clear()
-                self.size = 0
-            self.saves = self.hits = 0
+
+    def judge(self) -> None:
+        """At the end of a window: when the memo answered fewer queries than it failed
+        to answer (queries that do not repeat exactly -- a client randomising the
+        name's case, say -- or that the cache does not answer), empty it and tell the
+        owner to leave it alone (no lookups, no saves) for EXACT_REST queries."""
+        if self.hits < self.misses:
+            self.resting = EXACT_REST
+            self.table.clear()
+            self.size = 0
+        self.misses = self.hits = 0
 
 
 class Cache:
@@ -385,22 +390,25 @@ class Cache:
     def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
                      ) -> bytes | None:
         """The answer :meth:`lookup_wire` would give the query ``wire`` (``exact`` is
-        ``wire[2:]``), from ``memo``; None (nothing counted, nothing changed) when it has
-        no valid item for it: then the full path decides."""
+        ``wire[2:]``), from ``memo``; None (nothing counted in the cache, nothing
+        changed) when it has no valid item for it: then the full path decides."""
         saved = memo.table.get(exact)
-        if saved is None:
-            return None
-        key, serial, since, until, framed, _, _ = saved
-        if not since <= now < until:  # another second of age, or expired
-            return None
-        entries = self._entries
-        entry = entries.get(key)
-        if entry is None or entry.serial != serial:  # evicted or replaced
-            return None
-        entries.move_to_end(key)
-        self._hits += 1
-        memo.hits += 1
-        return wire[:2] + framed[1]
+        if saved is not None:
+            key, serial, since, until, framed, _, _ = saved
+            # fresh and of the same age (in whole seconds), and the same entry (neither
+            # evicted nor replaced)
+            if since <= now < until:
+                entries = self._entries
+                entry = entries.get(key)
+                if entry is not None and entry.serial == serial:
+                    entries.move_to_end(key)
+                    self._hits += 1
+                    memo.hits += 1
+                    return wire[:2] + framed[1]
+        memo.misses += 1
+        if memo.misses >= EXACT_WINDOW:
+            memo.judge()
+        return None
 
     def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
                      out: list[bytes], now: float) -> tuple[int, int]:

@@ -91,9 +91,12 @@ class Pair:
         return got if isinstance(got, bytes) else None
 
 
-def test_memo_answers_equal_the_full_path() -> None:
+def test_memo_answers_equal_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every shape, transport (keepalive and padding differ by transport), second, and
     entry replacement; the transports interleaved over the same caches."""
+    from dnstls.resolver import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "EXACT_WINDOW", 10**6)  # never rests here
     pair = Pair()
     for i, name in enumerate(NAMES):
         pair.store(name, 5 + i, f"192.0.2.{i}")
@@ -192,8 +195,8 @@ def test_exact_memo_is_bounded() -> None:
 
 def test_memo_rests_when_queries_do_not_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
     """Queries that never repeat exactly (0x20 case randomisation): after a window of
-    saves that answered less than that, the memo is emptied and left alone for a while
-    (neither looked up nor saved), then tried again; the answers never change."""
+    failed lookups with fewer answers than that, the memo is emptied and left alone for
+    a while (neither looked up nor saved), then tried again; the answers never change."""
     from dnstls.resolver import cache as cache_module
 
     monkeypatch.setattr(cache_module, "EXACT_WINDOW", 8)
@@ -211,7 +214,7 @@ def test_memo_rests_when_queries_do_not_repeat(monkeypatch: pytest.MonkeyPatch) 
     for i in range(7):
         assert pair.route(cased(i), Transport.TLS) is not None
     assert len(memo) == 7 and not memo.resting
-    pair.route(cased(7), Transport.TLS)  # the 8th save without a hit
+    pair.route(cased(7), Transport.TLS)  # the 8th failed lookup, no answer
     assert memo.resting == 5 and len(memo) == 0
     for _ in range(5):  # resting: the full path, nothing saved
         assert pair.route(cased(1), Transport.TLS) is not None
@@ -219,4 +222,9 @@ def test_memo_rests_when_queries_do_not_repeat(monkeypatch: pytest.MonkeyPatch) 
     assert not memo.resting
     for _ in range(3):  # back: saved once, then answered from the memo
         assert pair.route(cased(1), Transport.TLS) is not None
-    assert len(memo) == 1 and memo.hits == 2 and memo.saves == 1
+    assert len(memo) == 1 and memo.hits == 2 and memo.misses == 1
+    # uncached names count too: 7 more failed lookups (8 in the window), 2 answers
+    for i in range(7):
+        assert pair.route(dns.message.make_query(f"x{i}.example.", "A").to_wire(),
+                          Transport.TLS) is None
+    assert memo.resting == 5
