@@ -124,8 +124,10 @@ class QueryHandler:
         """Answers given, by (transport, RCODE) (the memo's own counts added first)."""
         responses = self._responses
         for transport, memo in self._memos.items():
-            keys = self._fast_plans[transport][2]
             counts = memo.counts
+            if not any(counts):
+                continue
+            keys = self._fast_plans[transport][2]
             for rcode, n in enumerate(counts):
                 if n:
                     responses[keys[rcode]] += n
