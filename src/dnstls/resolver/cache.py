@@ -182,9 +182,10 @@ class _Entry:
 
 
 _SERIALS = itertools.count(1)
-#: What an ExactMemo item costs besides its two byte strings (dict slot, tuple, ints,
-#: the bytes objects' headers), rounded up; counted against its byte bound.
-_EXACT_OVERHEAD = 256
+#: What an ExactMemo item costs besides the contents of its three byte strings (dict
+#: slot, two tuples, the length prefix, floats and ints, the bytes objects' headers:
+#: ~430 bytes), rounded up; counted against its byte bound.
+_EXACT_OVERHEAD = 512
 _EXACT_MARGIN = 1e-3
 #: ExactMemo's judgement: over this many failed lookups, and how many queries it then
 #: rests for
@@ -211,13 +212,13 @@ class ExactMemo:
     (LRU order, hit count). Anything else falls back to the full path, which saves a new
     item.
 
-    Bounded: at most ``max_items`` items and ``max_bytes`` (both strings plus a fixed
-    overhead per item); when a new item would pass either bound, the table is emptied
-    (items of replaced or evicted entries go with it). Queries whose bytes differ per
-    client or per query (COOKIE options) are not saved by the handler. When, over
-    :data:`EXACT_WINDOW` lookups that found nothing, it answered fewer queries than
-    that (queries that do not repeat exactly, or cache misses), the table is emptied
-    and ``resting`` tells the owner to neither look up nor save for
+    Bounded: at most ``max_items`` items and ``max_bytes`` (the query, key and answer
+    bytes plus a fixed overhead per item); when a new item would pass either bound, the
+    table is emptied (items of replaced or evicted entries go with it). Queries whose
+    bytes differ per client or per query (COOKIE options) are not saved by the handler.
+    When, over :data:`EXACT_WINDOW` lookups that found nothing, it answered fewer
+    queries than that (queries that do not repeat exactly, or cache misses), the table
+    is emptied and ``resting`` tells the owner to neither look up nor save for
     :data:`EXACT_REST` queries: then the memo costs next to nothing where it does not
     help.
     """
@@ -249,11 +250,11 @@ class ExactMemo:
         """Keep ``rest`` (the answer after its ID) for ``exact`` while the entry
         ``key``/``serial`` is there, for ``since <= now < until``."""
         length = len(rest) + 2
-        size = len(exact) + length + _EXACT_OVERHEAD
+        size = len(exact) + len(key) + length + _EXACT_OVERHEAD
         table = self.table
         old = table.get(exact)
         if old is not None:  # a replacement (the entry was re-aged or replaced)
-            self.size -= len(exact) + old[5] + _EXACT_OVERHEAD
+            self.size -= len(exact) + len(old[0]) + old[5] + _EXACT_OVERHEAD
         elif len(table) >= self.max_items or self.size + size > self.max_bytes:
             table.clear()
             self.size = 0

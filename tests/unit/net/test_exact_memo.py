@@ -182,10 +182,10 @@ def test_exact_memo_is_bounded() -> None:
     assert len(memo) == 3
     memo.save(b"q1", b"key", 9, 0.0, 1.0, b"r" * 200)  # a replacement: not a new item
     assert len(memo) == 3 and memo.size == sum(
-        len(e) + v[5] + 256 for e, v in memo.table.items())
+        len(e) + len(v[0]) + v[5] + 512 for e, v in memo.table.items())
     memo.save(b"q3", b"key", 3, 0.0, 1.0, b"rr")  # a fourth item: the table starts over
     assert list(memo.table) == [b"q3"]
-    memo.save(b"q4", b"key", 4, 0.0, 1.0, b"r" * 9_700)  # past max_bytes with q3: starts over
+    memo.save(b"q4", b"key", 4, 0.0, 1.0, b"r" * 9_400)  # past max_bytes with q3: starts over
     assert list(memo.table) == [b"q4"] and memo.size <= memo.max_bytes
     memo.save(b"q5", b"key", 5, 0.0, 1.0, b"r" * 20_000)  # alone past the bound: not kept
     assert len(memo) == 0 and memo.size == 0
