@@ -187,10 +187,13 @@ _SERIALS = itertools.count(1)
 #: ~430 bytes), rounded up; counted against its byte bound.
 _EXACT_OVERHEAD = 512
 _EXACT_MARGIN = 1e-3
-#: ExactMemo's judgement: over this many failed lookups, and how many queries it then
-#: rests for
+#: ExactMemo's judgement: over this many failed lookups; how many queries it then rests
+#: for, doubled after each failed judgement in a row up to EXACT_REST_MAX (a cold cache
+#: or a change of traffic costs a short rest; a flood of queries that never repeat,
+#: ever longer ones)
 EXACT_WINDOW = 1024
-EXACT_REST = 65536
+EXACT_REST = 4096
+EXACT_REST_MAX = 262144
 _MAX_MESSAGE = 65535
 _INF = float("inf")
 
@@ -219,12 +222,13 @@ class ExactMemo:
     When, over :data:`EXACT_WINDOW` lookups that found nothing, it answered fewer
     queries than that (queries that do not repeat exactly, or cache misses), the table
     is emptied and ``resting`` tells the owner to neither look up nor save for
-    :data:`EXACT_REST` queries: then the memo costs next to nothing where it does not
+    :data:`EXACT_REST` queries (doubled for each such window in a row, up to
+    :data:`EXACT_REST_MAX`): then the memo costs next to nothing where it does not
     help.
     """
 
-    __slots__ = ("counts", "hits", "max_bytes", "max_items", "misses", "resting", "size",
-                 "table")
+    __slots__ = ("counts", "hits", "max_bytes", "max_items", "misses", "rest", "resting",
+                 "size", "table")
 
     def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
         if max_items < 1 or max_bytes < 1:
@@ -241,6 +245,7 @@ class ExactMemo:
         # Answers given and lookups that found none, in the current window of
         # EXACT_WINDOW of the latter: see judge().
         self.misses = self.hits = self.resting = 0
+        self.rest = 0  # the last rest, doubled by the next failed judgement
 
     def __len__(self) -> int:
         return len(self.table)
@@ -273,11 +278,14 @@ class ExactMemo:
         """At the end of a window: when the memo answered fewer queries than it failed
         to answer (queries that do not repeat exactly -- a client randomising the
         name's case, say -- or that the cache does not answer), empty it and tell the
-        owner to leave it alone (no lookups, no saves) for EXACT_REST queries."""
+        owner to leave it alone (no lookups, no saves) for a while: EXACT_REST queries,
+        twice the last rest if the last window failed too, at most EXACT_REST_MAX."""
         if self.hits < self.misses:
-            self.resting = EXACT_REST
+            self.rest = self.resting = min(max(EXACT_REST, self.rest * 2), EXACT_REST_MAX)
             self.table.clear()
             self.size = 0
+        else:
+            self.rest = 0
         self.misses = self.hits = 0
 
 

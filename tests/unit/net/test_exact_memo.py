@@ -201,6 +201,7 @@ def test_memo_rests_when_queries_do_not_repeat(monkeypatch: pytest.MonkeyPatch) 
 
     monkeypatch.setattr(cache_module, "EXACT_WINDOW", 8)
     monkeypatch.setattr(cache_module, "EXACT_REST", 5)
+    monkeypatch.setattr(cache_module, "EXACT_REST_MAX", 12)
     pair = Pair()
     name = "abcdefghijkl.example.com."
     pair.store(name, 300, "192.0.2.1")
@@ -227,4 +228,18 @@ def test_memo_rests_when_queries_do_not_repeat(monkeypatch: pytest.MonkeyPatch) 
     for i in range(7):
         assert pair.route(dns.message.make_query(f"x{i}.example.", "A").to_wire(),
                           Transport.TLS) is None
+    assert memo.resting == 10  # a failed window after a failed one: twice the rest
+    for i in range(10 + 8):  # rests, then fails again: at most EXACT_REST_MAX
+        pair.route(cased(100 + i), Transport.TLS)
+    assert memo.resting == 12
+    for _ in range(12):
+        pair.route(cased(1), Transport.TLS)
+    # a window that pays (8 answers, 8 failed lookups) and the next rest is short again
+    for _ in range(9):
+        pair.route(cased(1), Transport.TLS)
+    for i in range(7):
+        pair.route(cased(200 + i), Transport.TLS)
+    assert memo.hits == 0 and memo.rest == 0 and not memo.resting
+    for i in range(8):
+        pair.route(cased(300 + i), Transport.TLS)
     assert memo.resting == 5
