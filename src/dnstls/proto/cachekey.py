@@ -224,6 +224,45 @@ _KEY_FLAG_BYTES = [bytes((flags,)) for flags in range((KEY_DO | KEY_CD | KEY_AD)
 _AD_CD_KEY_FLAGS = (0, KEY_CD, KEY_AD, KEY_AD | KEY_CD)
 
 
+def carries_cookie(wire: bytes) -> bool:
+    """True if the OPT RR of ``wire`` (a query :func:`read_query` may accept) carries a
+    COOKIE option, or if that cannot be told (then the caller assumes it does).
+
+    Walks the question and the additional section like :func:`read_query`, without its
+    checks; only for the listeners' exact-query memo, which does not keep queries whose
+    bytes differ per client (RFC 7873 client cookies)."""
+    try:
+        qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(wire, 4)
+        if qdcount != 1 or ancount or nscount:
+            return True
+        pos = skip_name(wire, 12)
+        if pos < 0:
+            return True
+        pos += 4
+        end = len(wire)
+        for _ in range(arcount):
+            pos = skip_name(wire, pos)
+            if pos < 0 or pos + 10 > end:
+                return True
+            rrtype, _rrclass, _ttl, rdlength = _unpack_rr(wire, pos)
+            pos += 10
+            opt = pos
+            pos += rdlength
+            if rrtype != _OPT:
+                continue
+            while opt + 4 <= pos:
+                code, length = _unpack_option(wire, opt)
+                if code == _COOKIE:
+                    return True
+                opt += 4 + length
+    except (IndexError, struct.error):
+        return True
+    return False
+
+
+_COUNTS = struct.Struct("!HHHH")
+
+
 def _parses(wire: bytes) -> bool:
     """True if the slow path's parser accepts ``wire`` (rare queries only)."""
     try:

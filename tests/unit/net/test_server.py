@@ -86,8 +86,19 @@ def query(name: str, qid: int, rdtype: str = "A") -> bytes:
     return dns.message.make_query(name, rdtype, id=qid, use_edns=False).to_wire()
 
 
+NOW = [10.5]  # the handler's clock (the cache's entries are 10 s old)
+
+
+@pytest.fixture(autouse=True, params=[10.5, 10.0])
+def clock(request: pytest.FixtureRequest) -> None:
+    """Every test twice: mid-second (exact repeats answered from the handler's memo,
+    see test_exact_memo.py) and on the second's boundary (the memo keeps a millisecond
+    off both ends of a second: the full path every time)."""
+    NOW[0] = request.param
+
+
 def connect(limits: StreamLimits | None = None, *, hold: bool = False,
-            ) -> tuple[StreamConnection, FakeTransport]:
+            exact_memo: bool = True) -> tuple[StreamConnection, FakeTransport]:
     cache = Cache()
     for name in NAMES:
         for rdtype, text in (("A", "192.0.2.1"), ("TXT", BIG_TXT)):
@@ -96,7 +107,8 @@ def connect(limits: StreamLimits | None = None, *, hold: bool = False,
             r.answer.append(dns.rrset.from_text(q.question[0].name, 3600, "IN", rdtype,
                                                 text))
             cache.insert(key_from_message(q), r, 0.0)
-    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
+    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: NOW[0],
+                           exact_memo=exact_memo)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=limits or StreamLimits(),
                               admission=Admission(AdmissionLimits()))
@@ -320,3 +332,56 @@ async def test_one_query_reads_are_handled_as_by_the_general_path(
         assert fast[5] is CloseReason.OUTPUT_LIMIT
     if scenario == "a message without a header":
         assert fast[5] is CloseReason.BAD_MESSAGE
+
+
+@pytest.mark.parametrize("in_flight", [3, 100])
+async def test_reads_are_answered_alike_with_and_without_the_memo(in_flight: int) -> None:
+    """Runs of exact repeats (answered by one call), first-time hits, other letter case,
+    uncached names (the message path: a task), a rejected message, frames split across
+    reads: what is written, in which write calls, and the counters are the same."""
+    import random
+
+    rng = random.Random(7)
+    pair = [connect(StreamLimits(max_in_flight=in_flight), exact_memo=memo)
+            for memo in (True, False)]
+    cache = pair[0][0].listener.handler.cache
+    assert cache is not None
+    by_memo = [0]
+    answer_exact = cache.answer_exact
+
+    def counted(memo: Any, messages: list[bytes], start: int, out: list[bytes],
+                now: float) -> tuple[int, int]:
+        stop, size = answer_exact(memo, messages, start, out, now)
+        by_memo[0] += stop - start
+        return stop, size
+
+    cache.answer_exact = counted  # type: ignore[method-assign]
+    formerr = b"\x00\x09\x00\x00" + b"\x00" * 8
+    pool = [query(n, 0, t) for n in NAMES for t in ("A", "TXT")]
+    pool += [query(NAMES[0].upper(), 0), query("nocache.example.test.", 0), formerr]
+    stream = b"".join(framing.encode(rng.getrandbits(16).to_bytes(2, "big") + wire[2:])
+                      for wire in rng.choices(pool, k=600))
+    pos = 0
+    while pos < len(stream):
+        step = rng.choice([1, 7, 40, 300, 2000, 9000])
+        for conn, _ in pair:
+            conn.data_received(stream[pos:pos + step])
+        pos += step
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert pair[0][1].calls == pair[1][1].calls
+    for _ in range(100):  # the message path's tasks
+        if all(conn.state is not None and not conn.state.pending for conn, _ in pair):
+            break
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the last answer's flush
+    assert pair[0][1].calls == pair[1][1].calls
+    (a, ta), (b, _) = pair
+    items = [item for call in ta.calls for item in call]
+    assert len(items) == 600 and not a.closed
+    handler_a, handler_b = a.listener.handler, b.listener.handler
+    assert (by_memo[0] > 100) == (NOW[0] == 10.5)
+    assert handler_a.responses == handler_b.responses
+    assert handler_a.statistics() == handler_b.statistics()
+    assert handler_a.cache is not None and handler_b.cache is not None
+    assert handler_a.cache.statistics() == handler_b.cache.statistics()
