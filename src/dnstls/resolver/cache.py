@@ -168,7 +168,10 @@ class _Entry:
         self.expires = inserted + lifetime
         self.failure = failure
         self.failed_until = float("-inf")
-        self.size = len(body) + len(opt_head) + 2 + len(opt_rdata)
+        # Counted twice against max_bytes: the answer and the one rendering a fresh hit
+        # keeps (memo_tail, about the answer's size less its header and name), so the
+        # bound holds whatever is hit.
+        self.size = 2 * (len(body) + len(opt_head) + 2 + len(opt_rdata))
         # The last fresh rendering (see lookup_wire): None until a hit, dropped on re-age.
         self.memo_tail: bytes | None = None
         self.memo_mids: tuple[bytes, bytes] = (b"", b"")
