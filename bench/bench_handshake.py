@@ -150,8 +150,41 @@ def main() -> int:
             ctx.num_tickets = 1
             return ctx
 
-        settings = {"dnstls": dnstls, "no-sni-cb": no_sni, "tickets1": tickets1,
-                    "both": both}
+        import _ssl
+        import ctypes
+        lib = ctypes.CDLL(_ssl.__file__)
+        lib.SSL_CTX_set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long,
+                                     ctypes.c_void_p]
+        lib.SSL_CTX_ctrl.restype = ctypes.c_long
+
+        def raw(ctx: ssl.SSLContext) -> int:
+            return ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value or 0
+
+        def sha256() -> ssl.SSLContext:
+            ctx = ServerTLS([pair]).context
+            assert lib.SSL_CTX_set_ciphersuites(
+                raw(ctx), b"TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:"
+                b"TLS_AES_256_GCM_SHA384") == 1
+            return ctx
+
+        def nocache() -> ssl.SSLContext:
+            ctx = ServerTLS([pair]).context
+            lib.SSL_CTX_ctrl(raw(ctx), 44, 0, None)  # SET_SESS_CACHE_MODE, OFF
+            return ctx
+
+        def both2() -> ssl.SSLContext:
+            ctx = sha256()
+            lib.SSL_CTX_ctrl(raw(ctx), 44, 0, None)
+            return ctx
+
+        def noticket() -> ssl.SSLContext:
+            ctx = ServerTLS([pair]).context
+            ctx.options |= ssl.OP_NO_TICKET  # stateful resumption (session cache)
+            return ctx
+
+        settings = {"dnstls": dnstls, "sha256": sha256, "nocache": nocache,
+                    "sha256+nocache": both2, "noticket": noticket}
         contexts = {name: make() for name, make in settings.items()}
         modes = [("1.3", False), ("1.3", True), ("1.2", False), ("1.2", True)]
         best: dict[tuple[str, str], float] = {}

@@ -88,7 +88,7 @@ class FakeTransport:
 async def setup(conns: int, per_read: int, shape: str, transport: str, names: int = 1000,
                 ) -> tuple[list[StreamConnection], list[bytes]]:
     cache, shapes = bench_fast.build(names)
-    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
+    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.5)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=StreamLimits(),
                               admission=Admission(AdmissionLimits(
@@ -204,7 +204,7 @@ def opcodes(conns: int, per_read: int, shape: str, transport: str) -> None:
 async def lifecycle(conns: int, rounds: int) -> float:
     """µs of Python per connection: made, one query answered, closed by the peer."""
     cache, shapes = bench_fast.build(1000)
-    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
+    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.5)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=StreamLimits(),
                               admission=Admission(AdmissionLimits(

@@ -19,9 +19,12 @@ import argparse
 import json
 import resource
 import selectors
+import shlex
+import signal
 import socket
 import ssl
 import struct
+import subprocess
 import sys
 import time
 from collections import Counter
@@ -41,10 +44,15 @@ def main() -> int:
     parser.add_argument("--conns", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--around", action="append", default=[],
+                        help="a command (shell words) started just before the measured "
+                             "rounds and stopped with SIGINT after them, e.g. perf record "
+                             "-p PID (bench/perf_conns.py)")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     ctx = context(args.ca, "1.3")
+    open_cpu0 = measure.cpu_seconds(args.server_pid)
     conns: list[ssl.SSLSocket] = []
     for _ in range(args.conns):
         raw = socket.create_connection(("127.0.0.1", args.port), timeout=5)
@@ -92,6 +100,12 @@ def main() -> int:
         lost += len(waiting)
 
     one_round(0)  # warm: every connection has answered once
+    # server CPU per connection for the handshakes and the first query on each
+    open_us = (measure.cpu_seconds(args.server_pid) - open_cpu0) * 1e6 / len(conns)
+    around = [subprocess.Popen(shlex.split(cmd), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE) for cmd in args.around]
+    if around:
+        time.sleep(0.3)  # let perf attach
     cpu0 = measure.cpu_seconds(args.server_pid)
     t0 = time.monotonic()
     answered = 0
@@ -101,6 +115,11 @@ def main() -> int:
         one_round(r)
     elapsed = time.monotonic() - t0
     cpu = measure.cpu_seconds(args.server_pid) - cpu0
+    for proc in around:
+        proc.send_signal(signal.SIGINT)
+    for proc in around:
+        _out, err = proc.communicate(timeout=60)
+        sys.stderr.write(err.decode(errors="replace"))
     for s in conns:
         s.close()
     print(json.dumps({
@@ -108,7 +127,8 @@ def main() -> int:
         "cpu_us_per_query": cpu * 1e6 / answered if answered else float("nan"),
         "lost": lost, "rcodes": dict(rcodes), "completed": answered,
         "response_size": sizes / answered if answered else 0.0,
-        "ok": lost == 0 and set(rcodes) == {"NOERROR"}}))
+        "ok": lost == 0 and set(rcodes) == {"NOERROR"},
+        "open_us_per_connection": open_us}))
     return 0
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import ssl
+import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -19,12 +22,14 @@ import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 import trustme
 
 from dnstls.net.pool import Pool, StreamUpstream, build_forwarder
 from dnstls.proto import edns
 from dnstls.proto.answers import Transport
+from dnstls.proto.framing import FrameDecoder, encode
 from dnstls.proto.pins import spki_pin
 from dnstls.resolver.base import Request, ResolveFailure
 from dnstls.resolver.forward import Forwarder
@@ -312,6 +317,98 @@ async def test_tls_session_is_resumed_on_reconnect(h: Harness, pki: TestPKI) -> 
     assert stats["handshakes"] == 3
     assert stats["handshakes_resumed"] == 2
     assert fake.connections_accepted == 3
+
+
+class RecordUpstream:
+    """A DoT upstream that sees TLS record boundaries (memory BIOs fed one record at a
+    time) and answers every query; ``records`` is the plaintext of each record read."""
+
+    def __init__(self, ctx: ssl.SSLContext) -> None:
+        self.ctx = ctx
+        self.records: list[bytes] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> RecordUpstream:
+        self.tasks.append(asyncio.create_task(self._accept()))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        self.sock.close()
+
+    async def _accept(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, _ = await loop.sock_accept(self.sock)
+            self.tasks.append(asyncio.create_task(self._serve(conn)))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(incoming, outgoing, server_side=True)
+        raw = bytearray()
+
+        async def next_record() -> bool:
+            while len(raw) < 5 or len(raw) < 5 + struct.unpack_from("!H", raw, 3)[0]:
+                data = await loop.sock_recv(conn, 65536)
+                if not data:
+                    return False
+                raw.extend(data)
+            size = 5 + struct.unpack_from("!H", raw, 3)[0]
+            incoming.write(bytes(raw[:size]))
+            del raw[:size]
+            return True
+
+        try:
+            while True:
+                try:
+                    tls.do_handshake()
+                    break
+                except ssl.SSLWantReadError:
+                    await loop.sock_sendall(conn, outgoing.read())
+                    if not await next_record():
+                        return
+            await loop.sock_sendall(conn, outgoing.read())
+            while await next_record():
+                try:
+                    plain = tls.read(65536)
+                except ssl.SSLWantReadError:
+                    continue
+                self.records.append(plain)
+                for frame in FrameDecoder().feed(plain):
+                    answer = dns.message.make_response(dns.message.from_wire(frame))
+                    answer.answer.append(dns.rrset.from_text(
+                        answer.question[0].name, 60, "IN", "A", "192.0.2.1"))
+                    tls.write(encode(answer.to_wire()))
+                await loop.sock_sendall(conn, outgoing.read())
+        finally:
+            conn.close()
+
+
+async def test_pipelined_queries_to_a_tls_upstream_are_one_record_each(
+        h: Harness, pki: TestPKI) -> None:
+    """Queries started together leave in one send, but each in its own TLS record (as
+    the server writes its answers): an upstream that reads one DNS message per record
+    -- getdns does -- would otherwise leave the rest of a record unread."""
+    async with RecordUpstream(pki.server_context()) as up:
+        forwarder, pool = h.forwarder(UpstreamSpec(
+            "127.0.0.1", up.port, "tls", tls_auth_name="dns.test", ca_file=pki.ca_file))
+        assert a_record(await ask(forwarder, "first.example.")) == "192.0.2.1"
+        for batch in range(3):
+            answers = await asyncio.gather(*(ask(forwarder, f"b{batch}-{i}.example.")
+                                             for i in range(20)))
+            assert all(a_record(r) == "192.0.2.1" for r in answers)
+        assert stream_upstream(pool).statistics()["connections_opened"] == 1
+        assert len(up.records) == 61
+        for plain in up.records:
+            assert struct.unpack_from("!H", plain)[0] == len(plain) - 2  # one message
 
 
 # ---------------------------------------------------------------- UDP

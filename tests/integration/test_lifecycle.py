@@ -96,9 +96,16 @@ def test_second_sigint_exits_at_once(tmp_path: Path) -> None:
                                     "query_timeout = 30.0\n")))
     q = dns.message.make_query("stuck.example.net", "A")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.sendto(q.to_wire(), ("127.0.0.1", plain))
-    silent.settimeout(10)
-    silent.recvfrom(512)  # the query reached the upstream: it is in flight
+    silent.settimeout(0.5)
+    for _ in range(20):  # the plain listener may come up after the TLS port: resend
+        sock.sendto(q.to_wire(), ("127.0.0.1", plain))
+        try:
+            silent.recvfrom(512)  # the query reached the upstream: it is in flight
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("the query never reached the upstream")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.3)
     assert proc.poll() is None  # the first one waits for the in-flight query

@@ -28,7 +28,7 @@ async def warm_up(daemon: Daemon) -> None:
     await conn.aclose()
     await daemon.scrape()
     await daemon.settle(5.0)
-    daemon.fd_baseline = daemon.fds()
+    daemon.fd_baseline = await daemon.quiet_fds()
     daemon.rss_baseline = daemon.rss()
 
 

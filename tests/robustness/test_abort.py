@@ -130,7 +130,7 @@ async def test_abort_at_every_stage(daemon_factory: StartDaemon) -> None:
         assert (await warm.query(make_query("warm.example", qid=1))) is not None
         await warm.aclose()
         await daemon.settle(SETTLE)
-        daemon.fd_baseline = daemon.fds()
+        daemon.fd_baseline = await daemon.quiet_fds()
         failures: Counter[str] = Counter()
 
         async def run(stage: object, i: int) -> None:

@@ -44,8 +44,9 @@ from dnstls.proto.answers import (
     parse_query,
     truncate_wire,
 )
-from dnstls.proto.cachekey import KEY_DO, WireQuery, read_query
+from dnstls.proto.cachekey import KEY_DO, WireQuery, carries_cookie, read_query
 from dnstls.resolver.base import Request, ResolveFailure, Resolver, servfail
+from dnstls.resolver.cache import ExactMemo
 from dnstls.resolver.wire import WireForwarder
 
 log = logging.getLogger("dnstls.net.handler")
@@ -60,7 +61,14 @@ _TLS = Transport.TLS
 class WireCache(Protocol):
     def lookup_wire(self, key: bytes, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
-                    pad_block: int = 0) -> bytes | None: ...
+                    pad_block: int = 0, memo: ExactMemo | None = None,
+                    exact: bytes = b"") -> bytes | None: ...
+
+    def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
+                     ) -> bytes | None: ...
+
+    def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
+                     out: list[bytes], now: float) -> tuple[int, int]: ...
 
 
 class LocalAnswers(Protocol):
@@ -78,7 +86,7 @@ class QueryHandler:
                  keepalive: float | None = None, log_queries: bool = False,
                  cache: WireCache | None = None, clock: Callable[[], float] | None = None,
                  wire: WireForwarder | None = None,
-                 local: LocalAnswers | None = None) -> None:
+                 local: LocalAnswers | None = None, exact_memo: bool = True) -> None:
         self.pipeline = pipeline
         self.local = local
         self.query_timeout = query_timeout
@@ -92,7 +100,7 @@ class QueryHandler:
         if self._keepalive_wire:
             self._keepalive_wire = struct.pack("!HH", edns.KEEPALIVE,
                                                len(self._keepalive_wire)) + self._keepalive_wire
-        self.responses: Counter[tuple[str, str]] = Counter()  # (transport, rcode)
+        self._responses: Counter[tuple[str, str]] = Counter()  # (transport, rcode)
         # The fast path's per-transport settings and counter keys, built once: enum
         # attribute access, tuple building and Flag arithmetic cost ~1 µs a query.
         self._fast_plans = {
@@ -107,9 +115,42 @@ class QueryHandler:
                           or (local is not None
                               and getattr(wire, "is_local", None) == local.covers_wire)
                           else wire.eligible)
+        # Answers to exact repeats of a query (its bytes after the ID), per stream
+        # transport (UDP answers may need truncation: not memoised); see ExactMemo.
+        # (exact_memo=False: the reference the tests compare it with)
+        self._memos: dict[Transport, ExactMemo] = {
+            t: ExactMemo() for t in Transport if t is not Transport.UDP and exact_memo}
+        self._tls_memo = self._memos.get(Transport.TLS)
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
+
+    @property
+    def responses(self) -> Counter[tuple[str, str]]:
+        """Answers given, by (transport, RCODE) (the memo's own counts added first)."""
+        responses = self._responses
+        for transport, memo in self._memos.items():
+            counts = memo.counts
+            if not any(counts):
+                continue
+            keys = self._fast_plans[transport][2]
+            for rcode, n in enumerate(counts):
+                if n:
+                    responses[keys[rcode]] += n
+                    counts[rcode] = 0
+        return responses
+
+    def answer_exact(self, messages: list[bytes], start: int, transport: Transport,
+                     out: list[bytes]) -> tuple[int, int]:
+        """Answer exact repeats among ``messages[start:]`` from the memo, in order, up to
+        the first that is not one (:meth:`Cache.answer_exact`: framed answers appended
+        to ``out``); returns that message's index and the size of the answers. What
+        :meth:`route` would answer for each of them, without a call per message."""
+        memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
+        cache = self.cache
+        if memo is None or cache is None or self.log_queries or memo.resting:
+            return start, 0
+        return cache.answer_exact(memo, messages, start, out, self.clock())
 
     def fast(self, wire: bytes, transport: Transport) -> bytes | None:
         """The answer from the cache's stored bytes, or None to take another path."""
@@ -125,11 +166,29 @@ class QueryHandler:
         local = self.local
         if (cache is None and self.wire is None and local is None) or self.log_queries:
             return None
+        memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
+        exact = b""
+        if memo is not None and cache is not None:
+            # An exact repeat of a query answered from the cache in this second: the
+            # saved answer under this query's ID, without reading the query again.
+            # (TLS by identity: hashing an Enum member calls Enum.__hash__, Python.)
+            if memo.resting:  # exact repeats have been rare: the full path only, for now
+                memo.resting -= 1
+                memo = None
+            else:
+                exact = wire[2:]
+                out = cache.lookup_exact(memo, exact, wire, self.clock())
+                if out is not None:
+                    self._responses[self._fast_plans[transport][2][out[3] & 0xF]] += 1
+                    return out
+                # COOKIE options differ per client (and change): not worth an item;
+                # and nothing is saved once the memo has decided to rest
+                if memo.resting or (b"\x00\x0a\x00" in exact and carries_cookie(wire)):
+                    memo = None
         query = read_query(wire)
         if query is None:
             return None
         key, qid, flags, qname, with_edns, payload, padding, keepalive = query
-        # TLS's plan by identity: hashing an Enum member calls Enum.__hash__ (Python)
         stream, pad_block, keys = (self._tls_plan if transport is _TLS
                                    else self._fast_plans[transport])
         out = None
@@ -138,7 +197,7 @@ class QueryHandler:
             out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname,
                                     with_edns,
                                     self._keepalive_wire if stream and keepalive else b"",
-                                    pad_block if padding else 0)
+                                    pad_block if padding else 0, memo, exact)
         if out is None:
             if local is None or not local.covers_wire(key[:-5]):
                 if self.wire is None:
@@ -154,7 +213,7 @@ class QueryHandler:
                 return None
         if not stream and len(out) > (max(MIN_UDP, payload) if with_edns else MIN_UDP):
             return None  # needs truncation: the ordinary path does it
-        self.responses[keys[out[3] & 0xF]] += 1
+        self._responses[keys[out[3] & 0xF]] += 1
         return out
 
     async def answer_wire(self, query: WireQuery, wire: bytes, transport: Transport) -> bytes:
@@ -217,7 +276,7 @@ class QueryHandler:
             except Exception as error:
                 out = self._error_wire(query, wire, transport, error, options, pad)
             if stream:  # _finish_wire's stream case inline (nothing to truncate)
-                self.responses[keys[out[3] & 0xF]] += 1
+                self._responses[keys[out[3] & 0xF]] += 1
                 deliver(out)
             else:
                 deliver(self._finish_wire(query, out, stream, keys))
@@ -250,7 +309,7 @@ class QueryHandler:
             if len(out) > limit:
                 out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
                                     do=bool(query.key[-1] & KEY_DO))
-        self.responses[keys[out[3] & 0xF]] += 1
+        self._responses[keys[out[3] & 0xF]] += 1
         return out
 
     def _failed_wire(self, query: WireQuery, wire: bytes, transport: Transport,

@@ -425,8 +425,9 @@ class UpstreamConnection(asyncio.Protocol):
         (half-open).
 
         The write is batched: queries sent in one loop iteration go out together at its
-        end (:meth:`_flush`). The deadline is one timer that fails the future (cheaper
-        than ``asyncio.timeout_at``, which cancels and uncancels the task)."""
+        end (:meth:`_flush`), each in its own TLS record. The deadline is one timer that
+        fails the future (cheaper than ``asyncio.timeout_at``, which cancels and
+        uncancels the task)."""
         up = self.upstream
         loop = up.loop
         future: asyncio.Future[Any] = _future(loop)
@@ -450,13 +451,19 @@ class UpstreamConnection(asyncio.Protocol):
             self.state.forget(qid)
 
     def _flush(self) -> None:
-        """Write the queries of this loop iteration at once."""
+        """Write the queries of this loop iteration at once: one ``writelines`` (one
+        ``send``), but every query its own TLS record, as the server writes its answers
+        -- a server that reads one DNS message per record (getdns does) would otherwise
+        leave the rest of a record unread until the next one arrives."""
         out, self._out = self._out, []
         transport = self._transport
         if transport is None or transport.is_closing() or self.state.is_closed():
             return  # _shutdown failed their futures (ConnectionLost: retried elsewhere)
         try:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
         except Exception as exc:  # e.g. the TLS layer failed: retry elsewhere, now
             log.info("upstream %s: write failed: %s", self.upstream.name, exc)
             self._shutdown(f"write to {self.upstream.name} failed: {exc}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import typing
 from collections import Counter
 
@@ -114,15 +113,16 @@ class StreamConnection(asyncio.Protocol):
         self._admitted = True
         listener.connections.add(self)
         listener.stats.open += 1
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sslobj = transport.get_extra_info("ssl_object")
-        if sslobj is not None:
-            listener.stats.handshakes[sslobj.version() or "unknown"] += 1
-            if sslobj.session_reused:
-                listener.stats.resumed += 1
+        # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport they
+        # make (tests/integration/test_serve.py::test_accepted_sockets_are_nodelay); ours
+        # went through uvloop's PseudoSocket, which builds a socket.socket for it: three
+        # system calls and a Python object per connection.
+        if listener.tls is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            if sslobj is not None:
+                listener.stats.handshakes[sslobj.version() or "unknown"] += 1
+                if sslobj.session_reused:
+                    listener.stats.resumed += 1
         self._ready(transport)
 
     def _ready(self, transport: asyncio.Transport) -> None:
@@ -139,6 +139,51 @@ class StreamConnection(asyncio.Protocol):
         if state is None or self.closed:
             return
         now = self.loop.time()
+        wire = state.take_one(data, now)
+        if wire is not None:
+            # One whole query, nothing buffered or held back: the read of a client that
+            # asks one query at a time (500 such connections: conns500), or of one
+            # whose other queries are being forwarded. What feed + _dispatch + _flush +
+            # _settle do for it, without their calls.
+            listener = self.listener
+            routed = listener.handler.route(wire, listener.transport)
+            if type(routed) is bytes:
+                size = len(routed)
+                framed = _pack_length(size) + routed if size <= _MAX_MESSAGE \
+                    else framing.encode(routed)
+                transport = self.transport
+                if (self._out or self._write_paused or transport is None
+                        or transport.is_closing()):
+                    self._out.append(framed)  # the ordinary flush decides
+                    state.answered_many(1, now)
+                    if not self._flush_scheduled:
+                        self._flush()
+                        if self.closed:
+                            return
+                else:
+                    transport.write(framed)  # one item: one TLS record
+                    state.answered_many(1, now)
+                # _settle: reading stays allowed (in flight as before this read, under
+                # the bound; no backlog; not stopped); the timer moves only if the
+                # deadline is earlier
+                if not self._reading:
+                    self._flow()
+                deadline = state.deadline()
+                if deadline is not None and (self._timer is None
+                                             or deadline < self._timer_at):
+                    self._arm()
+                return
+            if not self._start(wire, routed, [wire]) and self.closed:
+                return
+            if self._out and not self._flush_scheduled:
+                self._flush()
+                if self.closed:
+                    return
+            if state.stop_reading and state.finished:
+                self.close(self._end_reason(state))
+                return
+            self._settle(state)
+            return
         messages = state.feed(data, now)
         if messages:
             self._dispatch(messages, now)
@@ -159,6 +204,7 @@ class StreamConnection(asyncio.Protocol):
         """
         handler = self.listener.handler
         route = handler.route
+        answer_exact = handler.answer_exact
         transport = self.listener.transport
         state = self.state
         assert state is not None
@@ -170,7 +216,25 @@ class StreamConnection(asyncio.Protocol):
         queued = 0
         while messages:
             ready = 0
-            for wire in messages:
+            index = 0
+            count = len(messages)
+            runs = True
+            while index < count:
+                # Exact repeats of queries answered from the cache (most of a busy
+                # connection's): answered, framed and queued by one call per run; after
+                # a call that answered none, route() alone for the rest of the pass.
+                if runs:
+                    stop, size = answer_exact(messages, index, transport, self._out)
+                    if stop == index:
+                        runs = False
+                    else:
+                        ready += stop - index
+                        queued += size
+                        index = stop
+                        if index == count:
+                            break
+                wire = messages[index]
+                index += 1
                 routed = route(wire, transport)
                 if type(routed) is bytes:
                     # framing.encode inline (an answer is never empty; encode itself
@@ -181,31 +245,10 @@ class StreamConnection(asyncio.Protocol):
                     queued += size
                     ready += 1
                     continue
-                if routed is not None:
-                    routed = typing.cast(WireQuery, routed)
-                    if not handler.forward_wire(routed, wire, transport,
-                                                self._wire_answered):
-                        task = self.loop.create_task(self._answer_wire(routed, wire))
-                        self.tasks.add(task)
-                        task.add_done_callback(self.tasks.discard)
-                    continue
-                parsed = handler.parse(wire, transport)
-                if isinstance(parsed, Rejection):
-                    if parsed.fatal:
-                        # no readable header: nothing more on this stream can be trusted;
-                        # answer what came before it, then close (RFC 1035 §4.1.1)
-                        self.listener.stats.dropped["no_header"] += 1
-                        # this message's position: an equal one before it would have
-                        # been rejected the same way (no enumerate() on the hot path)
-                        state.abandon(len(messages) - messages.index(wire))
-                        break
-                    self._rejected(parsed)
+                if not self._start(wire, routed, messages):
                     if self.closed:
                         return
-                    continue
-                task = self.loop.create_task(self._answer(parsed))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                    break
             if not ready:
                 break
             if queued > self._high_water:
@@ -217,6 +260,39 @@ class StreamConnection(asyncio.Protocol):
             messages = state.answered_many(ready, now)
         if self._out and not self._flush_scheduled:
             self._flush()
+
+    def _start(self, wire: bytes, routed: object, messages: list[bytes]) -> bool:
+        """A dispatched message that the cache did not answer (``routed`` is what
+        ``QueryHandler.route`` returned for it): forward it, or parse it and answer or
+        reject it. False when the rest of ``messages`` must not be dispatched (a message
+        without a readable header stops the stream; or the connection closed)."""
+        handler = self.listener.handler
+        transport = self.listener.transport
+        if routed is not None:
+            routed = typing.cast(WireQuery, routed)
+            if not handler.forward_wire(routed, wire, transport, self._wire_answered):
+                task = self.loop.create_task(self._answer_wire(routed, wire))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            return True
+        parsed = handler.parse(wire, transport)
+        if isinstance(parsed, Rejection):
+            if parsed.fatal:
+                # no readable header: nothing more on this stream can be trusted;
+                # answer what came before it, then close (RFC 1035 §4.1.1)
+                self.listener.stats.dropped["no_header"] += 1
+                # this message's position: an equal one before it would have
+                # been rejected the same way (no enumerate() on the hot path)
+                state = self.state
+                assert state is not None
+                state.abandon(len(messages) - messages.index(wire))
+                return False
+            self._rejected(parsed)
+            return not self.closed
+        task = self.loop.create_task(self._answer(parsed))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
 
     def _rejected(self, rejection: Rejection) -> None:
         if rejection.wire is not None:

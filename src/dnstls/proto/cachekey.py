@@ -5,9 +5,12 @@ What identifies a cacheable query
 A cached answer may be reused for another query when both ask the same question:
 the owner name compared case-insensitively (RFC 1034 §3.1, RFC 4343), the QTYPE and the
 QCLASS -- and when the two requests would get the same answer from an upstream: the DO
-bit (RFC 3225: DNSSEC records only when asked for) and the CD bit (RFC 4035 §3.2.2:
-checking disabled may yield data a validator would have rejected). Nothing else in the
-query is part of the key. In particular the key is never the raw query bytes: the ID,
+bit (RFC 3225: DNSSEC records only when asked for), the CD bit (RFC 4035 §3.2.2:
+checking disabled may yield data a validator would have rejected) and, without DO, the
+AD bit (RFC 6840 §5.7/5.8: the answer's AD bit is set only for a query with AD or DO, so
+a cached answer to a query without either must not serve one with AD, and vice versa;
+with DO, AD in the query changes nothing). Nothing else in the query is part of the key.
+In particular the key is never the raw query bytes: the ID,
 the case of the name (0x20 randomisation), EDNS padding (RFC 7830, a different length
 per transport), cookies (RFC 7873, per client) and edns-tcp-keepalive (RFC 7828) all
 differ between queries that deserve the same answer. dnsdist's packet cache skips
@@ -16,8 +19,8 @@ PADDING and COOKIE for the same reason.
 The key is one ``bytes`` value: the question's owner name in uncompressed wire form
 with ASCII letters lower-cased (exactly the RFC 4343 folding; ``bytes.lower`` touches
 nothing else), then QTYPE and QCLASS (2 bytes each) and one byte of flags
-(:data:`KEY_DO`, :data:`KEY_CD`). The name is self-delimiting (it ends at the root
-label), so distinct questions give distinct keys. Only the *name* is lower-cased: QTYPE
+(:data:`KEY_DO`, :data:`KEY_CD`, :data:`KEY_AD`). The name is self-delimiting (it ends
+at the root label), so distinct questions give distinct keys. Only the *name* is lower-cased: QTYPE
 65 (HTTPS) is the byte 0x41, "A", and must not fold into QTYPE 97.
 
 The fast path
@@ -52,11 +55,13 @@ CacheKey = bytes
 
 KEY_DO = 0x01
 KEY_CD = 0x02
+KEY_AD = 0x04  # AD without DO
 
 _QR = 0x8000
 _RD = 0x0100
 _OPCODE_MASK = 0x7800
 _CD = 0x0010
+_AD = 0x0020
 _DO = 0x8000
 _HEADER = struct.Struct("!HHHHHH")
 _RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
@@ -88,6 +93,8 @@ def key_from_message(message: dns.message.Message) -> CacheKey:
     flags = 0
     if message.edns >= 0 and message.ednsflags & dns.flags.DO:
         flags |= KEY_DO
+    elif message.flags & dns.flags.AD:
+        flags |= KEY_AD
     if message.flags & dns.flags.CD:
         flags |= KEY_CD
     name = rrset.name.to_wire()
@@ -158,7 +165,7 @@ def read_query(wire: bytes) -> WireQuery | None:
     pos = name_end + 4
     edns = padding = keepalive = False
     payload = 0
-    key_flags = KEY_CD if flags & _CD else 0
+    key_flags = _AD_CD_KEY_FLAGS[(flags & (_AD | _CD)) >> 4]
     others = False  # records other than OPT in the additional section
     for _ in range(arcount) if arcount else ():
         owner = pos
@@ -199,7 +206,7 @@ def read_query(wire: bytes) -> WireQuery | None:
         edns = True
         payload = rrclass
         if ttl & _DO:
-            key_flags |= KEY_DO
+            key_flags = (key_flags | KEY_DO) & ~KEY_AD
     if pos != end:
         return None
     if others and not _parses(wire):
@@ -213,7 +220,47 @@ def read_query(wire: bytes) -> WireQuery | None:
 _new_tuple = tuple.__new__
 _unpack_rr = _RR_FIXED.unpack_from
 _unpack_option = struct.Struct("!HH").unpack_from
-_KEY_FLAG_BYTES = [bytes((flags,)) for flags in range((KEY_DO | KEY_CD) + 1)]
+_KEY_FLAG_BYTES = [bytes((flags,)) for flags in range((KEY_DO | KEY_CD | KEY_AD) + 1)]
+_AD_CD_KEY_FLAGS = (0, KEY_CD, KEY_AD, KEY_AD | KEY_CD)
+
+
+def carries_cookie(wire: bytes) -> bool:
+    """True if the OPT RR of ``wire`` (a query :func:`read_query` may accept) carries a
+    COOKIE option, or if that cannot be told (then the caller assumes it does).
+
+    Walks the question and the additional section like :func:`read_query`, without its
+    checks; only for the listeners' exact-query memo, which does not keep queries whose
+    bytes differ per client (RFC 7873 client cookies)."""
+    try:
+        qdcount, ancount, nscount, arcount = _COUNTS.unpack_from(wire, 4)
+        if qdcount != 1 or ancount or nscount:
+            return True
+        pos = skip_name(wire, 12)
+        if pos < 0:
+            return True
+        pos += 4
+        end = len(wire)
+        for _ in range(arcount):
+            pos = skip_name(wire, pos)
+            if pos < 0 or pos + 10 > end:
+                return True
+            rrtype, _rrclass, _ttl, rdlength = _unpack_rr(wire, pos)
+            pos += 10
+            opt = pos
+            pos += rdlength
+            if rrtype != _OPT:
+                continue
+            while opt + 4 <= pos:
+                code, length = _unpack_option(wire, opt)
+                if code == _COOKIE:
+                    return True
+                opt += 4 + length
+    except (IndexError, struct.error):
+        return True
+    return False
+
+
+_COUNTS = struct.Struct("!HHHH")
 
 
 def _parses(wire: bytes) -> bool:

@@ -90,15 +90,18 @@ class FrameDecoder:
             if n + 2 == end and n:  # exactly one whole message: the usual read
                 return [data[2:]]
             out: list[bytes] = []
+            append = out.append
             pos = 0
-            while end - pos >= 2:
-                n = (data[pos] << 8) | data[pos + 1]
-                if n == 0:
-                    raise FramingError("zero-length DNS message", out)
-                if end - pos - 2 < n:
+            start = 2
+            while start <= end:  # a length prefix is here: pos, pos + 1
+                stop = start + ((data[pos] << 8) | data[pos + 1])
+                if stop > end or stop == start:
+                    if stop == start:
+                        raise FramingError("zero-length DNS message", out)
                     break
-                out.append(data[pos + 2 : pos + 2 + n])
-                pos += 2 + n
+                append(data[start:stop])
+                pos = stop
+                start = stop + 2
             if pos < end:
                 buf += data[pos:]
                 self.in_message = True

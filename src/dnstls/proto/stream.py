@@ -127,6 +127,31 @@ class StreamState:
             self._idle_since = now
         return messages
 
+    def take_one(self, data: bytes, now: float) -> bytes | None:
+        """The message, if ``data`` is exactly one whole message, nothing is buffered
+        or waiting in the backlog, the in-flight bound has room and there is no query
+        limit -- the usual read when a client asks one query at a time -- accepted as
+        :meth:`feed` would accept it (one more query counted and in flight). None
+        otherwise, with nothing changed: call :meth:`feed` with the same bytes.
+
+        A shortcut for the adapter (one call instead of :meth:`feed` and the decoder's
+        own); the caller answers or dispatches the message like one that :meth:`feed`
+        returned.
+        """
+        size = len(data)
+        limits = self.limits
+        if (self.stop_reading or self._backlog or size < 3 or self._decoder.in_message
+                or type(data) is not bytes or ((data[0] << 8) | data[1]) + 2 != size
+                or self.in_flight >= limits.max_in_flight or limits.max_queries):
+            return None
+        # feed()'s effects for this read: no partial message (so no message deadline),
+        # one query accepted, not idle while it is in flight
+        self._message_started = None
+        self.queries += 1
+        self.in_flight += 1
+        self._idle_since = None
+        return data[2:]
+
     def _accept(self, messages: list[bytes]) -> list[bytes]:
         limit = self.limits.max_queries
         if limit and self.queries + len(messages) >= limit:

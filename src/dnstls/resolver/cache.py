@@ -61,6 +61,7 @@ an entry kept for serve-stale.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 from collections import OrderedDict
@@ -142,7 +143,7 @@ class _Entry:
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
-                 "size", "ttls")
+                 "serial", "size", "ttls")
 
     def __init__(self, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -167,7 +168,10 @@ class _Entry:
         self.expires = inserted + lifetime
         self.failure = failure
         self.failed_until = float("-inf")
-        self.size = len(body) + len(opt_head) + 2 + len(opt_rdata)
+        # Counted twice against max_bytes: the answer and the one rendering a fresh hit
+        # keeps (memo_tail, about the answer's size less its header and name), so the
+        # bound holds whatever is hit.
+        self.size = 2 * (len(body) + len(opt_head) + 2 + len(opt_rdata))
         # The last fresh rendering (see lookup_wire): None until a hit, dropped on re-age.
         self.memo_tail: bytes | None = None
         self.memo_mids: tuple[bytes, bytes] = (b"", b"")
@@ -175,6 +179,117 @@ class _Entry:
         self.memo_options = b""
         self.memo_pad = 0
         self.memo_padding = b""
+        # Unique over every entry of every cache (ExactMemo's saved answers name their
+        # entry by key and serial: a replaced or evicted entry never matches again).
+        self.serial = next(_SERIALS)
+
+
+_SERIALS = itertools.count(1)
+#: What an ExactMemo item costs besides the contents of its three byte strings (dict
+#: slot, two tuples, the length prefix, floats and ints, the bytes objects' headers:
+#: ~430 bytes), rounded up; counted against its byte bound.
+_EXACT_OVERHEAD = 512
+_EXACT_MARGIN = 1e-3
+#: ExactMemo's judgement: over this many failed lookups; how many queries it then rests
+#: for, doubled after each failed judgement in a row up to EXACT_REST_MAX (a cold cache
+#: or a change of traffic costs a short rest; a flood of queries that never repeat,
+#: ever longer ones)
+EXACT_WINDOW = 1024
+EXACT_REST = 4096
+EXACT_REST_MAX = 262144
+_MAX_MESSAGE = 65535
+_INF = float("inf")
+
+
+class ExactMemo:
+    """Saved answers for exact queries, for one listener transport (TCP or TLS): the
+    query's bytes after its ID -> the answer's bytes after its ID, valid exactly while
+    the cache entry's memoised rendering would give the same bytes.
+
+    An answer from :meth:`Cache.lookup_wire` depends on the query only through the
+    bytes after its ID (RD, the name's case, EDNS, padding, keepalive) and on the
+    listener's transport (keepalive value, padding block: one memo per transport), and
+    on the entry only through its identity and its age in whole seconds. So an item
+    saved by a fresh hit (:meth:`Cache.lookup_wire` with ``memo``) names the entry by
+    key and serial and the span of time in which the entry is fresh and of the age it was
+    rendered at (less a millisecond at both ends, against float rounding);
+    :meth:`Cache.lookup_exact` serves it only within that span while the same entry (not
+    replaced, not evicted) is in the cache, and does what a fresh hit does to the cache
+    (LRU order, hit count). Anything else falls back to the full path, which saves a new
+    item.
+
+    Bounded: at most ``max_items`` items and ``max_bytes`` (the query, key and answer
+    bytes plus a fixed overhead per item); when a new item would pass either bound, the
+    table is emptied (items of replaced or evicted entries go with it). Queries whose
+    bytes differ per client or per query (COOKIE options) are not saved by the handler.
+    When, over :data:`EXACT_WINDOW` lookups that found nothing, it answered fewer
+    queries than that (queries that do not repeat exactly, or cache misses), the table
+    is emptied and ``resting`` tells the owner to neither look up nor save for
+    :data:`EXACT_REST` queries (doubled for each such window in a row, up to
+    :data:`EXACT_REST_MAX`): then the memo costs next to nothing where it does not
+    help.
+    """
+
+    __slots__ = ("counts", "hits", "max_bytes", "max_items", "misses", "rest", "resting",
+                 "size", "table")
+
+    def __init__(self, max_items: int = 10_000, max_bytes: int = 4 << 20) -> None:
+        if max_items < 1 or max_bytes < 1:
+            raise ValueError("max_items and max_bytes must be positive")
+        #: exact -> (key, serial, since, until, (length prefix, rest), answer length,
+        #: RCODE)
+        self.table: dict[bytes, tuple[CacheKey, int, float, float, tuple[bytes, bytes],
+                                      int, int]] = {}
+        self.size = 0
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        #: answers given by :meth:`Cache.answer_exact`, by RCODE (the owner collects them)
+        self.counts = [0] * 16
+        # Answers given and lookups that found none, in the current window of
+        # EXACT_WINDOW of the latter: see judge().
+        self.misses = self.hits = self.resting = 0
+        self.rest = 0  # the last rest, doubled by the next failed judgement
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def save(self, exact: bytes, key: CacheKey, serial: int, since: float, until: float,
+             rest: bytes) -> None:
+        """Keep ``rest`` (the answer after its ID) for ``exact`` while the entry
+        ``key``/``serial`` is there, for ``since <= now < until``."""
+        length = len(rest) + 2
+        size = len(exact) + len(key) + length + _EXACT_OVERHEAD
+        table = self.table
+        old = table.get(exact)
+        if old is not None:  # a replacement (the entry was re-aged or replaced)
+            self.size -= len(exact) + len(old[0]) + old[5] + _EXACT_OVERHEAD
+        elif len(table) >= self.max_items or self.size + size > self.max_bytes:
+            table.clear()
+            self.size = 0
+        if self.size + size > self.max_bytes or length > _MAX_MESSAGE:
+            # past the bound even now (or alone), or too long to frame for a stream
+            # (never the case for a cached answer): not kept
+            if old is not None:
+                del table[exact]
+            return
+        # The framed answer is length + ID + rest: ``id.join((length, rest))``, one copy.
+        table[exact] = (key, serial, since, until, (length.to_bytes(2, "big"), rest),
+                        length, rest[1] & 0xF)
+        self.size += size
+
+    def judge(self) -> None:
+        """At the end of a window: when the memo answered fewer queries than it failed
+        to answer (queries that do not repeat exactly -- a client randomising the
+        name's case, say -- or that the cache does not answer), empty it and tell the
+        owner to leave it alone (no lookups, no saves) for a while: EXACT_REST queries,
+        twice the last rest if the last window failed too, at most EXACT_REST_MAX."""
+        if self.hits < self.misses:
+            self.rest = self.resting = min(max(EXACT_REST, self.rest * 2), EXACT_REST_MAX)
+            self.table.clear()
+            self.size = 0
+        else:
+            self.rest = 0
+        self.misses = self.hits = 0
 
 
 class Cache:
@@ -227,7 +342,8 @@ class Cache:
 
     def lookup_wire(self, key: CacheKey, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
-                    pad_block: int = 0) -> bytes | None:
+                    pad_block: int = 0, memo: ExactMemo | None = None,
+                    exact: bytes = b"") -> bytes | None:
         """The listener's fast path: response bytes for a new query, or None on a miss.
 
         ``qname`` is the query's owner name as sent (echoed for 0x20), ``edns`` whether
@@ -236,6 +352,9 @@ class Cache:
         The caller still enforces its UDP size limit. A cached failure is answered
         with its SERVFAIL bytes. (Positional arguments are allowed: the listener's fast
         path calls it for every query, and keywords cost there.)
+
+        With ``memo``, a fresh hit's answer (after its ID) is also saved there under
+        ``exact``, the query's bytes after its ID (see :class:`ExactMemo`).
         """
         entry = self._entries.get(key)
         if entry is None:
@@ -268,8 +387,77 @@ class Cache:
             tail = _memo(entry, edns, options, pad_block)
         name = (qname if qname is not None and len(qname) == entry.qname_len
                 else entry.name_view)
-        return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"),
-                         entry.memo_mids[1 if rd else 0], name, tail, entry.memo_padding))
+        if memo is None:
+            return b"".join(((query_id & 0xFFFF).to_bytes(2, "big"),
+                             entry.memo_mids[1 if rd else 0], name, tail,
+                             entry.memo_padding))
+        rest = b"".join((entry.memo_mids[1 if rd else 0], name, tail, entry.memo_padding))
+        # Valid while int(now - inserted) stays ``age`` and the entry is fresh, with a
+        # margin at both ends of the second (float rounding): outside it, the full path.
+        since = entry.inserted + age
+        memo.save(exact, key, entry.serial, since + _EXACT_MARGIN if age else -_INF,
+                  min(entry.expires, since + 1 - _EXACT_MARGIN), rest)
+        return (query_id & 0xFFFF).to_bytes(2, "big") + rest
+
+    def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
+                     ) -> bytes | None:
+        """The answer :meth:`lookup_wire` would give the query ``wire`` (``exact`` is
+        ``wire[2:]``), from ``memo``; None (nothing counted in the cache, nothing
+        changed) when it has no valid item for it: then the full path decides."""
+        saved = memo.table.get(exact)
+        if saved is not None:
+            key, serial, since, until, framed, _, _ = saved
+            # fresh and of the same age (in whole seconds), and the same entry (neither
+            # evicted nor replaced)
+            if since <= now < until:
+                entries = self._entries
+                entry = entries.get(key)
+                if entry is not None and entry.serial == serial:
+                    entries.move_to_end(key)
+                    self._hits += 1
+                    memo.hits += 1
+                    return wire[:2] + framed[1]
+        memo.misses += 1
+        if memo.misses >= EXACT_WINDOW:
+            memo.judge()
+        return None
+
+    def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
+                     out: list[bytes], now: float) -> tuple[int, int]:
+        """:meth:`lookup_exact` for ``messages[start:]`` in order, as long as it answers:
+        each answer framed for a stream (RFC 7766 length prefix) and appended to ``out``,
+        counted by RCODE in ``memo.counts``. Returns the index of the first message it
+        did not answer (``len(messages)`` if none) and the size of the answers appended
+        without their prefixes. One call per run of answers: a pipelined read of
+        repeats costs no Python call per message."""
+        get_saved = memo.table.get
+        entries = self._entries
+        get_entry = entries.get
+        move_to_end = entries.move_to_end
+        append = out.append
+        counts = memo.counts
+        size = answered = others = 0
+        for wire in messages if not start else messages[start:]:
+            saved = get_saved(wire[2:])
+            if saved is None:
+                break
+            key, serial, since, until, framed, length, rcode = saved
+            if not since <= now < until:
+                break
+            entry = get_entry(key)
+            if entry is None or entry.serial != serial:
+                break
+            move_to_end(key)
+            append(wire[:2].join(framed))  # length, this query's ID, the rest
+            size += length
+            answered += 1
+            if rcode:  # NOERROR is counted once for the run, below
+                counts[rcode] += 1
+                others += 1
+        counts[0] += answered - others
+        self._hits += answered
+        memo.hits += answered
+        return start + answered, size
 
     def lookup(self, key: CacheKey, query_id: int, now: float, *, rd: bool = True,
                qname: bytes | None = None, edns: bool = True, options: bytes = b"",

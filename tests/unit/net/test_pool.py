@@ -263,12 +263,21 @@ async def test_no_slot_skipping_while_others_wait() -> None:
 
 
 class RecordingTransport:
+    """``writes``: the bytes of each write call (``writelines`` joined: one send);
+    ``records``: each item written (over TLS, one record each)."""
+
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.records: list[bytes] = []
         self.closing = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(bytes(data))
+        self.records.append(bytes(data))
+
+    def writelines(self, items: list[bytes]) -> None:
+        self.writes.append(b"".join(items))
+        self.records.extend(bytes(item) for item in items)
 
     def is_closing(self) -> bool:
         return self.closing
@@ -311,6 +320,8 @@ async def test_queries_of_one_loop_iteration_go_out_in_one_write() -> None:
     assert len(transport.writes) == 1
     sent = _frames(transport.writes[0])
     assert len(sent) == 5
+    # ... but each query is an item of its own (one TLS record per query)
+    assert [_frames(record) for record in transport.records] == [[frame] for frame in sent]
     ids = {struct.unpack_from("!H", frame)[0] for frame in sent}
     assert len(ids) == 5  # distinct random IDs
     # answer them in reverse order, all in one read
@@ -396,6 +407,7 @@ async def test_start_wire_batches_writes_and_answers_through_callbacks() -> None
         await asyncio.sleep(0)
     assert len(transport.writes) == 1 and len(_frames(transport.writes[0])) == 5
     sent = _frames(transport.writes[0])
+    assert [_frames(record) for record in transport.records] == [[frame] for frame in sent]
     conn.data_received(b"".join(
         encode(dns.message.make_response(dns.message.from_wire(f)).to_wire())
         for f in reversed(sent)))

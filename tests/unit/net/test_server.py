@@ -18,7 +18,7 @@ from dnstls.proto import framing
 from dnstls.proto.admission import Admission, AdmissionLimits
 from dnstls.proto.answers import Transport, make_response
 from dnstls.proto.cachekey import key_from_message
-from dnstls.proto.stream import CloseReason, StreamLimits
+from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 from dnstls.resolver.base import Refuse
 from dnstls.resolver.cache import Cache
 
@@ -86,8 +86,19 @@ def query(name: str, qid: int, rdtype: str = "A") -> bytes:
     return dns.message.make_query(name, rdtype, id=qid, use_edns=False).to_wire()
 
 
+NOW = [10.5]  # the handler's clock (the cache's entries are 10 s old)
+
+
+@pytest.fixture(autouse=True, params=[10.5, 10.0])
+def clock(request: pytest.FixtureRequest) -> None:
+    """Every test twice: mid-second (exact repeats answered from the handler's memo,
+    see test_exact_memo.py) and on the second's boundary (the memo keeps a millisecond
+    off both ends of a second: the full path every time)."""
+    NOW[0] = request.param
+
+
 def connect(limits: StreamLimits | None = None, *, hold: bool = False,
-            ) -> tuple[StreamConnection, FakeTransport]:
+            exact_memo: bool = True) -> tuple[StreamConnection, FakeTransport]:
     cache = Cache()
     for name in NAMES:
         for rdtype, text in (("A", "192.0.2.1"), ("TXT", BIG_TXT)):
@@ -96,7 +107,8 @@ def connect(limits: StreamLimits | None = None, *, hold: bool = False,
             r.answer.append(dns.rrset.from_text(q.question[0].name, 3600, "IN", rdtype,
                                                 text))
             cache.insert(key_from_message(q), r, 0.0)
-    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.0)
+    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: NOW[0],
+                           exact_memo=exact_memo)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=limits or StreamLimits(),
                               admission=Admission(AdmissionLimits()))
@@ -194,3 +206,182 @@ async def test_a_message_without_a_header_ends_the_stream_after_the_ones_before_
     assert [m.id for m in answers(items)] == [1]  # the one before; nothing after
     assert conn.closed and conn.reason is CloseReason.BAD_MESSAGE and transport.closed
     assert conn.listener.stats.dropped["no_header"] == 1
+
+
+def _loops() -> list[str]:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return ["asyncio"]
+    return ["asyncio", "uvloop"]
+
+
+@pytest.mark.parametrize("loop_name", _loops())
+def test_event_loop_sets_nodelay_on_accepted_sockets(loop_name: str) -> None:
+    """StreamConnection does not set TCP_NODELAY itself (one system call per connection
+    saved): both event loops it runs on set it on every accepted TCP transport."""
+    import socket
+
+    seen: list[int] = []
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(Probe, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.read()
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    if loop_name == "uvloop":
+        import uvloop
+        factory = uvloop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+    assert seen and all(seen)
+
+
+FORMERR_QUERY = b"\x00\x09\x00\x00" + b"\x00" * 8  # a header asking no question
+# Each scenario: reads (bytes) and "tick" (one loop iteration) in order, with limits.
+_ONE_QUERY_SCENARIOS: dict[str, tuple[dict[str, int], bool, list[bytes | str]]] = {
+    "hits, one per read": ({}, False, [framing.encode(query(NAMES[i % 4], i))
+                                       for i in range(6)]),
+    "hits in one iteration": ({}, False, [framing.encode(query(NAMES[i % 4], i))
+                                          for i in range(3)] + ["tick"]),
+    "hits between ticks": ({}, False, [x for i in range(3) for x in (
+        framing.encode(query(NAMES[i], i)), "tick")]),
+    "rejection then a hit": ({}, False, [framing.encode(FORMERR_QUERY),
+                                         framing.encode(query(NAMES[1], 8)), "tick"]),
+    "a message without a header": ({}, False, [framing.encode(query(NAMES[0], 1)),
+                                               framing.encode(b"\x00\x02\x00"), "tick",
+                                               framing.encode(query(NAMES[1], 2))]),
+    "refused by the pipeline": ({}, False, [framing.encode(query("other.test.", 5)),
+                                            framing.encode(query(NAMES[0], 6)), "tick",
+                                            "tick", framing.encode(query(NAMES[1], 7)),
+                                            "tick", "tick"]),
+    "bound reached by the pipeline": ({"max_in_flight": 2}, False, [
+        framing.encode(query("other.test.", 1)), framing.encode(query("more.test.", 2)),
+        framing.encode(query(NAMES[0], 3)), framing.encode(query(NAMES[1], 4)), "tick",
+        framing.encode(query(NAMES[2], 5)), "tick", "tick", "tick"]),
+    "query limit": ({"max_queries": 2}, False, [framing.encode(query(NAMES[0], 1)),
+                                                framing.encode(query(NAMES[1], 2)),
+                                                framing.encode(query(NAMES[2], 3)), "tick"]),
+    "output limit": ({"max_pending_output": 8192}, True,
+                     [x for i in range(12) for x in (
+                         framing.encode(query(NAMES[i % 4], i, "TXT")), "tick")]),
+    "pipelined then one": ({}, False, [framing.encode(query(NAMES[0], 1))
+                                       + framing.encode(query(NAMES[1], 2)),
+                                       framing.encode(query(NAMES[2], 3)), "tick"]),
+}
+
+
+async def _play(limits: dict[str, int], hold: bool, steps: list[bytes | str],
+                monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    loop = asyncio.get_running_loop()
+    clock = [1000.0]  # a clock the test moves: deadlines comparable between runs
+    monkeypatch.setattr(loop, "time", lambda: clock[0])
+    conn, transport = connect(StreamLimits(**limits), hold=hold)  # type: ignore[arg-type]
+    for step in steps:
+        clock[0] += 0.25
+        if step == "tick":
+            await asyncio.sleep(0)
+        else:
+            assert isinstance(step, bytes)
+            conn.data_received(step)
+    await asyncio.sleep(0)
+    state = conn.state
+    assert state is not None
+    return (transport.calls, transport.closed, transport.aborted, transport.reading,
+            conn.closed, conn.reason, state.queries, state.in_flight, state.pending,
+            state.deadline(), conn._timer_at, dict(conn.listener.stats.dropped),
+            dict(conn.listener.handler.responses))
+
+
+@pytest.mark.parametrize("scenario", list(_ONE_QUERY_SCENARIOS))
+async def test_one_query_reads_are_handled_as_by_the_general_path(
+        scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data_received's shortcut for a read of one whole query (StreamState.take_one)
+    writes the same bytes, in the same write calls, and leaves the same state, counters
+    and timer as feed + _dispatch + _flush + _settle."""
+    limits, hold, steps = _ONE_QUERY_SCENARIOS[scenario]
+    taken: list[bytes] = []
+    original = StreamState.take_one
+
+    def counting(self: StreamState, data: bytes, now: float) -> bytes | None:
+        out = original(self, data, now)
+        if out is not None:
+            taken.append(out)
+        return out
+
+    monkeypatch.setattr(StreamState, "take_one", counting)
+    fast = await _play(limits, hold, steps, monkeypatch)
+    monkeypatch.setattr(StreamState, "take_one", lambda self, data, now: None)
+    general = await _play(limits, hold, steps, monkeypatch)
+    assert fast == general
+    assert bool(taken) == (scenario != "query limit")  # the shortcut was exercised
+    if scenario == "output limit":
+        assert fast[5] is CloseReason.OUTPUT_LIMIT
+    if scenario == "a message without a header":
+        assert fast[5] is CloseReason.BAD_MESSAGE
+
+
+@pytest.mark.parametrize("in_flight", [3, 100])
+async def test_reads_are_answered_alike_with_and_without_the_memo(in_flight: int) -> None:
+    """Runs of exact repeats (answered by one call), first-time hits, other letter case,
+    uncached names (the message path: a task), a rejected message, frames split across
+    reads: what is written, in which write calls, and the counters are the same."""
+    import random
+
+    rng = random.Random(7)
+    pair = [connect(StreamLimits(max_in_flight=in_flight), exact_memo=memo)
+            for memo in (True, False)]
+    cache = pair[0][0].listener.handler.cache
+    assert cache is not None
+    by_memo = [0]
+    answer_exact = cache.answer_exact
+
+    def counted(memo: Any, messages: list[bytes], start: int, out: list[bytes],
+                now: float) -> tuple[int, int]:
+        stop, size = answer_exact(memo, messages, start, out, now)
+        by_memo[0] += stop - start
+        return stop, size
+
+    cache.answer_exact = counted  # type: ignore[method-assign]
+    formerr = b"\x00\x09\x00\x00" + b"\x00" * 8
+    pool = [query(n, 0, t) for n in NAMES for t in ("A", "TXT")]
+    pool += [query(NAMES[0].upper(), 0), query("nocache.example.test.", 0), formerr]
+    stream = b"".join(framing.encode(rng.getrandbits(16).to_bytes(2, "big") + wire[2:])
+                      for wire in rng.choices(pool, k=600))
+    pos = 0
+    while pos < len(stream):
+        step = rng.choice([1, 7, 40, 300, 2000, 9000])
+        for conn, _ in pair:
+            conn.data_received(stream[pos:pos + step])
+        pos += step
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert pair[0][1].calls == pair[1][1].calls
+    for _ in range(100):  # the message path's tasks
+        if all(conn.state is not None and not conn.state.pending for conn, _ in pair):
+            break
+        await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the last answer's flush
+    assert pair[0][1].calls == pair[1][1].calls
+    (a, ta), (b, _) = pair
+    items = [item for call in ta.calls for item in call]
+    assert len(items) == 600 and not a.closed
+    handler_a, handler_b = a.listener.handler, b.listener.handler
+    assert (by_memo[0] > 100) == (NOW[0] == 10.5)
+    assert handler_a.responses == handler_b.responses
+    assert handler_a.statistics() == handler_b.statistics()
+    assert handler_a.cache is not None and handler_b.cache is not None
+    assert handler_a.cache.statistics() == handler_b.cache.statistics()

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dnstls.proto.cachekey import (
+    KEY_AD,
     KEY_CD,
     KEY_DO,
     key_from_message,
@@ -45,7 +46,8 @@ option_sets = st.lists(st.sampled_from(["padding", "cookie", "keepalive", "ecs"]
 
 
 def build(name_labels: list[bytes], rdtype: int, rdclass: int, use_edns: bool, do: bool,
-          cd: bool, options: list[str], qid: int) -> dns.message.QueryMessage:
+          cd: bool, options: list[str], qid: int, ad: bool = False,
+          ) -> dns.message.QueryMessage:
     name = dns.name.Name([*name_labels, b""])
     opts: list[dns.edns.Option] = []
     pad = 0
@@ -64,30 +66,35 @@ def build(name_labels: list[bytes], rdtype: int, rdclass: int, use_edns: bool, d
                                  pad=pad if use_edns else 0)
     if cd:
         msg.flags |= dns.flags.CD
+    if ad:
+        msg.flags |= dns.flags.AD
     return msg
 
 
 @given(st.one_of(labels, ascii_labels), qtypes, qclasses, st.booleans(), st.booleans(),
-       st.booleans(), option_sets, st.integers(0, 0xFFFF))
+       st.booleans(), option_sets, st.integers(0, 0xFFFF), st.booleans())
 def test_wire_key_equals_message_key(name_labels: list[bytes], rdtype: int, rdclass: int,
                                      use_edns: bool, do: bool, cd: bool, options: list[str],
-                                     qid: int) -> None:
+                                     qid: int, ad: bool) -> None:
     if sum(len(label) + 1 for label in name_labels) + 1 > 255:
         return
-    msg = build(name_labels, rdtype, rdclass, use_edns, do, cd, options, qid)
+    msg = build(name_labels, rdtype, rdclass, use_edns, do, cd, options, qid, ad)
     wire = msg.to_wire()
     key = key_from_message(msg)
     assert key_from_wire(wire) == key
     assert key_from_message(dns.message.from_wire(wire)) == key
     # The key ignores case, ID, padding, cookies and keepalive ...
     lowered = build([label.lower() for label in name_labels], rdtype, rdclass, True, do, cd,
-                    [], 0)
+                    [], 0, ad)
     assert key_from_wire(lowered.to_wire()) == key
-    # ... but not DO, CD, QTYPE.
+    # ... but not DO, CD (nor AD without DO), QTYPE.
+    other_ad = build(name_labels, rdtype, rdclass, use_edns, do, cd, options, qid,
+                     not ad).to_wire()
+    assert (key_from_wire(other_ad) == key) == do
     assert key_from_wire(build(name_labels, rdtype, rdclass, True, not do, cd, options,
-                               qid).to_wire()) != key
+                               qid, ad).to_wire()) != key
     assert key_from_wire(build(name_labels, rdtype, rdclass, use_edns, do, not cd, options,
-                               qid).to_wire()) != key
+                               qid, ad).to_wire()) != key
     parsed = read_query(wire)
     assert parsed is not None
     assert (parsed.id, parsed.qname, parsed.edns) == (qid, msg.question[0].name.to_wire(),
@@ -101,6 +108,15 @@ def test_key_layout() -> None:
     msg.flags |= dns.flags.CD
     assert key_from_message(msg) == b"\x01a\x01b\x00" + struct.pack("!HHB", 65, 1,
                                                                    KEY_DO | KEY_CD)
+
+
+def test_key_ad_only_without_do() -> None:
+    msg = query("a.b.")
+    msg.flags |= dns.flags.AD
+    assert key_from_message(msg)[-1] == KEY_AD == key_from_wire(msg.to_wire())[-1]  # type: ignore[index]
+    msg = query("a.b.", want_dnssec=True)
+    msg.flags |= dns.flags.AD | dns.flags.CD
+    assert key_from_message(msg)[-1] == KEY_DO | KEY_CD == key_from_wire(msg.to_wire())[-1]  # type: ignore[index]
 
 
 def test_qtype_bytes_are_not_case_folded() -> None:

@@ -167,3 +167,85 @@ def test_deadline_is_the_earliest_of_the_three(partial: bool, idle: bool,
     expected = [at for at, on in ((110.0, idle and not partial), (108.0, partial),
                                   ((blocked or 0.0) + 4.0, blocked is not None)) if on]
     assert s.deadline() == (min(expected) if expected else None)
+
+
+def _snapshot(s: StreamState) -> tuple[object, ...]:
+    decoder = s._decoder
+    return (s.in_flight, s.queries, s.stop_reading, s.broken, list(s._backlog),
+            s._idle_since, s._message_started, s._write_blocked,
+            bytes(decoder._buf), decoder.in_message, s.deadline(), s.reading_allowed)
+
+
+_TAKE_ONE_SETUPS: dict[str, tuple[dict[str, int], list[tuple[str, object]]]] = {
+    "fresh": ({}, []),
+    "after an answer": ({}, [("feed", encode(Q)), ("answered", None)]),
+    "one in flight": ({}, [("feed", encode(Q))]),
+    "partial buffered": ({}, [("feed", encode(Q)[:5])]),
+    "length byte buffered": ({}, [("feed", b"\x00")]),
+    "shut down": ({}, [("shutdown", None)]),
+    "query limit": ({"max_queries": 3}, []),
+    "write blocked": ({}, [("write_blocked", None)]),
+    "bound of one, free": ({"max_in_flight": 1}, [("feed", encode(Q)), ("answered", None)]),
+    "bound of one, full": ({"max_in_flight": 1}, [("feed", encode(Q))]),
+    "backlog": ({"max_in_flight": 1}, [("feed", encode_many([Q, Q, Q]))]),
+    "broken": ({}, [("feed", b"\x00\x00")]),
+}
+
+_TAKE_ONE_READS = {
+    "one message": encode(Q),
+    "a one-byte message": b"\x00\x01q",
+    "two messages": encode_many([Q, Q]),
+    "one and a half": encode(Q) + encode(Q)[:4],
+    "half": encode(Q)[:6],
+    "length only": b"\x00\x0d",
+    "one byte": b"\x00",
+    "zero length": b"\x00\x00",
+    "zero length and more": b"\x00\x00" + encode(Q),
+    "a bytearray": bytearray(encode(Q)),
+    "a memoryview": memoryview(encode(Q)),
+}
+
+
+@pytest.mark.parametrize("setup", list(_TAKE_ONE_SETUPS))
+@pytest.mark.parametrize("read", list(_TAKE_ONE_READS))
+def test_take_one_is_feed_or_changes_nothing(setup: str, read: str) -> None:
+    """take_one either returns what feed returns for the read, leaving the very state
+    feed leaves, or returns None and changes nothing (the caller then calls feed)."""
+    limits, steps = _TAKE_ONE_SETUPS[setup]
+    data = _TAKE_ONE_READS[read]
+    twins = []
+    for _ in range(2):
+        s = state(**limits)
+        for i, (step, arg) in enumerate(steps):
+            now = 100.0 + i
+            if step == "feed":
+                s.feed(arg, now)  # type: ignore[arg-type]
+            elif step == "answered":
+                s.answered(now)
+            elif step == "shutdown":
+                s.shutdown()
+            else:
+                s.write_blocked(now)
+        twins.append(s)
+    a, b = twins
+    before = _snapshot(a)
+    took = a.take_one(data, 120.0)  # type: ignore[arg-type]
+    if took is None:
+        assert _snapshot(a) == before
+    else:
+        assert type(took) is bytes
+        assert b.feed(data, 120.0) == [took]  # type: ignore[arg-type]
+        assert _snapshot(a) == _snapshot(b)
+    # every usual read of a one-query-at-a-time client takes the shortcut
+    expected = (setup in ("fresh", "after an answer", "one in flight", "write blocked",
+                          "bound of one, free")
+                and read in ("one message", "a one-byte message"))
+    assert (took is not None) == expected
+
+
+def test_take_one_then_answered_is_idle_again() -> None:
+    s = state(idle_timeout=10.0)
+    assert s.take_one(encode(Q), 101.0) == Q
+    assert s.deadline() is None and s.in_flight == 1 and s.queries == 1
+    assert s.answered_many(1, 102.0) == []
+    assert s.deadline() == 112.0 and s.in_flight == 0 and s.reading_allowed

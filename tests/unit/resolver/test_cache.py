@@ -823,3 +823,19 @@ def test_respond_wire_storing_nothing_equals_the_entry_path_generated(
         served = dns.message.from_wire(got)
         assert served.id == qid and bool(served.flags & dns.flags.RD) == rd
         assert served.question[0].name.to_wire() == qname
+
+
+def test_the_byte_bound_holds_with_every_entry_hit() -> None:
+    """The rendering a fresh hit keeps per entry counts against max_bytes too."""
+    q = query("0000000.flood.example.")
+    template = positive(q).to_wire()
+    name_len = len(q.question[0].name.to_wire())
+    cache = Cache(max_bytes=20_000)
+    for i in range(1_000):
+        key, wire = response_wire(i, template, name_len)
+        assert cache.insert_wire(key, wire, 0.0)
+        for edns in (False, True):  # every entry hit (its rendering kept)
+            assert cache.lookup_wire(key, 1, 0.5, True, None, edns) is not None
+    held = sum(len(e.body) + len(e.opt_head) + 2 + len(e.opt_rdata) + len(e.memo_tail or b"")
+               for e in cache._entries.values())
+    assert 0 < held <= cache.statistics().bytes <= 20_000

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 
 import dns.edns
+import dns.flags
 import dns.message
+import dns.name
 import dns.rrset
 import pytest
 
@@ -128,3 +131,63 @@ async def test_a_cancelled_follower_does_not_disturb_the_leader() -> None:
     fwd.release.set_result(upstream_answer(wire))
     assert dns.message.from_wire(await leader).id == 1
     assert follower.cancelled()
+
+
+class ValidatingForwarder:
+    """An upstream that validates: AD in its answer only when the query had AD or DO
+    (RFC 6840 §5.8); records the flags it was asked with."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[int, bool]] = []
+
+    async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                           deadline: float) -> bytes:
+        self.asked.append((flags, do))
+        query = dns.message.Message(id=7)
+        query.question.append(dns.rrset.RRset(*_question_parts(question)))
+        if payload:
+            query.use_edns(0, dns.flags.DO if do else 0, payload)
+        response = make_response(query)
+        response.answer.append(dns.rrset.from_text(
+            query.question[0].name, 60, "IN", "A", "192.0.2.1"))
+        if flags & dns.flags.AD or do:
+            response.flags |= dns.flags.AD
+        return response.to_wire()
+
+
+def _question_parts(question: bytes) -> tuple[dns.name.Name, int, int]:
+    name, used = dns.name.from_wire(question, 0)
+    rdtype, rdclass = struct.unpack_from("!HH", question, used)
+    return name, rdclass, rdtype
+
+
+@pytest.mark.parametrize("first_ad", [False, True])
+async def test_the_ad_bit_follows_each_query_not_the_cached_first_one(first_ad: bool) -> None:
+    """RFC 6840 §5.8: AD only for a query with AD or DO. A query with AD and one
+    without (no DO) are answered from separate entries, each as its upstream said."""
+    fwd = ValidatingForwarder()
+    cache = Cache()
+    wf = WireForwarder(fwd, cache, lambda: 0.0)
+
+    async def ask(ad: bool, do: bool, qid: int) -> dns.message.Message:
+        message = dns.message.make_query("www.example.com.", "A", id=qid, use_edns=do,
+                                         want_dnssec=do)
+        if ad:
+            message.flags |= dns.flags.AD
+        query = read_query(message.to_wire())
+        assert query is not None
+        # as the listener does: the cache first, then the forwarding path
+        hit = cache.lookup_wire(query.key, query.id, 0.0, query.rd, query.qname, query.edns)
+        if hit is None:
+            hit = await wf.answer(query, deadline=10.0)
+        return dns.message.from_wire(hit)
+
+    order = [first_ad, not first_ad]
+    for round_ in range(2):  # the second round comes from the cache
+        for i, ad in enumerate(order):
+            answer = await ask(ad, False, 10 * round_ + i)
+            assert bool(answer.flags & dns.flags.AD) == ad
+    assert len(fwd.asked) == 2  # one upstream exchange per kind, then cache hits
+    for ad in (False, True):  # with DO, AD does not matter: one entry
+        assert (await ask(ad, True, 99)).flags & dns.flags.AD
+    assert len(fwd.asked) == 3
