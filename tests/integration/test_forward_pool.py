@@ -35,6 +35,7 @@ from dnstls.resolver.base import Request, ResolveFailure
 from dnstls.resolver.forward import Forwarder
 from dnstls.upstreams import UpstreamSpec
 from fakes import Behavior, FakeUpstream, TestPKI, der
+from fakes.records import feed_one_record
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -356,15 +357,7 @@ class RecordUpstream:
         raw = bytearray()
 
         async def next_record() -> bool:
-            while len(raw) < 5 or len(raw) < 5 + struct.unpack_from("!H", raw, 3)[0]:
-                data = await loop.sock_recv(conn, 65536)
-                if not data:
-                    return False
-                raw.extend(data)
-            size = 5 + struct.unpack_from("!H", raw, 3)[0]
-            incoming.write(bytes(raw[:size]))
-            del raw[:size]
-            return True
+            return await feed_one_record(conn, raw, incoming, within=30.0)
 
         try:
             while True:

@@ -22,6 +22,7 @@ from conftest import DotClient, Served, ServeFactory
 from cryptography import x509
 
 from dnstls.proto import edns
+from fakes.records import feed_one_record
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,13 +48,7 @@ async def _records(served: Served, queries: list[bytes], want: int,
     raw = bytearray()
 
     async def next_record() -> None:
-        while len(raw) < 5 or len(raw) < 5 + struct.unpack_from("!H", raw, 3)[0]:
-            data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 5)
-            assert data, "server closed the connection"
-            raw.extend(data)
-        size = 5 + struct.unpack_from("!H", raw, 3)[0]
-        incoming.write(bytes(raw[:size]))
-        del raw[:size]
+        assert await feed_one_record(sock, raw, incoming), "server closed the connection"
 
     try:
         while True:
