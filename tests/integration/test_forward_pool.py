@@ -35,7 +35,7 @@ from dnstls.resolver.base import Request, ResolveFailure
 from dnstls.resolver.forward import Forwarder
 from dnstls.upstreams import UpstreamSpec
 from fakes import Behavior, FakeUpstream, TestPKI, der
-from fakes.records import feed_one_record
+from fakes.records import RecordStream
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -351,25 +351,12 @@ class RecordUpstream:
             self.tasks.append(asyncio.create_task(self._serve(conn)))
 
     async def _serve(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-        tls = self.ctx.wrap_bio(incoming, outgoing, server_side=True)
-        raw = bytearray()
-
-        async def next_record() -> bool:
-            return await feed_one_record(conn, raw, incoming, within=30.0)
-
+        stream = RecordStream(conn, self.ctx, server_side=True, within=30.0)
+        tls = stream.tls
         try:
-            while True:
-                try:
-                    tls.do_handshake()
-                    break
-                except ssl.SSLWantReadError:
-                    await loop.sock_sendall(conn, outgoing.read())
-                    if not await next_record():
-                        return
-            await loop.sock_sendall(conn, outgoing.read())
-            while await next_record():
+            if not await stream.handshake():
+                return
+            while await stream.next_record():
                 try:
                     plain = tls.read(65536)
                 except ssl.SSLWantReadError:
@@ -380,7 +367,7 @@ class RecordUpstream:
                     answer.answer.append(dns.rrset.from_text(
                         answer.question[0].name, 60, "IN", "A", "192.0.2.1"))
                     tls.write(encode(answer.to_wire()))
-                await loop.sock_sendall(conn, outgoing.read())
+                await stream.send_pending()
         finally:
             conn.close()
 

@@ -22,7 +22,7 @@ from conftest import DotClient, Served, ServeFactory
 from cryptography import x509
 
 from dnstls.proto import edns
-from fakes.records import feed_one_record
+from fakes.records import RecordStream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,26 +40,19 @@ async def _records(served: Served, queries: list[bytes], want: int,
     loop = asyncio.get_running_loop()
     ctx = served.client_context()
     ctx.maximum_version = tls_version
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="dns.test")
     sock = socket.socket()
     sock.setblocking(False)
     await loop.sock_connect(sock, served.tls_addr)
-    raw = bytearray()
+    stream = RecordStream(sock, ctx, server_side=False, server_hostname="dns.test")
+    tls = stream.tls
 
     async def next_record() -> None:
-        assert await feed_one_record(sock, raw, incoming), "server closed the connection"
+        assert await stream.next_record(), "server closed the connection"
 
     try:
-        while True:
-            try:
-                tls.do_handshake()
-                break
-            except ssl.SSLWantReadError:
-                await loop.sock_sendall(sock, outgoing.read())
-                await next_record()
+        assert await stream.handshake(), "server closed the connection"
         tls.write(b"".join(struct.pack("!H", len(w)) + w for w in queries))
-        await loop.sock_sendall(sock, outgoing.read())
+        await stream.send_pending()
         records: list[bytes] = []
         answers = 0
         while answers < want:
