@@ -139,11 +139,15 @@ class _Entry:
     second, so the hits of one second share that work (``ttls`` keeps the originals).
     The ``*_wire`` and view attributes are the body's fixed pieces, for joining."""
 
-    __slots__ = ("age", "arcount", "arcount_edns_wire", "arcount_wire", "body", "expires",
+    __slots__ = ("age", "arcount_edns_wire", "arcount_wire", "body", "expires",
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
                  "serial", "size", "ttls")
+    # Set by _memo with memo_tail, not by __init__ (declared here for the type checker).
+    memo_options: bytes
+    memo_pad: int
+    memo_padding: bytes
 
     def __init__(self, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -153,11 +157,10 @@ class _Entry:
         self.age = 0
         self.offsets = offsets
         self.ttls = ttls
-        self.arcount = arcount = (body[10] << 8) | body[11]
         self.qname_len = qname_len
         self.mid_wire = bytes(body[3:10])  # flags (2nd byte), QDCOUNT, ANCOUNT, NSCOUNT
         self.arcount_wire = bytes(body[10:12])
-        self.arcount_edns_wire = (arcount + 1).to_bytes(2, "big")
+        self.arcount_edns_wire = (((body[10] << 8) | body[11]) + 1).to_bytes(2, "big")
         view = memoryview(body)
         self.name_view = view[12:12 + qname_len]
         self.rest_view = view[12 + qname_len:]
@@ -167,18 +170,18 @@ class _Entry:
         self.inserted = inserted
         self.expires = inserted + lifetime
         self.failure = failure
-        self.failed_until = float("-inf")
+        self.failed_until = _NEG_INF  # a constant: no float("-inf") call per entry
         # Counted twice against max_bytes: the answer and the one rendering a fresh hit
         # keeps (memo_tail, about the answer's size less its header and name), so the
         # bound holds whatever is hit.
         self.size = 2 * (len(body) + len(opt_head) + 2 + len(opt_rdata))
         # The last fresh rendering (see lookup_wire): None until a hit, dropped on re-age.
         self.memo_tail: bytes | None = None
+        # memo_options, memo_pad and memo_padding stay unset until _memo sets them with
+        # memo_tail: lookup_wire reads them only when memo_tail is not None (three
+        # stores less per answer cached on the miss path). _memo reads these two first.
         self.memo_mids: tuple[bytes, bytes] = (b"", b"")
         self.memo_edns = False
-        self.memo_options = b""
-        self.memo_pad = 0
-        self.memo_padding = b""
         # Unique over every entry of every cache (ExactMemo's saved answers name their
         # entry by key and serial: a replaced or evicted entry never matches again).
         self.serial = next(_SERIALS)
@@ -199,6 +202,7 @@ EXACT_REST = 4096
 EXACT_REST_MAX = 262144
 _MAX_MESSAGE = 65535
 _INF = float("inf")
+_NEG_INF = float("-inf")
 
 
 class ExactMemo:

@@ -825,6 +825,30 @@ def test_respond_wire_storing_nothing_equals_the_entry_path_generated(
         assert served.question[0].name.to_wire() == qname
 
 
+def test_entry_from_respond_wire_serves_every_hit_shape() -> None:
+    """An entry kept by the miss path (respond_wire: its memo fields unset until the
+    first fresh hit renders one) answers hits of every shape as the unmemoised render,
+    from its first hit on, including a shape change before any other."""
+    first = query(use_edns=0)
+    key = key_from_message(first)
+    wire = positive(first, 300).to_wire()
+    keepalive = struct.pack("!HH", 11, 2) + b"\x00\x64"
+    shapes = [(True, keepalive, 468), (False, b"", 0), (True, b"", 0), (True, b"", 128)]
+    for order in (shapes, shapes[::-1]):
+        cache = Cache()
+        assert cache.respond_wire(key, wire, 0.0, 9, True, None, True) is not None
+        entry = cache._entries[key]
+        assert entry.memo_tail is None and entry.failed_until == float("-inf")
+        for now in (0.0, 1.5):
+            for edns, options, pad in order:
+                got = cache.lookup_wire(key, 5, now, rd=False, qname=None, edns=edns,
+                                        options=options, pad_block=pad)
+                plain = cache.lookup(key, 5, now, rd=False, qname=None, edns=edns,
+                                     options=options, pad_block=pad)
+                assert plain is not None and got == plain.wire
+                assert ttls(dns.message.from_wire(got)) == [300 - int(now)]
+
+
 def test_the_byte_bound_holds_with_every_entry_hit() -> None:
     """The rendering a fresh hit keeps per entry counts against max_bytes too."""
     q = query("0000000.flood.example.")
