@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -839,6 +840,8 @@ def test_entry_from_respond_wire_serves_every_hit_shape() -> None:
         assert cache.respond_wire(key, wire, 0.0, 9, True, None, True) is not None
         entry = cache._entries[key]
         assert entry.memo_tail is None and entry.failed_until == float("-inf")
+        # the question name is kept as bytes: not a GC-tracked memoryview
+        assert type(entry.name_view) is bytes and not gc.is_tracked(entry.name_view)
         for now in (0.0, 1.5):
             for edns, options, pad in order:
                 got = cache.lookup_wire(key, 5, now, rd=False, qname=None, edns=edns,
