@@ -852,6 +852,24 @@ def test_entry_from_respond_wire_serves_every_hit_shape() -> None:
                 assert ttls(dns.message.from_wire(got)) == [300 - int(now)]
 
 
+def test_uncompressed_owner_names_are_read_and_checked() -> None:
+    """An answer's owner written out (skip_name's branch, not a bare pointer) is read;
+    one that runs past the message is rejected (skip_name's -1, checked in that branch)."""
+    q = query()
+    key = key_from_message(q)
+    header = bytearray(make_response(q).to_wire())
+    header[6:8] = b"\x00\x01"  # ANCOUNT 1, the record appended by hand
+    name = q.question[0].name.to_wire()
+    record = name + struct.pack("!HHIH", 1, 1, 60, 4) + bytes((192, 0, 2, 1))
+    good = bytes(header) + record
+    got = Cache().respond_wire(key, good, 0.0, 1, True, None, False)
+    assert got is not None
+    assert ttls(dns.message.from_wire(got)) == [60]
+    for bad in (bytes(header) + b"\x05ab", bytes(header) + name[:-1],
+                bytes(header) + b"\xc0"):
+        assert Cache().respond_wire(key, bad, 0.0, 1, True, None, False) is None
+
+
 def test_the_byte_bound_holds_with_every_entry_hit() -> None:
     """The rendering a fresh hit keeps per entry counts against max_bytes too."""
     q = query("0000000.flood.example.")
