@@ -261,15 +261,15 @@ class StreamConnection(asyncio.Protocol):
         if self._out and not self._flush_scheduled:
             self._flush()
 
-    def _start(self, wire: bytes, routed: object, messages: list[bytes]) -> bool:
+    def _start(self, wire: bytes, routed: typing.Any, messages: list[bytes]) -> bool:
         """A dispatched message that the cache did not answer (``routed`` is what
-        ``QueryHandler.route`` returned for it): forward it, or parse it and answer or
+        ``QueryHandler.route`` returned for it, not bytes: a WireQuery or None; typed
+        Any, not cast per forwarded query): forward it, or parse it and answer or
         reject it. False when the rest of ``messages`` must not be dispatched (a message
         without a readable header stops the stream; or the connection closed)."""
         handler = self.listener.handler
         transport = self.listener.transport
         if routed is not None:
-            routed = typing.cast(WireQuery, routed)
             if not handler.forward_wire(routed, wire, transport, self._wire_answered):
                 task = self.loop.create_task(self._answer_wire(routed, wire))
                 self.tasks.add(task)

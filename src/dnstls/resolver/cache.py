@@ -139,52 +139,62 @@ class _Entry:
     second, so the hits of one second share that work (``ttls`` keeps the originals).
     The ``*_wire`` and view attributes are the body's fixed pieces, for joining."""
 
-    __slots__ = ("age", "arcount", "arcount_edns_wire", "arcount_wire", "body", "expires",
+    __slots__ = ("age", "arcount_edns_wire", "arcount_wire", "body", "expires",
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
                  "serial", "size", "ttls")
+    # Set by _memo with memo_tail, not by __init__ (declared here for the type checker).
+    memo_options: bytes
+    memo_pad: int
+    memo_padding: bytes
 
     def __init__(self, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
-                 lifetime: float, failure: ResolveFailure | None, qname_len: int) -> None:
+                 lifetime: float, failure: ResolveFailure | None, qname_len: int,
+                 qname: bytes) -> None:
         # ``body`` is owned from here on (the parse made it; nobody else holds it).
         self.body = body
         self.age = 0
         self.offsets = offsets
         self.ttls = ttls
-        self.arcount = arcount = (body[10] << 8) | body[11]
         self.qname_len = qname_len
         self.mid_wire = bytes(body[3:10])  # flags (2nd byte), QDCOUNT, ANCOUNT, NSCOUNT
         self.arcount_wire = bytes(body[10:12])
-        self.arcount_edns_wire = (arcount + 1).to_bytes(2, "big")
-        view = memoryview(body)
-        self.name_view = view[12:12 + qname_len]
-        self.rest_view = view[12 + qname_len:]
+        self.arcount_edns_wire = (((body[10] << 8) | body[11]) + 1).to_bytes(2, "big")
+        # The question name as bytes (the parse's slice of the response: the body's
+        # bytes 12 to 12 + qname_len), not a view: nothing writes to an entry's
+        # question name (only _aged writes to its body, TTLs after the question), and
+        # bytes are not tracked by the cyclic GC (a memoryview is, ~200 bytes each): one
+        # GC-tracked object less per cached answer. The rest stays a view (re-aged in
+        # place).
+        self.name_view = qname
+        self.rest_view = memoryview(body)[12 + qname_len:]
         self.opt_head = opt_head
         self.opt_rdata = opt_rdata
         self.kind = kind
         self.inserted = inserted
         self.expires = inserted + lifetime
         self.failure = failure
-        self.failed_until = float("-inf")
+        self.failed_until = _NEG_INF  # a constant: no float("-inf") call per entry
         # Counted twice against max_bytes: the answer and the one rendering a fresh hit
         # keeps (memo_tail, about the answer's size less its header and name), so the
         # bound holds whatever is hit.
         self.size = 2 * (len(body) + len(opt_head) + 2 + len(opt_rdata))
         # The last fresh rendering (see lookup_wire): None until a hit, dropped on re-age.
         self.memo_tail: bytes | None = None
+        # memo_options, memo_pad and memo_padding stay unset until _memo sets them with
+        # memo_tail: lookup_wire reads them only when memo_tail is not None (three
+        # stores less per answer cached on the miss path). _memo reads these two first.
         self.memo_mids: tuple[bytes, bytes] = (b"", b"")
         self.memo_edns = False
-        self.memo_options = b""
-        self.memo_pad = 0
-        self.memo_padding = b""
         # Unique over every entry of every cache (ExactMemo's saved answers name their
         # entry by key and serial: a replaced or evicted entry never matches again).
-        self.serial = next(_SERIALS)
+        self.serial = _next_serial()
 
 
 _SERIALS = itertools.count(1)
+_next_serial = _SERIALS.__next__
 #: What an ExactMemo item costs besides the contents of its three byte strings (dict
 #: slot, two tuples, the length prefix, floats and ints, the bytes objects' headers:
 #: ~430 bytes), rounded up; counted against its byte bound.
@@ -199,6 +209,7 @@ EXACT_REST = 4096
 EXACT_REST_MAX = 262144
 _MAX_MESSAGE = 65535
 _INF = float("inf")
+_NEG_INF = float("-inf")
 
 
 class ExactMemo:
@@ -623,7 +634,8 @@ class Cache:
         if lifetime <= 0 and not transient:
             return None
         return _Entry(body, parsed.offsets, ttls, _OPT_HEADS[key[-1] & KEY_DO],
-                      parsed.options, kind, now, lifetime, failure, len(key) - 5)
+                      parsed.options, kind, now, lifetime, failure, len(key) - 5,
+                      parsed.qname)
 
     def _bound_ttls(self, parsed: _Parsed, kind: str, cap: int | None) -> list[int]:
         """Clamp the TTLs of ``parsed`` (values and body) to the bounds of ``kind``."""
@@ -724,11 +736,12 @@ class _Parsed:
     """A response read for the cache: body without OPT (ID 0), TTL offsets and values
     (as received), facts."""
 
-    __slots__ = ("answers", "body", "has_data", "negative_ttl", "offsets", "options", "rcode",
-                 "ttls")
+    __slots__ = ("answers", "body", "has_data", "negative_ttl", "offsets", "options", "qname",
+                 "rcode", "ttls")
 
     def __init__(self, body: bytearray, offsets: list[int], ttls: list[int], options: bytes,
-                 rcode: int, answers: int, has_data: bool, negative_ttl: int | None) -> None:
+                 rcode: int, answers: int, has_data: bool, negative_ttl: int | None,
+                 qname: bytes) -> None:
         self.body = body
         self.offsets = offsets
         self.ttls = ttls
@@ -737,6 +750,7 @@ class _Parsed:
         self.answers = answers
         self.has_data = has_data
         self.negative_ttl = negative_ttl
+        self.qname = qname  # the question name as the response has it (bytes 12 on)
 
 
 def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
@@ -755,7 +769,8 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
         return "truncated"
     name_len = len(key) - 5
     qend = 12 + name_len + 4
-    if (qdcount != 1 or wire[12:12 + name_len].lower() != key[:name_len]
+    qname = wire[12:12 + name_len]
+    if (qdcount != 1 or qname.lower() != key[:name_len]
             or wire[12 + name_len:qend] != key[name_len:name_len + 4]):
         return "question mismatch"
     qtype = (key[name_len] << 8) | key[name_len + 1]
@@ -777,7 +792,9 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
             pos += 2
         else:
             pos = skip_name(wire, pos)
-        if pos < 0 or pos + 10 > end:
+            if pos < 0:  # here only: the pointer branch never makes pos negative
+                return "malformed record"
+        if pos + 10 > end:
             return "malformed record"
         rrtype, _, ttl, rdlength = unpack(wire, pos)
         rdata = pos + 10
@@ -817,7 +834,8 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
         body = bytearray(memoryview(wire)[:opt_start])
         body[10:12] = (arcount - 1).to_bytes(2, "big")
     body[0] = body[1] = 0
-    return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data, negative_ttl)
+    return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data, negative_ttl,
+                   qname)
 
 
 def _plain_options(wire: bytes, pos: int, end: int) -> bytes | str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -823,6 +824,50 @@ def test_respond_wire_storing_nothing_equals_the_entry_path_generated(
         served = dns.message.from_wire(got)
         assert served.id == qid and bool(served.flags & dns.flags.RD) == rd
         assert served.question[0].name.to_wire() == qname
+
+
+def test_entry_from_respond_wire_serves_every_hit_shape() -> None:
+    """An entry kept by the miss path (respond_wire: its memo fields unset until the
+    first fresh hit renders one) answers hits of every shape as the unmemoised render,
+    from its first hit on, including a shape change before any other."""
+    first = query(use_edns=0)
+    key = key_from_message(first)
+    wire = positive(first, 300).to_wire()
+    keepalive = struct.pack("!HH", 11, 2) + b"\x00\x64"
+    shapes = [(True, keepalive, 468), (False, b"", 0), (True, b"", 0), (True, b"", 128)]
+    for order in (shapes, shapes[::-1]):
+        cache = Cache()
+        assert cache.respond_wire(key, wire, 0.0, 9, True, None, True) is not None
+        entry = cache._entries[key]
+        assert entry.memo_tail is None and entry.failed_until == float("-inf")
+        # the question name is kept as bytes: not a GC-tracked memoryview
+        assert type(entry.name_view) is bytes and not gc.is_tracked(entry.name_view)
+        for now in (0.0, 1.5):
+            for edns, options, pad in order:
+                got = cache.lookup_wire(key, 5, now, rd=False, qname=None, edns=edns,
+                                        options=options, pad_block=pad)
+                plain = cache.lookup(key, 5, now, rd=False, qname=None, edns=edns,
+                                     options=options, pad_block=pad)
+                assert plain is not None and got == plain.wire
+                assert ttls(dns.message.from_wire(got)) == [300 - int(now)]
+
+
+def test_uncompressed_owner_names_are_read_and_checked() -> None:
+    """An answer's owner written out (skip_name's branch, not a bare pointer) is read;
+    one that runs past the message is rejected (skip_name's -1, checked in that branch)."""
+    q = query()
+    key = key_from_message(q)
+    header = bytearray(make_response(q).to_wire())
+    header[6:8] = b"\x00\x01"  # ANCOUNT 1, the record appended by hand
+    name = q.question[0].name.to_wire()
+    record = name + struct.pack("!HHIH", 1, 1, 60, 4) + bytes((192, 0, 2, 1))
+    good = bytes(header) + record
+    got = Cache().respond_wire(key, good, 0.0, 1, True, None, False)
+    assert got is not None
+    assert ttls(dns.message.from_wire(got)) == [60]
+    for bad in (bytes(header) + b"\x05ab", bytes(header) + name[:-1],
+                bytes(header) + b"\xc0"):
+        assert Cache().respond_wire(key, bad, 0.0, 1, True, None, False) is None
 
 
 def test_the_byte_bound_holds_with_every_entry_hit() -> None:
