@@ -144,10 +144,6 @@ class _Entry:
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
                  "serial", "size", "ttls")
-    # Set by _memo with memo_tail, not by __init__ (declared here for the type checker).
-    memo_options: bytes
-    memo_pad: int
-    memo_padding: bytes
 
     def __init__(self, body: bytearray, offsets: list[int], ttls: list[int],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -183,11 +179,11 @@ class _Entry:
         self.size = 2 * (len(body) + len(opt_head) + 2 + len(opt_rdata))
         # The last fresh rendering (see lookup_wire): None until a hit, dropped on re-age.
         self.memo_tail: bytes | None = None
-        # memo_options, memo_pad and memo_padding stay unset until _memo sets them with
-        # memo_tail: lookup_wire reads them only when memo_tail is not None (three
-        # stores less per answer cached on the miss path). _memo reads these two first.
         self.memo_mids: tuple[bytes, bytes] = (b"", b"")
         self.memo_edns = False
+        self.memo_options = b""
+        self.memo_pad = 0
+        self.memo_padding = b""
         # Unique over every entry of every cache (ExactMemo's saved answers name their
         # entry by key and serial: a replaced or evicted entry never matches again).
         self.serial = _next_serial()
