@@ -173,22 +173,19 @@ class StreamConnection(asyncio.Protocol):
                                              or deadline < self._timer_at):
                     self._arm()
                 return
+            # not from the cache: started as _dispatch starts it, then the common end
             if not self._start(wire, routed, [wire]) and self.closed:
                 return
             if self._out and not self._flush_scheduled:
                 self._flush()
                 if self.closed:
                     return
-            if state.stop_reading and state.finished:
-                self.close(self._end_reason(state))
-                return
-            self._settle(state)
-            return
-        messages = state.feed(data, now)
-        if messages:
-            self._dispatch(messages, now)
-            if self.closed:
-                return
+        else:
+            messages = state.feed(data, now)
+            if messages:
+                self._dispatch(messages, now)
+                if self.closed:
+                    return
         if state.stop_reading and state.finished:  # finished implies stop_reading
             self.close(self._end_reason(state))
             return
