@@ -30,6 +30,15 @@ www IN A 192.0.2.1
 """.format(big="\n".join(f'big IN TXT "{"t" * 200}{i:02d}"' for i in range(10)))
 
 
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item,
+                                   ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """asyncio's loop, except for test_serve_loops.py: uvloop (the command's loop)."""
+    if item.path.name == "test_serve_loops.py":
+        uvloop = pytest.importorskip("uvloop")
+        return {"uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
 @pytest.fixture
 def pki(tmp_path: Path) -> TestPKI:
     pki = TestPKI.create(tmp_path)

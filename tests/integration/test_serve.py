@@ -364,10 +364,15 @@ async def test_tls_1_2_only_client_works(serve: ServeFactory) -> None:
 async def test_per_client_connection_limit(serve: ServeFactory) -> None:
     s: Served = await serve(server={"max_connections_per_client": 2})
     a, b = await s.connect(), await s.connect()
-    c = await s.connect()
-    assert await c.closed_by_server(3.0)
-    admission = s.service.listeners[0].admission
+    # refused at accept, before any TLS: the client's handshake is cut off
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        await s.connect()
+    listener = s.service.listeners[0]
+    admission = listener.admission
     assert admission.count("127.0.0.1") == 2
+    assert admission.statistics()["refused_per_client"] == 1
+    assert listener.stats.handshake_failures == {}  # no handshake was started for it
+    assert listener.stats.closed == {"connection_limit": 1}
     await a.aclose()
     await b.aclose()
     for _ in range(50):
@@ -493,26 +498,60 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 _ = DotClient
 
 
-async def test_failed_handshakes_are_counted(serve: ServeFactory) -> None:
-    import gc
+async def _settled(s: Served, failures: dict[str, int]) -> None:
+    """Wait (bounded) until the listener's handshake failures are ``failures``."""
+    stats = s.service.listeners[0].stats
+    for _ in range(100):
+        if dict(stats.handshake_failures) == failures:
+            break
+        await asyncio.sleep(0.02)
+    assert dict(stats.handshake_failures) == failures
 
+
+async def test_failed_handshakes_are_counted_by_reason_and_released(
+        serve: ServeFactory) -> None:
     s: Served = await serve(server={"handshake_timeout": 0.3})
-    reader, writer = await _raw_connect(s.tls_addr)
+    listener = s.service.listeners[0]
+    reader, writer = await _raw_connect(s.tls_addr)  # not TLS at all
     writer.write(b"\x00\x10not a tls client hello")
     assert await asyncio.wait_for(reader.read(100), 3.0) == b""
     writer.close()
+    await _settled(s, {"wrong_version_number": 1})
+    reader, writer = await _raw_connect(s.tls_addr)  # silent: the handshake timeout
+    assert await asyncio.wait_for(reader.read(100), 3.0) == b""
+    writer.close()
+    await _settled(s, {"wrong_version_number": 1, "timeout": 1})
+    reader, writer = await _raw_connect(s.tls_addr)  # gone before its ClientHello
+    writer.close()
+    await _settled(s, {"wrong_version_number": 1, "timeout": 1, "peer_closed": 1})
+    assert listener.stats.open == 0 and listener.stats.handshakes == {}
+    assert listener.admission.statistics()["open"] == 0  # every admission released
+    await _still_serves(s)
+    assert listener.admission.statistics()["refused_per_client"] == 0
+
+
+async def test_connections_in_handshake_count_against_the_limits(
+        serve: ServeFactory) -> None:
+    # Admission happens at accept: two connections that never finish (never start) a
+    # handshake hold the client's two slots, so a third is refused without any TLS work.
+    s: Served = await serve(server={"max_connections_per_client": 2,
+                                    "handshake_timeout": 0.5})
+    listener = s.service.listeners[0]
+    stalled = [await _raw_connect(s.tls_addr) for _ in range(2)]
     for _ in range(50):
-        # the failed connection is counted when its protocol object is dropped; the
-        # collection may also finalise sockets another test left to the GC, whose
-        # ResourceWarning (an error under filterwarnings=error) is not this test's
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ResourceWarning)
-            gc.collect()
-        if s.service.listeners[0].stats.handshake_failures:
+        if listener.admission.count("127.0.0.1") == 2:
             break
         await asyncio.sleep(0.02)
-    assert s.service.listeners[0].stats.handshake_failures == {"failed_or_timed_out": 1}
-    assert s.service.listeners[0].stats.open == 0
+    assert listener.admission.count("127.0.0.1") == 2
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        await s.connect()
+    assert listener.admission.statistics()["refused_per_client"] == 1
+    for reader, writer in stalled:  # the handshake timeout ends them and frees the slots
+        assert await asyncio.wait_for(reader.read(100), 3.0) == b""
+        writer.close()
+    await _settled(s, {"timeout": 2})
+    assert listener.admission.count("127.0.0.1") == 0
+    await _still_serves(s)
 
 
 async def test_tls_session_resumption(serve: ServeFactory) -> None:

@@ -3,11 +3,15 @@
 Each accepted connection gets a :class:`StreamConnection`. The event loop runs the TLS
 handshake under ``handshake_timeout`` (5 s; asyncio's default of 60 s is far too long),
 so a client that opens TCP and never speaks TLS, or sends plaintext DNS to the TLS port,
-costs a socket for at most that long and never reaches this code. Admission (global and
-per-client bounds) is decided when the connection is established. (Deciding it at
-``accept`` instead would need the raw socket first and ``loop.start_tls`` afterwards;
-uvloop 0.23 delivers the ClientHello to the plain protocol in that case, so it is not
-done -- see docs/design.md.)
+costs a socket for at most that long. Admission (global and per-client bounds) is
+decided when TCP accepts the connection, before any TLS work: a DoT listener's accepted
+transports first get a :class:`_TlsGate`, which admits the peer and only then installs the
+event loop's own TLS protocol (:func:`ssl_protocol_class`) with the
+:class:`StreamConnection` inside it, synchronously in ``connection_made`` -- before the
+transport starts reading, so the ClientHello reaches the TLS protocol (unlike
+``loop.start_tls``, see docs/design.md). The handshake's outcome comes back through the
+TLS protocol's waiter: a failed, timed-out or abandoned handshake releases its admission
+and is counted by reason.
 
 After that the adapter only moves bytes: it feeds :class:`~dnstls.proto.stream.StreamState`,
 dispatches the messages it returns, writes answers as they become ready (out of order),
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import typing
 from collections import Counter
 
@@ -82,12 +87,6 @@ class StreamConnection(asyncio.Protocol):
         self._write_paused = False  # between pause_writing() and resume_writing()
         self._high_water = 256 << 10  # set from the limits in _ready
 
-    def __del__(self) -> None:
-        # The event loop gives the protocol no callback when the TLS handshake fails or
-        # times out; a connection object dropped before connection_made is exactly that.
-        if self.raw is None and self.listener.tls is not None:
-            self.listener.stats.handshake_failures["failed_or_timed_out"] += 1
-
     def __repr__(self) -> str:
         state = self.state
         return (f"<StreamConnection {self.listener.transport.value} {self.peer} "
@@ -99,18 +98,13 @@ class StreamConnection(asyncio.Protocol):
         transport = typing.cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         listener = self.listener
         self.raw = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = (peer[0], peer[1]) if peer else ("?", 0)
-        refusal = listener.admission.admit(self.peer[0])
-        listener.stats.accepted += 1
-        if refusal is not None:
-            self.closed = True
-            self.reason = CloseReason.CONNECTION_LIMIT
-            listener.stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
-            log.warning("closing connection from %s: %s", self.peer[0], refusal)
-            transport.abort()
-            return
-        self._admitted = True
+        if not self._admitted:  # plain TCP; a DoT connection was admitted by _TlsGate
+            self.peer = _peer(transport)
+            if not _admit(listener, self.peer[0], transport):
+                self.closed = True
+                self.reason = CloseReason.CONNECTION_LIMIT
+                return
+            self._admitted = True
         listener.connections.add(self)
         listener.stats.open += 1
         # No TCP_NODELAY here: uvloop and asyncio set it on every TCP transport they
@@ -124,6 +118,18 @@ class StreamConnection(asyncio.Protocol):
                 if sslobj.session_reused:
                     listener.stats.resumed += 1
         self._ready(transport)
+
+    def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
+        """The TLS protocol's waiter: on a failed handshake, count it and release."""
+        if self.raw is not None:  # connection_made ran: the handshake completed
+            return
+        exc = None if waiter.cancelled() else waiter.exception()
+        listener = self.listener
+        listener.stats.handshake_failures[handshake_failure_reason(exc)] += 1
+        if self._admitted:
+            self._admitted = False
+            assert self.peer is not None
+            listener.admission.release(self.peer[0])
 
     def _ready(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -504,6 +510,77 @@ class StreamConnection(asyncio.Protocol):
             listener.admission.release(self.peer[0])
 
 
+def _peer(transport: asyncio.BaseTransport) -> tuple[str, int]:
+    peer = transport.get_extra_info("peername")
+    return (peer[0], peer[1]) if peer else ("?", 0)
+
+
+def _admit(listener: StreamListener, client: str, transport: asyncio.BaseTransport) -> bool:
+    """Admission for a connection just accepted; a refused one is aborted and counted."""
+    refusal = listener.admission.admit(client)
+    stats = listener.stats
+    stats.accepted += 1
+    if refusal is None:
+        return True
+    stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
+    log.warning("closing connection from %s: %s", client, refusal)
+    typing.cast(asyncio.Transport, transport).abort()  # uvloop's are not subclasses
+    return False
+
+
+def ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> type[asyncio.BaseProtocol]:
+    """The TLS protocol ``loop.create_server(ssl=...)`` itself would wrap a connection in."""
+    try:
+        import uvloop
+        from uvloop.loop import SSLProtocol as UvSSLProtocol  # type: ignore[attr-defined]
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        pass
+    else:
+        if isinstance(loop, uvloop.Loop):
+            return typing.cast(type[asyncio.BaseProtocol], UvSSLProtocol)
+    from asyncio.sslproto import SSLProtocol
+    return SSLProtocol
+
+
+def handshake_failure_reason(exc: BaseException | None) -> str:
+    """The metric label of a failed TLS handshake (a bounded set: OpenSSL's reasons)."""
+    if isinstance(exc, ssl.SSLError):
+        return (exc.reason or "tls_error").lower()
+    if isinstance(exc, ConnectionAbortedError):  # the TLS protocol's handshake timeout
+        return "timeout"
+    return "peer_closed"  # EOF, reset or close before the handshake completed
+
+
+class _TlsGate(asyncio.Protocol):
+    """A DoT listener's accepted TCP connection before TLS: admission, then TLS."""
+
+    __slots__ = ("listener",)
+
+    def __init__(self, listener: StreamListener) -> None:
+        self.listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        listener = self.listener
+        peer = _peer(transport)
+        if not _admit(listener, peer[0], transport):
+            return
+        tls = listener.tls
+        assert tls is not None
+        loop = listener.loop
+        conn = StreamConnection(listener)
+        conn.peer = peer
+        conn._admitted = True
+        waiter: asyncio.Future[None] = loop.create_future()
+        protocol = listener.ssl_protocol(
+            loop, conn, tls.context, waiter, server_side=True, server_hostname=None,
+            ssl_handshake_timeout=listener.handshake_timeout)
+        waiter.add_done_callback(conn._handshake_done)
+        # Synchronously, before the transport starts reading: the ClientHello goes to
+        # the TLS protocol (this is where loop.start_tls was too late).
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+
+
 class StreamListener:
     """All DoT (or all plain TCP) sockets of a service, sharing limits and counters."""
 
@@ -524,20 +601,22 @@ class StreamListener:
         self.servers: list[asyncio.Server] = []
         self.closing = False
         self.loop = asyncio.get_running_loop()
+        self.ssl_protocol: typing.Any = ssl_protocol_class(self.loop)
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False,
                      ) -> tuple[str, int]:
         stats = self.stats
 
-        def factory() -> StreamConnection:
+        def factory() -> asyncio.Protocol:
             stats.handshakes_started += 1
-            return StreamConnection(self)
+            return StreamConnection(self) if gate is None else gate(self)
 
-        tls = self.tls
+        # TLS is not given to create_server: each accepted transport gets a _TlsGate,
+        # which admits the peer before it installs the TLS protocol (module docstring).
+        gate = None if self.tls is None else _TlsGate
         server = await self.loop.create_server(
             factory, host, port, reuse_address=True, reuse_port=reuse_port or None,
-            backlog=1024, ssl=tls.context if tls is not None else None,
-            ssl_handshake_timeout=self.handshake_timeout if tls is not None else None)
+            backlog=1024)
         self.servers.append(server)
         sockname = server.sockets[0].getsockname()
         return sockname[0], sockname[1]
