@@ -383,6 +383,32 @@ async def test_per_client_connection_limit(serve: ServeFactory) -> None:
     await _still_serves(s)
 
 
+async def test_refusal_log_lines_are_rate_limited(serve: ServeFactory,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    from dnstls.proto.ratelimit import LogBudget
+
+    s: Served = await serve(server={"max_connections_per_client": 1})
+    listener = s.service.listeners[0]
+    listener.log_budget = budget = LogBudget(burst=3, interval=3600.0)
+    kept = await s.connect()
+    caplog.set_level("INFO", logger="dnstls.net.server")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "closing connection" in r.msg]
+
+    for _ in range(20):  # a flood from one address: refused at accept, 20 times
+        with pytest.raises((ConnectionError, ssl.SSLError)):
+            await s.connect()
+    assert listener.admission.statistics()["refused_per_client"] == 20
+    assert lines() == ["closing connection from 127.0.0.1: per-client connection limit"] * 3
+    budget.interval = 1e-9  # the next refusal starts a new interval
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        await s.connect()
+    assert lines()[3:] == ["closing connection from 127.0.0.1: per-client connection limit"
+                           " (17 similar messages suppressed)"]
+    await kept.aclose()
+
+
 async def test_queries_per_connection_limit(serve: ServeFactory) -> None:
     s: Served = await serve(server={"max_queries_per_connection": 3})
     client = await s.connect()

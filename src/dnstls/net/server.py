@@ -37,6 +37,7 @@ from dnstls.proto import framing
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
+from dnstls.proto.ratelimit import LogBudget
 from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 
 log = logging.getLogger("dnstls.net.server")
@@ -404,8 +405,9 @@ class StreamConnection(asyncio.Protocol):
         if self._write_paused and not self.closed:
             state = self.state
             if state is not None and state.output_exceeded(transport.get_write_buffer_size()):
-                log.warning("closing connection from %s: client does not read its answers",
-                            self.peer[0] if self.peer else "?")
+                _log_closing(self.listener, logging.WARNING,
+                             self.peer[0] if self.peer else "?",
+                             "client does not read its answers")
                 self.close(CloseReason.OUTPUT_LIMIT, abort=True)
 
     def pause_writing(self) -> None:
@@ -444,8 +446,8 @@ class StreamConnection(asyncio.Protocol):
             self._arm()
             return
         if reason is not CloseReason.IDLE:
-            log.info("closing connection from %s: %s", self.peer[0] if self.peer else "?",
-                     reason.value)
+            _log_closing(self.listener, logging.INFO, self.peer[0] if self.peer else "?",
+                         reason.value)
         self.close(reason, abort=reason is CloseReason.WRITE_TIMEOUT)
 
     # -- closing -----------------------------------------------------------------------
@@ -510,6 +512,18 @@ class StreamConnection(asyncio.Protocol):
             listener.admission.release(self.peer[0])
 
 
+def _log_closing(listener: StreamListener, level: int, client: str, why: str) -> None:
+    """A connection-closing log line, within the listener's budget (proto/ratelimit.py)."""
+    dropped = listener.log_budget.allow(listener.loop.time())
+    if dropped is None:
+        return
+    if dropped:
+        log.log(level, "closing connection from %s: %s (%d similar messages suppressed)",
+                client, why, dropped)
+    else:
+        log.log(level, "closing connection from %s: %s", client, why)
+
+
 def _peer(transport: asyncio.BaseTransport) -> tuple[str, int]:
     peer = transport.get_extra_info("peername")
     return (peer[0], peer[1]) if peer else ("?", 0)
@@ -523,7 +537,7 @@ def _admit(listener: StreamListener, client: str, transport: asyncio.BaseTranspo
     if refusal is None:
         return True
     stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
-    log.warning("closing connection from %s: %s", client, refusal)
+    _log_closing(listener, logging.WARNING, client, refusal)
     typing.cast(asyncio.Transport, transport).abort()  # uvloop's are not subclasses
     return False
 
@@ -602,6 +616,7 @@ class StreamListener:
         self.closing = False
         self.loop = asyncio.get_running_loop()
         self.ssl_protocol: typing.Any = ssl_protocol_class(self.loop)
+        self.log_budget = LogBudget()  # connection-closing lines: 10 per 5 s, then counted
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False,
                      ) -> tuple[str, int]:
