@@ -8,6 +8,14 @@ ticket (:data:`TLS13_TICKETS`) instead of OpenSSL's two (resumed ones get one ei
 way): a DoT client resumes its next connection with it and every resumed connection
 gets a fresh one, and each ticket costs the server a session encoding, an encryption and
 a record (about 6 % of the OpenSSL instructions of a full TLS 1.3 handshake, callgrind).
+OpenSSL makes a random ticket key per context; ``serve --workers N`` gives every worker
+the supervisor's key instead (:func:`set_ticket_key`, ``SSL_CTX_set_tlsext_ticket_keys``
+through ctypes, same guards as below), because the kernel hands a client's next
+connection to any worker: with a key per worker only 1/N of the resumptions succeeded.
+The key lives as long as the supervisor (a restarted worker gets it again), in memory only.
+Tickets rather than OpenSSL's stateful session cache: a cached session is dropped when
+the connection ends without the server's close_notify -- any client that closes first
+without one (Python's blocking sockets, the bench client) -- and a cache is per process.
 
 TLS 1.3 suites: the server's preference is ``TLS_AES_128_GCM_SHA256``, then
 ChaCha20-Poly1305, then ``TLS_AES_256_GCM_SHA384`` (:data:`TLS13_SUITES`: RFC 8446's
@@ -17,7 +25,8 @@ schedule costs a full handshake about 8 % more server CPU in OpenSSL than SHA-25
 Python's ``ssl`` has no call for TLS 1.3 suites, so :func:`prefer_tls13_suites` calls
 ``SSL_CTX_set_ciphersuites`` through ctypes, only after checking that it reaches the very
 OpenSSL and ``SSL_CTX`` of the context; where it cannot (another Python, a statically
-linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites.
+linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites (and each
+worker keeps a ticket key of its own).
 
 Several certificates may be configured; the first is the default and the others are
 chosen by the client's SNI when it matches one of their names. :meth:`ServerTLS.reload`
@@ -48,6 +57,10 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384"
 ALPN = ["dot"]
 #: Session tickets per full TLS 1.3 handshake (OpenSSL's default is 2).
 TLS13_TICKETS = 1
+#: Bytes of a session ticket key: a 16-byte name, then 32-byte HMAC and AES keys.
+TICKET_KEY_SIZE = 80
+_SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 #: TLS 1.3 suites in the server's order of preference (OpenSSL's default set).
 TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 _TLS13_DEFAULT = {"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
@@ -89,10 +102,12 @@ def server_context(pair: CertPair) -> ssl.SSLContext:
 
 
 class _LibSSL:
-    """``SSL_CTX_set_ciphersuites`` of the OpenSSL that ``ssl`` itself uses, or None."""
+    """Calls of the OpenSSL that ``ssl`` itself uses (``SSL_CTX_set_ciphersuites``,
+    ``SSL_CTX_get_options``, ``SSL_CTX_ctrl``), or None where they cannot be reached."""
 
     _fn: Callable[..., int] | None = None
     _get_options: Callable[..., int] | None = None
+    _ctrl: Callable[..., int] | None = None
     _tried = False
 
     @classmethod
@@ -100,13 +115,13 @@ class _LibSSL:
         if not cls._tried:
             cls._tried = True
             try:
-                cls._fn, cls._get_options = _load_libssl()
+                cls._fn, cls._get_options, cls._ctrl = _load_libssl()
             except (OSError, AttributeError, ImportError) as exc:
-                log.debug("TLS 1.3 suite order left to OpenSSL: %s", exc)
+                log.debug("OpenSSL calls beyond ssl's not available: %s", exc)
         return cls._fn is not None
 
 
-def _load_libssl() -> tuple[Callable[..., int], Callable[..., int]]:
+def _load_libssl() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]:
     import _ssl
 
     if sys.implementation.name != "cpython":
@@ -124,26 +139,69 @@ def _load_libssl() -> tuple[Callable[..., int], Callable[..., int]]:
     get_options = lib.SSL_CTX_get_options
     get_options.restype = ctypes.c_uint64
     get_options.argtypes = [ctypes.c_void_p]
-    return fn, get_options
+    ctrl = lib.SSL_CTX_ctrl
+    ctrl.restype = ctypes.c_long
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    return fn, get_options, ctrl
+
+
+def _ssl_ctx(ctx: ssl.SSLContext) -> int | None:
+    """The ``SSL_CTX *`` of ``ctx``, or None when it cannot be reached safely."""
+    if not _LibSSL.load():
+        return None
+    assert _LibSSL._get_options is not None
+    # CPython's SSLContext object is PyObject_HEAD followed by its SSL_CTX pointer; the
+    # options read through that pointer must be the context's own before anything is set
+    raw = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not raw or _LibSSL._get_options(raw) != int(ctx.options):
+        log.debug("OpenSSL calls beyond ssl's not available: unexpected SSLContext layout")
+        return None
+    return raw
 
 
 def prefer_tls13_suites(ctx: ssl.SSLContext, suites: str = TLS13_SUITES) -> bool:
     """Set the TLS 1.3 suite order of ``ctx`` (see the module docstring); False when
     this Python cannot, and then nothing is changed."""
     before = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
-    if set(before) != _TLS13_DEFAULT or not _LibSSL.load():
+    if set(before) != _TLS13_DEFAULT:
         return False
-    assert _LibSSL._fn is not None and _LibSSL._get_options is not None
-    # CPython's SSLContext object is PyObject_HEAD followed by its SSL_CTX pointer; the
-    # options read through that pointer must be the context's own before anything is set
-    raw = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not raw or _LibSSL._get_options(raw) != int(ctx.options):
-        log.debug("TLS 1.3 suite order left to OpenSSL: unexpected SSLContext layout")
+    raw = _ssl_ctx(ctx)
+    if raw is None:
         return False
+    assert _LibSSL._fn is not None
     if _LibSSL._fn(raw, suites.encode()) != 1:
         return False
     after = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
     return after == suites.split(":")
+
+
+def new_ticket_key() -> bytes:
+    """A fresh session ticket key for :func:`set_ticket_key` (name, HMAC and AES keys)."""
+    return os.urandom(TICKET_KEY_SIZE)
+
+
+def set_ticket_key(ctx: ssl.SSLContext, key: bytes) -> bool:
+    """Make ``ctx`` encrypt and decrypt session tickets with ``key`` instead of the key
+    OpenSSL made for this context alone (``SSL_CTX_set_tlsext_ticket_keys``): contexts in
+    several processes given one key resume each other's tickets (``serve --workers``).
+    False when this Python cannot (see the module docstring); nothing is changed then."""
+    if len(key) != TICKET_KEY_SIZE:
+        raise ValueError(f"a ticket key is {TICKET_KEY_SIZE} bytes, got {len(key)}")
+    raw = _ssl_ctx(ctx)
+    if raw is None:
+        return False
+    assert _LibSSL._ctrl is not None
+    if _LibSSL._ctrl(raw, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, 0, None) != TICKET_KEY_SIZE:
+        return False  # another layout of the keys: leave OpenSSL's
+    buf = ctypes.create_string_buffer(key, TICKET_KEY_SIZE)
+    try:
+        if _LibSSL._ctrl(raw, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEY_SIZE, buf) != 1:
+            return False
+        check = ctypes.create_string_buffer(TICKET_KEY_SIZE)
+        got = _LibSSL._ctrl(raw, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEY_SIZE, check)
+        return got == 1 and check.raw == key
+    finally:
+        ctypes.memset(buf, 0, TICKET_KEY_SIZE)
 
 
 class ServerTLS:
@@ -155,13 +213,22 @@ class ServerTLS:
     and swaps the SNI table that ``context``'s callback reads.
     """
 
-    def __init__(self, pairs: Sequence[CertPair]) -> None:
+    def __init__(self, pairs: Sequence[CertPair], *, ticket_key: bytes | None = None,
+                 ) -> None:
         if not pairs:
             raise ConfigError("tls.certificates", "at least one certificate is required")
         self._pairs = list(pairs)
         self._mtimes = self._stat()
         self._by_name: dict[str, ssl.SSLContext] = {}
         self.context = server_context(self._pairs[0])
+        # Tickets are sealed and opened by the context the listener was made with (an
+        # SNI switch keeps it as the session context), so only its key matters.
+        self.shared_ticket_key = (ticket_key is not None
+                                  and set_ticket_key(self.context, ticket_key))
+        if ticket_key is not None and not self.shared_ticket_key:
+            log.warning("cannot share the session ticket key between workers with this "
+                        "Python/OpenSSL: a client resumes only on the worker that made "
+                        "its ticket")
         if len(self._pairs) > 1:  # one certificate: nothing to choose, no Python call
             self.context.sni_callback = self._select
         self._by_name, self.leaf = self._build()

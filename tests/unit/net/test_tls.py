@@ -13,8 +13,10 @@ from dnstls.net.tls import (
     TLS13_TICKETS,
     CertPair,
     ServerTLS,
+    new_ticket_key,
     prefer_tls13_suites,
     server_context,
+    set_ticket_key,
 )
 from fakes import TestPKI
 
@@ -107,6 +109,74 @@ def test_policy(pair: CertPair) -> None:
     tls12 = [c for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
     assert tls12 and all(("GCM" in c["name"] or "CHACHA20" in c["name"])
                          and c["kea"] == "kx-ecdhe" for c in tls12)
+
+
+def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
+             session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+    """A handshake over memory BIOs and one byte each way (the client reads TLS 1.3's
+    ticket with it); the client's session afterwards and whether it was resumed."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test", session=session)
+    done = [False, False]
+    for _ in range(10):
+        for i, (obj, out, peer_in) in enumerate(((cli, c_out, s_in), (srv, s_out, c_in))):
+            if not done[i]:
+                try:
+                    obj.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if all(done):
+            break
+    assert all(done)
+    cli.write(b"q")
+    s_in.write(c_out.read())
+    assert srv.read(1) == b"q"
+    srv.write(b"a")
+    c_in.write(s_out.read())
+    assert cli.read(1) == b"a"
+    assert cli.session is not None
+    return cli.session, cli.session_reused
+
+
+_SHARED = set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), new_ticket_key())
+needs_shared_key = pytest.mark.skipif(
+    not _SHARED, reason="this Python cannot set the ticket key (each worker keeps its own)")
+
+
+@needs_shared_key
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_shared_ticket_key_resumes_across_contexts(pair: CertPair, pki: TestPKI,
+                                                     version: ssl.TLSVersion) -> None:
+    """serve --workers: every worker's context is built after the fork. Each made its
+    own ticket key, so a ticket from one worker did not resume on another; with the
+    supervisor's key they resume each other's tickets, before and after a reload."""
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    alone = [ServerTLS([pair]) for _ in range(2)]
+    session, reused = _connect(alone[0].context, client)
+    assert not reused and session.has_ticket
+    assert _connect(alone[0].context, client, session)[1]  # same context: resumes
+    assert not _connect(alone[1].context, client, session)[1]  # another key: full
+    key = new_ticket_key()
+    shared = [ServerTLS([pair], ticket_key=key) for _ in range(2)]
+    assert all(t.shared_ticket_key for t in shared) and not alone[0].shared_ticket_key
+    session, reused = _connect(shared[0].context, client)
+    assert not reused
+    session, reused = _connect(shared[1].context, client, session)
+    assert reused
+    assert shared[1].reload()  # a reload keeps the key
+    assert _connect(shared[0].context, client, session)[1]
+    assert not _connect(alone[0].context, client, session)[1]
+
+
+@needs_shared_key
+def test_set_ticket_key_checks_the_key() -> None:
+    with pytest.raises(ValueError, match="80 bytes"):
+        set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), b"short")
+    assert set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), bytes(80))
 
 
 def test_one_tls13_ticket_per_connection(pair: CertPair) -> None:
