@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import typing
 from collections import Counter
 
@@ -81,6 +82,7 @@ class StreamConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._write_paused = False  # between pause_writing() and resume_writing()
         self._high_water = 256 << 10  # set from the limits in _ready
+        self._sslobj: ssl.SSLObject | None = None  # kept with a session cache only
 
     def __del__(self) -> None:
         # The event loop gives the protocol no callback when the TLS handshake fails or
@@ -123,6 +125,8 @@ class StreamConnection(asyncio.Protocol):
                 listener.stats.handshakes[sslobj.version() or "unknown"] += 1
                 if sslobj.session_reused:
                     listener.stats.resumed += 1
+                if listener.tls.session_cache:
+                    self._sslobj = sslobj
         self._ready(transport)
 
     def _ready(self, transport: asyncio.Transport) -> None:
@@ -469,6 +473,15 @@ class StreamConnection(asyncio.Protocol):
             self._flow()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        sslobj = self._sslobj
+        if sslobj is not None and not self.closed:
+            # The client ended the connection without close_notify (or we have not
+            # answered its own yet): OpenSSL drops a cached session whose connection is
+            # freed before the server's close_notify, so record it as sent (nothing
+            # goes out: the transport is gone). TLS >= 1.1 lets such a session resume.
+            self._sslobj = None
+            with contextlib.suppress(ssl.SSLError, ValueError, OSError):
+                sslobj.unwrap()
         self._finish(CloseReason.PEER)
         for task in list(self.tasks):
             task.cancel()

@@ -2,20 +2,29 @@
 
 Policy (RFC 7858 §3.2, RFC 8310, BCP 195): TLS 1.2 and 1.3 only; TLS 1.2 restricted to
 ECDHE with AEAD suites (AES-GCM, ChaCha20-Poly1305); no compression, no renegotiation;
-ALPN ``dot`` (RFC 7858bis) offered, while clients without ALPN still connect. Session
-tickets stay on (resumption saves a full handshake); a full TLS 1.3 handshake issues one
-ticket (:data:`TLS13_TICKETS`) instead of OpenSSL's two (resumed ones get one either
-way): a DoT client resumes its next connection with it and every resumed connection
-gets a fresh one, and each ticket costs the server a session encoding, an encryption and
-a record (about 6 % of the OpenSSL instructions of a full TLS 1.3 handshake, callgrind).
-OpenSSL makes a random ticket key per context; ``serve --workers N`` gives every worker
-the supervisor's key instead (:func:`set_ticket_key`, ``SSL_CTX_set_tlsext_ticket_keys``
-through ctypes, same guards as below), because the kernel hands a client's next
-connection to any worker: with a key per worker only 1/N of the resumptions succeeded.
-The key lives as long as the supervisor (a restarted worker gets it again), in memory only.
-Tickets rather than OpenSSL's stateful session cache: a cached session is dropped when
-the connection ends without the server's close_notify -- any client that closes first
-without one (Python's blocking sockets, the bench client) -- and a cache is per process.
+ALPN ``dot`` (RFC 7858bis) offered, while clients without ALPN still connect.
+
+Resumption (it saves a full handshake), TLS 1.3 and 1.2 alike:
+
+* **One process** (``serve``, ``stub``): OpenSSL's stateful session cache
+  (``OP_NO_TICKET``; ``session_cache`` = :data:`SESSION_CACHE_SIZE` sessions, the least
+  recently used evicted first, each valid for OpenSSL's 2 hours, as tickets were). A
+  TLS 1.3 "ticket" is then only the session's name, and a TLS 1.2 full handshake sends
+  none: no session encoding and encryption per connection (-3 to -6 % of a new
+  connection's instructions, docs/performance.md), no long-lived ticket key. OpenSSL
+  drops a cached session whose connection is freed before the server sent close_notify
+  (a client that closes first without one: Python's blocking sockets, the bench client),
+  so the listener records it as sent then (``StreamConnection.connection_lost``).
+* **Several processes** (``serve --workers N``): a cache is per process and the kernel
+  hands a client's next connection to any worker, so session tickets, with one key for
+  every worker: the supervisor makes it and each worker sets it (:func:`set_ticket_key`,
+  ``SSL_CTX_set_tlsext_ticket_keys``); with OpenSSL's key per context only 1/N of the
+  resumptions succeeded. The key lives as long as the supervisor (a restarted worker gets
+  it again), in memory only.
+
+A full TLS 1.3 handshake issues one ticket (:data:`TLS13_TICKETS`) instead of OpenSSL's
+two (resumed ones get one either way): a DoT client resumes its next connection with it
+and every resumed connection gets a fresh one.
 
 TLS 1.3 suites: the server's preference is ``TLS_AES_128_GCM_SHA256``, then
 ChaCha20-Poly1305, then ``TLS_AES_256_GCM_SHA384`` (:data:`TLS13_SUITES`: RFC 8446's
@@ -25,8 +34,9 @@ schedule costs a full handshake about 8 % more server CPU in OpenSSL than SHA-25
 Python's ``ssl`` has no call for TLS 1.3 suites, so :func:`prefer_tls13_suites` calls
 ``SSL_CTX_set_ciphersuites`` through ctypes, only after checking that it reaches the very
 OpenSSL and ``SSL_CTX`` of the context; where it cannot (another Python, a statically
-linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites (and each
-worker keeps a ticket key of its own).
+linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites; the same
+guards hold for the cache's bound (else OpenSSL's 20,480) and the shared ticket key (else
+each worker has its own).
 
 Several certificates may be configured; the first is the default and the others are
 chosen by the client's SNI when it matches one of their names. :meth:`ServerTLS.reload`
@@ -61,6 +71,12 @@ TLS13_TICKETS = 1
 TICKET_KEY_SIZE = 80
 _SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
 _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+_SSL_CTRL_SET_SESS_CACHE_SIZE = 42
+_SSL_CTRL_GET_SESS_CACHE_SIZE = 43
+#: Sessions kept by the server's session cache (one process): about 1 KB each once their
+#: connection has closed, so at most ~10 MB; the least recently used one goes first.
+#: OpenSSL's default is 20,480.
+SESSION_CACHE_SIZE = 10_000
 #: TLS 1.3 suites in the server's order of preference (OpenSSL's default set).
 TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 _TLS13_DEFAULT = {"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
@@ -74,7 +90,7 @@ class CertPair:
     field: str = "tls.certificates"
 
 
-def server_context(pair: CertPair) -> ssl.SSLContext:
+def server_context(pair: CertPair, *, session_cache: bool = False) -> ssl.SSLContext:
     """A hardened server context for one certificate chain and key."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -83,6 +99,8 @@ def server_context(pair: CertPair) -> ssl.SSLContext:
                     | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE)
     ctx.set_alpn_protocols(ALPN)
     ctx.num_tickets = TLS13_TICKETS
+    if session_cache:
+        ctx.options |= ssl.OP_NO_TICKET
     prefer_tls13_suites(ctx)
     for path, what in ((pair.cert, "certificate"), (pair.key, "key")):
         if not path.is_file():
@@ -175,6 +193,17 @@ def prefer_tls13_suites(ctx: ssl.SSLContext, suites: str = TLS13_SUITES) -> bool
     return after == suites.split(":")
 
 
+def set_session_cache_size(ctx: ssl.SSLContext, size: int) -> bool:
+    """Bound ``ctx``'s server session cache (``SSL_CTX_sess_set_cache_size``); False
+    when this Python cannot (OpenSSL's 20,480 stays)."""
+    raw = _ssl_ctx(ctx)
+    if raw is None:
+        return False
+    assert _LibSSL._ctrl is not None
+    _LibSSL._ctrl(raw, _SSL_CTRL_SET_SESS_CACHE_SIZE, size, None)
+    return bool(_LibSSL._ctrl(raw, _SSL_CTRL_GET_SESS_CACHE_SIZE, 0, None) == size)
+
+
 def new_ticket_key() -> bytes:
     """A fresh session ticket key for :func:`set_ticket_key` (name, HMAC and AES keys)."""
     return os.urandom(TICKET_KEY_SIZE)
@@ -214,13 +243,16 @@ class ServerTLS:
     """
 
     def __init__(self, pairs: Sequence[CertPair], *, ticket_key: bytes | None = None,
-                 ) -> None:
+                 session_cache: int = 0) -> None:
         if not pairs:
             raise ConfigError("tls.certificates", "at least one certificate is required")
         self._pairs = list(pairs)
         self._mtimes = self._stat()
         self._by_name: dict[str, ssl.SSLContext] = {}
-        self.context = server_context(self._pairs[0])
+        self.session_cache = session_cache > 0
+        self.context = server_context(self._pairs[0], session_cache=self.session_cache)
+        if session_cache > 0:
+            set_session_cache_size(self.context, session_cache)
         # Tickets are sealed and opened by the context the listener was made with (an
         # SNI switch keeps it as the session context), so only its key matters.
         self.shared_ticket_key = (ticket_key is not None
@@ -246,7 +278,8 @@ class ServerTLS:
 
     def _build(self) -> tuple[dict[str, ssl.SSLContext], x509.Certificate]:
         """Validate every pair (raises ConfigError) and build the SNI table."""
-        contexts = [server_context(p) for p in self._pairs]
+        contexts = [server_context(p, session_cache=self.session_cache)
+                    for p in self._pairs]
         by_name: dict[str, ssl.SSLContext] = {}
         for pair, ctx in zip(self._pairs[1:], contexts[1:], strict=True):
             for name in certificate_names(load_certificates(pair.cert)[0]):

@@ -9,6 +9,7 @@ import pytest
 
 from dnstls.errors import ConfigError
 from dnstls.net.tls import (
+    SESSION_CACHE_SIZE,
     TLS13_SUITES,
     TLS13_TICKETS,
     CertPair,
@@ -16,6 +17,7 @@ from dnstls.net.tls import (
     new_ticket_key,
     prefer_tls13_suites,
     server_context,
+    set_session_cache_size,
     set_ticket_key,
 )
 from fakes import TestPKI
@@ -114,7 +116,8 @@ def test_policy(pair: CertPair) -> None:
 def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
              session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
     """A handshake over memory BIOs and one byte each way (the client reads TLS 1.3's
-    ticket with it); the client's session afterwards and whether it was resumed."""
+    ticket with it), then the server's close_notify (as the listener's close); the
+    client's session afterwards and whether it was resumed."""
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     srv = server.wrap_bio(s_in, s_out, server_side=True)
     cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test", session=session)
@@ -138,6 +141,8 @@ def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
     c_in.write(s_out.read())
     assert cli.read(1) == b"a"
     assert cli.session is not None
+    with pytest.raises(ssl.SSLWantReadError):
+        srv.unwrap()  # close_notify sent, the client's not awaited
     return cli.session, cli.session_reused
 
 
@@ -155,7 +160,7 @@ def test_a_shared_ticket_key_resumes_across_contexts(pair: CertPair, pki: TestPK
     supervisor's key they resume each other's tickets, before and after a reload."""
     client = ssl.create_default_context(cafile=pki.ca_file)
     client.minimum_version = client.maximum_version = version
-    alone = [ServerTLS([pair]) for _ in range(2)]
+    alone = [ServerTLS([pair]) for _ in range(2)]  # tickets, OpenSSL's key each
     session, reused = _connect(alone[0].context, client)
     assert not reused and session.has_ticket
     assert _connect(alone[0].context, client, session)[1]  # same context: resumes
@@ -177,6 +182,50 @@ def test_set_ticket_key_checks_the_key() -> None:
     with pytest.raises(ValueError, match="80 bytes"):
         set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), b"short")
     assert set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), bytes(80))
+
+
+needs_ctypes = pytest.mark.skipif(
+    not set_session_cache_size(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), 10),
+    reason="this Python cannot bound the session cache (OpenSSL's 20,480 stays)")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_session_cache_resumes_without_tickets(pair: CertPair, pki: TestPKI,
+                                               version: ssl.TLSVersion) -> None:
+    """One process: sessions stay in the server (OP_NO_TICKET). A TLS 1.2 full
+    handshake sends no ticket (no session encryption per connection), TLS 1.3's names
+    the cached session; both resume, also after a certificate reload, and a context
+    with another cache (another worker) cannot resume them."""
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    tls = ServerTLS([pair], session_cache=SESSION_CACHE_SIZE)
+    assert tls.session_cache and tls.context.options & ssl.OP_NO_TICKET
+    assert not ServerTLS([pair]).context.options & ssl.OP_NO_TICKET
+    session, reused = _connect(tls.context, client)
+    assert not reused
+    assert session.has_ticket == (version is ssl.TLSVersion.TLSv1_3)
+    assert tls.context.session_stats()["number"] == 1
+    session, reused = _connect(tls.context, client, session)
+    assert reused
+    assert tls.reload()  # the same context: its cache survives a reload
+    assert _connect(tls.context, client, session)[1]
+    other = ServerTLS([pair], session_cache=SESSION_CACHE_SIZE)
+    assert not _connect(other.context, client, session)[1]
+
+
+@needs_ctypes
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_session_cache_is_bounded(pair: CertPair, pki: TestPKI,
+                                  version: ssl.TLSVersion) -> None:
+    assert SESSION_CACHE_SIZE == 10_000
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    tls = ServerTLS([pair], session_cache=3)
+    first, *_, last = (_connect(tls.context, client)[0] for _ in range(4))
+    stats = tls.context.session_stats()
+    assert 1 <= stats["number"] <= 3 and stats["cache_full"] >= 1
+    assert not _connect(tls.context, client, first)[1]  # the oldest was evicted
+    assert _connect(tls.context, client, last)[1]
 
 
 def test_one_tls13_ticket_per_connection(pair: CertPair) -> None:
