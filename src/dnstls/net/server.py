@@ -474,14 +474,16 @@ class StreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         sslobj = self._sslobj
-        if sslobj is not None and not self.closed:
-            # The client ended the connection without close_notify (or we have not
-            # answered its own yet): OpenSSL drops a cached session whose connection is
-            # freed before the server's close_notify, so record it as sent (nothing
-            # goes out: the transport is gone). TLS >= 1.1 lets such a session resume.
+        if sslobj is not None:
             self._sslobj = None
-            with contextlib.suppress(ssl.SSLError, ValueError, OSError):
-                sslobj.unwrap()
+            if not self.closed:
+                # The client ended the connection without close_notify (or before we
+                # answered its own): OpenSSL drops a cached session whose connection
+                # is freed before the server's close_notify, so record it as sent
+                # (nothing goes out: the transport is gone). TLS >= 1.1 lets such a
+                # session resume; a fatal alert has removed it already.
+                with contextlib.suppress(ssl.SSLError, ValueError, OSError):
+                    sslobj.unwrap()
         self._finish(CloseReason.PEER)
         for task in list(self.tasks):
             task.cancel()
