@@ -476,14 +476,14 @@ class StreamConnection(asyncio.Protocol):
         sslobj = self._sslobj
         if sslobj is not None:
             self._sslobj = None
-            if not self.closed:
+            tls = self.listener.tls
+            if not self.closed and tls is not None:
                 # The client ended the connection without close_notify (or before we
                 # answered its own): OpenSSL drops a cached session whose connection
                 # is freed before the server's close_notify, so record it as sent
                 # (nothing goes out: the transport is gone). TLS >= 1.1 lets such a
                 # session resume; a fatal alert has removed it already.
-                with contextlib.suppress(ssl.SSLError, ValueError, OSError):
-                    sslobj.unwrap()
+                tls.keep_session(sslobj)
         self._finish(CloseReason.PEER)
         for task in list(self.tasks):
             task.cancel()

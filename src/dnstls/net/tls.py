@@ -47,6 +47,7 @@ contexts and reports why.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -73,6 +74,7 @@ _SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
 _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 _SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 _SSL_CTRL_GET_SESS_CACHE_SIZE = 43
+_SSL_SHUTDOWN_BOTH = 1 | 2  # SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN
 #: Sessions kept by the server's session cache (one process): about 1 KB each once their
 #: connection has closed, so at most ~10 MB; the least recently used one goes first.
 #: OpenSSL's default is 20,480.
@@ -126,6 +128,8 @@ class _LibSSL:
     _fn: Callable[..., int] | None = None
     _get_options: Callable[..., int] | None = None
     _ctrl: Callable[..., int] | None = None
+    #: SSL_set_shutdown, SSL_get_shutdown, SSL_get_SSL_CTX
+    _ssl_calls: tuple[Callable[..., None], Callable[..., int], Callable[..., int]] | None = None
     _tried = False
 
     @classmethod
@@ -133,13 +137,14 @@ class _LibSSL:
         if not cls._tried:
             cls._tried = True
             try:
-                cls._fn, cls._get_options, cls._ctrl = _load_libssl()
+                cls._fn, cls._get_options, cls._ctrl, cls._ssl_calls = _load_libssl()
             except (OSError, AttributeError, ImportError) as exc:
                 log.debug("OpenSSL calls beyond ssl's not available: %s", exc)
         return cls._fn is not None
 
 
-def _load_libssl() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]:
+def _load_libssl() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int],
+                            tuple[Callable[..., None], Callable[..., int], Callable[..., int]]]:
     import _ssl
 
     if sys.implementation.name != "cpython":
@@ -160,7 +165,16 @@ def _load_libssl() -> tuple[Callable[..., int], Callable[..., int], Callable[...
     ctrl = lib.SSL_CTX_ctrl
     ctrl.restype = ctypes.c_long
     ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
-    return fn, get_options, ctrl
+    set_shutdown = lib.SSL_set_shutdown
+    set_shutdown.restype = None
+    set_shutdown.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    get_shutdown = lib.SSL_get_shutdown
+    get_shutdown.restype = ctypes.c_int
+    get_shutdown.argtypes = [ctypes.c_void_p]
+    get_ctx = lib.SSL_get_SSL_CTX
+    get_ctx.restype = ctypes.c_void_p
+    get_ctx.argtypes = [ctypes.c_void_p]
+    return fn, get_options, ctrl, (set_shutdown, get_shutdown, get_ctx)
 
 
 def _ssl_ctx(ctx: ssl.SSLContext) -> int | None:
@@ -202,6 +216,46 @@ def set_session_cache_size(ctx: ssl.SSLContext, size: int) -> bool:
     assert _LibSSL._ctrl is not None
     _LibSSL._ctrl(raw, _SSL_CTRL_SET_SESS_CACHE_SIZE, size, None)
     return bool(_LibSSL._ctrl(raw, _SSL_CTRL_GET_SESS_CACHE_SIZE, 0, None) == size)
+
+
+def _unwrap(sslobj: ssl.SSLObject) -> None:
+    with contextlib.suppress(ssl.SSLError, ValueError, OSError):
+        sslobj.unwrap()  # SSL_shutdown: close_notify "sent" (the alert goes nowhere)
+
+
+def session_keeper(ctx: ssl.SSLContext) -> Callable[[ssl.SSLObject], None]:
+    """A function that makes OpenSSL keep the cached session of an ``SSLObject`` of
+    ``ctx`` whose connection ended without the server's close_notify (OpenSSL removes a
+    session whose ``SSL`` is freed before close_notify was sent).
+
+    ``SSL_set_shutdown(ssl, SENT | RECEIVED)`` through ctypes when the ``SSL *`` can be
+    found and checked on a scratch ``SSLObject`` of ``ctx`` (CPython's ``_ssl._SSLSocket``
+    is PyObject_HEAD, a weak reference, then the ``SSL *``; it must belong to ``ctx`` and
+    take the flags), else ``unwrap()``: the same flags, but an encrypted alert into a
+    buffer nobody reads and an ``SSLWantReadError`` (~40,000 instructions)."""
+    raw = _ssl_ctx(ctx)
+    if raw is None or _LibSSL._ssl_calls is None:
+        return _unwrap
+    set_shutdown, get_shutdown, get_ctx = _LibSSL._ssl_calls
+    offset = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
+    scratch = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    inner = getattr(scratch, "_sslobj", None)
+    if type(inner).__name__ != "_SSLSocket":
+        return _unwrap
+    ptr = ctypes.c_void_p.from_address(id(inner) + offset).value
+    if not ptr or get_ctx(ptr) != raw or get_shutdown(ptr) != 0:
+        log.debug("TLS sessions kept with unwrap(): unexpected SSLObject layout")
+        return _unwrap
+    set_shutdown(ptr, _SSL_SHUTDOWN_BOTH)
+    if get_shutdown(ptr) != _SSL_SHUTDOWN_BOTH:
+        return _unwrap
+    from_address = ctypes.c_void_p.from_address
+
+    def keep(sslobj: ssl.SSLObject) -> None:
+        set_shutdown(from_address(id(sslobj._sslobj) + offset).value,  # type: ignore[attr-defined]
+                     _SSL_SHUTDOWN_BOTH)
+
+    return keep
 
 
 def new_ticket_key() -> bytes:
@@ -251,8 +305,11 @@ class ServerTLS:
         self._by_name: dict[str, ssl.SSLContext] = {}
         self.session_cache = session_cache > 0
         self.context = server_context(self._pairs[0], session_cache=self.session_cache)
+        #: for ``StreamConnection.connection_lost`` (session cache only)
+        self.keep_session: Callable[[ssl.SSLObject], None] = _unwrap
         if session_cache > 0:
             set_session_cache_size(self.context, session_cache)
+            self.keep_session = session_keeper(self.context)
         # Tickets are sealed and opened by the context the listener was made with (an
         # SNI switch keeps it as the session context), so only its key matters.
         self.shared_ticket_key = (ticket_key is not None

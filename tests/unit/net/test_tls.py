@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dnstls.errors import ConfigError
+from dnstls.net import tls as tls_mod
 from dnstls.net.tls import (
     SESSION_CACHE_SIZE,
     TLS13_SUITES,
@@ -113,11 +116,19 @@ def test_policy(pair: CertPair) -> None:
                          and c["kea"] == "kx-ecdhe" for c in tls12)
 
 
+def _close_notify(srv: ssl.SSLObject) -> None:
+    with pytest.raises(ssl.SSLWantReadError):
+        srv.unwrap()  # close_notify sent, the client's not awaited
+
+
 def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
-             session: ssl.SSLSession | None = None) -> tuple[ssl.SSLSession, bool]:
+             session: ssl.SSLSession | None = None, *,
+             end: Callable[[ssl.SSLObject], None] | None = _close_notify,
+             ) -> tuple[ssl.SSLSession, bool]:
     """A handshake over memory BIOs and one byte each way (the client reads TLS 1.3's
-    ticket with it), then the server's close_notify (as the listener's close); the
-    client's session afterwards and whether it was resumed."""
+    ticket with it), then ``end`` on the server's side (by default its close_notify, as
+    the listener's close) before it is freed; the client's session afterwards and
+    whether it was resumed."""
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     srv = server.wrap_bio(s_in, s_out, server_side=True)
     cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test", session=session)
@@ -141,8 +152,8 @@ def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
     c_in.write(s_out.read())
     assert cli.read(1) == b"a"
     assert cli.session is not None
-    with pytest.raises(ssl.SSLWantReadError):
-        srv.unwrap()  # close_notify sent, the client's not awaited
+    if end is not None:
+        end(srv)
     return cli.session, cli.session_reused
 
 
@@ -226,6 +237,29 @@ def test_session_cache_is_bounded(pair: CertPair, pki: TestPKI,
     assert 1 <= stats["number"] <= 3 and stats["cache_full"] >= 1
     assert not _connect(tls.context, client, first)[1]  # the oldest was evicted
     assert _connect(tls.context, client, last)[1]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_keep_session_of_a_connection_the_client_ended(pair: CertPair, pki: TestPKI,
+                                                       version: ssl.TLSVersion) -> None:
+    """OpenSSL removes a cached session when its connection is freed before the
+    server's close_notify; keep_session (ctypes SSL_set_shutdown, or unwrap()) marks
+    it as sent so the session stays and resumes."""
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    for end, kept in ((None, 0), ("keep", 1), (tls_mod._unwrap, 1)):
+        tls = ServerTLS([pair], session_cache=SESSION_CACHE_SIZE)
+        session, _ = _connect(tls.context, client,
+                              end=tls.keep_session if end == "keep" else end)
+        gc.collect()
+        assert tls.context.session_stats()["number"] == kept, end
+        assert _connect(tls.context, client, session)[1] == bool(kept)
+
+
+@needs_ctypes
+def test_keep_session_uses_ssl_set_shutdown(pair: CertPair) -> None:
+    assert ServerTLS([pair], session_cache=10).keep_session is not tls_mod._unwrap
+    assert ServerTLS([pair]).keep_session is tls_mod._unwrap  # tickets: never called
 
 
 def test_one_tls13_ticket_per_connection(pair: CertPair) -> None:
