@@ -10,11 +10,13 @@ Resumption (it saves a full handshake), TLS 1.3 and 1.2 alike:
   (``OP_NO_TICKET``; ``session_cache`` = :data:`SESSION_CACHE_SIZE` sessions, the least
   recently used evicted first, each valid for OpenSSL's 2 hours, as tickets were). A
   TLS 1.3 "ticket" is then only the session's name, and a TLS 1.2 full handshake sends
-  none: no session encoding and encryption per connection (-3 to -6 % of a new
+  none: no session encoding and encryption per connection (-3 to -9 % of a new
   connection's instructions, docs/performance.md), no long-lived ticket key. OpenSSL
   drops a cached session whose connection is freed before the server sent close_notify
   (a client that closes first without one: Python's blocking sockets, the bench client),
-  so the listener records it as sent then (``StreamConnection.connection_lost``).
+  so the listener records it as sent then (``StreamConnection.connection_lost`` calls
+  :attr:`ServerTLS.keep_session`: ``SSL_set_shutdown`` through ctypes, see
+  :func:`session_keeper`).
 * **Several processes** (``serve --workers N``): a cache is per process and the kernel
   hands a client's next connection to any worker, so session tickets, with one key for
   every worker: the supervisor makes it and each worker sets it (:func:`set_ticket_key`,
