@@ -42,7 +42,7 @@ from dnstls.metrics import MetricsServer
 from dnstls.net import loop as loop_mod
 from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamListener
-from dnstls.net.tls import SESSION_CACHE_SIZE, CertPair, ServerTLS
+from dnstls.net.tls import CertPair, ServerTLS
 from dnstls.net.udp import UdpListener
 from dnstls.proto.admission import Admission, AdmissionLimits
 from dnstls.proto.answers import Transport
@@ -148,9 +148,11 @@ class Service:
         config = self.config
         server = config.server
         if server.listen:
-            # one process: a session cache; workers: tickets with their shared key
+            # one process: a session cache (tls.session_cache, 0: tickets); workers:
+            # tickets with their shared key
             self.tls = ServerTLS(self._certificates(), ticket_key=self.ticket_key,
-                                 session_cache=0 if self.ticket_key else SESSION_CACHE_SIZE)
+                                 session_cache=0 if self.ticket_key
+                                 else config.tls.session_cache)
             self.pin = spki_pin(self.tls.leaf)
         pipeline = self._pipeline()
         # "is not None": an empty Cache is falsy (it has __len__)

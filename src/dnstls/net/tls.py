@@ -7,8 +7,9 @@ ALPN ``dot`` (RFC 7858bis) offered, while clients without ALPN still connect.
 Resumption (it saves a full handshake), TLS 1.3 and 1.2 alike:
 
 * **One process** (``serve``, ``stub``): OpenSSL's stateful session cache
-  (``OP_NO_TICKET``; ``session_cache`` = :data:`SESSION_CACHE_SIZE` sessions, the least
-  recently used evicted first, each valid for OpenSSL's 2 hours, as tickets were). A
+  (``OP_NO_TICKET``; ``tls.session_cache`` = :data:`SESSION_CACHE_SIZE` sessions by
+  default, the least recently used evicted first, each valid for OpenSSL's 2 hours, as
+  tickets were; ``tls.session_cache = 0`` keeps session tickets instead). A
   TLS 1.3 "ticket" is then only the session's name, and a TLS 1.2 full handshake sends
   none: no session encoding and encryption per connection (-3 to -9 % of a new
   connection's instructions, docs/performance.md), no long-lived ticket key. OpenSSL
@@ -77,9 +78,9 @@ _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 _SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 _SSL_CTRL_GET_SESS_CACHE_SIZE = 43
 _SSL_SHUTDOWN_BOTH = 1 | 2  # SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN
-#: Sessions kept by the server's session cache (one process): about 1 KB each once their
-#: connection has closed, so at most ~10 MB; the least recently used one goes first.
-#: OpenSSL's default is 20,480.
+#: Sessions kept by the server's session cache (one process; ``tls.session_cache``'s
+#: default): about 1.1 KB each once their connection has closed, so ~11 MB at most; the
+#: least recently used one goes first. OpenSSL's default is 20,480.
 SESSION_CACHE_SIZE = 10_000
 #: TLS 1.3 suites in the server's order of preference (OpenSSL's default set).
 TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
