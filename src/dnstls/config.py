@@ -110,6 +110,9 @@ class CertificateConfig:
 @dataclass(frozen=True)
 class TlsConfig:
     certificates: tuple[CertificateConfig, ...] = ()
+    #: TLS sessions kept for resumption by one process (OpenSSL's session cache); 0:
+    #: session tickets instead. ``serve --workers N`` always uses tickets.
+    session_cache: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,7 @@ _POSITIVE = {"query_timeout", "handshake_timeout", "idle_timeout", "message_time
              "max_connections_per_client", "max_entries", "max_bytes", "servfail_ttl",
              "shutdown_grace", "reload_check_interval"}
 _NON_NEGATIVE = {"max_queries_per_connection", "min_ttl", "max_ttl", "max_negative_ttl",
-                 "stale_ttl"}
+                 "stale_ttl", "session_cache"}
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:

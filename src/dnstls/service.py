@@ -81,7 +81,7 @@ class Service:
 
     def __init__(self, config: Config, *,
                  upstream_factory: Callable[[Resolver], tuple[Resolver, Any]] | None = None,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, ticket_key: bytes | None = None) -> None:
         self.config = config
         self.endpoints = Endpoints()
         self.tls: ServerTLS | None = None
@@ -98,6 +98,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._sigint_count = 0
         self.reuse_port = reuse_port  # SO_REUSEPORT on every listener (serve --workers)
+        self.ticket_key = ticket_key  # the workers' shared session ticket key
 
     # -- start-up ----------------------------------------------------------------------
     def _certificates(self) -> list[CertPair]:
@@ -147,7 +148,11 @@ class Service:
         config = self.config
         server = config.server
         if server.listen:
-            self.tls = ServerTLS(self._certificates())
+            # one process: a session cache (tls.session_cache, 0: tickets); workers:
+            # tickets with their shared key
+            self.tls = ServerTLS(self._certificates(), ticket_key=self.ticket_key,
+                                 session_cache=0 if self.ticket_key
+                                 else config.tls.session_cache)
             self.pin = spki_pin(self.tls.leaf)
         pipeline = self._pipeline()
         # "is not None": an empty Cache is falsy (it has __len__)

@@ -25,6 +25,9 @@ parent waits for signals:
   (``server.shutdown_grace``); workers still alive ``shutdown_grace + 5`` s later are
   killed. A second SIGINT kills them at once.
 * SIGHUP: forwarded; every worker reloads its certificates.
+* TLS session tickets: the supervisor makes one ticket key and every worker uses it, so a
+  client resumes on whichever worker its next connection reaches (kept across reloads
+  and worker restarts; in memory only).
 * a worker that exits on its own is restarted (logged with its status), with a delay
   that doubles from 0.1 s to 5 s while workers keep dying within 10 s of their start.
 
@@ -143,22 +146,24 @@ def worker_config(config: Config, index: int) -> Config:
 # --------------------------------------------------------------------------- worker side
 
 
-def _worker_main(config: Config, specs: Any, index: int, ready_fd: int) -> int:
+def _worker_main(config: Config, specs: Any, index: int, ready_fd: int,
+                 ticket_key: bytes | None = None) -> int:
     """Runs in the forked child: one full service; returns the exit status."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     from dnstls.net import loop
 
-    return loop.run(_serve_worker(config, specs, index, ready_fd))
+    return loop.run(_serve_worker(config, specs, index, ready_fd, ticket_key))
 
 
-async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int) -> int:
+async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int,
+                        ticket_key: bytes | None) -> int:
     from dnstls.service import Service
     from dnstls.wiring import forwarding_factory
 
     service = Service(config, upstream_factory=forwarding_factory(config, specs),
-                      reuse_port=True)
+                      reuse_port=True, ticket_key=ticket_key)
     service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
     if index == 0:
@@ -179,7 +184,8 @@ class Supervisor:
     """Forks, watches and stops the workers; see the module docstring."""
 
     def __init__(self, config: Config, specs: Any, workers: int, *,
-                 target: Callable[[Config, Any, int, int], int] = _worker_main) -> None:
+                 target: Callable[[Config, Any, int, int, bytes], int] = _worker_main,
+                 ) -> None:
         if workers < 1:
             raise ConfigError("--workers", f"must be at least 1, got {workers}")
         self.config = config
@@ -191,6 +197,11 @@ class Supervisor:
         self.restarts = 0
         self._delay = RESTART_MIN
         self._held: list[socket.socket] = []
+        # One session ticket key for every worker, restarted ones too: a client's next
+        # connection may land on any worker (docs: net/tls.py)
+        from dnstls.net.tls import new_ticket_key
+
+        self.ticket_key = new_ticket_key()
 
     def _fork(self, index: int, config: Config) -> tuple[int, int]:
         read_fd, write_fd = os.pipe()
@@ -202,7 +213,7 @@ class Supervisor:
                 for sock in self._held:
                     sock.close()
                 status = self.target(worker_config(config, index), self.specs, index,
-                                     write_fd)
+                                     write_fd, self.ticket_key)
             except ConfigError as exc:
                 log.error("worker %d: %s", index, exc)
                 status = 2

@@ -633,6 +633,70 @@ async def test_tls13_session_resumption_with_one_ticket(serve: ServeFactory) -> 
     assert s.service.tls is not None and s.service.tls.context.num_tickets == 1
 
 
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_sessions_cached_by_one_process_resume_after_an_abrupt_close(
+        serve: ServeFactory, version: ssl.TLSVersion) -> None:
+    """One process keeps sessions in OpenSSL's cache, not in tickets: a TLS 1.2 full
+    handshake sends no ticket. The client closes without close_notify (Python's blocking
+    socket does), which made OpenSSL drop the cached session when the connection was
+    freed; the listener records close_notify as sent, so the next connection resumes."""
+    s: Served = await serve()
+    ctx = s.client_context()
+    ctx.minimum_version = ctx.maximum_version = version
+    host, port = s.tls_addr
+    wire = q("www.example.test").to_wire()
+
+    def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        with socket.create_connection((host, port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
+            tls.sendall(struct.pack("!H", len(wire)) + wire)
+            (length,) = struct.unpack("!H", tls.recv(2))
+            while length:
+                length -= len(tls.recv(length))
+            return tls.session, tls.session_reused
+
+    assert s.service.tls is not None and s.service.tls.session_cache
+    session, reused = await asyncio.to_thread(connect, None)
+    assert session is not None and not reused
+    assert session.has_ticket == (version is ssl.TLSVersion.TLSv1_3)
+    for _ in range(3):
+        await asyncio.sleep(0.05)  # the server has seen the close
+        session, reused = await asyncio.to_thread(connect, session)
+        assert reused
+    assert s.service.listeners[0].stats.resumed == 3
+    assert s.service.tls.context.session_stats()["hits"] == 3
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_session_cache_zero_resumes_with_tickets(serve: ServeFactory, tmp_path: Path,
+                                                       version: ssl.TLSVersion) -> None:
+    """``tls.session_cache = 0``: session tickets as before (no server state), a TLS 1.2
+    full handshake sends one; nothing is cached and resumption still works."""
+    pem = str(tmp_path / "server.pem")
+    s: Served = await serve(tls={"certificates": [{"cert": pem, "key": pem}],
+                                 "session_cache": 0})
+    assert s.service.tls is not None and not s.service.tls.session_cache
+    ctx = s.client_context()
+    ctx.minimum_version = ctx.maximum_version = version
+    host, port = s.tls_addr
+    wire = q("www.example.test").to_wire()
+
+    def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        with socket.create_connection((host, port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
+            tls.sendall(struct.pack("!H", len(wire)) + wire)
+            (length,) = struct.unpack("!H", tls.recv(2))
+            while length:
+                length -= len(tls.recv(length))
+            return tls.session, tls.session_reused
+
+    session, reused = await asyncio.to_thread(connect, None)
+    assert session is not None and session.has_ticket and not reused
+    session, reused = await asyncio.to_thread(connect, session)
+    assert reused
+    assert s.service.tls.context.session_stats()["number"] == 0
+
+
 async def test_accepted_sockets_are_nodelay(serve: ServeFactory) -> None:
     """Answers must not wait for Nagle: the event loop sets TCP_NODELAY on every
     accepted TCP transport (the server no longer does it itself), DoT and plain TCP."""

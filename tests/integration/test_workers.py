@@ -1,11 +1,14 @@
 """``dnstls serve --workers 2`` as a real process tree on loopback: both workers answer on
-one port, a killed worker is restarted, SIGHUP reaches every worker, SIGTERM stops all."""
+one port, a killed worker is restarted, SIGHUP reaches every worker, SIGTERM stops all,
+and a TLS session made by one worker resumes on the other."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import time
@@ -62,7 +65,7 @@ def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
     try:
         assert _wait(lambda: len(_children(proc.pid)) == 2 and _answers(plain)), \
             (tmp_path / "serve.log").read_text()
-        yield proc, plain, tmp_path / "serve.log"
+        yield proc, plain, tmp_path / "serve.log", dot
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -71,7 +74,7 @@ def tree(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_workers_share_the_port_and_restart(tree) -> None:  # type: ignore[no-untyped-def]
-    proc, plain, log = tree
+    proc, plain, log, _dot = tree
     workers = _children(proc.pid)
     assert len(workers) == 2
     # Many new TCP connections land on both workers (SO_REUSEPORT spreads them).
@@ -87,6 +90,46 @@ def test_workers_share_the_port_and_restart(tree) -> None:  # type: ignore[no-un
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert log.read_text().count("stopped") == 2
+
+
+def _resumptions(port: int, version: ssl.TLSVersion, n: int = 12) -> int:
+    """A full handshake, then ``n`` connections offering its session (each with one
+    query, so TLS 1.3's ticket has arrived); how many were resumed."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    wire = dns.message.make_query("_dns.resolver.arpa.", "SVCB").to_wire()
+
+    def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                ctx.wrap_socket(raw, session=session) as tls:
+            tls.sendall(struct.pack("!H", len(wire)) + wire)
+            (length,) = struct.unpack("!H", tls.recv(2))
+            while length:
+                length -= len(tls.recv(length))
+            return tls.session, tls.session_reused
+
+    session, _ = connect(None)
+    return sum(connect(session)[1] for _ in range(n))
+
+
+def test_sessions_resume_on_every_worker(tree) -> None:  # type: ignore[no-untyped-def]
+    """The kernel spreads a client's connections over the workers; with a ticket key
+    per worker about half of them were full handshakes (P(12 of 12) = 1/2048)."""
+    proc, _plain, log, dot = tree
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        assert _resumptions(dot, version) == 12, version
+    os.kill(proc.pid, signal.SIGHUP)
+    assert _wait(lambda: log.read_text().count("certificate reloaded") >= 2), log.read_text()
+    workers = _children(proc.pid)
+    os.kill(workers[0], signal.SIGKILL)  # the restarted worker gets the same key
+    assert _wait(lambda: len(_children(proc.pid)) == 2
+                 and workers[0] not in _children(proc.pid)
+                 and log.read_text().count("ready") >= 3), log.read_text()
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        assert _resumptions(dot, version) == 12, version
+    assert "cannot share the session ticket key" not in log.read_text()
 
 
 def test_a_worker_that_cannot_bind_fails_the_start(tmp_path: Path) -> None:

@@ -13,6 +13,15 @@ def test_defaults() -> None:
     assert c.server.max_in_flight == 100 and not c.server.log_queries
 
 
+def test_tls_session_cache() -> None:
+    from dnstls.net.tls import SESSION_CACHE_SIZE
+
+    assert config.load().tls.session_cache == SESSION_CACHE_SIZE == 10_000
+    assert config.load(overrides={"tls": {"session_cache": 0}}).tls.session_cache == 0
+    with pytest.raises(ConfigError, match=r"^tls\.session_cache: must not be negative"):
+        config.load(overrides={"tls": {"session_cache": -1}})
+
+
 def test_toml_and_overrides(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[server]\nlisten = ["127.0.0.1:8853"]\nidle_timeout = 20\n'

@@ -87,6 +87,7 @@ class StreamConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._write_paused = False  # between pause_writing() and resume_writing()
         self._high_water = 256 << 10  # set from the limits in _ready
+        self._sslobj: ssl.SSLObject | None = None  # kept with a session cache only
 
     def __repr__(self) -> str:
         state = self.state
@@ -118,6 +119,8 @@ class StreamConnection(asyncio.Protocol):
                 listener.stats.handshakes[sslobj.version() or "unknown"] += 1
                 if sslobj.session_reused:
                     listener.stats.resumed += 1
+                if listener.tls.session_cache:
+                    self._sslobj = sslobj
         self._ready(transport)
 
     def _handshake_done(self, waiter: asyncio.Future[None]) -> None:
@@ -477,6 +480,17 @@ class StreamConnection(asyncio.Protocol):
             self._flow()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        sslobj = self._sslobj
+        if sslobj is not None:
+            self._sslobj = None
+            tls = self.listener.tls
+            if not self.closed and tls is not None:
+                # The client ended the connection without close_notify (or before we
+                # answered its own): OpenSSL drops a cached session whose connection
+                # is freed before the server's close_notify, so record it as sent
+                # (nothing goes out: the transport is gone). TLS >= 1.1 lets such a
+                # session resume; a fatal alert has removed it already.
+                tls.keep_session(sslobj)
         self._finish(CloseReason.PEER)
         for task in list(self.tasks):
             task.cancel()

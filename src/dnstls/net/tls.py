@@ -2,12 +2,32 @@
 
 Policy (RFC 7858 §3.2, RFC 8310, BCP 195): TLS 1.2 and 1.3 only; TLS 1.2 restricted to
 ECDHE with AEAD suites (AES-GCM, ChaCha20-Poly1305); no compression, no renegotiation;
-ALPN ``dot`` (RFC 7858bis) offered, while clients without ALPN still connect. Session
-tickets stay on (resumption saves a full handshake); a full TLS 1.3 handshake issues one
-ticket (:data:`TLS13_TICKETS`) instead of OpenSSL's two (resumed ones get one either
-way): a DoT client resumes its next connection with it and every resumed connection
-gets a fresh one, and each ticket costs the server a session encoding, an encryption and
-a record (about 6 % of the OpenSSL instructions of a full TLS 1.3 handshake, callgrind).
+ALPN ``dot`` (RFC 7858bis) offered, while clients without ALPN still connect.
+
+Resumption (it saves a full handshake), TLS 1.3 and 1.2 alike:
+
+* **One process** (``serve``, ``stub``): OpenSSL's stateful session cache
+  (``OP_NO_TICKET``; ``tls.session_cache`` = :data:`SESSION_CACHE_SIZE` sessions by
+  default, the least recently used evicted first, each valid for OpenSSL's 2 hours, as
+  tickets were; ``tls.session_cache = 0`` keeps session tickets instead). A
+  TLS 1.3 "ticket" is then only the session's name, and a TLS 1.2 full handshake sends
+  none: no session encoding and encryption per connection (-3 to -9 % of a new
+  connection's instructions, docs/performance.md), no long-lived ticket key. OpenSSL
+  drops a cached session whose connection is freed before the server sent close_notify
+  (a client that closes first without one: Python's blocking sockets, the bench client),
+  so the listener records it as sent then (``StreamConnection.connection_lost`` calls
+  :attr:`ServerTLS.keep_session`: ``SSL_set_shutdown`` through ctypes, see
+  :func:`session_keeper`).
+* **Several processes** (``serve --workers N``): a cache is per process and the kernel
+  hands a client's next connection to any worker, so session tickets, with one key for
+  every worker: the supervisor makes it and each worker sets it (:func:`set_ticket_key`,
+  ``SSL_CTX_set_tlsext_ticket_keys``); with OpenSSL's key per context only 1/N of the
+  resumptions succeeded. The key lives as long as the supervisor (a restarted worker gets
+  it again), in memory only.
+
+A full TLS 1.3 handshake issues one ticket (:data:`TLS13_TICKETS`) instead of OpenSSL's
+two (resumed ones get one either way): a DoT client resumes its next connection with it
+and every resumed connection gets a fresh one.
 
 TLS 1.3 suites: the server's preference is ``TLS_AES_128_GCM_SHA256``, then
 ChaCha20-Poly1305, then ``TLS_AES_256_GCM_SHA384`` (:data:`TLS13_SUITES`: RFC 8446's
@@ -17,7 +37,9 @@ schedule costs a full handshake about 8 % more server CPU in OpenSSL than SHA-25
 Python's ``ssl`` has no call for TLS 1.3 suites, so :func:`prefer_tls13_suites` calls
 ``SSL_CTX_set_ciphersuites`` through ctypes, only after checking that it reaches the very
 OpenSSL and ``SSL_CTX`` of the context; where it cannot (another Python, a statically
-linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites.
+linked OpenSSL), OpenSSL's default order stays -- the same three AEAD suites; the same
+guards hold for the cache's bound (else OpenSSL's 20,480) and the shared ticket key (else
+each worker has its own).
 
 Several certificates may be configured; the first is the default and the others are
 chosen by the client's SNI when it matches one of their names. :meth:`ServerTLS.reload`
@@ -28,6 +50,7 @@ contexts and reports why.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -48,6 +71,17 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1:!SHA256:!SHA384"
 ALPN = ["dot"]
 #: Session tickets per full TLS 1.3 handshake (OpenSSL's default is 2).
 TLS13_TICKETS = 1
+#: Bytes of a session ticket key: a 16-byte name, then 32-byte HMAC and AES keys.
+TICKET_KEY_SIZE = 80
+_SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+_SSL_CTRL_SET_SESS_CACHE_SIZE = 42
+_SSL_CTRL_GET_SESS_CACHE_SIZE = 43
+_SSL_SHUTDOWN_BOTH = 1 | 2  # SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN
+#: Sessions kept by the server's session cache (one process; ``tls.session_cache``'s
+#: default): about 1.1 KB each once their connection has closed, so ~11 MB at most; the
+#: least recently used one goes first. OpenSSL's default is 20,480.
+SESSION_CACHE_SIZE = 10_000
 #: TLS 1.3 suites in the server's order of preference (OpenSSL's default set).
 TLS13_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 _TLS13_DEFAULT = {"TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256",
@@ -61,7 +95,7 @@ class CertPair:
     field: str = "tls.certificates"
 
 
-def server_context(pair: CertPair) -> ssl.SSLContext:
+def server_context(pair: CertPair, *, session_cache: bool = False) -> ssl.SSLContext:
     """A hardened server context for one certificate chain and key."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
@@ -70,6 +104,8 @@ def server_context(pair: CertPair) -> ssl.SSLContext:
                     | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_ECDH_USE)
     ctx.set_alpn_protocols(ALPN)
     ctx.num_tickets = TLS13_TICKETS
+    if session_cache:
+        ctx.options |= ssl.OP_NO_TICKET
     prefer_tls13_suites(ctx)
     for path, what in ((pair.cert, "certificate"), (pair.key, "key")):
         if not path.is_file():
@@ -89,10 +125,14 @@ def server_context(pair: CertPair) -> ssl.SSLContext:
 
 
 class _LibSSL:
-    """``SSL_CTX_set_ciphersuites`` of the OpenSSL that ``ssl`` itself uses, or None."""
+    """Calls of the OpenSSL that ``ssl`` itself uses (``SSL_CTX_set_ciphersuites``,
+    ``SSL_CTX_get_options``, ``SSL_CTX_ctrl``), or None where they cannot be reached."""
 
     _fn: Callable[..., int] | None = None
     _get_options: Callable[..., int] | None = None
+    _ctrl: Callable[..., int] | None = None
+    #: SSL_set_shutdown, SSL_get_shutdown, SSL_get_SSL_CTX
+    _ssl_calls: tuple[Callable[..., None], Callable[..., int], Callable[..., int]] | None = None
     _tried = False
 
     @classmethod
@@ -100,13 +140,14 @@ class _LibSSL:
         if not cls._tried:
             cls._tried = True
             try:
-                cls._fn, cls._get_options = _load_libssl()
+                cls._fn, cls._get_options, cls._ctrl, cls._ssl_calls = _load_libssl()
             except (OSError, AttributeError, ImportError) as exc:
-                log.debug("TLS 1.3 suite order left to OpenSSL: %s", exc)
+                log.debug("OpenSSL calls beyond ssl's not available: %s", exc)
         return cls._fn is not None
 
 
-def _load_libssl() -> tuple[Callable[..., int], Callable[..., int]]:
+def _load_libssl() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int],
+                            tuple[Callable[..., None], Callable[..., int], Callable[..., int]]]:
     import _ssl
 
     if sys.implementation.name != "cpython":
@@ -124,26 +165,129 @@ def _load_libssl() -> tuple[Callable[..., int], Callable[..., int]]:
     get_options = lib.SSL_CTX_get_options
     get_options.restype = ctypes.c_uint64
     get_options.argtypes = [ctypes.c_void_p]
-    return fn, get_options
+    ctrl = lib.SSL_CTX_ctrl
+    ctrl.restype = ctypes.c_long
+    ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+    set_shutdown = lib.SSL_set_shutdown
+    set_shutdown.restype = None
+    set_shutdown.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    get_shutdown = lib.SSL_get_shutdown
+    get_shutdown.restype = ctypes.c_int
+    get_shutdown.argtypes = [ctypes.c_void_p]
+    get_ctx = lib.SSL_get_SSL_CTX
+    get_ctx.restype = ctypes.c_void_p
+    get_ctx.argtypes = [ctypes.c_void_p]
+    return fn, get_options, ctrl, (set_shutdown, get_shutdown, get_ctx)
+
+
+def _ssl_ctx(ctx: ssl.SSLContext) -> int | None:
+    """The ``SSL_CTX *`` of ``ctx``, or None when it cannot be reached safely."""
+    if not _LibSSL.load():
+        return None
+    assert _LibSSL._get_options is not None
+    # CPython's SSLContext object is PyObject_HEAD followed by its SSL_CTX pointer; the
+    # options read through that pointer must be the context's own before anything is set
+    raw = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    if not raw or _LibSSL._get_options(raw) != int(ctx.options):
+        log.debug("OpenSSL calls beyond ssl's not available: unexpected SSLContext layout")
+        return None
+    return raw
 
 
 def prefer_tls13_suites(ctx: ssl.SSLContext, suites: str = TLS13_SUITES) -> bool:
     """Set the TLS 1.3 suite order of ``ctx`` (see the module docstring); False when
     this Python cannot, and then nothing is changed."""
     before = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
-    if set(before) != _TLS13_DEFAULT or not _LibSSL.load():
+    if set(before) != _TLS13_DEFAULT:
         return False
-    assert _LibSSL._fn is not None and _LibSSL._get_options is not None
-    # CPython's SSLContext object is PyObject_HEAD followed by its SSL_CTX pointer; the
-    # options read through that pointer must be the context's own before anything is set
-    raw = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
-    if not raw or _LibSSL._get_options(raw) != int(ctx.options):
-        log.debug("TLS 1.3 suite order left to OpenSSL: unexpected SSLContext layout")
+    raw = _ssl_ctx(ctx)
+    if raw is None:
         return False
+    assert _LibSSL._fn is not None
     if _LibSSL._fn(raw, suites.encode()) != 1:
         return False
     after = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
     return after == suites.split(":")
+
+
+def set_session_cache_size(ctx: ssl.SSLContext, size: int) -> bool:
+    """Bound ``ctx``'s server session cache (``SSL_CTX_sess_set_cache_size``); False
+    when this Python cannot (OpenSSL's 20,480 stays)."""
+    raw = _ssl_ctx(ctx)
+    if raw is None:
+        return False
+    assert _LibSSL._ctrl is not None
+    _LibSSL._ctrl(raw, _SSL_CTRL_SET_SESS_CACHE_SIZE, size, None)
+    return bool(_LibSSL._ctrl(raw, _SSL_CTRL_GET_SESS_CACHE_SIZE, 0, None) == size)
+
+
+def _unwrap(sslobj: ssl.SSLObject) -> None:
+    with contextlib.suppress(ssl.SSLError, ValueError, OSError):
+        sslobj.unwrap()  # SSL_shutdown: close_notify "sent" (the alert goes nowhere)
+
+
+def session_keeper(ctx: ssl.SSLContext) -> Callable[[ssl.SSLObject], None]:
+    """A function that makes OpenSSL keep the cached session of an ``SSLObject`` of
+    ``ctx`` whose connection ended without the server's close_notify (OpenSSL removes a
+    session whose ``SSL`` is freed before close_notify was sent).
+
+    ``SSL_set_shutdown(ssl, SENT | RECEIVED)`` through ctypes when the ``SSL *`` can be
+    found and checked on a scratch ``SSLObject`` of ``ctx`` (CPython's ``_ssl._SSLSocket``
+    is PyObject_HEAD, a weak reference, then the ``SSL *``; it must belong to ``ctx`` and
+    take the flags), else ``unwrap()``: the same flags, but an encrypted alert into a
+    buffer nobody reads and an ``SSLWantReadError`` (~40,000 instructions)."""
+    raw = _ssl_ctx(ctx)
+    if raw is None or _LibSSL._ssl_calls is None:
+        return _unwrap
+    set_shutdown, get_shutdown, get_ctx = _LibSSL._ssl_calls
+    offset = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
+    scratch = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    inner = getattr(scratch, "_sslobj", None)
+    if type(inner).__name__ != "_SSLSocket":
+        return _unwrap
+    ptr = ctypes.c_void_p.from_address(id(inner) + offset).value
+    if not ptr or get_ctx(ptr) != raw or get_shutdown(ptr) != 0:
+        log.debug("TLS sessions kept with unwrap(): unexpected SSLObject layout")
+        return _unwrap
+    set_shutdown(ptr, _SSL_SHUTDOWN_BOTH)
+    if get_shutdown(ptr) != _SSL_SHUTDOWN_BOTH:
+        return _unwrap
+    from_address = ctypes.c_void_p.from_address
+
+    def keep(sslobj: ssl.SSLObject) -> None:
+        set_shutdown(from_address(id(sslobj._sslobj) + offset).value,  # type: ignore[attr-defined]
+                     _SSL_SHUTDOWN_BOTH)
+
+    return keep
+
+
+def new_ticket_key() -> bytes:
+    """A fresh session ticket key for :func:`set_ticket_key` (name, HMAC and AES keys)."""
+    return os.urandom(TICKET_KEY_SIZE)
+
+
+def set_ticket_key(ctx: ssl.SSLContext, key: bytes) -> bool:
+    """Make ``ctx`` encrypt and decrypt session tickets with ``key`` instead of the key
+    OpenSSL made for this context alone (``SSL_CTX_set_tlsext_ticket_keys``): contexts in
+    several processes given one key resume each other's tickets (``serve --workers``).
+    False when this Python cannot (see the module docstring); nothing is changed then."""
+    if len(key) != TICKET_KEY_SIZE:
+        raise ValueError(f"a ticket key is {TICKET_KEY_SIZE} bytes, got {len(key)}")
+    raw = _ssl_ctx(ctx)
+    if raw is None:
+        return False
+    assert _LibSSL._ctrl is not None
+    if _LibSSL._ctrl(raw, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, 0, None) != TICKET_KEY_SIZE:
+        return False  # another layout of the keys: leave OpenSSL's
+    buf = ctypes.create_string_buffer(key, TICKET_KEY_SIZE)
+    try:
+        if _LibSSL._ctrl(raw, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, TICKET_KEY_SIZE, buf) != 1:
+            return False
+        check = ctypes.create_string_buffer(TICKET_KEY_SIZE)
+        got = _LibSSL._ctrl(raw, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, TICKET_KEY_SIZE, check)
+        return got == 1 and check.raw == key
+    finally:
+        ctypes.memset(buf, 0, TICKET_KEY_SIZE)
 
 
 class ServerTLS:
@@ -155,13 +299,28 @@ class ServerTLS:
     and swaps the SNI table that ``context``'s callback reads.
     """
 
-    def __init__(self, pairs: Sequence[CertPair]) -> None:
+    def __init__(self, pairs: Sequence[CertPair], *, ticket_key: bytes | None = None,
+                 session_cache: int = 0) -> None:
         if not pairs:
             raise ConfigError("tls.certificates", "at least one certificate is required")
         self._pairs = list(pairs)
         self._mtimes = self._stat()
         self._by_name: dict[str, ssl.SSLContext] = {}
-        self.context = server_context(self._pairs[0])
+        self.session_cache = session_cache > 0
+        self.context = server_context(self._pairs[0], session_cache=self.session_cache)
+        #: for ``StreamConnection.connection_lost`` (session cache only)
+        self.keep_session: Callable[[ssl.SSLObject], None] = _unwrap
+        if session_cache > 0:
+            set_session_cache_size(self.context, session_cache)
+            self.keep_session = session_keeper(self.context)
+        # Tickets are sealed and opened by the context the listener was made with (an
+        # SNI switch keeps it as the session context), so only its key matters.
+        self.shared_ticket_key = (ticket_key is not None
+                                  and set_ticket_key(self.context, ticket_key))
+        if ticket_key is not None and not self.shared_ticket_key:
+            log.warning("cannot share the session ticket key between workers with this "
+                        "Python/OpenSSL: a client resumes only on the worker that made "
+                        "its ticket")
         if len(self._pairs) > 1:  # one certificate: nothing to choose, no Python call
             self.context.sni_callback = self._select
         self._by_name, self.leaf = self._build()
@@ -179,7 +338,8 @@ class ServerTLS:
 
     def _build(self) -> tuple[dict[str, ssl.SSLContext], x509.Certificate]:
         """Validate every pair (raises ConfigError) and build the SNI table."""
-        contexts = [server_context(p) for p in self._pairs]
+        contexts = [server_context(p, session_cache=self.session_cache)
+                    for p in self._pairs]
         by_name: dict[str, ssl.SSLContext] = {}
         for pair, ctx in zip(self._pairs[1:], contexts[1:], strict=True):
             for name in certificate_names(load_certificates(pair.cert)[0]):

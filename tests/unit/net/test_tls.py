@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import gc
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from dnstls.errors import ConfigError
+from dnstls.net import tls as tls_mod
 from dnstls.net.tls import (
+    SESSION_CACHE_SIZE,
     TLS13_SUITES,
     TLS13_TICKETS,
     CertPair,
     ServerTLS,
+    new_ticket_key,
     prefer_tls13_suites,
     server_context,
+    set_session_cache_size,
+    set_ticket_key,
 )
 from fakes import TestPKI
 
@@ -107,6 +114,152 @@ def test_policy(pair: CertPair) -> None:
     tls12 = [c for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
     assert tls12 and all(("GCM" in c["name"] or "CHACHA20" in c["name"])
                          and c["kea"] == "kx-ecdhe" for c in tls12)
+
+
+def _close_notify(srv: ssl.SSLObject) -> None:
+    with pytest.raises(ssl.SSLWantReadError):
+        srv.unwrap()  # close_notify sent, the client's not awaited
+
+
+def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
+             session: ssl.SSLSession | None = None, *,
+             end: Callable[[ssl.SSLObject], None] | None = _close_notify,
+             ) -> tuple[ssl.SSLSession, bool]:
+    """A handshake over memory BIOs and one byte each way (the client reads TLS 1.3's
+    ticket with it), then ``end`` on the server's side (by default its close_notify, as
+    the listener's close) before it is freed; the client's session afterwards and
+    whether it was resumed."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test", session=session)
+    done = [False, False]
+    for _ in range(10):
+        for i, (obj, out, peer_in) in enumerate(((cli, c_out, s_in), (srv, s_out, c_in))):
+            if not done[i]:
+                try:
+                    obj.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+            peer_in.write(out.read())
+        if all(done):
+            break
+    assert all(done)
+    cli.write(b"q")
+    s_in.write(c_out.read())
+    assert srv.read(1) == b"q"
+    srv.write(b"a")
+    c_in.write(s_out.read())
+    assert cli.read(1) == b"a"
+    assert cli.session is not None
+    if end is not None:
+        end(srv)
+    return cli.session, cli.session_reused
+
+
+_SHARED = set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), new_ticket_key())
+needs_shared_key = pytest.mark.skipif(
+    not _SHARED, reason="this Python cannot set the ticket key (each worker keeps its own)")
+
+
+@needs_shared_key
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_a_shared_ticket_key_resumes_across_contexts(pair: CertPair, pki: TestPKI,
+                                                     version: ssl.TLSVersion) -> None:
+    """serve --workers: every worker's context is built after the fork. Each made its
+    own ticket key, so a ticket from one worker did not resume on another; with the
+    supervisor's key they resume each other's tickets, before and after a reload."""
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    alone = [ServerTLS([pair]) for _ in range(2)]  # tickets, OpenSSL's key each
+    session, reused = _connect(alone[0].context, client)
+    assert not reused and session.has_ticket
+    assert _connect(alone[0].context, client, session)[1]  # same context: resumes
+    assert not _connect(alone[1].context, client, session)[1]  # another key: full
+    key = new_ticket_key()
+    shared = [ServerTLS([pair], ticket_key=key) for _ in range(2)]
+    assert all(t.shared_ticket_key for t in shared) and not alone[0].shared_ticket_key
+    session, reused = _connect(shared[0].context, client)
+    assert not reused
+    session, reused = _connect(shared[1].context, client, session)
+    assert reused
+    assert shared[1].reload()  # a reload keeps the key
+    assert _connect(shared[0].context, client, session)[1]
+    assert not _connect(alone[0].context, client, session)[1]
+
+
+@needs_shared_key
+def test_set_ticket_key_checks_the_key() -> None:
+    with pytest.raises(ValueError, match="80 bytes"):
+        set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), b"short")
+    assert set_ticket_key(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), bytes(80))
+
+
+needs_ctypes = pytest.mark.skipif(
+    not set_session_cache_size(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), 10),
+    reason="this Python cannot bound the session cache (OpenSSL's 20,480 stays)")
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_session_cache_resumes_without_tickets(pair: CertPair, pki: TestPKI,
+                                               version: ssl.TLSVersion) -> None:
+    """One process: sessions stay in the server (OP_NO_TICKET). A TLS 1.2 full
+    handshake sends no ticket (no session encryption per connection), TLS 1.3's names
+    the cached session; both resume, also after a certificate reload, and a context
+    with another cache (another worker) cannot resume them."""
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    tls = ServerTLS([pair], session_cache=SESSION_CACHE_SIZE)
+    assert tls.session_cache and tls.context.options & ssl.OP_NO_TICKET
+    assert not ServerTLS([pair]).context.options & ssl.OP_NO_TICKET
+    session, reused = _connect(tls.context, client)
+    assert not reused
+    assert session.has_ticket == (version is ssl.TLSVersion.TLSv1_3)
+    assert tls.context.session_stats()["number"] == 1
+    session, reused = _connect(tls.context, client, session)
+    assert reused
+    assert tls.reload()  # the same context: its cache survives a reload
+    assert _connect(tls.context, client, session)[1]
+    other = ServerTLS([pair], session_cache=SESSION_CACHE_SIZE)
+    assert not _connect(other.context, client, session)[1]
+
+
+@needs_ctypes
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_session_cache_is_bounded(pair: CertPair, pki: TestPKI,
+                                  version: ssl.TLSVersion) -> None:
+    assert SESSION_CACHE_SIZE == 10_000
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    tls = ServerTLS([pair], session_cache=3)
+    first, *_, last = (_connect(tls.context, client)[0] for _ in range(4))
+    stats = tls.context.session_stats()
+    assert 1 <= stats["number"] <= 3 and stats["cache_full"] >= 1
+    assert not _connect(tls.context, client, first)[1]  # the oldest was evicted
+    assert _connect(tls.context, client, last)[1]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_keep_session_of_a_connection_the_client_ended(pair: CertPair, pki: TestPKI,
+                                                       version: ssl.TLSVersion) -> None:
+    """OpenSSL removes a cached session when its connection is freed before the
+    server's close_notify; keep_session (ctypes SSL_set_shutdown, or unwrap()) marks
+    it as sent so the session stays and resumes."""
+    client = ssl.create_default_context(cafile=pki.ca_file)
+    client.minimum_version = client.maximum_version = version
+    for end, kept in ((None, 0), ("keep", 1), (tls_mod._unwrap, 1)):
+        tls = ServerTLS([pair], session_cache=SESSION_CACHE_SIZE)
+        session, _ = _connect(tls.context, client,
+                              end=tls.keep_session if end == "keep" else end)
+        gc.collect()
+        assert tls.context.session_stats()["number"] == kept, end
+        assert _connect(tls.context, client, session)[1] == bool(kept)
+
+
+@needs_ctypes
+def test_keep_session_uses_ssl_set_shutdown(pair: CertPair) -> None:
+    assert ServerTLS([pair], session_cache=10).keep_session is not tls_mod._unwrap
+    assert ServerTLS([pair]).keep_session is tls_mod._unwrap  # tickets: never called
 
 
 def test_one_tls13_ticket_per_connection(pair: CertPair) -> None:
