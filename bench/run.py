@@ -9,8 +9,9 @@ What it does (docs/performance.md explains every scenario and how to read the ta
 
 1. Re-executes itself in a private network namespace (``unshare -n``, loopback up), so
    no packet can leave the machine whatever the configs say.
-2. Generates a CA and a server certificate, a zone ``bench.test.`` (100k A names, 1k
-   names with ~2 KB TXT sets) served by nsd over UDP on loopback, and starts kresd,
+2. Generates a CA and a server certificate, a zone ``bench.test.`` (100k A names, more
+   when ``miss`` needs them, and 1k names with ~2 KB TXT sets) served by nsd over UDP
+   on loopback, and starts kresd,
    Unbound and ``dnstls serve`` as DoT resolvers forwarding that zone to nsd.
    Servers run under ``taskset -c 0``; nsd, dnsperf and the Python TLS clients under
    ``taskset -c 1``.
@@ -50,6 +51,8 @@ import measure  # noqa: E402
 import peers  # noqa: E402
 
 NETNS_ENV = "DNSTLS_BENCH_NETNS"
+#: nN names below this are the hot set; `miss` asks the names from here on.
+MISS_FIRST = 1000
 SCENARIOS = ["hot", "padded", "txt", "conns500", "miss", "fixed10k", "handshake", "idle"]
 SERVER_CPU, CLIENT_CPU = "0", "1"
 PEERS = ("kresd", "unbound")
@@ -85,7 +88,9 @@ class Settings:
         quick = args.quick
         self.seconds = args.seconds or (3.0 if quick else 8.0)
         self.reps = args.reps or (1 if quick else 2)
-        self.miss_names = 2000 if quick else 8000
+        # Names per repetition of `miss`: long enough that a repetition lasts several
+        # seconds (start and finish of a dnsperf run are noise), every one a miss.
+        self.miss_names = args.miss_names or (2000 if quick else 64000)
         self.handshakes = 300 if quick else 1000
         self.idle = args.idle or (2000 if quick else 10000)
         self.fixed_rate = 10000
@@ -112,7 +117,6 @@ class Bench:
         self.pki = pki
         self.names = list(servers.resolvers)
         self.results: dict[str, Any] = {}
-        self.miss_next = 1000  # nN names below this are the hot set
         self.files: dict[str, Path] = {}
 
     # -- files and warm-up -----------------------------------------------------------
@@ -186,18 +190,23 @@ class Bench:
                   rate=self.s.fixed_rate, verbose=True)
 
     def scenario_miss(self) -> None:
+        """Every query a name its server has never been asked: repetition ``rep`` asks
+        names ``MISS_FIRST + rep * count`` onwards. Each server has its own cache, so
+        the servers ask the same names; ``main`` makes the zone large enough."""
+        files: dict[int, Path] = {}
+
         def run(name: str, peer: peers.Peer, rep: int) -> dict[str, Any]:
-            first = self.miss_next
             count = self.s.miss_names
+            first = MISS_FIRST + rep * count
             if first + count > peers.A_NAMES:
                 return {"error": "out of unique names", "ok": False}
-            self.miss_next += count
-            path = measure.write_text_queries(
-                self.work / f"miss-{name}-{rep}.txt",
-                [peers.a_name(i) for i in range(first, first + count)], "A")
-            r = measure.run_dnsperf(port=peer.port, datafile=path, cpu=self.s.client_cpu,
-                                    passes=1, seconds=60, server_pid=peer.pid,
-                                    timeout_s=10)
+            if rep not in files:
+                files[rep] = measure.write_text_queries(
+                    self.work / f"miss-{rep}.txt",
+                    [peers.a_name(i) for i in range(first, first + count)], "A")
+            r = measure.run_dnsperf(port=peer.port, datafile=files[rep],
+                                    cpu=self.s.client_cpu, passes=1, seconds=60,
+                                    server_pid=peer.pid, timeout_s=10)
             return r.as_dict()
 
         self.interleaved("miss", run)
@@ -444,6 +453,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--idle", type=int, default=0, help="idle connections (default 10000)")
+    parser.add_argument("--miss-names", type=int, default=0,
+                        help="names per repetition of miss (default 64000, --quick 2000)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default: a new /tmp/dnstls-bench-*)")
@@ -465,6 +476,8 @@ def main() -> int:
         name, _, tree = item.partition("=")
         variants[name] = Path(tree).resolve()
     names = [n for n in args.servers.split(",") if n]
+    if "miss" in scenarios:  # a zone with a fresh name for every query of every repetition
+        peers.A_NAMES = max(peers.A_NAMES, MISS_FIRST + settings.reps * settings.miss_names)
     out = args.out or Path(tempfile.mkdtemp(prefix="dnstls-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dnstls-bench-work-"))
