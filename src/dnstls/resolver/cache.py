@@ -142,7 +142,7 @@ class _Entry:
     __slots__ = ("age", "arcount_edns_wire", "arcount_wire", "body", "expires",
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
-                 "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
+                 "name_view", "offsets", "opt_head", "opt_rdata", "qname_len",
                  "serial", "size", "ttls")
 
     def __init__(self, body: bytearray, offsets: tuple[int, ...], ttls: tuple[int, ...],
@@ -162,10 +162,11 @@ class _Entry:
         # bytes 12 to 12 + qname_len), not a view: nothing writes to an entry's
         # question name (only _aged writes to its body, TTLs after the question), and
         # bytes are not tracked by the cyclic GC (a memoryview is, ~200 bytes each): one
-        # GC-tracked object less per cached answer. The rest stays a view (re-aged in
-        # place).
+        # GC-tracked object less per cached answer. Nor is a view of the rest kept (a
+        # view and its managed buffer: two tracked objects): _render and _memo take one
+        # when they need it (a hit reuses memo_tail), so the entry is its only tracked
+        # object -- each kept one is traversed by every full collection while cached.
         self.name_view = qname
-        self.rest_view = memoryview(body)[12 + qname_len:]
         self.opt_head = opt_head
         self.opt_rdata = opt_rdata
         self.kind = kind
@@ -903,7 +904,7 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
     body = entry.body
     rest: bytes | bytearray | memoryview
     if stale:
-        copy = bytearray(entry.rest_view)
+        copy = body[12 + entry.qname_len:]  # a bytearray: a copy to write into
         start = 12 + entry.qname_len
         for off in entry.offsets:
             _TTL.pack_into(copy, off - start, STALE_TTL)
@@ -914,7 +915,7 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
             age = 0
         if age != entry.age:
             _aged(entry, age)
-        rest = entry.rest_view
+        rest = memoryview(body)[12 + entry.qname_len:]
     head = bytes((query_id >> 8 & 0xFF, query_id & 0xFF,
                   body[2] | 0x01 if rd else body[2] & 0xFE))
     name: bytes | memoryview = (qname if qname is not None and len(qname) == entry.qname_len
@@ -966,11 +967,11 @@ def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> byt
         if pad_block > 0:
             unpadded = len(entry.body) + len(entry.opt_head) + 2 + len(rdata) + 4
             padding = _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
-        tail = b"".join((entry.rest_view, entry.opt_head,
+        tail = b"".join((memoryview(entry.body)[12 + entry.qname_len:], entry.opt_head,
                          (len(rdata) + len(padding)).to_bytes(2, "big"), rdata))
     else:
         arcount = entry.arcount_wire
-        tail = bytes(entry.rest_view)
+        tail = bytes(memoryview(entry.body)[12 + entry.qname_len:])
     if entry.memo_edns != with_edns or not entry.memo_mids[0]:  # not redone on re-age
         flags = entry.body[2]
         entry.memo_mids = (bytes((flags & 0xFE,)) + entry.mid_wire + arcount,

@@ -931,9 +931,11 @@ def test_the_response_question_check_is_the_case_insensitive_one(name: str) -> N
     assert checked > 60 and mismatches > 20
 
 
-def test_entries_keep_offsets_and_ttls_out_of_the_cyclic_gc() -> None:
-    """An entry's offsets and TTLs are tuples of ints: after one collection the GC no
-    longer tracks them (lists would be traversed by every collection while cached)."""
+def test_an_entry_is_its_only_object_the_cyclic_gc_tracks() -> None:
+    """Nothing an entry holds is tracked by the cyclic GC once a collection has seen it:
+    offsets and TTLs are tuples of ints (lists are always tracked), no memoryview of the
+    body is kept (a view and its managed buffer are). Every full collection traverses
+    what a cache of up to max_entries answers keeps tracked."""
     cache = Cache()
     q = query(use_edns=False)
     key = key_from_wire(q.to_wire())
@@ -942,3 +944,7 @@ def test_entries_keep_offsets_and_ttls_out_of_the_cyclic_gc() -> None:
     gc.collect()
     assert entry.offsets and entry.ttls == (300, 300)
     assert not gc.is_tracked(entry.offsets) and not gc.is_tracked(entry.ttls)
+    assert [o for o in gc.get_referents(entry) if gc.is_tracked(o)] == [type(entry)]  # its class
+    # and it still renders from its body: a hit after the first (memo) and re-aged
+    hit = cache.lookup_wire(key, 9, 501.0)
+    assert hit is not None and dns.message.from_wire(hit).answer[0].ttl == 299
