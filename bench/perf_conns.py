@@ -157,12 +157,14 @@ def main() -> int:
             r = measure.run_dnsperf(port=servers[name].port, datafile=hot, cpu=CLIENT_CPU,
                                     passes=2, clients=2, outstanding=16)
             print(f"warm {name}: {r.completed} answers {r.rcodes}", flush=True)
-        for scenario in scenarios:
+        for turn, scenario in enumerate(scenarios):
             for name, peer in servers.items():
-                data = out / f"{name}-{scenario}.data"
-                stat = out / f"{name}-{scenario}.stat"
-                calls = out / f"{name}-{scenario}.calls" if scenario.startswith("miss") \
-                    else None
+                # a scenario named twice (miss64000,miss64000: the cache grows) keeps both
+                stem = f"{name}-{scenario}" + (f"-{turn}" if scenarios.count(scenario) > 1
+                                              else "")
+                data = out / f"{stem}.data"
+                stat = out / f"{stem}.stat"
+                calls = out / f"{stem}.calls" if scenario.startswith("miss") else None
                 cmds = perf_cmds(perf, peer.pid, data, stat, calls)
                 if scenario.startswith("miss"):
                     count = int(scenario.removeprefix("miss"))
