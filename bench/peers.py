@@ -216,7 +216,7 @@ max_connections = {MAX_CONNECTIONS}
 max_connections_per_client = {MAX_CONNECTIONS}
 
 [cache]
-max_entries = 200000
+max_entries = {max(200_000, 2 * (A_NAMES + TXT_NAMES))}
 max_bytes = {256 << 20}
 """)
     command = [sys.executable, *(wrap or []), "-m", "dnstls"] if (src or wrap) \

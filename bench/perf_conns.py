@@ -17,7 +17,12 @@ optionally kresd, all pinned to core 0, and for each server and scenario:
   of one query on every connection only (handshakes excluded; with N connections, as
   many reads in all as ``reads500``);
 * ``conns500``: dnsperf ``-c 500 -q 500`` for ``--seconds`` (the handshakes included),
-  perf around the whole run.
+  perf around the whole run;
+* ``missN``: N names no server has been asked (``nN.bench.test`` from 1,000 on; each
+  server has its own cache, so all ask the same names), forwarded to nsd over UDP:
+  dnsperf ``-n 1`` with 16 connections, 256 outstanding (as ``bench/run.py``'s miss),
+  perf around the whole run; a second ``perf stat`` counts the system calls by name
+  (:data:`SYSCALLS`) per query.
 
 Prints, per server and scenario, µs of server CPU per query (schedstat) split by shared
 object and by symbol from the perf samples, system calls and context switches per
@@ -56,8 +61,20 @@ def start_floor(group: peers.PeerGroup, pki: peers.TestPKI, src: Path) -> peers.
     return peer.wait_tcp(timeout=30)
 
 
-def perf_cmds(perf: str, pid: int, data: Path, stat: Path) -> list[list[str]]:
-    return [["taskset", "-c", CLIENT_CPU, perf, "record", "-g", "-F", "1999", "-p", str(pid),
+#: System calls counted by name in the miss scenarios (tracepoints: cheap in counting mode).
+SYSCALLS = ("read", "write", "writev", "sendto", "recvfrom", "sendmsg", "recvmsg",
+            "sendmmsg", "recvmmsg", "epoll_wait", "epoll_pwait", "epoll_ctl", "socket",
+            "connect", "close", "bind", "getsockname", "setsockopt", "getrandom",
+            "io_uring_enter")
+
+
+def perf_cmds(perf: str, pid: int, data: Path, stat: Path,
+              calls: Path | None = None) -> list[list[str]]:
+    extra = [] if calls is None else [
+        ["taskset", "-c", CLIENT_CPU, perf, "stat", "-x,", "-o", str(calls), "-e",
+         ",".join(f"syscalls:sys_enter_{c}" for c in SYSCALLS), "-p", str(pid)]]
+    return [*extra,
+            ["taskset", "-c", CLIENT_CPU, perf, "record", "-g", "-F", "1999", "-p", str(pid),
              "-o", str(data)],
             ["taskset", "-c", CLIENT_CPU, perf, "stat", "-x,", "-o", str(stat), "-e",
              "raw_syscalls:sys_enter,context-switches,task-clock,page-faults", "-p", str(pid)]]
@@ -95,7 +112,8 @@ def main() -> int:
                         help="dnstls (from --src), floor-a, kresd, or a --variant name")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
                         help="also run dnstls from another source tree")
-    parser.add_argument("--scenarios", default="reads500,conns500")
+    parser.add_argument("--scenarios", default="reads500,conns500",
+                        help="reads500 (readsN), conns500, missN (e.g. miss64000)")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--top", type=int, default=40)
@@ -111,6 +129,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="dnstls-perfconns-work-"))
     group = peers.PeerGroup(work)
     src = args.src.resolve()
+    scenarios = args.scenarios.split(",")
+    miss_next = {}  # server -> the next name no one has asked it
+    need = 1000 + sum(int(s.removeprefix("miss")) for s in scenarios if s.startswith("miss"))
+    peers.A_NAMES = max(peers.A_NAMES, need)
     print(f"perf_conns: {measure.uptime()} src={src}", flush=True)
     summary: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
     try:
@@ -135,12 +157,35 @@ def main() -> int:
             r = measure.run_dnsperf(port=servers[name].port, datafile=hot, cpu=CLIENT_CPU,
                                     passes=2, clients=2, outstanding=16)
             print(f"warm {name}: {r.completed} answers {r.rcodes}", flush=True)
-        for scenario in args.scenarios.split(","):
+        for turn, scenario in enumerate(scenarios):
             for name, peer in servers.items():
-                data = out / f"{name}-{scenario}.data"
-                stat = out / f"{name}-{scenario}.stat"
-                cmds = perf_cmds(perf, peer.pid, data, stat)
-                if scenario.startswith("reads"):  # readsN: N connections
+                # a scenario named twice (miss64000,miss64000: the cache grows) keeps both
+                stem = f"{name}-{scenario}" + (f"-{turn}" if scenarios.count(scenario) > 1
+                                              else "")
+                data = out / f"{stem}.data"
+                stat = out / f"{stem}.stat"
+                calls = out / f"{stem}.calls" if scenario.startswith("miss") else None
+                cmds = perf_cmds(perf, peer.pid, data, stat, calls)
+                if scenario.startswith("miss"):
+                    count = int(scenario.removeprefix("miss"))
+                    first = miss_next.get(name, 1000)
+                    miss_next[name] = first + count
+                    names = work / f"{name}-{scenario}.q"
+                    measure.write_text_queries(
+                        names, [peers.a_name(i) for i in range(first, first + count)], "A")
+                    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL) for c in cmds]
+                    time.sleep(0.3)
+                    r = measure.run_dnsperf(port=peer.port, datafile=names, cpu=CLIENT_CPU,
+                                            passes=1, seconds=60, timeout_s=10,
+                                            server_pid=peer.pid)
+                    for p in procs:
+                        p.send_signal(2)
+                    for p in procs:
+                        p.wait(timeout=120)
+                    per_q, done = r.cpu_us_per_query, r.completed
+                    note = f"{r.qps:.0f} qps, lost {r.lost} {r.rcodes}"
+                elif scenario.startswith("reads"):  # readsN: N connections
                     conns = int(scenario.removeprefix("reads"))
                     rounds = max(1, args.rounds * 500 // conns)  # as many reads as reads500
                     argv = ["taskset", "-c", CLIENT_CPU, sys.executable,
@@ -172,8 +217,12 @@ def main() -> int:
                 print(f"\n=== {name} {scenario}: {done} queries, {per_q:.1f} µs CPU/query, "
                       f"{note}", flush=True)
                 st = stat_rows(stat)
+                if calls is not None:
+                    st.update(stat_rows(calls))
                 for key, value in st.items():
-                    print(f"  {key:28} per query {value / max(done, 1):8.3f}")
+                    if value:
+                        print(f"  {key:34} per query {value / max(done, 1):8.3f}")
+                        summary[scenario][f"{name}:{key}/q"] = value / max(done, 1)
                 summary[f"{scenario}"][f"{name}:total"] = per_q
                 summary[f"{scenario}"][f"{name}:syscalls/q"] = (
                     st.get("raw_syscalls:sys_enter", 0) / max(done, 1))

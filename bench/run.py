@@ -9,8 +9,9 @@ What it does (docs/performance.md explains every scenario and how to read the ta
 
 1. Re-executes itself in a private network namespace (``unshare -n``, loopback up), so
    no packet can leave the machine whatever the configs say.
-2. Generates a CA and a server certificate, a zone ``bench.test.`` (100k A names, 1k
-   names with ~2 KB TXT sets) served by nsd over UDP on loopback, and starts kresd,
+2. Generates a CA and a server certificate, a zone ``bench.test.`` (100k A names, more
+   when ``miss`` needs them, and 1k names with ~2 KB TXT sets) served by nsd over UDP
+   on loopback, and starts kresd,
    Unbound and ``dnstls serve`` as DoT resolvers forwarding that zone to nsd.
    Servers run under ``taskset -c 0``; nsd, dnsperf and the Python TLS clients under
    ``taskset -c 1``.
@@ -50,6 +51,8 @@ import measure  # noqa: E402
 import peers  # noqa: E402
 
 NETNS_ENV = "DNSTLS_BENCH_NETNS"
+#: nN names below this are the hot set; `miss` asks the names from here on.
+MISS_FIRST = 1000
 SCENARIOS = ["hot", "padded", "txt", "conns500", "miss", "fixed10k", "handshake", "idle"]
 SERVER_CPU, CLIENT_CPU = "0", "1"
 PEERS = ("kresd", "unbound")
@@ -85,7 +88,11 @@ class Settings:
         quick = args.quick
         self.seconds = args.seconds or (3.0 if quick else 8.0)
         self.reps = args.reps or (1 if quick else 2)
-        self.miss_names = 2000 if quick else 8000
+        # Names per repetition of `miss`: long enough that a repetition lasts several
+        # seconds (start and finish of a dnsperf run are noise), every one a miss.
+        self.miss_names = args.miss_names or (2000 if quick else 64000)
+        # ... asked in this many dnsperf runs per server, the servers taking turns
+        self.miss_chunks = args.miss_chunks or (1 if quick else 4)
         self.handshakes = 300 if quick else 1000
         self.idle = args.idle or (2000 if quick else 10000)
         self.fixed_rate = 10000
@@ -112,7 +119,6 @@ class Bench:
         self.pki = pki
         self.names = list(servers.resolvers)
         self.results: dict[str, Any] = {}
-        self.miss_next = 1000  # nN names below this are the hot set
         self.files: dict[str, Path] = {}
 
     # -- files and warm-up -----------------------------------------------------------
@@ -186,21 +192,46 @@ class Bench:
                   rate=self.s.fixed_rate, verbose=True)
 
     def scenario_miss(self) -> None:
-        def run(name: str, peer: peers.Peer, rep: int) -> dict[str, Any]:
-            first = self.miss_next
-            count = self.s.miss_names
-            if first + count > peers.A_NAMES:
-                return {"error": "out of unique names", "ok": False}
-            self.miss_next += count
-            path = measure.write_text_queries(
-                self.work / f"miss-{name}-{rep}.txt",
-                [peers.a_name(i) for i in range(first, first + count)], "A")
-            r = measure.run_dnsperf(port=peer.port, datafile=path, cpu=self.s.client_cpu,
-                                    passes=1, seconds=60, server_pid=peer.pid,
-                                    timeout_s=10)
-            return r.as_dict()
+        """Every query a name its server has never been asked: repetition ``rep`` asks
+        names ``MISS_FIRST + rep * count`` onwards. Each server has its own cache, so
+        the servers ask the same names; ``main`` makes the zone large enough.
 
-        self.interleaved("miss", run)
+        A repetition is ``miss_chunks`` dnsperf runs per server, the servers taking
+        turns chunk by chunk (kresd, dnstls, new, kresd, dnstls, new, ...): the
+        machine's other load, which changes from one second to the next, then falls on
+        every server alike; the chunks' CPU and answers are added up per server."""
+        count = self.s.miss_names
+        chunks = max(1, min(self.s.miss_chunks, count))
+        bounds = [count * i // chunks for i in range(chunks + 1)]
+        per: dict[str, list[Any]] = {n: [] for n in self.names}
+        for rep in range(self.s.reps):
+            first = MISS_FIRST + rep * count
+            if first + count > peers.A_NAMES:
+                for name in self.names:
+                    per[name].append({"error": "out of unique names", "ok": False})
+                continue
+            parts: dict[str, list[dict[str, Any]]] = {n: [] for n in self.names}
+            for chunk in range(chunks):
+                lo, hi = first + bounds[chunk], first + bounds[chunk + 1]
+                path = measure.write_text_queries(
+                    self.work / f"miss-{rep}-{chunk}.txt",
+                    [peers.a_name(i) for i in range(lo, hi)], "A")
+                for name in self.names:
+                    peer = self.servers.resolvers[name]
+                    if peer.proc is not None and peer.proc.poll() is not None:
+                        parts[name].append({"error": "server exited", "ok": False})
+                        continue
+                    r = measure.run_dnsperf(port=peer.port, datafile=path,
+                                            cpu=self.s.client_cpu, passes=1, seconds=60,
+                                            server_pid=peer.pid, timeout_s=10)
+                    parts[name].append(r.as_dict())
+            for name in self.names:
+                result = combined(parts[name])
+                per[name].append(result)
+                print(f"  {'miss':9} {name:10} rep {rep}: {brief(result)} "
+                      f"(chunks µs/q: {', '.join(_chunk_cpu(p) for p in parts[name])})",
+                      flush=True)
+        self.results["miss"] = {"load_after": measure.loadavg(), "runs": per}
 
     def scenario_handshake(self) -> None:
         modes = [("1.3", False), ("1.3", True), ("1.2", False), ("1.2", True)]
@@ -276,6 +307,37 @@ class Bench:
             self.interleaved("idle", run)
         finally:
             self.s.reps = reps
+
+
+def combined(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from dnsperf runs of one server (sums; sizes weighted by answers)."""
+    errors = [str(p["error"]) for p in parts if p.get("error")]
+    done = [p for p in parts if "completed" in p]
+    completed = sum(p["completed"] for p in done)
+    runtime = sum(p["runtime"] for p in done)
+    cpu_s = sum(p["cpu_s"] for p in done)
+    rcodes: dict[str, int] = {}
+    for p in done:
+        for rcode, n in p["rcodes"].items():
+            rcodes[rcode] = rcodes.get(rcode, 0) + n
+    out: dict[str, Any] = dict(done[0]) if done else {}
+    out.update(
+        sent=sum(p["sent"] for p in done), completed=completed,
+        lost=sum(p["lost"] for p in done), rcodes=rcodes, runtime=runtime,
+        qps=completed / runtime if runtime else 0.0, cpu_s=cpu_s,
+        cpu_us_per_query=cpu_s * 1e6 / completed if completed else float("nan"),
+        response_size=(sum(p["response_size"] * p["completed"] for p in done) / completed
+                       if completed else 0.0),
+        reconnections=sum(p["reconnections"] for p in done), error="; ".join(errors),
+        chunks=len(parts), chunk_cpu_us_per_query=[p.get("cpu_us_per_query") for p in parts])
+    out["ok"] = (not errors and out["lost"] == 0 and completed > 0
+                 and set(rcodes) == {"NOERROR"})
+    return out
+
+
+def _chunk_cpu(part: dict[str, Any]) -> str:
+    value = part.get("cpu_us_per_query")
+    return "error" if part.get("error") or value is None else f"{value:.1f}"
 
 
 def brief(result: dict[str, Any]) -> str:
@@ -444,6 +506,11 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--idle", type=int, default=0, help="idle connections (default 10000)")
+    parser.add_argument("--miss-names", type=int, default=0,
+                        help="names per repetition of miss (default 64000, --quick 2000)")
+    parser.add_argument("--miss-chunks", type=int, default=0,
+                        help="dnsperf runs per server and repetition of miss, the servers "
+                             "taking turns (default 4, --quick 1)")
     parser.add_argument("--no-pin", action="store_true", help="do not use taskset")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default: a new /tmp/dnstls-bench-*)")
@@ -465,6 +532,8 @@ def main() -> int:
         name, _, tree = item.partition("=")
         variants[name] = Path(tree).resolve()
     names = [n for n in args.servers.split(",") if n]
+    if "miss" in scenarios:  # a zone with a fresh name for every query of every repetition
+        peers.A_NAMES = max(peers.A_NAMES, MISS_FIRST + settings.reps * settings.miss_names)
     out = args.out or Path(tempfile.mkdtemp(prefix="dnstls-bench-"))
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="dnstls-bench-work-"))
@@ -472,7 +541,8 @@ def main() -> int:
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "uptime_before": measure.uptime(), "versions": versions(),
         "settings": {"seconds": settings.seconds, "reps": settings.reps,
-                     "miss_names": settings.miss_names, "handshakes": settings.handshakes,
+                     "miss_names": settings.miss_names,
+                     "miss_chunks": settings.miss_chunks, "handshakes": settings.handshakes,
                      "idle": settings.idle, "pinned": settings.pin, "servers": names,
                      "variants": {k: str(v) for k, v in variants.items()},
                      "scenarios": scenarios}}

@@ -177,9 +177,13 @@ class _Exchange:
         if (len(data) < end or (data[0] << 8 | data[1]) != self.qid or not data[2] & 0x80
                 or data[4] or data[5] != 1):
             return None
-        split = end - 4
-        if data[12:split].lower() != question[:-4] or data[split:end] != question[-4:]:
-            return None
+        # the usual answer echoes the question's bytes as sent (lower case): one slice
+        # and compare; otherwise the name compared case-insensitively, as
+        # check_response_wire does (lower() leaves label lengths, all < 64, alone)
+        if data[12:end] != question:
+            split = end - 4
+            if data[12:split].lower() != question[:-4] or data[split:end] != question[-4:]:
+                return None
         return data
 
     def set_result(self, result: tuple[bytes, int]) -> None:

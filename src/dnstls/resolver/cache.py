@@ -142,10 +142,10 @@ class _Entry:
     __slots__ = ("age", "arcount_edns_wire", "arcount_wire", "body", "expires",
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
-                 "name_view", "offsets", "opt_head", "opt_rdata", "qname_len", "rest_view",
+                 "name_view", "offsets", "opt_head", "opt_rdata", "qname_len",
                  "serial", "size", "ttls")
 
-    def __init__(self, body: bytearray, offsets: list[int], ttls: list[int],
+    def __init__(self, body: bytearray, offsets: tuple[int, ...], ttls: tuple[int, ...],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
                  lifetime: float, failure: ResolveFailure | None, qname_len: int,
                  qname: bytes) -> None:
@@ -162,10 +162,11 @@ class _Entry:
         # bytes 12 to 12 + qname_len), not a view: nothing writes to an entry's
         # question name (only _aged writes to its body, TTLs after the question), and
         # bytes are not tracked by the cyclic GC (a memoryview is, ~200 bytes each): one
-        # GC-tracked object less per cached answer. The rest stays a view (re-aged in
-        # place).
+        # GC-tracked object less per cached answer. Nor is a view of the rest kept (a
+        # view and its managed buffer: two tracked objects): _render and _memo take one
+        # when they need it (a hit reuses memo_tail), so the entry is its only tracked
+        # object -- each kept one is traversed by every full collection while cached.
         self.name_view = qname
-        self.rest_view = memoryview(body)[12 + qname_len:]
         self.opt_head = opt_head
         self.opt_rdata = opt_rdata
         self.kind = kind
@@ -629,7 +630,10 @@ class Cache:
             lifetime = min(ttls) if ttls else 0  # min(default=) parses keywords: slower
         if lifetime <= 0 and not transient:
             return None
-        return _Entry(body, parsed.offsets, ttls, _OPT_HEADS[key[-1] & KEY_DO],
+        # offsets and TTLs as tuples: a tuple of ints leaves the cyclic GC's lists at
+        # the first collection that sees it, a list is traversed by every collection
+        # for as long as the entry lives (two GC-tracked objects less per entry)
+        return _Entry(body, tuple(parsed.offsets), tuple(ttls), _OPT_HEADS[key[-1] & KEY_DO],
                       parsed.options, kind, now, lifetime, failure, len(key) - 5,
                       parsed.qname)
 
@@ -766,8 +770,11 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
     name_len = len(key) - 5
     qend = 12 + name_len + 4
     qname = wire[12:12 + name_len]
-    if (qdcount != 1 or qname.lower() != key[:name_len]
-            or wire[12 + name_len:qend] != key[name_len:name_len + 4]):
+    # the usual response has the question's bytes as asked (the key's lower case): one
+    # compare; else the name case-insensitively and type and class exactly
+    if qdcount != 1 or (wire[12:qend] != key[:-1] and (
+            qname.lower() != key[:name_len]
+            or wire[12 + name_len:qend] != key[name_len:name_len + 4])):
         return "question mismatch"
     qtype = (key[name_len] << 8) | key[name_len + 1]
     offsets: list[int] = []
@@ -897,7 +904,7 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
     body = entry.body
     rest: bytes | bytearray | memoryview
     if stale:
-        copy = bytearray(entry.rest_view)
+        copy = body[12 + entry.qname_len:]  # a bytearray: a copy to write into
         start = 12 + entry.qname_len
         for off in entry.offsets:
             _TTL.pack_into(copy, off - start, STALE_TTL)
@@ -908,7 +915,7 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
             age = 0
         if age != entry.age:
             _aged(entry, age)
-        rest = entry.rest_view
+        rest = memoryview(body)[12 + entry.qname_len:]
     head = bytes((query_id >> 8 & 0xFF, query_id & 0xFF,
                   body[2] | 0x01 if rd else body[2] & 0xFE))
     name: bytes | memoryview = (qname if qname is not None and len(qname) == entry.qname_len
@@ -960,11 +967,11 @@ def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> byt
         if pad_block > 0:
             unpadded = len(entry.body) + len(entry.opt_head) + 2 + len(rdata) + 4
             padding = _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
-        tail = b"".join((entry.rest_view, entry.opt_head,
+        tail = b"".join((memoryview(entry.body)[12 + entry.qname_len:], entry.opt_head,
                          (len(rdata) + len(padding)).to_bytes(2, "big"), rdata))
     else:
         arcount = entry.arcount_wire
-        tail = bytes(entry.rest_view)
+        tail = bytes(memoryview(entry.body)[12 + entry.qname_len:])
     if entry.memo_edns != with_edns or not entry.memo_mids[0]:  # not redone on re-age
         flags = entry.body[2]
         entry.memo_mids = (bytes((flags & 0xFE,)) + entry.mid_wire + arcount,

@@ -385,3 +385,48 @@ async def test_reads_are_answered_alike_with_and_without_the_memo(in_flight: int
     assert handler_a.statistics() == handler_b.statistics()
     assert handler_a.cache is not None and handler_b.cache is not None
     assert handler_a.cache.statistics() == handler_b.cache.statistics()
+
+
+async def _answer_forwarded(inline: bool, max_in_flight: int, answers_given: list[bytes],
+                            monkeypatch: pytest.MonkeyPatch) -> tuple[object, ...]:
+    """Queries read and in flight (the first uncached, as forwarded ones are; cached ones
+    behind the in-flight bound), then answered as forward_wire delivers answers:
+    ``_wire_answered`` or, the reference, ``_write`` + ``_answered``."""
+    loop = asyncio.get_running_loop()
+    clock = [1000.0]
+    monkeypatch.setattr(loop, "time", lambda: clock[0])
+    conn, transport = connect(StreamLimits(max_in_flight=max_in_flight))
+    state = conn.state
+    assert state is not None
+    read = b"".join(framing.encode(query(f"fwd{i}.example.test.", i)) for i in range(2))
+    read += b"".join(framing.encode(query(NAMES[i % 4], 10 + i)) for i in range(3))
+    state.feed(read, clock[0])  # in flight (and backlog), nothing dispatched
+    conn._settle(state)
+    for out in answers_given:
+        clock[0] += 0.25
+        if inline:
+            conn._wire_answered(out)
+        else:
+            conn._write(out)
+            conn._answered()
+    outcome = (list(conn._out), conn._flush_scheduled, transport.reading, state.in_flight,
+               state.pending, state.deadline(), conn._timer_at)
+    await asyncio.sleep(0)
+    return (*outcome, transport.calls, conn.closed, dict(conn.listener.handler.responses))
+
+
+@pytest.mark.parametrize("max_in_flight", [2, 100])
+async def test_a_forwarded_answer_is_written_as_write_and_answered_do(
+        max_in_flight: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_wire_answered (the write inline) queues the same framed bytes, schedules the same
+    flush and leaves the same state, timer and writes as _write + _answered, whether the
+    answer frees room for backlog or ends the last query in flight."""
+    given = [dns.message.make_response(dns.message.from_wire(
+        query(f"fwd{i}.example.test.", i))).to_wire() for i in range(2)]
+    inline = await _answer_forwarded(True, max_in_flight, given, monkeypatch)
+    reference = await _answer_forwarded(False, max_in_flight, given, monkeypatch)
+    assert inline == reference
+    assert inline[0] and inline[1] and len(inline[7]) == 1  # type: ignore[arg-type]
+    for inline_way in (True, False):  # an empty answer is refused either way
+        with pytest.raises(ValueError):
+            await _answer_forwarded(inline_way, max_in_flight, [b""], monkeypatch)

@@ -884,3 +884,67 @@ def test_the_byte_bound_holds_with_every_entry_hit() -> None:
     held = sum(len(e.body) + len(e.opt_head) + 2 + len(e.opt_rdata) + len(e.memo_tail or b"")
                for e in cache._entries.values())
     assert 0 < held <= cache.statistics().bytes <= 20_000
+
+
+# -- the response's question: one compare when it echoes the key's bytes ----------------
+
+
+def _question_mismatch_reference(wire: bytes, key: bytes) -> bool:
+    """The check _parse_response made before its one-compare shortcut (QDCOUNT 1, the
+    name case-insensitively, type and class exactly)."""
+    name_len = len(key) - 5
+    qend = 12 + name_len + 4
+    qdcount = wire[4] << 8 | wire[5]
+    return (qdcount != 1 or wire[12:12 + name_len].lower() != key[:name_len]
+            or wire[12 + name_len:qend] != key[name_len:name_len + 4])
+
+
+@pytest.mark.parametrize("name", ["www.example.com.", "WwW.ExAmPlE.cOm.", "x."])
+def test_the_response_question_check_is_the_case_insensitive_one(name: str) -> None:
+    """Every byte of the question section (and QDCOUNT) mutated: _parse_response
+    reports a question mismatch exactly when the full case-insensitive check does, and
+    what it accepts parses as the unmutated response does (but for the name's case)."""
+    from dnstls.resolver.cache import _parse_response
+
+    q = query(name, use_edns=False)
+    wire = positive(q).to_wire()
+    key = key_from_wire(q.to_wire())
+    name_len = len(key) - 5
+    base = _parse_response(wire, key)
+    assert not isinstance(base, str)
+    checked = mismatches = 0
+    for pos in [4, 5, *range(12, 12 + name_len + 4)]:
+        for value in {0, 1, 0x20, 0x41, 0x5A, 0x61, 0x7A, wire[pos] ^ 0x20, 0xFF}:
+            data = wire[:pos] + bytes((value,)) + wire[pos + 1:]
+            parsed = _parse_response(data, key)
+            expected = _question_mismatch_reference(data, key)
+            checked += 1
+            if expected:
+                mismatches += 1
+                assert parsed == "question mismatch", (pos, value)
+            elif not isinstance(parsed, str):
+                assert parsed.body[12 + name_len:] == base.body[12 + name_len:]
+                assert parsed.ttls == base.ttls and parsed.offsets == base.offsets
+                assert parsed.qname.lower() == key[:name_len]
+            else:  # e.g. a length byte changed: the records no longer line up
+                assert parsed != "question mismatch", (pos, value)
+    assert checked > 60 and mismatches > 20
+
+
+def test_an_entry_is_its_only_object_the_cyclic_gc_tracks() -> None:
+    """Nothing an entry holds is tracked by the cyclic GC once a collection has seen it:
+    offsets and TTLs are tuples of ints (lists are always tracked), no memoryview of the
+    body is kept (a view and its managed buffer are). Every full collection traverses
+    what a cache of up to max_entries answers keeps tracked."""
+    cache = Cache()
+    q = query(use_edns=False)
+    key = key_from_wire(q.to_wire())
+    assert cache.respond_wire(key, positive(q).to_wire(), 500.0, 7) is not None
+    entry = cache._entries[key]
+    gc.collect()
+    assert entry.offsets and entry.ttls == (300, 300)
+    assert not gc.is_tracked(entry.offsets) and not gc.is_tracked(entry.ttls)
+    assert [o for o in gc.get_referents(entry) if gc.is_tracked(o)] == [type(entry)]  # its class
+    # and it still renders from its body: a hit after the first (memo) and re-aged
+    hit = cache.lookup_wire(key, 9, 501.0)
+    assert hit is not None and dns.message.from_wire(hit).answer[0].ttl == 299
