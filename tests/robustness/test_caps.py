@@ -103,6 +103,8 @@ async def test_connection_caps_hold_exactly(daemon_factory: StartDaemon) -> None
     daemon.assert_healthy()
     assert fds <= daemon.fd_baseline
     assert m.get("dnstls_connections_open") == 0
-    # each refusal is logged with the address and which limit
+    # each refusal is logged with the address and which limit, within the log budget
+    # (10 lines per 5 s: the 11th refusal, the last, is only counted if it came within
+    # the first 5 s; docs/serve.md)
     assert daemon.count_log(r"closing connection from 127\.0\.0\.[2-5]: per-client") == 5
-    assert daemon.count_log(r"closing connection from 127\.0\.0\.[2-5]: global") == 6
+    assert daemon.count_log(r"closing connection from 127\.0\.0\.[2-5]: global") in (5, 6)
