@@ -633,6 +633,19 @@ async def test_tls13_session_resumption_with_one_ticket(serve: ServeFactory) -> 
     assert s.service.tls is not None and s.service.tls.context.num_tickets == 1
 
 
+def _blocking_exchange(addr: tuple[str, int], ctx: ssl.SSLContext, wire: bytes,
+                       session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
+    """One query over a blocking TLS socket that closes without close_notify (as
+    Python's blocking sockets do); the session and whether it was resumed."""
+    with socket.create_connection(addr, timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
+        tls.sendall(struct.pack("!H", len(wire)) + wire)
+        (length,) = struct.unpack("!H", tls.recv(2))
+        while length:
+            length -= len(tls.recv(length))
+        return tls.session, tls.session_reused
+
+
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
 async def test_sessions_cached_by_one_process_resume_after_an_abrupt_close(
         serve: ServeFactory, version: ssl.TLSVersion) -> None:
@@ -647,13 +660,7 @@ async def test_sessions_cached_by_one_process_resume_after_an_abrupt_close(
     wire = q("www.example.test").to_wire()
 
     def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
-        with socket.create_connection((host, port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
-            tls.sendall(struct.pack("!H", len(wire)) + wire)
-            (length,) = struct.unpack("!H", tls.recv(2))
-            while length:
-                length -= len(tls.recv(length))
-            return tls.session, tls.session_reused
+        return _blocking_exchange((host, port), ctx, wire, session)
 
     assert s.service.tls is not None and s.service.tls.session_cache
     session, reused = await asyncio.to_thread(connect, None)
@@ -682,13 +689,7 @@ async def test_session_cache_zero_resumes_with_tickets(serve: ServeFactory, tmp_
     wire = q("www.example.test").to_wire()
 
     def connect(session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
-        with socket.create_connection((host, port), timeout=5) as raw, \
-                ctx.wrap_socket(raw, server_hostname="dns.test", session=session) as tls:
-            tls.sendall(struct.pack("!H", len(wire)) + wire)
-            (length,) = struct.unpack("!H", tls.recv(2))
-            while length:
-                length -= len(tls.recv(length))
-            return tls.session, tls.session_reused
+        return _blocking_exchange((host, port), ctx, wire, session)
 
     session, reused = await asyncio.to_thread(connect, None)
     assert session is not None and session.has_ticket and not reused

@@ -38,11 +38,10 @@ def pair(pki: TestPKI, tmp_path: Path) -> CertPair:
     return CertPair(pem, pem)
 
 
-def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
-    """A TLS 1.3 handshake over memory BIOs; the negotiated suite."""
-    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
-    srv = server.wrap_bio(s_in, s_out, server_side=True)
-    cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test")
+def _pump_handshake(cli: ssl.SSLObject, c_out: ssl.MemoryBIO, c_in: ssl.MemoryBIO,
+                    srv: ssl.SSLObject, s_out: ssl.MemoryBIO, s_in: ssl.MemoryBIO,
+                    ) -> list[bool]:
+    """Move handshake bytes between two memory-BIO ends (bounded); which ends finished."""
     done = [False, False]
     for _ in range(10):
         for i, (obj, out, peer_in) in enumerate(((cli, c_out, s_in), (srv, s_out, c_in))):
@@ -55,6 +54,15 @@ def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
             peer_in.write(out.read())
         if all(done):
             break
+    return done
+
+
+def _handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
+    """A TLS 1.3 handshake over memory BIOs; the negotiated suite."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test")
+    done = _pump_handshake(cli, c_out, c_in, srv, s_out, s_in)
     assert all(done) and srv.version() == "TLSv1.3"
     cipher = srv.cipher()
     assert cipher is not None and cli.cipher() == cipher
@@ -132,18 +140,7 @@ def _connect(server: ssl.SSLContext, client: ssl.SSLContext,
     s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
     srv = server.wrap_bio(s_in, s_out, server_side=True)
     cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test", session=session)
-    done = [False, False]
-    for _ in range(10):
-        for i, (obj, out, peer_in) in enumerate(((cli, c_out, s_in), (srv, s_out, c_in))):
-            if not done[i]:
-                try:
-                    obj.do_handshake()
-                    done[i] = True
-                except ssl.SSLWantReadError:
-                    pass
-            peer_in.write(out.read())
-        if all(done):
-            break
+    done = _pump_handshake(cli, c_out, c_in, srv, s_out, s_in)
     assert all(done)
     cli.write(b"q")
     s_in.write(c_out.read())
