@@ -60,7 +60,7 @@ class Generation:
     """The upstream side of one configuration: pool, forwarder, coalescer, cache."""
 
     def __init__(self, config: StubConfig, *, cache: Any, clock: Any) -> None:
-        from dnstls.resolver.cache import CacheStage
+        from dnstls.resolver.cache import CacheStage, MinimalStage
         from dnstls.resolver.coalesce import Coalescer
         from dnstls.resolver.forward import Forwarder
 
@@ -72,6 +72,8 @@ class Generation:
         self.stage: Resolver = self.coalescer
         if cache is not None:
             self.stage = CacheStage(self.coalescer, cache, clock)
+        elif config.cache.minimal_responses:
+            self.stage = MinimalStage(self.coalescer)
         self.in_flight = 0
         self.retired = False
         self.closing: asyncio.Task[None] | None = None
