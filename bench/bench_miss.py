@@ -21,8 +21,9 @@ Parts (CPU time of the main thread, best round; other load on the machine does n
   every write from a loop callback (one TCP read of all the answers), 256 in flight.
   Whatever path the tree takes (task or callbacks) is what is measured.
 
-Every query is for a new name (a cache miss). To compare two source trees, run it
-alternately with ``PYTHONPATH=TREE/src``. Not a test: it prints numbers.
+``--minimal`` keeps and renders minimal responses (the default of ``serve`` and
+``stub`` since session 4). Every query is for a new name (a cache miss). To compare two
+source trees, run it alternately with ``PYTHONPATH=TREE/src``. Not a test: it prints numbers.
 """
 
 from __future__ import annotations
@@ -49,6 +50,22 @@ from dnstls.resolver.cache import Cache
 from dnstls.resolver.forward import Forwarder
 from dnstls.resolver.wire import WireForwarder
 from dnstls.upstreams import parse_upstream_uri
+
+#: ``--minimal``: the caches keep and render minimal responses (cache.minimal_responses,
+#: the service's default since session 4); without it, every section as before.
+MINIMAL = False
+
+
+def _cache() -> Cache:
+    cache = Cache(max_entries=200_000, max_bytes=256 << 20)
+    cache.minimal_responses = MINIMAL  # an attribute: older trees ignore it
+    return cache
+
+
+def _nothing() -> Cache:
+    cache = Cache.storing_nothing()
+    cache.minimal_responses = MINIMAL
+    return cache
 
 
 def answer_for(query_wire: bytes) -> bytes:
@@ -82,7 +99,7 @@ def bench_respond(n: int, rounds: int) -> float:
         answers.append(answer_for(w))
     results = []
     for _ in range(rounds):
-        cache = Cache(max_entries=200_000, max_bytes=256 << 20)
+        cache = _cache()
         start = time.thread_time()
         for q, a in zip(keys, answers, strict=True):
             if cache.respond_wire(q.key, a, 10.0, query_id=q.id, rd=q.rd, qname=q.qname,
@@ -102,7 +119,7 @@ def bench_respond_nothing(n: int, rounds: int) -> float:
         pairs.append((query, answer_for(w)))
     results = []
     for _ in range(rounds):
-        cache = Cache.storing_nothing()
+        cache = _nothing()
         start = time.thread_time()
         for q, a in pairs:
             if cache.respond_wire(q.key, a, 10.0, query_id=q.id, rd=q.rd, qname=q.qname,
@@ -183,7 +200,7 @@ async def bench_stub(n: int, rounds: int, profiler: Any = None) -> float:
         conn.state.connected(upstream.clock())
         upstream.state.connections.append(conn)
         forwarder = Forwarder([upstream], clock=loop.time)
-        wire = WireForwarder(forwarder, Cache.storing_nothing(), loop.time)
+        wire = WireForwarder(forwarder, _nothing(), loop.time)
         handler = QueryHandler(Refuse(), cache=None, wire=wire, clock=loop.time)
         listener = UdpListener(handler)
         datagrams = _Datagrams()
@@ -281,7 +298,7 @@ async def bench_path(n: int, rounds: int, kind: str, profiler: Any = None) -> fl
             if kind in ("fake", "fakecb"):
                 for w in wires:
                     answers[question_of(w)] = answer_for(w)
-            cache = Cache(max_entries=200_000, max_bytes=256 << 20)
+            cache = _cache()
             forwarder = Forwarder([upstream], clock=loop.time)  # type: ignore[list-item]
             wire = WireForwarder(forwarder, cache, loop.time)
             handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, wire=wire,
@@ -340,7 +357,11 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "respond", "respond0", "fake", "fakecb",
                                            "udp", "udpcb", "stub"],
                         default="all")
+    parser.add_argument("--minimal", action="store_true",
+                        help="minimal responses (drop the NS and glue of the answers)")
     args = parser.parse_args()
+    global MINIMAL
+    MINIMAL = args.minimal
     if args.part in ("all", "respond"):
         print(f"respond_wire   {bench_respond(args.queries, args.rounds):7.2f} µs/query")
     if args.part in ("all", "respond0"):

@@ -133,6 +133,9 @@ class CacheConfig:
     servfail_ttl: float = 2.0
     serve_stale: bool = False
     stale_ttl: int = 86400
+    #: Forwarded answers without the sections they do not need (docs/serve.md); applies
+    #: with ``enabled = false`` too.
+    minimal_responses: bool = True
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,8 @@ class Service:
         forwarder = next((c.forwarder for c in self._closers
                           if getattr(c, "forwarder", None) is not None), None)
         if forwarder is not None and hasattr(forwarder, "resolve_wire"):
-            wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(),
+            wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
+                                     minimal_responses=config.cache.minimal_responses),
                                  loop.time,
                                  is_local=pipeline.covers_wire)
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,

@@ -59,8 +59,9 @@ log = logging.getLogger("dnstls.stub")
 class Generation:
     """The upstream side of one configuration: pool, forwarder, coalescer, cache."""
 
-    def __init__(self, config: StubConfig, *, cache: Any, clock: Any) -> None:
-        from dnstls.resolver.cache import CacheStage
+    def __init__(self, config: StubConfig, *, cache: Any, clock: Any,
+                 minimal_responses: bool) -> None:
+        from dnstls.resolver.cache import CacheStage, MinimalStage
         from dnstls.resolver.coalesce import Coalescer
         from dnstls.resolver.forward import Forwarder
 
@@ -72,6 +73,8 @@ class Generation:
         self.stage: Resolver = self.coalescer
         if cache is not None:
             self.stage = CacheStage(self.coalescer, cache, clock)
+        elif minimal_responses:  # the process's value, as the listeners' (restart only)
+            self.stage = MinimalStage(self.coalescer)
         self.in_flight = 0
         self.retired = False
         self.closing: asyncio.Task[None] | None = None
@@ -112,7 +115,9 @@ class StubForwarding:
         #: One cache for the life of the process: the service's listeners answer hits from
         #: it directly (``Service`` finds it as ``.cache``), so reloads keep it.
         self.cache = make_cache(config.cache) if config.cache.enabled else None
-        self.current = Generation(config, cache=self.cache, clock=self.clock)
+        self.minimal_responses = config.cache.minimal_responses
+        self.current = Generation(config, cache=self.cache, clock=self.clock,
+                                  minimal_responses=self.minimal_responses)
         self.old: list[Generation] = []
         self.reloads = 0
         self.reload_failures = 0
@@ -178,7 +183,8 @@ class StubForwarding:
         if config.cache != old.config.cache:
             # the listeners answer hits from this cache object directly (fast path)
             log.warning("reload: [cache] changes apply after a restart")
-        new = Generation(config, cache=self.cache, clock=self.clock)  # may raise: old stays
+        new = Generation(config, cache=self.cache, clock=self.clock,  # may raise: old stays
+                         minimal_responses=self.minimal_responses)
         self.current = new
         old.retired = True
         self.old.append(old)

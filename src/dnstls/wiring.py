@@ -55,7 +55,7 @@ def make_cache(cfg: CacheConfig) -> Any:
     return Cache(max_entries=cfg.max_entries, max_bytes=cfg.max_bytes, min_ttl=cfg.min_ttl,
                  max_ttl=cfg.max_ttl, max_negative_ttl=cfg.max_negative_ttl,
                  servfail_ttl=cfg.servfail_ttl, serve_stale=cfg.serve_stale,
-                 stale_ttl=cfg.stale_ttl)
+                 stale_ttl=cfg.stale_ttl, minimal_responses=cfg.minimal_responses)
 
 
 def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Factory | None:
@@ -74,7 +74,7 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
 
     def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
         from dnstls.net.pool import build_forwarder
-        from dnstls.resolver.cache import CacheStage
+        from dnstls.resolver.cache import CacheStage, MinimalStage
         from dnstls.resolver.coalesce import Coalescer
 
         chosen = list(specs or cfg.forward.upstreams or default_upstreams())
@@ -89,6 +89,8 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
         if cfg.cache.enabled:
             cache = make_cache(cfg.cache)
             stage = CacheStage(coalescer, cache, clock)
+        elif cfg.cache.minimal_responses:
+            stage = MinimalStage(coalescer)
         return stage, Forwarding(forwarder, pool, cache, coalescer)
 
     return factory

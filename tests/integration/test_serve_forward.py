@@ -184,3 +184,40 @@ async def test_serve_stale_on_the_wire_path(serve: ServeFactory) -> None:
         ede = edns.find_option(stale, edns.EDE)
         assert isinstance(ede, dns.edns.EDEOption) and ede.code == 3
         await client.aclose()
+
+
+def _with_glue(query: dns.message.Message) -> dns.message.Message:
+    """An upstream that relays its authority NS and additional glue (the default of
+    most authoritative-style answers)."""
+    response = dns.message.make_response(query, pad=0)
+    name = query.question[0].name
+    response.answer.append(dns.rrset.from_text(name, 300, "IN", "A", "192.0.2.1"))
+    response.authority.append(dns.rrset.from_text("example.net.", 300, "IN", "NS",
+                                                  "ns1.example.net."))
+    response.additional.append(dns.rrset.from_text("ns1.example.net.", 300, "IN", "A",
+                                                   "192.0.2.53"))
+    return response
+
+
+@pytest.mark.parametrize(("cache", "minimal"), [({}, True), ({"enabled": False}, True),
+                                                ({"minimal_responses": False}, False)])
+async def test_minimal_responses_on_the_wire(serve: ServeFactory, cache: dict[str, object],
+                                             minimal: bool) -> None:
+    """Positive answers lose the NS and glue (cache on and off, miss and hit, UDP and TLS);
+    a DO query keeps them; minimal_responses = false relays them."""
+    async with FakeUpstream("udp", answer=_with_glue) as up:
+        s: Served = await serve(upstreams=[up.spec()], cache=cache)
+        host, port = s.plain_addr
+        client = await s.connect()
+        for do in (False, True):
+            for _ in range(2):  # miss, then hit (or a second miss with the cache off)
+                query = q("glue.example.net", use_edns=0, want_dnssec=do)
+                udp = await asyncio.to_thread(dns.query.udp, query, host, port=port, timeout=3)
+                await client.send(query)
+                tls = await client.recv()
+                for response in (udp, tls):
+                    assert response.answer[0][0].to_text() == "192.0.2.1"
+                    kept = do or not minimal
+                    assert (len(response.authority), len(response.additional)) == (
+                        (1, 1) if kept else (0, 0)), (do, cache)
+        await client.aclose()

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -233,6 +234,36 @@ async def test_cache_answers_repeated_questions(stub: StartStub, fakes: Fakes,
     for _ in range(3):
         assert (await s.ask(query("cached.example."))).rcode() == dns.rcode.NOERROR
     assert len(fake.received) == 1
+
+
+def answer_with_glue(query: dns.message.Message) -> dns.message.Message:
+    response = dns.message.make_response(query, pad=0)
+    response.answer.append(dns.rrset.from_text(query.question[0].name, 300, "IN", "A",
+                                               "192.0.2.1"))
+    response.authority.append(dns.rrset.from_text("example.", 300, "IN", "NS",
+                                                  "ns1.example."))
+    response.additional.append(dns.rrset.from_text("ns1.example.", 300, "IN", "A",
+                                                   "192.0.2.53"))
+    return response
+
+
+@pytest.mark.parametrize(("cache", "minimal"), [({}, True), ({"enabled": False}, True),
+                                                ({"minimal_responses": False}, False)])
+async def test_minimal_responses(stub: StartStub, fakes: Fakes, pki: TestPKI,
+                                 cache: dict[str, Any], minimal: bool) -> None:
+    """As serve: no NS or glue in a positive answer unless the query has DO or the
+    setting is off (cache on and off, miss and hit; the wire path, and the message path
+    that a query with an option the fast path leaves to dnspython takes)."""
+    fake = await fakes("tls", ssl_context=pki.server_context(), answer=answer_with_glue)
+    s = await stub({"upstream_recursive_servers": [tls_upstream(fake, pki)], "cache": cache})
+    for do, tcp, slow in itertools.product((False, True), repeat=3):
+        options = [dns.edns.EDEOption(0)] if slow else []
+        got = await s.ask(query("glue.example.", use_edns=0, want_dnssec=do,
+                                options=options), tcp=tcp)
+        assert got.answer[0][0].to_text() == "192.0.2.1"
+        kept = do or not minimal
+        assert (len(got.authority), len(got.additional)) == ((1, 1) if kept else (0, 0)), (
+            do, tcp, slow)
 
 
 class _StreamMessage(dns.message.Message):

@@ -46,6 +46,29 @@ costs a copy and a few ``pack_into`` calls, no dnspython parse:
 :meth:`Cache.lookup_wire` is that path for the listener; :class:`CacheStage` uses the
 same bytes and parses them, so the two paths cannot disagree.
 
+Minimal responses (``cache.minimal_responses``, on in the service)
+------------------------------------------------------------------
+As Unbound's ``minimal-responses: yes`` and Knot Resolver, a forwarded answer is kept
+and relayed without the sections it does not need (:func:`_parse_response` cuts the
+bytes, :func:`minimise` the message path's answers), so every path -- miss, hit, exact
+memo, serve-stale, caching off -- serves the same cut:
+
+* a query with DO: every section kept (DNSSEC proofs -- NSEC/NSEC3 and their RRSIGs for
+  wildcards and denials -- live in the authority section); DO is part of the cache key,
+  so a DO query never meets an entry cut for a query without it;
+* NOERROR with an RRset of the QTYPE in the answer section (Unbound's
+  ``positive_answer``): the answer section only, NSCOUNT and ARCOUNT 0;
+* NXDOMAIN, or NOERROR without such an RRset (NODATA, a referral, a CNAME chain that
+  ends without the data): the answer and authority sections (the SOA that negative
+  caching needs, RFC 2308), the additional section dropped;
+* other RCODEs: unchanged. The OPT RR is always the client's own, as before.
+
+Only whole trailing sections are cut, never a record in the middle: a compression
+pointer only points backwards, so the kept bytes never refer to what was cut. The
+entry's TTLs (and so its lifetime, the minimum) are those of the kept records only.
+Local data also keeps its answers in a :class:`Cache`, with this off: it is
+authoritative data, served as written.
+
 Serve-stale (RFC 8767), off by default
 --------------------------------------
 With ``serve_stale`` an expired entry is kept for ``stale_ttl`` more seconds. It is not
@@ -86,6 +109,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _TTL = struct.Struct("!I")
 _RR_FIXED = struct.Struct("!HHIH")
 _OPTION = struct.Struct("!HH")
+_MINIMAL_COUNTS = struct.Struct("!HHH")  # ANCOUNT, NSCOUNT, ARCOUNT
 _STALE_EDE_CODES = frozenset({int(dns.edns.EDECode.STALE_ANSWER),
                               int(dns.edns.EDECode.STALE_NXDOMAIN_ANSWER)})
 _PER_TRANSPORT_OPTIONS = frozenset({int(_edns.PADDING), int(_edns.KEEPALIVE),
@@ -306,7 +330,7 @@ class Cache:
     def __init__(self, *, max_entries: int = 100_000, max_bytes: int = 64 << 20,
                  min_ttl: int = 0, max_ttl: int = 86400, max_negative_ttl: int = 3600,
                  servfail_ttl: float = 2.0, serve_stale: bool = False,
-                 stale_ttl: float = 86400) -> None:
+                 stale_ttl: float = 86400, minimal_responses: bool = False) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("max_entries and max_bytes must be positive")
         if not 0 <= min_ttl <= max_ttl:
@@ -323,6 +347,11 @@ class Cache:
         self.servfail_ttl = servfail_ttl
         self.serve_stale = serve_stale
         self.stale_ttl = stale_ttl
+        #: Keep and render forwarded answers without the sections they do not need
+        #: (module docstring, "Minimal responses"). Off here (local data stores its
+        #: answers in a Cache too and must be served as written); the service's caches
+        #: get the configured value (``cache.minimal_responses``, on by default).
+        self.minimal_responses = minimal_responses
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._bytes = 0
         #: False for :meth:`storing_nothing`: :meth:`respond_wire` then renders the
@@ -331,10 +360,10 @@ class Cache:
         self._hits = self._misses = self._evictions = self._stale_served = 0
 
     @classmethod
-    def storing_nothing(cls) -> Cache:
+    def storing_nothing(cls, *, minimal_responses: bool = False) -> Cache:
         """A cache that validates and renders (:meth:`respond_wire`) but keeps nothing:
         for the wire-level forwarding path when caching is switched off."""
-        cache = cls(max_entries=1, max_bytes=1)
+        cache = cls(max_entries=1, max_bytes=1, minimal_responses=minimal_responses)
         cache.stores = False
         return cache
 
@@ -537,7 +566,7 @@ class Cache:
     def insert_wire(self, key: CacheKey, wire: bytes, now: float, *,
                     failure: ResolveFailure | None = None) -> bool:
         """Store the response ``wire`` under ``key`` if it may be cached; True if stored."""
-        parsed = _parse_response(wire, key)
+        parsed = _parse_response(wire, key, self.minimal_responses)
         if isinstance(parsed, str):
             log.debug("not caching: %s", parsed)
             return False
@@ -552,7 +581,7 @@ class Cache:
 
         None if ``wire`` is not a well-formed answer to the question: never relay it.
         """
-        parsed = _parse_response(wire, key)
+        parsed = _parse_response(wire, key, self.minimal_responses)
         if isinstance(parsed, str):
             log.debug("upstream response rejected: %s", parsed)
             return None
@@ -720,7 +749,41 @@ class CacheStage:
             if stale is not None:
                 return dns.message.from_wire(stale.wire)
         self._cache.insert(key, response, now)
+        if self._cache.minimal_responses:
+            minimise(query, response)
         return response
+
+
+class MinimalStage:
+    """Resolver stage for the message path when caching is off: the next stage's answer
+    with :func:`minimise` applied (with caching on, :class:`CacheStage` does it)."""
+
+    def __init__(self, next: Resolver) -> None:
+        self._next = next
+
+    async def resolve(self, request: Request) -> dns.message.Message:
+        response = await self._next.resolve(request)
+        if len(request.message.question) == 1:
+            minimise(request.message, response)
+        return response
+
+
+def minimise(query: dns.message.Message, response: dns.message.Message) -> None:
+    """Drop the sections of a forwarded ``response`` that ``query`` does not need, in
+    place: the rule of :func:`_parse_response` on a parsed message (module docstring,
+    "Minimal responses"). Unchanged for a query with DO and for RCODEs other than
+    NOERROR and NXDOMAIN. In place is safe: coalesced requests that share ``response``
+    share its cache key (DO included), so they get the same cut."""
+    if query.edns >= 0 and query.ednsflags & dns.flags.DO:
+        return
+    rcode = response.rcode()
+    if rcode == dns.rcode.NOERROR:
+        qtype = query.question[0].rdtype
+        if any(rrset.rdtype == qtype or qtype == _ANY for rrset in response.answer):
+            response.authority = []
+    elif rcode != dns.rcode.NXDOMAIN:
+        return
+    response.additional = []
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -753,8 +816,12 @@ class _Parsed:
         self.qname = qname  # the question name as the response has it (bytes 12 on)
 
 
-def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
+def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parsed | str:
     """Read a response to the query with ``key``; a string says why it is not cacheable.
+
+    ``minimal`` (and no DO in ``key``): the body keeps only the sections the answer
+    needs (see "Minimal responses" in the module docstring); TTLs and offsets are those
+    of the kept records only.
 
     On the miss path once per forwarded query: int masks instead of dnspython's flag
     enums and locals instead of attribute stores took it from ~10 to ~6 µs.
@@ -831,6 +898,26 @@ def _parse_response(wire: bytes, key: CacheKey) -> _Parsed | str:
     rcode = flags & 0xF
     if rcode not in _CACHEABLE_RCODE_INTS:
         return f"rcode {rcode}"
+    if (minimal and rcode != _RCODE_SERVFAIL and not key[-1] & KEY_DO
+            and (nscount or arcount > (opt_start >= 0))):
+        # Keep the answer section (a positive answer: an RRset of the QTYPE, as
+        # Unbound's positive_answer) or the answer and authority sections (NXDOMAIN,
+        # NODATA, a referral, a CNAME chain without the data): whole trailing sections
+        # only, so every compression pointer left points backwards into kept bytes.
+        kept = ancount if has_data and rcode == _RCODE_NOERROR else authority_end
+        if kept < total - (opt_start >= 0):
+            # the end of the last kept record: its TTL offset + TTL, RDLENGTH, RDATA
+            last = offsets[kept - 1] if kept else -1
+            cut = last + 6 + ((wire[last + 4] << 8) | wire[last + 5]) if kept else qend
+            # a bytes slice, then its copy: ~1,500 instructions fewer than through a
+            # memoryview (callgrind) for the usual short answer
+            body = bytearray(wire[:cut])
+            _MINIMAL_COUNTS.pack_into(body, 6, ancount, kept - ancount, 0)
+            del offsets[kept:]
+            del ttls[kept:]
+            body[0] = body[1] = 0
+            return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data,
+                           negative_ttl, qname)
     if opt_start < 0:
         body = bytearray(wire)
     else:

@@ -66,7 +66,7 @@ def shapes(name: str, qid: int) -> list[bytes]:
 class Pair:
     """Two handlers over two caches filled alike: one with the memo, one without."""
 
-    def __init__(self, **cache_args: float) -> None:
+    def __init__(self, **cache_args: float | bool) -> None:
         self.now = 0.0
         self.caches = (Cache(**cache_args), Cache(**cache_args))
         self.memo, self.ref = (QueryHandler(Refuse(), keepalive=15.0, cache=cache,
@@ -91,13 +91,16 @@ class Pair:
         return got if isinstance(got, bytes) else None
 
 
-def test_memo_answers_equal_the_full_path(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("minimal", [False, True])
+def test_memo_answers_equal_the_full_path(monkeypatch: pytest.MonkeyPatch,
+                                          minimal: bool) -> None:
     """Every shape, transport (keepalive and padding differ by transport), second, and
-    entry replacement; the transports interleaved over the same caches."""
+    entry replacement; the transports interleaved over the same caches; with minimal
+    responses (the NS dropped) and without."""
     from dnstls.resolver import cache as cache_module
 
     monkeypatch.setattr(cache_module, "EXACT_WINDOW", 10**6)  # never rests here
-    pair = Pair()
+    pair = Pair(minimal_responses=minimal)
     for i, name in enumerate(NAMES):
         pair.store(name, 5 + i, f"192.0.2.{i}")
         pair.store(name, 7, "198.51.100.1", do=True)

@@ -724,9 +724,9 @@ def test_a_stale_nxdomain_carries_ede_19() -> None:
 # -- respond_wire with caching off renders what an entry would ---------------------------------
 
 
-def _reference(wire: bytes, key: bytes, **kw: object) -> bytes | None:
+def _reference(wire: bytes, key: bytes, minimal: bool = False, **kw: object) -> bytes | None:
     """The entry path of respond_wire (build a transient entry, try to store, render)."""
-    cache = Cache.storing_nothing()
+    cache = Cache.storing_nothing(minimal_responses=minimal)
     cache.stores = True  # as before: an entry is built, not stored (1 byte bound), rendered
     out = cache.respond_wire(key, wire, 500.0, **kw)  # type: ignore[arg-type]
     assert len(cache) == 0
@@ -770,8 +770,10 @@ def _upstream_answers(q: dns.message.Message) -> list[bytes]:
     return out
 
 
+@pytest.mark.parametrize("minimal", [False, True])
 @pytest.mark.parametrize("use_edns", [False, True])
-def test_respond_wire_storing_nothing_equals_the_entry_path(use_edns: bool) -> None:
+def test_respond_wire_storing_nothing_equals_the_entry_path(use_edns: bool,
+                                                            minimal: bool) -> None:
     first = query(use_edns=0 if use_edns else None)
     key = key_from_message(first)
     compared = accepted = 0
@@ -787,9 +789,9 @@ def test_respond_wire_storing_nothing_equals_the_entry_path(use_edns: bool) -> N
                     (8, False, b"\x01x\x00", b"", 0)]:  # wrong length: stored name kept
                 kw = {"query_id": qid, "rd": rd, "qname": qname, "edns": use_edns,
                       "options": options, "pad_block": pad}
-                fresh = Cache.storing_nothing()
+                fresh = Cache.storing_nothing(minimal_responses=minimal)
                 got = fresh.respond_wire(key, wire[:n], 500.0, **kw)  # type: ignore[arg-type]
-                assert got == _reference(wire[:n], key, **kw), (n, kw)
+                assert got == _reference(wire[:n], key, minimal, **kw), (n, kw)
                 assert len(fresh) == 0
                 compared += 1
                 accepted += got is not None
@@ -799,10 +801,10 @@ def test_respond_wire_storing_nothing_equals_the_entry_path(use_edns: bool) -> N
 @settings(max_examples=100)
 @given(names, st.lists(st.integers(0, 2**32 - 1), min_size=0, max_size=3), st.booleans(),
        st.booleans(), st.booleans(), st.integers(0, 0xFFFF), st.sampled_from([0, 128, 468]),
-       st.sampled_from(["NOERROR", "NXDOMAIN", "SERVFAIL"]), st.data())
+       st.sampled_from(["NOERROR", "NXDOMAIN", "SERVFAIL"]), st.data(), st.booleans())
 def test_respond_wire_storing_nothing_equals_the_entry_path_generated(
         labels: list[str], answer_ttls: list[int], use_edns: bool, do: bool, rd: bool,
-        qid: int, pad: int, rcode: str, data: st.DataObject) -> None:
+        qid: int, pad: int, rcode: str, data: st.DataObject, minimal: bool) -> None:
     name = ".".join(labels) + "."
     first = query(name.lower(), use_edns=0 if use_edns or do else None, want_dnssec=do)
     response = make_response(first)
@@ -812,14 +814,18 @@ def test_respond_wire_storing_nothing_equals_the_entry_path_generated(
     if data.draw(st.booleans()):
         response.authority.append(soa(data.draw(st.integers(0, 10**6)),
                                       data.draw(st.integers(0, 10**6))))
+    if data.draw(st.booleans()):  # glue: what minimal responses drop
+        response.additional.append(rrset("ns.example.com.", data.draw(st.integers(0, 10**6)),
+                                         "A", "192.0.2.53"))
     cased = "".join(c.upper() if data.draw(st.booleans()) else c for c in name)
     qname = dns.name.from_text(cased).to_wire()
     key = key_from_message(first)
     kw = {"query_id": qid, "rd": rd, "qname": qname, "edns": use_edns or do,
           "options": b"", "pad_block": pad}
     wire = response.to_wire()
-    got = Cache.storing_nothing().respond_wire(key, wire, 500.0, **kw)  # type: ignore[arg-type]
-    assert got == _reference(wire, key, **kw)
+    got = Cache.storing_nothing(minimal_responses=minimal).respond_wire(
+        key, wire, 500.0, **kw)  # type: ignore[arg-type]
+    assert got == _reference(wire, key, minimal, **kw)
     if got is not None:
         served = dns.message.from_wire(got)
         assert served.id == qid and bool(served.flags & dns.flags.RD) == rd
