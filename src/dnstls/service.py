@@ -356,6 +356,8 @@ class Service:
                 stats.update(closer.statistics())
         for name, source in self._stats_sources.items():
             stats[name] = source()
+        if self.tls is not None and self.tls.session_cache:
+            stats["tls_session_cache"] = self.tls.session_cache_statistics()
         return stats
 
     def banner(self) -> list[str]:

@@ -485,6 +485,10 @@ async def test_metrics_endpoint(serve: ServeFactory) -> None:
     assert 'dnstls_queries_total{rcode="NOERROR",transport="tls"} 1.0' in text
     assert 'dnstls_connections_accepted_total{transport="tls"} 1.0' in text
     assert "dnstls_tls_handshakes_total{version=" in text
+    # one process: OpenSSL's session cache, which now holds that connection's session
+    assert "dnstls_tls_session_cache_sessions 1.0" in text
+    assert "dnstls_tls_session_cache_hits_total 0.0" in text
+    assert "dnstls_tls_session_cache_evictions_total 0.0" in text
 
 
 async def test_random_garbage_never_kills_the_server(serve: ServeFactory) -> None:
@@ -672,6 +676,8 @@ async def test_sessions_cached_by_one_process_resume_after_an_abrupt_close(
         assert reused
     assert s.service.listeners[0].stats.resumed == 3
     assert s.service.tls.context.session_stats()["hits"] == 3
+    cache = s.service.statistics()["tls_session_cache"]  # what the metrics export
+    assert cache["hits"] == 3 and cache["misses"] == 0 and cache["sessions"] >= 1
 
 
 @pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
@@ -696,6 +702,7 @@ async def test_session_cache_zero_resumes_with_tickets(serve: ServeFactory, tmp_
     session, reused = await asyncio.to_thread(connect, session)
     assert reused
     assert s.service.tls.context.session_stats()["number"] == 0
+    assert "tls_session_cache" not in s.service.statistics()  # tickets: nothing cached
 
 
 async def test_accepted_sockets_are_nodelay(serve: ServeFactory) -> None:

@@ -326,6 +326,14 @@ class ServerTLS:
         self._by_name, self.leaf = self._build()
         self.reloads = 0
 
+    def session_cache_statistics(self) -> dict[str, int]:
+        """The session cache's counters (one process; metrics ``dnstls_tls_session_cache_*``):
+        sessions held, resumptions from it (hits), session IDs or tickets not found
+        (misses), sessions found expired (timeouts), sessions evicted to make room."""
+        raw = self.context.session_stats()
+        return {"sessions": raw["number"], "hits": raw["hits"], "misses": raw["misses"],
+                "timeouts": raw["timeouts"], "evictions": raw["cache_full"]}
+
     def _stat(self) -> list[float]:
         out = []
         for pair in self._pairs:
