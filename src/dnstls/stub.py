@@ -61,7 +61,7 @@ class Generation:
 
     def __init__(self, config: StubConfig, *, cache: Any, clock: Any,
                  minimal_responses: bool) -> None:
-        from dnstls.resolver.cache import CacheStage, MinimalStage
+        from dnstls.resolver.cache import answer_stage
         from dnstls.resolver.coalesce import Coalescer
         from dnstls.resolver.forward import Forwarder
 
@@ -70,11 +70,9 @@ class Generation:
         self.forwarder = Forwarder(self.upstreams, strategy=config.strategy, clock=clock)
         self.coalescer = Coalescer(self.forwarder)
         self.cache = cache
-        self.stage: Resolver = self.coalescer
-        if cache is not None:
-            self.stage = CacheStage(self.coalescer, cache, clock)
-        elif minimal_responses:  # the process's value, as the listeners' (restart only)
-            self.stage = MinimalStage(self.coalescer)
+        # minimal_responses: the process's value, as the listeners' (restart only)
+        self.stage: Resolver = answer_stage(self.coalescer, cache, clock,
+                                            minimal_responses=minimal_responses)
         self.in_flight = 0
         self.retired = False
         self.closing: asyncio.Task[None] | None = None

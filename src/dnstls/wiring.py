@@ -74,7 +74,7 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
 
     def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
         from dnstls.net.pool import build_forwarder
-        from dnstls.resolver.cache import CacheStage, MinimalStage
+        from dnstls.resolver.cache import answer_stage
         from dnstls.resolver.coalesce import Coalescer
 
         chosen = list(specs or cfg.forward.upstreams or default_upstreams())
@@ -84,13 +84,9 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
         clock = asyncio.get_running_loop().time
         forwarder, pool = build_forwarder(chosen, clock=clock, strategy=cfg.forward.strategy)
         coalescer = Coalescer(forwarder)
-        stage: Resolver = coalescer
-        cache = None
-        if cfg.cache.enabled:
-            cache = make_cache(cfg.cache)
-            stage = CacheStage(coalescer, cache, clock)
-        elif cfg.cache.minimal_responses:
-            stage = MinimalStage(coalescer)
+        cache = make_cache(cfg.cache) if cfg.cache.enabled else None
+        stage = answer_stage(coalescer, cache, clock,
+                             minimal_responses=cfg.cache.minimal_responses)
         return stage, Forwarding(forwarder, pool, cache, coalescer)
 
     return factory

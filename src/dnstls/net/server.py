@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import typing
@@ -55,15 +56,13 @@ class ListenerStats:
         self.handshakes: Counter[str] = Counter()  # by TLS version
         self.handshake_failures: Counter[str] = Counter()  # by reason
         self.resumed = 0
-        self.handshakes_started = 0  # TCP connections accepted (TLS or not)
         self.dropped: Counter[str] = Counter()
 
     def statistics(self) -> dict[str, object]:
         return {"accepted": self.accepted, "open": self.open, "closed": dict(self.closed),
                 "handshakes": dict(self.handshakes),
                 "handshake_failures": dict(self.handshake_failures),
-                "resumed": self.resumed, "dropped": dict(self.dropped),
-                "tcp_accepted": self.handshakes_started}
+                "resumed": self.resumed, "dropped": dict(self.dropped)}
 
 
 class StreamConnection(asyncio.Protocol):
@@ -643,18 +642,14 @@ class StreamListener:
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False,
                      ) -> tuple[str, int]:
-        stats = self.stats
-
-        def factory() -> asyncio.Protocol:
-            stats.handshakes_started += 1
-            return StreamConnection(self) if gate is None else gate(self)
-
         # TLS is not given to create_server: each accepted transport gets a _TlsGate,
         # which admits the peer before it installs the TLS protocol (module docstring).
-        gate = None if self.tls is None else _TlsGate
+        # (``stats.accepted`` counts every accepted TCP connection, at accept.)
+        protocol: type[StreamConnection | _TlsGate] = (
+            StreamConnection if self.tls is None else _TlsGate)
         server = await self.loop.create_server(
-            factory, host, port, reuse_address=True, reuse_port=reuse_port or None,
-            backlog=1024)
+            functools.partial(protocol, self), host, port, reuse_address=True,
+            reuse_port=reuse_port or None, backlog=1024)
         self.servers.append(server)
         sockname = server.sockets[0].getsockname()
         return sockname[0], sockname[1]

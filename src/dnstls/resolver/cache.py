@@ -754,6 +754,18 @@ class CacheStage:
         return response
 
 
+def answer_stage(next: Resolver, cache: Cache | None, clock: Callable[[], float], *,
+                 minimal_responses: bool) -> Resolver:
+    """The stage in front of a forwarder: :class:`CacheStage` with a cache (which applies
+    the cache's own ``minimal_responses``), else :class:`MinimalStage` when minimal
+    responses are on, else the forwarder's own answers."""
+    if cache is not None:
+        return CacheStage(next, cache, clock)
+    if minimal_responses:
+        return MinimalStage(next)
+    return next
+
+
 class MinimalStage:
     """Resolver stage for the message path when caching is off: the next stage's answer
     with :func:`minimise` applied (with caching on, :class:`CacheStage` does it)."""
