@@ -377,6 +377,7 @@ def report(results: dict[str, Any], names: list[str], meta: dict[str, Any]) -> s
     lines = [f"# dnstls bench {meta['date']}", "",
              f"load before: `{meta['uptime_before']}`  ",
              f"load after: `{meta.get('uptime_after', '')}`  ",
+             f"machine: {meta.get('machine', '?')}  ",
              f"versions: {meta['versions']}  ", f"settings: {meta['settings']}", ""]
     perf = [s for s in ("hot", "padded", "txt", "conns500", "miss", "fixed10k")
             if s in results]
@@ -539,7 +540,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="dnstls-bench-work-"))
     meta: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "uptime_before": measure.uptime(), "versions": versions(),
+        "uptime_before": measure.uptime(), "machine": measure.machine(),
+        "versions": versions(),
         "settings": {"seconds": settings.seconds, "reps": settings.reps,
                      "miss_names": settings.miss_names,
                      "miss_chunks": settings.miss_chunks, "handshakes": settings.handshakes,
@@ -547,6 +549,7 @@ def main() -> int:
                      "variants": {k: str(v) for k, v in variants.items()},
                      "scenarios": scenarios}}
     print(f"bench: {meta['uptime_before']}", flush=True)
+    print(f"bench: {meta['machine']}", flush=True)
     group = peers.PeerGroup(work)
     started = time.monotonic()
     try:

@@ -257,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
           f"-q {args.outstanding}, "
           f"{f'{args.unique} distinct names' if args.unique else f'{len(QUERIES)} fixed queries'}"
           "; load average "
-          f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at the end")
+          f"{' '.join(Path('/proc/loadavg').read_text().split()[:3])} at the end; "
+          f"{measure.machine()}")
     print(f"{'':26} {'qps':>9} {'µs CPU/q':>9} {'upstr µs/q':>10} {'avg ms':>8} "
           f"{'min ms':>8} {'max ms':>8} {'lost':>6}  rcodes")
     for run in runs:
