@@ -11,6 +11,13 @@ assignment order). Here we only carry them out:
 * A connection that the server closes or resets, or whose stream breaks, fails its
   in-flight queries with a retryable error; each is retried **once** on another
   connection (RFC 7766 §6.2.1: a server may close at any time), within its deadline.
+* While answers are outstanding, every read re-arms ``TCP_QUICKACK`` (Linux): the
+  answers are ACKed at once instead of by the delayed-ACK timer. An upstream that
+  writes without ``TCP_NODELAY`` (Unbound does, for DoT too) holds each small answer
+  behind Nagle's algorithm until the previous one is ACKed, and a client with nothing
+  to send then delays that ACK by up to 40 ms (RFC 1122 §4.2.3.2; Linux's minimum
+  delayed-ACK timeout): pipelined answers stalled for ~40 ms at a time.
+  ``bench/stub_vs_stubby.py`` against Unbound: worst latency 45 ms → 4 to 12 ms.
 * Closing is a synchronous ``transport.close()`` so it cannot be interrupted by
   cancellation (httpcore shields its closes for the same reason); the pool's
   ``aclose()`` then waits, bounded, for the transports to finish.
@@ -29,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -57,6 +65,9 @@ from dnstls.proto.upstream import (
     WireMatched,
 )
 from dnstls.upstreams import UpstreamSpec
+
+#: Linux's TCP_QUICKACK (not in ``socket`` elsewhere): see the module docstring.
+_TCP_QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)
 
 log = logging.getLogger("dnstls.net.pool")
 T = TypeVar("T")
@@ -220,6 +231,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
+        #: the socket's setsockopt while TCP_QUICKACK can be set on it
+        self._setsockopt: Callable[[int, int, int], None] | None = None
         self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
                                          upstream.state.opened)
 
@@ -302,6 +315,9 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's SSL transport does not subclass asyncio.Transport, but behaves as one
         self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if _TCP_QUICKACK is not None and sock is not None:
+            self._setsockopt = sock.setsockopt
 
     def data_received(self, data: bytes) -> None:
         up = self.upstream
@@ -330,8 +346,22 @@ class UpstreamConnection(asyncio.Protocol):
                 assert isinstance(event, StreamBroken)
                 up.counters.rejected_responses += 1
                 self._shutdown(f"{up.name}: {event.reason}", protocol=True)
-        if self.state.status is Status.RETIRED and self.state.is_idle():
+        state = self.state
+        if state.in_flight:  # answers still to come
+            if self._setsockopt is not None and not state.is_closed():
+                self._quickack(self._setsockopt)
+        elif state.status is Status.RETIRED and state.is_idle():
             up.reassign()
+
+    def _quickack(self, setsockopt: Callable[[int, int, int], None]) -> None:
+        """ACK the next answers at once (see the module docstring); a socket that
+        refuses the option is not asked again."""
+        assert _TCP_QUICKACK is not None
+        try:
+            setsockopt(socket.IPPROTO_TCP, _TCP_QUICKACK, 1)
+        except OSError as exc:
+            log.debug("upstream %s: TCP_QUICKACK not set: %s", self.upstream.name, exc)
+            self._setsockopt = None
 
     def eof_received(self) -> bool | None:
         return False  # half-closed by the server: close our side too

@@ -4,6 +4,8 @@ retries and cancellation (no sockets; the connections are scripted)."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import struct
 from collections import deque
 from typing import Any
@@ -289,17 +291,34 @@ class RecordingTransport:
         self.closing = True
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
+        return self.socket if name == "socket" and self.socket is not None else default
+
+    socket: RecordingSocket | None = None  # set by _connection
+
+
+class RecordingSocket:
+    """The transport's socket: records setsockopt calls, or refuses them."""
+
+    def __init__(self, *, refuse: bool = False) -> None:
+        self.options: list[tuple[int, int, int]] = []
+        self.refuse = refuse
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        if self.refuse:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        self.options.append((level, option, value))
 
 
 def _question(name: str) -> bytes:
     return dns.name.from_text(name).to_wire() + b"\x00\x01\x00\x01"  # type: ignore[operator]
 
 
-async def _connection() -> tuple[StreamUpstream, UpstreamConnection, RecordingTransport]:
+async def _connection(sock: RecordingSocket | None = None,
+                      ) -> tuple[StreamUpstream, UpstreamConnection, RecordingTransport]:
     upstream = StreamUpstream(UpstreamSpec("127.0.0.1", 853, "tcp"))
     conn = UpstreamConnection(upstream)
     transport = RecordingTransport()
+    transport.socket = sock
     conn.connection_made(transport)  # type: ignore[arg-type]
     conn.state.connected(upstream.clock())
     upstream.state.connections.append(conn)
@@ -508,4 +527,52 @@ async def test_a_failing_callback_does_not_cut_off_the_rest_of_the_read(
     assert exc is None and answer is not None
     assert "internal error" in caplog.text
     assert conn.state.reserved == 0 and conn._pending == {}
+    await upstream.aclose()
+
+
+QUICKACK = (socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", -1), 1)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+async def test_reads_rearm_quickack_while_answers_are_outstanding_only() -> None:
+    sock = RecordingSocket()
+    upstream, conn, transport = await _connection(sock)
+    outcomes = [Outcome() for _ in range(3)]
+    for i, outcome in enumerate(outcomes):
+        upstream.start_wire(_question(f"q{i}.example."), deadline=FAR, flags=0x0100,
+                            payload=1232, do=False, callback=outcome)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    sent = _frames(transport.writes[0])
+    answers = [encode(dns.message.make_response(dns.message.from_wire(f)).to_wire())
+               for f in sent]
+    conn.data_received(answers[0])  # two still to come: ACK them at once
+    assert sock.options == [QUICKACK]
+    conn.data_received(answers[1][:5])  # part of one: still outstanding
+    assert sock.options == [QUICKACK] * 2
+    conn.data_received(answers[1][5:] + answers[2])  # the last: nothing more expected
+    assert sock.options == [QUICKACK] * 2
+    assert all(o.done.result()[1] is None for o in outcomes)
+    await upstream.aclose()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+async def test_a_socket_that_refuses_quickack_is_not_asked_again() -> None:
+    sock = RecordingSocket(refuse=True)
+    upstream, conn, transport = await _connection(sock)
+    outcomes = [Outcome() for _ in range(3)]
+    for i, outcome in enumerate(outcomes):
+        upstream.start_wire(_question(f"r{i}.example."), deadline=FAR, flags=0x0100,
+                            payload=1232, do=False, callback=outcome)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    sent = _frames(transport.writes[0])
+    answers = [encode(dns.message.make_response(dns.message.from_wire(f)).to_wire())
+               for f in sent]
+    conn.data_received(answers[0])
+    sock.refuse = False
+    conn.data_received(answers[1])  # still one outstanding, but not asked again
+    assert sock.options == []
+    conn.data_received(answers[2])
+    assert all(o.done.result()[1] is None for o in outcomes)  # answers unaffected
     await upstream.aclose()
