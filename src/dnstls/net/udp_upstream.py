@@ -196,7 +196,7 @@ class _Exchange:
 
     def _finish(self, data: bytes | None, exc: BaseException | None) -> None:
         # Runs the whole answer path inside the socket's reader callback (or the
-        # deadline sweep): a bug there must not escape into the loop, as with CallWaiter.
+        # deadline sweep): a bug there must not escape into the loop (as in pool._WireQuery).
         self.finished = True
         upstream = self.upstream
         port = self.port
@@ -313,7 +313,7 @@ class UdpUpstream:
         raises NetworkError here). TC=1 goes to TCP in a task, as exchange_wire does.
 
         One :class:`_Exchange` per query is the port's waiter, its accept check and its
-        deadline entry (it replaced two closures, a CallWaiter and a ``call_at`` timer
+        deadline entry (it replaced two closures, a waiter object and a ``call_at`` timer
         per query: bench/bench_miss_ir.py). The deadline is kept by :meth:`_expire_due`,
         one timer for all of them, armed no later than the earliest deadline pending."""
         qid = _query_id()
