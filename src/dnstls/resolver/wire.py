@@ -58,7 +58,8 @@ class WireForwarder:
         self.clock = clock
         self.is_local = is_local
         self.stats = WireStatistics()
-        self._start_wire: Callable[..., bool] | None = getattr(forwarder, "start_wire", None)
+        # looked up per query (the stub's follows its current generation)
+        self._task_free = hasattr(forwarder, "start_wire")
         self._flights: dict[bytes, _Flight] = {}
 
     def eligible(self, query: WireQuery) -> bool:
@@ -102,8 +103,7 @@ class WireForwarder:
         follow a leader in :meth:`answer`. False: nothing started, use :meth:`answer`."""
         key = query.key
         flights = self._flights
-        start_wire = self._start_wire
-        if start_wire is None or key in flights:
+        if not self._task_free or key in flights:
             return False
         flight = _Flight()
 
@@ -124,8 +124,9 @@ class WireForwarder:
                     shared.set_result(upstream)
             callback(upstream, exc)
 
-        if not start_wire(key[:-1], flags=query.flags, payload=query.payload,
-                          do=key[-1] & KEY_DO != 0, deadline=deadline, callback=landed):
+        if not self.forwarder.start_wire(key[:-1], flags=query.flags, payload=query.payload,
+                                         do=key[-1] & KEY_DO != 0, deadline=deadline,
+                                         callback=landed):
             return False
         self.stats.forwarded += 1
         flights[key] = flight

@@ -247,3 +247,20 @@ async def test_forward_wire_over_udp_truncates_as_answer_wire_does(cache: str) -
     assert outs[0] == outs[1]
     response = dns.message.from_wire(outs[1])
     assert len(outs[1]) <= 512 and response.flags & dns.flags.TC and response.id == 9
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=repr)
+async def test_start_wire_counts_its_queries_until_the_callback(action: Any) -> None:
+    """in_flight_wire (what the stub's reloads wait for) is up from the start until the
+    callback runs, whatever the outcome (a failure raised at once too); when_idle runs
+    as it drops to 0, before the callback."""
+    question = wire_query()[0].key[:-1]
+    up = ScriptedUpstream()
+    fwd = Forwarder([up], clock=asyncio.get_running_loop().time)  # type: ignore[list-item]
+    seen: list[Any] = []
+    fwd.when_idle = lambda: seen.append(("idle", fwd.in_flight_wire))
+    up.actions.append(action)
+    future = started(fwd, question)
+    assert fwd.in_flight_wire == 1 and seen == []
+    await outcome(future)
+    assert fwd.in_flight_wire == 0 and seen == [("idle", 0)]
