@@ -345,8 +345,11 @@ def _build_stub(n: int) -> tuple[Callable[[], None], Callable[[], None], list[An
     forwarding.loop = loop
     forwarding.clock = loop.time
     forwarding.cache = None
-    forwarding.current = _StubGeneration(  # type: ignore[assignment]
-        Forwarder([upstream], clock=loop.time))
+    generation = _StubGeneration(Forwarder([upstream], clock=loop.time))
+    if hasattr(forwarding, "_adopt"):  # since session 5 (flat)
+        forwarding._adopt(generation)  # type: ignore[arg-type]
+    else:
+        forwarding.current = generation  # type: ignore[assignment]
     forwarding.old = []
     local = LocalData(Refuse())
     wire = WireForwarder(forwarding, Cache.storing_nothing(), loop.time,
