@@ -22,7 +22,7 @@ from dnstls.proto.cachekey import WireQuery, read_query
 from dnstls.resolver.base import Refuse, ResolveFailure
 from dnstls.resolver.cache import Cache
 from dnstls.resolver.forward import Forwarder
-from dnstls.resolver.wire import WireForwarder
+from dnstls.resolver.wire import WireFlight, WireForwarder
 
 
 def wire_query(name: str = "www.example.com.", qid: int = 1) -> tuple[WireQuery, bytes]:
@@ -141,6 +141,24 @@ async def test_start_wire_declines_what_it_does_not_handle() -> None:
                               callback=lambda a, e: None)  # deadline already passed
 
 
+class Recorded(WireFlight):
+    """A caller's flight that keeps what it was answered."""
+
+    __slots__ = ("got",)
+
+    got: list[Any]
+
+    def answered(self, upstream: bytes | None, exc: BaseException | None) -> None:
+        self.got.append((upstream, exc))
+
+
+def flight(query: WireQuery, got: list[Any]) -> Recorded:
+    recorded = Recorded()
+    recorded.query = query
+    recorded.got = got
+    return recorded
+
+
 async def test_followers_share_a_callback_leaders_exchange() -> None:
     loop = asyncio.get_running_loop()
     up = ScriptedUpstream()
@@ -149,8 +167,8 @@ async def test_followers_share_a_callback_leaders_exchange() -> None:
     q1, _ = wire_query(qid=1)
     q2, _ = wire_query("WWW.example.COM.", qid=2)
     got: list[Any] = []
-    assert wf.start(q1, deadline=1e9, callback=lambda a, e: got.append((a, e)))
-    assert not wf.start(q2, deadline=1e9, callback=lambda a, e: None)  # in flight: decline
+    assert wf.start(flight(q1, got), 1e9)
+    assert not wf.start(flight(q2, []), 1e9)  # in flight: decline
     follower = asyncio.ensure_future(wf.answer(q2, deadline=1e9))
     await asyncio.sleep(0)
     question, callback = up.held.pop()
@@ -169,7 +187,7 @@ async def test_a_callback_leaders_failure_reaches_its_followers() -> None:
     wf = WireForwarder(Forwarder([up], clock=loop.time), Cache(), loop.time)  # type: ignore[list-item]
     q1, _ = wire_query(qid=1)
     got: list[Any] = []
-    assert wf.start(q1, deadline=1e9, callback=lambda a, e: got.append((a, e)))
+    assert wf.start(flight(q1, got), 1e9)
     follower = asyncio.ensure_future(wf.answer(q1, deadline=1e9))
     await asyncio.sleep(0)
     up.held.pop()[1](None, QueryTimeout("slow"))
