@@ -287,6 +287,9 @@ class Forwarder:
         except (NetworkError, QueryTimeout) as exc:  # no socket: fail as an attempt does
             # (landed, from the loop, as the transport would have called it)
             asyncio.get_running_loop().call_soon(landed, None, exc)
+        except BaseException:  # a bug: nothing will land (uncounted), the caller sees it
+            self.in_flight_wire -= 1
+            raise
         return True
 
     async def _run(self, attempt: Callable[[Upstream, float], Awaitable[T]],

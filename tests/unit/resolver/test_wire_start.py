@@ -282,3 +282,14 @@ async def test_start_wire_counts_its_queries_until_the_callback(action: Any) -> 
     assert fwd.in_flight_wire == 1 and seen == []
     await outcome(future)
     assert fwd.in_flight_wire == 0 and seen == [("idle", 0)]
+
+
+async def test_start_wire_uncounts_a_query_whose_start_raised_a_bug() -> None:
+    question = wire_query()[0].key[:-1]
+    up = ScriptedUpstream()
+    fwd = Forwarder([up], clock=asyncio.get_running_loop().time)  # type: ignore[list-item]
+    up.actions.append(("now", RuntimeError("bug")))
+    with pytest.raises(RuntimeError):
+        fwd.start_wire(question, flags=0x100, payload=0, do=False, deadline=1e9,
+                       callback=lambda a, e: None)
+    assert fwd.in_flight_wire == 0
