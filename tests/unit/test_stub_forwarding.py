@@ -68,3 +68,32 @@ async def test_start_wire_declined_leaves_no_count() -> None:
     assert not stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
                                callback=lambda a, e: None)
     assert gen.forwarder.in_flight_wire == 0 and up.held == [] and closed == []
+
+
+async def test_a_reload_keeps_the_old_generation_until_its_task_free_queries_land(
+        monkeypatch: Any) -> None:
+    """swap() closes the old generation at once only if nothing is in flight on either
+    path; a task-free query still out keeps it open until it lands."""
+    import dnstls.stub as stub_module
+
+    stub, gen, up, closed = forwarding()
+    gen.config = config = type("Config", (), {"cache": None, "query_timeout": 4.0})()  # type: ignore[attr-defined]
+    stub.old = []
+    stub.cache = None
+    stub.clock = stub.loop.time
+    stub.minimal_responses = True
+
+    def new_generation(_config: Any, **_kwargs: Any) -> FakeGeneration:
+        fresh = FakeGeneration(Forwarder([HeldUpstream()], clock=stub.loop.time))  # type: ignore[list-item]
+        fresh.config = config  # type: ignore[attr-defined]
+        return fresh
+
+    monkeypatch.setattr(stub_module, "Generation", new_generation)
+    got: list[Any] = []
+    assert stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
+                           callback=lambda a, e: got.append((a, e)))
+    new = stub.swap(config)  # type: ignore[arg-type]
+    assert stub.current is new and gen.retired and closed == []  # one query still out
+    assert stub.start_wire.__self__ is new.forwarder  # type: ignore[attr-defined]
+    up.held[0](None, None)
+    assert closed == [gen] and len(got) == 1
