@@ -26,6 +26,13 @@ stream's read and write side is ``bench_read.py``'s).
   whose ``write``/``writelines`` are ``list`` methods, no TLS), the answers go through
   ``_wire_answered`` and each connection's ``_flush`` (counted in the answer phase).
   That is the whole Python of a DoT miss but uvloop's SSL protocol.
+* ``stub``: ``dnstls stub --no-cache`` (``Cache.storing_nothing``): the queries arrive
+  as datagrams at a :class:`UdpListener` (a fake transport whose ``sendto`` is a list
+  method), go through the handler, :class:`WireForwarder`, :class:`StubForwarding`
+  (one generation) and :class:`Forwarder` to a real :class:`StreamUpstream` with one
+  connected :class:`UpstreamConnection` on a fake transport (TCP, no TLS); the answer
+  phase runs the connection's batched write, then one ``data_received`` with all the
+  answers framed (one read), up to the listener's ``sendto``.
 
 Each round sends 256 queries (new names, nsd-like answers: A, NS, glue, OPT echo when
 asked), then delivers their answers, both from ``deque.extend`` so callgrind
@@ -144,6 +151,8 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
     loop = asyncio.get_running_loop()
     if kind == "respond":
         return _build_respond(n)
+    if kind == "stub":
+        return _build_stub(n)
     readers: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}
     answers: dict[bytes, bytes] = {}
     pending: list[tuple[Callable[..., Any], bytes, None]] = []
@@ -283,6 +292,107 @@ def _build_respond(n: int) -> tuple[Callable[[], None], Callable[[], None], list
     return send_phase, answer_phase, delivered
 
 
+class _StubGeneration:
+    """What :class:`StubForwarding` needs of its current generation."""
+
+    def __init__(self, forwarder: Any) -> None:
+        self.forwarder = forwarder
+        self.in_flight = 0
+        self.retired = False
+        self.closing: Any = None
+
+
+class _Datagrams:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def sendto(self, data: bytes, addr: Any = None) -> None:
+        self.sent.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def _build_stub(n: int) -> tuple[Callable[[], None], Callable[[], None], list[Any]]:
+    """``dnstls stub --no-cache``'s forwarded query (module docstring: ``stub``)."""
+    from dataclasses import replace
+
+    import dns.message
+    from bench_read import FakeTransport
+
+    from dnstls.net.handler import QueryHandler
+    from dnstls.net.pool import StreamUpstream, UpstreamConnection
+    from dnstls.net.udp import UdpListener
+    from dnstls.proto import framing
+    from dnstls.resolver.base import Refuse
+    from dnstls.resolver.cache import Cache
+    from dnstls.resolver.forward import Forwarder
+    from dnstls.resolver.local import LocalData
+    from dnstls.resolver.wire import WireForwarder
+    from dnstls.stub import StubForwarding
+    from dnstls.upstreams import parse_upstream_uri
+
+    loop = asyncio.get_running_loop()
+    upstream = StreamUpstream(replace(parse_upstream_uri("tcp://127.0.0.1:53"),
+                                      max_queries_per_connection=1000,
+                                      idle_timeout=1e9))
+    conn = UpstreamConnection(upstream)
+    transport = FakeTransport(53)
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    conn.state.connected(upstream.clock())
+    upstream.state.connections.append(conn)
+    forwarding = StubForwarding.__new__(StubForwarding)
+    forwarding.loop = loop
+    forwarding.clock = loop.time
+    forwarding.cache = None
+    generation = _StubGeneration(Forwarder([upstream], clock=loop.time))
+    if hasattr(forwarding, "_adopt"):  # since session 5 (flat)
+        forwarding._adopt(generation)  # type: ignore[arg-type]
+    else:
+        forwarding.current = generation  # type: ignore[assignment]
+    forwarding.old = []
+    local = LocalData(Refuse())
+    wire = WireForwarder(forwarding, Cache.storing_nothing(), loop.time,
+                         is_local=local.covers_wire)
+    handler = QueryHandler(local, cache=None, wire=wire, clock=loop.time, local=local,
+                           query_timeout=1e6)
+    listener = UdpListener(handler)
+    datagrams = _Datagrams()
+    listener.connection_made(datagrams)  # type: ignore[arg-type]
+    addr = ("127.0.0.1", 5353)
+    answers: dict[bytes, bytes] = {}
+    batches: list[list[tuple[bytes, tuple[str, int]]]] = []
+    for start in range(0, n, BATCH):
+        batch = []
+        for i in range(start, min(n, start + BATCH)):
+            w = dns.message.make_query(f"n{i}.bench.test.", "A", use_edns=0,
+                                       payload=1232).to_wire()
+            answers[_question_of(w)] = _answer_for(w)
+            batch.append((w, addr))
+        batches.append(batch)
+    counter = [0]
+    delivered = datagrams.sent
+
+    def send_phase() -> None:
+        consume[0](starmap(listener.datagram_received, batches[counter[0]]))
+
+    def answer_phase() -> None:
+        consume[0](starmap(operator.call, [(conn._flush,)]))  # the batched write
+        out = []
+        for data in transport.sink:
+            pos = 0
+            while pos < len(data):
+                size = int.from_bytes(data[pos:pos + 2], "big")
+                frame = data[pos + 2:pos + 2 + size]
+                pos += 2 + size
+                out.append(framing.encode(frame[:2] + answers[_question_of(frame)][2:]))
+        transport.sink.clear()
+        consume[0](starmap(operator.call, [(conn.data_received, b"".join(out))]))
+        counter[0] += 1
+
+    return send_phase, answer_phase, delivered
+
+
 def child(kind: str, n: int, rounds: int, opcodes: bool) -> None:
     import uvloop
 
@@ -348,7 +458,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trees", nargs="+", default=[str(Path(__file__).resolve().parents[1])])
     parser.add_argument("--kinds", nargs="+", default=["udp", "fake"],
-                        choices=["udp", "fake", "respond", "stream"])
+                        choices=["udp", "fake", "respond", "stream", "stub"])
     parser.add_argument("--queries", type=int, default=2048, help="per round (x256)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--opcodes", action="store_true")

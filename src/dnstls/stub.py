@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -73,6 +74,8 @@ class Generation:
         # minimal_responses: the process's value, as the listeners' (restart only)
         self.stage: Resolver = answer_stage(self.coalescer, cache, clock,
                                             minimal_responses=minimal_responses)
+        #: Queries of the coroutine paths in flight (``resolve``, ``resolve_wire``); the
+        #: task-free ones are the forwarder's ``in_flight_wire``.
         self.in_flight = 0
         self.retired = False
         self.closing: asyncio.Task[None] | None = None
@@ -114,8 +117,8 @@ class StubForwarding:
         #: it directly (``Service`` finds it as ``.cache``), so reloads keep it.
         self.cache = make_cache(config.cache) if config.cache.enabled else None
         self.minimal_responses = config.cache.minimal_responses
-        self.current = Generation(config, cache=self.cache, clock=self.clock,
-                                  minimal_responses=self.minimal_responses)
+        self._adopt(Generation(config, cache=self.cache, clock=self.clock,
+                               minimal_responses=self.minimal_responses))
         self.old: list[Generation] = []
         self.reloads = 0
         self.reload_failures = 0
@@ -124,6 +127,28 @@ class StubForwarding:
     def config(self) -> StubConfig:
         return self.current.config
 
+    #: The wire path's task-free forward (:meth:`Forwarder.start_wire` of the current
+    #: generation, set by :meth:`_adopt`): what :class:`WireForwarder` calls directly
+    #: for every forwarded query. The generation's forwarder counts these queries
+    #: (``in_flight_wire``) and calls :meth:`_drained` when none is left, so a reload
+    #: still closes the old generation only once they are done -- without a wrapper
+    #: and a closure per query here.
+    start_wire: Callable[..., bool]
+    current: Generation
+
+    def _adopt(self, generation: Generation) -> Generation:
+        """Make ``generation`` the one new queries go to (returned)."""
+        generation.forwarder.when_idle = functools.partial(self._drained, generation)
+        self.start_wire = generation.forwarder.start_wire
+        self.current = generation
+        return generation
+
+    def _drained(self, generation: Generation) -> None:
+        """A query of ``generation`` is done: close it if it is retired and empty."""
+        if (generation.retired and generation.in_flight == 0
+                and generation.forwarder.in_flight_wire == 0):
+            self._close(generation)
+
     async def resolve(self, request: Request) -> dns.message.Message:
         generation = self.current
         generation.in_flight += 1
@@ -131,8 +156,7 @@ class StubForwarding:
             return await generation.stage.resolve(request)
         finally:
             generation.in_flight -= 1
-            if generation.retired and generation.in_flight == 0:
-                self._close(generation)
+            self._drained(generation)
 
     @property
     def forwarder(self) -> StubForwarding:
@@ -150,30 +174,7 @@ class StubForwarding:
             return answer
         finally:
             generation.in_flight -= 1
-            if generation.retired and generation.in_flight == 0:
-                self._close(generation)
-
-    def start_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
-                   deadline: float,
-                   callback: Callable[[bytes | None, BaseException | None], None]) -> bool:
-        """:meth:`resolve_wire` without a coroutine (:meth:`Forwarder.start_wire` on the
-        current generation: one upstream), counted in that generation's in-flight
-        queries so that a reload still closes it only once they are done. False:
-        nothing started, use :meth:`resolve_wire`."""
-        generation = self.current
-
-        def landed(answer: bytes | None, exc: BaseException | None) -> None:
-            generation.in_flight -= 1
-            if generation.retired and generation.in_flight == 0:
-                self._close(generation)
-            callback(answer, exc)
-
-        generation.in_flight += 1
-        if generation.forwarder.start_wire(question, flags=flags, payload=payload, do=do,
-                                           deadline=deadline, callback=landed):
-            return True
-        generation.in_flight -= 1
-        return False
+            self._drained(generation)
 
     def swap(self, config: StubConfig) -> Generation:
         """New queries go to a generation built from ``config``; the old one drains."""
@@ -183,10 +184,10 @@ class StubForwarding:
             log.warning("reload: [cache] changes apply after a restart")
         new = Generation(config, cache=self.cache, clock=self.clock,  # may raise: old stays
                          minimal_responses=self.minimal_responses)
-        self.current = new
+        self._adopt(new)
         old.retired = True
         self.old.append(old)
-        if old.in_flight == 0:
+        if old.in_flight == 0 and old.forwarder.in_flight_wire == 0:
             self._close(old)
         else:
             # Bounded: every query has a deadline of query_timeout; close after it anyway.

@@ -1,5 +1,6 @@
-"""StubForwarding's task-free forward (start_wire): it follows the current generation
-and counts its queries there, so a reload closes the old one only when they are done."""
+"""StubForwarding's task-free forward (start_wire): the current generation's
+Forwarder.start_wire itself, which counts its queries (in_flight_wire), so a reload
+closes the old generation only when they are done."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def forwarding() -> tuple[StubForwarding, FakeGeneration, HeldUpstream, list[Any
     gen = FakeGeneration(Forwarder([up], clock=loop.time))  # type: ignore[list-item]
     stub = StubForwarding.__new__(StubForwarding)
     stub.loop = loop
-    stub.current = gen  # type: ignore[assignment]
+    stub._adopt(gen)  # type: ignore[arg-type]
     closed: list[Any] = []
     stub._close = closed.append  # type: ignore[method-assign]
     return stub, gen, up, closed
@@ -55,10 +56,10 @@ async def test_start_wire_counts_in_the_generation_and_closes_it_when_retired() 
     got: list[Any] = []
     assert stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
                            callback=lambda a, e: got.append((a, e)))
-    assert gen.in_flight == 1 and len(up.held) == 1
+    assert gen.forwarder.in_flight_wire == 1 and len(up.held) == 1
     gen.retired = True  # a reload happened meanwhile
     up.held[0](None, None)  # no answer and no exception: handed on as it came
-    assert gen.in_flight == 0 and closed == [gen] and len(got) == 1
+    assert gen.forwarder.in_flight_wire == 0 and closed == [gen] and len(got) == 1
 
 
 async def test_start_wire_declined_leaves_no_count() -> None:
@@ -66,4 +67,33 @@ async def test_start_wire_declined_leaves_no_count() -> None:
     gen.forwarder.upstreams.append(HeldUpstream())  # two upstreams: the coroutine path
     assert not stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
                                callback=lambda a, e: None)
-    assert gen.in_flight == 0 and up.held == [] and closed == []
+    assert gen.forwarder.in_flight_wire == 0 and up.held == [] and closed == []
+
+
+async def test_a_reload_keeps_the_old_generation_until_its_task_free_queries_land(
+        monkeypatch: Any) -> None:
+    """swap() closes the old generation at once only if nothing is in flight on either
+    path; a task-free query still out keeps it open until it lands."""
+    import dnstls.stub as stub_module
+
+    stub, gen, up, closed = forwarding()
+    gen.config = config = type("Config", (), {"cache": None, "query_timeout": 4.0})()  # type: ignore[attr-defined]
+    stub.old = []
+    stub.cache = None
+    stub.clock = stub.loop.time
+    stub.minimal_responses = True
+
+    def new_generation(_config: Any, **_kwargs: Any) -> FakeGeneration:
+        fresh = FakeGeneration(Forwarder([HeldUpstream()], clock=stub.loop.time))  # type: ignore[list-item]
+        fresh.config = config  # type: ignore[attr-defined]
+        return fresh
+
+    monkeypatch.setattr(stub_module, "Generation", new_generation)
+    got: list[Any] = []
+    assert stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
+                           callback=lambda a, e: got.append((a, e)))
+    new = stub.swap(config)  # type: ignore[arg-type]
+    assert stub.current is new and gen.retired and closed == []  # one query still out
+    assert stub.start_wire.__self__ is new.forwarder  # type: ignore[attr-defined]
+    up.held[0](None, None)
+    assert closed == [gen] and len(got) == 1

@@ -47,7 +47,7 @@ from dnstls.proto.answers import (
 from dnstls.proto.cachekey import KEY_DO, WireQuery, carries_cookie, read_query
 from dnstls.resolver.base import Request, ResolveFailure, Resolver, servfail
 from dnstls.resolver.cache import ExactMemo
-from dnstls.resolver.wire import WireForwarder
+from dnstls.resolver.wire import WireFlight, WireForwarder
 
 log = logging.getLogger("dnstls.net.handler")
 qlog = logging.getLogger("dnstls.queries")
@@ -79,6 +79,45 @@ class LocalAnswers(Protocol):
     def lookup_wire(self, key: bytes, query_id: int, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
                     pad_block: int = 0) -> bytes | None: ...
+
+
+class _Forwarded(WireFlight):
+    """A query of :meth:`QueryHandler.forward_wire` (one object for it down to the
+    forwarder and back, :class:`WireFlight`): what its answer needs, and the handler's
+    part when it lands (:meth:`answered`, after the wire path's flight bookkeeping)."""
+
+    __slots__ = ("deliver", "forwarder", "handler", "keys", "options", "pad", "stream",
+                 "transport", "wire")
+
+    handler: QueryHandler
+    forwarder: WireForwarder
+    wire: bytes
+    transport: Transport
+    options: bytes
+    pad: int
+    deliver: Callable[[bytes], None]
+    stream: bool
+    keys: list[tuple[str, str]]
+
+    def answered(self, upstream: bytes | None, exc: BaseException | None) -> None:
+        handler = self.handler
+        handler.in_flight -= 1
+        query = self.query
+        try:
+            if exc is not None or upstream is None:
+                raise exc or RuntimeError("no answer")
+            out = self.forwarder.render(query, upstream, self.options, self.pad)
+        except asyncio.CancelledError:  # the TCP fallback's task (shutdown)
+            out = handler._failed_wire(query, self.wire, self.transport, servfail(
+                dns.edns.EDECode.OTHER, "query cancelled"), self.options, self.pad)
+        except Exception as error:
+            out = handler._error_wire(query, self.wire, self.transport, error, self.options,
+                                      self.pad)
+        if self.stream:  # _finish_wire's stream case inline (nothing to truncate)
+            handler._responses[self.keys[out[3] & 0xF]] += 1
+            self.deliver(out)
+        else:
+            self.deliver(handler._finish_wire(query, out, False, self.keys))
 
 
 class QueryHandler:
@@ -255,33 +294,18 @@ class QueryHandler:
                                    else self._fast_plans[transport])
         options = self._keepalive_wire if stream and query.keepalive else b""
         pad = pad_block if query.padding else 0
-        forwarder = self.wire
-
-        # What landed needs is bound as defaults, not closed over: one tuple per query
-        # instead of a cell per variable (ten) and their tuple (bench_miss_ir.py).
-        def landed(upstream: bytes | None, exc: BaseException | None,
-                   self: QueryHandler = self, query: WireQuery = query, wire: bytes = wire,
-                   transport: Transport = transport, options: bytes = options,
-                   pad: int = pad, forwarder: WireForwarder = forwarder,
-                   deliver: Callable[[bytes], None] = deliver, stream: bool = stream,
-                   keys: list[tuple[str, str]] = keys) -> None:
-            self.in_flight -= 1
-            try:
-                if exc is not None or upstream is None:
-                    raise exc or RuntimeError("no answer")
-                out = forwarder.render(query, upstream, options, pad)
-            except asyncio.CancelledError:  # the TCP fallback's task (shutdown)
-                out = self._failed_wire(query, wire, transport, servfail(
-                    dns.edns.EDECode.OTHER, "query cancelled"), options, pad)
-            except Exception as error:
-                out = self._error_wire(query, wire, transport, error, options, pad)
-            if stream:  # _finish_wire's stream case inline (nothing to truncate)
-                self._responses[keys[out[3] & 0xF]] += 1
-                deliver(out)
-            else:
-                deliver(self._finish_wire(query, out, stream, keys))
-
-        if not forwarder.start(query, deadline=deadline, callback=landed):
+        forwarded = _Forwarded()
+        forwarded.query = query
+        forwarded.handler = self
+        forwarded.forwarder = self.wire
+        forwarded.wire = wire
+        forwarded.transport = transport
+        forwarded.options = options
+        forwarded.pad = pad
+        forwarded.deliver = deliver
+        forwarded.stream = stream
+        forwarded.keys = keys
+        if not self.wire.start(forwarded, deadline):
             return False
         self.in_flight += 1
         return True

@@ -144,43 +144,57 @@ class DeadlineExpired(Exception):
     the upstream transports, which turn it into QueryTimeout)."""
 
 
-def expire(future: asyncio.Future[Any] | CallWaiter) -> None:
+def expire(future: asyncio.Future[Any] | _WireQuery) -> None:
     """The deadline timer of one exchange (stream pool and UDP upstream)."""
     if not future.done():
         future.set_exception(DeadlineExpired())
 
 
-class CallWaiter:
-    """A waiter like a future (``done``, ``set_result``, ``set_exception``) that calls
-    ``callback(result, exception)`` at once: :meth:`StreamUpstream.start_wire` and
-    :meth:`dnstls.net.udp_upstream.UdpUpstream.start_wire` put it where a query's future
-    goes, so the answer goes up the path from the transport's own callback without a
-    task. Only the first outcome is delivered."""
+class _WireQuery:
+    """One query of :meth:`StreamUpstream.start_wire`: its connection's waiter in
+    ``_pending`` (like a future: ``done``, ``set_result``, ``set_exception``; only the
+    first outcome counts) and what the connection's and the pool's bookkeeping need
+    when it ends -- :meth:`UpstreamConnection._wire_ended`, then
+    :meth:`StreamUpstream._wire_ended`, which hands the outcome to ``callback``. One
+    object per query where there were a waiter and a closure per layer
+    (bench/bench_miss_ir.py ``--kinds stub``)."""
 
-    __slots__ = ("callback", "finished")
+    __slots__ = ("callback", "conn", "deadline", "do", "finished", "flags", "payload", "qid",
+                 "question", "timer")
 
-    def __init__(self, callback: Callable[[Any, BaseException | None], None]) -> None:
-        self.callback = callback
-        self.finished = False
+    # Set by StreamUpstream.start_wire (qid and timer by UpstreamConnection.start_wire),
+    # which makes it: no __init__ (its frame and argument passing cost more than these
+    # stores, bench_miss_ir.py).
+    conn: UpstreamConnection
+    question: bytes
+    deadline: float
+    flags: int
+    payload: int
+    do: bool
+    callback: WireCallback
+    finished: bool
+    qid: int
+    timer: asyncio.TimerHandle | None
 
     def done(self) -> bool:
         return self.finished
 
-    def set_result(self, result: Any) -> None:
+    def set_result(self, result: bytes) -> None:
         if not self.finished:
-            self.finished = True
-            self._call(result, None)
+            self._finish(result, None)
 
     def set_exception(self, exc: BaseException) -> None:
         if not self.finished:
-            self.finished = True
-            self._call(None, exc)
+            self._finish(None, exc)
 
-    def _call(self, result: Any, exc: BaseException | None) -> None:
+    def _finish(self, result: bytes | None, exc: BaseException | None) -> None:
         # Runs the whole answer path inside data_received/_shutdown: a bug there must
         # not cut off the other queries of the same read (as a task would contain it).
+        self.finished = True
+        conn = self.conn
         try:
-            self.callback(result, exc)
+            exc = conn._wire_ended(self, exc)
+            conn.upstream._wire_ended(self, result, exc)
         except Exception:
             log.exception("internal error while answering a forwarded query")
 
@@ -414,36 +428,44 @@ class UpstreamConnection(asyncio.Protocol):
         awaitable: Awaitable[bytes] = self._send_and_wait(qid, wire, deadline)
         return awaitable
 
-    def start_wire(self, question: bytes, deadline: float, *, flags: int, payload: int,
-                   do: bool, callback: WireCallback) -> None:
-        """:meth:`query_wire` without a coroutine: the same query, write batching,
-        deadline timer and half-open rule as :meth:`_send_and_wait`;
-        ``callback(bytes, None)`` or ``callback(None, exc)`` (QueryTimeout,
-        ConnectionLost, ProtocolError) follows once, from the loop, after the query's
-        bookkeeping here is done (the caller releases the connection)."""
+    def start_wire(self, query: _WireQuery) -> None:
+        """:meth:`query_wire` without a coroutine, for :meth:`StreamUpstream.start_wire`:
+        the same query, write batching, deadline timer and half-open rule as
+        :meth:`_send_and_wait`, with ``query`` as the waiter in ``_pending``
+        (ConnectionLost at once if the connection is closed). When it ends,
+        :meth:`_wire_ended` does this connection's bookkeeping, then the pool's."""
         up = self.upstream
-        qid, wire = self._start_wire(question, flags=flags, payload=payload, do=do)
+        qid, wire = self._start_wire(query.question, flags=query.flags,
+                                     payload=query.payload, do=query.do)
+        query.qid = qid
         loop = up.loop
-
-        def landed(result: bytes | None, exc: BaseException | None) -> None:
-            timer.cancel()
-            self._pending.pop(qid, None)
-            if isinstance(exc, DeadlineExpired):
-                up.counters.timeouts += 1
-                if self.state.query_timed_out(qid, up.clock()):
-                    self.close(self.state.close_reason or "half-open")
-                exc = QueryTimeout(f"no answer from {up.name} before the deadline")
-            self.state.forget(qid)
-            callback(result, exc)
-
-        waiter = CallWaiter(landed)
-        self._pending[qid] = cast(asyncio.Future[Any], waiter)
+        self._pending[qid] = cast(asyncio.Future[Any], query)
         up.counters.queries_sent += 1
         out = self._out
         out.append(wire)
         if len(out) == 1:
             loop.call_soon(self._flush)
-        timer = loop.call_at(deadline, expire, waiter)
+        query.timer = loop.call_at(query.deadline, expire, query)
+
+    def _wire_ended(self, query: _WireQuery, exc: BaseException | None,
+                    ) -> BaseException | None:
+        """A :meth:`start_wire` query ended (answered, failed or at its deadline): its
+        timer and ID let go, as :meth:`_send_and_wait` does; a deadline becomes
+        QueryTimeout (and a connection with nothing received since is closed:
+        half-open). Returns the error to report, if any."""
+        timer = query.timer
+        if timer is not None:
+            timer.cancel()
+        qid = query.qid
+        self._pending.pop(qid, None)
+        if exc is not None and isinstance(exc, DeadlineExpired):
+            up = self.upstream
+            up.counters.timeouts += 1
+            if self.state.query_timed_out(qid, up.clock()):
+                self.close(self.state.close_reason or "half-open")
+            exc = QueryTimeout(f"no answer from {up.name} before the deadline")
+        self.state.forget(qid)
+        return exc
 
     def _check_open(self) -> None:
         if self.state.is_closed() or self._transport is None:
@@ -617,27 +639,44 @@ class StreamUpstream:
                                                 payload=payload, do=do), callback)
             return
 
-        def landed(result: bytes | None, exc: BaseException | None) -> None:
-            self._release(conn)
-            if isinstance(exc, ConnectionLost):
-                if self.clock() >= deadline:
-                    callback(None, ProtocolError(str(exc)) if exc.protocol
-                             else NetworkError(str(exc)))
-                    return
-                self.counters.retries += 1  # once more, on another connection
-                self._relay_task(self._on_a_connection(
-                    lambda c: c.query_wire(question, deadline, flags=flags, payload=payload,
-                                           do=do), deadline, attempts=1), callback)
-                return
-            callback(result, exc)
-
+        query = _WireQuery()
+        query.conn = conn
+        query.question = question
+        query.deadline = deadline
+        query.flags = flags
+        query.payload = payload
+        query.do = do
+        query.callback = callback
+        query.finished = False
+        query.timer = None
         try:
-            conn.start_wire(question, deadline, flags=flags, payload=payload, do=do,
-                            callback=landed)
+            conn.start_wire(query)
         except ConnectionLost:  # closed under us: the coroutine path decides (rare)
             self._release(conn)
             self._relay_task(self.exchange_wire(question, deadline=deadline, flags=flags,
                                                 payload=payload, do=do), callback)
+
+    def _wire_ended(self, query: _WireQuery, result: bytes | None,
+                    exc: BaseException | None) -> None:
+        """The pool's bookkeeping for a :meth:`start_wire` query, after its connection's
+        (:meth:`UpstreamConnection._wire_ended`): the slot released; a connection lost
+        under the query is retried once on another, within the deadline (as
+        :meth:`_on_a_connection` does); then the outcome goes to the query's callback."""
+        self._release(query.conn)
+        callback = query.callback
+        if exc is not None and isinstance(exc, ConnectionLost):
+            deadline = query.deadline
+            if self.clock() >= deadline:
+                callback(None, ProtocolError(str(exc)) if exc.protocol
+                         else NetworkError(str(exc)))
+                return
+            self.counters.retries += 1  # once more, on another connection
+            question, flags, payload, do = query.question, query.flags, query.payload, query.do
+            self._relay_task(self._on_a_connection(
+                lambda c: c.query_wire(question, deadline, flags=flags, payload=payload,
+                                       do=do), deadline, attempts=1), callback)
+            return
+        callback(result, exc)
 
     def _relay_task(self, coro: Awaitable[bytes], callback: WireCallback) -> None:
         task = asyncio.ensure_future(coro)
@@ -698,7 +737,7 @@ class StreamUpstream:
         for conn in state.connections:
             cstate = conn.state
             if cstate.is_available() and cstate.is_connected() and not cstate.has_expired(now):
-                conn.reserve()
+                cstate.reserve()  # what conn.reserve() does, one frame less
                 state.reused += 1
                 return conn
         return None

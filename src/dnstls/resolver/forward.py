@@ -168,6 +168,10 @@ class Forwarder:
         self.backoff_max = backoff_max
         self.health: dict[str, UpstreamHealth] = {u.name: UpstreamHealth() for u in upstreams}
         self._next = 0
+        #: Queries of :meth:`start_wire` not yet handed to their callback; when it drops
+        #: to 0, ``when_idle()`` runs if set (the stub closes a retired generation then).
+        self.in_flight_wire = 0
+        self.when_idle: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         names = ", ".join(u.name for u in self.upstreams)
@@ -249,6 +253,9 @@ class Forwarder:
                    health: UpstreamHealth = health,
                    callback: Callable[[bytes | None, BaseException | None], None] = callback,
                    ) -> None:
+            self.in_flight_wire -= 1
+            if not self.in_flight_wire and self.when_idle is not None:
+                self.when_idle()
             if exc is not None or answer is None:
                 if isinstance(exc, (QueryTimeout, NetworkError, TLSAuthenticationError,
                                     ProtocolError)):
@@ -273,13 +280,16 @@ class Forwarder:
             payload = EDNS_PAYLOAD if payload == 0 else 512
         elif payload > 4096:
             payload = 4096
+        self.in_flight_wire += 1
         try:
             start_exchange(question, deadline=deadline, flags=flags, payload=payload, do=do,
                            callback=landed)
         except (NetworkError, QueryTimeout) as exc:  # no socket: fail as an attempt does
-            self._failed(upstream, exc, start)
-            failure = self._failure([(upstream, exc)], [])
-            asyncio.get_running_loop().call_soon(callback, None, failure)
+            # (landed, from the loop, as the transport would have called it)
+            asyncio.get_running_loop().call_soon(landed, None, exc)
+        except BaseException:  # a bug: nothing will land (uncounted), the caller sees it
+            self.in_flight_wire -= 1
+            raise
         return True
 
     async def _run(self, attempt: Callable[[Upstream, float], Awaitable[T]],

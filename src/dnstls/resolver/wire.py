@@ -40,14 +40,50 @@ class WireStatistics:
     invalid: int = 0
 
 
-class _Flight:
+class WireFlight:
     """One upstream exchange in flight for a cache key. ``shared`` is made only when a
-    second query for the key arrives (the leader then publishes its outcome there)."""
+    second query for the key arrives (the leader then publishes its outcome there).
 
-    __slots__ = ("shared",)
+    On the task-free path (:meth:`WireForwarder.start`) it is also the query itself,
+    carried from the caller down to the forwarder and back up: one object per query
+    for the layers above the forwarder, where there were a closure per layer and a
+    flight. The caller subclasses it with slots for what its own part needs and
+    implements :meth:`answered`; the forwarder's callback is the bound :meth:`landed`,
+    which does this layer's part (the flight ends, its followers get the outcome), then
+    calls :meth:`answered` -- each layer's bookkeeping in its own method, in order."""
 
-    def __init__(self) -> None:
-        self.shared: asyncio.Future[bytes] | None = None
+    __slots__ = ("flights", "key", "query", "shared")
+
+    flights: dict[bytes, WireFlight]
+    key: bytes
+    query: WireQuery
+    shared: asyncio.Future[bytes] | None
+
+    def landed(self, upstream: bytes | None, exc: BaseException | None) -> None:
+        """The forwarder's outcome (once): end the flight, then :meth:`answered`."""
+        flights = self.flights
+        if flights.get(self.key) is self:
+            del flights[self.key]
+        shared = self.shared
+        if shared is not None and not shared.done():
+            if upstream is None:
+                shared.set_exception(exc or RuntimeError("no answer"))
+                shared.exception()  # retrieved: the followers re-raise it
+            else:
+                shared.set_result(upstream)
+        self.answered(upstream, exc)
+
+    def answered(self, upstream: bytes | None, exc: BaseException | None) -> None:
+        """The caller's part: ``upstream`` to validate and render (:meth:`WireForwarder.
+        render`), or the failure ``exc``."""
+        raise NotImplementedError
+
+
+def _flight() -> WireFlight:
+    """A flight of the coroutine path (:meth:`WireForwarder._lead`): ``shared`` only."""
+    flight = WireFlight()
+    flight.shared = None
+    return flight
 
 
 class WireForwarder:
@@ -58,8 +94,9 @@ class WireForwarder:
         self.clock = clock
         self.is_local = is_local
         self.stats = WireStatistics()
-        self._start_wire: Callable[..., bool] | None = getattr(forwarder, "start_wire", None)
-        self._flights: dict[bytes, _Flight] = {}
+        # looked up per query (the stub's follows its current generation)
+        self._task_free = hasattr(forwarder, "start_wire")
+        self._flights: dict[bytes, WireFlight] = {}
 
     def eligible(self, query: WireQuery) -> bool:
         """True if this path may answer ``query`` (not a name of local data)."""
@@ -93,39 +130,24 @@ class WireForwarder:
             raise servfail(dns.edns.EDECode.INVALID_DATA, "malformed answer from upstream")
         return out
 
-    def start(self, query: WireQuery, *, deadline: float,
-              callback: Callable[[bytes | None, BaseException | None], None]) -> bool:
-        """Start the upstream exchange for ``query`` without a coroutine when the
+    def start(self, flight: WireFlight, deadline: float) -> bool:
+        """Start the upstream exchange for ``flight.query`` without a coroutine when the
         forwarder can (:meth:`Forwarder.start_wire`) and no identical question is in
-        flight; ``callback(upstream_response, None)`` or ``callback(None, failure)``
-        follows once. Queries for the same key arriving meanwhile follow it as they
-        follow a leader in :meth:`answer`. False: nothing started, use :meth:`answer`."""
+        flight; ``flight.answered(upstream_response, None)`` or ``flight.answered(None,
+        failure)`` follows once (:meth:`WireFlight.landed`). Queries for the same key
+        arriving meanwhile follow it as they follow a leader in :meth:`answer`. False:
+        nothing started, use :meth:`answer`."""
+        query = flight.query
         key = query.key
         flights = self._flights
-        start_wire = self._start_wire
-        if start_wire is None or key in flights:
+        if not self._task_free or key in flights:
             return False
-        flight = _Flight()
-
-        # bound as defaults, not closed over: no cell per variable (as the handler's)
-        def landed(upstream: bytes | None, exc: BaseException | None,
-                   flights: dict[bytes, _Flight] = flights, key: bytes = key,
-                   flight: _Flight = flight,
-                   callback: Callable[[bytes | None, BaseException | None], None] = callback,
-                   ) -> None:
-            if flights.get(key) is flight:
-                del flights[key]
-            shared = flight.shared
-            if shared is not None and not shared.done():
-                if upstream is None:
-                    shared.set_exception(exc or RuntimeError("no answer"))
-                    shared.exception()  # retrieved: the followers re-raise it
-                else:
-                    shared.set_result(upstream)
-            callback(upstream, exc)
-
-        if not start_wire(key[:-1], flags=query.flags, payload=query.payload,
-                          do=key[-1] & KEY_DO != 0, deadline=deadline, callback=landed):
+        flight.flights = flights
+        flight.key = key
+        flight.shared = None
+        if not self.forwarder.start_wire(key[:-1], flags=query.flags, payload=query.payload,
+                                         do=key[-1] & KEY_DO != 0, deadline=deadline,
+                                         callback=flight.landed):
             return False
         self.stats.forwarded += 1
         flights[key] = flight
@@ -135,7 +157,7 @@ class WireForwarder:
         """Ask upstream in this task (no task of its own: a task and ``shield`` per
         forwarded query cost ~9 µs, measured); publish the outcome to followers."""
         self.stats.forwarded += 1
-        flight = self._flights[key] = _Flight()
+        flight = self._flights[key] = _flight()
         try:
             upstream: bytes = await self._resolve(key, query, deadline)
         except asyncio.CancelledError:
@@ -165,7 +187,7 @@ class WireForwarder:
             deadline=deadline)
         return result
 
-    def _land(self, key: bytes, flight: _Flight, task: asyncio.Future[bytes]) -> None:
+    def _land(self, key: bytes, flight: WireFlight, task: asyncio.Future[bytes]) -> None:
         """The handed-over exchange finished: pass its outcome to the followers."""
         if self._flights.get(key) is flight:
             del self._flights[key]

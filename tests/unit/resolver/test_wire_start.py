@@ -22,7 +22,7 @@ from dnstls.proto.cachekey import WireQuery, read_query
 from dnstls.resolver.base import Refuse, ResolveFailure
 from dnstls.resolver.cache import Cache
 from dnstls.resolver.forward import Forwarder
-from dnstls.resolver.wire import WireForwarder
+from dnstls.resolver.wire import WireFlight, WireForwarder
 
 
 def wire_query(name: str = "www.example.com.", qid: int = 1) -> tuple[WireQuery, bytes]:
@@ -141,6 +141,24 @@ async def test_start_wire_declines_what_it_does_not_handle() -> None:
                               callback=lambda a, e: None)  # deadline already passed
 
 
+class Recorded(WireFlight):
+    """A caller's flight that keeps what it was answered."""
+
+    __slots__ = ("got",)
+
+    got: list[Any]
+
+    def answered(self, upstream: bytes | None, exc: BaseException | None) -> None:
+        self.got.append((upstream, exc))
+
+
+def flight(query: WireQuery, got: list[Any]) -> Recorded:
+    recorded = Recorded()
+    recorded.query = query
+    recorded.got = got
+    return recorded
+
+
 async def test_followers_share_a_callback_leaders_exchange() -> None:
     loop = asyncio.get_running_loop()
     up = ScriptedUpstream()
@@ -149,8 +167,8 @@ async def test_followers_share_a_callback_leaders_exchange() -> None:
     q1, _ = wire_query(qid=1)
     q2, _ = wire_query("WWW.example.COM.", qid=2)
     got: list[Any] = []
-    assert wf.start(q1, deadline=1e9, callback=lambda a, e: got.append((a, e)))
-    assert not wf.start(q2, deadline=1e9, callback=lambda a, e: None)  # in flight: decline
+    assert wf.start(flight(q1, got), 1e9)
+    assert not wf.start(flight(q2, []), 1e9)  # in flight: decline
     follower = asyncio.ensure_future(wf.answer(q2, deadline=1e9))
     await asyncio.sleep(0)
     question, callback = up.held.pop()
@@ -169,7 +187,7 @@ async def test_a_callback_leaders_failure_reaches_its_followers() -> None:
     wf = WireForwarder(Forwarder([up], clock=loop.time), Cache(), loop.time)  # type: ignore[list-item]
     q1, _ = wire_query(qid=1)
     got: list[Any] = []
-    assert wf.start(q1, deadline=1e9, callback=lambda a, e: got.append((a, e)))
+    assert wf.start(flight(q1, got), 1e9)
     follower = asyncio.ensure_future(wf.answer(q1, deadline=1e9))
     await asyncio.sleep(0)
     up.held.pop()[1](None, QueryTimeout("slow"))
@@ -247,3 +265,31 @@ async def test_forward_wire_over_udp_truncates_as_answer_wire_does(cache: str) -
     assert outs[0] == outs[1]
     response = dns.message.from_wire(outs[1])
     assert len(outs[1]) <= 512 and response.flags & dns.flags.TC and response.id == 9
+
+
+@pytest.mark.parametrize("action", ACTIONS, ids=repr)
+async def test_start_wire_counts_its_queries_until_the_callback(action: Any) -> None:
+    """in_flight_wire (what the stub's reloads wait for) is up from the start until the
+    callback runs, whatever the outcome (a failure raised at once too); when_idle runs
+    as it drops to 0, before the callback."""
+    question = wire_query()[0].key[:-1]
+    up = ScriptedUpstream()
+    fwd = Forwarder([up], clock=asyncio.get_running_loop().time)  # type: ignore[list-item]
+    seen: list[Any] = []
+    fwd.when_idle = lambda: seen.append(("idle", fwd.in_flight_wire))
+    up.actions.append(action)
+    future = started(fwd, question)
+    assert fwd.in_flight_wire == 1 and seen == []
+    await outcome(future)
+    assert fwd.in_flight_wire == 0 and seen == [("idle", 0)]
+
+
+async def test_start_wire_uncounts_a_query_whose_start_raised_a_bug() -> None:
+    question = wire_query()[0].key[:-1]
+    up = ScriptedUpstream()
+    fwd = Forwarder([up], clock=asyncio.get_running_loop().time)  # type: ignore[list-item]
+    up.actions.append(("now", RuntimeError("bug")))
+    with pytest.raises(RuntimeError):
+        fwd.start_wire(question, flags=0x100, payload=0, do=False, deadline=1e9,
+                       callback=lambda a, e: None)
+    assert fwd.in_flight_wire == 0
