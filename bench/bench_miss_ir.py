@@ -159,6 +159,18 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
     upstream: Any
     if kind in ("udp", "stream"):
         udp_upstream._socket = _FakeSocketModule  # type: ignore[assignment]
+        # compiled (mypyc) code keeps its own reference to the _socket module and looks
+        # up only ``socket`` on it: replace that too, by a subclass whose direct calls
+        # make fake sockets (socket.socket's __init__ looks _socket.socket up as well)
+        import _socket
+
+        real = _socket.socket
+
+        class _SocketType(real):  # type: ignore[valid-type, misc]
+            def __new__(cls, *args: Any) -> Any:
+                return _FakeSock(*args) if cls is _SocketType else real.__new__(cls, *args)
+
+        _socket.socket = _SocketType  # type: ignore[misc]
         real_add = loop.add_reader
 
         def add_reader(fd: int, callback: Callable[..., Any], *args: Any) -> None:

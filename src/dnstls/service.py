@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dnstls import certs
+from dnstls.compiled import core_status
 from dnstls.config import (
     DEFAULT_DNS_PORT,
     DEFAULT_DOT_PORT,
@@ -362,7 +363,9 @@ class Service:
 
     def banner(self) -> list[str]:
         """What an operator needs to query the service: addresses, pin, a kdig line."""
-        lines = []
+        from dnstls import __version__  # not at import: dnstls/__init__ may be importing us
+
+        lines = [f"dnstls {__version__}, {core_status()}"]  # which build runs: see compiled.py
         for host, port in self.endpoints.tls:
             lines.append(f"DNS over TLS on {format_hostport(host, port)}")
         for host, port in self.endpoints.plain:

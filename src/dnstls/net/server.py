@@ -651,7 +651,8 @@ class StreamListener:
             functools.partial(protocol, self), host, port, reuse_address=True,
             reuse_port=reuse_port or None, backlog=1024)
         self.servers.append(server)
-        sockname = server.sockets[0].getsockname()
+        # uvloop's Server.sockets is a list, typeshed's a tuple (which compiled code checks)
+        sockname = typing.cast(typing.Any, server).sockets[0].getsockname()
         return sockname[0], sockname[1]
 
     def stop_accepting(self) -> None:

@@ -19,6 +19,11 @@ timeout (RFC 7766 §6.2.3: the idle timer restarts only after a whole message).
 from __future__ import annotations
 
 import struct
+from typing import TypeAlias
+
+#: What :meth:`FrameDecoder.feed` takes: bytes from the transport, or any bytes-like
+#: object (an explicit union, not ``bytes``: mypyc checks argument types at run time).
+Buffer: TypeAlias = bytes | bytearray | memoryview
 
 MAX_MESSAGE = 65535
 LENGTH = struct.Struct("!H")  # the two-byte length prefix
@@ -77,7 +82,7 @@ class FrameDecoder:
         """Bytes held that do not yet form a complete message."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: Buffer) -> list[bytes]:
         """Add ``data`` and return every message it completes, in order."""
         buf = self._buf
         if not buf and len(data) >= 2:

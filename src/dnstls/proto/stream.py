@@ -31,7 +31,7 @@ import enum
 from collections import deque
 from dataclasses import dataclass
 
-from dnstls.proto.framing import FrameDecoder, FramingError
+from dnstls.proto.framing import Buffer, FrameDecoder, FramingError
 
 
 class CloseReason(enum.Enum):
@@ -90,7 +90,7 @@ class StreamState:
         self.broken: CloseReason | None = None
 
     # -- input -------------------------------------------------------------------------
-    def feed(self, data: bytes, now: float) -> list[bytes]:
+    def feed(self, data: Buffer, now: float) -> list[bytes]:
         """Take received bytes; return the messages that may be dispatched now.
 
         An unframeable stream sets :attr:`broken` and stops reading; the messages before
@@ -127,7 +127,7 @@ class StreamState:
             self._idle_since = now
         return messages
 
-    def take_one(self, data: bytes, now: float) -> bytes | None:
+    def take_one(self, data: Buffer, now: float) -> bytes | None:
         """The message, if ``data`` is exactly one whole message, nothing is buffered
         or waiting in the backlog, the in-flight bound has room and there is no query
         limit -- the usual read when a client asks one query at a time -- accepted as
@@ -138,10 +138,12 @@ class StreamState:
         own); the caller answers or dispatches the message like one that :meth:`feed`
         returned.
         """
+        if type(data) is not bytes:
+            return None
         size = len(data)
         limits = self.limits
         if (self.stop_reading or self._backlog or size < 3 or self._decoder.in_message
-                or type(data) is not bytes or ((data[0] << 8) | data[1]) + 2 != size
+                or ((data[0] << 8) | data[1]) + 2 != size
                 or self.in_flight >= limits.max_in_flight or limits.max_queries):
             return None
         # feed()'s effects for this read: no partial message (so no message deadline),

@@ -48,7 +48,7 @@ import secrets
 import struct
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 import dns.exception
@@ -387,7 +387,8 @@ class ConnectionState:
         return (f"<{kind} {self.name} [{self.status.value}, in_flight={len(self.in_flight)}, "
                 f"queries={self.counters.queries}, idle_expiry={shown}]>")
 
-    __repr__ = describe
+    def __repr__(self) -> str:  # not ``__repr__ = describe``: mypyc cannot alias methods
+        return self.describe()
 
     # ---- transitions
 
@@ -552,13 +553,24 @@ C = TypeVar("C", bound=PooledConnection)
 W = TypeVar("W")
 
 
-@dataclass(slots=True)
 class Plan(Generic[C, W]):
-    """What :meth:`PoolState.assign` decided; the adapter carries it out."""
+    """What :meth:`PoolState.assign` decided; the adapter carries it out.
 
-    assigned: list[tuple[W, C]] = field(default_factory=list)
-    to_open: list[C] = field(default_factory=list)
-    to_close: list[C] = field(default_factory=list)
+    A plain class, not a dataclass: mypyc cannot compile a generic dataclass (importing
+    the compiled module fails with "attribute '__dict__' of 'type' objects is not
+    writable").
+    """
+
+    __slots__ = ("assigned", "to_close", "to_open")
+
+    def __init__(self) -> None:
+        self.assigned: list[tuple[W, C]] = []
+        self.to_open: list[C] = []
+        self.to_close: list[C] = []
+
+    def __repr__(self) -> str:
+        return (f"Plan(assigned={self.assigned!r}, to_open={self.to_open!r}, "
+                f"to_close={self.to_close!r})")
 
 
 class PoolState(Generic[C, W]):

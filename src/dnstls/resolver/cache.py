@@ -654,9 +654,9 @@ class Cache:
         if kind == _SERVFAIL:
             lifetime: float = self.servfail_ttl
         elif kind == _UNCACHEABLE:
-            lifetime = 0
+            lifetime = 0.0
         else:
-            lifetime = min(ttls) if ttls else 0  # min(default=) parses keywords: slower
+            lifetime = min(ttls) if ttls else 0.0  # min(default=) parses keywords: slower
         if lifetime <= 0 and not transient:
             return None
         # offsets and TTLs as tuples: a tuple of ints leaves the cyclic GC's lists at

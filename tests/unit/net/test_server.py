@@ -12,6 +12,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from dnstls.compiled import is_compiled
 from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamConnection, StreamListener
 from dnstls.proto import framing
@@ -306,6 +307,9 @@ async def _play(limits: dict[str, int], hold: bool, steps: list[bytes | str],
             dict(conn.listener.handler.responses))
 
 
+@pytest.mark.skipif(is_compiled("dnstls.net.server") or is_compiled("dnstls.proto.stream"),
+                    reason="patches StreamState.take_one, which compiled callers bypass "
+                           "(the pure-Python run covers it)")
 @pytest.mark.parametrize("scenario", list(_ONE_QUERY_SCENARIOS))
 async def test_one_query_reads_are_handled_as_by_the_general_path(
         scenario: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +359,10 @@ async def test_reads_are_answered_alike_with_and_without_the_memo(in_flight: int
         by_memo[0] += stop - start
         return stop, size
 
-    cache.answer_exact = counted  # type: ignore[method-assign]
+    # a compiled Cache's methods cannot be replaced on an instance: count only when pure
+    counting = not is_compiled("dnstls.resolver.cache")
+    if counting:
+        cache.answer_exact = counted  # type: ignore[method-assign]
     formerr = b"\x00\x09\x00\x00" + b"\x00" * 8
     pool = [query(n, 0, t) for n in NAMES for t in ("A", "TXT")]
     pool += [query(NAMES[0].upper(), 0), query("nocache.example.test.", 0), formerr]
@@ -380,7 +387,7 @@ async def test_reads_are_answered_alike_with_and_without_the_memo(in_flight: int
     items = [item for call in ta.calls for item in call]
     assert len(items) == 600 and not a.closed
     handler_a, handler_b = a.listener.handler, b.listener.handler
-    assert (by_memo[0] > 100) == (NOW[0] == 10.5)
+    assert not counting or (by_memo[0] > 100) == (NOW[0] == 10.5)
     assert handler_a.responses == handler_b.responses
     assert handler_a.statistics() == handler_b.statistics()
     assert handler_a.cache is not None and handler_b.cache is not None

@@ -950,7 +950,8 @@ def test_an_entry_is_its_only_object_the_cyclic_gc_tracks() -> None:
     gc.collect()
     assert entry.offsets and entry.ttls == (300, 300)
     assert not gc.is_tracked(entry.offsets) and not gc.is_tracked(entry.ttls)
-    assert [o for o in gc.get_referents(entry) if gc.is_tracked(o)] == [type(entry)]  # its class
+    # only its class (a compiled class's traverse does not visit even that)
+    assert [o for o in gc.get_referents(entry) if gc.is_tracked(o)] in ([type(entry)], [])
     # and it still renders from its body: a hit after the first (memo) and re-aged
     hit = cache.lookup_wire(key, 9, 501.0)
     assert hit is not None and dns.message.from_wire(hit).answer[0].ttl == 299

@@ -1,0 +1,102 @@
+"""The compiled hot path: which modules mypyc builds, and whether they are in use.
+
+``setup.py`` compiles :data:`COMPILED_MODULES` to C extensions with mypyc when it can
+(a C compiler and the Python headers; ``DNSTLS_PURE_PYTHON=1`` skips it) and otherwise
+installs the same package as pure Python. The modules are the per-query path of the
+DoT service -- read, cache lookup and render, forward to UDP, answer -- and nothing
+else: see docs/performance.md, "Compiled hot path (session 5, mypyc)".
+
+The same source serves both builds, so it is written for both: it type-checks with
+``mypy --strict`` and avoids what mypyc cannot compile or changes (no generic
+dataclasses, no method aliases, no ``break`` inside try/finally, argument annotations
+that name every type callers really pass -- mypyc checks them at run time). Compiled
+classes cannot be subclassed or monkeypatched from Python; tests that do so skip when
+:func:`is_compiled` says the module is compiled.
+
+This module imports nothing from dnstls: ``setup.py`` reads :data:`COMPILED_MODULES`
+from it without importing the package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+#: Source files (relative to ``src/``) that setup.py hands to mypyc.
+COMPILED_MODULES = (
+    "dnstls/proto/admission.py",
+    "dnstls/proto/answers.py",
+    "dnstls/proto/cachekey.py",
+    "dnstls/proto/edns.py",
+    "dnstls/proto/framing.py",
+    "dnstls/proto/stream.py",
+    "dnstls/proto/upstream.py",
+    "dnstls/resolver/base.py",
+    "dnstls/resolver/cache.py",
+    "dnstls/resolver/coalesce.py",
+    "dnstls/resolver/forward.py",
+    "dnstls/resolver/wire.py",
+    "dnstls/net/handler.py",
+    "dnstls/net/server.py",
+    "dnstls/net/udp_upstream.py",
+)
+
+
+def module_names() -> list[str]:
+    """:data:`COMPILED_MODULES` as dotted module names."""
+    return [path.removesuffix(".py").replace("/", ".") for path in COMPILED_MODULES]
+
+
+def is_compiled(name: str) -> bool:
+    """True if importing module ``name`` loads (or loaded) a C extension, not source."""
+    spec = importlib.util.find_spec(name)
+    origin = spec.origin if spec is not None else None
+    return origin is not None and not origin.endswith(".py")
+
+
+def compiled_modules() -> list[str]:
+    """The modules of :data:`COMPILED_MODULES` that run compiled in this process."""
+    return [name for name in module_names() if is_compiled(name)]
+
+
+def stale_modules() -> list[str]:
+    """Compiled modules whose source changed since they were built in place.
+
+    An editable install (``scripts/setup``) builds the extension modules into ``src/``,
+    where they shadow the ``.py`` files; setup.py records each source's SHA-256 in
+    ``compiled.sha256`` beside this file. A module is stale if its source no longer
+    matches (edited without running ``scripts/setup`` again). Installs without that
+    record (a wheel) have nothing to compare and report none.
+    """
+    here = Path(__file__).resolve().parent
+    record = here / "compiled.sha256"
+    if not record.exists():
+        return []
+    built = dict(line.split()[::-1] for line in record.read_text().splitlines() if line)
+    src = here.parent
+    stale = []
+    for path, name in zip(COMPILED_MODULES, module_names(), strict=True):
+        if not is_compiled(name):
+            continue
+        source = src / path
+        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source.exists() else ""
+        if built.get(path) != digest:
+            stale.append(name)
+    return stale
+
+
+def core_status() -> str:
+    """One phrase for ``--version`` and the start-up log: which build is in use."""
+    done = compiled_modules()
+    if not done:
+        return "pure Python"
+    total = len(COMPILED_MODULES)
+    if len(done) == total:
+        status = f"compiled core (mypyc, {total} modules)"
+    else:
+        status = f"partly compiled core (mypyc, {len(done)} of {total} modules)"
+    stale = stale_modules()
+    if stale:
+        status += f", STALE ({len(stale)} built from older sources: run scripts/setup)"
+    return status
