@@ -531,11 +531,13 @@ async def test_a_failing_callback_does_not_cut_off_the_rest_of_the_read(
 
 
 QUICKACK = (socket.IPPROTO_TCP, getattr(socket, "TCP_QUICKACK", -1), 1)
+linux_only = pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"),
+                                reason="TCP_QUICKACK is Linux's")
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
-async def test_reads_rearm_quickack_while_answers_are_outstanding_only() -> None:
-    sock = RecordingSocket()
+async def _three_in_flight(sock: RecordingSocket) -> tuple[
+        StreamUpstream, UpstreamConnection, list[Outcome], list[bytes]]:
+    """Three task-free queries sent on a connection over ``sock``, and their answers."""
     upstream, conn, transport = await _connection(sock)
     outcomes = [Outcome() for _ in range(3)]
     for i, outcome in enumerate(outcomes):
@@ -543,9 +545,15 @@ async def test_reads_rearm_quickack_while_answers_are_outstanding_only() -> None
                             payload=1232, do=False, callback=outcome)
     for _ in range(3):
         await asyncio.sleep(0)
-    sent = _frames(transport.writes[0])
     answers = [encode(dns.message.make_response(dns.message.from_wire(f)).to_wire())
-               for f in sent]
+               for f in _frames(transport.writes[0])]
+    return upstream, conn, outcomes, answers
+
+
+@linux_only
+async def test_reads_rearm_quickack_while_answers_are_outstanding_only() -> None:
+    sock = RecordingSocket()
+    upstream, conn, outcomes, answers = await _three_in_flight(sock)
     conn.data_received(answers[0])  # two still to come: ACK them at once
     assert sock.options == [QUICKACK]
     conn.data_received(answers[1][:5])  # part of one: still outstanding
@@ -556,19 +564,10 @@ async def test_reads_rearm_quickack_while_answers_are_outstanding_only() -> None
     await upstream.aclose()
 
 
-@pytest.mark.skipif(not hasattr(socket, "TCP_QUICKACK"), reason="TCP_QUICKACK is Linux's")
+@linux_only
 async def test_a_socket_that_refuses_quickack_is_not_asked_again() -> None:
     sock = RecordingSocket(refuse=True)
-    upstream, conn, transport = await _connection(sock)
-    outcomes = [Outcome() for _ in range(3)]
-    for i, outcome in enumerate(outcomes):
-        upstream.start_wire(_question(f"r{i}.example."), deadline=FAR, flags=0x0100,
-                            payload=1232, do=False, callback=outcome)
-    for _ in range(3):
-        await asyncio.sleep(0)
-    sent = _frames(transport.writes[0])
-    answers = [encode(dns.message.make_response(dns.message.from_wire(f)).to_wire())
-               for f in sent]
+    upstream, conn, outcomes, answers = await _three_in_flight(sock)
     conn.data_received(answers[0])
     sock.refuse = False
     conn.data_received(answers[1])  # still one outstanding, but not asked again
