@@ -17,14 +17,9 @@ from cryptography import x509
 
 from dnstls.cli.main import main
 from fakes import TestPKI
+from interop.peers import free_port  # free for TCP and UDP (--plain binds both)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], within: float = 15.0) -> None:

@@ -45,6 +45,7 @@ from dnstls.stub import (
     stub_config_from_data,
 )
 from fakes import Behavior, FakeUpstream, TestPKI
+from interop.peers import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -704,9 +705,9 @@ async def test_command_serves_reloads_on_sighup_and_stops_on_sigterm(
     first = await fakes("tls", ssl_context=pki.server_context())
     second = await fakes("tls", ssl_context=pki.server_context())
     path = tmp_path / "stub.toml"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # free for TCP *and* UDP (the stub binds both): a port free for UDP only could be a
+    # client connection's TCP port of this busy process, and the stub would fail to start
+    port = free_port()
     write_config(path, tls_upstream(first, pki))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "dnstls", "stub", "--config", str(path),
@@ -722,8 +723,17 @@ async def test_command_serves_reloads_on_sighup_and_stops_on_sigterm(
                     await udp_exchange(addr, query("one.example.").to_wire(), within=0.2))
                 break
             except (TimeoutError, ConnectionRefusedError):
+                if proc.returncode is not None:
+                    break
                 continue
-        assert response is not None and response.rcode() == dns.rcode.NOERROR
+        if response is None:  # say why: the stub's own words
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            assert proc.stderr is not None
+            stderr = (await proc.stderr.read()).decode(errors="replace")
+            pytest.fail(f"the stub never answered (exit {proc.returncode}):\n{stderr[-3000:]}")
+        assert response.rcode() == dns.rcode.NOERROR
         write_config(path, tls_upstream(second, pki))
         proc.send_signal(signal.SIGHUP)
         for _ in range(100):
