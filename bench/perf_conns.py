@@ -9,8 +9,9 @@ Usage (as root, under the bench lock)::
 
 In a private network namespace (as bench/run.py) starts nsd, ``dnstls serve`` (from
 ``--src``, default this tree), ``bench/transport_floor.py``'s ``floor-a`` (uvloop
-``create_server(ssl=...)`` answering every query with one precomputed answer) and
-optionally kresd, all pinned to core 0, and for each server and scenario:
+``create_server(ssl=...)`` answering every query with one precomputed answer), optionally
+its ``floor-b`` (the same answers from a non-blocking ``ssl.SSLSocket`` on ``add_reader``)
+and kresd, all pinned to core 0, and for each server and scenario:
 
 * ``reads500`` (``readsN``: N connections): ``bench/tls_reads.py`` opens 500 TLS 1.3
   connections, then ``perf record -g`` and ``perf stat`` run around ``--rounds`` rounds
@@ -51,12 +52,13 @@ import peers  # noqa: E402
 from run import CLIENT_CPU, SERVER_CPU, assert_isolated, reexec_in_netns  # noqa: E402
 
 
-def start_floor(group: peers.PeerGroup, pki: peers.TestPKI, src: Path) -> peers.Peer:
-    work = group.workdir("floor-a")
+def start_floor(group: peers.PeerGroup, pki: peers.TestPKI, src: Path,
+                variant: str = "a") -> peers.Peer:
+    work = group.workdir(f"floor-{variant}")
     port = peers.free_port()
-    argv = [sys.executable, str(BENCH / "transport_floor.py"), "serve", "--variant", "a",
+    argv = [sys.executable, str(BENCH / "transport_floor.py"), "serve", "--variant", variant,
             "--port", str(port), "--cert", str(pki.cert_pem), "--key", str(pki.key_pem)]
-    peer = group.start(peers.Peer("floor-a", peers._pinned(SERVER_CPU, argv), work,
+    peer = group.start(peers.Peer(f"floor-{variant}", peers._pinned(SERVER_CPU, argv), work,
                                   port=port, env={"PYTHONPATH": str(src / "src")}))
     return peer.wait_tcp(timeout=30)
 
@@ -109,7 +111,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=BENCH.parent)
     parser.add_argument("--servers", default="dnstls,floor-a",
-                        help="dnstls (from --src), floor-a, kresd, or a --variant name")
+                        help="dnstls (from --src), floor-a, floor-b, kresd, or a --variant name")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
                         help="also run dnstls from another source tree")
     parser.add_argument("--scenarios", default="reads500,conns500",
@@ -148,8 +150,8 @@ def main() -> int:
             elif name in variants:
                 servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU,
                                                    src=variants[name], name=name)
-            elif name == "floor-a":
-                servers[name] = start_floor(group, pki, src)
+            elif name in ("floor-a", "floor-b"):
+                servers[name] = start_floor(group, pki, src, name.removeprefix("floor-"))
             elif name == "kresd":
                 servers[name] = peers.start_kresd(group, pki, nsd, cpu=SERVER_CPU)
             else:

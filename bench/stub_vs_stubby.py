@@ -40,6 +40,12 @@ source tree. ``--variant NAME=TREE`` adds ``dnstls stub --no-cache`` run from an
 (``PYTHONPATH=TREE/src``), e.g. to compare a branch with main in one run. With
 ``--reps N`` the stubs are run in turn N times (interleaved) and every run is printed.
 
+Every ``dnstls stub`` runs with ``--metrics`` on a loopback port (the counters are kept
+either way; the endpoint is only read after a run): when a run's rcodes include anything
+but NOERROR and NXDOMAIN, the stub's non-zero ``dnstls_`` counters other than the
+per-rcode ones are printed under the table, so a rare SERVFAIL says where it came from
+(upstream timeouts, connection failures, drops, ...).
+
 Everything listens on 127.0.0.1 on free ports; nothing else is contacted (every stub has
 the loopback upstream as its only upstream). The peers come from the interop harness
 (``tests/interop/peers.py``) and are stopped at the end. This is not a test: no
@@ -56,7 +62,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -84,6 +91,13 @@ class Run:
     rcodes: str
     cpu_s: float = 0.0  # the stub's process tree, during the run
     upstream_cpu_s: float = 0.0
+    diagnosis: list[str] = field(default_factory=list)  # counters, when rcodes were unusual
+
+    @property
+    def unusual(self) -> bool:
+        """True if some answer had an rcode other than NOERROR or NXDOMAIN."""
+        counts = re.findall(r"(\w+) (\d+)", self.rcodes)
+        return any(name not in ("NOERROR", "NXDOMAIN") and int(n) for name, n in counts)
 
     def us_per_query(self, cpu: float) -> float:
         return cpu * 1e6 / self.completed if self.completed else float("nan")
@@ -127,19 +141,42 @@ def dnsperf(label: str, port: int, query_file: Path, *, seconds: float, clients:
                grab(r"Response codes:\s+(.*)", "?").strip(), cpu, up_cpu)
 
 
+def stub_counters(stub: peers.Peer) -> list[str]:
+    """The stub's non-zero ``dnstls_`` counters and gauges, per-rcode ones left out."""
+    port = stub.info.get("metrics_port")
+    if not port:
+        return []
+    try:
+        with urllib.request.urlopen(f"http://{peers.LOOPBACK}:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError as exc:
+        return [f"(metrics not readable: {exc})"]
+    lines = []
+    for line in text.splitlines():
+        if (not line.startswith("dnstls_") or line.startswith("dnstls_queries_total")
+                or "_created" in line.split("{")[0]):
+            continue
+        name, _, value = line.rpartition(" ")
+        if float(value) != 0:
+            lines.append(f"{name} {float(value):g}")
+    return lines
+
+
 def start_dnstls_stub(group: peers.PeerGroup, pki: peers.TestPKI, upstream: peers.Peer,
                       extra: list[str], tree: str | None = None,
                       wrap: list[str] | None = None) -> peers.Peer:
     port = peers.free_port()
+    metrics_port = peers.free_port()
     command = [sys.executable, *wrap, "-m", "dnstls"] if wrap else peers.dnstls_command()
     argv = [*command, "stub", "--listen", f"{peers.LOOPBACK}:{port}",
             "--upstream", f"tls://{upstream.host}:{upstream.port}#{pki.hostname}",
-            "--ca-file", str(pki.ca_pem), *extra]
+            "--ca-file", str(pki.ca_pem), "--metrics", f"{peers.LOOPBACK}:{metrics_port}",
+            *extra]
     env = {"PYTHONUNBUFFERED": "1"}
     if tree is not None:
         env["PYTHONPATH"] = str(Path(tree).resolve() / "src")
     peer = group.start(peers.Peer("dnstls-stub", argv, group.workdir("dnstls-stub"),
-                                  port=port, env=env))
+                                  port=port, env=env, info={"metrics_port": metrics_port}))
     return peer.wait_ready(lambda: peers.udp_dns_answers(peers.LOOPBACK, port))
 
 
@@ -230,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(0.5)
                     runs.append(dnsperf(label, stub.port, query_file, **perf, pid=stub.pid,
                                         upstream_pid=upstream.pid))
+                    if runs[-1].unusual:
+                        runs[-1].diagnosis = stub_counters(stub)
                     if spy is not None:
                         spy.communicate(timeout=args.seconds + 60)
                         profiles.append(pyspy_top.report(
@@ -265,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{run.label:26} {run.qps:9.0f} {run.cpu_us:9.1f} {run.upstream_cpu_us:10.1f} "
               f"{run.avg_ms:8.2f} {run.min_ms:8.2f} {run.max_ms:8.2f} {run.lost:6d}  "
               f"{run.rcodes}")
+    for run in runs:
+        if run.diagnosis:
+            print(f"{run.label}: unusual rcodes ({run.rcodes}); the stub's counters:")
+            for line in run.diagnosis:
+                print(f"    {line}")
     for profile in profiles:
         print(profile)
     bases = [run for run in runs if run.label == "stubby"]
