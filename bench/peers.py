@@ -201,10 +201,10 @@ stub-zone:
 
 def start_dnstls(group: PeerGroup, pki: TestPKI, nsd: Peer, *, cpu: str | None,
                  workers: int = 0, name: str = "dnstls", src: Path | None = None,
-                 wrap: list[str] | None = None) -> Peer:
+                 wrap: list[str] | None = None, env: dict[str, str] | None = None) -> Peer:
     """``dnstls serve`` from this tree, or from the source tree ``src`` (its ``src/``
     directory goes first on PYTHONPATH); ``wrap`` prefixes the Python command (e.g.
-    ``-m cProfile -o FILE``)."""
+    ``-m cProfile -o FILE``); ``env`` is added to the server's environment."""
     work = group.workdir(name)
     port = free_port()
     (work / "state").mkdir()
@@ -227,7 +227,7 @@ max_bytes = {256 << 20}
             "--upstream", f"udp://{nsd.host}:{nsd.port}"]
     if workers:
         argv += ["--workers", str(workers)]
-    env = {"PYTHONUNBUFFERED": "1"}
+    env = {"PYTHONUNBUFFERED": "1", **(env or {})}
     if src is not None:
         env["PYTHONPATH"] = str(src / "src")
     peer = group.start(Peer(name, _pinned(cpu, argv), work, port=port, env=env))
@@ -242,10 +242,13 @@ class Servers:
 
 def start_all(group: PeerGroup, pki: TestPKI, *, server_cpu: str | None,
               aux_cpu: str | None, names: list[str],
-              variants: dict[str, Path] | None = None) -> Servers:
+              variants: dict[str, Path] | None = None,
+              variant_env: dict[str, dict[str, str]] | None = None) -> Servers:
     """nsd and the named resolvers (``kresd``, ``unbound``, ``dnstls``, ``dnstls-wN``
-    for N workers, or a name of ``variants``: dnstls from that source tree)."""
+    for N workers, or a name of ``variants``: dnstls from that source tree, with
+    ``variant_env[name]`` added to its environment)."""
     variants = variants or {}
+    variant_env = variant_env or {}
     nsd = start_nsd(group, cpu=aux_cpu)
     resolvers: dict[str, Peer] = {}
     for name in names:
@@ -257,7 +260,7 @@ def start_all(group: PeerGroup, pki: TestPKI, *, server_cpu: str | None,
             resolvers[name] = start_dnstls(group, pki, nsd, cpu=server_cpu)
         elif name in variants:
             resolvers[name] = start_dnstls(group, pki, nsd, cpu=server_cpu, name=name,
-                                           src=variants[name])
+                                           src=variants[name], env=variant_env.get(name))
         elif name.startswith("dnstls-w"):
             n = int(name.removeprefix("dnstls-w"))
             resolvers[name] = start_dnstls(group, pki, nsd, cpu=None, workers=n, name=name)

@@ -504,6 +504,10 @@ def main() -> int:
                              "or a --variant name")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
                         help="also run dnstls from another source tree (A/B of a change)")
+    parser.add_argument("--variant-env", action="append", default=[], metavar="NAME:VAR=VALUE",
+                        help="set VAR in variant NAME's environment (e.g. "
+                             "jem:LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2, "
+                             "pure:DNSTLS_PURE_PYTHON=1 with a .so-free tree)")
     parser.add_argument("--reps", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=0.0)
     parser.add_argument("--idle", type=int, default=0, help="idle connections (default 10000)")
@@ -532,6 +536,13 @@ def main() -> int:
     for item in args.variant:
         name, _, tree = item.partition("=")
         variants[name] = Path(tree).resolve()
+    variant_env: dict[str, dict[str, str]] = {}
+    for item in args.variant_env:
+        name, _, assignment = item.partition(":")
+        var, eq, value = assignment.partition("=")
+        if name not in variants or not var or not eq:
+            parser.error(f"--variant-env {item!r}: want NAME:VAR=VALUE for a --variant NAME")
+        variant_env.setdefault(name, {})[var] = value
     names = [n for n in args.servers.split(",") if n]
     if "miss" in scenarios:  # a zone with a fresh name for every query of every repetition
         peers.A_NAMES = max(peers.A_NAMES, MISS_FIRST + settings.reps * settings.miss_names)
@@ -547,6 +558,7 @@ def main() -> int:
                      "miss_chunks": settings.miss_chunks, "handshakes": settings.handshakes,
                      "idle": settings.idle, "pinned": settings.pin, "servers": names,
                      "variants": {k: str(v) for k, v in variants.items()},
+                     "variant_env": variant_env,
                      "scenarios": scenarios}}
     print(f"bench: {meta['uptime_before']}", flush=True)
     print(f"bench: {meta['machine']}", flush=True)
@@ -555,7 +567,8 @@ def main() -> int:
     try:
         pki = peers.make_pki(work / "pki")
         servers = peers.start_all(group, pki, server_cpu=settings.server_cpu,
-                                  aux_cpu=settings.client_cpu, names=names, variants=variants)
+                                  aux_cpu=settings.client_cpu, names=names, variants=variants,
+                                  variant_env=variant_env)
         print(f"bench: servers up in {time.monotonic() - started:.1f}s: "
               + ", ".join(f"{n}:{p.port}" for n, p in servers.resolvers.items()), flush=True)
         bench = Bench(settings, work, servers, pki)

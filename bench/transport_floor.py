@@ -258,10 +258,12 @@ def bench_main() -> int:
 
     original = peers.start_all
 
-    def start_all(group, pki, *, server_cpu, aux_cpu, names, variants=None):  # type: ignore[no-untyped-def]
+    def start_all(group, pki, *, server_cpu, aux_cpu, names, variants=None,  # type: ignore[no-untyped-def]
+                  variant_env=None):
         floors = [n for n in names if n.startswith("floor-")]
         servers = original(group, pki, server_cpu=server_cpu, aux_cpu=aux_cpu,
-                           names=[n for n in names if n not in floors], variants=variants)
+                           names=[n for n in names if n not in floors], variants=variants,
+                           variant_env=variant_env)
         for name in floors:
             work = group.workdir(name)
             port = peers.free_port()
