@@ -40,6 +40,8 @@ COMPILED_MODULES = (
     "dnstls/net/handler.py",
     "dnstls/net/server.py",
     "dnstls/net/udp_upstream.py",
+    "dnstls/net/pool.py",
+    "dnstls/net/udp.py",
 )
 
 
