@@ -148,10 +148,12 @@ class Client:
             if self.spec.transport == "udp":
                 self._upstream = UdpUpstream(self.spec)
             else:
+                # bool(): the compiled pool checks its attributes' types (a truthy 1 would
+                # raise TypeError there)
                 stream = StreamUpstream(self.spec, sni=self.sni,
-                                        verify=self.verify if self.spec.transport == "tls"
+                                        verify=bool(self.verify) if self.spec.transport == "tls"
                                         else None)
-                stream.ask_keepalive = self.keepalive
+                stream.ask_keepalive = bool(self.keepalive)
                 stream.close_grace = CLOSE_GRACE
                 stream.pad_length = self.padding_length
                 self._upstream = stream

@@ -3,15 +3,21 @@
 ``setup.py`` compiles :data:`COMPILED_MODULES` to C extensions with mypyc when it can
 (a C compiler and the Python headers; ``DNSTLS_PURE_PYTHON=1`` skips it) and otherwise
 installs the same package as pure Python. The modules are the per-query path of the
-DoT service -- read, cache lookup and render, forward to UDP, answer -- and nothing
-else: see docs/performance.md, "Compiled hot path (session 5, mypyc)".
+DoT service -- read, cache lookup and render, forward to UDP, answer -- and of the stub
+(the plain-DNS UDP listener and the TCP/TLS upstream pool), and nothing else: see
+docs/performance.md, "Compiled hot path (session 5, mypyc)" and "Compiled stub and
+stream upstream (session 6, stubc)".
 
 The same source serves both builds, so it is written for both: it type-checks with
 ``mypy --strict`` and avoids what mypyc cannot compile or changes (no generic
-dataclasses, no method aliases, no ``break`` inside try/finally, argument annotations
-that name every type callers really pass -- mypyc checks them at run time). Compiled
-classes cannot be subclassed or monkeypatched from Python; tests that do so skip when
-:func:`is_compiled` says the module is compiled.
+dataclasses, no method aliases, no ``break`` inside try/finally, no class attribute
+defaulting to a name rather than a literal -- mypyc warns "Unsupported default
+attribute value" --, and argument annotations that name every type callers really
+pass -- mypyc checks them at run time; a ``Protocol`` is not checked, so duck-typed
+collaborators are typed by one).
+Compiled classes cannot be subclassed or monkeypatched from Python; tests fake through
+seams (constructor arguments such as ``StreamUpstream(connect=...)``), and the few that
+cannot skip when :func:`is_compiled` says the module is compiled.
 
 This module imports nothing from dnstls: ``setup.py`` reads :data:`COMPILED_MODULES`
 from it without importing the package.
@@ -40,6 +46,8 @@ COMPILED_MODULES = (
     "dnstls/net/handler.py",
     "dnstls/net/server.py",
     "dnstls/net/udp_upstream.py",
+    "dnstls/net/pool.py",
+    "dnstls/net/udp.py",
 )
 
 

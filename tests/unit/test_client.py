@@ -93,6 +93,14 @@ async def test_a_query_needs_one_question() -> None:
         await client.query("example.com")
 
 
+async def test_truthy_options_reach_the_pool_as_bools() -> None:
+    """The (compiled) pool checks its attributes' types: the client hands it bools."""
+    client = Client("tls://127.0.0.1#dns.example", keepalive=1, verify=1)  # type: ignore[arg-type]
+    stream = client._adapter()
+    assert stream.ask_keepalive is True  # type: ignore[union-attr]
+    await client.aclose()
+
+
 def test_sync_client_validates_before_starting_a_thread() -> None:
     before = threading.active_count()
     with pytest.raises(ConfigError):

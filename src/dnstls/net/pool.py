@@ -199,6 +199,11 @@ class _WireQuery:
             log.exception("internal error while answering a forwarded query")
 
 
+#: How a pool opens a connection's transport: returns once the connection (the protocol)
+#: has its transport (``connection_made``), raises if it cannot. The pool's default is
+#: :meth:`StreamUpstream.open_transport`; tests hand a fake transport through it.
+Connector = Callable[["UpstreamConnection"], Awaitable[None]]
+
 #: How the task-free forwarding paths deliver an exchange's outcome: the answer's bytes,
 #: or the exception (the UDP upstream and the stream pool share it).
 WireCallback = Callable[[bytes | None, BaseException | None], None]
@@ -278,13 +283,8 @@ class UpstreamConnection(asyncio.Protocol):
         spec = up.spec
         try:
             async with asyncio.timeout(spec.connect_timeout):
-                if up.context is None:
-                    await up.loop.create_connection(lambda: self, spec.address, spec.port)
-                else:
-                    await up.loop.create_connection(
-                        lambda: self, spec.address, spec.port, ssl=up.context,
-                        server_hostname=tls_client.server_hostname(spec, up.sni) or "",
-                        ssl_handshake_timeout=spec.connect_timeout)
+                await up.connect(self)
+                if up.context is not None:
                     self._authenticate()
         except asyncio.CancelledError:
             self._shutdown("cancelled while connecting")
@@ -562,22 +562,26 @@ class StreamUpstream:
     #: Ask for edns-tcp-keepalive in every query (RFC 7828; the server's value sets
     #: the idle timeout). ``dnstls query`` turns it off unless ``+keepalive``.
     ask_keepalive = True
-    #: Seconds :meth:`aclose` waits for the servers' close_notify before aborting (some,
-    #: e.g. Knot Resolver, never send one); a one-shot client may want less.
-    close_grace = CLOSE_GRACE
     #: Exact padding option length (TLS only) instead of block padding (kdig's
     #: ``+padding=N``).
     pad_length: int | None = None
 
     def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None,
-                 sni: str | None = None, verify: bool | None = None) -> None:
+                 sni: str | None = None, verify: bool | None = None,
+                 connect: Connector | None = None) -> None:
         if spec.transport not in ("tcp", "tls"):
             raise ValueError(f"{spec.name} is not a stream upstream")
         self.spec = spec
         self.name = spec.name
         self.timeout = spec.query_timeout
+        #: Seconds :meth:`aclose` waits for the servers' close_notify before aborting
+        #: (some, e.g. Knot Resolver, never send one); a one-shot client may want less.
+        self.close_grace = CLOSE_GRACE
         self.loop = asyncio.get_running_loop()
         self.clock: Clock = clock or self.loop.time
+        #: Opens a connection's transport (:data:`Connector`): :meth:`open_transport`
+        #: unless the caller hands another (tests: a scripted fake transport).
+        self.connect: Connector = connect or self.open_transport
         self.sni = sni
         self.context = (tls_client.client_context(spec, sni=sni, verify=verify)
                         if spec.transport == "tls" else None)
@@ -595,6 +599,18 @@ class StreamUpstream:
 
     def _new_connection(self) -> UpstreamConnection:
         return UpstreamConnection(self)
+
+    async def open_transport(self, conn: UpstreamConnection) -> None:
+        """The default :data:`Connector`: TCP, or TLS with this upstream's context (the
+        caller, :meth:`UpstreamConnection._connect`, bounds it and authenticates)."""
+        spec = self.spec
+        if self.context is None:
+            await self.loop.create_connection(lambda: conn, spec.address, spec.port)
+        else:
+            await self.loop.create_connection(
+                lambda: conn, spec.address, spec.port, ssl=self.context,
+                server_hostname=tls_client.server_hostname(spec, self.sni) or "",
+                ssl_handshake_timeout=spec.connect_timeout)
 
     def __repr__(self) -> str:
         conns = len(self.state.connections)
@@ -695,11 +711,13 @@ class StreamUpstream:
                 return await ask(conn)
             except ConnectionLost as exc:
                 lost = exc
-                if self.clock() >= deadline:
-                    break
-                self.counters.retries += 1
+                again = self.clock() < deadline
+                if again:
+                    self.counters.retries += 1
             finally:
                 self._release(conn)
+            if not again:  # (not a break inside try/finally: mypyc does not compile it)
+                break
         assert lost is not None
         if lost.protocol:
             raise ProtocolError(str(lost))

@@ -33,24 +33,48 @@ import functools
 import logging
 import typing
 from collections import Counter
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 import dns.message
 import dns.rcode
 
-from dnstls.net.handler import QueryHandler
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
 
 log = logging.getLogger("dnstls.net.udp")
+
+#: A client's address as the loop hands it: (host, port) over IPv4, (host, port,
+#: flowinfo, scope_id) over IPv6 -- compiled code checks the annotation, so it says so.
+Address = tuple[Any, ...]
+
+
+class DatagramHandler(Protocol):
+    """What the listener asks of its handler: :class:`dnstls.net.handler.QueryHandler`
+    (tests hand a fake)."""
+
+    @property
+    def responses(self) -> Counter[tuple[str, str]]: ...
+
+    def route(self, wire: bytes, transport: Transport) -> bytes | WireQuery | None: ...
+
+    def forward_wire(self, query: WireQuery, wire: bytes, transport: Transport,
+                     deliver: Callable[[bytes], None]) -> bool: ...
+
+    def parse(self, wire: bytes, transport: Transport) -> dns.message.Message | Rejection: ...
+
+    async def answer_wire(self, query: WireQuery, wire: bytes, transport: Transport,
+                          ) -> bytes: ...
+
+    async def answer(self, query: dns.message.Message, transport: Transport,
+                     client: tuple[str, int] | None) -> bytes: ...
 
 _RCODE_KEYS = [(Transport.UDP.value, dns.rcode.to_text(dns.rcode.Rcode.make(i)))
                for i in range(16)]
 
 
 class UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, handler: QueryHandler, *, max_in_flight: int = 10000) -> None:
+    def __init__(self, handler: DatagramHandler, *, max_in_flight: int = 10000) -> None:
         self.handler = handler
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
@@ -61,14 +85,14 @@ class UdpListener(asyncio.DatagramProtocol):
         self.dropped: Counter[str] = Counter()
         #: Queries being forwarded, by their bytes after the ID: the (ID, address) of
         #: the identical queries that joined them (module docstring).
-        self.flights: dict[bytes, list[tuple[bytes, tuple[str, int]]]] = {}
+        self.flights: dict[bytes, list[tuple[bytes, Address]]] = {}
         self.joined = 0  # joiners waiting now
         self.coalesced = 0  # joiners ever
         self.forwarding = 0  # queries forwarded without a task, not yet answered
         self._quiet: asyncio.Future[None] | None = None  # drain() waits on it
 
     @classmethod
-    async def listen(cls, handler: QueryHandler, host: str, port: int, *,
+    async def listen(cls, handler: DatagramHandler, host: str, port: int, *,
                      reuse_port: bool = False) -> tuple[UdpListener, tuple[str, int]]:
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
@@ -79,7 +103,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.DatagramTransport, transport)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+    def datagram_received(self, data: bytes, addr: Address) -> None:
         self.received += 1
         if self.flights:
             # An identical query is being forwarded: join it before any parsing (it was
@@ -127,7 +151,7 @@ class UdpListener(asyncio.DatagramProtocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _answer_wire(self, query: WireQuery, data: bytes, addr: tuple[str, int],
+    async def _answer_wire(self, query: WireQuery, data: bytes, addr: Address,
                            ) -> None:
         try:
             wire = await self.handler.answer_wire(query, data, Transport.UDP)
@@ -138,8 +162,8 @@ class UdpListener(asyncio.DatagramProtocol):
                 self.joined -= len(joiners)
         self._send(wire, addr, joiners)
 
-    def _send(self, wire: bytes, addr: tuple[str, int],
-              joiners: list[tuple[bytes, tuple[str, int]]] | None) -> None:
+    def _send(self, wire: bytes, addr: Address,
+              joiners: list[tuple[bytes, Address]] | None) -> None:
         """The answer to its asker, and under each joiner's own ID to the joiners."""
         transport = self.transport
         if transport is None or transport.is_closing():
@@ -151,7 +175,7 @@ class UdpListener(asyncio.DatagramProtocol):
                 transport.sendto(qid + tail, joiner)
             self.handler.responses[_RCODE_KEYS[wire[3] & 0xF]] += len(joiners)
 
-    def _delivered(self, tail: bytes, addr: tuple[str, int], wire: bytes) -> None:
+    def _delivered(self, tail: bytes, addr: Address, wire: bytes) -> None:
         """forward_wire's answer for the query whose bytes after the ID are ``tail``."""
         self.forwarding -= 1
         joiners = self.flights.pop(tail, None)
@@ -161,7 +185,7 @@ class UdpListener(asyncio.DatagramProtocol):
             self._quiet.set_result(None)
         self._send(wire, addr, joiners)
 
-    async def _answer(self, query: dns.message.Message, addr: tuple[str, int]) -> None:
+    async def _answer(self, query: dns.message.Message, addr: Address) -> None:
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))
         if self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(wire, addr)

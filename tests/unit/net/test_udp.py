@@ -103,6 +103,19 @@ async def test_identical_queries_share_one_exchange_each_with_its_own_id() -> No
     assert listener.flights == {}
 
 
+async def test_ipv6_clients_four_item_addresses_are_answered_and_joined() -> None:
+    """The loop hands IPv6 clients' addresses as (host, port, flowinfo, scope_id): the
+    compiled listener must take them as they come (its annotations are checked)."""
+    listener, handler, transport = await make()
+    a, b = ("::1", 1000, 0, 0), ("::1", 2000, 0, 0)
+    listener.datagram_received(query("www.example.", 0x1111), a)  # type: ignore[arg-type]
+    listener.datagram_received(query("www.example.", 0x2222), b)  # type: ignore[arg-type]
+    handler.release.set()
+    await settle()
+    assert [(struct.unpack_from("!H", d)[0], addr) for d, addr in transport.sent] == [
+        (0x1111, a), (0x2222, b)]
+
+
 async def test_queries_differing_after_the_id_are_not_joined() -> None:
     listener, handler, transport = await make()
     addr = ("127.0.0.1", 1000)
