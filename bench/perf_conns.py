@@ -112,6 +112,8 @@ def main() -> int:
     parser.add_argument("--src", type=Path, default=BENCH.parent)
     parser.add_argument("--servers", default="dnstls,floor-a",
                         help="dnstls (from --src), floor-a, floor-b, kresd, or a --variant name")
+    parser.add_argument("--variant-env", action="append", default=[],
+                        metavar="NAME:VAR=VALUE", help="an environment variable of a variant")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
                         help="also run dnstls from another source tree")
     parser.add_argument("--scenarios", default="reads500,conns500",
@@ -144,12 +146,18 @@ def main() -> int:
                                          [peers.a_name(i) for i in range(1000)], "A")
         servers: dict[str, peers.Peer] = {}
         variants = {k: Path(v).resolve() for k, v in (x.split("=", 1) for x in args.variant)}
+        variant_env: dict[str, dict[str, str]] = {}
+        for item in args.variant_env:
+            vname, _, assignment = item.partition(":")
+            var, _, value = assignment.partition("=")
+            variant_env.setdefault(vname, {})[var] = value
         for name in args.servers.split(","):
             if name == "dnstls":
                 servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU, src=src)
             elif name in variants:
                 servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU,
-                                                   src=variants[name], name=name)
+                                                   src=variants[name], name=name,
+                                                   env=variant_env.get(name))
             elif name in ("floor-a", "floor-b"):
                 servers[name] = start_floor(group, pki, src, name.removeprefix("floor-"))
             elif name == "kresd":
