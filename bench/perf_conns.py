@@ -49,7 +49,13 @@ sys.path.insert(0, str(BENCH))
 
 import measure  # noqa: E402
 import peers  # noqa: E402
-from run import CLIENT_CPU, SERVER_CPU, assert_isolated, reexec_in_netns  # noqa: E402
+from run import (  # noqa: E402
+    CLIENT_CPU,
+    SERVER_CPU,
+    assert_isolated,
+    parse_variant_env,
+    reexec_in_netns,
+)
 
 
 def start_floor(group: peers.PeerGroup, pki: peers.TestPKI, src: Path,
@@ -146,11 +152,7 @@ def main() -> int:
                                          [peers.a_name(i) for i in range(1000)], "A")
         servers: dict[str, peers.Peer] = {}
         variants = {k: Path(v).resolve() for k, v in (x.split("=", 1) for x in args.variant)}
-        variant_env: dict[str, dict[str, str]] = {}
-        for item in args.variant_env:
-            vname, _, assignment = item.partition(":")
-            var, _, value = assignment.partition("=")
-            variant_env.setdefault(vname, {})[var] = value
+        variant_env = parse_variant_env(args.variant_env, variants, parser)
         for name in args.servers.split(","):
             if name == "dnstls":
                 servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU, src=src)

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -494,6 +494,19 @@ def versions() -> dict[str, str]:
             "kernel": platform.release(), "cpus": str(os.cpu_count())}
 
 
+def parse_variant_env(items: list[str], variants: Mapping[str, object],
+                      parser: argparse.ArgumentParser) -> dict[str, dict[str, str]]:
+    """``--variant-env NAME:VAR=VALUE`` options: each variant's extra environment."""
+    env: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, _, assignment = item.partition(":")
+        var, eq, value = assignment.partition("=")
+        if name not in variants or not var or not eq:
+            parser.error(f"--variant-env {item!r}: want NAME:VAR=VALUE for a --variant NAME")
+        env.setdefault(name, {})[var] = value
+    return env
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short runs (about 2 minutes)")
@@ -536,13 +549,7 @@ def main() -> int:
     for item in args.variant:
         name, _, tree = item.partition("=")
         variants[name] = Path(tree).resolve()
-    variant_env: dict[str, dict[str, str]] = {}
-    for item in args.variant_env:
-        name, _, assignment = item.partition(":")
-        var, eq, value = assignment.partition("=")
-        if name not in variants or not var or not eq:
-            parser.error(f"--variant-env {item!r}: want NAME:VAR=VALUE for a --variant NAME")
-        variant_env.setdefault(name, {})[var] = value
+    variant_env = parse_variant_env(args.variant_env, variants, parser)
     names = [n for n in args.servers.split(",") if n]
     if "miss" in scenarios:  # a zone with a fresh name for every query of every repetition
         peers.A_NAMES = max(peers.A_NAMES, MISS_FIRST + settings.reps * settings.miss_names)
