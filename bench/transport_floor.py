@@ -10,16 +10,26 @@ patched), so what it costs per query is the TLS transport and nothing else:
   itself (OpenSSL's socket BIO), ``pending()`` instead of a read that ends in
   ``SSLWantReadError``;
 * ``floor-c``: as b, with OpenSSL's read-ahead switched on for the context (one
-  ``read`` syscall per read instead of one for the record header and one for its body).
+  ``read`` syscall per read instead of one for the record header and one for its body);
+* ``floor-ossl``: no Python at all: ``bench/floor_ossl.c``, an epoll loop in C on the
+  system OpenSSL with memory BIOs both ways (one ``recv`` and one ``send`` per read, one
+  record per answer) and the same TLS settings: what a C-level TLS path could cost at
+  best (built with ``cc`` on first use into ``/tmp/dnstls-floor-ossl-*``);
+* ``floor-x``: the C plumbing of floor-ossl as a Python extension
+  (``bench/floor_engine.c``, built the same way) under a Python replay protocol on
+  uvloop's ``add_reader``: per read one Python callback, one ``Engine.read()`` (recv,
+  memory BIO, ``SSL_read`` until WANT_READ, no exception), the answers framed in Python,
+  ``Engine.write()`` per answer and one ``Engine.flush()``: what a C TLS engine under
+  dnstls's Python would cost (the server context is ``server_context``'s, as a and b).
 
 The context is ``dnstls.net.tls.server_context`` (the server's own settings), so the
 handshakes are comparable. Run from the worktree, under the bench lock::
 
     flock /tmp/dnstls-bench.lock env PYTHONPATH=$PWD/src /work/main/.venv/bin/python \\
         bench/transport_floor.py --quick --scenarios conns500,handshake \\
-        --servers kresd,floor-a,floor-b,floor-c --reps 2
+        --servers kresd,floor-a,floor-b,floor-c,floor-ossl --reps 2
 
-(all options are ``bench/run.py``'s; the extra server names ``floor-a|b|c`` start this
+(all options are ``bench/run.py``'s; the extra server names ``floor-a|b|c|ossl`` start this
 script's ``serve`` mode, and the extra scenario ``reads500`` runs ``bench/tls_reads.py``:
 server CPU per one-query read on 500 open connections, handshakes not counted).
 ``python bench/transport_floor.py serve --variant b --port P --cert C --key K`` runs one
@@ -43,7 +53,7 @@ BENCH = Path(__file__).resolve().parent
 
 
 def answer_template() -> bytes:
-    """n0.bench.test A 192.0.2.1, TTL 1 day (48 bytes, the size kresd sends)."""
+    """n0.bench.test A 192.0.2.1, TTL 1 day (47 bytes; kresd's answer is 48)."""
     qname = b"\x02n0\x05bench\x04test\x00"
     header = struct.pack("!HHHHHH", 0, 0x8180, 1, 1, 0, 0)
     question = qname + b"\x00\x01\x00\x01"
@@ -173,6 +183,77 @@ class ReplayConn:
         self.ss.close()
 
 
+# --------------------------------------------------------------------------- variant x
+
+
+class EngineConn:
+    __slots__ = ("buf", "eng", "fd", "loop", "sock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, eng: object) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.eng = eng
+        self.buf = b""
+
+    def on_read(self) -> None:
+        eng = self.eng
+        data = eng.read()  # type: ignore[attr-defined]
+        if data is None:
+            self.close()
+            return
+        if not data:
+            return
+        buf = self.buf + data if self.buf else data
+        used = 0
+        end = len(buf)
+        write = eng.write  # type: ignore[attr-defined]
+        while end - used >= 2:
+            length = (buf[used] << 8) | buf[used + 1]
+            if end - used - 2 < length:
+                break
+            write(b"\x00" + bytes([len(ANSWER)]) + buf[used + 2:used + 4] + ANSWER[2:])
+            used += 2 + length
+        self.buf = buf[used:]
+        if eng.flush():  # type: ignore[attr-defined]
+            self.loop.add_writer(self.fd, self.on_write)
+
+    def on_write(self) -> None:
+        if not self.eng.flush():  # type: ignore[attr-defined]
+            self.loop.remove_writer(self.fd)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.fd)
+        self.loop.remove_writer(self.fd)
+        self.eng.close()  # type: ignore[attr-defined]
+        self.sock.close()
+
+
+def build_c(source_name: str, *, extension: bool) -> Path:
+    """A C file of this directory compiled once per source version against the system
+    OpenSSL (the one Python's ``ssl`` uses): an executable, or a Python extension."""
+    import hashlib
+    import subprocess
+    import sysconfig
+    import tempfile
+
+    source = BENCH / source_name
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    stem = source_name.removesuffix(".c")
+    out_dir = Path(tempfile.gettempdir()) / f"dnstls-{stem.replace('_', '-')}-{digest}"
+    if extension:
+        binary = out_dir / f"_{stem}{sysconfig.get_config_var('EXT_SUFFIX')}"
+        flags = ["-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}"]
+    else:
+        binary = out_dir / stem
+        flags = []
+    if not binary.exists():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["cc", "-O2", "-Wall", *flags, "-o", str(binary), str(source),
+                        "-lssl", "-lcrypto"], check=True)
+    return binary
+
+
 def set_read_ahead(ctx: ssl.SSLContext) -> None:
     """SSL_CTX_set_read_ahead(ctx, 1) through ctypes (the ssl module has no API)."""
     import _ssl
@@ -181,9 +262,18 @@ def set_read_ahead(ctx: ssl.SSLContext) -> None:
     lib = ctypes.CDLL(_find_libssl(_ssl.__file__))
     lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
     lib.SSL_CTX_ctrl.restype = ctypes.c_long
-    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    ptr = ctypes_address(ctx)
     lib.SSL_CTX_ctrl(ptr, 41, 1, None)  # SSL_CTRL_SET_READ_AHEAD
     assert lib.SSL_CTX_ctrl(ptr, 40, 0, None) == 1  # SSL_CTRL_GET_READ_AHEAD
+
+
+def ctypes_address(ctx: ssl.SSLContext) -> int:
+    """The context's ``SSL_CTX *`` (CPython keeps it right after the object header)."""
+    import ctypes
+
+    ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
+    assert ptr
+    return ptr
 
 
 def _find_libssl(module: str) -> str:
@@ -209,6 +299,16 @@ async def serve(args: argparse.Namespace) -> None:
         return
     if args.variant == "c":
         set_read_ahead(ctx)
+    engine = None
+    if args.variant == "x":
+        import importlib.util
+
+        path = build_c("floor_engine.c", extension=True)
+        spec = importlib.util.spec_from_file_location("_floor_engine", path)
+        assert spec is not None and spec.loader is not None
+        engine = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(engine)
+        ctx_address = ctypes_address(ctx)
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((args.host, args.port))
@@ -224,6 +324,10 @@ async def serve(args: argparse.Namespace) -> None:
                 return
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if engine is not None:
+                econn = EngineConn(loop, sock, engine.Engine(ctx_address, sock.fileno()))
+                loop.add_reader(econn.fd, econn.on_read)
+                continue
             ss = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             conn = ReplayConn(loop, ss)
             loop.add_reader(conn.fd, conn.handshake)
@@ -235,17 +339,27 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def serve_main(argv: list[str]) -> None:
+    import os
     import resource
 
     import uvloop
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("--variant", choices=["a", "b", "c"], required=True)
+    parser.add_argument("--variant", choices=["a", "b", "c", "x", "ossl"], required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--cert", required=True)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--stateful", action="store_true",
+                        help="floor-ossl: dnstls serve's default stateful session cache "
+                             "(tls.session_cache = 10000) instead of session tickets")
     args = parser.parse_args(argv)
+    if args.variant == "ossl":
+        if args.host != "127.0.0.1":
+            raise SystemExit("floor-ossl listens on 127.0.0.1 only")
+        binary = str(build_c("floor_ossl.c", extension=False))
+        os.execv(binary, [binary, str(args.port), args.cert, args.key,
+                          *(["--stateful"] if args.stateful else [])])
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     uvloop.run(serve(args))
