@@ -771,7 +771,17 @@ class CacheStage:
                                                     edns=edns)
             if stale is not None:
                 return dns.message.from_wire(stale.wire)
-        self._cache.insert(key, response, now)
+        # Kept and answered as the wire path does (Cache.respond_wire): the first answer
+        # is what later hits give -- TTLs within the cache's bounds, the minimal
+        # sections -- so a client never sees a TTL that the next answer contradicts.
+        try:
+            wire = response.to_wire(max_size=_MAX_MESSAGE)
+        except Exception as exc:  # dnspython raises many types; the answer is just not kept
+            log.debug("not caching: cannot render (%s)", type(exc).__name__)
+        else:
+            out = self._cache.respond_wire(key, wire, now, query.id, rd, qname, edns)
+            if out is not None:
+                return dns.message.from_wire(out)
         if self._cache.minimal_responses:
             minimise(query, response)
         return response

@@ -517,6 +517,29 @@ async def test_stage_miss_then_hit_with_own_id_and_case() -> None:
     assert served.question[0].name.to_wire() == again.question[0].name.to_wire()
 
 
+async def test_stage_answers_a_miss_as_its_hits_will() -> None:
+    """The first answer carries the TTLs the cache keeps (RFC 2308 §5's negative cap,
+    max_ttl) and its minimal sections, as the wire path's does: it used to be the
+    upstream's, so a client saw an NXDOMAIN for 3600 s and then, from the cache, for
+    300 s (fuzz/fuzz_upstream_path.py)."""
+    clock = Clock(10.0)
+    q = query(use_edns=0)
+    aaaa = query(rdtype="AAAA", qid=5, use_edns=0)
+    capped = rrset(NAME, 2**31 - 1, "AAAA", "2001:db8::1")
+    upstream = Scripted([negative(q, ttl=3600, minimum=300),
+                         positive(aaaa, 2**31 - 1, capped)])
+    stage = CacheStage(upstream, Cache(minimal_responses=True), clock)
+    first = await stage.resolve(request(q))
+    assert ttls(first) == [300] and first.rcode() == dns.rcode.NXDOMAIN
+    clock.now += 7
+    assert ttls(await stage.resolve(request(q))) == [293]
+    first = await stage.resolve(request(aaaa))
+    assert ttls(first) == [86400, 86400] and first.id == 5
+    clock.now += 1
+    assert ttls(await stage.resolve(request(aaaa))) == [86399, 86399]
+    assert len(upstream.calls) == 2
+
+
 async def test_stage_caches_a_servfail_failure_and_reraises_it() -> None:
     clock = Clock()
     q = query(use_edns=0)
