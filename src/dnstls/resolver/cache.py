@@ -1113,6 +1113,17 @@ def _aged(entry: _Entry, age: int) -> None:
 _PADDING_OPTIONS: dict[int, bytes] = {}
 
 
+def _pad_length(unpadded: int, block: int) -> int:
+    """Padding bytes that bring an answer of ``unpadded`` bytes (the PADDING option's
+    header counted) to a multiple of ``block`` (RFC 8467 §4.1) -- or only to the
+    65,535 bytes a stream can frame (RFC 1035 §4.2.2), when the next multiple is
+    past them: padding never makes an answer too long to send."""
+    padded = -(-unpadded // block) * block
+    if padded > _MAX_MESSAGE:
+        padded = _MAX_MESSAGE
+    return padded - unpadded if padded > unpadded else 0
+
+
 def _padding_option(pad: int) -> bytes:
     """The PADDING option with ``pad`` zero bytes (memoised: pad < block size)."""
     option = _PADDING_OPTIONS.get(pad)
@@ -1156,7 +1167,7 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
         rdata += _EDE_STALE_NXDOMAIN_WIRE if nxdomain else _EDE_STALE_WIRE
     if pad_block > 0:
         unpadded = len(body) + len(entry.opt_head) + 2 + len(rdata) + 4
-        rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+        rdata += _padding_option(_pad_length(unpadded, pad_block))
     return b"".join((head, entry.mid_wire, entry.arcount_edns_wire, name, rest,
                      entry.opt_head, len(rdata).to_bytes(2, "big"), rdata))
 
@@ -1178,7 +1189,7 @@ def _render_parsed(parsed: _Parsed, qname_len: int, opt_head: bytes, query_id: i
     rdata = parsed.options + options if options else parsed.options
     if pad_block > 0:
         unpadded = len(body) + len(opt_head) + 2 + len(rdata) + 4
-        rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+        rdata += _padding_option(_pad_length(unpadded, pad_block))
     arcount = ((body[10] << 8) | body[11]) + 1
     body[10] = arcount >> 8 & 0xFF
     body[11] = arcount & 0xFF
@@ -1194,7 +1205,7 @@ def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> byt
         rdata = entry.opt_rdata + options if options else entry.opt_rdata
         if pad_block > 0:
             unpadded = len(entry.body) + len(entry.opt_head) + 2 + len(rdata) + 4
-            padding = _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+            padding = _padding_option(_pad_length(unpadded, pad_block))
         tail = b"".join((memoryview(entry.body)[12 + entry.qname_len:], entry.opt_head,
                          (len(rdata) + len(padding)).to_bytes(2, "big"), rdata))
     else:
