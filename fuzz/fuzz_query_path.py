@@ -29,24 +29,18 @@ to ``fuzz/corpus/query_path/`` (they are replayed by tests/robustness/test_fuzz_
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import random
 import struct
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-try:
-    import atheris
-except ImportError:  # plain-Python fallback below
-    atheris = None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import campaign  # this folder: also when the tests load the harness by its path
 
 # coverage instrumentation only when run as the atheris fuzzer, never when imported
-_FUZZING = __name__ == "__main__" and atheris is not None and "--random" not in sys.argv
-with atheris.instrument_imports() if _FUZZING else contextlib.nullcontext():
+with campaign.instrumented(__name__):
     import dns.message
     import dns.zone
 
@@ -179,44 +173,20 @@ def mutate(rng: random.Random, seed: bytes) -> bytes:
 
 
 def load_corpus(directory: Path) -> list[bytes]:
-    return [p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()]
+    return campaign.load_corpus(directory)
 
 
 def random_campaign(corpus: list[bytes], iterations: int, seed: int, *,
                     seconds: float = float("inf"),
                     target: Callable[[bytes], None] = one_input) -> int:
-    """Run mutated corpus entries; returns how many inputs ran. Raises on a failure,
-    after writing the input to ``crash-random-<n>`` in the current directory."""
-    rng = random.Random(seed)
-    start = time.monotonic()
-    for n in range(iterations):
-        if time.monotonic() - start > seconds:
-            return n
-        data = mutate(rng, rng.choice(corpus)) if corpus else rng.randbytes(64)
-        try:
-            target(data)
-        except Exception:
-            Path(f"crash-random-{seed}-{n}").write_bytes(data)
-            raise
-    return iterations
+    """Run mutated corpus entries (:func:`campaign.random_campaign`)."""
+    return campaign.random_campaign(corpus, iterations, seed, seconds=seconds,
+                                    target=target, mutate=mutate)
 
 
 def main(argv: list[str]) -> int:
-    here = Path(__file__).resolve().parent
-    if atheris is None or "--random" in argv:
-        parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-        parser.add_argument("--random", type=int, default=100_000, metavar="N")
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--seconds", type=float, default=float("inf"))
-        parser.add_argument("corpus", nargs="?", default=str(here / "corpus" / "query_path"))
-        args = parser.parse_args(argv[1:])
-        ran = random_campaign(load_corpus(Path(args.corpus)), args.random, args.seed,
-                              seconds=args.seconds)
-        print(f"{ran} inputs, no failure")
-        return 0
-    atheris.Setup(argv, one_input)
-    atheris.Fuzz()
-    return 0
+    return campaign.main(argv, doc=__doc__ or "", target=one_input, mutate=mutate,
+                         corpus=Path(__file__).resolve().parent / "corpus" / "query_path")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-from dnstls.proto import edns
+from dnstls.proto import edns, framing
 from dnstls.proto.answers import (
     MIN_UDP,
     Rejection,
@@ -54,6 +54,7 @@ qlog = logging.getLogger("dnstls.queries")
 
 
 _RCODE_TEXT = [dns.rcode.to_text(dns.rcode.Rcode.make(i)) for i in range(16)]
+_MAX_MESSAGE = framing.MAX_MESSAGE
 _RD = int(dns.flags.RD)
 _TLS = Transport.TLS
 
@@ -113,11 +114,11 @@ class _Forwarded(WireFlight):
         except Exception as error:
             out = handler._error_wire(query, self.wire, self.transport, error, self.options,
                                       self.pad)
-        if self.stream:  # _finish_wire's stream case inline (nothing to truncate)
+        if self.stream and len(out) <= _MAX_MESSAGE:  # _finish_wire's stream case inline
             handler._responses[self.keys[out[3] & 0xF]] += 1
             self.deliver(out)
         else:
-            self.deliver(handler._finish_wire(query, out, False, self.keys))
+            self.deliver(handler._finish_wire(query, out, self.stream, self.keys))
 
 
 class QueryHandler:
@@ -250,7 +251,8 @@ class QueryHandler:
                                     pad_block if padding else 0)
             if out is None:
                 return None
-        if not stream and len(out) > (max(MIN_UDP, payload) if with_edns else MIN_UDP):
+        if len(out) > (_MAX_MESSAGE if stream
+                       else max(MIN_UDP, payload) if with_edns else MIN_UDP):
             return None  # needs truncation: the ordinary path does it
         self._responses[keys[out[3] & 0xF]] += 1
         return out
@@ -327,12 +329,14 @@ class QueryHandler:
 
     def _finish_wire(self, query: WireQuery, out: bytes, stream: bool,
                      keys: list[tuple[str, str]]) -> bytes:
-        """Truncate a UDP answer to the client's size and count its RCODE."""
-        if not stream:
-            limit = max(MIN_UDP, query.payload) if query.edns else MIN_UDP
-            if len(out) > limit:
-                out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
-                                    do=bool(query.key[-1] & KEY_DO))
+        """Truncate an answer to the client's UDP size, or to the 65,535 bytes a stream
+        can frame (an upstream's answer of about that size with our OPT added; TC=1,
+        as Unbound and Knot Resolver answer then), and count its RCODE."""
+        limit = (_MAX_MESSAGE if stream
+                 else max(MIN_UDP, query.payload) if query.edns else MIN_UDP)
+        if len(out) > limit:
+            out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
+                                do=bool(query.key[-1] & KEY_DO))
         self._responses[keys[out[3] & 0xF]] += 1
         return out
 

@@ -160,9 +160,12 @@ def finalize(response: dns.message.Message, query: dns.message.Message,
                 pad = edns.SERVER_BLOCK
         response.use_edns(0, response.ednsflags, response.payload, options=options, pad=pad)
     if transport.is_stream:
-        response.flags &= ~dns.flags.TC  # RFC 7766 §8: never truncate on a stream
-        # dnspython would otherwise cap the size at the query's EDNS UDP payload
-        return response.to_wire(max_size=framing.MAX_MESSAGE)
+        response.flags &= ~dns.flags.TC  # RFC 7766 §8: never truncate on a stream...
+        # (dnspython would otherwise cap the size at the query's EDNS UDP payload)
+        try:
+            return response.to_wire(max_size=framing.MAX_MESSAGE)
+        except dns.exception.TooBig:  # ...unless the answer cannot be framed at all
+            return truncated(response).to_wire(max_size=framing.MAX_MESSAGE)
     limit = max(MIN_UDP, query.payload) if query.edns >= 0 else MIN_UDP
     try:
         return response.to_wire(max_size=limit)

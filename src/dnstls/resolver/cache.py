@@ -99,7 +99,7 @@ import dns.rdatatype
 
 from dnstls.proto import edns as _edns
 from dnstls.proto.answers import EDNS_PAYLOAD, error_response
-from dnstls.proto.cachekey import KEY_DO, CacheKey, key_from_message, skip_name
+from dnstls.proto.cachekey import KEY_DO, CacheKey, key_from_message
 from dnstls.resolver.base import Request, ResolveFailure, Resolver
 
 log = logging.getLogger("dnstls.resolver.cache")
@@ -114,7 +114,13 @@ _STALE_EDE_CODES = frozenset({int(dns.edns.EDECode.STALE_ANSWER),
                               int(dns.edns.EDECode.STALE_NXDOMAIN_ANSWER)})
 _PER_TRANSPORT_OPTIONS = frozenset({int(_edns.PADDING), int(_edns.KEEPALIVE),
                                     int(dns.edns.OptionType.COOKIE),
-                                    int(dns.edns.OptionType.ECS)})
+                                    int(dns.edns.OptionType.ECS),
+                                    # RFC 9567 Report-Channel: for the resolver that asked
+                                    # the authority (its name may be compressed)
+                                    int(dns.edns.OptionType.REPORTCHANNEL)})
+#: Options whose data is UTF-8 text (RFC 8914 EDE after its code; RFC 8914's
+#: language and the filtering options): clients reject the message if it is not.
+_TEXT_OPTIONS = frozenset({22, 23, 24, 25})
 _EDE_STALE_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
     "!H", int(dns.edns.EDECode.STALE_ANSWER))
 _EDE_STALE_NXDOMAIN_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
@@ -135,6 +141,23 @@ _TSIG_TYPE = int(dns.rdatatype.TSIG)
 _SOA_TYPE = int(dns.rdatatype.SOA)
 _ANY = int(dns.rdatatype.ANY)
 _EDE_CODE = int(_edns.EDE)
+_MAX_TTL = 0x7FFFFFFF  # RFC 2181 §8
+_MAX_POINTERS = 16  # per name: dnspython's MAX_COMPRESSION_POINTER_CHAIN
+_NAME = 0  # a name, compression pointers allowed
+_PLAIN_NAME = -1  # a name without compression pointers
+_STRINGS = -2  # <character-string>s to the end
+#: The RDATA a client's parser checks for the common types, as fields (see
+#: :func:`_rdata_fits`): the RFC 1035 types (their names may be compressed, RFC 3597
+#: §4), AAAA, SRV (compressed names read, as dnspython and RFC 3597 §4 do), RP, AFSDB,
+#: RT, KX and DNAME (names read uncompressed, as dnspython does) and SPF. Other types
+#: are relayed as sent (RFC 3597: opaque).
+_RDATA_SHAPES: dict[int, tuple[int, ...]] = {
+    1: (4,), 28: (16,), 33: (6, _NAME), 36: (2, _PLAIN_NAME),  # class IN only
+    2: (_NAME,), 3: (_NAME,), 4: (_NAME,), 5: (_NAME,), 7: (_NAME,), 8: (_NAME,),
+    9: (_NAME,), 12: (_NAME,), 39: (_PLAIN_NAME,), 6: (_NAME, _NAME, 20),
+    14: (_NAME, _NAME), 17: (_NAME, _NAME), 15: (2, _NAME), 18: (2, _PLAIN_NAME),
+    21: (2, _PLAIN_NAME), 16: (_STRINGS,), 99: (_STRINGS,)}
+_CLASS_IN_SHAPES = frozenset({1, 28, 33, 36})
 _PADDING_CODE = int(_edns.PADDING)
 
 
@@ -748,7 +771,17 @@ class CacheStage:
                                                     edns=edns)
             if stale is not None:
                 return dns.message.from_wire(stale.wire)
-        self._cache.insert(key, response, now)
+        # Kept and answered as the wire path does (Cache.respond_wire): the first answer
+        # is what later hits give -- TTLs within the cache's bounds, the minimal
+        # sections -- so a client never sees a TTL that the next answer contradicts.
+        try:
+            wire = response.to_wire(max_size=_MAX_MESSAGE)
+        except Exception as exc:  # dnspython raises many types; the answer is just not kept
+            log.debug("not caching: cannot render (%s)", type(exc).__name__)
+        else:
+            out = self._cache.respond_wire(key, wire, now, query.id, rd, qname, edns)
+            if out is not None:
+                return dns.message.from_wire(out)
         if self._cache.minimal_responses:
             minimise(query, response)
         return response
@@ -866,26 +899,33 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
     opt_start = -1
     pos = qend
     unpack = _RR_FIXED.unpack_from
+    high_ttls: list[int] | None = None
     for index in range(total):
         start = pos
-        if pos < end and wire[pos] >= 0xC0:
-            # an owner name that is only a compression pointer (the usual case, as
-            # skip_name reads it: its bounds fail the check below): no call
+        if pos + 1 < end and wire[pos] == 0xC0 and wire[pos + 1] == 12:
+            # an owner name that is only a pointer to the question's name (the usual
+            # case; that name was compared with the key above): no call
             pos += 2
         else:
-            pos = skip_name(wire, pos)
-            if pos < 0:  # here only: the pointer branch never makes pos negative
-                return "malformed record"
+            pos = _name_end(wire, pos, end)
+            if pos < 0:
+                return "malformed name"
         if pos + 10 > end:
             return "malformed record"
-        rrtype, _, ttl, rdlength = unpack(wire, pos)
+        rrtype, rrclass, ttl, rdlength = unpack(wire, pos)
         rdata = pos + 10
         pos = rdata + rdlength
         if pos > end:
             return "malformed record"
+        shape = _RDATA_SHAPES.get(rrtype)
+        if (shape is not None and (rrclass == 1 or rrtype not in _CLASS_IN_SHAPES)
+                and not _rdata_fits(wire, shape, rdata, pos)):
+            return "malformed RDATA"
         if rrtype == _OPT_TYPE:
             if index != total - 1:
                 return "OPT not the last record"
+            if index < authority_end:
+                return "OPT outside the additional section"
             opt_start = start
             if ttl >> 24:
                 return "extended RCODE"
@@ -896,6 +936,11 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
             continue
         if rrtype == _TSIG_TYPE:
             return "TSIG"
+        if ttl > _MAX_TTL:  # RFC 2181 §8: a TTL with the high bit set is taken as 0
+            ttl = 0
+            if high_ttls is None:
+                high_ttls = []
+            high_ttls.append(rdata - 6)
         offsets.append(rdata - 6)
         ttls.append(ttl)
         if index < ancount:
@@ -928,6 +973,8 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
             del offsets[kept:]
             del ttls[kept:]
             body[0] = body[1] = 0
+            if high_ttls is not None:
+                _zero_ttls(body, high_ttls)
             return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data,
                            negative_ttl, qname)
     if opt_start < 0:
@@ -936,8 +983,86 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
         body = bytearray(memoryview(wire)[:opt_start])
         body[10:12] = (arcount - 1).to_bytes(2, "big")
     body[0] = body[1] = 0
+    if high_ttls is not None:
+        _zero_ttls(body, high_ttls)
     return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data, negative_ttl,
                    qname)
+
+
+def _utf8(wire: bytes, start: int, end: int) -> bool:
+    """True if ``wire[start:end]`` is UTF-8 text (less one trailing NUL, RFC 8914 §2)."""
+    if end > start and wire[end - 1] == 0:
+        end -= 1
+    try:
+        wire[start:end].decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _zero_ttls(body: bytearray, offsets: list[int]) -> None:
+    """Write TTL 0 at each of ``offsets`` within ``body`` (TTLs read as 0, RFC 2181 §8)."""
+    for off in offsets:
+        if off + 4 <= len(body):
+            _TTL.pack_into(body, off, 0)
+
+
+def _name_end(wire: bytes, pos: int, end: int, compressed: bool = True) -> int:
+    """Offset just past the possibly compressed name at ``pos``, or -1 unless it is one
+    a client can read: labels of up to 63 bytes, at most 255 bytes in all, read before
+    ``end`` (the message's, or the RDATA's for a name in it), and at most
+    :data:`_MAX_POINTERS` compression pointers (none unless ``compressed``), each
+    pointing strictly before the part of the name it ends, to bytes that lie wholly
+    before that part (so no loop) -- the rules of RFC 1035 §4.1.4 as dnspython (2.x)
+    enforces them. A pointer is never followed past one that points forwards."""
+    after = -1
+    limit = end  # the bytes the name's current part may use end here
+    start = pos  # where the current part began
+    length = 1  # the root label
+    hops = 0
+    while pos < limit:
+        count = wire[pos]
+        if count == 0:
+            return pos + 1 if after < 0 else after
+        if count < 64:
+            length += count + 1
+            if length > 255:
+                return -1
+            pos += count + 1
+            continue
+        if count < 0xC0 or pos + 2 > limit or not compressed:
+            return -1
+        target = ((count & 0x3F) << 8) | wire[pos + 1]
+        hops += 1
+        if target >= start or hops > _MAX_POINTERS:
+            return -1
+        if after < 0:
+            after = pos + 2
+        limit = start
+        pos = start = target
+    return -1
+
+
+def _rdata_fits(wire: bytes, shape: tuple[int, ...], pos: int, end: int) -> bool:
+    """True if the RDATA ``wire[pos:end]`` is made exactly of ``shape``'s fields: a
+    positive number is that many bytes, ``_NAME`` and ``_PLAIN_NAME`` a name
+    (:func:`_name_end`), ``_STRINGS`` one or more <character-string>s to the end (RFC
+    1035 §3.3)."""
+    for field in shape:
+        if field > 0:
+            pos += field
+        elif field > _STRINGS:
+            pos = _name_end(wire, pos, end, field == _NAME)
+            if pos < 0:
+                return False
+        else:
+            if pos >= end:
+                return False
+            while pos < end:
+                pos += 1 + wire[pos]
+        if pos > end:
+            return False
+    return pos == end
 
 
 def _plain_options(wire: bytes, pos: int, end: int) -> bytes | str:
@@ -950,9 +1075,13 @@ def _plain_options(wire: bytes, pos: int, end: int) -> bytes | str:
         nxt = pos + 4 + length
         if nxt > end:
             return "malformed OPT"
-        if code == _EDE_CODE and length >= 2 and (
-                (wire[pos + 4] << 8) | wire[pos + 5]) in _STALE_EDE_CODES:
-            return "stale EDE marker"
+        if code == _EDE_CODE:
+            if length < 2 or not _utf8(wire, pos + 6, nxt):
+                return "malformed EDE"
+            if ((wire[pos + 4] << 8) | wire[pos + 5]) in _STALE_EDE_CODES:
+                return "stale EDE marker"
+        elif code in _TEXT_OPTIONS and not _utf8(wire, pos + 4, nxt):
+            return "malformed OPT"
         if code not in _PER_TRANSPORT_OPTIONS:
             kept.append(wire[pos:nxt])
         pos = nxt
@@ -982,6 +1111,17 @@ def _aged(entry: _Entry, age: int) -> None:
 
 
 _PADDING_OPTIONS: dict[int, bytes] = {}
+
+
+def _pad_length(unpadded: int, block: int) -> int:
+    """Padding bytes that bring an answer of ``unpadded`` bytes (the PADDING option's
+    header counted) to a multiple of ``block`` (RFC 8467 §4.1) -- or only to the
+    65,535 bytes a stream can frame (RFC 1035 §4.2.2), when the next multiple is
+    past them: padding never makes an answer too long to send."""
+    padded = -(-unpadded // block) * block
+    if padded > _MAX_MESSAGE:
+        padded = _MAX_MESSAGE
+    return padded - unpadded if padded > unpadded else 0
 
 
 def _padding_option(pad: int) -> bytes:
@@ -1027,7 +1167,7 @@ def _render(entry: _Entry, query_id: int, now: float, stale: bool, rd: bool,
         rdata += _EDE_STALE_NXDOMAIN_WIRE if nxdomain else _EDE_STALE_WIRE
     if pad_block > 0:
         unpadded = len(body) + len(entry.opt_head) + 2 + len(rdata) + 4
-        rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+        rdata += _padding_option(_pad_length(unpadded, pad_block))
     return b"".join((head, entry.mid_wire, entry.arcount_edns_wire, name, rest,
                      entry.opt_head, len(rdata).to_bytes(2, "big"), rdata))
 
@@ -1049,7 +1189,7 @@ def _render_parsed(parsed: _Parsed, qname_len: int, opt_head: bytes, query_id: i
     rdata = parsed.options + options if options else parsed.options
     if pad_block > 0:
         unpadded = len(body) + len(opt_head) + 2 + len(rdata) + 4
-        rdata += _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+        rdata += _padding_option(_pad_length(unpadded, pad_block))
     arcount = ((body[10] << 8) | body[11]) + 1
     body[10] = arcount >> 8 & 0xFF
     body[11] = arcount & 0xFF
@@ -1065,7 +1205,7 @@ def _memo(entry: _Entry, with_edns: bool, options: bytes, pad_block: int) -> byt
         rdata = entry.opt_rdata + options if options else entry.opt_rdata
         if pad_block > 0:
             unpadded = len(entry.body) + len(entry.opt_head) + 2 + len(rdata) + 4
-            padding = _padding_option(-(-unpadded // pad_block) * pad_block - unpadded)
+            padding = _padding_option(_pad_length(unpadded, pad_block))
         tail = b"".join((memoryview(entry.body)[12 + entry.qname_len:], entry.opt_head,
                          (len(rdata) + len(padding)).to_bytes(2, "big"), rdata))
     else:

@@ -207,6 +207,8 @@ class Forwarder:
             answer = await upstream.exchange(query, deadline=deadline)
             if check_response(answer, expected) is not None:
                 raise ProtocolError(f"{upstream.name}: answer does not match the question")
+            if answer.rcode() > 15:  # BADVERS, BADCOOKIE, ...: not an answer to our query
+                raise ProtocolError(f"{upstream.name}: extended RCODE {int(answer.rcode())}")
             return answer
 
         answer = await self._run(attempt, lambda a: int(a.rcode()), request.deadline)

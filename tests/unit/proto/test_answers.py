@@ -188,6 +188,24 @@ def test_stream_answer_larger_than_the_edns_payload_is_sent_whole() -> None:
     assert not dns.message.from_wire(wire).flags & dns.flags.TC
 
 
+def test_a_stream_answer_too_long_to_frame_is_truncated() -> None:
+    """Past 65,535 bytes (an upstream's answer of about that size, with our OPT, the
+    keepalive and the padding added) nothing can frame it: TC=1 with the question, as
+    Unbound and Knot Resolver answer then. It raised dns.exception.TooBig out of the
+    handler, and the client was never answered (fuzz/fuzz_upstream_path.py)."""
+    keepalive = dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")
+    q = query(rdtype="TXT", use_edns=0, pad=128, options=[keepalive])
+    response = make_response(q)
+    response.answer.append(dns.rrset.from_text(
+        "example.test.", 300, "IN", "TXT", *[f'"{i:05d}{"z" * 245}"' for i in range(248)],
+        f'"{"z" * 253}"'))
+    assert 65530 <= len(response.to_wire(max_size=65535)) < 65535
+    wire = finalize(response, q, Transport.TLS, keepalive=10.0)
+    back = dns.message.from_wire(wire)
+    assert len(wire) <= 65535 and back.flags & dns.flags.TC and not back.answer
+    assert back.question == q.question
+
+
 def test_records_in_answer_section_of_a_query_is_formerr() -> None:
     q = query(use_edns=0)
     q.answer.append(dns.rrset.from_text("example.test.", 1, "IN", "A", "192.0.2.1"))

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -516,6 +517,29 @@ async def test_stage_miss_then_hit_with_own_id_and_case() -> None:
     assert served.question[0].name.to_wire() == again.question[0].name.to_wire()
 
 
+async def test_stage_answers_a_miss_as_its_hits_will() -> None:
+    """The first answer carries the TTLs the cache keeps (RFC 2308 §5's negative cap,
+    max_ttl) and its minimal sections, as the wire path's does: it used to be the
+    upstream's, so a client saw an NXDOMAIN for 3600 s and then, from the cache, for
+    300 s (fuzz/fuzz_upstream_path.py)."""
+    clock = Clock(10.0)
+    q = query(use_edns=0)
+    aaaa = query(rdtype="AAAA", qid=5, use_edns=0)
+    capped = rrset(NAME, 2**31 - 1, "AAAA", "2001:db8::1")
+    upstream = Scripted([negative(q, ttl=3600, minimum=300),
+                         positive(aaaa, 2**31 - 1, capped)])
+    stage = CacheStage(upstream, Cache(minimal_responses=True), clock)
+    first = await stage.resolve(request(q))
+    assert ttls(first) == [300] and first.rcode() == dns.rcode.NXDOMAIN
+    clock.now += 7
+    assert ttls(await stage.resolve(request(q))) == [293]
+    first = await stage.resolve(request(aaaa))
+    assert ttls(first) == [86400, 86400] and first.id == 5
+    clock.now += 1
+    assert ttls(await stage.resolve(request(aaaa))) == [86399, 86399]
+    assert len(upstream.calls) == 2
+
+
 async def test_stage_caches_a_servfail_failure_and_reraises_it() -> None:
     clock = Clock()
     q = query(use_edns=0)
@@ -672,6 +696,134 @@ def test_odd_response_wire_is_refused() -> None:
     assert not cache.insert_wire(key, with_records(wire, extended_label), 0.0)
     assert cache.insert_wire(key, with_records(wire, opt_rr(b"\x00\x0f\x00\x02\x00\x12")), 0.0)
     assert len(cache) == 1
+
+
+A_RDATA = struct.pack("!HHIH", 1, 1, 60, 4) + bytes((192, 0, 2, 1))
+
+
+def _answer_with(q: dns.message.Message, *records: bytes, ancount: int | None = None,
+                 tail: bytes = b"") -> bytes:
+    """``q``'s response with ``records`` as its answer section (ANCOUNT ``ancount``,
+    default their number), then ``tail`` (records counted in ARCOUNT by the caller)."""
+    head = bytearray(make_response(q).to_wire())
+    head[6:8] = struct.pack("!H", len(records) if ancount is None else ancount)
+    return bytes(head) + b"".join(records) + tail
+
+
+# Found by fuzz/fuzz_upstream_path.py: records the cache's walk passed (it skipped names
+# and RDATA by their lengths) but a client's parser rejects -- relayed on the wire path,
+# cached and served for their TTL.
+_UNREADABLE = {
+    "owner pointer forwards": b"\xc0\x40" + A_RDATA,
+    "owner pointer to itself": b"\xc0\x21" + A_RDATA,
+    "owner pointer loop": b"\x01a\xc0\x21" + A_RDATA,
+    "owner pointer into the header": b"\xc0\x02" + A_RDATA,
+    "owner label type 0x40": b"\x41" + A_RDATA,
+    "owner over 255 bytes": (b"\x3f" + b"n" * 63) * 4 + b"\x00" + A_RDATA,
+    "A RDATA of 3 bytes": b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 3) + bytes(3),
+    "AAAA RDATA of 15 bytes": b"\xc0\x0c" + struct.pack("!HHIH", 28, 1, 60, 15) + bytes(15),
+    "CNAME name forwards": b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, 2) + b"\xc0\x40",
+    "CNAME name past its RDATA": b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, 2) + b"\x03ab",
+    "CNAME with a byte after the name": b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, 3)
+    + b"\xc0\x0c\x00",
+    "MX without its name": b"\xc0\x0c" + struct.pack("!HHIH", 15, 1, 60, 2) + b"\x00\x0a",
+    "SOA one field short": b"\xc0\x0c" + struct.pack("!HHIH", 6, 1, 60, 20) + b"\x00\x00"
+    + bytes(18),
+    "DNAME name compressed": b"\xc0\x0c" + struct.pack("!HHIH", 39, 1, 60, 2) + b"\xc0\x0c",
+    "TXT empty": b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, 0),
+    "TXT string past its RDATA": b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, 3) + b"\x05ab",
+}
+
+
+@pytest.mark.parametrize("why", sorted(_UNREADABLE))
+def test_records_a_client_cannot_read_are_not_relayed(why: str) -> None:
+    q = query()
+    key = key_from_message(q)
+    wire = _answer_with(q, _UNREADABLE[why])
+    with pytest.raises(dns.exception.DNSException):
+        dns.message.from_wire(wire)  # what a client (here dnspython) makes of it
+    assert Cache().respond_wire(key, wire, 0.0, 1, True, None, True) is None
+    assert not Cache().insert_wire(key, wire, 0.0)
+
+
+def test_what_the_walk_checks_still_reads_good_records() -> None:
+    """Compressed names in RDATA pointing back, a chain of pointers, SOA, MX, TXT, and
+    types it does not read (opaque): accepted, and the answer parses."""
+    q = query()
+    key = key_from_message(q)
+    owner = b"\x05alias\xc0\x10"  # alias.example.com, pointing at "example.com"
+    records = [
+        b"\xc0\x0c" + struct.pack("!HHIH", 5, 1, 60, len(owner)) + owner,
+        b"\xc0\x21" + struct.pack("!HHIH", 15, 1, 60, 4) + b"\x00\x0a\xc0\x0c",
+        b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, 6) + b"\x02hi\x02yo",
+        b"\xc0\x0c" + struct.pack("!HHIH", 1, 3, 60, 3) + b"\x00\x00\x01",  # CH A
+        b"\xc0\x0c" + struct.pack("!HHIH", 39, 1, 60, 4) + b"\x02dn\x00",
+        b"\xc0\x0c" + struct.pack("!HHIH", 99, 1, 60, 1) + b"\x00",
+        b"\xc0\x0c" + struct.pack("!HHIH", 65280, 1, 60, 3) + b"\xff\xff\xff",
+        b"\xc0\x0c" + A_RDATA,
+    ]
+    wire = _answer_with(q, *records)
+    out = Cache().respond_wire(key, wire, 0.0, 7, True, None, True)
+    assert out is not None
+    assert len(dns.message.from_wire(out).answer) == len(records)
+
+
+def test_opt_outside_the_additional_section_is_refused() -> None:
+    """An OPT as the last record of the answer section (ARCOUNT 0): refused like an OPT
+    that is not last -- it was cut off as the message's OPT and ARCOUNT - 1 (-1) raised
+    OverflowError out of the wire path (an internal error)."""
+    q = query()
+    key = key_from_message(q)
+    wire = _answer_with(q, b"\xc0\x0c" + A_RDATA, opt_rr())
+    assert Cache().respond_wire(key, wire, 0.0, 1, True, None, True) is None
+    assert not Cache().insert_wire(key, wire, 0.0)
+
+
+@pytest.mark.parametrize("option", [
+    b"\x00\x0f\x00\x04\x00\x12\xc3\x28",  # EDE text not UTF-8
+    b"\x00\x0f\x00\x01\x00",  # EDE shorter than its code
+    b"\x00\x17\x00\x02\xff\xfe",  # filtering contact (RFC 8914 §2.5 text) not UTF-8
+])
+def test_options_a_client_cannot_read_are_not_relayed(option: bytes) -> None:
+    q = query(use_edns=0)
+    key = key_from_message(q)
+    wire = with_records(positive(query()).to_wire(), opt_rr(option))
+    with pytest.raises(dns.exception.DNSException):
+        dns.message.from_wire(wire)
+    assert Cache().respond_wire(key, wire, 0.0, 1, True, None, True) is None
+
+
+def test_ede_text_and_report_channel_are_relayed_as_clients_read_them() -> None:
+    """EDE with UTF-8 text (NUL-terminated too) is kept; Report-Channel (RFC 9567, for
+    the resolver that asked the authority, its name possibly compressed) is not."""
+    q = query(use_edns=0)
+    key = key_from_message(q)
+    ede = b"\x00\x0f\x00\x07\x00\x06caf\xc3\xa9"
+    report = b"\x00\x12\x00\x02\xc0\x0c"
+    wire = with_records(positive(query()).to_wire(), opt_rr(ede + report))
+    out = Cache().respond_wire(key, wire, 0.0, 1, True, None, True)
+    assert out is not None
+    message = dns.message.from_wire(out)
+    assert [(int(o.otype), o.to_wire()) for o in message.options] == [(15, ede[4:])]
+
+
+def test_a_ttl_with_the_high_bit_set_is_read_as_zero() -> None:
+    """RFC 2181 §8 (as Unbound does): such a TTL counts as 0 -- never served as sent
+    (over 2^31 - 1: a SERVFAIL kept its records' TTLs as they came) and never clamped
+    up to max_ttl (a positive answer was cached for a day)."""
+    q = query()
+    key = key_from_message(q)
+    for rcode, high in ((dns.rcode.NOERROR, 0x80000000), (dns.rcode.SERVFAIL, 0xFFFFFFFF)):
+        r = positive(q, 300, rrset(NAME, 300, "AAAA", "2001:db8::1"))
+        r.set_rcode(rcode)
+        wire = bytearray(r.to_wire())
+        first_ttl = 12 + len(q.question[0].name.to_wire()) + 4 + 2 + 4
+        struct.pack_into("!I", wire, first_ttl, high)
+        cache = Cache()
+        out = cache.respond_wire(key, bytes(wire), 0.0, 1, True, None, False)
+        assert out is not None
+        assert ttls(dns.message.from_wire(out)) == [0, 300], rcode
+        assert len(cache) == (rcode == dns.rcode.SERVFAIL)  # lifetime 0: not kept
 
 
 def test_unrenderable_message_is_not_cached() -> None:

@@ -236,6 +236,25 @@ async def test_expired_deadline_and_mismatched_answer() -> None:
     assert info.value.ede == 23 and "does not match" in (info.value.text or "")
 
 
+async def test_an_extended_rcode_fails_the_attempt_not_the_forwarder() -> None:
+    """BADVERS (16) or any RCODE above 15 (OPT's extended RCODE bits) answers no query we
+    sent: the next upstream is asked, and with none left the client gets SERVFAIL with
+    EDE 23 -- found by fuzz/fuzz_upstream_path.py (it was an IndexError, answered as an
+    internal error)."""
+    fwd, ups, clock = setup(2)
+    ups[0].actions.append(dns.rcode.BADVERS)
+    response = await fwd.resolve(request(clock))
+    assert response.rcode() == dns.rcode.NOERROR and len(ups[1].seen) == 1
+    assert fwd.statistics()["upstreams"][ups[0].name]["errors"] == {"protocol": 1}
+    for up in ups:
+        up.actions.append(dns.rcode.BADCOOKIE)
+    clock.now += 120  # past both back-offs
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.rcode == dns.rcode.SERVFAIL and info.value.ede == 23
+    assert "extended RCODE 23" in (info.value.text or "")
+
+
 async def test_constructor_checks() -> None:
     with pytest.raises(ValueError):
         Forwarder([], clock=Clock())

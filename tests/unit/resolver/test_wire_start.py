@@ -4,6 +4,7 @@ QueryHandler.forward_wire) gives what the coroutine path gives, outcome for outc
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections import deque
 from typing import Any
 
@@ -21,7 +22,7 @@ from dnstls.net.handler import QueryHandler
 from dnstls.proto.answers import Transport, make_response
 from dnstls.proto.cachekey import WireQuery, read_query
 from dnstls.resolver.base import Refuse, ResolveFailure
-from dnstls.resolver.cache import Cache
+from dnstls.resolver.cache import Cache, CacheStage
 from dnstls.resolver.forward import Forwarder
 from dnstls.resolver.wire import WireFlight, WireForwarder
 
@@ -275,6 +276,75 @@ async def test_forward_wire_over_udp_truncates_as_answer_wire_does(cache: str) -
     assert outs[0] == outs[1]
     response = dns.message.from_wire(outs[1])
     assert len(outs[1]) <= 512 and response.flags & dns.flags.TC and response.id == 9
+
+
+class HugeUpstream(ScriptedUpstream):
+    """Answers with ``size`` bytes, no OPT: TXT records (found by
+    fuzz/fuzz_upstream_path.py: an answer about 65,535 bytes long grew past what a
+    stream can frame once our OPT, keepalive and padding were added)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def _outcome(self, question: bytes) -> bytes:
+        head = bytearray(answer_to(question, 3))  # header and question, no records
+        head[3] &= 0xF0
+        records = []
+        left = self.size - len(head)
+        while left > 0:
+            text = min(255, left - 13)
+            records.append(b"\xc0\x0c" + struct.pack("!HHIH", 16, 1, 60, text + 1)
+                           + bytes((text,)) + b"%05d" % len(records) + b"t" * (text - 5))
+            left -= 13 + text
+        head[6:8] = struct.pack("!H", len(records))
+        wire = bytes(head) + b"".join(records)
+        assert len(wire) == self.size
+        return wire
+
+
+@pytest.mark.parametrize("size,fits", [(65500, True), (65530, False)])
+async def test_forward_wire_never_answers_a_stream_past_65535_bytes(size: int,
+                                                                    fits: bool) -> None:
+    """A padded TLS answer is padded at most to 65,535 bytes; one too long even without
+    padding is truncated (TC=1, as Unbound and Knot Resolver do) -- both paths, hit
+    and miss. It was 65,988 or 65,551 bytes: the listener could not frame it and the
+    client's query went unanswered."""
+    loop = asyncio.get_running_loop()
+    wire = dns.message.make_query(
+        "www.example.com.", "A", id=9, use_edns=0, pad=128,
+        options=[dns.edns.GenericOption(dns.edns.OptionType.KEEPALIVE, b"")]).to_wire()
+    outs = []
+    for path in ("task", "callback", "hit"):
+        store = Cache()
+        wf = WireForwarder(Forwarder([HugeUpstream(size)],  # type: ignore[list-item]
+                                     clock=loop.time), store, loop.time)
+        handler = QueryHandler(CacheStage(Refuse(), store, loop.time), cache=store, wire=wf,
+                               clock=loop.time, keepalive=10.0)
+        routed = handler.route(wire, Transport.TLS)
+        assert isinstance(routed, WireQuery)
+        if path == "task":
+            outs.append(await handler.answer_wire(routed, wire, Transport.TLS))
+            continue
+        delivered: asyncio.Future[bytes] = loop.create_future()
+        assert handler.forward_wire(routed, wire, Transport.TLS, delivered.set_result)
+        outs.append(await delivered)
+        if path == "hit":
+            hit = handler.route(wire, Transport.TLS)
+            if fits:
+                assert hit == outs[-1]
+            else:  # the message path truncates it (a stream hit is never cut here)
+                assert hit is None
+                parsed = handler.parse(wire, Transport.TLS)
+                assert isinstance(parsed, dns.message.Message)
+                outs.append(await handler.answer(parsed, Transport.TLS, None))
+    for out in outs:
+        response = dns.message.from_wire(out)
+        assert response.id == 9 and len(out) <= 65535
+        if fits:
+            assert len(out) == 65535 and not response.flags & dns.flags.TC
+        else:
+            assert response.flags & dns.flags.TC and not response.answer
 
 
 @pytest.mark.parametrize("action", ACTIONS, ids=repr)
