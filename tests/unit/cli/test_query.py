@@ -112,7 +112,7 @@ def test_other_plus_options() -> None:
 
 @pytest.mark.parametrize(("tokens", "message"), [
     (["+bogus", "x"], "unknown option '+bogus'"),
-    (["+tls-pin=abc", "x"], "+tls-pin: pin 'abc' is not valid base64"),
+    (["+tls-pin=ab!c", "x"], "+tls-pin: pin 'ab!c' is not valid base64"),
     (["+time=0", "x"], "+time=0: expected a number of seconds"),
     (["+time=soon", "x"], "+time=soon: expected a number of seconds"),
     (["+retry=-1", "x"], "+retry=-1: expected a number from 0 to 100"),
