@@ -46,8 +46,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -248,14 +246,13 @@ def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:
     if isinstance(exc, ssl.CertificateError):
         return CertificateError(f"{exc} for {spec.name}")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        return NetworkError(f"TLS handshake with {spec.name} failed: {reason}")
+        return NetworkError(f"TLS handshake with {spec.name} failed: "
+                            f"{probe.failure_reason(exc)}")
     if isinstance(exc, TimeoutError):
         return NetworkError(f"connecting to {spec.name} timed out")
     if isinstance(exc, OSError):
-        if isinstance(exc.errno, int) and exc.errno > 0 and not isinstance(exc, socket.gaierror):
-            reason = os.strerror(exc.errno)  # asyncio says "Connect call failed (...)"
-        else:
-            reason = exc.strerror or exc.__class__.__name__
-        return NetworkError(f"connecting to {spec.name} failed: {reason}")
+        if spec.transport == "tls" and probe.lost_in_handshake(exc):
+            return NetworkError(f"TLS handshake with {spec.name} failed: "
+                                f"{probe.failure_reason(exc)}")
+        return NetworkError(f"connecting to {spec.name} failed: {probe.failure_reason(exc)}")
     return NetworkError(f"connecting to {spec.name} failed: {exc!r}")

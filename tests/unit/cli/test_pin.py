@@ -13,7 +13,7 @@ import ssl
 import stat
 import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -462,3 +462,39 @@ def test_server_refused_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert (status, out) == (2, "")
     assert err == (f"dnstls pin: error: cannot connect to 127.0.0.1:{port}: "
                    "Connection refused\n")
+
+
+def serve_once_in_thread(handle: Callable[[socket.socket], None]) -> tuple[int, threading.Thread]:
+    """A listener on 127.0.0.1 that hands its first connection to ``handle``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                handle(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+@pytest.mark.parametrize(("handle", "reasons"), [
+    # a plain-text service on the port: its first bytes are no TLS record
+    (lambda conn: (conn.recv(5), conn.sendall(b"220 mail.example ESMTP\r\n")),
+     ["wrong version number: the server answered with something that is not TLS "
+      "(plain DNS or another service on this port?)"]),
+    # a server that hangs up on the ClientHello
+    (lambda conn: conn.recv(5),
+     ["the server closed the connection during the handshake", "Connection reset by peer"]),
+])
+def test_server_handshake_failures_name_the_cause(
+        handle: Callable[[socket.socket], None], reasons: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port, thread = serve_once_in_thread(handle)
+    status, out, err = run(capsys, "--server", f"127.0.0.1:{port}", "--no-verify",
+                           "--timeout", "5")
+    thread.join(5)
+    assert (status, out) == (2, "")
+    assert err in [f"dnstls pin: error: TLS handshake with 127.0.0.1:{port} failed: {reason}\n"
+                   for reason in reasons]

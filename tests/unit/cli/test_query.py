@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
+import socket
+import ssl
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -282,7 +286,49 @@ async def test_handshake_failure(capsys: pytest.CaptureFixture[str]) -> None:
         status = await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+retry=0", "x.example")
     assert status == 1
     assert one_line(capsys.readouterr().err) == (
-        f"TLS handshake with tls://127.0.0.1:{port} failed: WRONG_VERSION_NUMBER")
+        f"TLS handshake with tls://127.0.0.1:{port} failed: wrong version number: the "
+        "server answered with something that is not TLS (plain DNS or another service on "
+        "this port?)")
+
+
+async def test_server_closing_in_the_handshake(capsys: pytest.CaptureFixture[str]) -> None:
+    async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)
+        writer.close()
+
+    server = await asyncio.start_server(close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "x.example") == 1
+    reason = one_line(capsys.readouterr().err)
+    # asyncio says ConnectionResetError() without a text, uvloop "Connection reset by peer"
+    assert reason in (f"TLS handshake with tls://127.0.0.1:{port} failed: {text}" for text in (
+        "the server closed the connection during the handshake", "Connection reset by peer"))
+
+
+async def test_server_without_tls_1_2(pki: TestPKI, capsys: pytest.CaptureFixture[str],
+                                      ) -> None:
+    ctx = pki.server_context()
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: the point of this server
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS 1.1 at level 1
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:  # blocking ssl sends its protocol_version alert
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            ctx.wrap_socket(conn, server_side=True)
+
+    with listener:
+        served = asyncio.create_task(asyncio.to_thread(serve_once))
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+retry=0", "x.example") == 1
+        await served
+    assert one_line(capsys.readouterr().err) == (
+        f"TLS handshake with tls://127.0.0.1:{port} failed: tlsv1 alert protocol "
+        "version: the server does not accept TLS 1.2 or 1.3 (DNS over TLS needs TLS 1.2 "
+        "or later)")
 
 
 async def test_untrusted_certificate(dot: FakeUpstream,
