@@ -4,7 +4,8 @@ Syntax (the common part of kdig's)::
 
     dnstls query [-d] [@SERVER] [-p PORT] [+OPTION...] NAME [TYPE] [CLASS] [NAME [TYPE]...]
 
-Every ``NAME [TYPE] [CLASS]`` group is one question; all of them are sent at once,
+Every ``NAME [TYPE] [CLASS]`` group is one question (type and class words before the
+first name set the defaults, as kdig reads them); all of them are sent at once,
 pipelined over one connection (RFC 7766 §6.2.1.1), and the answers printed in the order
 asked. Authentication follows kdig (and RFC 8310):
 
@@ -102,6 +103,9 @@ class QueryOptions:
     time: float = DEFAULT_TIME
     retry: int = DEFAULT_RETRY
     debug: bool = False
+    #: type and class words given before any name (they win over -t and -c)
+    default_type: dns.rdatatype.RdataType | None = None
+    default_class: dns.rdataclass.RdataClass | None = None
 
     @property
     def verify(self) -> bool:
@@ -119,8 +123,9 @@ def add_parser(subparsers: Any) -> None:
         help="ask a DNS server over TLS, TCP or UDP with kdig-style options",
         description="kdig-style queries: dnstls query [-d] [@SERVER] [-p PORT] [+tls] "
                     "[+tls-ca[=FILE]] [+tls-host=NAME] [+tls-sni=NAME] [+tls-pin=BASE64]... "
-                    "[+padding[=N]] [+keepalive] [+dnssec] [+json] [+short] [+time=S] "
-                    "[+retry=N] [+tcp] NAME [TYPE] [CLASS] [NAME [TYPE] [CLASS]]...",
+                    "[+padding[=N]] [+keepalive] [+dnssec] [+json] [+short] "
+                    "[+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] [CLASS] "
+                    "[NAME [TYPE] [CLASS]]...",
         epilog="Options with + may be negated as +noOPTION. Several NAME [TYPE] groups are "
                "sent pipelined over one connection. Exit status: 0 answered, 1 no answer "
                "(the reason on stderr), 2 bad arguments.")
@@ -162,8 +167,10 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
         if not 0 < args.port < 65536:
             raise UsageError(f"-p {args.port}: port out of range 1..65535")
         opts.port = args.port
-    default_type = _rdtype(args.type) if args.type else dns.rdatatype.A
-    default_class = _rdclass(args.rdclass) if args.rdclass else dns.rdataclass.IN
+    default_type = opts.default_type or (_rdtype(args.type) if args.type
+                                         else dns.rdatatype.A)
+    default_class = opts.default_class or (_rdclass(args.rdclass) if args.rdclass
+                                           else dns.rdataclass.IN)
     if not opts.questions:
         opts.questions.append(Question(dns.name.root, dns.rdatatype.NS))
     for question in opts.questions:
@@ -203,15 +210,22 @@ def _maybe(parse: Any, text: str) -> Any:
 
 
 def _positional(opts: QueryOptions, token: str) -> None:
-    """NAME, or the TYPE/CLASS of the last name when it has none yet (as kdig reads it)."""
+    """NAME, or a TYPE or CLASS word, read as kdig reads it: after a name it sets that
+    name's type (class), replacing an earlier one; before any name it sets the default
+    for the names that follow, so ``MX example.com`` is ``example.com MX``."""
     current = opts.questions[-1] if opts.questions else None
-    if current is not None:
-        if current.rdtype is None and (rdtype := _maybe(dns.rdatatype.from_text, token)):
+    if rdtype := _maybe(dns.rdatatype.from_text, token):  # (type 0 is no query type)
+        if current is None:
+            opts.default_type = rdtype
+        else:
             current.rdtype = rdtype
-            return
-        if current.rdclass is None and (rdclass := _maybe(dns.rdataclass.from_text, token)):
+        return
+    if (rdclass := _maybe(dns.rdataclass.from_text, token)) is not None:
+        if current is None:
+            opts.default_class = rdclass
+        else:
             current.rdclass = rdclass
-            return
+        return
     opts.questions.append(Question(_name(token)))
 
 
@@ -221,7 +235,9 @@ def _server(text: str) -> tuple[str, int | None]:
     if "#" in text:
         host, port_text = text.rsplit("#", 1)
     elif text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise UsageError(f"@{text}: missing ']' after the IPv6 address")
         if rest:
             if not rest.startswith(":"):
                 raise UsageError(f"@{text}: expected [ADDR]:PORT")
@@ -247,6 +263,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         if has_value:
             raise UsageError(f"{token}: +no options take no value")
         key = key[2:]
+    if key == "timeout":
+        key = "time"  # kdig's name (+time is dig's, and kdig takes it as an abbreviation)
     if key in ("tls-host", "tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
             and not (has_value and value):
         raise UsageError(f"{token}: needs a value (+{key}=...)")

@@ -30,6 +30,7 @@ from dnstls.proto import edns
 from fakes import Behavior, FakeUpstream, TestPKI
 
 pytestmark = pytest.mark.timeout(60)
+PIN = base64.b64encode(b"p" * 32).decode()
 
 
 def parse(*tokens: str, port: int | None = None, names: Sequence[str] = (),
@@ -54,6 +55,20 @@ def test_groups_of_name_type_class() -> None:
     assert questions(parse()) == [(".", "NS", "IN")]  # kdig's default question
     assert questions(parse("x.example", names=["A"], type_="TXT")) == [
         ("A.", "TXT", "IN"), ("x.example.", "TXT", "IN")]
+
+
+def test_type_and_class_words_before_or_after_a_name_as_kdig_reads_them() -> None:
+    # before any name: the default of the names that follow (``dig MX example.com``)
+    assert questions(parse("MX", "a.test", "b.test")) == [("a.test.", "MX", "IN"),
+                                                          ("b.test.", "MX", "IN")]
+    assert questions(parse("IN", "MX", "a.test")) == [("a.test.", "MX", "IN")]
+    assert questions(parse("CH", "a.test", "TXT")) == [("a.test.", "TXT", "CH")]
+    # after a name: that name's, a later word replacing an earlier one
+    assert questions(parse("a.test", "MX", "AAAA", "b.test")) == [("a.test.", "AAAA", "IN"),
+                                                                  ("b.test.", "A", "IN")]
+    assert questions(parse("MX", "a.test", "AAAA", "b.test", type_="TXT")) == [
+        ("a.test.", "AAAA", "IN"), ("b.test.", "MX", "IN")]
+    assert questions(parse("MX")) == [(".", "NS", "IN")]  # no name: kdig's . NS
 
 
 @pytest.mark.parametrize(("token", "server", "port"), [
@@ -119,6 +134,10 @@ def test_other_plus_options() -> None:
     (["+tls-pin=ab!c", "x"], "+tls-pin: pin 'ab!c' is not valid base64"),
     (["+time=0", "x"], "+time=0: expected a number of seconds"),
     (["+time=soon", "x"], "+time=soon: expected a number of seconds"),
+    (["+timeout=0", "x"], "+timeout=0: expected a number of seconds"),
+    (["+timeout", "x"], "+timeout: needs a value"),
+    (["@[::1", "x"], "@[::1: missing ']' after the IPv6 address"),
+    ([f"+tls-pin={PIN},{PIN}", "x"], "one pin per value"),
     (["+retry=-1", "x"], "+retry=-1: expected a number from 0 to 100"),
     (["+padding=x", "x"], "+padding=x: expected a number from 0 to 4096"),
     (["+tls-host", "x"], "+tls-host: needs a value"),
