@@ -61,8 +61,8 @@ from dnstls.net.probe import Verification, fetch_chain
 from dnstls.proto.pins import parse_pin
 
 RESOLV_CONF = Path("/etc/resolv.conf")
-DEFAULT_TIME = 2.0  # kdig's +time
-DEFAULT_RETRY = 2  # kdig's +retry
+DEFAULT_TIME = 5.0  # kdig's +timeout: seconds per attempt
+DEFAULT_RETRY = 2  # kdig's +retry: UDP only
 BOOLEAN_OPTIONS = ("tls", "tcp", "dnssec", "json", "short", "keepalive", "padding", "cd",
                    "rec")
 
@@ -115,6 +115,12 @@ class QueryOptions:
     @property
     def transport(self) -> str:
         return "tls" if self.tls else "tcp" if self.tcp else "udp"
+
+    @property
+    def tries(self) -> int:
+        """Attempts per question: kdig retries over UDP only (``+retry``); over TCP and
+        TLS a timeout or a refused connection is final."""
+        return self.retry + 1 if self.transport == "udp" else 1
 
 
 def add_parser(subparsers: Any) -> None:
@@ -347,16 +353,16 @@ def build_client(opts: QueryOptions) -> Client:
 
 
 async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
-    """One question, retried ``+retry`` times on timeouts and network errors (never on
-    authentication failures: retrying would not change the server's certificate)."""
+    """One question, tried :attr:`QueryOptions.tries` times on timeouts and network
+    errors (never again after an authentication failure, which could not change)."""
     assert question.rdtype is not None and question.rdclass is not None
     message = make_query(question.name, question.rdtype, question.rdclass,
                          dnssec=opts.dnssec, cd=opts.cd, rd=opts.rec)
-    for attempt in range(opts.retry + 1):
+    for attempt in range(opts.tries):
         try:
             return await client.exchange(message)
         except (QueryTimeout, NetworkError):
-            if attempt == opts.retry:
+            if attempt == opts.tries - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -483,7 +489,9 @@ def describe_failure(error: BaseException, opts: QueryOptions) -> str:
         reason = re.sub(r"\.? for (tls|tcp|udp)://\S+$", "", str(error))  # named already
         return f"TLS authentication failed for {where}: {reason}"
     if isinstance(error, QueryTimeout):
-        tries = opts.retry + 1
-        return (f"no answer from {where} within {opts.time:g} s"
-                + (f" ({tries} tries)" if tries > 1 else ""))
+        tries = f" ({opts.tries} tries)" if opts.tries > 1 else ""
+        if str(error).startswith("no connection"):  # the pool's: never connected
+            stage = " (TCP connect or TLS handshake not completed)" if opts.tls else ""
+            return f"no connection to {where} within {opts.time:g} s{stage}{tries}"
+        return f"no answer from {where} within {opts.time:g} s{tries}"
     return str(error).replace("\n", " ")

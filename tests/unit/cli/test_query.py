@@ -71,6 +71,15 @@ def test_type_and_class_words_before_or_after_a_name_as_kdig_reads_them() -> Non
     assert questions(parse("MX")) == [(".", "NS", "IN")]  # no name: kdig's . NS
 
 
+def test_timeout_and_retry_defaults_follow_kdig() -> None:
+    opts = parse("x")
+    assert (opts.time, opts.retry, opts.tries) == (5.0, 2, 3)  # UDP: 1 + 2 retries
+    assert parse("+tls", "x").tries == 1  # kdig retries over UDP only
+    assert parse("+tcp", "+retry=5", "x").tries == 1
+    assert parse("+timeout=1.5", "x").time == 1.5  # kdig's name for +time
+    assert parse("+time=0.5", "x").time == 0.5
+
+
 @pytest.mark.parametrize(("token", "server", "port"), [
     ("@192.0.2.1", "192.0.2.1", None),
     ("@192.0.2.1:8853", "192.0.2.1", 8853),
@@ -350,6 +359,23 @@ async def test_server_without_tls_1_2(pki: TestPKI, capsys: pytest.CaptureFixtur
         "or later)")
 
 
+async def test_handshake_timeout_says_no_connection(capsys: pytest.CaptureFixture[str],
+                                                    ) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()  # takes the ClientHello, never answers
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+time=0.3", "x.example") == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"no connection to 127.0.0.1@{port}(TLS) within 0.3 s (TCP connect or TLS "
+        "handshake not completed)")
+
+
 async def test_untrusted_certificate(dot: FakeUpstream,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert await dnstls_query(at(dot), "+tls-ca", "+tls-host=dns.test", "x.example") == 1
@@ -400,8 +426,14 @@ async def test_timeout(pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None
         status = await dnstls_query(at(fake), "+tls", "+time=0.3", "+retry=1", "x.example")
     assert status == 1
     assert one_line(capsys.readouterr().err) == (
-        f"no answer from 127.0.0.1@{fake.port}(TLS) within 0.3 s (2 tries)")
-    assert len(fake.received) == 2  # retried once
+        f"no answer from 127.0.0.1@{fake.port}(TLS) within 0.3 s")
+    assert len(fake.received) == 1  # as kdig: +retry is for UDP only
+    async with FakeUpstream("udp", behavior=Behavior.STALL) as fake:
+        status = await dnstls_query(at(fake), "+time=0.3", "+retry=1", "x.example")
+    assert status == 1
+    assert one_line(capsys.readouterr().err) == (
+        f"no answer from 127.0.0.1@{fake.port}(UDP) within 0.3 s (2 tries)")
+    assert len(fake.received) == 2
 
 
 async def test_partial_failure_prints_the_answers_and_exits_1(
