@@ -22,9 +22,12 @@ The answer is rendered by :mod:`dnstls.cli.output` (kdig's layout, ``+json`` RFC
 certificate and the trust and pin verdicts, to stderr as kdig does; when the server
 fails authentication it connects once more, unauthenticated, to show what was presented.
 
-Exit status: 0 when every question got an answer (whatever its RCODE); 1 when one did
-not (unreachable server, failed handshake, untrusted certificate, wrong name, pin
-mismatch, timeout), with one line on stderr saying why; 2 for bad arguments.
+Exit status (kdig only promises "not 0 on error"; these say which error, for scripts and
+monitoring): 0 when every question got an answer (whatever its RCODE); otherwise, with one
+line on stderr per reason, 3 when the server failed authentication (untrusted
+certificate, wrong name, pin mismatch), 1 when it could not be reached or broke the
+exchange (refused, reset, failed handshake, closed mid-answer), 4 when it only timed out;
+2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -65,6 +68,13 @@ DEFAULT_TIME = 5.0  # kdig's +timeout: seconds per attempt
 DEFAULT_RETRY = 2  # kdig's +retry: UDP only
 BOOLEAN_OPTIONS = ("tls", "tcp", "dnssec", "json", "short", "keepalive", "padding", "cd",
                    "rec")
+
+
+EXIT_ANSWERED = 0
+EXIT_FAILED = 1  # unreachable, failed handshake, connection lost, malformed answer
+EXIT_USAGE = 2
+EXIT_AUTHENTICATION = 3  # the server is not who it should be: never retried
+EXIT_TIMEOUT = 4  # nothing but timeouts
 
 
 class UsageError(Exception):
@@ -133,8 +143,9 @@ def add_parser(subparsers: Any) -> None:
                     "[+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] [CLASS] "
                     "[NAME [TYPE] [CLASS]]...",
         epilog="Options with + may be negated as +noOPTION. Several NAME [TYPE] groups are "
-               "sent pipelined over one connection. Exit status: 0 answered, 1 no answer "
-               "(the reason on stderr), 2 bad arguments.")
+               "sent pipelined over one connection. Exit status: 0 answered (any RCODE), "
+               "1 server unreachable or connection failed, 2 bad arguments, 3 TLS "
+               "authentication failed, 4 timed out; the reason on stderr.")
     parser.add_argument("-d", dest="debug", action="store_true",
                         help="print the presented certificate chain with SPKI pins and "
                              "verdicts (stderr)")
@@ -383,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UsageError(f"no @SERVER given and no nameserver in {RESOLV_CONF}")
     except UsageError as exc:
         print(f"dnstls query: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     with _quiet_library_logs(args.verbose):
         results = asyncio.run(run_queries(opts))
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -396,7 +407,19 @@ def run(args: argparse.Namespace) -> int:
     reasons = list(dict.fromkeys(describe_failure(f, opts) for f in failures))
     for reason in reasons:
         print(f"dnstls query: error: {reason}", file=sys.stderr)
-    return 1 if failures else 0
+    return exit_status(failures)
+
+
+def exit_status(failures: Sequence[BaseException]) -> int:
+    """The most telling status for the questions that got no answer: an authentication
+    failure first, then any other failure; timeouts alone give :data:`EXIT_TIMEOUT`."""
+    if not failures:
+        return EXIT_ANSWERED
+    if any(isinstance(f, TLSAuthenticationError) for f in failures):
+        return EXIT_AUTHENTICATION
+    if all(isinstance(f, QueryTimeout) for f in failures):
+        return EXIT_TIMEOUT
+    return EXIT_FAILED
 
 
 @contextlib.contextmanager

@@ -26,6 +26,7 @@ import pytest
 
 from dnstls.cli import query as cli
 from dnstls.cli.main import main
+from dnstls.errors import CertificateError, NetworkError, PinMismatch, QueryTimeout
 from dnstls.proto import edns
 from fakes import Behavior, FakeUpstream, TestPKI
 
@@ -370,7 +371,7 @@ async def test_handshake_timeout_says_no_connection(capsys: pytest.CaptureFixtur
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
-        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+time=0.3", "x.example") == 1
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+time=0.3", "x.example") == 4
     assert one_line(capsys.readouterr().err) == (
         f"no connection to 127.0.0.1@{port}(TLS) within 0.3 s (TCP connect or TLS "
         "handshake not completed)")
@@ -378,7 +379,7 @@ async def test_handshake_timeout_says_no_connection(capsys: pytest.CaptureFixtur
 
 async def test_untrusted_certificate(dot: FakeUpstream,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert await dnstls_query(at(dot), "+tls-ca", "+tls-host=dns.test", "x.example") == 1
+    assert await dnstls_query(at(dot), "+tls-ca", "+tls-host=dns.test", "x.example") == 3
     assert one_line(capsys.readouterr().err) == (
         f"TLS authentication failed for 127.0.0.1@{dot.port}(TLS): "
         "unable to get local issuer certificate")
@@ -388,7 +389,7 @@ async def test_untrusted_certificate(dot: FakeUpstream,
 async def test_hostname_mismatch(dot: FakeUpstream, pki: TestPKI,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert await dnstls_query(at(dot), f"+tls-ca={pki.ca_file}", "+tls-host=other.test",
-                              "x.example") == 1
+                              "x.example") == 3
     assert one_line(capsys.readouterr().err) == (
         f"TLS authentication failed for 127.0.0.1@{dot.port}(TLS): "
         "Hostname mismatch, certificate is not valid for 'other.test'")
@@ -400,7 +401,7 @@ async def test_pin_mismatch_names_expected_and_seen(dot: FakeUpstream, pki: Test
     wrong = [base64.b64encode(bytes([i]) * 32).decode() for i in (1, 2)]
     status = await dnstls_query(at(dot), f"+tls-pin={wrong[0]}", f"+tls-pin={wrong[1]}",
                                 "x.example", "y.example")
-    assert status == 1
+    assert status == 3
     out, err = capsys.readouterr()
     assert out == ""
     assert one_line(err) == (  # two questions, one reason
@@ -413,7 +414,7 @@ async def test_pin_mismatch_with_debug_shows_the_chain(dot: FakeUpstream, pki: T
                                                        capsys: pytest.CaptureFixture[str],
                                                        ) -> None:
     wrong = base64.b64encode(b"\x07" * 32).decode()
-    assert await dnstls_query("-d", at(dot), f"+tls-pin={wrong}", "x.example") == 1
+    assert await dnstls_query("-d", at(dot), f"+tls-pin={wrong}", "x.example") == 3
     err = capsys.readouterr().err.splitlines()
     assert f";; DEBUG:      SHA-256 PIN: {TestPKI.leaf_pin(pki.leaf)}" in err
     assert ";; DEBUG: TLS, no certificate PIN match" in err
@@ -424,26 +425,26 @@ async def test_timeout(pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None
     async with FakeUpstream("tls", ssl_context=pki.server_context(),
                             behavior=Behavior.STALL) as fake:
         status = await dnstls_query(at(fake), "+tls", "+time=0.3", "+retry=1", "x.example")
-    assert status == 1
+    assert status == 4
     assert one_line(capsys.readouterr().err) == (
         f"no answer from 127.0.0.1@{fake.port}(TLS) within 0.3 s")
     assert len(fake.received) == 1  # as kdig: +retry is for UDP only
     async with FakeUpstream("udp", behavior=Behavior.STALL) as fake:
         status = await dnstls_query(at(fake), "+time=0.3", "+retry=1", "x.example")
-    assert status == 1
+    assert status == 4
     assert one_line(capsys.readouterr().err) == (
         f"no answer from 127.0.0.1@{fake.port}(UDP) within 0.3 s (2 tries)")
     assert len(fake.received) == 2
 
 
-async def test_partial_failure_prints_the_answers_and_exits_1(
+async def test_partial_failure_prints_the_answers_and_exits_4(
         pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None:
     async with FakeUpstream("tls", ssl_context=pki.server_context()) as fake:
         fake.script.extend([Behavior.NORMAL, Behavior.STALL])
         status = await dnstls_query(at(fake), "+tls", "+time=0.5", "+retry=0", "ok.example",
                                     "slow.example")
     out, err = capsys.readouterr()
-    assert status == 1
+    assert status == 4  # a timeout
     assert out.count(";; ->>HEADER<<-") == 1 and "ok.example." in out
     assert "no answer from" in one_line(err)
 
@@ -464,3 +465,13 @@ async def test_resolv_conf_server_is_used(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert await dnstls_query("-p", str(udp.port), "r.example") == 0
     assert len(udp.received) == 1
     assert dns.name.from_text("r.example") == udp.received[0].message.question[0].name
+
+
+def test_exit_status_names_the_worst_failure() -> None:
+    timeout, lost = QueryTimeout("t"), NetworkError("n")
+    mismatch = PinMismatch(["a"], ["b"])
+    assert cli.exit_status([]) == 0
+    assert cli.exit_status([timeout, timeout]) == 4
+    assert cli.exit_status([timeout, lost]) == 1
+    assert cli.exit_status([lost, mismatch, timeout]) == 3
+    assert cli.exit_status([CertificateError("c")]) == 3
