@@ -54,6 +54,7 @@ import dns.rdatatype
 from dnstls.cli.output import ReplyInfo, TlsSession, render_chain_debug, render_json, render_kdig
 from dnstls.client import Client, Reply, make_query
 from dnstls.errors import (
+    ConfigError,
     DnsTlsError,
     NetworkError,
     PinMismatch,
@@ -61,6 +62,7 @@ from dnstls.errors import (
     TLSAuthenticationError,
 )
 from dnstls.net.probe import Verification, fetch_chain
+from dnstls.net.tls_client import check_ca_file
 from dnstls.proto.pins import parse_pin
 
 RESOLV_CONF = Path("/etc/resolv.conf")
@@ -388,6 +390,11 @@ async def run_queries(opts: QueryOptions) -> list[Reply | BaseException]:
 def run(args: argparse.Namespace) -> int:
     try:
         opts = parse_options(args)
+        if opts.ca_file is not None and opts.verify:
+            try:
+                check_ca_file(opts.ca_file)
+            except ConfigError as exc:
+                raise UsageError(f"+tls-ca={exc.message}") from None
         if opts.server is None:
             opts.server = system_nameserver()
             if opts.server is None:

@@ -52,7 +52,13 @@ from typing import Any
 
 from cryptography import x509
 
-from dnstls.errors import CertificateError, NetworkError, PinMismatch, TLSAuthenticationError
+from dnstls.errors import (
+    CertificateError,
+    ConfigError,
+    NetworkError,
+    PinMismatch,
+    TLSAuthenticationError,
+)
 from dnstls.net import probe
 from dnstls.proto.pins import PinSet
 from dnstls.upstreams import UpstreamSpec
@@ -135,6 +141,16 @@ def client_context(spec: UpstreamSpec, *, sni: str | None = None,
     else:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     return ctx
+
+
+def check_ca_file(path: str, field: str = "ca_file") -> None:
+    """Raise :class:`ConfigError` naming ``field`` unless ``path`` holds CA certificates
+    that OpenSSL can load (a missing file is a setting to fix, not an untrusted server)."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(field, f"{path}: cannot load CA certificates: "
+                                 f"{probe.failure_reason(exc)}") from None
 
 
 def server_hostname(spec: UpstreamSpec, sni: str | None = None) -> str | None:

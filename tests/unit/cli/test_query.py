@@ -103,16 +103,17 @@ def test_ports_default_by_transport() -> None:
     assert cli.build_client(parse("@192.0.2.1:99", "x", port=8853)).spec.port == 99
 
 
-def test_tls_options_follow_kdig() -> None:
+def test_tls_options_follow_kdig(tmp_path: Path) -> None:
     pin = base64.b64encode(b"p" * 32).decode()
+    ca_file = str(TestPKI.create(tmp_path).ca_file)
     # +tls alone: opportunistic
     client = cli.build_client(parse("@192.0.2.1", "+tls", "x"))
     assert client.spec.opportunistic and not client.verify
     # +tls-ca with a host name: chain and name verified; the name is also the SNI
-    client = cli.build_client(parse("@192.0.2.1", "+tls-ca=/ca.pem", "+tls-host=dns.example",
-                                    "x"))
+    client = cli.build_client(parse("@192.0.2.1", f"+tls-ca={ca_file}",
+                                    "+tls-host=dns.example", "x"))
     assert client.verify and client.spec.tls_auth_name == "dns.example"
-    assert client.spec.ca_file == "/ca.pem" and client.sni is None
+    assert client.spec.ca_file == ca_file and client.sni is None
     # +tls-hostname implies +tls-ca (system store) without pins ...
     client = cli.build_client(parse("@192.0.2.1", "+tls-hostname=dns.example", "x"))
     assert client.verify and client.spec.ca_file is None and client.spec.transport == "tls"
@@ -155,6 +156,8 @@ def test_other_plus_options() -> None:
     (["@dns.example", "x"], "@dns.example: the server must be an IP address"),
     (["@192.0.2.1:0", "x"], "port '0' is not a number from 1 to 65535"),
     (["-z", "x"], "unknown option '-z'"),
+    (["+tls-ca=/nonexistent/ca.pem", "x"],
+     "+tls-ca=/nonexistent/ca.pem: cannot load CA certificates: No such file or directory"),
     (["bad..name"], "is not a valid domain name"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tokens: list[str], message: str,
