@@ -42,6 +42,7 @@ __all__ = [
     "describe_name",
     "generate_private_key",
     "load_pinned_keys",
+    "parse_pinned_keys",
     "pinned_certificate",
     "write_private_key",
 ]
@@ -192,6 +193,12 @@ def load_pinned_keys(path: str | os.PathLike[str]) -> list[PinnedKey]:
         data = Path(name).read_bytes()
     except OSError as exc:
         raise KeyFileError(name, exc.strerror or str(exc)) from None
+    return parse_pinned_keys(data, name)
+
+
+def parse_pinned_keys(data: bytes, name: str) -> list[PinnedKey]:
+    """:func:`load_pinned_keys` on the bytes of a file (or of standard input) that
+    ``name`` stands for in labels and errors."""
     blocks = [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
     if not blocks:
         if data.lstrip().startswith(b"-----BEGIN"):

@@ -33,6 +33,7 @@ from dnstls.keys import (
     PinnedKey,
     generate_private_key,
     load_pinned_keys,
+    parse_pinned_keys,
     pinned_certificate,
     write_private_key,
 )
@@ -61,7 +62,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("files", nargs="*", metavar="FILE",
                         help="PEM or DER certificate(s), certificate request, public or "
-                             "private key")
+                             "private key; - reads standard input")
     parser.add_argument("--server", metavar="ADDR[:PORT]",
                         help=f"fetch the chain from a DoT server (default port "
                              f"{DEFAULT_PORT}; IPv6 as [::1]:853)")
@@ -110,13 +111,21 @@ def _usage(message: str) -> int:
 # --- files ----------------------------------------------------------------------------
 
 def _files(paths: Sequence[str], fmt: str | None) -> int:
-    items = [item for path in paths for item in load_pinned_keys(path)]
+    items = [item for path in paths for item in _load(path)]
     if fmt is not None:
         sys.stdout.write(render_pinset([_entry(item) for item in items], fmt))
         return 0
     for item in items:
         print(f"{item.pin}  {_role(item)}{item.label}")
     return 0
+
+
+def _load(path: str) -> list[PinnedKey]:
+    """The items of one FILE argument; ``-`` is standard input (``openssl ... | dnstls
+    pin -``)."""
+    if path == "-":
+        return parse_pinned_keys(sys.stdin.buffer.read(), "stdin")
+    return load_pinned_keys(path)
 
 
 def _role(item: PinnedKey) -> str:

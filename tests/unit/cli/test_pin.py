@@ -7,6 +7,7 @@ expected output is literal) and trustme; nothing is committed.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import socket
 import ssl
@@ -98,6 +99,22 @@ def test_chain_file_prints_every_certificate(capsys: pytest.CaptureFixture[str],
     assert out == (f"{chain_files['leaf_pin']}  CN=dns.example (chain.pem #1)\n"
                    f"{chain_files['ca_pin']}  CA CN=Test CA (chain.pem #2)\n"
                    f"{chain_files['leaf_pin']}  private key (leaf.key)\n")
+
+
+def test_dash_reads_standard_input(capsys: pytest.CaptureFixture[str],
+                                   chain_files: dict[str, Path | str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # openssl s_client ... | openssl x509 | dnstls pin -  (as openssl reads "-")
+    chain = Path(chain_files["chain"]).read_bytes()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(chain)))
+    status, out, err = run(capsys, "-", chain_files["key"])
+    assert (status, err) == (0, "")
+    assert out == (f"{chain_files['leaf_pin']}  CN=dns.example (stdin #1)\n"
+                   f"{chain_files['ca_pin']}  CA CN=Test CA (stdin #2)\n"
+                   f"{chain_files['leaf_pin']}  private key (leaf.key)\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"junk\n")))
+    assert run(capsys, "-") == (2, "", "dnstls pin: error: stdin: not a PEM or DER "
+                                       "certificate, public key or private key\n")
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ec", "ed25519"])
