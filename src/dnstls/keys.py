@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +77,21 @@ class PinnedKey:
     issuer: str | None = None
     common_name: str | None = None
     is_ca: bool = False
+    #: a certificate's validity period (UTC)
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+    def validity(self, now: datetime | None = None) -> str:
+        """``2026-01-02 03:04:05 UTC to 2027-01-02 03:04:05 UTC``, with ``, EXPIRED`` or
+        ``, NOT YET VALID`` when ``now`` is given and outside the period."""
+        if self.not_before is None or self.not_after is None:
+            return "unknown"
+        text = f"{_utc_text(self.not_before)} to {_utc_text(self.not_after)}"
+        if now is not None and now > self.not_after:
+            text += ", EXPIRED"
+        elif now is not None and now < self.not_before:
+            text += ", NOT YET VALID"
+        return text
 
     @property
     def what(self) -> str:
@@ -130,7 +146,13 @@ def pinned_certificate(cert: x509.Certificate | bytes, source: str) -> PinnedKey
         issuer=describe_name(cert.issuer),
         common_name=_common_name(cert.subject),
         is_ca=_is_ca(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
     )
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _pinned_request(csr: x509.CertificateSigningRequest, source: str) -> PinnedKey:

@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from dnstls.errors import ConfigError
@@ -159,7 +160,7 @@ def _server(args: argparse.Namespace) -> int:
                    for i, item in enumerate(items)]
         sys.stdout.write(render_pinset(entries, args.format))
         return 0
-    sys.stdout.write(render_server(result, items))
+    sys.stdout.write(render_server(result, items, now=datetime.now(UTC)))
     return 0
 
 
@@ -167,8 +168,10 @@ def _position(index: int) -> str:
     return "leaf" if index == 0 else "CA"
 
 
-def render_server(result: ProbeResult, items: Sequence[PinnedKey]) -> str:
-    """The human-readable report of ``dnstls pin --server``."""
+def render_server(result: ProbeResult, items: Sequence[PinnedKey], *,
+                  now: datetime | None = None) -> str:
+    """The human-readable report of ``dnstls pin --server`` (validity periods marked
+    against ``now`` when given)."""
     where = f"{result.host}@{result.port}"
     session = ", ".join(part for part in (
         result.tls_version, result.cipher,
@@ -178,6 +181,7 @@ def render_server(result: ProbeResult, items: Sequence[PinnedKey]) -> str:
     for index, item in enumerate(items):
         lines.append(f"#{index + 1} {_position(index):<4} {item.subject or '(empty subject)'}")
         lines.append(f"   issuer: {item.issuer or '(empty issuer)'}")
+        lines.append(f"   valid: {item.validity(now)}")
         lines.append(f"   SHA-256 PIN: {item.pin}")
     return "\n".join(lines) + "\n"
 

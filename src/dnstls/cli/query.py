@@ -448,7 +448,8 @@ def _quiet_library_logs(verbose: int) -> Iterator[None]:
 def reply_info(reply: Reply) -> ReplyInfo:
     conn = reply.connection
     tls = conn.tls
-    session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group)
+    session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group,
+                          chain=tls.chain)
                if tls is not None else None)
     return ReplyInfo(server=conn.address, port=conn.port, transport=conn.transport.upper(),
                      elapsed_ms=reply.rtt * 1000.0, received=reply.size,
@@ -489,7 +490,7 @@ def debug_block(results: Sequence[Reply | BaseException], opts: QueryOptions) ->
                 text.append(";; DEBUG: TLS, session resumed: no certificates presented\n")
                 continue
             text.append(render_chain_debug(tls.chain, pins=opts.pins,
-                                           verification=verification))
+                                           verification=verification, now=datetime.now(UTC)))
     if not text and any(isinstance(r, TLSAuthenticationError) for r in results):
         text.append(asyncio.run(_refetch_chain(opts)))
     return "".join(text)
@@ -507,7 +508,8 @@ async def _refetch_chain(opts: QueryOptions) -> str:
     if verification.checked and opts.hostname is None:
         verification = Verification(True, verification.trusted, verification.anchor, None,
                                     verification.reason)
-    return render_chain_debug(result.chain, pins=opts.pins, verification=verification)
+    return render_chain_debug(result.chain, pins=opts.pins, verification=verification,
+                              now=datetime.now(UTC))
 
 
 def describe_failure(error: BaseException, opts: QueryOptions) -> str:

@@ -407,6 +407,7 @@ class DotServer:
     ca_file: Path
     pins: list[str]
     names: list[tuple[str, str]]  # (subject, issuer) of leaf and intermediate
+    valid: list[str]  # their validity periods
 
 
 @pytest.fixture
@@ -417,8 +418,10 @@ def dot_server(tmp_path: Path) -> Iterator[DotServer]:
     # GnuTLS/kdig order: the RDNs as they are in the certificate, no spaces.
     names = [(",".join(r.rfc4514_string() for r in c.subject.rdns),
               ",".join(r.rfc4514_string() for r in c.issuer.rdns)) for c in certs]
+    valid = [f"{c.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC to "
+             f"{c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC" for c in certs]
     with ThreadedTlsServer(ctx) as server:
-        yield DotServer(server, ca_file, [spki_pin(c) for c in certs], names)
+        yield DotServer(server, ca_file, [spki_pin(c) for c in certs], names, valid)
 
 
 def test_server_report(dot_server: DotServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -434,9 +437,11 @@ def test_server_report(dot_server: DotServer, capsys: pytest.CaptureFixture[str]
         f"# chain trusted against {ca_file} for dns.example",
         f"#1 leaf {names[0][0]}",
         f"   issuer: {names[0][1]}",
+        f"   valid: {dot_server.valid[0]}",
         f"   SHA-256 PIN: {pins[0]}",
         f"#2 CA   {names[1][0]}",
         f"   issuer: {names[1][1]}",
+        f"   valid: {dot_server.valid[1]}",
         f"   SHA-256 PIN: {pins[1]}",
     ]
     assert names[0][1] == names[1][0]  # the leaf was issued by the presented CA

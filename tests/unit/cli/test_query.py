@@ -23,6 +23,7 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+from cryptography import x509
 
 from dnstls.cli import query as cli
 from dnstls.cli.main import main
@@ -257,12 +258,21 @@ async def test_debug_prints_chain_pins_and_verdicts(dot: FakeUpstream, pki: Test
                                 f"+tls-pin={pin}", "d.example")
     out, err = capsys.readouterr()
     assert status == 0
-    assert err.splitlines() == [
+    lines = err.splitlines()
+    assert lines == [
         ";; DEBUG: TLS, received certificate hierarchy:",
-        f";; DEBUG:  #1, {err.splitlines()[1].split(', ', 1)[1]}",
+        f";; DEBUG:  #1, {lines[1].split(', ', 1)[1]}",
         f";; DEBUG:      SHA-256 PIN: {pin}, MATCH",
+        f";; DEBUG:      Issuer: {lines[3].split(': ', 2)[2]}",
+        f";; DEBUG:      Validity: {lines[4].split(': ', 2)[2]}",
         ";; DEBUG: TLS, The certificate is trusted.",
     ]
+    ca = x509.load_pem_x509_certificate(pki.ca.cert_pem.bytes())
+    assert lines[3] == ";; DEBUG:      Issuer: " + ",".join(
+        rdn.rfc4514_string() for rdn in ca.subject.rdns)  # certificate order, as GnuTLS
+    leaf = x509.load_pem_x509_certificate(pki.leaf.cert_chain_pems[0].bytes())
+    assert lines[4] == (f";; DEBUG:      Validity: {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S}"
+                        f" UTC to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
     assert ";; ANSWER SECTION:" in out
     # opportunistic: nothing checked, says so
     assert await dnstls_query("-d", at(dot), "+tls", "e.example") == 0
