@@ -2,7 +2,7 @@
 
 Syntax (the common part of kdig's)::
 
-    dnstls query [-d] [@SERVER] [-p PORT] [+OPTION...] NAME [TYPE] [CLASS] [NAME [TYPE]...]
+    dnstls query [-d] [@SERVER] [-p PORT] [-x ADDR] [+OPTION...] NAME [TYPE] [CLASS] [NAME...]
 
 Every ``NAME [TYPE] [CLASS]`` group is one question (type and class words before the
 first name set the defaults, as kdig reads them); all of them are sent at once,
@@ -50,6 +50,7 @@ import dns.message
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
+import dns.reversename
 
 from dnstls.cli.output import ReplyInfo, TlsSession, render_chain_debug, render_json, render_kdig
 from dnstls.client import Client, Reply, make_query
@@ -155,6 +156,9 @@ def add_parser(subparsers: Any) -> None:
                         help="server port (default 853 with TLS, else 53)")
     parser.add_argument("-q", dest="names", action="append", default=[], metavar="NAME",
                         help="a query name (also one that looks like a type)")
+    parser.add_argument("-x", dest="reverse", action="append", default=[], metavar="ADDR",
+                        help="reverse lookup: ask for the PTR record of an IPv4 or IPv6 "
+                             "address")
     parser.add_argument("-t", dest="type", metavar="TYPE", help="default query type (A)")
     parser.add_argument("-c", dest="rdclass", metavar="CLASS", help="default class (IN)")
     parser.set_defaults(func=run, accepts_extra=True, quiet_default=1)
@@ -171,6 +175,8 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
     opts = QueryOptions(debug=bool(args.debug))
     for name in args.names:
         opts.questions.append(Question(_name(name)))
+    for address in args.reverse:
+        opts.questions.append(Question(_reverse_name(address), dns.rdatatype.PTR))
     for token in args.extra:
         if token.startswith("+"):
             _plus_option(opts, token)
@@ -205,6 +211,13 @@ def _name(text: str) -> dns.name.Name:
         return dns.name.from_text(text)
     except dns.exception.DNSException as exc:
         raise UsageError(f"{text!r} is not a valid domain name: {exc}") from None
+
+
+def _reverse_name(address: str) -> dns.name.Name:
+    try:
+        return dns.reversename.from_address(address)
+    except (dns.exception.DNSException, ValueError):
+        raise UsageError(f"-x {address}: not an IPv4 or IPv6 address") from None
 
 
 def _rdtype(text: str) -> dns.rdatatype.RdataType:

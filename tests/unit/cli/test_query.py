@@ -36,9 +36,9 @@ PIN = base64.b64encode(b"p" * 32).decode()
 
 
 def parse(*tokens: str, port: int | None = None, names: Sequence[str] = (),
-          type_: str | None = None) -> cli.QueryOptions:
+          type_: str | None = None, reverse: Sequence[str] = ()) -> cli.QueryOptions:
     args = argparse.Namespace(debug=False, port=port, names=list(names), type=type_,
-                              rdclass=None, extra=list(tokens))
+                              rdclass=None, reverse=list(reverse), extra=list(tokens))
     return cli.parse_options(args)
 
 
@@ -71,6 +71,15 @@ def test_type_and_class_words_before_or_after_a_name_as_kdig_reads_them() -> Non
     assert questions(parse("MX", "a.test", "AAAA", "b.test", type_="TXT")) == [
         ("a.test.", "AAAA", "IN"), ("b.test.", "MX", "IN")]
     assert questions(parse("MX")) == [(".", "NS", "IN")]  # no name: kdig's . NS
+
+
+def test_reverse_lookups_as_kdig() -> None:
+    assert questions(parse(reverse=["192.0.2.1", "2001:db8::1"])) == [
+        ("1.2.0.192.in-addr.arpa.", "PTR", "IN"),
+        ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "PTR",
+         "IN")]
+    assert questions(parse("a.test", reverse=["192.0.2.1"])) == [
+        ("1.2.0.192.in-addr.arpa.", "PTR", "IN"), ("a.test.", "A", "IN")]
 
 
 def test_timeout_and_retry_defaults_follow_kdig() -> None:
@@ -157,6 +166,7 @@ def test_other_plus_options() -> None:
     (["@dns.example", "x"], "@dns.example: the server must be an IP address"),
     (["@192.0.2.1:0", "x"], "port '0' is not a number from 1 to 65535"),
     (["-z", "x"], "unknown option '-z'"),
+    (["-x", "dns.example"], "-x dns.example: not an IPv4 or IPv6 address"),
     (["+tls-ca=/nonexistent/ca.pem", "x"],
      "+tls-ca=/nonexistent/ca.pem: cannot load CA certificates: No such file or directory"),
     (["bad..name"], "is not a valid domain name"),
