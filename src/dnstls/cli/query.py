@@ -142,10 +142,11 @@ def add_parser(subparsers: Any) -> None:
         help="ask a DNS server over TLS, TCP or UDP with kdig-style options",
         description="kdig-style queries: dnstls query [-d] [@SERVER] [-p PORT] [+tls] "
                     "[+tls-ca[=FILE]] [+tls-host=NAME] [+tls-sni=NAME] [+tls-pin=BASE64]... "
-                    "[+padding[=N]] [+keepalive] [+dnssec] [+json] [+short] "
-                    "[+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] [CLASS] "
-                    "[NAME [TYPE] [CLASS]]...",
-        epilog="Options with + may be negated as +noOPTION. Several NAME [TYPE] groups are "
+                    "[+padding[=N]] [+keepalive] [+dnssec] [+cd] [+norec] [+json] "
+                    "[+short] [+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] "
+                    "[CLASS] [NAME [TYPE] [CLASS]]...",
+        epilog="On/off options are negated as +noOPTION (+notls, +nopadding, +norec, "
+               "+notls-ca). +retry applies to UDP only. Several NAME [TYPE] groups are "
                "sent pipelined over one connection. Exit status: 0 answered (any RCODE), "
                "1 server unreachable or connection failed, 2 bad arguments, 3 TLS "
                "authentication failed, 4 timed out; the reason on stderr.")
