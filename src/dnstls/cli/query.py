@@ -280,6 +280,10 @@ def _server(text: str) -> tuple[str, int | None]:
     try:
         address = str(ipaddress.ip_address(host))
     except ValueError:
+        head, _, tail = host.rpartition(":")
+        if tail.isdigit() and _maybe(ipaddress.IPv6Address, head):
+            raise UsageError(f"@{text}: an IPv6 address with a port goes in brackets: "
+                             f"@[{head}]:{tail} (or @{head}#{tail})") from None
         raise UsageError(f"@{text}: the server must be an IP address") from None
     if port_text is None:
         return address, None

@@ -158,6 +158,8 @@ def test_other_plus_options() -> None:
     (["+timeout=0", "x"], "+timeout=0: expected a number of seconds"),
     (["+timeout", "x"], "+timeout: needs a value"),
     (["@[::1", "x"], "@[::1: missing ']' after the IPv6 address"),
+    (["@::ffff:192.0.2.1:5353", "x"], "@::ffff:192.0.2.1:5353: an IPv6 address with a port "
+                                      "goes in brackets: @[::ffff:192.0.2.1]:5353"),
     ([f"+tls-pin={PIN},{PIN}", "x"], "one pin per value"),
     (["+retry=-1", "x"], "+retry=-1: expected a number from 0 to 100"),
     (["+padding=x", "x"], "+padding=x: expected a number from 0 to 4096"),
