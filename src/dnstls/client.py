@@ -43,7 +43,7 @@ import dns.rdatatype
 
 from dnstls.errors import ConfigError, NetworkError, QueryTimeout
 from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
-from dnstls.net.tls_client import TlsDetails
+from dnstls.net.tls_client import TlsDetails, check_ca_file
 from dnstls.net.udp_upstream import UdpUpstream
 from dnstls.upstreams import UpstreamSpec, parse_upstream_uri
 
@@ -113,6 +113,8 @@ class Client:
         if verify is None:
             verify = self.spec.tls_auth_name is not None
         _check_authentication(self.spec, verify=verify)
+        if ca_file is not None and verify and self.spec.transport == "tls":
+            check_ca_file(ca_file)
         self.verify = verify
         self.sni = sni
         self.keepalive = keepalive

@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +43,7 @@ __all__ = [
     "describe_name",
     "generate_private_key",
     "load_pinned_keys",
+    "parse_pinned_keys",
     "pinned_certificate",
     "write_private_key",
 ]
@@ -75,6 +77,21 @@ class PinnedKey:
     issuer: str | None = None
     common_name: str | None = None
     is_ca: bool = False
+    #: a certificate's validity period (UTC)
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+    def validity(self, now: datetime | None = None) -> str:
+        """``2026-01-02 03:04:05 UTC to 2027-01-02 03:04:05 UTC``, with ``, EXPIRED`` or
+        ``, NOT YET VALID`` when ``now`` is given and outside the period."""
+        if self.not_before is None or self.not_after is None:
+            return "unknown"
+        text = f"{_utc_text(self.not_before)} to {_utc_text(self.not_after)}"
+        if now is not None and now > self.not_after:
+            text += ", EXPIRED"
+        elif now is not None and now < self.not_before:
+            text += ", NOT YET VALID"
+        return text
 
     @property
     def what(self) -> str:
@@ -129,7 +146,13 @@ def pinned_certificate(cert: x509.Certificate | bytes, source: str) -> PinnedKey
         issuer=describe_name(cert.issuer),
         common_name=_common_name(cert.subject),
         is_ca=_is_ca(cert),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
     )
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _pinned_request(csr: x509.CertificateSigningRequest, source: str) -> PinnedKey:
@@ -192,6 +215,12 @@ def load_pinned_keys(path: str | os.PathLike[str]) -> list[PinnedKey]:
         data = Path(name).read_bytes()
     except OSError as exc:
         raise KeyFileError(name, exc.strerror or str(exc)) from None
+    return parse_pinned_keys(data, name)
+
+
+def parse_pinned_keys(data: bytes, name: str) -> list[PinnedKey]:
+    """:func:`load_pinned_keys` on the bytes of a file (or of standard input) that
+    ``name`` stands for in labels and errors."""
     blocks = [(m.group(1), m.group(0)) for m in _PEM_BLOCK.finditer(data)]
     if not blocks:
         if data.lstrip().startswith(b"-----BEGIN"):

@@ -234,6 +234,26 @@ async def test_closed_client_refuses(dot: FakeUpstream, pki: TestPKI) -> None:
         await client.query("b.example")
 
 
+async def test_aclose_fails_queries_in_flight_at_once(pki: TestPKI) -> None:
+    """Closing the client ends its pending queries with NetworkError, without waiting
+    for their timeout and without a new connection to retry them on."""
+    async with FakeUpstream("tls", ssl_context=pki.server_context(),
+                            behavior=Behavior.STALL) as fake:
+        client = Client(fake.uri("dns.test"), ca_file=pki.ca_file, timeout=30)
+        loop = asyncio.get_running_loop()
+        pending = [asyncio.create_task(client.query(f"q{i}.example")) for i in range(3)]
+        async with asyncio.timeout(10):  # the fake has no event for "received"
+            while len(fake.received) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        started = loop.time()
+        await client.aclose()
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        assert loop.time() - started < 5  # not the 30 s timeout
+        assert all(isinstance(r, NetworkError) for r in results), results
+        assert fake.connections_accepted == 1
+        await client.aclose()  # idempotent
+
+
 # ---------------------------------------------------------------- UDP and TCP
 
 

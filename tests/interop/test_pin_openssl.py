@@ -36,6 +36,15 @@ def openssl(*args: str | Path, cwd: Path, stdin: bytes | None = None) -> bytes:
     return run.stdout
 
 
+def openssl_validity(cert: Path) -> str:
+    """The validity period as ``dnstls pin --server`` prints it, read by openssl."""
+    run = subprocess.run([require("openssl"), "x509", "-in", str(cert), "-noout", "-startdate",
+                          "-enddate", "-dateopt", "iso_8601"], capture_output=True, text=True,
+                         timeout=TIMEOUT, check=True)
+    dates = dict(line.split("=", 1) for line in run.stdout.splitlines())
+    return " to ".join(dates[key].replace("Z", " UTC") for key in ("notBefore", "notAfter"))
+
+
 def openssl_pin(cert: Path) -> str:
     """The reference pin, computed by the shell pipeline itself."""
     pipeline = ('"$OPENSSL" x509 -pubkey -noout -in "$CERT" '
@@ -147,11 +156,13 @@ def test_server_pins_equal_openssl(openssl_pki: OpensslPki, peer_group: PeerGrou
     assert lines[1] == f"# chain trusted against {openssl_pki.root} for dns.test"
     assert lines[2] == "#1 leaf CN=dns.test"
     assert lines[3] == "   issuer: O=Interop,CN=Interop Intermediate"
-    assert lines[4] == f"   SHA-256 PIN: {leaf}"
-    assert lines[5] == "#2 CA   O=Interop,CN=Interop Intermediate"
-    assert lines[6] == "   issuer: O=Interop,CN=Interop Root"
-    assert lines[7] == f"   SHA-256 PIN: {inter}"
-    assert len(lines) == 8
+    assert lines[4] == f"   valid: {openssl_validity(openssl_pki.leaf)}"
+    assert lines[5] == f"   SHA-256 PIN: {leaf}"
+    assert lines[6] == "#2 CA   O=Interop,CN=Interop Intermediate"
+    assert lines[7] == "   issuer: O=Interop,CN=Interop Root"
+    assert lines[8] == f"   valid: {openssl_validity(openssl_pki.intermediate)}"
+    assert lines[9] == f"   SHA-256 PIN: {inter}"
+    assert len(lines) == 10
     kdig_pins = dnstls_pin(capsys, "--server", f"{server.host}:{server.port}",
                            "--no-verify", "--format", "kdig")
     assert kdig_pins == [f"+tls-pin={leaf} +tls-pin={inter}"]
@@ -163,4 +174,4 @@ def test_server_untrusted_without_ca_file(openssl_pki: OpensslPki, peer_group: P
     lines = dnstls_pin(capsys, "--server", f"{server.host}:{server.port}", "--timeout", "10")
     assert lines[1].startswith("# chain NOT trusted against system CA store (no name "
                                "checked): ")
-    assert lines[4] == f"   SHA-256 PIN: {openssl_pin(openssl_pki.leaf)}"
+    assert lines[5] == f"   SHA-256 PIN: {openssl_pin(openssl_pki.leaf)}"

@@ -109,7 +109,7 @@ def test_query_wrong_pin_fails_without_answer(server: Peer, pki: TestPKI,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = query(capsys, f"@{server.host}:{server.port}",
                              f"+tls-pin={pki.wrong_pin}", "www.example.test")
-    assert status == 1
+    assert status == 3  # TLS authentication failed
     assert out == ""
     assert err.splitlines() == [
         f"dnstls query: error: {server.host}@{server.port}(TLS): SPKI pin mismatch: "
@@ -120,11 +120,11 @@ def test_query_wrong_name_and_untrusted_fail(server: Peer, pki: TestPKI,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = query(capsys, f"@{server.host}:{server.port}",
                              f"+tls-ca={pki.ca_pem}", "+tls-host=other.test", "www.example.test")
-    assert (status, out) == (1, "")
+    assert (status, out) == (3, "")
     assert "Hostname mismatch" in err and err.count("\n") == 1
     status, out, err = query(capsys, f"@{server.host}:{server.port}", "+tls-ca",
                              f"+tls-host={pki.hostname}", "www.example.test")
-    assert (status, out) == (1, "")
+    assert (status, out) == (3, "")
     assert "unable to get local issuer certificate" in err and err.count("\n") == 1
 
 

@@ -26,13 +26,14 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "client.md"
 # ---------------------------------------------------------------- options
 
 
-def test_uri_and_options_become_the_spec() -> None:
-    client = Client("tls://[2001:db8::1]#dns.example", pins=[PIN], ca_file="/ca.pem",
+def test_uri_and_options_become_the_spec(tmp_path: Path) -> None:
+    ca_file = str(TestPKI.create(tmp_path).ca_file)
+    client = Client("tls://[2001:db8::1]#dns.example", pins=[PIN], ca_file=ca_file,
                     timeout=1.5, padding=256, max_in_flight=500, max_connections=2)
     spec = client.spec
     assert (spec.address, spec.port, spec.transport) == ("2001:db8::1", 853, "tls")
     assert spec.tls_auth_name == "dns.example" and spec.tls_pubkey_pinset == (PIN,)
-    assert spec.ca_file == "/ca.pem" and client.verify
+    assert spec.ca_file == ca_file and client.verify
     assert (spec.connect_timeout, spec.query_timeout) == (1.5, 1.5)
     assert spec.tls_query_padding_blocksize == 256
     assert (spec.max_queries_per_connection, spec.max_connections) == (500, 2)
@@ -65,6 +66,11 @@ def test_defaults() -> None:
     ("tls://192.0.2.1#x", {"padding_length": -1}, "padding_length", "0..4096"),
     ("tls://192.0.2.1#x", {"max_in_flight": 0}, "max_in_flight", "1..65535"),
     ("tls://192.0.2.1#x", {"max_connections": 0}, "max_connections", "1..1024"),
+    # a CA file that cannot be loaded is a setting to fix, found by the constructor (not
+    # a CertificateError at the first query, which says "the server is untrusted")
+    ("tls://192.0.2.1#x", {"ca_file": "/nonexistent/ca.pem"}, "ca_file",
+     "/nonexistent/ca.pem: cannot load CA certificates: No such file or directory"),
+    ("tls://192.0.2.1#x", {"ca_file": __file__}, "ca_file", "no certificate or crl found"),
 ])
 def test_bad_options_raise_config_error(uri: str, options: dict[str, object], field: str,
                                         text: str) -> None:

@@ -100,7 +100,7 @@ def test_toml_tables() -> None:
 
 @pytest.mark.parametrize(("table", "field", "message"), [
     ({"address": "9.9.9.9", "tls_auth_name": "x.test",
-      "tls_pubkey_pinset": [{"digest": "sha256", "value": "abc"}]},
+      "tls_pubkey_pinset": [{"digest": "sha256", "value": "ab!c"}]},
      "upstream[1].tls_pubkey_pinset[0].value", "not valid base64"),
     ({"address": "9.9.9.9", "tls_pubkey_pinset": [{"digest": "sha256", "value": SHORT}]},
      "upstream[1].tls_pubkey_pinset[0].value", "decodes to 20 bytes"),

@@ -103,6 +103,8 @@ class TlsSession:
     cipher: str
     group: str | None = None
     signature: str | None = None
+    #: the DER chain the server presented, leaf first (empty for a resumed session)
+    chain: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,9 +402,21 @@ def message_json(message: dns.message.Message, info: ReplyInfo) -> dict[str, Any
     server: dict[str, Any] = {"address": info.server, "port": info.port,
                               "transport": info.transport}
     if info.tls is not None:
-        server["tls"] = {"version": info.tls.version, "cipher": info.tls.cipher}
+        server["tls"] = {"version": info.tls.version, "cipher": info.tls.cipher,
+                         "chain": [_json_certificate(der) for der in info.tls.chain]}
     out["server"] = server
     return out
+
+
+def _json_certificate(der: bytes) -> dict[str, Any]:
+    item = pinned_certificate(der, "")
+    return {"subject": item.subject, "issuer": item.issuer,
+            "notBefore": _json_time(item.not_before), "notAfter": _json_time(item.not_after),
+            "pinSHA256": item.pin}
+
+
+def _json_time(moment: datetime | None) -> str | None:
+    return None if moment is None else _utc(moment).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def render_json(message: dns.message.Message, info: ReplyInfo) -> str:
@@ -413,11 +427,14 @@ def render_json(message: dns.message.Message, info: ReplyInfo) -> str:
 # --- the -d chain block -----------------------------------------------------------------
 
 def render_chain_debug(chain: Sequence[bytes], *, pins: Collection[str] = (),
-                       verification: Verification | None = None) -> str:
+                       verification: Verification | None = None,
+                       now: datetime | None = None) -> str:
     """kdig's ``-d`` certificate lines for a presented chain, newline-terminated.
 
     Every certificate gets ``#N, SUBJECT`` and its ``SHA-256 PIN`` (``, MATCH`` when it
-    is in ``pins``), then the pin verdict (skipped when ``pins`` is empty) and the trust
+    is in ``pins``), as in kdig, and then, beyond kdig, its ``Issuer`` and ``Validity``
+    (``, EXPIRED`` or ``, NOT YET VALID`` against ``now``, when given); then the pin
+    verdict (skipped when ``pins`` is empty) and the trust
     verdict of ``verification`` (skipped when None or not checked). As in kdig, a pin
     mismatch ends the block: the connection is refused before verification matters.
     """
@@ -433,6 +450,8 @@ def render_chain_debug(chain: Sequence[bytes], *, pins: Collection[str] = (),
             matched |= match
             lines.append(f" #{index}, {item.subject}")
             lines.append(f"     SHA-256 PIN: {item.pin}{', MATCH' if match else ''}")
+            lines.append(f"     Issuer: {item.issuer}")
+            lines.append(f"     Validity: {item.validity(now)}")
         if pins and not matched:
             lines.append("TLS, no certificate PIN match")
             return "".join(f";; DEBUG: {line}\n" for line in lines)

@@ -24,6 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from dnstls.errors import ConfigError
@@ -33,6 +34,7 @@ from dnstls.keys import (
     PinnedKey,
     generate_private_key,
     load_pinned_keys,
+    parse_pinned_keys,
     pinned_certificate,
     write_private_key,
 )
@@ -61,7 +63,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument("files", nargs="*", metavar="FILE",
                         help="PEM or DER certificate(s), certificate request, public or "
-                             "private key")
+                             "private key; - reads standard input")
     parser.add_argument("--server", metavar="ADDR[:PORT]",
                         help=f"fetch the chain from a DoT server (default port "
                              f"{DEFAULT_PORT}; IPv6 as [::1]:853)")
@@ -110,13 +112,21 @@ def _usage(message: str) -> int:
 # --- files ----------------------------------------------------------------------------
 
 def _files(paths: Sequence[str], fmt: str | None) -> int:
-    items = [item for path in paths for item in load_pinned_keys(path)]
+    items = [item for path in paths for item in _load(path)]
     if fmt is not None:
         sys.stdout.write(render_pinset([_entry(item) for item in items], fmt))
         return 0
     for item in items:
         print(f"{item.pin}  {_role(item)}{item.label}")
     return 0
+
+
+def _load(path: str) -> list[PinnedKey]:
+    """The items of one FILE argument; ``-`` is standard input (``openssl ... | dnstls
+    pin -``)."""
+    if path == "-":
+        return parse_pinned_keys(sys.stdin.buffer.read(), "stdin")
+    return load_pinned_keys(path)
 
 
 def _role(item: PinnedKey) -> str:
@@ -150,7 +160,7 @@ def _server(args: argparse.Namespace) -> int:
                    for i, item in enumerate(items)]
         sys.stdout.write(render_pinset(entries, args.format))
         return 0
-    sys.stdout.write(render_server(result, items))
+    sys.stdout.write(render_server(result, items, now=datetime.now(UTC)))
     return 0
 
 
@@ -158,8 +168,10 @@ def _position(index: int) -> str:
     return "leaf" if index == 0 else "CA"
 
 
-def render_server(result: ProbeResult, items: Sequence[PinnedKey]) -> str:
-    """The human-readable report of ``dnstls pin --server``."""
+def render_server(result: ProbeResult, items: Sequence[PinnedKey], *,
+                  now: datetime | None = None) -> str:
+    """The human-readable report of ``dnstls pin --server`` (validity periods marked
+    against ``now`` when given)."""
     where = f"{result.host}@{result.port}"
     session = ", ".join(part for part in (
         result.tls_version, result.cipher,
@@ -169,6 +181,7 @@ def render_server(result: ProbeResult, items: Sequence[PinnedKey]) -> str:
     for index, item in enumerate(items):
         lines.append(f"#{index + 1} {_position(index):<4} {item.subject or '(empty subject)'}")
         lines.append(f"   issuer: {item.issuer or '(empty issuer)'}")
+        lines.append(f"   valid: {item.validity(now)}")
         lines.append(f"   SHA-256 PIN: {item.pin}")
     return "\n".join(lines) + "\n"
 

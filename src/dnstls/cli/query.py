@@ -2,9 +2,10 @@
 
 Syntax (the common part of kdig's)::
 
-    dnstls query [-d] [@SERVER] [-p PORT] [+OPTION...] NAME [TYPE] [CLASS] [NAME [TYPE]...]
+    dnstls query [-d] [@SERVER] [-p PORT] [-x ADDR] [+OPTION...] NAME [TYPE] [CLASS] [NAME...]
 
-Every ``NAME [TYPE] [CLASS]`` group is one question; all of them are sent at once,
+Every ``NAME [TYPE] [CLASS]`` group is one question (type and class words before the
+first name set the defaults, as kdig reads them); all of them are sent at once,
 pipelined over one connection (RFC 7766 §6.2.1.1), and the answers printed in the order
 asked. Authentication follows kdig (and RFC 8310):
 
@@ -21,9 +22,12 @@ The answer is rendered by :mod:`dnstls.cli.output` (kdig's layout, ``+json`` RFC
 certificate and the trust and pin verdicts, to stderr as kdig does; when the server
 fails authentication it connects once more, unauthenticated, to show what was presented.
 
-Exit status: 0 when every question got an answer (whatever its RCODE); 1 when one did
-not (unreachable server, failed handshake, untrusted certificate, wrong name, pin
-mismatch, timeout), with one line on stderr saying why; 2 for bad arguments.
+Exit status (kdig only promises "not 0 on error"; these say which error, for scripts and
+monitoring): 0 when every question got an answer (whatever its RCODE); otherwise, with one
+line on stderr per reason, 3 when the server failed authentication (untrusted
+certificate, wrong name, pin mismatch), 1 when it could not be reached or broke the
+exchange (refused, reset, failed handshake, closed mid-answer), 4 when it only timed out;
+2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ import dns.message
 import dns.name
 import dns.rdataclass
 import dns.rdatatype
+import dns.reversename
 
 from dnstls.cli.output import ReplyInfo, TlsSession, render_chain_debug, render_json, render_kdig
 from dnstls.client import Client, Reply, make_query
 from dnstls.errors import (
+    ConfigError,
     DnsTlsError,
     NetworkError,
     PinMismatch,
@@ -57,13 +63,21 @@ from dnstls.errors import (
     TLSAuthenticationError,
 )
 from dnstls.net.probe import Verification, fetch_chain
+from dnstls.net.tls_client import check_ca_file
 from dnstls.proto.pins import parse_pin
 
 RESOLV_CONF = Path("/etc/resolv.conf")
-DEFAULT_TIME = 2.0  # kdig's +time
-DEFAULT_RETRY = 2  # kdig's +retry
+DEFAULT_TIME = 5.0  # kdig's +timeout: seconds per attempt
+DEFAULT_RETRY = 2  # kdig's +retry: UDP only
 BOOLEAN_OPTIONS = ("tls", "tcp", "dnssec", "json", "short", "keepalive", "padding", "cd",
                    "rec")
+
+
+EXIT_ANSWERED = 0
+EXIT_FAILED = 1  # unreachable, failed handshake, connection lost, malformed answer
+EXIT_USAGE = 2
+EXIT_AUTHENTICATION = 3  # the server is not who it should be: never retried
+EXIT_TIMEOUT = 4  # nothing but timeouts
 
 
 class UsageError(Exception):
@@ -102,6 +116,9 @@ class QueryOptions:
     time: float = DEFAULT_TIME
     retry: int = DEFAULT_RETRY
     debug: bool = False
+    #: type and class words given before any name (they win over -t and -c)
+    default_type: dns.rdatatype.RdataType | None = None
+    default_class: dns.rdataclass.RdataClass | None = None
 
     @property
     def verify(self) -> bool:
@@ -112,6 +129,12 @@ class QueryOptions:
     def transport(self) -> str:
         return "tls" if self.tls else "tcp" if self.tcp else "udp"
 
+    @property
+    def tries(self) -> int:
+        """Attempts per question: kdig retries over UDP only (``+retry``); over TCP and
+        TLS a timeout or a refused connection is final."""
+        return self.retry + 1 if self.transport == "udp" else 1
+
 
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
@@ -119,11 +142,14 @@ def add_parser(subparsers: Any) -> None:
         help="ask a DNS server over TLS, TCP or UDP with kdig-style options",
         description="kdig-style queries: dnstls query [-d] [@SERVER] [-p PORT] [+tls] "
                     "[+tls-ca[=FILE]] [+tls-host=NAME] [+tls-sni=NAME] [+tls-pin=BASE64]... "
-                    "[+padding[=N]] [+keepalive] [+dnssec] [+json] [+short] [+time=S] "
-                    "[+retry=N] [+tcp] NAME [TYPE] [CLASS] [NAME [TYPE] [CLASS]]...",
-        epilog="Options with + may be negated as +noOPTION. Several NAME [TYPE] groups are "
-               "sent pipelined over one connection. Exit status: 0 answered, 1 no answer "
-               "(the reason on stderr), 2 bad arguments.")
+                    "[+padding[=N]] [+keepalive] [+dnssec] [+cd] [+norec] [+json] "
+                    "[+short] [+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] "
+                    "[CLASS] [NAME [TYPE] [CLASS]]...",
+        epilog="On/off options are negated as +noOPTION (+notls, +nopadding, +norec, "
+               "+notls-ca). +retry applies to UDP only. Several NAME [TYPE] groups are "
+               "sent pipelined over one connection. Exit status: 0 answered (any RCODE), "
+               "1 server unreachable or connection failed, 2 bad arguments, 3 TLS "
+               "authentication failed, 4 timed out; the reason on stderr.")
     parser.add_argument("-d", dest="debug", action="store_true",
                         help="print the presented certificate chain with SPKI pins and "
                              "verdicts (stderr)")
@@ -131,6 +157,9 @@ def add_parser(subparsers: Any) -> None:
                         help="server port (default 853 with TLS, else 53)")
     parser.add_argument("-q", dest="names", action="append", default=[], metavar="NAME",
                         help="a query name (also one that looks like a type)")
+    parser.add_argument("-x", dest="reverse", action="append", default=[], metavar="ADDR",
+                        help="reverse lookup: ask for the PTR record of an IPv4 or IPv6 "
+                             "address")
     parser.add_argument("-t", dest="type", metavar="TYPE", help="default query type (A)")
     parser.add_argument("-c", dest="rdclass", metavar="CLASS", help="default class (IN)")
     parser.set_defaults(func=run, accepts_extra=True, quiet_default=1)
@@ -147,6 +176,8 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
     opts = QueryOptions(debug=bool(args.debug))
     for name in args.names:
         opts.questions.append(Question(_name(name)))
+    for address in args.reverse:
+        opts.questions.append(Question(_reverse_name(address), dns.rdatatype.PTR))
     for token in args.extra:
         if token.startswith("+"):
             _plus_option(opts, token)
@@ -162,8 +193,10 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
         if not 0 < args.port < 65536:
             raise UsageError(f"-p {args.port}: port out of range 1..65535")
         opts.port = args.port
-    default_type = _rdtype(args.type) if args.type else dns.rdatatype.A
-    default_class = _rdclass(args.rdclass) if args.rdclass else dns.rdataclass.IN
+    default_type = opts.default_type or (_rdtype(args.type) if args.type
+                                         else dns.rdatatype.A)
+    default_class = opts.default_class or (_rdclass(args.rdclass) if args.rdclass
+                                           else dns.rdataclass.IN)
     if not opts.questions:
         opts.questions.append(Question(dns.name.root, dns.rdatatype.NS))
     for question in opts.questions:
@@ -179,6 +212,13 @@ def _name(text: str) -> dns.name.Name:
         return dns.name.from_text(text)
     except dns.exception.DNSException as exc:
         raise UsageError(f"{text!r} is not a valid domain name: {exc}") from None
+
+
+def _reverse_name(address: str) -> dns.name.Name:
+    try:
+        return dns.reversename.from_address(address)
+    except (dns.exception.DNSException, ValueError):
+        raise UsageError(f"-x {address}: not an IPv4 or IPv6 address") from None
 
 
 def _rdtype(text: str) -> dns.rdatatype.RdataType:
@@ -203,15 +243,22 @@ def _maybe(parse: Any, text: str) -> Any:
 
 
 def _positional(opts: QueryOptions, token: str) -> None:
-    """NAME, or the TYPE/CLASS of the last name when it has none yet (as kdig reads it)."""
+    """NAME, or a TYPE or CLASS word, read as kdig reads it: after a name it sets that
+    name's type (class), replacing an earlier one; before any name it sets the default
+    for the names that follow, so ``MX example.com`` is ``example.com MX``."""
     current = opts.questions[-1] if opts.questions else None
-    if current is not None:
-        if current.rdtype is None and (rdtype := _maybe(dns.rdatatype.from_text, token)):
+    if rdtype := _maybe(dns.rdatatype.from_text, token):  # (type 0 is no query type)
+        if current is None:
+            opts.default_type = rdtype
+        else:
             current.rdtype = rdtype
-            return
-        if current.rdclass is None and (rdclass := _maybe(dns.rdataclass.from_text, token)):
+        return
+    if (rdclass := _maybe(dns.rdataclass.from_text, token)) is not None:
+        if current is None:
+            opts.default_class = rdclass
+        else:
             current.rdclass = rdclass
-            return
+        return
     opts.questions.append(Question(_name(token)))
 
 
@@ -221,7 +268,9 @@ def _server(text: str) -> tuple[str, int | None]:
     if "#" in text:
         host, port_text = text.rsplit("#", 1)
     elif text.startswith("["):
-        host, _, rest = text[1:].partition("]")
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket:
+            raise UsageError(f"@{text}: missing ']' after the IPv6 address")
         if rest:
             if not rest.startswith(":"):
                 raise UsageError(f"@{text}: expected [ADDR]:PORT")
@@ -231,6 +280,10 @@ def _server(text: str) -> tuple[str, int | None]:
     try:
         address = str(ipaddress.ip_address(host))
     except ValueError:
+        head, _, tail = host.rpartition(":")
+        if tail.isdigit() and _maybe(ipaddress.IPv6Address, head):
+            raise UsageError(f"@{text}: an IPv6 address with a port goes in brackets: "
+                             f"@[{head}]:{tail} (or @{head}#{tail})") from None
         raise UsageError(f"@{text}: the server must be an IP address") from None
     if port_text is None:
         return address, None
@@ -247,6 +300,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         if has_value:
             raise UsageError(f"{token}: +no options take no value")
         key = key[2:]
+    if key == "timeout":
+        key = "time"  # kdig's name (+time is dig's, and kdig takes it as an abbreviation)
     if key in ("tls-host", "tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
             and not (has_value and value):
         raise UsageError(f"{token}: needs a value (+{key}=...)")
@@ -329,16 +384,16 @@ def build_client(opts: QueryOptions) -> Client:
 
 
 async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
-    """One question, retried ``+retry`` times on timeouts and network errors (never on
-    authentication failures: retrying would not change the server's certificate)."""
+    """One question, tried :attr:`QueryOptions.tries` times on timeouts and network
+    errors (never again after an authentication failure, which could not change)."""
     assert question.rdtype is not None and question.rdclass is not None
     message = make_query(question.name, question.rdtype, question.rdclass,
                          dnssec=opts.dnssec, cd=opts.cd, rd=opts.rec)
-    for attempt in range(opts.retry + 1):
+    for attempt in range(opts.tries):
         try:
             return await client.exchange(message)
         except (QueryTimeout, NetworkError):
-            if attempt == opts.retry:
+            if attempt == opts.tries - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -353,13 +408,18 @@ async def run_queries(opts: QueryOptions) -> list[Reply | BaseException]:
 def run(args: argparse.Namespace) -> int:
     try:
         opts = parse_options(args)
+        if opts.ca_file is not None and opts.verify:
+            try:
+                check_ca_file(opts.ca_file)
+            except ConfigError as exc:
+                raise UsageError(f"+tls-ca={exc.message}") from None
         if opts.server is None:
             opts.server = system_nameserver()
             if opts.server is None:
                 raise UsageError(f"no @SERVER given and no nameserver in {RESOLV_CONF}")
     except UsageError as exc:
         print(f"dnstls query: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     with _quiet_library_logs(args.verbose):
         results = asyncio.run(run_queries(opts))
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -372,7 +432,19 @@ def run(args: argparse.Namespace) -> int:
     reasons = list(dict.fromkeys(describe_failure(f, opts) for f in failures))
     for reason in reasons:
         print(f"dnstls query: error: {reason}", file=sys.stderr)
-    return 1 if failures else 0
+    return exit_status(failures)
+
+
+def exit_status(failures: Sequence[BaseException]) -> int:
+    """The most telling status for the questions that got no answer: an authentication
+    failure first, then any other failure; timeouts alone give :data:`EXIT_TIMEOUT`."""
+    if not failures:
+        return EXIT_ANSWERED
+    if any(isinstance(f, TLSAuthenticationError) for f in failures):
+        return EXIT_AUTHENTICATION
+    if all(isinstance(f, QueryTimeout) for f in failures):
+        return EXIT_TIMEOUT
+    return EXIT_FAILED
 
 
 @contextlib.contextmanager
@@ -394,7 +466,8 @@ def _quiet_library_logs(verbose: int) -> Iterator[None]:
 def reply_info(reply: Reply) -> ReplyInfo:
     conn = reply.connection
     tls = conn.tls
-    session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group)
+    session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group,
+                          chain=tls.chain)
                if tls is not None else None)
     return ReplyInfo(server=conn.address, port=conn.port, transport=conn.transport.upper(),
                      elapsed_ms=reply.rtt * 1000.0, received=reply.size,
@@ -435,7 +508,7 @@ def debug_block(results: Sequence[Reply | BaseException], opts: QueryOptions) ->
                 text.append(";; DEBUG: TLS, session resumed: no certificates presented\n")
                 continue
             text.append(render_chain_debug(tls.chain, pins=opts.pins,
-                                           verification=verification))
+                                           verification=verification, now=datetime.now(UTC)))
     if not text and any(isinstance(r, TLSAuthenticationError) for r in results):
         text.append(asyncio.run(_refetch_chain(opts)))
     return "".join(text)
@@ -453,7 +526,8 @@ async def _refetch_chain(opts: QueryOptions) -> str:
     if verification.checked and opts.hostname is None:
         verification = Verification(True, verification.trusted, verification.anchor, None,
                                     verification.reason)
-    return render_chain_debug(result.chain, pins=opts.pins, verification=verification)
+    return render_chain_debug(result.chain, pins=opts.pins, verification=verification,
+                              now=datetime.now(UTC))
 
 
 def describe_failure(error: BaseException, opts: QueryOptions) -> str:
@@ -465,7 +539,9 @@ def describe_failure(error: BaseException, opts: QueryOptions) -> str:
         reason = re.sub(r"\.? for (tls|tcp|udp)://\S+$", "", str(error))  # named already
         return f"TLS authentication failed for {where}: {reason}"
     if isinstance(error, QueryTimeout):
-        tries = opts.retry + 1
-        return (f"no answer from {where} within {opts.time:g} s"
-                + (f" ({tries} tries)" if tries > 1 else ""))
+        tries = f" ({opts.tries} tries)" if opts.tries > 1 else ""
+        if str(error).startswith("no connection"):  # the pool's: never connected
+            stage = " (TCP connect or TLS handshake not completed)" if opts.tls else ""
+            return f"no connection to {where} within {opts.time:g} s{stage}{tries}"
+        return f"no answer from {where} within {opts.time:g} s{tries}"
     return str(error).replace("\n", " ")

@@ -682,6 +682,9 @@ class StreamUpstream:
         callback = query.callback
         if exc is not None and isinstance(exc, ConnectionLost):
             deadline = query.deadline
+            if self._closing:  # aclose() under the query: no retry, no new connection
+                callback(None, NetworkError(f"{self.name}: pool is closed"))
+                return
             if self.clock() >= deadline:
                 callback(None, ProtocolError(str(exc)) if exc.protocol
                          else NetworkError(str(exc)))
@@ -711,7 +714,8 @@ class StreamUpstream:
                 return await ask(conn)
             except ConnectionLost as exc:
                 lost = exc
-                again = self.clock() < deadline
+                # not once more after aclose(): it would open a connection nobody closes
+                again = self.clock() < deadline and not self._closing
                 if again:
                     self.counters.retries += 1
             finally:
@@ -719,6 +723,8 @@ class StreamUpstream:
             if not again:  # (not a break inside try/finally: mypyc does not compile it)
                 break
         assert lost is not None
+        if self._closing:
+            raise NetworkError(f"{self.name}: pool is closed")
         if lost.protocol:
             raise ProtocolError(str(lost))
         raise NetworkError(str(lost))

@@ -42,8 +42,10 @@ __all__ = [
     "DOT_ALPN",
     "ProbeResult",
     "Verification",
+    "failure_reason",
     "fetch_chain",
     "format_address",
+    "lost_in_handshake",
     "parse_address",
     "presented_chain",
 ]
@@ -224,7 +226,7 @@ async def fetch_chain(host: str, port: int = DEFAULT_PORT, *, server_name: str |
                                  alpn=alpn)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(cafile or "system CA store",
-                              f"cannot load CA certificates: {_reason(exc)}") from None
+                              f"cannot load CA certificates: {failure_reason(exc)}") from None
     try:
         async with asyncio.timeout(timeout):
             verification = NOT_CHECKED
@@ -247,15 +249,48 @@ async def fetch_chain(host: str, port: int = DEFAULT_PORT, *, server_name: str |
     except TimeoutError:
         raise QueryTimeout(f"TLS handshake with {where} timed out after {timeout:g} s") from None
     except ssl.SSLError as exc:
-        raise NetworkError(f"TLS handshake with {where} failed: {_reason(exc)}") from None
+        raise NetworkError(f"TLS handshake with {where} failed: {failure_reason(exc)}") from None
     except OSError as exc:
-        raise NetworkError(f"cannot connect to {where}: {_reason(exc)}") from None
+        if lost_in_handshake(exc):
+            raise NetworkError(f"TLS handshake with {where} failed: "
+                               f"{failure_reason(exc)}") from None
+        raise NetworkError(f"cannot connect to {where}: {failure_reason(exc)}") from None
 
 
-def _reason(exc: OSError) -> str:
-    """A short reason: OpenSSL's reason code in words, else the OS error text."""
+#: OpenSSL reason codes of failed handshakes whose cause an operator can act on, with
+#: that cause (RFC 7858 §3.1 and RFC 8310 §9 ask for TLS 1.2 or later).
+_HANDSHAKE_CAUSES = {
+    "WRONG_VERSION_NUMBER": "the server answered with something that is not TLS "
+                            "(plain DNS or another service on this port?)",
+    "TLSV1_ALERT_PROTOCOL_VERSION": "the server does not accept TLS 1.2 or 1.3 "
+                                    "(DNS over TLS needs TLS 1.2 or later)",
+    "UNSUPPORTED_PROTOCOL": "the server offered a TLS version older than 1.2 "
+                            "(DNS over TLS needs TLS 1.2 or later)",
+    "UNEXPECTED_EOF_WHILE_READING": "the server closed the connection during the handshake",
+    "TLSV1_ALERT_NO_APPLICATION_PROTOCOL": "the server refused ALPN 'dot'",
+}
+
+
+def lost_in_handshake(exc: OSError) -> bool:
+    """Was the connection made and then lost before the TLS handshake completed? (A
+    reset or broken pipe cannot happen before TCP is connected; asyncio reports a
+    close during its handshake as an errno-less ``ConnectionResetError``.)"""
+    return isinstance(exc, ConnectionResetError | BrokenPipeError)
+
+
+def failure_reason(exc: OSError) -> str:
+    """A one-line reason for a failed connection or handshake: OpenSSL's reason code in
+    words, followed by the likely cause where the code tells it (``wrong version
+    number: the server answered with something that is not TLS ...``); else the OS
+    error text."""
     if isinstance(exc, ssl.SSLError):
-        return str(exc.reason).replace("_", " ").lower() if exc.reason else str(exc)
+        if not exc.reason:
+            return str(exc)
+        words = str(exc.reason).replace("_", " ").lower()
+        cause = _HANDSHAKE_CAUSES.get(str(exc.reason))
+        return f"{words}: {cause}" if cause else words
     if isinstance(exc.errno, int) and exc.errno > 0 and not isinstance(exc, socket.gaierror):
         return os.strerror(exc.errno)  # asyncio wraps ECONNREFUSED as "Connect call failed"
+    if lost_in_handshake(exc):
+        return "the server closed the connection during the handshake"
     return exc.strerror or str(exc) or type(exc).__name__

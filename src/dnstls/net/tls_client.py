@@ -46,15 +46,19 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 
-from dnstls.errors import CertificateError, NetworkError, PinMismatch, TLSAuthenticationError
+from dnstls.errors import (
+    CertificateError,
+    ConfigError,
+    NetworkError,
+    PinMismatch,
+    TLSAuthenticationError,
+)
 from dnstls.net import probe
 from dnstls.proto.pins import PinSet
 from dnstls.upstreams import UpstreamSpec
@@ -137,6 +141,16 @@ def client_context(spec: UpstreamSpec, *, sni: str | None = None,
     else:
         ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
     return ctx
+
+
+def check_ca_file(path: str, field: str = "ca_file") -> None:
+    """Raise :class:`ConfigError` naming ``field`` unless ``path`` holds CA certificates
+    that OpenSSL can load (a missing file is a setting to fix, not an untrusted server)."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(field, f"{path}: cannot load CA certificates: "
+                                 f"{probe.failure_reason(exc)}") from None
 
 
 def server_hostname(spec: UpstreamSpec, sni: str | None = None) -> str | None:
@@ -248,14 +262,13 @@ def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:
     if isinstance(exc, ssl.CertificateError):
         return CertificateError(f"{exc} for {spec.name}")
     if isinstance(exc, ssl.SSLError):
-        reason = exc.reason or str(exc)
-        return NetworkError(f"TLS handshake with {spec.name} failed: {reason}")
+        return NetworkError(f"TLS handshake with {spec.name} failed: "
+                            f"{probe.failure_reason(exc)}")
     if isinstance(exc, TimeoutError):
         return NetworkError(f"connecting to {spec.name} timed out")
     if isinstance(exc, OSError):
-        if isinstance(exc.errno, int) and exc.errno > 0 and not isinstance(exc, socket.gaierror):
-            reason = os.strerror(exc.errno)  # asyncio says "Connect call failed (...)"
-        else:
-            reason = exc.strerror or exc.__class__.__name__
-        return NetworkError(f"connecting to {spec.name} failed: {reason}")
+        if spec.transport == "tls" and probe.lost_in_handshake(exc):
+            return NetworkError(f"TLS handshake with {spec.name} failed: "
+                                f"{probe.failure_reason(exc)}")
+        return NetworkError(f"connecting to {spec.name} failed: {probe.failure_reason(exc)}")
     return NetworkError(f"connecting to {spec.name} failed: {exc!r}")

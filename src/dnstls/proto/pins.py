@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -39,17 +40,33 @@ def chain_pins(chain: Iterable[bytes]) -> list[str]:
     return [spki_pin(der) for der in chain]
 
 
-def parse_pin(text: str) -> str:
-    """Validate a base64 SHA-256 pin (accepts a ``pin-sha256=`` or ``sha256/`` prefix).
+_PREFIXES = ("pin-sha256=", "sha256//", "sha256/", "sha256:")
+_URL_SAFE = str.maketrans("-_", "+/")
+_HEX_PIN = re.compile(r"[0-9A-Fa-f]{64}")
 
-    Raises ValueError naming the problem.
+
+def parse_pin(text: str) -> str:
+    """Validate a SHA-256 pin and return it as standard, padded base64.
+
+    Besides the canonical form it accepts what pins get copied from: base64 without its
+    ``=`` padding or in the URL-safe alphabet; the ``pin-sha256="..."`` (HPKP),
+    ``sha256//`` (curl) and ``sha256/`` or ``sha256:`` prefixes; and 64 hex digits (the
+    same digest as the data of a TLSA 3 1 1 record). Raises ValueError naming the
+    problem.
     """
     value = text.strip().strip('"')
-    for prefix in ("pin-sha256=", "sha256/", "sha256:"):
+    for prefix in _PREFIXES:
         if value.lower().startswith(prefix):
             value = value[len(prefix):].strip('"')
+            break
+    parts = re.split(r"[\s,]+", value)
+    if len(parts) > 1 and all(len(part) >= 43 for part in parts):  # 43: unpadded base64
+        raise ValueError(f"pin {text!r}: one pin per value (give each pin on its own)")
+    if _HEX_PIN.fullmatch(value):
+        return base64.b64encode(bytes.fromhex(value)).decode("ascii")
     try:
-        raw = base64.b64decode(value, validate=True)
+        raw = base64.b64decode(value.translate(_URL_SAFE) + "=" * (-len(value) % 4),
+                               validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(f"pin {text!r} is not valid base64") from None
     if len(raw) != 32:

@@ -271,7 +271,8 @@ def test_json_members_and_order() -> None:
         },
         "queryTime": 1.25,
         "server": {"address": "127.0.0.1", "port": 853, "transport": "TLS",
-                   "tls": {"version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}},
+                   "tls": {"version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384",
+                           "chain": []}},
     }
 
 
@@ -320,13 +321,11 @@ def chain() -> list[bytes]:
                     (NameOID.COMMON_NAME, "Test CA"))
     leaf_name = _name((NameOID.ORGANIZATION_NAME, "Example"),
                       (NameOID.COMMON_NAME, "dns.example"))
-    now = dt.datetime.now(dt.UTC)
-
     def build(subject: x509.Name, key: ec.EllipticCurvePrivateKey, ca: bool) -> bytes:
         cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(days=1))
-                .not_valid_after(now + dt.timedelta(days=1))
+                .not_valid_before(dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+                .not_valid_after(dt.datetime(2027, 1, 1, 12, 30, tzinfo=dt.UTC))
                 .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
                 .sign(ca_key, hashes.SHA256()))
         return cert.public_bytes(serialization.Encoding.DER)
@@ -334,14 +333,19 @@ def chain() -> list[bytes]:
     return [build(leaf_name, leaf_key, False), build(ca_name, ca_key, True)]
 
 
-def _chain_lines(chain: Sequence[bytes], marks: Sequence[str] = ("", "")) -> str:
+def _chain_lines(chain: Sequence[bytes], marks: Sequence[str] = ("", ""),
+                 valid: str = "") -> str:
     leaf_pin, ca_pin = (spki_pin(der) for der in chain)
     return (
         ";; DEBUG: TLS, received certificate hierarchy:\n"
         ";; DEBUG:  #1, O=Example,CN=dns.example\n"
         f";; DEBUG:      SHA-256 PIN: {leaf_pin}{marks[0]}\n"
+        ";; DEBUG:      Issuer: C=CZ,O=Example,CN=Test CA\n"
+        f";; DEBUG:      Validity: 2026-01-01 00:00:00 UTC to 2027-01-01 12:30:00 UTC{valid}\n"
         ";; DEBUG:  #2, C=CZ,O=Example,CN=Test CA\n"
         f";; DEBUG:      SHA-256 PIN: {ca_pin}{marks[1]}\n"
+        ";; DEBUG:      Issuer: C=CZ,O=Example,CN=Test CA\n"
+        f";; DEBUG:      Validity: 2026-01-01 00:00:00 UTC to 2027-01-01 12:30:00 UTC{valid}\n"
     )
 
 
@@ -382,6 +386,30 @@ def test_chain_block_untrusted_without_name(chain: list[bytes]) -> None:
     unknown = Verification(True, False, "ca.pem", "x.example", None)
     assert render_chain_debug(chain, verification=unknown).endswith(
         "NOT trusted. Unknown reason.\n")
+
+
+def test_chain_block_marks_certificates_out_of_their_validity(chain: list[bytes]) -> None:
+    skip = (";; DEBUG: TLS, skipping certificate PIN check\n"
+            ";; DEBUG: TLS, skipping certificate verification\n")
+    inside = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    assert render_chain_debug(chain, now=inside) == _chain_lines(chain) + skip
+    after = dt.datetime(2027, 1, 1, 12, 30, 1, tzinfo=dt.UTC)
+    assert render_chain_debug(chain, now=after) == _chain_lines(chain, valid=", EXPIRED") + skip
+    before = dt.datetime(2025, 12, 31, 23, 59, tzinfo=dt.UTC)
+    assert render_chain_debug(chain, now=before) == _chain_lines(
+        chain, valid=", NOT YET VALID") + skip
+
+
+def test_json_lists_the_presented_chain(chain: list[bytes]) -> None:
+    session = TlsSession("TLSv1.3", "TLS_AES_256_GCM_SHA384", chain=tuple(chain))
+    message = response("dns.example.", "A", "dns.example. 300 IN A 192.0.2.1")
+    tls = json.loads(render_json(message, info(tls=session)))["server"]["tls"]
+    assert tls["chain"] == [
+        {"subject": subject, "issuer": "C=CZ,O=Example,CN=Test CA",
+         "notBefore": "2026-01-01T00:00:00+0000", "notAfter": "2027-01-01T12:30:00+0000",
+         "pinSHA256": spki_pin(der)}
+        for subject, der in zip(("O=Example,CN=dns.example", "C=CZ,O=Example,CN=Test CA"),
+                                chain, strict=True)]
 
 
 def test_chain_block_empty_chain() -> None:

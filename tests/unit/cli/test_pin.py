@@ -7,13 +7,14 @@ expected output is literal) and trustme; nothing is committed.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import os
 import socket
 import ssl
 import stat
 import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +99,22 @@ def test_chain_file_prints_every_certificate(capsys: pytest.CaptureFixture[str],
     assert out == (f"{chain_files['leaf_pin']}  CN=dns.example (chain.pem #1)\n"
                    f"{chain_files['ca_pin']}  CA CN=Test CA (chain.pem #2)\n"
                    f"{chain_files['leaf_pin']}  private key (leaf.key)\n")
+
+
+def test_dash_reads_standard_input(capsys: pytest.CaptureFixture[str],
+                                   chain_files: dict[str, Path | str],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # openssl s_client ... | openssl x509 | dnstls pin -  (as openssl reads "-")
+    chain = Path(chain_files["chain"]).read_bytes()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(chain)))
+    status, out, err = run(capsys, "-", chain_files["key"])
+    assert (status, err) == (0, "")
+    assert out == (f"{chain_files['leaf_pin']}  CN=dns.example (stdin #1)\n"
+                   f"{chain_files['ca_pin']}  CA CN=Test CA (stdin #2)\n"
+                   f"{chain_files['leaf_pin']}  private key (leaf.key)\n")
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"junk\n")))
+    assert run(capsys, "-") == (2, "", "dnstls pin: error: stdin: not a PEM or DER "
+                                       "certificate, public key or private key\n")
 
 
 @pytest.mark.parametrize("kind", ["rsa", "ec", "ed25519"])
@@ -390,6 +407,7 @@ class DotServer:
     ca_file: Path
     pins: list[str]
     names: list[tuple[str, str]]  # (subject, issuer) of leaf and intermediate
+    valid: list[str]  # their validity periods
 
 
 @pytest.fixture
@@ -400,8 +418,10 @@ def dot_server(tmp_path: Path) -> Iterator[DotServer]:
     # GnuTLS/kdig order: the RDNs as they are in the certificate, no spaces.
     names = [(",".join(r.rfc4514_string() for r in c.subject.rdns),
               ",".join(r.rfc4514_string() for r in c.issuer.rdns)) for c in certs]
+    valid = [f"{c.not_valid_before_utc:%Y-%m-%d %H:%M:%S} UTC to "
+             f"{c.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC" for c in certs]
     with ThreadedTlsServer(ctx) as server:
-        yield DotServer(server, ca_file, [spki_pin(c) for c in certs], names)
+        yield DotServer(server, ca_file, [spki_pin(c) for c in certs], names, valid)
 
 
 def test_server_report(dot_server: DotServer, capsys: pytest.CaptureFixture[str]) -> None:
@@ -417,9 +437,11 @@ def test_server_report(dot_server: DotServer, capsys: pytest.CaptureFixture[str]
         f"# chain trusted against {ca_file} for dns.example",
         f"#1 leaf {names[0][0]}",
         f"   issuer: {names[0][1]}",
+        f"   valid: {dot_server.valid[0]}",
         f"   SHA-256 PIN: {pins[0]}",
         f"#2 CA   {names[1][0]}",
         f"   issuer: {names[1][1]}",
+        f"   valid: {dot_server.valid[1]}",
         f"   SHA-256 PIN: {pins[1]}",
     ]
     assert names[0][1] == names[1][0]  # the leaf was issued by the presented CA
@@ -462,3 +484,39 @@ def test_server_refused_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert (status, out) == (2, "")
     assert err == (f"dnstls pin: error: cannot connect to 127.0.0.1:{port}: "
                    "Connection refused\n")
+
+
+def serve_once_in_thread(handle: Callable[[socket.socket], None]) -> tuple[int, threading.Thread]:
+    """A listener on 127.0.0.1 that hands its first connection to ``handle``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                handle(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+@pytest.mark.parametrize(("handle", "reasons"), [
+    # a plain-text service on the port: its first bytes are no TLS record
+    (lambda conn: (conn.recv(5), conn.sendall(b"220 mail.example ESMTP\r\n")),
+     ["wrong version number: the server answered with something that is not TLS "
+      "(plain DNS or another service on this port?)"]),
+    # a server that hangs up on the ClientHello
+    (lambda conn: conn.recv(5),
+     ["the server closed the connection during the handshake", "Connection reset by peer"]),
+])
+def test_server_handshake_failures_name_the_cause(
+        handle: Callable[[socket.socket], None], reasons: list[str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    port, thread = serve_once_in_thread(handle)
+    status, out, err = run(capsys, "--server", f"127.0.0.1:{port}", "--no-verify",
+                           "--timeout", "5")
+    thread.join(5)
+    assert (status, out) == (2, "")
+    assert err in [f"dnstls pin: error: TLS handshake with 127.0.0.1:{port} failed: {reason}\n"
+                   for reason in reasons]

@@ -10,7 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
+import socket
+import ssl
+import warnings
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -19,19 +23,22 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import pytest
+from cryptography import x509
 
 from dnstls.cli import query as cli
 from dnstls.cli.main import main
+from dnstls.errors import CertificateError, NetworkError, PinMismatch, QueryTimeout
 from dnstls.proto import edns
 from fakes import Behavior, FakeUpstream, TestPKI
 
 pytestmark = pytest.mark.timeout(60)
+PIN = base64.b64encode(b"p" * 32).decode()
 
 
 def parse(*tokens: str, port: int | None = None, names: Sequence[str] = (),
-          type_: str | None = None) -> cli.QueryOptions:
+          type_: str | None = None, reverse: Sequence[str] = ()) -> cli.QueryOptions:
     args = argparse.Namespace(debug=False, port=port, names=list(names), type=type_,
-                              rdclass=None, extra=list(tokens))
+                              rdclass=None, reverse=list(reverse), extra=list(tokens))
     return cli.parse_options(args)
 
 
@@ -50,6 +57,38 @@ def test_groups_of_name_type_class() -> None:
     assert questions(parse()) == [(".", "NS", "IN")]  # kdig's default question
     assert questions(parse("x.example", names=["A"], type_="TXT")) == [
         ("A.", "TXT", "IN"), ("x.example.", "TXT", "IN")]
+
+
+def test_type_and_class_words_before_or_after_a_name_as_kdig_reads_them() -> None:
+    # before any name: the default of the names that follow (``dig MX example.com``)
+    assert questions(parse("MX", "a.test", "b.test")) == [("a.test.", "MX", "IN"),
+                                                          ("b.test.", "MX", "IN")]
+    assert questions(parse("IN", "MX", "a.test")) == [("a.test.", "MX", "IN")]
+    assert questions(parse("CH", "a.test", "TXT")) == [("a.test.", "TXT", "CH")]
+    # after a name: that name's, a later word replacing an earlier one
+    assert questions(parse("a.test", "MX", "AAAA", "b.test")) == [("a.test.", "AAAA", "IN"),
+                                                                  ("b.test.", "A", "IN")]
+    assert questions(parse("MX", "a.test", "AAAA", "b.test", type_="TXT")) == [
+        ("a.test.", "AAAA", "IN"), ("b.test.", "MX", "IN")]
+    assert questions(parse("MX")) == [(".", "NS", "IN")]  # no name: kdig's . NS
+
+
+def test_reverse_lookups_as_kdig() -> None:
+    assert questions(parse(reverse=["192.0.2.1", "2001:db8::1"])) == [
+        ("1.2.0.192.in-addr.arpa.", "PTR", "IN"),
+        ("1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.", "PTR",
+         "IN")]
+    assert questions(parse("a.test", reverse=["192.0.2.1"])) == [
+        ("1.2.0.192.in-addr.arpa.", "PTR", "IN"), ("a.test.", "A", "IN")]
+
+
+def test_timeout_and_retry_defaults_follow_kdig() -> None:
+    opts = parse("x")
+    assert (opts.time, opts.retry, opts.tries) == (5.0, 2, 3)  # UDP: 1 + 2 retries
+    assert parse("+tls", "x").tries == 1  # kdig retries over UDP only
+    assert parse("+tcp", "+retry=5", "x").tries == 1
+    assert parse("+timeout=1.5", "x").time == 1.5  # kdig's name for +time
+    assert parse("+time=0.5", "x").time == 0.5
 
 
 @pytest.mark.parametrize(("token", "server", "port"), [
@@ -74,16 +113,17 @@ def test_ports_default_by_transport() -> None:
     assert cli.build_client(parse("@192.0.2.1:99", "x", port=8853)).spec.port == 99
 
 
-def test_tls_options_follow_kdig() -> None:
+def test_tls_options_follow_kdig(tmp_path: Path) -> None:
     pin = base64.b64encode(b"p" * 32).decode()
+    ca_file = str(TestPKI.create(tmp_path).ca_file)
     # +tls alone: opportunistic
     client = cli.build_client(parse("@192.0.2.1", "+tls", "x"))
     assert client.spec.opportunistic and not client.verify
     # +tls-ca with a host name: chain and name verified; the name is also the SNI
-    client = cli.build_client(parse("@192.0.2.1", "+tls-ca=/ca.pem", "+tls-host=dns.example",
-                                    "x"))
+    client = cli.build_client(parse("@192.0.2.1", f"+tls-ca={ca_file}",
+                                    "+tls-host=dns.example", "x"))
     assert client.verify and client.spec.tls_auth_name == "dns.example"
-    assert client.spec.ca_file == "/ca.pem" and client.sni is None
+    assert client.spec.ca_file == ca_file and client.sni is None
     # +tls-hostname implies +tls-ca (system store) without pins ...
     client = cli.build_client(parse("@192.0.2.1", "+tls-hostname=dns.example", "x"))
     assert client.verify and client.spec.ca_file is None and client.spec.transport == "tls"
@@ -112,9 +152,15 @@ def test_other_plus_options() -> None:
 
 @pytest.mark.parametrize(("tokens", "message"), [
     (["+bogus", "x"], "unknown option '+bogus'"),
-    (["+tls-pin=abc", "x"], "+tls-pin: pin 'abc' is not valid base64"),
+    (["+tls-pin=ab!c", "x"], "+tls-pin: pin 'ab!c' is not valid base64"),
     (["+time=0", "x"], "+time=0: expected a number of seconds"),
     (["+time=soon", "x"], "+time=soon: expected a number of seconds"),
+    (["+timeout=0", "x"], "+timeout=0: expected a number of seconds"),
+    (["+timeout", "x"], "+timeout: needs a value"),
+    (["@[::1", "x"], "@[::1: missing ']' after the IPv6 address"),
+    (["@::ffff:192.0.2.1:5353", "x"], "@::ffff:192.0.2.1:5353: an IPv6 address with a port "
+                                      "goes in brackets: @[::ffff:192.0.2.1]:5353"),
+    ([f"+tls-pin={PIN},{PIN}", "x"], "one pin per value"),
     (["+retry=-1", "x"], "+retry=-1: expected a number from 0 to 100"),
     (["+padding=x", "x"], "+padding=x: expected a number from 0 to 4096"),
     (["+tls-host", "x"], "+tls-host: needs a value"),
@@ -122,6 +168,9 @@ def test_other_plus_options() -> None:
     (["@dns.example", "x"], "@dns.example: the server must be an IP address"),
     (["@192.0.2.1:0", "x"], "port '0' is not a number from 1 to 65535"),
     (["-z", "x"], "unknown option '-z'"),
+    (["-x", "dns.example"], "-x dns.example: not an IPv4 or IPv6 address"),
+    (["+tls-ca=/nonexistent/ca.pem", "x"],
+     "+tls-ca=/nonexistent/ca.pem: cannot load CA certificates: No such file or directory"),
     (["bad..name"], "is not a valid domain name"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tokens: list[str], message: str,
@@ -221,12 +270,21 @@ async def test_debug_prints_chain_pins_and_verdicts(dot: FakeUpstream, pki: Test
                                 f"+tls-pin={pin}", "d.example")
     out, err = capsys.readouterr()
     assert status == 0
-    assert err.splitlines() == [
+    lines = err.splitlines()
+    assert lines == [
         ";; DEBUG: TLS, received certificate hierarchy:",
-        f";; DEBUG:  #1, {err.splitlines()[1].split(', ', 1)[1]}",
+        f";; DEBUG:  #1, {lines[1].split(', ', 1)[1]}",
         f";; DEBUG:      SHA-256 PIN: {pin}, MATCH",
+        f";; DEBUG:      Issuer: {lines[3].split(': ', 2)[2]}",
+        f";; DEBUG:      Validity: {lines[4].split(': ', 2)[2]}",
         ";; DEBUG: TLS, The certificate is trusted.",
     ]
+    ca = x509.load_pem_x509_certificate(pki.ca.cert_pem.bytes())
+    assert lines[3] == ";; DEBUG:      Issuer: " + ",".join(
+        rdn.rfc4514_string() for rdn in ca.subject.rdns)  # certificate order, as GnuTLS
+    leaf = x509.load_pem_x509_certificate(pki.leaf.cert_chain_pems[0].bytes())
+    assert lines[4] == (f";; DEBUG:      Validity: {leaf.not_valid_before_utc:%Y-%m-%d %H:%M:%S}"
+                        f" UTC to {leaf.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC")
     assert ";; ANSWER SECTION:" in out
     # opportunistic: nothing checked, says so
     assert await dnstls_query("-d", at(dot), "+tls", "e.example") == 0
@@ -282,12 +340,71 @@ async def test_handshake_failure(capsys: pytest.CaptureFixture[str]) -> None:
         status = await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+retry=0", "x.example")
     assert status == 1
     assert one_line(capsys.readouterr().err) == (
-        f"TLS handshake with tls://127.0.0.1:{port} failed: WRONG_VERSION_NUMBER")
+        f"TLS handshake with tls://127.0.0.1:{port} failed: wrong version number: the "
+        "server answered with something that is not TLS (plain DNS or another service on "
+        "this port?)")
+
+
+async def test_server_closing_in_the_handshake(capsys: pytest.CaptureFixture[str]) -> None:
+    async def close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)
+        writer.close()
+
+    server = await asyncio.start_server(close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "x.example") == 1
+    reason = one_line(capsys.readouterr().err)
+    # asyncio says ConnectionResetError() without a text, uvloop "Connection reset by peer"
+    assert reason in (f"TLS handshake with tls://127.0.0.1:{port} failed: {text}" for text in (
+        "the server closed the connection during the handshake", "Connection reset by peer"))
+
+
+async def test_server_without_tls_1_2(pki: TestPKI, capsys: pytest.CaptureFixture[str],
+                                      ) -> None:
+    ctx = pki.server_context()
+    with warnings.catch_warnings():  # TLS 1.1 is deprecated: the point of this server
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # OpenSSL 3 refuses TLS 1.1 at level 1
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:  # blocking ssl sends its protocol_version alert
+        conn, _ = listener.accept()
+        with conn, contextlib.suppress(OSError):
+            ctx.wrap_socket(conn, server_side=True)
+
+    with listener:
+        served = asyncio.create_task(asyncio.to_thread(serve_once))
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+retry=0", "x.example") == 1
+        await served
+    assert one_line(capsys.readouterr().err) == (
+        f"TLS handshake with tls://127.0.0.1:{port} failed: tlsv1 alert protocol "
+        "version: the server does not accept TLS 1.2 or 1.3 (DNS over TLS needs TLS 1.2 "
+        "or later)")
+
+
+async def test_handshake_timeout_says_no_connection(capsys: pytest.CaptureFixture[str],
+                                                    ) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read()  # takes the ClientHello, never answers
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        assert await dnstls_query(f"@127.0.0.1:{port}", "+tls", "+time=0.3", "x.example") == 4
+    assert one_line(capsys.readouterr().err) == (
+        f"no connection to 127.0.0.1@{port}(TLS) within 0.3 s (TCP connect or TLS "
+        "handshake not completed)")
 
 
 async def test_untrusted_certificate(dot: FakeUpstream,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    assert await dnstls_query(at(dot), "+tls-ca", "+tls-host=dns.test", "x.example") == 1
+    assert await dnstls_query(at(dot), "+tls-ca", "+tls-host=dns.test", "x.example") == 3
     assert one_line(capsys.readouterr().err) == (
         f"TLS authentication failed for 127.0.0.1@{dot.port}(TLS): "
         "unable to get local issuer certificate")
@@ -297,7 +414,7 @@ async def test_untrusted_certificate(dot: FakeUpstream,
 async def test_hostname_mismatch(dot: FakeUpstream, pki: TestPKI,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert await dnstls_query(at(dot), f"+tls-ca={pki.ca_file}", "+tls-host=other.test",
-                              "x.example") == 1
+                              "x.example") == 3
     assert one_line(capsys.readouterr().err) == (
         f"TLS authentication failed for 127.0.0.1@{dot.port}(TLS): "
         "Hostname mismatch, certificate is not valid for 'other.test'")
@@ -309,7 +426,7 @@ async def test_pin_mismatch_names_expected_and_seen(dot: FakeUpstream, pki: Test
     wrong = [base64.b64encode(bytes([i]) * 32).decode() for i in (1, 2)]
     status = await dnstls_query(at(dot), f"+tls-pin={wrong[0]}", f"+tls-pin={wrong[1]}",
                                 "x.example", "y.example")
-    assert status == 1
+    assert status == 3
     out, err = capsys.readouterr()
     assert out == ""
     assert one_line(err) == (  # two questions, one reason
@@ -322,7 +439,7 @@ async def test_pin_mismatch_with_debug_shows_the_chain(dot: FakeUpstream, pki: T
                                                        capsys: pytest.CaptureFixture[str],
                                                        ) -> None:
     wrong = base64.b64encode(b"\x07" * 32).decode()
-    assert await dnstls_query("-d", at(dot), f"+tls-pin={wrong}", "x.example") == 1
+    assert await dnstls_query("-d", at(dot), f"+tls-pin={wrong}", "x.example") == 3
     err = capsys.readouterr().err.splitlines()
     assert f";; DEBUG:      SHA-256 PIN: {TestPKI.leaf_pin(pki.leaf)}" in err
     assert ";; DEBUG: TLS, no certificate PIN match" in err
@@ -333,20 +450,26 @@ async def test_timeout(pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None
     async with FakeUpstream("tls", ssl_context=pki.server_context(),
                             behavior=Behavior.STALL) as fake:
         status = await dnstls_query(at(fake), "+tls", "+time=0.3", "+retry=1", "x.example")
-    assert status == 1
+    assert status == 4
     assert one_line(capsys.readouterr().err) == (
-        f"no answer from 127.0.0.1@{fake.port}(TLS) within 0.3 s (2 tries)")
-    assert len(fake.received) == 2  # retried once
+        f"no answer from 127.0.0.1@{fake.port}(TLS) within 0.3 s")
+    assert len(fake.received) == 1  # as kdig: +retry is for UDP only
+    async with FakeUpstream("udp", behavior=Behavior.STALL) as fake:
+        status = await dnstls_query(at(fake), "+time=0.3", "+retry=1", "x.example")
+    assert status == 4
+    assert one_line(capsys.readouterr().err) == (
+        f"no answer from 127.0.0.1@{fake.port}(UDP) within 0.3 s (2 tries)")
+    assert len(fake.received) == 2
 
 
-async def test_partial_failure_prints_the_answers_and_exits_1(
+async def test_partial_failure_prints_the_answers_and_exits_4(
         pki: TestPKI, capsys: pytest.CaptureFixture[str]) -> None:
     async with FakeUpstream("tls", ssl_context=pki.server_context()) as fake:
         fake.script.extend([Behavior.NORMAL, Behavior.STALL])
         status = await dnstls_query(at(fake), "+tls", "+time=0.5", "+retry=0", "ok.example",
                                     "slow.example")
     out, err = capsys.readouterr()
-    assert status == 1
+    assert status == 4  # a timeout
     assert out.count(";; ->>HEADER<<-") == 1 and "ok.example." in out
     assert "no answer from" in one_line(err)
 
@@ -367,3 +490,13 @@ async def test_resolv_conf_server_is_used(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert await dnstls_query("-p", str(udp.port), "r.example") == 0
     assert len(udp.received) == 1
     assert dns.name.from_text("r.example") == udp.received[0].message.question[0].name
+
+
+def test_exit_status_names_the_worst_failure() -> None:
+    timeout, lost = QueryTimeout("t"), NetworkError("n")
+    mismatch = PinMismatch(["a"], ["b"])
+    assert cli.exit_status([]) == 0
+    assert cli.exit_status([timeout, timeout]) == 4
+    assert cli.exit_status([timeout, lost]) == 1
+    assert cli.exit_status([lost, mismatch, timeout]) == 3
+    assert cli.exit_status([CertificateError("c")]) == 3

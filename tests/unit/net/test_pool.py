@@ -231,6 +231,22 @@ async def test_closed_pool_refuses_and_repr() -> None:
         await pool.exchange(QUERY, deadline=FAR)
 
 
+async def test_aclose_fails_queries_in_flight_without_a_retry() -> None:
+    now = [0.0]
+    pool, script = make(now)
+    script.answers.extend(["hang", "hang"])
+    pending = [asyncio.create_task(pool.exchange(QUERY, deadline=FAR)) for _ in range(2)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert pool.statistics()["in_flight"] == 2
+    await pool.aclose()
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert [str(r) for r in results] == ["tcp://127.0.0.1:853: pool is closed"] * 2
+    assert all(isinstance(r, NetworkError) for r in results)
+    # no connection opened after aclose() to retry them on
+    assert len(script.made) == 1 and pool.statistics()["retries"] == 0
+
+
 async def test_a_free_slot_on_a_connected_connection_is_taken_without_queueing() -> None:
     now = [0.0]
     pool, script = make(now, max_connections=1, max_queries_per_connection=3)
@@ -482,6 +498,18 @@ async def test_start_wire_lost_connection_is_retried_once_then_fails() -> None:
     assert not isinstance(exc, ConnectionLost)
     assert transport.writes == [] and upstream.counters.retries == 1
     await upstream.aclose()
+
+
+async def test_start_wire_aclose_fails_the_query_without_a_retry() -> None:
+    upstream, _conn, _transport = await _connection()
+    outcome = Outcome()
+    upstream.start_wire(_question("a.example."), deadline=FAR, flags=0, payload=1232,
+                        do=False, callback=outcome)
+    await upstream.aclose()
+    answer, exc = await outcome.done
+    assert answer is None and isinstance(exc, NetworkError)
+    assert str(exc) == f"{upstream.name}: pool is closed"
+    assert upstream.counters.retries == 0 and upstream.state.connections == []
 
 
 async def test_start_wire_failed_write_fails_at_once_after_one_retry() -> None:

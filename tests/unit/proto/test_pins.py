@@ -53,4 +53,22 @@ def test_prefixes_accepted() -> None:
     value = base64.b64encode(b"\x02" * 32).decode()
     assert parse_pin(f'pin-sha256="{value}"') == value
     assert parse_pin(f"sha256/{value}") == value
+    assert parse_pin(f"sha256//{value}") == value  # curl's --pinnedpubkey form
+
+
+def test_copied_forms_accepted_and_made_canonical() -> None:
+    raw = bytes(range(200, 232))  # base64 with '+', '/' and one '=' of padding
+    value = base64.b64encode(raw).decode()
+    assert "+" in value and "/" in value and value.endswith("=")
+    assert parse_pin(value.rstrip("=")) == value  # padding lost in a copy
+    assert parse_pin(base64.urlsafe_b64encode(raw).decode()) == value
+    assert parse_pin(base64.urlsafe_b64encode(raw).decode().rstrip("=")) == value
+    assert parse_pin(raw.hex()) == value  # the digest of a TLSA 3 1 1 record
+    assert parse_pin(raw.hex().upper()) == value
+
+
+def test_a_list_in_one_value_says_one_pin_each() -> None:
+    value = base64.b64encode(b"\x02" * 32).decode()
+    with pytest.raises(ValueError, match="one pin per value"):
+        parse_pin(f"{value},{value}")
     assert not PinSet.of([])
