@@ -67,7 +67,8 @@ class Generation:
         from dnstls.resolver.forward import Forwarder
 
         self.config = config
-        self.upstreams = [StreamUpstream(u.spec, clock=clock) for u in config.upstreams]
+        self.upstreams = [StreamUpstream(u.spec, clock=clock, connect_backoff=True)
+                          for u in config.upstreams]
         self.forwarder = Forwarder(self.upstreams, strategy=config.strategy, clock=clock)
         self.coalescer = Coalescer(self.forwarder)
         self.cache = cache
