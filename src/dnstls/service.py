@@ -237,13 +237,14 @@ class Service:
         try:
             return await coro
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
+            code, reason = _bind_error(exc)
+            if code == errno.EADDRINUSE:
                 raise ConfigError(fld, f"address {text} is already in use") from None
-            if exc.errno == errno.EACCES:
+            if code == errno.EACCES:
                 raise ConfigError(fld, f"permission denied binding {text} "
                                   "(ports below 1024 need root or CAP_NET_BIND_SERVICE)"
                                   ) from None
-            raise ConfigError(fld, f"cannot listen on {text}: {exc.strerror}") from None
+            raise ConfigError(fld, f"cannot listen on {text}: {reason}") from None
 
     async def _bind(self, listener: StreamListener, text: str, default_port: int,
                     fld: str) -> tuple[str, int] | None:
@@ -382,6 +383,14 @@ class Service:
 
 async def _raise(exc: BaseException) -> None:
     raise exc
+
+
+def _bind_error(exc: OSError) -> tuple[int | None, str]:
+    """The errno of a failed bind and its text (asyncio's and uvloop's TCP bind put a
+    sentence of their own in ``strerror``)."""
+    if isinstance(exc.errno, int) and exc.errno > 0:
+        return exc.errno, os.strerror(exc.errno)
+    return None, str(exc)
 
 
 __all__ = ["DEFAULT_DNS_PORT", "Endpoints", "Service"]
