@@ -309,19 +309,36 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
     service = runtime.service()
     service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
-    for host, port in service.endpoints.plain:
-        log.info("DNS stub (UDP+TCP) on %s", format_hostport(host, port))
-    if service.endpoints.metrics:
-        log.info("metrics on http://%s/metrics", format_hostport(*service.endpoints.metrics))
-    for upstream in config.upstreams:
-        how = ("opportunistic" if upstream.spec.opportunistic else
-               ", ".join(filter(None, [
-                   f"name {upstream.spec.tls_auth_name}" if upstream.spec.tls_auth_name
-                   else "", "pins (report-only)" if upstream.report_pins
-                   else "pins" if upstream.spec.tls_pubkey_pinset else ""])))
-        log.info("upstream %s (%s)", upstream.name, how)
+    for line in banner(config, service.endpoints):
+        log.info("%s", line)
     await service.run_until_stopped()
     return 0
+
+
+def banner(config: StubConfig, endpoints: Any) -> list[str]:
+    """The start-up lines: which build runs, where the stub listens, each upstream
+    with how it is authenticated (name, pins), and a command line that queries it."""
+    from dnstls import __version__
+    from dnstls.compiled import core_status
+
+    lines = [f"dnstls {__version__}, {core_status()}"]
+    for host, port in endpoints.plain:
+        lines.append(f"DNS stub (UDP+TCP) on {format_hostport(host, port)}")
+    if endpoints.metrics:
+        lines.append(f"metrics on http://{format_hostport(*endpoints.metrics)}/metrics")
+    for upstream in config.upstreams:
+        spec = upstream.spec
+        pins = ", ".join(spec.tls_pubkey_pinset)
+        how = ("opportunistic: NOT authenticated" if spec.opportunistic else
+               "; ".join(filter(None, [
+                   f"name {spec.tls_auth_name}" if spec.tls_auth_name else "",
+                   f"pins (report-only) {pins}" if upstream.report_pins
+                   else f"pins {pins}" if pins else ""])))
+        lines.append(f"upstream {upstream.name} ({how})")
+    if endpoints.plain:
+        host, port = endpoints.plain[0]
+        lines.append(f"try: kdig @{host}{'' if port == 53 else f' -p {port}'} example.com")
+    return lines
 
 
 __all__ = ["AUTH_NONE", "AUTH_REQUIRED", "DEFAULT_LISTEN", "DEFAULT_UPSTREAM_ADDRESSES",

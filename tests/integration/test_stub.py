@@ -839,4 +839,37 @@ async def test_command_serves_reloads_on_sighup_and_stops_on_sigterm(
     assert proc.stderr is not None
     log = (await proc.stderr.read()).decode()
     assert f"DNS stub (UDP+TCP) on 127.0.0.1:{port}" in log
+    assert f"upstream tls://127.0.0.1:{first.port}#{NAME} (name {NAME})" in log
+    assert f"try: kdig @127.0.0.1 -p {port} example.com" in log
     assert "reloaded" in log and "stopped" in log
+
+
+def test_banner_names_the_build_the_pins_and_how_to_query() -> None:
+    from dnstls.service import Endpoints
+    from dnstls.stub import banner
+
+    pin = base64.b64encode(bytes(32)).decode()
+    cfg = stub_config_from_data({"upstream_recursive_servers": [
+        {"address_data": "127.0.0.1", "tls_auth_name": NAME, "tls_pubkey_pinset": [
+            {"digest": "sha256", "value": pin}]},
+        {"address_data": "127.0.0.2", "tls_pubkey_pinset": [pin]},
+        {"address_data": "127.0.0.3", "tls_auth_name": NAME,
+         "tls_pubkey_pinset_mode": "report", "tls_pubkey_pinset": [pin]}]})
+    lines = banner(cfg, Endpoints(plain=[("127.0.0.1", 53), ("::1", 53)]))
+    from dnstls import __version__
+    from dnstls.compiled import core_status
+
+    assert lines[0] == f"dnstls {__version__}, {core_status()}"
+    assert lines[1:] == [
+        "DNS stub (UDP+TCP) on 127.0.0.1:53",
+        "DNS stub (UDP+TCP) on [::1]:53",
+        f"upstream tls://127.0.0.1:853#{NAME} (name {NAME}; pins {pin})",
+        f"upstream tls://127.0.0.2:853 (pins {pin})",
+        f"upstream tls://127.0.0.3:853#{NAME} (name {NAME}; pins (report-only) {pin})",
+        "try: kdig @127.0.0.1 example.com"]
+    opportunistic = stub_config_from_data({
+        "tls_authentication": "GETDNS_AUTHENTICATION_NONE",
+        "upstream_recursive_servers": [{"address_data": "127.0.0.1"}]})
+    assert banner(opportunistic, Endpoints(plain=[("127.0.0.1", 5353)]))[2:] == [
+        "upstream tls://127.0.0.1:853 (opportunistic: NOT authenticated)",
+        "try: kdig @127.0.0.1 -p 5353 example.com"]
