@@ -37,6 +37,7 @@ from typing import Any
 import dns.message
 
 from dnstls.config import format_hostport
+from dnstls.errors import ConfigError
 from dnstls.net.pool import StreamUpstream
 from dnstls.resolver.base import Request, Resolver
 from dnstls.stub_config import (
@@ -308,11 +309,25 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
     runtime = StubRuntime(config, path=path, overrides=overrides)
     service = runtime.service()
     service.install_signal_handlers()  # before binding: a signal never finds the default
-    await service.start(tune_gc=True)
+    try:
+        await service.start(tune_gc=True)
+    except ConfigError as exc:  # named as the service calls them: say it in stub words
+        raise stub_field_error(exc) from None
     for line in banner(config, service.endpoints):
         log.info("%s", line)
     await service.run_until_stopped()
     return 0
+
+
+def stub_field_error(exc: ConfigError) -> ConfigError:
+    """A start-up error of the service renamed to the stub's settings: the service's
+    ``server.plain[i]`` is the stub's ``listen_addresses[i]`` (or ``--listen``),
+    ``server.metrics`` its ``metrics``."""
+    fld = exc.field
+    for theirs, ours in (("server.plain", "listen_addresses"), ("server.metrics", "metrics")):
+        if fld.startswith(theirs):
+            return ConfigError(ours + fld[len(theirs):], exc.message)
+    return exc
 
 
 def banner(config: StubConfig, endpoints: Any) -> list[str]:

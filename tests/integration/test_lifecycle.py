@@ -181,7 +181,16 @@ def test_bind_errors_say_why(tmp_path: Path, capsys: pytest.CaptureFixture[str])
             capsys.readouterr().err
         assert main(["stub", "--listen", f"127.0.0.1:{port}", "--upstream",
                      "tls://127.0.0.1:1#dns.test"]) == 2
-        assert f"address 127.0.0.1:{port} is already in use" in capsys.readouterr().err
+        assert f"dnstls stub: error: listen_addresses[0]: address 127.0.0.1:{port} is " \
+            "already in use" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["stub", "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}",
+                     "--upstream", "tls://127.0.0.1:1#dns.test"]) == 2
+        assert f"dnstls stub: error: metrics: address 127.0.0.1:{port} is already in use" \
+            in capsys.readouterr().err
     assert main(["serve", "--listen", "192.0.2.1:8853", "--no-upstream",
                  "--state-dir", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().endswith(
