@@ -95,7 +95,7 @@ COUNTER_KEYS = frozenset({
     "pin_failures", "tls_auth_failures", "pin_mismatches_reported", "pin_matches_reported",
     "ignored_responses", "rejected_responses", "forged_responses", "truncated",
     "sockets_opened", "stray_datagrams",
-    "opportunistic_connections", "reloads", "reload_failures",
+    "opportunistic_connections", "connect_backoff_failures", "reloads", "reload_failures",
     "transport_queries", "transport_responses", "transport_timeouts",
 })
 

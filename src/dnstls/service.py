@@ -203,9 +203,7 @@ class Service:
                 try:
                     self.endpoints.metrics = self.metrics.start(host, port)
                 except OSError as exc:
-                    raise ConfigError("server.metrics",
-                                      f"cannot listen on {server.metrics}: {exc.strerror}"
-                                      ) from None
+                    raise bind_config_error(exc, server.metrics, "server.metrics") from None
         except BaseException:
             await self.aclose()
             raise
@@ -237,13 +235,7 @@ class Service:
         try:
             return await coro
         except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(fld, f"address {text} is already in use") from None
-            if exc.errno == errno.EACCES:
-                raise ConfigError(fld, f"permission denied binding {text} "
-                                  "(ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-                                  ) from None
-            raise ConfigError(fld, f"cannot listen on {text}: {exc.strerror}") from None
+            raise bind_config_error(exc, text, fld) from None
 
     async def _bind(self, listener: StreamListener, text: str, default_port: int,
                     fld: str) -> tuple[str, int] | None:
@@ -382,6 +374,20 @@ class Service:
 
 async def _raise(exc: BaseException) -> None:
     raise exc
+
+
+def bind_config_error(exc: OSError, text: str, fld: str) -> ConfigError:
+    """The start-up error for a failed bind of ``text`` (setting ``fld``): in use,
+    permission (ports below 1024), or the system's reason -- from the errno, since
+    asyncio's and uvloop's TCP bind put a sentence of their own in ``strerror``."""
+    code = exc.errno if isinstance(exc.errno, int) and exc.errno > 0 else None
+    if code == errno.EADDRINUSE:
+        return ConfigError(fld, f"address {text} is already in use")
+    if code == errno.EACCES:
+        return ConfigError(fld, f"permission denied binding {text} "
+                           "(ports below 1024 need root or CAP_NET_BIND_SERVICE)")
+    return ConfigError(fld, f"cannot listen on {text}: "
+                       f"{os.strerror(code) if code is not None else exc}")
 
 
 __all__ = ["DEFAULT_DNS_PORT", "Endpoints", "Service"]

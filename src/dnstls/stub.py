@@ -37,6 +37,7 @@ from typing import Any
 import dns.message
 
 from dnstls.config import format_hostport
+from dnstls.errors import ConfigError
 from dnstls.net.pool import StreamUpstream
 from dnstls.resolver.base import Request, Resolver
 from dnstls.stub_config import (
@@ -67,7 +68,8 @@ class Generation:
         from dnstls.resolver.forward import Forwarder
 
         self.config = config
-        self.upstreams = [StreamUpstream(u.spec, clock=clock) for u in config.upstreams]
+        self.upstreams = [StreamUpstream(u.spec, clock=clock, connect_backoff=True)
+                          for u in config.upstreams]
         self.forwarder = Forwarder(self.upstreams, strategy=config.strategy, clock=clock)
         self.coalescer = Coalescer(self.forwarder)
         self.cache = cache
@@ -307,20 +309,51 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
     runtime = StubRuntime(config, path=path, overrides=overrides)
     service = runtime.service()
     service.install_signal_handlers()  # before binding: a signal never finds the default
-    await service.start(tune_gc=True)
-    for host, port in service.endpoints.plain:
-        log.info("DNS stub (UDP+TCP) on %s", format_hostport(host, port))
-    if service.endpoints.metrics:
-        log.info("metrics on http://%s/metrics", format_hostport(*service.endpoints.metrics))
-    for upstream in config.upstreams:
-        how = ("opportunistic" if upstream.spec.opportunistic else
-               ", ".join(filter(None, [
-                   f"name {upstream.spec.tls_auth_name}" if upstream.spec.tls_auth_name
-                   else "", "pins (report-only)" if upstream.report_pins
-                   else "pins" if upstream.spec.tls_pubkey_pinset else ""])))
-        log.info("upstream %s (%s)", upstream.name, how)
+    try:
+        await service.start(tune_gc=True)
+    except ConfigError as exc:  # named as the service calls them: say it in stub words
+        raise stub_field_error(exc) from None
+    for line in banner(config, service.endpoints):
+        log.info("%s", line)
     await service.run_until_stopped()
     return 0
+
+
+def stub_field_error(exc: ConfigError) -> ConfigError:
+    """A start-up error of the service renamed to the stub's settings: the service's
+    ``server.plain[i]`` is the stub's ``listen_addresses[i]`` (or ``--listen``),
+    ``server.metrics`` its ``metrics``."""
+    fld = exc.field
+    for theirs, ours in (("server.plain", "listen_addresses"), ("server.metrics", "metrics")):
+        if fld.startswith(theirs):
+            return ConfigError(ours + fld[len(theirs):], exc.message)
+    return exc
+
+
+def banner(config: StubConfig, endpoints: Any) -> list[str]:
+    """The start-up lines: which build runs, where the stub listens, each upstream
+    with how it is authenticated (name, pins), and a command line that queries it."""
+    from dnstls import __version__
+    from dnstls.compiled import core_status
+
+    lines = [f"dnstls {__version__}, {core_status()}"]
+    for host, port in endpoints.plain:
+        lines.append(f"DNS stub (UDP+TCP) on {format_hostport(host, port)}")
+    if endpoints.metrics:
+        lines.append(f"metrics on http://{format_hostport(*endpoints.metrics)}/metrics")
+    for upstream in config.upstreams:
+        spec = upstream.spec
+        pins = ", ".join(spec.tls_pubkey_pinset)
+        how = ("opportunistic: NOT authenticated" if spec.opportunistic else
+               "; ".join(filter(None, [
+                   f"name {spec.tls_auth_name}" if spec.tls_auth_name else "",
+                   f"pins (report-only) {pins}" if upstream.report_pins
+                   else f"pins {pins}" if pins else ""])))
+        lines.append(f"upstream {upstream.name} ({how})")
+    if endpoints.plain:
+        host, port = endpoints.plain[0]
+        lines.append(f"try: kdig @{host}{'' if port == 53 else f' -p {port}'} example.com")
+    return lines
 
 
 __all__ = ["AUTH_NONE", "AUTH_REQUIRED", "DEFAULT_LISTEN", "DEFAULT_UPSTREAM_ADDRESSES",

@@ -233,9 +233,12 @@ def _make_upstream(*, address: str, port: int, auth_name: str | None, pins: tupl
     elif pin_mode == "report" and pins and not auth_name:
         raise ConfigError(f"{path}.tls_pubkey_pinset_mode", REPORT_NEEDS_NAME)
     if not g.opportunistic and not auth_name and not pins:
+        how = ("add #AUTH_NAME (tls://ADDR#NAME) and/or --pin (or --opportunistic)"
+               if path.startswith("--") else  # in the words of the command line
+               f"give tls_auth_name and/or tls_pubkey_pinset (or tls_authentication = "
+               f"\"{AUTH_NONE}\")")
         raise ConfigError(path, f"tls://{format_hostport(address, port)} cannot be "
-                                "authenticated: give tls_auth_name and/or tls_pubkey_pinset "
-                                f"(or tls_authentication = \"{AUTH_NONE}\")")
+                                f"authenticated: {how}")
     spec = UpstreamSpec(address=address, port=port, transport="tls", tls_auth_name=auth_name,
                         tls_pubkey_pinset=pins,
                         tls_pubkey_pinset_mode=pin_mode if pins else "enforce",

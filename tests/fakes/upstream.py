@@ -127,7 +127,10 @@ class FakeUpstream:
                 self._server = await asyncio.start_server(self._serve, self.address, self.port)
         else:
             ctx = self.ssl_context if self.transport == "tls" else None
-            self._server = await asyncio.start_server(self._serve, self.address, 0, ssl=ctx)
+            # port 0 unless given (a test bringing an upstream up on a port it
+            # knows is down)
+            self._server = await asyncio.start_server(self._serve, self.address, self.port,
+                                                      ssl=ctx)
             self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -170,6 +170,33 @@ def test_key_not_matching_certificate(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"key {key} does not match certificate {cert}" in err
 
 
+def test_bind_errors_say_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # uvloop (the commands' loop) raises a UDP bind error without errno: its cause has it
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        assert main(["serve", "--listen", "127.0.0.1:0", "--plain", f"127.0.0.1:{port}",
+                     "--no-upstream", "--state-dir", str(tmp_path)]) == 2
+        assert f"server.plain[0]: address 127.0.0.1:{port} is already in use" in \
+            capsys.readouterr().err
+        assert main(["stub", "--listen", f"127.0.0.1:{port}", "--upstream",
+                     "tls://127.0.0.1:1#dns.test"]) == 2
+        assert f"dnstls stub: error: listen_addresses[0]: address 127.0.0.1:{port} is " \
+            "already in use" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["stub", "--listen", "127.0.0.1:0", "--metrics", f"127.0.0.1:{port}",
+                     "--upstream", "tls://127.0.0.1:1#dns.test"]) == 2
+        assert f"dnstls stub: error: metrics: address 127.0.0.1:{port} is already in use" \
+            in capsys.readouterr().err
+    assert main(["serve", "--listen", "192.0.2.1:8853", "--no-upstream",
+                 "--state-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "server.listen[0]: cannot listen on 192.0.2.1:8853: Cannot assign requested address")
+
+
 def test_port_in_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

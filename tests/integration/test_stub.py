@@ -528,6 +528,90 @@ async def test_stalled_upstreams(stub: StartStub, fakes: Fakes, pki: TestPKI) ->
         await server.wait_closed()
 
 
+async def test_lone_refusing_upstream_gets_no_connect_storm_and_is_probed_back(
+        stub: StartStub, fakes: Fakes, pki: TestPKI, caplog: pytest.LogCaptureFixture) -> None:
+    """One upstream, connections refused, bursts of queries: SERVFAIL + EDE 23 at once,
+    one connect (not one per burst), one warning (not a line per query); when the
+    upstream comes back it is found by the next probe, within the hold (1 s)."""
+    caplog.set_level(logging.DEBUG, logger="dnstls")
+    port = free_port()  # nothing listens there: connection refused
+    s = await stub({"cache": {"enabled": False}, "upstream_recursive_servers": [
+        {"address_data": "127.0.0.1", "tls_port": port, "tls_auth_name": NAME,
+         "tls_ca_file": pki.ca_file}]})
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for burst in range(8):
+        asked = loop.time()
+        responses = await asyncio.gather(*(s.ask(query(f"b{burst}-{i}.example.", use_edns=0))
+                                           for i in range(25)))
+        assert loop.time() - asked < 0.5
+        assert {(r.rcode(), tuple(ede_codes(r))) for r in responses} == {
+            (dns.rcode.SERVFAIL, (int(dns.edns.EDECode.NETWORK_ERROR),))}
+    elapsed = loop.time() - start
+    stats = next(iter(s.upstream_stats().values()))
+    assert stats["connections_opened"] <= 1 + int(elapsed)  # 1, and a probe per second
+    assert stats["connect_backoff_failures"] >= 200 - 25 * stats["connections_opened"]
+    loud = [r for r in caplog.records if r.levelno >= logging.INFO
+            and r.name in ("dnstls.net.pool", "dnstls.resolver.forward")]
+    assert [(r.name, r.levelname) for r in loud] == [
+        ("dnstls.net.pool", "WARNING"), ("dnstls.resolver.forward", "WARNING")]
+    assert "Connection refused" in loud[0].getMessage()
+    # the upstream comes back on its port
+    fake = await fakes("tls", ssl_context=pki.server_context(), port=port)
+    back = loop.time()
+    while (await s.ask(query("back.example."))).rcode() != dns.rcode.NOERROR:
+        assert loop.time() - back < 2.0  # the hold: 1 s
+        await asyncio.sleep(0.05)
+    assert [str(r.message.question[0].name) for r in fake.received] == ["back.example."]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO
+            and "again" in r.getMessage()] == [
+        f"upstream tls://127.0.0.1:{port}#{NAME} reachable again (after "
+        f"{stats['connect_failures']} failed connects)",
+        f"upstream tls://127.0.0.1:{port}#{NAME} answering again (after "
+        f"{s.upstream_stats()[f'tls://127.0.0.1:{port}#{NAME}']['queries'] - 1} failed "
+        "attempts)"]
+
+
+async def test_lone_mute_upstream_the_probe_waits_alone(
+        stub: StartStub, pki: TestPKI) -> None:
+    """An upstream that accepts TCP and never completes the TLS handshake (as one
+    behind a blackhole, the connect never completes): after the first failed
+    connect, queries fail at once while the probe waits for connect_timeout."""
+    accepted = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        s = await stub({"cache": {"enabled": False}, "timeout": 1000,
+                        "upstream_recursive_servers": [
+                            {"address_data": "127.0.0.1", "tls_port": port,
+                             "tls_auth_name": NAME, "tls_ca_file": pki.ca_file}]})
+        loop = asyncio.get_running_loop()
+        first = await s.ask(query("first.example.", use_edns=0))  # waits: nothing known yet
+        assert first.rcode() == dns.rcode.SERVFAIL and ede_codes(first)
+        stats = next(iter(s.upstream_stats().values()))
+        while not stats["connect_failures"]:  # the connect times out (connect_timeout 1 s)
+            await asyncio.sleep(0.05)
+            stats = next(iter(s.upstream_stats().values()))
+        asked = loop.time()
+        responses = await asyncio.gather(*(s.ask(query(f"m{i}.example.", use_edns=0))
+                                           for i in range(30)))
+        assert loop.time() - asked < 0.5  # none waited for a connect
+        assert {(r.rcode(), tuple(ede_codes(r))) for r in responses} == {
+            (dns.rcode.SERVFAIL, (int(dns.edns.EDECode.NETWORK_ERROR),))}
+        assert len(accepted) == 1
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_upstream_closing_or_resetting_loses_no_query(stub: StartStub, fakes: Fakes,
                                                              pki: TestPKI) -> None:
     closer = await fakes("tls", ssl_context=pki.server_context(),
@@ -755,4 +839,37 @@ async def test_command_serves_reloads_on_sighup_and_stops_on_sigterm(
     assert proc.stderr is not None
     log = (await proc.stderr.read()).decode()
     assert f"DNS stub (UDP+TCP) on 127.0.0.1:{port}" in log
+    assert f"upstream tls://127.0.0.1:{first.port}#{NAME} (name {NAME})" in log
+    assert f"try: kdig @127.0.0.1 -p {port} example.com" in log
     assert "reloaded" in log and "stopped" in log
+
+
+def test_banner_names_the_build_the_pins_and_how_to_query() -> None:
+    from dnstls.service import Endpoints
+    from dnstls.stub import banner
+
+    pin = base64.b64encode(bytes(32)).decode()
+    cfg = stub_config_from_data({"upstream_recursive_servers": [
+        {"address_data": "127.0.0.1", "tls_auth_name": NAME, "tls_pubkey_pinset": [
+            {"digest": "sha256", "value": pin}]},
+        {"address_data": "127.0.0.2", "tls_pubkey_pinset": [pin]},
+        {"address_data": "127.0.0.3", "tls_auth_name": NAME,
+         "tls_pubkey_pinset_mode": "report", "tls_pubkey_pinset": [pin]}]})
+    lines = banner(cfg, Endpoints(plain=[("127.0.0.1", 53), ("::1", 53)]))
+    from dnstls import __version__
+    from dnstls.compiled import core_status
+
+    assert lines[0] == f"dnstls {__version__}, {core_status()}"
+    assert lines[1:] == [
+        "DNS stub (UDP+TCP) on 127.0.0.1:53",
+        "DNS stub (UDP+TCP) on [::1]:53",
+        f"upstream tls://127.0.0.1:853#{NAME} (name {NAME}; pins {pin})",
+        f"upstream tls://127.0.0.2:853 (pins {pin})",
+        f"upstream tls://127.0.0.3:853#{NAME} (name {NAME}; pins (report-only) {pin})",
+        "try: kdig @127.0.0.1 example.com"]
+    opportunistic = stub_config_from_data({
+        "tls_authentication": "GETDNS_AUTHENTICATION_NONE",
+        "upstream_recursive_servers": [{"address_data": "127.0.0.1"}]})
+    assert banner(opportunistic, Endpoints(plain=[("127.0.0.1", 5353)]))[2:] == [
+        "upstream tls://127.0.0.1:853 (opportunistic: NOT authenticated)",
+        "try: kdig @127.0.0.1 -p 5353 example.com"]

@@ -60,6 +60,25 @@ def test_kdig_wrong_pin_fails(server: Peer, pki: TestPKI) -> None:
     assert result.status is None and result.rdata("A") == [], result.describe()
 
 
+def test_kdig_wrong_pins_leave_the_per_client_limit_free(
+        dnstls_serve: Callable[..., Peer], zone_file: Path, pki: TestPKI,
+        tmp_path: Path) -> None:
+    """kdig ends a handshake whose pin does not match with close_notify: the compiled
+    server failed on that (SSLZeroReturnError without reason) and kept the client's
+    admission slot, so after max_connections_per_client of them the address was shut
+    out until a restart."""
+    config = tmp_path / "serve.toml"
+    config.write_text("[server]\nmax_connections_per_client = 2\n[forward]\nenabled = false\n")
+    server = dnstls_serve("--config", str(config), zone=zone_file)
+    for _ in range(3):  # each tries twice (+retry=1): 6 failed handshakes
+        result = clients.kdig(server.host, server.port, "www.example.test", "A", tls=True,
+                              pin=pki.wrong_pin)
+        assert result.returncode != 0 and result.status is None, result.describe()
+    result = clients.kdig(server.host, server.port, "www.example.test", "A", tls=True,
+                          pin=pki.pin)
+    assert result.status == "NOERROR", result.describe()
+
+
 def test_kdig_wrong_hostname_fails(server: Peer, pki: TestPKI) -> None:
     result = clients.kdig(server.host, server.port, "www.example.test", "A", tls=True,
                         ca=pki.ca_pem, hostname="not-dns.test")

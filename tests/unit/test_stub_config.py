@@ -258,3 +258,7 @@ def test_cli_check_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "dnstls stub: error: timeout: expected a positive number" in capsys.readouterr().err
     assert cli_main(["stub", "--upstream", "udp://127.0.0.1:53", "--check"]) == 2
     assert "TLS only" in capsys.readouterr().err
+    assert cli_main(["stub", "--upstream", "tls://127.0.0.1", "--check"]) == 2
+    assert capsys.readouterr().err == (
+        "dnstls stub: error: --upstream[0]: tls://127.0.0.1:853 cannot be authenticated: "
+        "add #AUTH_NAME (tls://ADDR#NAME) and/or --pin (or --opportunistic)\n")

@@ -128,11 +128,11 @@ class StreamConnection(asyncio.Protocol):
             return
         exc = None if waiter.cancelled() else waiter.exception()
         listener = self.listener
-        listener.stats.handshake_failures[handshake_failure_reason(exc)] += 1
-        if self._admitted:
+        if self._admitted:  # first: nothing below may keep the client's slot taken
             self._admitted = False
             assert self.peer is not None
             listener.admission.release(self.peer[0])
+        listener.stats.handshake_failures[handshake_failure_reason(exc)] += 1
 
     def _ready(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -579,9 +579,16 @@ def ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> type[asyncio.BaseProt
 
 
 def handshake_failure_reason(exc: BaseException | None) -> str:
-    """The metric label of a failed TLS handshake (a bounded set: OpenSSL's reasons)."""
+    """The metric label of a failed TLS handshake (a bounded set: OpenSSL's reasons).
+
+    An SSLError's ``reason`` may be None or missing (typeshed says ``str``, which
+    compiled code checks): e.g. the SSLZeroReturnError of a client that sends
+    close_notify mid-handshake, as kdig does when the server's pin does not match."""
+    if isinstance(exc, ssl.SSLZeroReturnError):
+        return "peer_closed"
     if isinstance(exc, ssl.SSLError):
-        return (exc.reason or "tls_error").lower()
+        reason: object = getattr(exc, "reason", None)
+        return reason.lower() if isinstance(reason, str) and reason else "tls_error"
     if isinstance(exc, ConnectionAbortedError):  # the TLS protocol's handshake timeout
         return "timeout"
     return "peer_closed"  # EOF, reset or close before the handshake completed

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import typing
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -95,8 +96,20 @@ class UdpListener(asyncio.DatagramProtocol):
     async def listen(cls, handler: DatagramHandler, host: str, port: int, *,
                      reuse_port: bool = False) -> tuple[UdpListener, tuple[str, int]]:
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: cls(handler), local_addr=(host, port), reuse_port=reuse_port or None)
+        # Bound here, not by create_datagram_endpoint(local_addr=): uvloop's failed bind
+        # raises an OSError without errno ("could not bind to local_addr", so no "already
+        # in use" for the operator) and leaks the transport it made.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        transport, protocol = await loop.create_datagram_endpoint(lambda: cls(handler),
+                                                                  sock=sock)
         sockname = transport.get_extra_info("sockname")
         return protocol, (sockname[0], sockname[1])
 

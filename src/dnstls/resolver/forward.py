@@ -12,7 +12,9 @@ weighting as in RFC 6298 / BIND's SRTT; unmeasured upstreams first, so each is p
 network, TLS authentication or protocol error) is backed off: 1 s, doubling on each
 consecutive failure, capped at 60 s, reset by a success. Backed-off upstreams come
 after the healthy ones, earliest retry first, so they are used only as a last resort
-until their back-off expires.
+until their back-off expires. The log says when an upstream starts failing (one
+warning) and when it answers again (INFO), not every failed query: a dead upstream
+under load must not turn into a line per query.
 
 **One deadline.** The request's deadline bounds everything; each attempt gets the
 upstream's own timeout (``timeout`` attribute, else 2 s), the last candidate gets what
@@ -151,6 +153,20 @@ def _error_kind(exc: Exception) -> str:
     return "network"
 
 
+def _reason(upstream: Upstream, exc: Exception) -> str:
+    """``exc``'s text without the upstream's name where the transports put it
+    (``NAME: ...``, ``... for NAME``): the EDE text names it once, not twice."""
+    name = upstream.name
+    text = str(exc).removeprefix(f"{name}: ")
+    return text[:-len(name) - 5] if text.endswith(f" for {name}") else text
+
+
+def _naming(upstream: Upstream, exc: Exception) -> str:
+    """``NAME: reason``, or the reason alone when it names the upstream already."""
+    text = _reason(upstream, exc)
+    return text if upstream.name in text else f"{upstream.name}: {text}"
+
+
 class Forwarder:
     """A resolver stage that forwards to upstreams; see the module docstring."""
 
@@ -267,6 +283,8 @@ class Forwarder:
                     callback(None, exc or RuntimeError("no answer"))
                 return
             elapsed = self.clock() - start
+            if health.failures:
+                self._recovered(upstream, health)
             health.succeeded(elapsed)
             rcode = answer[3] & 0xF
             text = _RCODE_TEXT[rcode]
@@ -318,6 +336,8 @@ class Forwarder:
                 failures.append((upstream, exc))
                 continue
             elapsed = self.clock() - start
+            if health.failures:
+                self._recovered(upstream, health)
             health.succeeded(elapsed)
             rcode = rcode_of(answer)
             text = _RCODE_TEXT[rcode]
@@ -342,8 +362,17 @@ class Forwarder:
         delay = health.failed(now, now - start, initial=self.backoff_initial,
                               cap=self.backoff_max)
         self._observe(upstream, kind, now - start)
-        log.info("upstream %s failed (%s: %s); backing off %.0f s",
-                 upstream.name, kind, exc, delay)
+        if health.failures == 1:  # a state change: logged; the failures after it are not
+            log.warning("upstream %s failing (%s: %s); backing off %.0f s, doubling up to "
+                        "%.0f s while it keeps failing", upstream.name, kind, exc, delay,
+                        self.backoff_max)
+        else:
+            log.debug("upstream %s failed again (%d in a row; %s: %s)", upstream.name,
+                      health.failures, kind, exc)
+
+    def _recovered(self, upstream: Upstream, health: UpstreamHealth) -> None:
+        log.info("upstream %s answering again (after %d failed attempts)", upstream.name,
+                 health.failures)
 
     def _observe(self, upstream: Upstream, outcome: str, seconds: float) -> None:
         if self.metrics is not None:
@@ -358,10 +387,11 @@ class Forwarder:
         for upstream, exc in failures:
             if isinstance(exc, TLSAuthenticationError):
                 return servfail(dns.edns.EDECode.NETWORK_ERROR,
-                                f"TLS authentication failed for {upstream.name}: {exc}")
+                                f"TLS authentication failed for {upstream.name}: "
+                                f"{_reason(upstream, exc)}")
         broken = [(u, e) for u, e in failures if not isinstance(e, QueryTimeout)]
         if broken:
-            text = "; ".join(f"{u.name}: {e}" for u, e in broken[:3])
+            text = "; ".join(_naming(u, e) for u, e in broken[:3])
             return servfail(dns.edns.EDECode.NETWORK_ERROR, text)
         if failures:
             names = ", ".join(u.name for u, _ in failures[:3])

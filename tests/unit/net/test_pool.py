@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 import struct
 from collections import deque
@@ -16,7 +17,13 @@ import dns.name
 import pytest
 
 from dnstls.compiled import is_compiled
-from dnstls.errors import CertificateError, NetworkError, QueryTimeout
+from dnstls.errors import (
+    CertificateError,
+    NetworkError,
+    PinMismatch,
+    QueryTimeout,
+    TLSAuthenticationError,
+)
 from dnstls.net.pool import ConnectionLost, StreamUpstream, UpstreamConnection
 from dnstls.proto.framing import FrameDecoder, encode
 from dnstls.upstreams import UpstreamSpec
@@ -101,12 +108,13 @@ class Script:
         conn.connection_made(transport)  # type: ignore[arg-type]
 
 
-def make(now: list[float], **kw: Any) -> tuple[StreamUpstream, Script]:
+def make(now: list[float], *, backoff: bool = False, **kw: Any,
+         ) -> tuple[StreamUpstream, Script]:
     kw.setdefault("max_connections", 2)
     kw.setdefault("max_queries_per_connection", 2)
     script = Script()
     pool = StreamUpstream(UpstreamSpec("127.0.0.1", 853, "tcp", **kw), clock=lambda: now[0],
-                          connect=script.connect)
+                          connect=script.connect, connect_backoff=backoff)
     return pool, script
 
 
@@ -169,6 +177,123 @@ async def test_connect_failure_is_raised_and_the_next_query_reconnects() -> None
     await pool.exchange(QUERY, deadline=FAR)
     assert [c.is_closed() for c in script.made] == [True, True, False]
     assert pool.state.connections == [script.made[2]]
+    await pool.aclose()
+
+
+async def _outcomes(pool: StreamUpstream, n: int) -> list[str]:
+    """``n`` concurrent exchanges: 'ok' or the error's class and text."""
+    results = await asyncio.gather(*(pool.exchange(QUERY, deadline=FAR) for _ in range(n)),
+                                   return_exceptions=True)
+    return ["ok" if isinstance(r, dns.message.Message) else f"{type(r).__name__}: {r}"
+            for r in results]
+
+
+async def test_connect_backoff_fails_queries_at_once_then_probes_with_one_connection(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A lone upstream that refuses: no connection per burst of queries (a SYN storm
+    toward a dead server); after the hold, one probe connection; recovery logged once."""
+    caplog.set_level(logging.INFO, logger="dnstls.net.pool")
+    now = [0.0]
+    pool, script = make(now, backoff=True, max_queries_per_connection=100)
+    refused = NetworkError("connecting to tcp://127.0.0.1:853 failed: Connection refused")
+    script.connect_outcomes.extend([refused, refused])
+    assert await _outcomes(pool, 30) == [f"NetworkError: {refused}"] * 30
+    assert len(script.made) == 1  # the burst shared one connect
+    now[0] = 0.4  # held back for 1 s: every query fails at once, nothing is opened
+    assert set(await _outcomes(pool, 30)) == {
+        f"NetworkError: {refused} (not retried for 0.6 s)"}
+    assert len(script.made) == 1
+    now[0] = 1.0  # the hold is over: one query probes, the others still fail at once
+    outcomes = await _outcomes(pool, 30)
+    assert outcomes.count(f"NetworkError: {refused}") == 1  # the probe, refused again
+    assert outcomes.count(f"NetworkError: {refused} (retrying)") == 29
+    assert len(script.made) == 2
+    now[0] = 1.9  # held for another second
+    assert await _outcomes(pool, 1) == [f"NetworkError: {refused} (not retried for 0.1 s)"]
+    now[0] = 2.0  # the probe connects (the queries beside it do not wait for it) ...
+    outcomes = await _outcomes(pool, 30)
+    assert outcomes[0] == "ok"
+    assert outcomes[1:] == [f"NetworkError: {refused} (retrying)"] * 29
+    assert await _outcomes(pool, 30) == ["ok"] * 30  # ... and every query is answered
+    assert len(script.made) == 3
+    stats = pool.statistics()
+    assert stats["connect_failures"] == 0 and stats["connect_backoff_failures"] == 89
+    assert stats["connection_errors"] == 2
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", f"upstream tcp://127.0.0.1:853 unreachable: {refused}; trying one "
+                    "connection every 1 s, queries meanwhile fail at once"),
+        ("INFO", "upstream tcp://127.0.0.1:853 reachable again (after 2 failed connects)")]
+    await pool.aclose()
+
+
+async def test_connect_backoff_keeps_the_kind_of_error_and_holds_one_second() -> None:
+    now = [0.0]
+    pool, script = make(now, backoff=True)
+    mismatch = PinMismatch(["expected="], ["seen="])
+    script.connect_outcomes.extend([mismatch] * 7 + [CertificateError("expired")])
+    holds = []
+    for _ in range(7):
+        with pytest.raises(PinMismatch):
+            await pool.exchange(QUERY, deadline=FAR)
+        with pytest.raises(PinMismatch) as info:  # held: the same error, for the EDE
+            await pool.exchange(QUERY, deadline=FAR)
+        assert info.value.expected == ("expected=",) and info.value.seen == ("seen=",)
+        holds.append(pool.connect_retry_at - now[0])
+        now[0] = pool.connect_retry_at
+    assert holds == [1.0] * 7
+    with pytest.raises(CertificateError):
+        await pool.exchange(QUERY, deadline=FAR)
+    with pytest.raises(TLSAuthenticationError, match=r"expired \(not retried for 1\.0 s\)"):
+        await pool.exchange(QUERY, deadline=FAR)
+    await pool.aclose()
+
+
+async def test_connect_backoff_a_hanging_probe_does_not_hold_other_queries() -> None:
+    """Blackholed (the connect never completes): while the probe waits for
+    connect_timeout, the other queries fail at once instead of waiting with it."""
+    now = [0.0]
+    pool, script = make(now, backoff=True, connect_timeout=0.2,
+                        max_queries_per_connection=100)
+    stuck = asyncio.Event()
+
+    async def connect(conn: UpstreamConnection) -> None:
+        script.made.append(conn)
+        await stuck.wait()  # never set: the connect times out
+
+    pool.connect = connect
+    assert set(await _outcomes(pool, 5)) == {
+        "NetworkError: connecting to tcp://127.0.0.1:853 timed out"}
+    now[0] = 1.0
+    probe = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert set(await _outcomes(pool, 20)) == {
+        "NetworkError: connecting to tcp://127.0.0.1:853 timed out (retrying)"}
+    assert loop.time() - start < 0.1  # not the probe's 0.2 s
+    with pytest.raises(NetworkError, match="timed out"):
+        await probe
+    assert len(script.made) == 2
+    await pool.aclose()
+
+
+async def test_connect_backoff_holds_nothing_back_while_a_connection_is_up() -> None:
+    """Only an upstream with no connection up is held back: after a second connection
+    failed, queries still go on (to a new one, since the first is busy)."""
+    now = [0.0]
+    pool, script = make(now, backoff=True, max_queries_per_connection=1)
+    script.answers.append("hang")
+    first = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))  # connection 0, busy
+    for _ in range(3):
+        await asyncio.sleep(0)
+    script.connect_outcomes.append(NetworkError("refused"))
+    with pytest.raises(NetworkError, match="refused"):
+        await pool.exchange(QUERY, deadline=FAR)  # connection 1 fails
+    assert pool.connect_failures == 1 and not first.done()
+    await pool.exchange(QUERY, deadline=FAR)  # not held: connection 0 is up
+    assert len(script.made) == 3 and pool.connect_failures == 0
+    script.hang.set()
+    await first
     await pool.aclose()
 
 

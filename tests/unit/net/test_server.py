@@ -5,6 +5,7 @@ in-flight bound across one read, and the output limit."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import dns.message
@@ -14,7 +15,7 @@ import pytest
 
 from dnstls.compiled import is_compiled
 from dnstls.net.handler import QueryHandler
-from dnstls.net.server import StreamConnection, StreamListener
+from dnstls.net.server import StreamConnection, StreamListener, handshake_failure_reason
 from dnstls.proto import framing
 from dnstls.proto.admission import Admission, AdmissionLimits
 from dnstls.proto.answers import Transport, make_response
@@ -437,3 +438,29 @@ async def test_a_forwarded_answer_is_written_as_write_and_answered_do(
     for inline_way in (True, False):  # an empty answer is refused either way
         with pytest.raises(ValueError):
             await _answer_forwarded(inline_way, max_in_flight, [b""], monkeypatch)
+
+
+@pytest.mark.parametrize(("exc", "label"), [
+    # kdig sends close_notify mid-handshake when the server's pin does not match: an
+    # SSLZeroReturnError whose reason is None (compiled code raised TypeError on it and
+    # left the client's admission slot taken)
+    (ssl.SSLZeroReturnError(6, "TLS/SSL connection has been closed (EOF)"), "peer_closed"),
+    (ssl.SSLError(1, "made by hand: no reason attribute"), "tls_error"),
+    (ConnectionAbortedError(), "timeout"),
+    (ConnectionResetError(), "peer_closed"),
+    (None, "peer_closed"),
+])
+def test_handshake_failure_reason_labels_every_failure(exc: BaseException | None,
+                                                        label: str) -> None:
+    assert handshake_failure_reason(exc) == label
+
+
+def test_handshake_failure_reason_is_openssls_reason_in_lower_case() -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    client, server = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = context.wrap_bio(client, server, server_side=True)
+    client.write(b"\x16\x03\x01\x00\x05hello")  # not a ClientHello
+    with pytest.raises(ssl.SSLError) as info:
+        obj.do_handshake()
+    assert info.value.reason is not None
+    assert handshake_failure_reason(info.value) == info.value.reason.lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
@@ -207,6 +208,45 @@ async def test_failure_maps_to_servfail_with_ede(errors: list[Exception], ede: i
     assert info.value.rcode == dns.rcode.SERVFAIL and info.value.ede == ede
     assert text in (info.value.text or "")
     assert len(metrics.calls) == 2
+
+
+@pytest.mark.parametrize(("error", "text"), [
+    # what the transports raise (tls_client.translate_error, the UDP upstream): the
+    # upstream's name is already in the error's text
+    (CertificateError("Hostname mismatch, certificate is not valid for 'x'. for "
+                      "tls://10.0.0.0:853"),
+     "TLS authentication failed for tls://10.0.0.0:853: Hostname mismatch, certificate "
+     "is not valid for 'x'."),
+    (NetworkError("tls://10.0.0.0:853: Connection refused"),
+     "tls://10.0.0.0:853: Connection refused"),
+    (NetworkError("connecting to tls://10.0.0.0:853 failed: Connection refused"),
+     "connecting to tls://10.0.0.0:853 failed: Connection refused"),
+])
+async def test_ede_text_names_the_upstream_once(error: Exception, text: str) -> None:
+    fwd, ups, clock = setup(1)
+    ups[0].default = error
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.text == text
+
+
+async def test_log_says_when_an_upstream_starts_failing_and_recovers_not_per_query(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="dnstls.resolver.forward")
+    fwd, ups, clock = setup(1)
+    ups[0].default = NetworkError("refused")
+    for _ in range(50):
+        with pytest.raises(ResolveFailure):
+            await fwd.resolve(request(clock))
+    ups[0].default = "answer"
+    await fwd.resolve(request(clock))
+    await fwd.resolve(request(clock))
+    loud = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert loud == [
+        ("WARNING", "upstream tls://10.0.0.0:853 failing (network: refused); backing off 1 s,"
+                    " doubling up to 60 s while it keeps failing"),
+        ("INFO", "upstream tls://10.0.0.0:853 answering again (after 50 failed attempts)")]
+    assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 49
 
 
 async def test_all_servfail_relays_the_servfail_and_refused_gives_ede_22() -> None:
