@@ -15,6 +15,11 @@
  *   write(data)      one TLS record
  *   flush() -> int   bytes still unsent (the caller waits for writability)
  *   close()          close_notify into the write BIO, flushed best effort
+ *   ready()          the handshake has completed
+ *   version(), session_reused, keep_session(), error()
+ *                    for the dnstls prototype transport (bench/proposals): the TLS
+ *                    version, resumption, SSL_set_shutdown(SENT) so a session survives a
+ *                    peer's close without close_notify, the reason of a failed handshake
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -36,6 +41,7 @@ typedef struct {
     BIO *rbio, *wbio; /* owned by ssl */
     char *out;        /* encrypted bytes send() did not take */
     size_t out_len;
+    char error[120];  /* why the handshake failed */
 } Engine;
 
 static int Engine_init(Engine *self, PyObject *args, PyObject *kwds) {
@@ -98,6 +104,12 @@ static PyObject *Engine_read(Engine *self, PyObject *unused) {
         int r = SSL_accept(self->ssl);
         if (r != 1) {
             int err = SSL_get_error(self->ssl, r);
+            if (err != SSL_ERROR_WANT_READ) {
+                unsigned long code = ERR_peek_last_error();
+                const char *reason = code ? ERR_reason_error_string(code) : NULL;
+                snprintf(self->error, sizeof self->error, "%s",
+                         reason ? reason : (err == SSL_ERROR_SYSCALL ? "EOF" : "SSL error"));
+            }
             ERR_clear_error();
             if (err == SSL_ERROR_WANT_READ && do_flush(self) == 0)
                 return PyBytes_FromStringAndSize(NULL, 0);
@@ -157,7 +169,43 @@ static PyObject *Engine_close(Engine *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+static PyObject *Engine_ready(Engine *self, PyObject *unused) {
+    (void)unused;
+    return PyBool_FromLong(self->established);
+}
+
+static PyObject *Engine_version(Engine *self, PyObject *unused) {
+    (void)unused;
+    if (!self->ssl || !self->established) Py_RETURN_NONE;
+    return PyUnicode_FromString(SSL_get_version(self->ssl));
+}
+
+static PyObject *Engine_keep_session(Engine *self, PyObject *unused) {
+    (void)unused;
+    if (self->ssl) SSL_set_shutdown(self->ssl, SSL_SENT_SHUTDOWN);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Engine_error(Engine *self, PyObject *unused) {
+    (void)unused;
+    return PyUnicode_FromString(self->error);
+}
+
+static PyObject *Engine_get_session_reused(Engine *self, void *closure) {
+    (void)closure;
+    return PyBool_FromLong(self->ssl ? SSL_session_reused(self->ssl) : 0);
+}
+
+static PyGetSetDef Engine_getset[] = {
+    {"session_reused", (getter)Engine_get_session_reused, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyMethodDef Engine_methods[] = {
+    {"ready", (PyCFunction)Engine_ready, METH_NOARGS, NULL},
+    {"version", (PyCFunction)Engine_version, METH_NOARGS, NULL},
+    {"keep_session", (PyCFunction)Engine_keep_session, METH_NOARGS, NULL},
+    {"error", (PyCFunction)Engine_error, METH_NOARGS, NULL},
     {"read", (PyCFunction)Engine_read, METH_NOARGS, NULL},
     {"write", (PyCFunction)Engine_write, METH_O, NULL},
     {"flush", (PyCFunction)Engine_flush, METH_NOARGS, NULL},
@@ -174,6 +222,7 @@ static PyTypeObject EngineType = {
     .tp_init = (initproc)Engine_init,
     .tp_dealloc = (destructor)Engine_dealloc,
     .tp_methods = Engine_methods,
+    .tp_getset = Engine_getset,
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_floor_engine", NULL, -1, NULL};

@@ -11,7 +11,8 @@ In a private network namespace (as bench/run.py) starts nsd, ``dnstls serve`` (f
 ``--src``, default this tree), ``bench/transport_floor.py``'s ``floor-a`` (uvloop
 ``create_server(ssl=...)`` answering every query with one precomputed answer), optionally
 its ``floor-b`` (the same answers from a non-blocking ``ssl.SSLSocket`` on ``add_reader``),
-its ``floor-ossl`` (the same answers from a C server on OpenSSL, ``bench/floor_ossl.c``)
+its ``floor-x`` and ``floor-ossl`` (the same answers through C TLS plumbing under Python,
+and from a C server on OpenSSL: ``bench/floor_engine.c``, ``bench/floor_ossl.c``)
 and kresd, all pinned to core 0, and for each server and scenario:
 
 * ``reads500`` (``readsN``: N connections): ``bench/tls_reads.py`` opens 500 TLS 1.3
@@ -118,8 +119,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=BENCH.parent)
     parser.add_argument("--servers", default="dnstls,floor-a",
-                        help="dnstls (from --src), floor-a, floor-b, floor-ossl, kresd, or a "
-                             "--variant name")
+                        help="dnstls (from --src), floor-a, floor-b, floor-x, floor-ossl, kresd, "
+                             "or a --variant name")
     parser.add_argument("--variant-env", action="append", default=[],
                         metavar="NAME:VAR=VALUE", help="an environment variable of a variant")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=TREE",
@@ -162,7 +163,7 @@ def main() -> int:
                 servers[name] = peers.start_dnstls(group, pki, nsd, cpu=SERVER_CPU,
                                                    src=variants[name], name=name,
                                                    env=variant_env.get(name))
-            elif name in ("floor-a", "floor-b", "floor-ossl"):
+            elif name in ("floor-a", "floor-b", "floor-x", "floor-ossl"):
                 servers[name] = start_floor(group, pki, src, name.removeprefix("floor-"))
             elif name == "kresd":
                 servers[name] = peers.start_kresd(group, pki, nsd, cpu=SERVER_CPU)
