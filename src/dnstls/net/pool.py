@@ -18,7 +18,8 @@ assignment order). Here we only carry them out:
   to send then delays that ACK by up to 40 ms (RFC 1122 §4.2.3.2; Linux's minimum
   delayed-ACK timeout): pipelined answers stalled for ~40 ms at a time.
   ``bench/stub_vs_stubby.py`` against Unbound: worst latency 45 ms → 4 to 12 ms.
-* **Connect back-off** (``connect_backoff=True``: the services, not the library): a
+* **Connect back-off** (``connect_backoff=True``: the services, not the library; its
+  state is the sans-IO :class:`~dnstls.proto.upstream.ConnectHold`): a
   connection that cannot be opened (refused, unreachable, timed out, TLS handshake or
   authentication failure) holds the upstream back for 1 s (each failed connect starts
   another second: at most one attempt a second). While it is held and no connection is
@@ -72,6 +73,7 @@ from dnstls.net import tls_client
 from dnstls.net.tls_client import TlsDetails
 from dnstls.proto.pins import PinSet
 from dnstls.proto.upstream import (
+    ConnectHold,
     ConnectionState,
     PoolState,
     QueryRejected,
@@ -621,10 +623,7 @@ class StreamUpstream:
         #: failed connects, when the next probe may start, whether one is under way,
         #: and the error that queries get meanwhile.
         self.connect_backoff = connect_backoff
-        self.connect_failures = 0
-        self.connect_retry_at = 0.0
-        self.probing = False
-        self.connect_error: Exception | None = None
+        self.hold = ConnectHold(CONNECT_RETRY_INTERVAL)
 
     def _new_connection(self) -> UpstreamConnection:
         return UpstreamConnection(self)
@@ -740,7 +739,7 @@ class StreamUpstream:
         for _attempt in range(attempts):
             conn = self._acquire_now()
             if conn is None:
-                if self.connect_failures:
+                if self.hold.failures:
                     self._check_held()
                 conn = await self._acquire(deadline)
             try:
@@ -848,46 +847,41 @@ class StreamUpstream:
         for conn in self.state.connections:
             if conn.state.is_connected():
                 return  # a working connection: wait for its slots as usual
-        now = self.clock()
-        if self.probing or now < self.connect_retry_at:
-            self.counters.connect_backoff_failures += 1
-            error = self.connect_error
-            wait = max(0.0, self.connect_retry_at - now)
-            text = (f"{error} (not retried for {wait:.1f} s)" if wait > 0
-                    else f"{error} (retrying)")
-            if isinstance(error, PinMismatch):  # the client's EDE names it as such
-                raise PinMismatch(error.expected, error.seen)
-            if isinstance(error, TLSAuthenticationError):
-                raise TLSAuthenticationError(text)
-            raise NetworkError(text)
-        self.probing = True
+        wait = self.hold.held_for(self.clock())
+        if wait is None:
+            return  # the probe
+        self.counters.connect_backoff_failures += 1
+        error = self.hold.error
+        text = (f"{error} (not retried for {wait:.1f} s)" if wait > 0
+                else f"{error} (retrying)")
+        if isinstance(error, PinMismatch):  # the client's EDE names it as such
+            raise PinMismatch(error.expected, error.seen)
+        if isinstance(error, TLSAuthenticationError):
+            raise TLSAuthenticationError(text)
+        raise NetworkError(text)
 
     def connect_failed(self, error: Exception) -> None:
         """A connection could not be opened: hold the upstream back."""
-        self.connect_failures += 1
-        self.connect_error = error
-        self.probing = False
+        hold = self.hold
+        hold.failed(error, self.clock())
         if not self.connect_backoff:
             log.debug("upstream %s: %s", self.name, error)
             return
-        self.connect_retry_at = self.clock() + CONNECT_RETRY_INTERVAL
-        if self.connect_failures == 1:
+        if hold.failures == 1:
             log.warning("upstream %s unreachable: %s; trying one connection every %.0f s, "
                         "queries meanwhile fail at once", self.name, error,
                         CONNECT_RETRY_INTERVAL)
         else:
             log.debug("upstream %s: connect failed again (%d in a row): %s", self.name,
-                      self.connect_failures, error)
+                      hold.failures, error)
 
     def connect_succeeded(self) -> None:
         """A connection opened: the upstream is reachable (again)."""
-        if self.connect_failures and self.connect_backoff:
+        hold = self.hold
+        if hold.failures and self.connect_backoff:
             log.info("upstream %s reachable again (after %d failed connects)", self.name,
-                     self.connect_failures)
-        self.connect_failures = 0
-        self.connect_retry_at = 0.0
-        self.probing = False
-        self.connect_error = None
+                     hold.failures)
+        hold.succeeded()
 
     def count_connect_error(self, error: Exception) -> None:
         if isinstance(error, PinMismatch):
@@ -923,7 +917,7 @@ class StreamUpstream:
             "connections_reused": self.state.reused,
             "in_flight": sum(len(c.state.in_flight) for c in conns),
             "waiting": len(self.state.waiting),
-            "connect_failures": self.connect_failures,
+            "connect_failures": self.hold.failures,
             **asdict(self.counters),
         }
 

@@ -323,6 +323,43 @@ class ConnectionCounters:
     timeouts: int = 0
 
 
+class ConnectHold:
+    """Connect back-off of one upstream (``net/pool.py``'s module docstring explains why):
+    after a connection could not be opened the upstream is held back for ``interval``
+    seconds; when the hold ends one query goes on as the probe while the others are
+    still held, until a connection opens (:meth:`succeeded`) or fails again."""
+
+    __slots__ = ("error", "failures", "interval", "probing", "retry_at")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.failures = 0  # consecutive failed connects
+        self.retry_at = 0.0  # when the next probe may start
+        self.probing = False  # a probe connection is under way
+        self.error: Exception | None = None  # what held queries fail with
+
+    def failed(self, error: Exception, now: float) -> None:
+        self.failures += 1
+        self.error = error
+        self.probing = False
+        self.retry_at = now + self.interval
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self.retry_at = 0.0
+        self.probing = False
+        self.error = None
+
+    def held_for(self, now: float) -> float | None:
+        """For a query that needs a new connection: None when it may go on (once the
+        hold has ended it becomes the probe), else the seconds the hold has left (0.0
+        while a probe is under way)."""
+        if self.probing or now < self.retry_at:
+            return max(0.0, self.retry_at - now)
+        self.probing = True
+        return None
+
+
 class ConnectionState:
     """Per-connection state: capacity, in-flight table, matching, expiry."""
 

@@ -238,8 +238,8 @@ async def test_connect_backoff_keeps_the_kind_of_error_and_holds_one_second() ->
         with pytest.raises(PinMismatch) as info:  # held: the same error, for the EDE
             await pool.exchange(QUERY, deadline=FAR)
         assert info.value.expected == ("expected=",) and info.value.seen == ("seen=",)
-        holds.append(pool.connect_retry_at - now[0])
-        now[0] = pool.connect_retry_at
+        holds.append(pool.hold.retry_at - now[0])
+        now[0] = pool.hold.retry_at
     assert holds == [1.0] * 7
     with pytest.raises(CertificateError):
         await pool.exchange(QUERY, deadline=FAR)
@@ -289,9 +289,9 @@ async def test_connect_backoff_holds_nothing_back_while_a_connection_is_up() -> 
     script.connect_outcomes.append(NetworkError("refused"))
     with pytest.raises(NetworkError, match="refused"):
         await pool.exchange(QUERY, deadline=FAR)  # connection 1 fails
-    assert pool.connect_failures == 1 and not first.done()
+    assert pool.hold.failures == 1 and not first.done()
     await pool.exchange(QUERY, deadline=FAR)  # not held: connection 0 is up
-    assert len(script.made) == 3 and pool.connect_failures == 0
+    assert len(script.made) == 3 and pool.hold.failures == 0
     script.hang.set()
     await first
     await pool.aclose()

@@ -14,6 +14,7 @@ from dnstls.proto import edns
 from dnstls.proto.framing import encode
 from dnstls.proto.upstream import (
     ID_SPACE,
+    ConnectHold,
     ConnectionState,
     PoolState,
     QueryRejected,
@@ -319,3 +320,22 @@ def test_random_below_gives_16_bit_ids_from_a_refilled_buffer() -> None:
     mod._forget_random()  # what a forked child does: it draws fresh bytes
     assert mod._random_at == 0 and not mod._random
     assert 0 <= mod.random_below(ID_SPACE) < ID_SPACE
+
+
+# ---------------------------------------------------------------- connect hold
+
+
+def test_connect_hold_holds_then_lets_one_probe_through() -> None:
+    hold = ConnectHold(1.0)
+    assert hold.held_for(0.0) is None and hold.probing  # nothing failed: go on
+    refused = ConnectionRefusedError("refused")
+    hold.failed(refused, now=10.0)
+    assert (hold.failures, hold.error, hold.probing) == (1, refused, False)
+    assert hold.held_for(10.25) == 0.75  # held: fail at once, 0.75 s left
+    assert hold.held_for(11.0) is None  # the hold has ended: this query probes
+    assert hold.held_for(11.0) == 0.0 and hold.held_for(30.0) == 0.0  # others wait on it
+    hold.failed(refused, now=12.0)  # the probe failed: held again, not longer
+    assert hold.failures == 2 and hold.held_for(12.5) == 0.5 and hold.held_for(13.0) is None
+    hold.succeeded()  # the probe connected
+    assert (hold.failures, hold.error, hold.probing, hold.retry_at) == (0, None, False, 0.0)
+    assert hold.held_for(13.0) is None
