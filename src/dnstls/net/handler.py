@@ -365,6 +365,12 @@ class QueryHandler:
             if parsed.rcode is not None:
                 self.responses[(transport.value, rcode)] += 1
             log.debug("rejected message (%s): %s", rcode, parsed.reason)
+            if parsed.response is not None and parsed.query is not None and transport.is_stream:
+                # padded (RFC 7830 §4: a padded query gets a padded response) and with
+                # keepalive, as every other answer on a stream
+                wire_out = finalize(parsed.response, parsed.query, transport,
+                                    keepalive=self.keepalive)
+                return Rejection(wire_out, parsed.rcode, parsed.reason)
         return parsed
 
     async def answer(self, query: dns.message.Message, transport: Transport,

@@ -55,12 +55,17 @@ class Rejection:
 
     ``fatal``: the message has no readable header, so nothing after it on a stream can
     be trusted (the stream is closed once earlier queries are answered).
+    ``response`` and ``query``: set when the query could be parsed, so the answer can be
+    rendered for its transport with :func:`finalize` (padding, keepalive); ``wire`` is
+    that response rendered without them.
     """
 
     wire: bytes | None
     rcode: int | None
     reason: str
     fatal: bool = False
+    response: dns.message.Message | None = None
+    query: dns.message.Message | None = None
 
 
 def header_error(wire: bytes, rcode: int) -> bytes | None:
@@ -83,7 +88,7 @@ def _reject(message: dns.message.Message, rcode: int, reason: str, ede: int | No
     response.set_rcode(dns.rcode.Rcode.make(rcode))
     if ede is not None and response.edns >= 0:
         response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, reason)])
-    return Rejection(response.to_wire(), rcode, reason)
+    return Rejection(response.to_wire(), rcode, reason, response=response, query=message)
 
 
 def parse_query(wire: bytes) -> dns.message.Message | Rejection:
@@ -103,7 +108,8 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
         response = make_response(message)
         response.set_rcode(dns.rcode.NOTIMP)
         name = dns.opcode.to_text(dns.opcode.Opcode.make(opcode))
-        return Rejection(response.to_wire(), dns.rcode.NOTIMP, f"opcode {name} not implemented")
+        return Rejection(response.to_wire(), dns.rcode.NOTIMP, f"opcode {name} not implemented",
+                         response=response, query=message)
     if len(message.question) != 1:
         return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
                          f"QDCOUNT {len(message.question)}")
@@ -111,7 +117,7 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
         response = make_response(message)
         response.set_rcode(dns.rcode.BADVERS)
         return Rejection(response.to_wire(), dns.rcode.BADVERS,
-                         f"EDNS version {message.edns}")
+                         f"EDNS version {message.edns}", response=response, query=message)
     if message.answer or message.authority:
         return _reject(message, dns.rcode.FORMERR, "records in answer/authority of a query")
     rrset = message.question[0]

@@ -8,11 +8,12 @@ from pathlib import Path
 import dns.edns
 import dns.flags
 import dns.message
+import dns.opcode
 import dns.rcode
 import pytest
 
 from dnstls.net.handler import QueryHandler
-from dnstls.proto.answers import Transport
+from dnstls.proto.answers import Rejection, Transport
 from dnstls.resolver.base import Refuse
 from dnstls.resolver.local import LocalData, ddr_records, load_zone
 
@@ -126,3 +127,39 @@ async def test_the_answer_store_is_bounded(tmp_path: Path) -> None:
     assert len(local.answers) == 10
     assert isinstance(handler.route(make("n49.example.test"), Transport.TLS), bytes)
     assert handler.route(make("n0.example.test"), Transport.TLS) is None  # evicted
+
+
+# (NOTIMP answers to other opcodes carry no OPT at all: parse_query reads only their
+# question, as an UPDATE's sections are not a query's)
+@pytest.mark.parametrize("rdtype,opcode,rcode", [
+    ("AXFR", dns.opcode.QUERY, dns.rcode.REFUSED), ("IXFR", dns.opcode.QUERY, dns.rcode.REFUSED)])
+def test_rejections_on_a_stream_are_padded_and_carry_keepalive(
+        handler: QueryHandler, rdtype: str, opcode: int, rcode: int) -> None:
+    # RFC 7830 §4: a padded query gets a padded response, refused or not (such answers
+    # went out unpadded: their length told an observer what was refused)
+    query = dns.message.make_query("example.test", rdtype, id=77, use_edns=0, pad=128,
+                                   options=[dns.edns.GenericOption(
+                                       dns.edns.OptionType.KEEPALIVE, b"")])
+    query.set_opcode(opcode)
+    for transport, padded in ((Transport.TLS, True), (Transport.TCP, False)):
+        parsed = handler.parse(query.to_wire(), transport)
+        assert isinstance(parsed, Rejection) and parsed.wire is not None
+        response = dns.message.from_wire(parsed.wire)
+        assert (response.id, response.rcode(), response.opcode()) == (77, rcode, opcode)
+        otypes = {o.otype for o in response.options}
+        assert dns.edns.OptionType.KEEPALIVE in otypes
+        assert (dns.edns.OptionType.PADDING in otypes) is padded
+        if padded:
+            assert len(parsed.wire) % 468 == 0
+    udp = handler.parse(query.to_wire(), Transport.UDP)  # UDP: as before, no padding
+    assert isinstance(udp, Rejection) and udp.wire is not None
+    assert dns.edns.OptionType.PADDING not in {
+        o.otype for o in dns.message.from_wire(udp.wire).options}
+
+
+def test_a_badvers_answer_on_tls_is_padded(handler: QueryHandler) -> None:
+    query = dns.message.make_query("example.test", "A", use_edns=1, pad=128)
+    parsed = handler.parse(query.to_wire(), Transport.TLS)
+    assert isinstance(parsed, Rejection) and parsed.wire is not None
+    response = dns.message.from_wire(parsed.wire)
+    assert response.rcode() == dns.rcode.BADVERS and len(parsed.wire) % 468 == 0
