@@ -90,7 +90,7 @@ class ServiceCollector(Collector):
 COUNTER_KEYS = frozenset({
     "hits", "misses", "evictions", "stale_served", "forwarded", "coalesced", "invalid",
     "queries", "queries_sent", "responses", "errors", "timeouts", "retries",
-    "latency_sum", "latency_count", "connections_opened", "connections_reused",
+    "held", "latency_sum", "latency_count", "connections_opened", "connections_reused",
     "connections_closed_by_peer", "connection_errors", "handshakes", "handshakes_resumed",
     "pin_failures", "tls_auth_failures", "pin_mismatches_reported", "pin_matches_reported",
     "ignored_responses", "rejected_responses", "forged_responses", "truncated",

@@ -12,9 +12,19 @@ weighting as in RFC 6298 / BIND's SRTT; unmeasured upstreams first, so each is p
 network, TLS authentication or protocol error) is backed off: 1 s, doubling on each
 consecutive failure, capped at 60 s, reset by a success. Backed-off upstreams come
 after the healthy ones, earliest retry first, so they are used only as a last resort
-until their back-off expires. The log says when an upstream starts failing (one
-warning) and when it answers again (INFO), not every failed query: a dead upstream
-under load must not turn into a line per query.
+until their back-off expires.
+
+**Down upstreams.** After :data:`DOWN_AFTER` failed attempts in a row with no answer
+in between, an upstream is *down*: one query a second goes to it as the probe (it
+waits for its answer or its own timeout); every other query skips it, and a query with
+no other upstream left gets SERVFAIL at once instead of waiting for a timeout of its
+own. A blackholed lone upstream otherwise made every query wait the whole deadline,
+for as long as it stayed dead. The first answer ends it. Unbound also answers SERVFAIL
+at once for forwarders it has marked down (after minutes of waiting, and then for up
+to 15 min); Stubby for its backed-off upstreams; here the probe a second bounds the
+recovery to about a second. The log says when an upstream starts failing (one
+warning), when it is down (one warning) and when it answers again (INFO), not every
+failed query: a dead upstream under load must not turn into a line per query.
 
 **One deadline.** The request's deadline bounds everything; each attempt gets the
 upstream's own timeout (``timeout`` attribute, else 2 s), the last candidate gets what
@@ -63,6 +73,11 @@ log = logging.getLogger("dnstls.resolver.forward")
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
+#: Failed attempts in a row (no answer in between) after which an upstream is down.
+#: Three: one lost datagram or one reset connection must not make every query fail.
+DOWN_AFTER = 3
+#: While down, one query this often goes to the upstream as the probe.
+PROBE_INTERVAL = 1.0
 DEFAULT_ATTEMPT_TIMEOUT = 2.0
 SRTT_WEIGHT = 0.875
 _FORWARDED_FLAGS = dns.flags.RD | dns.flags.CD | dns.flags.AD
@@ -93,19 +108,44 @@ class UpstreamHealth:
     errors: Counter[str] = field(default_factory=Counter)
     latency_sum: float = 0.0
     latency_count: int = 0
+    probe_at: float = 0.0  # while down: when the next probe may go
+    held: int = 0  # queries that skipped it because it was down
+    error: Exception | None = None  # the last failed attempt's error
 
     def backed_off(self, now: float) -> bool:
         return self.failures > 0 and now < self.retry_at
 
+    def down(self) -> bool:
+        return self.failures >= DOWN_AFTER
+
+    def held_for(self, now: float) -> float | None:
+        """For a query about to try this upstream: None when it may (when the upstream
+        is down it goes as the probe, and the next probe is due a second later), else
+        the seconds until the next probe."""
+        if self.failures < DOWN_AFTER:
+            return None
+        wait = self.probe_at - now
+        if wait > 0:
+            self.held += 1
+            return wait
+        self.probe_at = now + PROBE_INTERVAL
+        return None
+
     def succeeded(self, rtt: float) -> None:
         self.failures = 0
         self.retry_at = 0.0
+        self.probe_at = 0.0
+        self.error = None
         self.srtt = rtt if self.srtt is None else SRTT_WEIGHT * self.srtt + (1 - SRTT_WEIGHT) * rtt
         self.latency_sum += rtt
         self.latency_count += 1
 
-    def failed(self, now: float, elapsed: float, *, initial: float, cap: float) -> float:
+    def failed(self, now: float, elapsed: float, error: Exception, *, initial: float,
+               cap: float) -> float:
         self.failures += 1
+        self.error = error
+        if self.failures >= DOWN_AFTER:  # (still) down: the next probe a second from now
+            self.probe_at = max(self.probe_at, now + PROBE_INTERVAL)
         delay = min(cap, initial * (1 << min(self.failures - 1, 30)))
         self.retry_at = now + delay
         sample = max(elapsed, self.srtt or 0.0)
@@ -263,6 +303,13 @@ class Forwarder:
         if start_exchange is None or start >= deadline:
             return False
         health = self.health[upstream.name]
+        if health.failures >= DOWN_AFTER:
+            wait = health.held_for(start)
+            if wait is not None:  # down, not this query's turn to probe: SERVFAIL at once
+                self.in_flight_wire += 1
+                asyncio.get_running_loop().call_soon(
+                    self._land_held, callback, self._held_failure(upstream, wait))
+                return True
         health.queries += 1
 
         # bound as defaults, not closed over: no cell per variable (as the handler's)
@@ -312,6 +359,14 @@ class Forwarder:
             raise
         return True
 
+    def _land_held(self, callback: Callable[[bytes | None, BaseException | None], None],
+                   failure: ResolveFailure) -> None:
+        """A held query's callback, from the loop, counted as :meth:`start_wire`'s are."""
+        self.in_flight_wire -= 1
+        if not self.in_flight_wire and self.when_idle is not None:
+            self.when_idle()
+        callback(None, failure)
+
     async def _run(self, attempt: Callable[[Upstream, float], Awaitable[T]],
                    rcode_of: Callable[[T], int], deadline: float) -> T:
         """Try the candidates in order within ``deadline``; see the module docstring."""
@@ -319,11 +374,17 @@ class Forwarder:
         failures: list[tuple[Upstream, Exception]] = []
         last_servfail: T | None = None
         refused: list[Upstream] = []
+        held: list[tuple[Upstream, float]] = []
         for index, upstream in enumerate(candidates):
             start = self.clock()
             if start >= deadline:
                 break
             health = self.health[upstream.name]
+            if health.failures >= DOWN_AFTER:
+                wait = health.held_for(start)
+                if wait is not None:  # down, and not this query's turn to probe it
+                    held.append((upstream, wait))
+                    continue
             health.queries += 1
             attempt_deadline = deadline
             if index < len(candidates) - 1:
@@ -352,6 +413,8 @@ class Forwarder:
             return answer
         if last_servfail is not None:
             return last_servfail
+        if held and not failures and not refused:
+            raise self._held_failure(*held[0])
         raise self._failure(failures, refused)
 
     def _failed(self, upstream: Upstream, exc: Exception, start: float) -> None:
@@ -359,13 +422,20 @@ class Forwarder:
         kind = _error_kind(exc)
         health = self.health[upstream.name]
         health.errors[kind] += 1
-        delay = health.failed(now, now - start, initial=self.backoff_initial,
+        delay = health.failed(now, now - start, exc, initial=self.backoff_initial,
                               cap=self.backoff_max)
         self._observe(upstream, kind, now - start)
         if health.failures == 1:  # a state change: logged; the failures after it are not
-            log.warning("upstream %s failing (%s: %s); backing off %.0f s, doubling up to "
-                        "%.0f s while it keeps failing", upstream.name, kind, exc, delay,
-                        self.backoff_max)
+            if len(self.upstreams) > 1:
+                log.warning("upstream %s failing (%s: %s); the others go first for %.0f s, "
+                            "doubling up to %.0f s while it keeps failing", upstream.name,
+                            kind, exc, delay, self.backoff_max)
+            else:
+                log.warning("upstream %s failing (%s: %s)", upstream.name, kind, exc)
+        elif health.failures == DOWN_AFTER:
+            log.warning("upstream %s down after %d failed attempts in a row (%s: %s); one "
+                        "query a second probes it, queries with no other upstream meanwhile "
+                        "get SERVFAIL at once", upstream.name, DOWN_AFTER, kind, exc)
         else:
             log.debug("upstream %s failed again (%d in a row; %s: %s)", upstream.name,
                       health.failures, kind, exc)
@@ -402,6 +472,16 @@ class Forwarder:
         return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
                         "deadline passed before an upstream could be asked")
 
+    def _held_failure(self, upstream: Upstream, wait: float) -> ResolveFailure:
+        """SERVFAIL for a query whose every upstream was down: the EDE that the last
+        failed attempt gave, saying it is held (the upstream's name once)."""
+        health = self.health[upstream.name]
+        error = health.error or QueryTimeout(f"no answer from {upstream.name}")
+        failure = self._failure([(upstream, error)], [])
+        ede = dns.edns.EDECode.NO_REACHABLE_AUTHORITY if failure.ede is None else failure.ede
+        return servfail(ede, f"{failure.text}; down after {health.failures} failed attempts "
+                             f"in a row, next try in {max(wait, 0.1):.1f} s")
+
     def statistics(self) -> dict[str, Any]:
         now = self.clock()
         out: dict[str, Any] = {"strategy": self.strategy.value, "upstreams": {}}
@@ -416,6 +496,8 @@ class Forwarder:
                 "srtt": health.srtt,
                 "failures": health.failures,
                 "backed_off": health.backed_off(now),
+                "down": health.down(),
+                "held": health.held,
                 "retry_in": max(0.0, health.retry_at - now) if health.failures else 0.0,
             }
             stats = getattr(upstream, "statistics", None)

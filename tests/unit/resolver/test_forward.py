@@ -238,15 +238,141 @@ async def test_log_says_when_an_upstream_starts_failing_and_recovers_not_per_que
     for _ in range(50):
         with pytest.raises(ResolveFailure):
             await fwd.resolve(request(clock))
+        with pytest.raises(ResolveFailure):  # held: down, and the probe was this second's
+            await fwd.resolve(request(clock))
+        clock.now += 1.0
     ups[0].default = "answer"
     await fwd.resolve(request(clock))
     await fwd.resolve(request(clock))
     loud = [(r.levelname, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
     assert loud == [
-        ("WARNING", "upstream tls://10.0.0.0:853 failing (network: refused); backing off 1 s,"
-                    " doubling up to 60 s while it keeps failing"),
-        ("INFO", "upstream tls://10.0.0.0:853 answering again (after 50 failed attempts)")]
+        ("WARNING", "upstream tls://10.0.0.0:853 failing (network: refused)"),
+        ("WARNING", "upstream tls://10.0.0.0:853 down after 3 failed attempts in a row "
+                    "(network: refused); one query a second probes it, queries with no other "
+                    "upstream meanwhile get SERVFAIL at once"),
+        ("INFO", "upstream tls://10.0.0.0:853 answering again (after 51 failed attempts)")]
     assert sum(r.levelno == logging.DEBUG for r in caplog.records) == 49
+
+
+async def test_with_several_upstreams_the_failing_warning_says_the_others_go_first(
+        caplog: pytest.LogCaptureFixture) -> None:
+    fwd, ups, clock = setup(2)
+    ups[0].actions.append(NetworkError("refused"))
+    await fwd.resolve(request(clock))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
+        "upstream tls://10.0.0.0:853 failing (network: refused); the others go first for "
+        "1 s, doubling up to 60 s while it keeps failing"]
+
+
+async def test_a_lone_upstream_down_fails_queries_at_once_and_is_probed_once_a_second(
+        ) -> None:
+    """A blackholed lone upstream: after three timeouts in a row, queries get SERVFAIL
+    (EDE 22) at once instead of waiting their whole deadline; one query a second still
+    goes to it as the probe, and the first answer ends it."""
+    fwd, ups, clock = setup(1)
+    up = ups[0]
+    up.default = QueryTimeout("no answer")
+    for _ in range(3):  # each waits its deadline (the fake moves the clock there)
+        with pytest.raises(ResolveFailure):
+            await fwd.resolve(request(clock))
+    assert len(up.seen) == 3
+    before = clock.now
+    for _ in range(20):
+        with pytest.raises(ResolveFailure) as info:
+            await fwd.resolve(request(clock))
+        assert info.value.ede == dns.edns.EDECode.NO_REACHABLE_AUTHORITY
+    assert clock.now == before and len(up.seen) == 3  # no wait, nothing sent
+    assert info.value.text == ("timed out: tls://10.0.0.0:853; down after 3 failed attempts "
+                               "in a row, next try in 1.0 s")
+    stats = fwd.statistics()["upstreams"][up.name]
+    assert stats["down"] and stats["held"] == 20 and stats["queries"] == 3
+    clock.now += 0.5
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.text.endswith("next try in 0.5 s")
+    clock.now += 0.5  # a second on: this query is the probe (it times out again)
+    with pytest.raises(ResolveFailure):
+        await fwd.resolve(request(clock))
+    assert len(up.seen) == 4
+    with pytest.raises(ResolveFailure):  # and the one right after it is held again
+        await fwd.resolve(request(clock))
+    assert len(up.seen) == 4
+    up.default = "answer"  # back: the next probe answers, and everything goes again
+    clock.now += 1.0
+    await fwd.resolve(request(clock))
+    await fwd.resolve(request(clock))
+    assert len(up.seen) == 6
+    assert not fwd.statistics()["upstreams"][up.name]["down"]
+
+
+async def test_one_lost_answer_or_two_do_not_make_an_upstream_down() -> None:
+    fwd, ups, clock = setup(1)
+    for _ in range(5):
+        ups[0].actions.extend([QueryTimeout("lost"), QueryTimeout("lost")])
+        for _ in range(2):
+            with pytest.raises(ResolveFailure):
+                await fwd.resolve(request(clock))
+        await fwd.resolve(request(clock))  # an answer in between resets the count
+    assert len(ups[0].seen) == 15 and not fwd.health[ups[0].name].held
+
+
+async def test_a_down_upstream_is_skipped_not_waited_for_and_all_down_fails_at_once(
+        ) -> None:
+    fwd, ups, clock = setup(2)
+    ups[0].default = NetworkError("refused")
+    for _ in range(3):
+        clock.now = fwd.health[ups[0].name].retry_at + 0.01  # its back-off over: first
+        await fwd.resolve(request(clock))  # ups[1] answers each
+    assert fwd.health[ups[0].name].down()
+    ups[1].default = NetworkError("reset")
+    with pytest.raises(ResolveFailure) as info:  # ups[1] fails, ups[0] is held: skipped
+        await fwd.resolve(request(clock))
+    assert [len(u.seen) for u in ups] == [3, 4]
+    assert info.value.text == "tls://10.0.0.1:853: reset"
+    for _ in range(2):
+        with pytest.raises(ResolveFailure):
+            await fwd.resolve(request(clock))
+    assert fwd.health[ups[1].name].down() and [len(u.seen) for u in ups] == [3, 6]
+    before = clock.now
+    with pytest.raises(ResolveFailure) as info:  # both down: SERVFAIL at once
+        await fwd.resolve(request(clock))
+    assert [len(u.seen) for u in ups] == [3, 6] and clock.now == before
+    assert info.value.ede == dns.edns.EDECode.NETWORK_ERROR
+    assert "down after 3 failed attempts in a row" in (info.value.text or "")
+
+
+async def test_a_probe_under_way_holds_the_queries_that_come_meanwhile() -> None:
+    """Concurrent queries: while the probe waits for its answer, the others are held (at
+    most one probe a second), and the probe's answer brings the upstream back."""
+    import asyncio
+
+    fwd, ups, clock = setup(1)
+    up = ups[0]
+    up.default = NetworkError("refused")
+    for _ in range(3):
+        with pytest.raises(ResolveFailure):
+            await fwd.resolve(request(clock))
+    clock.now += 1.0
+    release = asyncio.Event()
+
+    async def slow_answer(query: dns.message.Message, *, deadline: float,
+                          ) -> dns.message.Message:
+        up.seen.append((query, deadline))
+        await release.wait()
+        response = dns.message.make_response(query)
+        return response
+
+    up.exchange = slow_answer  # type: ignore[method-assign]
+    probe = asyncio.ensure_future(fwd.resolve(request(clock)))
+    await asyncio.sleep(0)
+    for _ in range(5):
+        with pytest.raises(ResolveFailure):
+            await fwd.resolve(request(clock))
+    assert len(up.seen) == 4
+    release.set()
+    await probe
+    await fwd.resolve(request(clock))
+    assert len(up.seen) == 5
 
 
 async def test_all_servfail_relays_the_servfail_and_refused_gives_ede_22() -> None:

@@ -373,3 +373,27 @@ async def test_start_wire_uncounts_a_query_whose_start_raised_a_bug() -> None:
         fwd.start_wire(question, flags=0x100, payload=0, do=False, deadline=1e9,
                        callback=lambda a, e: None)
     assert fwd.in_flight_wire == 0
+
+
+async def test_start_wire_fails_at_once_while_its_upstream_is_down() -> None:
+    """The task-free path holds a down upstream as _run does: after three failed
+    attempts in a row, the next queries get SERVFAIL (EDE of the last error) from the
+    loop without being sent, counted in in_flight_wire until their callback."""
+    question = wire_query()[0].key[:-1]
+    up = ScriptedUpstream()
+    fwd = Forwarder([up], clock=asyncio.get_running_loop().time)  # type: ignore[list-item]
+    up.actions.extend([QueryTimeout("slow")] * 3)
+    for _ in range(3):
+        assert (await outcome(started(fwd, question)))[:2] == (dns.rcode.SERVFAIL, 22)
+    assert up.sent == 3
+    seen: list[Any] = []
+    fwd.when_idle = lambda: seen.append("idle")
+    future = started(fwd, question)
+    assert fwd.in_flight_wire == 1 and not future.done()
+    rcode, ede, text = await outcome(future)
+    assert (rcode, ede, up.sent, fwd.in_flight_wire, seen) == (
+        dns.rcode.SERVFAIL, 22, 3, 0, ["idle"])
+    assert text.startswith("timed out: scripted; down after 3 failed attempts in a row")
+    fwd.health[up.name].probe_at = 0.0  # the second is over: the next query probes it
+    assert await started(fwd, question) == answer_to(question)
+    assert up.sent == 4 and not fwd.health[up.name].down()
