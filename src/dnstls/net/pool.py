@@ -272,6 +272,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
+        #: The error of a connect that ran out of ``connect_timeout`` (see _acquire).
+        self.connect_timed_out: Exception | None = None
         #: the socket's setsockopt while TCP_QUICKACK can be set on it
         self._setsockopt: Callable[[int, int, int], None] | None = None
         self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
@@ -313,6 +315,8 @@ class UpstreamConnection(asyncio.Protocol):
             raise
         except Exception as exc:  # translated below; the pool must not lose it
             error = tls_client.translate_error(exc, spec)
+            if isinstance(exc, TimeoutError):
+                self.connect_timed_out = error
             up.count_connect_error(error)
             up.connect_failed(error)
             self._shutdown(str(error))
@@ -762,7 +766,21 @@ class StreamUpstream:
         raise NetworkError(str(lost))
 
     async def _acquire(self, deadline: float) -> UpstreamConnection:
-        """Queue for a slot (when :meth:`_acquire_now` found none) until ``deadline``."""
+        """Queue for a slot (when :meth:`_acquire_now` found none) until ``deadline``.
+
+        A query handed a connection that was already connecting when it queued shares
+        that attempt's outcome, except a connect timeout: that ran on the clock of the
+        query that started it, not this one's, so (without connect back-off, where the
+        hold decides) this query queues once more, for a connect of its own within its
+        own deadline. Each query's failure is then about its own attempt."""
+        conn: UpstreamConnection | None = None
+        while conn is None:
+            conn = await self._acquire_once(deadline)
+        return conn
+
+    async def _acquire_once(self, deadline: float) -> UpstreamConnection | None:
+        """One turn of :meth:`_acquire`; None: queue again (a joined connect timed out)."""
+        opened = self.state.opened  # connections numbered below this predate the query
         waiter = _Waiter(self.loop)
         self.state.enqueue(waiter)
         self.reassign()
@@ -775,10 +793,15 @@ class StreamUpstream:
                 self.counters.timeouts += 1
                 raise QueryTimeout(f"no connection to {self.name} before the deadline",
                                    ) from None
-        except BaseException:
+        except BaseException as exc:
             self.state.discard(waiter)
-            if waiter.connection is not None:
-                self._release(waiter.connection)
+            joined = waiter.connection
+            if joined is not None:
+                self._release(joined)
+                if (joined.connect_timed_out is exc and joined.details.number < opened
+                        and not self.connect_backoff and not self._closing
+                        and self.clock() < deadline):
+                    return None
             raise
         return conn
 

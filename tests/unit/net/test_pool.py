@@ -10,6 +10,7 @@ import logging
 import socket
 import struct
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dns.message
@@ -294,6 +295,99 @@ async def test_connect_backoff_holds_nothing_back_while_a_connection_is_up() -> 
     assert len(script.made) == 3 and pool.hold.failures == 0
     script.hang.set()
     await first
+    await pool.aclose()
+
+
+def connect_first_times_out(
+        script: Script, release: asyncio.Event, *,
+        then: Callable[[UpstreamConnection], Awaitable[None]] | None = None,
+        ) -> Callable[[UpstreamConnection], Awaitable[None]]:
+    """A ``connect`` whose first attempt hangs until ``release`` and then times out (as
+    ``connect_timeout`` would end it); later attempts go to ``then`` (default: as
+    ``script`` says)."""
+
+    async def connect(conn: UpstreamConnection) -> None:
+        if not script.made:
+            script.made.append(conn)
+            await release.wait()
+            raise TimeoutError
+        await (then or script.connect)(conn)
+
+    return connect
+
+
+async def test_a_query_that_joined_a_connect_that_timed_out_connects_on_its_own() -> None:
+    """A connect attempt that times out fails the query that started it; a query that
+    only joined it while it was under way does not fail at once with that attempt's
+    "timed out" (another query's clock): it gets a connect of its own, within its own
+    deadline. (dnstls.Client: a query right after one that timed out failed at once.)"""
+    now = [0.0]
+    pool, script = make(now, max_connections=1)
+    release = asyncio.Event()
+    pool.connect = connect_first_times_out(script, release)
+    first = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    late = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))  # joins connection 0
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(script.made) == 1 and script.made[0].state.reserved == 2
+    release.set()
+    with pytest.raises(NetworkError, match="timed out"):
+        await first  # its own attempt: not retried
+    assert isinstance(await late, dns.message.Message)
+    assert len(script.made) == 2 and script.transports[0].queries == 1
+    await pool.aclose()
+
+
+async def test_a_query_that_joined_a_timed_out_connect_still_keeps_its_deadline() -> None:
+    """The connect of its own is bounded by the query's own deadline: QueryTimeout when
+    it passes while that connect is still under way."""
+    now = [0.0]
+    pool, script = make(now, max_connections=1)
+    release, stuck = asyncio.Event(), asyncio.Event()
+
+    async def hang(conn: UpstreamConnection) -> None:
+        script.made.append(conn)
+        await stuck.wait()  # never set
+
+    pool.connect = connect_first_times_out(script, release, then=hang)
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    await asyncio.sleep(0)
+    late = asyncio.create_task(pool.exchange(QUERY, deadline=loop.time() + 0.05))
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(NetworkError, match="timed out"):
+        await first
+    with pytest.raises(QueryTimeout, match="no connection"):
+        await late  # waited on connection 1 until its own deadline, not beyond
+    assert len(script.made) == 2
+    await pool.aclose()
+
+
+async def test_a_query_that_joined_a_refused_connect_shares_its_error() -> None:
+    """Only a timeout is the attempt's own: a refusal (or a failed authentication) is
+    as true for every query that joined the attempt, which all fail with it at once
+    (one connect per burst toward a refusing server, as before); with connect back-off
+    (the services) the hold decides, so a joined timeout is not retried there either."""
+    now = [0.0]
+    pool, script = make(now, max_connections=1, max_queries_per_connection=100)
+    script.connect_outcomes.append(NetworkError("refused"))
+    assert await _outcomes(pool, 5) == ["NetworkError: refused"] * 5
+    assert len(script.made) == 1
+    await pool.aclose()
+
+    pool, script = make(now, backoff=True, max_connections=1)
+    release = asyncio.Event()
+    pool.connect = connect_first_times_out(script, release)
+    tasks = [asyncio.create_task(pool.exchange(QUERY, deadline=FAR)) for _ in range(2)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r) for r in results] == [NetworkError, NetworkError]
+    assert len(script.made) == 1
     await pool.aclose()
 
 
