@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -875,8 +876,7 @@ class StreamUpstream:
             return  # the probe
         self.counters.connect_backoff_failures += 1
         error = self.hold.error
-        text = (f"{error} (not retried for {wait:.1f} s)" if wait > 0
-                else f"{error} (retrying)")
+        text = f"{error} ({held_text(wait)})"
         if isinstance(error, PinMismatch):  # the client's EDE names it as such
             raise PinMismatch(error.expected, error.seen)
         if isinstance(error, TLSAuthenticationError):
@@ -973,6 +973,17 @@ class StreamUpstream:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def held_text(wait: float) -> str:
+    """What a held query is told about the hold left (``wait`` seconds, 0: a probe is
+    under way), kept true at every value: tenths rounded down, never "0.0 s"."""
+    if wait <= 0:
+        return "retrying"
+    tenths = math.floor(round(wait * 10, 6))  # round(): 2.0 - 1.9 is 0.1, not 0.09999
+    if tenths < 1:
+        return "retried within 0.1 s"
+    return f"not retried for {tenths / 10:.1f} s"
 
 
 def make_upstream(spec: UpstreamSpec, *, clock: Clock | None = None,

@@ -249,6 +249,27 @@ async def test_connect_backoff_keeps_the_kind_of_error_and_holds_one_second() ->
     await pool.aclose()
 
 
+@pytest.mark.parametrize(("since_failure", "text"), [
+    (0.0, "not retried for 1.0 s"), (0.36, "not retried for 0.6 s"),
+    (0.9, "not retried for 0.1 s"), (0.96, "retried within 0.1 s"),
+    (1.0 - 1e-9, "retried within 0.1 s"), (1.0, None)])
+async def test_connect_backoff_text_names_a_wait_it_keeps(since_failure: float,
+                                                         text: str | None) -> None:
+    """The hold left, in tenths of a second rounded down (so the text stays true), or
+    "within 0.1 s" below that: never "not retried for 0.0 s" while it is still held
+    (a query 40 ms before the probe read that); None: this query is the probe."""
+    now = [0.0]
+    pool, script = make(now, backoff=True)
+    script.connect_outcomes.extend([NetworkError("refused")] * 2)
+    with pytest.raises(NetworkError):
+        await pool.exchange(QUERY, deadline=FAR)
+    now[0] = since_failure
+    with pytest.raises(NetworkError) as info:
+        await pool.exchange(QUERY, deadline=FAR)
+    assert str(info.value) == ("refused" if text is None else f"refused ({text})")
+    await pool.aclose()
+
+
 async def test_connect_backoff_a_hanging_probe_does_not_hold_other_queries() -> None:
     """Blackholed (the connect never completes): while the probe waits for
     connect_timeout, the other queries fail at once instead of waiting with it."""
