@@ -353,8 +353,9 @@ class Service:
             stats["tls_session_cache"] = self.tls.session_cache_statistics()
         return stats
 
-    def banner(self) -> list[str]:
-        """What an operator needs to query the service: addresses, pin, a kdig line."""
+    def banner(self, *, metrics: bool = True) -> list[str]:
+        """What an operator needs to query the service: addresses, pin, a kdig line
+        (``metrics=False``: without the metrics URL, which ``--workers`` lists apart)."""
         from dnstls import __version__  # not at import: dnstls/__init__ may be importing us
 
         lines = [f"dnstls {__version__}, {core_status()}"]  # which build runs: see compiled.py
@@ -362,14 +363,18 @@ class Service:
             lines.append(f"DNS over TLS on {format_hostport(host, port)}")
         for host, port in self.endpoints.plain:
             lines.append(f"plain DNS (UDP+TCP) on {format_hostport(host, port)}")
-        if self.endpoints.metrics:
-            lines.append(f"metrics on http://{format_hostport(*self.endpoints.metrics)}/metrics")
+        if self.endpoints.metrics and metrics:
+            lines.append(f"metrics on {metrics_url(self.endpoints.metrics)}")
         if self.pin and self.endpoints.tls:
             host, port = self.endpoints.tls[0]
             lines.append(f"certificate SPKI pin (sha256): {self.pin}")
             port_opt = "" if port == DEFAULT_DOT_PORT else f" -p {port}"
             lines.append(f"try: kdig @{host}{port_opt} +tls-pin={self.pin} example.com")
         return lines
+
+
+def metrics_url(endpoint: tuple[str, int]) -> str:
+    return f"http://{format_hostport(*endpoint)}/metrics"
 
 
 async def _raise(exc: BaseException) -> None:
