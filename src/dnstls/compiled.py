@@ -94,6 +94,14 @@ def stale_modules() -> list[str]:
     return stale
 
 
+def version_line() -> str:
+    """``dnstls VERSION, BUILD``: ``dnstls --version`` and the first line of every
+    start-up banner (serve, stub, each worker's)."""
+    from dnstls import __version__  # not at import: dnstls/__init__ may be importing us
+
+    return f"dnstls {__version__}, {core_status()}"
+
+
 def core_status() -> str:
     """One phrase for ``--version`` and the start-up log: which build is in use."""
     done = compiled_modules()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dnstls import certs
-from dnstls.compiled import core_status
+from dnstls.compiled import version_line
 from dnstls.config import (
     DEFAULT_DNS_PORT,
     DEFAULT_DOT_PORT,
@@ -36,6 +36,7 @@ from dnstls.config import (
     ServerConfig,
     default_state_dir,
     format_hostport,
+    metrics_url,
     parse_hostport,
 )
 from dnstls.errors import ConfigError
@@ -356,9 +357,7 @@ class Service:
     def banner(self, *, metrics: bool = True) -> list[str]:
         """What an operator needs to query the service: addresses, pin, a kdig line
         (``metrics=False``: without the metrics URL, which ``--workers`` lists apart)."""
-        from dnstls import __version__  # not at import: dnstls/__init__ may be importing us
-
-        lines = [f"dnstls {__version__}, {core_status()}"]  # which build runs: see compiled.py
+        lines = [version_line()]  # which build runs: see compiled.py
         for host, port in self.endpoints.tls:
             lines.append(f"DNS over TLS on {format_hostport(host, port)}")
         for host, port in self.endpoints.plain:
@@ -371,10 +370,6 @@ class Service:
             port_opt = "" if port == DEFAULT_DOT_PORT else f" -p {port}"
             lines.append(f"try: kdig @{host}{port_opt} +tls-pin={self.pin} example.com")
         return lines
-
-
-def metrics_url(endpoint: tuple[str, int]) -> str:
-    return f"http://{format_hostport(*endpoint)}/metrics"
 
 
 async def _raise(exc: BaseException) -> None:

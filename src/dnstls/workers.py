@@ -59,6 +59,7 @@ from dnstls.config import (
     DEFAULT_DOT_PORT,
     Config,
     format_hostport,
+    metrics_url,
     parse_hostport,
 )
 from dnstls.errors import ConfigError
@@ -168,7 +169,7 @@ def _worker_main(config: Config, specs: Any, index: int, ready_fd: int,
 
 async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int,
                         ticket_key: bytes | None) -> int:
-    from dnstls.service import Service, metrics_url
+    from dnstls.service import Service
     from dnstls.wiring import forwarding_factory
 
     service = Service(config, upstream_factory=forwarding_factory(config, specs),

@@ -36,6 +36,26 @@ def test_the_status_names_the_build_in_use(capsys: pytest.CaptureFixture[str]) -
         assert done == [], status
 
 
+def test_one_version_line_for_version_and_every_banner(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``dnstls --version``, the service's and the stub's banners (each worker's too)
+    say the version and the build with one helper, not three copies of it."""
+    from dnstls.config import Config
+    from dnstls.service import Endpoints, Service
+    from dnstls.stub import banner
+    from dnstls.stub_config import stub_config_from_data
+
+    line = compiled.version_line()
+    assert line == f"dnstls {dnstls.__version__}, {compiled.core_status()}"
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert " ".join(capsys.readouterr().out.split()) == line  # argparse wraps long lines
+    assert Service(Config()).banner()[0] == line
+    stub = stub_config_from_data({"upstream_recursive_servers": [
+        {"address_data": "127.0.0.1", "tls_auth_name": "dns.example"}]})
+    assert banner(stub, Endpoints(plain=[("127.0.0.1", 53)]))[0] == line
+
+
 def test_no_compiled_module_is_older_than_its_source() -> None:
     """An edited source shadowed by its old extension module: run scripts/setup."""
     assert compiled.stale_modules() == []
