@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import ipaddress
 import logging
 import re
@@ -76,9 +77,22 @@ ALIASES = {"timeout": "time", "tls-host": "tls-hostname", "cdflag": "cd", "recur
            "rdflag": "rec"}
 #: +tls and the options that imply it.
 TLS_OPTIONS = ("tls", "tls-ca", "tls-hostname", "tls-sni", "tls-pin")
+#: What ``+noOPTION`` sets, as kdig's ``opt_no*`` functions do, where it is more than
+#: ``OPTION = False``.
+NO_OPTIONS: dict[str, dict[str, Any]] = {
+    # every TLS setting goes; the TCP that +tls chose stays
+    "tls": {"tls": False, "tls_ca": False, "ca_file": None, "pins": [], "hostname": None,
+            "sni": None},
+    "tls-ca": {"tls_ca": False, "ca_file": None},
+    "tls-pin": {"pins": []},
+    "tls-hostname": {"hostname": None},
+    "tls-sni": {"sni": None},
+    "padding": {"padding": False, "padding_length": None},
+    "time": {"time": None},  # "notimeout is interpreted as infinity"
+    "retry": {"retry": 0},
+}
 #: Options with a +no form (kdig's ``+[no]OPTION``), by our key.
-NEGATABLE = (*TLS_OPTIONS, "tcp", "padding", "keepalive", "dnssec", "json", "short", "cd",
-             "rec", "time", "retry")
+NEGATABLE = (*NO_OPTIONS, "tcp", "keepalive", "dnssec", "json", "short", "cd", "rec")
 
 
 EXIT_ANSWERED = 0
@@ -362,30 +376,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
 
 def _no_option(opts: QueryOptions, key: str) -> None:
     """``+noOPTION`` with kdig's meaning (its ``opt_no*`` functions)."""
-    if key == "tls":  # every TLS setting goes; the TCP that +tls chose stays
-        opts.tls = opts.tls_ca = False
-        opts.ca_file = opts.hostname = opts.sni = None
-        opts.pins.clear()
-    elif key == "tcp":
-        opts.tcp = False
-    elif key == "tls-ca":
-        opts.tls_ca = False
-        opts.ca_file = None
-    elif key == "tls-pin":
-        opts.pins.clear()
-    elif key == "tls-hostname":
-        opts.hostname = None
-    elif key == "tls-sni":
-        opts.sni = None
-    elif key == "padding":
-        opts.padding = False
-        opts.padding_length = None
-    elif key == "time":
-        opts.time = None  # kdig: "notimeout is interpreted as infinity"
-    elif key == "retry":
-        opts.retry = 0
-    else:
-        setattr(opts, key, False)
+    for name, value in NO_OPTIONS.get(key, {key: False}).items():
+        setattr(opts, name, copy.copy(value))  # a fresh list for pins
 
 
 def _integer(token: str, value: str, lo: int, hi: int) -> int:
