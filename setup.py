@@ -9,7 +9,6 @@ with a warning instead of failing the install. ``dnstls --version`` says which i
 
 from __future__ import annotations
 
-import hashlib
 import os
 import runpy
 import sys
@@ -25,7 +24,12 @@ def _warn(message: str) -> None:
     print(f"dnstls setup: {message}", file=sys.stderr)
 
 
+#: The text of compiled.sha256 for the sources mypyc compiles, taken before it reads them.
+_record: str | None = None
+
+
 def _extensions() -> list[object]:
+    global _record
     if os.environ.get("DNSTLS_PURE_PYTHON"):
         _warn("DNSTLS_PURE_PYTHON is set: installing pure Python")
         return []
@@ -34,10 +38,14 @@ def _extensions() -> list[object]:
     except ImportError:
         _warn("mypyc (mypy) is not available: installing pure Python")
         return []
-    modules = runpy.run_path(str(HERE / "src" / "dnstls" / "compiled.py"))["COMPILED_MODULES"]
+    compiled = runpy.run_path(str(HERE / "src" / "dnstls" / "compiled.py"))
+    # Before mypyc reads the sources: a source edited while the build runs then reads as
+    # stale against the extension built from its older bytes. (Taken after the build,
+    # the record vouched for the new source beside the old extension.)
+    _record = compiled["source_record"](HERE / "src")
     try:  # run from the project directory: mypy reads [tool.mypy] from pyproject.toml
-        return list(mypycify([f"src/{path}" for path in modules], opt_level="3",
-                             debug_level="1", target_dir="build/mypyc"))
+        return list(mypycify([f"src/{path}" for path in compiled["COMPILED_MODULES"]],
+                             opt_level="3", debug_level="1", target_dir="build/mypyc"))
     except BaseException as exc:  # mypyc reports type errors with SystemExit
         _warn(f"mypyc failed ({exc!r}): installing pure Python")
         return []
@@ -50,11 +58,8 @@ def _record_sources() -> None:
     suite compares these digests with the sources to catch a stale build (edit, then
     test without running scripts/setup). See tests/unit/test_compiled.py.
     """
-    src = HERE / "src"
-    modules = runpy.run_path(str(src / "dnstls" / "compiled.py"))["COMPILED_MODULES"]
-    lines = [f"{hashlib.sha256((src / path).read_bytes()).hexdigest()}  {path}\n"
-             for path in modules]
-    (src / "dnstls" / "compiled.sha256").write_text("".join(lines))
+    if _record is not None:
+        (HERE / "src" / "dnstls" / "compiled.sha256").write_text(_record)
 
 
 class OptionalBuildExt(build_ext):

@@ -68,6 +68,17 @@ def compiled_modules() -> list[str]:
     return [name for name in module_names() if is_compiled(name)]
 
 
+def source_record(src: Path) -> str:
+    """The text of ``compiled.sha256`` for the sources under ``src`` as they are now:
+    setup.py takes it just before mypyc reads them, so the record describes the bytes
+    that were compiled even if a source is edited while the build runs."""
+    return "".join(f"{_digest(src / path)}  {path}\n" for path in COMPILED_MODULES)
+
+
+def _digest(source: Path) -> str:
+    return hashlib.sha256(source.read_bytes()).hexdigest() if source.exists() else ""
+
+
 def stale_modules() -> list[str]:
     """Compiled modules whose source changed since they were built in place.
 
@@ -87,11 +98,17 @@ def stale_modules() -> list[str]:
     for path, name in zip(COMPILED_MODULES, module_names(), strict=True):
         if not is_compiled(name):
             continue
-        source = src / path
-        digest = hashlib.sha256(source.read_bytes()).hexdigest() if source.exists() else ""
-        if built.get(path) != digest:
+        if built.get(path) != _digest(src / path):
             stale.append(name)
     return stale
+
+
+def version_line() -> str:
+    """``dnstls VERSION, BUILD``: ``dnstls --version`` and the first line of every
+    start-up banner (serve, stub, each worker's)."""
+    from dnstls import __version__  # not at import: dnstls/__init__ may be importing us
+
+    return f"dnstls {__version__}, {core_status()}"
 
 
 def core_status() -> str:

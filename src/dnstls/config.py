@@ -73,6 +73,11 @@ def format_hostport(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+def metrics_url(endpoint: tuple[str, int]) -> str:
+    """The Prometheus URL of a metrics listener bound to ``endpoint``."""
+    return f"http://{format_hostport(*endpoint)}/metrics"
+
+
 def default_state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/dnstls")

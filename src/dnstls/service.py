@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dnstls import certs
-from dnstls.compiled import core_status
+from dnstls.compiled import version_line
 from dnstls.config import (
     DEFAULT_DNS_PORT,
     DEFAULT_DOT_PORT,
@@ -36,6 +36,7 @@ from dnstls.config import (
     ServerConfig,
     default_state_dir,
     format_hostport,
+    metrics_url,
     parse_hostport,
 )
 from dnstls.errors import ConfigError
@@ -353,17 +354,16 @@ class Service:
             stats["tls_session_cache"] = self.tls.session_cache_statistics()
         return stats
 
-    def banner(self) -> list[str]:
-        """What an operator needs to query the service: addresses, pin, a kdig line."""
-        from dnstls import __version__  # not at import: dnstls/__init__ may be importing us
-
-        lines = [f"dnstls {__version__}, {core_status()}"]  # which build runs: see compiled.py
+    def banner(self, *, metrics: bool = True) -> list[str]:
+        """What an operator needs to query the service: addresses, pin, a kdig line
+        (``metrics=False``: without the metrics URL, which ``--workers`` lists apart)."""
+        lines = [version_line()]  # which build runs: see compiled.py
         for host, port in self.endpoints.tls:
             lines.append(f"DNS over TLS on {format_hostport(host, port)}")
         for host, port in self.endpoints.plain:
             lines.append(f"plain DNS (UDP+TCP) on {format_hostport(host, port)}")
-        if self.endpoints.metrics:
-            lines.append(f"metrics on http://{format_hostport(*self.endpoints.metrics)}/metrics")
+        if self.endpoints.metrics and metrics:
+            lines.append(f"metrics on {metrics_url(self.endpoints.metrics)}")
         if self.pin and self.endpoints.tls:
             host, port = self.endpoints.tls[0]
             lines.append(f"certificate SPKI pin (sha256): {self.pin}")

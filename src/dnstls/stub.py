@@ -36,7 +36,8 @@ from typing import Any
 
 import dns.message
 
-from dnstls.config import format_hostport
+from dnstls.compiled import version_line
+from dnstls.config import format_hostport, metrics_url
 from dnstls.errors import ConfigError
 from dnstls.net.pool import StreamUpstream
 from dnstls.resolver.base import Request, Resolver
@@ -333,14 +334,11 @@ def stub_field_error(exc: ConfigError) -> ConfigError:
 def banner(config: StubConfig, endpoints: Any) -> list[str]:
     """The start-up lines: which build runs, where the stub listens, each upstream
     with how it is authenticated (name, pins), and a command line that queries it."""
-    from dnstls import __version__
-    from dnstls.compiled import core_status
-
-    lines = [f"dnstls {__version__}, {core_status()}"]
+    lines = [version_line()]
     for host, port in endpoints.plain:
         lines.append(f"DNS stub (UDP+TCP) on {format_hostport(host, port)}")
     if endpoints.metrics:
-        lines.append(f"metrics on http://{format_hostport(*endpoints.metrics)}/metrics")
+        lines.append(f"metrics on {metrics_url(endpoints.metrics)}")
     for upstream in config.upstreams:
         spec = upstream.spec
         pins = ", ".join(spec.tls_pubkey_pinset)

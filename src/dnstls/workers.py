@@ -32,7 +32,12 @@ parent waits for signals:
   that doubles from 0.1 s to 5 s while workers keep dying within 10 s of their start.
 
 Metrics are **per worker**: with ``server.metrics = ADDR:P`` worker *i* serves
-``/metrics`` on port ``P + i`` (Prometheus can scrape them as N targets and sum).
+``/metrics`` on port ``P + i`` (with ``P = 0``, each on a free port of its own), and each
+endpoint counts only that worker's connections, queries and cache (nothing is shared):
+Prometheus scrapes them as N targets and sums. Each worker sends its metrics address
+with its "ready" over the pipe; the supervisor's start-up line lists every worker's
+URL (worker 0's banner leaves the metrics line out: it would name one endpoint of N),
+and each worker's "ready" line names its own (a restarted worker's too).
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from dnstls.config import (
     DEFAULT_DOT_PORT,
     Config,
     format_hostport,
+    metrics_url,
     parse_hostport,
 )
 from dnstls.errors import ConfigError
@@ -67,11 +73,15 @@ RESTART_MIN, RESTART_MAX = 0.1, 5.0
 QUICK_DEATH = 10.0
 
 
+READY = b"\1"  # a worker's ready message: READY, then the URL of its metrics if any
+
+
 @dataclass
 class _Worker:
     index: int
     pid: int
     started: float
+    metrics: str | None = None  # the URL of its /metrics, from its ready message
 
 
 # --------------------------------------------------------------------------- ports
@@ -167,11 +177,14 @@ async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int,
     service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
     if index == 0:
-        for line in service.banner():
+        for line in service.banner(metrics=False):  # the supervisor lists every worker's
             log.info("%s", line)
-    log.info("worker %d (pid %d) ready", index, os.getpid())
+    metrics = service.endpoints.metrics
+    url = metrics_url(metrics) if metrics else ""
+    log.info("worker %d (pid %d) ready%s", index, os.getpid(),
+             f", its metrics on {url}" if url else "")
     with contextlib.suppress(OSError):
-        os.write(ready_fd, b"\1")
+        os.write(ready_fd, READY + url.encode())
         os.close(ready_fd)
     await service.run_until_stopped()
     return 0
@@ -242,11 +255,20 @@ class Supervisor:
             self._held = []
             log.info("%d workers running (pids %s)", self.count,
                      " ".join(str(p) for p in sorted(self.workers)))
+            if self.config.server.metrics:
+                log.info("%s", self.metrics_line())
             return self._supervise()
         finally:
             for sock in self._held:
                 sock.close()
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
+
+    def metrics_line(self) -> str:
+        """Where the metrics are: one endpoint per worker, each with its own counters."""
+        by_index = sorted((w.index, w.metrics or "?") for w in self.workers.values())
+        return (f"metrics per worker, each counting only its own connections and queries "
+                f"(scrape all {len(by_index)} and add them up): "
+                + ", ".join(f"worker {i}: {url}" for i, url in by_index))
 
     def _start_all(self) -> bool:
         pending = dict(self._fork(i, self.config) for i in range(self.count))
@@ -268,7 +290,10 @@ class Supervisor:
                     return False
                 readable, _, _ = select.select([fd], [], [], min(left, 0.5))
                 if readable:
-                    if os.read(fd, 1) == b"\1":
+                    message = os.read(fd, 512)  # one write, under PIPE_BUF: all of it
+                    if message.startswith(READY):
+                        if len(message) > len(READY) and pid in self.workers:
+                            self.workers[pid].metrics = message[len(READY):].decode()
                         return True
                     log.error("worker (pid %d) exited during start-up", pid)
                     return False

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import socket
 import ssl
 import struct
@@ -41,6 +42,10 @@ import dns.rrset
 
 from dnstls.proto import edns
 from dnstls.upstreams import UpstreamSpec
+
+#: Port pairs a UDP+TCP fake tries before it gives up (each collision is rare: the TCP
+#: side of a free UDP port is taken by another program).
+PORT_PAIR_ATTEMPTS = 20
 
 
 class Behavior(enum.Enum):
@@ -115,16 +120,10 @@ class FakeUpstream:
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> FakeUpstream:
-        loop = asyncio.get_running_loop()
         if self.transport == "udp":
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpServer(self), local_addr=(self.address, 0))
-            self._udp = transport  # type: ignore[assignment]
-            self.port = transport.get_extra_info("sockname")[1]
+            await self._start_udp()
             self._forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self._forger.bind((self.address, 0))
-            if self.also_tcp:
-                self._server = await asyncio.start_server(self._serve, self.address, self.port)
         else:
             ctx = self.ssl_context if self.transport == "tls" else None
             # port 0 unless given (a test bringing an upstream up on a port it
@@ -133,6 +132,30 @@ class FakeUpstream:
                                                       ssl=ctx)
             self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    async def _start_udp(self) -> None:
+        """UDP on a free port (or ``port``) and, with ``also_tcp``, TCP on the same
+        number. The OS picks the UDP port without looking at TCP, so another program
+        may hold its TCP side: then take a new pair, up to :data:`PORT_PAIR_ATTEMPTS`
+        times (not for a port the test chose)."""
+        loop = asyncio.get_running_loop()
+        for attempt in range(1, PORT_PAIR_ATTEMPTS + 1):
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpServer(self), local_addr=(self.address, self.port))
+            port = transport.get_extra_info("sockname")[1]
+            if not self.also_tcp:
+                break
+            try:
+                self._server = await asyncio.start_server(self._serve, self.address, port)
+            except OSError as exc:
+                transport.close()
+                if self.port or exc.errno != errno.EADDRINUSE \
+                        or attempt == PORT_PAIR_ATTEMPTS:
+                    raise
+                continue
+            break
+        self._udp = transport  # type: ignore[assignment]
+        self.port = port
 
     async def aclose(self) -> None:
         if self._server is not None:

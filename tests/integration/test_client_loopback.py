@@ -210,6 +210,36 @@ async def test_timeout_is_query_timeout(pki: TestPKI) -> None:
     assert len(fake.received) == 2
 
 
+async def test_a_query_after_a_connect_timed_out_waits_for_its_own_connect() -> None:
+    """A server that accepts TCP and never answers the TLS handshake: each query gets
+    a connect of its own and its own timeout. (Before, the query sent right after one
+    that timed out joined that one's connect, still under way, and failed at once with
+    "connecting ... timed out".)"""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # until the client goes away
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    try:
+        async with Client(f"tls://127.0.0.1:{port}", opportunistic=True,
+                          timeout=0.3) as client:
+            for _ in range(3):
+                started = loop.time()
+                with pytest.raises(QueryTimeout):
+                    await client.query("example.com")
+                assert 0.25 < loop.time() - started < 2
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert len(accepted) == 3
+
+
 async def test_refused_connection_is_network_error(pki: TestPKI) -> None:
     fake = await FakeUpstream("tcp").start()
     uri = fake.uri()

@@ -862,10 +862,9 @@ def test_banner_names_the_build_the_pins_and_how_to_query() -> None:
         {"address_data": "127.0.0.3", "tls_auth_name": NAME,
          "tls_pubkey_pinset_mode": "report", "tls_pubkey_pinset": [pin]}]})
     lines = banner(cfg, Endpoints(plain=[("127.0.0.1", 53), ("::1", 53)]))
-    from dnstls import __version__
-    from dnstls.compiled import core_status
+    from dnstls.compiled import version_line
 
-    assert lines[0] == f"dnstls {__version__}, {core_status()}"
+    assert lines[0] == version_line()
     assert lines[1:] == [
         "DNS stub (UDP+TCP) on 127.0.0.1:53",
         "DNS stub (UDP+TCP) on [::1]:53",

@@ -5,6 +5,7 @@ and a TLS session made by one worker resumes on the other."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import ssl
@@ -12,6 +13,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dns.message
@@ -143,3 +145,43 @@ def test_a_worker_that_cannot_bind_fails_the_start(tmp_path: Path) -> None:
             capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "server.listen[0]" in proc.stderr
+
+
+def _queries_counted(url: str) -> float:
+    """The sum of ``dnstls_queries_total`` over its labels at ``url``."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("dnstls_queries_total{"))
+
+
+def test_the_start_up_log_names_every_workers_metrics(tmp_path: Path) -> None:
+    """Each worker serves its own /metrics (port 0: a free port each). The start-up log
+    used to name worker 0's alone, as if it were the service's; now the supervisor
+    lists every worker's URL, each ready line names its own, and the endpoints add up
+    to what the service answered."""
+    plain = free_port()
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dnstls", "serve", "--workers", "2",
+             "--listen", "127.0.0.1:0", "--plain", f"127.0.0.1:{plain}",
+             "--metrics", "127.0.0.1:0", "--state-dir", str(tmp_path), "--no-upstream"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert _wait(lambda: "metrics per worker" in log.read_text()), log.read_text()
+        text = log.read_text()
+        assert "workers: metrics on" not in text  # worker 0's banner named its own alone
+        line = next(x for x in text.splitlines() if "metrics per worker" in x)
+        urls = re.findall(r"worker (\d): (http://127\.0\.0\.1:\d+/metrics)", line)
+        assert [i for i, _ in urls] == ["0", "1"] and len({u for _, u in urls}) == 2
+        for index, url in urls:
+            assert re.search(rf"worker {index} \(pid \d+\) ready, its metrics on {url}$",
+                             text, re.MULTILINE), text
+        for _ in range(20):  # new TCP connections: the kernel spreads them
+            assert _answers(plain)
+        counted = [_queries_counted(url) for _, url in urls]
+        assert sum(counted) == 40, counted  # 20 over TCP, 20 over UDP
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

@@ -13,8 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from dnstls import __version__
-from dnstls.compiled import core_status
+from dnstls.compiled import version_line
 from dnstls.errors import DnsTlsError
 
 SUBCOMMANDS = ("serve", "stub", "query", "pin")
@@ -24,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dnstls", description="DNS over TLS (RFC 7858): resolver, stub, query and pin tools")
     parser.add_argument("--version", action="version",
-                        version=f"dnstls {__version__}, {core_status()}")
+                        version=version_line())
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import ipaddress
 import logging
 import re
@@ -68,9 +69,30 @@ from dnstls.proto.pins import parse_pin
 
 RESOLV_CONF = Path("/etc/resolv.conf")
 DEFAULT_TIME = 5.0  # kdig's +timeout: seconds per attempt
+NO_TIME_LIMIT = 86400.0 * 366  # the Client's timeout for +notimeout / +timeout=0
 DEFAULT_RETRY = 2  # kdig's +retry: UDP only
-BOOLEAN_OPTIONS = ("tls", "tcp", "dnssec", "json", "short", "keepalive", "padding", "cd",
-                   "rec")
+#: Other names kdig gives the options we support (its full names, and the short ones
+#: kdig users type, which kdig takes as abbreviations) -> our key.
+ALIASES = {"timeout": "time", "tls-host": "tls-hostname", "cdflag": "cd", "recurse": "rec",
+           "rdflag": "rec"}
+#: +tls and the options that imply it.
+TLS_OPTIONS = ("tls", "tls-ca", "tls-hostname", "tls-sni", "tls-pin")
+#: What ``+noOPTION`` sets, as kdig's ``opt_no*`` functions do, where it is more than
+#: ``OPTION = False``.
+NO_OPTIONS: dict[str, dict[str, Any]] = {
+    # every TLS setting goes; the TCP that +tls chose stays
+    "tls": {"tls": False, "tls_ca": False, "ca_file": None, "pins": [], "hostname": None,
+            "sni": None},
+    "tls-ca": {"tls_ca": False, "ca_file": None},
+    "tls-pin": {"pins": []},
+    "tls-hostname": {"hostname": None},
+    "tls-sni": {"sni": None},
+    "padding": {"padding": False, "padding_length": None},
+    "time": {"time": None},  # "notimeout is interpreted as infinity"
+    "retry": {"retry": 0},
+}
+#: Options with a +no form (kdig's ``+[no]OPTION``), by our key.
+NEGATABLE = (*NO_OPTIONS, "tcp", "keepalive", "dnssec", "json", "short", "cd", "rec")
 
 
 EXIT_ANSWERED = 0
@@ -113,7 +135,8 @@ class QueryOptions:
     rec: bool = True
     json: bool = False
     short: bool = False
-    time: float = DEFAULT_TIME
+    #: seconds per attempt; None: no limit (kdig's +notimeout and +timeout=0)
+    time: float | None = DEFAULT_TIME
     retry: int = DEFAULT_RETRY
     debug: bool = False
     #: type and class words given before any name (they win over -t and -c)
@@ -127,7 +150,13 @@ class QueryOptions:
 
     @property
     def transport(self) -> str:
-        return "tls" if self.tls else "tcp" if self.tcp else "udp"
+        """As kdig: TLS rides on TCP (+tls chooses TCP; a later +notcp means UDP)."""
+        return "tls" if self.tls and self.tcp else "tcp" if self.tcp else "udp"
+
+    @property
+    def timeout(self) -> float:
+        """Seconds per attempt for the client (:data:`NO_TIME_LIMIT` without a limit)."""
+        return NO_TIME_LIMIT if self.time is None else self.time
 
     @property
     def tries(self) -> int:
@@ -145,8 +174,9 @@ def add_parser(subparsers: Any) -> None:
                     "[+padding[=N]] [+keepalive] [+dnssec] [+cd] [+norec] [+json] "
                     "[+short] [+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] "
                     "[CLASS] [NAME [TYPE] [CLASS]]...",
-        epilog="On/off options are negated as +noOPTION (+notls, +nopadding, +norec, "
-               "+notls-ca). +retry applies to UDP only. Several NAME [TYPE] groups are "
+        epilog="Options are negated as +noOPTION, as in kdig (+notls, +nopadding, "
+               "+norec, +notls-pin, +notcp); +notimeout or +timeout=0: no time limit. "
+               "+retry applies to UDP only. Several NAME [TYPE] groups are "
                "sent pipelined over one connection. Exit status: 0 answered (any RCODE), "
                "1 server unreachable or connection failed, 2 bad arguments, 3 TLS "
                "authentication failed, 4 timed out; the reason on stderr.")
@@ -202,8 +232,6 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
     for question in opts.questions:
         question.rdtype = question.rdtype if question.rdtype is not None else default_type
         question.rdclass = question.rdclass if question.rdclass is not None else default_class
-    if opts.sni is not None or opts.hostname is not None or opts.pins or opts.tls_ca:
-        opts.tls = True  # every +tls-* option implies +tls, as in kdig
     return opts
 
 
@@ -293,26 +321,29 @@ def _server(text: str) -> tuple[str, int | None]:
 
 
 def _plus_option(opts: QueryOptions, token: str) -> None:
+    """One ``+OPTION[=VALUE]`` or ``+noOPTION``, applied in order as kdig applies them."""
     key, has_value, value = token[1:].partition("=")
     key = key.lower()
-    negated = key.startswith("no") and key[2:] in (*BOOLEAN_OPTIONS, "tls-ca")
+    negated = key.startswith("no") and ALIASES.get(key[2:], key[2:]) in NEGATABLE
     if negated:
         if has_value:
             raise UsageError(f"{token}: +no options take no value")
-        key = key[2:]
-    if key == "timeout":
-        key = "time"  # kdig's name (+time is dig's, and kdig takes it as an abbreviation)
-    if key in ("tls-host", "tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
+        _no_option(opts, ALIASES.get(key[2:], key[2:]))
+        return
+    typed, key = key, ALIASES.get(key, key)
+    if key in ("tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
             and not (has_value and value):
-        raise UsageError(f"{token}: needs a value (+{key}=...)")
-    if key == "tls":
-        opts.tls = not negated
-    elif key == "tcp":
-        opts.tcp = not negated
-    elif key == "tls-ca":
-        opts.tls_ca = not negated
+        raise UsageError(f"{token}: needs a value (+{typed}=...)")
+    if key in TLS_OPTIONS:
+        opts.tls = True  # every +tls-* option implies +tls, as in kdig ...
+    if key in (*TLS_OPTIONS, "tcp"):
+        opts.tcp = True  # ... and TLS is over TCP
+    if key in ("tls", "tcp"):
+        return
+    if key == "tls-ca":
+        opts.tls_ca = True
         opts.ca_file = value or None
-    elif key in ("tls-host", "tls-hostname"):
+    elif key == "tls-hostname":
         opts.hostname = value.rstrip(".")
     elif key == "tls-sni":
         opts.sni = value
@@ -322,23 +353,31 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         except ValueError as exc:
             raise UsageError(f"+tls-pin: {exc}") from None
     elif key == "padding":
-        opts.padding = not negated
+        opts.padding = True
         opts.padding_length = _integer(token, value, 0, 4096) if has_value else None
     elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec"):
         if has_value:
             raise UsageError(f"{token}: takes no value")
-        setattr(opts, key, not negated)
+        setattr(opts, key, True)
     elif key == "time":
         try:
-            opts.time = float(value)
+            seconds = float(value)
         except ValueError:
-            opts.time = -1.0
-        if not 0 < opts.time <= 3600:
-            raise UsageError(f"{token}: expected a number of seconds (0 < S <= 3600)")
+            seconds = -1.0
+        if not 0 <= seconds <= 3600:
+            raise UsageError(f"{token}: expected a number of seconds (0 <= S <= 3600; "
+                             "0: no limit)")
+        opts.time = seconds or None  # kdig: "zero value ... is interpreted as infinity"
     elif key == "retry":
         opts.retry = _integer(token, value, 0, 100)
     else:
         raise UsageError(f"unknown option {token!r}")
+
+
+def _no_option(opts: QueryOptions, key: str) -> None:
+    """``+noOPTION`` with kdig's meaning (its ``opt_no*`` functions)."""
+    for name, value in NO_OPTIONS.get(key, {key: False}).items():
+        setattr(opts, name, copy.copy(value))  # a fresh list for pins
 
 
 def _integer(token: str, value: str, lo: int, hi: int) -> int:
@@ -375,7 +414,7 @@ def build_client(opts: QueryOptions) -> Client:
         sni = opts.sni or opts.hostname
     verify = opts.verify if transport == "tls" else None
     return Client(uri, pins=opts.pins if transport == "tls" else (),
-                  ca_file=opts.ca_file if verify else None, timeout=opts.time,
+                  ca_file=opts.ca_file if verify else None, timeout=opts.timeout,
                   padding=opts.padding is not False, padding_length=opts.padding_length,
                   keepalive=opts.keepalive, verify=verify,
                   opportunistic=transport == "tls" and not (verify or opts.pins),
@@ -519,7 +558,8 @@ async def _refetch_chain(opts: QueryOptions) -> str:
     name = opts.sni or opts.hostname
     try:
         result = await fetch_chain(opts.server, opts.port or 853, server_name=name,
-                                   timeout=opts.time, cafile=opts.ca_file, verify=opts.verify)
+                                   timeout=opts.timeout, cafile=opts.ca_file,
+                                   verify=opts.verify)
     except DnsTlsError as exc:
         return f";; DEBUG: TLS, cannot fetch the chain again: {exc}\n"
     verification = result.verification
@@ -532,7 +572,8 @@ async def _refetch_chain(opts: QueryOptions) -> str:
 
 def describe_failure(error: BaseException, opts: QueryOptions) -> str:
     """The one-line reason for a question that got no answer."""
-    where = f"{opts.server}@{opts.port or (853 if opts.tls else 53)}({opts.transport.upper()})"
+    transport = opts.transport
+    where = f"{opts.server}@{opts.port or (853 if transport == 'tls' else 53)}({transport.upper()})"
     if isinstance(error, PinMismatch):
         return f"{where}: {error}"
     if isinstance(error, TLSAuthenticationError):
@@ -540,8 +581,9 @@ def describe_failure(error: BaseException, opts: QueryOptions) -> str:
         return f"TLS authentication failed for {where}: {reason}"
     if isinstance(error, QueryTimeout):
         tries = f" ({opts.tries} tries)" if opts.tries > 1 else ""
+        within = "" if opts.time is None else f" within {opts.time:g} s"
         if str(error).startswith("no connection"):  # the pool's: never connected
-            stage = " (TCP connect or TLS handshake not completed)" if opts.tls else ""
-            return f"no connection to {where} within {opts.time:g} s{stage}{tries}"
-        return f"no answer from {where} within {opts.time:g} s{tries}"
+            stage = " (TCP connect or TLS handshake not completed)" if transport == "tls" else ""
+            return f"no connection to {where}{within}{stage}{tries}"
+        return f"no answer from {where}{within}{tries}"
     return str(error).replace("\n", " ")

@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -272,6 +273,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._task: asyncio.Task[None] | None = None
         self._session_saved = False
+        #: The error of a connect that ran out of ``connect_timeout`` (see _acquire).
+        self.connect_timed_out: Exception | None = None
         #: the socket's setsockopt while TCP_QUICKACK can be set on it
         self._setsockopt: Callable[[int, int, int], None] | None = None
         self.details = ConnectionDetails(spec.transport, spec.address, spec.port,
@@ -313,6 +316,8 @@ class UpstreamConnection(asyncio.Protocol):
             raise
         except Exception as exc:  # translated below; the pool must not lose it
             error = tls_client.translate_error(exc, spec)
+            if isinstance(exc, TimeoutError):
+                self.connect_timed_out = error
             up.count_connect_error(error)
             up.connect_failed(error)
             self._shutdown(str(error))
@@ -762,7 +767,21 @@ class StreamUpstream:
         raise NetworkError(str(lost))
 
     async def _acquire(self, deadline: float) -> UpstreamConnection:
-        """Queue for a slot (when :meth:`_acquire_now` found none) until ``deadline``."""
+        """Queue for a slot (when :meth:`_acquire_now` found none) until ``deadline``.
+
+        A query handed a connection that was already connecting when it queued shares
+        that attempt's outcome, except a connect timeout: that ran on the clock of the
+        query that started it, not this one's, so (without connect back-off, where the
+        hold decides) this query queues once more, for a connect of its own within its
+        own deadline. Each query's failure is then about its own attempt."""
+        conn: UpstreamConnection | None = None
+        while conn is None:
+            conn = await self._acquire_once(deadline)
+        return conn
+
+    async def _acquire_once(self, deadline: float) -> UpstreamConnection | None:
+        """One turn of :meth:`_acquire`; None: queue again (a joined connect timed out)."""
+        opened = self.state.opened  # connections numbered below this predate the query
         waiter = _Waiter(self.loop)
         self.state.enqueue(waiter)
         self.reassign()
@@ -775,10 +794,15 @@ class StreamUpstream:
                 self.counters.timeouts += 1
                 raise QueryTimeout(f"no connection to {self.name} before the deadline",
                                    ) from None
-        except BaseException:
+        except BaseException as exc:
             self.state.discard(waiter)
-            if waiter.connection is not None:
-                self._release(waiter.connection)
+            joined = waiter.connection
+            if joined is not None:
+                self._release(joined)
+                if (joined.connect_timed_out is exc and joined.details.number < opened
+                        and not self.connect_backoff and not self._closing
+                        and self.clock() < deadline):
+                    return None
             raise
         return conn
 
@@ -852,8 +876,7 @@ class StreamUpstream:
             return  # the probe
         self.counters.connect_backoff_failures += 1
         error = self.hold.error
-        text = (f"{error} (not retried for {wait:.1f} s)" if wait > 0
-                else f"{error} (retrying)")
+        text = f"{error} ({held_text(wait)})"
         if isinstance(error, PinMismatch):  # the client's EDE names it as such
             raise PinMismatch(error.expected, error.seen)
         if isinstance(error, TLSAuthenticationError):
@@ -950,6 +973,17 @@ class StreamUpstream:
                 task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+
+
+def held_text(wait: float) -> str:
+    """What a held query is told about the hold left (``wait`` seconds, 0: a probe is
+    under way), kept true at every value: tenths rounded down, never "0.0 s"."""
+    if wait <= 0:
+        return "retrying"
+    tenths = math.floor(round(wait * 10, 6))  # round(): 2.0 - 1.9 is 0.1, not 0.09999
+    if tenths < 1:
+        return "retried within 0.1 s"
+    return f"not retried for {tenths / 10:.1f} s"
 
 
 def make_upstream(spec: UpstreamSpec, *, clock: Clock | None = None,

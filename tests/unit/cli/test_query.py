@@ -150,12 +150,60 @@ def test_other_plus_options() -> None:
     assert client.spec.tls_query_padding_blocksize == 0
 
 
+def test_no_forms_take_kdigs_meaning() -> None:
+    """The +no... forms kdig 3.2 accepts for the options dnstls query has, with the
+    meaning kdig gives them (checked against kdig 3.2.6 and its kdig_params.c)."""
+    # +notimeout and +timeout=0: no time limit ("interpreted as infinity")
+    for tokens in (["+notimeout"], ["+timeout=0"], ["+time=2", "+notime"]):
+        opts = parse(*tokens, "x")
+        assert opts.time is None, tokens
+        assert cli.build_client(parse("@192.0.2.1", *tokens, "x")).timeout >= 86400 * 365
+    assert parse("+notimeout", "+timeout=3", "x").time == 3.0  # the last one wins
+    # +noretry: no retries (kdig 3.2: one attempt over UDP)
+    assert (parse("+retry=5", "+noretry", "x").retry, parse("+noretry", "x").tries) == (0, 1)
+    # +notcp: back to UDP, also after +tls (kdig uses TLS over TCP only)
+    assert parse("+tcp", "+notcp", "x").transport == "udp"
+    assert parse("+tls", "+notcp", "x").transport == "udp"
+    # +notls: no TLS and none of its settings; the TCP that +tls chose stays (kdig)
+    opts = parse(f"+tls-pin={PIN}", "+tls-ca", "+tls-host=dns.example", "+tls-sni=sni.example",
+                 "+notls", "x")
+    assert (opts.tls, opts.tls_ca, opts.pins, opts.hostname, opts.sni) == (
+        False, False, [], None, None)
+    assert opts.transport == "tcp"
+    assert parse("+tls", "+notls", "+tls", "x").transport == "tls"
+    # each TLS setting on its own
+    assert parse(f"+tls-pin={PIN}", "+notls-pin", "x").pins == []
+    assert parse("+tls-hostname=a.example", "+notls-hostname", "x").hostname is None
+    assert parse("+tls-host=a.example", "+notls-host", "x").hostname is None
+    assert parse("+tls-sni=a.example", "+notls-sni", "x").sni is None
+    opts = parse("+tls-ca=/x.pem", "+notls-ca", "x")
+    assert (opts.tls_ca, opts.ca_file, opts.transport) == (False, None, "tls")
+    # kdig's full names of the header flags, and their +no forms
+    assert (parse("+cdflag", "x").cd, parse("+cd", "+nocdflag", "x").cd) == (True, False)
+    assert parse("+norecurse", "x").rec is False and parse("+nordflag", "x").rec is False
+    assert parse("+norec", "+recurse", "x").rec is True
+    assert parse("+norec", "+rdflag", "x").rec is True
+    assert parse("+padding=64", "+nopadding", "x").padding_length is None
+
+
+def test_failure_text_without_a_time_limit() -> None:
+    """A query without a time limit (+notimeout) is not said to have had one."""
+    opts = parse("@127.0.0.1", "+notimeout", "+tls", "x")
+    assert cli.describe_failure(QueryTimeout("no connection to x before the deadline"),
+                                opts) == ("no connection to 127.0.0.1@853(TLS) (TCP connect "
+                                          "or TLS handshake not completed)")
+
+
 @pytest.mark.parametrize(("tokens", "message"), [
     (["+bogus", "x"], "unknown option '+bogus'"),
     (["+tls-pin=ab!c", "x"], "+tls-pin: pin 'ab!c' is not valid base64"),
-    (["+time=0", "x"], "+time=0: expected a number of seconds"),
+    (["+time=-1", "x"], "+time=-1: expected a number of seconds"),
+    (["+notimeout=3", "x"], "+no options take no value"),
+    (["+noretry=3", "x"], "+no options take no value"),
+    (["+nobogus", "x"], "unknown option '+nobogus'"),
+    (["+nono", "x"], "unknown option '+nono'"),
     (["+time=soon", "x"], "+time=soon: expected a number of seconds"),
-    (["+timeout=0", "x"], "+timeout=0: expected a number of seconds"),
+    (["+timeout=3601", "x"], "+timeout=3601: expected a number of seconds"),
     (["+timeout", "x"], "+timeout: needs a value"),
     (["@[::1", "x"], "@[::1: missing ']' after the IPv6 address"),
     (["@::ffff:192.0.2.1:5353", "x"], "@::ffff:192.0.2.1:5353: an IPv6 address with a port "
@@ -304,6 +352,17 @@ async def test_tcp_and_udp(capsys: pytest.CaptureFixture[str]) -> None:
         out = capsys.readouterr().out
         assert "(UDP) in " in out
         assert not udp.received[0].message.flags & dns.flags.RD
+
+
+async def test_no_forms_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    """+notimeout (no time limit) answers as usual; +tls +notls asks over plain TCP;
+    +tls +notcp over UDP (kdig's meanings)."""
+    async with FakeUpstream("tcp") as tcp:
+        assert await dnstls_query(at(tcp), "+tls-ca", "+notls", "+notimeout", "t.example") == 0
+        assert f"127.0.0.1@{tcp.port}(TCP)" in capsys.readouterr().out
+    async with FakeUpstream("udp") as udp:
+        assert await dnstls_query(at(udp), "+tls", "+notcp", "+noretry", "u.example") == 0
+        assert f"127.0.0.1@{udp.port}(UDP)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- failures: exit 1, one line

@@ -10,6 +10,7 @@ import logging
 import socket
 import struct
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dns.message
@@ -248,6 +249,27 @@ async def test_connect_backoff_keeps_the_kind_of_error_and_holds_one_second() ->
     await pool.aclose()
 
 
+@pytest.mark.parametrize(("since_failure", "text"), [
+    (0.0, "not retried for 1.0 s"), (0.36, "not retried for 0.6 s"),
+    (0.9, "not retried for 0.1 s"), (0.96, "retried within 0.1 s"),
+    (1.0 - 1e-9, "retried within 0.1 s"), (1.0, None)])
+async def test_connect_backoff_text_names_a_wait_it_keeps(since_failure: float,
+                                                         text: str | None) -> None:
+    """The hold left, in tenths of a second rounded down (so the text stays true), or
+    "within 0.1 s" below that: never "not retried for 0.0 s" while it is still held
+    (a query 40 ms before the probe read that); None: this query is the probe."""
+    now = [0.0]
+    pool, script = make(now, backoff=True)
+    script.connect_outcomes.extend([NetworkError("refused")] * 2)
+    with pytest.raises(NetworkError):
+        await pool.exchange(QUERY, deadline=FAR)
+    now[0] = since_failure
+    with pytest.raises(NetworkError) as info:
+        await pool.exchange(QUERY, deadline=FAR)
+    assert str(info.value) == ("refused" if text is None else f"refused ({text})")
+    await pool.aclose()
+
+
 async def test_connect_backoff_a_hanging_probe_does_not_hold_other_queries() -> None:
     """Blackholed (the connect never completes): while the probe waits for
     connect_timeout, the other queries fail at once instead of waiting with it."""
@@ -294,6 +316,99 @@ async def test_connect_backoff_holds_nothing_back_while_a_connection_is_up() -> 
     assert len(script.made) == 3 and pool.hold.failures == 0
     script.hang.set()
     await first
+    await pool.aclose()
+
+
+def connect_first_times_out(
+        script: Script, release: asyncio.Event, *,
+        then: Callable[[UpstreamConnection], Awaitable[None]] | None = None,
+        ) -> Callable[[UpstreamConnection], Awaitable[None]]:
+    """A ``connect`` whose first attempt hangs until ``release`` and then times out (as
+    ``connect_timeout`` would end it); later attempts go to ``then`` (default: as
+    ``script`` says)."""
+
+    async def connect(conn: UpstreamConnection) -> None:
+        if not script.made:
+            script.made.append(conn)
+            await release.wait()
+            raise TimeoutError
+        await (then or script.connect)(conn)
+
+    return connect
+
+
+async def test_a_query_that_joined_a_connect_that_timed_out_connects_on_its_own() -> None:
+    """A connect attempt that times out fails the query that started it; a query that
+    only joined it while it was under way does not fail at once with that attempt's
+    "timed out" (another query's clock): it gets a connect of its own, within its own
+    deadline. (dnstls.Client: a query right after one that timed out failed at once.)"""
+    now = [0.0]
+    pool, script = make(now, max_connections=1)
+    release = asyncio.Event()
+    pool.connect = connect_first_times_out(script, release)
+    first = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    late = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))  # joins connection 0
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(script.made) == 1 and script.made[0].state.reserved == 2
+    release.set()
+    with pytest.raises(NetworkError, match="timed out"):
+        await first  # its own attempt: not retried
+    assert isinstance(await late, dns.message.Message)
+    assert len(script.made) == 2 and script.transports[0].queries == 1
+    await pool.aclose()
+
+
+async def test_a_query_that_joined_a_timed_out_connect_still_keeps_its_deadline() -> None:
+    """The connect of its own is bounded by the query's own deadline: QueryTimeout when
+    it passes while that connect is still under way."""
+    now = [0.0]
+    pool, script = make(now, max_connections=1)
+    release, stuck = asyncio.Event(), asyncio.Event()
+
+    async def hang(conn: UpstreamConnection) -> None:
+        script.made.append(conn)
+        await stuck.wait()  # never set
+
+    pool.connect = connect_first_times_out(script, release, then=hang)
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(pool.exchange(QUERY, deadline=FAR))
+    await asyncio.sleep(0)
+    late = asyncio.create_task(pool.exchange(QUERY, deadline=loop.time() + 0.05))
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(NetworkError, match="timed out"):
+        await first
+    with pytest.raises(QueryTimeout, match="no connection"):
+        await late  # waited on connection 1 until its own deadline, not beyond
+    assert len(script.made) == 2
+    await pool.aclose()
+
+
+async def test_a_query_that_joined_a_refused_connect_shares_its_error() -> None:
+    """Only a timeout is the attempt's own: a refusal (or a failed authentication) is
+    as true for every query that joined the attempt, which all fail with it at once
+    (one connect per burst toward a refusing server, as before); with connect back-off
+    (the services) the hold decides, so a joined timeout is not retried there either."""
+    now = [0.0]
+    pool, script = make(now, max_connections=1, max_queries_per_connection=100)
+    script.connect_outcomes.append(NetworkError("refused"))
+    assert await _outcomes(pool, 5) == ["NetworkError: refused"] * 5
+    assert len(script.made) == 1
+    await pool.aclose()
+
+    pool, script = make(now, backoff=True, max_connections=1)
+    release = asyncio.Event()
+    pool.connect = connect_first_times_out(script, release)
+    tasks = [asyncio.create_task(pool.exchange(QUERY, deadline=FAR)) for _ in range(2)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    release.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r) for r in results] == [NetworkError, NetworkError]
+    assert len(script.made) == 1
     await pool.aclose()
 
 
