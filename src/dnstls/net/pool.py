@@ -879,9 +879,10 @@ class StreamUpstream:
         text = f"{error} ({held_text(wait)})"
         if isinstance(error, PinMismatch):  # the client's EDE names it as such
             raise PinMismatch(error.expected, error.seen)
-        if isinstance(error, TLSAuthenticationError):
-            raise TLSAuthenticationError(text)
-        raise NetworkError(text)
+        held: Exception = (TLSAuthenticationError(text)
+                           if isinstance(error, TLSAuthenticationError) else NetworkError(text))
+        held.__cause__ = error  # what it restates (``raise ... from`` sets none when compiled)
+        raise held
 
     def connect_failed(self, error: Exception) -> None:
         """A connection could not be opened: hold the upstream back."""

@@ -59,6 +59,7 @@ import dns.message
 import dns.rcode
 
 from dnstls.errors import (
+    DnsTlsError,
     NetworkError,
     PinMismatch,
     ProtocolError,
@@ -111,7 +112,9 @@ class UpstreamHealth:
     latency_count: int = 0
     probe_at: float = 0.0  # while down: when the next probe may go
     held: int = 0  # queries that skipped it because it was down
-    error: Exception | None = None  # the last failed attempt's error
+    #: the last failed attempt's error; when it only restated an earlier one (a connect
+    #: hold's "... (not retried for 0.9 s)" is raised ``from`` the connect error), that one
+    error: Exception | None = None
 
     def backed_off(self, now: float) -> bool:
         return self.failures > 0 and now < self.retry_at
@@ -144,7 +147,8 @@ class UpstreamHealth:
     def failed(self, now: float, elapsed: float, error: Exception, *, initial: float,
                cap: float) -> float:
         self.failures += 1
-        self.error = error
+        cause = error.__cause__
+        self.error = cause if isinstance(cause, DnsTlsError) else error
         if self.failures >= DOWN_AFTER:  # (still) down: the next probe a second from now
             self.probe_at = max(self.probe_at, now + PROBE_INTERVAL)
         delay = min(cap, initial * (1 << min(self.failures - 1, 30)))
@@ -309,7 +313,7 @@ class Forwarder:
             if wait is not None:  # down, not this query's turn to probe: SERVFAIL at once
                 self.in_flight_wire += 1
                 asyncio.get_running_loop().call_soon(
-                    self._land_held, callback, self._held_failure(upstream, wait))
+                    self._land_held, callback, self._held_failure([(upstream, wait)]))
                 return True
         health.queries += 1
 
@@ -415,7 +419,7 @@ class Forwarder:
         if last_servfail is not None:
             return last_servfail
         if held and not failures and not refused:
-            raise self._held_failure(*held[0])
+            raise self._held_failure(held)
         raise self._failure(failures, refused)
 
     def _failed(self, upstream: Upstream, exc: Exception, start: float) -> None:
@@ -434,9 +438,11 @@ class Forwarder:
             else:
                 log.warning("upstream %s failing (%s: %s)", upstream.name, kind, exc)
         elif health.failures == DOWN_AFTER:
+            cause = health.error or exc
             log.warning("upstream %s down after %d failed attempts in a row (%s: %s); one "
                         "query a second probes it, queries with no other upstream meanwhile "
-                        "get SERVFAIL at once", upstream.name, DOWN_AFTER, kind, exc)
+                        "get SERVFAIL at once", upstream.name, DOWN_AFTER,
+                        _error_kind(cause), cause)
         else:
             log.debug("upstream %s failed again (%d in a row; %s: %s)", upstream.name,
                       health.failures, kind, exc)
@@ -473,15 +479,22 @@ class Forwarder:
         return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
                         "deadline passed before an upstream could be asked")
 
-    def _held_failure(self, upstream: Upstream, wait: float) -> ResolveFailure:
-        """SERVFAIL for a query whose every upstream was down: the EDE that the last
-        failed attempt gave, saying it is held (the upstream's name once)."""
-        health = self.health[upstream.name]
-        error = health.error or QueryTimeout(f"no answer from {upstream.name}")
-        failure = self._failure([(upstream, error)], [])
+    def _held_failure(self, held: list[tuple[Upstream, float]]) -> ResolveFailure:
+        """SERVFAIL for a query whose every upstream was down (``held``: each with the
+        seconds to its next probe): the EDE their failures give, saying they are down."""
+        causes: list[tuple[Upstream, Exception]] = []
+        for upstream, _ in held:
+            error = self.health[upstream.name].error
+            causes.append((upstream, error or QueryTimeout(f"no answer from {upstream.name}")))
+        failure = self._failure(causes, [])
         ede = dns.edns.EDECode.NO_REACHABLE_AUTHORITY if failure.ede is None else failure.ede
-        return servfail(ede, f"{failure.text}; down after {health.failures} failed attempts "
-                             f"in a row, next try in {max(wait, 0.1):.1f} s")
+        wait = max(min(w for _, w in held), 0.1)
+        if len(held) == 1:
+            failures = self.health[held[0][0].name].failures
+            state = f"down after {failures} failed attempts in a row"
+        else:
+            state = "all down"
+        return servfail(ede, f"{failure.text}; {state}, next try in {wait:.1f} s")
 
     def statistics(self) -> dict[str, Any]:
         now = self.clock()

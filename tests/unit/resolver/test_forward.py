@@ -338,7 +338,9 @@ async def test_a_down_upstream_is_skipped_not_waited_for_and_all_down_fails_at_o
         await fwd.resolve(request(clock))
     assert [len(u.seen) for u in ups] == [3, 6] and clock.now == before
     assert info.value.ede == dns.edns.EDECode.NETWORK_ERROR
-    assert "down after 3 failed attempts in a row" in (info.value.text or "")
+    text = info.value.text or ""
+    assert "tls://10.0.0.0:853: refused" in text and "tls://10.0.0.1:853: reset" in text
+    assert text.endswith("; all down, next try in 1.0 s"), text
 
 
 async def test_a_probe_under_way_holds_the_queries_that_come_meanwhile() -> None:
@@ -426,3 +428,24 @@ async def test_constructor_checks() -> None:
         Forwarder([], clock=Clock())
     with pytest.raises(ValueError):
         setup(1, strategy="random")
+
+
+async def test_a_down_upstreams_servfail_names_the_cause_not_a_later_hold(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The connect hold's errors restate the connect error with "(not retried for
+    ...)", raised from it: the held query's EDE text and the down warning give the
+    connect error, not the restatement."""
+    fwd, ups, clock = setup(1)
+    cause = NetworkError("connect failed: Network is unreachable")
+    restated = NetworkError("connect failed: Network is unreachable (not retried for 0.9 s)")
+    restated.__cause__ = cause
+    ups[0].actions.extend([cause, restated, restated])
+    for _ in range(3):
+        with pytest.raises(ResolveFailure):
+            await fwd.resolve(request(clock))
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert info.value.text == ("tls://10.0.0.0:853: connect failed: Network is unreachable; "
+                               "down after 3 failed attempts in a row, next try in 1.0 s")
+    down = [r.getMessage() for r in caplog.records if "down after" in r.getMessage()]
+    assert len(down) == 1 and "(network: connect failed: Network is unreachable);" in down[0]
