@@ -577,10 +577,14 @@ class Cache:
         """Store ``response`` under ``key`` (the query's key) if it may be cached.
 
         Returns True if stored. Renders the message and goes through
-        :meth:`insert_wire`, so both kinds of insert judge the same bytes.
+        :meth:`insert_wire`, so both kinds of insert judge the same bytes. Rendered up
+        to the 65,535 bytes a stream can carry, not to the asking query's EDNS payload
+        (dnspython's default): the entry serves every later query, and a hit too long
+        for a UDP client's payload is truncated for it (local data's large RRsets were
+        dropped here, so every query for them took the message path again).
         """
         try:
-            wire = response.to_wire()
+            wire = response.to_wire(max_size=_MAX_MESSAGE)
         except Exception as exc:  # dnspython raises many types; the answer is just not kept
             log.debug("not caching: cannot render (%s)", type(exc).__name__)
             return False

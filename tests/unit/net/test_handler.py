@@ -163,3 +163,39 @@ def test_a_badvers_answer_on_tls_is_padded(handler: QueryHandler) -> None:
     assert isinstance(parsed, Rejection) and parsed.wire is not None
     response = dns.message.from_wire(parsed.wire)
     assert response.rcode() == dns.rcode.BADVERS and len(parsed.wire) % 468 == 0
+
+
+def _zone_with(tmp_path: Path, records: str) -> QueryHandler:
+    path = tmp_path / "example.test.zone"
+    path.write_text(ZONE + records)
+    local = LocalData(Refuse(), zones=[load_zone(path)])
+    return QueryHandler(local, local=local, keepalive=30.0)
+
+
+async def test_a_local_answer_larger_than_the_first_askers_payload_is_kept(
+        tmp_path: Path) -> None:
+    # ~2.6 KB of TXT: more than the 1232-byte EDNS payload of the query that builds it.
+    # The answer store rendered it with dnspython's default limit (the query's payload)
+    # and dropped it: every later query for it took the message path again.
+    strings = " ".join('"' + str(i) * 250 + '"' for i in range(10))
+    handler = _zone_with(tmp_path, f"huge IN TXT {strings}\n")
+    first = await slow(handler, make("huge.example.test", "TXT", qid=1), Transport.TCP)
+    assert len(first) > 2500 and not dns.message.from_wire(first).flags & dns.flags.TC
+    again = make("huge.example.test", "TXT", qid=2)
+    fast = handler.route(again, Transport.TCP)
+    assert isinstance(fast, bytes) and fast == await slow(handler, again, Transport.TCP)
+    assert handler.route(again, Transport.UDP) is None  # over the payload: truncated there
+    udp = dns.message.from_wire(await slow(handler, again, Transport.UDP))
+    assert udp.flags & dns.flags.TC and not udp.answer
+
+
+async def test_a_local_rrset_too_large_for_a_stream_gets_tc(tmp_path: Path) -> None:
+    # 300 x 255 bytes: more than the 65,535 bytes a stream can frame (RFC 7766 §8)
+    records = "".join(f'wide IN TXT "{i:03d}{"x" * 251}"\n' for i in range(300))
+    handler = _zone_with(tmp_path, records)
+    wire = make("wide.example.test", "TXT")
+    for transport in (Transport.TCP, Transport.TLS, Transport.UDP):
+        out = await slow(handler, wire, transport)
+        response = dns.message.from_wire(out)
+        assert response.flags & dns.flags.TC and not response.answer
+        assert handler.route(wire, transport) is None  # never kept
