@@ -170,8 +170,17 @@ def _other_opcode(wire: bytes, opcode: int) -> Rejection:
         return _badvers(message)
     response = make_response(message)
     response.set_rcode(dns.rcode.NOTIMP)
+    if opcode == dns.opcode.UPDATE and not _one_soa(message):
+        # an UPDATE client reads the zone section by RFC 2136 §2.3's rules (one SOA of
+        # a real class; dnspython refuses the message otherwise): echo only such a one
+        response.question = []
     return Rejection(_rendered(response), dns.rcode.NOTIMP, reason, response=response,
                      query=message)
+
+
+def _one_soa(message: dns.message.Message) -> bool:
+    return (len(message.question) == 1 and message.question[0].rdtype == dns.rdatatype.SOA
+            and not dns.rdataclass.is_metaclass(message.question[0].rdclass))
 
 
 def make_response(query: dns.message.Message, *, recursion_available: bool = True,

@@ -94,7 +94,10 @@ def test_other_opcodes_get_notimp_with_our_opt_when_the_message_had_one(
     q.set_opcode(opcode)
     r = parse_query(q.to_wire())
     assert isinstance(r, Rejection) and r.rcode == dns.rcode.NOTIMP and r.wire is not None
-    assert _header(r.wire) == (opcode, dns.rcode.NOTIMP, 1, 1 if with_edns else 0)
+    # an UPDATE's zone section is echoed only if it is one SOA (RFC 2136 §2.3), as
+    # UPDATE clients read it (dnspython refuses the response otherwise)
+    echoed = 0 if opcode == dns.opcode.UPDATE else 1
+    assert _header(r.wire) == (opcode, dns.rcode.NOTIMP, echoed, 1 if with_edns else 0)
     assert r.response is not None and r.query is not None
     assert r.response.edns == (0 if with_edns else -1)
     if with_edns:
@@ -111,6 +114,18 @@ def test_other_opcodes_with_edns_version_1_get_badvers_first(opcode: int) -> Non
     assert isinstance(r, Rejection) and r.rcode == dns.rcode.BADVERS and r.wire is not None
     assert _header(r.wire) == (opcode, dns.rcode.BADVERS & 0xF, 1, 1)
     assert r.response is not None and r.response.edns == 0
+
+
+@pytest.mark.parametrize("rdclass", ["IN", "CH"])
+def test_an_update_gets_notimp_its_client_can_read(rdclass: str) -> None:
+    update = dns.message.make_query("example.test", "SOA", rdclass, use_edns=0)
+    update.set_opcode(dns.opcode.UPDATE)
+    r = parse_query(update.to_wire())
+    assert isinstance(r, Rejection) and r.wire is not None
+    response = dns.message.from_wire(r.wire)  # an UpdateMessage, by RFC 2136's rules
+    assert (response.opcode(), response.rcode()) == (dns.opcode.UPDATE, dns.rcode.NOTIMP)
+    assert [(z.name, z.rdtype) for z in response.question] == [
+        (dns.name.from_text("example.test"), dns.rdatatype.SOA)]
 
 
 def test_a_dso_message_gets_notimp() -> None:
