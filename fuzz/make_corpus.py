@@ -84,6 +84,14 @@ SEEDS: dict[str, bytes] = {
         q("a."), b"\x00" + struct.pack("!HHIH", 256, 1, 60, 0))),
     "additional_short_a_rdata": framed(add_records(
         q("a."), b"\x00" + struct.pack("!HHIH", 1, 1, 60, 3) + bytes(3))),
+    # other opcodes: NOTIMP with our OPT (an UPDATE's zone echoed only if it is one SOA:
+    # its answer to an A "zone" did not parse as an UPDATE)
+    "update_a_zone": framed(header(flags=0x2800) + QUESTION),
+    "update_soa_padded": framed(bytes([0x12, 0x34, 0x28, 0x00]) + q(
+        "example.test", "SOA", use_edns=0, pad=128, options=[KEEPALIVE])[4:]),
+    "notify_edns_v1": framed(header(flags=0x2000, ar=1) + QUESTION + OPT[:5] + b"\x00\x01"
+                             + OPT[7:]),
+    "dso_keepalive": framed(header(flags=0x3000, qd=0) + struct.pack("!HHII", 1, 8, 1, 1)),
 }
 
 

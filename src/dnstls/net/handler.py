@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import dns.edns
+import dns.exception
 import dns.flags
 import dns.message
 import dns.rcode
@@ -368,8 +369,11 @@ class QueryHandler:
             if parsed.response is not None and parsed.query is not None and transport.is_stream:
                 # padded (RFC 7830 §4: a padded query gets a padded response) and with
                 # keepalive, as every other answer on a stream
-                wire_out = finalize(parsed.response, parsed.query, transport,
-                                    keepalive=self.keepalive)
+                try:
+                    wire_out = finalize(parsed.response, parsed.query, transport,
+                                        keepalive=self.keepalive)
+                except dns.exception.TooBig:  # questions echoed up to the frame's size
+                    return parsed
                 return Rejection(wire_out, parsed.rcode, parsed.reason)
         return parsed
 

@@ -88,7 +88,19 @@ def _reject(message: dns.message.Message, rcode: int, reason: str, ede: int | No
     response.set_rcode(dns.rcode.Rcode.make(rcode))
     if ede is not None and response.edns >= 0:
         response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, reason)])
-    return Rejection(response.to_wire(), rcode, reason, response=response, query=message)
+    return Rejection(_rendered(response), rcode, reason, response=response, query=message)
+
+
+def _rendered(response: dns.message.Message) -> bytes:
+    """A rejection's wire form within the client's UDP size (dnspython's default limit:
+    the query's EDNS payload, at least 512). Its questions are echoed, and a message
+    can carry many: when they do not fit, they are left out (of the stream rendering
+    too) -- the header says what went wrong."""
+    try:
+        return response.to_wire()
+    except dns.exception.TooBig:
+        response.question = []
+        return response.to_wire()
 
 
 def parse_query(wire: bytes) -> dns.message.Message | Rejection:
@@ -99,25 +111,17 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     if flags & dns.flags.QR:
         return Rejection(None, None, "QR set in a query")
     opcode = (flags >> 11) & 0xF
+    if opcode != dns.opcode.QUERY:
+        return _other_opcode(wire, opcode)
     try:
-        message = dns.message.from_wire(wire, question_only=opcode != dns.opcode.QUERY)
+        message = dns.message.from_wire(wire)
     except Exception as exc:  # dnspython raises many types for malformed input
         return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
                          f"malformed message: {type(exc).__name__}")
-    if opcode != dns.opcode.QUERY:
-        response = make_response(message)
-        response.set_rcode(dns.rcode.NOTIMP)
-        name = dns.opcode.to_text(dns.opcode.Opcode.make(opcode))
-        return Rejection(response.to_wire(), dns.rcode.NOTIMP, f"opcode {name} not implemented",
-                         response=response, query=message)
+    if message.edns > 0:  # first: nothing else is read under an unknown version
+        return _badvers(message)
     if len(message.question) != 1:
-        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
-                         f"QDCOUNT {len(message.question)}")
-    if message.edns > 0:
-        response = make_response(message)
-        response.set_rcode(dns.rcode.BADVERS)
-        return Rejection(response.to_wire(), dns.rcode.BADVERS,
-                         f"EDNS version {message.edns}", response=response, query=message)
+        return _reject(message, dns.rcode.FORMERR, f"QDCOUNT {len(message.question)}")
     if message.answer or message.authority:
         return _reject(message, dns.rcode.FORMERR, "records in answer/authority of a query")
     rrset = message.question[0]
@@ -127,6 +131,56 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
         return _reject(message, dns.rcode.REFUSED, "zone transfer refused",
                        ede=dns.edns.EDECode.PROHIBITED)
     return message
+
+
+def _badvers(message: dns.message.Message) -> Rejection:
+    """RFC 6891 §6.1.3: BADVERS, in an OPT of the version we implement (0)."""
+    response = make_response(message)
+    response.set_rcode(dns.rcode.BADVERS)
+    return Rejection(_rendered(response), dns.rcode.BADVERS, f"EDNS version {message.edns}",
+                     response=response, query=message)
+
+
+def _other_opcode(wire: bytes, opcode: int) -> Rejection:
+    """NOTIMP for every opcode but QUERY (IQUERY, STATUS, NOTIFY, UPDATE, DSO and the
+    unassigned ones: none is implemented), as Unbound answers them, with the question
+    echoed and, when the message has an OPT record, an OPT of ours (so that on DoT the
+    handler pads it for a padded query, RFC 7830 §4, and adds keepalive). The whole
+    message is read to find the OPT (an UPDATE's sections, a NOTIFY's SOA are records
+    too), bytes after the last record ignored: a DSO message (RFC 8490) carries TLVs
+    there and no OPT, and gets NOTIMP too, which tells its sender that DSO is not
+    implemented (§5.1.1; DSOTYPENI is for servers that implement DSO). EDNS version >
+    0 gets BADVERS first (RFC 6891 §6.1.3, as BIND orders them). A body that cannot be
+    read still gets NOTIMP (its question echoed if that much is readable, else the
+    header alone): it is the opcode that is refused, whatever the body."""
+    name = dns.opcode.to_text(dns.opcode.Opcode.make(opcode))
+    reason = f"opcode {name} not implemented"
+    # read as a QUERY: dnspython would read an UPDATE's sections by UPDATE's rules
+    # (one SOA in the zone section), which are not ours to check
+    as_query = wire[:2] + bytes((wire[2] & 0x87,)) + wire[3:]
+    try:
+        message = dns.message.from_wire(as_query, ignore_trailing=True)
+    except Exception:  # dnspython raises many types for malformed input
+        try:
+            message = dns.message.from_wire(as_query, question_only=True)
+        except Exception:
+            return Rejection(header_error(wire, dns.rcode.NOTIMP), dns.rcode.NOTIMP, reason)
+    message.set_opcode(dns.opcode.Opcode.make(opcode))
+    if message.edns > 0:
+        return _badvers(message)
+    response = make_response(message)
+    response.set_rcode(dns.rcode.NOTIMP)
+    if opcode == dns.opcode.UPDATE and not _one_soa(message):
+        # an UPDATE client reads the zone section by RFC 2136 §2.3's rules (one SOA of
+        # a real class; dnspython refuses the message otherwise): echo only such a one
+        response.question = []
+    return Rejection(_rendered(response), dns.rcode.NOTIMP, reason, response=response,
+                     query=message)
+
+
+def _one_soa(message: dns.message.Message) -> bool:
+    return (len(message.question) == 1 and message.question[0].rdtype == dns.rdatatype.SOA
+            and not dns.rdataclass.is_metaclass(message.question[0].rdclass))
 
 
 def make_response(query: dns.message.Message, *, recursion_available: bool = True,

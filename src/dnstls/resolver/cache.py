@@ -29,9 +29,12 @@ message once; :meth:`Cache.insert_wire` takes bytes as they came from an upstrea
 bounds-checked walk checks the question against the key, classifies the answer, finds
 the SOA's MINIMUM and records the offset of every RR's TTL field. The OPT RR (it must
 be the last record; OPT's TTL field holds flags, not a TTL) is cut off and kept apart
-as a plain one: our payload size, the query's DO bit (RFC 3225 §3) and the response's
-options minus PADDING, edns-tcp-keepalive, COOKIE and Client Subnet, which belong to
-one transport or one client (the listener adds its own). A hit for a new query then
+as a plain one: our payload size, the query's DO bit (RFC 3225 §3) and of the
+response's options only its Extended DNS Errors (RFC 8914), as the message path relays
+them (:func:`dnstls.resolver.forward.client_response`): options are hop-by-hop (RFC
+6891 §6.1.1) -- padding, keepalive, COOKIE and Client Subnet belong to one transport or
+one client (the listener adds its own), an NSID names the upstream's server, and Unbound
+and Knot Resolver relay none of them either. A hit for a new query then
 costs a copy and a few ``pack_into`` calls, no dnspython parse:
 
 * the 2-byte ID is replaced by the query's, the RD bit is echoed (RFC 1035 §4.1.1);
@@ -112,15 +115,6 @@ _OPTION = struct.Struct("!HH")
 _MINIMAL_COUNTS = struct.Struct("!HHH")  # ANCOUNT, NSCOUNT, ARCOUNT
 _STALE_EDE_CODES = frozenset({int(dns.edns.EDECode.STALE_ANSWER),
                               int(dns.edns.EDECode.STALE_NXDOMAIN_ANSWER)})
-_PER_TRANSPORT_OPTIONS = frozenset({int(_edns.PADDING), int(_edns.KEEPALIVE),
-                                    int(dns.edns.OptionType.COOKIE),
-                                    int(dns.edns.OptionType.ECS),
-                                    # RFC 9567 Report-Channel: for the resolver that asked
-                                    # the authority (its name may be compressed)
-                                    int(dns.edns.OptionType.REPORTCHANNEL)})
-#: Options whose data is UTF-8 text (RFC 8914 EDE after its code; RFC 8914's
-#: language and the filtering options): clients reject the message if it is not.
-_TEXT_OPTIONS = frozenset({22, 23, 24, 25})
 _EDE_STALE_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
     "!H", int(dns.edns.EDECode.STALE_ANSWER))
 _EDE_STALE_NXDOMAIN_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
@@ -128,6 +122,10 @@ _EDE_STALE_NXDOMAIN_WIRE = _OPTION.pack(int(_edns.EDE), 2) + struct.pack(
 _POSITIVE, _NEGATIVE, _SERVFAIL = "positive", "negative", "servfail"
 _UNCACHEABLE = "uncacheable"  # relayed once (respond_wire), never stored
 _CACHEABLE_RCODES = frozenset({dns.rcode.NOERROR, dns.rcode.NXDOMAIN, dns.rcode.SERVFAIL})
+#: Options whose data is UTF-8 text (RFC 8914 EDE after its code; RFC 8914's
+#: language and the filtering options): dnspython, so the message path, refuses the
+#: whole message if it is not, so the wire path does too (though it relays only EDE).
+_TEXT_OPTIONS = frozenset({22, 23, 24, 25})
 _OPCODE_MASK = 0x7800
 _QR = 0x8000  # int masks: `flags & dns.flags.QR` builds an enum member (~1 µs)
 _TC = 0x0200
@@ -577,10 +575,14 @@ class Cache:
         """Store ``response`` under ``key`` (the query's key) if it may be cached.
 
         Returns True if stored. Renders the message and goes through
-        :meth:`insert_wire`, so both kinds of insert judge the same bytes.
+        :meth:`insert_wire`, so both kinds of insert judge the same bytes. Rendered up
+        to the 65,535 bytes a stream can carry, not to the asking query's EDNS payload
+        (dnspython's default): the entry serves every later query, and a hit too long
+        for a UDP client's payload is truncated for it (local data's large RRsets were
+        dropped here, so every query for them took the message path again).
         """
         try:
-            wire = response.to_wire()
+            wire = response.to_wire(max_size=_MAX_MESSAGE)
         except Exception as exc:  # dnspython raises many types; the answer is just not kept
             log.debug("not caching: cannot render (%s)", type(exc).__name__)
             return False
@@ -1066,7 +1068,8 @@ def _rdata_fits(wire: bytes, shape: tuple[int, ...], pos: int, end: int) -> bool
 
 
 def _plain_options(wire: bytes, pos: int, end: int) -> bytes | str:
-    """OPT RDATA without per-transport options; a string if it must not be cached."""
+    """The Extended DNS Errors of an OPT RDATA (the only options relayed: module
+    docstring); a string if the answer must not be used."""
     kept = []
     while pos < end:
         if pos + 4 > end:
@@ -1080,10 +1083,9 @@ def _plain_options(wire: bytes, pos: int, end: int) -> bytes | str:
                 return "malformed EDE"
             if ((wire[pos + 4] << 8) | wire[pos + 5]) in _STALE_EDE_CODES:
                 return "stale EDE marker"
+            kept.append(wire[pos:nxt])
         elif code in _TEXT_OPTIONS and not _utf8(wire, pos + 4, nxt):
             return "malformed OPT"
-        if code not in _PER_TRANSPORT_OPTIONS:
-            kept.append(wire[pos:nxt])
         pos = nxt
     return b"".join(kept)
 

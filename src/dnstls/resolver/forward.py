@@ -29,7 +29,9 @@ failed query: a dead upstream under load must not turn into a line per query.
 
 **One deadline.** The request's deadline bounds everything; each attempt gets the
 upstream's own timeout (``timeout`` attribute, else 2 s), the last candidate gets what
-is left. REFUSED, SERVFAIL, timeouts and errors move the query to the next candidate.
+is left. SERVFAIL, timeouts, errors and an answer that declines the query (any RCODE
+but NOERROR, NXDOMAIN and SERVFAIL: REFUSED, NOTIMP, FORMERR, ...) move the query to
+the next candidate.
 
 **What the client gets.** A new message for *its* query (its ID, question, RD, CD),
 with the upstream's answer, authority and additional sections and RCODE; RA set, AA
@@ -40,7 +42,13 @@ answer the question is never relayed (the transports check it; :func:`check_resp
 is the last guard). If nothing usable arrives: the last upstream SERVFAIL is relayed
 with its EDE; otherwise :class:`ResolveFailure` SERVFAIL with EDE 23 *Network Error*
 naming the TLS reason (authentication failures) or the connection errors, else EDE 22
-*No Reachable Authority* (timeouts, refusals).
+*No Reachable Authority* (timeouts, and upstreams that declined: "refused by NAME",
+"NOTIMP from NAME"; their own EDEs are not relayed). The wire path
+(:meth:`Forwarder.resolve_wire`, :meth:`Forwarder.start_wire`) decides the same way, and
+relays the same options (:mod:`dnstls.resolver.cache`): both are compared answer by
+answer in tests/integration/test_upstream_errors.py. As Unbound and Knot Resolver,
+which answer SERVFAIL when their forwarder answers NOTIMP or FORMERR and relay none of
+its EDNS options.
 """
 
 from __future__ import annotations
@@ -85,6 +93,11 @@ SRTT_WEIGHT = 0.875
 _FORWARDED_FLAGS = dns.flags.RD | dns.flags.CD | dns.flags.AD
 _RCODE_TEXT = [dns.rcode.to_text(dns.rcode.Rcode.make(i)) for i in range(16)]
 _REFUSED = int(dns.rcode.REFUSED)
+_SERVFAIL = int(dns.rcode.SERVFAIL)
+#: RCODEs of an answer that declines the query (REFUSED, NOTIMP, FORMERR, ...): the
+#: next upstream is asked. NOERROR and NXDOMAIN are answers, SERVFAIL is kept apart.
+_DECLINED = frozenset(range(16)) - {int(dns.rcode.NOERROR), int(dns.rcode.NXDOMAIN),
+                                    _SERVFAIL}
 T = TypeVar("T")
 
 
@@ -343,8 +356,8 @@ class Forwarder:
             health.responses[text] += 1
             if self.metrics is not None:  # _observe inline: a call saved per answer
                 self.metrics.observe(upstream.name, text, elapsed)
-            if rcode == _REFUSED:
-                callback(None, self._failure([], [upstream]))
+            if rcode in _DECLINED:
+                callback(None, self._failure([], [(upstream, rcode)]))
                 return
             callback(answer, None)  # SERVFAIL too: the last (only) candidate's answer
 
@@ -378,7 +391,7 @@ class Forwarder:
         candidates = self.order(self.clock())
         failures: list[tuple[Upstream, Exception]] = []
         last_servfail: T | None = None
-        refused: list[Upstream] = []
+        declined: list[tuple[Upstream, int]] = []
         held: list[tuple[Upstream, float]] = []
         for index, upstream in enumerate(candidates):
             start = self.clock()
@@ -409,18 +422,18 @@ class Forwarder:
             text = _RCODE_TEXT[rcode]
             health.responses[text] += 1
             self._observe(upstream, text, elapsed)
-            if rcode == dns.rcode.SERVFAIL:
+            if rcode == _SERVFAIL:
                 last_servfail = answer
                 continue
-            if rcode == dns.rcode.REFUSED:
-                refused.append(upstream)
+            if rcode in _DECLINED:
+                declined.append((upstream, rcode))
                 continue
             return answer
         if last_servfail is not None:
             return last_servfail
-        if held and not failures and not refused:
+        if held and not failures and not declined:
             raise self._held_failure(held)
-        raise self._failure(failures, refused)
+        raise self._failure(failures, declined)
 
     def _failed(self, upstream: Upstream, exc: Exception, start: float) -> None:
         now = self.clock()
@@ -455,8 +468,8 @@ class Forwarder:
         if self.metrics is not None:
             self.metrics.observe(upstream.name, outcome, seconds)
 
-    def _failure(self, failures: list[tuple[Upstream, Exception]], refused: list[Upstream],
-                 ) -> ResolveFailure:
+    def _failure(self, failures: list[tuple[Upstream, Exception]],
+                 declined: list[tuple[Upstream, int]]) -> ResolveFailure:
         for upstream, exc in failures:
             if isinstance(exc, PinMismatch):
                 return servfail(dns.edns.EDECode.NETWORK_ERROR,
@@ -473,9 +486,12 @@ class Forwarder:
         if failures:
             names = ", ".join(u.name for u, _ in failures[:3])
             return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY, f"timed out: {names}")
-        if refused:
-            names = ", ".join(u.name for u in refused[:3])
-            return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY, f"refused by {names}")
+        if declined:
+            refusers = [u.name for u, rcode in declined if rcode == _REFUSED]
+            parts = [f"refused by {', '.join(refusers[:3])}"] if refusers else []
+            parts += [f"{_RCODE_TEXT[rcode]} from {u.name}"
+                      for u, rcode in declined if rcode != _REFUSED][:3]
+            return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY, "; ".join(parts))
         return servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
                         "deadline passed before an upstream could be asked")
 

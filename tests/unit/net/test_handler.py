@@ -129,10 +129,13 @@ async def test_the_answer_store_is_bounded(tmp_path: Path) -> None:
     assert handler.route(make("n0.example.test"), Transport.TLS) is None  # evicted
 
 
-# (NOTIMP answers to other opcodes carry no OPT at all: parse_query reads only their
-# question, as an UPDATE's sections are not a query's)
 @pytest.mark.parametrize("rdtype,opcode,rcode", [
-    ("AXFR", dns.opcode.QUERY, dns.rcode.REFUSED), ("IXFR", dns.opcode.QUERY, dns.rcode.REFUSED)])
+    ("AXFR", dns.opcode.QUERY, dns.rcode.REFUSED), ("IXFR", dns.opcode.QUERY, dns.rcode.REFUSED),
+    # other opcodes: NOTIMP, which carried no OPT at all (only the question was read)
+    ("SOA", dns.opcode.NOTIFY, dns.rcode.NOTIMP), ("SOA", dns.opcode.UPDATE, dns.rcode.NOTIMP),
+    ("A", dns.opcode.UPDATE, dns.rcode.NOTIMP), ("A", dns.opcode.IQUERY, dns.rcode.NOTIMP),
+    ("A", dns.opcode.STATUS, dns.rcode.NOTIMP), ("A", 3, dns.rcode.NOTIMP),
+    ("A", 6, dns.rcode.NOTIMP), ("A", 15, dns.rcode.NOTIMP)])
 def test_rejections_on_a_stream_are_padded_and_carry_keepalive(
         handler: QueryHandler, rdtype: str, opcode: int, rcode: int) -> None:
     # RFC 7830 §4: a padded query gets a padded response, refused or not (such answers
@@ -144,7 +147,7 @@ def test_rejections_on_a_stream_are_padded_and_carry_keepalive(
     for transport, padded in ((Transport.TLS, True), (Transport.TCP, False)):
         parsed = handler.parse(query.to_wire(), transport)
         assert isinstance(parsed, Rejection) and parsed.wire is not None
-        response = dns.message.from_wire(parsed.wire)
+        response = _as_query(parsed.wire)
         assert (response.id, response.rcode(), response.opcode()) == (77, rcode, opcode)
         otypes = {o.otype for o in response.options}
         assert dns.edns.OptionType.KEEPALIVE in otypes
@@ -153,8 +156,15 @@ def test_rejections_on_a_stream_are_padded_and_carry_keepalive(
             assert len(parsed.wire) % 468 == 0
     udp = handler.parse(query.to_wire(), Transport.UDP)  # UDP: as before, no padding
     assert isinstance(udp, Rejection) and udp.wire is not None
-    assert dns.edns.OptionType.PADDING not in {
-        o.otype for o in dns.message.from_wire(udp.wire).options}
+    assert dns.edns.OptionType.PADDING not in {o.otype for o in _as_query(udp.wire).options}
+
+
+def _as_query(wire: bytes) -> dns.message.Message:
+    """``wire`` parsed as a QUERY's response, whatever its opcode (dnspython reads an
+    UPDATE's by UPDATE's rules), the opcode put back."""
+    message = dns.message.from_wire(wire[:2] + bytes((wire[2] & 0x87,)) + wire[3:])
+    message.set_opcode(dns.opcode.Opcode.make((wire[2] >> 3) & 0xF))
+    return message
 
 
 def test_a_badvers_answer_on_tls_is_padded(handler: QueryHandler) -> None:
@@ -163,3 +173,39 @@ def test_a_badvers_answer_on_tls_is_padded(handler: QueryHandler) -> None:
     assert isinstance(parsed, Rejection) and parsed.wire is not None
     response = dns.message.from_wire(parsed.wire)
     assert response.rcode() == dns.rcode.BADVERS and len(parsed.wire) % 468 == 0
+
+
+def _zone_with(tmp_path: Path, records: str) -> QueryHandler:
+    path = tmp_path / "example.test.zone"
+    path.write_text(ZONE + records)
+    local = LocalData(Refuse(), zones=[load_zone(path)])
+    return QueryHandler(local, local=local, keepalive=30.0)
+
+
+async def test_a_local_answer_larger_than_the_first_askers_payload_is_kept(
+        tmp_path: Path) -> None:
+    # ~2.6 KB of TXT: more than the 1232-byte EDNS payload of the query that builds it.
+    # The answer store rendered it with dnspython's default limit (the query's payload)
+    # and dropped it: every later query for it took the message path again.
+    strings = " ".join('"' + str(i) * 250 + '"' for i in range(10))
+    handler = _zone_with(tmp_path, f"huge IN TXT {strings}\n")
+    first = await slow(handler, make("huge.example.test", "TXT", qid=1), Transport.TCP)
+    assert len(first) > 2500 and not dns.message.from_wire(first).flags & dns.flags.TC
+    again = make("huge.example.test", "TXT", qid=2)
+    fast = handler.route(again, Transport.TCP)
+    assert isinstance(fast, bytes) and fast == await slow(handler, again, Transport.TCP)
+    assert handler.route(again, Transport.UDP) is None  # over the payload: truncated there
+    udp = dns.message.from_wire(await slow(handler, again, Transport.UDP))
+    assert udp.flags & dns.flags.TC and not udp.answer
+
+
+async def test_a_local_rrset_too_large_for_a_stream_gets_tc(tmp_path: Path) -> None:
+    # 300 x 255 bytes: more than the 65,535 bytes a stream can frame (RFC 7766 §8)
+    records = "".join(f'wide IN TXT "{i:03d}{"x" * 251}"\n' for i in range(300))
+    handler = _zone_with(tmp_path, records)
+    wire = make("wide.example.test", "TXT")
+    for transport in (Transport.TCP, Transport.TLS, Transport.UDP):
+        out = await slow(handler, wire, transport)
+        response = dns.message.from_wire(out)
+        assert response.flags & dns.flags.TC and not response.answer
+        assert handler.route(wire, transport) is None  # never kept

@@ -3,6 +3,7 @@ import struct
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.opcode
 import dns.rcode
 import dns.rdata
@@ -70,6 +71,109 @@ def test_other_opcode_is_notimp() -> None:
     r = parse_query(q.to_wire())
     assert isinstance(r, Rejection) and r.rcode == dns.rcode.NOTIMP
     assert r.wire is not None and dns.message.from_wire(r.wire).rcode() == dns.rcode.NOTIMP
+
+
+def _header(wire: bytes) -> tuple[int, int, int, int]:
+    """(opcode, RCODE, QDCOUNT, ARCOUNT) of a response's header."""
+    _, flags, qdcount, _, _, arcount = struct.unpack_from("!HHHHHH", wire)
+    return (flags >> 11) & 0xF, flags & 0xF, qdcount, arcount
+
+
+# IQUERY, STATUS, unassigned 3, NOTIFY, UPDATE, DSO, unassigned 7..15
+OTHER_OPCODES = [1, 2, 3, 4, 5, 6, 7, 15]
+
+
+@pytest.mark.parametrize("opcode", OTHER_OPCODES)
+@pytest.mark.parametrize("with_edns", [False, True])
+def test_other_opcodes_get_notimp_with_our_opt_when_the_message_had_one(
+        opcode: int, with_edns: bool) -> None:
+    # An OPT of ours is what the handler pads on DoT (RFC 7830 §4) and adds keepalive
+    # to; NOTIMP answers carried none (only the question was read). An UPDATE whose
+    # zone section is no SOA was a header-only FORMERR (dnspython's UPDATE rules).
+    q = query(use_edns=0, payload=4000) if with_edns else query(use_edns=False)
+    q.set_opcode(opcode)
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.NOTIMP and r.wire is not None
+    # an UPDATE's zone section is echoed only if it is one SOA (RFC 2136 §2.3), as
+    # UPDATE clients read it (dnspython refuses the response otherwise)
+    echoed = 0 if opcode == dns.opcode.UPDATE else 1
+    assert _header(r.wire) == (opcode, dns.rcode.NOTIMP, echoed, 1 if with_edns else 0)
+    assert r.response is not None and r.query is not None
+    assert r.response.edns == (0 if with_edns else -1)
+    if with_edns:
+        assert r.response.payload == 1232  # ours, not the query's
+
+
+@pytest.mark.parametrize("opcode", OTHER_OPCODES)
+def test_other_opcodes_with_edns_version_1_get_badvers_first(opcode: int) -> None:
+    # RFC 6891 §6.1.3: nothing of a message of an unknown EDNS version is read (BIND
+    # answers BADVERS before it looks at the opcode)
+    q = query(use_edns=1)
+    q.set_opcode(opcode)
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.BADVERS and r.wire is not None
+    assert _header(r.wire) == (opcode, dns.rcode.BADVERS & 0xF, 1, 1)
+    assert r.response is not None and r.response.edns == 0
+
+
+@pytest.mark.parametrize("rdclass", ["IN", "CH"])
+def test_an_update_gets_notimp_its_client_can_read(rdclass: str) -> None:
+    update = dns.message.make_query("example.test", "SOA", rdclass, use_edns=0)
+    update.set_opcode(dns.opcode.UPDATE)
+    r = parse_query(update.to_wire())
+    assert isinstance(r, Rejection) and r.wire is not None
+    response = dns.message.from_wire(r.wire)  # an UpdateMessage, by RFC 2136's rules
+    assert (response.opcode(), response.rcode()) == (dns.opcode.UPDATE, dns.rcode.NOTIMP)
+    assert [(z.name, z.rdtype) for z in response.question] == [
+        (dns.name.from_text("example.test"), dns.rdatatype.SOA)]
+
+
+def test_a_dso_message_gets_notimp() -> None:
+    # RFC 8490 §5.1.1: NOTIMP tells the client this server does not implement DSO
+    # (DSOTYPENI is for servers that do). Counts 0, a Keepalive TLV after the header.
+    wire = struct.pack("!HHHHHH", 0x4242, 6 << 11, 0, 0, 0, 0) + struct.pack(
+        "!HHII", 1, 8, 10000, 10000)
+    r = parse_query(wire)
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.NOTIMP and r.wire is not None
+    assert r.wire[:2] == b"\x42\x42" and _header(r.wire) == (6, dns.rcode.NOTIMP, 0, 0)
+
+
+@pytest.mark.parametrize("opcode", [4, 5, 6])
+def test_other_opcodes_with_a_malformed_body_get_notimp(opcode: int) -> None:
+    wire = struct.pack("!HHHHHH", 7, (opcode << 11) | dns.flags.RD, 1, 0, 0, 1) + b"\x03www"
+    r = parse_query(wire)
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.NOTIMP and r.wire is not None
+    assert _header(r.wire) == (opcode, dns.rcode.NOTIMP, 0, 0)
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_qdcount_other_than_one_with_edns_gets_an_opt(count: int) -> None:
+    # a header-only FORMERR before: on DoT a padded query got an unpadded answer
+    q = query(use_edns=0)
+    q.question = q.question * count
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.FORMERR and r.wire is not None
+    assert r.response is not None and r.response.edns == 0
+    assert _header(r.wire) == (0, dns.rcode.FORMERR, count, 1)
+
+
+def test_qdcount_two_with_edns_version_1_is_badvers() -> None:
+    q = query(use_edns=1)
+    q.question = q.question * 2
+    r = parse_query(q.to_wire())
+    assert isinstance(r, Rejection) and r.rcode == dns.rcode.BADVERS
+
+
+@pytest.mark.parametrize("opcode", [0, 4])
+def test_many_questions_are_not_echoed_past_the_udp_size(opcode: int) -> None:
+    q = query("a" * 60 + "." + "b" * 60 + ".example.test", use_edns=0, payload=1232)
+    q.question = [dns.rrset.RRset(dns.name.from_text(f"{i}" + "x" * 60 + ".example.test"),
+                                  1, 1) for i in range(40)]
+    q.set_opcode(opcode)
+    r = parse_query(q.to_wire(max_size=65535))
+    assert isinstance(r, Rejection) and r.wire is not None and len(r.wire) <= 1232
+    assert r.rcode == (dns.rcode.FORMERR if opcode == 0 else dns.rcode.NOTIMP)
+    assert _header(r.wire)[2:] == (0, 1)
 
 
 def test_edns_version_1_is_badvers() -> None:

@@ -807,6 +807,24 @@ def test_ede_text_and_report_channel_are_relayed_as_clients_read_them() -> None:
     assert [(int(o.otype), o.to_wire()) for o in message.options] == [(15, ede[4:])]
 
 
+def test_only_extended_dns_errors_are_relayed() -> None:
+    """An upstream's NSID (which names its server) and other options are hop-by-hop
+    (RFC 6891 §6.1.1): only its EDEs reach the client, as on the message path
+    (forward.client_response); they were all relayed but the per-transport ones."""
+    q = query(use_edns=0)
+    key = key_from_message(q)
+    ede = b"\x00\x0f\x00\x06\x00\x0fnope"
+    nsid = b"\x00\x03\x00\x03ns1"
+    private = b"\xfd\xe9\x00\x02\x01\x02"  # 65001, local/experimental use
+    wire = with_records(positive(query()).to_wire(), opt_rr(nsid + ede + private))
+    cache = Cache()
+    for out in (cache.respond_wire(key, wire, 0.0, 1, True, None, True),
+                cache.lookup_wire(key, 2, 1.0)):
+        assert out is not None
+        options = dns.message.from_wire(out).options
+        assert [(int(o.otype), o.to_wire()) for o in options] == [(15, ede[4:])]
+
+
 def test_a_ttl_with_the_high_bit_set_is_read_as_zero() -> None:
     """RFC 2181 §8 (as Unbound does): such a TTL counts as 0 -- never served as sent
     (over 2^31 - 1: a SERVFAIL kept its records' TTLs as they came) and never clamped

@@ -389,6 +389,24 @@ async def test_all_servfail_relays_the_servfail_and_refused_gives_ede_22() -> No
     assert info.value.ede == 22 and "refused by" in (info.value.text or "")
 
 
+async def test_notimp_and_formerr_decline_the_query_like_refused() -> None:
+    # They were relayed to the client as the answer (the wire path answered SERVFAIL
+    # EDE 24 for them instead): the next upstream is asked, as after REFUSED
+    fwd, ups, clock = setup(3)
+    ups[0].default, ups[1].default = dns.rcode.NOTIMP, dns.rcode.FORMERR
+    answer = await fwd.resolve(request(clock))
+    assert answer.rcode() == dns.rcode.NOERROR and answer.answer
+    assert [len(u.seen) for u in ups] == [1, 1, 1]
+    ups[2].default = dns.rcode.REFUSED
+    with pytest.raises(ResolveFailure) as info:
+        await fwd.resolve(request(clock))
+    assert (info.value.rcode, info.value.ede, info.value.text) == (
+        dns.rcode.SERVFAIL, 22,
+        "refused by tls://10.0.0.2:853; NOTIMP from tls://10.0.0.0:853; "
+        "FORMERR from tls://10.0.0.1:853")
+    assert fwd.health["tls://10.0.0.0:853"].failures == 0  # it answered: not backed off
+
+
 async def test_expired_deadline_and_mismatched_answer() -> None:
     fwd, ups, clock = setup(1)
     with pytest.raises(ResolveFailure) as info:

@@ -108,6 +108,7 @@ async def outcome(awaitable: Any) -> Any:
 
 
 ACTIONS = ["answer", dns.rcode.SERVFAIL, dns.rcode.REFUSED, dns.rcode.NXDOMAIN,
+           dns.rcode.NOTIMP, dns.rcode.FORMERR, dns.rcode.YXDOMAIN,
            QueryTimeout("slow"), NetworkError("refused"), ("now", NetworkError("no socket"))]
 
 
