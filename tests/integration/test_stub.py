@@ -561,7 +561,7 @@ async def test_lone_refusing_upstream_gets_no_connect_storm_and_is_probed_back(
         ("dnstls.net.pool", "WARNING"), ("dnstls.resolver.forward", "WARNING"),
         ("dnstls.resolver.forward", "WARNING")]
     assert "Connection refused" in loud[0].getMessage()
-    assert "down after 3 failed attempts" in loud[2].getMessage()
+    assert " down after " in loud[2].getMessage()
     # the upstream comes back on its port
     fake = await fakes("tls", ssl_context=pki.server_context(), port=port)
     back = loop.time()

@@ -15,7 +15,12 @@ after the healthy ones, earliest retry first, so they are used only as a last re
 until their back-off expires.
 
 **Down upstreams.** After :data:`DOWN_AFTER` failed attempts in a row with no answer
-in between, an upstream is *down*: one query a second goes to it as the probe (it
+in between, each begun after the previous one had failed, an upstream is *down*.
+(Attempts under way together are one piece of evidence: three queries for a domain
+whose servers are dead, asked at once of a recursive upstream that is slower to give up
+than our deadline, time out together and must not take the upstream down; a
+blackholed upstream under load is found after three deadlines in turn.) While it is
+down, one query a second goes to it as the probe (it
 waits for its answer or its own timeout); every other query skips it, and a query with
 no other upstream left gets SERVFAIL at once instead of waiting for a timeout of its
 own. A blackholed lone upstream otherwise made every query wait the whole deadline,
@@ -83,8 +88,9 @@ log = logging.getLogger("dnstls.resolver.forward")
 
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 60.0
-#: Failed attempts in a row (no answer in between) after which an upstream is down.
-#: Three: one lost datagram or one reset connection must not make every query fail.
+#: Failed attempts in a row (no answer in between), each begun after the previous one
+#: failed, after which an upstream is down. Three: one lost datagram or one reset
+#: connection must not make every query fail.
 DOWN_AFTER = 3
 #: While down, one query this often goes to the upstream as the probe.
 PROBE_INTERVAL = 1.0
@@ -124,6 +130,9 @@ class UpstreamHealth:
     latency_sum: float = 0.0
     latency_count: int = 0
     probe_at: float = 0.0  # while down: when the next probe may go
+    #: failures in a row that each began after the one before had failed (DOWN_AFTER)
+    streak: int = 0
+    streak_at: float = 0.0  # when the last of them failed
     held: int = 0  # queries that skipped it because it was down
     #: the last failed attempt's error; when it only restated an earlier one (a connect
     #: hold's "... (not retried for 0.9 s)" is raised ``from`` the connect error), that one
@@ -133,13 +142,13 @@ class UpstreamHealth:
         return self.failures > 0 and now < self.retry_at
 
     def down(self) -> bool:
-        return self.failures >= DOWN_AFTER
+        return self.streak >= DOWN_AFTER
 
     def held_for(self, now: float) -> float | None:
         """For a query about to try this upstream: None when it may (when the upstream
         is down it goes as the probe, and the next probe is due a second later), else
         the seconds until the next probe."""
-        if self.failures < DOWN_AFTER:
+        if self.streak < DOWN_AFTER:
             return None
         wait = self.probe_at - now
         if wait > 0:
@@ -152,6 +161,8 @@ class UpstreamHealth:
         self.failures = 0
         self.retry_at = 0.0
         self.probe_at = 0.0
+        self.streak = 0
+        self.streak_at = 0.0
         self.error = None
         self.srtt = rtt if self.srtt is None else SRTT_WEIGHT * self.srtt + (1 - SRTT_WEIGHT) * rtt
         self.latency_sum += rtt
@@ -162,7 +173,10 @@ class UpstreamHealth:
         self.failures += 1
         cause = error.__cause__
         self.error = cause if isinstance(cause, DnsTlsError) else error
-        if self.failures >= DOWN_AFTER:  # (still) down: the next probe a second from now
+        if now - elapsed >= self.streak_at:  # begun after the last counted failure
+            self.streak += 1
+            self.streak_at = now
+        if self.streak >= DOWN_AFTER:  # (still) down: the next probe a second from now
             self.probe_at = max(self.probe_at, now + PROBE_INTERVAL)
         delay = min(cap, initial * (1 << min(self.failures - 1, 30)))
         self.retry_at = now + delay
@@ -321,7 +335,7 @@ class Forwarder:
         if start_exchange is None or start >= deadline:
             return False
         health = self.health[upstream.name]
-        if health.failures >= DOWN_AFTER:
+        if health.streak >= DOWN_AFTER:
             wait = health.held_for(start)
             if wait is not None:  # down, not this query's turn to probe: SERVFAIL at once
                 self.in_flight_wire += 1
@@ -398,7 +412,7 @@ class Forwarder:
             if start >= deadline:
                 break
             health = self.health[upstream.name]
-            if health.failures >= DOWN_AFTER:
+            if health.streak >= DOWN_AFTER:
                 wait = health.held_for(start)
                 if wait is not None:  # down, and not this query's turn to probe it
                     held.append((upstream, wait))
@@ -440,6 +454,7 @@ class Forwarder:
         kind = _error_kind(exc)
         health = self.health[upstream.name]
         health.errors[kind] += 1
+        was_down = health.streak >= DOWN_AFTER
         delay = health.failed(now, now - start, exc, initial=self.backoff_initial,
                               cap=self.backoff_max)
         self._observe(upstream, kind, now - start)
@@ -450,11 +465,11 @@ class Forwarder:
                             kind, exc, delay, self.backoff_max)
             else:
                 log.warning("upstream %s failing (%s: %s)", upstream.name, kind, exc)
-        elif health.failures == DOWN_AFTER:
+        elif not was_down and health.streak >= DOWN_AFTER:
             cause = health.error or exc
             log.warning("upstream %s down after %d failed attempts in a row (%s: %s); one "
                         "query a second probes it, queries with no other upstream meanwhile "
-                        "get SERVFAIL at once", upstream.name, DOWN_AFTER,
+                        "get SERVFAIL at once", upstream.name, health.failures,
                         _error_kind(cause), cause)
         else:
             log.debug("upstream %s failed again (%d in a row; %s: %s)", upstream.name,

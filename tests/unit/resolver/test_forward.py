@@ -467,3 +467,24 @@ async def test_a_down_upstreams_servfail_names_the_cause_not_a_later_hold(
                                "down after 3 failed attempts in a row, next try in 1.0 s")
     down = [r.getMessage() for r in caplog.records if "down after" in r.getMessage()]
     assert len(down) == 1 and "(network: connect failed: Network is unreachable);" in down[0]
+
+
+def test_attempts_that_fail_together_are_one_piece_of_evidence() -> None:
+    """Three queries for a dead domain asked at once of a recursive upstream slower to
+    give up than our deadline time out together: the upstream is not down. Failures
+    count toward down only when each attempt began after the previous one failed."""
+    from dnstls.resolver.forward import UpstreamHealth
+
+    health = UpstreamHealth()
+    timeout = QueryTimeout("no answer")
+    for now in (1004.0, 1004.001, 1004.002):  # all three began at 1000.0
+        health.failed(now, now - 1000.0, timeout, initial=1.0, cap=60.0)
+    assert health.failures == 3 and not health.down()
+    assert health.held_for(1004.01) is None  # nobody is held
+    health.failed(1008.1, 4.0, timeout, initial=1.0, cap=60.0)  # began at 1004.1
+    assert not health.down()
+    health.failed(1012.2, 4.0, timeout, initial=1.0, cap=60.0)  # began at 1008.2
+    assert health.down() and health.failures == 5
+    assert health.held_for(1012.3) == pytest.approx(0.9)
+    health.succeeded(0.01)
+    assert not health.down() and health.held_for(1012.4) is None
