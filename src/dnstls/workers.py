@@ -201,6 +201,13 @@ class Supervisor:
                  ) -> None:
         if workers < 1:
             raise ConfigError("--workers", f"must be at least 1, got {workers}")
+        if config.server.metrics:  # worker i listens on port + i: all must be ports
+            _, port = parse_hostport(config.server.metrics, 9153, field="server.metrics")
+            if port and port + workers - 1 > 65535:
+                raise ConfigError("server.metrics", f"port {port}: with --workers {workers} "
+                                  f"worker i serves its metrics on port {port} + i, and "
+                                  f"{port + workers - 1} is not a port (at most "
+                                  f"{65536 - workers} for {workers} workers)")
         self.config = config
         self.specs = specs
         self.count = workers
