@@ -335,7 +335,7 @@ class Forwarder:
         if start_exchange is None or start >= deadline:
             return False
         health = self.health[upstream.name]
-        if health.streak >= DOWN_AFTER:
+        if health.streak >= DOWN_AFTER:  # inline on the miss path; held_for checks it too
             wait = health.held_for(start)
             if wait is not None:  # down, not this query's turn to probe: SERVFAIL at once
                 self.in_flight_wire += 1
@@ -412,11 +412,10 @@ class Forwarder:
             if start >= deadline:
                 break
             health = self.health[upstream.name]
-            if health.streak >= DOWN_AFTER:
-                wait = health.held_for(start)
-                if wait is not None:  # down, and not this query's turn to probe it
-                    held.append((upstream, wait))
-                    continue
+            wait = health.held_for(start)
+            if wait is not None:  # down, and not this query's turn to probe it
+                held.append((upstream, wait))
+                continue
             health.queries += 1
             attempt_deadline = deadline
             if index < len(candidates) - 1:
@@ -454,7 +453,7 @@ class Forwarder:
         kind = _error_kind(exc)
         health = self.health[upstream.name]
         health.errors[kind] += 1
-        was_down = health.streak >= DOWN_AFTER
+        was_down = health.down()
         delay = health.failed(now, now - start, exc, initial=self.backoff_initial,
                               cap=self.backoff_max)
         self._observe(upstream, kind, now - start)
@@ -465,7 +464,7 @@ class Forwarder:
                             kind, exc, delay, self.backoff_max)
             else:
                 log.warning("upstream %s failing (%s: %s)", upstream.name, kind, exc)
-        elif not was_down and health.streak >= DOWN_AFTER:
+        elif not was_down and health.down():
             cause = health.error or exc
             log.warning("upstream %s down after %d failed attempts in a row (%s: %s); one "
                         "query a second probes it, queries with no other upstream meanwhile "
