@@ -15,12 +15,17 @@ Peers missing: skipped, except under CI (``CI=true``), where the harness fails t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socketserver
+import ssl
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import dns.message
 import pytest
 
 from dnstls.cli.main import main
@@ -171,3 +176,95 @@ def test_pin_server_equals_openssl(server: Peer, pki: TestPKI, tmp_path: Path,
     assert status == 0, err
     assert re.findall(r"SHA-256 PIN: (\S+)", out) == expected
     assert f"# chain trusted against {pki.ca_pem} for {pki.hostname}" in out
+
+
+# ---------------------------------------------------------------- the TLS session line vs kdig
+
+
+def session_line(out: str) -> str:
+    lines = [line for line in out.splitlines() if line.startswith(";; TLS session ")]
+    assert len(lines) == 1, out
+    return lines[0]
+
+
+def test_tls_session_line_names_what_kdig_names(server: Peer, pki: TestPKI,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Against each real server: the signature scheme as kdig (GnuTLS) names it and a
+    key exchange group. The group itself may differ: kdig offers a SECP256R1 key share
+    first and Python's client X25519, and each server takes the client's choice."""
+    kdig = require("kdig")
+    run = subprocess.run([kdig, f"@{server.host}", "-p", str(server.port),
+                          f"+tls-ca={pki.ca_pem}", f"+tls-hostname={pki.hostname}",
+                          "www.example.test", "A"], capture_output=True, text=True,
+                         timeout=TIMEOUT, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    theirs = session_line(run.stdout)
+    status, out, err = query(capsys, f"@{server.host}", "-p", str(server.port),
+                             f"+tls-ca={pki.ca_pem}", f"+tls-host={pki.hostname}",
+                             "www.example.test", "A")
+    assert status == 0, err
+    ours = session_line(out)
+    version, group, signature, _cipher = ours[len(";; TLS session "):].split(")-(")
+    assert version == "(TLS1.3", ours
+    assert group in ("ECDHE-X25519", "ECDHE-SECP256R1"), ours
+    assert signature == theirs.split(")-(")[2] == "ECDSA-SECP256R1-SHA256", (ours, theirs)
+
+
+def _key_and_cert(kind: str, directory: Path) -> tuple[Path, Path]:
+    openssl = require("openssl")
+    newkey = {"rsa": ["-newkey", "rsa:2048"], "rsa-pss": ["-newkey", "rsa-pss"],
+              "ed25519": ["-newkey", "ed25519"],
+              "p384": ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384"]}[kind]
+    key, cert = directory / f"{kind}.key", directory / f"{kind}.pem"
+    subprocess.run([openssl, "req", "-x509", *newkey, "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=dns.test"],
+                   capture_output=True, timeout=TIMEOUT, check=True)
+    return key, cert
+
+
+class _Replier(socketserver.BaseRequestHandler):
+    """One DoT connection: every query answered with an empty NOERROR."""
+
+    def handle(self) -> None:
+        context: ssl.SSLContext = self.server.context  # type: ignore[attr-defined]
+        self.request.settimeout(TIMEOUT)
+        with contextlib.suppress(OSError, EOFError, ValueError), \
+                context.wrap_socket(self.request, server_side=True) as tls:
+            stream = tls.makefile("rb")
+            while header := stream.read(2):
+                query = dns.message.from_wire(stream.read(int.from_bytes(header, "big")))
+                wire = dns.message.make_response(query).to_wire()
+                tls.sendall(len(wire).to_bytes(2, "big") + wire)
+
+
+@pytest.mark.parametrize("kind", ["p384", "rsa", "rsa-pss", "ed25519"])
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_tls_session_line_equals_kdigs(kind: str, version: ssl.TLSVersion, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A server that allows one group only (secp384r1), so that kdig and we must agree on
+    it: the whole ``;; TLS session`` line is kdig's, for ECDSA P-384, RSA (PSS with an
+    rsaEncryption key), RSASSA-PSS and Ed25519 keys over TLS 1.2 and 1.3."""
+    kdig = require("kdig")
+    key, cert = _key_and_cert(kind, tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.minimum_version = context.maximum_version = version
+    context.set_ecdh_curve("secp384r1")
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _Replier) as tcp:
+        tcp.daemon_threads = True
+        tcp.context = context  # type: ignore[attr-defined]
+        thread = threading.Thread(target=tcp.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            port = str(tcp.server_address[1])
+            run = subprocess.run([kdig, "@127.0.0.1", "-p", port, "+tls", "example.test"],
+                                 capture_output=True, text=True, timeout=TIMEOUT, check=False)
+            status, out, err = query(capsys, "@127.0.0.1", "-p", port, "+tls", "example.test")
+        finally:
+            tcp.shutdown()
+            thread.join(TIMEOUT)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert status == 0, err
+    tls_name = "TLS1.2" if version is ssl.TLSVersion.TLSv1_2 else "TLS1.3"
+    assert session_line(out).startswith(f";; TLS session ({tls_name})-(ECDHE-SECP384R1)-(")
+    assert session_line(out) == session_line(run.stdout)

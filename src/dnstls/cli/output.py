@@ -14,8 +14,10 @@ and scripts used to kdig read it without surprise:
 
 Deliberate differences from kdig 3.2: edns-tcp-keepalive (RFC 7828) is shown as
 ``;; KEEPALIVE: 12.0 s`` instead of a hex dump, the time is always UTC, the transport
-label is the caller's (kdig 3.2 prints ``TCP`` for TLS), and the TLS session line names
-only what Python's ``ssl`` exposes (protocol, key exchange when known, bulk cipher).
+label is the caller's (kdig 3.2 prints ``TCP`` for TLS), and the TLS session line leaves
+out what OpenSSL could not be asked (the key exchange group and the server's signature
+scheme need ctypes, :func:`dnstls.net.tls.handshake_nids`; a resumed session has no
+signature).
 RDATA text is dnspython's presentation format, which agrees with Knot's for the common
 types.
 
@@ -95,8 +97,9 @@ class TlsSession:
     """What the TLS handshake agreed on, as Python's ``ssl`` reports it.
 
     ``version`` is ``SSLObject.version()`` (``"TLSv1.3"``), ``cipher`` the OpenSSL cipher
-    name; ``group`` (``"x25519"``) and ``signature`` (``"ECDSA-SECP256R1-SHA256"``) are
-    optional because Python 3.11 does not expose them.
+    name; ``group`` (``"X25519"``) and ``signature`` (``"ECDSA-SECP256R1-SHA256"``), in
+    GnuTLS's names, are optional: Python's ``ssl`` does not expose them and they come from
+    OpenSSL where it can be asked (:func:`dnstls.net.tls.handshake_nids`).
     """
 
     version: str
@@ -130,8 +133,9 @@ class ReplyInfo:
 def tls_session_line(session: TlsSession) -> str:
     """``;; TLS session (TLS1.3)-(ECDHE-X25519)-(ECDSA-SECP256R1-SHA256)-(AES-256-GCM)``."""
     parts = [session.version.replace("TLSv", "TLS")]
-    if session.group:
-        parts.append("ECDHE-" + session.group.upper())
+    if session.group:  # GnuTLS spells finite-field groups "DHE-FFDHE2048"
+        group = session.group.upper()
+        parts.append(("DHE-" if group.startswith("FFDHE") else "ECDHE-") + group)
     elif session.cipher.startswith(("ECDHE-", "DHE-")):  # TLS 1.2 names carry the kx
         parts.append(session.cipher.split("-")[0])
     if session.signature:
@@ -402,8 +406,13 @@ def message_json(message: dns.message.Message, info: ReplyInfo) -> dict[str, Any
     server: dict[str, Any] = {"address": info.server, "port": info.port,
                               "transport": info.transport}
     if info.tls is not None:
-        server["tls"] = {"version": info.tls.version, "cipher": info.tls.cipher,
-                         "chain": [_json_certificate(der) for der in info.tls.chain]}
+        tls: dict[str, Any] = {"version": info.tls.version, "cipher": info.tls.cipher}
+        if info.tls.group:
+            tls["group"] = info.tls.group
+        if info.tls.signature:
+            tls["signature"] = info.tls.signature
+        tls["chain"] = [_json_certificate(der) for der in info.tls.chain]
+        server["tls"] = tls
     out["server"] = server
     return out
 

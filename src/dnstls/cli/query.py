@@ -506,7 +506,7 @@ def reply_info(reply: Reply) -> ReplyInfo:
     conn = reply.connection
     tls = conn.tls
     session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group,
-                          chain=tls.chain)
+                          signature=tls.signature, chain=tls.chain)
                if tls is not None else None)
     return ReplyInfo(server=conn.address, port=conn.port, transport=conn.transport.upper(),
                      elapsed_ms=reply.rtt * 1000.0, received=reply.size,

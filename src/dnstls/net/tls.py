@@ -78,6 +78,12 @@ _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 _SSL_CTRL_SET_SESS_CACHE_SIZE = 42
 _SSL_CTRL_GET_SESS_CACHE_SIZE = 43
 _SSL_SHUTDOWN_BOTH = 1 | 2  # SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN
+_SSL_CTRL_GET_PEER_SIGNATURE_NID = 108
+_SSL_CTRL_GET_NEGOTIATED_GROUP = 134
+_TLSEXT_NID_UNKNOWN = 0x1000000  # a group OpenSSL has no NID for
+#: Where CPython's ``_ssl._SSLSocket`` keeps its ``SSL *``: after PyObject_HEAD and a
+#: weak reference (checked before use, see :func:`ssl_pointer`)
+_SSL_POINTER_OFFSET = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
 #: Sessions kept by the server's session cache (one process; ``tls.session_cache``'s
 #: default): about 1.1 KB each once their connection has closed, so ~11 MB at most; the
 #: least recently used one goes first. OpenSSL's default is 20,480.
@@ -133,6 +139,9 @@ class _LibSSL:
     _ctrl: Callable[..., int] | None = None
     #: SSL_set_shutdown, SSL_get_shutdown, SSL_get_SSL_CTX
     _ssl_calls: tuple[Callable[..., None], Callable[..., int], Callable[..., int]] | None = None
+    #: SSL_ctrl, SSL_get_peer_signature_type_nid, OBJ_nid2sn (see :func:`handshake_nids`)
+    _nid_calls: (tuple[Callable[..., int], Callable[..., int], Callable[..., bytes | None]]
+                 | None) = None
     _tried = False
 
     @classmethod
@@ -177,6 +186,17 @@ def _load_libssl() -> tuple[Callable[..., int], Callable[..., int], Callable[...
     get_ctx = lib.SSL_get_SSL_CTX
     get_ctx.restype = ctypes.c_void_p
     get_ctx.argtypes = [ctypes.c_void_p]
+    with contextlib.suppress(AttributeError):  # optional: only for handshake_nids
+        ssl_ctrl = lib.SSL_ctrl
+        ssl_ctrl.restype = ctypes.c_long
+        ssl_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+        sig_type = lib.SSL_get_peer_signature_type_nid
+        sig_type.restype = ctypes.c_int
+        sig_type.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_int)]
+        nid2sn = lib.OBJ_nid2sn
+        nid2sn.restype = ctypes.c_char_p
+        nid2sn.argtypes = [ctypes.c_int]
+        _LibSSL._nid_calls = (ssl_ctrl, sig_type, nid2sn)
     return fn, get_options, ctrl, (set_shutdown, get_shutdown, get_ctx)
 
 
@@ -226,6 +246,51 @@ def _unwrap(sslobj: ssl.SSLObject) -> None:
         sslobj.unwrap()  # SSL_shutdown: close_notify "sent" (the alert goes nowhere)
 
 
+def ssl_pointer(sslobj: ssl.SSLObject) -> int | None:
+    """The ``SSL *`` under ``sslobj``, or None where it cannot be reached safely: it must
+    sit where CPython 3.11-3.13 keep it (see :func:`session_keeper`) and belong to the
+    ``SSL_CTX`` of ``sslobj.context``."""
+    raw = _ssl_ctx(sslobj.context)
+    if raw is None or _LibSSL._ssl_calls is None:
+        return None
+    inner = getattr(sslobj, "_sslobj", None)
+    if type(inner).__name__ != "_SSLSocket":
+        return None
+    ptr = ctypes.c_void_p.from_address(id(inner) + _SSL_POINTER_OFFSET).value
+    if not ptr or _LibSSL._ssl_calls[2](ptr) != raw:
+        return None
+    return ptr
+
+
+def handshake_nids(sslobj: ssl.SSLObject) -> tuple[str | None, int | None, str | None]:
+    """What Python's ``ssl`` does not report about a finished handshake, from OpenSSL:
+    the key exchange group's short name (``"X25519"``, ``"prime256v1"``), the NID of the
+    key type that signed the peer's handshake (``EVP_PKEY_EC`` = 408, ``EVP_PKEY_RSA_PSS``
+    = 912, ...; none on a resumed session) and its digest's short name (``"SHA256"``).
+    Each is None where it is not known or cannot be reached."""
+    if sslobj.version() is None:  # not finished: OpenSSL 3.0 reads its NULL session
+        return None, None, None
+    ptr = ssl_pointer(sslobj)
+    if ptr is None or _LibSSL._nid_calls is None:
+        return None, None, None
+    ssl_ctrl, sig_type, nid2sn = _LibSSL._nid_calls
+
+    def short_name(nid: int) -> str | None:
+        if nid <= 0 or nid & _TLSEXT_NID_UNKNOWN:
+            return None
+        name = nid2sn(nid)
+        return name.decode() if name else None
+
+    group = short_name(ssl_ctrl(ptr, _SSL_CTRL_GET_NEGOTIATED_GROUP, 0, None))
+    nid = ctypes.c_int(0)
+    key_type = nid.value if sig_type(ptr, ctypes.byref(nid)) == 1 and nid.value > 0 else None
+    digest = None
+    if key_type is not None and ssl_ctrl(ptr, _SSL_CTRL_GET_PEER_SIGNATURE_NID, 0,
+                                         ctypes.addressof(nid)) == 1:
+        digest = short_name(nid.value)
+    return group, key_type, digest
+
+
 def session_keeper(ctx: ssl.SSLContext) -> Callable[[ssl.SSLObject], None]:
     """A function that makes OpenSSL keep the cached session of an ``SSLObject`` of
     ``ctx`` whose connection ended without the server's close_notify (OpenSSL removes a
@@ -240,7 +305,7 @@ def session_keeper(ctx: ssl.SSLContext) -> Callable[[ssl.SSLObject], None]:
     if raw is None or _LibSSL._ssl_calls is None:
         return _unwrap
     set_shutdown, get_shutdown, get_ctx = _LibSSL._ssl_calls
-    offset = object.__basicsize__ + ctypes.sizeof(ctypes.c_void_p)
+    offset = _SSL_POINTER_OFFSET
     scratch = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
     inner = getattr(scratch, "_sslobj", None)
     if type(inner).__name__ != "_SSLSocket":

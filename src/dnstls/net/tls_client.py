@@ -26,8 +26,9 @@ the chain only and :func:`authenticate` checks the name on the leaf certificate 
 IP addresses against iPAddress entries; the subject CN is not used).
 
 :func:`session_details` reports what the handshake agreed on and what was checked, for
-``dnstls query`` and :class:`dnstls.Client` users (the key exchange group is not exposed
-by Python's ``ssl`` and stays None).
+``dnstls query`` and :class:`dnstls.Client` users, including the key exchange group and
+the server's signature scheme that Python's ``ssl`` does not expose (asked of OpenSSL
+through ctypes where that is safe, see :func:`dnstls.net.tls.handshake_nids`; else None).
 
 Pins are checked on the presented chain right after the handshake, before any query is
 written. Python 3.11/3.12 reach the chain through the private
@@ -60,6 +61,7 @@ from dnstls.errors import (
     TLSAuthenticationError,
 )
 from dnstls.net import probe
+from dnstls.net.tls import handshake_nids
 from dnstls.proto.pins import PinSet
 from dnstls.upstreams import UpstreamSpec
 
@@ -104,7 +106,11 @@ class TlsDetails:
     anchor: str | None
     pinned: bool
     opportunistic: bool
-    group: str | None = None  # key exchange group: not exposed by Python's ssl
+    #: the key exchange group and the peer's signature scheme in GnuTLS's (kdig's) names,
+    #: ``"X25519"``, ``"ECDSA-SECP256R1-SHA256"``; None where OpenSSL cannot be asked
+    #: (see :func:`dnstls.net.tls.handshake_nids`) and the signature on a resumed session
+    group: str | None = None
+    signature: str | None = None
 
 
 def _sni(spec: UpstreamSpec, sni: str | None) -> str | None:
@@ -243,13 +249,66 @@ def session_details(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
     """:class:`TlsDetails` of an authenticated connection (call after :func:`authenticate`)."""
     cipher = ssl_object.cipher()
     resumed = bool(ssl_object.session_reused)
+    chain = () if resumed else tuple(presented_chain(ssl_object))
+    group, key_type, digest = handshake_nids(ssl_object)
     return TlsDetails(
         version=ssl_object.version(), cipher=cipher[0] if cipher else None,
         alpn=ssl_object.selected_alpn_protocol(), server_name=_sni(spec, sni),
-        chain=() if resumed else tuple(presented_chain(ssl_object)), resumed=resumed,
+        chain=chain, resumed=resumed,
         verified=verified, verified_name=spec.tls_auth_name if verified else None,
         anchor=(spec.ca_file or "system CA store") if verified else None,
-        pinned=bool(pinset), opportunistic=spec.opportunistic)
+        pinned=bool(pinset), opportunistic=spec.opportunistic,
+        group=gnutls_group(group),
+        signature=gnutls_signature(key_type, digest, ssl_object.version(),
+                                   chain[0] if chain else None))
+
+
+#: OpenSSL's short names of key exchange groups that GnuTLS names otherwise
+_GROUP_NAMES = {"prime256v1": "SECP256R1", "secp384r1": "SECP384R1",
+                "secp521r1": "SECP521R1"}
+#: TLS 1.3 binds an ECDSA signature's curve to its digest (RFC 8446 §4.2.3)
+_TLS13_ECDSA_CURVES = {"SHA256": "SECP256R1", "SHA384": "SECP384R1", "SHA512": "SECP521R1"}
+_EVP_PKEY_RSA, _EVP_PKEY_EC, _EVP_PKEY_RSA_PSS = 6, 408, 912
+_EVP_PKEY_ED25519, _EVP_PKEY_ED448 = 1087, 1088
+
+
+def gnutls_group(short_name: str | None) -> str | None:
+    """A key exchange group's OpenSSL short name as GnuTLS names it (``prime256v1`` →
+    ``SECP256R1``, ``X25519``, ``ffdhe2048`` → ``FFDHE2048``)."""
+    if not short_name:
+        return None
+    return _GROUP_NAMES.get(short_name, short_name.upper())
+
+
+def gnutls_signature(key_type: int | None, digest: str | None, version: str | None,
+                     leaf: bytes | None = None) -> str | None:
+    """The peer's signature scheme as GnuTLS (and kdig's ``;; TLS session`` line) names
+    it: ``ECDSA-SECP256R1-SHA256`` (TLS 1.3) or ``ECDSA-SHA256`` (TLS 1.2),
+    ``RSA-PSS-RSAE-SHA256`` (``RSA-PSS-SHA256`` for an RSASSA-PSS key, told by ``leaf``,
+    the DER leaf certificate), ``RSA-SHA256``, ``EdDSA-Ed25519``; None when unknown."""
+    if key_type == _EVP_PKEY_ED25519:
+        return "EdDSA-Ed25519"
+    if key_type == _EVP_PKEY_ED448:
+        return "EdDSA-Ed448"
+    if key_type is None or not digest:
+        return None
+    if key_type == _EVP_PKEY_EC:
+        curve = _TLS13_ECDSA_CURVES.get(digest) if version == "TLSv1.3" else None
+        return f"ECDSA-{curve}-{digest}" if curve else f"ECDSA-{digest}"
+    if key_type == _EVP_PKEY_RSA_PSS:
+        return f"RSA-PSS-{digest}" if leaf and _pss_key(leaf) else f"RSA-PSS-RSAE-{digest}"
+    if key_type == _EVP_PKEY_RSA:
+        return f"RSA-{digest}"
+    return None
+
+
+def _pss_key(der: bytes) -> bool:
+    """Is the certificate's key an RSASSA-PSS key (id-RSASSA-PSS, not rsaEncryption)?"""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        return bool(cert.public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS)
+    except (ValueError, AttributeError):
+        return False
 
 
 def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:

@@ -270,3 +270,41 @@ def test_one_tls13_ticket_per_connection(pair: CertPair) -> None:
 def test_missing_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         server_context(CertPair(tmp_path / "nope.pem", tmp_path / "nope.key"))
+
+
+_NIDS = tls_mod.handshake_nids  # the OpenSSL calls are optional: see the skip below
+
+
+def _client_handshake(server: ssl.SSLContext, version: ssl.TLSVersion, pki: TestPKI,
+                      ) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    pki.ca.configure_trust(client)
+    client.maximum_version = version
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname="dns.test")
+    assert all(_pump_handshake(cli, c_out, c_in, srv, s_out, s_in))
+    assert cli.version() == version.name.replace("v1_", "v1.")
+    return cli, srv
+
+
+@pytest.mark.skipif(not tls_mod._LibSSL.load() or tls_mod._LibSSL._nid_calls is None,
+                    reason="this Python cannot ask OpenSSL for the group and signature")
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_handshake_nids_name_the_group_and_the_peers_signature(
+        pair: CertPair, pki: TestPKI, version: ssl.TLSVersion) -> None:
+    """What ``dnstls query`` prints in place of kdig's "(ECDHE-X25519)-(ECDSA-...)": the
+    group both ends agreed on, and on the client the server's signature (trustme's
+    leaf is ECDSA P-256: EVP_PKEY_EC signing SHA-256); the server saw no signature."""
+    server = server_context(pair)
+    cli, srv = _client_handshake(server, version, pki)
+    assert _NIDS(cli) == ("X25519", 408, "SHA256")
+    assert _NIDS(srv) == ("X25519", None, None)
+    server.set_ecdh_curve("secp384r1")  # a group the client offers but does not prefer
+    cli, _ = _client_handshake(server, version, pki)
+    assert _NIDS(cli) == ("secp384r1", 408, "SHA256")
+
+
+def test_handshake_nids_of_an_unfinished_handshake_are_unknown(pair: CertPair) -> None:
+    obj = server_context(pair).wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    assert _NIDS(obj) == (None, None, None)
