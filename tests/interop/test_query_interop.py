@@ -176,6 +176,8 @@ def test_pin_server_equals_openssl(server: Peer, pki: TestPKI, tmp_path: Path,
     assert status == 0, err
     assert re.findall(r"SHA-256 PIN: (\S+)", out) == expected
     assert f"# chain trusted against {pki.ca_pem} for {pki.hostname}" in out
+    assert re.search(r"^# \S+: TLSv1\.3, TLS_\w+, (X25519|SECP256R1), ECDSA-SECP256R1-SHA256, "
+                     r"(ALPN dot|no ALPN), SNI dns\.test$", out, re.M), out
 
 
 # ---------------------------------------------------------------- the TLS session line vs kdig

@@ -174,7 +174,7 @@ def render_server(result: ProbeResult, items: Sequence[PinnedKey], *,
     against ``now`` when given)."""
     where = f"{result.host}@{result.port}"
     session = ", ".join(part for part in (
-        result.tls_version, result.cipher,
+        result.tls_version, result.cipher, result.group, result.signature,
         f"ALPN {result.alpn}" if result.alpn else "no ALPN",
         f"SNI {result.server_name}" if result.server_name else "no SNI") if part)
     lines = [f"# {where}: {session}", "# " + _verdict(result)]

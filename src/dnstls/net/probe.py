@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnstls.errors import ConfigError, NetworkError, QueryTimeout
+from dnstls.net.tls import handshake_names
 
 __all__ = [
     "DEFAULT_PORT",
@@ -89,6 +90,10 @@ class ProbeResult:
     cipher: str | None
     alpn: str | None
     verification: Verification
+    #: the key exchange group and the server's signature scheme, as kdig names them
+    #: (:func:`dnstls.net.tls.handshake_names`; None where OpenSSL cannot be asked)
+    group: str | None = None
+    signature: str | None = None
 
     @property
     def verified(self) -> bool:
@@ -182,8 +187,22 @@ def _context(*, verify: bool, cafile: str | None, check_name: bool,
     return ctx
 
 
-async def _handshake(host: str, port: int, ctx: ssl.SSLContext,
-                     sni: str | None) -> tuple[list[bytes], str | None, str | None, str | None]:
+@dataclass(frozen=True, slots=True)
+class _Session:
+    chain: list[bytes]
+    version: str | None
+    cipher: str | None
+    alpn: str | None
+    group: str | None
+    signature: str | None
+
+    def result(self, host: str, port: int, name: str | None,
+               verification: Verification) -> ProbeResult:
+        return ProbeResult(host, port, name, tuple(self.chain), self.version, self.cipher,
+                           self.alpn, verification, self.group, self.signature)
+
+
+async def _handshake(host: str, port: int, ctx: ssl.SSLContext, sni: str | None) -> _Session:
     # No ssl_handshake_timeout: the caller's single deadline bounds the whole probe.
     reader, writer = await asyncio.open_connection(host, port, ssl=ctx, server_hostname=sni or "")
     del reader
@@ -191,8 +210,9 @@ async def _handshake(host: str, port: int, ctx: ssl.SSLContext,
         ssl_object = writer.get_extra_info("ssl_object")
         chain = presented_chain(ssl_object)
         cipher = ssl_object.cipher()
-        return (chain, ssl_object.version(), cipher[0] if cipher else None,
-                ssl_object.selected_alpn_protocol())
+        group, signature = handshake_names(ssl_object, chain[0] if chain else None)
+        return _Session(chain, ssl_object.version(), cipher[0] if cipher else None,
+                        ssl_object.selected_alpn_protocol(), group, signature)
     finally:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
@@ -233,19 +253,18 @@ async def fetch_chain(host: str, port: int = DEFAULT_PORT, *, server_name: str |
             if verifying is not None:
                 ctx = verifying
                 try:
-                    chain, version, cipher, chosen = await _handshake(host, port, ctx, name)
+                    session = await _handshake(host, port, ctx, name)
                 except ssl.SSLCertVerificationError as exc:
                     reason = exc.verify_message or exc.reason or str(exc)
                     log.debug("%s: chain not trusted (%s); reconnecting unverified",
                               where, reason)
                     verification = Verification(True, False, anchor, name, reason)
                 else:
-                    return ProbeResult(host, port, name, tuple(chain), version, cipher,
-                                       chosen, Verification(True, True, anchor, name))
+                    return session.result(host, port, name,
+                                          Verification(True, True, anchor, name))
             ctx = _context(verify=False, cafile=None, check_name=False, alpn=alpn)
-            chain, version, cipher, chosen = await _handshake(host, port, ctx, name)
-            return ProbeResult(host, port, name, tuple(chain), version, cipher, chosen,
-                               verification)
+            session = await _handshake(host, port, ctx, name)
+            return session.result(host, port, name, verification)
     except TimeoutError:
         raise QueryTimeout(f"TLS handshake with {where} timed out after {timeout:g} s") from None
     except ssl.SSLError as exc:

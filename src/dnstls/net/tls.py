@@ -291,6 +291,64 @@ def handshake_nids(sslobj: ssl.SSLObject) -> tuple[str | None, int | None, str |
     return group, key_type, digest
 
 
+def handshake_names(sslobj: ssl.SSLObject, leaf: bytes | None = None,
+                    ) -> tuple[str | None, str | None]:
+    """The key exchange group and the peer's signature scheme of a finished handshake,
+    as GnuTLS (and kdig's ``;; TLS session`` line) names them: ``("X25519",
+    "ECDSA-SECP256R1-SHA256")``; ``leaf`` is the peer's DER certificate, which tells an
+    RSASSA-PSS key from an rsaEncryption one. None for what is not known."""
+    group, key_type, digest = handshake_nids(sslobj)
+    return gnutls_group(group), gnutls_signature(key_type, digest, sslobj.version(), leaf)
+
+
+#: OpenSSL's short names of key exchange groups that GnuTLS names otherwise
+_GROUP_NAMES = {"prime256v1": "SECP256R1", "secp384r1": "SECP384R1",
+                "secp521r1": "SECP521R1"}
+#: TLS 1.3 binds an ECDSA signature's curve to its digest (RFC 8446 §4.2.3)
+_TLS13_ECDSA_CURVES = {"SHA256": "SECP256R1", "SHA384": "SECP384R1", "SHA512": "SECP521R1"}
+_EVP_PKEY_RSA, _EVP_PKEY_EC, _EVP_PKEY_RSA_PSS = 6, 408, 912
+_EVP_PKEY_ED25519, _EVP_PKEY_ED448 = 1087, 1088
+
+
+def gnutls_group(short_name: str | None) -> str | None:
+    """A key exchange group's OpenSSL short name as GnuTLS names it (``prime256v1`` →
+    ``SECP256R1``, ``X25519``, ``ffdhe2048`` → ``FFDHE2048``)."""
+    if not short_name:
+        return None
+    return _GROUP_NAMES.get(short_name, short_name.upper())
+
+
+def gnutls_signature(key_type: int | None, digest: str | None, version: str | None,
+                     leaf: bytes | None = None) -> str | None:
+    """The peer's signature scheme as GnuTLS (and kdig's ``;; TLS session`` line) names
+    it: ``ECDSA-SECP256R1-SHA256`` (TLS 1.3) or ``ECDSA-SHA256`` (TLS 1.2),
+    ``RSA-PSS-RSAE-SHA256`` (``RSA-PSS-SHA256`` for an RSASSA-PSS key, told by ``leaf``,
+    the DER leaf certificate), ``RSA-SHA256``, ``EdDSA-Ed25519``; None when unknown."""
+    if key_type == _EVP_PKEY_ED25519:
+        return "EdDSA-Ed25519"
+    if key_type == _EVP_PKEY_ED448:
+        return "EdDSA-Ed448"
+    if key_type is None or not digest:
+        return None
+    if key_type == _EVP_PKEY_EC:
+        curve = _TLS13_ECDSA_CURVES.get(digest) if version == "TLSv1.3" else None
+        return f"ECDSA-{curve}-{digest}" if curve else f"ECDSA-{digest}"
+    if key_type == _EVP_PKEY_RSA_PSS:
+        return f"RSA-PSS-{digest}" if leaf and _pss_key(leaf) else f"RSA-PSS-RSAE-{digest}"
+    if key_type == _EVP_PKEY_RSA:
+        return f"RSA-{digest}"
+    return None
+
+
+def _pss_key(der: bytes) -> bool:
+    """Is the certificate's key an RSASSA-PSS key (id-RSASSA-PSS, not rsaEncryption)?"""
+    try:
+        cert = x509.load_der_x509_certificate(der)
+        return bool(cert.public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS)
+    except (ValueError, AttributeError):
+        return False
+
+
 def session_keeper(ctx: ssl.SSLContext) -> Callable[[ssl.SSLObject], None]:
     """A function that makes OpenSSL keep the cached session of an ``SSLObject`` of
     ``ctx`` whose connection ended without the server's close_notify (OpenSSL removes a

@@ -61,7 +61,7 @@ from dnstls.errors import (
     TLSAuthenticationError,
 )
 from dnstls.net import probe
-from dnstls.net.tls import handshake_nids
+from dnstls.net.tls import handshake_names
 from dnstls.proto.pins import PinSet
 from dnstls.upstreams import UpstreamSpec
 
@@ -250,7 +250,7 @@ def session_details(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
     cipher = ssl_object.cipher()
     resumed = bool(ssl_object.session_reused)
     chain = () if resumed else tuple(presented_chain(ssl_object))
-    group, key_type, digest = handshake_nids(ssl_object)
+    group, signature = handshake_names(ssl_object, chain[0] if chain else None)
     return TlsDetails(
         version=ssl_object.version(), cipher=cipher[0] if cipher else None,
         alpn=ssl_object.selected_alpn_protocol(), server_name=_sni(spec, sni),
@@ -258,57 +258,7 @@ def session_details(ssl_object: Any, spec: UpstreamSpec, pinset: PinSet, *,
         verified=verified, verified_name=spec.tls_auth_name if verified else None,
         anchor=(spec.ca_file or "system CA store") if verified else None,
         pinned=bool(pinset), opportunistic=spec.opportunistic,
-        group=gnutls_group(group),
-        signature=gnutls_signature(key_type, digest, ssl_object.version(),
-                                   chain[0] if chain else None))
-
-
-#: OpenSSL's short names of key exchange groups that GnuTLS names otherwise
-_GROUP_NAMES = {"prime256v1": "SECP256R1", "secp384r1": "SECP384R1",
-                "secp521r1": "SECP521R1"}
-#: TLS 1.3 binds an ECDSA signature's curve to its digest (RFC 8446 §4.2.3)
-_TLS13_ECDSA_CURVES = {"SHA256": "SECP256R1", "SHA384": "SECP384R1", "SHA512": "SECP521R1"}
-_EVP_PKEY_RSA, _EVP_PKEY_EC, _EVP_PKEY_RSA_PSS = 6, 408, 912
-_EVP_PKEY_ED25519, _EVP_PKEY_ED448 = 1087, 1088
-
-
-def gnutls_group(short_name: str | None) -> str | None:
-    """A key exchange group's OpenSSL short name as GnuTLS names it (``prime256v1`` →
-    ``SECP256R1``, ``X25519``, ``ffdhe2048`` → ``FFDHE2048``)."""
-    if not short_name:
-        return None
-    return _GROUP_NAMES.get(short_name, short_name.upper())
-
-
-def gnutls_signature(key_type: int | None, digest: str | None, version: str | None,
-                     leaf: bytes | None = None) -> str | None:
-    """The peer's signature scheme as GnuTLS (and kdig's ``;; TLS session`` line) names
-    it: ``ECDSA-SECP256R1-SHA256`` (TLS 1.3) or ``ECDSA-SHA256`` (TLS 1.2),
-    ``RSA-PSS-RSAE-SHA256`` (``RSA-PSS-SHA256`` for an RSASSA-PSS key, told by ``leaf``,
-    the DER leaf certificate), ``RSA-SHA256``, ``EdDSA-Ed25519``; None when unknown."""
-    if key_type == _EVP_PKEY_ED25519:
-        return "EdDSA-Ed25519"
-    if key_type == _EVP_PKEY_ED448:
-        return "EdDSA-Ed448"
-    if key_type is None or not digest:
-        return None
-    if key_type == _EVP_PKEY_EC:
-        curve = _TLS13_ECDSA_CURVES.get(digest) if version == "TLSv1.3" else None
-        return f"ECDSA-{curve}-{digest}" if curve else f"ECDSA-{digest}"
-    if key_type == _EVP_PKEY_RSA_PSS:
-        return f"RSA-PSS-{digest}" if leaf and _pss_key(leaf) else f"RSA-PSS-RSAE-{digest}"
-    if key_type == _EVP_PKEY_RSA:
-        return f"RSA-{digest}"
-    return None
-
-
-def _pss_key(der: bytes) -> bool:
-    """Is the certificate's key an RSASSA-PSS key (id-RSASSA-PSS, not rsaEncryption)?"""
-    try:
-        cert = x509.load_der_x509_certificate(der)
-        return bool(cert.public_key_algorithm_oid == x509.oid.PublicKeyAlgorithmOID.RSASSA_PSS)
-    except (ValueError, AttributeError):
-        return False
+        group=group, signature=signature)
 
 
 def translate_error(exc: BaseException, spec: UpstreamSpec) -> Exception:

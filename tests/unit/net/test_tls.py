@@ -308,3 +308,68 @@ def test_handshake_nids_name_the_group_and_the_peers_signature(
 def test_handshake_nids_of_an_unfinished_handshake_are_unknown(pair: CertPair) -> None:
     obj = server_context(pair).wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
     assert _NIDS(obj) == (None, None, None)
+
+
+@pytest.mark.parametrize(("key_type", "digest", "version", "name"), [
+    # every expected name is what kdig 3.2.6 (GnuTLS) printed for the same server
+    (408, "SHA256", "TLSv1.3", "ECDSA-SECP256R1-SHA256"),
+    (408, "SHA384", "TLSv1.3", "ECDSA-SECP384R1-SHA384"),
+    (408, "SHA256", "TLSv1.2", "ECDSA-SHA256"),
+    (912, "SHA256", "TLSv1.3", "RSA-PSS-RSAE-SHA256"),
+    (912, "SHA256", "TLSv1.2", "RSA-PSS-RSAE-SHA256"),
+    (6, "SHA256", "TLSv1.2", "RSA-SHA256"),
+    (1087, None, "TLSv1.3", "EdDSA-Ed25519"),
+    (1088, None, "TLSv1.2", "EdDSA-Ed448"),
+    (None, None, "TLSv1.3", None),  # resumed: no signature in the handshake
+    (408, None, "TLSv1.3", None),
+    (116, "SHA256", "TLSv1.2", None),  # DSA: not a TLS 1.2/1.3 server key we name
+])
+def test_gnutls_signature_names(key_type: int | None, digest: str | None, version: str,
+                                name: str | None) -> None:
+    assert tls_mod.gnutls_signature(key_type, digest, version) == name
+
+
+#: ``openssl req -x509 -newkey rsa-pss -pkeyopt rsa_keygen_bits:1024 -subj /CN=dns.test``
+#: (its key is id-RSASSA-PSS; only its key type is read, so it may expire)
+PSS_CERT = """\
+-----BEGIN CERTIFICATE-----
+MIICaDCCAZ2gAwIBAgIUKXxQMJTc+II/ncMkCaxbRFmXIr4wQQYJKoZIhvcNAQEK
+MDSgDzANBglghkgBZQMEAgEFAKEcMBoGCSqGSIb3DQEBCDANBglghkgBZQMEAgEF
+AKIDAgFeMBMxETAPBgNVBAMMCGRucy50ZXN0MB4XDTI2MTIwNzA4MjAwOVoXDTI2
+MTIwODA4MjAwOVowEzERMA8GA1UEAwwIZG5zLnRlc3QwgZ0wCwYJKoZIhvcNAQEK
+A4GNADCBiQKBgQDHHiBT1qnLjwGPKwFzjIDMVPXffFeqdyD2mPQNxPdffUtU8/qA
+l7AYiZTJzYSBSaaC9aUGlix5JR4v4DGu7QnxkFI2d7ZstwoKEXo/1ayoyWy2qQMW
+KcLPn3Mjauh7WShYaW39hdVEDdhSd24HIltdPZHIKh8JTVxEYcbb+LjipwIDAQAB
+o1MwUTAdBgNVHQ4EFgQUkn73e8Y+4id97BpsAQI+Hm59VjswHwYDVR0jBBgwFoAU
+kn73e8Y+4id97BpsAQI+Hm59VjswDwYDVR0TAQH/BAUwAwEB/zBBBgkqhkiG9w0B
+AQowNKAPMA0GCWCGSAFlAwQCAQUAoRwwGgYJKoZIhvcNAQEIMA0GCWCGSAFlAwQC
+AQUAogMCAV4DgYEATyPnAZkzWgaz0SwTiMLR2arQ1IaZn44x/7pnhgD/9cjig5mi
+eeqUhwActSCYBaebocpubzD3gaIqizLADYLcKWIxcw3ssoM9KDCyQk68fRXGa8J+
+ImfZISuV3V5ztnIOwd6wTKhIEY45hMQ+OPiwKAkjrycNtDYqKGKlbMpV1Nw=
+-----END CERTIFICATE-----
+"""
+
+
+def test_gnutls_signature_of_an_rsassa_pss_key(pki: TestPKI) -> None:
+    """An id-RSASSA-PSS certificate key signs rsa_pss_pss_*: kdig says "RSA-PSS-SHA256"
+    where an rsaEncryption key's rsa_pss_rsae_* is "RSA-PSS-RSAE-SHA256"."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    pss = x509.load_pem_x509_certificate(PSS_CERT.encode()).public_bytes(
+        serialization.Encoding.DER)
+    assert tls_mod.gnutls_signature(912, "SHA256", "TLSv1.3", pss) == "RSA-PSS-SHA256"
+    assert tls_mod.gnutls_signature(912, "SHA384", "TLSv1.2", pss) == "RSA-PSS-SHA384"
+    leaf_der = x509.load_pem_x509_certificate(pki.leaf.cert_chain_pems[0].bytes()).public_bytes(
+        serialization.Encoding.DER)
+    assert tls_mod.gnutls_signature(912, "SHA256", "TLSv1.3", leaf_der) == (
+        "RSA-PSS-RSAE-SHA256")
+    assert tls_mod.gnutls_signature(912, "SHA256", "TLSv1.3", b"not DER") == (
+        "RSA-PSS-RSAE-SHA256")
+
+
+@pytest.mark.parametrize(("short", "name"), [
+    ("X25519", "X25519"), ("prime256v1", "SECP256R1"), ("secp384r1", "SECP384R1"),
+    ("secp521r1", "SECP521R1"), ("X448", "X448"), ("ffdhe2048", "FFDHE2048"), (None, None)])
+def test_gnutls_group_names(short: str | None, name: str | None) -> None:
+    assert tls_mod.gnutls_group(short) == name
