@@ -29,6 +29,7 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import socket
 import ssl
 from collections.abc import Sequence
@@ -297,16 +298,31 @@ def lost_in_handshake(exc: OSError) -> bool:
     return isinstance(exc, ConnectionResetError | BrokenPipeError)
 
 
+_SSL_ERROR_TEXT = re.compile(r"\[SSL(?:: (?P<code>\w+))?\] (?P<words>[a-z0-9 ]+?)"
+                             r"(?: \(_ssl\.c:\d+\))?$")
+
+
+def _reason_in_text(text: str) -> str | None:
+    """The reason code of an ``SSLError`` whose ``reason`` is None because this Python's
+    table of OpenSSL codes lacks it (Python 3.11 on OpenSSL 3.0: "[SSL] tlsv1 alert no
+    application protocol (_ssl.c:1006)" is TLSV1_ALERT_NO_APPLICATION_PROTOCOL)."""
+    found = _SSL_ERROR_TEXT.match(text)
+    if found is None:
+        return None
+    return found["code"] or found["words"].upper().replace(" ", "_")
+
+
 def failure_reason(exc: OSError) -> str:
     """A one-line reason for a failed connection or handshake: OpenSSL's reason code in
     words, followed by the likely cause where the code tells it (``wrong version
     number: the server answered with something that is not TLS ...``); else the OS
     error text."""
     if isinstance(exc, ssl.SSLError):
-        if not exc.reason:
+        reason = getattr(exc, "reason", None) or _reason_in_text(str(exc))
+        if not reason:
             return str(exc)
-        words = str(exc.reason).replace("_", " ").lower()
-        cause = _HANDSHAKE_CAUSES.get(str(exc.reason))
+        words = str(reason).replace("_", " ").lower()
+        cause = _HANDSHAKE_CAUSES.get(str(reason))
         return f"{words}: {cause}" if cause else words
     if isinstance(exc.errno, int) and exc.errno > 0 and not isinstance(exc, socket.gaierror):
         return os.strerror(exc.errno)  # asyncio wraps ECONNREFUSED as "Connect call failed"

@@ -18,6 +18,7 @@ from dnstls.errors import ConfigError, NetworkError, QueryTimeout
 from dnstls.net.probe import (
     DEFAULT_PORT,
     ProbeResult,
+    failure_reason,
     fetch_chain,
     format_address,
     parse_address,
@@ -227,6 +228,38 @@ async def test_non_tls_server_is_a_network_error() -> None:
     async with serving(garbage) as port:
         with pytest.raises(NetworkError, match=r"TLS handshake with 127.0.0.1:\d+ failed: "):
             await fetch_chain("127.0.0.1", port, server_name=None, timeout=5, verify=False)
+
+
+async def test_alert_without_a_reason_code_is_named() -> None:
+    """A server that refuses ALPN "dot" answers the ClientHello with a fatal
+    no_application_protocol alert (120). Python 3.11 on OpenSSL 3.0 has no name for it
+    (``reason`` None, "[SSL] tlsv1 alert no application protocol (_ssl.c:1006)"); the
+    error names it and its cause, without CPython's source line."""
+    async def refuse_alpn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(5)  # the ClientHello's record header: it has arrived
+        writer.write(bytes([0x15, 3, 3, 0, 2, 2, 120]))  # alert record: fatal, 120
+        await writer.drain()
+        await reader.read()
+
+    async with serving(refuse_alpn) as port:
+        with pytest.raises(NetworkError) as info:
+            await fetch_chain("127.0.0.1", port, server_name=None, timeout=5, verify=False)
+    assert str(info.value) == (f"TLS handshake with 127.0.0.1:{port} failed: tlsv1 alert no "
+                               "application protocol: the server refused ALPN 'dot'")
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (ssl.SSLError(1, "[SSL] tlsv1 alert no application protocol (_ssl.c:1006)"),
+     "tlsv1 alert no application protocol: the server refused ALPN 'dot'"),
+    (ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)"),
+     "wrong version number: the server answered with something that is not TLS (plain DNS "
+     "or another service on this port?)"),
+    (ssl.SSLError(1, "[SSL] some future alert (_ssl.c:123)"), "some future alert"),
+    (ssl.SSLError(1, "made by hand"), "made by hand"),
+])
+def test_failure_reason_reads_the_code_from_the_text(exc: ssl.SSLError, reason: str) -> None:
+    assert getattr(exc, "reason", None) is None  # as for codes missing from its table
+    assert failure_reason(exc) == reason
 
 
 # --- presented_chain on every Python -------------------------------------------------------
