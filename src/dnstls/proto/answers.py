@@ -87,7 +87,8 @@ def _reject(message: dns.message.Message, rcode: int, reason: str, ede: int | No
     response = make_response(message)
     response.set_rcode(dns.rcode.Rcode.make(rcode))
     if ede is not None and response.edns >= 0:
-        response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, reason)])
+        response.use_edns(0, response.ednsflags, EDNS_PAYLOAD,
+                          options=[edns.ede_option(ede, reason)])
     return Rejection(_rendered(response), rcode, reason, response=response, query=message)
 
 
@@ -185,7 +186,8 @@ def _one_soa(message: dns.message.Message) -> bool:
 
 def make_response(query: dns.message.Message, *, recursion_available: bool = True,
                   ) -> dns.message.Message:
-    """Response skeleton: question copied, RD echoed, EDNS if the query had it, no pad.
+    """Response skeleton: question copied, RD and CD echoed, EDNS if the query had it
+    with its DO bit (RFC 3225 §3; dnspython's ``make_response`` clears it), no pad.
 
     Transport-dependent options (padding, keepalive) are added by :func:`finalize`.
     """
@@ -193,6 +195,8 @@ def make_response(query: dns.message.Message, *, recursion_available: bool = Tru
         query, recursion_available=recursion_available, our_payload=EDNS_PAYLOAD, pad=0)
     if query.flags & dns.flags.CD:
         response.flags |= dns.flags.CD
+    if query.edns >= 0 and query.ednsflags & dns.flags.DO:
+        response.ednsflags |= dns.flags.DO
     return response
 
 
@@ -202,7 +206,8 @@ def error_response(query: dns.message.Message, rcode: int, *, ede: int | None = 
     response = make_response(query)
     response.set_rcode(dns.rcode.Rcode.make(rcode))
     if ede is not None and response.edns >= 0:
-        response.use_edns(0, 0, EDNS_PAYLOAD, options=[edns.ede_option(ede, text)])
+        response.use_edns(0, response.ednsflags, EDNS_PAYLOAD,
+                          options=[edns.ede_option(ede, text)])
     return response
 
 

@@ -330,3 +330,28 @@ def test_udp_truncation_keeps_edns_without_padding() -> None:
     response = dns.message.from_wire(wire)
     assert len(wire) <= 600 and response.flags & dns.flags.TC and response.edns == 0
     assert not edns.has_option(response, edns.PADDING)
+
+
+@pytest.mark.parametrize("do", [True, False])
+def test_every_answer_copies_the_do_bit(do: bool) -> None:
+    """RFC 3225 §3, as Unbound and Knot Resolver do: dnspython's make_response clears
+    DO; every answer we build (the skeleton, error answers with and without an EDE,
+    rejections and NOTIMP for another opcode) has the query's."""
+    asked = query(use_edns=0, want_dnssec=do)
+    notify = query("example.test", "SOA", use_edns=0, want_dnssec=do)
+    notify.set_opcode(dns.opcode.NOTIFY)
+    axfr = query("example.test", "AXFR", use_edns=0, want_dnssec=do)
+    two = query(use_edns=0, want_dnssec=do)
+    two.question.append(two.question[0])
+    built = [make_response(asked),
+             error_response(asked, dns.rcode.SERVFAIL),
+             error_response(asked, dns.rcode.SERVFAIL, ede=22, text="timed out")]
+    for message in (notify, axfr, two):
+        rejection = parse_query(message.to_wire())
+        assert isinstance(rejection, Rejection) and rejection.wire is not None
+        built.append(dns.message.from_wire(rejection.wire))
+    for response in built:
+        assert response.edns == 0
+        assert bool(response.ednsflags & dns.flags.DO) is do, response
+    finalized = dns.message.from_wire(finalize(built[2], asked, Transport.TLS))
+    assert bool(finalized.ednsflags & dns.flags.DO) is do
