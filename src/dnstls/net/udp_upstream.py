@@ -259,6 +259,10 @@ class UdpUpstream:
         self._due_timer: asyncio.TimerHandle | None = None
         self._opt_tails: dict[int, bytes] = {}
         self._closed = False
+        #: Ask again over TCP after TC=1 (the message path: :meth:`exchange`,
+        #: :meth:`exchange_detailed`); off, the truncated answer is the answer (kdig's
+        #: ``+ignore``, for ``dnstls query``). The forwarders leave it on.
+        self.tcp_fallback = True
         self.counters: dict[str, int] = {"queries_sent": 0, "responses": 0,
                                          "forged_responses": 0, "timeouts": 0,
                                          "malformed_responses": 0,
@@ -279,7 +283,7 @@ class UdpUpstream:
     async def exchange(self, query: dns.message.Message, *, deadline: float,
                        ) -> dns.message.Message:
         response, _, _ = await self._exchange_udp(query, deadline)
-        if response.flags & dns.flags.TC:
+        if response.flags & dns.flags.TC and self.tcp_fallback:
             self.counters["truncated"] += 1
             return await self.tcp.exchange(query, deadline=deadline)
         return response
@@ -288,7 +292,7 @@ class UdpUpstream:
                                 ) -> Reply:
         """Like :meth:`exchange`, with size, RTT and the transport that answered."""
         response, size, rtt = await self._exchange_udp(query, deadline)
-        if response.flags & dns.flags.TC:
+        if response.flags & dns.flags.TC and self.tcp_fallback:
             self.counters["truncated"] += 1
             return await self.tcp.exchange_detailed(query, deadline=deadline)
         return Reply(response, size, rtt,
