@@ -77,7 +77,7 @@ with campaign.instrumented(__name__):
     import dns.message
     import dns.rcode
 
-    from dnstls.errors import NetworkError, ProtocolError, QueryTimeout
+    from dnstls.errors import MalformedAnswer, NetworkError, ProtocolError, QueryTimeout
     from dnstls.net.handler import QueryHandler
     from dnstls.net.udp_upstream import UdpUpstream, _Exchange
     from dnstls.proto import edns
@@ -88,6 +88,7 @@ with campaign.instrumented(__name__):
         ConnectionState,
         QueryRejected,
         ResponseIgnored,
+        ResponseMalformed,
         ResponseMatched,
         StreamBroken,
         WireMatched,
@@ -177,6 +178,8 @@ class FakeUpstream:
                 return event
             if isinstance(event, QueryRejected):
                 return ProtocolError(f"fuzz: {event.reason}")
+            if isinstance(event, ResponseMalformed):
+                return MalformedAnswer(f"fuzz: {event.reason}")
             if isinstance(event, StreamBroken):
                 return NetworkError(f"fuzz: {event.reason}")
             assert isinstance(event, ResponseIgnored), event

@@ -96,6 +96,8 @@ class Client:
     * ``keepalive`` -- ask for edns-tcp-keepalive (TCP and TLS), default on.
     * ``max_connections`` (default 1) and ``max_in_flight`` (queries in flight per
       connection, default 100): further queries wait for a slot within their timeout.
+    * ``tcp_fallback`` -- UDP: ask again over TCP when the answer is truncated (TC=1),
+      default on; off, the truncated answer is returned (kdig's ``+ignore``).
     """
 
     def __init__(self, upstream: str, *, pins: Iterable[str] = (), ca_file: str | None = None,
@@ -103,7 +105,7 @@ class Client:
                  keepalive: bool = True, verify: bool | None = None,
                  opportunistic: bool = False, sni: str | None = None,
                  max_connections: int = 1, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 padding_length: int | None = None) -> None:
+                 padding_length: int | None = None, tcp_fallback: bool = True) -> None:
         if not timeout > 0:
             raise ConfigError("timeout", f"{timeout!r}: expected a positive number of seconds")
         self.timeout = timeout
@@ -121,6 +123,7 @@ class Client:
         if padding_length is not None and not 0 <= padding_length <= 4096:
             raise ConfigError("padding_length", f"{padding_length!r} out of range 0..4096")
         self.padding_length = padding_length
+        self.tcp_fallback = tcp_fallback
         self._upstream: StreamUpstream | UdpUpstream | None = None
         self._closed = False
 
@@ -148,7 +151,9 @@ class Client:
             raise NetworkError(f"{self.spec.name}: client is closed")
         if self._upstream is None:
             if self.spec.transport == "udp":
-                self._upstream = UdpUpstream(self.spec)
+                udp = UdpUpstream(self.spec)
+                udp.tcp_fallback = bool(self.tcp_fallback)
+                self._upstream = udp
             else:
                 # bool(): the compiled pool checks its attributes' types (a truthy 1 would
                 # raise TypeError there)

@@ -62,3 +62,10 @@ class PinMismatch(TLSAuthenticationError):
 
 class ProtocolError(DnsTlsError):
     """The peer broke DNS framing or sent a message we cannot use."""
+
+
+class MalformedAnswer(ProtocolError):
+    """An answer with our ID and question whose body cannot be read (a record cut
+    short, a bad compression pointer, RDATA that does not fit its type): that attempt
+    failed, the next upstream is asked (SERVFAIL with EDE 24 *Invalid Data* when none
+    is left). Unlike a forgery (another ID or question), it is not waited past."""

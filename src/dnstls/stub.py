@@ -168,12 +168,14 @@ class StubForwarding:
         return self
 
     async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
-                           deadline: float) -> bytes:
+                           deadline: float, check: Callable[[bytes], bool] | None = None,
+                           ) -> bytes:
         generation = self.current
         generation.in_flight += 1
         try:
             answer: bytes = await generation.forwarder.resolve_wire(
-                question, flags=flags, payload=payload, do=do, deadline=deadline)
+                question, flags=flags, payload=payload, do=do, deadline=deadline,
+                check=check)
             return answer
         finally:
             generation.in_flight -= 1

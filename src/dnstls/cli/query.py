@@ -17,6 +17,11 @@ asked. Authentication follows kdig (and RFC 8310):
   the pinned keys; with ``+tls-ca`` both checks must pass;
 * ``+tls-sni=NAME`` sends NAME as SNI (default: the host name, if any).
 
+Options are read as kdig reads them: ``+noOPTION`` negates, and a name may be cut to
+any prefix that is unique among kdig's options (:data:`KDIG_OPTIONS`; ``+tls-ho=``,
+``+sh``); ``+notcp`` also implies ``+ignore`` (a truncated UDP answer is printed as it
+came, not asked again over TCP).
+
 The answer is rendered by :mod:`dnstls.cli.output` (kdig's layout, ``+json`` RFC 8427,
 ``+short`` record data only). ``-d`` prints the presented chain with the SPKI pin of each
 certificate and the trust and pin verdicts, to stderr as kdig does; when the server
@@ -71,10 +76,26 @@ RESOLV_CONF = Path("/etc/resolv.conf")
 DEFAULT_TIME = 5.0  # kdig's +timeout: seconds per attempt
 NO_TIME_LIMIT = 86400.0 * 366  # the Client's timeout for +notimeout / +timeout=0
 DEFAULT_RETRY = 2  # kdig's +retry: UDP only
-#: Other names kdig gives the options we support (its full names, and the short ones
-#: kdig users type, which kdig takes as abbreviations) -> our key.
-ALIASES = {"timeout": "time", "tls-host": "tls-hostname", "cdflag": "cd", "recurse": "rec",
-           "rdflag": "rec"}
+#: kdig 3.2.6's ``+`` options (``kdig -h``, and its obsolete alias ``+[no]client``),
+#: each with its ``+no`` form (``+noidn`` has only that one). An option may be
+#: abbreviated to any prefix that is unique among these (kdig's ``best_param``: an
+#: exact name wins, else exactly one name must start with the prefix), so ``+tls-ho``,
+#: ``+sh``, ``+ign`` work and ``+t``, ``+nocl`` are ambiguous, as in kdig.
+_KDIG_NAMES = (
+    "multiline", "short", "generic", "aaflag", "tcflag", "rdflag", "recurse", "raflag",
+    "zflag", "adflag", "cdflag", "dnssec", "all", "qr", "header", "comments", "opt",
+    "opttext", "question", "answer", "authority", "additional", "tsig", "stats", "class",
+    "ttl", "crypto", "tcp", "fastopen", "ignore", "keepopen", "tls", "tls-ca", "tls-pin",
+    "tls-hostname", "tls-sni", "tls-keyfile", "tls-certfile", "tls-ocsp-stapling", "https",
+    "https-get", "quic", "nsid", "bufsize", "padding", "alignment", "subnet", "client",
+    "edns", "timeout", "retry", "expire", "cookie", "badcookie", "ednsopt", "proxy", "json",
+)
+KDIG_OPTIONS = (*(f"{no}{name}" for name in _KDIG_NAMES for no in ("", "no")), "noidn")
+#: Ours, on top of kdig's (abbreviated the same way).
+OUR_OPTIONS = ("keepalive", "nokeepalive")
+OPTION_NAMES = KDIG_OPTIONS + OUR_OPTIONS
+#: kdig's names of the options we support -> our key (the others are the key).
+KEYS = {"timeout": "time", "cdflag": "cd", "recurse": "rec", "rdflag": "rec"}
 #: +tls and the options that imply it.
 TLS_OPTIONS = ("tls", "tls-ca", "tls-hostname", "tls-sni", "tls-pin")
 #: What ``+noOPTION`` sets, as kdig's ``opt_no*`` functions do, where it is more than
@@ -87,12 +108,13 @@ NO_OPTIONS: dict[str, dict[str, Any]] = {
     "tls-pin": {"pins": []},
     "tls-hostname": {"hostname": None},
     "tls-sni": {"sni": None},
+    "tcp": {"tcp": False, "ignore": True},  # UDP, and a truncated answer is final
     "padding": {"padding": False, "padding_length": None},
     "time": {"time": None},  # "notimeout is interpreted as infinity"
     "retry": {"retry": 0},
 }
 #: Options with a +no form (kdig's ``+[no]OPTION``), by our key.
-NEGATABLE = (*NO_OPTIONS, "tcp", "keepalive", "dnssec", "json", "short", "cd", "rec")
+NEGATABLE = (*NO_OPTIONS, "keepalive", "dnssec", "json", "short", "cd", "rec", "ignore")
 
 
 EXIT_ANSWERED = 0
@@ -135,6 +157,9 @@ class QueryOptions:
     rec: bool = True
     json: bool = False
     short: bool = False
+    #: a truncated UDP answer is final, not asked again over TCP (kdig's +ignore, which
+    #: +notcp implies)
+    ignore: bool = False
     #: seconds per attempt; None: no limit (kdig's +notimeout and +timeout=0)
     time: float | None = DEFAULT_TIME
     retry: int = DEFAULT_RETRY
@@ -172,10 +197,12 @@ def add_parser(subparsers: Any) -> None:
         description="kdig-style queries: dnstls query [-d] [@SERVER] [-p PORT] [+tls] "
                     "[+tls-ca[=FILE]] [+tls-host=NAME] [+tls-sni=NAME] [+tls-pin=BASE64]... "
                     "[+padding[=N]] [+keepalive] [+dnssec] [+cd] [+norec] [+json] "
-                    "[+short] [+timeout=S] [+retry=N] [+tcp] [TYPE] [CLASS] NAME [TYPE] "
+                    "[+short] [+timeout=S] [+retry=N] [+tcp] [+ignore] [TYPE] [CLASS] NAME [TYPE] "
                     "[CLASS] [NAME [TYPE] [CLASS]]...",
-        epilog="Options are negated as +noOPTION, as in kdig (+notls, +nopadding, "
-               "+norec, +notls-pin, +notcp); +notimeout or +timeout=0: no time limit. "
+        epilog="Options are negated as +noOPTION and may be abbreviated to a unique "
+               "prefix, as in kdig (+notls, +nopadding, +norec, +notls-pin, +notcp, "
+               "+tls-ho=NAME); +notcp and +ignore: a truncated UDP answer is not asked "
+               "again over TCP; +notimeout or +timeout=0: no time limit. "
                "+retry applies to UDP only. Several NAME [TYPE] groups are "
                "sent pipelined over one connection. Exit status: 0 answered (any RCODE), "
                "1 server unreachable or connection failed, 2 bad arguments, 3 TLS "
@@ -320,17 +347,37 @@ def _server(text: str) -> tuple[str, int | None]:
     return address, int(port_text)
 
 
+def option_name(word: str, token: str) -> str:
+    """The option ``word`` (what came between ``+`` and ``=``) names, as kdig resolves
+    it: itself if it is a name, else the one name it is a prefix of (UsageError when
+    none or several are)."""
+    if word in OPTION_NAMES:
+        return word
+    matches = sorted(name for name in OPTION_NAMES if name.startswith(word)) if word else []
+    if not matches:
+        raise UsageError(f"invalid option: {token}")
+    if len(matches) > 1:
+        raise UsageError(f"ambiguous option: {token} (" + ", ".join(
+            f"+{name}" for name in matches) + ")")
+    return matches[0]
+
+
 def _plus_option(opts: QueryOptions, token: str) -> None:
     """One ``+OPTION[=VALUE]`` or ``+noOPTION``, applied in order as kdig applies them."""
-    key, has_value, value = token[1:].partition("=")
-    key = key.lower()
-    negated = key.startswith("no") and ALIASES.get(key[2:], key[2:]) in NEGATABLE
+    typed, has_value, value = token[1:].partition("=")
+    typed = typed.lower()
+    name = option_name(typed, token)
+    negated = name.startswith("no") and name != "noidn"
+    key = KEYS.get(name[2:], name[2:]) if negated else KEYS.get(name, name)
+    if key not in NEGATABLE:  # every option we have has a +no form
+        shown = f" (+{name})" if name != typed else ""
+        raise UsageError(f"unsupported option: {token}{shown}: a kdig option that "
+                         "dnstls query does not implement")
     if negated:
         if has_value:
             raise UsageError(f"{token}: +no options take no value")
-        _no_option(opts, ALIASES.get(key[2:], key[2:]))
+        _no_option(opts, key)
         return
-    typed, key = key, ALIASES.get(key, key)
     if key in ("tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
             and not (has_value and value):
         raise UsageError(f"{token}: needs a value (+{typed}=...)")
@@ -355,7 +402,7 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
     elif key == "padding":
         opts.padding = True
         opts.padding_length = _integer(token, value, 0, 4096) if has_value else None
-    elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec"):
+    elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec", "ignore"):
         if has_value:
             raise UsageError(f"{token}: takes no value")
         setattr(opts, key, True)
@@ -370,8 +417,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         opts.time = seconds or None  # kdig: "zero value ... is interpreted as infinity"
     elif key == "retry":
         opts.retry = _integer(token, value, 0, 100)
-    else:
-        raise UsageError(f"unknown option {token!r}")
+    else:  # (every key of NEGATABLE and the TLS options is handled above)
+        raise UsageError(f"unsupported option: {token}")
 
 
 def _no_option(opts: QueryOptions, key: str) -> None:
@@ -419,7 +466,8 @@ def build_client(opts: QueryOptions) -> Client:
                   keepalive=opts.keepalive, verify=verify,
                   opportunistic=transport == "tls" and not (verify or opts.pins),
                   sni=sni, max_connections=1,
-                  max_in_flight=max(1, min(len(opts.questions), 65535)))
+                  max_in_flight=max(1, min(len(opts.questions), 65535)),
+                  tcp_fallback=not opts.ignore)
 
 
 async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:

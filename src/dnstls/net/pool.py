@@ -64,6 +64,7 @@ from typing import Any, TypeVar, cast
 import dns.message
 
 from dnstls.errors import (
+    MalformedAnswer,
     NetworkError,
     PinMismatch,
     ProtocolError,
@@ -79,6 +80,7 @@ from dnstls.proto.upstream import (
     PoolState,
     QueryRejected,
     ResponseIgnored,
+    ResponseMalformed,
     ResponseMatched,
     Status,
     StreamBroken,
@@ -378,6 +380,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self._save_session()
             elif isinstance(event, ResponseIgnored):
                 up.counters.ignored_responses += 1
+            elif isinstance(event, ResponseMalformed):  # that query failed, not the stream
+                up.counters.rejected_responses += 1
+                future = self._pending.pop(event.qid, None)
+                if future is not None and not future.done():
+                    future.set_exception(MalformedAnswer(f"malformed answer from {up.name}"))
             elif isinstance(event, QueryRejected):
                 up.counters.rejected_responses += 1
                 future = self._pending.pop(event.qid, None)

@@ -37,10 +37,17 @@ one per query through ``secrets.randbelow`` (0.4 µs instead of 2.1 µs per ID, 
 py-spy had put it at ~4 % of a forwarded query). The buffer is dropped in a forked
 child, so worker processes never share IDs.
 
-A datagram is accepted only if it comes from the queried address/port, parses, has
-QR=1, our ID and our question (name case-insensitive, type, class). Anything else is
-counted as ``forged_responses`` and ignored: we keep listening until the deadline,
-because a forger's packet must not make us give up on the real answer.
+A datagram is accepted only if it comes from the queried address/port, has QR=1, our
+ID and our question (name case-insensitive, type, class). Anything else is counted as
+``forged_responses`` and ignored: we keep listening until the deadline, because a
+forger's packet must not make us give up on the real answer. A datagram that matches
+(address, port, ID, QR, question) but whose body does not parse ends the attempt at
+once with :class:`~dnstls.errors.MalformedAnswer` (``malformed_responses``), as Unbound
+counts a reply that fails to parse as a failed attempt and moves on: an off-path forger
+who can match all that could as well send a well-formed REFUSED, which moves the query
+on too, so waiting would buy no safety. (The wire path, :meth:`UdpUpstream.start_wire`
+and :meth:`UdpUpstream.exchange_wire`, checks only the header and question here; the
+forwarder has the body checked, with the same outcome.)
 
 TC=1 (RFC 7766 §5 / RFC 1035 §4.2.1): the query is repeated over TCP to the same
 address and port, through a pooled TCP upstream.
@@ -63,7 +70,7 @@ import dns.exception
 import dns.flags
 import dns.message
 
-from dnstls.errors import NetworkError, QueryTimeout
+from dnstls.errors import MalformedAnswer, NetworkError, QueryTimeout
 from dnstls.net.pool import (
     ConnectionDetails,
     DeadlineExpired,
@@ -252,8 +259,13 @@ class UdpUpstream:
         self._due_timer: asyncio.TimerHandle | None = None
         self._opt_tails: dict[int, bytes] = {}
         self._closed = False
+        #: Ask again over TCP after TC=1 (the message path: :meth:`exchange`,
+        #: :meth:`exchange_detailed`); off, the truncated answer is the answer (kdig's
+        #: ``+ignore``, for ``dnstls query``). The forwarders leave it on.
+        self.tcp_fallback = True
         self.counters: dict[str, int] = {"queries_sent": 0, "responses": 0,
                                          "forged_responses": 0, "timeouts": 0,
+                                         "malformed_responses": 0,
                                          "truncated": 0, "connection_errors": 0,
                                          "sockets_opened": 0, "stray_datagrams": 0}
 
@@ -271,7 +283,7 @@ class UdpUpstream:
     async def exchange(self, query: dns.message.Message, *, deadline: float,
                        ) -> dns.message.Message:
         response, _, _ = await self._exchange_udp(query, deadline)
-        if response.flags & dns.flags.TC:
+        if response.flags & dns.flags.TC and self.tcp_fallback:
             self.counters["truncated"] += 1
             return await self.tcp.exchange(query, deadline=deadline)
         return response
@@ -280,7 +292,7 @@ class UdpUpstream:
                                 ) -> Reply:
         """Like :meth:`exchange`, with size, RTT and the transport that answered."""
         response, size, rtt = await self._exchange_udp(query, deadline)
-        if response.flags & dns.flags.TC:
+        if response.flags & dns.flags.TC and self.tcp_fallback:
             self.counters["truncated"] += 1
             return await self.tcp.exchange_detailed(query, deadline=deadline)
         return Reply(response, size, rtt,
@@ -439,8 +451,8 @@ class UdpUpstream:
                 port.clean = False
                 self.counters["connection_errors"] += 1
                 raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
-            except BaseException:  # cancelled: the answer may still come; never reuse
-                port.clean = False
+            except BaseException:  # cancelled (the answer may still come) or a malformed
+                port.clean = False  # answer (MalformedAnswer): never reuse
                 raise
             finally:
                 timer.cancel()
@@ -528,7 +540,13 @@ class UdpUpstream:
                 future.set_exception(exc)
                 return
             assert port.accept is not None
-            result = port.accept(data)
+            try:
+                result = port.accept(data)
+            except MalformedAnswer:  # ours, but unreadable: this attempt failed
+                port.clean = False
+                self.counters["malformed_responses"] += 1
+                future.set_exception(MalformedAnswer(f"malformed answer from {self.name}"))
+                return
             if result is None:
                 port.clean = False
                 self.counters["forged_responses"] += 1
@@ -568,18 +586,23 @@ class UdpUpstream:
 
     @staticmethod
     def _accept(data: bytes, qid: int, expected: Any) -> dns.message.Message | None:
+        """The response in ``data`` if it answers the query (``qid``, QR=1, the
+        question ``expected``), else None (a forgery: ignored). Raises MalformedAnswer
+        when the header and question answer it but the rest does not parse."""
         if len(data) < 12 or int.from_bytes(data[:2], "big") != qid:
             return None
         try:
             message = dns.message.from_wire(data, ignore_trailing=False)
         except (dns.exception.DNSException, ValueError, IndexError):
-            if data[2] & 0x02:  # TC=1 and cut short: the header alone is enough
-                try:
-                    message = dns.message.from_wire(data, question_only=True)
-                except (dns.exception.DNSException, ValueError, IndexError):
-                    return None
-            else:
+            try:  # is it ours? (TC=1 and cut short: the header alone is enough)
+                message = dns.message.from_wire(data, question_only=True)
+            except (dns.exception.DNSException, ValueError, IndexError):
                 return None
+            if check_response(message, expected) is not None:
+                return None
+            if data[2] & 0x02:
+                return message
+            raise MalformedAnswer("malformed answer") from None
         if check_response(message, expected) is not None:
             return None
         return message

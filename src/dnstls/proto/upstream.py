@@ -290,13 +290,24 @@ class QueryRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponseMalformed:
+    """The response to ``qid`` (its ID, QR=1 and question) has a body that does not
+    parse: fail that query (:class:`~dnstls.errors.MalformedAnswer`); the stream itself
+    was framed correctly and stays open."""
+
+    qid: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamBroken:
     """The byte stream cannot be framed or parsed: close, retry what was in flight."""
 
     reason: str
 
 
-Event = ResponseMatched | WireMatched | ResponseIgnored | QueryRejected | StreamBroken
+Event = (ResponseMatched | WireMatched | ResponseIgnored | QueryRejected | ResponseMalformed
+         | StreamBroken)
 
 
 class Status(enum.Enum):
@@ -540,6 +551,9 @@ class ConnectionState:
         try:
             message = dns.message.from_wire(frame)
         except (dns.exception.DNSException, ValueError, IndexError) as exc:
+            malformed = self._malformed(frame)
+            if malformed is not None:
+                return malformed
             return StreamBroken(f"unparsable message from upstream ({type(exc).__name__})")
         entry = self.in_flight.get(message.id)
         if entry is None:
@@ -555,6 +569,26 @@ class ConnectionState:
         self.counters.responses += 1
         self._apply_keepalive(message)
         return ResponseMatched(message.id, message, len(frame), now - entry.sent_at)
+
+    def _malformed(self, frame: bytes) -> ResponseMalformed | None:
+        """For a frame that does not parse: :class:`ResponseMalformed` if its header
+        and question answer a query in flight (its ID, QR=1, its question), which is
+        then over; else None (the stream cannot be trusted)."""
+        if len(frame) < 12:
+            return None
+        qid = (frame[0] << 8) | frame[1]
+        entry = self.in_flight.get(qid)
+        if entry is None:
+            return None
+        try:
+            head = dns.message.from_wire(frame, question_only=True)
+        except (dns.exception.DNSException, ValueError, IndexError):
+            return None
+        if check_response(head, entry.question) is not None:
+            return None
+        del self.in_flight[qid]
+        self.counters.rejected += 1
+        return ResponseMalformed(qid, "malformed answer")
 
     def _apply_keepalive(self, message: dns.message.Message) -> None:
         option = edns.find_option(message, edns.KEEPALIVE)

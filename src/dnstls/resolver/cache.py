@@ -379,6 +379,11 @@ class Cache:
         #: validated answer straight from the parse, without an entry to throw away.
         self.stores = True
         self._hits = self._misses = self._evictions = self._stale_served = 0
+        #: The last response :meth:`check_wire` read, and its reading: taken (once) by
+        #: :meth:`respond_wire` for the same bytes object, so that checking an answer
+        #: in the forwarder costs no second walk.
+        self._checked: bytes | None = None
+        self._checked_parse: _Parsed | None = None
 
     @classmethod
     def storing_nothing(cls, *, minimal_responses: bool = False) -> Cache:
@@ -598,6 +603,19 @@ class Cache:
         entry = self._entry(key, parsed, now=now, failure=failure)
         return entry is not None and self._store(key, entry, now=now)
 
+    def check_wire(self, key: CacheKey, wire: bytes) -> bool:
+        """True if the upstream response ``wire`` is a well-formed answer for ``key``
+        (what :meth:`respond_wire` accepts): the forwarder's check of an answer's body
+        (:meth:`Forwarder.start_wire`), so that a malformed one fails that attempt.
+        The reading is kept for :meth:`respond_wire` of the same bytes."""
+        parsed = _parse_response(wire, key, self.minimal_responses)
+        if isinstance(parsed, str):
+            log.debug("upstream response rejected: %s", parsed)
+            return False
+        self._checked = wire
+        self._checked_parse = parsed
+        return True
+
     def respond_wire(self, key: CacheKey, wire: bytes, now: float, query_id: int,
                      rd: bool = True, qname: bytes | None = None, edns: bool = True,
                      options: bytes = b"", pad_block: int = 0) -> bytes | None:
@@ -606,7 +624,13 @@ class Cache:
 
         None if ``wire`` is not a well-formed answer to the question: never relay it.
         """
-        parsed = _parse_response(wire, key, self.minimal_responses)
+        parsed: _Parsed | str
+        checked = self._checked_parse
+        if checked is not None and wire is self._checked:  # read by check_wire just now
+            parsed = checked
+            self._checked = self._checked_parse = None
+        else:
+            parsed = _parse_response(wire, key, self.minimal_responses)
         if isinstance(parsed, str):
             log.debug("upstream response rejected: %s", parsed)
             return None

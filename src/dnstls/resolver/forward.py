@@ -34,9 +34,11 @@ failed query: a dead upstream under load must not turn into a line per query.
 
 **One deadline.** The request's deadline bounds everything; each attempt gets the
 upstream's own timeout (``timeout`` attribute, else 2 s), the last candidate gets what
-is left. SERVFAIL, timeouts, errors and an answer that declines the query (any RCODE
-but NOERROR, NXDOMAIN and SERVFAIL: REFUSED, NOTIMP, FORMERR, ...) move the query to
-the next candidate.
+is left. SERVFAIL, timeouts, errors, a malformed answer (:class:`MalformedAnswer`: our
+ID and question, a body that cannot be read; a failure of that upstream, as Unbound's
+"parse error on reply packet") and an answer that declines the query (any RCODE but
+NOERROR, NXDOMAIN and SERVFAIL: REFUSED, NOTIMP, FORMERR, ...) move the query to the
+next candidate.
 
 **What the client gets.** A new message for *its* query (its ID, question, RD, CD),
 with the upstream's answer, authority and additional sections and RCODE; RA set, AA
@@ -46,7 +48,8 @@ padding and keepalive never leak (the listener adds its own). A response that do
 answer the question is never relayed (the transports check it; :func:`check_response`
 is the last guard). If nothing usable arrives: the last upstream SERVFAIL is relayed
 with its EDE; otherwise :class:`ResolveFailure` SERVFAIL with EDE 23 *Network Error*
-naming the TLS reason (authentication failures) or the connection errors, else EDE 22
+naming the TLS reason (authentication failures) or the connection errors (EDE 24
+*Invalid Data* when one of them was a malformed answer), else EDE 22
 *No Reachable Authority* (timeouts, and upstreams that declined: "refused by NAME",
 "NOTIMP from NAME"; their own EDEs are not relayed). The wire path
 (:meth:`Forwarder.resolve_wire`, :meth:`Forwarder.start_wire`) decides the same way, and
@@ -73,6 +76,7 @@ import dns.rcode
 
 from dnstls.errors import (
     DnsTlsError,
+    MalformedAnswer,
     NetworkError,
     PinMismatch,
     ProtocolError,
@@ -303,27 +307,34 @@ class Forwarder:
         return client_response(client, answer)
 
     async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
-                           deadline: float) -> bytes:
+                           deadline: float, check: Callable[[bytes], bool] | None = None,
+                           ) -> bytes:
         """The wire-level path: the chosen upstream's response bytes, header and question
-        checked (the caller validates the rest before using it). Same strategy, back-off,
-        failover and failures as :meth:`resolve`."""
+        checked by the transport, the rest by ``check`` (False: the body cannot be read,
+        MalformedAnswer, that attempt failed). Same strategy, back-off, failover and
+        failures as :meth:`resolve`."""
         payload = min(max(payload or EDNS_PAYLOAD, 512), 4096)
 
         async def attempt(upstream: Upstream, attempt_deadline: float) -> bytes:
-            return await upstream.exchange_wire(  # type: ignore[attr-defined, no-any-return]
+            answer: bytes = await upstream.exchange_wire(  # type: ignore[attr-defined]
                 question, deadline=attempt_deadline, flags=flags, payload=payload, do=do)
+            if check is not None and answer[3] & 0xF not in _DECLINED and not check(answer):
+                raise MalformedAnswer(f"malformed answer from {upstream.name}")
+            return answer
 
         return await self._run(attempt, lambda a: a[3] & 0xF, deadline)
 
     def start_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
                    deadline: float,
-                   callback: Callable[[bytes | None, BaseException | None], None]) -> bool:
+                   callback: Callable[[bytes | None, BaseException | None], None],
+                   check: Callable[[bytes], bool] | None = None) -> bool:
         """:meth:`resolve_wire` without a coroutine, for the common forwarder: one
         upstream whose transport has ``start_wire`` (UDP; TCP/TLS, which use a task only
         when they must wait for a connection). ``callback(answer, None)`` or
         ``callback(None, failure)`` (ResolveFailure) follows once, from the loop, with
         the same bookkeeping, SERVFAIL/REFUSED handling and failures as :meth:`_run`
-        for a single candidate. False (nothing started): use :meth:`resolve_wire`.
+        for a single candidate (``check`` as there). False (nothing started): use
+        :meth:`resolve_wire`.
 
         Measured (bench/bench_miss.py, fake upstream): the task and coroutine layers of
         the forwarded query were ~20 of its ~40 µs of Python."""
@@ -349,7 +360,7 @@ class Forwarder:
                    upstream: Upstream = upstream, start: float = start,
                    health: UpstreamHealth = health,
                    callback: Callable[[bytes | None, BaseException | None], None] = callback,
-                   ) -> None:
+                   check: Callable[[bytes], bool] | None = check) -> None:
             self.in_flight_wire -= 1
             if not self.in_flight_wire and self.when_idle is not None:
                 self.when_idle()
@@ -361,11 +372,16 @@ class Forwarder:
                 else:
                     callback(None, exc or RuntimeError("no answer"))
                 return
+            rcode = answer[3] & 0xF
+            if check is not None and rcode not in _DECLINED and not check(answer):
+                malformed = MalformedAnswer(f"malformed answer from {upstream.name}")
+                self._failed(upstream, malformed, start)
+                callback(None, self._failure([(upstream, malformed)], []))
+                return
             elapsed = self.clock() - start
             if health.failures:
                 self._recovered(upstream, health)
             health.succeeded(elapsed)
-            rcode = answer[3] & 0xF
             text = _RCODE_TEXT[rcode]
             health.responses[text] += 1
             if self.metrics is not None:  # _observe inline: a call saved per answer
@@ -496,6 +512,8 @@ class Forwarder:
         broken = [(u, e) for u, e in failures if not isinstance(e, QueryTimeout)]
         if broken:
             text = "; ".join(_naming(u, e) for u, e in broken[:3])
+            if any(isinstance(e, MalformedAnswer) for _, e in broken):
+                return servfail(dns.edns.EDECode.INVALID_DATA, text)
             return servfail(dns.edns.EDECode.NETWORK_ERROR, text)
         if failures:
             names = ", ".join(u.name for u, _ in failures[:3])

@@ -8,10 +8,13 @@ local data -- this module does the same work on bytes:
 
 1. identical questions in flight share one upstream exchange (keyed by the cache key);
 2. :meth:`Forwarder.resolve_wire` picks upstreams exactly as ``resolve`` does and
-   returns a response whose header and question were checked by the transport;
-3. :meth:`Cache.respond_wire` validates the rest with the cache's checked walk, stores
-   the answer if it may be cached, and renders it for *this* query -- its ID, RD, name
-   case, EDNS, keepalive and padding -- exactly as a later cache hit would be rendered.
+   returns a response whose header and question were checked by the transport and
+   the rest by the cache's checked walk (:meth:`Cache.check_wire`): an answer that does
+   not pass is a failed attempt of that upstream (the next one is asked), as on the
+   message path;
+3. :meth:`Cache.respond_wire` takes that walk, stores the answer if it may be cached,
+   and renders it for *this* query -- its ID, RD, name case, EDNS, keepalive and
+   padding -- exactly as a later cache hit would be rendered.
 
 Failures raise :class:`ResolveFailure`, like every stage; the listener turns them into
 SERVFAIL with an Extended DNS Error (or a stale answer when serve-stale is on).
@@ -52,12 +55,17 @@ class WireFlight:
     which does this layer's part (the flight ends, its followers get the outcome), then
     calls :meth:`answered` -- each layer's bookkeeping in its own method, in order."""
 
-    __slots__ = ("flights", "key", "query", "shared")
+    __slots__ = ("checker", "flights", "key", "query", "shared")
 
     flights: dict[bytes, WireFlight]
     key: bytes
     query: WireQuery
     shared: asyncio.Future[bytes] | None
+    checker: Callable[[bytes, bytes], bool]  # the cache's check_wire
+
+    def valid(self, upstream: bytes) -> bool:
+        """The forwarder's check of an answer's body (:meth:`Cache.check_wire`)."""
+        return self.checker(self.key, upstream)
 
     def landed(self, upstream: bytes | None, exc: BaseException | None) -> None:
         """The forwarder's outcome (once): end the flight, then :meth:`answered`."""
@@ -97,6 +105,10 @@ class WireForwarder:
         # looked up per query (the stub's follows its current generation)
         self._task_free = hasattr(forwarder, "start_wire")
         self._flights: dict[bytes, WireFlight] = {}
+        # the cache's check of an answer's body, handed to the forwarder (a test's
+        # stand-in cache may have none: answers are then checked when rendered only)
+        self._check: Callable[[bytes, bytes], bool] | None = getattr(cache, "check_wire",
+                                                                     None)
 
     def eligible(self, query: WireQuery) -> bool:
         """True if this path may answer ``query`` (not a name of local data)."""
@@ -145,9 +157,14 @@ class WireForwarder:
         flight.flights = flights
         flight.key = key
         flight.shared = None
+        check = self._check
+        valid: Callable[[bytes], bool] | None = None
+        if check is not None:
+            flight.checker = check
+            valid = flight.valid
         if not self.forwarder.start_wire(key[:-1], flags=query.flags, payload=query.payload,
                                          do=key[-1] & KEY_DO != 0, deadline=deadline,
-                                         callback=flight.landed):
+                                         callback=flight.landed, check=valid):
             return False
         self.stats.forwarded += 1
         flights[key] = flight
@@ -182,9 +199,11 @@ class WireForwarder:
         return upstream
 
     async def _resolve(self, key: bytes, query: WireQuery, deadline: float) -> bytes:
+        check = self._check
         result: bytes = await self.forwarder.resolve_wire(
             key[:-1], flags=query.flags, payload=query.payload, do=bool(key[-1] & KEY_DO),
-            deadline=deadline)
+            deadline=deadline,
+            check=None if check is None else lambda answer: check(key, answer))
         return result
 
     def _land(self, key: bytes, flight: WireFlight, task: asyncio.Future[bytes]) -> None:

@@ -186,6 +186,85 @@ def test_no_forms_take_kdigs_meaning() -> None:
     assert parse("+padding=64", "+nopadding", "x").padding_length is None
 
 
+def test_options_abbreviate_to_a_unique_prefix_as_in_kdig() -> None:
+    """kdig 3.2 takes any prefix that names one of its options (best_param: an exact
+    name wins), the +no forms included. Before: only the full names (and the aliases
+    +time, +tls-host, +cd, +rec) were accepted."""
+    assert parse("+tls-ho=dns.example", "x").hostname == "dns.example"
+    assert parse("+tls-h=dns.example", "x").verify  # +tls-hostname: implies +tls-ca
+    assert parse("+sh", "x").short and parse("+j", "x").json
+    assert parse("+ti=3", "x").time == 3.0 and parse("+tim=2", "x").time == 2.0
+    assert parse("+ti=3", "+noti", "x").time is None
+    assert parse("+ret=0", "x").retry == 0 and parse("+noret", "x").retry == 0
+    assert parse("+dn", "x").dnssec and not parse("+dn", "+nodn", "x").dnssec
+    assert parse("+tls-p=" + PIN, "x").pins == parse("+tls-pin=" + PIN, "x").pins != []
+    assert parse("+tls-s=sni.example", "x").sni == "sni.example"
+    opts = parse("+tls", "+notls-ho", "+notls-s", "x")
+    assert (opts.hostname, opts.sni, opts.transport) == (None, None, "tls")
+    assert parse("+pa=64", "x").padding_length == 64 and parse("+nopa", "x").padding is False
+    assert parse("+cdf", "x").cd and parse("+rdf", "+nordf", "x").rec is False
+    assert parse("+tcp", "x").transport == "tcp"  # exact: +tcp, not ambiguous with +tcflag
+    assert parse("+tls", "x").transport == "tls"  # exact: +tls, not +tls-ca, ...
+    assert parse("+keepa", "x").keepalive  # ours (+ke is also kdig's +keepopen)
+    assert parse("+TLS-HO=dns.example", "x").hostname == "dns.example"  # case: ours
+
+
+def test_notcp_and_ignore_keep_a_truncated_answer_as_kdig() -> None:
+    """kdig 3.2.6: +notcp is UDP *and* +ignore (opt_notcp calls opt_ignore); +ignore
+    alone keeps UDP's truncated answer too; +noignore brings the TCP retry back.
+    Before: +ignore was unknown, and +notcp still retried over TCP."""
+    assert parse("x").ignore is False
+    assert parse("+notcp", "x").ignore is True
+    assert parse("+tcp", "+notcp", "x").ignore is True
+    assert parse("+ignore", "x").ignore is True and parse("+ign", "x").ignore is True
+    assert parse("+notcp", "+noignore", "x").ignore is False
+    assert parse("+tcp", "x").ignore is False
+    assert cli.build_client(parse("@192.0.2.1", "+notcp", "x")).tcp_fallback is False
+    assert cli.build_client(parse("@192.0.2.1", "x")).tcp_fallback is True
+
+
+@pytest.mark.interop
+def test_option_names_resolve_as_the_real_kdig_resolves_them() -> None:
+    """Every prefix of every kdig option name, every one- and two-letter word and every
+    ``no`` + two letters: the real kdig 3.2.6 (``kdig +WORD -h``) and option_name agree
+    on ambiguous / invalid / an option (our own +keepalive's prefixes aside)."""
+    import os
+    import shutil
+    import string
+    import subprocess
+
+    kdig = shutil.which("kdig")
+    if kdig is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("kdig is not installed")
+        pytest.skip("kdig is not installed")
+
+    def theirs(word: str) -> str:
+        run = subprocess.run([kdig, f"+{word}", "-h"], capture_output=True, text=True,
+                             timeout=10, check=False)
+        for kind in ("ambiguous", "invalid"):
+            if f"{kind} option" in run.stderr:
+                return kind
+        return "option"
+
+    def ours(word: str) -> str:
+        try:
+            cli.option_name(word, f"+{word}")
+        except cli.UsageError as exc:
+            return "ambiguous" if "ambiguous" in str(exc) else "invalid"
+        return "option"
+
+    letters = string.ascii_lowercase + "-"
+    words = {name[:i] for name in cli.KDIG_OPTIONS for i in range(1, len(name) + 1)}
+    words |= set(letters) | {a + b for a in letters for b in letters}
+    words |= {f"no{a}{b}" for a in letters for b in letters}
+    mine = {name[:i] for name in cli.OUR_OPTIONS for i in range(1, len(name) + 1)}
+    differ = [(w, theirs(w), ours(w)) for w in sorted(words - mine)
+              if theirs(w) != ours(w)]
+    assert differ == []
+    assert len(words - mine) > 1900
+
+
 def test_failure_text_without_a_time_limit() -> None:
     """A query without a time limit (+notimeout) is not said to have had one."""
     opts = parse("@127.0.0.1", "+notimeout", "+tls", "x")
@@ -195,13 +274,25 @@ def test_failure_text_without_a_time_limit() -> None:
 
 
 @pytest.mark.parametrize(("tokens", "message"), [
-    (["+bogus", "x"], "unknown option '+bogus'"),
+    (["+bogus", "x"], "invalid option: +bogus"),
     (["+tls-pin=ab!c", "x"], "+tls-pin: pin 'ab!c' is not valid base64"),
     (["+time=-1", "x"], "+time=-1: expected a number of seconds"),
     (["+notimeout=3", "x"], "+no options take no value"),
     (["+noretry=3", "x"], "+no options take no value"),
-    (["+nobogus", "x"], "unknown option '+nobogus'"),
-    (["+nono", "x"], "unknown option '+nono'"),
+    (["+nobogus", "x"], "invalid option: +nobogus"),
+    (["+nono", "x"], "invalid option: +nono"),
+    (["+t", "x"], "ambiguous option: +t (+tcflag, +tcp, +timeout, +tls, +tls-ca, "
+                  "+tls-certfile, +tls-hostname, +tls-keyfile, +tls-ocsp-stapling, "
+                  "+tls-pin, +tls-sni, +tsig, +ttl)"),
+    (["+nocl", "x"], "ambiguous option: +nocl (+noclass, +noclient)"),
+    (["+tc=1", "x"], "ambiguous option: +tc=1 (+tcflag, +tcp)"),
+    (["+mu", "x"], "unsupported option: +mu (+multiline): a kdig option that dnstls query "
+                   "does not implement"),
+    (["+nsid", "x"], "unsupported option: +nsid: a kdig option"),
+    (["+noidn", "x"], "unsupported option: +noidn"),
+    (["+ti", "x"], "+ti: needs a value (+ti=...)"),
+    (["+noig=1", "x"], "+no options take no value"),
+    (["+ign=1", "x"], "+ign=1: takes no value"),
     (["+time=soon", "x"], "+time=soon: expected a number of seconds"),
     (["+timeout=3601", "x"], "+timeout=3601: expected a number of seconds"),
     (["+timeout", "x"], "+timeout: needs a value"),
@@ -363,6 +454,30 @@ async def test_no_forms_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
     async with FakeUpstream("udp") as udp:
         assert await dnstls_query(at(udp), "+tls", "+notcp", "+noretry", "u.example") == 0
         assert f"127.0.0.1@{udp.port}(UDP)" in capsys.readouterr().out
+
+
+async def test_a_truncated_udp_answer_is_kept_with_notcp_or_ignore(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A UDP server that answers TC=1 (TCP on the same port answers in full): by default
+    the question is asked again over TCP; with +notcp or +ignore the truncated answer is
+    printed as it came and TCP is never used, as kdig 3.2.6 does (checked against it).
+    Before: +notcp asked again over TCP, +ignore was an unknown option."""
+    async with FakeUpstream("udp", behavior=Behavior.TRUNCATED, also_tcp=True) as fake:
+        assert await dnstls_query(at(fake), "+retry=0", "a.example") == 0
+        out = capsys.readouterr().out
+        assert f"127.0.0.1@{fake.port}(TCP)" in out and "192.0.2.1" in out
+        assert [r.connection for r in fake.received] == [-1, 0]
+        for option in ("+notcp", "+ignore", "+ign"):
+            fake.received.clear()
+            assert await dnstls_query(at(fake), option, "+retry=0", "b.example") == 0
+            out = capsys.readouterr().out
+            assert f"127.0.0.1@{fake.port}(UDP)" in out, option
+            assert ";; Flags: qr tc rd" in out and "192.0.2.1" not in out, option
+            assert [r.connection for r in fake.received] == [-1], option
+        fake.received.clear()
+        assert await dnstls_query(at(fake), "+notcp", "+noignore", "c.example") == 0
+        assert f"127.0.0.1@{fake.port}(TCP)" in capsys.readouterr().out
+        assert [r.connection >= 0 for r in fake.received] == [False, True]
 
 
 # ---------------------------------------------------------------- failures: exit 1, one line

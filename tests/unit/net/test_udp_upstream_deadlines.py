@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdatatype
@@ -292,3 +293,66 @@ async def test_an_icmp_error_fails_the_exchange_at_once_and_retires_the_socket()
     assert stats["connection_errors"] == 1 and stats["sockets_idle"] == 0
     assert not up._due
     await up.aclose()
+
+
+def _cut_answer(query: dns.message.Message) -> bytes:
+    """An answer to ``query`` whose A record's RDATA is cut short: it does not parse."""
+    response = dns.message.make_response(query)
+    response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "A",
+                                               "192.0.2.1"))
+    return response.to_wire()[:-2]
+
+
+def test_message_path_accept_fails_a_malformed_answer_and_ignores_forgeries() -> None:
+    """UdpUpstream._accept (the message path): a datagram with our ID, QR=1 and our
+    question whose body does not parse is a MalformedAnswer (the attempt ends); under
+    another ID or question it is ignored like any forgery (None). Before: None for all."""
+    from dnstls.errors import MalformedAnswer
+    from dnstls.proto.upstream import question_key
+
+    query = dns.message.make_query("a.example.", "A")
+    query.id = 0x1234
+    expected = question_key(query)
+    with pytest.raises(MalformedAnswer):
+        UdpUpstream._accept(_cut_answer(query), 0x1234, expected)
+    assert UdpUpstream._accept(_cut_answer(query), 0x4321, expected) is None
+    other = dns.message.make_query("b.example.", "A")
+    other.id = 0x1234
+    assert UdpUpstream._accept(_cut_answer(other), 0x1234, expected) is None
+    aaaa = dns.message.make_query("a.example.", "AAAA")
+    aaaa.id = 0x1234
+    assert UdpUpstream._accept(_cut_answer(aaaa), 0x1234, expected) is None
+    # a TC=1 answer cut short is still a truncated answer (asked again over TCP)
+    cut = bytearray(_cut_answer(query))
+    cut[2] |= 0x02
+    accepted = UdpUpstream._accept(bytes(cut), 0x1234, expected)
+    assert accepted is not None and accepted.flags & dns.flags.TC
+
+
+async def test_message_path_exchange_ends_at_once_on_a_malformed_answer() -> None:
+    """exchange() over UDP: the malformed answer ends the attempt (MalformedAnswer,
+    counted, the socket not reused) instead of waiting for the deadline."""
+    from dnstls.errors import MalformedAnswer
+
+    loop = asyncio.get_running_loop()
+
+    class Broken(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: Any = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            self.transport.sendto(_cut_answer(dns.message.from_wire(data)), addr)
+
+    transport, _ = await loop.create_datagram_endpoint(Broken, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    up = UdpUpstream(parse_upstream_uri(f"udp://127.0.0.1:{port}"))
+    try:
+        query = dns.message.make_query("a.example.", "A")
+        with pytest.raises(MalformedAnswer, match=f"malformed answer from {up.name}"):
+            await up.exchange(query, deadline=loop.time() + 30)
+        stats = up.statistics()
+        assert stats["malformed_responses"] == 1 and stats["forged_responses"] == 0
+        assert stats["sockets_idle"] == 0
+    finally:
+        await up.aclose()
+        transport.close()

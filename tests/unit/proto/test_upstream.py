@@ -8,6 +8,7 @@ import struct
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rrset
 import pytest
 
 from dnstls.proto import edns
@@ -19,6 +20,7 @@ from dnstls.proto.upstream import (
     PoolState,
     QueryRejected,
     ResponseIgnored,
+    ResponseMalformed,
     ResponseMatched,
     Status,
     StreamBroken,
@@ -339,3 +341,22 @@ def test_connect_hold_holds_then_lets_one_probe_through() -> None:
     hold.succeeded()  # the probe connected
     assert (hold.failures, hold.error, hold.probing, hold.retry_at) == (0, None, False, 0.0)
     assert hold.held_for(13.0) is None
+
+
+def test_a_malformed_answer_fails_its_query_and_the_stream_goes_on() -> None:
+    # An answer with the query's ID and question whose body does not parse (a record
+    # cut short): that query fails (ResponseMalformed), the framing is intact, so the
+    # connection and the other queries on it go on. Before: StreamBroken (every query
+    # on the connection failed, a protocol error).
+    state = conn()
+    first, q1 = send(state, "a.example.")
+    second, q2 = send(state, "b.example.")
+    response = dns.message.make_response(q1)
+    response.answer.append(dns.rrset.from_text("a.example.", 60, "IN", "A", "192.0.2.1"))
+    cut = response.to_wire()[:-2]
+    events = state.receive(encode(cut) + answer(q2), 1.0)
+    assert [type(e) for e in events] == [ResponseMalformed, ResponseMatched]
+    assert events[0].qid == first and events[1].qid == second
+    assert state.in_flight == {} and state.counters.rejected == 1
+    # the same bytes when no query is in flight under that ID: the stream is broken
+    assert isinstance(conn().receive(encode(cut), 1.0)[0], StreamBroken)

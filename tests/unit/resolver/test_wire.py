@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
 import dns.edns
 import dns.flags
@@ -41,7 +42,7 @@ class HeldForwarder:
         self.release: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
 
     async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
-                           deadline: float) -> bytes:
+                           deadline: float, check: Any = None) -> bytes:
         self.calls += 1
         return await asyncio.shield(self.release)
 
@@ -141,7 +142,7 @@ class ValidatingForwarder:
         self.asked: list[tuple[int, bool]] = []
 
     async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
-                           deadline: float) -> bytes:
+                           deadline: float, check: Any = None) -> bytes:
         self.asked.append((flags, do))
         query = dns.message.Message(id=7)
         query.question.append(dns.rrset.RRset(*_question_parts(question)))
