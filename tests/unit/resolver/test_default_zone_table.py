@@ -256,3 +256,24 @@ def test_nodefault_zones_are_not_covered() -> None:
         q = dns.message.make_query(name, "PTR")
         assert local.covers_key(key_from_message(q)) is covered, name
         assert local.covers_wire((N(name).to_wire() or b"").lower()) is covered, name
+
+
+def test_the_stub_takes_default_zones_and_nodefault() -> None:
+    from dnstls.stub_config import stub_config_from_data
+
+    base = {"upstream_recursive_servers": [{"address_data": "127.0.0.1",
+                                            "tls_auth_name": "dns.test"}]}
+    cfg = stub_config_from_data(base)
+    assert cfg.service_config().local.default_zones is True
+    cfg = stub_config_from_data({**base, "local": {"nodefault": ["Test."],
+                                                   "default_zones": False}})
+    local = cfg.service_config().local
+    assert (local.default_zones, local.nodefault, local.zones, local.ddr) == (
+        False, ("Test.",), (), False)
+    for bad, field in (({"nodefault": ["example."]}, "local.nodefault[0]"),
+                       ({"zones": ["/etc/x.zone"]}, "local.zones"),
+                       ({"default_zones": 1}, "local.default_zones"),
+                       ("yes", "local")):
+        with pytest.raises(ConfigError) as info:
+            stub_config_from_data({**base, "local": bad})
+        assert info.value.field == field, bad
