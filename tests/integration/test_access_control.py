@@ -187,6 +187,22 @@ async def test_denied_datagrams_are_dropped(serve: ServeFactory) -> None:
     assert s.service.udp[0].statistics()["received"] == 2
 
 
+async def test_refused_source_without_a_header_or_with_qr_gets_nothing(
+        serve: ServeFactory) -> None:
+    s: Served = await serve(server={"access_control": RULES})
+    loop = asyncio.get_running_loop()
+    response = dns.message.make_response(q()).to_wire()
+    with udp_socket(REFUSED) as refused:
+        for wire in (b"\x12\x34\x01", response):  # too short for a header; QR set
+            await loop.sock_sendto(refused, wire, s.plain_addr)
+        answer = await udp_ask(s.plain_addr, q().to_wire(), ALLOWED)  # read after them
+        assert dns.message.from_wire(answer).rcode() == dns.rcode.NOERROR
+        with pytest.raises(BlockingIOError):
+            refused.recv(65535)
+    assert s.service.udp[0].statistics()["dropped"] == {"unanswerable": 2}
+    assert s.service.acl.statistics()["refused"] == {}
+
+
 @pytest.mark.parametrize("tls", [True, False], ids=["dot", "tcp"])
 async def test_denied_connections_are_closed_before_any_tls(serve: ServeFactory,
                                                             tls: bool) -> None:
