@@ -158,8 +158,8 @@ def refused_query(wire: bytes) -> Rejection:
         message.question = []  # echo one question or none, never a list of them
     response = make_response(message)
     response.set_rcode(dns.rcode.REFUSED)
-    if response.edns >= 0:
-        response.use_edns(0, 0, EDNS_PAYLOAD,
+    if response.edns >= 0:  # its flags: the query's DO bit (make_response), as every answer
+        response.use_edns(0, response.ednsflags, EDNS_PAYLOAD,
                           options=[edns.ede_option(dns.edns.EDECode.PROHIBITED, None)])
     return Rejection(_rendered(response), dns.rcode.REFUSED, reason, response=response,
                      query=message)

@@ -377,6 +377,9 @@ def test_refused_query_echoes_the_question_with_ede_18() -> None:
     assert not response.answer and not response.authority and len(response.additional) == 0
     ede = next(o for o in response.options if isinstance(o, dns.edns.EDEOption))
     assert ede.text is None  # nothing to amplify with
+    assert response.ednsflags & dns.flags.DO  # the query's DO bit, as every answer
+    plain = dns.message.from_wire(refused_query(query(use_edns=0).to_wire()).wire or b"")
+    assert plain.edns == 0 and not plain.ednsflags & dns.flags.DO
 
 
 def test_refused_query_without_edns_has_no_opt() -> None:
