@@ -29,12 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import struct
 import threading
 from collections.abc import Coroutine, Iterable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.name
@@ -98,6 +100,9 @@ class Client:
       connection, default 100): further queries wait for a slot within their timeout.
     * ``tcp_fallback`` -- UDP: ask again over TCP when the answer is truncated (TC=1),
       default on; off, the truncated answer is returned (kdig's ``+ignore``).
+    * ``edns_options`` -- ``dns.edns.Option`` objects sent in every query's OPT record,
+      before the transport's own keepalive and padding (kdig's ``+nsid``, ``+subnet``,
+      ``+cookie``, ``+ednsopt``). Default none: a message's own options are never sent.
     """
 
     def __init__(self, upstream: str, *, pins: Iterable[str] = (), ca_file: str | None = None,
@@ -105,7 +110,8 @@ class Client:
                  keepalive: bool = True, verify: bool | None = None,
                  opportunistic: bool = False, sni: str | None = None,
                  max_connections: int = 1, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 padding_length: int | None = None, tcp_fallback: bool = True) -> None:
+                 padding_length: int | None = None, tcp_fallback: bool = True,
+                 edns_options: Iterable[dns.edns.Option] = ()) -> None:
         if not timeout > 0:
             raise ConfigError("timeout", f"{timeout!r}: expected a positive number of seconds")
         self.timeout = timeout
@@ -124,6 +130,7 @@ class Client:
             raise ConfigError("padding_length", f"{padding_length!r} out of range 0..4096")
         self.padding_length = padding_length
         self.tcp_fallback = tcp_fallback
+        self.edns_options = _options_wire(edns_options)
         self._upstream: StreamUpstream | UdpUpstream | None = None
         self._closed = False
 
@@ -153,6 +160,7 @@ class Client:
             if self.spec.transport == "udp":
                 udp = UdpUpstream(self.spec)
                 udp.tcp_fallback = bool(self.tcp_fallback)
+                udp.extra_options = self.edns_options
                 self._upstream = udp
             else:
                 # bool(): the compiled pool checks its attributes' types (a truthy 1 would
@@ -163,6 +171,7 @@ class Client:
                 stream.ask_keepalive = bool(self.keepalive)
                 stream.close_grace = CLOSE_GRACE
                 stream.pad_length = self.padding_length
+                stream.extra_options = self.edns_options
                 self._upstream = stream
         return self._upstream
 
@@ -210,6 +219,20 @@ class Client:
         if self._upstream is None:
             return {"name": self.spec.name, "transport": self.spec.transport}
         return self._upstream.statistics()
+
+
+def _options_wire(options: Iterable[dns.edns.Option]) -> bytes:
+    """EDNS options in wire form (code, length, data each), checked to fit an OPT."""
+    parts = []
+    for option in options:
+        if not isinstance(option, dns.edns.Option):
+            raise ConfigError("edns_options", f"{option!r} is not a dns.edns.Option")
+        data = option.to_wire() or b""
+        parts.append(struct.pack("!HH", int(option.otype), len(data)) + data)
+    wire = b"".join(parts)
+    if len(wire) > 60000:
+        raise ConfigError("edns_options", f"{len(wire)} bytes of options do not fit a query")
+    return wire
 
 
 def _build_spec(upstream: str, *, pins: tuple[str, ...], ca_file: str | None, timeout: float,

@@ -31,6 +31,7 @@ from pathlib import Path
 
 #: Source files (relative to ``src/``) that setup.py hands to mypyc.
 COMPILED_MODULES = (
+    "dnstls/proto/acl.py",
     "dnstls/proto/admission.py",
     "dnstls/proto/answers.py",
     "dnstls/proto/cachekey.py",

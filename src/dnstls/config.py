@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dnstls.errors import ConfigError
+from dnstls.proto.acl import DEFAULT_RULES, AccessControl, parse_rules
 
 DEFAULT_DOT_PORT = 853
 DEFAULT_DNS_PORT = 53
@@ -78,6 +79,17 @@ def metrics_url(endpoint: tuple[str, int]) -> str:
     return f"http://{format_hostport(*endpoint)}/metrics"
 
 
+def access_control(rules: tuple[str, ...], field: str) -> AccessControl:
+    """The :class:`AccessControl` of validated rules (``field`` names them in errors);
+    :data:`DEFAULT_RULES` itself reads as the default."""
+    if rules == DEFAULT_RULES:
+        return AccessControl(None)
+    try:
+        return AccessControl(parse_rules(rules, field))
+    except ValueError as exc:
+        raise ConfigError(exc.args[0], exc.args[1]) from None
+
+
 def default_state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/dnstls")
@@ -104,6 +116,9 @@ class ServerConfig:
     max_connections_per_client: int = 100
     shutdown_grace: float = 5.0
     reload_check_interval: float = 2.0
+    #: Unbound-style "NETBLOCK ACTION" rules (proto/acl.py); the default is dnsdist's
+    #: (loopback and private networks allowed). Rules given replace it entirely.
+    access_control: tuple[str, ...] = DEFAULT_RULES
 
 
 @dataclass(frozen=True)
@@ -274,6 +289,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         parse_hostport(item, DEFAULT_DNS_PORT, field=f"server.plain[{i}]")
     if server.metrics:
         parse_hostport(server.metrics, 9153, field="server.metrics")
+    access_control(server.access_control, "server.access_control")
     forward_data = dict(data.get("forward", {}))
     forward_data.pop("upstreams", None)
     forward = build(ForwardConfig, forward_data, "forward")

@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("dnstls.metrics")
 
 StatsSource = Callable[[], Mapping[str, Any]]
-_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "udp"})
+_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "udp", "access_control"})
 
 
 class ServiceCollector(Collector):
@@ -27,6 +27,7 @@ class ServiceCollector(Collector):
     Expected shape (missing parts are skipped)::
 
         {"handler": {"responses": {(transport, rcode): n}, "in_flight": n, ...},
+         "access_control": {"refused": {transport: n}, "denied": {transport: n}},
          "listeners": {transport: {"accepted": n, "open": n, "closed": {reason: n},
                                    "handshakes": {version: n},
                                    "handshake_failures": {reason: n}, "resumed": n}},
@@ -78,6 +79,19 @@ class ServiceCollector(Collector):
             resumed_total += int(ls.get("resumed", 0))
         resumed.add_metric([], resumed_total)
         yield from (accepted, open_, closed, hs, hs_fail, resumed)
+        acl: Mapping[str, Any] = stats.get("access_control", {})
+        acl_refused = CounterMetricFamily(
+            "dnstls_access_control_refused",
+            "Queries answered REFUSED (EDE 18) by access control, by transport",
+            labels=["transport"])
+        acl_denied = CounterMetricFamily(
+            "dnstls_access_control_denied",
+            "Datagrams (udp) dropped and connections (tcp, tls) closed at accept by "
+            "access control", labels=["transport"])
+        for family, key in ((acl_refused, "refused"), (acl_denied, "denied")):
+            for transport, n in sorted(acl.get(key, {}).items()):
+                family.add_metric([transport], n)
+        yield from (acl_refused, acl_denied)
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
             yield from _flat("dnstls_upstream", ustats, [("upstream", name)])
         for section, values in sorted(stats.items()):  # cache, coalesce, stub, ...

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from dnstls.config import (
     DEFAULT_DOT_PORT,
     Config,
     ServerConfig,
+    access_control,
     default_state_dir,
     format_hostport,
     metrics_url,
@@ -46,6 +48,7 @@ from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamListener
 from dnstls.net.tls import CertPair, ServerTLS
 from dnstls.net.udp import UdpListener
+from dnstls.proto.acl import AccessControl
 from dnstls.proto.admission import Admission, AdmissionLimits
 from dnstls.proto.answers import Transport
 from dnstls.proto.pins import spki_pin
@@ -84,8 +87,13 @@ class Service:
 
     def __init__(self, config: Config, *,
                  upstream_factory: Callable[[Resolver], tuple[Resolver, Any]] | None = None,
-                 reuse_port: bool = False, ticket_key: bytes | None = None) -> None:
+                 reuse_port: bool = False, ticket_key: bytes | None = None,
+                 acl_field: str = "server.access_control") -> None:
         self.config = config
+        #: Access control for every listener (proto/acl.py); ``acl_field`` is what the
+        #: operator calls the setting (the stub's is ``access_control``).
+        self.acl_field = acl_field
+        self.acl: AccessControl = access_control(config.server.access_control, acl_field)
         self.endpoints = Endpoints()
         self.tls: ServerTLS | None = None
         self.handler: QueryHandler | None = None
@@ -188,7 +196,8 @@ class Service:
                 assert self.tls is not None
                 dot = StreamListener(self.handler, transport=Transport.TLS, tls=self.tls,
                                      limits=limits, admission=admission,
-                                     handshake_timeout=server.handshake_timeout)
+                                     handshake_timeout=server.handshake_timeout,
+                                     acl=self.acl)
                 self.listeners.append(dot)
                 for i, text in enumerate(server.listen):
                     bound = await self._bind(dot, text, DEFAULT_DOT_PORT, f"server.listen[{i}]")
@@ -198,7 +207,7 @@ class Service:
                     raise ConfigError("server.listen", "no listen address could be bound")
             if server.plain:
                 tcp = StreamListener(self.handler, transport=Transport.TCP, tls=None,
-                                     limits=limits, admission=admission)
+                                     limits=limits, admission=admission, acl=self.acl)
                 self.listeners.append(tcp)
                 for i, text in enumerate(server.plain):
                     fld = f"server.plain[{i}]"
@@ -227,7 +236,8 @@ class Service:
         assert self.handler is not None
         for _attempt in range(20):
             udp, (uhost, uport) = await UdpListener.listen(self.handler, host, port,
-                                                           reuse_port=self.reuse_port)
+                                                           reuse_port=self.reuse_port,
+                                                           acl=self.acl)
             try:
                 await tcp.listen(host, uport, reuse_port=self.reuse_port)
             except OSError as exc:
@@ -351,6 +361,7 @@ class Service:
             else {},
             "listeners": listeners,
             "udp": [u.statistics() for u in self.udp],
+            "access_control": self.acl.statistics(),
         }
         for closer in self._closers:
             if hasattr(closer, "statistics"):
@@ -376,7 +387,22 @@ class Service:
             lines.append(f"certificate SPKI pin (sha256): {self.pin}")
             port_opt = "" if port == DEFAULT_DOT_PORT else f" -p {port}"
             lines.append(f"try: kdig @{host}{port_opt} +tls-pin={self.pin} example.com")
+        line = access_control_line(self.acl, [*self.endpoints.tls, *self.endpoints.plain],
+                                   self.acl_field)
+        if line:
+            lines.append(line)
         return lines
+
+
+def access_control_line(acl: AccessControl, endpoints: list[tuple[str, int]], field: str,
+                        ) -> str | None:
+    """The start-up line saying what access control allows, when a listen address is
+    not loopback (an operator who put the service on a public address sees why remote
+    clients get REFUSED); None when every listener is on loopback."""
+    if all(ipaddress.ip_address(host.partition("%")[0]).is_loopback
+           for host, _port in endpoints):
+        return None
+    return f"access control: {acl.describe()} ({field})"
 
 
 async def _raise(exc: BaseException) -> None:

@@ -37,7 +37,7 @@ from typing import Any
 import dns.message
 
 from dnstls.compiled import version_line
-from dnstls.config import format_hostport, metrics_url
+from dnstls.config import access_control, format_hostport, metrics_url
 from dnstls.errors import ConfigError
 from dnstls.net.pool import StreamUpstream
 from dnstls.resolver.base import Request, Resolver
@@ -249,6 +249,7 @@ class StubRuntime:
         self.path = path
         self.overrides = overrides
         self.forwarding: StubForwarding | None = None
+        self.acl: Any = None  # the service's AccessControl, once built
 
     def listen_addresses(self) -> list[str]:
         listen = list(self.config.listen)
@@ -274,7 +275,8 @@ class StubRuntime:
             return self.forwarding, self.forwarding
 
         service = Service(config.service_config(listen=self.listen_addresses()),
-                          upstream_factory=factory)
+                          upstream_factory=factory, acl_field=config.access_control_field)
+        self.acl = service.acl
         service.add_reload_hook(self.reload)
         return service
 
@@ -296,6 +298,11 @@ class StubRuntime:
         old = self.config
         if new.listen != old.listen or new.metrics != old.metrics:
             log.warning("reload: listen_addresses and metrics changes apply after a restart")
+        if new.access_control != old.access_control and self.acl is not None:
+            # validated by load_stub_config: applies to new connections and every datagram
+            # from now on; open connections keep the decision taken when they were accepted
+            self.acl.adopt(access_control(new.access_control, new.access_control_field))
+            log.info("reload: access control is now: %s", self.acl.describe())
         if new.opportunistic and not old.opportunistic:
             log.warning("OPPORTUNISTIC mode (RFC 8310 §4) after reload: upstreams are NOT "
                         "authenticated")
@@ -316,7 +323,7 @@ async def run(config: StubConfig, *, path: str | Path | None = None,
         await service.start(tune_gc=True)
     except ConfigError as exc:  # named as the service calls them: say it in stub words
         raise stub_field_error(exc) from None
-    for line in banner(config, service.endpoints):
+    for line in banner(config, service.endpoints, acl=service.acl):
         log.info("%s", line)
     await service.run_until_stopped()
     return 0
@@ -333,9 +340,11 @@ def stub_field_error(exc: ConfigError) -> ConfigError:
     return exc
 
 
-def banner(config: StubConfig, endpoints: Any) -> list[str]:
+def banner(config: StubConfig, endpoints: Any, *, acl: Any = None) -> list[str]:
     """The start-up lines: which build runs, where the stub listens, each upstream
-    with how it is authenticated (name, pins), and a command line that queries it."""
+    with how it is authenticated (name, pins), a command line that queries it, and
+    (``acl``: the service's access control) what access control allows when the stub
+    listens on an address that is not loopback."""
     lines = [version_line()]
     for host, port in endpoints.plain:
         lines.append(f"DNS stub (UDP+TCP) on {format_hostport(host, port)}")
@@ -353,6 +362,12 @@ def banner(config: StubConfig, endpoints: Any) -> list[str]:
     if endpoints.plain:
         host, port = endpoints.plain[0]
         lines.append(f"try: kdig @{host}{'' if port == 53 else f' -p {port}'} example.com")
+    if acl is not None:
+        from dnstls.service import access_control_line
+
+        line = access_control_line(acl, endpoints.plain, config.access_control_field)
+        if line:
+            lines.append(line)
     return lines
 
 

@@ -62,12 +62,14 @@ from dnstls.config import (
     ForwardConfig,
     LocalConfig,
     ServerConfig,
+    access_control,
     build,
     format_hostport,
     parse_hostport,
     read_toml,
 )
 from dnstls.errors import ConfigError
+from dnstls.proto.acl import DEFAULT_RULES
 from dnstls.proto.pins import parse_pin
 from dnstls.upstreams import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -97,7 +99,7 @@ AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
 _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
              "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
              "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
-             "upstream_recursive_servers"}
+             "upstream_recursive_servers", "access_control"}
 #: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
 _LOCAL_KEYS = {"default_zones", "nodefault"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
@@ -136,6 +138,7 @@ class StubOverrides:
     metrics: str | None = None
     no_cache: bool = False
     log_queries: bool = False
+    access_control: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,11 @@ class StubConfig:
     log_queries: bool = False
     cache: CacheConfig = field(default_factory=CacheConfig)
     local: LocalConfig = field(default_factory=lambda: LocalConfig(ddr=False))
+    #: "NETBLOCK ACTION" rules (proto/acl.py), as ``server.access_control`` of serve.
+    access_control: tuple[str, ...] = DEFAULT_RULES
+    #: What the operator calls the rules' setting: ``access_control`` in the file,
+    #: ``--access-control`` when the command line gave them.
+    access_control_field: str = "access_control"
     listen_is_default: bool = True
     upstreams_are_default: bool = True
     source: str = ""
@@ -157,7 +165,8 @@ class StubConfig:
         """The :class:`~dnstls.config.Config` of the plain-DNS front (no TLS listener)."""
         server = ServerConfig(listen=(), plain=tuple(self.listen if listen is None else listen),
                               metrics=self.metrics, log_queries=self.log_queries,
-                              query_timeout=self.query_timeout)
+                              query_timeout=self.query_timeout,
+                              access_control=self.access_control)
         return Config(server=server, cache=self.cache,
                       local=dataclasses.replace(self.local, zones=(), ddr=False),
                       forward=ForwardConfig(strategy=self.strategy,
@@ -362,10 +371,18 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     if cli.no_cache:
         cache = dataclasses.replace(cache, enabled=False)
     local = _local(data.get("local", {}))
+    acl_field = "--access-control" if cli.access_control else "access_control"
+    acl_items = cli.access_control or data.get("access_control", DEFAULT_RULES)
+    if isinstance(acl_items, str):
+        acl_items = [acl_items]
+    if not isinstance(acl_items, list | tuple):
+        raise ConfigError(acl_field, "expected a list of rules like \"192.168.0.0/16 allow\"")
+    rules = tuple(acl_items)
+    access_control(rules, acl_field)  # validated: one ConfigError naming the rule
     return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
                       or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
                       metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
-                      local=local,
+                      local=local, access_control=rules, access_control_field=acl_field,
                       listen_is_default=not cli.listen and "listen_addresses" not in data,
                       upstreams_are_default=upstreams.default, source=source)
 

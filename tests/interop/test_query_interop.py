@@ -30,7 +30,7 @@ import pytest
 
 from dnstls.cli.main import main
 
-from .peers import ZONE_DATA, Peer, TestPKI, require
+from .peers import ZONE_DATA, Peer, TestPKI, dnstls_command, require
 
 pytestmark = pytest.mark.interop
 
@@ -270,3 +270,62 @@ def test_tls_session_line_equals_kdigs(kind: str, version: ssl.TLSVersion, tmp_p
     tls_name = "TLS1.2" if version is ssl.TLSVersion.TLSv1_2 else "TLS1.3"
     assert session_line(out).startswith(f";; TLS session ({tls_name})-(ECDHE-SECP384R1)-(")
     assert session_line(out) == session_line(run.stdout)
+
+
+# ---------------------------------------------------------------- EDNS options sent, vs kdig
+
+
+class _Recorder(socketserver.BaseRequestHandler):
+    """A UDP responder that keeps each query it is sent and answers it empty."""
+
+    def handle(self) -> None:
+        data, sock = self.request
+        query = dns.message.from_wire(data)
+        self.server.queries.append(query)  # type: ignore[attr-defined]
+        sock.sendto(dns.message.make_response(query).to_wire(), self.client_address)
+
+
+def _sent(options: list[str], command: list[str]) -> dns.message.Message:
+    with socketserver.UDPServer(("127.0.0.1", 0), _Recorder) as udp:
+        udp.queries = []  # type: ignore[attr-defined]
+        thread = threading.Thread(target=udp.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            run = subprocess.run([*command, "@127.0.0.1", "-p", str(udp.server_address[1]),
+                                  "example.test", "+retry=0", "+time=5", *options],
+                                 capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        finally:
+            udp.shutdown()
+            thread.join(TIMEOUT)
+        assert run.returncode == 0, run.stdout + run.stderr
+        queries: list[dns.message.Message] = udp.queries  # type: ignore[attr-defined]
+        assert len(queries) == 1, queries
+        return queries[0]
+
+
+def _options(query: dns.message.Message) -> list[tuple[int, str]]:
+    return [(int(o.otype), (o.to_wire() or b"").hex()) for o in query.options]
+
+
+@pytest.mark.parametrize("options", [
+    ["+nsid"], ["+subnet=192.0.2.0"], ["+subnet=192.0.2.0/24"], ["+subnet=2001:db8::/32"],
+    ["+subnet=0.0.0.0/0"], ["+cookie=0011223344556677"],
+    ["+ednsopt=65001:abcd", "+ednsopt=65002"], ["+nsid", "+ednsopt=65001:ab", "+noednsopt"],
+    ["+nsid", "+subnet=198.51.100.0/24", "+cookie=0011223344556677", "+ednsopt=65001:ff"],
+])
+def test_edns_options_sent_are_kdigs(options: list[str]) -> None:
+    """The options of the query on the wire, byte for byte what kdig 3.2.6 sends."""
+    kdig = require("kdig")
+    dnstls = [*dnstls_command(), "query"]
+    assert _options(_sent(options, dnstls)) == _options(_sent(options, [kdig]))
+
+
+def test_header_flags_cookie_and_bufsize_as_kdig() -> None:
+    kdig = require("kdig")
+    dnstls = [*dnstls_command(), "query"]
+    flags = ["+aaflag", "+adflag", "+raflag", "+tcflag", "+zflag"]
+    assert _sent(flags, dnstls).flags == _sent(flags, [kdig]).flags
+    ours, theirs = _sent(["+cookie"], dnstls), _sent(["+cookie"], [kdig])
+    assert [(code, len(data)) for code, data in _options(ours)] == [
+        (code, len(data)) for code, data in _options(theirs)] == [(10, 16)]  # 8 random bytes
+    assert _sent(["+bufsize=4000"], dnstls).payload == 4000

@@ -179,3 +179,20 @@ def test_dnsperf_dot_no_lost_queries(server: Peer, tmp_path: Path) -> None:
     assert result.sent > 0 and result.lost == 0, result.output
     assert result.completed == result.sent, result.output
     assert result.rcodes == {"NOERROR": result.completed}, result.output
+
+
+def test_kdig_from_a_refused_source_gets_refused_with_ede_18(
+        dnstls_serve: Callable[..., Peer], zone_file: Path, pki: TestPKI) -> None:
+    """Access control: kdig bound to 127.0.0.2 (``-b``) is refused over TLS -- the
+    handshake completes, the answer is REFUSED with EDE 18 (Prohibited), padded like
+    every DoT answer to a padded query -- while 127.0.0.1 is answered."""
+    server = dnstls_serve("--access-control", "127.0.0.0/8 allow",
+                          "--access-control", "127.0.0.2 refuse", zone=zone_file)
+    refused = _kdig_tls(server, pki, "www.example.test", padding=True,
+                        extra=["-b", "127.0.0.2"])
+    assert refused.status == "REFUSED", refused.describe()
+    assert "EDE: 18 (Prohibited)" in refused.stdout, refused.describe()
+    assert refused.rdata("A") == [], refused.describe()
+    assert refused.received_bytes == 468, refused.describe()
+    allowed = _kdig_tls(server, pki, "www.example.test", extra=["-b", "127.0.0.1"])
+    assert allowed.status == "NOERROR" and allowed.rdata("A") == WWW_A, allowed.describe()

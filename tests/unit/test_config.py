@@ -65,3 +65,32 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
     assert config.parse_hostport(text, 853, field="f") == expected
     assert config.parse_hostport(config.format_hostport(*expected), 1, field="f") == expected
+
+
+def test_access_control_default_and_rules() -> None:
+    from dnstls.proto.acl import DEFAULT_RULES
+
+    assert config.load().server.access_control == DEFAULT_RULES
+    c = config.load(overrides={"server": {"access_control": ["0.0.0.0/0 allow",
+                                                             "::/0 allow"]}})
+    assert c.server.access_control == ("0.0.0.0/0 allow", "::/0 allow")
+    one = config.load(overrides={"server": {"access_control": "192.0.2.0/24 allow"}})
+    assert one.server.access_control == ("192.0.2.0/24 allow",)
+    # host bits set: accepted as Unbound accepts them (the network)
+    assert config.access_control(("10.0.0.1/8 allow",), "x").rules[0].network.exploded \
+        == "10.0.0.0/8"
+
+
+@pytest.mark.parametrize(("rules", "message"), [
+    (["127.0.0.0/8 allow", "10.0.0.0/8 allow", "10.0.0.0/8 alow"],
+     r"^server\.access_control\[2\]: unknown action 'alow' \(allow, refuse or deny\)$"),
+    (["10.0.0.0/33 allow"],
+     r"^server\.access_control\[0\]: '10\.0\.0\.0/33' is not an address or netblock$"),
+    (["10.0.0.0/8 allow", 7], r"^server\.access_control\[1\]: expected a string"),
+    (["10.0.0.0/8 allow", "10.0.0.0/8 deny"],
+     r"^server\.access_control\[1\]: 10\.0\.0\.0/8 is already in server\.access_control\[0\]$"),
+    ([], r"^server\.access_control: no rules"),
+])
+def test_access_control_errors_name_the_rule(rules: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load(overrides={"server": {"access_control": rules}})

@@ -262,3 +262,56 @@ def test_cli_check_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().err == (
         "dnstls stub: error: --upstream[0]: tls://127.0.0.1:853 cannot be authenticated: "
         "add #AUTH_NAME (tls://ADDR#NAME) and/or --pin (or --opportunistic)\n")
+
+
+def test_access_control_key_and_option() -> None:
+    from dnstls.proto.acl import DEFAULT_RULES
+
+    cfg = load({})
+    assert cfg.access_control == DEFAULT_RULES
+    assert cfg.service_config().server.access_control == DEFAULT_RULES
+    cfg = load({"access_control": ["192.0.2.0/24 allow", "127.0.0.0/8 allow"]})
+    assert cfg.service_config().server.access_control == ("192.0.2.0/24 allow",
+                                                          "127.0.0.0/8 allow")
+    assert cfg.access_control_field == "access_control"
+    # the command line replaces the file's rules
+    cfg = load({"access_control": ["192.0.2.0/24 allow"]},
+               access_control=("0.0.0.0/0 allow",))
+    assert cfg.access_control == ("0.0.0.0/0 allow",)
+    assert cfg.access_control_field == "--access-control"
+
+
+@pytest.mark.parametrize(("data", "cli", "message"), [
+    ({"access_control": ["127.0.0.0/8 allow", "10.0.0.0/8 alow"]}, (),
+     r"^access_control\[1\]: unknown action 'alow' \(allow, refuse or deny\)$"),
+    ({}, ("127.0.0.0/8 allow", "10.0.0.0/33 deny"),
+     r"^--access-control\[1\]: '10\.0\.0\.0/33' is not an address or netblock$"),
+    ({"access_control": {"a": 1}}, (), r"^access_control: expected a list of rules"),
+    ({"access_control": []}, (), r"^access_control: no rules"),
+])
+def test_access_control_errors(data: dict[str, Any], cli: tuple[str, ...],
+                               message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(data, access_control=cli)
+
+
+def test_cli_check_shows_access_control(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["stub", "--upstream", "tls://127.0.0.1#dns.test", "--check"]
+    assert cli_main(argv) == 0
+    assert ("access control: loopback and private networks allowed, others refused"
+            in capsys.readouterr().out)
+    assert cli_main([*argv, "--access-control", "10.0.0.1/8 allow",
+                     "--access-control", "10.9.0.0/16 deny"]) == 0
+    assert ("access control: allow 10.0.0.0/8; deny 10.9.0.0/16; others refused"
+            in capsys.readouterr().out)
+    assert cli_main([*argv, "--access-control", "10.0.0.0/8 alow"]) == 2
+    assert ("dnstls stub: error: --access-control[0]: unknown action 'alow' "
+            "(allow, refuse or deny)" in capsys.readouterr().err)
+
+
+def test_serve_cli_access_control_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["serve", "--access-control", "127.0.0.0/8 allow",
+                     "--access-control", "10.0.0.0/8 alow"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dnstls serve: error: server.access_control[1]: unknown action 'alow' "
+        "(allow, refuse or deny)")

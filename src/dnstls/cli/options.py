@@ -6,9 +6,15 @@ import argparse
 
 
 def add_service_options(p: argparse.ArgumentParser) -> None:
-    """``--no-cache``, ``--metrics`` and ``--log-queries`` (RFC 8932: off by default)."""
+    """``--no-cache``, ``--metrics``, ``--log-queries`` (RFC 8932: off by default) and
+    ``--access-control``."""
     p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="Prometheus metrics endpoint (at /metrics)")
     p.add_argument("--log-queries", action="store_true",
                    help="log every query name (off by default, RFC 8932)")
+    p.add_argument("--access-control", metavar="'NETBLOCK ACTION'", action="append",
+                   help="which clients are answered, as Unbound's access-control: e.g. "
+                        "'192.0.2.0/24 allow'; ACTION is allow, refuse (REFUSED) or deny "
+                        "(dropped); longest prefix wins, others are refused (repeatable; "
+                        "replaces the default: loopback and private networks allowed)")

@@ -44,6 +44,7 @@ import copy
 import ipaddress
 import logging
 import re
+import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +52,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import dns.edns
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdataclass
@@ -96,6 +99,9 @@ OUR_OPTIONS = ("keepalive", "nokeepalive")
 OPTION_NAMES = KDIG_OPTIONS + OUR_OPTIONS
 #: kdig's names of the options we support -> our key (the others are the key).
 KEYS = {"timeout": "time", "cdflag": "cd", "recurse": "rec", "rdflag": "rec"}
+#: kdig's header flag options -> the bit each sets in the query (``+zflag``: the Z bit).
+HEADER_FLAGS = {"aaflag": int(dns.flags.AA), "tcflag": int(dns.flags.TC),
+                "raflag": int(dns.flags.RA), "zflag": 0x0040, "adflag": int(dns.flags.AD)}
 #: +tls and the options that imply it.
 TLS_OPTIONS = ("tls", "tls-ca", "tls-hostname", "tls-sni", "tls-pin")
 #: What ``+noOPTION`` sets, as kdig's ``opt_no*`` functions do, where it is more than
@@ -109,12 +115,17 @@ NO_OPTIONS: dict[str, dict[str, Any]] = {
     "tls-hostname": {"hostname": None},
     "tls-sni": {"sni": None},
     "tcp": {"tcp": False, "ignore": True},  # UDP, and a truncated answer is final
+    "subnet": {"subnet": None},
+    "cookie": {"cookie": None},
+    "ednsopt": {"ednsopt": []},  # kdig: +noednsopt drops every +ednsopt given before
+    "bufsize": {"bufsize": None},
     "padding": {"padding": False, "padding_length": None},
     "time": {"time": None},  # "notimeout is interpreted as infinity"
     "retry": {"retry": 0},
 }
 #: Options with a +no form (kdig's ``+[no]OPTION``), by our key.
-NEGATABLE = (*NO_OPTIONS, "keepalive", "dnssec", "json", "short", "cd", "rec", "ignore")
+NEGATABLE = (*NO_OPTIONS, "keepalive", "dnssec", "json", "short", "cd", "rec", "ignore",
+             "nsid", "subnet", "cookie", "ednsopt", "bufsize", *HEADER_FLAGS)
 
 
 EXIT_ANSWERED = 0
@@ -160,6 +171,15 @@ class QueryOptions:
     #: a truncated UDP answer is final, not asked again over TCP (kdig's +ignore, which
     #: +notcp implies)
     ignore: bool = False
+    #: EDNS options: +nsid, +subnet=ADDR[/PREFIX], +cookie[=HEX], +ednsopt=CODE[:HEX]
+    nsid: bool = False
+    subnet: dns.edns.ECSOption | None = None
+    cookie: bytes | None = None
+    ednsopt: list[tuple[int, bytes]] = field(default_factory=list)
+    #: the EDNS UDP size asked for (+bufsize=B); None: 1232
+    bufsize: int | None = None
+    #: header bits set by +aaflag, +adflag, +raflag, +tcflag, +zflag
+    flags: dict[str, bool] = field(default_factory=dict)
     #: seconds per attempt; None: no limit (kdig's +notimeout and +timeout=0)
     time: float | None = DEFAULT_TIME
     retry: int = DEFAULT_RETRY
@@ -167,6 +187,19 @@ class QueryOptions:
     #: type and class words given before any name (they win over -t and -c)
     default_type: dns.rdatatype.RdataType | None = None
     default_class: dns.rdataclass.RdataClass | None = None
+
+    def edns_options(self) -> list[dns.edns.Option]:
+        """The EDNS options asked for, in kdig's order (NSID, subnet, cookie, others)."""
+        options: list[dns.edns.Option] = []
+        if self.nsid:
+            options.append(dns.edns.GenericOption(dns.edns.OptionType.NSID, b""))
+        if self.subnet is not None:
+            options.append(self.subnet)
+        if self.cookie is not None:
+            options.append(dns.edns.GenericOption(dns.edns.OptionType.COOKIE, self.cookie))
+        options.extend(dns.edns.GenericOption(dns.edns.OptionType.make(code), data)
+                       for code, data in self.ednsopt)
+        return options
 
     @property
     def verify(self) -> bool:
@@ -378,8 +411,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
             raise UsageError(f"{token}: +no options take no value")
         _no_option(opts, key)
         return
-    if key in ("tls-hostname", "tls-sni", "tls-pin", "time", "retry") \
-            and not (has_value and value):
+    if key in ("tls-hostname", "tls-sni", "tls-pin", "time", "retry", "subnet", "ednsopt",
+               "bufsize") and not (has_value and value):
         raise UsageError(f"{token}: needs a value (+{typed}=...)")
     if key in TLS_OPTIONS:
         opts.tls = True  # every +tls-* option implies +tls, as in kdig ...
@@ -402,10 +435,23 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
     elif key == "padding":
         opts.padding = True
         opts.padding_length = _integer(token, value, 0, 4096) if has_value else None
-    elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec", "ignore"):
+    elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec", "ignore", "nsid",
+                 *HEADER_FLAGS):
         if has_value:
             raise UsageError(f"{token}: takes no value")
-        setattr(opts, key, True)
+        if key in HEADER_FLAGS:
+            opts.flags[key] = True
+        else:
+            setattr(opts, key, True)
+    elif key == "subnet":
+        opts.subnet = _subnet(token, value)
+    elif key == "cookie":
+        opts.cookie = _cookie(token, value) if has_value else secrets.token_bytes(8)
+    elif key == "ednsopt":
+        code, _, data = value.partition(":")
+        opts.ednsopt.append((_integer(token, code, 0, 65535), _hex(token, data)))
+    elif key == "bufsize":
+        opts.bufsize = _integer(token, value, 0, 65535)
     elif key == "time":
         try:
             seconds = float(value)
@@ -423,8 +469,39 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
 
 def _no_option(opts: QueryOptions, key: str) -> None:
     """``+noOPTION`` with kdig's meaning (its ``opt_no*`` functions)."""
+    if key in HEADER_FLAGS:
+        opts.flags[key] = False
+        return
     for name, value in NO_OPTIONS.get(key, {key: False}).items():
         setattr(opts, name, copy.copy(value))  # a fresh list for pins
+
+
+def _subnet(token: str, value: str) -> dns.edns.ECSOption:
+    """kdig's ``+subnet=ADDR[/PREFIX]``: the source prefix is the whole address when
+    not given (``/32``, ``/128``)."""
+    text, slash, prefix = value.partition("/")
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise UsageError(f"{token}: expected ADDR[/PREFIX]") from None
+    length = _integer(token, prefix, 0, address.max_prefixlen) if slash \
+        else address.max_prefixlen
+    return dns.edns.ECSOption(str(address), length)
+
+
+def _hex(token: str, text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{token}: expected hexadecimal digits") from None
+
+
+def _cookie(token: str, value: str) -> bytes:
+    """A client cookie (8 bytes) and optionally the server's (8 to 32), RFC 7873."""
+    cookie = _hex(token, value)
+    if len(cookie) != 8 and not 16 <= len(cookie) <= 40:
+        raise UsageError(f"{token}: a cookie is 8 bytes, or 16 to 40 with the server's")
+    return cookie
 
 
 def _integer(token: str, value: str, lo: int, hi: int) -> int:
@@ -467,7 +544,7 @@ def build_client(opts: QueryOptions) -> Client:
                   opportunistic=transport == "tls" and not (verify or opts.pins),
                   sni=sni, max_connections=1,
                   max_in_flight=max(1, min(len(opts.questions), 65535)),
-                  tcp_fallback=not opts.ignore)
+                  tcp_fallback=not opts.ignore, edns_options=opts.edns_options())
 
 
 async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
@@ -475,7 +552,11 @@ async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
     errors (never again after an authentication failure, which could not change)."""
     assert question.rdtype is not None and question.rdclass is not None
     message = make_query(question.name, question.rdtype, question.rdclass,
-                         dnssec=opts.dnssec, cd=opts.cd, rd=opts.rec)
+                         dnssec=opts.dnssec, cd=opts.cd, rd=opts.rec,
+                         payload=1232 if opts.bufsize is None else opts.bufsize)
+    for flag, on in opts.flags.items():
+        if on:
+            message.flags |= HEADER_FLAGS[flag]
     for attempt in range(opts.tries):
         try:
             return await client.exchange(message)

@@ -62,6 +62,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         server["state_dir"] = args.state_dir
     if args.log_queries:
         server["log_queries"] = True
+    if args.access_control:
+        server["access_control"] = args.access_control
     if server:
         out["server"] = server
     if bool(args.cert) != bool(args.key):

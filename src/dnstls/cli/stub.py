@@ -8,6 +8,7 @@ from typing import Any
 
 from dnstls import stub, stub_config
 from dnstls.cli.options import add_service_options
+from dnstls.config import access_control
 from dnstls.net import loop
 
 
@@ -54,7 +55,8 @@ def overrides(args: argparse.Namespace) -> stub_config.StubOverrides:
         listen=tuple(args.listen or ()), upstreams=tuple(args.upstream or ()),
         pins=tuple(args.pin or ()), pin_mode=args.pin_mode, ca_file=args.ca_file,
         opportunistic=args.opportunistic, strategy=args.strategy, metrics=args.metrics,
-        no_cache=args.no_cache, log_queries=args.log_queries)
+        no_cache=args.no_cache, log_queries=args.log_queries,
+        access_control=tuple(args.access_control or ()))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -76,7 +78,9 @@ def describe(cfg: stub_config.StubConfig) -> list[str]:
     lines = [f"listen: {', '.join(cfg.listen)}",
              f"strategy: {cfg.strategy}",
              f"authentication: {'OPPORTUNISTIC' if cfg.opportunistic else 'strict'}",
-             f"cache: {'on' if cfg.cache.enabled else 'off'}"]
+             f"cache: {'on' if cfg.cache.enabled else 'off'}",
+             "access control: " + access_control(cfg.access_control,
+                                                 cfg.access_control_field).describe()]
     for u in cfg.upstreams:
         parts = []
         if u.spec.tls_auth_name:

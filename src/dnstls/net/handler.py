@@ -43,6 +43,7 @@ from dnstls.proto.answers import (
     finalize,
     header_error,
     parse_query,
+    refused_query,
     truncate_wire,
 )
 from dnstls.proto.cachekey import KEY_DO, WireQuery, carries_cookie, read_query
@@ -377,6 +378,26 @@ class QueryHandler:
                     return parsed
                 return Rejection(wire_out, parsed.rcode, parsed.reason)
         return parsed
+
+    def refuse(self, wire: bytes, transport: Transport) -> Rejection:
+        """The answer to a query from a client that access control refuses
+        (:func:`dnstls.proto.answers.refused_query`: REFUSED, EDE 18), rendered for
+        ``transport`` (on a stream: padded for a padded query on DoT, keepalive), and
+        counted with the other responses. ``wire`` None: nothing to send (``fatal``: no
+        readable header, the stream is closed)."""
+        rejection = refused_query(wire)
+        if rejection.wire is None:
+            return rejection
+        self._responses[(transport.value, "REFUSED")] += 1
+        if (transport.is_stream and rejection.response is not None
+                and rejection.query is not None):
+            try:
+                out = finalize(rejection.response, rejection.query, transport,
+                               keepalive=self.keepalive)
+            except dns.exception.TooBig:  # questions echoed up to the frame's size
+                return rejection
+            return Rejection(out, rejection.rcode, rejection.reason)
+        return rejection
 
     async def answer(self, query: dns.message.Message, transport: Transport,
                      client: tuple[str, int] | None) -> bytes:

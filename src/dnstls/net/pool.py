@@ -437,7 +437,8 @@ class UpstreamConnection(asyncio.Protocol):
         qid, wire = self.state.start_query(query, up.clock(),
                                            pad=up.spec.tls_query_padding_blocksize if tls else 0,
                                            keepalive=up.ask_keepalive,
-                                           pad_length=up.pad_length if tls else None)
+                                           pad_length=up.pad_length if tls else None,
+                                           extra=up.extra_options)
         event: ResponseMatched = await self._send_and_wait(qid, wire, deadline)
         return event
 
@@ -600,6 +601,10 @@ class StreamUpstream:
     #: Exact padding option length (TLS only) instead of block padding (kdig's
     #: ``+padding=N``).
     pad_length: int | None = None
+    #: EDNS options (wire form) added to every query of the message path: a client's
+    #: own (``dnstls.Client(edns_options=...)``, ``dnstls query +nsid``); never set by
+    #: the forwarders.
+    extra_options: bytes = b""
 
     def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None,
                  sni: str | None = None, verify: bool | None = None,

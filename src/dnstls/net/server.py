@@ -35,6 +35,7 @@ import dns.message
 from dnstls.net.handler import QueryHandler
 from dnstls.net.tls import ServerTLS
 from dnstls.proto import framing
+from dnstls.proto.acl import ALLOW, DENY, REFUSE, AccessControl
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
@@ -101,9 +102,18 @@ class StreamConnection(asyncio.Protocol):
         self.raw = transport
         if not self._admitted:  # plain TCP; a DoT connection was admitted by _TlsGate
             self.peer = _peer(transport)
-            if not _admit(listener, self.peer[0], transport):
+            action = _admit(listener, self.peer[0], transport)
+            if action == _CLOSED:
                 self.closed = True
                 self.reason = CloseReason.CONNECTION_LIMIT
+                return
+            if action == REFUSE:  # this protocol hands over to one that refuses
+                self.closed = True
+                conn = RefusedConnection(listener)
+                conn.peer = self.peer
+                conn._admitted = True
+                transport.set_protocol(conn)
+                conn.connection_made(transport)
                 return
             self._admitted = True
         listener.connections.add(self)
@@ -534,6 +544,48 @@ class StreamConnection(asyncio.Protocol):
             listener.admission.release(self.peer[0])
 
 
+class RefusedConnection(StreamConnection):
+    """A connection from a client that access control refuses (decided once, at
+    accept): every query is answered REFUSED with EDE 18 as it is read
+    (:meth:`QueryHandler.refuse`) -- nothing is resolved, cached or forwarded. Framing,
+    limits and timers are those of every connection; the allowed ones' read path
+    (:meth:`StreamConnection.data_received`) does not test for this at all."""
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state is None or self.closed:
+            return
+        now = self.loop.time()
+        listener = self.listener
+        transport = listener.transport
+        refuse = listener.handler.refuse
+        counts = listener.acl.refused if listener.acl is not None else None
+        messages = state.feed(data, now)
+        while messages:
+            answered = 0
+            for wire in messages:
+                rejection = refuse(wire, transport)
+                if rejection.fatal:  # no readable header: as in _start
+                    listener.stats.dropped["no_header"] += 1
+                    state.abandon(len(messages) - answered)
+                    break
+                answered += 1
+                if rejection.wire is None:
+                    listener.stats.dropped["qr_set"] += 1
+                    continue
+                if counts is not None:
+                    counts[transport.value] += 1
+                self._out.append(framing.encode(rejection.wire))
+            self._flush()  # one batch (at most max_in_flight answers): the limits judge it
+            if self.closed:
+                return
+            messages = state.answered_many(answered, now)
+        if state.stop_reading and state.finished:
+            self.close(self._end_reason(state))
+            return
+        self._settle(state)
+
+
 def _log_closing(listener: StreamListener, level: int, client: str, why: str) -> None:
     """A connection-closing log line, within the listener's budget (proto/ratelimit.py)."""
     dropped = listener.log_budget.allow(listener.loop.time())
@@ -551,17 +603,35 @@ def _peer(transport: asyncio.BaseTransport) -> tuple[str, int]:
     return (peer[0], peer[1]) if peer else ("?", 0)
 
 
-def _admit(listener: StreamListener, client: str, transport: asyncio.BaseTransport) -> bool:
-    """Admission for a connection just accepted; a refused one is aborted and counted."""
-    refusal = listener.admission.admit(client)
+#: What :func:`_admit` returns for a connection it closed.
+_CLOSED = -1
+
+
+def _admit(listener: StreamListener, client: str, transport: asyncio.BaseTransport) -> int:
+    """Access control, then admission, for a connection just accepted: the access
+    control action (ALLOW or REFUSE) of an admitted connection, or _CLOSED for one
+    that was aborted and counted (``deny``, or over a connection limit)."""
     stats = listener.stats
     stats.accepted += 1
+    acl = listener.acl
+    action = ALLOW
+    if acl is not None:
+        action = acl.check(client)
+        if action == DENY:
+            # Not logged but at debug level (a policy, not a fault; the metrics count
+            # it): a scanner of a public port would otherwise fill the log budget.
+            acl.denied[listener.transport.value] += 1
+            stats.closed[CloseReason.ACCESS_DENIED.value] += 1
+            log.debug("closing connection from %s: access denied", client)
+            typing.cast(asyncio.Transport, transport).abort()
+            return _CLOSED
+    refusal = listener.admission.admit(client)
     if refusal is None:
-        return True
+        return action
     stats.closed[CloseReason.CONNECTION_LIMIT.value] += 1
     _log_closing(listener, logging.WARNING, client, refusal)
     typing.cast(asyncio.Transport, transport).abort()  # uvloop's are not subclasses
-    return False
+    return _CLOSED
 
 
 def ssl_protocol_class(loop: asyncio.AbstractEventLoop) -> type[asyncio.BaseProtocol]:
@@ -605,12 +675,15 @@ class _TlsGate(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         listener = self.listener
         peer = _peer(transport)
-        if not _admit(listener, peer[0], transport):
+        action = _admit(listener, peer[0], transport)
+        if action == _CLOSED:
             return
         tls = listener.tls
         assert tls is not None
         loop = listener.loop
-        conn = StreamConnection(listener)
+        # refused: the handshake is done all the same (as Unbound), then every query
+        # gets REFUSED; the decision is kept for the connection's life
+        conn = StreamConnection(listener) if action == ALLOW else RefusedConnection(listener)
         conn.peer = peer
         conn._admitted = True
         waiter: asyncio.Future[None] = loop.create_future()
@@ -629,7 +702,7 @@ class StreamListener:
 
     def __init__(self, handler: QueryHandler, *, transport: Transport,
                  tls: ServerTLS | None, limits: StreamLimits, admission: Admission,
-                 handshake_timeout: float = 5.0) -> None:
+                 handshake_timeout: float = 5.0, acl: AccessControl | None = None) -> None:
         if (transport is Transport.TLS) != (tls is not None):
             raise ValueError("a TLS listener needs a ServerTLS, a TCP listener none")
         self.handler = handler
@@ -637,6 +710,7 @@ class StreamListener:
         self.tls = tls
         self.limits = limits
         self.admission = admission
+        self.acl = acl  # None: every client allowed
         self.handshake_timeout = handshake_timeout
         self.stats = ListenerStats()
         self.connections: set[StreamConnection] = set()

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import dns.message
 import dns.rcode
 
+from dnstls.proto.acl import DENY, AccessControl
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
 
@@ -64,6 +65,8 @@ class DatagramHandler(Protocol):
 
     def parse(self, wire: bytes, transport: Transport) -> dns.message.Message | Rejection: ...
 
+    def refuse(self, wire: bytes, transport: Transport) -> Rejection: ...
+
     async def answer_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                           ) -> bytes: ...
 
@@ -75,8 +78,10 @@ _RCODE_KEYS = [(Transport.UDP.value, dns.rcode.to_text(dns.rcode.Rcode.make(i)))
 
 
 class UdpListener(asyncio.DatagramProtocol):
-    def __init__(self, handler: DatagramHandler, *, max_in_flight: int = 10000) -> None:
+    def __init__(self, handler: DatagramHandler, *, max_in_flight: int = 10000,
+                 acl: AccessControl | None = None) -> None:
         self.handler = handler
+        self.acl = acl  # None: every client allowed
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -94,7 +99,8 @@ class UdpListener(asyncio.DatagramProtocol):
 
     @classmethod
     async def listen(cls, handler: DatagramHandler, host: str, port: int, *,
-                     reuse_port: bool = False) -> tuple[UdpListener, tuple[str, int]]:
+                     reuse_port: bool = False, acl: AccessControl | None = None,
+                     ) -> tuple[UdpListener, tuple[str, int]]:
         loop = asyncio.get_running_loop()
         # Bound here, not by create_datagram_endpoint(local_addr=): uvloop's failed bind
         # raises an OSError without errno ("could not bind to local_addr", so no "already
@@ -108,8 +114,8 @@ class UdpListener(asyncio.DatagramProtocol):
         except OSError:
             sock.close()
             raise
-        transport, protocol = await loop.create_datagram_endpoint(lambda: cls(handler),
-                                                                  sock=sock)
+        transport, protocol = await loop.create_datagram_endpoint(
+            lambda: cls(handler, acl=acl), sock=sock)
         sockname = transport.get_extra_info("sockname")
         return protocol, (sockname[0], sockname[1])
 
@@ -118,6 +124,14 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         self.received += 1
+        acl = self.acl
+        # access control first, before anything is read or joined (a remembered
+        # verdict per address: one dict lookup; proto/acl.py)
+        if acl is not None:
+            action = acl.check(addr[0])
+            if action:  # not ALLOW
+                self._refuse(data, addr, acl, action)
+                return
         if self.flights:
             # An identical query is being forwarded: join it before any parsing (it was
             # readable, so this one is; and its answer is at least as fresh as a cached
@@ -158,6 +172,19 @@ class UdpListener(asyncio.DatagramProtocol):
                 self.dropped["unanswerable"] += 1
             return
         self._start(self._answer(parsed, addr))
+
+    def _refuse(self, data: bytes, addr: Address, acl: AccessControl, action: int) -> None:
+        """A datagram from a client that access control denies (dropped) or refuses
+        (REFUSED with EDE 18 and nothing more: no amplification)."""
+        if action == DENY:
+            acl.denied["udp"] += 1
+            return
+        rejection = self.handler.refuse(data, Transport.UDP)
+        if rejection.wire is None or self.transport is None:
+            self.dropped["unanswerable"] += 1
+            return
+        acl.refused["udp"] += 1
+        self.transport.sendto(rejection.wire, addr)
 
     def _start(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)

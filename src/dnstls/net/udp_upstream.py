@@ -263,6 +263,9 @@ class UdpUpstream:
         #: :meth:`exchange_detailed`); off, the truncated answer is the answer (kdig's
         #: ``+ignore``, for ``dnstls query``). The forwarders leave it on.
         self.tcp_fallback = True
+        #: EDNS options (wire form) added to every query of the message path (and of its
+        #: TCP retry): a client's own, see :attr:`StreamUpstream.extra_options`.
+        self.extra_options = b""
         self.counters: dict[str, int] = {"queries_sent": 0, "responses": 0,
                                          "forged_responses": 0, "timeouts": 0,
                                          "malformed_responses": 0,
@@ -278,6 +281,7 @@ class UdpUpstream:
         if self._tcp is None:
             self._tcp = StreamUpstream(replace(self.spec, transport="tcp", name=""),
                                        clock=self.clock)
+            self._tcp.extra_options = self.extra_options
         return self._tcp
 
     async def exchange(self, query: dns.message.Message, *, deadline: float,
@@ -413,7 +417,7 @@ class UdpUpstream:
                             ) -> tuple[dns.message.Message, int, float]:
         qid = _query_id()
         expected = question_key(query)
-        return await self._roundtrip(prepare_query(query, qid=qid),
+        return await self._roundtrip(prepare_query(query, qid=qid, extra=self.extra_options),
                                      lambda data: self._accept(data, qid, expected), deadline)
 
     async def _roundtrip(self, wire: bytes, accept: Callable[[bytes], T | None],

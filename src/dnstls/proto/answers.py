@@ -134,6 +134,37 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     return message
 
 
+def refused_query(wire: bytes) -> Rejection:
+    """Access control's answer to a client it refuses (:mod:`dnstls.proto.acl`):
+    REFUSED with EDE 18 (Prohibited, RFC 8914 §4.19, no EXTRA-TEXT) for every query,
+    whatever its opcode or contents, the question echoed and an OPT of ours when the
+    query had one -- nothing else, so that over UDP the answer is hardly larger than
+    the query (no amplification). As :func:`parse_query`: no readable header is fatal
+    (nothing is sent), QR set is dropped; a body that cannot be read gets the header
+    alone with REFUSED."""
+    if len(wire) < 12:
+        return Rejection(None, None, "message shorter than a DNS header", fatal=True)
+    if wire[2] & 0x80:
+        return Rejection(None, None, "QR set in a query")
+    reason = "access control"
+    # read as a QUERY (an UPDATE's sections follow other rules; see _other_opcode)
+    as_query = wire[:2] + bytes((wire[2] & 0x87,)) + wire[3:]
+    try:
+        message = dns.message.from_wire(as_query, ignore_trailing=True)
+    except Exception:  # dnspython raises many types for malformed input
+        return Rejection(header_error(wire, dns.rcode.REFUSED), dns.rcode.REFUSED, reason)
+    message.set_opcode(dns.opcode.Opcode.make((wire[2] >> 3) & 0xF))
+    if len(message.question) > 1:
+        message.question = []  # echo one question or none, never a list of them
+    response = make_response(message)
+    response.set_rcode(dns.rcode.REFUSED)
+    if response.edns >= 0:  # its flags: the query's DO bit (make_response), as every answer
+        response.use_edns(0, response.ednsflags, EDNS_PAYLOAD,
+                          options=[edns.ede_option(dns.edns.EDECode.PROHIBITED, None)])
+    return Rejection(_rendered(response), dns.rcode.REFUSED, reason, response=response,
+                     query=message)
+
+
 def _badvers(message: dns.message.Message) -> Rejection:
     """RFC 6891 §6.1.3: BADVERS, in an OPT of the version we implement (0)."""
     response = make_response(message)

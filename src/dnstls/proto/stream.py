@@ -46,6 +46,7 @@ class CloseReason(enum.Enum):
     SHUTDOWN = "shutdown"
     HANDSHAKE = "handshake_failed"
     CONNECTION_LIMIT = "connection_limit"
+    ACCESS_DENIED = "access_denied"
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,14 +85,17 @@ def check_response(response: dns.message.Message, expected: QuestionKey | None,
 
 
 def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
-                  keepalive: bool = False, pad_length: int | None = None) -> bytes:
+                  keepalive: bool = False, pad_length: int | None = None,
+                  extra: bytes = b"") -> bytes:
     """Wire form of ``query`` with ID ``qid`` and this transport's EDNS options.
 
     The query is rendered afresh rather than mutated: only header flags, the question
     and the EDNS header (payload, DO) are kept; the options are dropped, then padding
     (RFC 7830, to a multiple of ``pad`` bytes) and an empty edns-tcp-keepalive (RFC 7828
     §3.2.1, streams only) are added. ``pad_length`` (kdig's ``+padding=N``) asks for a
-    padding option of exactly that many bytes instead of block padding. Rendered by hand:
+    padding option of exactly that many bytes instead of block padding. ``extra`` is
+    options in wire form put first (a client's own: ``dnstls query +nsid``; the
+    forwarders never pass any, so a client's options are never forwarded). Rendered by hand:
     dnspython's ``use_edns()`` costs more than the rest of a forwarded query together,
     and this runs once per attempt.
     """
@@ -103,7 +106,7 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
         parts.append(struct.pack("!HH", rrset.rdtype, rrset.rdclass))
     payload = query.payload if query.edns >= 0 else 1232
     ednsflags = (query.ednsflags if query.edns >= 0 else 0) & 0xFFFF  # DO and friends
-    options = b""
+    options = extra
     if keepalive:
         options += struct.pack("!HH", edns.KEEPALIVE, 0)
     head = b"".join(parts)
@@ -463,7 +466,7 @@ class ConnectionState:
 
     def start_query(self, query: dns.message.Message, now: float, *, pad: int = 0,
                     keepalive: bool = False, pad_length: int | None = None,
-                    ) -> tuple[int, bytes]:
+                    extra: bytes = b"") -> tuple[int, bytes]:
         """Allocate an ID for ``query``; returns it and the framed bytes to write."""
         if self._closed or not self._connected:
             raise RuntimeError(f"{self.describe()} cannot send")
@@ -473,7 +476,7 @@ class ConnectionState:
         self.in_flight[qid] = InFlight(question_key(query), now)
         self.counters.queries += 1
         return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive,
-                                         pad_length=pad_length))
+                                         pad_length=pad_length, extra=extra))
 
     def start_query_wire(self, question: bytes, now: float, *, flags: int, payload: int,
                          do: bool, pad: int = 0, keepalive: bool = False,

@@ -288,7 +288,16 @@ def test_failure_text_without_a_time_limit() -> None:
     (["+tc=1", "x"], "ambiguous option: +tc=1 (+tcflag, +tcp)"),
     (["+mu", "x"], "unsupported option: +mu (+multiline): a kdig option that dnstls query "
                    "does not implement"),
-    (["+nsid", "x"], "unsupported option: +nsid: a kdig option"),
+    (["+tsig", "x"], "unsupported option: +tsig: a kdig option"),
+    (["+nsid=1", "x"], "+nsid=1: takes no value"),
+    (["+subnet", "x"], "+subnet: needs a value"),
+    (["+subnet=dns.example", "x"], "+subnet=dns.example: expected ADDR[/PREFIX]"),
+    (["+subnet=192.0.2.0/33", "x"], "+subnet=192.0.2.0/33: expected a number from 0 to 32"),
+    (["+cookie=0011", "x"], "+cookie=0011: a cookie is 8 bytes, or 16 to 40"),
+    (["+cookie=xyz", "x"], "+cookie=xyz: expected hexadecimal digits"),
+    (["+ednsopt=65536", "x"], "+ednsopt=65536: expected a number from 0 to 65535"),
+    (["+ednsopt=1:0", "x"], "+ednsopt=1:0: expected hexadecimal digits"),
+    (["+bufsize=65536", "x"], "+bufsize=65536: expected a number from 0 to 65535"),
     (["+noidn", "x"], "unsupported option: +noidn"),
     (["+ti", "x"], "+ti: needs a value (+ti=...)"),
     (["+noig=1", "x"], "+no options take no value"),
@@ -318,6 +327,28 @@ def test_bad_arguments_exit_2_with_one_line(tokens: list[str], message: str,
     err = capsys.readouterr().err
     assert err.startswith("dnstls query: error: ") and message in err
     assert err.count("\n") == 1
+
+
+def test_edns_option_settings_follow_kdig() -> None:
+    opts = parse("+nsid", "+subnet=2001:db8::/48", "+cookie=0011223344556677",
+                 "+ednsopt=65001:ABcd", "+ednsopt=7", "+bufsize=512", "+adflag", "+zflag",
+                 "+noz", names=["x"])
+    assert [(int(o.otype), (o.to_wire() or b"").hex()) for o in opts.edns_options()] == [
+        (3, ""), (8, "0002300020010db80000"), (10, "0011223344556677"), (65001, "abcd"),
+        (7, "")]
+    assert (opts.bufsize, opts.flags) == (512, {"adflag": True, "zflag": False})
+    opts = parse("+nsid", "+subnet=192.0.2.1", "+cookie", "+ednsopt=1", "+bufsize=0",
+                 "+nonsid", "+nosubnet", "+noednsopt", "+nobufsize", names=["x"])
+    assert [int(o.otype) for o in opts.edns_options()] == [10]  # a random client cookie
+    assert len(opts.cookie or b"") == 8 and opts.bufsize is None
+
+
+def test_client_rejects_what_is_not_an_edns_option() -> None:
+    from dnstls.client import Client
+    from dnstls.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="edns_options"):
+        Client("udp://127.0.0.1", edns_options=[b"\x00\x03\x00\x00"])  # type: ignore[list-item]
 
 
 def test_system_nameserver(tmp_path: Path) -> None:

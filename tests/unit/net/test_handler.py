@@ -209,3 +209,26 @@ async def test_a_local_rrset_too_large_for_a_stream_gets_tc(tmp_path: Path) -> N
         response = dns.message.from_wire(out)
         assert response.flags & dns.flags.TC and not response.answer
         assert handler.route(wire, transport) is None  # never kept
+
+
+def test_refuse_is_padded_on_tls_and_counted(handler: QueryHandler) -> None:
+    # access control's REFUSED: padded for a padded query on DoT, keepalive on streams,
+    # no padding and no keepalive over UDP; never resolved (local data would answer)
+    query = dns.message.make_query("www.example.test", "A", id=5, use_edns=0, pad=128,
+                                   options=[dns.edns.GenericOption(
+                                       dns.edns.OptionType.KEEPALIVE, b"")])
+    for transport, padded, keepalive in ((Transport.TLS, True, True),
+                                         (Transport.TCP, False, True),
+                                         (Transport.UDP, False, False)):
+        refused = handler.refuse(query.to_wire(), transport)
+        assert refused.wire is not None
+        response = dns.message.from_wire(refused.wire)
+        assert response.rcode() == dns.rcode.REFUSED and not response.answer
+        otypes = [o.otype for o in response.options]
+        assert dns.edns.OptionType.EDE in otypes
+        assert (dns.edns.OptionType.PADDING in otypes) is padded
+        assert (dns.edns.OptionType.KEEPALIVE in otypes) is keepalive
+        if padded:
+            assert len(refused.wire) % 468 == 0
+        assert handler.responses[(transport.value, "REFUSED")] == 1
+    assert handler.refuse(b"\0" * 5, Transport.TLS).fatal

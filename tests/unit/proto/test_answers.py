@@ -355,3 +355,89 @@ def test_every_answer_copies_the_do_bit(do: bool) -> None:
         assert bool(response.ednsflags & dns.flags.DO) is do, response
     finalized = dns.message.from_wire(finalize(built[2], asked, Transport.TLS))
     assert bool(finalized.ednsflags & dns.flags.DO) is do
+
+
+# -- access control's REFUSED (refused_query) -------------------------------------------
+def _ede_codes(message: dns.message.Message) -> list[int]:
+    return [o.code for o in message.options if isinstance(o, dns.edns.EDEOption)]
+
+
+def test_refused_query_echoes_the_question_with_ede_18() -> None:
+    from dnstls.proto.answers import refused_query
+
+    q = query("example.test", "AAAA", use_edns=0, want_dnssec=True)
+    q.id = 4242
+    r = refused_query(q.to_wire())
+    assert r.rcode == dns.rcode.REFUSED and r.wire is not None and not r.fatal
+    response = dns.message.from_wire(r.wire)
+    assert response.id == 4242 and response.rcode() == dns.rcode.REFUSED
+    assert response.flags & dns.flags.QR and response.flags & dns.flags.RD
+    assert response.question == q.question
+    assert _ede_codes(response) == [dns.edns.EDECode.PROHIBITED]
+    assert not response.answer and not response.authority and len(response.additional) == 0
+    ede = next(o for o in response.options if isinstance(o, dns.edns.EDEOption))
+    assert ede.text is None  # nothing to amplify with
+    assert response.ednsflags & dns.flags.DO  # the query's DO bit, as every answer
+    plain = dns.message.from_wire(refused_query(query(use_edns=0).to_wire()).wire or b"")
+    assert plain.edns == 0 and not plain.ednsflags & dns.flags.DO
+
+
+def test_refused_query_without_edns_has_no_opt() -> None:
+    from dnstls.proto.answers import refused_query
+
+    q = query(use_edns=False)
+    r = refused_query(q.to_wire())
+    assert r.wire is not None and len(r.wire) == len(q.to_wire())  # header + question
+    response = dns.message.from_wire(r.wire)
+    assert response.edns < 0 and response.rcode() == dns.rcode.REFUSED
+
+
+def test_refused_query_is_no_bigger_than_needed_over_udp() -> None:
+    from dnstls.proto.answers import refused_query
+
+    # a padded query with a cookie: the answer carries neither (our OPT, EDE only)
+    q = query(use_edns=0, pad=128, options=[dns.edns.CookieOption(b"\1" * 8, b"")])
+    r = refused_query(q.to_wire())
+    assert r.wire is not None
+    assert len(r.wire) <= len(q.to_wire())
+    assert len(r.wire) == 12 + len(b"\x0cexample\x04test\x00") + 4 + 11 + 6
+
+
+@pytest.mark.parametrize("opcode", [dns.opcode.NOTIFY, dns.opcode.UPDATE, 3, 15])
+def test_refused_query_refuses_every_opcode(opcode: int) -> None:
+    from dnstls.proto.answers import refused_query
+
+    q = query("example.test", "SOA", use_edns=0)
+    q.set_opcode(opcode)
+    r = refused_query(q.to_wire())
+    assert r.rcode == dns.rcode.REFUSED and r.wire is not None
+    assert (r.wire[2] >> 3) & 0xF == opcode and r.wire[3] & 0xF == dns.rcode.REFUSED
+
+
+def test_refused_query_unreadable_body_gets_the_header() -> None:
+    from dnstls.proto.answers import refused_query
+
+    wire = struct.pack("!HHHHHH", 99, 0x0100, 1, 0, 0, 0) + b"\x07garbage"
+    r = refused_query(wire)
+    assert r.wire == struct.pack("!HHHHHH", 99, 0x8105, 0, 0, 0, 0)
+
+
+def test_refused_query_short_and_qr() -> None:
+    from dnstls.proto.answers import refused_query
+
+    short = refused_query(b"\0" * 11)
+    assert short.wire is None and short.fatal
+    response = make_response(query()).to_wire()
+    qr = refused_query(response)
+    assert qr.wire is None and not qr.fatal
+
+
+def test_refused_query_with_several_questions_echoes_none() -> None:
+    from dnstls.proto.answers import refused_query
+
+    q = query(use_edns=0)
+    q.question.append(dns.rrset.RRset(dns.name.from_text("b.test"), 1, 1))
+    r = refused_query(q.to_wire())
+    assert r.wire is not None
+    response = dns.message.from_wire(r.wire)
+    assert response.question == [] and response.rcode() == dns.rcode.REFUSED
