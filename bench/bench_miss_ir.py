@@ -193,7 +193,7 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
     cache = Cache(max_entries=1_000_000, max_bytes=1 << 30)
     local = LocalData(Refuse())
     forwarder = Forwarder([upstream], clock=loop.time)
-    wire = WireForwarder(forwarder, cache, loop.time, is_local=local.covers_wire)
+    wire = WireForwarder(forwarder, cache, loop.time, is_local=local.covers_key)
     handler = QueryHandler(local, keepalive=10.0, cache=cache, wire=wire, clock=loop.time,
                            local=local, query_timeout=1e6)
     delivered: list[bytes] = []
@@ -365,7 +365,7 @@ def _build_stub(n: int) -> tuple[Callable[[], None], Callable[[], None], list[An
     forwarding.old = []
     local = LocalData(Refuse())
     wire = WireForwarder(forwarding, Cache.storing_nothing(), loop.time,
-                         is_local=local.covers_wire)
+                         is_local=local.covers_key)
     handler = QueryHandler(local, cache=None, wire=wire, clock=loop.time, local=local,
                            query_timeout=1e6)
     listener = UdpListener(handler)

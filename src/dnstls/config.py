@@ -140,6 +140,12 @@ class LocalConfig:
     zones: tuple[str, ...] = ()
     ddr: bool = True
     ddr_name: str = ""
+    #: Answer the special-use and locally served zones here (localhost, private
+    #: reverse zones, onion, test, ...: dnstls.resolver.default_zones) and refuse
+    #: classes other than IN; false: forward them as any other name.
+    default_zones: bool = True
+    #: Default zones forwarded instead (Unbound's ``local-zone: NAME nodefault``).
+    nodefault: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,10 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     if not 1 <= cache.servfail_ttl <= 5:
         raise ConfigError("cache.servfail_ttl",
                           f"must be between 1 and 5 seconds, got {cache.servfail_ttl:g}")
+    local = build(LocalConfig, data.get("local", {}), "local")
+    from dnstls.resolver.default_zones import parse_nodefault
+
+    parse_nodefault(local.nodefault, field="local.nodefault")
     return Config(server=server, tls=build(TlsConfig, data.get("tls", {}), "tls"),
-                  local=build(LocalConfig, data.get("local", {}), "local"),
+                  local=local,
                   cache=cache, forward=forward, source=str(path or ""))

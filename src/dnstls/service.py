@@ -55,6 +55,7 @@ from dnstls.proto.pins import spki_pin
 from dnstls.proto.stream import CloseReason, StreamLimits
 from dnstls.resolver.base import Refuse, Resolver
 from dnstls.resolver.cache import Cache
+from dnstls.resolver.default_zones import default_zones, parse_nodefault
 from dnstls.resolver.local import LocalData, ddr_records, load_zone
 from dnstls.resolver.wire import WireForwarder
 
@@ -136,6 +137,11 @@ class Service:
         config = self.config
         zones = [load_zone(path, field=f"local.zones[{i}]")
                  for i, path in enumerate(config.local.zones)]
+        if config.local.default_zones:
+            # a configured zone of the same origin replaces a default zone
+            zones += default_zones(nodefault=parse_nodefault(config.local.nodefault),
+                                   configured=[z.origin for z in zones
+                                               if z.origin is not None])
         terminal: Resolver = Refuse()
         if self._upstream_factory is not None:
             terminal, closer = self._upstream_factory(terminal)
@@ -149,7 +155,8 @@ class Service:
                 port = parse_hostport(config.server.listen[0], DEFAULT_DOT_PORT,
                                       field="server.listen[0]")[1]
                 ddr = ddr_records(name, port)
-        return LocalData(terminal, zones=zones, ddr=ddr)
+        return LocalData(terminal, zones=zones, ddr=ddr,
+                         refuse_other_classes=config.local.default_zones)
 
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
         self._stats_sources[name] = source
@@ -176,7 +183,7 @@ class Service:
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
                                      minimal_responses=config.cache.minimal_responses),
                                  loop.time,
-                                 is_local=pipeline.covers_wire)
+                                 is_local=pipeline.covers_key)
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,

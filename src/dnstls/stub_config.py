@@ -15,6 +15,8 @@ line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
     metrics = "127.0.0.1:9153"
     [cache]
     enabled = true
+    [local]                              # dnstls: default_zones, nodefault (as serve's)
+    nodefault = ["test."]
     [[upstream_recursive_servers]]
     address_data = "1.1.1.1"
     tls_port = 853
@@ -96,8 +98,10 @@ AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
 
 _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
              "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
-             "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache",
+             "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
              "upstream_recursive_servers", "access_control"}
+#: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
+_LOCAL_KEYS = {"default_zones", "nodefault"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
                   "tls_pubkey_pinset_mode", "tls_ca_file"}
 
@@ -147,6 +151,7 @@ class StubConfig:
     metrics: str = ""
     log_queries: bool = False
     cache: CacheConfig = field(default_factory=CacheConfig)
+    local: LocalConfig = field(default_factory=lambda: LocalConfig(ddr=False))
     #: "NETBLOCK ACTION" rules (proto/acl.py), as ``server.access_control`` of serve.
     access_control: tuple[str, ...] = DEFAULT_RULES
     #: What the operator calls the rules' setting: ``access_control`` in the file,
@@ -162,10 +167,24 @@ class StubConfig:
                               metrics=self.metrics, log_queries=self.log_queries,
                               query_timeout=self.query_timeout,
                               access_control=self.access_control)
-        return Config(server=server, cache=self.cache, local=LocalConfig(ddr=False),
+        return Config(server=server, cache=self.cache,
+                      local=dataclasses.replace(self.local, zones=(), ddr=False),
                       forward=ForwardConfig(strategy=self.strategy,
                                             upstreams=tuple(u.spec for u in self.upstreams)),
                       source=self.source)
+
+
+def _local(data: Any) -> LocalConfig:
+    """The ``[local]`` table: ``default_zones`` and ``nodefault`` as in serve's."""
+    if isinstance(data, Mapping):
+        unknown = sorted(set(data) - _LOCAL_KEYS)
+        if unknown:
+            raise ConfigError(f"local.{unknown[0]}", "unknown setting")
+    local = build(LocalConfig, data, "local")
+    from dnstls.resolver.default_zones import parse_nodefault
+
+    parse_nodefault(local.nodefault, field="local.nodefault")
+    return dataclasses.replace(local, ddr=False)
 
 
 def _ms(data: Mapping[str, Any], key: str, path: str, default: float) -> float:
@@ -351,6 +370,7 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     cache = build(CacheConfig, data.get("cache", {}), "cache")
     if cli.no_cache:
         cache = dataclasses.replace(cache, enabled=False)
+    local = _local(data.get("local", {}))
     acl_field = "--access-control" if cli.access_control else "access_control"
     acl_items = cli.access_control or data.get("access_control", DEFAULT_RULES)
     if isinstance(acl_items, str):
@@ -362,7 +382,7 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
                       or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
                       metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
-                      access_control=rules, access_control_field=acl_field,
+                      local=local, access_control=rules, access_control_field=acl_field,
                       listen_is_default=not cli.listen and "listen_addresses" not in data,
                       upstreams_are_default=upstreams.default, source=source)
 

@@ -535,11 +535,20 @@ def dnstls_command() -> list[str]:
     return [sys.executable, "-m", "dnstls"]
 
 
+def forward_test_config(directory: Path) -> Path:
+    """A TOML file (serve's and the stub's) that forwards the default zone ``test.``,
+    where the peers' zone :data:`ZONE_ORIGIN` lives, instead of answering it NXDOMAIN."""
+    path = directory / "forward-test.toml"
+    path.write_text('[local]\nnodefault = ["test."]\n')
+    return path
+
+
 def start_dnstls_serve(group: PeerGroup, pki: TestPKI, args: Sequence[str], *,
                        zone: Path | None = None) -> Peer:
     """Run ``dnstls serve`` with our certificate, a state dir and a free DoT port unless
     ``args`` name them, and ``--no-upstream`` unless ``args`` give upstreams (tests never
-    reach a public resolver); wait until the DoT port accepts TCP."""
+    reach a public resolver), else a config forwarding ``test.`` (unless ``args`` give
+    one: :func:`forward_test_config`); wait until the DoT port accepts TCP."""
     work = group.workdir("dnstls")
     args = list(args)
     port = 0
@@ -560,6 +569,10 @@ def start_dnstls_serve(group: PeerGroup, pki: TestPKI, args: Sequence[str], *,
     if "--upstream" not in args and "--no-upstream" not in args and "--config" not in args:
         # Without upstreams the server would forward to a public resolver: never in tests.
         args.append("--no-upstream")
+    elif "--upstream" in args and "--config" not in args:
+        # The peers serve example.test., under the default zone test. (answered NXDOMAIN
+        # locally): forward it, as the unbound peers do with local-zone "test." nodefault.
+        args += ["--config", str(forward_test_config(work))]
     argv = [*dnstls_command(), "serve", *args]
     peer = group.start(Peer("dnstls", argv, work, port=port,
                             env={"PYTHONUNBUFFERED": "1"}))

@@ -30,7 +30,9 @@ def start_stub(group: PeerGroup, upstreams: Sequence[Peer], args: Sequence[str] 
     assert upstreams, "never start a stub without explicit loopback upstreams"
     work = group.workdir("dnstls-stub")
     port = peers.free_port()
-    argv = [*peers.dnstls_command(), "stub", "--listen", f"{peers.LOOPBACK}:{port}"]
+    # the zone example.test. is under the default zone test.: forward it
+    argv = [*peers.dnstls_command(), "stub", "--listen", f"{peers.LOOPBACK}:{port}",
+            "--config", str(peers.forward_test_config(work))]
     for upstream in upstreams:
         assert upstream.host == peers.LOOPBACK
         uri = f"tls://{upstream.host}:{upstream.port}" + (f"#{name}" if name else "")

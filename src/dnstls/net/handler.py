@@ -77,7 +77,7 @@ class WireCache(Protocol):
 class LocalAnswers(Protocol):
     """Local data's side of the fast path (:class:`dnstls.resolver.local.LocalData`)."""
 
-    def covers_wire(self, name: bytes) -> bool: ...
+    def covers_key(self, key: bytes) -> bool: ...
 
     def lookup_wire(self, key: bytes, query_id: int, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
@@ -151,11 +151,11 @@ class QueryHandler:
                 [(t.value, text) for text in _RCODE_TEXT])
             for t in Transport}
         self._tls_plan = self._fast_plans[Transport.TLS]
-        # The service hands the wire path local data's own covers_wire as is_local:
+        # The service hands the wire path local data's own covers_key as is_local:
         # route has asked it already, so the path's eligible() would walk the name again.
         self._eligible = (None if wire is None
                           or (local is not None
-                              and getattr(wire, "is_local", None) == local.covers_wire)
+                              and getattr(wire, "is_local", None) == local.covers_key)
                           else wire.eligible)
         # Answers to exact repeats of a query (its bytes after the ID), per stream
         # transport (UDP answers may need truncation: not memoised); see ExactMemo.
@@ -241,13 +241,14 @@ class QueryHandler:
                                     self._keepalive_wire if stream and keepalive else b"",
                                     pad_block if padding else 0, memo, exact)
         if out is None:
-            if local is None or not local.covers_wire(key[:-5]):
+            if local is None or not local.covers_key(key):
                 if self.wire is None:
                     return None
                 eligible = self._eligible
                 return query if eligible is None or eligible(query) else None
-            # Local data (never in the cache, never forwarded): its built answer, or
-            # None the first time -- the message path builds and keeps it.
+            # Local data, default zones and refused classes included (never in the
+            # cache, never forwarded): its built answer, or None the first time -- the
+            # message path builds and keeps it.
             out = local.lookup_wire(key, qid, flags & _RD != 0, qname, with_edns,
                                     self._keepalive_wire if stream and keepalive else b"",
                                     pad_block if padding else 0)

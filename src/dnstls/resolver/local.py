@@ -15,6 +15,11 @@ the name in its certificate, so clients that start from an IP address can upgrad
 Every other name under ``resolver.arpa`` is answered NXDOMAIN (or NODATA for the DDR
 name itself), never forwarded (RFC 9462 §8).
 
+Default zones (:mod:`dnstls.resolver.default_zones`: localhost, the loopback and private
+reverse zones, onion, test, invalid, home.arpa...) are handed in as zones like any
+other, by the service; with ``refuse_other_classes`` (set with them) a question of any
+class but IN is answered REFUSED (EDE 21 Not Supported) here, never forwarded.
+
 Local answers depend on the question only (name, type, class; the key's DO and CD bits
 keep their own entries), so each is built with dnspython once and then kept as wire
 bytes in :attr:`LocalData.answers`, a :class:`~dnstls.resolver.cache.Cache` read with a
@@ -32,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import dns.edns
 import dns.exception
 import dns.flags
 import dns.message
@@ -44,10 +50,11 @@ import dns.rrset
 import dns.zone
 
 from dnstls.errors import ConfigError
-from dnstls.proto.answers import make_response
+from dnstls.proto.answers import error_response, make_response
 from dnstls.proto.cachekey import CacheKey, key_from_message
 from dnstls.resolver.base import Request, Resolver
 from dnstls.resolver.cache import Cache
+from dnstls.resolver.default_zones import enclosing
 
 RESOLVER_ARPA = dns.name.from_text("resolver.arpa.")
 DDR_NAME = dns.name.from_text("_dns.resolver.arpa.")
@@ -129,9 +136,12 @@ class LocalData:
     """Resolver stage answering from local zones and DDR; passes everything else on."""
 
     def __init__(self, next_stage: Resolver, *, zones: Iterable[dns.zone.Zone] = (),
-                 ddr: Sequence[dns.rdata.Rdata] = (), max_answers: int = 10_000) -> None:
+                 ddr: Sequence[dns.rdata.Rdata] = (), max_answers: int = 10_000,
+                 refuse_other_classes: bool = False) -> None:
         self._next = next_stage
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
+        self._by_origin = {z.origin: z for z in reversed(self._zones)}  # first one wins
+        self.refuse_other_classes = refuse_other_classes
         self._ddr = list(ddr)
         self._suffix_cache: frozenset[bytes] | None = None
         self._suffix_tuple: tuple[bytes, ...] = ()
@@ -151,13 +161,34 @@ class LocalData:
     def origins(self) -> list[dns.name.Name]:
         return [z.origin for z in self._zones]
 
+    def covers_key(self, key: bytes) -> bool:
+        """True if the query with cache key ``key`` is answered here: a question of a
+        class other than IN when they are refused, or a name :meth:`covers_wire` covers
+        (its body inline: once per forwarded query)."""
+        if self.refuse_other_classes and (key[-3] or key[-2] != 1):  # qclass != IN
+            return True
+        name = key[:-5]
+        suffixes = self._suffix_cache
+        if suffixes is None:
+            suffixes = self._suffixes
+        if not name.endswith(self._suffix_tuple):
+            return False
+        pos = 0
+        while pos < len(name):
+            if name[pos:] in suffixes:
+                return True
+            pos += 1 + name[pos]
+        return False
+
     def covers_wire(self, name: bytes) -> bool:
         """True if the lower-cased wire-form ``name`` is answered here (in a local zone
         or under resolver.arpa), so the wire-level forwarding path must not take it.
 
-        Once per forwarded query: a name under a local origin ends with the origin's
-        wire form, so one ``bytes.endswith`` (C) rules out almost every name; only one
-        that ends so is walked label by label (the ending may sit inside a label)."""
+        Once per forwarded query: a name under a local origin ends with the wire form of
+        the origin's last two labels (``in-addr.arpa``, ``onion``, ``example.com``: a
+        few endings for the many default zones), so one ``bytes.endswith`` (C) rules out
+        almost every name; only one that ends so is walked label by label (the ending
+        may sit inside a label)."""
         suffixes = self._suffix_cache
         if suffixes is None:
             suffixes = self._suffixes
@@ -175,14 +206,13 @@ class LocalData:
         if self._suffix_cache is None:
             names = [z.origin for z in self._zones] + [RESOLVER_ARPA]
             self._suffix_cache = frozenset((n.to_wire() or b"").lower() for n in names)
-            self._suffix_tuple = tuple(self._suffix_cache)
+            # the endings the shortcut checks: each origin's last two labels
+            self._suffix_tuple = tuple({
+                (dns.name.Name(n.labels[-3:]).to_wire() or b"").lower() for n in names})
         return self._suffix_cache
 
     def _find(self, qname: dns.name.Name) -> _Zone | None:
-        for zone in self._zones:  # longest origin first
-            if qname.is_subdomain(zone.origin):
-                return zone
-        return None
+        return enclosing(qname, self._by_origin)  # the longest origin at or above qname
 
     async def resolve(self, request: Request) -> dns.message.Message:
         query = request.message
@@ -194,6 +224,10 @@ class LocalData:
                 return self._remember(query, self._answer(zone, query))
             if qname.is_subdomain(RESOLVER_ARPA):
                 return self._remember(query, self._answer_ddr(query))
+        elif self.refuse_other_classes:
+            return self._remember(query, error_response(
+                query, dns.rcode.REFUSED, ede=dns.edns.EDECode.NOT_SUPPORTED,
+                text=f"class {dns.rdataclass.to_text(question.rdclass)} is not served"))
         return await self._next.resolve(request)
 
     def _remember(self, query: dns.message.Message,

@@ -96,7 +96,7 @@ def _flight() -> WireFlight:
 
 class WireForwarder:
     def __init__(self, forwarder: Any, cache: Any, clock: Callable[[], float], *,
-                 is_local: Callable[[bytes], bool] = lambda _name: False) -> None:
+                 is_local: Callable[[bytes], bool] = lambda _key: False) -> None:
         self.forwarder = forwarder
         self.cache = cache  # a Cache; with caching off, one that stores nothing
         self.clock = clock
@@ -111,8 +111,9 @@ class WireForwarder:
                                                                      None)
 
     def eligible(self, query: WireQuery) -> bool:
-        """True if this path may answer ``query`` (not a name of local data)."""
-        return not self.is_local(query.key[:-5])
+        """True if this path may answer ``query`` (``is_local(key)`` is False: not a
+        question local data answers, :meth:`LocalData.covers_key`)."""
+        return not self.is_local(query.key)
 
     async def answer(self, query: WireQuery, *, deadline: float, options: bytes = b"",
                      pad_block: int = 0) -> bytes:

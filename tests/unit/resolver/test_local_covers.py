@@ -68,6 +68,8 @@ def test_covers_wire_says_what_the_label_walk_says(tmp_path: Path) -> None:
     covered = 0
     for name in names:
         assert local.covers_wire(name) == walk(name, origins), name
+        # the handler's form (the whole cache key; class IN): the same answer
+        assert local.covers_key(name + b"\x00\x01\x00\x01\x00") == walk(name, origins)
         covered += walk(name, origins)
     assert 100 < covered < len(names) - 100
 
@@ -76,15 +78,15 @@ def test_a_forwarded_query_asks_local_data_once(tmp_path: Path) -> None:
     calls: list[bytes] = []
 
     class Counting(LocalData):
-        def covers_wire(self, name: bytes) -> bool:
-            calls.append(name)
-            return super().covers_wire(name)
+        def covers_key(self, key: bytes) -> bool:
+            calls.append(key[:-5])
+            return super().covers_key(key)
 
     path = tmp_path / "example.test.zone"
     path.write_text(ZONE)
     local = Counting(Refuse(), zones=[load_zone(path)])
     cache = Cache()
-    wf = WireForwarder(object(), cache, lambda: 0.0, is_local=local.covers_wire)
+    wf = WireForwarder(object(), cache, lambda: 0.0, is_local=local.covers_key)
     handler = QueryHandler(local, cache=cache, wire=wf, local=local, clock=lambda: 0.0)
     query = dns.message.make_query("n1.bench.test.", "A").to_wire()
     routed = handler.route(query, Transport.TLS)
@@ -97,7 +99,7 @@ def test_a_forwarded_query_asks_local_data_once(tmp_path: Path) -> None:
     # a wire path with some other is_local is still asked
     other: list[bytes] = []
     wf2 = WireForwarder(object(), cache, lambda: 0.0,
-                        is_local=lambda name: other.append(name) or True)
+                        is_local=lambda key: other.append(key[:-5]) or True)
     handler2 = QueryHandler(local, cache=cache, wire=wf2, local=local, clock=lambda: 0.0)
     assert handler2.route(query, Transport.TLS) is None
     assert other == [wire("n1.bench.test.")]
