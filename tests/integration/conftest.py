@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.message
+import dns.query
 import pytest
 
 from dnstls import config
@@ -100,6 +101,27 @@ class Served:
     @property
     def plain_addr(self) -> tuple[str, int]:
         return self.service.endpoints.plain[0]
+
+    async def ask(self, transport: str, query: dns.message.Message) -> dns.message.Message:
+        """``query``'s answer over ``transport``: "udp", "tcp" (plain) or "dot"."""
+        wire = query.to_wire()
+        if transport == "dot":
+            client = await self.connect()
+            try:
+                await client.send(wire)
+                return dns.message.from_wire(await client.recv_wire(5))
+            finally:
+                await client.aclose()
+        host, port = self.plain_addr
+        if transport == "udp":
+            return await asyncio.to_thread(dns.query.udp, query, host, port=port, timeout=5)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(struct.pack("!H", len(wire)) + wire)
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))[0]
+            return dns.message.from_wire(await asyncio.wait_for(reader.readexactly(size), 5))
+        finally:
+            writer.close()
 
     def client_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=self.pki.ca_file)

@@ -9,7 +9,6 @@ path) on both answer paths (the wire path, and the message path ``log_queries`` 
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import pytest
-from conftest import Served, ServeFactory
+from conftest import ServeFactory
 
 from dnstls.stub import StubRuntime, stub_config_from_data
 from dnstls.upstreams import UpstreamSpec
@@ -88,28 +87,6 @@ def check(response: dns.message.Message, qname: str, qclass: str,
     return [f"{qname} {qclass}: {w}" for w in wrong]
 
 
-async def ask(served: Served, transport: str, query: dns.message.Message,
-              ) -> dns.message.Message:
-    wire = query.to_wire()
-    if transport == "dot":
-        client = await served.connect()
-        try:
-            await client.send(wire)
-            return dns.message.from_wire(await client.recv_wire(5))
-        finally:
-            await client.aclose()
-    host, port = served.plain_addr
-    if transport == "udp":
-        return await asyncio.to_thread(dns.query.udp, query, host, port=port, timeout=5)
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(struct.pack("!H", len(wire)) + wire)
-        size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))[0]
-        return dns.message.from_wire(await asyncio.wait_for(reader.readexactly(size), 5))
-    finally:
-        writer.close()
-
-
 Fakes = Callable[..., Coroutine[Any, Any, FakeUpstream]]
 
 
@@ -146,14 +123,14 @@ async def test_default_zone_names_are_answered_here(serve: ServeFactory, fakes: 
         for _round in range(2):  # the second answer: the kept rendering
             for (name, rdtype, rdclass), expected in EXPECTED:
                 query = dns.message.make_query(name, rdtype, rdclass, use_edns=0)
-                response = await ask(served, transport, query)
+                response = await served.ask(transport, query)
                 assert response.id == query.id
                 wrong += [f"{transport}: {w}" for w in check(response, name, rdclass,
                                                               expected)]
     assert wrong == [], "\n".join(wrong)
     # the upstream heard of none of them; an ordinary name still reaches it
     assert received(fake) == []
-    response = await ask(served, "udp", dns.message.make_query("www.example.com.", "A"))
+    response = await served.ask("udp", dns.message.make_query("www.example.com.", "A"))
     assert response.rcode() == dns.rcode.NOERROR
     assert received(fake) == ["www.example.com. IN"]
 
@@ -166,8 +143,8 @@ async def test_nodefault_zones_and_default_zones_off_are_forwarded(
                          local={"nodefault": ["168.192.in-addr.arpa", "ONION"]})
     for transport in ("udp", "tcp", "dot"):
         for name in ("1.0.168.192.in-addr.arpa.", f"{transport}.onion."):
-            await ask(served, transport, dns.message.make_query(name, "A"))
-        response = await ask(served, transport,
+            await served.ask(transport, dns.message.make_query(name, "A"))
+        response = await served.ask(transport,
                              dns.message.make_query("1.0.0.10.in-addr.arpa.", "PTR"))
         assert response.rcode() == dns.rcode.NXDOMAIN  # still a default zone
     # the first over UDP, then from the cache
@@ -178,7 +155,7 @@ async def test_nodefault_zones_and_default_zones_off_are_forwarded(
                       local={"default_zones": False})
     for transport, name, rdclass in (("udp", "localhost.", "IN"), ("tcp", "foo.test.", "IN"),
                                      ("dot", "version.bind.", "CH")):
-        await ask(off, transport, dns.message.make_query(name, "TXT", rdclass))
+        await off.ask(transport, dns.message.make_query(name, "TXT", rdclass))
     assert received(fake) == ["localhost. IN", "foo.test. IN", "version.bind. CH"]
 
 
@@ -201,11 +178,11 @@ async def test_a_configured_home_arpa_zone_wins(serve: ServeFactory, fakes: Fake
                          local={"zones": [str(zone)]})
     for transport in ("udp", "tcp", "dot"):
         for _round in range(2):
-            r = await ask(served, transport, dns.message.make_query("router.home.arpa.", "A"))
+            r = await served.ask(transport, dns.message.make_query("router.home.arpa.", "A"))
             assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
             assert [rr.to_text() for rr in r.answer] == [
                 "router.home.arpa. 300 IN A 192.168.1.1"]
-            r = await ask(served, transport, dns.message.make_query("nas.home.arpa.", "A"))
+            r = await served.ask(transport, dns.message.make_query("nas.home.arpa.", "A"))
             assert r.rcode() == dns.rcode.NXDOMAIN
             assert r.authority[0].to_text().startswith("home.arpa. 60 IN SOA ns.home.arpa.")
     assert received(fake) == []

@@ -10,7 +10,6 @@ Each is asked with DO and without, over UDP, TCP and DoT.
 from __future__ import annotations
 
 import asyncio
-import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +20,7 @@ import dns.query
 import dns.rcode
 import dns.rrset
 import pytest
-from conftest import Served, ServeFactory
+from conftest import ServeFactory
 
 from dnstls.upstreams import UpstreamSpec
 
@@ -77,27 +76,6 @@ def _queries(do: bool, tag: str) -> list[tuple[str, dns.message.Message]]:
     ]
 
 
-async def _ask(served: Served, transport: str, query: dns.message.Message) -> dns.message.Message:
-    wire = query.to_wire()
-    if transport == "dot":
-        client = await served.connect()
-        try:
-            await client.send(wire)
-            return dns.message.from_wire(await client.recv_wire(5))
-        finally:
-            await client.aclose()
-    host, port = served.plain_addr
-    if transport == "udp":
-        return await asyncio.to_thread(dns.query.udp, query, host, port=port, timeout=5)
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(struct.pack("!H", len(wire)) + wire)
-        size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 5))[0]
-        return dns.message.from_wire(await asyncio.wait_for(reader.readexactly(size), 5))
-    finally:
-        writer.close()
-
-
 @pytest.mark.parametrize("log_queries", [False, True], ids=["wire path", "message path"])
 async def test_the_do_bit_is_copied_into_every_answer(serve: ServeFactory,
                                                       upstream: UpstreamSpec,
@@ -107,7 +85,7 @@ async def test_the_do_bit_is_copied_into_every_answer(serve: ServeFactory,
     for transport in ("udp", "tcp", "dot"):
         for do in (True, False, True):  # DO first: a DO-less rendering must not be kept
             for what, query in _queries(do, f"{transport}{int(do)}"):
-                response = await _ask(served, transport, query)
+                response = await served.ask(transport, query)
                 if response.edns < 0 or bool(response.ednsflags & dns.flags.DO) != do:
                     wrong.append(f"{transport} {what} DO={do}: "
                                  f"{dns.rcode.to_text(response.rcode())}, "
