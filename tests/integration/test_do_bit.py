@@ -1,6 +1,6 @@
 """The DO bit of a query is copied into the response (RFC 3225 §3), on every path.
 
-Unbound and Knot Resolver copy it into every response with EDNS. dnstls's answers come
+Unbound 1.17 copies it into every response with EDNS (checked on loopback). dnstls's answers come
 from many places: the local zone (a first answer rendered by dnspython, then the kept
 rendering), the cache, both forwarding paths (the wire path, and the message path that
 ``log_queries`` takes), and the error answers (SERVFAIL, REFUSED, NOTIMP, FORMERR).
