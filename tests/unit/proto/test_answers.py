@@ -334,7 +334,7 @@ def test_udp_truncation_keeps_edns_without_padding() -> None:
 
 @pytest.mark.parametrize("do", [True, False])
 def test_every_answer_copies_the_do_bit(do: bool) -> None:
-    """RFC 3225 §3, as Unbound and Knot Resolver do: dnspython's make_response clears
+    """RFC 3225 §3, as Unbound 1.17 does: dnspython's make_response clears
     DO; every answer we build (the skeleton, error answers with and without an EDE,
     rejections and NOTIMP for another opcode) has the query's."""
     asked = query(use_edns=0, want_dnssec=do)
