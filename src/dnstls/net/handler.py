@@ -368,16 +368,22 @@ class QueryHandler:
             if parsed.rcode is not None:
                 self.responses[(transport.value, rcode)] += 1
             log.debug("rejected message (%s): %s", rcode, parsed.reason)
-            if parsed.response is not None and parsed.query is not None and transport.is_stream:
-                # padded (RFC 7830 §4: a padded query gets a padded response) and with
-                # keepalive, as every other answer on a stream
-                try:
-                    wire_out = finalize(parsed.response, parsed.query, transport,
-                                        keepalive=self.keepalive)
-                except dns.exception.TooBig:  # questions echoed up to the frame's size
-                    return parsed
-                return Rejection(wire_out, parsed.rcode, parsed.reason)
+            return self._for_stream(parsed, transport)
         return parsed
+
+    def _for_stream(self, rejection: Rejection, transport: Transport) -> Rejection:
+        """``rejection`` rendered for ``transport``: on a stream padded (RFC 7830 §4: a
+        padded query gets a padded response) and with keepalive, as every other answer
+        there; as it is over UDP, or when it has no message to render."""
+        if (transport.is_stream and rejection.response is not None
+                and rejection.query is not None):
+            try:
+                out = finalize(rejection.response, rejection.query, transport,
+                               keepalive=self.keepalive)
+            except dns.exception.TooBig:  # questions echoed up to the frame's size
+                return rejection
+            return Rejection(out, rejection.rcode, rejection.reason)
+        return rejection
 
     def refuse(self, wire: bytes, transport: Transport) -> Rejection:
         """The answer to a query from a client that access control refuses
@@ -389,15 +395,7 @@ class QueryHandler:
         if rejection.wire is None:
             return rejection
         self._responses[(transport.value, "REFUSED")] += 1
-        if (transport.is_stream and rejection.response is not None
-                and rejection.query is not None):
-            try:
-                out = finalize(rejection.response, rejection.query, transport,
-                               keepalive=self.keepalive)
-            except dns.exception.TooBig:  # questions echoed up to the frame's size
-                return rejection
-            return Rejection(out, rejection.rcode, rejection.reason)
-        return rejection
+        return self._for_stream(rejection, transport)
 
     async def answer(self, query: dns.message.Message, transport: Transport,
                      client: tuple[str, int] | None) -> bytes:

@@ -359,19 +359,14 @@ def session_keeper(ctx: ssl.SSLContext) -> Callable[[ssl.SSLObject], None]:
     is PyObject_HEAD, a weak reference, then the ``SSL *``; it must belong to ``ctx`` and
     take the flags), else ``unwrap()``: the same flags, but an encrypted alert into a
     buffer nobody reads and an ``SSLWantReadError`` (~40,000 instructions)."""
-    raw = _ssl_ctx(ctx)
-    if raw is None or _LibSSL._ssl_calls is None:
-        return _unwrap
-    set_shutdown, get_shutdown, get_ctx = _LibSSL._ssl_calls
-    offset = _SSL_POINTER_OFFSET
     scratch = ctx.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
-    inner = getattr(scratch, "_sslobj", None)
-    if type(inner).__name__ != "_SSLSocket":
-        return _unwrap
-    ptr = ctypes.c_void_p.from_address(id(inner) + offset).value
-    if not ptr or get_ctx(ptr) != raw or get_shutdown(ptr) != 0:
+    ptr = ssl_pointer(scratch)  # also loads _LibSSL's calls
+    calls = _LibSSL._ssl_calls
+    if ptr is None or calls is None or calls[1](ptr) != 0:
         log.debug("TLS sessions kept with unwrap(): unexpected SSLObject layout")
         return _unwrap
+    set_shutdown, get_shutdown, _ = calls
+    offset = _SSL_POINTER_OFFSET
     set_shutdown(ptr, _SSL_SHUTDOWN_BOTH)
     if get_shutdown(ptr) != _SSL_SHUTDOWN_BOTH:
         return _unwrap

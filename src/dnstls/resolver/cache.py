@@ -636,8 +636,8 @@ class Cache:
             return None
         # Our header, not the upstream's: AA only for local zones (we are no authority
         # for what we forward; an authoritative upstream such as nsd sets it), RA set
-        # (recursion is available here; nsd clears it), Z clear -- as Unbound and Knot
-        # Resolver answer, and as the message path's client_response builds it.
+        # (recursion is available here; nsd clears it), Z clear -- as Unbound 1.17
+        # answers, and as the message path's client_response builds it.
         body = parsed.body
         body[2] &= 0xFB
         body[3] = (body[3] & 0x3F) | 0x80

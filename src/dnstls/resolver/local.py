@@ -163,22 +163,10 @@ class LocalData:
 
     def covers_key(self, key: bytes) -> bool:
         """True if the query with cache key ``key`` is answered here: a question of a
-        class other than IN when they are refused, or a name :meth:`covers_wire` covers
-        (its body inline: once per forwarded query)."""
+        class other than IN when they are refused, or a name :meth:`covers_wire` covers."""
         if self.refuse_other_classes and (key[-3] or key[-2] != 1):  # qclass != IN
             return True
-        name = key[:-5]
-        suffixes = self._suffix_cache
-        if suffixes is None:
-            suffixes = self._suffixes
-        if not name.endswith(self._suffix_tuple):
-            return False
-        pos = 0
-        while pos < len(name):
-            if name[pos:] in suffixes:
-                return True
-            pos += 1 + name[pos]
-        return False
+        return self.covers_wire(key[:-5])
 
     def covers_wire(self, name: bytes) -> bool:
         """True if the lower-cased wire-form ``name`` is answered here (in a local zone
