@@ -8,6 +8,7 @@ touches a Prometheus object. Metric names follow the ``dnstls_`` prefix.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ class ServiceCollector(Collector):
 
         {"handler": {"responses": {(transport, rcode): n}, "in_flight": n, ...},
          "access_control": {"refused": {transport: n}, "denied": {transport: n}},
+         "udp": [{"received": n, "dropped": {reason: n}, "in_flight": n,
+                  "coalesced": n}, ...],  # one per UDP listener: added up
          "listeners": {transport: {"accepted": n, "open": n, "closed": {reason: n},
                                    "handshakes": {version: n},
                                    "handshake_failures": {reason: n}, "resumed": n}},
@@ -92,11 +95,41 @@ class ServiceCollector(Collector):
             for transport, n in sorted(acl.get(key, {}).items()):
                 family.add_metric([transport], n)
         yield from (acl_refused, acl_denied)
+        yield from _udp(stats.get("udp", ()))
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
             yield from _flat("dnstls_upstream", ustats, [("upstream", name)])
         for section, values in sorted(stats.items()):  # cache, coalesce, stub, ...
             if section not in _STRUCTURED and isinstance(values, Mapping):
                 yield from _flat(f"dnstls_{section}", values, [])
+
+
+def _udp(listeners: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:
+    """The plain-DNS UDP listeners' counters, added up over the listen addresses (as
+    the TCP and TLS listeners' are, by transport)."""
+    received = coalesced = in_flight = 0
+    dropped: Counter[str] = Counter()
+    for ls in listeners:
+        received += int(ls.get("received", 0))
+        coalesced += int(ls.get("coalesced", 0))
+        in_flight += int(ls.get("in_flight", 0))
+        dropped.update(ls.get("dropped", {}))
+    yield CounterMetricFamily("dnstls_udp_datagrams_received",
+                              "Datagrams received by the plain-DNS UDP listeners",
+                              value=received)
+    family = CounterMetricFamily(
+        "dnstls_udp_datagrams_dropped",
+        "Datagrams dropped unanswered, by reason: overload (the listener's limit of "
+        "queries in flight reached), closing (shutdown), unanswerable (QR set or no readable "
+        "header)", labels=["reason"])
+    for reason in sorted({"overload", "closing", "unanswerable", *dropped}):
+        family.add_metric([reason], dropped[reason])
+    yield family
+    yield CounterMetricFamily("dnstls_udp_coalesced",
+                              "UDP queries that joined an identical query in flight "
+                              "and were answered from its answer", value=coalesced)
+    yield GaugeMetricFamily("dnstls_udp_in_flight",
+                            "UDP queries being answered, joined ones included",
+                            value=in_flight)
 
 
 #: ``statistics()`` keys that only ever grow: exported as counters (``..._total``).

@@ -491,6 +491,37 @@ async def test_metrics_endpoint(serve: ServeFactory) -> None:
     assert "dnstls_tls_session_cache_evictions_total 0.0" in text
 
 
+async def test_metrics_udp_listener(serve: ServeFactory) -> None:
+    """The plain-DNS UDP listener's own counters reach /metrics: datagrams received,
+    dropped by reason, queries coalesced, in flight."""
+    s: Served = await serve(server={"metrics": "127.0.0.1:0"})
+    host, port = s.plain_addr
+    answer = await asyncio.to_thread(dns.query.udp, q("www.example.test"), host, port=port,
+                                     timeout=3)
+    assert answer.rcode() == dns.rcode.NOERROR
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        response = q("www.example.test").to_wire()
+        sock.sendto(response[:2] + bytes([response[2] | 0x80]) + response[3:], (host, port))
+        sock.sendto(b"\x12", (host, port))  # not even a header
+    assert s.service.endpoints.metrics is not None
+    mhost, mport = s.service.endpoints.metrics
+
+    def scrape() -> str:
+        return urllib.request.urlopen(f"http://{mhost}:{mport}/metrics",
+                                      timeout=5).read().decode()
+
+    for _ in range(50):  # the two datagrams are read after the answered one
+        text = await asyncio.to_thread(scrape)
+        if 'dnstls_udp_datagrams_dropped_total{reason="unanswerable"} 2.0' in text:
+            break
+        await asyncio.sleep(0.05)
+    assert 'dnstls_udp_datagrams_dropped_total{reason="unanswerable"} 2.0' in text
+    assert "dnstls_udp_datagrams_received_total 3.0" in text
+    assert 'dnstls_udp_datagrams_dropped_total{reason="overload"} 0.0' in text
+    assert "dnstls_udp_coalesced_total 0.0" in text
+    assert "dnstls_udp_in_flight 0.0" in text
+
+
 async def test_random_garbage_never_kills_the_server(serve: ServeFactory) -> None:
     s: Served = await serve(server={"message_timeout": 0.5})
     rng = random.Random(7)
