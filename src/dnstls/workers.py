@@ -98,6 +98,8 @@ def _reserve(host: str, port: int, kinds: Sequence[int]) -> tuple[int, list[sock
             for kind in kinds:
                 sock = socket.socket(family, kind)
                 held.append(sock)
+                if family == socket.AF_INET6:  # as the listeners bind it (net/udp.py)
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if kind == socket.SOCK_STREAM:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -157,6 +157,41 @@ async def test_plain_udp_and_tcp(serve: ServeFactory) -> None:
         assert not edns.has_option(response, edns.PADDING)  # never padded in cleartext
 
 
+def _free_port_for_both_families() -> int:
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        try:
+            for family, kind in ((socket.AF_INET6, socket.SOCK_DGRAM),
+                                 (socket.AF_INET6, socket.SOCK_STREAM),
+                                 (socket.AF_INET, socket.SOCK_STREAM)):
+                with socket.socket(family, kind) as sock:
+                    sock.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise AssertionError("no port free for both families")
+
+
+async def test_ipv6_wildcard_and_ipv4_on_one_port(serve: ServeFactory) -> None:
+    """``[::]:P`` and ``127.0.0.1:P`` together, as Unbound's ``interface: ::0`` and
+    ``0.0.0.0``: each family answered by its own listener over UDP and TCP. (A
+    dual-stack ``[::]`` UDP socket took the IPv4 port: "address already in use".)"""
+    port = _free_port_for_both_families()
+    s: Served = await serve(server={"plain": [f"[::]:{port}", f"127.0.0.1:{port}"]})
+    query = q("www.example.test")
+    for host in ("::1", "127.0.0.1"):
+        udp = await asyncio.to_thread(dns.query.udp, query, host, port=port, timeout=3)
+        tcp = await asyncio.to_thread(dns.query.tcp, query, host, port=port, timeout=3)
+        for response in (udp, tcp):
+            assert response.answer[0][0].to_text() == "192.0.2.1"
+    udp_v6 = s.service.udp[0].transport
+    assert udp_v6 is not None
+    sock = udp_v6.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+
+
 async def test_udp_truncates_and_tcp_does_not(serve: ServeFactory) -> None:
     s: Served = await serve()
     host, port = s.plain_addr

@@ -108,6 +108,12 @@ class UdpListener(asyncio.DatagramProtocol):
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
+            if family == socket.AF_INET6:
+                # IPv6 only, as the TCP listener on the same address (asyncio's
+                # create_server sets it) and as Unbound's: "[::]" with "0.0.0.0" on one
+                # port is how both families are served (a dual-stack "[::]" took the
+                # IPv4 port too, and answered IPv4 over UDP but not TCP).
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if reuse_port:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, port))
