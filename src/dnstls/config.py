@@ -291,7 +291,10 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         parse_hostport(server.metrics, 9153, field="server.metrics")
     access_control(server.access_control, "server.access_control")
     forward_data = dict(data.get("forward", {}))
-    forward_data.pop("upstreams", None)
+    if "upstreams" in forward_data:  # a field of ForwardConfig, but built from [[upstream]]
+        raise ConfigError("forward.upstreams", "upstreams are [[upstream]] tables, one per "
+                          "upstream: [[upstream]] uri = \"udp://192.0.2.53\" (or "
+                          "--upstream URI); see docs/upstreams.md")
     forward = build(ForwardConfig, forward_data, "forward")
     if forward.strategy not in STRATEGIES:
         raise ConfigError("forward.strategy",

@@ -94,3 +94,10 @@ def test_access_control_default_and_rules() -> None:
 def test_access_control_errors_name_the_rule(rules: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config.load(overrides={"server": {"access_control": rules}})
+
+
+def test_forward_upstreams_is_an_error_naming_the_upstream_tables() -> None:
+    """``[forward] upstreams = [...]`` was dropped silently, so the service forwarded to
+    the default (Cloudflare) instead of the upstreams the operator wrote."""
+    with pytest.raises(ConfigError, match=r"^forward\.upstreams: .*\[\[upstream\]\]"):
+        config.load(overrides={"forward": {"upstreams": ["udp://127.0.0.1:53"]}})
