@@ -74,3 +74,26 @@ async def test_forwarded_answers_carry_our_header(serve: ServeFactory, upstream:
     local = await asyncio.to_thread(dns.query.udp, dns.message.make_query(
         "www.example.test", "A"), host, port=port, timeout=5)
     assert dns.flags.to_text(local.flags) == "QR AA RD RA"  # local data stays authoritative
+
+
+@pytest.mark.parametrize("log_queries", [False, True], ids=["wire path", "message path"])
+@pytest.mark.parametrize("cache", [True, False], ids=["cache", "no cache"])
+async def test_cd_is_copied_from_the_query(serve: ServeFactory, upstream: UpstreamSpec,
+                                           log_queries: bool, cache: bool) -> None:
+    """RFC 4035 §3.1.6: the CD bit is copied from the query, whatever the upstream's
+    header says (nsd, like this one, does not copy it); Unbound 1.17 does (checked on
+    loopback against nsd). The wire path relayed the upstream's clear CD."""
+    served = await serve(upstreams=[upstream], server={"log_queries": log_queries},
+                         cache={"enabled": cache})
+    host, port = served.plain_addr
+    seen = []
+    for cd in (True, False, True):  # CD is part of the cache key: a hit for each
+        for _ in range(2):
+            query = dns.message.make_query("cd.example.net", "A", use_edns=0)
+            if cd:
+                query.flags |= dns.flags.CD
+            response = await asyncio.to_thread(dns.query.udp, query, host, port=port,
+                                               timeout=5)
+            assert response.answer
+            seen.append(bool(response.flags & dns.flags.CD))
+    assert seen == [True, True, False, False, True, True]

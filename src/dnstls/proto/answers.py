@@ -68,17 +68,20 @@ class Rejection:
     query: dns.message.Message | None = None
 
 
+_RD_CD = int(dns.flags.RD | dns.flags.CD)
+
+
 def header_error(wire: bytes, rcode: int) -> bytes | None:
     """A header-only error response for a message whose body could not be parsed.
 
-    Echoes ID, opcode and RD (RFC 1035 §4.1.1). Returns None if there is no header.
+    Echoes ID, opcode, RD (RFC 1035 §4.1.1) and CD (RFC 4035 §3.1.6). Returns None if
+    there is no header.
     """
     if len(wire) < 12:
         return None
     qid, flags = struct.unpack_from("!HH", wire)
     opcode_bits = flags & 0x7800
-    rd = flags & dns.flags.RD
-    out_flags = dns.flags.QR | opcode_bits | rd | (rcode & 0xF)
+    out_flags = dns.flags.QR | opcode_bits | flags & _RD_CD | (rcode & 0xF)
     return _HEADER.pack(qid, out_flags, 0, 0, 0, 0)
 
 

@@ -102,7 +102,7 @@ import dns.rdatatype
 
 from dnstls.proto import edns as _edns
 from dnstls.proto.answers import EDNS_PAYLOAD, error_response
-from dnstls.proto.cachekey import KEY_DO, CacheKey, key_from_message
+from dnstls.proto.cachekey import KEY_CD, KEY_DO, CacheKey, key_from_message
 from dnstls.resolver.base import Request, ResolveFailure, Resolver
 
 log = logging.getLogger("dnstls.resolver.cache")
@@ -636,11 +636,12 @@ class Cache:
             return None
         # Our header, not the upstream's: AA only for local zones (we are no authority
         # for what we forward; an authoritative upstream such as nsd sets it), RA set
-        # (recursion is available here; nsd clears it), Z clear -- as Unbound 1.17
-        # answers, and as the message path's client_response builds it.
+        # (recursion is available here; nsd clears it), Z clear, CD the query's (RFC
+        # 4035 §3.1.6; in the key; nsd does not copy it) -- as Unbound 1.17 answers,
+        # and as the message path's client_response builds it.
         body = parsed.body
         body[2] &= 0xFB
-        body[3] = (body[3] & 0x3F) | 0x80
+        body[3] = (body[3] & 0x2F) | (0x90 if key[-1] & KEY_CD else 0x80)
         if not self.stores:
             # Caching off: the same classification and TTL bounds as an entry would
             # get (_make), rendered from the parse in place -- no entry built only to be

@@ -207,6 +207,20 @@ def test_header_error_needs_a_header() -> None:
     assert header_error(b"abc", dns.rcode.FORMERR) is None
 
 
+def test_header_error_echoes_id_opcode_rd_and_cd() -> None:
+    """RFC 1035 §4.1.1 (ID, opcode, RD) and RFC 4035 §3.1.6 (CD); nothing else: not
+    the query's AA, TC, RA, Z or AD, nor its counts."""
+    flags = 0x2000 | 0x0100 | 0x0010 | 0x0400 | 0x0200 | 0x0080 | 0x0040 | 0x0020
+    wire = struct.pack("!HHHHHH", 0x1234, flags, 1, 0, 0, 0) + b"\xff"
+    out = header_error(wire, dns.rcode.FORMERR)
+    assert out is not None
+    qid, out_flags, *counts = struct.unpack("!HHHHHH", out)
+    assert qid == 0x1234 and counts == [0, 0, 0, 0]
+    assert out_flags == 0x8000 | 0x2000 | 0x0100 | 0x0010 | dns.rcode.FORMERR
+    plain = header_error(struct.pack("!HHHHHH", 7, 0, 1, 0, 0, 0), dns.rcode.FORMERR)
+    assert plain is not None and struct.unpack_from("!H", plain, 2)[0] == 0x8001
+
+
 def _padded_keepalive_query() -> dns.message.Message:
     q = query(use_edns=0, pad=128, options=[edns.keepalive_option(None)])
     return dns.message.from_wire(q.to_wire())  # padding exists only on the wire
