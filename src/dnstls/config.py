@@ -146,6 +146,9 @@ class LocalConfig:
     default_zones: bool = True
     #: Default zones forwarded instead (Unbound's ``local-zone: NAME nodefault``).
     nodefault: tuple[str, ...] = ()
+    #: Records answered here, one per line (Unbound's ``local-data``;
+    #: dnstls.resolver.local): ``"nas.home.arpa. A 192.168.1.10"``.
+    data: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,17 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def check_local(local: LocalConfig) -> LocalConfig:
+    """``local`` once its names and records are known to parse (ConfigError naming the
+    first bad entry otherwise); serve's and the stub's ``[local]`` alike."""
+    from dnstls.resolver.default_zones import parse_nodefault
+    from dnstls.resolver.local import parse_local_data
+
+    parse_nodefault(local.nodefault, field="local.nodefault")
+    parse_local_data(local.data, field="local.data")
+    return local
+
+
 def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
          ) -> Config:
     """Load, merge and validate. Raises ConfigError naming the first bad field."""
@@ -313,10 +327,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     if not 1 <= cache.servfail_ttl <= 5:
         raise ConfigError("cache.servfail_ttl",
                           f"must be between 1 and 5 seconds, got {cache.servfail_ttl:g}")
-    local = build(LocalConfig, data.get("local", {}), "local")
-    from dnstls.resolver.default_zones import parse_nodefault
-
-    parse_nodefault(local.nodefault, field="local.nodefault")
+    local = check_local(build(LocalConfig, data.get("local", {}), "local"))
     return Config(server=server, tls=build(TlsConfig, data.get("tls", {}), "tls"),
                   local=local,
                   cache=cache, forward=forward, source=str(path or ""))

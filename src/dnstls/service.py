@@ -56,7 +56,13 @@ from dnstls.proto.stream import CloseReason, StreamLimits
 from dnstls.resolver.base import Refuse, Resolver
 from dnstls.resolver.cache import Cache
 from dnstls.resolver.default_zones import default_zones, parse_nodefault
-from dnstls.resolver.local import LocalData, ddr_records, load_zone
+from dnstls.resolver.local import (
+    LocalData,
+    ddr_records,
+    load_zone,
+    parse_local_data,
+    place_local_data,
+)
 from dnstls.resolver.wire import WireForwarder
 
 log = logging.getLogger("dnstls.service")
@@ -142,6 +148,7 @@ class Service:
             zones += default_zones(nodefault=parse_nodefault(config.local.nodefault),
                                    configured=[z.origin for z in zones
                                                if z.origin is not None])
+        transparent = place_local_data(zones, parse_local_data(config.local.data))
         terminal: Resolver = Refuse()
         if self._upstream_factory is not None:
             terminal, closer = self._upstream_factory(terminal)
@@ -156,7 +163,8 @@ class Service:
                                       field="server.listen[0]")[1]
                 ddr = ddr_records(name, port)
         return LocalData(terminal, zones=zones, ddr=ddr,
-                         refuse_other_classes=config.local.default_zones)
+                         refuse_other_classes=config.local.default_zones,
+                         transparent=transparent)
 
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
         self._stats_sources[name] = source

@@ -64,6 +64,7 @@ from dnstls.config import (
     ServerConfig,
     access_control,
     build,
+    check_local,
     format_hostport,
     parse_hostport,
     read_toml,
@@ -101,7 +102,7 @@ _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_time
              "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
              "upstream_recursive_servers", "access_control"}
 #: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
-_LOCAL_KEYS = {"default_zones", "nodefault"}
+_LOCAL_KEYS = {"default_zones", "nodefault", "data"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
                   "tls_pubkey_pinset_mode", "tls_ca_file"}
 
@@ -175,15 +176,13 @@ class StubConfig:
 
 
 def _local(data: Any) -> LocalConfig:
-    """The ``[local]`` table: ``default_zones`` and ``nodefault`` as in serve's."""
+    """The ``[local]`` table: ``default_zones``, ``nodefault`` and ``data`` as in
+    serve's."""
     if isinstance(data, Mapping):
         unknown = sorted(set(data) - _LOCAL_KEYS)
         if unknown:
             raise ConfigError(f"local.{unknown[0]}", "unknown setting")
-    local = build(LocalConfig, data, "local")
-    from dnstls.resolver.default_zones import parse_nodefault
-
-    parse_nodefault(local.nodefault, field="local.nodefault")
+    local = check_local(build(LocalConfig, data, "local"))
     return dataclasses.replace(local, ddr=False)
 
 

@@ -181,6 +181,7 @@ BAD: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({"log_queries": "yes"}, {}, "log_queries"),
     ({"cache": {"max_entries": 0}}, {}, "cache.max_entries"),
     ({"cache": {"size": 1}}, {}, "cache.size"),
+    ({"local": {"data": ["nas.lan. A 192.0.2.1", "nas.lan. CH TXT x"]}}, {}, "local.data[1]"),
     ({"upstream_recursive_servers": []}, {}, "upstream_recursive_servers"),
     ({"upstream_recursive_servers": {"address_data": "1.1.1.1"}}, {},
      "upstream_recursive_servers"),

@@ -30,6 +30,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--key", metavar="PEM", help="private key (PEM)")
     p.add_argument("--local-zone", metavar="ZONEFILE", action="append",
                    help="answer this zone (RFC 1035 master file) authoritatively (repeatable)")
+    p.add_argument("--local-data", metavar="'RECORD'", action="append",
+                   help="answer this record here, e.g. 'nas.home.arpa. A 192.168.1.10' "
+                        "(repeatable; Unbound's local-data; replaces local.data)")
     p.add_argument("--upstream", metavar="URI", action="append",
                    help="forward to udp://ADDR[:PORT], tcp://ADDR[:PORT] or "
                         "tls://ADDR[:PORT][#NAME] (repeatable)")
@@ -70,8 +73,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--cert/--key", "give both a certificate and a key")
     if args.cert:
         out["tls"] = {"certificates": [{"cert": args.cert, "key": args.key}]}
+    local: dict[str, Any] = {}
     if args.local_zone:
-        out["local"] = {"zones": args.local_zone}
+        local["zones"] = args.local_zone
+    if args.local_data:
+        local["data"] = args.local_data
+    if local:
+        out["local"] = local
     if args.no_cache:
         out["cache"] = {"enabled": False}
     if args.no_upstream:

@@ -20,6 +20,15 @@ reverse zones, onion, test, invalid, home.arpa...) are handed in as zones like a
 other, by the service; with ``refuse_other_classes`` (set with them) a question of any
 class but IN is answered REFUSED (EDE 21 Not Supported) here, never forwarded.
 
+Local data lines (``[local] data``, ``--local-data``: Unbound's ``local-data``): one
+resource record in master-file syntax each (``"nas.home.arpa. A 192.168.1.10"``; TTL
+3600 and class IN when not given). A record whose name falls in a loaded zone (a zone
+file or a default zone such as ``home.arpa``) is added to that zone and answered with
+it. Any other record makes its owner name a *transparent* name, as Unbound's
+local-data without a local-zone: a query for exactly that name is answered here (AA;
+the RRset, the CNAME when the type is missing and there is one, else NODATA without
+SOA), and names below it and all other names are resolved as usual.
+
 Local answers depend on the question only (name, type, class; the key's DO and CD bits
 keep their own entries), so each is built with dnspython once and then kept as wire
 bytes in :attr:`LocalData.answers`, a :class:`~dnstls.resolver.cache.Cache` read with a
@@ -48,6 +57,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import dns.zone
+import dns.zonefile
 
 from dnstls.errors import ConfigError
 from dnstls.proto.answers import error_response, make_response
@@ -77,6 +87,84 @@ def load_zone(path: str | Path, *, field: str = "local_zone") -> dns.zone.Zone:
     except (dns.exception.DNSException, ValueError) as exc:
         raise ConfigError(field, f"zone file {path}: {exc}") from None
     return zone
+
+
+#: Types no local-data line may give (meta and pseudo types).
+_NOT_DATA = frozenset({dns.rdatatype.ANY, dns.rdatatype.OPT, dns.rdatatype.AXFR,
+                       dns.rdatatype.IXFR, dns.rdatatype.TSIG, dns.rdatatype.TKEY,
+                       dns.rdatatype.MAILA, dns.rdatatype.MAILB})
+LOCAL_DATA_TTL = 3600  # Unbound's default for local-data without a TTL
+
+
+def parse_local_data(entries: Iterable[object], *, field: str = "local.data",
+                     ) -> list[dns.rrset.RRset]:
+    """One RRset per ``[local] data`` line; ConfigError naming the first bad line
+    (``local.data[2]: ...``). Lines for the same name and type are merged."""
+    merged: dict[tuple[dns.name.Name, int], dns.rrset.RRset] = {}
+    for i, text in enumerate(entries):
+        where = f"{field}[{i}]"
+        if not isinstance(text, str):
+            raise ConfigError(where, f"expected a record as a string like "
+                              f"\"nas.home.arpa. A 192.168.1.10\", got {text!r}")
+        if "\n" in text or "\r" in text:
+            raise ConfigError(where, f"{text!r}: one record per line")
+        try:
+            rrsets = dns.zonefile.read_rrsets(
+                text, rdclass=None, default_ttl=LOCAL_DATA_TTL,
+                default_rdclass=dns.rdataclass.IN, origin=dns.name.root,
+                relativize=False)
+        except (dns.exception.DNSException, ValueError) as exc:
+            message = str(exc).removeprefix("<input>:1: ")
+            raise ConfigError(where, f"{text!r}: {message}") from None
+        if len(rrsets) != 1:
+            raise ConfigError(where, f"{text!r}: expected one record, like "
+                              "\"nas.home.arpa. A 192.168.1.10\"")
+        rrset = rrsets[0]
+        if rrset.rdclass != dns.rdataclass.IN:
+            raise ConfigError(where, f"{text!r}: only class IN is served")
+        if rrset.rdtype in _NOT_DATA:
+            raise ConfigError(where, f"{text!r}: {dns.rdatatype.to_text(rrset.rdtype)} "
+                              "is not a record type for data")
+        if rrset.name == dns.name.root or rrset.name.is_wild():
+            raise ConfigError(where, f"{text!r}: the root and wildcard names need a zone "
+                              "file (local.zones)")
+        key = (rrset.name, rrset.rdtype)
+        if key in merged:
+            merged[key].union_update(rrset)  # type: ignore[no-untyped-call]
+            merged[key].ttl = min(merged[key].ttl, rrset.ttl)
+            continue
+        kinds = {t for n, t in merged if n == rrset.name} | {rrset.rdtype}
+        if dns.rdatatype.CNAME in kinds and len(kinds) > 1:
+            raise ConfigError(where, f"{text!r}: {rrset.name} has a CNAME and other "
+                              "data (RFC 1034 §3.6.2)")
+        merged[key] = rrset
+    return list(merged.values())
+
+
+def place_local_data(zones: Sequence[dns.zone.Zone], rrsets: Iterable[dns.rrset.RRset],
+                     ) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
+    """Add each RRset to the loaded zone it falls in (the longest origin; replacing
+    the zone's RRset of that name and type), and return the others by owner name: the
+    transparent names :class:`LocalData` answers."""
+    by_origin: dict[dns.name.Name, dns.zone.Zone] = {}
+    for zone in zones:
+        assert zone.origin is not None
+        by_origin.setdefault(zone.origin, zone)  # the first one wins, as LocalData's
+    transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+    for rrset in rrsets:
+        found = enclosing(rrset.name, by_origin)
+        if found is None:
+            transparent.setdefault(rrset.name, {})[rrset.rdtype] = rrset
+            continue
+        node = found.find_node(rrset.name, create=True)
+        if rrset.rdtype == dns.rdatatype.CNAME:
+            node.rdatasets.clear()  # a CNAME stands alone (RFC 1034 §3.6.2)
+        else:
+            node.delete_rdataset(dns.rdataclass.IN, dns.rdatatype.CNAME)
+        rdataset = node.find_rdataset(dns.rdataclass.IN, rrset.rdtype, create=True)
+        rdataset.clear()  # type: ignore[no-untyped-call]
+        rdataset.update(rrset)  # type: ignore[no-untyped-call]
+    return transparent
 
 
 class _Zone:
@@ -137,8 +225,14 @@ class LocalData:
 
     def __init__(self, next_stage: Resolver, *, zones: Iterable[dns.zone.Zone] = (),
                  ddr: Sequence[dns.rdata.Rdata] = (), max_answers: int = 10_000,
-                 refuse_other_classes: bool = False) -> None:
+                 refuse_other_classes: bool = False,
+                 transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] | None = None,
+                 ) -> None:
         self._next = next_stage
+        #: Local data outside every zone, by owner name (:func:`place_local_data`):
+        #: exactly these names are answered here; ``_exact`` holds their wire forms.
+        self._transparent = dict(transparent or {})
+        self._exact = frozenset((n.to_wire() or b"").lower() for n in self._transparent)
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
         self._by_origin = {z.origin: z for z in reversed(self._zones)}  # first one wins
         self.refuse_other_classes = refuse_other_classes
@@ -177,6 +271,8 @@ class LocalData:
         few endings for the many default zones), so one ``bytes.endswith`` (C) rules out
         almost every name; only one that ends so is walked label by label (the ending
         may sit inside a label)."""
+        if name in self._exact:
+            return True
         suffixes = self._suffix_cache
         if suffixes is None:
             suffixes = self._suffixes
@@ -210,6 +306,9 @@ class LocalData:
             zone = self._find(qname)
             if zone is not None:
                 return self._remember(query, self._answer(zone, query))
+            data = self._transparent.get(qname)
+            if data is not None:
+                return self._remember(query, self._answer_data(data, query))
             if qname.is_subdomain(RESOLVER_ARPA):
                 return self._remember(query, self._answer_ddr(query))
         elif self.refuse_other_classes:
@@ -234,6 +333,22 @@ class LocalData:
                                         dns.rdatatype.SVCB, create=True)
             for rdata in self._ddr:
                 rrset.add(rdata, ttl=300)
+        return response
+
+    def _answer_data(self, data: dict[int, dns.rrset.RRset],
+                     query: dns.message.Message) -> dns.message.Message:
+        """A transparent name's answer, as Unbound's: its RRsets of the type (all of
+        them for ANY), else its CNAME, else NODATA (no SOA: there is no zone)."""
+        response = make_response(query)
+        response.flags |= dns.flags.AA
+        question = query.question[0]
+        if question.rdtype == dns.rdatatype.ANY:
+            chosen = list(data.values())
+        else:
+            found = data.get(question.rdtype) or data.get(dns.rdatatype.CNAME)
+            chosen = [found] if found is not None else []
+        for rrset in chosen:
+            response.answer.append(_rrset(question.name, rrset))
         return response
 
     def _answer(self, zone: _Zone, query: dns.message.Message) -> dns.message.Message:

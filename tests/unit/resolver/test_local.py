@@ -2,6 +2,7 @@ from pathlib import Path
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import pytest
@@ -142,3 +143,56 @@ def test_zone_without_soa_is_rejected(tmp_path: Path) -> None:
     path.write_text("$ORIGIN nosoa.test.\n$TTL 60\nwww A 192.0.2.1\n")
     with pytest.raises(ConfigError, match="nosoa"):
         LocalData(Next(), zones=[load_zone(path)])
+
+
+# --- [local] data (Unbound's local-data) -------------------------------------------------
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("nas.lan. A 1.2.3", "malformed"),
+    ("nas.lan. CH TXT x", "class"),
+    ("nas.lan. BOGUS 1", "unknown rdatatype"),
+    ("*.lan. A 192.0.2.1", "wildcard"),
+    ("@ A 192.0.2.1", "root"),
+    ("a.lan. A 192.0.2.1\nb.lan. A 192.0.2.2", "one record per line"),
+    ("", "expected one record"),
+    ("x.lan. NULL \\# 0", ""),  # accepted: any data type
+])
+def test_parse_local_data_errors_name_the_line(line: str, message: str) -> None:
+    from dnstls.resolver.local import parse_local_data
+
+    if not message:
+        assert len(parse_local_data([line])) == 1
+        return
+    with pytest.raises(ConfigError, match=rf"^local\.data\[1\]: .*{message}"):
+        parse_local_data(["ok.lan. A 192.0.2.9", line])
+
+
+def test_parse_local_data_merges_lines_and_refuses_cname_with_data() -> None:
+    from dnstls.resolver.local import LOCAL_DATA_TTL, parse_local_data
+
+    rrsets = parse_local_data(["nas.lan A 192.0.2.1", "NAS.lan. 60 A 192.0.2.2",
+                               "nas.lan. TXT hi"])
+    assert [(str(r.name), dns.rdatatype.to_text(r.rdtype), len(r), r.ttl) for r in rrsets] \
+        == [("nas.lan.", "A", 2, 60), ("nas.lan.", "TXT", 1, LOCAL_DATA_TTL)]
+    with pytest.raises(ConfigError, match=r"^local\.data\[1\]: .*CNAME and other data"):
+        parse_local_data(["www.lan. A 192.0.2.1", "www.lan. CNAME nas.lan."])
+    with pytest.raises(ConfigError, match=r"^local\.data\[1\]: .*CNAME and other data"):
+        parse_local_data(["www.lan. CNAME nas.lan.", "www.lan. A 192.0.2.1"])
+
+
+def test_place_local_data_joins_the_enclosing_zone_or_is_transparent(tmp_path: Path) -> None:
+    from dnstls.resolver.local import parse_local_data, place_local_data
+
+    path = tmp_path / "z"
+    path.write_text(ZONE)
+    zone = load_zone(path)
+    assert zone.origin is not None
+    inside = f"extra.{zone.origin} A 192.0.2.77"
+    transparent = place_local_data([zone], parse_local_data([inside, "nas.lan. A 192.0.2.1"]))
+    assert list(transparent) == [dns.name.from_text("nas.lan.")]
+    assert zone.get_rrset(dns.name.from_text(f"extra.{zone.origin}"),
+                          dns.rdatatype.A) is not None
+    local = LocalData(Next(), zones=[zone], transparent=transparent)
+    assert local.covers_wire(b"\x03nas\x03lan\x00")
+    assert not local.covers_wire(b"\x03sub\x03nas\x03lan\x00")
+    assert not local.covers_wire(b"\x03lan\x00")
