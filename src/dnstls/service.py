@@ -10,14 +10,19 @@ SIGINT exits at once.
 
 Reload (SIGHUP, and a poll of the certificate files' mtimes): new TLS handshakes get
 the new certificate; open connections are untouched. A reload that fails keeps the
-running certificate and logs why.
+running certificate and logs why. Given ``reload_config`` (``dnstls serve``), SIGHUP
+also reads the configuration again and applies local data (zone files read again,
+``[local] data``; cached answers for names that became local are dropped) and access
+control; other changed settings are logged as waiting for a restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import ipaddress
 import logging
 import os
@@ -34,6 +39,7 @@ from dnstls.config import (
     DEFAULT_DNS_PORT,
     DEFAULT_DOT_PORT,
     Config,
+    LocalConfig,
     ServerConfig,
     access_control,
     default_state_dir,
@@ -94,8 +100,16 @@ class Service:
     def __init__(self, config: Config, *,
                  upstream_factory: Callable[[Resolver], tuple[Resolver, Any]] | None = None,
                  reuse_port: bool = False, ticket_key: bytes | None = None,
-                 acl_field: str = "server.access_control") -> None:
+                 acl_field: str = "server.access_control",
+                 reload_config: Callable[[], Config] | None = None) -> None:
         self.config = config
+        #: SIGHUP reads the configuration again with this (``dnstls serve --config``
+        #: and its command line) and applies local data and access control; the
+        #: result it gave last is the baseline other changes are compared with.
+        self._load_config = reload_config
+        self._baseline = reload_config() if reload_config is not None else config
+        self._terminal: Resolver = Refuse()
+        self._local_print = ""
         #: Access control for every listener (proto/acl.py); ``acl_field`` is what the
         #: operator calls the setting (the stub's is ``access_control``).
         self.acl_field = acl_field
@@ -140,31 +154,44 @@ class Service:
         return [CertPair(cert, key, field="server.state_dir")]
 
     def _pipeline(self) -> LocalData:
-        config = self.config
-        zones = [load_zone(path, field=f"local.zones[{i}]")
-                 for i, path in enumerate(config.local.zones)]
-        if config.local.default_zones:
-            # a configured zone of the same origin replaces a default zone
-            zones += default_zones(nodefault=parse_nodefault(config.local.nodefault),
-                                   configured=[z.origin for z in zones
-                                               if z.origin is not None])
-        transparent = place_local_data(zones, parse_local_data(config.local.data))
         terminal: Resolver = Refuse()
         if self._upstream_factory is not None:
             terminal, closer = self._upstream_factory(terminal)
             if closer is not None:
                 self._closers.append(closer)
+        self._terminal = terminal
+        local, self._local_print = self._local_data(self.config.local)
+        return local
+
+    def _local_data(self, local: LocalConfig) -> tuple[LocalData, str]:
+        """Local data for ``local`` (zone files read now) in front of the running
+        upstream stages, and a fingerprint of its content (a reload compares them)."""
+        zones = [load_zone(path, field=f"local.zones[{i}]")
+                 for i, path in enumerate(local.zones)]
+        if local.default_zones:
+            # a configured zone of the same origin replaces a default zone
+            zones += default_zones(nodefault=parse_nodefault(local.nodefault),
+                                   configured=[z.origin for z in zones
+                                               if z.origin is not None])
+        transparent = place_local_data(zones, parse_local_data(local.data))
         ddr = []
-        if config.local.ddr and self.tls is not None and config.server.listen:
+        listen = self.config.server.listen
+        if local.ddr and self.tls is not None and listen:
             names = certs.certificate_names(self.tls.leaf)
-            name = config.local.ddr_name or (names[0] if names else "")
+            name = local.ddr_name or (names[0] if names else "")
             if name:
-                port = parse_hostport(config.server.listen[0], DEFAULT_DOT_PORT,
+                port = parse_hostport(listen[0], DEFAULT_DOT_PORT,
                                       field="server.listen[0]")[1]
                 ddr = ddr_records(name, port)
-        return LocalData(terminal, zones=zones, ddr=ddr,
-                         refuse_other_classes=config.local.default_zones,
-                         transparent=transparent)
+        digest = hashlib.sha256(repr((local.default_zones, sorted(map(str, ddr)))).encode())
+        for zone in zones:
+            digest.update(zone.to_text().encode())
+        for owner in sorted(transparent):
+            for rrset in transparent[owner].values():
+                digest.update(rrset.to_text().encode())
+        return (LocalData(self._terminal, zones=zones, ddr=ddr,
+                          refuse_other_classes=local.default_zones, transparent=transparent),
+                digest.hexdigest())
 
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
         self._stats_sources[name] = source
@@ -304,6 +331,8 @@ class Service:
             if ok:
                 self.pin = spki_pin(self.tls.leaf)
                 log.info("serving certificate pin is now %s", self.pin)
+        if self._load_config is not None and self.handler is not None:
+            ok = self._reload_config(self._load_config) and ok
         for hook in self._reload_hooks:
             try:
                 ok = hook() and ok
@@ -311,6 +340,60 @@ class Service:
                 log.exception("reload hook failed; the running configuration stays")
                 ok = False
         return ok
+
+    def _reload_config(self, load: Callable[[], Config]) -> bool:
+        """SIGHUP's second half: read the configuration again and apply what can change
+        while running -- local data (zone files read again) and access control; other
+        changes are logged as waiting for a restart. Any error keeps what runs."""
+        try:
+            new = load()
+            local, fingerprint = self._local_data(new.local)
+            acl = access_control(new.server.access_control, self.acl_field)
+        except ConfigError as exc:
+            log.error("reload: %s; the running configuration stays", exc)
+            return False
+        if fingerprint != self._local_print:
+            self._replace_local(local)
+            self._local_print = fingerprint
+        if new.server.access_control != self.config.server.access_control:
+            # the counters go on (metrics are counters: they must not drop to 0)
+            acl.refused.update(self.acl.refused)
+            acl.denied.update(self.acl.denied)
+            self.acl = acl
+            for listener in self.listeners:
+                listener.acl = acl
+            for udp in self.udp:
+                udp.acl = acl
+            log.info("reload: access control now has %d rules (connections already "
+                     "open keep the verdict they got)", len(new.server.access_control))
+        baseline, self._baseline = self._baseline, new
+        waiting = [f"{section}.{name}" for section in ("server", "tls", "cache", "forward")
+                   for name, value in vars(getattr(new, section)).items()
+                   if value != getattr(getattr(baseline, section), name)
+                   and (section, name) != ("server", "access_control")]
+        if waiting:
+            log.warning("reload: %s changed; restart dnstls to apply %s",
+                        ", ".join(waiting), "them" if len(waiting) > 1 else "it")
+        self.config = dataclasses.replace(
+            self.config, local=new.local,
+            server=dataclasses.replace(self.config.server,
+                                       access_control=new.server.access_control))
+        return True
+
+    def _replace_local(self, local: LocalData) -> None:
+        """Answer from ``local`` from now on; cached answers for names it now answers
+        are dropped (they came from an upstream before)."""
+        assert self.handler is not None
+        wire = self.handler.wire
+        if isinstance(wire, WireForwarder):
+            wire.is_local = local.covers_key
+        self.handler.replace_local(local, local)
+        cache = self.handler.cache
+        dropped = (cache.discard_if(local.covers_key) if isinstance(cache, Cache) else 0)
+        log.info("reload: local data changed: %d zones, %d names of local data%s",
+                 len(local.origins), local.transparent_names,
+                 f"; {dropped} cached answers for names now local dropped" if dropped
+                 else "")
 
     async def _watch_certs(self) -> None:
         interval = self.config.server.reload_check_interval

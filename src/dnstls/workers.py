@@ -24,7 +24,8 @@ parent waits for signals:
 * SIGTERM / SIGINT: forwarded (as SIGTERM) to every worker, which shut down gracefully
   (``server.shutdown_grace``); workers still alive ``shutdown_grace + 5`` s later are
   killed. A second SIGINT kills them at once.
-* SIGHUP: forwarded; every worker reloads its certificates.
+* SIGHUP: forwarded; every worker reloads its certificates, reads the configuration
+  again and applies local data and access control (as one process does).
 * TLS session tickets: the supervisor makes one ticket key and every worker uses it, so a
   client resumes on whichever worker its next connection reaches (kept across reloads
   and worker restarts; in memory only).
@@ -159,23 +160,25 @@ def worker_config(config: Config, index: int) -> Config:
 
 
 def _worker_main(config: Config, specs: Any, index: int, ready_fd: int,
-                 ticket_key: bytes | None = None) -> int:
+                 ticket_key: bytes | None = None,
+                 reload_config: Callable[[], Config] | None = None) -> int:
     """Runs in the forked child: one full service; returns the exit status."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     from dnstls.net import loop
 
-    return loop.run(_serve_worker(config, specs, index, ready_fd, ticket_key))
+    return loop.run(_serve_worker(config, specs, index, ready_fd, ticket_key, reload_config))
 
 
 async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int,
-                        ticket_key: bytes | None) -> int:
+                        ticket_key: bytes | None,
+                        reload_config: Callable[[], Config] | None = None) -> int:
     from dnstls.service import Service
     from dnstls.wiring import forwarding_factory
 
     service = Service(config, upstream_factory=forwarding_factory(config, specs),
-                      reuse_port=True, ticket_key=ticket_key)
+                      reuse_port=True, ticket_key=ticket_key, reload_config=reload_config)
     service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
     if index == 0:
@@ -199,8 +202,8 @@ class Supervisor:
     """Forks, watches and stops the workers; see the module docstring."""
 
     def __init__(self, config: Config, specs: Any, workers: int, *,
-                 target: Callable[[Config, Any, int, int, bytes], int] = _worker_main,
-                 ) -> None:
+                 target: Callable[..., int] = _worker_main,
+                 reload_config: Callable[[], Config] | None = None) -> None:
         if workers < 1:
             raise ConfigError("--workers", f"must be at least 1, got {workers}")
         if config.server.metrics:  # worker i listens on port + i: all must be ports
@@ -214,6 +217,7 @@ class Supervisor:
         self.specs = specs
         self.count = workers
         self.target = target
+        self.reload_config = reload_config  # each worker reads the config again on SIGHUP
         self.workers: dict[int, _Worker] = {}  # pid -> worker
         self.stopping = False
         self.restarts = 0
@@ -235,7 +239,7 @@ class Supervisor:
                 for sock in self._held:
                     sock.close()
                 status = self.target(worker_config(config, index), self.specs, index,
-                                     write_fd, self.ticket_key)
+                                     write_fd, self.ticket_key, self.reload_config)
             except ConfigError as exc:
                 log.error("worker %d: %s", index, exc)
                 status = 2
@@ -375,6 +379,7 @@ class Supervisor:
         return 0
 
 
-def serve_workers(config: Config, specs: Any, workers: int) -> int:
+def serve_workers(config: Config, specs: Any, workers: int, *,
+                  reload_config: Callable[[], Config] | None = None) -> int:
     """Entry point of ``dnstls serve --workers N``; returns the exit status."""
-    return Supervisor(config, specs, workers).run()
+    return Supervisor(config, specs, workers, reload_config=reload_config).run()

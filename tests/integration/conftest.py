@@ -183,7 +183,11 @@ async def serve(pki: TestPKI, zone_file: Path, tmp_path: Path,
     services: list[Service] = []
 
     async def start(*, plain: bool = True, stage: Resolver | None = None,
-                    upstreams: list[Any] | None = None, **sections: dict[str, Any]) -> Served:
+                    upstreams: list[Any] | None = None,
+                    reload_data: Callable[[], dict[str, dict[str, Any]]] | None = None,
+                    **sections: dict[str, Any]) -> Served:
+        """``reload_data``: what SIGHUP's configuration read returns, as sections merged
+        over the ones given here (``service.reload()`` applies it)."""
         gate = Gate()
         server = {"listen": ["127.0.0.1:0"], "plain": ["127.0.0.1:0"] if plain else [],
                   "state_dir": str(tmp_path / "state"), **sections.pop("server", {})}
@@ -200,7 +204,16 @@ async def serve(pki: TestPKI, zone_file: Path, tmp_path: Path,
             return (stage or gate), None
 
         real = forwarding_factory(cfg, upstreams) if upstreams else None
-        service = Service(cfg, upstream_factory=real or factory)
+        load = None
+        if reload_data is not None:
+            get = reload_data
+
+            def load() -> config.Config:
+                changes = get()
+                return config.load(overrides={**data, **{
+                    name: {**data.get(name, {}), **values} for name, values in changes.items()}})
+
+        service = Service(cfg, upstream_factory=real or factory, reload_config=load)
         await service.start()
         services.append(service)
         return Served(service, pki, gate, tmp_path)

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import dns.exception
 import dns.message
 import dns.query
+import dns.rcode
 import pytest
 from cryptography import x509
 
@@ -138,6 +140,45 @@ def test_sighup_reloads_the_certificate(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert serial == expected
     assert stop(proc)[0] == 0
+
+
+def test_sighup_reads_the_configuration_again(tmp_path: Path) -> None:
+    """SIGHUP applies a changed [local] data (and access control) without a restart;
+    a broken file keeps what runs and says why on stderr."""
+    plain = free_port()
+    config = _config(tmp_path, '[local]\ndata = ["nas.lan. A 192.168.1.10"]\n')
+    proc, _port = start(tmp_path, "--no-upstream", "--plain", f"127.0.0.1:{plain}",
+                        "--config", str(config))
+
+    def ask() -> str:
+        answer = dns.query.udp(dns.message.make_query("nas.lan.", "A"), "127.0.0.1",
+                               port=plain, timeout=2)
+        return answer.answer[0][0].to_text() if answer.answer else dns.rcode.to_text(
+            answer.rcode())
+
+    for _ in range(50):  # the plain listener may come up after the TLS port
+        try:
+            first = ask()
+            break
+        except (OSError, dns.exception.Timeout):
+            time.sleep(0.1)
+    assert first == "192.168.1.10"
+    config.write_text('[local]\ndata = ["nas.lan. A 192.168.1.11"]\n')
+    proc.send_signal(signal.SIGHUP)
+    for _ in range(50):
+        if ask() == "192.168.1.11":
+            break
+        time.sleep(0.1)
+    assert ask() == "192.168.1.11"
+    config.write_text('[local]\ndata = ["nas.lan. A"]\n')
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert ask() == "192.168.1.11"
+    status, err = stop(proc)
+    assert status == 0
+    assert "reload: local data changed: " in err
+    assert "reload: local.data[0]: 'nas.lan. A': " in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from dnstls import config as config_mod
@@ -107,19 +108,26 @@ def upstream_specs(args: argparse.Namespace) -> list[Any] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config, overrides(args))
+    given = overrides(args)
+
+    def load() -> config_mod.Config:  # again on SIGHUP: the file and the command line
+        return config_mod.load(args.config, given)
+
+    cfg = load()
     specs = upstream_specs(args)
     if args.workers != 1:
         from dnstls.workers import serve_workers
 
-        return serve_workers(cfg, specs, args.workers)
-    return loop.run(_serve(cfg, specs))
+        return serve_workers(cfg, specs, args.workers, reload_config=load)
+    return loop.run(_serve(cfg, specs, load))
 
 
-async def _serve(cfg: config_mod.Config, specs: list[Any] | None) -> int:
+async def _serve(cfg: config_mod.Config, specs: list[Any] | None,
+                 load: Callable[[], config_mod.Config]) -> int:
     from dnstls.wiring import forwarding_factory
 
-    service = Service(cfg, upstream_factory=forwarding_factory(cfg, specs))
+    service = Service(cfg, upstream_factory=forwarding_factory(cfg, specs),
+                      reload_config=load)
     service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
     for line in service.banner():

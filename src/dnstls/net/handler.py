@@ -151,12 +151,8 @@ class QueryHandler:
                 [(t.value, text) for text in _RCODE_TEXT])
             for t in Transport}
         self._tls_plan = self._fast_plans[Transport.TLS]
-        # The service hands the wire path local data's own covers_key as is_local:
-        # route has asked it already, so the path's eligible() would walk the name again.
-        self._eligible = (None if wire is None
-                          or (local is not None
-                              and getattr(wire, "is_local", None) == local.covers_key)
-                          else wire.eligible)
+        self._eligible: Callable[[WireQuery], bool] | None = None
+        self._choose_eligible()
         # Answers to exact repeats of a query (its bytes after the ID), per stream
         # transport (UDP answers may need truncation: not memoised); see ExactMemo.
         # (exact_memo=False: the reference the tests compare it with)
@@ -166,6 +162,23 @@ class QueryHandler:
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
+
+    def _choose_eligible(self) -> None:
+        # The service hands the wire path local data's own covers_key as is_local:
+        # route has asked it already, so the path's eligible() would walk the name again.
+        wire, local = self.wire, self.local
+        self._eligible = (None if wire is None
+                          or (local is not None
+                              and getattr(wire, "is_local", None) == local.covers_key)
+                          else wire.eligible)
+
+    def replace_local(self, local: LocalAnswers, pipeline: Resolver) -> None:
+        """Answer from ``local`` (and resolve through ``pipeline``, the stage chain it
+        heads) from now on: a reload's new local data. The wire path's ``is_local`` is
+        the caller's to set first."""
+        self.local = local
+        self.pipeline = pipeline
+        self._choose_eligible()
 
     @property
     def responses(self) -> Counter[tuple[str, str]]:

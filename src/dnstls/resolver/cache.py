@@ -760,6 +760,15 @@ class Cache:
             self._evictions += 1
         return True
 
+    def discard_if(self, condition: Callable[[CacheKey], bool]) -> int:
+        """Drop every entry whose key meets ``condition`` (names that became local data
+        on a reload); returns how many. Exact-repeat memos check the entry, so none of
+        their items outlives it."""
+        doomed = [key for key in self._entries if condition(key)]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
     def _remove(self, key: CacheKey) -> None:
         entry = self._entries.pop(key, None)
         if entry is not None:

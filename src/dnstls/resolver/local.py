@@ -252,6 +252,11 @@ class LocalData:
                                         pad_block)
 
     @property
+    def transparent_names(self) -> int:
+        """How many names local data answers outside every zone."""
+        return len(self._transparent)
+
+    @property
     def origins(self) -> list[dns.name.Name]:
         return [z.origin for z in self._zones]
 
