@@ -47,6 +47,7 @@ from dnstls.errors import ConfigError, NetworkError, QueryTimeout
 from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
 from dnstls.net.tls_client import TlsDetails, check_ca_file
 from dnstls.net.udp_upstream import UdpUpstream
+from dnstls.proto.upstream import prepare_query
 from dnstls.upstreams import UpstreamSpec, parse_upstream_uri
 
 __all__ = ["Client", "ConnectionDetails", "Reply", "SyncClient", "TlsDetails", "query_sync"]
@@ -213,6 +214,22 @@ class Client:
         reply = await upstream.exchange_detailed(message, deadline=deadline)
         reply.message.id = message.id
         return reply
+
+    def wire_query(self, message: dns.message.Message) -> bytes:
+        """``message`` as :meth:`exchange` sends it on this client's transport, under
+        ``message.id`` (on the wire the transport picks an ID not in flight): the
+        header flags, the question, the EDNS header, then :attr:`edns_options`, the
+        keepalive option over TCP and TLS when asked for, and padding over TLS. What
+        ``dnstls query +qr`` prints. A UDP query asked again over TCP after a truncated
+        answer is not shown."""
+        if self.spec.transport == "udp":
+            return prepare_query(message, qid=message.id, extra=self.edns_options)
+        tls = self.spec.transport == "tls"
+        return prepare_query(message, qid=message.id,
+                             pad=self.spec.tls_query_padding_blocksize if tls else 0,
+                             keepalive=bool(self.keepalive),
+                             pad_length=self.padding_length if tls else None,
+                             extra=self.edns_options)
 
     def statistics(self) -> dict[str, Any]:
         """Counters of the underlying upstream adapter (queries, connections, errors)."""

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.edns
 import dns.flags
 import dns.message
 import dns.rdatatype
@@ -88,6 +89,29 @@ def test_make_query_flags() -> None:
     assert not query.flags & dns.flags.RD
     assert query.edns == 0 and query.payload == 1232
     assert make_query("example.com").flags & dns.flags.RD
+
+
+def test_wire_query_is_what_each_transport_sends() -> None:
+    """``wire_query``: the client's EDNS options first, then keepalive over streams and
+    padding over TLS only (what ``dnstls query +qr`` prints)."""
+    nsid = dns.edns.GenericOption(dns.edns.NSID, b"")
+    query = make_query("example.com", "A")
+    query.id = 4242
+
+    def options(wire: bytes) -> list[int]:
+        message = dns.message.from_wire(wire)
+        assert message.id == 4242 and message.payload == 1232
+        return [int(option.otype) for option in message.options]
+
+    assert options(Client("udp://192.0.2.1", edns_options=[nsid]).wire_query(query)) == [3]
+    tcp = Client("tcp://192.0.2.1", edns_options=[nsid]).wire_query(query)
+    assert options(tcp) == [3, 11]  # keepalive asked for by default
+    tls = Client("tls://192.0.2.1#dns.example", edns_options=[nsid]).wire_query(query)
+    assert options(tls) == [3, 11, 12] and len(tls) % 128 == 0
+    exact = Client("tls://192.0.2.1#dns.example", keepalive=False,
+                   padding_length=20).wire_query(query)
+    assert options(exact) == [12] and dns.message.from_wire(exact).options[0].to_wire() == (
+        bytes(20))
 
 
 async def test_a_query_needs_one_question() -> None:

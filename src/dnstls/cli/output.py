@@ -19,7 +19,10 @@ out what OpenSSL could not be asked (the key exchange group and the server's sig
 scheme need ctypes, :func:`dnstls.net.tls.handshake_nids`; a resumed session has no
 signature).
 RDATA text is dnspython's presentation format, which agrees with Knot's for the common
-types.
+types, put on one line as Knot puts it (:func:`rdata_text`: base64 and hex unbroken, hex
+in capitals for DS and friends). Which parts are printed is kdig's display options'
+business (:class:`Style`, Knot's ``style_t``; :func:`render_kdig` follows Knot's
+``print_packet``).
 
 The JSON form uses RFC 8427 member names (``ID``, ``QR``, ``Opcode``, ..., ``QNAME``,
 ``answerRRs`` of objects with ``NAME``/``TYPE``/``CLASS``/``TTL``/``rdata<TYPE>``/
@@ -43,6 +46,7 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
@@ -51,7 +55,9 @@ from dnstls.keys import pinned_certificate
 from dnstls.net.probe import Verification
 
 __all__ = [
+    "DEFAULT_STYLE",
     "ReplyInfo",
+    "Style",
     "TlsSession",
     "render_chain_debug",
     "render_json",
@@ -108,6 +114,38 @@ class TlsSession:
     signature: str | None = None
     #: the DER chain the server presented, leaf first (empty for a resumed session)
     chain: tuple[bytes, ...] = ()
+
+
+@dataclass(slots=True)
+class Style:
+    """What to print, as kdig's display options set it (Knot's ``style_t``).
+
+    ``format`` is ``"full"`` (the sections), ``"short"`` (``+short``: the answer's record
+    data only) or ``"json"``; the switches are kdig's ``+[no]header`` (with the TLS session
+    line), ``+[no]comments`` (section titles), ``+[no]opt`` (the EDNS pseudosection),
+    ``+[no]question``, ``+[no]answer``, ``+[no]authority``, ``+[no]additional``,
+    ``+[no]stats`` (the footer), ``+[no]qr`` (the query too), ``+[no]class``, ``+[no]ttl``,
+    ``+[no]crypto`` (key and signature data, else ``[id = N]`` / ``[omitted]``) and
+    ``+[no]opttext`` (unknown EDNS options as text when printable). The defaults are kdig's.
+    """
+
+    format: str = "full"
+    header: bool = True
+    comments: bool = True
+    opt: bool = True
+    question: bool = True
+    answer: bool = True
+    authority: bool = True
+    additional: bool = True
+    stats: bool = True
+    qr: bool = False
+    rrclass: bool = True
+    ttl: bool = True
+    crypto: bool = True
+    opttext: bool = False
+
+
+DEFAULT_STYLE = Style()
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +232,7 @@ def _printable(data: bytes) -> bool:
     return all(0x20 <= byte < 0x7F for byte in data)
 
 
-def _option_line(option: dns.edns.Option) -> str:
+def _option_line(option: dns.edns.Option, opttext: bool = False) -> str:
     code = int(option.otype)
     data = _option_data(option)
     if code == _OPT_NSID:
@@ -214,6 +252,8 @@ def _option_line(option: dns.edns.Option) -> str:
         if len(data) != 2:
             return ";; KEEPALIVE: (malformed)"
         return f";; KEEPALIVE: {struct.unpack('!H', data)[0] / 10:.1f} s"
+    if opttext and data and _printable(data):  # kdig's +opttext
+        return f";; Option ({code}): {data.decode('ascii')}"
     return f";; Option ({code}): {data.hex().upper()}"
 
 
@@ -227,15 +267,16 @@ def _ede_text(data: bytes) -> str:
     return f"{code} ({name})"
 
 
-def _edns(message: dns.message.Message) -> list[str]:
+def _edns(message: dns.message.Message, style: Style) -> str:
+    """kdig's EDNS pseudosection: its title and the first line's ``;; `` come with
+    +comments; without, the version line is glued to ``;;`` (``;;Version: 0; ...``)."""
     ext = (message.ednsflags >> 24) & 0xFF
     whole = (ext << 4) | (message.flags & 0xF) if ext else 0
     do = "do" if message.ednsflags & dns.flags.DO else ""
-    lines = ["", ";; EDNS PSEUDOSECTION:",
-             f";; Version: {message.edns}; flags: {do}; UDP size: {message.payload} B; "
+    lines = [f"Version: {message.edns}; flags: {do}; UDP size: {message.payload} B; "
              f"ext-rcode: {_rcode_name(whole)}"]
-    lines += [_option_line(option) for option in message.options]
-    return lines
+    lines += [_option_line(option, style.opttext) for option in message.options]
+    return ("\n;; EDNS PSEUDOSECTION:\n;; " if style.comments else ";;") + "\n".join(lines) + "\n"
 
 
 def _owner(text: str) -> str:
@@ -243,45 +284,100 @@ def _owner(text: str) -> str:
     return f"{text:<20}" + ("\t" if len(text) < 32 else " ")
 
 
-def _question_line(rrset: dns.rrset.RRset) -> str:
-    return (_owner(rrset.name.to_text()) + "\t"
-            + f"{dns.rdataclass.to_text(rrset.rdclass):<2}\t"
+def _question_line(rrset: dns.rrset.RRset, style: Style = DEFAULT_STYLE) -> str:
+    # Knot's header dump with an empty TTL: the TTL column is only its TAB
+    return (_owner(rrset.name.to_text()) + ("\t" if style.ttl else "")
+            + (f"{dns.rdataclass.to_text(rrset.rdclass):<2}\t" if style.rrclass else "")
             + dns.rdatatype.to_text(rrset.rdtype))
 
 
-def _record_lines(section: Iterable[dns.rrset.RRset]) -> list[str]:
+#: types whose hex data Knot prints in capitals (dnspython: small letters)
+_HEX_UPPER = frozenset({dns.rdatatype.DS, dns.rdatatype.CDS, dns.rdatatype.DLV,
+                        dns.rdatatype.TLSA, dns.rdatatype.SMIMEA, dns.rdatatype.SSHFP})
+_KEYS = frozenset({dns.rdatatype.DNSKEY, dns.rdatatype.CDNSKEY})
+_SIGNATURES = frozenset({dns.rdatatype.RRSIG, dns.rdatatype.SIG})
+
+
+def key_tag(rdata: dns.rdata.Rdata) -> int:
+    """RFC 4034 Appendix B (algorithm 1, RSA/MD5, aside: nobody signs with it any more;
+    dnspython's own ``dns.dnssec.key_id`` would import its DSA code, which
+    ``cryptography`` warns about)."""
+    wire = rdata.to_wire() or b""
+    total = 0
+    for index, byte in enumerate(wire):
+        total += byte << 8 if index % 2 == 0 else byte
+    return (total + (total >> 16)) & 0xFFFF
+
+
+def rdata_text(rdata: dns.rdata.Rdata, style: Style = DEFAULT_STYLE) -> str:
+    """Record data as kdig prints it on one line: base64 and hex unbroken (dnspython
+    breaks them into chunks), hex in capitals for DS and friends; with +nocrypto a key
+    is ``[id = KEYTAG]`` and a signature ``[omitted]``, as Knot's ``hide_crypto``."""
+    rdtype = rdata.rdtype
+    if not style.crypto and rdtype in _KEYS:
+        key: Any = rdata
+        return f"{key.flags} {key.protocol} {key.algorithm} [id = {key_tag(rdata)}]"
+    if not style.crypto and rdtype in _SIGNATURES:
+        signed = rdata.replace(signature=b"")
+        return signed.to_text(chunksize=0).rstrip() + " [omitted]"
+    text: str = rdata.to_text(chunksize=0)
+    if rdtype in _HEX_UPPER:
+        head, _, digest = text.rpartition(" ")
+        return f"{head} {digest.upper()}"
+    return text
+
+
+def _record_lines(section: Iterable[dns.rrset.RRset], style: Style = DEFAULT_STYLE,
+                  ) -> list[str]:
     lines = []
     for rrset in section:
-        head = (_owner(rrset.name.to_text()) + f"{rrset.ttl}\t"
-                + f"{dns.rdataclass.to_text(rrset.rdclass):<2}\t"
+        head = (_owner(rrset.name.to_text()) + (f"{rrset.ttl}\t" if style.ttl else "")
+                + (f"{dns.rdataclass.to_text(rrset.rdclass):<2}\t" if style.rrclass else "")
                 + f"{dns.rdatatype.to_text(rrset.rdtype)}\t")
-        lines += [head + rdata.to_text() for rdata in rrset]
+        lines += [head + rdata_text(rdata, style) for rdata in rrset]
     return lines
 
 
-def render_kdig(message: dns.message.Message, info: ReplyInfo) -> str:
-    """The answer in kdig's default layout, newline-terminated."""
-    lines = [tls_session_line(info.tls)] if info.tls is not None else []
-    lines += _header(message)
-    if message.opt is not None:
-        lines += _edns(message)
-    if message.question:
-        lines += ["", ";; QUESTION SECTION:"]
-        lines += [";; " + _question_line(rrset) for rrset in message.question]
-    for title, section in (("ANSWER", message.answer), ("AUTHORITY", message.authority),
-                           ("ADDITIONAL", message.additional)):
-        records = _record_lines(section)
-        if records:
-            lines += ["", f";; {title} SECTION:", *records]
-    lines += ["", *_footer(info)]
-    return "\n".join(lines) + "\n"
+def render_kdig(message: dns.message.Message, info: ReplyInfo,
+                style: Style = DEFAULT_STYLE, *, incoming: bool = True) -> str:
+    """A message in kdig's layout (Knot's ``print_packet``), as ``style`` says;
+    newline-terminated unless empty. ``incoming=False`` renders a query sent (``+qr``):
+    ``;; Sent`` and ``;; To`` in the footer."""
+    out: list[str] = []
+    if style.header:
+        if info.tls is not None:
+            out.append(tls_session_line(info.tls) + "\n")
+        out.append("\n".join(_header(message)) + "\n")
+    if style.opt and message.opt is not None:
+        out.append(_edns(message, style))
+    if style.format == "short":  # kdig's dig format: every answer record's data
+        out += [rdata_text(rdata, style) + "\n" for rrset in message.answer for rdata in rrset]
+    else:
+        if style.question and message.question:
+            out.append(("\n;; QUESTION SECTION:\n;; " if style.comments else ";;")
+                       + "\n;; ".join(_question_line(rrset, style)
+                                      for rrset in message.question) + "\n")
+        for title, section, shown in (
+                ("ANSWER", message.answer, style.answer),
+                ("AUTHORITY", message.authority, style.authority),
+                ("ADDITIONAL", message.additional, style.additional)):
+            records = _record_lines(section, style) if shown else []
+            if records:
+                out.append((f"\n;; {title} SECTION:\n" if style.comments else "")
+                           + "\n".join(records) + "\n")
+    if style.stats:
+        out.append("\n" + "\n".join(_footer(info, incoming=incoming)) + "\n")
+    return "".join(out)
 
 
-def _footer(info: ReplyInfo) -> list[str]:
+def _footer(info: ReplyInfo, *, incoming: bool = True) -> list[str]:
+    """kdig's statistics; no `` in X ms`` when ``info.elapsed_ms`` is negative."""
     when = _utc(info.time).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return [f";; Received {info.received} B",
+    where = f"{info.server}@{info.port}({info.transport})"
+    elapsed = f" in {info.elapsed_ms:.1f} ms" if info.elapsed_ms >= 0 else ""
+    return [f";; {'Received' if incoming else 'Sent'} {info.received} B",
             f";; Time {when}",
-            f";; From {info.server}@{info.port}({info.transport}) in {info.elapsed_ms:.1f} ms"]
+            f";; {'From' if incoming else 'To'} {where}{elapsed}"]
 
 
 # --- RFC 8427 JSON ----------------------------------------------------------------------
@@ -365,8 +461,11 @@ def _json_edns(message: dns.message.Message) -> dict[str, Any]:
     return edns
 
 
-def message_json(message: dns.message.Message, info: ReplyInfo) -> dict[str, Any]:
-    """The JSON object of :func:`render_json`, for callers that embed it."""
+def message_json(message: dns.message.Message, info: ReplyInfo, *,
+                 metadata: bool = True) -> dict[str, Any]:
+    """The JSON object of :func:`render_json`, for callers that embed it; without
+    ``metadata``, RFC 8427's members only (no ``queryTime`` and ``server``: the query
+    of kdig's ``+json +qr``)."""
     moment = _utc(info.time)
     qd, an, ns, ar = _counts(message)
     out: dict[str, Any] = {
@@ -402,6 +501,8 @@ def message_json(message: dns.message.Message, info: ReplyInfo) -> dict[str, Any
             out[key] = records
     if message.opt is not None:
         out["EDNS"] = _json_edns(message)
+    if not metadata:
+        return out
     out["queryTime"] = round(info.elapsed_ms, 3)
     server: dict[str, Any] = {"address": info.server, "port": info.port,
                               "transport": info.transport}

@@ -23,9 +23,13 @@ any prefix that is unique among kdig's options (:data:`KDIG_OPTIONS`; ``+tls-ho=
 came, not asked again over TCP).
 
 The answer is rendered by :mod:`dnstls.cli.output` (kdig's layout, ``+json`` RFC 8427,
-``+short`` record data only). ``-d`` prints the presented chain with the SPKI pin of each
-certificate and the trust and pin verdicts, to stderr as kdig does; when the server
-fails authentication it connects once more, unauthenticated, to show what was presented.
+``+short`` record data only), with kdig's display options (``+noall +answer``, ``+qr``,
+``+nocomments``, ... :data:`DISPLAY`) applied left to right into a
+:class:`~dnstls.cli.output.Style`; a value given to an option that takes none is
+ignored with kdig's warning, and names are case-sensitive, as kdig's. ``-d`` prints
+the presented chain with the SPKI pin of each certificate and the trust and pin
+verdicts, to stderr as kdig does; when the server fails authentication it connects
+once more, unauthenticated, to show what was presented.
 
 Exit status (kdig only promises "not 0 on error"; these say which error, for scripts and
 monitoring): 0 when every question got an answer (whatever its RCODE); otherwise, with one
@@ -41,7 +45,9 @@ import argparse
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import ipaddress
+import json
 import logging
 import re
 import secrets
@@ -61,7 +67,15 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
 
-from dnstls.cli.output import ReplyInfo, TlsSession, render_chain_debug, render_json, render_kdig
+from dnstls.cli.output import (
+    ReplyInfo,
+    Style,
+    TlsSession,
+    message_json,
+    render_chain_debug,
+    render_json,
+    render_kdig,
+)
 from dnstls.client import Client, Reply, make_query
 from dnstls.errors import (
     ConfigError,
@@ -123,9 +137,37 @@ NO_OPTIONS: dict[str, dict[str, Any]] = {
     "time": {"time": None},  # "notimeout is interpreted as infinity"
     "retry": {"retry": 0},
 }
+#: kdig's display options (``+[no]OPTION``, no value): what each sets in :class:`Style`,
+#: as kdig 3.2.6's ``opt_*`` functions set its ``style_t`` (checked against kdig by
+#: tests/interop/test_query_display_interop.py). ``+noall`` also turns the section
+#: comments and ``+qr`` off, ``+all`` the comments (not ``+qr``) on; ``+noadditional``
+#: also hides the OPT record; ``+short`` hides the header, the OPT record and the
+#: statistics, which ``+noshort`` does not bring back; ``+json``, ``+short`` and their
+#: ``+no`` forms set one output format, the last one given wins.
+_SECTIONS = ("header", "comments", "opt", "question", "answer", "authority", "additional",
+             "stats")
+DISPLAY: dict[str, dict[str, Any]] = {
+    "all": dict.fromkeys(_SECTIONS, True),
+    "noall": {**dict.fromkeys(_SECTIONS, False), "qr": False},
+    "noadditional": {"additional": False, "opt": False},
+    "short": {"format": "short", "header": False, "opt": False, "stats": False},
+    "noshort": {"format": "full"},
+    "json": {"format": "json"},
+    "nojson": {"format": "full"},
+    "class": {"rrclass": True},
+    "noclass": {"rrclass": False},
+    **{name: {name: True} for name in (*_SECTIONS, "qr", "ttl", "crypto", "opttext")},
+    **{f"no{name}": {name: False} for name in ("header", "comments", "opt", "question",
+                                               "answer", "authority", "stats", "qr", "ttl",
+                                               "crypto", "opttext")},
+}
 #: Options with a +no form (kdig's ``+[no]OPTION``), by our key.
-NEGATABLE = (*NO_OPTIONS, "keepalive", "dnssec", "json", "short", "cd", "rec", "ignore",
-             "nsid", "subnet", "cookie", "ednsopt", "bufsize", *HEADER_FLAGS)
+NEGATABLE = (*NO_OPTIONS, "keepalive", "dnssec", "cd", "rec", "ignore",
+             "nsid", "subnet", "cookie", "ednsopt", "bufsize", *HEADER_FLAGS,
+             *(name for name in DISPLAY if not name.startswith("no")))
+#: Options that take no value (kdig's ARG_NONE): a value is warned about and ignored.
+NO_VALUE = ("tls", "tcp", "keepalive", "dnssec", "cd", "rec", "ignore", "nsid",
+            *HEADER_FLAGS, *DISPLAY)
 
 
 EXIT_ANSWERED = 0
@@ -166,8 +208,11 @@ class QueryOptions:
     dnssec: bool = False
     cd: bool = False
     rec: bool = True
-    json: bool = False
-    short: bool = False
+    #: what to print (kdig's display options, +json and +short)
+    style: Style = field(default_factory=Style)
+    #: kdig's warnings about the arguments (``superfluous option argument: +tcp=1``),
+    #: printed to stderr as ``;; WARNING: ...`` before the queries are sent
+    warnings: list[str] = field(default_factory=list)
     #: a truncated UDP answer is final, not asked again over TCP (kdig's +ignore, which
     #: +notcp implies)
     ignore: bool = False
@@ -202,6 +247,14 @@ class QueryOptions:
         return options
 
     @property
+    def json(self) -> bool:
+        return self.style.format == "json"
+
+    @property
+    def short(self) -> bool:
+        return self.style.format == "short"
+
+    @property
     def verify(self) -> bool:
         """kdig: +tls-ca verifies; +tls-hostname implies +tls-ca unless pins are given."""
         return self.tls_ca or (self.hostname is not None and not self.pins)
@@ -230,13 +283,17 @@ def add_parser(subparsers: Any) -> None:
         description="kdig-style queries: dnstls query [-d] [@SERVER] [-p PORT] [+tls] "
                     "[+tls-ca[=FILE]] [+tls-host=NAME] [+tls-sni=NAME] [+tls-pin=BASE64]... "
                     "[+padding[=N]] [+keepalive] [+dnssec] [+cd] [+norec] [+json] "
-                    "[+short] [+timeout=S] [+retry=N] [+tcp] [+ignore] [TYPE] [CLASS] NAME [TYPE] "
+                    "[+short] [+timeout=S] [+retry=N] [+tcp] [+ignore] [+[no]all] [+[no]qr] "
+                    "[+[no]header] [+[no]comments] [+[no]opt] [+[no]question] [+[no]answer] "
+                    "[+[no]authority] [+[no]additional] [+[no]stats] [+[no]class] [+[no]ttl] "
+                    "[+[no]crypto] [+[no]opttext] [TYPE] [CLASS] NAME [TYPE] "
                     "[CLASS] [NAME [TYPE] [CLASS]]...",
         epilog="Options are negated as +noOPTION and may be abbreviated to a unique "
                "prefix, as in kdig (+notls, +nopadding, +norec, +notls-pin, +notcp, "
                "+tls-ho=NAME); +notcp and +ignore: a truncated UDP answer is not asked "
                "again over TCP; +notimeout or +timeout=0: no time limit. "
-               "+retry applies to UDP only. Several NAME [TYPE] groups are "
+               "+retry applies to UDP only. Display options apply left to right as in "
+               "kdig (+noall +answer: the answer records only). Several NAME [TYPE] groups are "
                "sent pipelined over one connection. Exit status: 0 answered (any RCODE), "
                "1 server unreachable or connection failed, 2 bad arguments, 3 TLS "
                "authentication failed, 4 timed out; the reason on stderr.")
@@ -397,8 +454,7 @@ def option_name(word: str, token: str) -> str:
 
 def _plus_option(opts: QueryOptions, token: str) -> None:
     """One ``+OPTION[=VALUE]`` or ``+noOPTION``, applied in order as kdig applies them."""
-    typed, has_value, value = token[1:].partition("=")
-    typed = typed.lower()
+    typed, has_value, value = token[1:].partition("=")  # case-sensitive, as kdig's
     name = option_name(typed, token)
     negated = name.startswith("no") and name != "noidn"
     key = KEYS.get(name[2:], name[2:]) if negated else KEYS.get(name, name)
@@ -406,9 +462,14 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         shown = f" (+{name})" if name != typed else ""
         raise UsageError(f"unsupported option: {token}{shown}: a kdig option that "
                          "dnstls query does not implement")
+    if has_value and (negated or key in NO_VALUE):  # kdig warns and goes on
+        opts.warnings.append(f"superfluous option argument: {token}")
+        has_value = value = ""
+    if name in DISPLAY:
+        for attribute, setting in DISPLAY[name].items():
+            setattr(opts.style, attribute, setting)
+        return
     if negated:
-        if has_value:
-            raise UsageError(f"{token}: +no options take no value")
         _no_option(opts, key)
         return
     if key in ("tls-hostname", "tls-sni", "tls-pin", "time", "retry", "subnet", "ednsopt",
@@ -435,10 +496,7 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
     elif key == "padding":
         opts.padding = True
         opts.padding_length = _integer(token, value, 0, 4096) if has_value else None
-    elif key in ("keepalive", "dnssec", "json", "short", "cd", "rec", "ignore", "nsid",
-                 *HEADER_FLAGS):
-        if has_value:
-            raise UsageError(f"{token}: takes no value")
+    elif key in ("keepalive", "dnssec", "cd", "rec", "ignore", "nsid", *HEADER_FLAGS):
         if key in HEADER_FLAGS:
             opts.flags[key] = True
         else:
@@ -547,9 +605,8 @@ def build_client(opts: QueryOptions) -> Client:
                   tcp_fallback=not opts.ignore, edns_options=opts.edns_options())
 
 
-async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
-    """One question, tried :attr:`QueryOptions.tries` times on timeouts and network
-    errors (never again after an authentication failure, which could not change)."""
+def query_message(question: Question, opts: QueryOptions) -> dns.message.Message:
+    """The query for ``question`` with the header bits and EDNS header asked for."""
     assert question.rdtype is not None and question.rdclass is not None
     message = make_query(question.name, question.rdtype, question.rdclass,
                          dnssec=opts.dnssec, cd=opts.cd, rd=opts.rec,
@@ -557,6 +614,12 @@ async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
     for flag, on in opts.flags.items():
         if on:
             message.flags |= HEADER_FLAGS[flag]
+    return message
+
+
+async def ask(client: Client, message: dns.message.Message, opts: QueryOptions) -> Reply:
+    """One question, tried :attr:`QueryOptions.tries` times on timeouts and network
+    errors (never again after an authentication failure, which could not change)."""
     for attempt in range(opts.tries):
         try:
             return await client.exchange(message)
@@ -566,11 +629,14 @@ async def ask(client: Client, question: Question, opts: QueryOptions) -> Reply:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def run_queries(opts: QueryOptions) -> list[Reply | BaseException]:
+async def run_queries(opts: QueryOptions) -> tuple[list[Reply | BaseException], list[bytes]]:
+    """The answers (or failures) in the order asked, and the queries as sent (+qr)."""
+    messages = [query_message(question, opts) for question in opts.questions]
     async with build_client(opts) as client:
-        results = await asyncio.gather(*(ask(client, q, opts) for q in opts.questions),
+        queries = [client.wire_query(message) for message in messages]
+        results = await asyncio.gather(*(ask(client, m, opts) for m in messages),
                                        return_exceptions=True)
-    return list(results)
+    return list(results), queries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -588,15 +654,18 @@ def run(args: argparse.Namespace) -> int:
     except UsageError as exc:
         print(f"dnstls query: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for warning in opts.warnings:
+        print(f";; WARNING: {warning}", file=sys.stderr)
     with _quiet_library_logs(args.verbose):
-        results = asyncio.run(run_queries(opts))
+        results, queries = asyncio.run(run_queries(opts))
         failures = [r for r in results if isinstance(r, BaseException)]
         for failure in failures:
             if not isinstance(failure, DnsTlsError):
                 raise failure
         if opts.debug:
             sys.stderr.write(debug_block(results, opts))
-    sys.stdout.write(render_results(results, opts))
+    sys.stderr.write(truncation_warnings(results, opts))
+    sys.stdout.write(render_results(results, opts, queries))
     reasons = list(dict.fromkeys(describe_failure(f, opts) for f in failures))
     for reason in reasons:
         print(f"dnstls query: error: {reason}", file=sys.stderr)
@@ -642,21 +711,57 @@ def reply_info(reply: Reply) -> ReplyInfo:
                      time=datetime.now(UTC), tls=session)
 
 
-def render_results(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:
-    """The answers in the order asked; failed questions are left out (see stderr)."""
+def render_results(results: Sequence[Reply | BaseException], opts: QueryOptions,
+                   queries: Sequence[bytes] = ()) -> str:
+    """The answers in the order asked, each after its query with +qr (as kdig: the
+    query, an empty line, the answer); failed questions are left out (see stderr).
+    Blocks are separated by an empty line in the full format, as kdig separates them."""
+    style = opts.style
     blocks: list[str] = []
-    for result in results:
+    for index, result in enumerate(results):
         if isinstance(result, BaseException):
             continue
-        if opts.short:
-            blocks.append("".join(f"{rdata.to_text()}\n" for rrset in result.message.answer
-                                  for rdata in rrset))
-        elif opts.json:
-            blocks.append(render_json(result.message, reply_info(result)))
-        else:
-            blocks.append(render_kdig(result.message, reply_info(result)))
-    separator = "" if opts.short or opts.json else "\n"
+        info = reply_info(result)
+        # kdig prints an empty line when it asks again over TCP (and warns on stderr)
+        retried = "\n" if _retried_over_tcp(result, opts) else ""
+        query = None
+        if style.qr and index < len(queries):
+            query = dns.message.from_wire(queries[index])
+        if style.format == "json":
+            if query is None:
+                blocks.append(retried + render_json(result.message, info))
+            else:
+                document = {"queryMessage": message_json(query, _sent_info(info, queries[index]),
+                                                         metadata=False),
+                            "responseMessage": message_json(result.message, info)}
+                blocks.append(retried + json.dumps(document, indent=2, ensure_ascii=False)
+                              + "\n")
+            continue
+        text = render_kdig(result.message, info, style)
+        if query is not None:
+            sent = render_kdig(query, _sent_info(info, queries[index]), style, incoming=False)
+            text = sent + "\n" + text
+        blocks.append(retried + text)
+    separator = "\n" if style.format == "full" else ""
     return separator.join(blocks)
+
+
+def _sent_info(answer: ReplyInfo, wire: bytes) -> ReplyInfo:
+    """The footer of a query sent: its size; no time taken (we do not time sending)."""
+    return dataclasses.replace(answer, received=len(wire), elapsed_ms=-1.0)
+
+
+def _retried_over_tcp(result: Reply, opts: QueryOptions) -> bool:
+    return opts.transport == "udp" and result.connection.transport == "tcp"
+
+
+def truncation_warnings(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:
+    """kdig's warning, on stderr, for each UDP answer that came truncated and was asked
+    again over TCP (nothing is said when +ignore keeps the truncated answer)."""
+    port = opts.port or 53
+    return "".join(
+        f";; WARNING: truncated reply from {opts.server}@{port}(UDP), retrying over TCP\n\n"
+        for result in results if isinstance(result, Reply) and _retried_over_tcp(result, opts))
 
 
 def debug_block(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:

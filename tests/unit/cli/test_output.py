@@ -28,6 +28,7 @@ from cryptography.x509.oid import NameOID
 
 from dnstls.cli.output import (
     ReplyInfo,
+    Style,
     TlsSession,
     render_chain_debug,
     render_json,
@@ -199,6 +200,75 @@ def test_no_flags_unknown_opcode_and_extended_rcode() -> None:
     ]
     message.set_rcode(4000)  # no name: kdig prints the number
     assert "status: RCODE 4000;" in render_kdig(message, info())
+
+
+def _signed() -> dns.message.Message:
+    message = response(
+        "example.", "DNSKEY",
+        "example. 60 IN DNSKEY 257 3 13 dGhpcyBpcyBhIHNpZ25hdHVyZSBkYXRhIHRoYXQgaXMgbG9uZw==",
+        "example. 60 IN RRSIG DNSKEY 13 1 60 20260101000000 20250101000000 9082 example. "
+        "dGhpcyBpcyBhIHNpZ25hdHVyZSBkYXRhIHRoYXQgaXMgbG9uZw==",
+        authority=["example. 60 IN DS 12345 13 2 " + "ab" * 32],
+        additional=["a-rather-long-owner-name-for.example. 3600 IN A 192.0.2.1"],
+        options=[dns.edns.GenericOption(65001, b"hi there"), dns.edns.NSIDOption(b"")])
+    return message
+
+
+def test_display_switches_as_kdig() -> None:
+    """kdig's +nocomments (";;" glued to the OPT and question lines, no section titles),
+    +noclass, +nottl, +opttext, +nocrypto and +noheader/+nostats, checked line by line
+    against kdig 3.2.6 (tests/interop/test_query_display_interop.py runs it)."""
+    style = Style(comments=False, rrclass=False, ttl=False, opttext=True, crypto=False,
+                  header=False, stats=False)
+    assert render_kdig(_signed(), info(), style) == (
+        ";;Version: 0; flags: ; UDP size: 1232 B; ext-rcode: NOERROR\n"
+        ";; Option (65001): hi there\n"
+        ";; NSID: \n"
+        f";;example.            {TAB}DNSKEY\n"
+        f"example.            {TAB}DNSKEY{TAB}257 3 13 [id = 9082]\n"
+        f"example.            {TAB}RRSIG{TAB}DNSKEY 13 1 60 20260101000000 20250101000000 "
+        "9082 example. [omitted]\n"
+        f"example.            {TAB}DS{TAB}12345 13 2 {'AB' * 32}\n"
+        "a-rather-long-owner-name-for.example. A\t192.0.2.1\n"
+    )
+
+
+def test_default_style_prints_crypto_unbroken_and_hex_in_capitals() -> None:
+    """Base64 in one piece and hex digits in capitals, as Knot prints them (dnspython
+    breaks base64 into 32-character chunks and writes hex in small letters)."""
+    text = render_kdig(_signed(), info(), Style(header=False, stats=False, opt=False))
+    assert f"DNSKEY{TAB}257 3 13 dGhpcyBpcyBhIHNpZ25hdHVyZSBkYXRhIHRoYXQgaXMgbG9uZw==\n" in text
+    assert f"DS{TAB}12345 13 2 {'AB' * 32}\n" in text
+
+
+def test_short_all_and_sections_off() -> None:
+    message = _signed()
+    assert render_kdig(message, info(), Style(format="short", header=False, opt=False,
+                                              stats=False)) == (
+        "257 3 13 dGhpcyBpcyBhIHNpZ25hdHVyZSBkYXRhIHRoYXQgaXMgbG9uZw==\n"
+        "DNSKEY 13 1 60 20260101000000 20250101000000 9082 example. "
+        "dGhpcyBpcyBhIHNpZ25hdHVyZSBkYXRhIHRoYXQgaXMgbG9uZw==\n")
+    off = Style(header=False, opt=False, question=False, answer=False, authority=False,
+                additional=False, stats=False)
+    assert render_kdig(message, info(), off) == ""
+    assert render_kdig(message, info(), Style(header=False, opt=False, question=False,
+                                              answer=False, authority=False,
+                                              additional=False)) == (
+        "\n;; Received 468 B\n;; Time 2026-01-02 03:04:05 UTC\n"
+        ";; From 127.0.0.1@853(TLS) in 1.2 ms\n")
+
+
+def test_query_sent_footer_has_no_time() -> None:
+    """+qr: the query as sent, "Sent" and "To" instead of "Received" and "From"; we do
+    not time the sending, so the To line has no "in X ms" (kdig's has)."""
+    query = dns.message.make_query("example.", "A", use_edns=0, payload=1232)
+    query.id = 7
+    sent = ReplyInfo("127.0.0.1", 53, "UDP", -1.0, 40, WHEN)
+    text = render_kdig(query, sent, Style(), incoming=False)
+    assert text.endswith("\n;; Sent 40 B\n;; Time 2026-01-02 03:04:05 UTC\n"
+                         ";; To 127.0.0.1@53(UDP)\n")
+    assert text.startswith(";; ->>HEADER<<- opcode: QUERY; status: NOERROR; id: 7\n"
+                           ";; Flags: rd; QUERY: 1; ANSWER: 0; AUTHORITY: 0; ADDITIONAL: 1\n")
 
 
 def test_naive_time_is_utc_and_aware_time_is_converted() -> None:
