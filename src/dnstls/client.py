@@ -104,6 +104,8 @@ class Client:
     * ``edns_options`` -- ``dns.edns.Option`` objects sent in every query's OPT record,
       before the transport's own keepalive and padding (kdig's ``+nsid``, ``+subnet``,
       ``+cookie``, ``+ednsopt``). Default none: a message's own options are never sent.
+    * ``edns`` -- the EDNS version of every query's OPT record (default 0); None sends no
+      OPT record at all, so no options, padding or keepalive either (kdig's ``+noedns``).
     """
 
     def __init__(self, upstream: str, *, pins: Iterable[str] = (), ca_file: str | None = None,
@@ -112,7 +114,8 @@ class Client:
                  opportunistic: bool = False, sni: str | None = None,
                  max_connections: int = 1, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
                  padding_length: int | None = None, tcp_fallback: bool = True,
-                 edns_options: Iterable[dns.edns.Option] = ()) -> None:
+                 edns_options: Iterable[dns.edns.Option] = (),
+                 edns: int | None = 0) -> None:
         if not timeout > 0:
             raise ConfigError("timeout", f"{timeout!r}: expected a positive number of seconds")
         self.timeout = timeout
@@ -132,6 +135,12 @@ class Client:
         self.padding_length = padding_length
         self.tcp_fallback = tcp_fallback
         self.edns_options = _options_wire(edns_options)
+        if edns is not None and (isinstance(edns, bool) or not isinstance(edns, int)
+                                 or not 0 <= edns <= 255):
+            raise ConfigError("edns", f"{edns!r}: expected an EDNS version 0..255 or None")
+        if edns is None and self.edns_options:
+            raise ConfigError("edns", "None (no OPT record) cannot carry edns_options")
+        self.edns = edns
         self._upstream: StreamUpstream | UdpUpstream | None = None
         self._closed = False
 
@@ -162,6 +171,7 @@ class Client:
                 udp = UdpUpstream(self.spec)
                 udp.tcp_fallback = bool(self.tcp_fallback)
                 udp.extra_options = self.edns_options
+                udp.edns_version = self.edns
                 self._upstream = udp
             else:
                 # bool(): the compiled pool checks its attributes' types (a truthy 1 would
@@ -173,6 +183,7 @@ class Client:
                 stream.close_grace = CLOSE_GRACE
                 stream.pad_length = self.padding_length
                 stream.extra_options = self.edns_options
+                stream.edns_version = self.edns
                 self._upstream = stream
         return self._upstream
 
@@ -223,13 +234,14 @@ class Client:
         ``dnstls query +qr`` prints. A UDP query asked again over TCP after a truncated
         answer is not shown."""
         if self.spec.transport == "udp":
-            return prepare_query(message, qid=message.id, extra=self.edns_options)
+            return prepare_query(message, qid=message.id, extra=self.edns_options,
+                                 edns_version=self.edns)
         tls = self.spec.transport == "tls"
         return prepare_query(message, qid=message.id,
                              pad=self.spec.tls_query_padding_blocksize if tls else 0,
                              keepalive=bool(self.keepalive),
                              pad_length=self.padding_length if tls else None,
-                             extra=self.edns_options)
+                             extra=self.edns_options, edns_version=self.edns)
 
     def statistics(self) -> dict[str, Any]:
         """Counters of the underlying upstream adapter (queries, connections, errors)."""

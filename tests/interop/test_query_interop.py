@@ -320,6 +320,38 @@ def test_edns_options_sent_are_kdigs(options: list[str]) -> None:
     assert _options(_sent(options, dnstls)) == _options(_sent(options, [kdig]))
 
 
+def _edns(query: dns.message.Message) -> tuple[int, bool, list[tuple[int, str]]]:
+    """The EDNS version (-1: no OPT), the DO bit and the options (the UDP size differs
+    on purpose: kdig asks for 4096, we for 1232)."""
+    return (query.edns, bool(query.edns >= 0 and query.ednsflags & dns.flags.DO),
+            _options(query))
+
+
+@pytest.mark.parametrize("options", [
+    ["+noedns"], ["+edns"], ["+edns=1"], ["+edns=255"], ["+edns=3", "+nsid"],
+    ["+nsid", "+edns=2"], ["+nsid", "+noedns"], ["+noedns", "+nsid"],
+    ["+noedns", "+dnssec"], ["+dnssec", "+noedns"], ["+edns=3", "+noedns"],
+    ["+ednsopt=65001:aa", "+noedns"], ["+noedns", "+ednsopt=65001:aa"],
+    ["+subnet=192.0.2.0/24", "+noedns"], ["+noedns", "+subnet=192.0.2.0/24"],
+    ["+cookie=0011223344556677", "+noedns"], ["+noedns", "+cookie=0011223344556677"],
+    ["+noedns", "+edns"],
+])
+def test_edns_and_noedns_as_kdig(options: list[str]) -> None:
+    """+noedns sends no OPT and forgets the options that live in it, a later option
+    that needs one brings EDNS 0 back, +edns=N sets the version: as kdig 3.2.6."""
+    kdig = require("kdig")
+    dnstls = [*dnstls_command(), "query"]
+    assert _edns(_sent(options, dnstls)) == _edns(_sent(options, [kdig]))
+
+
+def test_bufsize_is_forgotten_by_noedns_and_brings_edns_back() -> None:
+    kdig = require("kdig")
+    dnstls = [*dnstls_command(), "query"]
+    for command in (dnstls, [kdig]):
+        assert _sent(["+noedns", "+bufsize=512"], command).payload == 512
+        assert _sent(["+bufsize=512", "+noedns"], command).edns == -1
+
+
 def test_header_flags_cookie_and_bufsize_as_kdig() -> None:
     kdig = require("kdig")
     dnstls = [*dnstls_command(), "query"]

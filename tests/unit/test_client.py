@@ -211,3 +211,17 @@ def test_docs_examples_run(threaded_dot: tuple[FakeUpstream, TestPKI],
     questions = [r.message.question[0] for r in fake.received]
     assert [(q.name.to_text(), dns.rdatatype.to_text(q.rdtype)) for q in questions[:2]] == [
         ("example.com.", "AAAA"), ("www.example.com.", "A")]
+
+
+def test_edns_version_and_no_edns() -> None:
+    query = make_query("example.com", "A")
+    query.id = 7
+    tls = Client("tls://192.0.2.1#dns.example", edns=None).wire_query(query)
+    assert dns.message.from_wire(tls).edns == -1  # no OPT: no keepalive, no padding
+    assert dns.message.from_wire(Client("udp://192.0.2.1", edns=2).wire_query(query)).edns == 2
+    for bad in (256, -1, True, "0"):
+        with pytest.raises(ConfigError, match=r"^edns: "):
+            Client("udp://192.0.2.1", edns=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"^edns: None .* cannot carry edns_options"):
+        Client("udp://192.0.2.1", edns=None,
+               edns_options=[dns.edns.GenericOption(dns.edns.NSID, b"")])

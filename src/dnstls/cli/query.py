@@ -134,6 +134,10 @@ NO_OPTIONS: dict[str, dict[str, Any]] = {
     "ednsopt": {"ednsopt": []},  # kdig: +noednsopt drops every +ednsopt given before
     "bufsize": {"bufsize": None},
     "padding": {"padding": False, "padding_length": None},
+    # kdig's opt_noedns: no OPT, and the options that live in it are forgotten (not
+    # +ednsopt and +keepalive: they bring an OPT back when the query is sent)
+    "edns": {"edns": None, "dnssec": False, "nsid": False, "bufsize": None,
+             "cookie": None, "padding": False, "padding_length": None, "subnet": None},
     "time": {"time": None},  # "notimeout is interpreted as infinity"
     "retry": {"retry": 0},
 }
@@ -162,6 +166,9 @@ DISPLAY: dict[str, dict[str, Any]] = {
                                                "crypto", "opttext")},
 }
 #: Options with a +no form (kdig's ``+[no]OPTION``), by our key.
+#: Options that need an OPT record: after +noedns, each brings EDNS 0 back (kdig).
+NEEDS_EDNS = ("dnssec", "nsid", "bufsize", "cookie", "padding", "subnet", "ednsopt",
+              "keepalive")
 NEGATABLE = (*NO_OPTIONS, "keepalive", "dnssec", "cd", "rec", "ignore",
              "nsid", "subnet", "cookie", "ednsopt", "bufsize", *HEADER_FLAGS,
              *(name for name in DISPLAY if not name.startswith("no")))
@@ -223,6 +230,9 @@ class QueryOptions:
     ednsopt: list[tuple[int, bytes]] = field(default_factory=list)
     #: the EDNS UDP size asked for (+bufsize=B); None: 1232
     bufsize: int | None = None
+    #: the EDNS version (+edns=N); None: no OPT record (+noedns). We send EDNS 0 by
+    #: default, kdig only when an option needs it (docs/query.md).
+    edns: int | None = 0
     #: header bits set by +aaflag, +adflag, +raflag, +tcflag, +zflag
     flags: dict[str, bool] = field(default_factory=dict)
     #: seconds per attempt; None: no limit (kdig's +notimeout and +timeout=0)
@@ -475,6 +485,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
     if key in ("tls-hostname", "tls-sni", "tls-pin", "time", "retry", "subnet", "ednsopt",
                "bufsize") and not (has_value and value):
         raise UsageError(f"{token}: needs a value (+{typed}=...)")
+    if key in NEEDS_EDNS and opts.edns is None:
+        opts.edns = 0
     if key in TLS_OPTIONS:
         opts.tls = True  # every +tls-* option implies +tls, as in kdig ...
     if key in (*TLS_OPTIONS, "tcp"):
@@ -510,6 +522,8 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         opts.ednsopt.append((_integer(token, code, 0, 65535), _hex(token, data)))
     elif key == "bufsize":
         opts.bufsize = _integer(token, value, 0, 65535)
+    elif key == "edns":
+        opts.edns = _integer(token, value, 0, 255) if has_value else 0
     elif key == "time":
         try:
             seconds = float(value)
@@ -602,7 +616,16 @@ def build_client(opts: QueryOptions) -> Client:
                   opportunistic=transport == "tls" and not (verify or opts.pins),
                   sni=sni, max_connections=1,
                   max_in_flight=max(1, min(len(opts.questions), 65535)),
-                  tcp_fallback=not opts.ignore, edns_options=opts.edns_options())
+                  tcp_fallback=not opts.ignore, edns_options=opts.edns_options(),
+                  edns=_edns_version(opts, transport))
+
+
+def _edns_version(opts: QueryOptions, transport: str) -> int | None:
+    """The EDNS version sent: +edns=N's, or none after +noedns -- unless an +ednsopt
+    (or, over TCP and TLS, +keepalive) given before it still needs an OPT (kdig)."""
+    if opts.edns is not None:
+        return opts.edns
+    return 0 if opts.ednsopt or (opts.keepalive and transport != "udp") else None
 
 
 def query_message(question: Question, opts: QueryOptions) -> dns.message.Message:

@@ -438,7 +438,7 @@ class UpstreamConnection(asyncio.Protocol):
                                            pad=up.spec.tls_query_padding_blocksize if tls else 0,
                                            keepalive=up.ask_keepalive,
                                            pad_length=up.pad_length if tls else None,
-                                           extra=up.extra_options)
+                                           extra=up.extra_options, edns_version=up.edns_version)
         event: ResponseMatched = await self._send_and_wait(qid, wire, deadline)
         return event
 
@@ -605,6 +605,9 @@ class StreamUpstream:
     #: own (``dnstls.Client(edns_options=...)``, ``dnstls query +nsid``); never set by
     #: the forwarders.
     extra_options: bytes = b""
+    #: The EDNS version of the message path's queries; None: no OPT RR (``dnstls query
+    #: +noedns``). Never changed by the forwarders.
+    edns_version: int | None = 0
 
     def __init__(self, spec: UpstreamSpec, *, clock: Clock | None = None,
                  sni: str | None = None, verify: bool | None = None,

@@ -266,6 +266,8 @@ class UdpUpstream:
         #: EDNS options (wire form) added to every query of the message path (and of its
         #: TCP retry): a client's own, see :attr:`StreamUpstream.extra_options`.
         self.extra_options = b""
+        #: The EDNS version of those queries; None: no OPT (see StreamUpstream's).
+        self.edns_version: int | None = 0
         self.counters: dict[str, int] = {"queries_sent": 0, "responses": 0,
                                          "forged_responses": 0, "timeouts": 0,
                                          "malformed_responses": 0,
@@ -282,6 +284,7 @@ class UdpUpstream:
             self._tcp = StreamUpstream(replace(self.spec, transport="tcp", name=""),
                                        clock=self.clock)
             self._tcp.extra_options = self.extra_options
+            self._tcp.edns_version = self.edns_version
         return self._tcp
 
     async def exchange(self, query: dns.message.Message, *, deadline: float,
@@ -417,7 +420,8 @@ class UdpUpstream:
                             ) -> tuple[dns.message.Message, int, float]:
         qid = _query_id()
         expected = question_key(query)
-        return await self._roundtrip(prepare_query(query, qid=qid, extra=self.extra_options),
+        return await self._roundtrip(prepare_query(query, qid=qid, extra=self.extra_options,
+                                                   edns_version=self.edns_version),
                                      lambda data: self._accept(data, qid, expected), deadline)
 
     async def _roundtrip(self, wire: bytes, accept: Callable[[bytes], T | None],

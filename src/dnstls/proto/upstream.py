@@ -86,7 +86,7 @@ def check_response(response: dns.message.Message, expected: QuestionKey | None,
 
 def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
                   keepalive: bool = False, pad_length: int | None = None,
-                  extra: bytes = b"") -> bytes:
+                  extra: bytes = b"", edns_version: int | None = 0) -> bytes:
     """Wire form of ``query`` with ID ``qid`` and this transport's EDNS options.
 
     The query is rendered afresh rather than mutated: only header flags, the question
@@ -95,12 +95,15 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
     §3.2.1, streams only) are added. ``pad_length`` (kdig's ``+padding=N``) asks for a
     padding option of exactly that many bytes instead of block padding. ``extra`` is
     options in wire form put first (a client's own: ``dnstls query +nsid``; the
-    forwarders never pass any, so a client's options are never forwarded). Rendered by hand:
+    forwarders never pass any, so a client's options are never forwarded). ``edns_version`` is
+    the EDNS version of the OPT RR; None: no OPT at all (``dnstls query +noedns``: then
+    no options, padding or keepalive either). Rendered by hand:
     dnspython's ``use_edns()`` costs more than the rest of a forwarded query together,
     and this runs once per attempt.
     """
     flags = query.flags & ~dns.flags.QR & 0xFFFF
-    parts = [struct.pack("!HHHHHH", qid, flags, len(query.question), 0, 0, 1)]
+    parts = [struct.pack("!HHHHHH", qid, flags, len(query.question), 0, 0,
+                         0 if edns_version is None else 1)]
     for rrset in query.question:
         parts.append(rrset.name.to_wire() or b"")  # bytes when no file is given
         parts.append(struct.pack("!HH", rrset.rdtype, rrset.rdclass))
@@ -110,12 +113,16 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
     if keepalive:
         options += struct.pack("!HH", edns.KEEPALIVE, 0)
     head = b"".join(parts)
+    if edns_version is None:
+        return head
+    ednsflags |= (edns_version & 0xFF) << 16  # the version: OPT TTL bits 16-23 (RFC 6891 §6.1.3)
     if pad_length is not None:
         options += struct.pack("!HH", edns.PADDING, pad_length) + b"\0" * pad_length
     elif pad:
         bare = len(head) + 11 + len(options) + 4  # OPT RR fixed part + padding header
         options += struct.pack("!HH", edns.PADDING, (-bare) % pad) + b"\0" * ((-bare) % pad)
-    opt = b"\0" + struct.pack("!HHIH", 41, payload, ednsflags, len(options)) + options
+    opt = b"\0" + struct.pack("!HHIH", 41, payload, ednsflags & 0xFFFFFF, len(options)) \
+        + options
     return head + opt
 
 
@@ -466,7 +473,7 @@ class ConnectionState:
 
     def start_query(self, query: dns.message.Message, now: float, *, pad: int = 0,
                     keepalive: bool = False, pad_length: int | None = None,
-                    extra: bytes = b"") -> tuple[int, bytes]:
+                    extra: bytes = b"", edns_version: int | None = 0) -> tuple[int, bytes]:
         """Allocate an ID for ``query``; returns it and the framed bytes to write."""
         if self._closed or not self._connected:
             raise RuntimeError(f"{self.describe()} cannot send")
@@ -476,7 +483,8 @@ class ConnectionState:
         self.in_flight[qid] = InFlight(question_key(query), now)
         self.counters.queries += 1
         return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive,
-                                         pad_length=pad_length, extra=extra))
+                                         pad_length=pad_length, extra=extra,
+                                         edns_version=edns_version))
 
     def start_query_wire(self, question: bytes, now: float, *, flags: int, payload: int,
                          do: bool, pad: int = 0, keepalive: bool = False,

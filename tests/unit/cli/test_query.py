@@ -336,8 +336,8 @@ def test_failure_text_without_a_time_limit() -> None:
                    "does not implement"),
     (["+TCP", "x"], "invalid option: +TCP"),  # kdig's names are case-sensitive
     (["+noALL", "x"], "invalid option: +noALL"),
-    (["+edns", "x"], "unsupported option: +edns"),
-    (["+noedns", "x"], "unsupported option: +noedns"),
+    (["+edns=256", "x"], "+edns=256: expected a number from 0 to 255"),
+    (["+edns=v1", "x"], "+edns=v1: expected a number from 0 to 255"),
     (["+tsig", "x"], "unsupported option: +tsig: a kdig option"),
     (["+subnet", "x"], "+subnet: needs a value"),
     (["+subnet=dns.example", "x"], "+subnet=dns.example: expected ADDR[/PREFIX]"),
@@ -751,3 +751,34 @@ def test_exit_status_names_the_worst_failure() -> None:
     assert cli.exit_status([timeout, lost]) == 1
     assert cli.exit_status([lost, mismatch, timeout]) == 3
     assert cli.exit_status([CertificateError("c")]) == 3
+
+
+@pytest.mark.parametrize(("tokens", "edns", "kept"), [
+    ((), 0, {}),
+    (("+noedns",), None, {}),
+    (("+edns=7",), 7, {}),
+    (("+noedns", "+edns"), 0, {}),
+    (("+nsid", "+dnssec", "+bufsize=512", "+cookie=0011223344556677", "+padding",
+      "+subnet=192.0.2.0/24", "+noedns"), None,
+     {"nsid": False, "dnssec": False, "bufsize": None, "cookie": None, "padding": False,
+      "subnet": None}),
+    (("+noedns", "+nsid"), 0, {"nsid": True}),
+    (("+edns=3", "+noedns", "+dnssec"), 0, {"dnssec": True}),
+    (("+ednsopt=65001:aa", "+noedns"), None, {"ednsopt": [(65001, b"\xaa")]}),
+])
+def test_noedns_and_edns_as_kdig(tokens: tuple[str, ...], edns: int | None,
+                                 kept: dict[str, object]) -> None:
+    """kdig's opt_noedns forgets the options that live in the OPT record (not
+    +ednsopt); a later option that needs one brings EDNS 0 back; +edns=N is the version."""
+    opts = parse(*tokens, names=["x"])
+    assert opts.edns == edns
+    for name, value in kept.items():
+        assert getattr(opts, name) == value, name
+
+
+def test_an_ednsopt_or_keepalive_left_after_noedns_still_sends_an_opt() -> None:
+    assert cli._edns_version(parse("+ednsopt=65001", "+noedns", names=["x"]), "udp") == 0
+    assert cli._edns_version(parse("+noedns", names=["x"]), "udp") is None
+    keepalive = parse("+keepalive", "+noedns", names=["x"])
+    assert cli._edns_version(keepalive, "tls") == 0
+    assert cli._edns_version(keepalive, "udp") is None  # no keepalive over UDP

@@ -360,3 +360,17 @@ def test_a_malformed_answer_fails_its_query_and_the_stream_goes_on() -> None:
     assert state.in_flight == {} and state.counters.rejected == 1
     # the same bytes when no query is in flight under that ID: the stream is broken
     assert isinstance(conn().receive(encode(cut), 1.0)[0], StreamBroken)
+
+
+def test_prepare_query_edns_version_and_none() -> None:
+    """``edns_version``: the OPT's version (DO kept beside it); None: no OPT at all,
+    so no options, keepalive or padding either (``dnstls query +noedns``)."""
+    query = dns.message.make_query("example.com.", "A", use_edns=0, want_dnssec=True)
+    sent = dns.message.from_wire(prepare_query(query, qid=5, edns_version=3, pad=128))
+    assert sent.edns == 3 and sent.ednsflags & dns.flags.DO
+    assert {o.otype for o in sent.options} == {edns.PADDING}
+    wire = prepare_query(query, qid=5, edns_version=None, pad=128, keepalive=True,
+                         extra=b"\x00\x03\x00\x00")
+    bare = dns.message.from_wire(wire)
+    assert bare.edns == -1 and wire[10:12] == b"\x00\x00"  # ARCOUNT 0
+    assert bare.question == query.question and len(wire) == 12 + 13 + 4
