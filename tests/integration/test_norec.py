@@ -231,7 +231,7 @@ async def test_an_rd0_query_never_joins_one_in_flight(serve: ServeFactory,
     fake = await fakes()
     fake.script.append(Behavior.STALL)  # the first query is never answered
     served = await serve(upstreams=[spec(fake)], server={"access_control": RULES,
-                                                         "query_timeout": 0.5})
+                                                         "query_timeout": 2.0})
     message = query("slow.example.", use_edns=0)
     wire = message.to_wire()
     loop = asyncio.get_running_loop()
