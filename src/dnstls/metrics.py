@@ -28,7 +28,8 @@ class ServiceCollector(Collector):
     Expected shape (missing parts are skipped)::
 
         {"handler": {"responses": {(transport, rcode): n}, "in_flight": n, ...},
-         "access_control": {"refused": {transport: n}, "denied": {transport: n}},
+         "access_control": {"refused": {transport: n}, "denied": {transport: n},
+                            "norec_refused": {transport: n}},
          "udp": [{"received": n, "dropped": {reason: n}, "in_flight": n,
                   "coalesced": n}, ...],  # one per UDP listener: added up
          "listeners": {transport: {"accepted": n, "open": n, "closed": {reason: n},
@@ -91,10 +92,16 @@ class ServiceCollector(Collector):
             "dnstls_access_control_denied",
             "Datagrams (udp) dropped and connections (tcp, tls) closed at accept by "
             "access control", labels=["transport"])
-        for family, key in ((acl_refused, "refused"), (acl_denied, "denied")):
+        acl_norec = CounterMetricFamily(
+            "dnstls_access_control_norec_refused",
+            "Queries with RD=0 from clients of allow (not allow_snoop) answered REFUSED "
+            "(EDE 18) because local data does not answer them, by transport",
+            labels=["transport"])
+        for family, key in ((acl_refused, "refused"), (acl_denied, "denied"),
+                            (acl_norec, "norec_refused")):
             for transport, n in sorted(acl.get(key, {}).items()):
                 family.add_metric([transport], n)
-        yield from (acl_refused, acl_denied)
+        yield from (acl_refused, acl_denied, acl_norec)
         yield from _udp(stats.get("udp", ()))
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
             yield from _flat("dnstls_upstream", ustats, [("upstream", name)])

@@ -359,6 +359,7 @@ class Service:
             # the counters go on (metrics are counters: they must not drop to 0)
             acl.refused.update(self.acl.refused)
             acl.denied.update(self.acl.denied)
+            acl.norec_refused.update(self.acl.norec_refused)
             self.acl = acl
             for listener in self.listeners:
                 listener.acl = acl

@@ -83,7 +83,8 @@ def test_access_control_default_and_rules() -> None:
 
 @pytest.mark.parametrize(("rules", "message"), [
     (["127.0.0.0/8 allow", "10.0.0.0/8 allow", "10.0.0.0/8 alow"],
-     r"^server\.access_control\[2\]: unknown action 'alow' \(allow, refuse or deny\)$"),
+     r"^server\.access_control\[2\]: unknown action 'alow' "
+     r"\(allow, allow_snoop, refuse or deny\)$"),
     (["10.0.0.0/33 allow"],
      r"^server\.access_control\[0\]: '10\.0\.0\.0/33' is not an address or netblock$"),
     (["10.0.0.0/8 allow", 7], r"^server\.access_control\[1\]: expected a string"),

@@ -284,7 +284,7 @@ def test_access_control_key_and_option() -> None:
 
 @pytest.mark.parametrize(("data", "cli", "message"), [
     ({"access_control": ["127.0.0.0/8 allow", "10.0.0.0/8 alow"]}, (),
-     r"^access_control\[1\]: unknown action 'alow' \(allow, refuse or deny\)$"),
+     r"^access_control\[1\]: unknown action 'alow' \(allow, allow_snoop, refuse or deny\)$"),
     ({}, ("127.0.0.0/8 allow", "10.0.0.0/33 deny"),
      r"^--access-control\[1\]: '10\.0\.0\.0/33' is not an address or netblock$"),
     ({"access_control": {"a": 1}}, (), r"^access_control: expected a list of rules"),
@@ -305,9 +305,13 @@ def test_cli_check_shows_access_control(capsys: pytest.CaptureFixture[str]) -> N
                      "--access-control", "10.9.0.0/16 deny"]) == 0
     assert ("access control: allow 10.0.0.0/8; deny 10.9.0.0/16; others refused"
             in capsys.readouterr().out)
+    assert cli_main([*argv, "--access-control", "127.0.0.0/8 allow",
+                     "--access-control", "127.0.0.2 allow_snoop"]) == 0
+    assert ("access control: allow 127.0.0.0/8; allow_snoop 127.0.0.2/32; others refused"
+            in capsys.readouterr().out)
     assert cli_main([*argv, "--access-control", "10.0.0.0/8 alow"]) == 2
     assert ("dnstls stub: error: --access-control[0]: unknown action 'alow' "
-            "(allow, refuse or deny)" in capsys.readouterr().err)
+            "(allow, allow_snoop, refuse or deny)" in capsys.readouterr().err)
 
 
 def test_serve_cli_access_control_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -315,4 +319,4 @@ def test_serve_cli_access_control_error(capsys: pytest.CaptureFixture[str]) -> N
                      "--access-control", "10.0.0.0/8 alow"]) == 2
     assert capsys.readouterr().err.strip() == (
         "dnstls serve: error: server.access_control[1]: unknown action 'alow' "
-        "(allow, refuse or deny)")
+        "(allow, allow_snoop, refuse or deny)")

@@ -15,6 +15,7 @@ def add_service_options(p: argparse.ArgumentParser) -> None:
                    help="log every query name (off by default, RFC 8932)")
     p.add_argument("--access-control", metavar="'NETBLOCK ACTION'", action="append",
                    help="which clients are answered, as Unbound's access-control: e.g. "
-                        "'192.0.2.0/24 allow'; ACTION is allow, refuse (REFUSED) or deny "
-                        "(dropped); longest prefix wins, others are refused (repeatable; "
+                        "'192.0.2.0/24 allow'; ACTION is allow (RD=0 queries: local data "
+                        "only), allow_snoop (RD=0 from the cache too), refuse (REFUSED) or "
+                        "deny (dropped); longest prefix wins, others are refused (repeatable; "
                         "replaces the default: loopback and private networks allowed)")

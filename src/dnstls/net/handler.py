@@ -37,6 +37,7 @@ import dns.rdatatype
 from dnstls.proto import edns, framing
 from dnstls.proto.answers import (
     MIN_UDP,
+    NOREC_TEXT,
     Rejection,
     Transport,
     error_response,
@@ -46,7 +47,13 @@ from dnstls.proto.answers import (
     refused_query,
     truncate_wire,
 )
-from dnstls.proto.cachekey import KEY_DO, WireQuery, carries_cookie, read_query
+from dnstls.proto.cachekey import (
+    KEY_DO,
+    WireQuery,
+    carries_cookie,
+    key_from_message,
+    read_query,
+)
 from dnstls.resolver.base import Request, ResolveFailure, Resolver, servfail
 from dnstls.resolver.cache import ExactMemo
 from dnstls.resolver.wire import WireFlight, WireForwarder
@@ -248,11 +255,15 @@ class QueryHandler:
                                    else self._fast_plans[transport])
         out = None
         if cache is not None:
-            # positional arguments: keywords cost ~0.1 µs each on this path
+            # positional arguments: keywords cost ~0.1 µs each on this path. An RD=0
+            # query's answer is not memoised: the memo is shared by every connection of
+            # the transport, and RD=0 from a client of "allow" must be refused
+            # (refuse_norec), not answered from what an "allow_snoop" client's got.
             out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname,
                                     with_edns,
                                     self._keepalive_wire if stream and keepalive else b"",
-                                    pad_block if padding else 0, memo, exact)
+                                    pad_block if padding else 0,
+                                    memo if flags & _RD else None, exact)
         if out is None:
             if local is None or not local.covers_key(key):
                 if self.wire is None:
@@ -409,6 +420,33 @@ class QueryHandler:
             return rejection
         self._responses[(transport.value, "REFUSED")] += 1
         return self._for_stream(rejection, transport)
+
+    def refuse_norec(self, wire: bytes, transport: Transport) -> bytes | None:
+        """The answer to a query with RD=0 (the caller has read the bit) from a client
+        whose access-control action is ``allow``, not ``allow_snoop`` (proto/acl.py):
+        REFUSED with EDE 18 (Prohibited) and :data:`NOREC_TEXT`, rendered as access
+        control's refusal (:meth:`refuse`) and counted with the responses -- unless local
+        data answers it (a local or default zone, a refused class): None, take the
+        ordinary path, which answers it there (local data is never in the cache and
+        never forwarded). None too for a query the ordinary path rejects anyway
+        (FORMERR, NOTIMP, ...: nothing of it is resolved). Cache snooping: the cache
+        would tell what other clients asked; Unbound refuses these queries too."""
+        local = self.local
+        query = read_query(wire)
+        if query is not None:
+            key = query[0]
+        else:
+            parsed = parse_query(wire)
+            if isinstance(parsed, Rejection):
+                return None
+            key = key_from_message(parsed)  # parse_query: one question
+        if local is not None and local.covers_key(key):
+            return None
+        rejection = refused_query(wire, NOREC_TEXT)
+        if rejection.wire is None:  # read_query or parse_query accepted it: be safe
+            return None
+        self._responses[(transport.value, "REFUSED")] += 1
+        return self._for_stream(rejection, transport).wire
 
     async def answer(self, query: dns.message.Message, transport: Transport,
                      client: tuple[str, int] | None) -> bytes:

@@ -35,7 +35,7 @@ import dns.message
 from dnstls.net.handler import QueryHandler
 from dnstls.net.tls import ServerTLS
 from dnstls.proto import framing
-from dnstls.proto.acl import ALLOW, DENY, REFUSE, AccessControl
+from dnstls.proto.acl import ALLOW_SNOOP, DENY, REFUSE, AccessControl
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
@@ -80,6 +80,9 @@ class StreamConnection(asyncio.Protocol):
         self.closed = False
         self.reason: CloseReason | None = None
         self._admitted = False
+        #: RD=0 queries answered as any other (access control's allow_snoop, or no
+        #: access control); False: local data or REFUSED (allow). Decided at accept.
+        self.snoop = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._reading = True
@@ -115,6 +118,7 @@ class StreamConnection(asyncio.Protocol):
                 transport.set_protocol(conn)
                 conn.connection_made(transport)
                 return
+            self.snoop = action == ALLOW_SNOOP
             self._admitted = True
         listener.connections.add(self)
         listener.stats.open += 1
@@ -165,7 +169,9 @@ class StreamConnection(asyncio.Protocol):
             # whose other queries are being forwarded. What feed + _dispatch + _flush +
             # _settle do for it, without their calls.
             listener = self.listener
-            routed = listener.handler.route(wire, listener.transport)
+            # RD=0 from a client of "allow": _norec (its RD bit: wire[2] & 1)
+            routed = (listener.handler.route(wire, listener.transport)
+                      if len(wire) < 3 or wire[2] & 1 or self.snoop else self._norec(wire))
             if type(routed) is bytes:
                 size = len(routed)
                 framed = _pack_length(size) + routed if size <= _MAX_MESSAGE \
@@ -225,6 +231,7 @@ class StreamConnection(asyncio.Protocol):
         state = self.state
         assert state is not None
         pack = _pack_length
+        snoop = self.snoop
         # Answers produced by this call and not yet handed to the transport: past the
         # write high-water mark they are flushed at once, so that the output limit
         # judges them (a pipelined read answered from the cache can be thousands of
@@ -251,7 +258,9 @@ class StreamConnection(asyncio.Protocol):
                             break
                 wire = messages[index]
                 index += 1
-                routed = route(wire, transport)
+                # (answer_exact never answers RD=0: QueryHandler.route does not memoise it)
+                routed = (route(wire, transport) if len(wire) < 3 or wire[2] & 1 or snoop
+                          else self._norec(wire))
                 if type(routed) is bytes:
                     # framing.encode inline (an answer is never empty; encode itself
                     # refuses one past 65535 bytes)
@@ -276,6 +285,19 @@ class StreamConnection(asyncio.Protocol):
             messages = state.answered_many(ready, now)
         if self._out and not self._flush_scheduled:
             self._flush()
+
+    def _norec(self, wire: bytes) -> typing.Any:
+        """What ``QueryHandler.route`` returns, for a query with RD=0 from a client whose
+        access-control action is ``allow`` (proto/acl.py): its REFUSED answer (bytes,
+        counted), or route's own result when local data answers it."""
+        listener = self.listener
+        handler = listener.handler
+        refusal = handler.refuse_norec(wire, listener.transport)
+        if refusal is None:
+            return handler.route(wire, listener.transport)
+        if listener.acl is not None:
+            listener.acl.norec_refused[listener.transport.value] += 1
+        return refusal
 
     def _start(self, wire: bytes, routed: typing.Any, messages: list[bytes]) -> bool:
         """A dispatched message that the cache did not answer (``routed`` is what
@@ -609,12 +631,13 @@ _CLOSED = -1
 
 def _admit(listener: StreamListener, client: str, transport: asyncio.BaseTransport) -> int:
     """Access control, then admission, for a connection just accepted: the access
-    control action (ALLOW or REFUSE) of an admitted connection, or _CLOSED for one
-    that was aborted and counted (``deny``, or over a connection limit)."""
+    control action (ALLOW, ALLOW_SNOOP or REFUSE) of an admitted connection, or _CLOSED
+    for one that was aborted and counted (``deny``, or over a connection limit). No
+    access control (``acl`` None): ALLOW_SNOOP, every query answered as any other."""
     stats = listener.stats
     stats.accepted += 1
     acl = listener.acl
-    action = ALLOW
+    action = ALLOW_SNOOP
     if acl is not None:
         action = acl.check(client)
         if action == DENY:
@@ -683,7 +706,8 @@ class _TlsGate(asyncio.Protocol):
         loop = listener.loop
         # refused: the handshake is done all the same (as Unbound), then every query
         # gets REFUSED; the decision is kept for the connection's life
-        conn = StreamConnection(listener) if action == ALLOW else RefusedConnection(listener)
+        conn = RefusedConnection(listener) if action == REFUSE else StreamConnection(listener)
+        conn.snoop = action == ALLOW_SNOOP
         conn.peer = peer
         conn._admitted = True
         waiter: asyncio.Future[None] = loop.create_future()
@@ -710,7 +734,7 @@ class StreamListener:
         self.tls = tls
         self.limits = limits
         self.admission = admission
-        self.acl = acl  # None: every client allowed
+        self.acl = acl  # None: every client allowed (allow_snoop: RD=0 from the cache too)
         self.handshake_timeout = handshake_timeout
         self.stats = ListenerStats()
         self.connections: set[StreamConnection] = set()

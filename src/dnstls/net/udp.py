@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import dns.message
 import dns.rcode
 
-from dnstls.proto.acl import DENY, AccessControl
+from dnstls.proto.acl import ALLOW_SNOOP, DENY, AccessControl
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
 
@@ -67,6 +67,8 @@ class DatagramHandler(Protocol):
 
     def refuse(self, wire: bytes, transport: Transport) -> Rejection: ...
 
+    def refuse_norec(self, wire: bytes, transport: Transport) -> bytes | None: ...
+
     async def answer_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                           ) -> bytes: ...
 
@@ -81,7 +83,7 @@ class UdpListener(asyncio.DatagramProtocol):
     def __init__(self, handler: DatagramHandler, *, max_in_flight: int = 10000,
                  acl: AccessControl | None = None) -> None:
         self.handler = handler
-        self.acl = acl  # None: every client allowed
+        self.acl = acl  # None: every client allowed (allow_snoop: RD=0 from the cache too)
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.DatagramTransport | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -136,8 +138,18 @@ class UdpListener(asyncio.DatagramProtocol):
         if acl is not None:
             action = acl.check(addr[0])
             if action:  # not ALLOW
-                self._refuse(data, addr, acl, action)
-                return
+                if action != ALLOW_SNOOP:
+                    self._refuse(data, addr, acl, action)
+                    return
+            elif len(data) > 2 and not data[2] & 1:
+                # RD=0 from a client of "allow": local data or REFUSED, never the cache,
+                # a forwarded query or one in flight (proto/acl.py)
+                refusal = self.handler.refuse_norec(data, Transport.UDP)
+                if refusal is not None:
+                    acl.norec_refused["udp"] += 1
+                    if self.transport is not None:
+                        self.transport.sendto(refusal, addr)
+                    return
         if self.flights:
             # An identical query is being forwarded: join it before any parsing (it was
             # readable, so this one is; and its answer is at least as fresh as a cached

@@ -4,11 +4,22 @@ Rules are Unbound's ``access-control`` lines, ``"NETBLOCK ACTION"``:
 ``"192.168.0.0/16 allow"``, ``"10.1.2.3 refuse"`` (a bare address is a /32 or /128),
 ``"2001:db8::/32 deny"``. The actions:
 
-* ``allow`` -- queries are answered as usual;
+* ``allow`` -- queries are answered as usual; but a query with RD=0 (recursion not
+  desired) gets local data only (local zones, default zones, the refusal of other
+  classes) and REFUSED with EDE 18 for anything else: never an answer from the cache
+  (which would tell what other clients asked: cache snooping), never forwarded;
+* ``allow_snoop`` -- as ``allow``, and RD=0 queries are answered from the cache too
+  (and forwarded with RD=0 on a miss);
 * ``refuse`` -- every query gets REFUSED with Extended DNS Error 18 (Prohibited,
   RFC 8914 §4.19); a DoT/TCP connection is still accepted (and TLS completed);
 * ``deny`` -- UDP datagrams are dropped silently; TCP/TLS connections are closed at
   accept, before any TLS work.
+
+``allow`` and ``allow_snoop`` are Unbound's: a client of ``allow`` gets REFUSED for an
+RD=0 query that local data does not answer there too. The check is the listeners'
+(``net/udp.py`` per datagram, ``net/server.py`` per connection, decided at accept) and
+costs one bit test per query (``wire[2] & 1``); the refusal is
+:meth:`dnstls.net.handler.QueryHandler.refuse_norec`.
 
 **Longest prefix match wins**, as in Unbound: with ``"10.0.0.0/8 allow"`` and
 ``"10.1.2.3 refuse"``, 10.1.2.3 is refused and 10.1.2.4 answered, whatever the order
@@ -24,9 +35,10 @@ ignored. A source address seen on a dual-stack ``[::]`` socket as IPv4-mapped IP
 scope (``fe80::1%eth0``) is matched without it.
 
 **Default** (no rules configured): dnsdist's default ACL, :data:`DEFAULT_RULES` --
-loopback and the private, shared (CGNAT) and link-local ranges are allowed, everything
-else is refused. Rules given by the operator replace the default entirely (as dnsdist's
-``setACL``): to add a network, copy the default and append to it.
+loopback and the private, shared (CGNAT) and link-local ranges are allowed (``allow``,
+not ``allow_snoop``: Unbound's default for localhost), everything else is refused.
+Rules given by the operator replace the default entirely (as dnsdist's ``setACL``): to
+add a network, copy the default and append to it.
 
 **Cost.** :meth:`AccessControl.check` runs for every UDP datagram on the plain-DNS
 path and for every accepted connection. A verdict is remembered per address string
@@ -36,7 +48,8 @@ prefix length in the rules (integer keys: the address shifted right by the host 
 
 Sans-IO: no sockets, no clock; the listeners (``net/server.py``, ``net/udp.py``) ask
 :meth:`AccessControl.check` and act on the answer. The counters
-(:attr:`AccessControl.refused`, :attr:`AccessControl.denied`) are kept here so that
+(:attr:`AccessControl.refused`, :attr:`AccessControl.denied`,
+:attr:`AccessControl.norec_refused`) are kept here so that
 every listener of a service adds to one place.
 """
 
@@ -52,10 +65,11 @@ from typing import Final
 ALLOW: Final = 0
 REFUSE: Final = 1
 DENY: Final = 2
+ALLOW_SNOOP: Final = 3
 
 #: The action names, as Unbound spells them (lower case only, as Unbound).
-ACTIONS: Final = {"allow": ALLOW, "refuse": REFUSE, "deny": DENY}
-ACTION_NAMES: Final = ("allow", "refuse", "deny")
+ACTIONS: Final = {"allow": ALLOW, "refuse": REFUSE, "deny": DENY, "allow_snoop": ALLOW_SNOOP}
+ACTION_NAMES: Final = ("allow", "refuse", "deny", "allow_snoop")
 
 #: dnsdist's default ACL: loopback, RFC 1918 private, RFC 6598 shared (CGNAT), link-local
 #: and unique-local networks. Used when no rule is configured.
@@ -95,7 +109,7 @@ def parse_rule(text: object) -> Rule:
     block, name = parts
     action = ACTIONS.get(name)
     if action is None:
-        raise ValueError(f"unknown action {name!r} (allow, refuse or deny)")
+        raise ValueError(f"unknown action {name!r} (allow, allow_snoop, refuse or deny)")
     address, slash, length = block.partition("/")
     address = address.partition("%")[0]  # a scope is accepted and ignored (as Unbound)
     try:
@@ -151,7 +165,8 @@ def _tables(rules: Iterable[Rule], version: int) -> list[tuple[int, dict[int, in
 class AccessControl:
     """The verdicts for one service's listeners; see the module docstring."""
 
-    __slots__ = ("_memo", "_v4", "_v6", "default", "denied", "memo_size", "refused", "rules")
+    __slots__ = ("_memo", "_v4", "_v6", "default", "denied", "memo_size", "norec_refused",
+                 "refused", "rules")
 
     def __init__(self, rules: Sequence[Rule] | None = None, *,
                  memo_size: int = MEMO_SIZE) -> None:
@@ -161,6 +176,9 @@ class AccessControl:
         #: Datagrams dropped (``udp``) and connections closed at accept (``tcp``,
         #: ``tls``) by ``deny``, by transport.
         self.denied: Counter[str] = Counter()
+        #: Queries with RD=0 from clients of ``allow`` answered REFUSED (not local data),
+        #: by transport.
+        self.norec_refused: Counter[str] = Counter()
         self.rules: tuple[Rule, ...] = ()
         self.default = True
         self._v4: list[tuple[int, dict[int, int]]] = []
@@ -182,8 +200,9 @@ class AccessControl:
         self.replace(None if other.default else other.rules)
 
     def check(self, host: str) -> int:
-        """The action (:data:`ALLOW`, :data:`REFUSE`, :data:`DENY`) for a client address
-        as the loop reports it (``"192.0.2.1"``, ``"::ffff:192.0.2.1"``, ``"fe80::1%eth0"``)."""
+        """The action (:data:`ALLOW`, :data:`ALLOW_SNOOP`, :data:`REFUSE`, :data:`DENY`)
+        for a client address as the loop reports it (``"192.0.2.1"``,
+        ``"::ffff:192.0.2.1"``, ``"fe80::1%eth0"``)."""
         action = self._memo.get(host)
         if action is not None:
             return action
@@ -220,7 +239,7 @@ class AccessControl:
         if self.default:
             return "loopback and private networks allowed, others refused"
         parts = []
-        for action in (ALLOW, REFUSE, DENY):
+        for action in (ALLOW, ALLOW_SNOOP, REFUSE, DENY):
             blocks = [str(r.network) for r in self.rules if r.action == action]
             if blocks:
                 parts.append(f"{ACTION_NAMES[action]} {', '.join(blocks)}")
@@ -228,8 +247,8 @@ class AccessControl:
 
     def statistics(self) -> dict[str, object]:
         return {"refused": dict(self.refused), "denied": dict(self.denied),
-                "rules": len(self.rules)}
+                "norec_refused": dict(self.norec_refused), "rules": len(self.rules)}
 
 
-__all__ = ["ACTIONS", "ALLOW", "DEFAULT_RULES", "DENY", "REFUSE", "AccessControl", "Rule",
-           "parse_rule", "parse_rules"]
+__all__ = ["ACTIONS", "ALLOW", "ALLOW_SNOOP", "DEFAULT_RULES", "DENY", "REFUSE",
+           "AccessControl", "Rule", "parse_rule", "parse_rules"]

@@ -137,19 +137,25 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     return message
 
 
-def refused_query(wire: bytes) -> Rejection:
+#: The EXTRA-TEXT of the refusal of an RD=0 query that local data does not answer, to a
+#: client whose access-control action is ``allow`` (not ``allow_snoop``).
+NOREC_TEXT = "recursion not desired (RD=0) is not allowed for this client"
+
+
+def refused_query(wire: bytes, text: str | None = None) -> Rejection:
     """Access control's answer to a client it refuses (:mod:`dnstls.proto.acl`):
-    REFUSED with EDE 18 (Prohibited, RFC 8914 §4.19, no EXTRA-TEXT) for every query,
-    whatever its opcode or contents, the question echoed and an OPT of ours when the
-    query had one -- nothing else, so that over UDP the answer is hardly larger than
-    the query (no amplification). As :func:`parse_query`: no readable header is fatal
-    (nothing is sent), QR set is dropped; a body that cannot be read gets the header
-    alone with REFUSED."""
+    REFUSED with EDE 18 (Prohibited, RFC 8914 §4.19; EXTRA-TEXT ``text``, none by
+    default) for every query, whatever its opcode or contents, the question echoed and
+    an OPT of ours when the query had one -- nothing else, so that over UDP the answer
+    is hardly larger than the query (no amplification). As :func:`parse_query`: no
+    readable header is fatal (nothing is sent), QR set is dropped; a body that cannot be
+    read gets the header alone with REFUSED. (With ``text``: the refusal of an RD=0
+    query to a client of ``allow``, :data:`NOREC_TEXT`.)"""
     if len(wire) < 12:
         return Rejection(None, None, "message shorter than a DNS header", fatal=True)
     if wire[2] & 0x80:
         return Rejection(None, None, "QR set in a query")
-    reason = "access control"
+    reason = "access control" if text is None else "access control: RD=0"
     # read as a QUERY (an UPDATE's sections follow other rules; see _other_opcode)
     as_query = wire[:2] + bytes((wire[2] & 0x87,)) + wire[3:]
     try:
@@ -163,7 +169,7 @@ def refused_query(wire: bytes) -> Rejection:
     response.set_rcode(dns.rcode.REFUSED)
     if response.edns >= 0:  # its flags: the query's DO bit (make_response), as every answer
         response.use_edns(0, response.ednsflags, EDNS_PAYLOAD,
-                          options=[edns.ede_option(dns.edns.EDECode.PROHIBITED, None)])
+                          options=[edns.ede_option(dns.edns.EDECode.PROHIBITED, text)])
     return Rejection(_rendered(response), dns.rcode.REFUSED, reason, response=response,
                      query=message)
 

@@ -261,10 +261,12 @@ class LocalData:
         return [z.origin for z in self._zones]
 
     def covers_key(self, key: bytes) -> bool:
-        """True if the query with cache key ``key`` is answered here: a question of a
-        class other than IN when they are refused, or a name :meth:`covers_wire` covers."""
-        if self.refuse_other_classes and (key[-3] or key[-2] != 1):  # qclass != IN
-            return True
+        """True if the query with cache key ``key`` is answered here (as :meth:`resolve`
+        decides): a question of a class other than IN when they are refused (else such
+        a question is passed on, whatever its name), or a name :meth:`covers_wire`
+        covers."""
+        if key[-3] or key[-2] != 1:  # qclass != IN
+            return self.refuse_other_classes
         return self.covers_wire(key[:-5])
 
     def covers_wire(self, name: bytes) -> bool:

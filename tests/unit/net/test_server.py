@@ -8,6 +8,7 @@ import asyncio
 import ssl
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rrset
@@ -17,6 +18,7 @@ from dnstls.compiled import is_compiled
 from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamConnection, StreamListener, handshake_failure_reason
 from dnstls.proto import framing
+from dnstls.proto.acl import AccessControl, parse_rules
 from dnstls.proto.admission import Admission, AdmissionLimits
 from dnstls.proto.answers import Transport, make_response
 from dnstls.proto.cachekey import key_from_message
@@ -100,7 +102,8 @@ def clock(request: pytest.FixtureRequest) -> None:
 
 
 def connect(limits: StreamLimits | None = None, *, hold: bool = False,
-            exact_memo: bool = True) -> tuple[StreamConnection, FakeTransport]:
+            exact_memo: bool = True, acl: AccessControl | None = None,
+            ) -> tuple[StreamConnection, FakeTransport]:
     cache = Cache()
     for name in NAMES:
         for rdtype, text in (("A", "192.0.2.1"), ("TXT", BIG_TXT)):
@@ -113,7 +116,7 @@ def connect(limits: StreamLimits | None = None, *, hold: bool = False,
                            exact_memo=exact_memo)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=limits or StreamLimits(),
-                              admission=Admission(AdmissionLimits()))
+                              admission=Admission(AdmissionLimits()), acl=acl)
     conn = StreamConnection(listener)
     transport = FakeTransport(hold=hold)
     transport.protocol = conn
@@ -464,3 +467,60 @@ def test_handshake_failure_reason_is_openssls_reason_in_lower_case() -> None:
         obj.do_handshake()
     assert info.value.reason is not None
     assert handshake_failure_reason(info.value) == info.value.reason.lower()
+
+
+def norec_query(name: str, qid: int) -> bytes:
+    message = dns.message.make_query(name, "A", id=qid, use_edns=False)
+    message.flags &= ~dns.flags.RD
+    return message.to_wire()
+
+
+@pytest.mark.parametrize(("rules", "refused"), [
+    (None, False),  # no access control: RD=0 answered from the cache, as before
+    (["127.0.0.0/8 allow"], True),
+    (["127.0.0.0/8 allow_snoop"], False),
+])
+async def test_rd0_reads_are_refused_on_connections_of_allow_only(
+        rules: list[str] | None, refused: bool) -> None:
+    """The verdict is taken at accept (conn.snoop); both read paths check the RD bit:
+    one query per read, and a pipelined read whose RD=1 repeats the memo answers."""
+    acl = None if rules is None else AccessControl(parse_rules(rules, "access_control"))
+    conn, transport = connect(acl=acl)
+    assert conn.snoop is not refused
+    conn.data_received(framing.encode(norec_query(NAMES[0], 1)))
+    rd1 = query(NAMES[1], 2)
+    conn.data_received(b"".join(framing.encode(w) for w in (
+        rd1, rd1, rd1, norec_query(NAMES[1], 3), norec_query(NAMES[1], 3), rd1)))
+    await asyncio.sleep(0)
+    got = answers([item for call in transport.calls for item in call])
+    expected = dns.rcode.REFUSED if refused else dns.rcode.NOERROR
+    assert [r.rcode() for r in got] == [expected] + [dns.rcode.NOERROR] * 3 + [
+        expected] * 2 + [dns.rcode.NOERROR]
+    assert [r.id for r in got] == [1, 2, 2, 2, 3, 3, 2]
+    if acl is not None:
+        assert acl.norec_refused == ({"tcp": 3} if refused else {})
+
+
+async def test_the_memo_never_answers_rd0_for_a_connection_of_allow() -> None:
+    """The exact-repeat memo is the listener's, shared by its connections: what an
+    ``allow_snoop`` connection's RD=0 repeats got from the cache must not answer the
+    same bytes, pipelined, on a connection of ``allow`` (answer_exact answers whole runs
+    of them before route() is asked)."""
+    acl = AccessControl(parse_rules(["127.0.0.0/8 allow_snoop"], "access_control"))
+    snooper, snooper_transport = connect(acl=acl)
+    rd0 = norec_query(NAMES[0], 7)
+    for _ in range(3):
+        snooper.data_received(b"".join(framing.encode(rd0) for _ in range(4)))
+    got = answers([item for call in snooper_transport.calls for item in call])
+    assert [r.rcode() for r in got] == [dns.rcode.NOERROR] * 12
+    acl.replace(parse_rules(["127.0.0.0/8 allow"], "access_control"))
+    conn = StreamConnection(snooper.listener)
+    transport = FakeTransport()
+    transport.protocol = conn
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    assert not conn.snoop
+    for _ in range(2):
+        conn.data_received(b"".join(framing.encode(rd0) for _ in range(4)))
+    got = answers([item for call in transport.calls for item in call])
+    assert [r.rcode() for r in got] == [dns.rcode.REFUSED] * 8
+    assert acl.norec_refused == {"tcp": 8}

@@ -9,10 +9,13 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
+import pytest
 
 from dnstls.net.udp import UdpListener
+from dnstls.proto.acl import AccessControl, parse_rules
 from dnstls.proto.answers import Transport
 from dnstls.proto.cachekey import read_query
 
@@ -265,3 +268,43 @@ async def test_drain_cuts_callback_forwards_at_the_grace_and_drops_their_answers
     handler.answer(1)
     assert transport.sent == [] and listener.flights == {} and listener.forwarding == 0
     assert listener.joined == 0
+
+
+class NorecHandler(FakeHandler):
+    """refuse_norec() refuses every RD=0 query it is asked about (records the names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norec: list[bytes] = []
+
+    def refuse_norec(self, wire: bytes, transport: Transport) -> bytes | None:
+        self.norec.append(wire)
+        return b"refused" + wire[:2]
+
+
+@pytest.mark.parametrize(("rules", "asked"), [
+    (None, False),  # no access control: every query as before
+    (["127.0.0.0/8 allow"], True),
+    (["127.0.0.0/8 allow_snoop"], False),
+])
+async def test_rd0_goes_to_refuse_norec_for_clients_of_allow_only(
+        rules: list[str] | None, asked: bool) -> None:
+    handler = NorecHandler()
+    acl = None if rules is None else AccessControl(parse_rules(rules, "access_control"))
+    listener = UdpListener(handler, acl=acl)  # type: ignore[arg-type]
+    transport = FakeTransport()
+    listener.connection_made(transport)  # type: ignore[arg-type]
+    addr = ("127.0.0.1", 1000)
+    norec = dns.message.make_query("www.example.", "A")
+    norec.flags &= ~dns.flags.RD
+    norec.id = 0x1234
+    listener.datagram_received(norec.to_wire(), addr)
+    listener.datagram_received(query("www.example.", 0x5678), addr)  # RD=1
+    await settle()
+    assert handler.norec == ([norec.to_wire()] if asked else [])
+    assert handler.routed == (1 if asked else 2)
+    if asked:
+        assert transport.sent[0] == (b"refused\x12\x34", addr)
+        assert acl is not None and acl.norec_refused == {"udp": 1}
+    handler.release.set()
+    await settle()

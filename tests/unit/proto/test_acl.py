@@ -5,7 +5,9 @@ import ipaddress
 import pytest
 
 from dnstls.proto.acl import (
+    ACTIONS,
     ALLOW,
+    ALLOW_SNOOP,
     DEFAULT_RULES,
     DENY,
     REFUSE,
@@ -31,17 +33,21 @@ def acl(*rules: str, memo_size: int = 65536) -> AccessControl:
     ("::ffff:192.0.2.1 deny", "192.0.2.1/32", DENY),
     ("0.0.0.0/0 allow", "0.0.0.0/0", ALLOW),
     ("::/0 allow", "::/0", ALLOW),
+    ("192.0.2.0/24 allow_snoop", "192.0.2.0/24", ALLOW_SNOOP),  # as Unbound spells it
 ])
 def test_parse_rule(text: str, network: str, action: int) -> None:
     rule = parse_rule(text)
     assert rule.network == ipaddress.ip_network(network)
     assert rule.action == action
-    assert str(rule) == f"{network} {('allow', 'refuse', 'deny')[action]}"
+    assert str(rule) == f"{network} {('allow', 'refuse', 'deny', 'allow_snoop')[action]}"
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("10.0.0.0/8 alow", "unknown action 'alow' (allow, refuse or deny)"),
-    ("10.0.0.0/8 ALLOW", "unknown action 'ALLOW' (allow, refuse or deny)"),  # as Unbound
+    ("10.0.0.0/8 alow", "unknown action 'alow' (allow, allow_snoop, refuse or deny)"),
+    # lower case only, as Unbound
+    ("10.0.0.0/8 ALLOW", "unknown action 'ALLOW' (allow, allow_snoop, refuse or deny)"),
+    ("10.0.0.0/8 allow-snoop",
+     "unknown action 'allow-snoop' (allow, allow_snoop, refuse or deny)"),
     ("10.0.0.0/33 allow", "'10.0.0.0/33' is not an address or netblock"),
     ("2001:db8::/129 allow", "'2001:db8::/129' is not an address or netblock"),
     ("10.0.0.0/ allow", "'10.0.0.0/' is not an address or netblock"),
@@ -68,7 +74,7 @@ def test_parse_rules_names_the_index() -> None:
         parse_rules(["127.0.0.0/8 allow", "10.0.0.0/8 allow", "10.0.0.0/8 alow"],
                     "server.access_control")
     assert info.value.args == ("server.access_control[2]",
-                               "unknown action 'alow' (allow, refuse or deny)")
+                               "unknown action 'alow' (allow, allow_snoop, refuse or deny)")
 
 
 def test_duplicate_netblock_is_an_error() -> None:
@@ -174,7 +180,8 @@ def test_replace_and_adopt_keep_counters_and_forget_verdicts() -> None:
     assert not a.default
     a.adopt(AccessControl())
     assert a.default and a.check("10.0.0.1") == ALLOW and a.check("192.0.2.1") == REFUSE
-    assert a.statistics() == {"refused": {"udp": 2}, "denied": {}, "rules": 9}
+    assert a.statistics() == {"refused": {"udp": 2}, "denied": {}, "norec_refused": {},
+                              "rules": 9}
 
 
 def test_describe() -> None:
@@ -183,3 +190,24 @@ def test_describe() -> None:
                "198.51.100.0/24 refuse").describe() == (
         "allow 192.0.2.0/24, ::/0; refuse 198.51.100.0/24; deny 192.0.2.9/32; "
         "others refused")
+    assert acl("127.0.0.0/8 allow", "127.0.0.2 allow_snoop").describe() == (
+        "allow 127.0.0.0/8; allow_snoop 127.0.0.2/32; others refused")
+
+
+def test_allow_snoop_is_an_action_of_its_own() -> None:
+    """``allow_snoop`` answers RD=0 queries from the cache too (Unbound's action);
+    ``allow`` answers them from local data only (the listeners and the handler)."""
+    assert ACTIONS == {"allow": ALLOW, "refuse": REFUSE, "deny": DENY,
+                       "allow_snoop": ALLOW_SNOOP}
+    a = acl("127.0.0.0/8 allow", "127.0.0.2 allow_snoop", "::1 allow_snoop")
+    assert a.check("127.0.0.1") == ALLOW
+    assert a.check("127.0.0.2") == ALLOW_SNOOP
+    assert a.check("::ffff:127.0.0.2") == ALLOW_SNOOP
+    assert a.check("::1") == ALLOW_SNOOP
+    assert a.check("192.0.2.1") == REFUSE
+
+
+def test_default_gives_loopback_allow_not_allow_snoop() -> None:
+    """As Unbound's default for localhost: RD=0 queries get local data only."""
+    a = AccessControl()
+    assert {a.check(h) for h in ("127.0.0.1", "::1", "10.0.0.1")} == {ALLOW}
