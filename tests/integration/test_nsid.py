@@ -33,8 +33,9 @@ NSID = b"dot-1"
 
 
 class Upstream(asyncio.DatagramProtocol):
-    """``refused.*`` gets REFUSED, ``servfail.*`` SERVFAIL, other names an A record;
-    every answer with an NSID of its own. Keeps the queries it received."""
+    """``refused.*`` gets REFUSED, ``servfail.*`` SERVFAIL, ``big.*`` a large TXT set,
+    other names an A record; every answer with an NSID of its own. Keeps the queries it
+    received."""
 
     def __init__(self) -> None:
         self.received: list[dns.message.Message] = []
@@ -51,6 +52,9 @@ class Upstream(asyncio.DatagramProtocol):
             response.set_rcode(dns.rcode.REFUSED)
         elif name.labels[0] == b"servfail":
             response.set_rcode(dns.rcode.SERVFAIL)
+        elif name.labels[0] == b"big":  # ~1 KB: past a 512-byte client's UDP size
+            response.answer.append(dns.rrset.from_text(
+                name, 60, "IN", "TXT", *(f'"{c * 200}"' for c in "abcde")))
         else:
             response.answer.append(dns.rrset.from_text(name, 60, "IN", "A", "192.0.2.9"))
         response.use_edns(0, 0, 1232, options=[dns.edns.NSIDOption(b"upstream")])
@@ -165,3 +169,18 @@ async def test_an_nsid_answer_past_the_udp_size_is_truncated(
         assert full.answer and nsid_of(full) == b"n" * 255
         udp = await served.ask("udp", query)
         assert udp.flags & dns.flags.TC and not udp.answer and nsid_of(udp) == b"n" * 255
+
+
+@pytest.mark.parametrize("log_queries", [False, True], ids=["wire path", "message path"])
+async def test_a_forwarded_nsid_answer_past_the_udp_size_is_truncated(
+        serve: ServeFactory, upstream: tuple[UpstreamSpec, Upstream],
+        log_queries: bool) -> None:
+    served = await serve(upstreams=[upstream[0]],
+                         server={"nsid": "ascii_dot-1", "log_queries": log_queries})
+    query = dns.message.make_query("big.example.net", "TXT", use_edns=0, payload=512,
+                                   options=[dns.edns.GenericOption(edns.NSID, b"")])
+    for _ in range(2):  # forwarded, then from the cache
+        udp = await served.ask("udp", query)
+        assert udp.flags & dns.flags.TC and not udp.answer and nsid_of(udp) == NSID
+        full = await served.ask("tcp", query)
+        assert len(full.answer[0]) == 5 and nsid_of(full) == NSID
