@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from dnstls.errors import ConfigError
 from dnstls.proto.acl import DEFAULT_RULES, AccessControl, parse_rules
+from dnstls.proto.edns import parse_nsid
 
 DEFAULT_DOT_PORT = 853
 DEFAULT_DNS_PORT = 53
@@ -90,6 +91,15 @@ def access_control(rules: tuple[str, ...], field: str) -> AccessControl:
         raise ConfigError(exc.args[0], exc.args[1]) from None
 
 
+def nsid_value(text: str, field: str) -> bytes:
+    """The NSID bytes of ``text`` (:func:`dnstls.proto.edns.parse_nsid`); a bad value
+    is a ConfigError naming ``field``."""
+    try:
+        return parse_nsid(text)
+    except ValueError as exc:
+        raise ConfigError(field, str(exc)) from None
+
+
 def default_state_dir() -> Path:
     if os.geteuid() == 0:
         return Path("/var/lib/dnstls")
@@ -119,6 +129,14 @@ class ServerConfig:
     #: Unbound-style "NETBLOCK ACTION" rules (proto/acl.py); the default is dnsdist's
     #: (loopback and private networks allowed). Rules given replace it entirely.
     access_control: tuple[str, ...] = DEFAULT_RULES
+    #: The server's NSID (RFC 5001), as Unbound's ``nsid:``: hex ("646e73746c73") or
+    #: ``ascii_`` and text ("ascii_dot-1"); sent to queries that ask for it. "": none.
+    nsid: str = ""
+
+    @property
+    def nsid_bytes(self) -> bytes | None:
+        """The NSID to send (validated by :func:`load`), or None when there is none."""
+        return nsid_value(self.nsid, "server.nsid") if self.nsid else None
 
 
 @dataclass(frozen=True)
@@ -304,6 +322,8 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     if server.metrics:
         parse_hostport(server.metrics, 9153, field="server.metrics")
     access_control(server.access_control, "server.access_control")
+    if "nsid" in data.get("server", {}):  # given, even empty: a value to check
+        nsid_value(server.nsid, "server.nsid")
     forward_data = dict(data.get("forward", {}))
     if "upstreams" in forward_data:  # a field of ForwardConfig, but built from [[upstream]]
         raise ConfigError("forward.upstreams", "upstreams are [[upstream]] tables, one per "

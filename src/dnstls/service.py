@@ -222,7 +222,8 @@ class Service:
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,
-                                    clock=loop.time, wire=wire, local=pipeline)
+                                    clock=loop.time, wire=wire, local=pipeline,
+                                    nsid=server.nsid_bytes)
         admission = Admission(AdmissionLimits(server.max_connections,
                                               server.max_connections_per_client))
         limits = stream_limits(server)

@@ -296,8 +296,9 @@ class StubRuntime:
             log.error("reload failed, the running configuration stays: %s", exc)
             return False
         old = self.config
-        if new.listen != old.listen or new.metrics != old.metrics:
-            log.warning("reload: listen_addresses and metrics changes apply after a restart")
+        if new.listen != old.listen or new.metrics != old.metrics or new.nsid != old.nsid:
+            log.warning("reload: listen_addresses, metrics and nsid changes apply after a "
+                        "restart")
         if new.access_control != old.access_control and self.acl is not None:
             # validated by load_stub_config: applies to new connections and every datagram
             # from now on; open connections keep the decision taken when they were accepted

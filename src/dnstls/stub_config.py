@@ -13,6 +13,7 @@ line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
     tls_query_padding_blocksize = 128
     tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"
     metrics = "127.0.0.1:9153"
+    nsid = "ascii_stub-1"                # dnstls: the NSID (RFC 5001), as serve's
     [cache]
     enabled = true
     [local]                              # dnstls: default_zones, nodefault (as serve's)
@@ -66,6 +67,7 @@ from dnstls.config import (
     build,
     check_local,
     format_hostport,
+    nsid_value,
     parse_hostport,
     read_toml,
 )
@@ -100,7 +102,7 @@ AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
 _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
              "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
              "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
-             "upstream_recursive_servers", "access_control"}
+             "upstream_recursive_servers", "access_control", "nsid"}
 #: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
 _LOCAL_KEYS = {"default_zones", "nodefault", "data"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
@@ -158,6 +160,8 @@ class StubConfig:
     #: What the operator calls the rules' setting: ``access_control`` in the file,
     #: ``--access-control`` when the command line gave them.
     access_control_field: str = "access_control"
+    #: The NSID sent to queries that ask for it, as ``server.nsid`` of serve ("": none).
+    nsid: str = ""
     listen_is_default: bool = True
     upstreams_are_default: bool = True
     source: str = ""
@@ -167,7 +171,7 @@ class StubConfig:
         server = ServerConfig(listen=(), plain=tuple(self.listen if listen is None else listen),
                               metrics=self.metrics, log_queries=self.log_queries,
                               query_timeout=self.query_timeout,
-                              access_control=self.access_control)
+                              access_control=self.access_control, nsid=self.nsid)
         return Config(server=server, cache=self.cache,
                       local=dataclasses.replace(self.local, zones=(), ddr=False),
                       forward=ForwardConfig(strategy=self.strategy,
@@ -378,10 +382,16 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
         raise ConfigError(acl_field, "expected a list of rules like \"192.168.0.0/16 allow\"")
     rules = tuple(acl_items)
     access_control(rules, acl_field)  # validated: one ConfigError naming the rule
+    nsid = data.get("nsid", "")
+    if not isinstance(nsid, str):
+        raise ConfigError("nsid", f"expected a string, got {nsid!r}")
+    if "nsid" in data:
+        nsid_value(nsid, "nsid")
     return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
                       or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
                       metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
                       local=local, access_control=rules, access_control_field=acl_field,
+                      nsid=nsid,
                       listen_is_default=not cli.listen and "listen_addresses" not in data,
                       upstreams_are_default=upstreams.default, source=source)
 

@@ -228,6 +228,22 @@ async def test_udp_and_tcp_answers_and_what_the_upstream_receives(
     assert all(r.connection == 0 for r in fake.received)
 
 
+async def test_nsid_when_asked_never_upstream(stub: StartStub, fakes: Fakes,
+                                              pki: TestPKI) -> None:
+    fake = await fakes("tls", ssl_context=pki.server_context())
+    s = await stub({"upstream_recursive_servers": [tls_upstream(fake, pki)],
+                    "nsid": "ascii_stub-1"})
+    nsid = [dns.edns.GenericOption(edns.NSID, b"")]
+    for tcp in (False, True, False):  # forwarded, then cached
+        asked = await s.ask(query("nsid.example.", use_edns=0, options=nsid), tcp=tcp)
+        option = edns.find_option(asked, edns.NSID)
+        assert option is not None and option.to_wire() == b"stub-1"
+        plain = await s.ask(query("nsid.example.", use_edns=0), tcp=tcp)
+        assert not edns.has_option(plain, edns.NSID)
+    assert fake.received
+    assert not any(edns.has_option(r.message, edns.NSID) for r in fake.received)
+
+
 async def test_cache_answers_repeated_questions(stub: StartStub, fakes: Fakes,
                                                 pki: TestPKI) -> None:
     fake = await fakes("tls", ssl_context=pki.server_context())

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from dnstls import config
+from dnstls.cli.main import main as cli_main
 from dnstls.errors import ConfigError
 
 
@@ -102,3 +103,41 @@ def test_forward_upstreams_is_an_error_naming_the_upstream_tables() -> None:
     the default (Cloudflare) instead of the upstreams the operator wrote."""
     with pytest.raises(ConfigError, match=r"^forward\.upstreams: .*\[\[upstream\]\]"):
         config.load(overrides={"forward": {"upstreams": ["udp://127.0.0.1:53"]}})
+
+
+def test_nsid_default_is_none() -> None:
+    server = config.load().server
+    assert server.nsid == "" and server.nsid_bytes is None
+
+
+@pytest.mark.parametrize(("text", "value"), [("ascii_dot-1", b"dot-1"),
+                                             ("646e73746c73", b"dnstls")])
+def test_nsid_as_unbound_writes_it(tmp_path: Path, text: str, value: bytes) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(f'[server]\nnsid = "{text}"\n')
+    assert config.load(path).server.nsid_bytes == value
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("abc", "server.nsid: 'abc' is neither hex"),
+    ("", "server.nsid: an empty NSID"),
+    ("ascii_", "server.nsid: an empty NSID"),
+    ("ab" * 256, "server.nsid: an NSID of 256 bytes (at most 255)"),
+    (3, "server.nsid: expected a string, got 3"),
+])
+def test_bad_nsid_is_one_error_naming_the_field(value: object, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(overrides={"server": {"nsid": value}})
+    assert str(info.value).startswith(message)
+
+
+def test_serve_cli_nsid(capsys: pytest.CaptureFixture[str]) -> None:
+    from dnstls.cli.main import build_parser
+    from dnstls.cli.serve import overrides
+
+    args = build_parser().parse_args(["serve", "--nsid", "ascii_dot-1"])
+    assert overrides(args)["server"]["nsid"] == "ascii_dot-1"
+    assert cli_main(["serve", "--nsid", "abc"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dnstls serve: error: server.nsid: 'abc' is neither hex (an even number of hex "
+        "digits) nor ascii_ followed by text")

@@ -320,3 +320,13 @@ def test_serve_cli_access_control_error(capsys: pytest.CaptureFixture[str]) -> N
     assert capsys.readouterr().err.strip() == (
         "dnstls serve: error: server.access_control[1]: unknown action 'alow' "
         "(allow, allow_snoop, refuse or deny)")
+
+
+def test_nsid_key() -> None:
+    assert load({}).nsid == "" and load({}).service_config().server.nsid_bytes is None
+    cfg = load({"nsid": "ascii_stub-1"})
+    assert cfg.service_config().server.nsid_bytes == b"stub-1"
+    for bad, message in (("abc", r"^nsid: 'abc' is neither hex"),
+                         ("", r"^nsid: an empty NSID"), (7, r"^nsid: expected a string")):
+        with pytest.raises(ConfigError, match=message):
+            load({"nsid": bad})

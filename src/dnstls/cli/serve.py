@@ -45,6 +45,10 @@ def add_parser(sub: Any) -> None:
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")
     add_service_options(p)
+    p.add_argument("--nsid", metavar="VALUE",
+                   help="the server's NSID (RFC 5001), sent to queries that ask for it, "
+                        "as Unbound's nsid: hex (646e73746c73) or ascii_ and text "
+                        "(ascii_dot-1); default none")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the generated certificate is kept")
     p.add_argument("--workers", metavar="N", type=int, default=1,
@@ -68,6 +72,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         server["log_queries"] = True
     if args.access_control:
         server["access_control"] = args.access_control
+    if args.nsid is not None:
+        server["nsid"] = args.nsid
     if server:
         out["server"] = server
     if bool(args.cert) != bool(args.key):

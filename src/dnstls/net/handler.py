@@ -14,6 +14,14 @@ without a task: :func:`dnstls.proto.cachekey.read_query` reads the key straight 
 question bytes and the cache returns its stored wire bytes with the ID, TTLs, question
 case, keepalive and padding patched in. Anything it cannot read confidently, any miss,
 and any UDP answer that would need truncation takes the ordinary path.
+
+NSID (RFC 5001, ``server.nsid``): a query that asks for it gets the configured NSID
+option in every answer, on every path -- on the wire paths as one more rendered option
+beside keepalive (so padding is computed with it, and the exact-repeat memo, keyed by
+the query's bytes, keeps queries with and without it apart), on the message path and
+in error answers through :func:`~dnstls.proto.answers.finalize` -- as Unbound answers,
+checked on loopback (1.17): FORMERR, NOTIMP, REFUSED and SERVFAIL carry it, BADVERS
+does not, and neither does access control's REFUSED (Unbound's is a bare header).
 """
 
 from __future__ import annotations
@@ -135,7 +143,8 @@ class QueryHandler:
                  keepalive: float | None = None, log_queries: bool = False,
                  cache: WireCache | None = None, clock: Callable[[], float] | None = None,
                  wire: WireForwarder | None = None,
-                 local: LocalAnswers | None = None, exact_memo: bool = True) -> None:
+                 local: LocalAnswers | None = None, exact_memo: bool = True,
+                 nsid: bytes | None = None) -> None:
         self.pipeline = pipeline
         self.local = local
         self.query_timeout = query_timeout
@@ -149,6 +158,11 @@ class QueryHandler:
         if self._keepalive_wire:
             self._keepalive_wire = struct.pack("!HH", edns.KEEPALIVE,
                                                len(self._keepalive_wire)) + self._keepalive_wire
+        self.nsid = nsid
+        # The options of an answer to a query with NSID (it asked: RFC 5001 §2.1), by
+        # "keepalive too" (stream and asked for): b"" and keepalive without an NSID.
+        nsid_wire = edns.nsid_option_wire(nsid) if nsid is not None else b""
+        self._nsid_options = (nsid_wire, self._keepalive_wire + nsid_wire)
         self._responses: Counter[tuple[str, str]] = Counter()  # (transport, rcode)
         # The fast path's per-transport settings and counter keys, built once: enum
         # attribute access, tuple building and Flag arithmetic cost ~1 µs a query.
@@ -250,9 +264,11 @@ class QueryHandler:
         query = read_query(wire)
         if query is None:
             return None
-        key, qid, flags, qname, with_edns, payload, padding, keepalive = query
+        key, qid, flags, qname, with_edns, payload, padding, keepalive, nsid = query
         stream, pad_block, keys = (self._tls_plan if transport is _TLS
                                    else self._fast_plans[transport])
+        options = (self._nsid_options[1 if stream and keepalive else 0] if nsid
+                   else self._keepalive_wire if stream and keepalive else b"")
         out = None
         if cache is not None:
             # positional arguments: keywords cost ~0.1 µs each on this path. An RD=0
@@ -260,9 +276,7 @@ class QueryHandler:
             # the transport, and RD=0 from a client of "allow" must be refused
             # (refuse_norec), not answered from what an "allow_snoop" client's got.
             out = cache.lookup_wire(key, qid, self.clock(), flags & _RD != 0, qname,
-                                    with_edns,
-                                    self._keepalive_wire if stream and keepalive else b"",
-                                    pad_block if padding else 0,
+                                    with_edns, options, pad_block if padding else 0,
                                     memo if flags & _RD else None, exact)
         if out is None:
             if local is None or not local.covers_key(key):
@@ -273,8 +287,7 @@ class QueryHandler:
             # Local data, default zones and refused classes included (never in the
             # cache, never forwarded): its built answer, or None the first time -- the
             # message path builds and keeps it.
-            out = local.lookup_wire(key, qid, flags & _RD != 0, qname, with_edns,
-                                    self._keepalive_wire if stream and keepalive else b"",
+            out = local.lookup_wire(key, qid, flags & _RD != 0, qname, with_edns, options,
                                     pad_block if padding else 0)
             if out is None:
                 return None
@@ -294,7 +307,7 @@ class QueryHandler:
         # per forwarded query here (measured), so this path does without it.
         deadline = asyncio.get_running_loop().time() + self.query_timeout
         stream, pad_block, keys = self._fast_plans[transport]
-        options = self._keepalive_wire if stream and query.keepalive else b""
+        options = self._options(query, stream)
         pad = pad_block if query.padding else 0
         self.in_flight += 1
         try:
@@ -321,7 +334,7 @@ class QueryHandler:
         # TLS's plan by identity (route does the same: Enum.__hash__ is Python)
         stream, pad_block, keys = (self._tls_plan if transport is _TLS
                                    else self._fast_plans[transport])
-        options = self._keepalive_wire if stream and query.keepalive else b""
+        options = self._options(query, stream)
         pad = pad_block if query.padding else 0
         forwarded = _Forwarded()
         forwarded.query = query
@@ -338,6 +351,14 @@ class QueryHandler:
             return False
         self.in_flight += 1
         return True
+
+    def _options(self, query: WireQuery, stream: bool) -> bytes:
+        """The rendered EDNS options the wire paths add to ``query``'s answer:
+        keepalive (asked for, on a stream) and the NSID (asked for, one configured)."""
+        keepalive = stream and query.keepalive
+        if query.nsid:
+            return self._nsid_options[1 if keepalive else 0]
+        return self._keepalive_wire if keepalive else b""
 
     def _error_wire(self, query: WireQuery, wire: bytes, transport: Transport,
                     exc: Exception, options: bytes, pad: int) -> bytes:
@@ -363,7 +384,8 @@ class QueryHandler:
                  else max(MIN_UDP, query.payload) if query.edns else MIN_UDP)
         if len(out) > limit:
             out = truncate_wire(out, len(query.qname) + 4, edns=query.edns,
-                                do=bool(query.key[-1] & KEY_DO))
+                                do=bool(query.key[-1] & KEY_DO),
+                                options=self._options(query, stream))
         self._responses[keys[out[3] & 0xF]] += 1
         return out
 
@@ -381,7 +403,8 @@ class QueryHandler:
         self.wire.remember_failure(query, message, failure)
         response = error_response(message, failure.rcode, ede=failure.ede, text=failure.text)
         return finalize(response, message, transport,
-                        keepalive=self.keepalive if transport.is_stream else None)
+                        keepalive=self.keepalive if transport.is_stream else None,
+                        nsid=self.nsid)
 
     def parse(self, wire: bytes, transport: Transport) -> dns.message.Message | Rejection:
         parsed = parse_query(wire)
@@ -392,22 +415,32 @@ class QueryHandler:
             if parsed.rcode is not None:
                 self.responses[(transport.value, rcode)] += 1
             log.debug("rejected message (%s): %s", rcode, parsed.reason)
-            return self._for_stream(parsed, transport)
+            # BADVERS without NSID: the query's options are of a version we do not read
+            # (and Unbound 1.17 sends none there either)
+            return self._rendered(parsed, transport,
+                                  nsid=parsed.rcode != dns.rcode.BADVERS)
         return parsed
 
-    def _for_stream(self, rejection: Rejection, transport: Transport) -> Rejection:
+    def _rendered(self, rejection: Rejection, transport: Transport, *, nsid: bool,
+                  ) -> Rejection:
         """``rejection`` rendered for ``transport``: on a stream padded (RFC 7830 §4: a
         padded query gets a padded response) and with keepalive, as every other answer
-        there; as it is over UDP, or when it has no message to render."""
-        if (transport.is_stream and rejection.response is not None
-                and rejection.query is not None):
-            try:
-                out = finalize(rejection.response, rejection.query, transport,
-                               keepalive=self.keepalive)
-            except dns.exception.TooBig:  # questions echoed up to the frame's size
-                return rejection
-            return Rejection(out, rejection.rcode, rejection.reason)
-        return rejection
+        there; with ``nsid``, the server's NSID when the query asks for it (any
+        transport); as it is otherwise, or when it has no message to render."""
+        query = rejection.query
+        if rejection.response is None or query is None:
+            return rejection
+        with_nsid = (nsid and self.nsid is not None and query.edns >= 0
+                     and edns.has_option(query, edns.NSID))
+        if not (transport.is_stream or with_nsid):
+            return rejection
+        try:
+            out = finalize(rejection.response, query, transport,
+                           keepalive=self.keepalive if transport.is_stream else None,
+                           nsid=self.nsid if with_nsid else None)
+        except dns.exception.TooBig:  # questions echoed up to the frame's size
+            return rejection
+        return Rejection(out, rejection.rcode, rejection.reason)
 
     def refuse(self, wire: bytes, transport: Transport) -> Rejection:
         """The answer to a query from a client that access control refuses
@@ -419,7 +452,8 @@ class QueryHandler:
         if rejection.wire is None:
             return rejection
         self._responses[(transport.value, "REFUSED")] += 1
-        return self._for_stream(rejection, transport)
+        # no NSID: an answer hardly larger than the query (and Unbound's has no OPT)
+        return self._rendered(rejection, transport, nsid=False)
 
     def refuse_norec(self, wire: bytes, transport: Transport) -> bytes | None:
         """The answer to a query with RD=0 (the caller has read the bit) from a client
@@ -446,7 +480,7 @@ class QueryHandler:
         if rejection.wire is None:  # read_query or parse_query accepted it: be safe
             return None
         self._responses[(transport.value, "REFUSED")] += 1
-        return self._for_stream(rejection, transport).wire
+        return self._rendered(rejection, transport, nsid=True).wire
 
     async def answer(self, query: dns.message.Message, transport: Transport,
                      client: tuple[str, int] | None) -> bytes:
@@ -473,7 +507,8 @@ class QueryHandler:
                                           ede=dns.edns.EDECode.OTHER, text="internal error")
             response.id = query.id
             wire = finalize(response, query, transport,
-                            keepalive=self.keepalive if transport.is_stream else None)
+                            keepalive=self.keepalive if transport.is_stream else None,
+                            nsid=self.nsid)
         finally:
             self.in_flight -= 1
         rcode = dns.rcode.to_text(response.rcode())

@@ -8,8 +8,9 @@ Two layers meet here:
   RFC 1035 §4.1.1: without a readable 12-byte header there is nothing to answer, so the
   stream is closed; a message with QR set is a response, not a query, and is dropped.
 * :func:`finalize` takes a response built by the resolver pipeline and applies what
-  depends on the transport (RFC 7828 keepalive on streams only, RFC 8467 padding on
-  encrypted streams only when the query was padded, RFC 1035/6891 truncation on UDP),
+  depends on the transport and the query (RFC 7828 keepalive on streams only, the
+  server's NSID when asked for, RFC 5001; RFC 8467 padding on encrypted streams only
+  when the query was padded, computed last; RFC 1035/6891 truncation on UDP),
   returning wire bytes with the query's ID.
 
 Error answers carry an Extended DNS Error (RFC 8914) when there is a reason to give.
@@ -252,17 +253,21 @@ def error_response(query: dns.message.Message, rcode: int, *, ede: int | None = 
 
 
 def finalize(response: dns.message.Message, query: dns.message.Message,
-             transport: Transport, *, keepalive: float | None = None) -> bytes:
-    """Render ``response`` for ``transport``; see the module docstring."""
+             transport: Transport, *, keepalive: float | None = None,
+             nsid: bytes | None = None) -> bytes:
+    """Render ``response`` for ``transport``; see the module docstring. ``nsid``: the
+    server's NSID, added when the query asks for it (RFC 5001 §2.1), before padding."""
     if response.edns >= 0 and query.edns >= 0:
         options = [o for o in response.options
-                   if o.otype not in (edns.PADDING, edns.KEEPALIVE)]
+                   if o.otype not in (edns.PADDING, edns.KEEPALIVE, edns.NSID)]
         pad = 0
         if transport.is_stream:
             if keepalive is not None and edns.has_option(query, edns.KEEPALIVE):
                 options.append(edns.keepalive_option(keepalive))
             if transport is Transport.TLS and edns.has_option(query, edns.PADDING):
                 pad = edns.SERVER_BLOCK
+        if nsid is not None and edns.has_option(query, edns.NSID):
+            options.append(dns.edns.NSIDOption(nsid))  # after keepalive, as the wire paths
         response.use_edns(0, response.ednsflags, response.payload, options=options, pad=pad)
     if transport.is_stream:
         response.flags &= ~dns.flags.TC  # RFC 7766 §8: never truncate on a stream...
@@ -279,16 +284,17 @@ def finalize(response: dns.message.Message, query: dns.message.Message,
 
 
 def truncate_wire(wire: bytes, question_length: int, *, edns: bool, do: bool = False,
-                  ) -> bytes:
+                  options: bytes = b"") -> bytes:
     """Wire form of :func:`truncated` for a rendered response: header with TC=1 and
-    no records, the question (``question_length`` bytes at offset 12), a bare OPT."""
+    no records, the question (``question_length`` bytes at offset 12), an OPT with
+    ``options`` (rendered: the listener's keepalive or NSID; no padding)."""
     head = bytearray(wire[:12])
     head[2] |= dns.flags.TC >> 8
     head[6:12] = b"\0\0\0\0\0\x01" if edns else b"\0\0\0\0\0\0"
     out = bytes(head) + wire[12:12 + question_length]
     if edns:
         out += b"\0" + struct.pack("!HHIH", dns.rdatatype.OPT, EDNS_PAYLOAD,
-                                   dns.flags.DO if do else 0, 0)
+                                   dns.flags.DO if do else 0, len(options)) + options
     return out
 
 

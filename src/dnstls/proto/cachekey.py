@@ -71,6 +71,7 @@ _TSIG = int(dns.rdatatype.TSIG)
 _PADDING = 12
 _KEEPALIVE = 11
 _COOKIE = 10
+_NSID = 3
 # Options dnspython parses into classes that validate their contents (EDE, Report-
 # Channel, EDE language, filtering contact/organization/DB): a malformed one makes the
 # slow path answer FORMERR, so queries carrying them take the slow path. NSID and
@@ -113,8 +114,9 @@ class WireQuery(NamedTuple):
 
     ``qname`` is the question's owner name as sent (case preserved, for 0x20 echo);
     ``edns`` says whether the query had an OPT RR, ``payload`` is its advertised UDP
-    size (0 without EDNS); ``padding`` and ``keepalive`` say which of those options the
-    query carried (RFC 8467 pads a response only when the query was padded). A named
+    size (0 without EDNS); ``padding``, ``keepalive`` and ``nsid`` say which of those
+    options the query carried (RFC 8467 pads a response only when the query was padded;
+    RFC 5001: the server's NSID only to a query that asks for it). A named
     tuple because it is built for every query on the fast path (cheaper than a frozen
     dataclass).
     """
@@ -127,6 +129,7 @@ class WireQuery(NamedTuple):
     payload: int
     padding: bool
     keepalive: bool
+    nsid: bool
 
     @property
     def rd(self) -> bool:
@@ -163,7 +166,7 @@ def read_query(wire: bytes) -> WireQuery | None:
     if qtype in _META_QTYPES:
         return None
     pos = name_end + 4
-    edns = padding = keepalive = False
+    edns = padding = keepalive = nsid = False
     payload = 0
     key_flags = _AD_CD_KEY_FLAGS[(flags & (_AD | _CD)) >> 4]
     others = False  # records other than OPT in the additional section
@@ -199,6 +202,8 @@ def read_query(wire: bytes) -> WireQuery | None:
                 padding = True
             elif code == _KEEPALIVE:
                 keepalive = True
+            elif code == _NSID:  # any length: Unbound answers a non-empty one too
+                nsid = True
             elif code in _SLOW_PATH_OPTIONS or (
                     code == _COOKIE and not (length == 8 or 16 <= length <= 40)) or (
                     code == _ECS and not _ecs_valid(wire, opt - length, length)):
@@ -214,7 +219,8 @@ def read_query(wire: bytes) -> WireQuery | None:
     qname = wire[12:name_end]
     key = qname.lower() + wire[name_end:name_end + 4] + _KEY_FLAG_BYTES[key_flags]
     # tuple.__new__ directly: a NamedTuple's own __new__ is a Python function (~0.3 µs)
-    return _new_tuple(WireQuery, (key, qid, flags, qname, edns, payload, padding, keepalive))
+    return _new_tuple(WireQuery, (key, qid, flags, qname, edns, payload, padding, keepalive,
+                                  nsid))
 
 
 _new_tuple = tuple.__new__

@@ -20,6 +20,7 @@ from dnstls.proto.answers import (
     header_error,
     make_response,
     parse_query,
+    truncate_wire,
 )
 
 
@@ -455,3 +456,59 @@ def test_refused_query_with_several_questions_echoes_none() -> None:
     assert r.wire is not None
     response = dns.message.from_wire(r.wire)
     assert response.question == [] and response.rcode() == dns.rcode.REFUSED
+
+
+def _nsid_query(*, pad: int = 0, payload: int = 1232, asked: bool = True,
+                name: str = "example.com") -> dns.message.Message:
+    options = [dns.edns.GenericOption(edns.NSID, b"")] if asked else []
+    return dns.message.from_wire(dns.message.make_query(
+        name, "TXT", use_edns=0, pad=pad, payload=payload, options=options).to_wire())
+
+
+def _nsid_of(wire: bytes) -> bytes | None:
+    option = edns.find_option(dns.message.from_wire(wire), edns.NSID)
+    return None if option is None else option.to_wire()
+
+
+@pytest.mark.parametrize("transport", list(Transport))
+def test_finalize_adds_the_nsid_when_asked(transport: Transport) -> None:
+    query = _nsid_query()
+    out = finalize(make_response(query), query, transport, nsid=b"dot-1")
+    assert _nsid_of(out) == b"dot-1"
+    plain = _nsid_query(asked=False)
+    assert _nsid_of(finalize(make_response(plain), plain, transport, nsid=b"dot-1")) is None
+    assert _nsid_of(finalize(make_response(query), query, transport)) is None  # none set
+    error = error_response(query, dns.rcode.SERVFAIL, ede=dns.edns.EDECode.OTHER, text="x")
+    answer = dns.message.from_wire(finalize(error, query, transport, nsid=b"dot-1"))
+    assert {o.otype for o in answer.options} == {edns.NSID, edns.EDE}
+
+
+@pytest.mark.parametrize("length", range(0, 480, 7))
+def test_padding_counts_the_nsid(length: int) -> None:
+    # RFC 8467: the whole response a multiple of 468 bytes, NSID included
+    query = _nsid_query(pad=128)
+    out = finalize(make_response(query), query, Transport.TLS, nsid=b"n" * (length or 1))
+    assert len(out) % 468 == 0 and _nsid_of(out) == b"n" * (length or 1)
+    assert edns.has_option(dns.message.from_wire(out), edns.PADDING)
+
+
+def test_the_nsid_never_takes_an_answer_past_the_udp_size() -> None:
+    query = _nsid_query(payload=512)
+    response = make_response(query)
+    response.answer.append(dns.rrset.from_text(query.question[0].name, 60, "IN", "TXT",
+                                               '"' + "t" * 200 + '"', '"' + "u" * 200 + '"'))
+    assert len(finalize(response, query, Transport.UDP)) <= 512  # fits without the NSID
+    out = finalize(response, query, Transport.UDP, nsid=b"n" * 100)
+    answer = dns.message.from_wire(out)
+    assert len(out) <= 512 and answer.flags & dns.flags.TC and not answer.answer
+    assert _nsid_of(out) == b"n" * 100  # the truncated answer still says who answered
+
+
+def test_truncate_wire_carries_options() -> None:
+    query = _nsid_query()
+    full = finalize(make_response(query), query, Transport.UDP)
+    nsid = edns.nsid_option_wire(b"x")
+    out = truncate_wire(full, len(query.question[0].name.to_wire()) + 4, edns=True,
+                        options=nsid)
+    answer = dns.message.from_wire(out)
+    assert answer.flags & dns.flags.TC and _nsid_of(out) == b"x"

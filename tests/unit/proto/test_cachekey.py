@@ -134,6 +134,16 @@ def test_read_query_facts() -> None:
     assert not facts.rd and facts.qname == b"\x03www\x07Example\x03COM\x00"
     plain = read_query(query().to_wire())
     assert plain is not None and plain.rd and not plain.edns and plain.payload == 0
+    assert not facts.nsid and not plain.nsid
+
+
+@pytest.mark.parametrize("data", [b"", b"any"])  # RFC 5001 asks for an empty one; Unbound
+def test_read_query_says_whether_nsid_was_asked(data: bytes) -> None:  # answers either
+    msg = query(use_edns=0, pad=128,
+                options=[dns.edns.GenericOption(dns.edns.OptionType.NSID, data)])
+    facts = read_query(msg.to_wire())
+    assert facts is not None and facts.nsid and facts.padding
+    assert facts.key == key_from_message(msg)  # not part of the key
 
 
 def test_message_key_needs_one_question() -> None:

@@ -253,3 +253,4 @@ def test_fast_path_never_accepts_what_the_slow_path_rejects(wire: bytes) -> None
         assert fast.payload == slow.payload
         assert fast.padding == edns.has_option(slow, edns.PADDING)
         assert fast.keepalive == edns.has_option(slow, edns.KEEPALIVE)
+        assert fast.nsid == edns.has_option(slow, edns.NSID)
