@@ -4,7 +4,8 @@
 A client whose action is ``allow`` gets local data for an RD=0 query (local zones,
 default zones, the refusal of other classes) and REFUSED with EDE 18 for anything else:
 never an answer from the cache, never a forwarded query. ``allow_snoop`` answers RD=0
-queries from the cache and forwards them on a miss (what every client got before).
+queries from the cache and SERVFAIL (EDE 0) on a miss: an RD=0 query is never forwarded
+(Unbound neither).
 
 Clients bind 127.0.0.1 (``allow``) or 127.0.0.2 (``allow_snoop``) as their source. A
 scripted upstream on loopback records every query it receives (both sides asserted),
@@ -179,24 +180,39 @@ async def test_allow_answers_rd0_from_local_data_only(
 @pytest.mark.parametrize("cache", [True, False], ids=["cache", "no cache"])
 @pytest.mark.parametrize("log_queries", [False, True], ids=["wire path", "message path"])
 @pytest.mark.parametrize("transport", ["udp", "tcp", "dot"])
-async def test_allow_snoop_answers_rd0_from_the_cache_and_forwards_a_miss(
+async def test_allow_snoop_answers_rd0_from_the_cache_and_never_forwards_it(
         serve: ServeFactory, fakes: Fakes, transport: str, log_queries: bool,
         cache: bool) -> None:
+    """A miss gets SERVFAIL, as from Unbound: asked without recursion, an upstream
+    answers from its cache, with a referral or a refusal -- which the cache (keyed
+    without RD) would then give to clients asking with RD=1."""
     fake = await fakes()
     served = await serve(upstreams=[spec(fake)], cache={"enabled": cache},
                          server={"access_control": RULES, "log_queries": log_queries})
     await ask(served, transport, query("cached.example.", rd=True), ALLOW)
     hit = await ask(served, transport, query("cached.example.", use_edns=0), SNOOP)
-    assert hit.rcode() == dns.rcode.NOERROR
-    assert [rr[0].to_text() for rr in hit.answer] == ["192.0.2.1"]
+    if cache:
+        assert hit.rcode() == dns.rcode.NOERROR
+        assert [rr[0].to_text() for rr in hit.answer] == ["192.0.2.1"]
+    else:
+        assert_not_forwarded(hit)
     miss = await ask(served, transport, query("uncached.example.", use_edns=0), SNOOP)
-    assert miss.rcode() == dns.rcode.NOERROR and miss.answer
+    assert_not_forwarded(miss)
     local = await ask(served, transport, query("www.example.test."), SNOOP)
     assert local.rcode() == dns.rcode.NOERROR and local.flags & dns.flags.AA
-    assert received(fake) == (
-        ["cached.example. rd=1", "uncached.example. rd=0"] if cache else
-        ["cached.example. rd=1", "cached.example. rd=0", "uncached.example. rd=0"])
+    assert received(fake) == ["cached.example. rd=1"]
     assert served.service.acl.statistics()["norec_refused"] == {}
+    # and an RD=1 query for that name afterwards is forwarded and answered
+    after = await ask(served, transport, query("uncached.example.", rd=True), SNOOP)
+    assert after.rcode() == dns.rcode.NOERROR and after.answer
+    assert received(fake) == ["cached.example. rd=1", "uncached.example. rd=1"]
+
+
+def assert_not_forwarded(response: dns.message.Message) -> None:
+    assert response.rcode() == dns.rcode.SERVFAIL and not response.answer
+    ede = [o for o in response.options if isinstance(o, dns.edns.EDEOption)]
+    assert [(int(o.code), o.text) for o in ede] == [
+        (0, "RD=0 and not in the cache: not forwarded")]
 
 
 @pytest.mark.parametrize("tls", [True, False], ids=["dot", "tcp"])
@@ -224,26 +240,30 @@ async def test_pipelined_rd0_repeats_are_not_answered_from_the_exact_memo(
     assert received(fake) == ["cached.example. rd=1"]
 
 
-async def test_an_rd0_query_never_joins_one_in_flight(serve: ServeFactory,
-                                                      fakes: Fakes) -> None:
-    """UDP: an ``allow`` client's RD=0 query with the same bytes as an ``allow_snoop``
-    client's being forwarded is refused, not handed that query's answer."""
+async def test_an_rd0_query_is_never_in_flight(serve: ServeFactory, fakes: Fakes) -> None:
+    """UDP: an ``allow_snoop`` client's RD=0 miss is answered at once (SERVFAIL), never
+    forwarded, so no RD=0 query is ever in flight for another to join; an ``allow``
+    client's RD=0 query for a name being forwarded (RD=1) is refused, not joined."""
     fake = await fakes()
     fake.script.append(Behavior.STALL)  # the first query is never answered
     served = await serve(upstreams=[spec(fake)], server={"access_control": RULES,
                                                          "query_timeout": 2.0})
     message = query("slow.example.", use_edns=0)
     wire = message.to_wire()
+    snooped = dns.message.from_wire(await udp_exchange(served.plain_addr, wire, SNOOP))
+    assert_not_forwarded(snooped)
+    assert received(fake) == [] and not served.service.udp[0].flights
     loop = asyncio.get_running_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as snoop:
         snoop.bind((SNOOP, 0))
         snoop.setblocking(False)
-        await loop.sock_sendto(snoop, wire, served.plain_addr)
+        await loop.sock_sendto(snoop, query("slow.example.", rd=True, use_edns=0).to_wire(),
+                               served.plain_addr)
         for _ in range(200):  # until it is in flight (no sleeping on a clock: polled)
             if fake.received:
                 break
             await asyncio.sleep(0.01)
-        assert received(fake) == ["slow.example. rd=0"]
+        assert received(fake) == ["slow.example. rd=1"]
         assert served.service.udp[0].flights
         refused = dns.message.from_wire(await udp_exchange(served.plain_addr, wire, ALLOW))
         assert_norec_refused(refused, message)
@@ -320,9 +340,9 @@ async def test_the_stub_too(fakes: Fakes, pki: TestPKI, rules: list[str] | None)
         if rules is not None:
             hit = await stub_ask(query("cached.example."), SNOOP)
             assert hit.rcode() == dns.rcode.NOERROR and hit.answer
-            miss = await stub_ask(query("fresh.example."), SNOOP)
-            assert miss.rcode() == dns.rcode.NOERROR and miss.answer
-            assert received(fake) == ["cached.example. rd=1", "fresh.example. rd=0"]
+            miss = await stub_ask(query("fresh.example.", use_edns=0), SNOOP)
+            assert_not_forwarded(miss)
+            assert received(fake) == ["cached.example. rd=1"]
         assert service.acl.statistics()["norec_refused"] == {"udp": 2}
     finally:
         await service.aclose()

@@ -76,6 +76,10 @@ _RD = int(dns.flags.RD)
 _TLS = Transport.TLS
 
 
+#: The EDE text of the SERVFAIL for an RD=0 query the cache cannot answer.
+NOREC_MISS_TEXT = "RD=0 and not in the cache: not forwarded"
+
+
 class WireCache(Protocol):
     def lookup_wire(self, key: bytes, query_id: int, now: float, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
@@ -87,6 +91,8 @@ class WireCache(Protocol):
 
     def answer_exact(self, memo: ExactMemo, messages: list[bytes], start: int,
                      out: list[bytes], now: float) -> tuple[int, int]: ...
+
+    def holds(self, key: bytes, now: float) -> bool: ...
 
 
 class LocalAnswers(Protocol):
@@ -280,8 +286,8 @@ class QueryHandler:
                                     memo if flags & _RD else None, exact)
         if out is None:
             if local is None or not local.covers_key(key):
-                if self.wire is None:
-                    return None
+                if self.wire is None or not flags & _RD:
+                    return None  # (RD=0, not cached: answer() says SERVFAIL)
                 eligible = self._eligible
                 return query if eligible is None or eligible(query) else None
             # Local data, default zones and refused classes included (never in the
@@ -491,6 +497,9 @@ class QueryHandler:
         self.in_flight += 1
         try:
             try:
+                if not query.flags & dns.flags.RD and self._norec_miss(query):
+                    raise ResolveFailure(dns.rcode.SERVFAIL, dns.edns.EDECode.OTHER,
+                                         NOREC_MISS_TEXT)
                 async with asyncio.timeout_at(deadline + 0.25):
                     response = await self.pipeline.resolve(request)
             except ResolveFailure as failure:
@@ -520,6 +529,18 @@ class QueryHandler:
                       dns.rdatatype.to_text(q.rdtype), dns.rdataclass.to_text(q.rdclass),
                       rcode)
         return wire
+
+    def _norec_miss(self, query: dns.message.Message) -> bool:
+        """True if ``query`` (RD=0) is neither local data's nor answered by the cache:
+        it is not forwarded. Asking an upstream without recursion gets its cache's
+        content, a referral or a refusal, which the cache would then give to clients
+        that asked with RD=1; Unbound does not forward these queries either (SERVFAIL,
+        "cannot forward RD=0 query, to stop query loops")."""
+        key = key_from_message(query)
+        local, cache = self.local, self.cache
+        if local is not None and local.covers_key(key):
+            return False
+        return cache is None or not cache.holds(key, self.clock())
 
     def statistics(self) -> dict[str, object]:
         return {"responses": dict(self.responses), "rejected": dict(self.rejected),

@@ -9,7 +9,7 @@ Rules are Unbound's ``access-control`` lines, ``"NETBLOCK ACTION"``:
   classes) and REFUSED with EDE 18 for anything else: never an answer from the cache
   (which would tell what other clients asked: cache snooping), never forwarded;
 * ``allow_snoop`` -- as ``allow``, and RD=0 queries are answered from the cache too
-  (and forwarded with RD=0 on a miss);
+  (SERVFAIL on a miss: an RD=0 query is never forwarded, net/handler.py, as Unbound);
 * ``refuse`` -- every query gets REFUSED with Extended DNS Error 18 (Prohibited,
   RFC 8914 §4.19); a DoT/TCP connection is still accepted (and TLS completed);
 * ``deny`` -- UDP datagrams are dropped silently; TCP/TLS connections are closed at

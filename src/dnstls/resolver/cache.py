@@ -533,6 +533,11 @@ class Cache:
         wire = _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
         return Hit(wire, stale, entry.failure)
 
+    def holds(self, key: CacheKey, now: float) -> bool:
+        """True if a fresh answer for ``key`` is kept (nothing counted, nothing moved)."""
+        entry = self._entries.get(key)
+        return entry is not None and now < entry.expires
+
     def _serveable(self, key: CacheKey, now: float) -> tuple[_Entry, bool] | None:
         """The entry to answer from and whether it is stale; counts hits and misses."""
         entry = self._entries.get(key)
