@@ -76,6 +76,22 @@ log = logging.getLogger("dnstls.service")
 DEFAULT_LISTEN = ServerConfig().listen
 
 
+def _changed(old: Any, new: Any, *, applied: set[str], prefix: str = "") -> list[str]:
+    """The settings (``section.name``) whose values differ between two configurations,
+    but those in ``applied`` (sections or settings a reload applies)."""
+    out = []
+    for item in dataclasses.fields(new):
+        name = prefix + item.name
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if name in applied or before == after:
+            continue
+        if dataclasses.is_dataclass(after) and not prefix:
+            out += _changed(before, after, applied=applied, prefix=f"{name}.")
+        else:
+            out.append(name)
+    return out
+
+
 def stream_limits(server: ServerConfig) -> StreamLimits:
     return StreamLimits(idle_timeout=server.idle_timeout,
                         message_timeout=server.message_timeout,
@@ -369,10 +385,8 @@ class Service:
             log.info("reload: access control now has %d rules (connections already "
                      "open keep the verdict they got)", len(new.server.access_control))
         baseline, self._baseline = self._baseline, new
-        waiting = [f"{section}.{name}" for section in ("server", "tls", "cache", "forward")
-                   for name, value in vars(getattr(new, section)).items()
-                   if value != getattr(getattr(baseline, section), name)
-                   and (section, name) != ("server", "access_control")]
+        waiting = _changed(baseline, new, applied={"local", "source",
+                                                   "server.access_control"})
         if waiting:
             log.warning("reload: %s changed; restart dnstls to apply %s",
                         ", ".join(waiting), "them" if len(waiting) > 1 else "it")
