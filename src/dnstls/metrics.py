@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("dnstls.metrics")
 
 StatsSource = Callable[[], Mapping[str, Any]]
-_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "udp", "access_control"})
+_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "zone_upstreams", "udp",
+                         "access_control"})
 
 
 class ServiceCollector(Collector):
@@ -35,7 +36,8 @@ class ServiceCollector(Collector):
          "listeners": {transport: {"accepted": n, "open": n, "closed": {reason: n},
                                    "handshakes": {version: n},
                                    "handshake_failures": {reason: n}, "resumed": n}},
-         "cache": {...}, "upstreams": {name: {...}}}
+         "cache": {...}, "upstreams": {name: {...}},
+         "zone_upstreams": {zone: {name: {...}}}}  # [[forward_zone]]: a zone label
     """
 
     def __init__(self, source: StatsSource) -> None:
@@ -105,6 +107,9 @@ class ServiceCollector(Collector):
         yield from _udp(stats.get("udp", ()))
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
             yield from _flat("dnstls_upstream", ustats, [("upstream", name)])
+        for zone, upstreams in sorted(stats.get("zone_upstreams", {}).items()):
+            for name, ustats in sorted(upstreams.items()):
+                yield from _flat("dnstls_upstream", ustats, [("upstream", name), ("zone", zone)])
         for section, values in sorted(stats.items()):  # cache, coalesce, stub, ...
             if section not in _STRUCTURED and isinstance(values, Mapping):
                 yield from _flat(f"dnstls_{section}", values, [])

@@ -17,8 +17,11 @@ name itself), never forwarded (RFC 9462 §8).
 
 Default zones (:mod:`dnstls.resolver.default_zones`: localhost, the loopback and private
 reverse zones, onion, test, invalid, home.arpa...) are handed in as zones like any
-other, by the service; with ``refuse_other_classes`` (set with them) a question of any
-class but IN is answered REFUSED (EDE 21 Not Supported) here, never forwarded.
+other, by the service. ``forwarded`` names forward zones (``[[forward_zone]]``) under a
+default zone: their names are passed on (to the forwarder) instead of answered here,
+while the rest of the default zone still is. With ``refuse_other_classes`` (set with
+them) a question of any class but IN is answered REFUSED (EDE 21 Not Supported) here,
+never forwarded.
 
 Local data lines (``[local] data``, ``--local-data``: Unbound's ``local-data``): one
 resource record in master-file syntax each (``"nas.home.arpa. A 192.168.1.10"``; TTL
@@ -227,14 +230,19 @@ class LocalData:
                  ddr: Sequence[dns.rdata.Rdata] = (), max_answers: int = 10_000,
                  refuse_other_classes: bool = False,
                  transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] | None = None,
-                 ) -> None:
+                 forwarded: Iterable[dns.name.Name] = ()) -> None:
         self._next = next_stage
         #: Local data outside every zone, by owner name (:func:`place_local_data`):
         #: exactly these names are answered here; ``_exact`` holds their wire forms.
         self._transparent = dict(transparent or {})
         self._exact = frozenset((n.to_wire() or b"").lower() for n in self._transparent)
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
-        self._by_origin = {z.origin: z for z in reversed(self._zones)}  # first one wins
+        self._by_origin: dict[dns.name.Name, _Zone | None] = {
+            z.origin: z for z in reversed(self._zones)}  # first one wins
+        self._forwarded = frozenset(forwarded)
+        for name in self._forwarded:  # a zone of its own: "no zone here"
+            self._by_origin.setdefault(name, None)
+        self._forwarded_wire = frozenset((n.to_wire() or b"").lower() for n in self._forwarded)
         self.refuse_other_classes = refuse_other_classes
         self._ddr = list(ddr)
         self._suffix_cache: frozenset[bytes] | None = None
@@ -286,9 +294,12 @@ class LocalData:
         if not name.endswith(self._suffix_tuple):
             return False
         pos = 0
+        forwarded = self._forwarded_wire
         while pos < len(name):
             if name[pos:] in suffixes:
                 return True
+            if forwarded and name[pos:] in forwarded:
+                return False
             pos += 1 + name[pos]
         return False
 
@@ -303,7 +314,15 @@ class LocalData:
         return self._suffix_cache
 
     def _find(self, qname: dns.name.Name) -> _Zone | None:
-        return enclosing(qname, self._by_origin)  # the longest origin at or above qname
+        if not self._forwarded:
+            return enclosing(qname, self._by_origin)  # the longest origin at or above qname
+        name = qname
+        while True:  # as enclosing(), but a forwarded name ends the walk with None
+            if name in self._by_origin:
+                return self._by_origin[name]
+            if len(name.labels) <= 1:
+                return None
+            name = name.parent()
 
     async def resolve(self, request: Request) -> dns.message.Message:
         query = request.message
