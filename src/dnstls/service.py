@@ -177,7 +177,7 @@ class Service:
             # a configured zone of the same origin replaces a default zone
             zones += default_zones(nodefault=parse_nodefault(local.nodefault) | nodefault,
                                    configured=configured)
-        transparent = place_local_data(zones, parse_local_data(local.data))
+        transparent = place_local_data(zones, parse_local_data(local.data), forwarded)
         ddr = []
         listen = self.config.server.listen
         if local.ddr and self.tls is not None and listen:

@@ -9,6 +9,7 @@ asserts both sides: which upstream received which name, and what the client got.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -223,3 +224,35 @@ async def test_forward_zone_needs_no_nodefault(serve: ServeFactory, tmp_path: Pa
         # (twice: a NODATA without SOA is not cached, RFC 2308 §5)
         assert names(lan) == ["1.1.168.192.in-addr.arpa."] * 2
         assert default.received == []
+
+
+async def test_reload_keeps_the_zones_and_names_them_waiting(
+        serve: ServeFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP rebuilds local data around the running forward zones (the carve-out out of
+    168.192.in-addr.arpa. stays; local data under it is answered here); changed forward
+    zones wait for a restart."""
+    async with upstreams(tmp_path) as (default, _corp, lan, _pki):
+        changes: dict[str, dict[str, Any]] = {}
+        s = await serve(upstreams=[default.spec()], reload_data=lambda: changes,
+                        forward_zone=[{"name": "1.168.192.in-addr.arpa",
+                                       "upstream": [{"uri": lan.uri()}]}])
+        changes["local"] = {"data": ["9.1.168.192.in-addr.arpa. PTR nas.lan."]}
+        caplog.set_level(logging.INFO, logger="dnstls.service")
+        assert s.service.reload()
+        assert "reload: local data changed" in caplog.text
+        nas = await ask(s, "udp", "9.1.168.192.in-addr.arpa.", "PTR")
+        assert nas.flags & dns.flags.AA and addresses(nas) == ["nas.lan."]
+        other = await ask(s, "udp", "8.1.168.192.in-addr.arpa.", "PTR")
+        assert other.rcode() == dns.rcode.NOERROR and not other.flags & dns.flags.AA
+        sibling = await ask(s, "udp", "8.2.168.192.in-addr.arpa.", "PTR")
+        assert sibling.rcode() == dns.rcode.NXDOMAIN and sibling.flags & dns.flags.AA
+        assert names(lan) == ["8.1.168.192.in-addr.arpa."] and default.received == []
+        # forward zones changed in the file: named as waiting for a restart
+        running = s.service.config
+        changed = dataclasses.replace(running, forward=dataclasses.replace(
+            running.forward, zones=running.forward.zones[:0]))
+        s.service._load_config = lambda: changed
+        assert s.service.reload()
+        assert "reload: forward.zones changed; restart dnstls to apply it" in caplog.text
+        assert (await ask(s, "udp", "7.1.168.192.in-addr.arpa.", "PTR")).rcode() == 0
+        assert names(lan)[-1] == "7.1.168.192.in-addr.arpa."

@@ -46,8 +46,9 @@ again on the next query.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import dns.edns
 import dns.exception
@@ -68,6 +69,8 @@ from dnstls.proto.cachekey import CacheKey, key_from_message
 from dnstls.resolver.base import Request, Resolver
 from dnstls.resolver.cache import Cache
 from dnstls.resolver.default_zones import enclosing
+
+T = TypeVar("T")
 
 RESOLVER_ARPA = dns.name.from_text("resolver.arpa.")
 DDR_NAME = dns.name.from_text("_dns.resolver.arpa.")
@@ -144,18 +147,33 @@ def parse_local_data(entries: Iterable[object], *, field: str = "local.data",
     return list(merged.values())
 
 
+def _nearest(name: dns.name.Name, origins: Mapping[dns.name.Name, T | None]) -> T | None:
+    """As :func:`enclosing`, but the longest name *present* in ``origins`` decides, even
+    with None (a forward zone carved out of a default zone: no local zone there)."""
+    while True:
+        if name in origins:
+            return origins[name]
+        if len(name.labels) <= 1:
+            return None
+        name = name.parent()
+
+
 def place_local_data(zones: Sequence[dns.zone.Zone], rrsets: Iterable[dns.rrset.RRset],
+                     forwarded: Iterable[dns.name.Name] = (),
                      ) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
     """Add each RRset to the loaded zone it falls in (the longest origin; replacing
     the zone's RRset of that name and type), and return the others by owner name: the
-    transparent names :class:`LocalData` answers."""
-    by_origin: dict[dns.name.Name, dns.zone.Zone] = {}
+    transparent names :class:`LocalData` answers (also those under a ``forwarded``
+    name carved out of the zone they are in: see :class:`LocalData`)."""
+    by_origin: dict[dns.name.Name, dns.zone.Zone | None] = {}
     for zone in zones:
         assert zone.origin is not None
         by_origin.setdefault(zone.origin, zone)  # the first one wins, as LocalData's
+    for name in forwarded:
+        by_origin.setdefault(name, None)
     transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     for rrset in rrsets:
-        found = enclosing(rrset.name, by_origin)
+        found = _nearest(rrset.name, by_origin)
         if found is None:
             transparent.setdefault(rrset.name, {})[rrset.rdtype] = rrset
             continue
@@ -316,13 +334,7 @@ class LocalData:
     def _find(self, qname: dns.name.Name) -> _Zone | None:
         if not self._forwarded:
             return enclosing(qname, self._by_origin)  # the longest origin at or above qname
-        name = qname
-        while True:  # as enclosing(), but a forwarded name ends the walk with None
-            if name in self._by_origin:
-                return self._by_origin[name]
-            if len(name.labels) <= 1:
-                return None
-            name = name.parent()
+        return _nearest(qname, self._by_origin)  # a forwarded name: None
 
     async def resolve(self, request: Request) -> dns.message.Message:
         query = request.message

@@ -231,3 +231,30 @@ async def test_forwarded_names_carved_out_of_a_default_zone(tmp_path: Path) -> N
     assert [rr.to_text() for rr in r.answer] == [
         "5.9.1.168.192.in-addr.arpa. 60 IN PTR printer.lan."]
     assert len(nxt.seen) == 2
+
+
+async def test_local_data_under_a_carved_out_forward_zone_stays_local() -> None:
+    """A record of local data under a forward zone carved out of a default zone is a
+    transparent name (answered here), not lost in the default zone it no longer serves."""
+    import dns.name
+    import dns.zone
+
+    from dnstls.resolver.default_zones import LOOPBACK4, SOA_TEXT
+    from dnstls.resolver.local import parse_local_data, place_local_data
+
+    # a default zone's contents, built here: place_local_data adds records to it
+    zone = dns.zone.from_text(f"@ 60 IN SOA {SOA_TEXT}\n@ 60 IN NS localhost.\n",
+                              origin=LOOPBACK4, relativize=False)
+    carved = dns.name.from_text("9." + LOOPBACK4)
+    rrsets = parse_local_data([f"5.9.{LOOPBACK4} PTR nas.lan.", f"5.8.{LOOPBACK4} PTR x.lan."])
+    transparent = place_local_data([zone], rrsets, [carved])
+    assert list(transparent) == [dns.name.from_text(f"5.9.{LOOPBACK4}")]
+    nxt = Next()
+    local = LocalData(nxt, zones=[zone], transparent=transparent, forwarded=[carved])
+    r = await ask(local, f"5.9.{LOOPBACK4}", "PTR")
+    assert [rr.to_text() for rr in r.answer] == [f"5.9.{LOOPBACK4} 3600 IN PTR nas.lan."]
+    r = await ask(local, f"5.8.{LOOPBACK4}", "PTR")
+    assert [rr.to_text() for rr in r.answer] == [f"5.8.{LOOPBACK4} 3600 IN PTR x.lan."]
+    with pytest.raises(ResolveFailure):
+        await ask(local, f"6.9.{LOOPBACK4}", "PTR")
+    assert len(nxt.seen) == 1
