@@ -536,9 +536,12 @@ def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
             nodefault.add(name)
         else:
             forwarded.add(name)
-        log.info("forward zone %s: forwarded, not answered here as the default zone %s "
-                 "would be (as local.nodefault)%s", zone.name, found.to_text(),
-                 "" if found == name else "; the rest of that zone still is")
+        if found == name:
+            log.info("forward zone %s: forwarded instead of answered here as a default "
+                     "zone (as with local.nodefault)", zone.name)
+        else:
+            log.info("forward zone %s: forwarded instead of answered here; the rest of "
+                     "the default zone %s still is", zone.name, found.to_text())
     return frozenset(nodefault), frozenset(forwarded)
 
 

@@ -200,10 +200,10 @@ async def test_start_up_log_names_each_zone(serve: ServeFactory, tmp_path: Path,
     assert f"forward zone corp.example.: forwarding to {corp.spec().name}" in lines
     assert f"forward zone home.arpa.: forwarding to {lan.spec().name}" in lines
     assert f"names outside the forward zones: forwarding to {default.spec().name}" in lines
-    assert any(line.startswith("forward zone home.arpa.: forwarded, not answered here as "
-                               "the default zone home.arpa.") for line in lines)
-    assert any(line.startswith("forward zone 1.168.192.in-addr.arpa.: forwarded") and
-               "the rest of that zone still is" in line for line in lines)
+    assert ("forward zone home.arpa.: forwarded instead of answered here as a default "
+            "zone (as with local.nodefault)") in lines
+    assert ("forward zone 1.168.192.in-addr.arpa.: forwarded instead of answered here; "
+            "the rest of the default zone 168.192.in-addr.arpa. still is") in lines
     assert any(line.startswith("forward zone sub.example.test. is at or under the local "
                                "zone example.test.") for line in lines)
 
