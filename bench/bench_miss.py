@@ -21,6 +21,11 @@ Parts (CPU time of the main thread, best round; other load on the machine does n
   every write from a loop callback (one TCP read of all the answers), 256 in flight.
   Whatever path the tree takes (task or callbacks) is what is measured.
 
+``--zones corp.example.,home.arpa.`` puts the forwarder behind a
+:class:`~dnstls.resolver.forward_zones.ZoneRouter` with those forward zones (for the
+``fake``/``udp`` parts; every query is for a name under none of them, ``*.bench.test.``):
+the cost of ``[[forward_zone]]`` for the other names.
+
 ``--minimal`` keeps and renders minimal responses (the default of ``serve`` and
 ``stub`` since session 4). Every query is for a new name (a cache miss). To compare two
 source trees, run it alternately with ``PYTHONPATH=TREE/src``. Not a test: it prints numbers.
@@ -38,6 +43,7 @@ from dataclasses import replace
 from typing import Any
 
 import dns.message
+import dns.name
 import dns.rrset
 import uvloop
 
@@ -50,6 +56,9 @@ from dnstls.resolver.cache import Cache
 from dnstls.resolver.forward import Forwarder
 from dnstls.resolver.wire import WireForwarder
 from dnstls.upstreams import parse_upstream_uri
+
+#: ``--zones``: forward zone names (none: the forwarder alone, as the service without zones)
+ZONES: list[str] = []
 
 #: ``--minimal``: the caches keep and render minimal responses (cache.minimal_responses,
 #: the service's default since session 4); without it, every section as before.
@@ -299,7 +308,13 @@ async def bench_path(n: int, rounds: int, kind: str, profiler: Any = None) -> fl
                 for w in wires:
                     answers[question_of(w)] = answer_for(w)
             cache = _cache()
-            forwarder = Forwarder([upstream], clock=loop.time)  # type: ignore[list-item]
+            forwarder: Any = Forwarder([upstream], clock=loop.time)  # type: ignore[list-item]
+            if ZONES:
+                from dnstls.resolver.forward_zones import ZoneRouter
+
+                forwarder = ZoneRouter(forwarder, [
+                    (dns.name.from_text(z), Forwarder([FakeUpstream()],  # type: ignore[list-item]
+                                                      clock=loop.time)) for z in ZONES])
             wire = WireForwarder(forwarder, cache, loop.time)
             handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, wire=wire,
                                    clock=loop.time)
@@ -359,9 +374,12 @@ def main() -> None:
                         default="all")
     parser.add_argument("--minimal", action="store_true",
                         help="minimal responses (drop the NS and glue of the answers)")
+    parser.add_argument("--zones", default="",
+                        help="forward zones, comma-separated (queries are under none)")
     args = parser.parse_args()
     global MINIMAL
     MINIMAL = args.minimal
+    ZONES[:] = [z for z in args.zones.split(",") if z]
     if args.part in ("all", "respond"):
         print(f"respond_wire   {bench_respond(args.queries, args.rounds):7.2f} µs/query")
     if args.part in ("all", "respond0"):

@@ -190,6 +190,8 @@ class ForwardConfig:
     enabled: bool = True
     strategy: str = "round_robin"
     upstreams: tuple[Any, ...] = ()  # UpstreamSpec objects, built by dnstls.upstreams
+    #: ForwardZoneSpec objects, built by dnstls.upstreams from [[forward_zone]]
+    zones: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -310,6 +312,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     if overrides:
         data = merge(data, overrides)
     upstream_items = data.pop("upstream", [])
+    zone_items = data.pop("forward_zone", None)
     known = {"server", "tls", "local", "cache", "forward"}
     for key in data:
         if key not in known:
@@ -329,6 +332,11 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         raise ConfigError("forward.upstreams", "upstreams are [[upstream]] tables, one per "
                           "upstream: [[upstream]] uri = \"udp://192.0.2.53\" (or "
                           "--upstream URI); see docs/upstreams.md")
+    if "zones" in forward_data:  # built from [[forward_zone]]
+        raise ConfigError("forward.zones", "forward zones are [[forward_zone]] tables: "
+                          "[[forward_zone]] name = \"corp.example.\" with "
+                          "[[forward_zone.upstream]] uri = \"udp://10.0.0.53\" (or "
+                          "--forward-zone NAME=URI); see docs/serve.md")
     forward = build(ForwardConfig, forward_data, "forward")
     if forward.strategy not in STRATEGIES:
         raise ConfigError("forward.strategy",
@@ -341,6 +349,15 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
             raise ConfigError("upstream", "expected an array of tables ([[upstream]])")
         specs = upstreams_from_toml(upstream_items, path="upstream")
         forward = dataclasses.replace(forward, upstreams=tuple(specs))
+    if zone_items is not None:
+        from dnstls.upstreams import forward_zones_from_toml
+
+        zones = forward_zones_from_toml(zone_items, path="forward_zone")
+        if zones and not forward.enabled:
+            raise ConfigError("forward.enabled", "forwarding is off (forward.enabled = "
+                              "false or --no-upstream) but [[forward_zone]] tables are "
+                              "given: remove one or the other")
+        forward = dataclasses.replace(forward, zones=tuple(zones))
     cache = build(CacheConfig, data.get("cache", {}), "cache")
     if cache.min_ttl > cache.max_ttl:
         raise ConfigError("cache.min_ttl", "must not exceed cache.max_ttl")

@@ -19,7 +19,8 @@ from prometheus_client.registry import Collector
 log = logging.getLogger("dnstls.metrics")
 
 StatsSource = Callable[[], Mapping[str, Any]]
-_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "udp", "access_control"})
+_STRUCTURED = frozenset({"handler", "listeners", "upstreams", "zone_upstreams", "udp",
+                         "access_control"})
 
 
 class ServiceCollector(Collector):
@@ -35,7 +36,8 @@ class ServiceCollector(Collector):
          "listeners": {transport: {"accepted": n, "open": n, "closed": {reason: n},
                                    "handshakes": {version: n},
                                    "handshake_failures": {reason: n}, "resumed": n}},
-         "cache": {...}, "upstreams": {name: {...}}}
+         "cache": {...}, "upstreams": {name: {...}},
+         "zone_upstreams": {zone: {name: {...}}}}  # [[forward_zone]]: a zone label
     """
 
     def __init__(self, source: StatsSource) -> None:
@@ -103,8 +105,13 @@ class ServiceCollector(Collector):
                 family.add_metric([transport], n)
         yield from (acl_refused, acl_denied, acl_norec)
         yield from _udp(stats.get("udp", ()))
+        families: list[Metric] = []
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
-            yield from _flat("dnstls_upstream", ustats, [("upstream", name)])
+            families += _flat("dnstls_upstream", ustats, [("upstream", name)])
+        for zone, upstreams in sorted(stats.get("zone_upstreams", {}).items()):
+            for name, ustats in sorted(upstreams.items()):
+                families += _flat("dnstls_upstream", ustats, [("upstream", name), ("zone", zone)])
+        yield from _merged(families)
         for section, values in sorted(stats.items()):  # cache, coalesce, stub, ...
             if section not in _STRUCTURED and isinstance(values, Mapping):
                 yield from _flat(f"dnstls_{section}", values, [])
@@ -153,6 +160,17 @@ COUNTER_KEYS = frozenset({
     "opportunistic_connections", "connect_backoff_failures", "reloads", "reload_failures",
     "transport_queries", "transport_responses", "transport_timeouts",
 })
+
+
+def _merged(families: Iterable[Metric]) -> Iterable[Metric]:
+    """One family per metric name, with the samples of all: the text format allows one
+    HELP and TYPE line per name (several upstreams each made a family of their own)."""
+    out: dict[str, Metric] = {}
+    for family in families:
+        first = out.setdefault(family.name, family)
+        if first is not family:
+            first.samples.extend(family.samples)
+    return out.values()
 
 
 def _flat(prefix: str, stats: Mapping[str, Any], labels: list[tuple[str, str]],

@@ -33,12 +33,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dns.name
+
 from dnstls import certs
 from dnstls.compiled import version_line
 from dnstls.config import (
     DEFAULT_DNS_PORT,
     DEFAULT_DOT_PORT,
     Config,
+    ForwardConfig,
     LocalConfig,
     ServerConfig,
     access_control,
@@ -61,7 +64,7 @@ from dnstls.proto.pins import spki_pin
 from dnstls.proto.stream import CloseReason, StreamLimits
 from dnstls.resolver.base import Refuse, Resolver
 from dnstls.resolver.cache import Cache
-from dnstls.resolver.default_zones import default_zones, parse_nodefault
+from dnstls.resolver.default_zones import DEFAULT_ZONES, default_zones, parse_nodefault
 from dnstls.resolver.local import (
     LocalData,
     ddr_records,
@@ -184,12 +187,13 @@ class Service:
         upstream stages, and a fingerprint of its content (a reload compares them)."""
         zones = [load_zone(path, field=f"local.zones[{i}]")
                  for i, path in enumerate(local.zones)]
+        configured = [z.origin for z in zones if z.origin is not None]
+        nodefault, forwarded = forward_zone_overrides(self.config.forward, local, configured)
         if local.default_zones:
             # a configured zone of the same origin replaces a default zone
-            zones += default_zones(nodefault=parse_nodefault(local.nodefault),
-                                   configured=[z.origin for z in zones
-                                               if z.origin is not None])
-        transparent = place_local_data(zones, parse_local_data(local.data))
+            zones += default_zones(nodefault=parse_nodefault(local.nodefault) | nodefault,
+                                   configured=configured)
+        transparent = place_local_data(zones, parse_local_data(local.data), forwarded)
         ddr = []
         listen = self.config.server.listen
         if local.ddr and self.tls is not None and listen:
@@ -206,7 +210,8 @@ class Service:
             for rrset in transparent[owner].values():
                 digest.update(rrset.to_text().encode())
         return (LocalData(self._terminal, zones=zones, ddr=ddr,
-                          refuse_other_classes=local.default_zones, transparent=transparent),
+                          refuse_other_classes=local.default_zones, transparent=transparent,
+                          forwarded=forwarded),
                 digest.hexdigest())
 
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
@@ -499,6 +504,59 @@ class Service:
         if line:
             lines.append(line)
         return lines
+
+
+def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
+                           configured: list[dns.name.Name],
+                           ) -> tuple[frozenset[dns.name.Name], frozenset[dns.name.Name]]:
+    """How ``[[forward_zone]]`` meets local data: (default zones not served because a
+    forward zone has their name, forward zones under a default zone carved out of it).
+
+    A forward zone at or under a default zone (home.arpa., 168.192.in-addr.arpa.) is
+    forwarded, not answered NXDOMAIN here: automatic, where Unbound needs an explicit
+    ``local-zone: NAME nodefault`` for it (a known trap). A forward zone under a
+    *default* zone is carved out of it: the rest of that zone is still answered here,
+    never sent to the default upstreams. A configured local zone (``local.zones``)
+    wins over forwarding for every name under it; a forward zone there is logged."""
+    if not forward.enabled or not forward.zones:
+        return frozenset(), frozenset()
+    local_origins = {name: "local" for name in configured}
+    if local.default_zones:
+        skipped = parse_nodefault(local.nodefault)
+        for origin in DEFAULT_ZONES - skipped:
+            local_origins.setdefault(origin, "default")
+    nodefault: set[dns.name.Name] = set()
+    forwarded: set[dns.name.Name] = set()
+    for zone in forward.zones:
+        name = dns.name.from_text(zone.name)
+        found, kind = None, None
+        walk = name
+        while True:
+            kind = local_origins.get(walk)
+            if kind is not None:
+                found = walk
+                break
+            if len(walk.labels) <= 1:
+                break
+            walk = walk.parent()
+        if found is None:
+            continue
+        if kind == "local":
+            log.warning("forward zone %s is at or under the local zone %s (local.zones): "
+                        "its names are answered locally, not forwarded", zone.name,
+                        found.to_text())
+            continue
+        if found == name:
+            nodefault.add(name)
+        else:
+            forwarded.add(name)
+        if found == name:
+            log.info("forward zone %s: forwarded instead of answered here as a default "
+                     "zone (as with local.nodefault)", zone.name)
+        else:
+            log.info("forward zone %s: forwarded instead of answered here; the rest of "
+                     "the default zone %s still is", zone.name, found.to_text())
+    return frozenset(nodefault), frozenset(forwarded)
 
 
 def access_control_line(acl: AccessControl, endpoints: list[tuple[str, int]], field: str,

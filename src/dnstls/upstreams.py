@@ -20,6 +20,17 @@ TOML (Stubby vocabulary)::
     tls_pubkey_pinset_mode = "enforce"   # or "report"
     # or: uri = "tls://1.1.1.1#cloudflare-dns.com"
 
+Forward zones (Unbound's ``forward-zone:``) send the names at or under a zone to upstreams
+of their own; names under no zone go to ``[[upstream]]``::
+
+    [[forward_zone]]
+    name = "corp.example."
+    strategy = "ordered"          # optional, as forward.strategy
+    [[forward_zone.upstream]]
+    uri = "udp://10.0.0.53"
+
+On the command line: ``--forward-zone corp.example=udp://10.0.0.53,udp://10.0.0.54``.
+
 Strict authentication (RFC 8310 §5) is the default: a DoT upstream needs an
 authentication name (checked against the CA store) and/or a pinset. ``opportunistic =
 true`` encrypts without authenticating. Errors name the dotted field path
@@ -322,6 +333,114 @@ def upstreams_from_toml(items: Any, path: str = "upstream") -> list[UpstreamSpec
             raise _fail(f"{path}[{i}]", f"duplicate of {path}[{seen[spec.name]}] ({spec.name})")
         seen[spec.name] = i
     return specs
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardZoneSpec:
+    """One ``[[forward_zone]]``: names at or under ``name`` (absolute, lower case, with
+    the final dot) go to ``upstreams``; ``strategy`` None means forward.strategy."""
+
+    name: str
+    upstreams: tuple[UpstreamSpec, ...]
+    strategy: str | None = None
+
+
+_ZONE_KEYS = {"name", "strategy", "upstream"}
+_STRATEGIES = ("round_robin", "fastest", "ordered")
+
+
+def check_zone_name(text: Any, path: str) -> str:
+    """A forward zone's name: absolute, lower case, with the final dot (case and the
+    final dot do not matter on input); ConfigError naming ``path``."""
+    import dns.exception
+    import dns.name
+
+    if not isinstance(text, str):
+        raise _fail(path, f"expected a domain name, got {text!r}")
+    stripped = text.strip()
+    if stripped in ("", "."):
+        raise _fail(path, f"{text!r}: the root is not a forward zone; the default "
+                          "upstreams are [[upstream]] (or --upstream)")
+    try:
+        name = dns.name.from_text(stripped)
+    except dns.exception.DNSException as exc:
+        raise _fail(path, f"{text!r} is not a valid domain name: {exc}") from None
+    if any(not label for label in name.labels[:-1]):
+        raise _fail(path, f"{text!r} is not a valid domain name: empty label")
+    return name.to_text().lower()
+
+
+def _check_zones(zones: Sequence[ForwardZoneSpec], path: str, suffix: str) -> None:
+    seen: dict[str, int] = {}
+    for i, zone in enumerate(zones):
+        if zone.name in seen:
+            raise _fail(f"{path}[{i}]{suffix}",
+                        f"duplicate of {path}[{seen[zone.name]}] ({zone.name})")
+        seen[zone.name] = i
+
+
+def forward_zone_from_table(item: Any, path: str) -> ForwardZoneSpec:
+    """One ``[[forward_zone]]`` table: ``name``, ``strategy`` and its upstream tables."""
+    if not isinstance(item, Mapping):
+        raise _fail(path, "expected a table")
+    unknown = sorted(set(item) - _ZONE_KEYS)
+    if unknown:
+        raise _fail(f"{path}.{unknown[0]}", "unknown key (name, strategy, [[forward_zone."
+                                            "upstream]])")
+    if "name" not in item:
+        raise _fail(f"{path}.name", "required: the zone, e.g. name = \"corp.example.\"")
+    name = check_zone_name(item["name"], f"{path}.name")
+    strategy = item.get("strategy")
+    if strategy is not None and strategy not in _STRATEGIES:
+        raise _fail(f"{path}.strategy", f"unknown strategy {strategy!r} "
+                                        "(round_robin, fastest or ordered)")
+    items = item.get("upstream")
+    if not items:
+        raise _fail(f"{path}.upstream", f"zone {name} has no upstream: add "
+                                        "[[forward_zone.upstream]] uri = \"udp://ADDR\"")
+    if not isinstance(items, list):
+        raise _fail(f"{path}.upstream", "expected an array of tables "
+                                        "([[forward_zone.upstream]])")
+    specs = upstreams_from_toml(items, path=f"{path}.upstream")
+    return ForwardZoneSpec(name=name, upstreams=tuple(specs), strategy=strategy)
+
+
+def forward_zones_from_toml(items: Any, path: str = "forward_zone",
+                            ) -> list[ForwardZoneSpec]:
+    """Validate the ``[[forward_zone]]`` array; ConfigError naming the dotted path."""
+    if not isinstance(items, list):
+        raise _fail(path, "expected an array of tables ([[forward_zone]])")
+    zones = [forward_zone_from_table(item, f"{path}[{i}]") for i, item in enumerate(items)]
+    _check_zones(zones, path, ".name")
+    return zones
+
+
+def forward_zones_from_args(values: Sequence[str], path: str = "--forward-zone",
+                            ) -> list[ForwardZoneSpec]:
+    """``--forward-zone NAME=URI[,URI...]`` values (URIs as ``--upstream``'s; pins and CA
+    files need the configuration file); ConfigError naming ``--forward-zone[i]``."""
+    zones = []
+    for i, text in enumerate(values):
+        item_path = f"{path}[{i}]"
+        name_text, sep, uris = text.partition("=")
+        if not sep:
+            raise _fail(item_path, f"{text!r}: expected NAME=URI[,URI...], e.g. "
+                                   "corp.example=udp://10.0.0.53")
+        name = check_zone_name(name_text, item_path)
+        parts = [u.strip() for u in uris.split(",")]
+        if not any(parts):
+            raise _fail(item_path, f"zone {name} has no upstream: {text!r}")
+        specs: list[UpstreamSpec] = []
+        for j, uri in enumerate(parts):
+            if not uri:
+                raise _fail(item_path, f"{text!r}: empty URI in the list")
+            spec = parse_upstream_uri(uri, path=f"{item_path}.upstream[{j}]")
+            if any(s.name == spec.name for s in specs):
+                raise _fail(f"{item_path}.upstream[{j}]", f"{spec.name} given twice")
+            specs.append(spec)
+        zones.append(ForwardZoneSpec(name=name, upstreams=tuple(specs)))
+    _check_zones(zones, path, "")
+    return zones
 
 
 def default_upstreams() -> list[UpstreamSpec]:

@@ -22,23 +22,35 @@ log = logging.getLogger("dnstls.wiring")
 Factory = Callable[[Resolver], tuple[Resolver, Any]]
 
 
-class Forwarding:
-    """The running upstream side: pool, cache and stages, closed together."""
+def _flat_upstreams(forwarder_stats: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    upstreams: dict[str, dict[str, Any]] = {}
+    for name, entry in forwarder_stats["upstreams"].items():
+        flat = {k: v for k, v in entry.items() if k != "transport" and v is not None}
+        for key, value in entry.get("transport", {}).items():
+            flat[f"transport_{key}" if key in flat else key] = value
+        upstreams[name] = flat
+    return upstreams
 
-    def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any) -> None:
+
+class Forwarding:
+    """The running upstream side: pool, cache and stages, closed together. With forward
+    zones, ``forwarder`` is their :class:`~dnstls.resolver.forward_zones.ZoneRouter` and
+    ``zone_pools`` their upstream pools."""
+
+    def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any,
+                 zone_pools: Sequence[Any] = ()) -> None:
         self.forwarder = forwarder
         self.pool = pool
         self.cache = cache
         self.coalescer = coalescer
+        self.zone_pools = list(zone_pools)
 
     def statistics(self) -> dict[str, Any]:
-        upstreams: dict[str, dict[str, Any]] = {}
-        for name, entry in self.forwarder.statistics()["upstreams"].items():
-            flat = {k: v for k, v in entry.items() if k != "transport" and v is not None}
-            for key, value in entry.get("transport", {}).items():
-                flat[f"transport_{key}" if key in flat else key] = value
-            upstreams[name] = flat
-        stats: dict[str, Any] = {"upstreams": upstreams}
+        forwarder_stats = self.forwarder.statistics()
+        stats: dict[str, Any] = {"upstreams": _flat_upstreams(forwarder_stats)}
+        if "zones" in forwarder_stats:  # the metrics label them with their zone
+            stats["zone_upstreams"] = {zone: _flat_upstreams(zstats) for zone, zstats
+                                       in forwarder_stats["zones"].items()}
         if self.cache is not None:
             stats["cache"] = dataclasses.asdict(self.cache.statistics())
         if self.coalescer is not None:
@@ -46,7 +58,7 @@ class Forwarding:
         return stats
 
     async def aclose(self) -> None:
-        await self.pool.aclose()
+        await asyncio.gather(self.pool.aclose(), *(p.aclose() for p in self.zone_pools))
 
 
 def make_cache(cfg: CacheConfig) -> Any:
@@ -83,10 +95,30 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
                      ", ".join(s.name for s in chosen))
         clock = asyncio.get_running_loop().time
         forwarder, pool = build_forwarder(chosen, clock=clock, strategy=cfg.forward.strategy)
+        zone_pools = []
+        if cfg.forward.zones:  # else the forwarder itself: no zones cost nothing
+            import dns.name
+
+            from dnstls.resolver.forward_zones import ZoneRouter
+
+            routes = []
+            for zone in cfg.forward.zones:
+                strategy = zone.strategy or cfg.forward.strategy
+                zone_forwarder, zone_pool = build_forwarder(zone.upstreams, clock=clock,
+                                                            strategy=strategy)
+                routes.append((dns.name.from_text(zone.name), zone_forwarder))
+                zone_pools.append(zone_pool)
+                log.info("forward zone %s: forwarding to %s%s", zone.name,
+                         ", ".join(s.name for s in zone.upstreams),
+                         f" ({strategy})" if len(zone.upstreams) > 1 else "")
+            if specs or cfg.forward.upstreams:
+                log.info("names outside the forward zones: forwarding to %s",
+                         ", ".join(s.name for s in chosen))
+            forwarder = ZoneRouter(forwarder, routes)
         coalescer = Coalescer(forwarder)
         cache = make_cache(cfg.cache) if cfg.cache.enabled else None
         stage = answer_stage(coalescer, cache, clock,
                              minimal_responses=cfg.cache.minimal_responses)
-        return stage, Forwarding(forwarder, pool, cache, coalescer)
+        return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools)
 
     return factory

@@ -141,3 +141,28 @@ def test_serve_cli_nsid(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err.strip() == (
         "dnstls serve: error: server.nsid: 'abc' is neither hex (an even number of hex "
         "digits) nor ascii_ followed by text")
+
+
+def test_forward_zones_from_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[forward]\nstrategy = "fastest"\n'
+                    '[[forward_zone]]\nname = "corp.example"\n'
+                    '[[forward_zone.upstream]]\nuri = "udp://10.0.0.53"\n')
+    c = config.load(path)
+    assert [z.name for z in c.forward.zones] == ["corp.example."]
+    assert c.forward.strategy == "fastest" and c.forward.zones[0].strategy is None
+    assert config.load().forward.zones == ()
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"forward": {"zones": []}}, "forward.zones"),
+    ({"forward_zone": {"name": "corp.example"}}, "forward_zone"),
+    ({"forward_zone": [{"name": "corp.example", "upstream": [{"uri": "udp://10.0.0.1"}]}],
+      "forward": {"enabled": False}}, "forward.enabled"),
+    ({"forward_zone": [{"name": "corp.example", "upstream": [{"uri": "udp://10.0.0.1"}]},
+                       {"name": "home.arpa"}]}, "forward_zone[1].upstream"),
+])
+def test_forward_zone_errors(data: dict[str, object], field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config.load(overrides=data)
+    assert info.value.field == field

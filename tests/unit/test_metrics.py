@@ -31,3 +31,26 @@ def test_no_udp_listener_exports_zeros() -> None:
     text = _text({})
     assert "dnstls_udp_datagrams_received_total 0.0" in text
     assert "dnstls_udp_in_flight 0.0" in text
+
+
+def test_upstreams_and_zone_upstreams_share_one_family_per_name() -> None:
+    """One HELP/TYPE per metric name (the text format allows no second TYPE line), the
+    default upstreams as before, a forward zone's with a zone label."""
+    text = _text({
+        "upstreams": {"udp://192.0.2.1:53": {"queries": 1, "responses": {"NOERROR": 1}},
+                      "udp://192.0.2.2:53": {"queries": 2, "responses": {}}},
+        "zone_upstreams": {"corp.example.": {"udp://192.0.2.1:53": {"queries": 3}},
+                           "home.arpa.": {"udp://192.0.2.1:53": {"queries": 4}}},
+    })
+    type_lines = [line for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(type_lines) == len(set(type_lines))
+    assert text.count("# TYPE dnstls_upstream_queries_total counter") == 1
+    for sample in ('dnstls_upstream_queries_total{upstream="udp://192.0.2.1:53"} 1.0',
+                   'dnstls_upstream_queries_total{upstream="udp://192.0.2.2:53"} 2.0',
+                   'dnstls_upstream_queries_total{upstream="udp://192.0.2.1:53",'
+                   'zone="corp.example."} 3.0',
+                   'dnstls_upstream_queries_total{upstream="udp://192.0.2.1:53",'
+                   'zone="home.arpa."} 4.0',
+                   'dnstls_upstream_responses_total{kind="NOERROR",'
+                   'upstream="udp://192.0.2.1:53"} 1.0'):
+        assert sample in text

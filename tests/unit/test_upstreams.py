@@ -172,3 +172,114 @@ def test_spec_is_frozen_and_keyed() -> None:
     with pytest.raises(AttributeError):
         spec.port = 54  # type: ignore[misc]
     assert spec.key == ("127.0.0.1", 53, "udp", None)
+
+
+# -- [[forward_zone]] and --forward-zone ---------------------------------------------
+
+
+def zones_toml(text: str) -> list[object]:
+    from dnstls.upstreams import forward_zones_from_toml
+
+    return forward_zones_from_toml(tomllib.loads(text)["forward_zone"])  # type: ignore[return-value]
+
+
+def test_forward_zone_tables() -> None:
+    from dnstls.upstreams import ForwardZoneSpec
+
+    zones = zones_toml(f'''
+[[forward_zone]]
+name = "Corp.Example"
+strategy = "ordered"
+[[forward_zone.upstream]]
+uri = "udp://10.0.0.53"
+[[forward_zone.upstream]]
+uri = "tls://10.0.0.54#dns.corp.example"
+tls_pubkey_pinset = [{{digest = "sha256", value = "{PIN}"}}]
+
+[[forward_zone]]
+name = "168.192.in-addr.arpa."
+[[forward_zone.upstream]]
+address = "192.168.1.1"
+transport = "udp"
+''')
+    first, second = zones
+    assert isinstance(first, ForwardZoneSpec) and isinstance(second, ForwardZoneSpec)
+    assert first.name == "corp.example." and first.strategy == "ordered"
+    assert [u.name for u in first.upstreams] == ["udp://10.0.0.53:53",
+                                                 "tls://10.0.0.54:853#dns.corp.example"]
+    assert first.upstreams[1].tls_pubkey_pinset == (PIN,)
+    assert second.name == "168.192.in-addr.arpa." and second.strategy is None
+    assert [u.name for u in second.upstreams] == ["udp://192.168.1.1:53"]
+
+
+@pytest.mark.parametrize(("text", "field", "message"), [
+    ('[[forward_zone]]\nname = "."\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"',
+     "forward_zone[0].name", "use|[[upstream]]"),
+    ('[[forward_zone]]\nname = ""\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"',
+     "forward_zone[0].name", "[[upstream]]"),
+    ('[[forward_zone]]\nname = "a..b"\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"',
+     "forward_zone[0].name", "not a valid domain name"),
+    (f'[[forward_zone]]\nname = "{"x" * 64}.example"\n[[forward_zone.upstream]]\n'
+     'uri = "udp://10.0.0.1"', "forward_zone[0].name", "not a valid domain name"),
+    ('[[forward_zone]]\nname = 5\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"',
+     "forward_zone[0].name", "expected a domain name"),
+    ('[[forward_zone]]\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"',
+     "forward_zone[0].name", "required"),
+    ('[[forward_zone]]\nname = "corp.example"', "forward_zone[0].upstream", "no upstream"),
+    ('[[forward_zone]]\nname = "corp.example"\nupstream = []', "forward_zone[0].upstream",
+     "no upstream"),
+    ('[[forward_zone]]\nname = "a.example"\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"\n'
+     '[[forward_zone]]\nname = "corp.example"\n[[forward_zone.upstream]]\n'
+     'uri = "udp://10.0.0.1"\n[[forward_zone.upstream]]\nuri = "udp://10.0.0.2"\n'
+     '[[forward_zone.upstream]]\nuri = "udp://10.0.0.x"', "forward_zone[1].upstream[2].uri",
+     "not an IP address"),
+    ('[[forward_zone]]\nname = "corp.example"\n[[forward_zone.upstream]]\n'
+     'uri = "tls://10.0.0.1"', "forward_zone[0].upstream[0]", "strict TLS"),
+    ('[[forward_zone]]\nname = "corp.example"\n[[forward_zone.upstream]]\n'
+     'uri = "udp://10.0.0.1"\n[[forward_zone]]\nname = "CORP.example."\n'
+     '[[forward_zone.upstream]]\nuri = "udp://10.0.0.2"', "forward_zone[1].name",
+     "duplicate of forward_zone[0]"),
+    ('[[forward_zone]]\nname = "corp.example"\nstrategy = "random"\n'
+     '[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"', "forward_zone[0].strategy",
+     "unknown strategy"),
+    ('[[forward_zone]]\nname = "corp.example"\nforward_first = true\n'
+     '[[forward_zone.upstream]]\nuri = "udp://10.0.0.1"', "forward_zone[0].forward_first",
+     "unknown key"),
+    ('[[forward_zone]]\nname = "corp.example"\nupstream = "udp://10.0.0.1"',
+     "forward_zone[0].upstream", "array of tables"),
+])
+def test_forward_zone_errors_name_the_field(text: str, field: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        zones_toml(text)
+    assert info.value.field == field
+    assert any(part in str(info.value) for part in message.split("|"))
+
+
+def test_forward_zone_args() -> None:
+    from dnstls.upstreams import forward_zones_from_args
+
+    zones = forward_zones_from_args(["Corp.Example=udp://10.0.0.53, tcp://10.0.0.54:5353",
+                                     "home.arpa.=udp://192.168.1.1"])
+    assert [(z.name, [u.name for u in z.upstreams], z.strategy) for z in zones] == [
+        ("corp.example.", ["udp://10.0.0.53:53", "tcp://10.0.0.54:5353"], None),
+        ("home.arpa.", ["udp://192.168.1.1:53"], None)]
+
+
+@pytest.mark.parametrize(("values", "field", "message"), [
+    (["corp.example"], "--forward-zone[0]", "NAME=URI"),
+    (["corp.example="], "--forward-zone[0]", "no upstream"),
+    ([".=udp://10.0.0.1"], "--forward-zone[0]", "--upstream"),
+    (["a.example=udp://10.0.0.1", "corp.example=udp://10.0.0.1,tls://10.0.0.2"],
+     "--forward-zone[1].upstream[1]", "strict TLS"),
+    (["corp.example=udp://10.0.0.1,,udp://10.0.0.2"], "--forward-zone[0]", "empty URI"),
+    (["corp.example=udp://10.0.0.1,udp://10.0.0.1:53"], "--forward-zone[0].upstream[1]",
+     "twice"),
+    (["corp.example=udp://10.0.0.1", "Corp.Example.=udp://10.0.0.2"], "--forward-zone[1]",
+     "duplicate of --forward-zone[0]"),
+])
+def test_forward_zone_arg_errors(values: list[str], field: str, message: str) -> None:
+    from dnstls.upstreams import forward_zones_from_args
+
+    with pytest.raises(ConfigError) as info:
+        forward_zones_from_args(values)
+    assert info.value.field == field and message in str(info.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -41,6 +42,10 @@ def add_parser(sub: Any) -> None:
                    help="SPKI pin for the tls:// upstreams given with --upstream")
     p.add_argument("--ca-file", metavar="PEM",
                    help="CA bundle for the tls:// upstreams given with --upstream")
+    p.add_argument("--forward-zone", metavar="NAME=URI[,URI...]", action="append",
+                   help="forward names at or under NAME to these upstreams (URIs as for "
+                        "--upstream) instead of the default ones, as Unbound's "
+                        "forward-zone (repeatable; replaces the file's [[forward_zone]])")
     p.add_argument("--no-upstream", action="store_true",
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")
@@ -113,11 +118,26 @@ def upstream_specs(args: argparse.Namespace) -> list[Any] | None:
     return specs
 
 
+def with_forward_zones(cfg: config_mod.Config, args: argparse.Namespace,
+                       ) -> config_mod.Config:
+    """``cfg`` with the zones of --forward-zone, when given, instead of the file's."""
+    if not args.forward_zone:
+        return cfg
+    from dnstls.upstreams import forward_zones_from_args
+
+    zones = forward_zones_from_args(args.forward_zone)
+    if not cfg.forward.enabled:
+        raise ConfigError("--forward-zone", "conflicts with --no-upstream "
+                          "(or forward.enabled = false)")
+    return dataclasses.replace(
+        cfg, forward=dataclasses.replace(cfg.forward, zones=tuple(zones)))
+
+
 def main(args: argparse.Namespace) -> int:
     given = overrides(args)
 
     def load() -> config_mod.Config:  # again on SIGHUP: the file and the command line
-        return config_mod.load(args.config, given)
+        return with_forward_zones(config_mod.load(args.config, given), args)
 
     cfg = load()
     specs = upstream_specs(args)

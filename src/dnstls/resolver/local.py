@@ -17,8 +17,11 @@ name itself), never forwarded (RFC 9462 §8).
 
 Default zones (:mod:`dnstls.resolver.default_zones`: localhost, the loopback and private
 reverse zones, onion, test, invalid, home.arpa...) are handed in as zones like any
-other, by the service; with ``refuse_other_classes`` (set with them) a question of any
-class but IN is answered REFUSED (EDE 21 Not Supported) here, never forwarded.
+other, by the service. ``forwarded`` names forward zones (``[[forward_zone]]``) under a
+default zone: their names are passed on (to the forwarder) instead of answered here,
+while the rest of the default zone still is. With ``refuse_other_classes`` (set with
+them) a question of any class but IN is answered REFUSED (EDE 21 Not Supported) here,
+never forwarded.
 
 Local data lines (``[local] data``, ``--local-data``: Unbound's ``local-data``): one
 resource record in master-file syntax each (``"nas.home.arpa. A 192.168.1.10"``; TTL
@@ -43,8 +46,9 @@ again on the next query.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import dns.edns
 import dns.exception
@@ -65,6 +69,8 @@ from dnstls.proto.cachekey import CacheKey, key_from_message
 from dnstls.resolver.base import Request, Resolver
 from dnstls.resolver.cache import Cache
 from dnstls.resolver.default_zones import enclosing
+
+T = TypeVar("T")
 
 RESOLVER_ARPA = dns.name.from_text("resolver.arpa.")
 DDR_NAME = dns.name.from_text("_dns.resolver.arpa.")
@@ -141,18 +147,33 @@ def parse_local_data(entries: Iterable[object], *, field: str = "local.data",
     return list(merged.values())
 
 
+def _nearest(name: dns.name.Name, origins: Mapping[dns.name.Name, T | None]) -> T | None:
+    """As :func:`enclosing`, but the longest name *present* in ``origins`` decides, even
+    with None (a forward zone carved out of a default zone: no local zone there)."""
+    while True:
+        if name in origins:
+            return origins[name]
+        if len(name.labels) <= 1:
+            return None
+        name = name.parent()
+
+
 def place_local_data(zones: Sequence[dns.zone.Zone], rrsets: Iterable[dns.rrset.RRset],
+                     forwarded: Iterable[dns.name.Name] = (),
                      ) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
     """Add each RRset to the loaded zone it falls in (the longest origin; replacing
     the zone's RRset of that name and type), and return the others by owner name: the
-    transparent names :class:`LocalData` answers."""
-    by_origin: dict[dns.name.Name, dns.zone.Zone] = {}
+    transparent names :class:`LocalData` answers (also those under a ``forwarded``
+    name carved out of the zone they are in: see :class:`LocalData`)."""
+    by_origin: dict[dns.name.Name, dns.zone.Zone | None] = {}
     for zone in zones:
         assert zone.origin is not None
         by_origin.setdefault(zone.origin, zone)  # the first one wins, as LocalData's
+    for name in forwarded:
+        by_origin.setdefault(name, None)
     transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
     for rrset in rrsets:
-        found = enclosing(rrset.name, by_origin)
+        found = _nearest(rrset.name, by_origin)
         if found is None:
             transparent.setdefault(rrset.name, {})[rrset.rdtype] = rrset
             continue
@@ -227,14 +248,19 @@ class LocalData:
                  ddr: Sequence[dns.rdata.Rdata] = (), max_answers: int = 10_000,
                  refuse_other_classes: bool = False,
                  transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] | None = None,
-                 ) -> None:
+                 forwarded: Iterable[dns.name.Name] = ()) -> None:
         self._next = next_stage
         #: Local data outside every zone, by owner name (:func:`place_local_data`):
         #: exactly these names are answered here; ``_exact`` holds their wire forms.
         self._transparent = dict(transparent or {})
         self._exact = frozenset((n.to_wire() or b"").lower() for n in self._transparent)
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
-        self._by_origin = {z.origin: z for z in reversed(self._zones)}  # first one wins
+        self._by_origin: dict[dns.name.Name, _Zone | None] = {
+            z.origin: z for z in reversed(self._zones)}  # first one wins
+        self._forwarded = frozenset(forwarded)
+        for name in self._forwarded:  # a zone of its own: "no zone here"
+            self._by_origin.setdefault(name, None)
+        self._forwarded_wire = frozenset((n.to_wire() or b"").lower() for n in self._forwarded)
         self.refuse_other_classes = refuse_other_classes
         self._ddr = list(ddr)
         self._suffix_cache: frozenset[bytes] | None = None
@@ -286,9 +312,12 @@ class LocalData:
         if not name.endswith(self._suffix_tuple):
             return False
         pos = 0
+        forwarded = self._forwarded_wire
         while pos < len(name):
             if name[pos:] in suffixes:
                 return True
+            if forwarded and name[pos:] in forwarded:
+                return False
             pos += 1 + name[pos]
         return False
 
@@ -303,7 +332,9 @@ class LocalData:
         return self._suffix_cache
 
     def _find(self, qname: dns.name.Name) -> _Zone | None:
-        return enclosing(qname, self._by_origin)  # the longest origin at or above qname
+        if not self._forwarded:
+            return enclosing(qname, self._by_origin)  # the longest origin at or above qname
+        return _nearest(qname, self._by_origin)  # a forwarded name: None
 
     async def resolve(self, request: Request) -> dns.message.Message:
         query = request.message

@@ -196,3 +196,65 @@ def test_place_local_data_joins_the_enclosing_zone_or_is_transparent(tmp_path: P
     assert local.covers_wire(b"\x03nas\x03lan\x00")
     assert not local.covers_wire(b"\x03sub\x03nas\x03lan\x00")
     assert not local.covers_wire(b"\x03lan\x00")
+
+
+async def test_forwarded_names_carved_out_of_a_default_zone(tmp_path: Path) -> None:
+    """A forward zone under a default zone: its names are passed on, on both paths;
+    the rest of the default zone is still answered here; a configured zone below the
+    forward zone still answers its own names."""
+    import dns.name
+
+    from dnstls.proto.cachekey import key_from_message
+    from dnstls.resolver.default_zones import build_zone
+
+    path = tmp_path / "lan.zone"
+    path.write_text("$ORIGIN 9.1.168.192.in-addr.arpa.\n$TTL 60\n"
+                    "@ IN SOA ns hostmaster 1 3600 600 86400 60\n@ IN NS ns\n"
+                    "5 IN PTR printer.lan.\n")
+    nxt = Next()
+    local = LocalData(nxt, zones=[build_zone(dns.name.from_text("168.192.in-addr.arpa.")),
+                                  load_zone(path)],
+                      forwarded=[dns.name.from_text("1.168.192.in-addr.arpa.")])
+
+    def covered(name: str) -> bool:
+        return local.covers_key(key_from_message(dns.message.make_query(name, "PTR")))
+
+    for name in ("1.168.192.in-addr.arpa.", "7.1.168.192.IN-ADDR.arpa."):
+        assert not covered(name)
+        with pytest.raises(ResolveFailure):  # Next refuses: it was passed on
+            await ask(local, name, "PTR")
+    assert len(nxt.seen) == 2
+    r = await ask(local, "7.2.168.192.in-addr.arpa.", "PTR")
+    assert covered("7.2.168.192.in-addr.arpa.") and r.rcode() == dns.rcode.NXDOMAIN
+    r = await ask(local, "5.9.1.168.192.in-addr.arpa.", "PTR")
+    assert covered("5.9.1.168.192.in-addr.arpa.")
+    assert [rr.to_text() for rr in r.answer] == [
+        "5.9.1.168.192.in-addr.arpa. 60 IN PTR printer.lan."]
+    assert len(nxt.seen) == 2
+
+
+async def test_local_data_under_a_carved_out_forward_zone_stays_local() -> None:
+    """A record of local data under a forward zone carved out of a default zone is a
+    transparent name (answered here), not lost in the default zone it no longer serves."""
+    import dns.name
+    import dns.zone
+
+    from dnstls.resolver.default_zones import LOOPBACK4, SOA_TEXT
+    from dnstls.resolver.local import parse_local_data, place_local_data
+
+    # a default zone's contents, built here: place_local_data adds records to it
+    zone = dns.zone.from_text(f"@ 60 IN SOA {SOA_TEXT}\n@ 60 IN NS localhost.\n",
+                              origin=LOOPBACK4, relativize=False)
+    carved = dns.name.from_text("9." + LOOPBACK4)
+    rrsets = parse_local_data([f"5.9.{LOOPBACK4} PTR nas.lan.", f"5.8.{LOOPBACK4} PTR x.lan."])
+    transparent = place_local_data([zone], rrsets, [carved])
+    assert list(transparent) == [dns.name.from_text(f"5.9.{LOOPBACK4}")]
+    nxt = Next()
+    local = LocalData(nxt, zones=[zone], transparent=transparent, forwarded=[carved])
+    r = await ask(local, f"5.9.{LOOPBACK4}", "PTR")
+    assert [rr.to_text() for rr in r.answer] == [f"5.9.{LOOPBACK4} 3600 IN PTR nas.lan."]
+    r = await ask(local, f"5.8.{LOOPBACK4}", "PTR")
+    assert [rr.to_text() for rr in r.answer] == [f"5.8.{LOOPBACK4} 3600 IN PTR x.lan."]
+    with pytest.raises(ResolveFailure):
+        await ask(local, f"6.9.{LOOPBACK4}", "PTR")
+    assert len(nxt.seen) == 1
