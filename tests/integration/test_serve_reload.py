@@ -136,3 +136,20 @@ async def test_other_changes_wait_for_a_restart(serve: ServeFactory, fake: FakeU
     caplog.clear()
     assert served.service.reload()  # said once
     assert "restart dnstls" not in caplog.text
+
+
+async def test_a_record_removed_from_a_default_zone_is_gone(serve: ServeFactory,
+                                                            fake: FakeUpstream) -> None:
+    """A record of local data inside a default zone (home.arpa.) goes into a copy of
+    the zone: taken out by a reload, it is not answered any more (the shared default
+    zones kept it)."""
+    changes: dict[str, dict[str, Any]] = {}
+    served = await serve(upstreams=spec(fake), local={"data": ["nas.home.arpa. A 192.0.2.7"]},
+                         reload_data=lambda: changes)
+    query = dns.message.make_query("nas.home.arpa.", "A")
+    assert (await served.ask("udp", query)).answer[0][0].to_text() == "192.0.2.7"
+    changes["local"] = {"data": []}
+    assert served.service.reload()
+    gone = await served.ask("udp", dns.message.make_query("nas.home.arpa.", "A"))
+    assert gone.rcode() == dns.rcode.NXDOMAIN and gone.flags & dns.flags.AA
+    assert received(fake) == []

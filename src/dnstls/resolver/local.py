@@ -46,6 +46,7 @@ again on the next query.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -158,13 +159,17 @@ def _nearest(name: dns.name.Name, origins: Mapping[dns.name.Name, T | None]) -> 
         name = name.parent()
 
 
-def place_local_data(zones: Sequence[dns.zone.Zone], rrsets: Iterable[dns.rrset.RRset],
+def place_local_data(zones: list[dns.zone.Zone], rrsets: Iterable[dns.rrset.RRset],
                      forwarded: Iterable[dns.name.Name] = (),
                      ) -> dict[dns.name.Name, dict[int, dns.rrset.RRset]]:
     """Add each RRset to the loaded zone it falls in (the longest origin; replacing
     the zone's RRset of that name and type), and return the others by owner name: the
     transparent names :class:`LocalData` answers (also those under a ``forwarded``
-    name carved out of the zone they are in: see :class:`LocalData`)."""
+    name carved out of the zone they are in: see :class:`LocalData`).
+
+    A zone that gets records is replaced in ``zones`` by a copy first: default zones
+    are shared by the whole process (``default_zones.build_zone``), and a record added
+    to one must not outlive this configuration (a reload, another service)."""
     by_origin: dict[dns.name.Name, dns.zone.Zone | None] = {}
     for zone in zones:
         assert zone.origin is not None
@@ -172,11 +177,18 @@ def place_local_data(zones: Sequence[dns.zone.Zone], rrsets: Iterable[dns.rrset.
     for name in forwarded:
         by_origin.setdefault(name, None)
     transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
+    owned: set[int] = set()  # the copies made here
     for rrset in rrsets:
         found = _nearest(rrset.name, by_origin)
         if found is None:
             transparent.setdefault(rrset.name, {})[rrset.rdtype] = rrset
             continue
+        if id(found) not in owned:
+            mine = copy.deepcopy(found)
+            owned.add(id(mine))
+            zones[next(i for i, zone in enumerate(zones) if zone is found)] = mine
+            assert mine.origin is not None
+            by_origin[mine.origin] = found = mine
         node = found.find_node(rrset.name, create=True)
         if rrset.rdtype == dns.rdatatype.CNAME:
             node.rdatasets.clear()  # a CNAME stands alone (RFC 1034 §3.6.2)

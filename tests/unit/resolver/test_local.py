@@ -188,11 +188,13 @@ def test_place_local_data_joins_the_enclosing_zone_or_is_transparent(tmp_path: P
     zone = load_zone(path)
     assert zone.origin is not None
     inside = f"extra.{zone.origin} A 192.0.2.77"
-    transparent = place_local_data([zone], parse_local_data([inside, "nas.lan. A 192.0.2.1"]))
+    zones = [zone]
+    transparent = place_local_data(zones, parse_local_data([inside, "nas.lan. A 192.0.2.1"]))
     assert list(transparent) == [dns.name.from_text("nas.lan.")]
-    assert zone.get_rrset(dns.name.from_text(f"extra.{zone.origin}"),
-                          dns.rdatatype.A) is not None
-    local = LocalData(Next(), zones=[zone], transparent=transparent)
+    extra = dns.name.from_text(f"extra.{zone.origin}")
+    assert zones[0].get_rrset(extra, dns.rdatatype.A) is not None  # in a copy
+    assert zone.get_rrset(extra, dns.rdatatype.A) is None
+    local = LocalData(Next(), zones=zones, transparent=transparent)
     assert local.covers_wire(b"\x03nas\x03lan\x00")
     assert not local.covers_wire(b"\x03sub\x03nas\x03lan\x00")
     assert not local.covers_wire(b"\x03lan\x00")
@@ -247,10 +249,11 @@ async def test_local_data_under_a_carved_out_forward_zone_stays_local() -> None:
                               origin=LOOPBACK4, relativize=False)
     carved = dns.name.from_text("9." + LOOPBACK4)
     rrsets = parse_local_data([f"5.9.{LOOPBACK4} PTR nas.lan.", f"5.8.{LOOPBACK4} PTR x.lan."])
-    transparent = place_local_data([zone], rrsets, [carved])
+    zones = [zone]
+    transparent = place_local_data(zones, rrsets, [carved])
     assert list(transparent) == [dns.name.from_text(f"5.9.{LOOPBACK4}")]
     nxt = Next()
-    local = LocalData(nxt, zones=[zone], transparent=transparent, forwarded=[carved])
+    local = LocalData(nxt, zones=zones, transparent=transparent, forwarded=[carved])
     r = await ask(local, f"5.9.{LOOPBACK4}", "PTR")
     assert [rr.to_text() for rr in r.answer] == [f"5.9.{LOOPBACK4} 3600 IN PTR nas.lan."]
     r = await ask(local, f"5.8.{LOOPBACK4}", "PTR")
@@ -258,3 +261,21 @@ async def test_local_data_under_a_carved_out_forward_zone_stays_local() -> None:
     with pytest.raises(ResolveFailure):
         await ask(local, f"6.9.{LOOPBACK4}", "PTR")
     assert len(nxt.seen) == 1
+
+
+def test_local_data_never_changes_the_shared_default_zones() -> None:
+    """Default zones are built once per process and shared: a record of local data
+    goes into a copy, so it cannot outlive its configuration (another service, a
+    reload that removes it)."""
+    from dnstls.resolver.default_zones import build_zone, default_zones
+    from dnstls.resolver.local import parse_local_data, place_local_data
+
+    home = dns.name.from_text("home.arpa.")
+    nas = dns.name.from_text("nas.home.arpa.")
+    zones = default_zones()
+    shared = next(z for z in zones if z.origin == home)
+    place_local_data(zones, parse_local_data(["nas.home.arpa. A 192.168.1.10"]))
+    mine = next(z for z in zones if z.origin == home)
+    assert mine is not shared and mine.get_rrset(nas, dns.rdatatype.A) is not None
+    assert build_zone(home).get_node(nas) is None
+    assert next(z for z in default_zones() if z.origin == home).get_node(nas) is None
