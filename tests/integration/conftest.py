@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import ssl
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,9 @@ import pytest
 from dnstls import config
 from dnstls.resolver.base import Request, Resolver
 from dnstls.service import Service
+from dnstls.upstreams import UpstreamSpec
 from dnstls.wiring import forwarding_factory
-from fakes import TestPKI
+from fakes import FakeUpstream, TestPKI
 
 ZONE = """$ORIGIN example.test.
 $TTL 300
@@ -221,3 +222,26 @@ async def serve(pki: TestPKI, zone_file: Path, tmp_path: Path,
     yield start
     for service in services:
         await service.aclose()
+
+
+#: ``await fakes(transport="udp", **kw)``: a started FakeUpstream, closed at teardown.
+Fakes = Callable[..., Coroutine[Any, Any, FakeUpstream]]
+
+
+@pytest.fixture
+async def fakes() -> AsyncIterator[Fakes]:
+    started: list[FakeUpstream] = []
+
+    async def start(transport: str = "udp", **kw: Any) -> FakeUpstream:
+        fake = await FakeUpstream(transport, **kw).start()
+        started.append(fake)
+        return fake
+
+    yield start
+    for fake in started:
+        await fake.aclose()
+
+
+def udp_spec(fake: FakeUpstream) -> UpstreamSpec:
+    """The upstream spec that forwards to ``fake`` over UDP."""
+    return UpstreamSpec(address=fake.address, port=fake.port, transport="udp")

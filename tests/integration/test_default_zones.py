@@ -9,9 +9,7 @@ path) on both answer paths (the wire path, and the message path ``log_queries`` 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import dns.edns
 import dns.flags
@@ -20,10 +18,10 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import pytest
-from conftest import ServeFactory
+from conftest import Fakes, ServeFactory
+from conftest import udp_spec as spec
 
 from dnstls.stub import StubRuntime, stub_config_from_data
-from dnstls.upstreams import UpstreamSpec
 from fakes import FakeUpstream, TestPKI
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,25 +85,8 @@ def check(response: dns.message.Message, qname: str, qclass: str,
     return [f"{qname} {qclass}: {w}" for w in wrong]
 
 
-Fakes = Callable[..., Coroutine[Any, Any, FakeUpstream]]
 
 
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    started: list[FakeUpstream] = []
-
-    async def start(transport: str = "udp", **kw: Any) -> FakeUpstream:
-        fake = await FakeUpstream(transport, **kw).start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        await fake.aclose()
-
-
-def spec(fake: FakeUpstream) -> UpstreamSpec:
-    return UpstreamSpec(address=fake.address, port=fake.port, transport="udp")
 
 
 def received(fake: FakeUpstream) -> list[str]:

@@ -20,7 +20,6 @@ import contextlib
 import socket
 import ssl
 import struct
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import dns.edns
@@ -28,12 +27,12 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
-from conftest import Served, ServeFactory
+from conftest import Fakes, Served, ServeFactory
+from conftest import udp_spec as spec
 
 from dnstls.metrics import ServiceCollector
 from dnstls.proto import edns
 from dnstls.stub import StubRuntime, stub_config_from_data
-from dnstls.upstreams import UpstreamSpec
 from fakes import FakeUpstream, TestPKI
 from fakes.upstream import Behavior
 
@@ -43,25 +42,8 @@ ALLOW, SNOOP = "127.0.0.1", "127.0.0.2"
 RULES = ["127.0.0.0/8 allow", f"{SNOOP} allow_snoop"]
 TEXT = "recursion not desired (RD=0) is not allowed for this client"
 
-Fakes = Callable[..., Coroutine[Any, Any, FakeUpstream]]
 
 
-@pytest.fixture
-async def fakes() -> AsyncIterator[Fakes]:
-    started: list[FakeUpstream] = []
-
-    async def start(transport: str = "udp", **kw: Any) -> FakeUpstream:
-        fake = await FakeUpstream(transport, **kw).start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        await fake.aclose()
-
-
-def spec(fake: FakeUpstream) -> UpstreamSpec:
-    return UpstreamSpec(address=fake.address, port=fake.port, transport="udp")
 
 
 def received(fake: FakeUpstream) -> list[str]:

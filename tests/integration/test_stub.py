@@ -33,6 +33,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
+from conftest import Fakes
 from cryptography import x509
 
 from dnstls.proto import edns
@@ -182,21 +183,6 @@ def ip_is_loopback(address: str) -> bool:
     return ipaddress.ip_address(address).is_loopback
 
 
-@pytest.fixture
-async def fakes() -> AsyncIterator[Callable[..., Coroutine[Any, Any, FakeUpstream]]]:
-    started: list[FakeUpstream] = []
-
-    async def start(transport: str = "tls", **kw: Any) -> FakeUpstream:
-        fake = await FakeUpstream(transport, **kw).start()
-        started.append(fake)
-        return fake
-
-    yield start
-    for fake in started:
-        await fake.aclose()
-
-
-Fakes = Callable[..., Coroutine[Any, Any, FakeUpstream]]
 
 
 # ------------------------------------------------------------------------ happy path
