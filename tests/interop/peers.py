@@ -371,7 +371,10 @@ zone:
     return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port))
 
 
-def _unbound_base(work: Path, *, interface: str, extra: str = "") -> str:
+def _unbound_base(work: Path, *, interface: str, extra: str = "", access: str = "allow",
+                  ) -> str:
+    """An unbound.conf's server and remote-control sections for our interop peers;
+    ``access``: the action for 127.0.0.0/8, ``extra``: more server lines."""
     return f"""\
 server:
     interface: {interface}
@@ -385,7 +388,7 @@ server:
     use-syslog: no
     logfile: ""
     verbosity: 1
-    access-control: 127.0.0.0/8 allow
+    access-control: 127.0.0.0/8 {access}
     do-not-query-localhost: no
     module-config: "iterator"
     local-zone: "test." nodefault

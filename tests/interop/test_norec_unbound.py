@@ -44,29 +44,12 @@ def start_unbound(group: PeerGroup, nsd: Peer, action: str) -> Peer:
     work = group.workdir(f"unbound-{action}")
     port = peers.free_port()
     conf = work / "unbound.conf"
-    conf.write_text(f"""\
-server:
-    interface: {LOOPBACK}@{port}
-    so-reuseport: no
-    do-ip6: no
-    num-threads: 1
-    username: ""
-    chroot: ""
-    directory: "{work}"
-    pidfile: ""
-    use-syslog: no
-    logfile: ""
-    access-control: 127.0.0.0/8 {action}
-    do-not-query-localhost: no
-    module-config: "iterator"
-    local-zone: "test." nodefault
-    domain-insecure: "test."
-    qname-minimisation: no
+    conf.write_text(peers._unbound_base(work, interface=f"{LOOPBACK}@{port}", access=action,
+                                        extra="""\
     local-zone: "lan.example." static
     local-data: "lan.example. 300 IN SOA ns.lan.example. host.lan.example. 1 3600 600 86400 300"
     local-data: "host.lan.example. 300 IN A 10.0.0.1"
-remote-control:
-    control-enable: no
+""") + f"""\
 forward-zone:
     name: "{ZONE_ORIGIN}"
     forward-addr: {nsd.host}@{nsd.port}
