@@ -11,7 +11,6 @@ its records, as for its zones). A recording upstream shows what leaves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import dns.flags
 import dns.message
@@ -19,10 +18,9 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import pytest
-from conftest import ServeFactory
+from conftest import Fakes, ServeFactory, udp_spec
 
 from dnstls.stub import StubRuntime, stub_config_from_data
-from dnstls.upstreams import UpstreamSpec
 from fakes import FakeUpstream, TestPKI
 
 pytestmark = pytest.mark.timeout(60)
@@ -46,10 +44,8 @@ EXPECTED = [
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    upstream = await FakeUpstream("udp").start()
-    yield upstream
-    await upstream.aclose()
+async def fake(fakes: Fakes) -> FakeUpstream:
+    return await fakes()
 
 
 def received(fake: FakeUpstream) -> list[str]:
@@ -68,8 +64,7 @@ def wrong_in(response: dns.message.Message, name: str,
 @pytest.mark.parametrize("log_queries", [False, True], ids=["wire path", "message path"])
 async def test_local_data_is_answered_here(serve: ServeFactory, fake: FakeUpstream,
                                            log_queries: bool) -> None:
-    served = await serve(upstreams=[UpstreamSpec(address=fake.address, port=fake.port,
-                                                 transport="udp")],
+    served = await serve(upstreams=[udp_spec(fake)],
                          server={"log_queries": log_queries}, local={"data": DATA})
     wrong = []
     for transport in ("udp", "tcp", "dot"):

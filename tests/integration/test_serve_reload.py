@@ -7,7 +7,6 @@ data``) and access control are applied at once, other changes wait for a restart
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import dns.flags
 import dns.message
 import dns.rcode
 import pytest
-from conftest import ServeFactory
+from conftest import Fakes, ServeFactory, udp_spec
 
 from dnstls.upstreams import UpstreamSpec
 from fakes import FakeUpstream
@@ -24,14 +23,12 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    upstream = await FakeUpstream("udp").start()
-    yield upstream
-    await upstream.aclose()
+async def fake(fakes: Fakes) -> FakeUpstream:
+    return await fakes()
 
 
 def spec(fake: FakeUpstream) -> list[UpstreamSpec]:
-    return [UpstreamSpec(address=fake.address, port=fake.port, transport="udp")]
+    return [udp_spec(fake)]
 
 
 def received(fake: FakeUpstream) -> list[str]:
