@@ -159,6 +159,13 @@ DISPLAY: dict[str, dict[str, Any]] = {
     "json": {"format": "json"},
     "nojson": {"format": "full"},
     "class": {"rrclass": True},
+    # kdig's opt_multiline: the full format with header, EDNS and footer back on;
+    # +nomultiline only unwraps
+    "multiline": {"multiline": True, "format": "full", "header": True, "opt": True,
+                  "stats": True},
+    "nomultiline": {"multiline": False},
+    "generic": {"generic": True},
+    "nogeneric": {"generic": False},
     "noclass": {"rrclass": False},
     **{name: {name: True} for name in (*_SECTIONS, "qr", "ttl", "crypto", "opttext")},
     **{f"no{name}": {name: False} for name in ("header", "comments", "opt", "question",

@@ -247,6 +247,22 @@ def test_display_options_apply_left_to_right_as_kdig() -> None:
     assert not parse("+json", "+short", "x").json
 
 
+def test_multiline_and_generic_as_kdig() -> None:
+    """kdig's opt_multiline wraps and brings back the full format with header, EDNS and
+    statistics (not the comments or the sections); +nomultiline only unwraps."""
+    style = parse("+noall", "+answer", "+short", "+multiline", "x").style
+    assert (style.multiline, style.format, style.header, style.opt, style.stats,
+            style.comments, style.question, style.answer) == (
+        True, "full", True, True, True, False, False, True)
+    style = parse("+multiline", "+short", "x").style
+    assert (style.multiline, style.format) == (True, "short")  # wrapped short data
+    style = parse("+noall", "+multiline", "+nomultiline", "x").style
+    assert (style.multiline, style.header, style.stats) == (False, True, True)
+    assert parse("+mu", "x").style.multiline and parse("+gen", "x").style.generic
+    assert not parse("+generic", "+nogeneric", "x").style.generic
+    assert parse("+json", "+multiline", "x").style.format == "full"
+
+
 def test_superfluous_values_warn_as_kdig() -> None:
     """kdig 3.2.6 warns about a value given to an option that takes none and goes on.
     Before: an error (exit 2)."""
@@ -332,7 +348,7 @@ def test_failure_text_without_a_time_limit() -> None:
                   "+tls-pin, +tls-sni, +tsig, +ttl)"),
     (["+nocl", "x"], "ambiguous option: +nocl (+noclass, +noclient)"),
     (["+tc=1", "x"], "ambiguous option: +tc=1 (+tcflag, +tcp)"),
-    (["+mu", "x"], "unsupported option: +mu (+multiline): a kdig option that dnstls query "
+    (["+fa", "x"], "unsupported option: +fa (+fastopen): a kdig option that dnstls query "
                    "does not implement"),
     (["+TCP", "x"], "invalid option: +TCP"),  # kdig's names are case-sensitive
     (["+noALL", "x"], "invalid option: +noALL"),
