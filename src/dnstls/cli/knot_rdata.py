@@ -211,30 +211,29 @@ def knot_rdata(rdata: dns.rdata.Rdata, *, multiline: bool = False, crypto: bool 
         data = r.data if rdtype == 49 else r.key
         return _block("", _b64(data, multiline), multiline)
     if rdtype == 45:  # IPSECKEY
-        gateway = {0: ".", 1: str(r.gateway), 2: str(r.gateway)}.get(
-            r.gateway_type, str(r.gateway))
-        fields = f"{r.gateway_type} {r.algorithm} {gateway}"
+        gateway = "." if r.gateway_type == 0 else str(r.gateway)
+        where = f"{r.gateway_type} {r.algorithm} {gateway}"
         key = _b64(r.key, multiline) if r.algorithm > 0 and r.key else ""
         if multiline:
-            return _block(f"{r.precedence}", fields + (INDENT + key if key else ""), True)
-        return f"{r.precedence} {fields}" + (f" {key}" if key else "")
+            return _block(f"{r.precedence}", where + (INDENT + key if key else ""), True)
+        return f"{r.precedence} {where}" + (f" {key}" if key else "")
     if rdtype == 50:  # NSEC3: salt in capitals
-        text = str(rdata.to_text()).split(" ", 5)
+        fields = str(rdata.to_text()).split(" ", 5)
         salt = r.salt.hex().upper() if r.salt else "-"
-        bitmap = text[5] if len(text) > 5 else ""
+        bitmap = fields[5] if len(fields) > 5 else ""
         head = f"{r.algorithm} {r.flags} {r.iterations} {salt}"
         if multiline:
-            return f"{head} (" + INDENT + text[4] + INDENT + bitmap + INDENT + ")"
-        return f"{head} {text[4]} {bitmap}"
+            return f"{head} (" + INDENT + fields[4] + INDENT + bitmap + INDENT + ")"
+        return f"{head} {fields[4]} {bitmap}"
     if rdtype == 51:  # NSEC3PARAM
         salt = r.salt.hex().upper() if r.salt else "-"
         return f"{r.algorithm} {r.flags} {r.iterations} {salt}"
     if rdtype == 47:  # NSEC: the bitmap after a space, even when empty
-        text = str(rdata.to_text())
-        return text if " " in text else text + " "
+        nsec = str(rdata.to_text())
+        return nsec if " " in nsec else nsec + " "
     if rdtype == 62:  # CSYNC
-        text = str(rdata.to_text())
-        return text if text.count(" ") >= 2 else text + " "
+        csync = str(rdata.to_text())
+        return csync if csync.count(" ") >= 2 else csync + " "
     if rdtype in (257, 256):  # CAA, URI: Knot ends the text with a space
         return str(rdata.to_text()) + " "
     if rdtype == 29:  # LOC
@@ -252,7 +251,7 @@ def _svcb(r: Any, multiline: bool) -> str:
     for key in sorted(r.params):
         value = r.params[key]
         text = value.to_text() if value is not None else ""
-        name = dns.rdtypes.svcbbase.key_to_text(key)
+        name: str = dns.rdtypes.svcbbase.key_to_text(key)  # type: ignore[no-untyped-call]
         if int(key) in _SVCB_PLAIN and text.startswith('"') and text.endswith('"'):
             text = text[1:-1]
         params.append(f"{name}={text}" if text else name)
