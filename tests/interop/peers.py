@@ -337,8 +337,10 @@ class PeerGroup:
 
 # --------------------------------------------------------------------------- servers
 
-def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT) -> Peer:
-    """nsd, authoritative for example.test. over UDP and TCP on a free port."""
+def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, extra: str = "") -> Peer:
+    """nsd, authoritative for example.test. over UDP and TCP on a free port; ``extra``:
+    more nsd.conf clauses (``key:`` for TSIG: nsd answers a query signed with a key it
+    knows with a signed answer)."""
     binary = require("nsd")
     work = group.workdir("nsd")
     port = free_port()
@@ -366,7 +368,7 @@ remote-control:
 zone:
     name: "{ZONE_ORIGIN}"
     zonefile: "example.test.zone"
-""")
+{extra}""")
     peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, port=port))
     return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port))
 

@@ -242,7 +242,28 @@ def knot_rdata(rdata: dns.rdata.Rdata, *, multiline: bool = False, crypto: bool 
         return str(rdata.to_text()).upper()
     if rdtype in (64, 65):  # SVCB, HTTPS
         return _svcb(r, multiline)
+    if rdtype == 250:  # TSIG
+        return _tsig(r, multiline)
     return str(rdata.to_text())
+
+
+#: Knot's names of TSIG errors (knot_tsig_err_names) and of the RCODEs below them
+TSIG_ERRORS = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMPL",
+               5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH",
+               10: "NOTZONE", 16: "BADSIG", 17: "BADKEY", 18: "BADTIME", 22: "BADTRUNC"}
+
+
+def _tsig(r: Any, multiline: bool) -> str:
+    """``hmac-sha256. 1796651476 300 32 MAC 61485 NOERROR 0``: algorithm, time signed,
+    fudge, MAC size and MAC (base64, never wrapped), original ID, error, other data
+    (length, then hex)."""
+    mac = f"{len(r.mac)} {base64.b64encode(r.mac).decode('ascii')}" if r.mac else "0"
+    other = f"{len(r.other)} {r.other.hex().upper()}" if r.other else "0"
+    tail = f"{r.original_id} {TSIG_ERRORS.get(r.error, 'NULL')} {other}"
+    head = f"{r.algorithm} {r.time_signed} {r.fudge}"
+    if multiline:
+        return f"{head} (" + INDENT + mac + INDENT + tail + INDENT + ")"
+    return f"{head} {mac} {tail}"
 
 
 def _svcb(r: Any, multiline: bool) -> str:

@@ -51,7 +51,13 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from dnstls.cli.knot_rdata import class_text, key_tag, knot_rdata, type_text
+from dnstls.cli.knot_rdata import (
+    TSIG_ERRORS,
+    class_text,
+    key_tag,
+    knot_rdata,
+    type_text,
+)
 from dnstls.keys import pinned_certificate
 from dnstls.net.probe import Verification
 
@@ -152,6 +158,8 @@ class Style:
     multiline: bool = False
     #: +generic: every record's type and data in RFC 3597 form (TYPE6 \\# 63 ...)
     generic: bool = False
+    #: +[no]tsig: the TSIG pseudosection (the answer's TSIG record, RFC 8945)
+    tsig: bool = True
 
 
 DEFAULT_STYLE = Style()
@@ -222,12 +230,22 @@ def _counts(message: dns.message.Message) -> tuple[int, int, int, int]:
             rrs(message.additional) + extra)
 
 
+def _status(message: dns.message.Message) -> str:
+    """The status kdig prints: the TSIG error when the TSIG record has one (BADSIG,
+    BADKEY...: the header says NOTAUTH), else the extended RCODE."""
+    if message.tsig is not None:
+        error = int(getattr(message.tsig[0], "error", 0))
+        if error:
+            return TSIG_ERRORS.get(error, f"RCODE {error}")
+    return _rcode_name(message.rcode())
+
+
 def _header(message: dns.message.Message) -> list[str]:
     flags = "".join(f" {name}" for name, bit in _FLAGS if message.flags & bit)
     qd, an, ns, ar = _counts(message)
     return [
         f";; ->>HEADER<<- opcode: {_opcode_name(message.opcode())}; "
-        f"status: {_rcode_name(message.rcode())}; id: {message.id}",
+        f"status: {_status(message)}; id: {message.id}",
         f";; Flags:{flags or ' '}; QUERY: {qd}; ANSWER: {an}; AUTHORITY: {ns}; "
         f"ADDITIONAL: {ar}",
     ]
@@ -350,6 +368,9 @@ def render_kdig(message: dns.message.Message, info: ReplyInfo,
             if records:
                 out.append((f"\n;; {title} SECTION:\n" if style.comments else "")
                            + "\n".join(records) + "\n")
+    if style.tsig and message.tsig is not None:  # the short format has it too (kdig)
+        out.append(("\n;; TSIG PSEUDOSECTION:\n" if style.comments else "")
+                   + "\n".join(_record_lines([message.tsig], style)) + "\n")
     if style.stats:
         out.append("\n" + "\n".join(_footer(info, incoming=incoming)) + "\n")
     return "".join(out)
@@ -387,7 +408,8 @@ def _json_records(section: Iterable[dns.rrset.RRset]) -> list[dict[str, Any]]:
                 "CLASSname": _class_name(rrset.rdclass), "TTL": rrset.ttl,
             }
             if not type_name.startswith("TYPE"):
-                record[f"rdata{type_name}"] = rdata.to_text()
+                record[f"rdata{type_name}"] = (knot_rdata(rdata) if rrset.rdtype == 250
+                                               else rdata.to_text())
             record["RDLENGTH"] = len(wire)
             if wire:
                 record["RDATAHEX"] = wire.hex().upper()
@@ -479,8 +501,9 @@ def message_json(message: dns.message.Message, info: ReplyInfo, *,
             {"NAME": q.name.to_text(), "TYPE": int(q.rdtype), "TYPEname": _type_name(q.rdtype),
              "CLASS": int(q.rdclass), "CLASSname": _class_name(q.rdclass)}
             for q in message.question]
+    tsig = [message.tsig] if message.tsig is not None else []
     for key, section in (("answerRRs", message.answer), ("authorityRRs", message.authority),
-                         ("additionalRRs", message.additional)):
+                         ("additionalRRs", [*message.additional, *tsig])):
         records = _json_records(section)
         if records:
             out[key] = records

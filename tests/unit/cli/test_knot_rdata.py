@@ -7,9 +7,11 @@ output against the running kdig.
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import dns.message
+import dns.name
 import dns.rdata
 import dns.rrset
 import pytest
@@ -186,3 +188,45 @@ def test_generic_names_the_type_by_number_in_every_line() -> None:
     text = render_kdig(_message(), INFO, Style(generic=True, header=False, stats=False))
     assert ";; example.test.       \t\tIN\tTYPE6\n" in text
     assert "\t300\tIN\tTYPE6\t\\# 63 036E7331" in text
+
+
+def _tsig(mac: bytes, error: int = 0, other: bytes = b"") -> dns.rdata.Rdata:
+    import dns.rdtypes.ANY.TSIG
+
+    return dns.rdtypes.ANY.TSIG.TSIG(255, 250, dns.name.from_text("hmac-sha256."),
+                                     1796651476, 300, mac, 61485, error, other)
+
+
+def test_tsig_record_as_kdig() -> None:
+    mac = base64.b64decode("9Hk42IV+HtkqcEodgJoMTw/cjl5hSn+jMXRznnpJWwE=")
+    assert knot_rdata(_tsig(mac)) == (
+        "hmac-sha256. 1796651476 300 32 9Hk42IV+HtkqcEodgJoMTw/cjl5hSn+jMXRznnpJWwE= 61485 "
+        "NOERROR 0")
+    assert knot_rdata(_tsig(b"", 17)) == "hmac-sha256. 1796651476 300 0 61485 BADKEY 0"
+    assert knot_rdata(_tsig(mac), multiline=True) == (
+        "hmac-sha256. 1796651476 300 (" + T4 + "32 9Hk42IV+HtkqcEodgJoMTw/cjl5hSn+jMXRznnpJWwE="
+        + T4 + "61485 NOERROR 0" + T4 + ")")
+    assert knot_rdata(_tsig(b"", 16), multiline=True) == (
+        "hmac-sha256. 1796651476 300 (" + T4 + "0" + T4 + "61485 BADSIG 0" + T4 + ")")
+    assert knot_rdata(_tsig(b"", 18, b"\x00\x01")).endswith(" BADTIME 2 0001")
+
+
+def test_tsig_pseudosection_and_status_as_kdig() -> None:
+    reply = _message()
+    reply.question = []
+    reply.answer = []
+    reply.set_rcode(9)  # NOTAUTH: the TSIG error says which
+    reply.flags = 0x8000 | 9  # QR, as nsd sends it
+    reply.tsig = dns.rrset.from_rdata("tsig-key.", 0, _tsig(b"", 16))
+    text = render_kdig(reply, INFO, Style(stats=False))
+    assert text == (
+        ";; ->>HEADER<<- opcode: QUERY; status: BADSIG; id: " + str(reply.id) + "\n"
+        ";; Flags: qr; QUERY: 0; ANSWER: 0; AUTHORITY: 0; ADDITIONAL: 1\n"
+        "\n;; TSIG PSEUDOSECTION:\n"
+        "tsig-key.           \t0\tANY\tTSIG\thmac-sha256. 1796651476 300 0 61485 BADSIG 0\n")
+    assert render_kdig(reply, INFO, Style(stats=False, header=False, tsig=False)) == ""
+    reply.answer.append(dns.rrset.from_text("a.example.", 300, "IN", "A", "192.0.2.1"))
+    assert render_kdig(reply, INFO, Style(format="short", header=False, opt=False,
+                                          stats=False)) == (
+        "192.0.2.1\n\n;; TSIG PSEUDOSECTION:\ntsig-key.           \t0\tANY\tTSIG\t"
+        "hmac-sha256. 1796651476 300 0 61485 BADSIG 0\n")
