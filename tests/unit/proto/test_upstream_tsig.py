@@ -29,15 +29,17 @@ from dnstls.proto.upstream import (
 
 KEY = dns.tsig.Key("tsig-key.", b"secretsecretsecretsecretsecret12", dns.tsig.HMAC_SHA256)
 OTHER = dns.tsig.Key("tsig-key.", b"another secret", dns.tsig.HMAC_SHA256)
-NOW = int(time.time())  # dnspython checks the time signed against its clock
 
 
 def signed_query(key: dns.tsig.Key = KEY) -> dns.message.Message:
+    """A query with a TSIG template signed now: dnspython checks the time signed against
+    its clock (300 s of fudge) when it verifies, so not a time read at import."""
     query = dns.message.make_query("www.example.test.", "A", use_edns=0)
     query.use_tsig(key, fudge=300)
     assert query.tsig is not None
     template: Any = query.tsig[0]
-    query.tsig = dns.rrset.from_rdata(query.tsig.name, 0, template.replace(time_signed=NOW))
+    query.tsig = dns.rrset.from_rdata(query.tsig.name, 0,
+                                      template.replace(time_signed=int(time.time())))
     return query
 
 
@@ -49,7 +51,8 @@ def test_prepare_query_signs_what_it_renders_under_the_wire_id() -> None:
     received = dns.message.from_wire(wire, keyring={KEY.name: KEY})
     assert received.id == 4242
     rdata: Any = received.tsig[0] if received.tsig else None
-    assert (rdata.original_id, rdata.time_signed, rdata.fudge) == (4242, NOW, 300)
+    assert (rdata.original_id, rdata.time_signed, rdata.fudge) == (
+        4242, query.tsig[0].time_signed if query.tsig else None, 300)
     assert query.mac == rdata.mac  # kept to verify the answer
     with pytest.raises(dns.tsig.BadSignature):
         dns.message.from_wire(wire, keyring={OTHER.name: OTHER})
