@@ -65,6 +65,9 @@ log = logging.getLogger("dnstls.resolver.chase")
 
 #: Targets asked for one client query at most (Unbound's MAX_RESTART_COUNT).
 MAX_STEPS = 11
+#: Seconds past the client query's deadline after which a step is given up (its
+#: stages end at the deadline themselves; the message path's listener waits 0.25 s more)
+STEP_GRACE = 0.1
 #: The request tag that carries the names of the chain followed so far.
 CHAIN_TAG = "cname_chain"
 _CNAME = dns.rdatatype.CNAME
@@ -217,7 +220,14 @@ class CnameChase:
         step = _target_query(query, target, question.rdtype, question.rdclass)
         request = Request(step, transport, None, deadline, tags={CHAIN_TAG: (*chain, target)})
         try:
-            found = await front.resolve(request)
+            # the deadline bounds the step even where it joins a query in flight for the
+            # same name (the coalescer) that was given a later one; a moment after it,
+            # so that the stages' own failures (naming the upstream) come first
+            async with asyncio.timeout_at(deadline + STEP_GRACE):
+                found = await front.resolve(request)
+        except TimeoutError:
+            raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
+                           f"CNAME target {target}: query deadline passed") from None
         except ResolveFailure as failure:
             if failure.rcode != dns.rcode.SERVFAIL:
                 raise servfail(dns.edns.EDECode.OTHER if failure.ede is None else failure.ede,

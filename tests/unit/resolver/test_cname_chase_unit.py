@@ -287,3 +287,22 @@ async def test_wire_path_failure_of_the_chase_lands_as_the_failure() -> None:
     assert upstream is None and isinstance(exc, ResolveFailure)
     assert "CNAME loop at p.corp." in str(exc)
     assert wire.statistics()["in_flight"] == 0
+
+
+async def test_a_step_that_joins_a_longer_wait_ends_at_the_deadline() -> None:
+    class Stuck:
+        """A front whose answer never comes (a query in flight with a later deadline)."""
+
+        async def resolve(self, request: Request) -> dns.message.Message:
+            await asyncio.Event().wait()
+            raise AssertionError("unreachable")
+
+    table = Table({"p.corp.": response("p.corp.", "A", ("p.corp.", "CNAME", "p.vendor."))})
+    chase = CnameChase(table, front=Stuck())
+    request = request_for("p.corp.")
+    request.deadline = asyncio.get_running_loop().time() + 0.05
+    with pytest.raises(ResolveFailure) as failed:
+        await chase.resolve(request)
+    assert failed.value.text == "CNAME target p.vendor.: query deadline passed"
+    assert failed.value.ede == dns.edns.EDECode.NO_REACHABLE_AUTHORITY
+    assert chase.statistics() == {"chased": 1, "chase_failures": 1}
