@@ -298,3 +298,22 @@ async def test_complete_chain_from_a_recursive_upstream_not_chased(
             assert records(response)[-1] == "cdn.example.net. A 192.0.2.80"
         assert len(up.received) == 3
         assert s.service.statistics()["cname_chase"]["chased"] == 0
+
+
+@pytest.mark.parametrize("log_queries", [False, True], ids=["wire", "message"])
+async def test_target_made_local_by_a_reload_is_answered_here(serve: ServeFactory,
+                                                              tmp_path: Path,
+                                                              log_queries: bool) -> None:
+    async with upstreams(tmp_path) as (default, _corp, zone):
+        changes: dict[str, dict[str, Any]] = {}
+        s = await serve(upstreams=[default.spec()], forward_zone=[zone],
+                        server={"log_queries": log_queries}, cache={"enabled": False},
+                        reload_data=lambda: changes)
+        before = await ask(s, "udp", "printer.corp.example.")
+        assert records(before)[-1] == "printer.vendor.example. A 198.51.100.7"
+        changes["local"] = {"data": ["printer.vendor.example. 60 A 10.1.1.1"]}
+        assert s.service.reload()
+        after = await ask(s, "udp", "printer.corp.example.")
+        assert records(after) == ["printer.corp.example. CNAME printer.vendor.example.",
+                                  "printer.vendor.example. A 10.1.1.1"]
+        assert names(default) == ["printer.vendor.example."]  # before the reload only
