@@ -811,7 +811,9 @@ class CacheStage:
                                                     edns=edns)
             if stale is not None:
                 return dns.message.from_wire(stale.wire)
-            self._cache.insert_failure(key, query, failure, now)
+            if not request.tags:  # a CNAME chase's step (tags): its failure may be the
+                # chain's (too long), not its name's -- the client query keeps its own
+                self._cache.insert_failure(key, query, failure, now)
             raise
         now = self._clock()
         if response.rcode() == dns.rcode.SERVFAIL:
@@ -955,7 +957,7 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
             # case; that name was compared with the key above): no call
             pos += 2
         else:
-            pos = _name_end(wire, pos, end)
+            pos = name_end(wire, pos, end)
             if pos < 0:
                 return "malformed name"
         if pos + 10 > end:
@@ -1055,7 +1057,7 @@ def _zero_ttls(body: bytearray, offsets: list[int]) -> None:
             _TTL.pack_into(body, off, 0)
 
 
-def _name_end(wire: bytes, pos: int, end: int, compressed: bool = True) -> int:
+def name_end(wire: bytes, pos: int, end: int, compressed: bool = True) -> int:
     """Offset just past the possibly compressed name at ``pos``, or -1 unless it is one
     a client can read: labels of up to 63 bytes, at most 255 bytes in all, read before
     ``end`` (the message's, or the RDATA's for a name in it), and at most
@@ -1100,7 +1102,7 @@ def _rdata_fits(wire: bytes, shape: tuple[int, ...], pos: int, end: int) -> bool
         if field > 0:
             pos += field
         elif field > _STRINGS:
-            pos = _name_end(wire, pos, end, field == _NAME)
+            pos = name_end(wire, pos, end, field == _NAME)
             if pos < 0:
                 return False
         else:
