@@ -88,14 +88,32 @@ def test_nxdomain_keeps_the_soa_and_drops_additional(stores: bool) -> None:
 
 
 @pytest.mark.parametrize("stores", [True, False])
-def test_nodata_and_referral_keep_authority_and_drop_additional(stores: bool) -> None:
+def test_nodata_keeps_authority_and_drops_additional(stores: bool) -> None:
     q = query("AAAA")
     nodata = served(q, full(q, answer=False, authority=[soa()]), stores=stores)
     assert nodata.rcode() == dns.rcode.NOERROR
     assert counts(nodata) == (0, 1, 0) and nodata.authority == [soa()]
+
+
+@pytest.mark.parametrize("stores", [True, False])
+def test_a_referral_keeps_its_ns_and_glue(stores: bool) -> None:
+    """An upstream's delegation (NS in authority, no SOA) is relayed whole, glue
+    included, as Unbound relays it (docs/serve.md, "Odd queries and answer shapes")."""
+    q = query("AAAA")
     referral = served(q, full(q, answer=False), stores=stores)
-    assert counts(referral) == (0, 2, 0)
+    assert counts(referral) == (0, 2, 2)
     assert referral.authority[0].rdtype == dns.rdatatype.NS
+    assert referral.additional == full(q).additional
+
+
+@pytest.mark.parametrize("stores", [True, False])
+def test_an_ns_answer_keeps_the_addresses(stores: bool) -> None:
+    """QTYPE NS: the answer and the servers' addresses (Unbound keeps them too)."""
+    q = query("NS", name="example.com.")
+    r = full(q, answer=False, authority=[])
+    r.answer.append(rrset("example.com.", 300, "NS", "ns1.example.com.", "ns2.example.com."))
+    got = served(q, r, stores=stores)
+    assert counts(got) == (2, 0, 2) and got.additional == r.additional
 
 
 def test_cname_chain_without_the_data_keeps_authority() -> None:
@@ -230,13 +248,16 @@ async def test_minimal_stage_for_caching_off() -> None:
 def test_minimise_matches_the_wire_cut() -> None:
     """The message path's rule and the wire path's give the same sections."""
     q = query()
-    cases = [full(q), full(q, dns.rcode.NXDOMAIN, answer=False, authority=[soa()]),
-             full(q, answer=False, authority=[soa()]), full(q, answer=False),
-             full(q, dns.rcode.SERVFAIL, answer=False)]
-    for r in cases:
-        wire_cut = served(q, r)
+    ns = make_response(query("NS"))
+    ns.answer.append(rrset(NAME, 300, "NS", "ns1.example.com."))
+    ns.additional.append(rrset("ns1.example.com.", 300, "A", "192.0.2.53"))
+    cases = [(q, full(q)), (q, full(q, dns.rcode.NXDOMAIN, answer=False, authority=[soa()])),
+             (q, full(q, answer=False, authority=[soa()])), (q, full(q, answer=False)),
+             (q, full(q, dns.rcode.SERVFAIL, answer=False)), (query("NS"), ns)]
+    for asked, r in cases:
+        wire_cut = served(asked, r)
         message = dns.message.from_wire(r.to_wire())
-        minimise(q, message)
+        minimise(asked, message)
         assert counts(wire_cut) == counts(message), r.rcode()
         assert (wire_cut.answer, wire_cut.authority, wire_cut.additional) == (
             message.answer, message.authority, message.additional)
