@@ -81,6 +81,9 @@ SAME: dict[str, bytes] = {
     "NS at the apex": make(ZONE_ORIGIN, "NS"),
     "NS at the apex with DO": make(ZONE_ORIGIN, "NS", do=True),
     "MX (its glue dropped)": make(ZONE_ORIGIN, "MX"),
+    "A with DO (authority and glue dropped)": make(W, do=True),
+    "MX with DO": make(ZONE_ORIGIN, "MX", do=True),
+    "NXDOMAIN with DO": make(f"nope.{ZONE_ORIGIN}", do=True),
     "CNAME": make(f"alias.{ZONE_ORIGIN}"),
     "wildcard": make(f"x.wild.{ZONE_ORIGIN}"),
     "NXDOMAIN": make(f"nope.{ZONE_ORIGIN}"),
@@ -168,6 +171,11 @@ def test_odd_queries_as_unbound(peer_group: PeerGroup,
     trailing = make(W) + b"\x00junk"
     assert exchange(trailing, unbound.port, transport).rcode() == dns.rcode.NOERROR
     assert exchange(trailing, plain, transport).rcode() == dns.rcode.FORMERR
+    malformed = make(W, edns=True)[:-11] + b"\x01a\x00" + make(W, edns=True)[-10:]
+    for port in (unbound.port, plain):  # an OPT not owned by the root
+        got = exchange(malformed, port, transport)
+        assert got.rcode() == dns.rcode.FORMERR
+        assert [q.name.to_text() for q in got.question] == [W]
     notify = with_flags(make(ZONE_ORIGIN, "SOA", rd=False), opcode=4)
     assert exchange(notify, unbound.port, transport).rcode() == dns.rcode.REFUSED
     assert exchange(notify, plain, transport).rcode() == dns.rcode.NOTIMP

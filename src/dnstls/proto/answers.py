@@ -127,8 +127,7 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     try:
         message = dns.message.from_wire(wire)
     except Exception as exc:  # dnspython raises many types for malformed input
-        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
-                         f"malformed message: {type(exc).__name__}")
+        return _malformed(wire, f"malformed message: {type(exc).__name__}")
     if message.edns > 0:  # first: nothing else is read under an unknown version
         return _badvers(message)
     if message.flags & dns.flags.TC:
@@ -146,6 +145,19 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
         return _reject(message, dns.rcode.REFUSED, "zone transfer refused",
                        ede=dns.edns.EDECode.PROHIBITED)
     return message
+
+
+def _malformed(wire: bytes, reason: str) -> Rejection:
+    """FORMERR for a message that does not parse: with its question echoed when that
+    much is readable (a malformed OPT or other record, bytes after the last record), as
+    Unbound answers a malformed OPT, else the header alone (:func:`header_error`)."""
+    try:
+        message = dns.message.from_wire(wire, question_only=True)
+    except Exception:  # dnspython raises many types for malformed input
+        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR, reason)
+    if len(message.question) != 1:
+        message.question = []  # echo one question or none, never a list of them
+    return _reject(message, dns.rcode.FORMERR, reason)
 
 
 #: The EXTRA-TEXT of the refusal of an RD=0 query that local data does not answer, to a

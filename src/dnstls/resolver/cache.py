@@ -56,9 +56,11 @@ and relayed without the sections it does not need (:func:`_parse_response` cuts 
 bytes, :func:`minimise` the message path's answers), so every path -- miss, hit, exact
 memo, serve-stale, caching off -- serves the same cut:
 
-* a query with DO: every section kept (DNSSEC proofs -- NSEC/NSEC3 and their RRSIGs for
-  wildcards and denials -- live in the authority section); DO is part of the cache key,
-  so a DO query never meets an entry cut for a query without it;
+* a query with DO: the positive answer below is cut the same way unless its authority
+  section holds NSEC or NSEC3 records (a wildcard's proof, RFC 4035 §3.1.3.3), as
+  Unbound's ``positive_answer``; every other answer keeps every section (the proofs of
+  a denial live in the authority section); DO is part of the cache key, so a DO query
+  never meets an entry cut for a query without it;
 * NOERROR with an RRset of the QTYPE in the answer section (Unbound's
   ``positive_answer``): the answer section only, NSCOUNT and ARCOUNT 0 -- but for
   QTYPE NS, whose answer keeps the addresses of the name servers in the additional
@@ -143,6 +145,8 @@ _OPT_TYPE = int(dns.rdatatype.OPT)
 _TSIG_TYPE = int(dns.rdatatype.TSIG)
 _SOA_TYPE = int(dns.rdatatype.SOA)
 _NS_TYPE = int(dns.rdatatype.NS)
+_NSEC_TYPE = int(dns.rdatatype.NSEC)
+_NSEC3_TYPE = int(dns.rdatatype.NSEC3)
 _ANY = int(dns.rdatatype.ANY)
 _EDE_CODE = int(_edns.EDE)
 _MAX_TTL = 0x7FFFFFFF  # RFC 2181 §8
@@ -875,19 +879,18 @@ def minimise(query: dns.message.Message, response: dns.message.Message) -> None:
     "Minimal responses"). Unchanged for a query with DO and for RCODEs other than
     NOERROR and NXDOMAIN. In place is safe: coalesced requests that share ``response``
     share its cache key (DO included), so they get the same cut."""
-    if query.edns >= 0 and query.ednsflags & dns.flags.DO:
-        return
+    do = query.edns >= 0 and query.ednsflags & dns.flags.DO
     rcode = response.rcode()
     if rcode == dns.rcode.NOERROR:
         qtype = query.question[0].rdtype
+        types = {int(rrset.rdtype) for rrset in response.authority}
         if any(rrset.rdtype == qtype or qtype == _ANY for rrset in response.answer):
-            if qtype == _NS_TYPE:
-                return  # the name servers' addresses too
+            if qtype == _NS_TYPE or (do and (_NSEC_TYPE in types or _NSEC3_TYPE in types)):
+                return  # the name servers' addresses; a wildcard's proof
             response.authority = []
-        elif (any(rrset.rdtype == _NS_TYPE for rrset in response.authority)
-              and not any(rrset.rdtype == _SOA_TYPE for rrset in response.authority)):
-            return  # a referral: the delegation and its glue
-    elif rcode != dns.rcode.NXDOMAIN:
+        elif do or (_NS_TYPE in types and _SOA_TYPE not in types):
+            return  # a referral: the delegation and its glue; with DO, the proofs
+    elif rcode != dns.rcode.NXDOMAIN or do:
         return
     response.additional = []
 
@@ -958,7 +961,7 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
     options = b""
     has_data = False
     negative_ttl: int | None = None
-    ns_seen = False
+    ns_seen = nsec_seen = False
     total = ancount + nscount + arcount
     authority_end = ancount + nscount
     opt_start = -1
@@ -1011,12 +1014,16 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
         if index < ancount:
             if rrtype == qtype or qtype == _ANY:
                 has_data = True
-        elif (index < authority_end and rrtype == _SOA_TYPE and rdlength >= 22
-              and negative_ttl is None):
-            # RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM), the last field.
-            negative_ttl = min(ttl, _TTL.unpack_from(wire, pos - 4)[0])
-        elif rrtype == _NS_TYPE and index < authority_end:
-            ns_seen = True
+        elif index < authority_end:
+            if rrtype == _SOA_TYPE:
+                if rdlength >= 22 and negative_ttl is None:
+                    # RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM), the
+                    # last field.
+                    negative_ttl = min(ttl, _TTL.unpack_from(wire, pos - 4)[0])
+            elif rrtype == _NS_TYPE:
+                ns_seen = True
+            elif rrtype in (_NSEC_TYPE, _NSEC3_TYPE):
+                nsec_seen = True
     if pos != end:
         return "trailing bytes"
     rcode = flags & 0xF
@@ -1024,9 +1031,11 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
         return f"rcode {rcode}"
     referral = (ns_seen and not has_data and negative_ttl is None
                 and rcode == _RCODE_NOERROR)
-    if (minimal and rcode != _RCODE_SERVFAIL and not key[-1] & KEY_DO
+    if (minimal and rcode != _RCODE_SERVFAIL
             and (nscount or arcount > (opt_start >= 0)) and not referral
-            and not (has_data and qtype == _NS_TYPE)):
+            and not (has_data and qtype == _NS_TYPE)
+            and (not key[-1] & KEY_DO
+                 or (has_data and rcode == _RCODE_NOERROR and not nsec_seen))):
         # Keep the answer section (a positive answer: an RRset of the QTYPE, as
         # Unbound's positive_answer) or the answer and authority sections (NXDOMAIN,
         # NODATA, a referral, a CNAME chain without the data): whole trailing sections
