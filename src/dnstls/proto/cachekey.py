@@ -30,15 +30,15 @@ question, then every RR of the additional section (walked with bounds checks; na
 there may be compressed) to find the OPT RR, whose TTL field holds the EDNS version and
 the DO bit (RFC 6891 §6.1.3). It returns ``None`` -- "take the slow path" -- for
 anything it cannot read confidently or that the slow path must judge itself: a short or
-truncated message, QR set, TC set, an opcode other than QUERY, QDCOUNT other than 1, records in
-the answer or authority section, a compression pointer or an extended label in the
-question, a name longer than 255 octets, a meta QTYPE (OPT, or 128-254: TKEY, TSIG, AXFR, IXFR,
-MAILB, MAILA, NXNAME, unassigned ones), a
-TSIG record, an OPT that is duplicated, not owned by the root, of an EDNS version other
-than 0, with malformed options or with options whose contents dnspython validates (a
-malformed COOKIE or ECS, or any EDE, ... option), another additional record that
-dnspython rejects (its owner or RDATA), and trailing bytes: whatever the slow
-path would reject with FORMERR must not get a cached answer on the fast path. For every
+truncated message, QR or TC set, an opcode other than QUERY, QDCOUNT other than 1,
+records in the answer or authority section, a compression pointer or an extended label
+in the question, a name longer than 255 octets, a meta QTYPE (OPT, or 128-254: TKEY,
+TSIG, AXFR, IXFR, MAILB, MAILA, NXNAME, unassigned ones), a TSIG record, an OPT that is
+duplicated, not owned by the root, of an EDNS version other than 0, with malformed
+options or with options whose contents dnspython validates (a malformed COOKIE or ECS,
+or any EDE, ... option), another additional record that dnspython rejects (its owner or
+RDATA), and trailing bytes: whatever the slow path would reject with FORMERR must not
+get a cached answer on the fast path. For every
 query it accepts, :func:`key_from_wire` equals :func:`key_from_message` of the parsed
 query (the unit tests check this property with hypothesis).
 """
@@ -85,8 +85,7 @@ _NSID = 3
 _SLOW_PATH_OPTIONS = frozenset({15, 18, 22, 23, 24, 25})
 _ECS = 8
 _NOT_READ = _QR | _TC | _OPCODE_MASK  # one mask: a single test per query
-# answers.META_QTYPES (FORMERR) and AXFR/IXFR (REFUSED): not read here (answers.py is
-# not imported: it imports this module's neighbours, and a frozenset is one lookup)
+# answers.META_QTYPES (FORMERR there) and AXFR/IXFR (REFUSED there)
 _META_QTYPES = frozenset({_OPT, *range(128, 255)})
 
 
