@@ -338,9 +338,10 @@ class PeerGroup:
 # --------------------------------------------------------------------------- servers
 
 def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, origin: str = ZONE_ORIGIN,
-              ) -> Peer:
+              extra: str = "") -> Peer:
     """nsd, authoritative for ``origin`` (example.test.) with ``zone_text``, over UDP and
-    TCP on a free port."""
+    TCP on a free port; ``extra``: more nsd.conf clauses (``key:`` for TSIG: nsd answers
+    a query signed with a key it knows with a signed answer)."""
     binary = require("nsd")
     work = group.workdir("nsd")
     port = free_port()
@@ -368,7 +369,7 @@ remote-control:
 zone:
     name: "{origin}"
     zonefile: "example.test.zone"
-""")
+{extra}""")
     peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, port=port))
     return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port, origin))
 

@@ -192,6 +192,8 @@ DISPLAY = [
     ["+short", "+nojson"], ["+json", "+noshort"], ["+nocomments", "+noclass", "+nottl",
                                                    "+noques", "+noadd"],
     ["+tcp", "+noall", "+answer", "+stats"], ["+tcp=1", "+noall", "+answer"],
+    ["+multiline"], ["+multiline", "+nocrypto", "+qr"], ["+noall", "+multiline"],
+    ["+generic"], ["+generic", "+multiline", "+opttext"], ["+multiline=1", "+noall", "+answer"],
 ]
 
 

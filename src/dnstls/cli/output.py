@@ -51,6 +51,13 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from dnstls.cli.knot_rdata import (
+    TSIG_ERRORS,
+    class_text,
+    key_tag,
+    knot_rdata,
+    type_text,
+)
 from dnstls.keys import pinned_certificate
 from dnstls.net.probe import Verification
 
@@ -59,6 +66,8 @@ __all__ = [
     "ReplyInfo",
     "Style",
     "TlsSession",
+    "key_tag",
+    "rdata_text",
     "render_chain_debug",
     "render_json",
     "render_kdig",
@@ -126,7 +135,9 @@ class Style:
     ``+[no]question``, ``+[no]answer``, ``+[no]authority``, ``+[no]additional``,
     ``+[no]stats`` (the footer), ``+[no]qr`` (the query too), ``+[no]class``, ``+[no]ttl``,
     ``+[no]crypto`` (key and signature data, else ``[id = N]`` / ``[omitted]``) and
-    ``+[no]opttext`` (unknown EDNS options as text when printable). The defaults are kdig's.
+    ``+[no]opttext`` (unknown EDNS options as text when printable), ``+[no]multiline``
+    (kdig's multi-line record layout with comments) and ``+[no]generic`` (RFC 3597 types
+    and data). The defaults are kdig's.
     """
 
     format: str = "full"
@@ -143,6 +154,12 @@ class Style:
     ttl: bool = True
     crypto: bool = True
     opttext: bool = False
+    #: +multiline: long record data wrapped in ( ... ), SOA and DNSKEY comments
+    multiline: bool = False
+    #: +generic: every record's type and data in RFC 3597 form (TYPE6 \\# 63 ...)
+    generic: bool = False
+    #: +[no]tsig: the TSIG pseudosection (the answer's TSIG record, RFC 8945)
+    tsig: bool = True
 
 
 DEFAULT_STYLE = Style()
@@ -213,12 +230,22 @@ def _counts(message: dns.message.Message) -> tuple[int, int, int, int]:
             rrs(message.additional) + extra)
 
 
+def _status(message: dns.message.Message) -> str:
+    """The status kdig prints: the TSIG error when the TSIG record has one (BADSIG,
+    BADKEY...: the header says NOTAUTH), else the extended RCODE."""
+    if message.tsig is not None:
+        error = int(getattr(message.tsig[0], "error", 0))
+        if error:
+            return TSIG_ERRORS.get(error, f"RCODE {error}")
+    return _rcode_name(message.rcode())
+
+
 def _header(message: dns.message.Message) -> list[str]:
     flags = "".join(f" {name}" for name, bit in _FLAGS if message.flags & bit)
     qd, an, ns, ar = _counts(message)
     return [
         f";; ->>HEADER<<- opcode: {_opcode_name(message.opcode())}; "
-        f"status: {_rcode_name(message.rcode())}; id: {message.id}",
+        f"status: {_status(message)}; id: {message.id}",
         f";; Flags:{flags or ' '}; QUERY: {qd}; ANSWER: {an}; AUTHORITY: {ns}; "
         f"ADDITIONAL: {ar}",
     ]
@@ -285,55 +312,31 @@ def _owner(text: str) -> str:
 
 
 def _question_line(rrset: dns.rrset.RRset, style: Style = DEFAULT_STYLE) -> str:
-    # Knot's header dump with an empty TTL: the TTL column is only its TAB
-    return (_owner(rrset.name.to_text()) + ("\t" if style.ttl else "")
-            + (f"{dns.rdataclass.to_text(rrset.rdclass):<2}\t" if style.rrclass else "")
-            + dns.rdatatype.to_text(rrset.rdtype))
-
-
-#: types whose hex data Knot prints in capitals (dnspython: small letters)
-_HEX_UPPER = frozenset({dns.rdatatype.DS, dns.rdatatype.CDS, dns.rdatatype.DLV,
-                        dns.rdatatype.TLSA, dns.rdatatype.SMIMEA, dns.rdatatype.SSHFP})
-_KEYS = frozenset({dns.rdatatype.DNSKEY, dns.rdatatype.CDNSKEY})
-_SIGNATURES = frozenset({dns.rdatatype.RRSIG, dns.rdatatype.SIG})
-
-
-def key_tag(rdata: dns.rdata.Rdata) -> int:
-    """RFC 4034 Appendix B (algorithm 1, RSA/MD5, aside: nobody signs with it any more;
-    dnspython's own ``dns.dnssec.key_id`` would import its DSA code, which
-    ``cryptography`` warns about)."""
-    wire = rdata.to_wire() or b""
-    total = 0
-    for index, byte in enumerate(wire):
-        total += byte << 8 if index % 2 == 0 else byte
-    return (total + (total >> 16)) & 0xFFFF
+    # Knot's header dump with an empty TTL: the TTL column is only its separator
+    sep = " " if style.multiline else "\t"
+    return (_owner(rrset.name.to_text()) + (sep if style.ttl else "")
+            + (f"{class_text(rrset.rdclass):<2}{sep}" if style.rrclass else "")
+            + type_text(rrset.rdtype, generic=style.generic))
 
 
 def rdata_text(rdata: dns.rdata.Rdata, style: Style = DEFAULT_STYLE) -> str:
-    """Record data as kdig prints it on one line: base64 and hex unbroken (dnspython
-    breaks them into chunks), hex in capitals for DS and friends; with +nocrypto a key
-    is ``[id = KEYTAG]`` and a signature ``[omitted]``, as Knot's ``hide_crypto``."""
-    rdtype = rdata.rdtype
-    if not style.crypto and rdtype in _KEYS:
-        key: Any = rdata
-        return f"{key.flags} {key.protocol} {key.algorithm} [id = {key_tag(rdata)}]"
-    if not style.crypto and rdtype in _SIGNATURES:
-        signed = rdata.replace(signature=b"")
-        return signed.to_text(chunksize=0).rstrip() + " [omitted]"
-    text: str = rdata.to_text(chunksize=0)
-    if rdtype in _HEX_UPPER:
-        head, _, digest = text.rpartition(" ")
-        return f"{head} {digest.upper()}"
-    return text
+    """Record data as kdig prints it (:func:`dnstls.cli.knot_rdata.knot_rdata`): on one
+    line or, with +multiline, wrapped with comments; +nocrypto hides keys and
+    signatures, +generic prints RFC 3597 data."""
+    return knot_rdata(rdata, multiline=style.multiline, crypto=style.crypto,
+                      generic=style.generic)
 
 
 def _record_lines(section: Iterable[dns.rrset.RRset], style: Style = DEFAULT_STYLE,
                   ) -> list[str]:
+    """Knot's ``knot_rrset_txt_dump``: the columns separated by TABs, by spaces with
+    +multiline."""
+    sep = " " if style.multiline else "\t"
     lines = []
     for rrset in section:
-        head = (_owner(rrset.name.to_text()) + (f"{rrset.ttl}\t" if style.ttl else "")
-                + (f"{dns.rdataclass.to_text(rrset.rdclass):<2}\t" if style.rrclass else "")
-                + f"{dns.rdatatype.to_text(rrset.rdtype)}\t")
+        head = (_owner(rrset.name.to_text()) + (f"{rrset.ttl}{sep}" if style.ttl else "")
+                + (f"{class_text(rrset.rdclass):<2}{sep}" if style.rrclass else "")
+                + f"{type_text(rrset.rdtype, generic=style.generic)}{sep}")
         lines += [head + rdata_text(rdata, style) for rdata in rrset]
     return lines
 
@@ -365,6 +368,9 @@ def render_kdig(message: dns.message.Message, info: ReplyInfo,
             if records:
                 out.append((f"\n;; {title} SECTION:\n" if style.comments else "")
                            + "\n".join(records) + "\n")
+    if style.tsig and message.tsig is not None:  # the short format has it too (kdig)
+        out.append(("\n;; TSIG PSEUDOSECTION:\n" if style.comments else "")
+                   + "\n".join(_record_lines([message.tsig], style)) + "\n")
     if style.stats:
         out.append("\n" + "\n".join(_footer(info, incoming=incoming)) + "\n")
     return "".join(out)
@@ -402,7 +408,8 @@ def _json_records(section: Iterable[dns.rrset.RRset]) -> list[dict[str, Any]]:
                 "CLASSname": _class_name(rrset.rdclass), "TTL": rrset.ttl,
             }
             if not type_name.startswith("TYPE"):
-                record[f"rdata{type_name}"] = rdata.to_text()
+                record[f"rdata{type_name}"] = (knot_rdata(rdata) if rrset.rdtype == 250
+                                               else rdata.to_text())
             record["RDLENGTH"] = len(wire)
             if wire:
                 record["RDATAHEX"] = wire.hex().upper()
@@ -494,8 +501,9 @@ def message_json(message: dns.message.Message, info: ReplyInfo, *,
             {"NAME": q.name.to_text(), "TYPE": int(q.rdtype), "TYPEname": _type_name(q.rdtype),
              "CLASS": int(q.rdclass), "CLASSname": _class_name(q.rdclass)}
             for q in message.question]
+    tsig = [message.tsig] if message.tsig is not None else []
     for key, section in (("answerRRs", message.answer), ("authorityRRs", message.authority),
-                         ("additionalRRs", message.additional)):
+                         ("additionalRRs", [*message.additional, *tsig])):
         records = _json_records(section)
         if records:
             out[key] = records

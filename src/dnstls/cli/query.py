@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import copy
 import dataclasses
@@ -52,6 +54,7 @@ import logging
 import re
 import secrets
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -66,6 +69,8 @@ import dns.name
 import dns.rdataclass
 import dns.rdatatype
 import dns.reversename
+import dns.rrset
+import dns.tsig
 
 from dnstls.cli.output import (
     ReplyInfo,
@@ -151,14 +156,23 @@ NO_OPTIONS: dict[str, dict[str, Any]] = {
 _SECTIONS = ("header", "comments", "opt", "question", "answer", "authority", "additional",
              "stats")
 DISPLAY: dict[str, dict[str, Any]] = {
-    "all": dict.fromkeys(_SECTIONS, True),
-    "noall": {**dict.fromkeys(_SECTIONS, False), "qr": False},
-    "noadditional": {"additional": False, "opt": False},
+    "all": dict.fromkeys((*_SECTIONS, "tsig"), True),
+    "noall": {**dict.fromkeys((*_SECTIONS, "tsig"), False), "qr": False},
+    "noadditional": {"additional": False, "opt": False, "tsig": False},
+    "tsig": {"tsig": True},  # kdig's +[no]tsig: the TSIG pseudosection (-y, -k sign)
+    "notsig": {"tsig": False},
     "short": {"format": "short", "header": False, "opt": False, "stats": False},
     "noshort": {"format": "full"},
     "json": {"format": "json"},
     "nojson": {"format": "full"},
     "class": {"rrclass": True},
+    # kdig's opt_multiline: the full format with header, EDNS and footer back on;
+    # +nomultiline only unwraps
+    "multiline": {"multiline": True, "format": "full", "header": True, "opt": True,
+                  "stats": True},
+    "nomultiline": {"multiline": False},
+    "generic": {"generic": True},
+    "nogeneric": {"generic": False},
     "noclass": {"rrclass": False},
     **{name: {name: True} for name in (*_SECTIONS, "qr", "ttl", "crypto", "opttext")},
     **{f"no{name}": {name: False} for name in ("header", "comments", "opt", "question",
@@ -239,6 +253,8 @@ class QueryOptions:
     time: float | None = DEFAULT_TIME
     retry: int = DEFAULT_RETRY
     debug: bool = False
+    #: -y/-k: the TSIG key the queries are signed with (RFC 8945)
+    tsig_key: dns.tsig.Key | None = None
     #: type and class words given before any name (they win over -t and -c)
     default_type: dns.rdatatype.RdataType | None = None
     default_class: dns.rdataclass.RdataClass | None = None
@@ -317,6 +333,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("-x", dest="reverse", action="append", default=[], metavar="ADDR",
                         help="reverse lookup: ask for the PTR record of an IPv4 or IPv6 "
                              "address")
+    parser.add_argument("-y", dest="tsig", type=lambda text: ("y", text),
+                        metavar="[ALG:]NAME:KEY",
+                        help="sign the queries with this TSIG key (RFC 8945; ALG default "
+                             "hmac-sha256; KEY in base64) and verify the answers, as kdig -y")
+    parser.add_argument("-k", dest="tsig", type=lambda path: ("k", path), metavar="KEYFILE",
+                        help="the same with the key read from the first line of KEYFILE")
     parser.add_argument("-t", dest="type", metavar="TYPE", help="default query type (A)")
     parser.add_argument("-c", dest="rdclass", metavar="CLASS", help="default class (IN)")
     parser.set_defaults(func=run, accepts_extra=True, quiet_default=1)
@@ -331,6 +353,9 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
     Raises :class:`UsageError` naming the offending token.
     """
     opts = QueryOptions(debug=bool(args.debug))
+    tsig = getattr(args, "tsig", None)
+    if tsig is not None:
+        opts.tsig_key = tsig_key(*tsig)
     for name in args.names:
         opts.questions.append(Question(_name(name)))
     for address in args.reverse:
@@ -360,6 +385,41 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
         question.rdtype = question.rdtype if question.rdtype is not None else default_type
         question.rdclass = question.rdclass if question.rdclass is not None else default_class
     return opts
+
+
+#: kdig's TSIG algorithms (``-y hmac-sha512:name:key``)
+TSIG_ALGORITHMS = {"hmac-md5": dns.tsig.HMAC_MD5, "hmac-sha1": dns.tsig.HMAC_SHA1,
+                   "hmac-sha224": dns.tsig.HMAC_SHA224, "hmac-sha256": dns.tsig.HMAC_SHA256,
+                   "hmac-sha384": dns.tsig.HMAC_SHA384, "hmac-sha512": dns.tsig.HMAC_SHA512}
+
+
+def tsig_key(how: str, value: str) -> dns.tsig.Key:
+    """kdig's ``-y [ALGORITHM:]NAME:KEY`` (``how`` "y") or ``-k FILE`` ("k"): the first
+    line of FILE in the same form. The algorithm is hmac-sha256 unless given, as kdig's."""
+    what = f"bad key {value}" if how == "y" else f"bad keyfile {value}"
+    text = value
+    if how == "k":
+        try:
+            with open(value, encoding="utf-8") as file:
+                text = file.readline()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{what}: {getattr(exc, 'strerror', None) or exc}") from None
+    head, colon, secret = text.strip().rpartition(":")
+    if not colon or not head:
+        raise UsageError(f"{what}: expected [ALGORITHM:]NAME:KEY")
+    algorithm, colon, name = head.partition(":")
+    if not colon:
+        algorithm, name = "hmac-sha256", algorithm
+    if algorithm.lower() not in TSIG_ALGORITHMS:
+        raise UsageError(f"{what}: unknown algorithm {algorithm!r} (one of "
+                         + ", ".join(TSIG_ALGORITHMS) + ")")
+    try:
+        data = base64.b64decode(secret, validate=True)
+    except (ValueError, binascii.Error):
+        raise UsageError(f"{what}: the key is not base64") from None
+    if not data:
+        raise UsageError(f"{what}: the key is empty")
+    return dns.tsig.Key(_name(name), data, TSIG_ALGORITHMS[algorithm.lower()])
 
 
 def _name(text: str) -> dns.name.Name:
@@ -637,6 +697,12 @@ def query_message(question: Question, opts: QueryOptions) -> dns.message.Message
     for flag, on in opts.flags.items():
         if on:
             message.flags |= HEADER_FLAGS[flag]
+    if opts.tsig_key is not None:  # signed when sent (prepare_query), at this time
+        message.use_tsig(opts.tsig_key, fudge=300, algorithm=opts.tsig_key.algorithm)
+        assert message.tsig is not None
+        template: Any = message.tsig[0]
+        message.tsig = dns.rrset.from_rdata(message.tsig.name, 0,
+                                            template.replace(time_signed=int(time.time())))
     return message
 
 
@@ -688,6 +754,7 @@ def run(args: argparse.Namespace) -> int:
         if opts.debug:
             sys.stderr.write(debug_block(results, opts))
     sys.stderr.write(truncation_warnings(results, opts))
+    sys.stderr.write(tsig_warnings(results, opts))
     sys.stdout.write(render_results(results, opts, queries))
     reasons = list(dict.fromkeys(describe_failure(f, opts) for f in failures))
     for reason in reasons:
@@ -749,7 +816,7 @@ def render_results(results: Sequence[Reply | BaseException], opts: QueryOptions,
         retried = "\n" if _retried_over_tcp(result, opts) else ""
         query = None
         if style.qr and index < len(queries):
-            query = dns.message.from_wire(queries[index])
+            query = dns.message.from_wire(queries[index], keyring=False)  # TSIG: as sent
         if style.format == "json":
             if query is None:
                 blocks.append(retried + render_json(result.message, info))
@@ -785,6 +852,27 @@ def truncation_warnings(results: Sequence[Reply | BaseException], opts: QueryOpt
     return "".join(
         f";; WARNING: truncated reply from {opts.server}@{port}(UDP), retrying over TCP\n\n"
         for result in results if isinstance(result, Reply) and _retried_over_tcp(result, opts))
+
+
+def tsig_warnings(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:
+    """kdig's warnings, on stderr, for the answers to signed queries (-y, -k): one
+    without a question (a server's TSIG error has none), one that is not signed or
+    whose TSIG does not verify. The answer is printed all the same and the exit status
+    is 0, as kdig's."""
+    if opts.tsig_key is None:
+        return ""
+    lines = []
+    for result in results:
+        if not isinstance(result, Reply):
+            continue
+        if not result.message.question:
+            lines.append(";; WARNING: response doesn't have question section\n")
+        verdict = getattr(result.message, "tsig_verdict", None)
+        if verdict is not None:
+            conn = result.connection
+            lines.append(f";; WARNING: reply verification for {conn.address}@{conn.port}"
+                         f"({conn.transport.upper()}) ({verdict})\n")
+    return "".join(lines)
 
 
 def debug_block(results: Sequence[Reply | BaseException], opts: QueryOptions) -> str:

@@ -84,6 +84,7 @@ from dnstls.proto.upstream import (
     WIRE_FLAGS,
     check_response,
     check_response_wire,
+    parse_response,
     prepare_query,
     prepare_query_wire,
     question_key,
@@ -421,9 +422,11 @@ class UdpUpstream:
                             ) -> tuple[dns.message.Message, int, float]:
         qid = _query_id()
         expected = question_key(query)
+        signed = query if query.tsig is not None else None
         return await self._roundtrip(prepare_query(query, qid=qid, extra=self.extra_options,
                                                    edns_version=self.edns_version),
-                                     lambda data: self._accept(data, qid, expected), deadline)
+                                     lambda data: self._accept(data, qid, expected, signed),
+                                     deadline)
 
     async def _roundtrip(self, wire: bytes, accept: Callable[[bytes], T | None],
                          deadline: float) -> tuple[T, int, float]:
@@ -597,14 +600,16 @@ class UdpUpstream:
             port.sock.close()
 
     @staticmethod
-    def _accept(data: bytes, qid: int, expected: Any) -> dns.message.Message | None:
+    def _accept(data: bytes, qid: int, expected: Any,
+                signed: dns.message.Message | None = None) -> dns.message.Message | None:
         """The response in ``data`` if it answers the query (``qid``, QR=1, the
         question ``expected``), else None (a forgery: ignored). Raises MalformedAnswer
-        when the header and question answer it but the rest does not parse."""
+        when the header and question answer it but the rest does not parse. The answer
+        to a ``signed`` (TSIG) query is verified (:func:`parse_response`)."""
         if len(data) < 12 or int.from_bytes(data[:2], "big") != qid:
             return None
         try:
-            message = dns.message.from_wire(data, ignore_trailing=False)
+            message = parse_response(data, signed, ignore_trailing=False)
         except (dns.exception.DNSException, ValueError, IndexError):
             try:  # is it ours? (TC=1 and cut short: the header alone is enough)
                 message = dns.message.from_wire(data, question_only=True)
@@ -615,7 +620,7 @@ class UdpUpstream:
             if data[2] & 0x02:
                 return message
             raise MalformedAnswer("malformed answer") from None
-        if check_response(message, expected) is not None:
+        if check_response(message, expected, signed is not None) is not None:
             return None
         return message
 

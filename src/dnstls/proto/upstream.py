@@ -49,12 +49,16 @@ import struct
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import dns.tsig
 
 from dnstls.proto import edns
 from dnstls.proto.cachekey import skip_name
@@ -75,10 +79,14 @@ def question_key(message: dns.message.Message) -> QuestionKey | None:
 
 
 def check_response(response: dns.message.Message, expected: QuestionKey | None,
-                   ) -> str | None:
-    """Why ``response`` is not an answer to a query for ``expected`` (None: it is)."""
+                   signed: bool = False) -> str | None:
+    """Why ``response`` is not an answer to a query for ``expected`` (None: it is).
+    The answer to a ``signed`` (TSIG) query may have no question: a server's TSIG
+    error (BADSIG, BADKEY...) has none (RFC 8945 §5.3.2), and kdig takes it."""
     if not response.flags & dns.flags.QR:
         return "QR=0 in a response"
+    if signed and not response.question:
+        return None
     if question_key(response) != expected:
         return "question does not match the query"
     return None
@@ -114,7 +122,7 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
         options += struct.pack("!HH", edns.KEEPALIVE, 0)
     head = b"".join(parts)
     if edns_version is None:
-        return head
+        return _signed(query, head, qid)
     ednsflags |= (edns_version & 0xFF) << 16  # the version: OPT TTL bits 16-23 (RFC 6891 §6.1.3)
     if pad_length is not None:
         options += struct.pack("!HH", edns.PADDING, pad_length) + b"\0" * pad_length
@@ -123,7 +131,61 @@ def prepare_query(query: dns.message.Message, *, qid: int, pad: int = 0,
         options += struct.pack("!HH", edns.PADDING, (-bare) % pad) + b"\0" * ((-bare) % pad)
     opt = b"\0" + struct.pack("!HHIH", 41, payload, ednsflags & 0xFFFFFF, len(options)) \
         + options
-    return head + opt
+    return _signed(query, head + opt, qid)
+
+
+def _signed(query: dns.message.Message, wire: bytes, qid: int) -> bytes:
+    """``wire`` with a TSIG record (RFC 8945) when ``query`` carries one
+    (``Message.use_tsig``; ``dnstls query -y``): signed with ``query.keyring`` at the
+    time in the template's ``time_signed`` (no clock here), the original ID set to
+    ``qid``. The signed record replaces ``query.tsig``, so that ``query.mac`` verifies
+    the answer (:func:`parse_response`)."""
+    if query.tsig is None or not query.keyring:
+        return wire
+    template: Any = query.tsig[0].replace(original_id=qid)
+    signed, _ = dns.tsig.sign(  # type: ignore[no-untyped-call]
+        wire, query.keyring, template, template.time_signed)
+    query.tsig = dns.rrset.from_rdata(query.tsig.name, 0, signed)
+    rdata = signed.to_wire() or b""
+    record = (query.tsig.name.to_wire() or b"") + struct.pack(
+        "!HHIH", dns.rdatatype.TSIG, dns.rdataclass.ANY, 0, len(rdata)) + rdata
+    count = struct.unpack("!H", wire[10:12])[0] + 1
+    return wire[:10] + struct.pack("!H", count) + wire[12:] + record
+
+
+#: What verifying a signed answer can raise (dnspython): the verdict is kept, the answer too
+_TSIG_ERRORS = (dns.tsig.BadSignature, dns.tsig.BadKey, dns.tsig.BadAlgorithm,
+                dns.tsig.BadTime, dns.tsig.PeerError, dns.message.UnknownTSIGKey)
+#: kdig's words for an answer to a signed query that is not signed, or does not verify
+TSIG_MISSING = "expected a TSIG or SIG(0)"
+TSIG_FAILED = "failed to verify TSIG"
+
+
+def parse_response(frame: bytes, signed: dns.message.Message | None = None, *,
+                   ignore_trailing: bool = True) -> dns.message.Message:
+    """``frame`` as a message. The answer to a signed query (``signed``: the query,
+    its ``tsig`` and ``keyring`` set) is verified with the query's key and MAC; the
+    verdict, as kdig words it, is the message's ``tsig_verdict`` attribute: None when
+    the TSIG verified, :data:`TSIG_MISSING` or :data:`TSIG_FAILED` (the answer is
+    returned all the same, its TSIG unverified, as kdig prints it with a warning)."""
+    if signed is None or not signed.keyring:
+        return dns.message.from_wire(frame, ignore_trailing=ignore_trailing)
+    verdict: str | None = None
+    try:
+        message = dns.message.from_wire(frame, keyring=signed.keyring,
+                                        request_mac=signed.mac or b"",
+                                        ignore_trailing=ignore_trailing)
+    except _TSIG_ERRORS:
+        message = dns.message.from_wire(frame, keyring=False, ignore_trailing=ignore_trailing)
+        verdict = TSIG_FAILED
+    except dns.exception.FormError:  # dnspython: "response requires a TSIG" (or malformed)
+        message = dns.message.from_wire(frame, keyring=False, ignore_trailing=ignore_trailing)
+        if message.tsig is not None:
+            raise
+    if message.tsig is None:
+        verdict = TSIG_MISSING
+    message.tsig_verdict = verdict  # type: ignore[attr-defined]
+    return message
 
 
 # ---------------------------------------------------------------- the wire-level path
@@ -333,6 +395,7 @@ class InFlight:
     question: QuestionKey | None
     sent_at: float
     question_wire: bytes | None = None  # set for the wire-level path
+    signed: dns.message.Message | None = None  # a TSIG-signed query: its answer is verified
 
 
 @dataclass(slots=True)
@@ -480,7 +543,8 @@ class ConnectionState:
         if len(self.in_flight) >= self.reserved:
             raise RuntimeError("start_query() without a reserved slot")
         qid = new_message_id(self.in_flight, randbelow=self._randbelow)
-        self.in_flight[qid] = InFlight(question_key(query), now)
+        self.in_flight[qid] = InFlight(question_key(query), now, None,
+                                       query if query.tsig is not None else None)
         self.counters.queries += 1
         return qid, encode(prepare_query(query, qid=qid, pad=pad, keepalive=keepalive,
                                          pad_length=pad_length, extra=extra,
@@ -560,7 +624,7 @@ class ConnectionState:
                 self._set_keepalive(timeout)
             return WireMatched(qid, frame, now - entry.sent_at)
         try:
-            message = dns.message.from_wire(frame)
+            message = parse_response(frame, None if entry is None else entry.signed)
         except (dns.exception.DNSException, ValueError, IndexError) as exc:
             malformed = self._malformed(frame)
             if malformed is not None:
@@ -570,7 +634,7 @@ class ConnectionState:
         if entry is None:
             self.counters.ignored += 1
             return ResponseIgnored(message.id, "no query in flight with this ID")
-        reason = check_response(message, entry.question)
+        reason = check_response(message, entry.question, entry.signed is not None)
         if reason is not None:
             self.counters.rejected += 1
             del self.in_flight[message.id]

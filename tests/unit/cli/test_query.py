@@ -247,6 +247,49 @@ def test_display_options_apply_left_to_right_as_kdig() -> None:
     assert not parse("+json", "+short", "x").json
 
 
+def test_multiline_and_generic_as_kdig() -> None:
+    """kdig's opt_multiline wraps and brings back the full format with header, EDNS and
+    statistics (not the comments or the sections); +nomultiline only unwraps."""
+    style = parse("+noall", "+answer", "+short", "+multiline", "x").style
+    assert (style.multiline, style.format, style.header, style.opt, style.stats,
+            style.comments, style.question, style.answer) == (
+        True, "full", True, True, True, False, False, True)
+    style = parse("+multiline", "+short", "x").style
+    assert (style.multiline, style.format) == (True, "short")  # wrapped short data
+    style = parse("+noall", "+multiline", "+nomultiline", "x").style
+    assert (style.multiline, style.header, style.stats) == (False, True, True)
+    assert parse("+mu", "x").style.multiline and parse("+gen", "x").style.generic
+    assert not parse("+generic", "+nogeneric", "x").style.generic
+    assert parse("+json", "+multiline", "x").style.format == "full"
+
+
+def test_tsig_keys_as_kdig_reads_them(tmp_path: Path) -> None:
+    """-y [ALGORITHM:]NAME:KEY (hmac-sha256 unless named, as kdig 3.2.6), -k FILE (its
+    first line, the same form); the last of them wins; +[no]tsig shows the record."""
+    import dns.tsig
+
+    from dnstls.cli.main import build_parser
+
+    def key_of(*argv: str) -> dns.tsig.Key | None:
+        args, extra = build_parser().parse_known_args(["query", *argv])
+        args.extra = extra
+        return cli.parse_options(args).tsig_key
+
+    key = key_of("-y", "tsig-key:c2VjcmV0", "x")
+    assert key is not None
+    assert (key.name.to_text(), key.algorithm, key.secret) == (
+        "tsig-key.", dns.tsig.HMAC_SHA256, b"secret")
+    path = tmp_path / "key"
+    path.write_text("hmac-md5:other.:c2VjcmV0\nignored\n")
+    key = key_of("-y", "tsig-key:c2VjcmV0", "x", "-k", str(path))
+    assert key is not None and (key.name.to_text(), key.algorithm) == (
+        "other.", dns.tsig.HMAC_MD5)
+    assert key_of("x") is None and parse("x").tsig_key is None
+    assert parse("x").style.tsig and not parse("+notsig", "x").style.tsig
+    assert not parse("+noall", "x").style.tsig and not parse("+noadd", "x").style.tsig
+    assert parse("+noall", "+all", "x").style.tsig
+
+
 def test_superfluous_values_warn_as_kdig() -> None:
     """kdig 3.2.6 warns about a value given to an option that takes none and goes on.
     Before: an error (exit 2)."""
@@ -332,13 +375,17 @@ def test_failure_text_without_a_time_limit() -> None:
                   "+tls-pin, +tls-sni, +tsig, +ttl)"),
     (["+nocl", "x"], "ambiguous option: +nocl (+noclass, +noclient)"),
     (["+tc=1", "x"], "ambiguous option: +tc=1 (+tcflag, +tcp)"),
-    (["+mu", "x"], "unsupported option: +mu (+multiline): a kdig option that dnstls query "
+    (["+fa", "x"], "unsupported option: +fa (+fastopen): a kdig option that dnstls query "
                    "does not implement"),
     (["+TCP", "x"], "invalid option: +TCP"),  # kdig's names are case-sensitive
     (["+noALL", "x"], "invalid option: +noALL"),
     (["+edns=256", "x"], "+edns=256: expected a number from 0 to 255"),
     (["+edns=v1", "x"], "+edns=v1: expected a number from 0 to 255"),
-    (["+tsig", "x"], "unsupported option: +tsig: a kdig option"),
+    (["-y", "bad", "x"], "bad key bad: expected [ALGORITHM:]NAME:KEY"),
+    (["-y", "name:notbase64!!", "x"], "bad key name:notbase64!!: the key is not base64"),
+    (["-y", "hmac-foo:name:c2VjcmV0", "x"], "bad key hmac-foo:name:c2VjcmV0: unknown "
+                                           "algorithm 'hmac-foo'"),
+    (["-k", "/nonexistent/key", "x"], "bad keyfile /nonexistent/key: No such file"),
     (["+subnet", "x"], "+subnet: needs a value"),
     (["+subnet=dns.example", "x"], "+subnet=dns.example: expected ADDR[/PREFIX]"),
     (["+subnet=192.0.2.0/33", "x"], "+subnet=192.0.2.0/33: expected a number from 0 to 32"),
