@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,7 @@ from dnstls.resolver.local import (
     place_local_data,
 )
 from dnstls.resolver.wire import WireForwarder
+from dnstls.resolver.zonetypes import check_type, parse_zone_types, read_blocklist
 
 log = logging.getLogger("dnstls.service")
 
@@ -188,12 +189,17 @@ class Service:
         zones = [load_zone(path, field=f"local.zones[{i}]")
                  for i, path in enumerate(local.zones)]
         configured = [z.origin for z in zones if z.origin is not None]
-        nodefault, forwarded = forward_zone_overrides(self.config.forward, local, configured)
+        typed = typed_zones(local, configured)
+        nodefault, forwarded = forward_zone_overrides(self.config.forward, local,
+                                                      configured + list(typed))
         if local.default_zones:
-            # a configured zone of the same origin replaces a default zone
+            # a configured zone (or typed zone) of the same origin replaces a default zone
             zones += default_zones(nodefault=parse_nodefault(local.nodefault) | nodefault,
-                                   configured=configured)
-        transparent = place_local_data(zones, parse_local_data(local.data), forwarded)
+                                   configured=[*configured, *typed])
+        # local data under a typed zone is that zone's (place_local_data leaves it out
+        # of the zones around, as under a forwarded name)
+        transparent = place_local_data(zones, parse_local_data(local.data),
+                                       [*forwarded, *typed])
         ddr = []
         listen = self.config.server.listen
         if local.ddr and self.tls is not None and listen:
@@ -209,9 +215,11 @@ class Service:
         for owner in sorted(transparent):
             for rrset in transparent[owner].values():
                 digest.update(rrset.to_text().encode())
+        for owner, kind in sorted(typed.items()):
+            digest.update(f"{owner} {kind}\n".encode())
         return (LocalData(self._terminal, zones=zones, ddr=ddr,
                           refuse_other_classes=local.default_zones, transparent=transparent,
-                          forwarded=forwarded),
+                          forwarded=forwarded, typed=typed),
                 digest.hexdigest())
 
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
@@ -408,11 +416,15 @@ class Service:
         wire = self.handler.wire
         if isinstance(wire, WireForwarder):
             wire.is_local = local.covers_key
+        old = self.handler.local
+        if isinstance(old, LocalData):  # counters go on over a reload
+            local.zone_answers.update(old.zone_answers)
         self.handler.replace_local(local, local)
         cache = self.handler.cache
         dropped = (cache.discard_if(local.covers_key) if isinstance(cache, Cache) else 0)
-        log.info("reload: local data changed: %d zones, %d names of local data%s",
-                 len(local.origins), local.transparent_names,
+        log.info("reload: local data changed: %d zones, %d names of local data, "
+                 "%d typed zones%s",
+                 len(local.origins), local.transparent_names, local.typed_zones,
                  f"; {dropped} cached answers for names now local dropped" if dropped
                  else "")
 
@@ -475,6 +487,9 @@ class Service:
             "udp": [u.statistics() for u in self.udp],
             "access_control": self.acl.statistics(),
         }
+        local = self.handler.local if self.handler else None
+        if isinstance(local, LocalData) and local.typed_zones:
+            stats["local_zone"] = {"answers": dict(local.zone_answers)}
         for closer in self._closers:
             if hasattr(closer, "statistics"):
                 stats.update(closer.statistics())
@@ -504,6 +519,24 @@ class Service:
         if line:
             lines.append(line)
         return lines
+
+
+def typed_zones(local: LocalConfig, configured: Sequence[dns.name.Name],
+                ) -> dict[dns.name.Name, str]:
+    """The typed zones of ``local`` (dnstls.resolver.zonetypes): the blocklists' names
+    (files read now) then ``zone_types``, a later one replacing an earlier one of the
+    same name. A ConfigError for one with the name of a zone file."""
+    typed: dict[dns.name.Name, str] = {}
+    for i, item in enumerate(local.blocklist):
+        kind = check_type(item.type, f"local.blocklist[{i}].type")
+        for name in read_blocklist(item.file, field=f"local.blocklist[{i}].file"):
+            typed[name] = kind
+    typed.update(parse_zone_types(local.zone_types))
+    clash = next((name for name in configured if name in typed), None)
+    if clash is not None:
+        raise ConfigError("local.zone_types", f"{clash} is a zone file's origin "
+                          "(local.zones) and has a local-zone type: keep one of them")
+    return typed
 
 
 def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
