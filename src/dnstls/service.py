@@ -73,7 +73,13 @@ from dnstls.resolver.local import (
     place_local_data,
 )
 from dnstls.resolver.wire import WireForwarder
-from dnstls.resolver.zonetypes import check_type, parse_zone_types, read_blocklist
+from dnstls.resolver.zonetypes import (
+    by_wire,
+    check_type,
+    parse_zone_types,
+    read_blocklist,
+    typed_above,
+)
 
 log = logging.getLogger("dnstls.service")
 
@@ -190,16 +196,21 @@ class Service:
                  for i, path in enumerate(local.zones)]
         configured = [z.origin for z in zones if z.origin is not None]
         typed = typed_zones(local, configured)
-        nodefault, forwarded = forward_zone_overrides(self.config.forward, local,
-                                                      configured + list(typed))
+        # only the typed names above a forward zone, a default zone or a record of local
+        # data matter to these steps (a blocklist's 100,000 are not made Name objects)
+        forward_names = [dns.name.from_text(z.name) for z in self.config.forward.zones]
+        nodefault, forwarded = forward_zone_overrides(
+            self.config.forward, local, configured + sorted(typed_above(forward_names, typed)))
+        rrsets = parse_local_data(local.data)
         if local.default_zones:
             # a configured zone (or typed zone) of the same origin replaces a default zone
+            replaced = [n for n in DEFAULT_ZONES if (n.to_wire() or b"").lower() in typed]
             zones += default_zones(nodefault=parse_nodefault(local.nodefault) | nodefault,
-                                   configured=[*configured, *typed])
+                                   configured=[*configured, *replaced])
         # local data under a typed zone is that zone's (place_local_data leaves it out
         # of the zones around, as under a forwarded name)
-        transparent = place_local_data(zones, parse_local_data(local.data),
-                                       [*forwarded, *typed])
+        transparent = place_local_data(
+            zones, rrsets, [*forwarded, *typed_above((r.name for r in rrsets), typed)])
         ddr = []
         listen = self.config.server.listen
         if local.ddr and self.tls is not None and listen:
@@ -215,8 +226,8 @@ class Service:
         for owner in sorted(transparent):
             for rrset in transparent[owner].values():
                 digest.update(rrset.to_text().encode())
-        for owner, kind in sorted(typed.items()):
-            digest.update(f"{owner} {kind}\n".encode())
+        for wire, kind in sorted(typed.items()):
+            digest.update(wire + kind.encode())
         return (LocalData(self._terminal, zones=zones, ddr=ddr,
                           refuse_other_classes=local.default_zones, transparent=transparent,
                           forwarded=forwarded, typed=typed),
@@ -522,17 +533,19 @@ class Service:
 
 
 def typed_zones(local: LocalConfig, configured: Sequence[dns.name.Name],
-                ) -> dict[dns.name.Name, str]:
-    """The typed zones of ``local`` (dnstls.resolver.zonetypes): the blocklists' names
-    (files read now) then ``zone_types``, a later one replacing an earlier one of the
-    same name. A ConfigError for one with the name of a zone file."""
-    typed: dict[dns.name.Name, str] = {}
+                ) -> dict[bytes, str]:
+    """The typed zones of ``local`` (dnstls.resolver.zonetypes) by lower-cased wire
+    name: the blocklists' names (files read now) then ``zone_types``, a later one
+    replacing an earlier one of the same name. A ConfigError for one with the name of a
+    zone file."""
+    typed: dict[bytes, str] = {}
     for i, item in enumerate(local.blocklist):
         kind = check_type(item.type, f"local.blocklist[{i}].type")
-        for name in read_blocklist(item.file, field=f"local.blocklist[{i}].file"):
-            typed[name] = kind
-    typed.update(parse_zone_types(local.zone_types))
-    clash = next((name for name in configured if name in typed), None)
+        typed.update(dict.fromkeys(
+            read_blocklist(item.file, field=f"local.blocklist[{i}].file"), kind))
+    typed.update(by_wire(parse_zone_types(local.zone_types)))
+    clash = next((name for name in configured
+                  if (name.to_wire() or b"").lower() in typed), None)
     if clash is not None:
         raise ConfigError("local.zone_types", f"{clash} is a zone file's origin "
                           "(local.zones) and has a local-zone type: keep one of them")

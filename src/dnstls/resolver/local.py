@@ -93,6 +93,10 @@ _NO_EXPIRY = 0x7FFFFFFF
 NULL_TTL = 3600  # always_null's A 0.0.0.0 / AAAA :: (Unbound 1.17, measured)
 # covers_key's verdicts for a typed zone or a zone (see LocalData._covers_typed)
 _LOCAL, _PASS, _TRANSPARENT, _TYPETRANSPARENT = 0, 1, 2, 3
+# In LocalData._walk besides the types: a zone's origin, a forwarded name
+_ZONE, _FORWARDED = "(zone)", "(forwarded)"
+_VERDICTS = {_FORWARDED: _PASS, "always_transparent": _PASS, "transparent": _TRANSPARENT,
+             "nodefault": _TRANSPARENT, "typetransparent": _TYPETRANSPARENT}
 _NULL_A = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.A, "0.0.0.0")
 _NULL_AAAA = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "::")
 
@@ -292,23 +296,6 @@ class _Zone:
         return None
 
 
-class _Typed:
-    """A typed zone (:mod:`dnstls.resolver.zonetypes`): its name, type and, when local
-    data gives its name an SOA, the SOA of its negative answers."""
-
-    __slots__ = ("kind", "origin", "soa")
-
-    def __init__(self, origin: dns.name.Name, kind: str,
-                 soa: dns.rrset.RRset | None) -> None:
-        self.origin = origin
-        self.kind = kind
-        self.soa: dns.rrset.RRset | None = None
-        if soa is not None:
-            self.soa = dns.rrset.RRset(origin, dns.rdataclass.IN, dns.rdatatype.SOA)
-            self.soa.update(soa)  # type: ignore[no-untyped-call]
-            self.soa.ttl = min(soa.ttl, soa[0].minimum)
-
-
 class LocalData:
     """Resolver stage answering from local zones and DDR; passes everything else on."""
 
@@ -317,29 +304,25 @@ class LocalData:
                  refuse_other_classes: bool = False,
                  transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] | None = None,
                  forwarded: Iterable[dns.name.Name] = (),
-                 typed: Mapping[dns.name.Name, str] | None = None) -> None:
+                 typed: Mapping[bytes, str] | None = None) -> None:
         self._next = next_stage
         #: Local data outside every zone, by owner name (:func:`place_local_data`):
         #: exactly these names are answered here; ``_exact`` holds their wire forms.
         self._transparent = dict(transparent or {})
         self._exact = frozenset((n.to_wire() or b"").lower() for n in self._transparent)
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
-        self._by_origin: dict[dns.name.Name, _Zone | _Typed | None] = {
+        self._by_origin: dict[dns.name.Name, _Zone | None] = {
             z.origin: z for z in reversed(self._zones)}  # first one wins
-        #: Typed zones (blocklists, zone_types) by name; a zone file of the same name
-        #: wins (the service refuses that configuration anyway).
-        self._typed: dict[dns.name.Name, _Typed] = {}
-        for name, kind in (typed or {}).items():
-            soa = self._transparent.get(name, {}).get(dns.rdatatype.SOA)
-            self._typed[name] = _Typed(name, kind, soa)
-            self._by_origin.setdefault(name, self._typed[name])
+        #: Typed zones (blocklists, zone_types): their type by lower-cased wire name
+        #: (no dns.name.Name per entry: 100,000 of them cost ~40 MB more).
+        self._typed: Mapping[bytes, str] = typed or {}
         #: The ancestors of local data's names below a typed zone (its empty
         #: non-terminals: a static zone answers NODATA there, as Unbound's)
         self._ents: set[dns.name.Name] = set()
         if self._typed:
             for owner in self._transparent:
                 parent = owner
-                while len(parent.labels) > 1 and parent not in self._typed:
+                while len(parent.labels) > 1 and _wire(parent) not in self._typed:
                     parent = parent.parent()
                     self._ents.add(parent)
         #: Answers by typed-zone type, for the metrics (the fast path's hits included)
@@ -357,7 +340,7 @@ class LocalData:
                              max_ttl=_NO_EXPIRY, max_negative_ttl=_NO_EXPIRY)
         self.answers.keeps_all = True  # NODATA/NXDOMAIN/REFUSED without SOA too
         self._max_answers = max_answers
-        self._typed_wire: dict[bytes, int] = {}
+        self._walk: dict[bytes, str] = {}
         self._data_types: dict[bytes, frozenset[int]] = {}
         if self._typed:
             self._setup_typed()
@@ -366,21 +349,17 @@ class LocalData:
         """With typed zones, :meth:`covers_key` and :meth:`lookup_wire` are their typed
         variants (instance attributes): without any, the hot path runs exactly the code
         it ran before typed zones existed."""
-        verdicts = {"always_transparent": _PASS, "transparent": _TRANSPARENT,
-                    "nodefault": _TRANSPARENT, "typetransparent": _TYPETRANSPARENT}
-        wire: dict[bytes, int] = {}
+        # every name that decides, the longest first found: typed zones, then (a zone
+        # file or default zone of the same name wins; the service refuses that) zones,
+        # then names forwarded out of a default zone (a typed one of the name wins)
+        walk = dict(self._typed)
+        for zone in self._zones:
+            walk[_wire(zone.origin)] = _ZONE
+        walk.setdefault(_wire(RESOLVER_ARPA), _ZONE)
         for name in self._forwarded:
-            wire[(name.to_wire() or b"").lower()] = _PASS
-        for name, found in self._by_origin.items():
-            key = (name.to_wire() or b"").lower()
-            if isinstance(found, _Typed):
-                wire[key] = verdicts.get(found.kind, _LOCAL)
-            elif found is not None:
-                wire[key] = _LOCAL
-        wire.setdefault((RESOLVER_ARPA.to_wire() or b"").lower(), _LOCAL)
-        self._typed_wire = wire
-        self._data_types = {(n.to_wire() or b"").lower(): frozenset(d)
-                            for n, d in self._transparent.items()}
+            walk.setdefault(_wire(name), _FORWARDED)
+        self._walk = walk
+        self._data_types = {_wire(n): frozenset(d) for n, d in self._transparent.items()}
         self.covers_key = self._covers_typed  # type: ignore[method-assign]
         self.lookup_wire = self._lookup_counting  # type: ignore[method-assign]
 
@@ -401,12 +380,13 @@ class LocalData:
         if key[-3] or key[-2] != 1:  # qclass != IN
             return self.refuse_other_classes
         name = key[:-5]
-        walk = self._typed_wire
+        walk = self._walk
         pos = 0
         end = len(name)
         while pos < end:
-            verdict = walk.get(name[pos:])
-            if verdict is not None:
+            kind = walk.get(name[pos:])
+            if kind is not None:
+                verdict = _VERDICTS.get(kind, _LOCAL)
                 if verdict == _LOCAL:
                     return True
                 if verdict == _PASS:
@@ -490,7 +470,24 @@ class LocalData:
                 (dns.name.Name(n.labels[-3:]).to_wire() or b"").lower() for n in names})
         return self._suffix_cache
 
-    def _find(self, qname: dns.name.Name) -> _Zone | _Typed | None:
+    def _typed_zone(self, qname: dns.name.Name) -> tuple[dns.name.Name, str] | None:
+        """The typed zone (its name, its type) that decides for ``qname``, or None when
+        a zone, a forwarded name or nothing does."""
+        name = _wire(qname)
+        walk = self._walk
+        pos = index = 0
+        end = len(name)
+        while pos < end:
+            kind = walk.get(name[pos:])
+            if kind is not None:
+                if kind in (_ZONE, _FORWARDED):
+                    return None
+                return dns.name.Name(qname.labels[index:]), kind
+            pos += 1 + name[pos]
+            index += 1
+        return None
+
+    def _find(self, qname: dns.name.Name) -> _Zone | None:
         if not self._forwarded:
             return enclosing(qname, self._by_origin)  # the longest origin at or above qname
         return _nearest(qname, self._by_origin)  # a forwarded name: None
@@ -500,18 +497,21 @@ class LocalData:
         question = query.question[0]
         qname = question.name
         if question.rdclass == dns.rdataclass.IN:
-            zone = self._find(qname)
-            if isinstance(zone, _Typed):
-                response = self._answer_typed(zone, query, request.transport.is_stream)
+            typed = self._typed_zone(qname) if self._typed else None
+            if typed is not None:
+                origin, kind = typed
+                response = self._answer_typed(origin, kind, query,
+                                              request.transport.is_stream)
                 if response is None:
                     return await self._next.resolve(request)
-                self.zone_answers[zone.kind] += 1
-                if zone.kind in ("deny", "always_deny") and response.rcode():
+                self.zone_answers[kind] += 1
+                if kind in ("deny", "always_deny") and response.rcode():
                     return response  # REFUSED over a stream only: not kept
                 self._remember(query, response)
                 if len(query.question) == 1 and len(self._key_types) < self._max_answers:
-                    self._key_types[key_from_message(query)] = zone.kind
+                    self._key_types[key_from_message(query)] = kind
                 return response
+            zone = self._find(qname)
             if zone is not None:
                 return self._remember(query, self._answer(zone, query))
             data = self._transparent.get(qname)
@@ -554,19 +554,18 @@ class LocalData:
             response.answer.append(_rrset(question.name, rrset))
         return response
 
-    def _answer_typed(self, zone: _Typed, query: dns.message.Message, stream: bool,
-                      ) -> dns.message.Message | None:
-        """A typed zone's answer to ``query`` (the module's table and
-        :mod:`dnstls.resolver.zonetypes`); None: resolve it as usual. Raises
+    def _answer_typed(self, origin: dns.name.Name, kind: str, query: dns.message.Message,
+                      stream: bool) -> dns.message.Message | None:
+        """The answer of typed zone ``origin`` of type ``kind`` to ``query``
+        (:mod:`dnstls.resolver.zonetypes`); None: resolve it as usual. Raises
         QueryDropped for ``deny`` over UDP."""
-        kind = zone.kind
         if kind == "always_transparent":
             return None
         question = query.question[0]
         qname, qtype = question.name, question.rdtype
         data: dict[int, dns.rrset.RRset] | None = None
         if not kind.startswith("always_") or kind == "always_null":
-            data = self._transparent.get(zone.origin if kind == "redirect" else qname)
+            data = self._transparent.get(origin if kind == "redirect" else qname)
             if data is not None:
                 # ANY: Unbound's local-zone types find no RRset of "type ANY" (measured:
                 # NODATA, REFUSED... as for a missing type); transparent names outside
@@ -604,8 +603,12 @@ class LocalData:
         if kind == "always_nxdomain" or (kind == "static" and data is None
                                          and qname not in self._ents):
             response.set_rcode(dns.rcode.NXDOMAIN)
-        if zone.soa is not None:
-            response.authority.append(zone.soa)
+        soa = self._transparent.get(origin, {}).get(dns.rdatatype.SOA)
+        if soa is not None:  # local data's SOA at the zone name: its negative TTL
+            negative = dns.rrset.RRset(origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+            negative.update(soa)  # type: ignore[no-untyped-call]
+            negative.ttl = min(soa.ttl, soa[0].minimum)
+            response.authority.append(negative)
         return response
 
     def _answer(self, zone: _Zone, query: dns.message.Message) -> dns.message.Message:
@@ -650,6 +653,11 @@ class LocalData:
                 return response
             qname = target
         return response
+
+
+def _wire(name: dns.name.Name) -> bytes:
+    """``name`` in lower-cased wire form (as cache keys hold it)."""
+    return (name.to_wire() or b"").lower()
 
 
 def _chosen(data: dict[int, dns.rrset.RRset], qtype: int) -> list[dns.rrset.RRset]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -19,7 +20,13 @@ from dnstls.proto.answers import Transport
 from dnstls.proto.cachekey import key_from_message
 from dnstls.resolver.base import Request
 from dnstls.resolver.local import LocalData, parse_local_data, place_local_data
-from dnstls.resolver.zonetypes import parse_blocklist, parse_zone_types, read_blocklist
+from dnstls.resolver.zonetypes import (
+    by_wire,
+    parse_blocklist,
+    parse_zone_types,
+    read_blocklist,
+    wire_name,
+)
 
 TYPES = ["always_nxdomain", "always_refuse", "always_null", "always_nodata", "always_deny",
          "refuse", "static", "deny", "transparent", "typetransparent",
@@ -111,7 +118,7 @@ class Next:
 def build(zone_types: list[str], data: list[str], nxt: Next) -> LocalData:
     typed = parse_zone_types(zone_types)
     transparent = place_local_data([], parse_local_data(data), list(typed))
-    return LocalData(nxt, transparent=transparent, typed=typed)
+    return LocalData(nxt, transparent=transparent, typed=by_wire(typed))
 
 
 def summary(response: dns.message.Message) -> tuple[str, bool, list[str], list[str]]:
@@ -218,8 +225,26 @@ tracker.example.   # trailing comment
 :: c.example
 
 """
-    assert [n.to_text() for n in parse_blocklist(text, source="ads.txt")] == [
-        "ads.example.", "tracker.example.", "a.example.", "b.example.", "c.example."]
+    assert parse_blocklist(text, source="ads.txt") == [
+        wire_name(n) for n in ("ads.example.", "tracker.example.", "a.example.", "b.example.",
+                               "c.example.")]
+
+
+@pytest.mark.parametrize("text", ["ads.example", "Ads.Example.", "a-b_c.x9.example",
+                                  "x" * 63 + ".example", ".".join(["a" * 60] * 4),
+                                  "b\\.c.example", "bücher.example", "xn--bcher-kva.example",
+                                  "*.example"])
+def test_wire_name_is_dnspythons_lower_cased_wire_form(text: str) -> None:
+    assert wire_name(text) == (dns.name.from_text(text).to_wire() or b"").lower()
+
+
+@pytest.mark.parametrize("text", ["a..example", "x" * 64 + ".example",
+                                  ".".join(["a" * 62] * 5), ".example"])
+def test_wire_name_refuses_what_dnspython_refuses(text: str) -> None:
+    with pytest.raises(dns.exception.DNSException):
+        dns.name.from_text(text).to_wire()
+    with pytest.raises(dns.exception.DNSException):
+        wire_name(text)
 
 
 @pytest.mark.parametrize(("text", "where"), [
