@@ -11,7 +11,9 @@ nsd's AA bit, unbound clears it as a recursive resolver).
 
 ``deny`` and ``always_deny``: unbound sends nothing (UDP) and closes a TCP connection;
 dnstls drops UDP queries too but answers REFUSED over TCP -- the documented deviation,
-asserted here over TCP on both sides.
+asserted here over TCP on both sides. A query with RD=0 (both allow loopback) gets the
+same: the local answers, blocked names included, and REFUSED for names a type lets
+through.
 """
 
 from __future__ import annotations
@@ -158,4 +160,19 @@ def test_zone_types_answer_as_unbound_does(peer_group: PeerGroup,
             if summary(ours, local=local) != summary(theirs, local=local):
                 differences.append(f"{name} {rdtype}: unbound {summary(theirs, local=local)}"
                                    f", dnstls {summary(ours, local=local)}")
+    # RD=0 from a client of "allow" (both: loopback): local answers, blocked names
+    # included; a name a type lets through is refused (never resolved nor cached)
+    for name, rdtype in (("x.always-nxdomain.example.test.", "A"),
+                         ("x.always-null.example.test.", "A"),
+                         ("d.transparent.example.test.", "A"),
+                         ("x.static.example.test.", "A"),
+                         ("a.transparent.example.test.", "A"),
+                         ("a.always-transparent.example.test.", "A")):
+        query = dns.message.make_query(name, rdtype)
+        query.flags &= ~dns.flags.RD
+        theirs = dns.query.udp(query, LOOPBACK, port=unbound.port, timeout=5)
+        ours = dns.query.udp(query, LOOPBACK, port=plain, timeout=5)
+        if summary(ours, local=True) != summary(theirs, local=True):
+            differences.append(f"RD=0 {name} {rdtype}: unbound {summary(theirs, local=True)}, "
+                               f"dnstls {summary(ours, local=True)}")
     assert differences == [], "\n".join(differences)
