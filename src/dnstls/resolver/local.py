@@ -327,7 +327,10 @@ class LocalData:
                     self._ents.add(parent)
         #: Answers by typed-zone type, for the metrics (the fast path's hits included)
         self.zone_answers: Counter[str] = Counter()
-        self._key_types: dict[bytes, str] = {}
+        #: The key and type of the last question covers_key found blocked: the handler
+        #: asks lookup_wire about that key next (a hit there is counted by that type)
+        self._last_key = b""
+        self._last_kind = ""
         self._forwarded = frozenset(forwarded)
         for name in self._forwarded:  # a zone of its own: "no zone here"
             self._by_origin.setdefault(name, None)
@@ -339,7 +342,6 @@ class LocalData:
         self.answers = Cache(max_entries=max_answers, max_bytes=max_answers * 1024,
                              max_ttl=_NO_EXPIRY, max_negative_ttl=_NO_EXPIRY)
         self.answers.keeps_all = True  # NODATA/NXDOMAIN/REFUSED without SOA too
-        self._max_answers = max_answers
         self._walk: dict[bytes, str] = {}
         self._data_types: dict[bytes, frozenset[int]] = {}
         if self._typed:
@@ -368,10 +370,8 @@ class LocalData:
                          options: bytes = b"", pad_block: int = 0) -> bytes | None:
         out = self.answers.lookup_wire(key, query_id, _FROZEN, rd, qname, edns, options,
                                        pad_block)
-        if out is not None:
-            kind = self._key_types.get(key)
-            if kind is not None:
-                self.zone_answers[kind] += 1
+        if out is not None and key == self._last_key:
+            self.zone_answers[self._last_kind] += 1
         return out
 
     def _covers_typed(self, key: bytes) -> bool:
@@ -387,18 +387,21 @@ class LocalData:
             kind = walk.get(name[pos:])
             if kind is not None:
                 verdict = _VERDICTS.get(kind, _LOCAL)
-                if verdict == _LOCAL:
-                    return True
                 if verdict == _PASS:
                     return False
-                types = self._data_types.get(name)
-                if types is None:
-                    return False
-                if verdict == _TRANSPARENT:
-                    return True
-                qtype = key[-5] << 8 | key[-4]  # typetransparent
-                return qtype != dns.rdatatype.ANY and (qtype in types
-                                                       or dns.rdatatype.CNAME in types)
+                if verdict != _LOCAL:
+                    types = self._data_types.get(name)
+                    if types is None:
+                        return False
+                    qtype = key[-5] << 8 | key[-4]
+                    if verdict == _TYPETRANSPARENT and (
+                            qtype == dns.rdatatype.ANY
+                            or (qtype not in types and dns.rdatatype.CNAME not in types)):
+                        return False
+                if kind != _ZONE:
+                    self._last_key = key
+                    self._last_kind = kind
+                return True
             pos += 1 + name[pos]
         return name in self._exact
 
@@ -507,10 +510,7 @@ class LocalData:
                 self.zone_answers[kind] += 1
                 if kind in ("deny", "always_deny") and response.rcode():
                     return response  # REFUSED over a stream only: not kept
-                self._remember(query, response)
-                if len(query.question) == 1 and len(self._key_types) < self._max_answers:
-                    self._key_types[key_from_message(query)] = kind
-                return response
+                return self._remember(query, response)
             zone = self._find(qname)
             if zone is not None:
                 return self._remember(query, self._answer(zone, query))
@@ -585,7 +585,7 @@ class LocalData:
                 self.zone_answers[kind] += 1
                 raise QueryDropped(kind)
             refused = error_response(query, dns.rcode.REFUSED, ede=dns.edns.EDECode.BLOCKED,
-                                     text=f"{kind}: not answered over UDP")
+                                     text=f"blocked ({kind})")
             refused.flags |= dns.flags.AA  # as refuse's
             return refused
         response = make_response(query)

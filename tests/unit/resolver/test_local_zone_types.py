@@ -188,8 +188,14 @@ async def test_answers_are_counted_by_type_on_both_paths() -> None:
     local = build(["ads.example. always_nxdomain"], [], Next())
     query = dns.message.make_query("x.ads.example.", "A")
     await local.resolve(Request(query, Transport.UDP, None, deadline=0.0))
-    assert local.lookup_wire(key_from_message(query), 1) is not None
+    key = key_from_message(query)
+    assert local.covers_key(key)  # the handler asks, then takes the kept answer
+    assert local.lookup_wire(key, 1) is not None
     assert local.zone_answers == {"always_nxdomain": 2}
+    other = LocalData(Next(), zones=[], typed=by_wire(parse_zone_types(
+        ["ads.example. always_nxdomain"])))
+    assert other.lookup_wire(key, 1) is None  # nothing kept: nothing counted
+    assert not other.zone_answers
 
 
 def test_without_typed_zones_the_hot_path_methods_are_the_class_ones() -> None:
