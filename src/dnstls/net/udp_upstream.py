@@ -254,6 +254,7 @@ class UdpUpstream:
         self.port_age = port_age
         self.max_idle = max_idle
         self._idle: list[_Port] = []
+        self._busy: set[_Port] = set()  # in use by an exchange: aclose closes them too
         self._sweep_at: asyncio.TimerHandle | None = None
         self._due: deque[_Exchange] = deque()  # start_wire's exchanges, deadline order
         self._due_timer: asyncio.TimerHandle | None = None
@@ -481,6 +482,7 @@ class UdpUpstream:
             idle.pop()
             if now - port.born < self.port_age:
                 port.uses += 1
+                self._busy.add(port)
                 return port
             self._close(port)
         try:
@@ -498,6 +500,7 @@ class UdpUpstream:
             raise NetworkError(f"{self.name}: {exc.strerror or exc}") from exc
         port = _Port(sock, now)
         port.uses = 1
+        self._busy.add(port)
         self.loop.add_reader(port.fd, self._readable, port)
         self.counters["sockets_opened"] += 1
         return port
@@ -506,6 +509,7 @@ class UdpUpstream:
         """After an exchange: idle again if clean, not worn out and not too old."""
         port.future = None
         port.accept = None
+        self._busy.discard(port)
         if (not port.clean or self._closed or port.uses >= self.port_uses
                 or self.loop.time() - port.born >= self.port_age
                 or len(self._idle) >= self.max_idle):
@@ -617,16 +621,31 @@ class UdpUpstream:
 
     def statistics(self) -> dict[str, Any]:
         stats: dict[str, Any] = {"name": self.name, "transport": "udp", **self.counters,
-                                 "sockets_idle": len(self._idle)}
+                                 "sockets_idle": len(self._idle),
+                                 "sockets_busy": len(self._busy)}
         if self._tcp is not None:
             stats["tcp_fallback"] = self._tcp.statistics()
         return stats
 
     async def aclose(self) -> None:
+        """Close every socket, those of queries in flight too: each such query fails at
+        once with NetworkError (the service is stopping), not at its deadline."""
         self._closed = True
         if self._sweep_at is not None:
             self._sweep_at.cancel()
             self._sweep_at = None
+        if self._due_timer is not None:
+            self._due_timer.cancel()
+            self._due_timer = None
+        for port in list(self._busy):
+            future = port.future
+            if future is not None and not future.done():
+                # an _Exchange calls back now and gives the port back (closed, as
+                # _closed is set); a coroutine's _roundtrip gives it back when it wakes
+                future.set_exception(NetworkError(f"{self.name}: the upstream was closed"))
+            self._close(port)
+        self._busy.clear()
+        self._due.clear()
         for port in self._idle:
             self._close(port)
         self._idle.clear()

@@ -15,7 +15,7 @@ import dns.name
 import dns.rrset
 import pytest
 
-from dnstls.errors import QueryTimeout
+from dnstls.errors import NetworkError, QueryTimeout
 from dnstls.net.udp_upstream import UdpUpstream
 from dnstls.upstreams import parse_upstream_uri
 
@@ -233,3 +233,35 @@ async def test_start_wire_times_out_and_retires_the_socket(
     stats = up.statistics()
     assert stats["timeouts"] == 1 and stats["sockets_idle"] == 0
     await up.aclose()
+
+
+def open_fds() -> int:
+    import os
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_aclose_fails_queries_in_flight_and_closes_their_sockets(
+        responder: tuple[Responder, int]) -> None:
+    """Closing the upstream (the service stopping) while queries wait for a silent
+    upstream: both paths get an error at once (not at their deadline, 30 s away), and
+    every socket is closed -- those in use too, not only the idle ones."""
+    proto, port = responder
+    proto.silent = True
+    up = upstream(port)
+    before = open_fds()
+    wire = asyncio.ensure_future(start(up, "wire-inflight.example.", within=30))
+    coro = asyncio.ensure_future(ask(up, "coro-inflight.example.", within=30))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(proto.ports) == 2:
+            break
+    assert up.statistics()["sockets_busy"] == 2
+    assert open_fds() == before + 2
+    await up.aclose()
+    assert open_fds() == before
+    assert up.statistics()["sockets_busy"] == 0
+    outcome = await asyncio.wait_for(wire, 1)
+    assert isinstance(outcome, NetworkError) and "closed" in str(outcome)
+    with pytest.raises(NetworkError, match="closed"):
+        await asyncio.wait_for(coro, 1)
+    assert open_fds() == before
