@@ -26,9 +26,12 @@ Parts (CPU time of the main thread, best round; other load on the machine does n
 ``fake``/``udp`` parts; every query is for a name under none of them, ``*.bench.test.``):
 the cost of ``[[forward_zone]]`` for the other names.
 
-``--minimal`` keeps and renders minimal responses (the default of ``serve`` and
-``stub`` since session 4). Every query is for a new name (a cache miss). To compare two
-source trees, run it alternately with ``PYTHONPATH=TREE/src``. Not a test: it prints numbers.
+``--no-chase`` leaves the wire path without its :class:`~dnstls.resolver.chase.CnameChase`
+(the service always sets one; every answer is checked for an incomplete CNAME chain):
+that check's cost, on the same build. ``--minimal`` keeps and renders minimal responses
+(the default of ``serve`` and ``stub`` since session 4). Every query is for a new name (a
+cache miss). To compare two source trees, run it alternately with ``PYTHONPATH=TREE/src``.
+Not a test: it prints numbers.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ from dnstls.resolver.cache import Cache
 from dnstls.resolver.forward import Forwarder
 from dnstls.resolver.wire import WireForwarder
 from dnstls.upstreams import parse_upstream_uri
+
+try:  # as the service wires it (session 11); an older tree has no chase
+    from dnstls.resolver.chase import CnameChase
+except ImportError:
+    CnameChase = None
+#: False with ``--no-chase``: the wire path without a CnameChase (its cost, same build)
+CHASE = True
 
 #: ``--zones``: forward zone names (none: the forwarder alone, as the service without zones)
 ZONES: list[str] = []
@@ -316,6 +326,8 @@ async def bench_path(n: int, rounds: int, kind: str, profiler: Any = None) -> fl
                     (dns.name.from_text(z), Forwarder([FakeUpstream()],  # type: ignore[list-item]
                                                       clock=loop.time)) for z in ZONES])
             wire = WireForwarder(forwarder, cache, loop.time)
+            if CnameChase is not None and CHASE:  # the service's wire path checks answers
+                wire.chase = CnameChase(forwarder)
             handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, wire=wire,
                                    clock=loop.time)
             tls = Transport.TLS
@@ -376,9 +388,12 @@ def main() -> None:
                         help="minimal responses (drop the NS and glue of the answers)")
     parser.add_argument("--zones", default="",
                         help="forward zones, comma-separated (queries are under none)")
+    parser.add_argument("--no-chase", action="store_true",
+                        help="no CNAME chase on the wire path (the service always has one)")
     args = parser.parse_args()
-    global MINIMAL
+    global MINIMAL, CHASE
     MINIMAL = args.minimal
+    CHASE = not args.no_chase
     ZONES[:] = [z for z in args.zones.split(",") if z]
     if args.part in ("all", "respond"):
         print(f"respond_wire   {bench_respond(args.queries, args.rounds):7.2f} µs/query")

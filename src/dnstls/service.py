@@ -254,11 +254,16 @@ class Service:
         wire = None
         forwarder = next((c.forwarder for c in self._closers
                           if getattr(c, "forwarder", None) is not None), None)
+        chase = next((c.chase for c in self._closers
+                      if getattr(c, "chase", None) is not None), None)
+        if chase is not None:  # CNAME targets are asked of the whole pipeline
+            chase.front = pipeline
         if forwarder is not None and hasattr(forwarder, "resolve_wire"):
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
                                      minimal_responses=config.cache.minimal_responses),
                                  loop.time,
                                  is_local=pipeline.covers_key)
+            wire.chase = chase
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,
@@ -430,6 +435,9 @@ class Service:
         old = self.handler.local
         if isinstance(old, LocalData):  # counters go on over a reload
             local.zone_answers.update(old.zone_answers)
+        for closer in self._closers:
+            if getattr(closer, "chase", None) is not None:
+                closer.chase.front = local
         self.handler.replace_local(local, local)
         cache = self.handler.cache
         dropped = (cache.discard_if(local.covers_key) if isinstance(cache, Cache) else 0)

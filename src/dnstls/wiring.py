@@ -38,12 +38,15 @@ class Forwarding:
     ``zone_pools`` their upstream pools."""
 
     def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any,
-                 zone_pools: Sequence[Any] = ()) -> None:
+                 zone_pools: Sequence[Any] = (), chase: Any = None) -> None:
         self.forwarder = forwarder
         self.pool = pool
         self.cache = cache
         self.coalescer = coalescer
         self.zone_pools = list(zone_pools)
+        #: the CnameChase in front of the forwarder: the service points it at its
+        #: pipeline and hands it to the wire path
+        self.chase = chase
 
     def statistics(self) -> dict[str, Any]:
         forwarder_stats = self.forwarder.statistics()
@@ -55,6 +58,8 @@ class Forwarding:
             stats["cache"] = dataclasses.asdict(self.cache.statistics())
         if self.coalescer is not None:
             stats["coalesce"] = dataclasses.asdict(self.coalescer.statistics())
+        if self.chase is not None:
+            stats["cname_chase"] = self.chase.statistics()
         return stats
 
     async def aclose(self) -> None:
@@ -87,6 +92,7 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
     def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
         from dnstls.net.pool import build_forwarder
         from dnstls.resolver.cache import answer_stage
+        from dnstls.resolver.chase import CnameChase
         from dnstls.resolver.coalesce import Coalescer
 
         chosen = list(specs or cfg.forward.upstreams or default_upstreams())
@@ -115,10 +121,11 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
                 log.info("names outside the forward zones: forwarding to %s",
                          ", ".join(s.name for s in chosen))
             forwarder = ZoneRouter(forwarder, routes)
-        coalescer = Coalescer(forwarder)
+        chase = CnameChase(forwarder)  # incomplete CNAME chains (resolver/chase.py)
+        coalescer = Coalescer(chase)
         cache = make_cache(cfg.cache) if cfg.cache.enabled else None
         stage = answer_stage(coalescer, cache, clock,
                              minimal_responses=cfg.cache.minimal_responses)
-        return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools)
+        return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools, chase)
 
     return factory

@@ -337,8 +337,10 @@ class PeerGroup:
 
 # --------------------------------------------------------------------------- servers
 
-def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT) -> Peer:
-    """nsd, authoritative for example.test. over UDP and TCP on a free port."""
+def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, origin: str = ZONE_ORIGIN,
+              ) -> Peer:
+    """nsd, authoritative for ``origin`` (example.test.) with ``zone_text``, over UDP and
+    TCP on a free port."""
     binary = require("nsd")
     work = group.workdir("nsd")
     port = free_port()
@@ -364,11 +366,11 @@ server:
 remote-control:
     control-enable: no
 zone:
-    name: "{ZONE_ORIGIN}"
+    name: "{origin}"
     zonefile: "example.test.zone"
 """)
     peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, port=port))
-    return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port))
+    return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port, origin))
 
 
 def _unbound_base(work: Path, *, interface: str, extra: str = "", access: str = "allow",

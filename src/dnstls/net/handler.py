@@ -49,16 +49,19 @@ from dnstls.proto.answers import (
     NOREC_TEXT,
     Rejection,
     Transport,
+    asked_as_in,
     error_response,
     finalize,
     header_error,
     parse_query,
     refused_query,
     truncate_wire,
+    with_question_class,
 )
 from dnstls.proto.cachekey import (
     KEY_DO,
     WireQuery,
+    asking_in,
     carries_cookie,
     key_from_message,
     read_query,
@@ -75,6 +78,7 @@ _RCODE_TEXT = [dns.rcode.to_text(dns.rcode.Rcode.make(i)) for i in range(16)]
 _MAX_MESSAGE = framing.MAX_MESSAGE
 _RD = int(dns.flags.RD)
 _TLS = Transport.TLS
+_ANY_CLASS = int(dns.rdataclass.ANY)
 
 
 #: The EDE text of the SERVFAIL for an RD=0 query the cache cannot answer.
@@ -475,12 +479,12 @@ class QueryHandler:
         local = self.local
         query = read_query(wire)
         if query is not None:
-            key = query[0]
+            key = asking_in(query[0])
         else:
             parsed = parse_query(wire)
             if isinstance(parsed, Rejection):
                 return None
-            key = key_from_message(parsed)  # parse_query: one question
+            key = asking_in(key_from_message(parsed))  # parse_query: one question
         if local is not None and local.covers_key(key):
             return None
         rejection = refused_query(wire, NOREC_TEXT)
@@ -491,7 +495,13 @@ class QueryHandler:
 
     async def answer(self, query: dns.message.Message, transport: Transport,
                      client: tuple[str, int] | None) -> bytes:
-        """Resolve ``query`` and return the rendered response (never raises but cancel)."""
+        """Resolve ``query`` and return the rendered response (never raises but cancel).
+        A question of QCLASS ANY is resolved as class IN (:func:`asked_as_in`) and
+        answered with its own class in the question, as Unbound answers it."""
+        asked = query
+        any_class = query.question[0].rdclass == _ANY_CLASS
+        if any_class:
+            query = asked_as_in(asked)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.query_timeout
         request = Request(query, transport, client, deadline)
@@ -529,12 +539,14 @@ class QueryHandler:
             wire = finalize(response, query, transport,
                             keepalive=self.keepalive if transport.is_stream else None,
                             nsid=self.nsid)
+            if any_class:
+                wire = with_question_class(wire, _ANY_CLASS)
         finally:
             self.in_flight -= 1
         rcode = dns.rcode.to_text(response.rcode())
         self.responses[(transport.value, rcode)] += 1
         if self.log_queries:
-            q = query.question[0]
+            q = asked.question[0]
             qlog.info("%s %s %s %s %s -> %s", transport.value,
                       client[0] if client else "-", q.name,
                       dns.rdatatype.to_text(q.rdtype), dns.rdataclass.to_text(q.rdclass),

@@ -30,13 +30,19 @@ import dns.opcode
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rrset
 
 from dnstls.proto import edns, framing
 
 EDNS_PAYLOAD = 1232  # DNS Flag Day 2020 default UDP payload
 MIN_UDP = 512
 _HEADER = struct.Struct("!HHHHHH")
-_META_QTYPES = frozenset({dns.rdatatype.OPT, dns.rdatatype.TSIG, dns.rdatatype.TKEY})
+#: QTYPEs answered FORMERR, as Unbound answers them: OPT (41) and the range RFC 6895 §3.1
+#: gives to QTYPEs and Meta-TYPEs, 128-255, but ANY (255, answered) and AXFR/IXFR (251,
+#: 252: REFUSED below) -- TKEY, TSIG, the obsolete MAILA/MAILB (RFC 1035 §3.2.3; mail
+#: has used MX since RFC 974), NXNAME (128, RFC 9824: never a query) and the unassigned
+#: ones, whose meaning (and so whether their answers may be forwarded or cached) is unknown.
+META_QTYPES = frozenset({int(dns.rdatatype.OPT), *range(128, 251), 253, 254})
 _ZONE_TRANSFER = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 
 
@@ -121,21 +127,37 @@ def parse_query(wire: bytes) -> dns.message.Message | Rejection:
     try:
         message = dns.message.from_wire(wire)
     except Exception as exc:  # dnspython raises many types for malformed input
-        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR,
-                         f"malformed message: {type(exc).__name__}")
+        return _malformed(wire, f"malformed message: {type(exc).__name__}")
     if message.edns > 0:  # first: nothing else is read under an unknown version
         return _badvers(message)
+    if message.flags & dns.flags.TC:
+        # as Unbound: the message says it was cut short (RFC 1035 §4.1.1), so it is
+        # not answered as if it were whole
+        return _reject(message, dns.rcode.FORMERR, "TC set in a query")
     if len(message.question) != 1:
         return _reject(message, dns.rcode.FORMERR, f"QDCOUNT {len(message.question)}")
     if message.answer or message.authority:
         return _reject(message, dns.rcode.FORMERR, "records in answer/authority of a query")
     rrset = message.question[0]
-    if rrset.rdtype in _META_QTYPES:
+    if rrset.rdtype in META_QTYPES:
         return _reject(message, dns.rcode.FORMERR, "meta type in question")
     if rrset.rdtype in _ZONE_TRANSFER:
         return _reject(message, dns.rcode.REFUSED, "zone transfer refused",
                        ede=dns.edns.EDECode.PROHIBITED)
     return message
+
+
+def _malformed(wire: bytes, reason: str) -> Rejection:
+    """FORMERR for a message that does not parse: with its question echoed when that
+    much is readable (a malformed OPT or other record, bytes after the last record), as
+    Unbound answers a malformed OPT, else the header alone (:func:`header_error`)."""
+    try:
+        message = dns.message.from_wire(wire, question_only=True)
+    except Exception:  # dnspython raises many types for malformed input
+        return Rejection(header_error(wire, dns.rcode.FORMERR), dns.rcode.FORMERR, reason)
+    if len(message.question) != 1:
+        message.question = []  # echo one question or none, never a list of them
+    return _reject(message, dns.rcode.FORMERR, reason)
 
 
 #: The EXTRA-TEXT of the refusal of an RD=0 query that local data does not answer, to a
@@ -223,6 +245,33 @@ def _other_opcode(wire: bytes, opcode: int) -> Rejection:
 def _one_soa(message: dns.message.Message) -> bool:
     return (len(message.question) == 1 and message.question[0].rdtype == dns.rdatatype.SOA
             and not dns.rdataclass.is_metaclass(message.question[0].rdclass))
+
+
+def asked_as_in(query: dns.message.Message) -> dns.message.Message:
+    """``query`` (one question, of QCLASS ANY) asked as class IN: the question that is
+    resolved for it (RFC 1035 §3.2.5: ANY matches any class; the only class served is
+    IN, so its answer is IN's, as Unbound answers). Header and EDNS are the query's."""
+    question = query.question[0]
+    asked = dns.message.Message(id=query.id)
+    asked.flags = query.flags
+    asked.question = [dns.rrset.RRset(question.name, dns.rdataclass.IN, question.rdtype)]
+    if query.edns >= 0:
+        asked.use_edns(query.edns, query.ednsflags, query.payload, options=list(query.options))
+    return asked
+
+
+def with_question_class(wire: bytes, rdclass: int) -> bytes:
+    """A rendered message with the class of its one question (the first name in the
+    message, so never compressed: it starts at offset 12) set to ``rdclass``."""
+    if len(wire) < 12 or wire[4:6] != b"\0\x01":
+        return wire
+    end = 12
+    while end < len(wire) and wire[end]:
+        end += 1 + wire[end]
+    at = end + 3  # past the root label and QTYPE
+    if at + 2 > len(wire):
+        return wire
+    return wire[:at] + struct.pack("!H", rdclass) + wire[at + 2:]
 
 
 def make_response(query: dns.message.Message, *, recursion_available: bool = True,

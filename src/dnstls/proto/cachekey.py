@@ -30,14 +30,15 @@ question, then every RR of the additional section (walked with bounds checks; na
 there may be compressed) to find the OPT RR, whose TTL field holds the EDNS version and
 the DO bit (RFC 6891 §6.1.3). It returns ``None`` -- "take the slow path" -- for
 anything it cannot read confidently or that the slow path must judge itself: a short or
-truncated message, QR set, an opcode other than QUERY, QDCOUNT other than 1, records in
-the answer or authority section, a compression pointer or an extended label in the
-question, a name longer than 255 octets, a meta QTYPE (OPT, TSIG, TKEY, AXFR, IXFR), a
-TSIG record, an OPT that is duplicated, not owned by the root, of an EDNS version other
-than 0, with malformed options or with options whose contents dnspython validates (a
-malformed COOKIE or ECS, or any EDE, ... option), another additional record that
-dnspython rejects (its owner or RDATA), and trailing bytes: whatever the slow
-path would reject with FORMERR must not get a cached answer on the fast path. For every
+truncated message, QR or TC set, an opcode other than QUERY, QDCOUNT other than 1,
+records in the answer or authority section, a compression pointer or an extended label
+in the question, a name longer than 255 octets, a meta QTYPE (OPT, or 128-254: TKEY,
+TSIG, AXFR, IXFR, MAILB, MAILA, NXNAME, unassigned ones), a TSIG record, an OPT that is
+duplicated, not owned by the root, of an EDNS version other than 0, with malformed
+options or with options whose contents dnspython validates (a malformed COOKIE or ECS,
+or any EDE, ... option), another additional record that dnspython rejects (its owner or
+RDATA), and trailing bytes: whatever the slow path would reject with FORMERR must not
+get a cached answer on the fast path. For every
 query it accepts, :func:`key_from_wire` equals :func:`key_from_message` of the parsed
 query (the unit tests check this property with hypothesis).
 """
@@ -58,6 +59,7 @@ KEY_CD = 0x02
 KEY_AD = 0x04  # AD without DO
 
 _QR = 0x8000
+_TC = 0x0200
 _RD = 0x0100
 _OPCODE_MASK = 0x7800
 _CD = 0x0010
@@ -82,8 +84,9 @@ _NSID = 3
 # Neither path uses ECS: answers never depend on the client's subnet and never carry it.
 _SLOW_PATH_OPTIONS = frozenset({15, 18, 22, 23, 24, 25})
 _ECS = 8
-_META_QTYPES = frozenset({_OPT, _TSIG, int(dns.rdatatype.TKEY), int(dns.rdatatype.AXFR),
-                          int(dns.rdatatype.IXFR)})
+_NOT_READ = _QR | _TC | _OPCODE_MASK  # one mask: a single test per query
+# answers.META_QTYPES (FORMERR there) and AXFR/IXFR (REFUSED there)
+_META_QTYPES = frozenset({_OPT, *range(128, 255)})
 
 
 def key_from_message(message: dns.message.Message) -> CacheKey:
@@ -101,6 +104,14 @@ def key_from_message(message: dns.message.Message) -> CacheKey:
     name = rrset.name.to_wire()
     assert name is not None  # to_wire() without a file returns the bytes
     return name.lower() + struct.pack("!HHB", rrset.rdtype, rrset.rdclass, flags)
+
+
+def asking_in(key: CacheKey) -> CacheKey:
+    """``key`` with QCLASS ANY (255) replaced by IN: the question its query is answered
+    with (:func:`dnstls.proto.answers.asked_as_in`); any other key unchanged."""
+    if key[-3] == 0 and key[-2] == 255:
+        return key[:-3] + b"\0\x01" + key[-1:]
+    return key
 
 
 def key_from_wire(wire: bytes) -> CacheKey | None:
@@ -142,7 +153,7 @@ def read_query(wire: bytes) -> WireQuery | None:
     if end < 12:
         return None
     qid, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(wire)
-    if flags & (_QR | _OPCODE_MASK) or qdcount != 1 or ancount or nscount:
+    if flags & _NOT_READ or qdcount != 1 or ancount or nscount:
         return None
     # The question name: uncompressed at offset 12, at most 255 octets (inline: this
     # runs for every query on the fast path).

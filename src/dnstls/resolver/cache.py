@@ -8,8 +8,8 @@ is clear (a truncated answer is incomplete), it carries no EDE 3 "Stale Answer" 
 EDE 19 "Stale NXDOMAIN Answer" (someone else's stale data must not be made fresh), and
 its RCODE is one of:
 
-* NOERROR with data: lives for the smallest TTL in the message, each TTL first clamped
-  to ``[min_ttl, max_ttl]``.
+* NOERROR with data (or a referral: NS in authority, no SOA): lives for the smallest
+  TTL in the message, each TTL first clamped to ``[min_ttl, max_ttl]``.
 * NXDOMAIN, or NOERROR without an RRset of the QTYPE (NODATA), with an SOA in the
   authority section (RFC 2308 §5; without an SOA it is not cached): every TTL is capped
   at min(SOA TTL, SOA MINIMUM) (RFC 2308 §3), itself capped at ``max_negative_ttl`` and
@@ -56,12 +56,19 @@ and relayed without the sections it does not need (:func:`_parse_response` cuts 
 bytes, :func:`minimise` the message path's answers), so every path -- miss, hit, exact
 memo, serve-stale, caching off -- serves the same cut:
 
-* a query with DO: every section kept (DNSSEC proofs -- NSEC/NSEC3 and their RRSIGs for
-  wildcards and denials -- live in the authority section); DO is part of the cache key,
-  so a DO query never meets an entry cut for a query without it;
+* a query with DO: the positive answer below is cut the same way unless its authority
+  section holds NSEC or NSEC3 records (a wildcard's proof, RFC 4035 §3.1.3.3), as
+  Unbound's ``positive_answer``; every other answer keeps every section (the proofs of
+  a denial live in the authority section); DO is part of the cache key, so a DO query
+  never meets an entry cut for a query without it;
 * NOERROR with an RRset of the QTYPE in the answer section (Unbound's
-  ``positive_answer``): the answer section only, NSCOUNT and ARCOUNT 0;
-* NXDOMAIN, or NOERROR without such an RRset (NODATA, a referral, a CNAME chain that
+  ``positive_answer``): the answer section only, NSCOUNT and ARCOUNT 0 -- but for
+  QTYPE NS, whose answer keeps the addresses of the name servers in the additional
+  section, as Unbound's does;
+* a referral (NOERROR without such an RRset, NS in the authority section and no SOA:
+  an upstream that answered with a delegation): every section, the NS RRset and its
+  glue, as Unbound relays it; it is cached for its records' TTLs like a positive answer;
+* NXDOMAIN, or NOERROR without such an RRset otherwise (NODATA, a CNAME chain that
   ends without the data): the answer and authority sections (the SOA that negative
   caching needs, RFC 2308), the additional section dropped;
 * other RCODEs: unchanged. The OPT RR is always the client's own, as before.
@@ -137,6 +144,9 @@ _OPT_HEADS = (b"\x00" + struct.pack("!HHI", int(dns.rdatatype.OPT), EDNS_PAYLOAD
 _OPT_TYPE = int(dns.rdatatype.OPT)
 _TSIG_TYPE = int(dns.rdatatype.TSIG)
 _SOA_TYPE = int(dns.rdatatype.SOA)
+_NS_TYPE = int(dns.rdatatype.NS)
+_NSEC_TYPE = int(dns.rdatatype.NSEC)
+_NSEC3_TYPE = int(dns.rdatatype.NSEC3)
 _ANY = int(dns.rdatatype.ANY)
 _EDE_CODE = int(_edns.EDE)
 _MAX_TTL = 0x7FFFFFFF  # RFC 2181 §8
@@ -686,7 +696,9 @@ class Cache:
         elif parsed.negative_ttl is not None:
             kind = _NEGATIVE
             cap = min(parsed.negative_ttl, self.max_negative_ttl, self.max_ttl)
-        elif rcode == _RCODE_NOERROR and parsed.answers:  # CNAME chain, no SOA
+        elif rcode == _RCODE_NOERROR and (parsed.answers or parsed.referral):
+            # a CNAME chain without SOA; a referral (an upstream that answered with a
+            # delegation): its records' TTLs, as Unbound keeps and relays it
             kind, cap = _POSITIVE, None
         elif self.keeps_all:
             kind, cap = _NEGATIVE, self.max_negative_ttl
@@ -819,7 +831,9 @@ class CacheStage:
                                                     edns=edns)
             if stale is not None:
                 return dns.message.from_wire(stale.wire)
-            self._cache.insert_failure(key, query, failure, now)
+            if not request.tags:  # a CNAME chase's step (tags): its failure may be the
+                # chain's (too long), not its name's -- the client query keeps its own
+                self._cache.insert_failure(key, query, failure, now)
             raise
         now = self._clock()
         if response.rcode() == dns.rcode.SERVFAIL:
@@ -875,14 +889,18 @@ def minimise(query: dns.message.Message, response: dns.message.Message) -> None:
     "Minimal responses"). Unchanged for a query with DO and for RCODEs other than
     NOERROR and NXDOMAIN. In place is safe: coalesced requests that share ``response``
     share its cache key (DO included), so they get the same cut."""
-    if query.edns >= 0 and query.ednsflags & dns.flags.DO:
-        return
+    do = query.edns >= 0 and query.ednsflags & dns.flags.DO
     rcode = response.rcode()
     if rcode == dns.rcode.NOERROR:
         qtype = query.question[0].rdtype
+        types = {int(rrset.rdtype) for rrset in response.authority}
         if any(rrset.rdtype == qtype or qtype == _ANY for rrset in response.answer):
+            if qtype == _NS_TYPE or (do and (_NSEC_TYPE in types or _NSEC3_TYPE in types)):
+                return  # the name servers' addresses; a wildcard's proof
             response.authority = []
-    elif rcode != dns.rcode.NXDOMAIN:
+        elif do or (_NS_TYPE in types and _SOA_TYPE not in types):
+            return  # a referral: the delegation and its glue; with DO, the proofs
+    elif rcode != dns.rcode.NXDOMAIN or do:
         return
     response.additional = []
 
@@ -901,11 +919,11 @@ class _Parsed:
     (as received), facts."""
 
     __slots__ = ("answers", "body", "has_data", "negative_ttl", "offsets", "options", "qname",
-                 "rcode", "ttls")
+                 "rcode", "referral", "ttls")
 
     def __init__(self, body: bytearray, offsets: list[int], ttls: list[int], options: bytes,
                  rcode: int, answers: int, has_data: bool, negative_ttl: int | None,
-                 qname: bytes) -> None:
+                 qname: bytes, referral: bool = False) -> None:
         self.body = body
         self.offsets = offsets
         self.ttls = ttls
@@ -915,6 +933,9 @@ class _Parsed:
         self.has_data = has_data
         self.negative_ttl = negative_ttl
         self.qname = qname  # the question name as the response has it (bytes 12 on)
+        # NOERROR without the data, NS in authority and no SOA: a delegation (RFC 1034
+        # §4.3.2 step 3b), not a negative answer (RFC 2308 §2.2)
+        self.referral = referral
 
 
 def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parsed | str:
@@ -950,6 +971,7 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
     options = b""
     has_data = False
     negative_ttl: int | None = None
+    ns_seen = nsec_seen = False
     total = ancount + nscount + arcount
     authority_end = ancount + nscount
     opt_start = -1
@@ -963,7 +985,7 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
             # case; that name was compared with the key above): no call
             pos += 2
         else:
-            pos = _name_end(wire, pos, end)
+            pos = name_end(wire, pos, end)
             if pos < 0:
                 return "malformed name"
         if pos + 10 > end:
@@ -1002,17 +1024,28 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
         if index < ancount:
             if rrtype == qtype or qtype == _ANY:
                 has_data = True
-        elif (index < authority_end and rrtype == _SOA_TYPE and rdlength >= 22
-              and negative_ttl is None):
-            # RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM), the last field.
-            negative_ttl = min(ttl, _TTL.unpack_from(wire, pos - 4)[0])
+        elif index < authority_end:
+            if rrtype == _SOA_TYPE:
+                if rdlength >= 22 and negative_ttl is None:
+                    # RFC 2308 §5: the negative TTL is min(SOA TTL, SOA MINIMUM), the
+                    # last field.
+                    negative_ttl = min(ttl, _TTL.unpack_from(wire, pos - 4)[0])
+            elif rrtype == _NS_TYPE:
+                ns_seen = True
+            elif rrtype in (_NSEC_TYPE, _NSEC3_TYPE):
+                nsec_seen = True
     if pos != end:
         return "trailing bytes"
     rcode = flags & 0xF
     if rcode not in _CACHEABLE_RCODE_INTS:
         return f"rcode {rcode}"
-    if (minimal and rcode != _RCODE_SERVFAIL and not key[-1] & KEY_DO
-            and (nscount or arcount > (opt_start >= 0))):
+    referral = (ns_seen and not has_data and negative_ttl is None
+                and rcode == _RCODE_NOERROR)
+    if (minimal and rcode != _RCODE_SERVFAIL
+            and (nscount or arcount > (opt_start >= 0)) and not referral
+            and not (has_data and qtype == _NS_TYPE)
+            and (not key[-1] & KEY_DO
+                 or (has_data and rcode == _RCODE_NOERROR and not nsec_seen))):
         # Keep the answer section (a positive answer: an RRset of the QTYPE, as
         # Unbound's positive_answer) or the answer and authority sections (NXDOMAIN,
         # NODATA, a referral, a CNAME chain without the data): whole trailing sections
@@ -1032,7 +1065,7 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
             if high_ttls is not None:
                 _zero_ttls(body, high_ttls)
             return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data,
-                           negative_ttl, qname)
+                           negative_ttl, qname, referral)
     if opt_start < 0:
         body = bytearray(wire)
     else:
@@ -1042,7 +1075,7 @@ def _parse_response(wire: bytes, key: CacheKey, minimal: bool = False) -> _Parse
     if high_ttls is not None:
         _zero_ttls(body, high_ttls)
     return _Parsed(body, offsets, ttls, options, rcode, ancount, has_data, negative_ttl,
-                   qname)
+                   qname, referral)
 
 
 def _utf8(wire: bytes, start: int, end: int) -> bool:
@@ -1063,7 +1096,7 @@ def _zero_ttls(body: bytearray, offsets: list[int]) -> None:
             _TTL.pack_into(body, off, 0)
 
 
-def _name_end(wire: bytes, pos: int, end: int, compressed: bool = True) -> int:
+def name_end(wire: bytes, pos: int, end: int, compressed: bool = True) -> int:
     """Offset just past the possibly compressed name at ``pos``, or -1 unless it is one
     a client can read: labels of up to 63 bytes, at most 255 bytes in all, read before
     ``end`` (the message's, or the RDATA's for a name in it), and at most
@@ -1108,7 +1141,7 @@ def _rdata_fits(wire: bytes, shape: tuple[int, ...], pos: int, end: int) -> bool
         if field > 0:
             pos += field
         elif field > _STRINGS:
-            pos = _name_end(wire, pos, end, field == _NAME)
+            pos = name_end(wire, pos, end, field == _NAME)
             if pos < 0:
                 return False
         else:

@@ -21,7 +21,8 @@ other, by the service. ``forwarded`` names forward zones (``[[forward_zone]]``) 
 default zone: their names are passed on (to the forwarder) instead of answered here,
 while the rest of the default zone still is. With ``refuse_other_classes`` (set with
 them) a question of any class but IN is answered REFUSED (EDE 21 Not Supported) here,
-never forwarded.
+never forwarded -- but QCLASS ANY, which the handler asks as IN before it gets here
+(:meth:`covers_key` sends it to the message path, where that is done).
 
 Local data lines (``[local] data``, ``--local-data``: Unbound's ``local-data``): one
 resource record in master-file syntax each (``"nas.home.arpa. A 192.168.1.10"``; TTL
@@ -434,7 +435,8 @@ class LocalData:
         a question is passed on, whatever its name), or a name :meth:`covers_wire`
         covers."""
         if key[-3] or key[-2] != 1:  # qclass != IN
-            return self.refuse_other_classes
+            # QCLASS ANY: the handler's message path asks it as IN (never the wire paths)
+            return self.refuse_other_classes or (key[-2] == 255 and not key[-3])
         return self.covers_wire(key[:-5])
 
     def covers_wire(self, name: bytes) -> bool:

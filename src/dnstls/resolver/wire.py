@@ -16,6 +16,13 @@ local data -- this module does the same work on bytes:
    and renders it for *this* query -- its ID, RD, name case, EDNS, keepalive and
    padding -- exactly as a later cache hit would be rendered.
 
+A NOERROR answer that ends in a CNAME without the data (an authoritative upstream of a
+forward zone answers so for a target out of its zone) is completed first when a
+:class:`~dnstls.resolver.chase.CnameChase` is set (:attr:`WireForwarder.chase`):
+:func:`needs_chase` tells, from the answer section's types (the first record's in the
+usual answer), and the flight waits for the completed answer, which is what its queries
+get and the cache keeps.
+
 Failures raise :class:`ResolveFailure`, like every stage; the listener turns them into
 SERVFAIL with an Extended DNS Error (or a stale answer when serve-stale is on).
 """
@@ -32,8 +39,44 @@ import dns.message
 
 from dnstls.proto.cachekey import KEY_DO, WireQuery
 from dnstls.resolver.base import ResolveFailure, servfail
+from dnstls.resolver.cache import name_end
 
 _RD = 0x0100
+_CNAME = 5
+_ANY = 255
+
+
+def needs_chase(wire: bytes, key: bytes) -> bool:
+    """True if the response ``wire`` to the question of cache key ``key`` (checked
+    already: header, question, records) may be a CNAME chain the upstream left
+    incomplete: NOERROR, a QTYPE other than CNAME and ANY, a CNAME in the answer
+    section and no record of the QTYPE there (:mod:`dnstls.resolver.chase` decides).
+    The usual positive answer is ruled out by its first record's type."""
+    end = len(wire)
+    if end < 12 or wire[3] & 0xF or not (wire[6] or wire[7]):
+        return False
+    name_len = len(key) - 5
+    qtype = (key[name_len] << 8) | key[name_len + 1]
+    if qtype in (_CNAME, _ANY):
+        return False
+    pos = 12 + name_len + 4
+    cname = False
+    for _ in range((wire[6] << 8) | wire[7]):
+        if pos + 1 < end and wire[pos] == 0xC0 and wire[pos + 1] == 12:
+            pos += 2
+        else:
+            pos = name_end(wire, pos, end)
+            if pos < 0:
+                return False
+        if pos + 10 > end:
+            return False
+        rrtype = (wire[pos] << 8) | wire[pos + 1]
+        if rrtype == qtype:
+            return False
+        if rrtype == _CNAME:
+            cname = True
+        pos += 10 + ((wire[pos + 8] << 8) | wire[pos + 9])
+    return cname
 
 
 @dataclass(slots=True)
@@ -55,20 +98,31 @@ class WireFlight:
     which does this layer's part (the flight ends, its followers get the outcome), then
     calls :meth:`answered` -- each layer's bookkeeping in its own method, in order."""
 
-    __slots__ = ("checker", "flights", "key", "query", "shared")
+    __slots__ = ("chase", "checker", "deadline", "flights", "key", "query", "shared")
 
     flights: dict[bytes, WireFlight]
     key: bytes
     query: WireQuery
     shared: asyncio.Future[bytes] | None
     checker: Callable[[bytes, bytes], bool]  # the cache's check_wire
+    chase: Any  # a CnameChase, or None
+    deadline: float
 
     def valid(self, upstream: bytes) -> bool:
         """The forwarder's check of an answer's body (:meth:`Cache.check_wire`)."""
         return self.checker(self.key, upstream)
 
     def landed(self, upstream: bytes | None, exc: BaseException | None) -> None:
-        """The forwarder's outcome (once): end the flight, then :meth:`answered`."""
+        """The forwarder's outcome (once): :meth:`settle` it, or first complete a CNAME
+        chain the upstream left incomplete (the chase settles it)."""
+        chase = self.chase
+        if chase is not None and upstream is not None and needs_chase(upstream, self.key):
+            chase.begin(self, upstream, self.deadline)
+            return
+        self.settle(upstream, exc)
+
+    def settle(self, upstream: bytes | None, exc: BaseException | None) -> None:
+        """End the flight, then :meth:`answered`."""
         flights = self.flights
         if flights.get(self.key) is self:
             del flights[self.key]
@@ -104,6 +158,8 @@ class WireForwarder:
         self.stats = WireStatistics()
         # looked up per query (the stub's follows its current generation)
         self._task_free = hasattr(forwarder, "start_wire")
+        #: Completes incomplete CNAME chains (:mod:`dnstls.resolver.chase`); None: off.
+        self.chase: Any = None
         self._flights: dict[bytes, WireFlight] = {}
         # the cache's check of an answer's body, handed to the forwarder (a test's
         # stand-in cache may have none: answers are then checked when rendered only)
@@ -158,6 +214,8 @@ class WireForwarder:
         flight.flights = flights
         flight.key = key
         flight.shared = None
+        flight.chase = self.chase
+        flight.deadline = deadline
         check = self._check
         valid: Callable[[bytes], bool] | None = None
         if check is not None:
@@ -205,6 +263,10 @@ class WireForwarder:
             key[:-1], flags=query.flags, payload=query.payload, do=bool(key[-1] & KEY_DO),
             deadline=deadline,
             check=None if check is None else lambda answer: check(key, answer))
+        chase = self.chase
+        if chase is not None and needs_chase(result, key):
+            result = await chase.complete_wire(key, result, flags=query.flags,
+                                               payload=query.payload, deadline=deadline)
         return result
 
     def _land(self, key: bytes, flight: WireFlight, task: asyncio.Future[bytes]) -> None:

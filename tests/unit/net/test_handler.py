@@ -83,13 +83,21 @@ async def test_other_names_are_not_local(handler: QueryHandler) -> None:
     assert handler.local is not None and len(handler.local.answers) == 0  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", ["x.sub.example.test", "other.resolver.arpa"])
-async def test_answers_without_soa_are_kept_too(handler: QueryHandler, name: str) -> None:
-    """Local answers are the same every time: one without SOA (a referral, NXDOMAIN
-    under resolver.arpa, a blocked name's) is kept like the others (Cache.keeps_all),
-    where a forwarded one could not be (RFC 2308 §5)."""
-    wire = make(name)  # a referral; NXDOMAIN under resolver.arpa
+async def test_answers_without_soa_are_kept_too(handler: QueryHandler) -> None:
+    """Local answers are the same every time: one without SOA (NXDOMAIN under
+    resolver.arpa, a blocked name's) is kept like the others (Cache.keeps_all), where a
+    forwarded one could not be (RFC 2308 §5)."""
+    wire = make("other.resolver.arpa")  # NXDOMAIN under resolver.arpa
     first = await slow(handler, wire, Transport.TLS)
+    assert handler.route(wire, Transport.TLS) == first
+
+
+async def test_a_referral_is_kept_as_built(handler: QueryHandler) -> None:
+    """A delegation in a local zone: kept like a positive answer (the cache keeps
+    referrals), then served from its bytes, the same answer."""
+    wire = make("x.sub.example.test")
+    first = await slow(handler, wire, Transport.TLS)
+    assert dns.message.from_wire(first).authority  # the referral
     assert handler.route(wire, Transport.TLS) == first
 
 

@@ -197,11 +197,27 @@ def test_overlong_name_is_refused() -> None:
     assert key_from_wire(wire) is None
 
 
-@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR", "TKEY", "TSIG", "OPT"])
+@pytest.mark.parametrize("rdtype", ["AXFR", "IXFR", "TKEY", "TSIG", "OPT", "MAILA", "MAILB",
+                                    "TYPE128", "TYPE200", "TYPE248"])
 def test_meta_qtypes_are_refused(rdtype: str) -> None:
     wire = query("a.", "A").to_wire()
     code = dns.rdatatype.from_text(rdtype)
     assert key_from_wire(wire[:-4] + struct.pack("!HH", code, 1)) is None
+
+
+@pytest.mark.parametrize("rdtype", ["ANY", "TYPE127", "TYPE256"])
+def test_any_and_data_types_next_to_the_meta_range_are_read(rdtype: str) -> None:
+    wire = query("a.", "A").to_wire()
+    code = dns.rdatatype.from_text(rdtype)
+    assert key_from_wire(wire[:-4] + struct.pack("!HH", code, 1)) is not None
+
+
+def test_a_query_with_tc_set_is_left_to_the_slow_path() -> None:
+    """It gets FORMERR there (answers.parse_query), as from Unbound."""
+    wire = bytearray(query("a.", "A").to_wire())
+    assert key_from_wire(bytes(wire)) is not None
+    wire[2] |= 0x02
+    assert key_from_wire(bytes(wire)) is None
 
 
 def opt_rr(ttl: int = 0, rdata: bytes = b"", owner: bytes = b"\x00") -> bytes:

@@ -205,6 +205,24 @@ def test_cname_chain_without_soa_is_positive() -> None:
     assert served is not None and ttls(served) == [100]
 
 
+@pytest.mark.parametrize("minimal", [False, True])
+def test_a_referral_is_cached_with_its_ttls(minimal: bool) -> None:
+    """An upstream's delegation (NOERROR, NS in authority, no SOA) keeps its records'
+    TTLs and is cached for the smallest, as Unbound relays it (it was relayed with every
+    TTL 0 and asked upstream again for every query)."""
+    cache = Cache(minimal_responses=minimal)
+    q = query(name="host.sub.example.com.")
+    r = make_response(q)
+    r.authority.append(rrset("sub.example.com.", 300, "NS", "ns.sub.example.com."))
+    r.additional.append(rrset("ns.sub.example.com.", 600, "A", "192.0.2.53"))
+    assert cache.insert(key_from_message(q), r, 0.0)
+    served = hit(cache, q, 10.0)
+    assert served is not None and served.rcode() == dns.rcode.NOERROR
+    assert [s.ttl for s in served.authority] == [290]
+    assert [s.ttl for s in served.additional] == [590]  # the glue stays
+    assert hit(cache, q, 300.0) is None
+
+
 def test_servfail_response_is_cached_briefly() -> None:
     cache = Cache()
     q = query()

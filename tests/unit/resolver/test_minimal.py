@@ -88,14 +88,32 @@ def test_nxdomain_keeps_the_soa_and_drops_additional(stores: bool) -> None:
 
 
 @pytest.mark.parametrize("stores", [True, False])
-def test_nodata_and_referral_keep_authority_and_drop_additional(stores: bool) -> None:
+def test_nodata_keeps_authority_and_drops_additional(stores: bool) -> None:
     q = query("AAAA")
     nodata = served(q, full(q, answer=False, authority=[soa()]), stores=stores)
     assert nodata.rcode() == dns.rcode.NOERROR
     assert counts(nodata) == (0, 1, 0) and nodata.authority == [soa()]
+
+
+@pytest.mark.parametrize("stores", [True, False])
+def test_a_referral_keeps_its_ns_and_glue(stores: bool) -> None:
+    """An upstream's delegation (NS in authority, no SOA) is relayed whole, glue
+    included, as Unbound relays it (docs/serve.md, "Odd queries and answer shapes")."""
+    q = query("AAAA")
     referral = served(q, full(q, answer=False), stores=stores)
-    assert counts(referral) == (0, 2, 0)
+    assert counts(referral) == (0, 2, 2)
     assert referral.authority[0].rdtype == dns.rdatatype.NS
+    assert referral.additional == full(q).additional
+
+
+@pytest.mark.parametrize("stores", [True, False])
+def test_an_ns_answer_keeps_the_addresses(stores: bool) -> None:
+    """QTYPE NS: the answer and the servers' addresses (Unbound keeps them too)."""
+    q = query("NS", name="example.com.")
+    r = full(q, answer=False, authority=[])
+    r.answer.append(rrset("example.com.", 300, "NS", "ns1.example.com.", "ns2.example.com."))
+    got = served(q, r, stores=stores)
+    assert counts(got) == (2, 0, 2) and got.additional == r.additional
 
 
 def test_cname_chain_without_the_data_keeps_authority() -> None:
@@ -113,7 +131,25 @@ def test_cname_chain_without_the_data_keeps_authority() -> None:
 
 
 @pytest.mark.parametrize("stores", [True, False])
-def test_a_query_with_do_keeps_every_section(stores: bool) -> None:
+def test_a_positive_answer_to_do_keeps_the_answer_section_only(stores: bool) -> None:
+    """With DO too, as Unbound: the NS RRset (and its RRSIG) and glue go, unless the
+    authority section holds a wildcard's proof (next test)."""
+    q = query(do=True)
+    got = served(q, full(q), stores=stores)
+    assert counts(got) == (1, 0, 0) and got.ednsflags & dns.flags.DO
+
+
+@pytest.mark.parametrize("stores", [True, False])
+def test_a_negative_answer_to_do_keeps_every_section(stores: bool) -> None:
+    q = query(do=True)
+    r = full(q, dns.rcode.NXDOMAIN, answer=False, authority=[soa()])
+    r.authority.append(rrset("example.com.", 300, "NSEC", "zz.example.com. A NS SOA"))
+    got = served(q, r, stores=stores)
+    assert counts(got) == counts(r) == (0, 2, 2)
+
+
+@pytest.mark.parametrize("stores", [True, False])
+def test_a_wildcard_proof_keeps_every_section_for_do(stores: bool) -> None:
     q = query(do=True)
     r = full(q)
     r.authority.append(rrset("example.com.", 300, "NSEC", "zz.example.com. A NS SOA"))
@@ -129,8 +165,10 @@ def test_do_and_no_do_never_share_an_entry() -> None:
     cache = Cache(minimal_responses=True)
     cache.insert_wire(key_from_message(plain), full(plain).to_wire(), 0.0)
     assert cache.lookup_wire(key_from_message(dnssec), 1, 0.0) is None
-    cache.insert_wire(key_from_message(dnssec), full(dnssec).to_wire(), 0.0)
-    for q, want in ((plain, (1, 0, 0)), (dnssec, (1, 2, 2))):
+    signed = full(dnssec)  # a wildcard's answer: its proof keeps every section
+    signed.authority.append(rrset("example.com.", 300, "NSEC", "zz.example.com. A NS SOA"))
+    cache.insert_wire(key_from_message(dnssec), signed.to_wire(), 0.0)
+    for q, want in ((plain, (1, 0, 0)), (dnssec, (1, 3, 2))):
         hit = cache.lookup_wire(key_from_message(q), 1, 1.0)
         assert hit is not None and counts(dns.message.from_wire(hit)) == want
 
@@ -219,7 +257,7 @@ async def test_cache_stage_miss_and_hit_agree(minimal: bool) -> None:
 
 
 async def test_minimal_stage_for_caching_off() -> None:
-    for q, want in ((query(), (1, 0, 0)), (query(do=True), (1, 2, 2)),
+    for q, want in ((query(), (1, 0, 0)), (query(do=True), (1, 0, 0)),
                     (query("AAAA"), (0, 1, 0))):
         answer = q.question[0].rdtype == dns.rdatatype.A
         r = full(q, answer=answer, authority=None if answer else [soa()])
@@ -230,13 +268,18 @@ async def test_minimal_stage_for_caching_off() -> None:
 def test_minimise_matches_the_wire_cut() -> None:
     """The message path's rule and the wire path's give the same sections."""
     q = query()
-    cases = [full(q), full(q, dns.rcode.NXDOMAIN, answer=False, authority=[soa()]),
-             full(q, answer=False, authority=[soa()]), full(q, answer=False),
-             full(q, dns.rcode.SERVFAIL, answer=False)]
-    for r in cases:
-        wire_cut = served(q, r)
+    ns = make_response(query("NS"))
+    ns.answer.append(rrset(NAME, 300, "NS", "ns1.example.com."))
+    ns.additional.append(rrset("ns1.example.com.", 300, "A", "192.0.2.53"))
+    cases = [(q, full(q)), (q, full(q, dns.rcode.NXDOMAIN, answer=False, authority=[soa()])),
+             (q, full(q, answer=False, authority=[soa()])), (q, full(q, answer=False)),
+             (q, full(q, dns.rcode.SERVFAIL, answer=False)), (query("NS"), ns),
+             (query(do=True), full(query(do=True))),
+             (query(do=True), full(query(do=True), answer=False, authority=[soa()]))]
+    for asked, r in cases:
+        wire_cut = served(asked, r)
         message = dns.message.from_wire(r.to_wire())
-        minimise(q, message)
+        minimise(asked, message)
         assert counts(wire_cut) == counts(message), r.rcode()
         assert (wire_cut.answer, wire_cut.authority, wire_cut.additional) == (
             message.answer, message.authority, message.additional)
