@@ -38,7 +38,9 @@ Each round sends 256 queries (new names, nsd-like answers: A, NS, glue, OPT echo
 asked), then delivers their answers, both from ``deque.extend`` so callgrind
 (``--toggle-collect=deque_extend*``) counts only that. Unlike CPU time, the count does
 not move with the machine's load. ``--opcodes`` prints Python bytecodes per query by
-function instead (``sys.settrace``; no valgrind). Not a test: it prints numbers.
+function instead (``sys.settrace``; no valgrind). ``DNSTLS_BENCH_TYPED=100000`` in the
+environment gives local data a 100,000-name blocklist (:func:`typed_zones`). Not a
+test: it prints numbers.
 """
 
 from __future__ import annotations
@@ -191,7 +193,7 @@ def build(kind: str, n: int) -> tuple[Callable[[], None], Callable[[], None], li
 
         upstream = FakeUpstream()
     cache = Cache(max_entries=1_000_000, max_bytes=1 << 30)
-    local = LocalData(Refuse())
+    local = LocalData(Refuse(), **typed_zones())
     forwarder = Forwarder([upstream], clock=loop.time)
     wire = WireForwarder(forwarder, cache, loop.time, is_local=local.covers_key)
     try:  # as the service wires it (session 11): every answer is checked for a chase
@@ -409,6 +411,19 @@ def _build_stub(n: int) -> tuple[Callable[[], None], Callable[[], None], list[An
         counter[0] += 1
 
     return send_phase, answer_phase, delivered
+
+
+def typed_zones() -> dict[str, Any]:
+    """``DNSTLS_BENCH_TYPED=N``: LocalData with N blocked names (always_nxdomain,
+    ``b<i>.block.test.``; the queries are under none of them), as a 100,000-name
+    blocklist: what every forwarded query's covers_key then costs. Unset: none (and
+    the ``typed`` argument is not passed: older trees have none)."""
+    n = int(os.environ.get("DNSTLS_BENCH_TYPED", "0"))
+    if not n:
+        return {}
+    labels = (b"b%d" % i for i in range(n))
+    return {"typed": {bytes((len(label),)) + label + b"\x05block\x04test\x00":
+                      "always_nxdomain" for label in labels}}
 
 
 def child(kind: str, n: int, rounds: int, opcodes: bool) -> None:

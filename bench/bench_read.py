@@ -13,6 +13,9 @@ libuv. The fake transport's methods are C callables (``list.append``, ``int``, .
 uvloop's are, so a call the server makes or saves costs about what it costs for real.
 The handler sees ``--transport tls`` by default (what a DoT listener passes it).
 To compare two source trees, run it alternately with ``PYTHONPATH=TREE/src``.
+``DNSTLS_BENCH_TYPED=100000`` gives the handler local data with a 100,000-name
+blocklist (the reads stay cache hits); with ``DNSTLS_BENCH_BLOCKED=1`` too the reads ask
+blocked names instead (local data's kept answers: :func:`typed_local`).
 
 ``--ir`` runs the same rounds under callgrind (``valgrind`` needed; ~1 minute) and
 prints **instructions per read**, counted only inside the measured rounds
@@ -88,7 +91,9 @@ class FakeTransport:
 async def setup(conns: int, per_read: int, shape: str, transport: str, names: int = 1000,
                 ) -> tuple[list[StreamConnection], list[bytes]]:
     cache, shapes = bench_fast.build(names)
-    handler = QueryHandler(Refuse(), keepalive=10.0, cache=cache, clock=lambda: 10.5)
+    local, blocked = await typed_local(names)
+    handler = QueryHandler(local or Refuse(), keepalive=10.0, cache=cache,
+                           clock=lambda: 10.5, local=local)
     listener = StreamListener(handler, transport=Transport.TCP, tls=None,
                               limits=StreamLimits(),
                               admission=Admission(AdmissionLimits(
@@ -101,10 +106,43 @@ async def setup(conns: int, per_read: int, shape: str, transport: str, names: in
         conn = StreamConnection(listener)
         conn.connection_made(FakeTransport(10000 + i))  # type: ignore[arg-type]
         connections.append(conn)
-    wires = shapes[shape]
+    wires = (blocked or shapes)[shape]
     reads = [b"".join(framing.encode(wires[(i * per_read + j) % len(wires)])
                       for j in range(per_read)) for i in range(conns)]
     return connections, reads
+
+
+async def typed_local(names: int) -> tuple[Any, dict[str, list[bytes]] | None]:
+    """``DNSTLS_BENCH_TYPED=N``: the handler's local data has N blocked names
+    (always_nxdomain, ``b<i>.block.test.``); the reads are still cache hits, unless
+    ``DNSTLS_BENCH_BLOCKED=1``: then they ask blocked names, whose answers local data
+    has kept (the blocked-name fast path). Unset: no local data, as before."""
+    n = int(os.environ.get("DNSTLS_BENCH_TYPED", "0"))
+    if not n:
+        return None, None
+    import dns.edns
+    import dns.message
+
+    from dnstls.resolver.base import Request
+    from dnstls.resolver.local import LocalData
+
+    labels = (b"b%d" % i for i in range(n))
+    local = LocalData(Refuse(), typed={
+        bytes((len(label),)) + label + b"\x05block\x04test\x00": "always_nxdomain"
+        for label in labels})
+    if not os.environ.get("DNSTLS_BENCH_BLOCKED"):
+        return local, None
+    shapes: dict[str, list[bytes]] = {"plain": [], "keepalive": [], "padded": []}
+    for i in range(names):
+        name = f"b{i}.block.test."
+        shapes["plain"].append(dns.message.make_query(name, "A", use_edns=False).to_wire())
+        shapes["keepalive"].append(dns.message.make_query(
+            name, "A", use_edns=0, options=[dns.edns.GenericOption(11, b"")]).to_wire())
+        shapes["padded"].append(dns.message.make_query(name, "A", use_edns=0,
+                                                       pad=128).to_wire())
+        await local.resolve(Request(dns.message.from_wire(shapes["plain"][-1]),
+                                    Transport.TLS, None, 1e9))
+    return local, shapes
 
 
 def drain(connections: list[StreamConnection]) -> int:

@@ -154,6 +154,15 @@ class TlsConfig:
 
 
 @dataclass(frozen=True)
+class BlocklistConfig:
+    """``[[local.blocklist]]``: a file of names (one a line, or hosts-file lines), each
+    given the local-zone ``type`` (dnstls.resolver.zonetypes)."""
+
+    file: str
+    type: str = "always_nxdomain"
+
+
+@dataclass(frozen=True)
 class LocalConfig:
     zones: tuple[str, ...] = ()
     ddr: bool = True
@@ -167,6 +176,11 @@ class LocalConfig:
     #: Records answered here, one per line (Unbound's ``local-data``;
     #: dnstls.resolver.local): ``"nas.home.arpa. A 192.168.1.10"``.
     data: tuple[str, ...] = ()
+    #: Unbound's local-zone lines, ``"ads.example. always_nxdomain"``
+    #: (dnstls.resolver.zonetypes); the longest name wins.
+    zone_types: tuple[str, ...] = ()
+    #: Files of names given one local-zone type each (read at start and on SIGHUP).
+    blocklist: tuple[BlocklistConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -299,9 +313,15 @@ def check_local(local: LocalConfig) -> LocalConfig:
     first bad entry otherwise); serve's and the stub's ``[local]`` alike."""
     from dnstls.resolver.default_zones import parse_nodefault
     from dnstls.resolver.local import parse_local_data
+    from dnstls.resolver.zonetypes import check_type, parse_zone_types
 
     parse_nodefault(local.nodefault, field="local.nodefault")
     parse_local_data(local.data, field="local.data")
+    parse_zone_types(local.zone_types, field="local.zone_types")
+    for i, item in enumerate(local.blocklist):
+        check_type(item.type, f"local.blocklist[{i}].type")
+        if not item.file:
+            raise ConfigError(f"local.blocklist[{i}].file", "a file name is required")
     return local
 
 

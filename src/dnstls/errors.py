@@ -30,6 +30,11 @@ class ConfigError(DnsTlsError):
         super().__init__(f"{field}: {message}" if field else message)
 
 
+class QueryDropped(DnsTlsError):
+    """Local data asks that a query get no answer (a ``deny`` zone, over UDP): send
+    nothing. ``str()`` is the zone type."""
+
+
 class QueryTimeout(DnsTlsError):
     """No answer arrived before the query's deadline."""
 

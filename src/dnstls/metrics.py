@@ -20,7 +20,7 @@ log = logging.getLogger("dnstls.metrics")
 
 StatsSource = Callable[[], Mapping[str, Any]]
 _STRUCTURED = frozenset({"handler", "listeners", "upstreams", "zone_upstreams", "udp",
-                         "access_control"})
+                         "access_control", "local_zone"})
 
 
 class ServiceCollector(Collector):
@@ -37,7 +37,8 @@ class ServiceCollector(Collector):
                                    "handshakes": {version: n},
                                    "handshake_failures": {reason: n}, "resumed": n}},
          "cache": {...}, "upstreams": {name: {...}},
-         "zone_upstreams": {zone: {name: {...}}}}  # [[forward_zone]]: a zone label
+         "zone_upstreams": {zone: {name: {...}}},  # [[forward_zone]]: a zone label
+         "local_zone": {"answers": {type: n}}}  # typed zones configured only
     """
 
     def __init__(self, source: StatsSource) -> None:
@@ -104,6 +105,14 @@ class ServiceCollector(Collector):
             for transport, n in sorted(acl.get(key, {}).items()):
                 family.add_metric([transport], n)
         yield from (acl_refused, acl_denied, acl_norec)
+        if "local_zone" in stats:
+            zone_answers = CounterMetricFamily(
+                "dnstls_local_zone_answers",
+                "Queries answered (or dropped: deny over UDP) by a local-zone type "
+                "(local.zone_types, local.blocklist), by type", labels=["type"])
+            for kind, n in sorted(stats["local_zone"].get("answers", {}).items()):
+                zone_answers.add_metric([kind], n)
+            yield zone_answers
         yield from _udp(stats.get("udp", ()))
         families: list[Metric] = []
         for name, ustats in sorted(stats.get("upstreams", {}).items()):

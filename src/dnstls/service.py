@@ -28,7 +28,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,6 +73,13 @@ from dnstls.resolver.local import (
     place_local_data,
 )
 from dnstls.resolver.wire import WireForwarder
+from dnstls.resolver.zonetypes import (
+    by_wire,
+    check_type,
+    parse_zone_types,
+    read_blocklist,
+    typed_above,
+)
 
 log = logging.getLogger("dnstls.service")
 
@@ -188,12 +195,22 @@ class Service:
         zones = [load_zone(path, field=f"local.zones[{i}]")
                  for i, path in enumerate(local.zones)]
         configured = [z.origin for z in zones if z.origin is not None]
-        nodefault, forwarded = forward_zone_overrides(self.config.forward, local, configured)
+        typed = typed_zones(local, configured)
+        # only the typed names above a forward zone, a default zone or a record of local
+        # data matter to these steps (a blocklist's 100,000 are not made Name objects)
+        forward_names = [dns.name.from_text(z.name) for z in self.config.forward.zones]
+        nodefault, forwarded = forward_zone_overrides(
+            self.config.forward, local, configured + sorted(typed_above(forward_names, typed)))
+        rrsets = parse_local_data(local.data)
         if local.default_zones:
-            # a configured zone of the same origin replaces a default zone
+            # a configured zone (or typed zone) of the same origin replaces a default zone
+            replaced = [n for n in DEFAULT_ZONES if (n.to_wire() or b"").lower() in typed]
             zones += default_zones(nodefault=parse_nodefault(local.nodefault) | nodefault,
-                                   configured=configured)
-        transparent = place_local_data(zones, parse_local_data(local.data), forwarded)
+                                   configured=[*configured, *replaced])
+        # local data under a typed zone is that zone's (place_local_data leaves it out
+        # of the zones around, as under a forwarded name)
+        transparent = place_local_data(
+            zones, rrsets, [*forwarded, *typed_above((r.name for r in rrsets), typed)])
         ddr = []
         listen = self.config.server.listen
         if local.ddr and self.tls is not None and listen:
@@ -209,9 +226,11 @@ class Service:
         for owner in sorted(transparent):
             for rrset in transparent[owner].values():
                 digest.update(rrset.to_text().encode())
+        for wire, kind in sorted(typed.items()):
+            digest.update(wire + kind.encode())
         return (LocalData(self._terminal, zones=zones, ddr=ddr,
                           refuse_other_classes=local.default_zones, transparent=transparent,
-                          forwarded=forwarded),
+                          forwarded=forwarded, typed=typed),
                 digest.hexdigest())
 
     def add_stats_source(self, name: str, source: Callable[[], Mapping[str, Any]]) -> None:
@@ -413,14 +432,18 @@ class Service:
         wire = self.handler.wire
         if isinstance(wire, WireForwarder):
             wire.is_local = local.covers_key
+        old = self.handler.local
+        if isinstance(old, LocalData):  # counters go on over a reload
+            local.zone_answers.update(old.zone_answers)
         for closer in self._closers:
             if getattr(closer, "chase", None) is not None:
                 closer.chase.front = local
         self.handler.replace_local(local, local)
         cache = self.handler.cache
         dropped = (cache.discard_if(local.covers_key) if isinstance(cache, Cache) else 0)
-        log.info("reload: local data changed: %d zones, %d names of local data%s",
-                 len(local.origins), local.transparent_names,
+        log.info("reload: local data changed: %d zones, %d names of local data, "
+                 "%d typed zones%s",
+                 len(local.origins), local.transparent_names, local.typed_zones,
                  f"; {dropped} cached answers for names now local dropped" if dropped
                  else "")
 
@@ -483,6 +506,9 @@ class Service:
             "udp": [u.statistics() for u in self.udp],
             "access_control": self.acl.statistics(),
         }
+        local = self.handler.local if self.handler else None
+        if isinstance(local, LocalData) and local.typed_zones:
+            stats["local_zone"] = {"answers": dict(local.zone_answers)}
         for closer in self._closers:
             if hasattr(closer, "statistics"):
                 stats.update(closer.statistics())
@@ -512,6 +538,26 @@ class Service:
         if line:
             lines.append(line)
         return lines
+
+
+def typed_zones(local: LocalConfig, configured: Sequence[dns.name.Name],
+                ) -> dict[bytes, str]:
+    """The typed zones of ``local`` (dnstls.resolver.zonetypes) by lower-cased wire
+    name: the blocklists' names (files read now) then ``zone_types``, a later one
+    replacing an earlier one of the same name. A ConfigError for one with the name of a
+    zone file."""
+    typed: dict[bytes, str] = {}
+    for i, item in enumerate(local.blocklist):
+        kind = check_type(item.type, f"local.blocklist[{i}].type")
+        typed.update(dict.fromkeys(
+            read_blocklist(item.file, field=f"local.blocklist[{i}].file"), kind))
+    typed.update(by_wire(parse_zone_types(local.zone_types)))
+    clash = next((name for name in configured
+                  if (name.to_wire() or b"").lower() in typed), None)
+    if clash is not None:
+        raise ConfigError("local.zone_types", f"{clash} is a zone file's origin "
+                          "(local.zones) and has a local-zone type: keep one of them")
+    return typed
 
 
 def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,

@@ -104,7 +104,7 @@ _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_time
              "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
              "upstream_recursive_servers", "access_control", "nsid"}
 #: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
-_LOCAL_KEYS = {"default_zones", "nodefault", "data"}
+_LOCAL_KEYS = {"default_zones", "nodefault", "data", "zone_types", "blocklist"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
                   "tls_pubkey_pinset_mode", "tls_ca_file"}
 

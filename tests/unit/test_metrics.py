@@ -54,3 +54,10 @@ def test_upstreams_and_zone_upstreams_share_one_family_per_name() -> None:
                    'dnstls_upstream_responses_total{kind="NOERROR",'
                    'upstream="udp://192.0.2.1:53"} 1.0'):
         assert sample in text
+
+
+def test_local_zone_answers_by_type() -> None:
+    text = _text({"local_zone": {"answers": {"always_nxdomain": 5, "deny": 2}}})
+    assert 'dnstls_local_zone_answers_total{type="always_nxdomain"} 5.0' in text
+    assert 'dnstls_local_zone_answers_total{type="deny"} 2.0' in text
+    assert "dnstls_local_zone_answers" not in _text({})  # none configured: no family

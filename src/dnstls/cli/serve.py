@@ -35,6 +35,14 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--local-data", metavar="'RECORD'", action="append",
                    help="answer this record here, e.g. 'nas.home.arpa. A 192.168.1.10' "
                         "(repeatable; Unbound's local-data; replaces local.data)")
+    p.add_argument("--local-zone-type", metavar="'NAME TYPE'", action="append",
+                   help="answer NAME and the names under it as Unbound's local-zone of "
+                        "TYPE, e.g. 'ads.example. always_nxdomain' (repeatable; "
+                        "replaces local.zone_types; see docs/serve.md, \"Blocking names\")")
+    p.add_argument("--blocklist", metavar="FILE", action="append",
+                   help="answer NXDOMAIN for every name in FILE and the names under them "
+                        "(one name a line or hosts-file lines; repeatable; replaces the "
+                        "file's [[local.blocklist]])")
     p.add_argument("--upstream", metavar="URI", action="append",
                    help="forward to udp://ADDR[:PORT], tcp://ADDR[:PORT] or "
                         "tls://ADDR[:PORT][#NAME] (repeatable)")
@@ -90,6 +98,10 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         local["zones"] = args.local_zone
     if args.local_data:
         local["data"] = args.local_data
+    if args.local_zone_type:
+        local["zone_types"] = args.local_zone_type
+    if args.blocklist:
+        local["blocklist"] = [{"file": f} for f in args.blocklist]
     if local:
         out["local"] = local
     if args.no_cache:

@@ -42,6 +42,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
+from dnstls.errors import QueryDropped
 from dnstls.proto import edns, framing
 from dnstls.proto.answers import (
     MIN_UDP,
@@ -512,6 +513,16 @@ class QueryHandler:
                                          NOREC_MISS_TEXT)
                 async with asyncio.timeout_at(deadline + 0.25):
                     response = await self.pipeline.resolve(request)
+            except QueryDropped:
+                # a "deny" zone, over UDP (local data raises it for no other transport):
+                # no response to count; local data counts it by zone type
+                if self.log_queries:
+                    q = query.question[0]
+                    qlog.info("%s %s %s %s %s -> dropped", transport.value,
+                              client[0] if client else "-", q.name,
+                              dns.rdatatype.to_text(q.rdtype),
+                              dns.rdataclass.to_text(q.rdclass))
+                return b""
             except ResolveFailure as failure:
                 response = error_response(query, failure.rcode, ede=failure.ede,
                                           text=failure.text)

@@ -245,7 +245,7 @@ class UdpListener(asyncio.DatagramProtocol):
 
     async def _answer(self, query: dns.message.Message, addr: Address) -> None:
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))
-        if self.transport is not None and not self.transport.is_closing():
+        if wire and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(wire, addr)
 
     def error_received(self, exc: Exception) -> None:

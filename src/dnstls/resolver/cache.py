@@ -388,6 +388,10 @@ class Cache:
         #: False for :meth:`storing_nothing`: :meth:`respond_wire` then renders the
         #: validated answer straight from the parse, without an entry to throw away.
         self.stores = True
+        #: True for local data's answer store: a negative answer without SOA (a
+        #: transparent name's NODATA, a blocked name's NXDOMAIN or REFUSED) is kept too,
+        #: for ``max_negative_ttl`` -- a forwarded one may not be (RFC 2308 §5).
+        self.keeps_all = False
         self._hits = self._misses = self._evictions = self._stale_served = 0
         #: The last response :meth:`check_wire` read, and its reading: taken (once) by
         #: :meth:`respond_wire` for the same bytes object, so that checking an answer
@@ -696,6 +700,8 @@ class Cache:
             # a CNAME chain without SOA; a referral (an upstream that answered with a
             # delegation): its records' TTLs, as Unbound keeps and relays it
             kind, cap = _POSITIVE, None
+        elif self.keeps_all:
+            kind, cap = _NEGATIVE, self.max_negative_ttl
         else:
             log.debug("not caching: negative answer without SOA (RFC 2308 §5)")
             kind, cap = _UNCACHEABLE, 0
@@ -731,6 +737,8 @@ class Cache:
             lifetime = 0.0
         else:
             lifetime = min(ttls) if ttls else 0.0  # min(default=) parses keywords: slower
+            if not ttls and cap is not None and self.keeps_all:
+                lifetime = float(cap)  # local data's record-less answer: kept
         if lifetime <= 0 and not transient:
             return None
         # offsets and TTLs as tuples: a tuple of ints leaves the cyclic GC's lists at

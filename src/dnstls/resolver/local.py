@@ -41,13 +41,24 @@ zone's TTLs, as Unbound's local-data does) and nothing expires. The listeners' f
 (:meth:`LocalData.lookup_wire`) serves repeats from there like cache hits -- ID, question
 case, padding and keepalive patched in -- instead of parsing and rendering with dnspython
 every time (~600 µs a query). The store is bounded (LRU) so a flood of random names under
-a local zone cannot grow it; answers it does not keep (TTL 0, negative answers without
-SOA) are simply built again on the next query.
+a local zone cannot grow it; it keeps answers without SOA too (``Cache.keeps_all``: they
+never change), but not REFUSED ones or TTL 0 answers, which are simply built again on
+the next query.
+
+Typed zones (``[local] zone_types``, blocklists: Unbound's local-zone types, see
+:mod:`dnstls.resolver.zonetypes` for what each answers) join the zones in the one
+longest-name lookup; local data under a typed zone stays out of the zones around it and
+is that typed zone's. Only when typed zones exist do :meth:`LocalData.covers_key` and
+:meth:`LocalData.lookup_wire` become their typed variants (one dict walk over the
+name's labels; a count per type): without them the listeners' fast path runs the same
+code as before. ``deny`` over UDP raises :class:`~dnstls.errors.QueryDropped`, which
+the handler turns into no answer.
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -65,7 +76,7 @@ import dns.rrset
 import dns.zone
 import dns.zonefile
 
-from dnstls.errors import ConfigError
+from dnstls.errors import ConfigError, QueryDropped
 from dnstls.proto.answers import error_response, make_response
 from dnstls.proto.cachekey import CacheKey, key_from_message
 from dnstls.resolver.base import Request, Resolver
@@ -80,6 +91,15 @@ MAX_CNAME_CHAIN = 8
 # The answer store reads a frozen clock: entries are "inserted" at 0 and never age.
 _FROZEN = 0.0
 _NO_EXPIRY = 0x7FFFFFFF
+NULL_TTL = 3600  # always_null's A 0.0.0.0 / AAAA :: (Unbound 1.17, measured)
+# covers_key's verdicts for a typed zone or a zone (see LocalData._covers_typed)
+_LOCAL, _PASS, _TRANSPARENT, _TYPETRANSPARENT = 0, 1, 2, 3
+# In LocalData._walk besides the types: a zone's origin, a forwarded name
+_ZONE, _FORWARDED = "(zone)", "(forwarded)"
+_VERDICTS = {_FORWARDED: _PASS, "always_transparent": _PASS, "transparent": _TRANSPARENT,
+             "nodefault": _TRANSPARENT, "typetransparent": _TYPETRANSPARENT}
+_NULL_A = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.A, "0.0.0.0")
+_NULL_AAAA = dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.AAAA, "::")
 
 
 def load_zone(path: str | Path, *, field: str = "local_zone") -> dns.zone.Zone:
@@ -117,10 +137,7 @@ def parse_local_data(entries: Iterable[object], *, field: str = "local.data",
         if "\n" in text or "\r" in text:
             raise ConfigError(where, f"{text!r}: one record per line")
         try:
-            rrsets = dns.zonefile.read_rrsets(
-                text, rdclass=None, default_ttl=LOCAL_DATA_TTL,
-                default_rdclass=dns.rdataclass.IN, origin=dns.name.root,
-                relativize=False)
+            rrsets = _read_rrsets(text)
         except (dns.exception.DNSException, ValueError) as exc:
             message = str(exc).removeprefix("<input>:1: ")
             raise ConfigError(where, f"{text!r}: {message}") from None
@@ -149,7 +166,33 @@ def parse_local_data(entries: Iterable[object], *, field: str = "local.data",
     return list(merged.values())
 
 
-def _nearest(name: dns.name.Name, origins: Mapping[dns.name.Name, T | None]) -> T | None:
+def _read_rrsets(text: str) -> list[dns.rrset.RRset]:
+    """One local-data line's RRsets (names relative to the root). dnspython's reader
+    takes an SOA at the origin only; an SOA line (a typed zone's, for its negative
+    answers, as Unbound's ``local-data: "ads.example. SOA ..."``) is read at the root
+    and then given its owner."""
+    def read(line: str) -> list[dns.rrset.RRset]:
+        return dns.zonefile.read_rrsets(
+            line, rdclass=None, default_ttl=LOCAL_DATA_TTL,
+            default_rdclass=dns.rdataclass.IN, origin=dns.name.root, relativize=False)
+
+    try:
+        return read(text)
+    except ValueError as exc:
+        owner, _, rest = text.strip().partition(" ")
+        if "non-origin SOA" not in str(exc) or not rest:
+            raise
+    rrsets = read("@ " + rest)
+    name = dns.name.from_text(owner)
+    renamed = []
+    for rrset in rrsets:
+        copy_ = dns.rrset.RRset(name, rrset.rdclass, rrset.rdtype)
+        copy_.update(rrset)  # type: ignore[no-untyped-call]
+        renamed.append(copy_)
+    return renamed
+
+
+def _nearest(name: dns.name.Name, origins: Mapping[dns.name.Name, T]) -> T | None:
     """As :func:`enclosing`, but the longest name *present* in ``origins`` decides, even
     with None (a forward zone carved out of a default zone: no local zone there)."""
     while True:
@@ -261,7 +304,8 @@ class LocalData:
                  ddr: Sequence[dns.rdata.Rdata] = (), max_answers: int = 10_000,
                  refuse_other_classes: bool = False,
                  transparent: dict[dns.name.Name, dict[int, dns.rrset.RRset]] | None = None,
-                 forwarded: Iterable[dns.name.Name] = ()) -> None:
+                 forwarded: Iterable[dns.name.Name] = (),
+                 typed: Mapping[bytes, str] | None = None) -> None:
         self._next = next_stage
         #: Local data outside every zone, by owner name (:func:`place_local_data`):
         #: exactly these names are answered here; ``_exact`` holds their wire forms.
@@ -270,6 +314,24 @@ class LocalData:
         self._zones = sorted((_Zone(z) for z in zones), key=lambda z: -len(z.origin.labels))
         self._by_origin: dict[dns.name.Name, _Zone | None] = {
             z.origin: z for z in reversed(self._zones)}  # first one wins
+        #: Typed zones (blocklists, zone_types): their type by lower-cased wire name
+        #: (no dns.name.Name per entry: 100,000 of them cost ~40 MB more).
+        self._typed: Mapping[bytes, str] = typed or {}
+        #: The ancestors of local data's names below a typed zone (its empty
+        #: non-terminals: a static zone answers NODATA there, as Unbound's)
+        self._ents: set[dns.name.Name] = set()
+        if self._typed:
+            for owner in self._transparent:
+                parent = owner
+                while len(parent.labels) > 1 and _wire(parent) not in self._typed:
+                    parent = parent.parent()
+                    self._ents.add(parent)
+        #: Answers by typed-zone type, for the metrics (the fast path's hits included)
+        self.zone_answers: Counter[str] = Counter()
+        #: The key and type of the last question covers_key found blocked: the handler
+        #: asks lookup_wire about that key next (a hit there is counted by that type)
+        self._last_key = b""
+        self._last_kind = ""
         self._forwarded = frozenset(forwarded)
         for name in self._forwarded:  # a zone of its own: "no zone here"
             self._by_origin.setdefault(name, None)
@@ -280,6 +342,74 @@ class LocalData:
         self._suffix_tuple: tuple[bytes, ...] = ()
         self.answers = Cache(max_entries=max_answers, max_bytes=max_answers * 1024,
                              max_ttl=_NO_EXPIRY, max_negative_ttl=_NO_EXPIRY)
+        self.answers.keeps_all = True  # NODATA/NXDOMAIN/REFUSED without SOA too
+        self._walk: dict[bytes, str] = {}
+        self._data_types: dict[bytes, frozenset[int]] = {}
+        if self._typed:
+            self._setup_typed()
+
+    def _setup_typed(self) -> None:
+        """With typed zones, :meth:`covers_key` and :meth:`lookup_wire` are their typed
+        variants (instance attributes): without any, the hot path runs exactly the code
+        it ran before typed zones existed."""
+        # every name that decides, the longest first found: typed zones, then (a zone
+        # file or default zone of the same name wins; the service refuses that) zones,
+        # then names forwarded out of a default zone (a typed one of the name wins)
+        walk = dict(self._typed)
+        for zone in self._zones:
+            walk[_wire(zone.origin)] = _ZONE
+        walk.setdefault(_wire(RESOLVER_ARPA), _ZONE)
+        for name in self._forwarded:
+            walk.setdefault(_wire(name), _FORWARDED)
+        self._walk = walk
+        self._data_types = {_wire(n): frozenset(d) for n, d in self._transparent.items()}
+        self.covers_key = self._covers_typed  # type: ignore[method-assign]
+        self.lookup_wire = self._lookup_counting  # type: ignore[method-assign]
+
+    def _lookup_counting(self, key: CacheKey, query_id: int, rd: bool = True,
+                         qname: bytes | None = None, edns: bool = True,
+                         options: bytes = b"", pad_block: int = 0) -> bytes | None:
+        out = self.answers.lookup_wire(key, query_id, _FROZEN, rd, qname, edns, options,
+                                       pad_block)
+        if out is not None and key == self._last_key:
+            self.zone_answers[self._last_kind] += 1
+        return out
+
+    def _covers_typed(self, key: bytes) -> bool:
+        """:meth:`covers_key` with typed zones: one walk up the name's labels, the
+        longest zone, typed zone or forwarded name deciding (as :meth:`resolve`)."""
+        if key[-3] or key[-2] != 1:  # qclass != IN
+            return self.refuse_other_classes
+        name = key[:-5]
+        walk = self._walk
+        pos = 0
+        end = len(name)
+        while pos < end:
+            kind = walk.get(name[pos:])
+            if kind is not None:
+                verdict = _VERDICTS.get(kind, _LOCAL)
+                if verdict == _PASS:
+                    return False
+                if verdict != _LOCAL:
+                    types = self._data_types.get(name)
+                    if types is None:
+                        return False
+                    qtype = key[-5] << 8 | key[-4]
+                    if verdict == _TYPETRANSPARENT and (
+                            qtype == dns.rdatatype.ANY
+                            or (qtype not in types and dns.rdatatype.CNAME not in types)):
+                        return False
+                if kind != _ZONE:
+                    self._last_key = key
+                    self._last_kind = kind
+                return True
+            pos += 1 + name[pos]
+        return name in self._exact
+
+    @property
+    def typed_zones(self) -> int:
+        """How many typed zones (zone_types, blocklist names) are configured."""
+        return len(self._typed)
 
     def lookup_wire(self, key: CacheKey, query_id: int, rd: bool = True,
                     qname: bytes | None = None, edns: bool = True, options: bytes = b"",
@@ -345,6 +475,23 @@ class LocalData:
                 (dns.name.Name(n.labels[-3:]).to_wire() or b"").lower() for n in names})
         return self._suffix_cache
 
+    def _typed_zone(self, qname: dns.name.Name) -> tuple[dns.name.Name, str] | None:
+        """The typed zone (its name, its type) that decides for ``qname``, or None when
+        a zone, a forwarded name or nothing does."""
+        name = _wire(qname)
+        walk = self._walk
+        pos = index = 0
+        end = len(name)
+        while pos < end:
+            kind = walk.get(name[pos:])
+            if kind is not None:
+                if kind in (_ZONE, _FORWARDED):
+                    return None
+                return dns.name.Name(qname.labels[index:]), kind
+            pos += 1 + name[pos]
+            index += 1
+        return None
+
     def _find(self, qname: dns.name.Name) -> _Zone | None:
         if not self._forwarded:
             return enclosing(qname, self._by_origin)  # the longest origin at or above qname
@@ -355,6 +502,17 @@ class LocalData:
         question = query.question[0]
         qname = question.name
         if question.rdclass == dns.rdataclass.IN:
+            typed = self._typed_zone(qname) if self._typed else None
+            if typed is not None:
+                origin, kind = typed
+                response = self._answer_typed(origin, kind, query,
+                                              request.transport.is_stream)
+                if response is None:
+                    return await self._next.resolve(request)
+                self.zone_answers[kind] += 1
+                if kind in ("deny", "always_deny") and response.rcode():
+                    return response  # REFUSED over a stream only: not kept
+                return self._remember(query, response)
             zone = self._find(qname)
             if zone is not None:
                 return self._remember(query, self._answer(zone, query))
@@ -394,13 +552,65 @@ class LocalData:
         response = make_response(query)
         response.flags |= dns.flags.AA
         question = query.question[0]
-        if question.rdtype == dns.rdatatype.ANY:
-            chosen = list(data.values())
-        else:
-            found = data.get(question.rdtype) or data.get(dns.rdatatype.CNAME)
-            chosen = [found] if found is not None else []
-        for rrset in chosen:
+        for rrset in _chosen(data, question.rdtype):
             response.answer.append(_rrset(question.name, rrset))
+        return response
+
+    def _answer_typed(self, origin: dns.name.Name, kind: str, query: dns.message.Message,
+                      stream: bool) -> dns.message.Message | None:
+        """The answer of typed zone ``origin`` of type ``kind`` to ``query``
+        (:mod:`dnstls.resolver.zonetypes`); None: resolve it as usual. Raises
+        QueryDropped for ``deny`` over UDP."""
+        if kind == "always_transparent":
+            return None
+        question = query.question[0]
+        qname, qtype = question.name, question.rdtype
+        data: dict[int, dns.rrset.RRset] | None = None
+        if not kind.startswith("always_") or kind == "always_null":
+            data = self._transparent.get(origin if kind == "redirect" else qname)
+            if data is not None:
+                # ANY: Unbound's local-zone types find no RRset of "type ANY" (measured:
+                # NODATA, REFUSED... as for a missing type); transparent names outside
+                # typed zones answer ANY with their records (_answer_data)
+                chosen = _chosen(data, qtype) if qtype != dns.rdatatype.ANY else []
+                if chosen:
+                    response = make_response(query)
+                    response.flags |= dns.flags.AA
+                    for rrset in chosen:
+                        response.answer.append(_rrset(qname, rrset))
+                    return response
+        if kind == "typetransparent" or (kind in ("transparent", "nodefault")
+                                         and data is None):
+            return None
+        if kind in ("deny", "always_deny"):
+            if not stream:
+                self.zone_answers[kind] += 1
+                raise QueryDropped(kind)
+            refused = error_response(query, dns.rcode.REFUSED, ede=dns.edns.EDECode.BLOCKED,
+                                     text=f"blocked ({kind})")
+            refused.flags |= dns.flags.AA  # as refuse's
+            return refused
+        response = make_response(query)
+        response.flags |= dns.flags.AA
+        if kind in ("refuse", "always_refuse"):
+            response.set_rcode(dns.rcode.REFUSED)
+            return response
+        if kind == "always_null":
+            null = {dns.rdatatype.A: _NULL_A, dns.rdatatype.AAAA: _NULL_AAAA}.get(qtype)
+            if null is not None:
+                rrset = dns.rrset.RRset(qname, dns.rdataclass.IN, qtype)
+                rrset.add(null, ttl=NULL_TTL)
+                response.answer.append(rrset)
+            return response
+        if kind == "always_nxdomain" or (kind == "static" and data is None
+                                         and qname not in self._ents):
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        soa = self._transparent.get(origin, {}).get(dns.rdatatype.SOA)
+        if soa is not None:  # local data's SOA at the zone name: its negative TTL
+            negative = dns.rrset.RRset(origin, dns.rdataclass.IN, dns.rdatatype.SOA)
+            negative.update(soa)  # type: ignore[no-untyped-call]
+            negative.ttl = min(soa.ttl, soa[0].minimum)
+            response.authority.append(negative)
         return response
 
     def _answer(self, zone: _Zone, query: dns.message.Message) -> dns.message.Message:
@@ -445,6 +655,20 @@ class LocalData:
                 return response
             qname = target
         return response
+
+
+def _wire(name: dns.name.Name) -> bytes:
+    """``name`` in lower-cased wire form (as cache keys hold it)."""
+    return (name.to_wire() or b"").lower()
+
+
+def _chosen(data: dict[int, dns.rrset.RRset], qtype: int) -> list[dns.rrset.RRset]:
+    """Local data's RRsets for ``qtype``: all of them for ANY, else the type's, else the
+    CNAME, else none (local_data_answer in Unbound's localzone.c)."""
+    if qtype == dns.rdatatype.ANY:
+        return list(data.values())
+    found = data.get(qtype) or data.get(dns.rdatatype.CNAME)
+    return [found] if found is not None else []
 
 
 def _rrset(owner: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> dns.rrset.RRset:

@@ -38,3 +38,14 @@ def test_forward_zone_flag_errors_name_the_flag() -> None:
     with pytest.raises(ConfigError) as info:
         with_forward_zones(config.load(), parse("--forward-zone", "corp.example"))
     assert info.value.field == "--forward-zone[0]"
+
+
+def test_local_zone_type_and_blocklist_flags() -> None:
+    args = parse("--local-zone-type", "ads.example. always_nxdomain",
+                 "--local-zone-type", "corp.example. refuse", "--blocklist", "/etc/ads.txt")
+    cfg = config.load(overrides=overrides(args))
+    assert cfg.local.zone_types == ("ads.example. always_nxdomain", "corp.example. refuse")
+    assert [(b.file, b.type) for b in cfg.local.blocklist] == [
+        ("/etc/ads.txt", "always_nxdomain")]
+    with pytest.raises(ConfigError, match=r"^local\.zone_types\[0\]: unknown local-zone "):
+        config.load(overrides=overrides(parse("--local-zone-type", "ads.example. nope")))
