@@ -245,3 +245,25 @@ async def fakes() -> AsyncIterator[Fakes]:
 def udp_spec(fake: FakeUpstream) -> UpstreamSpec:
     """The upstream spec that forwards to ``fake`` over UDP."""
     return UpstreamSpec(address=fake.address, port=fake.port, transport="udp")
+
+
+@contextlib.asynccontextmanager
+async def stub_with_local(pki: TestPKI, local: dict[str, Any],
+                          ) -> AsyncIterator[tuple[tuple[str, int], FakeUpstream]]:
+    """A started ``dnstls stub`` with the ``[local]`` section ``local``, forwarding to a
+    DoT FakeUpstream: yields (its plain-DNS address, the upstream); both stopped after."""
+    from dnstls.stub import StubRuntime, stub_config_from_data
+
+    upstream = await FakeUpstream("tls", ssl_context=pki.server_context()).start()
+    cfg = stub_config_from_data({
+        "listen_addresses": ["127.0.0.1@0"], "timeout": 1500, "local": local,
+        "upstream_recursive_servers": [{"address_data": upstream.address,
+                                        "tls_port": upstream.port, "tls_auth_name": "dns.test",
+                                        "tls_ca_file": pki.ca_file}]})
+    service = StubRuntime(cfg).service()
+    try:
+        await service.start()
+        yield service.endpoints.plain[0], upstream
+    finally:
+        await service.aclose()
+        await upstream.aclose()

@@ -18,9 +18,8 @@ import dns.query
 import dns.rcode
 import dns.rdataclass
 import pytest
-from conftest import Fakes, ServeFactory, udp_spec
+from conftest import Fakes, ServeFactory, stub_with_local, udp_spec
 
-from dnstls.stub import StubRuntime, stub_config_from_data
 from fakes import FakeUpstream, TestPKI
 
 pytestmark = pytest.mark.timeout(60)
@@ -92,17 +91,7 @@ def test_a_bad_line_is_one_error_naming_it() -> None:
 
 
 async def test_the_stub_answers_local_data(pki: TestPKI) -> None:
-    upstream = await FakeUpstream("tls", ssl_context=pki.server_context()).start()
-    cfg = stub_config_from_data({
-        "listen_addresses": ["127.0.0.1@0"], "timeout": 1500,
-        "local": {"data": DATA},
-        "upstream_recursive_servers": [{"address_data": upstream.address,
-                                        "tls_port": upstream.port, "tls_auth_name": "dns.test",
-                                        "tls_ca_file": pki.ca_file}]})
-    service = StubRuntime(cfg).service()
-    await service.start()
-    try:
-        host, port = service.endpoints.plain[0]
+    async with stub_with_local(pki, {"data": DATA}) as ((host, port), upstream):
         wrong = []
         for (name, rdtype), expected in EXPECTED:
             response = await asyncio.to_thread(
@@ -111,6 +100,3 @@ async def test_the_stub_answers_local_data(pki: TestPKI) -> None:
             wrong += wrong_in(response, name, expected)
         assert wrong == [], "\n".join(wrong)
         assert received(upstream) == []
-    finally:
-        await service.aclose()
-        await upstream.aclose()

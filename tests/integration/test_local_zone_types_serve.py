@@ -22,9 +22,8 @@ import dns.message
 import dns.query
 import dns.rcode
 import pytest
-from conftest import Fakes, ServeFactory, udp_spec
+from conftest import Fakes, ServeFactory, stub_with_local, udp_spec
 
-from dnstls.stub import StubRuntime, stub_config_from_data
 from fakes import FakeUpstream, TestPKI
 
 pytestmark = pytest.mark.timeout(60)
@@ -211,23 +210,11 @@ def test_a_zone_file_and_a_type_of_the_same_name_is_an_error(tmp_path: Path,
 
 
 async def test_the_stub_blocks_names(pki: TestPKI, tmp_path: Path) -> None:
-    upstream = await FakeUpstream("tls", ssl_context=pki.server_context()).start()
-    cfg = stub_config_from_data({
-        "listen_addresses": ["127.0.0.1@0"], "timeout": 1500,
-        "local": {"zone_types": ["ads.example. always_null"],
-                  "blocklist": [{"file": blocklist(tmp_path)}]},
-        "upstream_recursive_servers": [{"address_data": upstream.address,
-                                        "tls_port": upstream.port, "tls_auth_name": "dns.test",
-                                        "tls_ca_file": pki.ca_file}]})
-    service = StubRuntime(cfg).service()
-    await service.start()
-    try:
-        host, port = service.endpoints.plain[0]
+    local = {"zone_types": ["ads.example. always_null"],
+             "blocklist": [{"file": blocklist(tmp_path)}]}
+    async with stub_with_local(pki, local) as ((host, port), upstream):
         for name, want in (("x.ads.example.", "NOERROR"), ("ads.example.com.", "NXDOMAIN")):
             response = await asyncio.to_thread(
                 dns.query.udp, dns.message.make_query(name, "A"), host, port=port, timeout=5)
             assert rcode(response) == want and response.flags & dns.flags.AA
         assert received(upstream) == []
-    finally:
-        await service.aclose()
-        await upstream.aclose()

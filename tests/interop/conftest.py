@@ -14,12 +14,8 @@ from .peers import Peer, PeerError, PeerGroup, TestPKI
 @pytest.fixture
 def peer_group(tmp_path: Path) -> Iterator[PeerGroup]:
     """The peers of one test; stopped at teardown, failing the test if any died early."""
-    group = PeerGroup(tmp_path / "peers")
-    group.directory.mkdir()
-    yield group
-    failures = group.stop_all()
-    if failures:
-        pytest.fail("\n\n".join(failures), pytrace=False)
+    with peers.peer_group_at(tmp_path / "peers") as group:
+        yield group
 
 
 def _started(start: Callable[[], Peer]) -> Peer:

@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,25 @@ class PeerGroup:
             except PeerError as exc:
                 failures.append(str(exc))
         return failures
+
+
+@contextlib.contextmanager
+def peer_group_at(directory: Path) -> Iterator[PeerGroup]:
+    """A PeerGroup in ``directory`` (made here), its peers stopped on leaving. A peer
+    that would not start (a PeerError inside) or one that died early fails the test."""
+    group = PeerGroup(directory)
+    group.directory.mkdir()
+    try:
+        yield group
+    except PeerError as exc:
+        failures = [str(exc), *group.stop_all()]
+    except BaseException:
+        group.stop_all()
+        raise
+    else:
+        failures = group.stop_all()
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
 
 
 # --------------------------------------------------------------------------- servers

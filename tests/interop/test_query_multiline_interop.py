@@ -21,7 +21,7 @@ import pytest
 from dnstls.cli.main import main
 
 from . import peers
-from .peers import Peer, PeerGroup, require
+from .peers import Peer, require
 from .test_query_display_interop import normalise
 
 pytestmark = pytest.mark.interop
@@ -145,17 +145,8 @@ OPTIONS = [
 
 @pytest.fixture(scope="module")
 def zone_nsd(tmp_path_factory: pytest.TempPathFactory) -> object:
-    group = PeerGroup(tmp_path_factory.mktemp("multiline") / "peers")
-    group.directory.mkdir()
-    try:
-        server = peers.start_nsd(group, zone_text=ZONE_TEXT)
-    except peers.PeerError as exc:
-        group.stop_all()
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    failures = group.stop_all()
-    if failures:
-        pytest.fail("\n\n".join(failures), pytrace=False)
+    with peers.peer_group_at(tmp_path_factory.mktemp("multiline") / "peers") as group:
+        yield peers.start_nsd(group, zone_text=ZONE_TEXT)
 
 
 def _names() -> list[str]:

@@ -24,7 +24,7 @@ import pytest
 from dnstls.cli.main import main
 
 from . import peers
-from .peers import Peer, PeerGroup, TestPKI, require
+from .peers import Peer, TestPKI, require
 from .test_query_display_interop import normalise
 
 pytestmark = pytest.mark.interop
@@ -43,17 +43,8 @@ QNAME = "www.example.test."
 
 @pytest.fixture(scope="module")
 def tsig_nsd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peer]:
-    group = PeerGroup(tmp_path_factory.mktemp("tsig") / "peers")
-    group.directory.mkdir()
-    try:
-        server = peers.start_nsd(group, extra=NSD_KEY)
-    except peers.PeerError as exc:
-        group.stop_all()
-        pytest.fail(str(exc), pytrace=False)
-    yield server
-    failures = group.stop_all()
-    if failures:
-        pytest.fail("\n\n".join(failures), pytrace=False)
+    with peers.peer_group_at(tmp_path_factory.mktemp("tsig") / "peers") as group:
+        yield peers.start_nsd(group, extra=NSD_KEY)
 
 
 def tsig_normalise(text: str) -> str:
