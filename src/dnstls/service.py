@@ -200,7 +200,8 @@ class Service:
         # data matter to these steps (a blocklist's 100,000 are not made Name objects)
         forward_names = [dns.name.from_text(z.name) for z in self.config.forward.zones]
         nodefault, forwarded = forward_zone_overrides(
-            self.config.forward, local, configured + sorted(typed_above(forward_names, typed)))
+            self.config.forward, local, configured,
+            {n: typed[(n.to_wire() or b"").lower()] for n in typed_above(forward_names, typed)})
         rrsets = parse_local_data(local.data)
         if local.default_zones:
             # a configured zone (or typed zone) of the same origin replaces a default zone
@@ -560,8 +561,15 @@ def typed_zones(local: LocalConfig, configured: Sequence[dns.name.Name],
     return typed
 
 
+#: Local-zone types whose names without local data are resolved as usual: a forward zone
+#: under one of them is forwarded.
+_FORWARDING_TYPES = frozenset({"transparent", "typetransparent", "always_transparent",
+                               "nodefault"})
+
+
 def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
                            configured: list[dns.name.Name],
+                           typed: Mapping[dns.name.Name, str] | None = None,
                            ) -> tuple[frozenset[dns.name.Name], frozenset[dns.name.Name]]:
     """How ``[[forward_zone]]`` meets local data: (default zones not served because a
     forward zone has their name, forward zones under a default zone carved out of it).
@@ -575,6 +583,9 @@ def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
     if not forward.enabled or not forward.zones:
         return frozenset(), frozenset()
     local_origins = {name: "local" for name in configured}
+    for origin, zone_type in (typed or {}).items():  # typed zones above forward zones
+        local_origins[origin] = ("forwarding" if zone_type in _FORWARDING_TYPES
+                                 else f"typed {zone_type}")
     if local.default_zones:
         skipped = parse_nodefault(local.nodefault)
         for origin in DEFAULT_ZONES - skipped:
@@ -593,12 +604,19 @@ def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
             if len(walk.labels) <= 1:
                 break
             walk = walk.parent()
-        if found is None:
+        if found is None or kind is None:
+            continue
+        if kind == "forwarding":  # names without local data resolved as usual: here
             continue
         if kind == "local":
             log.warning("forward zone %s is at or under the local zone %s (local.zones): "
                         "its names are answered locally, not forwarded", zone.name,
                         found.to_text())
+            continue
+        if kind.startswith("typed "):
+            log.warning("forward zone %s is at or under %s %s (local.zone_types): its "
+                        "names are answered locally, not forwarded", zone.name,
+                        found.to_text(), kind[6:])
             continue
         if found == name:
             nodefault.add(name)

@@ -218,3 +218,30 @@ async def test_the_stub_blocks_names(pki: TestPKI, tmp_path: Path) -> None:
                 dns.query.udp, dns.message.make_query(name, "A"), host, port=port, timeout=5)
             assert rcode(response) == want and response.flags & dns.flags.AA
         assert received(upstream) == []
+
+
+@pytest.mark.parametrize(("kind", "forwarded"), [("transparent", True),
+                                                 ("always_nxdomain", False)])
+async def test_a_forward_zone_under_a_typed_name_is_logged_as_it_is_served(
+        serve: ServeFactory, fakes: Fakes, caplog: pytest.LogCaptureFixture, kind: str,
+        forwarded: bool) -> None:
+    """Under a transparent type the forward zone's names are forwarded (no warning);
+    under an answering type they are answered here, and the warning names the type's
+    field, not local.zones."""
+    caplog.set_level(logging.INFO, logger="dnstls.service")
+    default, corp = await fakes(), await fakes()
+    served = await serve(upstreams=[udp_spec(default)],
+                         forward_zone=[{"name": "sub.corp.example.",
+                                        "upstream": [{"uri": corp.uri()}]}],
+                         local={"zone_types": [f"corp.example. {kind}"]})
+    await served.ask("udp", dns.message.make_query("x.sub.corp.example.", "A"))
+    assert received(corp) == (["x.sub.corp.example."] if forwarded else [])
+    assert received(default) == []
+    warnings = [r.getMessage() for r in caplog.records if "sub.corp.example." in r.getMessage()
+                and r.levelno == logging.WARNING]
+    if forwarded:
+        assert warnings == []
+    else:
+        assert warnings == ["forward zone sub.corp.example. is at or under corp.example. "
+                            "always_nxdomain (local.zone_types): its names are answered "
+                            "locally, not forwarded"]
