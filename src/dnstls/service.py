@@ -74,6 +74,8 @@ from dnstls.resolver.local import (
 )
 from dnstls.resolver.wire import WireForwarder
 from dnstls.resolver.zonetypes import (
+    BLOCKING,
+    ZONE_TYPES,
     by_wire,
     check_type,
     parse_zone_types,
@@ -561,12 +563,6 @@ def typed_zones(local: LocalConfig, configured: Sequence[dns.name.Name],
     return typed
 
 
-#: Local-zone types whose names without local data are resolved as usual: a forward zone
-#: under one of them is forwarded.
-_FORWARDING_TYPES = frozenset({"transparent", "typetransparent", "always_transparent",
-                               "nodefault"})
-
-
 def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
                            configured: list[dns.name.Name],
                            typed: Mapping[dns.name.Name, str] | None = None,
@@ -582,10 +578,9 @@ def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
     wins over forwarding for every name under it; a forward zone there is logged."""
     if not forward.enabled or not forward.zones:
         return frozenset(), frozenset()
+    # "local" (a zone file), "default", or a typed zone's type (above a forward zone)
     local_origins = {name: "local" for name in configured}
-    for origin, zone_type in (typed or {}).items():  # typed zones above forward zones
-        local_origins[origin] = ("forwarding" if zone_type in _FORWARDING_TYPES
-                                 else f"typed {zone_type}")
+    local_origins.update(typed or {})
     if local.default_zones:
         skipped = parse_nodefault(local.nodefault)
         for origin in DEFAULT_ZONES - skipped:
@@ -606,17 +601,16 @@ def forward_zone_overrides(forward: ForwardConfig, local: LocalConfig,
             walk = walk.parent()
         if found is None or kind is None:
             continue
-        if kind == "forwarding":  # names without local data resolved as usual: here
-            continue
         if kind == "local":
             log.warning("forward zone %s is at or under the local zone %s (local.zones): "
                         "its names are answered locally, not forwarded", zone.name,
                         found.to_text())
             continue
-        if kind.startswith("typed "):
-            log.warning("forward zone %s is at or under %s %s (local.zone_types): its "
-                        "names are answered locally, not forwarded", zone.name,
-                        found.to_text(), kind[6:])
+        if kind in ZONE_TYPES:  # a transparent type forwards the names it has no data for
+            if kind in BLOCKING:
+                log.warning("forward zone %s is at or under %s %s (local.zone_types): its "
+                            "names are answered locally, not forwarded", zone.name,
+                            found.to_text(), kind)
             continue
         if found == name:
             nodefault.add(name)
