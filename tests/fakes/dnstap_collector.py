@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -246,3 +247,43 @@ async def _read_control(reader: asyncio.StreamReader) -> tuple[int, list[bytes]]
             types.append(body[at:at + flen])
         at += flen
     return kind, types
+
+
+class ThreadCollector:
+    """:class:`Collector` on its own loop in a thread (the interop tests are sync)."""
+
+    def __init__(self, path: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.collector: Collector = self._run(Collector.start(path))
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def frames(self) -> list[bytes]:
+        return self._run(_frames(self.collector))
+
+    def wait_frames(self, count: int) -> list[bytes]:
+        self._run(self.collector.wait_frames(count, within=15))
+        return self.frames()
+
+    def wait_sessions(self, count: int) -> None:
+        self._run(self.collector.wait_sessions(count, within=20))
+
+    def sessions(self) -> list[Session]:
+        return self._run(_sessions(self.collector))  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self._run(self.collector.aclose())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+async def _frames(collector: Collector) -> list[bytes]:
+    return list(collector.frames)
+
+
+async def _sessions(collector: Collector) -> list[Session]:
+    return list(collector.sessions)

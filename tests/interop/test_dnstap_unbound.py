@@ -9,18 +9,16 @@ dnstap-read reads in turn."""
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fakes.dnstap_collector import Collector, decode, read_file, write_file
+from fakes.dnstap_collector import ThreadCollector, decode, read_file, write_file
 
 from . import clients, peers
 from .peers import LOOPBACK, Peer, PeerGroup, TestPKI
@@ -32,36 +30,6 @@ pytestmark = pytest.mark.interop
 QUERIES = [(name, "A", transport) for transport in ("udp", "tcp", "dot")
            for name in (f"www.{peers.ZONE_ORIGIN}", f"www.{peers.ZONE_ORIGIN}",
                         f"nope-{transport}.{peers.ZONE_ORIGIN}")]
-
-
-class ThreadCollector:
-    """:class:`Collector` on its own loop in a thread (the interop tests are sync)."""
-
-    def __init__(self, path: Path) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.collector: Collector = self._run(Collector.start(path))
-
-    def _run(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
-
-    def frames(self) -> list[bytes]:
-        return self._run(_frames(self.collector))
-
-    def wait_frames(self, count: int) -> list[bytes]:
-        self._run(self.collector.wait_frames(count, within=15))
-        return self.frames()
-
-    def close(self) -> None:
-        self._run(self.collector.aclose())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-async def _frames(collector: Collector) -> list[bytes]:
-    return list(collector.frames)
 
 
 @pytest.fixture
