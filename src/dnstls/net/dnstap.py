@@ -217,12 +217,14 @@ class DnstapWriter:
                 try:
                     await self._session(reader, writer)
                     return  # closed by aclose()
-                except (OSError, TimeoutError, EOFError, dnstap.FrameStreamError) as exc:
+                except Exception as exc:  # OSError, EOFError, FrameStreamError, ...
                     if not self.connected:  # the handshake failed
                         self.connect_failures += 1
                     if not failing:
                         log.warning("dnstap: connection to %s lost: %s (reconnecting)",
-                                    self.socket_path, _why(exc))
+                                    self.socket_path, _why(exc),
+                                    exc_info=not isinstance(
+                                        exc, (OSError, EOFError, dnstap.FrameStreamError)))
                     failing = True
                 finally:
                     if self.connected:  # it was up: start the back-off again

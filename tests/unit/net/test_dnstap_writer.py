@@ -8,6 +8,7 @@ import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,77 @@ def test_endpoint_of_socket_addresses() -> None:
     assert endpoint(("::1", 53, 0, 0)) == dnstap.Endpoint(b"\x00" * 15 + b"\x01", 53)
     assert endpoint(None) is None and endpoint("/run/sock") is None
     assert endpoint(("?", 0)) is None
+
+
+class _Spec:
+    transport = "tls"
+    address = "127.0.0.9"
+    port = 853
+
+
+class _Upstream:
+    """An upstream that answers (exchange_detailed, as the pool's) or fails."""
+
+    name = "up"
+    spec = _Spec()
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.other = "delegated"
+
+    async def exchange_detailed(self, query: Any, *, deadline: float) -> Any:
+        import dns.message
+
+        from dnstls.errors import QueryTimeout
+        from dnstls.net.pool import ConnectionDetails, Reply
+
+        if self.fail:
+            raise QueryTimeout("no answer")
+        sent = dns.message.from_wire(query.to_wire())
+        sent.id = 4321  # the transport's own ID
+        response = dns.message.make_response(sent)
+        return Reply(response, 0, 0.0, ConnectionDetails("tcp", "127.0.0.8", 5353))
+
+
+async def test_forwarder_exchanges_are_logged() -> None:
+    import dns.message
+
+    from dnstls.errors import QueryTimeout
+    from dnstls.net.dnstap import TappedUpstream, tap_forwarders
+
+    tap = writer(file="unused", forwarder_query=True, forwarder_response=True)
+    query = dns.message.make_query("a.example.", "A")
+    query.id = 1
+    up = TappedUpstream(_Upstream(), tap)
+    response = await up.exchange(query, deadline=0.0)
+    assert response.id == 4321 and query.id == 1  # the query is left as it was
+    assert up.other == "delegated" and up.name == "up"
+    failing = TappedUpstream(_Upstream(fail=True), tap)
+    with pytest.raises(QueryTimeout):
+        await failing.exchange(query, deadline=0.0)
+    got = [decode(frame[4:]) for frame in tap._queue]
+    assert [m["message_type"] for m in got] == ["FORWARDER_QUERY", "FORWARDER_RESPONSE",
+                                                "FORWARDER_QUERY"]
+    # the exchange's own ID in both; TCP and the address the reply came from
+    assert dns.message.from_wire(got[0]["query_message"]).id == 4321
+    assert dns.message.from_wire(got[1]["response_message"]).id == 4321
+    assert got[1]["query_message"] == got[0]["query_message"]
+    assert (got[0]["socket_protocol"], got[0]["response_port"]) == (dnstap.TCP, 5353)
+    assert got[0]["response_address"] == bytes([127, 0, 0, 8])
+    # no answer: the query alone, as built, with the configured transport (DoT)
+    assert dns.message.from_wire(got[2]["query_message"]).id == 1
+    assert (got[2]["socket_protocol"], got[2]["response_port"]) == (dnstap.DOT, 853)
+
+    class Forwarder:
+        def __init__(self) -> None:
+            self.upstreams = [_Upstream(), _Upstream()]
+
+    class Router:
+        def __init__(self) -> None:
+            self.default = Forwarder()
+            self.zones = [("corp.", Forwarder())]
+
+    router = Router()
+    assert tap_forwarders(router, tap) == 4
+    assert tap_forwarders(router, tap) == 0  # not wrapped twice
+    assert all(isinstance(u, TappedUpstream) for u in router.zones[0][1].upstreams)
