@@ -34,7 +34,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(variant: str, seconds: float, mode: str, tmp: Path) -> str:
+def run(variant: str, seconds: float, mode: str, tmp: Path, max_qps: int = 0) -> str:
     port = free_port()
     zone = tmp / "bench.zone"
     zone.write_text("$ORIGIN bench.test.\n$TTL 300\n@ IN SOA ns h 1 1 1 1 1\n@ IN NS ns\n"
@@ -81,7 +81,8 @@ def run(variant: str, seconds: float, mode: str, tmp: Path) -> str:
                     continue
         before = cpu_seconds(server.pid)
         done = subprocess.run(["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d",
-                               str(queries), "-l", str(seconds), "-c", "4", "-m", mode],
+                               str(queries), "-l", str(seconds), "-c", "4", "-m", mode,
+                               *(["-Q", str(max_qps)] if max_qps else [])],
                               capture_output=True, text=True, check=False)
         used = cpu_seconds(server.pid) - before
         completed = int(next(line for line in done.stdout.splitlines()
@@ -108,11 +109,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--mode", choices=("udp", "tcp"), default="udp")
+    parser.add_argument("--max-qps", type=int, default=0, help="a light check, not a bench")
     parser.add_argument("--variants", nargs="+", default=["off", "file", "socket", "off"])
     args = parser.parse_args()
     for variant in args.variants:
         with tempfile.TemporaryDirectory(prefix="dtb") as tmp:
-            print(run(variant, args.seconds, args.mode, Path(tmp)), flush=True)
+            print(run(variant, args.seconds, args.mode, Path(tmp), args.max_qps), flush=True)
 
 
 if __name__ == "__main__":
