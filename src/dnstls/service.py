@@ -269,7 +269,12 @@ class Service:
         if tap is not None and forwarder is not None and (tap.log_forwarder_query
                                                           or tap.log_forwarder_response):
             tap_forwarders(forwarder, tap)
-        if forwarder is not None and hasattr(forwarder, "resolve_wire"):
+        # dnstap: cache hits and local data stay on the fast path (the listeners log
+        # them); what is forwarded takes the message path (no wire-level forwarding),
+        # where the listeners know the client and the upstreams log their exchanges;
+        # no exact-repeat memo (it answers runs of queries without the listener seeing
+        # each one)
+        if forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None:
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
                                      minimal_responses=config.cache.minimal_responses),
                                  loop.time,
@@ -279,7 +284,7 @@ class Service:
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,
                                     clock=loop.time, wire=wire, local=pipeline,
-                                    nsid=server.nsid_bytes, dnstap=tap is not None)
+                                    nsid=server.nsid_bytes, exact_memo=tap is None)
         admission = Admission(AdmissionLimits(server.max_connections,
                                               server.max_connections_per_client))
         limits = stream_limits(server)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -228,3 +229,28 @@ async def test_config_errors_name_the_field(serve: ServeFactory, tmp_path: Path)
                             "log_client_query": True})
     with pytest.raises(ConfigError, match=r"^dnstap\.log_client_query: expected true"):
         await serve(dnstap={"log_client_query": "yes"})
+
+
+async def test_refused_rd0_queries_are_logged_once(serve: ServeFactory, fakes: Fakes,
+                                                   collector: Collector,
+                                                   sock_path: Path) -> None:
+    """RD=0 from a client of ``allow`` (REFUSED, EDE 18: the listeners' own path)."""
+    fake = await fakes("udp")
+    served = await serve(upstreams=[udp_spec(fake)],
+                         server={"access_control": ["127.0.0.0/8 allow"]},
+                         dnstap={"enabled": True, "socket_path": str(sock_path), **ALL})
+    await collector.wait_sessions(1)
+    sent = []
+    for i, transport in enumerate(("udp", "tcp", "dot")):
+        message = dns.message.make_query(f"norec{i}.example.net", "A", use_edns=0)
+        message.flags &= ~dns.flags.RD
+        wire = message.to_wire()
+        answer, _, _ = await exchange(served, transport, wire)
+        assert dns.message.from_wire(answer).rcode() == dns.rcode.REFUSED
+        sent.append((transport, wire, answer))
+    messages = await collector.wait_frames(2 * len(sent))
+    assert [(m["message_type"], m.get("query_message") or m.get("response_message"))
+            for m in messages] == [(kind, data) for _, wire, answer in sent
+                                   for kind, data in (("CLIENT_QUERY", wire),
+                                                      ("CLIENT_RESPONSE", answer))]
+    assert not fake.received

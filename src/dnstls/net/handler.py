@@ -155,17 +155,12 @@ class QueryHandler:
                  cache: WireCache | None = None, clock: Callable[[], float] | None = None,
                  wire: WireForwarder | None = None,
                  local: LocalAnswers | None = None, exact_memo: bool = True,
-                 nsid: bytes | None = None, dnstap: bool = False) -> None:
+                 nsid: bytes | None = None) -> None:
         self.pipeline = pipeline
         self.local = local
         self.query_timeout = query_timeout
         self.keepalive = keepalive
-        #: dnstap logging on (net/dnstap.py): every query takes the message path, where
-        #: the listeners log it and the forwarder's upstreams log their exchanges
-        self.dnstap = dnstap
-        self._log_queries = log_queries
-        #: log_queries or dnstap: no fast or wire path (the one check route() makes)
-        self._message_path_only = log_queries or dnstap
+        self.log_queries = log_queries
         self.cache = cache
         self.wire = wire
         self.clock = clock or time.monotonic
@@ -199,15 +194,6 @@ class QueryHandler:
         self.rejected: Counter[str] = Counter()  # by reason class
         self.in_flight = 0
         self.internal_errors = 0
-
-    @property
-    def log_queries(self) -> bool:
-        return self._log_queries
-
-    @log_queries.setter
-    def log_queries(self, value: bool) -> None:
-        self._log_queries = value
-        self._message_path_only = value or self.dnstap
 
     def _choose_eligible(self) -> None:
         # The service hands the wire path local data's own covers_key as is_local:
@@ -249,7 +235,7 @@ class QueryHandler:
         :meth:`route` would answer for each of them, without a call per message."""
         memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
         cache = self.cache
-        if memo is None or cache is None or self._message_path_only or memo.resting:
+        if memo is None or cache is None or self.log_queries or memo.resting:
             return start, 0
         return cache.answer_exact(memo, messages, start, out, self.clock())
 
@@ -265,8 +251,7 @@ class QueryHandler:
         :meth:`answer`)."""
         cache = self.cache
         local = self.local
-        if ((cache is None and self.wire is None and local is None)
-                or self._message_path_only):
+        if (cache is None and self.wire is None and local is None) or self.log_queries:
             return None
         memo = self._tls_memo if transport is _TLS else self._memos.get(transport)
         exact = b""

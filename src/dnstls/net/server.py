@@ -178,6 +178,9 @@ class StreamConnection(asyncio.Protocol):
             routed = (listener.handler.route(wire, listener.transport)
                       if len(wire) < 3 or wire[2] & 1 or self.snoop else self._norec(wire))
             if type(routed) is bytes:
+                tap = listener.tap
+                if tap is not None:  # dnstap: the query and its answer from the cache
+                    self._tap_both(tap, wire, routed)
                 size = len(routed)
                 framed = _pack_length(size) + routed if size <= _MAX_MESSAGE \
                     else framing.encode(routed)
@@ -237,6 +240,7 @@ class StreamConnection(asyncio.Protocol):
         assert state is not None
         pack = _pack_length
         snoop = self.snoop
+        tap = self.listener.tap
         # Answers produced by this call and not yet handed to the transport: past the
         # write high-water mark they are flushed at once, so that the output limit
         # judges them (a pipelined read answered from the cache can be thousands of
@@ -267,6 +271,8 @@ class StreamConnection(asyncio.Protocol):
                 routed = (route(wire, transport) if len(wire) < 3 or wire[2] & 1 or snoop
                           else self._norec(wire))
                 if type(routed) is bytes:
+                    if tap is not None:  # dnstap: the query and its answer
+                        self._tap_both(tap, wire, routed)
                     # framing.encode inline (an answer is never empty; encode itself
                     # refuses one past 65535 bytes)
                     size = len(routed)
@@ -302,11 +308,7 @@ class StreamConnection(asyncio.Protocol):
             return handler.route(wire, listener.transport)
         if listener.acl is not None:
             listener.acl.norec_refused[listener.transport.value] += 1
-        tap = listener.tap
-        if tap is not None:
-            self._tap_query(tap, wire)
-            self._tap_response(tap, refusal)
-        return refusal
+        return refusal  # (bytes: logged to dnstap as any answer of route's)
 
     def _start(self, wire: bytes, routed: typing.Any, messages: list[bytes]) -> bool:
         """A dispatched message that the cache did not answer (``routed`` is what
@@ -343,6 +345,11 @@ class StreamConnection(asyncio.Protocol):
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return True
+
+    def _tap_both(self, tap: ClientTap, wire: bytes, answer: bytes) -> None:
+        """dnstap: a query answered at once (cache, local data, a refusal)."""
+        self._tap_query(tap, wire)
+        self._tap_response(tap, answer)
 
     def _tap_query(self, tap: ClientTap, wire: bytes) -> None:
         if tap.log_client_query:

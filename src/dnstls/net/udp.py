@@ -174,6 +174,8 @@ class UdpListener(asyncio.DatagramProtocol):
         if isinstance(routed, bytes):
             if self.transport is not None:
                 self.transport.sendto(routed, addr)
+                if self.tap is not None:  # dnstap: the query and its answer
+                    self._tap(data, routed, addr)
             return
         if (self.closing or len(self.tasks) + self.joined + self.forwarding
                 >= self.max_in_flight):

@@ -126,21 +126,6 @@ async def test_query_logging_takes_the_message_path(handler: QueryHandler) -> No
     assert handler.route(wire, Transport.TLS) is None
 
 
-async def test_dnstap_takes_the_message_path(handler: QueryHandler) -> None:
-    """dnstap on: no fast path (the listeners log on the message path, where they know
-    the client), and turning query logging off again does not bring it back."""
-    wire = make("www.example.test")
-    await slow(handler, wire, Transport.TLS)
-    assert isinstance(handler.route(wire, Transport.TLS), bytes)
-    tapped = QueryHandler(handler.pipeline, local=handler.local, cache=handler.cache,
-                          dnstap=True)
-    assert tapped.route(wire, Transport.TLS) is None
-    assert tapped.answer_exact([wire], 0, Transport.TLS, []) == (0, 0)
-    tapped.log_queries = True
-    tapped.log_queries = False
-    assert tapped.route(wire, Transport.TLS) is None and not tapped.log_queries
-
-
 async def test_the_answer_store_is_bounded(tmp_path: Path) -> None:
     path = tmp_path / "example.test.zone"
     path.write_text(ZONE)
