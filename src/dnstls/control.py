@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,6 +200,83 @@ def format_dump(entries: Sequence[tuple[bytes, str, float, bytes]]) -> list[str]
                 lines += rrset.to_text().splitlines()
     lines.append(";; end")
     return lines
+
+
+# --------------------------------------------------------------------------- workers
+#
+# With ``serve --workers N`` the supervisor owns the control socket and relays each
+# request to every worker over a socketpair made at fork (dnstls.control_relay); each
+# worker runs it on its own cache and answers; these functions join the answers. Frames
+# on that channel, both ways: sequence number and length (4 bytes each), then the
+# request line or the answer text (a late answer to an earlier request is recognised by
+# its number and dropped).
+
+FRAME = struct.Struct("!II")
+#: Commands whose answer is the same from every worker: the first worker's is used.
+_SAME_EVERYWHERE = frozenset({"list_forwards", "list_local_zones", "list_local_data",
+                              "lookup"})
+_REMOVED = re.compile(r"^ok removed 0 rrsets, (\d+) messages and 0 key entries$")
+
+
+def frame(seq: int, payload: bytes) -> bytes:
+    return FRAME.pack(seq, len(payload)) + payload
+
+
+def join_answers(command: str, answers: Sequence[tuple[int, str]], *, now: float,
+                 uptime: float) -> list[str]:
+    """One answer from the workers' (``(worker index, answer text)``, every worker's, in
+    index order): an error if any worker's is (the first, naming the worker when only
+    some failed); counts of flush_zone and flush_negative added; stats_noreset summed
+    (time.* the supervisor's own, and each worker's own query and cache counts as
+    ``workerN.*``, as Unbound's ``threadN.*``); dump_cache joined; else the first."""
+    errors = [(index, text) for index, text in answers if is_error(text)]
+    if errors:
+        index, text = errors[0]
+        first = text.splitlines()[0]
+        if len(errors) == len(answers):
+            return [first]
+        return [f"{first} (worker {index}; {len(answers) - len(errors)} of "
+                f"{len(answers)} workers did it)"]
+    lines = [text.splitlines() for _, text in answers]
+    if command in ("flush_zone", "flush_negative"):
+        total = 0
+        for answer in lines:
+            match = _REMOVED.match(answer[0]) if answer else None
+            if match is None:
+                return [f"error unexpected answer from a worker: {answer[:1]}"]
+            total += int(match.group(1))
+        return [_removed(total)]
+    if command == "stats_noreset":
+        return _join_stats(answers, now=now, uptime=uptime)
+    if command == "dump_cache":
+        out = []
+        for (index, _), answer in zip(answers, lines, strict=True):
+            out.append(f";; worker {index}")
+            out += answer
+        return out
+    return lines[0] if lines else []
+
+
+def _join_stats(answers: Sequence[tuple[int, str]], *, now: float,
+                uptime: float) -> list[str]:
+    totals: dict[str, float] = {}
+    per_worker: list[str] = []
+    for index, text in answers:
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.startswith("time."):
+                continue
+            number = float(value) if "." in value else int(value)
+            totals[key] = totals.get(key, 0) + number
+            if key.startswith("total."):
+                per_worker.append(f"worker{index}.{key[6:]}={value}")
+    out = per_worker
+    for key, total in totals.items():
+        if key == "num.query.udp":  # after total.*: where one process puts time.*
+            out += [f"time.now={now:.6f}", f"time.up={uptime:.6f}",
+                    f"time.elapsed={uptime:.6f}"]
+        out.append(f"{key}={total}")
+    return out
 
 
 # --------------------------------------------------------------------------- commands

@@ -35,7 +35,7 @@ import socket
 import stat
 from collections.abc import Callable
 
-from dnstls.control import MAX_REQUEST, encode_answer, parse_request
+from dnstls.control import FRAME, MAX_REQUEST, encode_answer, frame, parse_request
 from dnstls.control import Request as ControlRequest
 from dnstls.errors import ConfigError
 
@@ -183,3 +183,27 @@ class ControlServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+
+async def serve_channel(sock: socket.socket, run: Callable[[ControlRequest], list[str]],
+                        ) -> None:
+    """A worker's end of its channel to the supervisor (``serve --workers``; see
+    dnstls.control_relay): run each framed request and send the framed answer, until
+    the supervisor closes its end."""
+    sock.setblocking(False)
+    reader, writer = await asyncio.open_unix_connection(sock=sock)
+    try:
+        while True:
+            try:
+                seq, size = FRAME.unpack(await reader.readexactly(FRAME.size))
+                if size > MAX_REQUEST:
+                    log.error("control channel: a request of %d bytes; closing it", size)
+                    return
+                line = await reader.readexactly(size)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                return
+            request = parse_request(line)
+            answer = [request] if isinstance(request, str) else run(request)
+            writer.write(frame(seq, encode_answer(answer)))
+            await writer.drain()
+    finally:
+        writer.close()
