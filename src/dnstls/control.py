@@ -63,7 +63,9 @@ FLUSH_TYPES = ("A", "AAAA", "NS", "SOA", "CNAME", "DNAME", "MX", "PTR", "SRV", "
                "SVCB", "HTTPS")
 _FLUSH_TYPE_CODES = tuple(int(dns.rdatatype.from_text(t)) for t in FLUSH_TYPES)
 #: The RCODEs ``stats_noreset`` always lists (Unbound's extended statistics do).
-_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED")
+_RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMPL", "REFUSED")
+#: dnspython's RCODE names that Unbound spells otherwise
+_UNBOUND_RCODE_NAMES = {"NOTIMP": "NOTIMPL"}
 _KEY_FLAG_NAMES = ((0x01, "do"), (0x02, "cd"), (0x04, "ad"))
 
 
@@ -126,7 +128,8 @@ def format_stats(stats: Mapping[str, Any], *, now: float, uptime: float) -> list
     responses: Mapping[tuple[str, str], int] = handler.get("responses", {})
     by_transport: dict[str, int] = {}
     by_rcode: dict[str, int] = dict.fromkeys(_RCODES, 0)
-    for (transport, rcode), n in responses.items():
+    for (transport, name), n in responses.items():
+        rcode = _UNBOUND_RCODE_NAMES.get(name, name)
         by_transport[transport] = by_transport.get(transport, 0) + n
         by_rcode[rcode] = by_rcode.get(rcode, 0) + n
     cache = stats.get("cache", {})

@@ -57,7 +57,8 @@ def test_status_lines() -> None:
 def test_stats_lines_from_the_service_statistics() -> None:
     stats = {
         "handler": {"responses": {("udp", "NOERROR"): 5, ("tls", "NOERROR"): 2,
-                                  ("tcp", "NXDOMAIN"): 1, ("tls", "BADVERS"): 1},
+                                  ("tcp", "NXDOMAIN"): 1, ("tls", "BADVERS"): 1,
+                                  ("udp", "NOTIMP"): 0},
                     "rejected": {"FORMERR": 2}, "in_flight": 3},
         "cache": {"hits": 4, "misses": 3, "stale_served": 1, "entries": 3, "bytes": 900,
                   "evictions": 0},
@@ -79,6 +80,7 @@ def test_stats_lines_from_the_service_statistics() -> None:
     assert values["num.answer.rcode.NXDOMAIN"] == "1"
     assert values["num.answer.rcode.SERVFAIL"] == "0"  # always listed
     assert values["num.answer.rcode.BADVERS"] == "1"
+    assert values["num.answer.rcode.NOTIMPL"] == "0" and "num.answer.rcode.NOTIMP" not in values
     assert values["num.query.rejected"] == "2"
     assert values["unwanted.queries"] == "3"
     assert values["msg.cache.count"] == "3" and values["mem.cache.message"] == "900"
