@@ -313,3 +313,25 @@ async def test_status_when_nothing_runs(sock_path: str,
     assert captured.out == "dnstls is stopped\n"
     assert captured.err == f"error: connect: No such file or directory for {sock_path}\n"
     assert await cli(sock_path, "flush", "x.example") == 1
+
+
+async def test_flush_reaches_exact_repeats_over_dot(serve: ServeFactory, fakes: Fakes,
+                                                    sock_path: str) -> None:
+    """The same query bytes again on a DoT connection are answered from the exact-
+    repeat memo (resolver/cache.ExactMemo): a flushed entry must not be served there."""
+    up = await fakes(answer=answer)
+    s = await started(serve, up, sock_path)
+    client = await s.connect()
+    wire = dns.message.make_query("r.example.net.", "A").to_wire()
+    try:
+        for _ in range(3):
+            await client.send(wire)
+            assert (await client.recv()).answer[0][0].to_text() == "192.0.2.1"
+        assert asked(up) == ["r.example.net. A"]
+        assert await control(sock_path, "flush", "r.example.net.") == "ok\n"
+        for _ in range(2):
+            await client.send(wire)
+            assert (await client.recv()).answer[0][0].to_text() == "192.0.2.1"
+        assert asked(up) == ["r.example.net. A", "r.example.net. A"]
+    finally:
+        await client.aclose()
