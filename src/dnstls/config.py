@@ -132,6 +132,10 @@ class ServerConfig:
     #: The server's NSID (RFC 5001), as Unbound's ``nsid:``: hex ("646e73746c73") or
     #: ``ascii_`` and text ("ascii_dot-1"); sent to queries that ask for it. "": none.
     nsid: str = ""
+    #: The control socket (a Unix domain socket path) of ``dnstls control``, as
+    #: Unbound's ``control-interface`` with a path; "": no control channel (the default,
+    #: as Unbound's ``control-enable: no``).
+    control: str = ""
 
     @property
     def nsid_bytes(self) -> bytes | None:
@@ -357,6 +361,24 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: The longest path a Unix domain socket can be bound to (Linux's sun_path, less the NUL)
+MAX_SOCKET_PATH = 107
+
+
+def check_control_path(path: str, field: str) -> str:
+    """``path`` if it can name a control socket; a ConfigError naming ``field`` if not."""
+    size = len(os.fsencode(path))
+    if "\0" in path:
+        raise ConfigError(field, "a socket path must not contain NUL")
+    if size > MAX_SOCKET_PATH:
+        raise ConfigError(field, f"{path!r} is {size} bytes long; a Unix socket path can "
+                          f"have at most {MAX_SOCKET_PATH}")
+    if path.endswith("/"):
+        raise ConfigError(field, f"{path!r} names a directory; give the socket's file name "
+                          "(e.g. /run/dnstls/control.sock)")
+    return path
+
+
 def check_local(local: LocalConfig) -> LocalConfig:
     """``local`` once its names and records are known to parse (ConfigError naming the
     first bad entry otherwise); serve's and the stub's ``[local]`` alike."""
@@ -394,6 +416,8 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     if server.metrics:
         parse_hostport(server.metrics, 9153, field="server.metrics")
     access_control(server.access_control, "server.access_control")
+    if server.control:
+        check_control_path(server.control, "server.control")
     if "nsid" in data.get("server", {}):  # given, even empty: a value to check
         nsid_value(server.nsid, "server.nsid")
     forward_data = dict(data.get("forward", {}))

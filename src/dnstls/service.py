@@ -161,6 +161,9 @@ class Service:
         self._sigint_count = 0
         self.reuse_port = reuse_port  # SO_REUSEPORT on every listener (serve --workers)
         self.ticket_key = ticket_key  # the workers' shared session ticket key
+        #: Why the last reload failed ("" when it did not): ``dnstls control reload``
+        self.reload_error = ""
+        self.control: Any = None  # the ControlServer, with server.control
 
     # -- start-up ----------------------------------------------------------------------
     def _certificates(self) -> list[CertPair]:
@@ -315,6 +318,8 @@ class Service:
                     host, port = parse_hostport(text, DEFAULT_DNS_PORT, field=fld)
                     bound = await self._guard(self._bind_plain(tcp, host, port), text, fld)
                     self.endpoints.plain.append(bound)
+            if server.control:
+                await self._start_control(server.control)
             if server.metrics:
                 host, port = parse_hostport(server.metrics, 9153, field="server.metrics")
                 self.metrics = MetricsServer(self.statistics)
@@ -332,6 +337,38 @@ class Service:
         if tune_gc:
             loop_mod.tune_gc_for_serving()
         return self.endpoints
+
+    async def _start_control(self, path: str) -> None:
+        """The control socket of ``dnstls control`` (net/control.py, control.py)."""
+        from dnstls.control import Commands
+        from dnstls.net.control import ControlServer
+
+        commands = Commands(self, clock=asyncio.get_running_loop().time)
+        self.control = ControlServer(path, commands.run)
+        await self.control.start()
+
+    # -- what the control commands read and act on ---------------------------------------
+    def answer_cache(self) -> Cache | None:
+        """The cache of forwarded answers, or None when caching is off."""
+        cache = self.handler.cache if self.handler is not None else None
+        return cache if isinstance(cache, Cache) else None
+
+    def local_data(self) -> LocalData | None:
+        local = self.handler.local if self.handler is not None else None
+        return local if isinstance(local, LocalData) else None
+
+    def forward_routes(self) -> list[tuple[str, list[str]]]:
+        """(zone, upstream URIs) the forwarder uses: "." (the default upstreams) first,
+        then each forward zone; empty when forwarding is off."""
+        for closer in self._closers:
+            routes = getattr(closer, "routes", None)
+            if routes is not None:
+                return list(routes)
+        return []
+
+    def clock(self) -> float:
+        """The time the cache is kept in (the event loop's)."""
+        return asyncio.get_running_loop().time()
 
     async def _bind_plain(self, tcp: StreamListener, host: str, port: int,
                           ) -> tuple[str, int]:
@@ -431,11 +468,14 @@ class Service:
 
     def reload(self) -> bool:
         ok = True
+        self.reload_error = ""
         if self.tls is not None:
             ok = self.tls.reload()
             if ok:
                 self.pin = spki_pin(self.tls.leaf)
                 log.info("serving certificate pin is now %s", self.pin)
+            else:
+                self.reload_error = self.tls.last_error
         if self._load_config is not None and self.handler is not None:
             ok = self._reload_config(self._load_config) and ok
         for hook in self._reload_hooks:
@@ -444,6 +484,8 @@ class Service:
             except Exception:
                 log.exception("reload hook failed; the running configuration stays")
                 ok = False
+        if not ok and not self.reload_error:
+            self.reload_error = "reload failed; see the log"
         return ok
 
     def _reload_config(self, load: Callable[[], Config]) -> bool:
@@ -456,6 +498,7 @@ class Service:
             acl = access_control(new.server.access_control, self.acl_field)
         except ConfigError as exc:
             log.error("reload: %s; the running configuration stays", exc)
+            self.reload_error = self.reload_error or f"{exc}; the running configuration stays"
             return False
         apply_local()
         if new.server.access_control != self.config.server.access_control:
@@ -559,6 +602,9 @@ class Service:
                 conn.close(CloseReason.SHUTDOWN, abort=True)
         for udp in self.udp:
             udp.close()
+        if self.control is not None:
+            await self.control.aclose()
+            self.control = None
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None

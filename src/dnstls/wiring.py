@@ -39,8 +39,12 @@ class Forwarding:
 
     def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any,
                  zone_pools: Sequence[Any] = (), chase: Any = None,
-                 rebind: Any = None) -> None:
+                 rebind: Any = None,
+                 routes: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
         self.forwarder = forwarder
+        #: (zone, its upstreams' URIs): "." first (the default upstreams), then each
+        #: forward zone, as configured (``dnstls control list_forwards``)
+        self.routes = [(zone, list(uris)) for zone, uris in routes]
         self.pool = pool
         self.cache = cache
         self.coalescer = coalescer
@@ -128,12 +132,12 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
 
             from dnstls.resolver.forward_zones import ZoneRouter
 
-            routes = []
+            zone_routes = []
             for zone in cfg.forward.zones:
                 strategy = zone.strategy or cfg.forward.strategy
                 zone_forwarder, zone_pool = build_forwarder(zone.upstreams, clock=clock,
                                                             strategy=strategy)
-                routes.append((dns.name.from_text(zone.name), zone_forwarder))
+                zone_routes.append((dns.name.from_text(zone.name), zone_forwarder))
                 zone_pools.append(zone_pool)
                 log.info("forward zone %s: forwarding to %s%s", zone.name,
                          ", ".join(s.name for s in zone.upstreams),
@@ -141,7 +145,7 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
             if specs or cfg.forward.upstreams:
                 log.info("names outside the forward zones: forwarding to %s",
                          ", ".join(s.name for s in chosen))
-            forwarder = ZoneRouter(forwarder, routes)
+            forwarder = ZoneRouter(forwarder, zone_routes)
         rebind = private_addresses(cfg.forward)
         # private addresses removed first (resolver/rebind.py), then incomplete CNAME
         # chains completed (resolver/chase.py): a target whose address was removed is
@@ -151,7 +155,9 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
         cache = make_cache(cfg.cache) if cfg.cache.enabled else None
         stage = answer_stage(coalescer, cache, clock,
                              minimal_responses=cfg.cache.minimal_responses)
+        routes = [(".", [s.name for s in chosen])]
+        routes += [(zone.name, [s.name for s in zone.upstreams]) for zone in cfg.forward.zones]
         return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools, chase,
-                                 rebind)
+                                 rebind, routes)
 
     return factory

@@ -72,6 +72,9 @@ READY_TIMEOUT = 30.0
 KILL_AFTER_GRACE = 5.0
 RESTART_MIN, RESTART_MAX = 0.1, 5.0
 QUICK_DEATH = 10.0
+#: With a control socket the supervisor waits for control clients this long at a time,
+#: then looks for signals (it cannot wait for both at once)
+CONTROL_POLL = 0.1
 
 
 READY = b"\1"  # a worker's ready message: READY, then the URL of its metrics if any
@@ -161,26 +164,42 @@ def worker_config(config: Config, index: int) -> Config:
 
 def _worker_main(config: Config, specs: Any, index: int, ready_fd: int,
                  ticket_key: bytes | None = None,
-                 reload_config: Callable[[], Config] | None = None) -> int:
+                 reload_config: Callable[[], Config] | None = None,
+                 control: socket.socket | None = None) -> int:
     """Runs in the forked child: one full service; returns the exit status."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     from dnstls.net import loop
 
-    return loop.run(_serve_worker(config, specs, index, ready_fd, ticket_key, reload_config))
+    return loop.run(_serve_worker(config, specs, index, ready_fd, ticket_key, reload_config,
+                                  control))
 
 
 async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int,
                         ticket_key: bytes | None,
-                        reload_config: Callable[[], Config] | None = None) -> int:
+                        reload_config: Callable[[], Config] | None = None,
+                        control: socket.socket | None = None) -> int:
+    import asyncio
+
     from dnstls.service import Service
     from dnstls.wiring import forwarding_factory
 
+    # the supervisor owns the control socket: the worker answers on its channel
+    config = dataclasses.replace(config, server=dataclasses.replace(config.server,
+                                                                    control=""))
     service = Service(config, upstream_factory=forwarding_factory(config, specs),
                       reuse_port=True, ticket_key=ticket_key, reload_config=reload_config)
     service.install_signal_handlers()  # before binding: a signal never finds the default
     await service.start(tune_gc=True)
+    channel = None
+    if control is not None:
+        from dnstls.control import Commands
+        from dnstls.net.control import serve_channel
+
+        loop = asyncio.get_running_loop()
+        commands = Commands(service, clock=loop.time)
+        channel = loop.create_task(serve_channel(control, commands.run))
     if index == 0:
         for line in service.banner(metrics=False):  # the supervisor lists every worker's
             log.info("%s", line)
@@ -192,6 +211,10 @@ async def _serve_worker(config: Config, specs: Any, index: int, ready_fd: int,
         os.write(ready_fd, READY + url.encode())
         os.close(ready_fd)
     await service.run_until_stopped()
+    if channel is not None:
+        channel.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await channel
     return 0
 
 
@@ -232,9 +255,12 @@ class Supervisor:
         from dnstls.net.tls import new_ticket_key
 
         self.ticket_key = new_ticket_key()
+        #: the control socket (server.control), relayed to every worker
+        self.control: Any = None
 
     def _fork(self, index: int, config: Config) -> tuple[int, int]:
         read_fd, write_fd = os.pipe()
+        channel = self.control.channel_for(index) if self.control is not None else None
         pid = os.fork()
         if pid == 0:  # child
             status = 70
@@ -242,8 +268,11 @@ class Supervisor:
                 os.close(read_fd)
                 for sock in self._held:
                     sock.close()
+                if self.control is not None:
+                    self.control.in_child()
+                extra = (channel,) if channel is not None else ()
                 status = self.target(worker_config(config, index), self.specs, index,
-                                     write_fd, self.ticket_key, self.reload_config)
+                                     write_fd, self.ticket_key, self.reload_config, *extra)
             except ConfigError as exc:
                 log.error("worker %d: %s", index, exc)
                 status = 2
@@ -254,12 +283,23 @@ class Supervisor:
                 logging.shutdown()
                 os._exit(status)
         os.close(write_fd)
+        if channel is not None:
+            self.control.attach(pid, channel)
         self.workers[pid] = _Worker(index, pid, time.monotonic())
         return pid, read_fd
 
     def run(self) -> int:
         config, self._held = resolve_ports(self.config)
         self.config = config
+        if config.server.control:
+            from dnstls.control_relay import ControlRelay
+
+            try:
+                self.control = ControlRelay(config.server.control, workers=self.count)
+            except BaseException:
+                for sock in self._held:
+                    sock.close()
+                raise
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             if not self._start_all():
@@ -278,6 +318,9 @@ class Supervisor:
         finally:
             for sock in self._held:
                 sock.close()
+            if self.control is not None:
+                self.control.close()
+                self.control = None
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)
 
     def metrics_line(self) -> str:
@@ -320,7 +363,11 @@ class Supervisor:
     def _supervise(self) -> int:
         interrupts = 0
         while True:
-            info = signal.sigtimedwait(_SIGNALS, 1.0)
+            if self.control is not None:  # control clients, then any signal waiting
+                self.control.step(CONTROL_POLL)
+                info = signal.sigtimedwait(_SIGNALS, 0)
+            else:
+                info = signal.sigtimedwait(_SIGNALS, 1.0)
             if info is None:
                 continue
             sig = info.si_signo

@@ -166,3 +166,17 @@ def test_forward_zone_errors(data: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(overrides=data)
     assert info.value.field == field
+
+
+def test_control_is_off_by_default_and_its_path_checked() -> None:
+    assert config.load().server.control == ""
+    path = "/run/dnstls/control.sock"
+    assert config.load(overrides={"server": {"control": path}}).server.control == path
+    with pytest.raises(ConfigError, match=r"^server.control: '/x+' is 121 bytes long; a "
+                                          r"Unix socket path can have at most 107$"):
+        config.load(overrides={"server": {"control": "/" + "x" * 120}})
+    with pytest.raises(ConfigError, match=r"^server.control: '/run/dnstls/' names a "
+                                          r"directory"):
+        config.load(overrides={"server": {"control": "/run/dnstls/"}})
+    with pytest.raises(ConfigError, match=r"^server.control: expected a string"):
+        config.load(overrides={"server": {"control": 1}})

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dnstls.compiled import version_line
 from dnstls.errors import DnsTlsError
 
-SUBCOMMANDS = ("serve", "stub", "query", "pin")
+SUBCOMMANDS = ("serve", "stub", "query", "pin", "control")
 
 
 def build_parser() -> argparse.ArgumentParser:

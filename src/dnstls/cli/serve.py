@@ -69,6 +69,9 @@ def add_parser(sub: Any) -> None:
                    help="the server's NSID (RFC 5001), sent to queries that ask for it, "
                         "as Unbound's nsid: hex (646e73746c73) or ascii_ and text "
                         "(ascii_dot-1); default none")
+    p.add_argument("--control", metavar="PATH",
+                   help="answer dnstls control on this Unix socket (mode 0600; "
+                        "default: none, as Unbound's control-enable: no)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the generated certificate is kept")
     p.add_argument("--workers", metavar="N", type=int, default=1,
@@ -94,6 +97,8 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         server["access_control"] = args.access_control
     if args.nsid is not None:
         server["nsid"] = args.nsid
+    if args.control:
+        server["control"] = args.control
     if server:
         out["server"] = server
     if bool(args.cert) != bool(args.key):

@@ -443,6 +443,8 @@ class ServerTLS:
             self.context.sni_callback = self._select
         self._by_name, self.leaf = self._build()
         self.reloads = 0
+        #: Why the last failed reload failed (``dnstls control reload`` answers with it)
+        self.last_error = ""
 
     def session_cache_statistics(self) -> dict[str, int]:
         """The session cache's counters (one process; metrics ``dnstls_tls_session_cache_*``):
@@ -491,6 +493,7 @@ class ServerTLS:
             self.context.load_cert_chain(str(first.cert), str(first.key))
         except (ConfigError, OSError, ValueError, ssl.SSLError) as exc:
             log.error("certificate reload failed, keeping the current one: %s", exc)
+            self.last_error = f"certificate reload failed, keeping the current one: {exc}"
             self._mtimes = mtimes  # don't retry until the files change again
             return False
         self._by_name, self.leaf = by_name, leaf

@@ -109,7 +109,7 @@ import dns.rdatatype
 
 from dnstls.proto import edns as _edns
 from dnstls.proto.answers import EDNS_PAYLOAD, error_response
-from dnstls.proto.cachekey import KEY_CD, KEY_DO, CacheKey, key_from_message
+from dnstls.proto.cachekey import KEY_AD, KEY_CD, KEY_DO, CacheKey, key_from_message
 from dnstls.resolver.base import Request, ResolveFailure, Resolver
 
 log = logging.getLogger("dnstls.resolver.cache")
@@ -799,6 +799,60 @@ class Cache:
         if entry is not None:
             self._bytes -= entry.size
 
+    # -- removal by an operator (``dnstls control flush*``) ------------------------------
+    # Not on the query path: nothing here runs unless an operator asks. Each removal goes
+    # through _remove, so the byte and entry counts stay exact; ExactMemo items name
+    # their entry by key and serial, so none outlives a removed entry.
+
+    def remove_types(self, name: bytes, qtypes: tuple[int, ...], qclass: int = 1) -> int:
+        """Drop the entries for ``name`` (uncompressed wire form, any case) and each of
+        ``qtypes`` in ``qclass``, whatever their DO/CD/AD flags; returns how many
+        (``flush`` and ``flush_type``: a few dictionary lookups, no walk)."""
+        lowered = name.lower()
+        entries = self._entries
+        removed = 0
+        for qtype in qtypes:
+            stem = lowered + struct.pack("!HH", qtype, qclass)
+            for flags in _KEY_FLAGS:
+                key = stem + flags
+                if key in entries:
+                    self._remove(key)
+                    removed += 1
+        return removed
+
+    def remove_under(self, zone: bytes) -> int:
+        """Drop every entry whose name is ``zone`` (uncompressed wire form, any case) or
+        under it, any type and class; returns how many (``flush_zone``: one walk)."""
+        lowered = zone.lower()
+        doomed = [key for key in self._entries if _at_or_under(key, lowered)]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
+    def remove_negative(self) -> int:
+        """Drop every negative entry (NXDOMAIN, NODATA) and every cached failure
+        (SERVFAIL), as Unbound's ``flush_negative``; returns how many."""
+        doomed = [key for key, entry in self._entries.items()
+                  if entry.kind == _NEGATIVE or entry.kind == _SERVFAIL]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
+    def dump(self, now: float) -> list[tuple[CacheKey, str, float, bytes]]:
+        """Every entry as (key, kind, seconds left before it expires -- negative once
+        expired, kept for serve-stale --, the answer as a hit would render it now for a
+        query without EDNS, ID 0); in LRU order, oldest first. Nothing counted or moved."""
+        out: list[tuple[CacheKey, str, float, bytes]] = []
+        for key, entry in self._entries.items():
+            wire = _render(entry, 0, now, False, True, None, False)
+            out.append((key, entry.kind, entry.expires - now, wire))
+        return out
+
+    def accounted_bytes(self) -> int:
+        """The bytes counted against ``max_bytes`` recomputed from the entries (tests
+        compare it with :meth:`statistics`)."""
+        return sum(entry.size for entry in self._entries.values())
+
 
 class CacheStage:
     """Resolver stage: answer from the cache, or ask ``next`` and remember its answer."""
@@ -906,6 +960,22 @@ def minimise(query: dns.message.Message, response: dns.message.Message) -> None:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+_KEY_FLAGS = tuple(bytes((flags,)) for flags in range((KEY_DO | KEY_CD | KEY_AD) + 1))
+
+
+def _at_or_under(key: CacheKey, zone: bytes) -> bool:
+    """True if the name of ``key`` is ``zone`` or under it (both lower-cased wire
+    names): the name's suffix at a label boundary equals the zone."""
+    end = len(key) - 5
+    if end < len(zone):
+        return False
+    pos = 0
+    start = end - len(zone)
+    while pos < start:
+        pos += 1 + key[pos]
+    return pos == start and key[start:end] == zone
 
 
 def _name_wire(query: dns.message.Message) -> bytes:

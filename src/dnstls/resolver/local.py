@@ -71,6 +71,7 @@ import dns.name
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
+import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import dns.zone
@@ -429,6 +430,55 @@ class LocalData:
     def origins(self) -> list[dns.name.Name]:
         return [z.origin for z in self._zones]
 
+    # -- listings for ``dnstls control`` (not on the query path) -------------------------
+
+    def zone_list(self) -> list[tuple[str, str]]:
+        """(name, type) of every local zone, as Unbound's ``list_local_zones``: zone
+        files and default zones are ``static`` (names without data answer NXDOMAIN),
+        names of local data outside every zone ``transparent`` (the zone Unbound makes
+        for them), typed zones their type; names forwarded out of a default zone are
+        not listed (no zone of their own)."""
+        out = [(zone.origin.to_text(), "static") for zone in self._zones]
+        out += [(name.to_text(), "transparent") for name in self._transparent]
+        out += [(dns.name.from_wire(wire, 0)[0].to_text(), kind)
+                for wire, kind in self._typed.items()]
+        return out
+
+    def record_lines(self) -> list[str]:
+        """Every record of local data, one a line (owner, TTL, class, type, RDATA, tab
+        separated): the zones' (zone files and default zones), then local data outside
+        them, then the RFC 9462 discovery records."""
+        out: list[str] = []
+        for zone in self._zones:
+            for owner, rdataset in zone.zone.iterate_rdatasets():
+                absolute = owner.derelativize(zone.origin)
+                out += _record_lines(absolute, rdataset)
+        for owner, by_type in self._transparent.items():
+            for rrset in by_type.values():
+                out += _record_lines(owner, rrset)
+        for rdata in self._ddr:
+            out.append(f"{DDR_NAME}\t300\tIN\tSVCB\t{rdata.to_text()}")
+        return out
+
+    def decides(self, name: dns.name.Name) -> str | None:
+        """What answers ``name`` here (``dnstls control lookup``): a phrase naming the
+        local zone, typed zone or local data; None when it is passed on."""
+        if self._typed:
+            typed = self._typed_zone(name)
+            if typed is not None:
+                origin, kind = typed
+                if kind not in ("transparent", "always_transparent", "typetransparent",
+                                "nodefault"):
+                    return f"local zone {origin} ({kind})"
+        zone = self._find(name)
+        if zone is not None:
+            return f"local zone {zone.origin} (static)"
+        if name in self._transparent:
+            return f"local data for {name} (transparent)"
+        if name.is_subdomain(RESOLVER_ARPA):
+            return f"the discovery zone {RESOLVER_ARPA} (RFC 9462)"
+        return None
+
     def covers_key(self, key: bytes) -> bool:
         """True if the query with cache key ``key`` is answered here (as :meth:`resolve`
         decides): a question of a class other than IN when they are refused (else such
@@ -682,3 +732,10 @@ def ddr_records(auth_name: str, port: int) -> list[dns.rdata.Rdata]:
     target = dns.name.from_text(auth_name)
     text = f"1 {target.to_text()} alpn=dot" + ("" if port == 853 else f" port={port}")
     return [dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SVCB, text)]
+
+
+def _record_lines(owner: dns.name.Name, rdataset: dns.rdataset.Rdataset) -> list[str]:
+    kind = dns.rdatatype.to_text(rdataset.rdtype)
+    klass = dns.rdataclass.to_text(rdataset.rdclass)
+    return [f"{owner}\t{rdataset.ttl}\t{klass}\t{kind}\t{rdata.to_text()}"
+            for rdata in rdataset]
