@@ -32,6 +32,8 @@ import dns.rdatatype
 
 from dnstls.cli.output import (
     ReplyInfo,
+    Style,
+    TlsSession,
     render_chain_debug,
     render_kdig,
     render_xfr_footer,
@@ -41,26 +43,11 @@ from dnstls.cli.output import (
 )
 from dnstls.errors import DnsTlsError, MalformedAnswer, QueryTimeout, TLSAuthenticationError
 from dnstls.net.probe import Verification
-from dnstls.net.xfr import TransferClosed, transfer
+from dnstls.net.xfr import TransferClosed
 from dnstls.proto import xfr
 
 if TYPE_CHECKING:
     from dnstls.cli.query import QueryOptions
-
-
-def query_wire(opts: QueryOptions, message: dns.message.Message, transport: str,
-               padding_block: int, edns_options: bytes, edns: int | None) -> bytes:
-    """The transfer query for ``transport``, as :meth:`dnstls.Client.wire_query` renders
-    a query (the client's EDNS options, keepalive over TCP/TLS when asked, padding over
-    TLS), with the IXFR's SOA."""
-    question = opts.transfer
-    assert question is not None
-    tls = transport == "tls"
-    return xfr.query_wire(message, qid=message.id, serial=question.serial,
-                          pad=padding_block if tls else 0,
-                          keepalive=opts.keepalive and transport != "udp",
-                          pad_length=opts.padding_length if tls else None,
-                          extra=edns_options, edns_version=edns)
 
 
 async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
@@ -77,8 +64,7 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
     client = cli.build_client(opts)
     spec = client.spec
     transport = spec.transport
-    wire = query_wire(opts, message, transport, spec.tls_query_padding_blocksize,
-                      client.edns_options, client.edns)
+    wire = client.wire_transfer(message, serial=question.serial)
     style = opts.style
     label = transport.upper()
     where = f"{spec.address}@{spec.port}({label})"
@@ -86,7 +72,7 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
     info = ReplyInfo(server=spec.address, port=spec.port, transport=label, elapsed_ms=0.0,
                      received=0, time=datetime.now(UTC))
     items: list[dict[str, Any]] = []
-    started: list[float] = []
+    started = client.transfer_started
     header = False
     failure: BaseException | None = None
     state: xfr.Transfer | None = None
@@ -99,18 +85,13 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
         header = True
 
     try:
-        async for item in transfer(spec, message, wire, per_message=opts.timeout,
-                                   sni=client.sni, verify=client.verify if transport == "tls"
-                                   else None, started=started):
+        async for item in client.transfer(message, serial=question.serial):
             if tls_details is None and item.connection.tls is not None:
                 tls_details = item.connection.tls
                 if opts.debug:
                     err.write(_chain_debug(tls_details, opts))
             if not header and style.qr and style.format != "json":
-                sent = dns.message.from_wire(wire, keyring=False)
-                out.write(render_kdig(sent, _replace(info, received=len(wire),
-                                                     elapsed_ms=-1.0), style,
-                                      incoming=False) + "\n")
+                out.write(_sent(wire, info, item.connection.tls, style))
             start(item.message)
             state = item.transfer
             now = datetime.now(UTC)
@@ -132,10 +113,7 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
                         time=datetime.now(UTC))
         if isinstance(exc, xfr.TransferError) and exc.response is not None:
             if style.qr and not header and style.format != "json":
-                sent = dns.message.from_wire(wire, keyring=False)
-                out.write(render_kdig(sent, _replace(info, received=len(wire),
-                                                     elapsed_ms=-1.0), style,
-                                      incoming=False) + "\n")
+                out.write(_sent(wire, info, tls_details, style))
             start(exc.response)
             if style.format == "json":
                 items.append(xfr_message_json(exc.response,
@@ -180,6 +158,17 @@ def failure_lines(failure: BaseException, where: str) -> list[str]:
     return [first, f";; ERROR: failed to query server {where}"]
 
 
+def _sent(wire: bytes, info: ReplyInfo, tls: Any, style: Style) -> str:
+    """``+qr``: the query as sent, as for a query (the TLS session line first over
+    TLS, as kdig prints it), then an empty line."""
+    session = (TlsSession(tls.version or "TLS", tls.cipher or "unknown", group=tls.group,
+                          signature=tls.signature, chain=tls.chain)
+               if tls is not None else None)
+    sent = dns.message.from_wire(wire, keyring=False)
+    return render_kdig(sent, _replace(info, received=len(wire), elapsed_ms=-1.0, tls=session),
+                       style, incoming=False) + "\n"
+
+
 def _replace(info: ReplyInfo, **changes: Any) -> ReplyInfo:
     return dataclasses.replace(info, **changes)
 
@@ -194,4 +183,4 @@ def _chain_debug(tls: Any, opts: QueryOptions) -> str:
                               now=datetime.now(UTC))
 
 
-__all__ = ["failure_lines", "query_wire", "run_transfer"]
+__all__ = ["failure_lines", "run_transfer"]
