@@ -19,6 +19,7 @@ Failures are :mod:`dnstls.errors` types: :class:`~dnstls.errors.QueryTimeout`,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import struct
 from collections.abc import AsyncIterator
@@ -55,7 +56,7 @@ class TransferClosed(NetworkError):
 class XfrMessage:
     """One message of a transfer: ``size`` as received (without the TCP length
     prefix), ``elapsed`` seconds since the query was sent, the ``connection``, and the
-    :class:`~dnstls.proto.xfr.Transfer` state after it (counts, ``done``)."""
+    :class:`~dnstls.proto.xfr.Transfer` state after it (a copy: counts, ``done``)."""
 
     message: dns.message.Message
     size: int
@@ -101,7 +102,7 @@ async def transfer(spec: UpstreamSpec, query: dns.message.Message, wire: bytes, 
                 exc.response, exc.size = message, len(frame)
                 raise
             yield XfrMessage(message, len(frame), loop.time() - sent, stream.details,
-                             transfer_state)
+                             dataclasses.replace(transfer_state))
             if done:
                 return
     finally:
