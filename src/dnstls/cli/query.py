@@ -31,6 +31,9 @@ the presented chain with the SPKI pin of each certificate and the trust and pin
 verdicts, to stderr as kdig does; when the server fails authentication it connects
 once more, unauthenticated, to show what was presented.
 
+``AXFR`` and ``IXFR=SERIAL`` transfer a zone (over TCP, or TLS with the ``+tls*``
+options; UDP only with ``+notcp``), as kdig does: :mod:`dnstls.cli.transfer`.
+
 Exit status (kdig only promises "not 0 on error"; these say which error, for scripts and
 monitoring): 0 when every question got an answer (whatever its RCODE); otherwise, with one
 line on stderr per reason, 3 when the server failed authentication (untrusted
@@ -330,7 +333,8 @@ def add_parser(subparsers: Any) -> None:
                     "[+[no]header] [+[no]comments] [+[no]opt] [+[no]question] [+[no]answer] "
                     "[+[no]authority] [+[no]additional] [+[no]stats] [+[no]class] [+[no]ttl] "
                     "[+[no]crypto] [+[no]opttext] [TYPE] [CLASS] NAME [TYPE] "
-                    "[CLASS] [NAME [TYPE] [CLASS]]...",
+                    "[CLASS] [NAME [TYPE] [CLASS]]...; zone transfers: ZONE AXFR, "
+                    "ZONE IXFR=SERIAL (over TCP, or TLS with +tls...)",
         epilog="Options are negated as +noOPTION and may be abbreviated to a unique "
                "prefix, as in kdig (+notls, +nopadding, +norec, +notls-pin, +notcp, "
                "+tls-ho=NAME); +notcp and +ignore: a truncated UDP answer is not asked "
