@@ -78,7 +78,7 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
     state: xfr.Transfer | None = None
     tls_details = None
 
-    def start(response: dns.message.Message) -> None:
+    def start() -> None:
         nonlocal header
         if not header and style.format != "json":
             out.write(render_xfr_header(kind, question.name.to_text(), style))
@@ -92,7 +92,7 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
                     err.write(_chain_debug(tls_details, opts))
             if not header and style.qr and style.format != "json":
                 out.write(_sent(wire, info, item.connection.tls, style))
-            start(item.message)
+            start()
             state = item.transfer
             now = datetime.now(UTC)
             info = _replace(info, elapsed_ms=item.elapsed * 1000.0, time=now,
@@ -114,7 +114,7 @@ async def run_transfer(opts: QueryOptions, out: TextIO | None = None,
         if isinstance(exc, xfr.TransferError) and exc.response is not None:
             if style.qr and not header and style.format != "json":
                 out.write(_sent(wire, info, tls_details, style))
-            start(exc.response)
+            start()
             if style.format == "json":
                 items.append(xfr_message_json(exc.response,
                                               _replace(info, received=exc.size)))
