@@ -31,7 +31,7 @@ import asyncio
 import concurrent.futures
 import struct
 import threading
-from collections.abc import Coroutine, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
@@ -44,13 +44,17 @@ import dns.rdataclass
 import dns.rdatatype
 
 from dnstls.errors import ConfigError, NetworkError, QueryTimeout
+from dnstls.net import xfr
 from dnstls.net.pool import ConnectionDetails, Reply, StreamUpstream
 from dnstls.net.tls_client import TlsDetails, check_ca_file
 from dnstls.net.udp_upstream import UdpUpstream
+from dnstls.net.xfr import XfrMessage
+from dnstls.proto import xfr as proto_xfr
 from dnstls.proto.upstream import prepare_query
 from dnstls.upstreams import UpstreamSpec, parse_upstream_uri
 
-__all__ = ["Client", "ConnectionDetails", "Reply", "SyncClient", "TlsDetails", "query_sync"]
+__all__ = ["Client", "ConnectionDetails", "Reply", "SyncClient", "TlsDetails", "XfrMessage",
+           "query_sync"]
 
 DEFAULT_TIMEOUT = 3.0
 DEFAULT_MAX_IN_FLIGHT = 100
@@ -143,6 +147,8 @@ class Client:
         self.edns = edns
         self._upstream: StreamUpstream | UdpUpstream | None = None
         self._closed = False
+        #: loop times the transfer queries were sent at (:meth:`transfer`)
+        self.transfer_started: list[float] = []
 
     def __repr__(self) -> str:
         return f"<Client {self.spec.name}>"
@@ -242,6 +248,50 @@ class Client:
                              keepalive=bool(self.keepalive),
                              pad_length=self.padding_length if tls else None,
                              extra=self.edns_options, edns_version=self.edns)
+
+    async def transfer(self, message: dns.message.Message, *, serial: int | None = None,
+                       timeout: float | None = None,  # noqa: ASYNC109 - per message
+                       ) -> AsyncIterator[XfrMessage]:
+        """A zone transfer: ``message`` asks AXFR (RFC 5936) or IXFR (RFC 1995, with
+        ``serial``, the version the caller has) for a zone; yields the answer's
+        messages (:class:`~dnstls.net.xfr.XfrMessage`: the message, its size, the time
+        since the query, the connection, the transfer's counts) until the last one.
+
+        The transfer runs on a connection of its own (not the pipelined one), over this
+        client's transport -- TLS authenticated as for queries (XFR-over-TLS, RFC
+        9103) -- with ``timeout`` (default the client's) for each message. A query
+        signed with ``message.use_tsig(key)`` has every message verified (RFC 8945
+        §5.3.1). Raises :class:`~dnstls.proto.xfr.TransferError` (error RCODE, no SOA
+        first, TSIG), :class:`~dnstls.errors.QueryTimeout`,
+        :class:`~dnstls.net.xfr.TransferClosed` and the connection errors of
+        :meth:`exchange`."""
+        if len(message.question) != 1 or message.question[0].rdtype not in (
+                dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+            raise ValueError("a transfer asks one AXFR or IXFR question")
+        ixfr = message.question[0].rdtype == dns.rdatatype.IXFR
+        if ixfr != (serial is not None):
+            raise ValueError("an IXFR needs the serial the client has (serial=), an AXFR none")
+        wire = self.wire_transfer(message, serial=serial)
+        spec = self.spec
+        async for item in xfr.transfer(
+                spec, message, wire, per_message=self.timeout if timeout is None else timeout,
+                sni=self.sni, verify=bool(self.verify) if spec.transport == "tls" else None,
+                started=self.transfer_started):
+            yield item
+
+    def wire_transfer(self, message: dns.message.Message, *,
+                      serial: int | None = None) -> bytes:
+        """The transfer query as :meth:`transfer` sends it (signed now if ``message``
+        has a TSIG key): :meth:`wire_query`'s form, with the IXFR's SOA in the
+        authority section (``ZONE 0 IN SOA . . SERIAL 0 0 0 0``, as kdig sends it)."""
+        transport = self.spec.transport
+        tls = transport == "tls"
+        return proto_xfr.query_wire(
+            message, qid=message.id, serial=serial,
+            pad=self.spec.tls_query_padding_blocksize if tls else 0,
+            keepalive=bool(self.keepalive) and transport != "udp",
+            pad_length=self.padding_length if tls else None,
+            extra=self.edns_options, edns_version=self.edns)
 
     def statistics(self) -> dict[str, Any]:
         """Counters of the underlying upstream adapter (queries, connections, errors)."""

@@ -357,10 +357,12 @@ def peer_group_at(directory: Path) -> Iterator[PeerGroup]:
 # --------------------------------------------------------------------------- servers
 
 def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, origin: str = ZONE_ORIGIN,
-              extra: str = "") -> Peer:
+              extra: str = "", server_extra: str = "") -> Peer:
     """nsd, authoritative for ``origin`` (example.test.) with ``zone_text``, over UDP and
     TCP on a free port; ``extra``: more nsd.conf clauses (``key:`` for TSIG: nsd answers
-    a query signed with a key it knows with a signed answer)."""
+    a query signed with a key it knows with a signed answer; lines indented by four
+    spaces first belong to the zone above, ``provide-xfr: ...``); ``server_extra``:
+    more lines of the ``server:`` clause (``tls-port: ...``)."""
     binary = require("nsd")
     work = group.workdir("nsd")
     port = free_port()
@@ -383,7 +385,7 @@ server:
     xfrdir: "{work}"
     hide-version: yes
     verbosity: 1
-remote-control:
+{server_extra}remote-control:
     control-enable: no
 zone:
     name: "{origin}"

@@ -19,6 +19,7 @@ import dnstls
 from dnstls.client import Client, SyncClient, make_query
 from dnstls.errors import ConfigError, NetworkError
 from fakes import FakeUpstream, TestPKI
+from fakes.primary import SCRIPTS, Primary
 
 PIN = "irpvrlmxGn2NHC+4HcsikesCkV7BFfolX2wA5TFtkLs="
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "client.md"
@@ -191,14 +192,21 @@ def test_docs_examples_run(threaded_dot: tuple[FakeUpstream, TestPKI],
     fake, pki = threaded_dot
     monkeypatch.setenv("SSL_CERT_FILE", pki.ca_file)  # the "system store" trusts the fake
     examples = doc_examples()
-    assert len(examples) == 7
+    assert len(examples) == 8
     outputs = []
-    for index, code in enumerate(examples):
-        namespace: dict[str, object] = {"__name__": f"docs_client_example_{index}"}
-        exec(compile(localize(code, fake, pki), f"docs/client.md example {index + 1}",
-                     "exec"), namespace)
-        outputs.append(capsys.readouterr().out)
-    first, pinned, many, prepared, detailed, errors, sync = outputs
+    primary = Primary(SCRIPTS["axfr"], pki.server_context())  # the zone transfer example's
+    try:
+        for index, code in enumerate(examples):
+            namespace: dict[str, object] = {"__name__": f"docs_client_example_{index}"}
+            code = code.replace("tls://192.0.2.53#ns.example",
+                                f"tls://127.0.0.1:{primary.port}#dns.test")
+            exec(compile(localize(code, fake, pki), f"docs/client.md example {index + 1}",
+                         "exec"), namespace)
+            outputs.append(capsys.readouterr().out)
+    finally:
+        primary.close()
+    first, pinned, many, prepared, detailed, transfer, errors, sync = outputs
+    assert transfer.endswith("2 messages, 4 records\n")
     assert "example.com. 300 IN AAAA 2001:db8::1" in first
     assert "www.example.com. 300 IN A 192.0.2.1" in pinned
     assert "example.net ['192.0.2.1']" in many and "1 connection" in many

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -384,6 +384,74 @@ def _footer(info: ReplyInfo, *, incoming: bool = True) -> list[str]:
     return [f";; {'Received' if incoming else 'Sent'} {info.received} B",
             f";; Time {when}",
             f";; {'From' if incoming else 'To'} {where}{elapsed}"]
+
+
+# --- zone transfers (kdig's print_header_xfr, print_data_xfr, print_footer_xfr) ------------
+
+def render_xfr_header(kind: str, zone: str, style: Style = DEFAULT_STYLE) -> str:
+    """``;; AXFR for example.test.`` (``+header``; any format but JSON), as kdig prints
+    it once the first message of a transfer has arrived."""
+    return f";; {kind} for {zone}\n" if style.header else ""
+
+
+def render_xfr_message(message: dns.message.Message, style: Style = DEFAULT_STYLE) -> str:
+    """One message of a transfer as kdig prints it: its answer records whatever the
+    section switches (``+noanswer`` does not hide them), without section titles; its
+    TSIG record after them with ``+tsig`` (not in the short format, which prints the
+    records' data alone)."""
+    if style.format == "short":
+        return "".join(rdata_text(rdata, style) + "\n"
+                       for rrset in message.answer for rdata in rrset)
+    lines = _record_lines(message.answer, style)
+    if style.tsig and message.tsig is not None:
+        lines += _record_lines([message.tsig], style)
+    return "".join(line + "\n" for line in lines)
+
+
+def render_xfr_footer(info: ReplyInfo, messages: int, records: int,
+                      style: Style = DEFAULT_STYLE) -> str:
+    """kdig's footer of a transfer (``+stats``): the bytes of the messages accepted and,
+    when there are any, ``(N messages, M records)`` (the TSIG records not counted)."""
+    if not style.stats:
+        return ""
+    lines = _footer(info)
+    if messages:
+        lines[0] += f" ({messages} messages, {records} records)"
+    return "\n".join(lines) + "\n"
+
+
+def xfr_message_json(message: dns.message.Message, info: ReplyInfo) -> dict[str, Any]:
+    """One element of kdig's ``+json`` array for a transfer (and its ``queryMessage``
+    with ``+qr``), as kdig 3.2.6 prints it there: the RFC 8427 members of the message
+    (no ``queryTime`` and ``server``), no ``questionRRs``, the OPT record as a record of
+    ``additionalRRs`` (``CLASS`` the UDP size, ``TTL`` the extended RCODE, version and
+    flags) rather than an ``EDNS`` object, and the TSIG record after it; the TSIG not
+    counted in ``ARCOUNT`` and ``msgLength`` (kdig strips it before measuring)."""
+    size = info.received
+    tsig = message.tsig
+    if tsig is not None:
+        size -= len(tsig.name.to_wire() or b"") + 10 + len(tsig[0].to_wire() or b"")
+    out = message_json(message, replace(info, received=size), metadata=False)
+    out.pop("questionRRs", None)
+    out.pop("EDNS", None)
+    if tsig is not None:
+        out["ARCOUNT"] -= 1
+    additional = _json_records(message.additional)
+    if message.opt is not None:
+        data = b"".join(struct.pack("!HH", int(option.otype), len(_option_data(option)))
+                        + _option_data(option) for option in message.options)
+        opt: dict[str, Any] = {"NAME": ".", "TYPE": 41, "TYPEname": "OPT",
+                               "CLASS": message.payload, "TTL": message.ednsflags
+                               | (message.edns << 16)
+                               | ((message.rcode() >> 4) << 24), "RDLENGTH": len(data)}
+        if data:
+            opt["RDATAHEX"] = data.hex().upper()
+        additional.append(opt)
+    additional += _json_records([tsig] if tsig is not None else [])
+    out.pop("additionalRRs", None)
+    if additional:
+        out["additionalRRs"] = additional
+    return out
 
 
 # --- RFC 8427 JSON ----------------------------------------------------------------------

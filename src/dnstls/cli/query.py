@@ -31,6 +31,9 @@ the presented chain with the SPKI pin of each certificate and the trust and pin
 verdicts, to stderr as kdig does; when the server fails authentication it connects
 once more, unauthenticated, to show what was presented.
 
+``AXFR`` and ``IXFR=SERIAL`` transfer a zone (over TCP, or TLS with the ``+tls*``
+options; UDP only with ``+notcp``), as kdig does: :mod:`dnstls.cli.transfer`.
+
 Exit status (kdig only promises "not 0 on error"; these say which error, for scripts and
 monitoring): 0 when every question got an answer (whatever its RCODE); otherwise, with one
 line on stderr per reason, 3 when the server failed authentication (untrusted
@@ -133,7 +136,8 @@ NO_OPTIONS: dict[str, dict[str, Any]] = {
     "tls-pin": {"pins": []},
     "tls-hostname": {"hostname": None},
     "tls-sni": {"sni": None},
-    "tcp": {"tcp": False, "ignore": True},  # UDP, and a truncated answer is final
+    # UDP, and a truncated answer is final; a zone transfer too goes over UDP
+    "tcp": {"tcp": False, "ignore": True, "notcp": True},
     "subnet": {"subnet": None},
     "cookie": {"cookie": None},
     "ednsopt": {"ednsopt": []},  # kdig: +noednsopt drops every +ednsopt given before
@@ -207,6 +211,8 @@ class Question:
     name: dns.name.Name
     rdtype: dns.rdatatype.RdataType | None = None
     rdclass: dns.rdataclass.RdataClass | None = None
+    #: the serial of an IXFR (``IXFR=SERIAL``): the version the client has
+    serial: int | None = None
 
 
 @dataclass(slots=True)
@@ -218,6 +224,9 @@ class QueryOptions:
     questions: list[Question] = field(default_factory=list)
     tls: bool = False
     tcp: bool = False
+    #: +notcp given (and not undone by +tcp or +tls): a zone transfer goes over UDP too,
+    #: as kdig's; otherwise AXFR and IXFR go over TCP
+    notcp: bool = False
     tls_ca: bool = False
     ca_file: str | None = None
     hostname: str | None = None
@@ -258,6 +267,7 @@ class QueryOptions:
     #: type and class words given before any name (they win over -t and -c)
     default_type: dns.rdatatype.RdataType | None = None
     default_class: dns.rdataclass.RdataClass | None = None
+    default_serial: int | None = None
 
     def edns_options(self) -> list[dns.edns.Option]:
         """The EDNS options asked for, in kdig's order (NSID, subnet, cookie, others)."""
@@ -286,9 +296,19 @@ class QueryOptions:
         return self.tls_ca or (self.hostname is not None and not self.pins)
 
     @property
+    def transfer(self) -> Question | None:
+        """The zone transfer asked for (an AXFR or IXFR question), if any."""
+        for question in self.questions:
+            if question.rdtype in (dns.rdatatype.AXFR, dns.rdatatype.IXFR):
+                return question
+        return None
+
+    @property
     def transport(self) -> str:
-        """As kdig: TLS rides on TCP (+tls chooses TCP; a later +notcp means UDP)."""
-        return "tls" if self.tls and self.tcp else "tcp" if self.tcp else "udp"
+        """As kdig: TLS rides on TCP (+tls chooses TCP; a later +notcp means UDP); a
+        zone transfer goes over TCP unless +notcp says UDP."""
+        tcp = self.tcp or (not self.notcp and self.transfer is not None)
+        return "tls" if self.tls and tcp else "tcp" if tcp else "udp"
 
     @property
     def timeout(self) -> float:
@@ -313,7 +333,8 @@ def add_parser(subparsers: Any) -> None:
                     "[+[no]header] [+[no]comments] [+[no]opt] [+[no]question] [+[no]answer] "
                     "[+[no]authority] [+[no]additional] [+[no]stats] [+[no]class] [+[no]ttl] "
                     "[+[no]crypto] [+[no]opttext] [TYPE] [CLASS] NAME [TYPE] "
-                    "[CLASS] [NAME [TYPE] [CLASS]]...",
+                    "[CLASS] [NAME [TYPE] [CLASS]]...; zone transfers: ZONE AXFR, "
+                    "ZONE IXFR=SERIAL (over TCP, or TLS with +tls...)",
         epilog="Options are negated as +noOPTION and may be abbreviated to a unique "
                "prefix, as in kdig (+notls, +nopadding, +norec, +notls-pin, +notcp, "
                "+tls-ho=NAME); +notcp and +ignore: a truncated UDP answer is not asked "
@@ -375,16 +396,52 @@ def parse_options(args: argparse.Namespace) -> QueryOptions:
         if not 0 < args.port < 65536:
             raise UsageError(f"-p {args.port}: port out of range 1..65535")
         opts.port = args.port
-    default_type = opts.default_type or (_rdtype(args.type) if args.type
-                                         else dns.rdatatype.A)
+    t_serial = _ixfr(args.type, "-t") if args.type else None  # -t IXFR=SERIAL
+    if opts.default_type is not None:  # a type word before the names wins over -t
+        default_type, default_serial = opts.default_type, opts.default_serial
+    elif t_serial is not None:
+        default_type, default_serial = dns.rdatatype.IXFR, t_serial
+    else:
+        default_type = _rdtype(args.type) if args.type else dns.rdatatype.A
+        default_serial = None
     default_class = opts.default_class or (_rdclass(args.rdclass) if args.rdclass
                                            else dns.rdataclass.IN)
     if not opts.questions:
         opts.questions.append(Question(dns.name.root, dns.rdatatype.NS))
     for question in opts.questions:
-        question.rdtype = question.rdtype if question.rdtype is not None else default_type
+        if question.rdtype is None:
+            question.rdtype = default_type
+            if question.serial is None:
+                question.serial = default_serial
         question.rdclass = question.rdclass if question.rdclass is not None else default_class
+    _check_transfer(opts)
     return opts
+
+
+def _check_transfer(opts: QueryOptions) -> None:
+    """A zone transfer is asked alone (one connection carries it, to its end), an
+    IXFR with the serial the client has (kdig reads a bare ``IXFR`` as a name)."""
+    transfer = opts.transfer
+    if transfer is None:
+        return
+    if len(opts.questions) > 1:
+        raise UsageError("a zone transfer (AXFR, IXFR=SERIAL) is asked alone: give one "
+                         "NAME with it")
+    if transfer.rdtype == dns.rdatatype.IXFR and transfer.serial is None:
+        raise UsageError("IXFR needs the serial the client has: IXFR=SERIAL")
+    if transfer.rdtype != dns.rdatatype.IXFR:
+        transfer.serial = None
+
+
+def _ixfr(token: str, where: str = "") -> int | None:
+    """The serial of an ``IXFR=SERIAL`` word (any case, as kdig), None for other words."""
+    head, equals, serial = token.partition("=")
+    if not equals or head.upper() != "IXFR":
+        return None
+    if not serial.isdigit() or int(serial) > 0xFFFFFFFF:
+        raise UsageError(f"{where + ' ' if where else ''}{token}: expected IXFR=SERIAL, "
+                         "a serial from 0 to 4294967295")
+    return int(serial)
 
 
 #: kdig's TSIG algorithms (``-y hmac-sha512:name:key``)
@@ -462,6 +519,12 @@ def _positional(opts: QueryOptions, token: str) -> None:
     name's type (class), replacing an earlier one; before any name it sets the default
     for the names that follow, so ``MX example.com`` is ``example.com MX``."""
     current = opts.questions[-1] if opts.questions else None
+    if (serial := _ixfr(token)) is not None:  # IXFR=SERIAL, kdig's IXFR type word
+        if current is None:
+            opts.default_type, opts.default_serial = dns.rdatatype.IXFR, serial
+        else:
+            current.rdtype, current.serial = dns.rdatatype.IXFR, serial
+        return
     if rdtype := _maybe(dns.rdatatype.from_text, token):  # (type 0 is no query type)
         if current is None:
             opts.default_type = rdtype
@@ -551,6 +614,7 @@ def _plus_option(opts: QueryOptions, token: str) -> None:
         opts.tls = True  # every +tls-* option implies +tls, as in kdig ...
     if key in (*TLS_OPTIONS, "tcp"):
         opts.tcp = True  # ... and TLS is over TCP
+        opts.notcp = False
     if key in ("tls", "tcp"):
         return
     if key == "tls-ca":
@@ -745,6 +809,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for warning in opts.warnings:
         print(f";; WARNING: {warning}", file=sys.stderr)
+    if opts.transfer is not None:  # AXFR, IXFR=SERIAL: dnstls.cli.transfer
+        from dnstls.cli.transfer import run_transfer
+
+        with _quiet_library_logs(args.verbose):
+            return asyncio.run(run_transfer(opts))
     with _quiet_library_logs(args.verbose):
         results, queries = asyncio.run(run_queries(opts))
         failures = [r for r in results if isinstance(r, BaseException)]
