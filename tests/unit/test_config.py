@@ -50,6 +50,15 @@ def test_errors_name_the_field(data: dict[str, object], field: str) -> None:
         config.load(overrides=data)
 
 
+def test_cache_prefetch_is_off_by_default_as_in_unbound() -> None:
+    assert config.load().cache.prefetch is False
+    assert config.load(overrides={"cache": {"prefetch": True}}).cache.prefetch is True
+    for bad in ("yes", 1):
+        with pytest.raises(ConfigError) as info:
+            config.load(overrides={"cache": {"prefetch": bad}})
+        assert str(info.value) == f"cache.prefetch: expected true or false, got {bad!r}"
+
+
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         config.load(tmp_path / "missing.toml")
