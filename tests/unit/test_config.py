@@ -175,3 +175,18 @@ def test_forward_zone_errors(data: dict[str, object], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         config.load(overrides=data)
     assert info.value.field == field
+
+
+def test_prefetch_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      ) -> None:
+    from dnstls.cli.main import build_parser
+    from dnstls.cli.serve import overrides
+
+    args = build_parser().parse_args(["serve", "--prefetch"])
+    path = tmp_path / "c.toml"
+    path.write_text("[cache]\nmax_ttl = 600\n")
+    c = config.load(path, overrides(args))
+    assert c.cache.prefetch is True and c.cache.max_ttl == 600
+    assert cli_main(["serve", "--prefetch", "--no-cache"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dnstls serve: error: --prefetch: conflicts with --no-cache")
