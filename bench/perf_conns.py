@@ -29,7 +29,8 @@ and kresd, all pinned to core 0, and for each server and scenario:
 
 Prints, per server and scenario, µs of server CPU per query (schedstat) split by shared
 object and by symbol from the perf samples, system calls and context switches per
-query, and a side-by-side table by shared object. Python 3.11 has no perf trampoline:
+query, the namespace's TCP counters per query (segments each way, pure and delayed
+ACKs: both ends, so compare servers), and a side-by-side table by shared object. Python 3.11 has no perf trampoline:
 Python code shows as the interpreter (libpython / python3.11).
 """
 
@@ -104,6 +105,20 @@ def report(perf: str, data: Path, sort: str, limit: float) -> list[tuple[float, 
             continue
         rows.append((share, " ".join(line.split("%", 1)[1].split())))
     return rows
+
+
+def net_counters() -> dict[str, int]:
+    """The network namespace's TCP/IP counters (``nstat``'s sources): the server's and the
+    client's packets alike, so compare servers, not absolute values."""
+    counters: dict[str, int] = {}
+    for source in ("/proc/net/snmp", "/proc/net/netstat"):
+        lines = Path(source).read_text().splitlines()
+        for head, values in zip(lines[::2], lines[1::2], strict=True):
+            prefix, *names = head.split()
+            for name, value in zip(names, values.split()[1:], strict=True):
+                if value.lstrip("-").isdigit():
+                    counters[prefix + name] = int(value)
+    return counters
 
 
 def stat_rows(path: Path) -> dict[str, float]:
@@ -181,6 +196,7 @@ def main() -> int:
                 stat = out / f"{stem}.stat"
                 calls = out / f"{stem}.calls" if scenario.startswith("miss") else None
                 cmds = perf_cmds(perf, peer.pid, data, stat, calls)
+                net_before = net_counters()
                 if scenario.startswith("miss"):
                     count = int(scenario.removeprefix("miss"))
                     first = miss_next.get(name, 1000)
@@ -231,6 +247,15 @@ def main() -> int:
                     note = f"{r.qps:.0f} qps, lost {r.lost} {r.rcodes}"
                 print(f"\n=== {name} {scenario}: {done} queries, {per_q:.1f} µs CPU/query, "
                       f"{note}", flush=True)
+                net = {k: v - net_before.get(k, 0) for k, v in net_counters().items()}
+                print("  packets and TCP events per query (both ends, this namespace):")
+                for key in ("Tcp:OutSegs", "Tcp:InSegs", "TcpExt:DelayedACKs",
+                            "TcpExt:TCPPureAcks", "TcpExt:TCPHPAcks", "TcpExt:TCPHPHits",
+                            "TcpExt:TCPAutoCorking", "TcpExt:TCPOrigDataSent",
+                            "TcpExt:TCPDelivered", "Tcp:RetransSegs"):
+                    if net.get(key):
+                        print(f"  {key:34} per query {net[key] / max(done, 1):8.3f}")
+                        summary[scenario][f"{name}:{key}/q"] = net[key] / max(done, 1)
                 st = stat_rows(stat)
                 if calls is not None:
                     st.update(stat_rows(calls))

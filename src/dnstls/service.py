@@ -396,14 +396,12 @@ class Service:
         changes are logged as waiting for a restart. Any error keeps what runs."""
         try:
             new = load()
-            local, fingerprint = self._local_data(new.local)
+            apply_local = self.prepare_local(new.local)
             acl = access_control(new.server.access_control, self.acl_field)
         except ConfigError as exc:
             log.error("reload: %s; the running configuration stays", exc)
             return False
-        if fingerprint != self._local_print:
-            self._replace_local(local)
-            self._local_print = fingerprint
+        apply_local()
         if new.server.access_control != self.config.server.access_control:
             # the counters go on (metrics are counters: they must not drop to 0)
             acl.refused.update(self.acl.refused)
@@ -423,10 +421,24 @@ class Service:
             log.warning("reload: %s changed; restart dnstls to apply %s",
                         ", ".join(waiting), "them" if len(waiting) > 1 else "it")
         self.config = dataclasses.replace(
-            self.config, local=new.local,
-            server=dataclasses.replace(self.config.server,
-                                       access_control=new.server.access_control))
+            self.config, server=dataclasses.replace(self.config.server,
+                                                    access_control=new.server.access_control))
         return True
+
+    def prepare_local(self, local: LocalConfig) -> Callable[[], None]:
+        """Read the local data of ``local`` now (zone files, blocklists: a ConfigError
+        naming the field when one does not load) and return what puts it in service, so
+        that a reload checks everything before it changes anything. Applying it changes
+        nothing when the content is the same as what runs."""
+        data, fingerprint = self._local_data(local)
+
+        def apply() -> None:
+            if fingerprint != self._local_print:
+                self._replace_local(data)
+                self._local_print = fingerprint
+            self.config = dataclasses.replace(self.config, local=local)
+
+        return apply
 
     def _replace_local(self, local: LocalData) -> None:
         """Answer from ``local`` from now on; cached answers for names it now answers

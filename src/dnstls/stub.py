@@ -16,10 +16,12 @@ override it). If it is valid, a new generation -- upstream pool, coalescer, forw
 over the same cache -- takes every *new* query, while
 queries already in flight finish on the old generation, which is closed once it is
 empty (or after the query timeout). Client listeners are not touched, so open client
-TCP connections survive. A reload that fails keeps the running generation and logs
-why. Listen and metrics addresses and the cache settings need a restart (a warning says
-so): the cache is one object for the life of the process, because the listeners answer
-cache hits from it directly (:meth:`dnstls.net.handler.QueryHandler.fast`).
+TCP connections survive. ``[local]`` (local data, zone types, blocklists) is read
+again and applied as ``dnstls serve`` applies it. A reload that fails -- a file or a list
+that does not load -- keeps the running generation and local data and logs why. Listen
+and metrics addresses and the cache settings need a restart (a warning says so): the
+cache is one object for the life of the process, because the listeners answer cache hits
+from it directly (:meth:`dnstls.net.handler.QueryHandler.fast`).
 """
 
 from __future__ import annotations
@@ -266,6 +268,7 @@ class StubRuntime:
         self.overrides = overrides
         self.forwarding: StubForwarding | None = None
         self.acl: Any = None  # the service's AccessControl, once built
+        self._service: Any = None  # the Service, once built (its local data is reloaded)
 
     def listen_addresses(self) -> list[str]:
         listen = list(self.config.listen)
@@ -293,6 +296,7 @@ class StubRuntime:
         service = Service(config.service_config(listen=self.listen_addresses()),
                           upstream_factory=factory, acl_field=config.access_control_field)
         self.acl = service.acl
+        self._service = service
         service.add_reload_hook(self.reload)
         return service
 
@@ -304,8 +308,13 @@ class StubRuntime:
         if self.path is None:
             log.info("reload: no configuration file; upstreams unchanged")
             return True
+        service = self._service
         try:
             new = load_stub_config(self.path, self.overrides)
+            # [local] is read (blocklists, local data) before anything changes, so that
+            # a list that does not load keeps all that runs
+            apply_local = (service.prepare_local(new.service_config().local)
+                           if service is not None and service.handler is not None else None)
             forwarding.swap(new)
         except Exception as exc:
             forwarding.reload_failures += 1
@@ -320,6 +329,8 @@ class StubRuntime:
             # from now on; open connections keep the decision taken when they were accepted
             self.acl.adopt(access_control(new.access_control, new.access_control_field))
             log.info("reload: access control is now: %s", self.acl.describe())
+        if apply_local is not None:
+            apply_local()  # logs what changed; nothing when [local] is as it was
         if new.opportunistic and not old.opportunistic:
             log.warning("OPPORTUNISTIC mode (RFC 8310 §4) after reload: upstreams are NOT "
                         "authenticated")

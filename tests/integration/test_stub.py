@@ -748,6 +748,46 @@ async def test_reload_switches_upstreams_without_dropping_clients(
     await client.aclose()
 
 
+async def test_reload_reads_local_data_and_blocklists_again(
+        stub: StartStub, fakes: Fakes, pki: TestPKI, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """SIGHUP reads ``[local]`` again, as serve's does: a name added to a blocklist is
+    blocked at once (its cached upstream answer dropped), changed local data is answered,
+    and a list that does not load keeps everything that runs."""
+    fake = await fakes("tls", ssl_context=pki.server_context())
+    ads = tmp_path / "ads.txt"
+    ads.write_text("0.0.0.0 ads.example.com\n")
+    path = tmp_path / "stub.toml"
+
+    def config(address: str) -> None:
+        write_config(path, tls_upstream(fake, pki), extra=(
+            f'[local]\ndata = ["nas.home.arpa. A {address}"]\n'
+            f'[[local.blocklist]]\nfile = "{ads}"'))
+
+    config("192.168.1.10")
+    s = await stub(path=path)
+    assert (await s.ask(query("ads.example.com."))).rcode() == dns.rcode.NXDOMAIN
+    assert (await s.ask(query("news.example.com."))).rcode() == dns.rcode.NOERROR  # cached
+    assert str((await s.ask(query("nas.home.arpa."))).answer[0][0]) == "192.168.1.10"
+    asked = len(fake.received)
+    ads.write_text("0.0.0.0 ads.example.com\nnews.example.com\n")
+    config("192.168.1.11")
+    caplog.set_level(logging.INFO, logger="dnstls.service")
+    assert s.service.reload()
+    assert "local data changed" in caplog.text and "1 cached answers" in caplog.text
+    assert (await s.ask(query("news.example.com."))).rcode() == dns.rcode.NXDOMAIN
+    assert str((await s.ask(query("nas.home.arpa."))).answer[0][0]) == "192.168.1.11"
+    assert len(fake.received) == asked  # neither was sent upstream
+    # a list that does not load: one error naming it, and the running lists stay
+    caplog.clear()
+    caplog.set_level(logging.ERROR, logger="dnstls.stub")
+    ads.write_text("news..example.com\n")
+    assert not s.service.reload()
+    assert "reload failed" in caplog.text and "local.blocklist[0].file" in caplog.text
+    assert (await s.ask(query("news.example.com."))).rcode() == dns.rcode.NXDOMAIN
+    assert (await s.ask(query("ads.example.com."))).rcode() == dns.rcode.NXDOMAIN
+
+
 async def test_metrics(stub: StartStub, fakes: Fakes, pki: TestPKI) -> None:
     fake = await fakes("tls", ssl_context=pki.server_context())
     s = await stub({"metrics": "127.0.0.1:0",
