@@ -39,7 +39,8 @@ class Clock:
 
 @pytest.fixture
 async def clock(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Clock]:
-    """Installed before the service starts, which takes ``loop.time`` as its clock."""
+    """Installed before the service starts, which takes ``loop.time`` as its clock (tests
+    ask for it before ``serve``, so the services are closed before it is undone)."""
     loop = asyncio.get_running_loop()
     shifted = Clock(loop.time)
     monkeypatch.setattr(loop, "time", shifted)
@@ -84,7 +85,7 @@ async def refreshed(s: Served | Service, up: FakeUpstream, count: int) -> None:
 
 @pytest.mark.parametrize("log_queries", [False, True], ids=["wire", "message"])
 async def test_second_query_in_the_last_tenth_refreshes_once(
-        serve: ServeFactory, clock: Clock, log_queries: bool) -> None:
+        clock: Clock, serve: ServeFactory, log_queries: bool) -> None:
     async with FakeUpstream("udp", answer=answering(10)) as up:
         s: Served = await serve(upstreams=[up.spec()], cache={"prefetch": True},
                                 server={"log_queries": log_queries})
@@ -105,7 +106,7 @@ async def test_second_query_in_the_last_tenth_refreshes_once(
         assert stats["prefetches"] == 1
 
 
-async def test_off_by_default_the_entry_expires(serve: ServeFactory, clock: Clock) -> None:
+async def test_off_by_default_the_entry_expires(clock: Clock, serve: ServeFactory) -> None:
     async with FakeUpstream("udp", answer=answering(10)) as up:
         s: Served = await serve(upstreams=[up.spec()])
         await ask(s, "pop.example.net")
@@ -119,8 +120,8 @@ async def test_off_by_default_the_entry_expires(serve: ServeFactory, clock: Cloc
         assert s.service.statistics()["cache"]["prefetches"] == 0
 
 
-async def test_a_failed_prefetch_keeps_the_good_answer(serve: ServeFactory,
-                                                       clock: Clock) -> None:
+async def test_a_failed_prefetch_keeps_the_good_answer(clock: Clock,
+                                                       serve: ServeFactory) -> None:
     async with FakeUpstream("udp", answer=answering(10)) as up:
         s: Served = await serve(upstreams=[up.spec()], cache={"prefetch": True})
         await ask(s, "pop.example.net")
@@ -134,7 +135,7 @@ async def test_a_failed_prefetch_keeps_the_good_answer(serve: ServeFactory,
 
 
 async def test_the_prefetch_keeps_the_key_and_goes_to_the_zone_upstream(
-        serve: ServeFactory, clock: Clock) -> None:
+        clock: Clock, serve: ServeFactory) -> None:
     """A forward zone's name is refreshed from the zone's upstream, with the DO and CD
     bits of the entry's key."""
     async with (FakeUpstream("udp", answer=answering(10)) as default,
