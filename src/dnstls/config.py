@@ -209,6 +209,11 @@ class ForwardConfig:
     upstreams: tuple[Any, ...] = ()  # UpstreamSpec objects, built by dnstls.upstreams
     #: ForwardZoneSpec objects, built by dnstls.upstreams from [[forward_zone]]
     zones: tuple[Any, ...] = ()
+    #: Networks whose addresses are removed from forwarded answers (DNS rebinding
+    #: protection, Unbound's ``private-address``; dnstls.resolver.rebind); none: off.
+    private_addresses: tuple[str, ...] = ()
+    #: Names (and the names under them) whose answers keep them (``private-domain``).
+    private_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -361,6 +366,13 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
                           "[[forward_zone.upstream]] uri = \"udp://10.0.0.53\" (or "
                           "--forward-zone NAME=URI); see docs/serve.md")
     forward = build(ForwardConfig, forward_data, "forward")
+    from dnstls.resolver.rebind import parse_domains, parse_networks
+
+    parse_networks(forward.private_addresses, "forward.private_addresses")
+    parse_domains(forward.private_domains, "forward.private_domains")
+    if forward.private_domains and not forward.private_addresses:
+        raise ConfigError("forward.private_domains", "names allowed to hold private "
+                          "addresses, but forward.private_addresses lists none")
     if forward.strategy not in STRATEGIES:
         raise ConfigError("forward.strategy",
                           f"unknown strategy {forward.strategy!r} "

@@ -267,6 +267,8 @@ class Service:
                                  loop.time,
                                  is_local=pipeline.covers_key)
             wire.chase = chase
+            wire.rebind = next((c.rebind for c in self._closers
+                                if getattr(c, "rebind", None) is not None), None)
         self.handler = QueryHandler(pipeline, query_timeout=server.query_timeout,
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,

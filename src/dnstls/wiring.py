@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from dnstls.config import CacheConfig, Config
+from dnstls.config import CacheConfig, Config, ForwardConfig
 from dnstls.resolver.base import Resolver
 from dnstls.upstreams import UpstreamSpec, default_upstreams
 
@@ -39,7 +39,7 @@ class Forwarding:
 
     def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any,
                  zone_pools: Sequence[Any] = (), chase: Any = None,
-                 prefetcher: Any = None) -> None:
+                 rebind: Any = None, prefetcher: Any = None) -> None:
         self.forwarder = forwarder
         self.pool = pool
         self.cache = cache
@@ -48,6 +48,8 @@ class Forwarding:
         #: the CnameChase in front of the forwarder: the service points it at its
         #: pipeline and hands it to the wire path
         self.chase = chase
+        #: the PrivateAddresses filter (None: off): the service hands it to the wire path
+        self.rebind = rebind
         #: the cache's Prefetcher (``cache.prefetch``), or None
         self.prefetcher = prefetcher
 
@@ -63,12 +65,29 @@ class Forwarding:
             stats["coalesce"] = dataclasses.asdict(self.coalescer.statistics())
         if self.chase is not None:
             stats["cname_chase"] = self.chase.statistics()
+        if self.rebind is not None:
+            stats["private_addresses"] = self.rebind.statistics()
         return stats
 
     async def aclose(self) -> None:
         if self.prefetcher is not None:
             await self.prefetcher.aclose()
         await asyncio.gather(self.pool.aclose(), *(p.aclose() for p in self.zone_pools))
+
+
+def private_addresses(forward: ForwardConfig) -> Any:
+    """The DNS rebinding filter of ``forward`` (:mod:`dnstls.resolver.rebind`), or None
+    when no private network is configured. The forward zones' names may hold private
+    addresses (their servers are the operator's own), as ``private_domains``."""
+    if not forward.private_addresses:
+        return None
+    import dns.name
+
+    from dnstls.resolver.rebind import PrivateAddresses, parse_domains
+
+    domains = [*parse_domains(forward.private_domains, "forward.private_domains"),
+               *(dns.name.from_text(zone.name) for zone in forward.zones)]
+    return PrivateAddresses(forward.private_addresses, domains)
 
 
 def make_cache(cfg: CacheConfig) -> Any:
@@ -116,6 +135,7 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
         from dnstls.resolver.cache import answer_stage
         from dnstls.resolver.chase import CnameChase
         from dnstls.resolver.coalesce import Coalescer
+        from dnstls.resolver.rebind import RebindFilter
 
         chosen = list(specs or cfg.forward.upstreams or default_upstreams())
         if not (specs or cfg.forward.upstreams):
@@ -143,13 +163,19 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
                 log.info("names outside the forward zones: forwarding to %s",
                          ", ".join(s.name for s in chosen))
             forwarder = ZoneRouter(forwarder, routes)
-        chase = CnameChase(forwarder)  # incomplete CNAME chains (resolver/chase.py)
+        rebind = private_addresses(cfg.forward)
+        # private addresses removed first (resolver/rebind.py), then incomplete CNAME
+        # chains completed (resolver/chase.py): a target whose address was removed is
+        # asked again and filtered again, as Unbound answers
+        chase = CnameChase(forwarder if rebind is None else RebindFilter(forwarder, rebind))
         coalescer = Coalescer(chase)
         cache = make_cache(cfg.cache) if cfg.cache.enabled else None
         stage = answer_stage(coalescer, cache, clock,
                              minimal_responses=cfg.cache.minimal_responses)
+        # refreshes ask the coalescer, as a miss does: private addresses are removed
+        # from them too
         prefetcher = attach_prefetcher(cache, coalescer.resolve, clock, cfg)
         return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools, chase,
-                                 prefetcher)
+                                 rebind, prefetcher)
 
     return factory

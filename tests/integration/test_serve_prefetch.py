@@ -183,3 +183,25 @@ async def test_the_stub_prefetches_too(pki: Any, clock: Clock) -> None:
     finally:
         await service.aclose()
         await upstream.aclose()
+
+
+async def test_a_refresh_has_private_addresses_removed_too(clock: Clock,
+                                                           serve: ServeFactory) -> None:
+    """With ``forward.private_addresses``, a refresh is filtered as a miss is."""
+    def mixed(query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query, pad=0)
+        response.answer.append(dns.rrset.from_text(query.question[0].name, 10, "IN", "A",
+                                                   "192.0.2.7", "10.0.0.7"))
+        return response
+
+    async with FakeUpstream("udp", answer=mixed) as up:
+        s: Served = await serve(upstreams=[up.spec()], cache={"prefetch": True},
+                                forward={"private_addresses": ["10.0.0.0/8"]})
+        first = await ask(s, "pop.example.net")
+        assert [rd.to_text() for rd in first.answer[0]] == ["192.0.2.7"]
+        clock.advance(9.2)
+        await ask(s, "pop.example.net")
+        await refreshed(s, up, 2)
+        again = await ask(s, "pop.example.net")
+        assert again.answer[0].ttl == 10
+        assert [rd.to_text() for rd in again.answer[0]] == ["192.0.2.7"]

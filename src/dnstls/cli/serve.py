@@ -54,6 +54,13 @@ def add_parser(sub: Any) -> None:
                    help="forward names at or under NAME to these upstreams (URIs as for "
                         "--upstream) instead of the default ones, as Unbound's "
                         "forward-zone (repeatable; replaces the file's [[forward_zone]])")
+    p.add_argument("--private-address", metavar="NET", action="append",
+                   help="remove addresses of NET (e.g. 10.0.0.0/8, fd00::/8) from "
+                        "forwarded answers: DNS rebinding protection, as Unbound's "
+                        "private-address (repeatable; replaces forward.private_addresses)")
+    p.add_argument("--private-domain", metavar="NAME", action="append",
+                   help="names at or under NAME may hold private addresses, as Unbound's "
+                        "private-domain (repeatable; replaces forward.private_domains)")
     p.add_argument("--no-upstream", action="store_true",
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")
@@ -110,8 +117,15 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["cache"] = {"enabled": False}
     if args.prefetch:
         out["cache"] = {"prefetch": True}
+    forward: dict[str, Any] = {}
     if args.no_upstream:
-        out["forward"] = {"enabled": False}
+        forward["enabled"] = False
+    if args.private_address:
+        forward["private_addresses"] = args.private_address
+    if args.private_domain:
+        forward["private_domains"] = args.private_domain
+    if forward:
+        out["forward"] = forward
     return out
 
 

@@ -79,6 +79,18 @@ def needs_chase(wire: bytes, key: bytes) -> bool:
     return cname
 
 
+def without_private(rebind: Any, upstream: bytes) -> bytes:
+    """``upstream`` through ``rebind`` (a :class:`~dnstls.resolver.rebind.
+    PrivateAddresses`); an answer it cannot read where an address matched is SERVFAIL,
+    never relayed with the address."""
+    try:
+        out: bytes = rebind.filter_wire(upstream)
+    except Exception as exc:  # dnspython raises many types for what it cannot read
+        raise servfail(dns.edns.EDECode.INVALID_DATA,
+                       f"answer with a private address not readable: {exc}") from None
+    return out
+
+
 @dataclass(slots=True)
 class WireStatistics:
     forwarded: int = 0
@@ -98,7 +110,8 @@ class WireFlight:
     which does this layer's part (the flight ends, its followers get the outcome), then
     calls :meth:`answered` -- each layer's bookkeeping in its own method, in order."""
 
-    __slots__ = ("chase", "checker", "deadline", "flights", "key", "query", "shared")
+    __slots__ = ("chase", "checker", "deadline", "flights", "key", "query", "rebind",
+                 "shared")
 
     flights: dict[bytes, WireFlight]
     key: bytes
@@ -106,6 +119,7 @@ class WireFlight:
     shared: asyncio.Future[bytes] | None
     checker: Callable[[bytes, bytes], bool]  # the cache's check_wire
     chase: Any  # a CnameChase, or None
+    rebind: Any  # a PrivateAddresses, or None
     deadline: float
 
     def valid(self, upstream: bytes) -> bool:
@@ -114,7 +128,15 @@ class WireFlight:
 
     def landed(self, upstream: bytes | None, exc: BaseException | None) -> None:
         """The forwarder's outcome (once): :meth:`settle` it, or first complete a CNAME
-        chain the upstream left incomplete (the chase settles it)."""
+        chain the upstream left incomplete (the chase settles it). Private addresses
+        are removed first when configured (:mod:`dnstls.resolver.rebind`)."""
+        rebind = self.rebind
+        if rebind is not None and upstream is not None:
+            try:
+                upstream = without_private(rebind, upstream)
+            except ResolveFailure as failure:
+                self.settle(None, failure)
+                return
         chase = self.chase
         if chase is not None and upstream is not None and needs_chase(upstream, self.key):
             chase.begin(self, upstream, self.deadline)
@@ -160,6 +182,8 @@ class WireForwarder:
         self._task_free = hasattr(forwarder, "start_wire")
         #: Completes incomplete CNAME chains (:mod:`dnstls.resolver.chase`); None: off.
         self.chase: Any = None
+        #: Removes private addresses (:mod:`dnstls.resolver.rebind`); None: off.
+        self.rebind: Any = None
         self._flights: dict[bytes, WireFlight] = {}
         # the cache's check of an answer's body, handed to the forwarder (a test's
         # stand-in cache may have none: answers are then checked when rendered only)
@@ -215,6 +239,7 @@ class WireForwarder:
         flight.key = key
         flight.shared = None
         flight.chase = self.chase
+        flight.rebind = self.rebind
         flight.deadline = deadline
         check = self._check
         valid: Callable[[bytes], bool] | None = None
@@ -263,6 +288,9 @@ class WireForwarder:
             key[:-1], flags=query.flags, payload=query.payload, do=bool(key[-1] & KEY_DO),
             deadline=deadline,
             check=None if check is None else lambda answer: check(key, answer))
+        rebind = self.rebind
+        if rebind is not None:
+            result = without_private(rebind, result)
         chase = self.chase
         if chase is not None and needs_chase(result, key):
             result = await chase.complete_wire(key, result, flags=query.flags,
