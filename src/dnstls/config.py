@@ -217,12 +217,56 @@ class ForwardConfig:
 
 
 @dataclass(frozen=True)
+class DnstapConfig:
+    """``[dnstap]``: Unbound's ``dnstap:`` options (``dnstap-enable``,
+    ``dnstap-socket-path``, ``dnstap-identity``, ``dnstap-version``,
+    ``dnstap-log-client-query-messages``, ...) under shorter names; see docs/serve.md."""
+
+    enabled: bool = False
+    socket_path: str = ""
+    file: str = ""
+    identity: str = ""  # "": the host name (as Unbound)
+    version: str = ""  # "": "dnstls VERSION"
+    log_client_query: bool = False
+    log_client_response: bool = False
+    log_forwarder_query: bool = False
+    log_forwarder_response: bool = False
+
+    @property
+    def any_message(self) -> bool:
+        return (self.log_client_query or self.log_client_response
+                or self.log_forwarder_query or self.log_forwarder_response)
+
+    @property
+    def identity_text(self) -> str:
+        import socket
+
+        return self.identity or socket.gethostname()
+
+    @property
+    def version_text(self) -> str:
+        from dnstls import __version__
+
+        return self.version or f"dnstls {__version__}"
+
+
+def check_dnstap(dnstap: DnstapConfig) -> DnstapConfig:
+    if dnstap.socket_path and dnstap.file:
+        raise ConfigError("dnstap.file", "give socket_path or file, not both")
+    if dnstap.enabled and not (dnstap.socket_path or dnstap.file):
+        raise ConfigError("dnstap.socket_path", "dnstap is enabled: give socket_path (a "
+                          "Unix socket a collector listens on) or file")
+    return dnstap
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     local: LocalConfig = field(default_factory=LocalConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
+    dnstap: DnstapConfig = field(default_factory=DnstapConfig)
     source: str = ""
 
 
@@ -341,7 +385,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         data = merge(data, overrides)
     upstream_items = data.pop("upstream", [])
     zone_items = data.pop("forward_zone", None)
-    known = {"server", "tls", "local", "cache", "forward"}
+    known = {"server", "tls", "local", "cache", "forward", "dnstap"}
     for key in data:
         if key not in known:
             raise ConfigError(key, "unknown section")
@@ -402,4 +446,6 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     local = check_local(build(LocalConfig, data.get("local", {}), "local"))
     return Config(server=server, tls=build(TlsConfig, data.get("tls", {}), "tls"),
                   local=local,
-                  cache=cache, forward=forward, source=str(path or ""))
+                  cache=cache, forward=forward,
+                  dnstap=check_dnstap(build(DnstapConfig, data.get("dnstap", {}), "dnstap")),
+                  source=str(path or ""))

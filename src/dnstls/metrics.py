@@ -20,7 +20,7 @@ log = logging.getLogger("dnstls.metrics")
 
 StatsSource = Callable[[], Mapping[str, Any]]
 _STRUCTURED = frozenset({"handler", "listeners", "upstreams", "zone_upstreams", "udp",
-                         "access_control", "local_zone"})
+                         "access_control", "local_zone", "dnstap"})
 
 
 class ServiceCollector(Collector):
@@ -113,6 +113,8 @@ class ServiceCollector(Collector):
             for kind, n in sorted(stats["local_zone"].get("answers", {}).items()):
                 zone_answers.add_metric([kind], n)
             yield zone_answers
+        if "dnstap" in stats:
+            yield from _dnstap(stats["dnstap"])
         yield from _udp(stats.get("udp", ()))
         families: list[Metric] = []
         for name, ustats in sorted(stats.get("upstreams", {}).items()):
@@ -124,6 +126,24 @@ class ServiceCollector(Collector):
         for section, values in sorted(stats.items()):  # cache, coalesce, stub, ...
             if section not in _STRUCTURED and isinstance(values, Mapping):
                 yield from _flat(f"dnstls_{section}", values, [])
+
+
+def _dnstap(tap: Mapping[str, Any]) -> Iterable[Metric]:
+    """The dnstap writer's counters (``[dnstap]`` on: net/dnstap.py)."""
+    yield CounterMetricFamily("dnstls_dnstap_sent", "dnstap messages written",
+                              value=tap.get("sent", 0))
+    yield CounterMetricFamily("dnstls_dnstap_dropped",
+                              "dnstap messages dropped: the queue was full (the collector "
+                              "slow or gone) or the output failed",
+                              value=tap.get("dropped", 0))
+    yield GaugeMetricFamily("dnstls_dnstap_queued", "dnstap messages waiting to be written",
+                            value=tap.get("queued", 0))
+    yield GaugeMetricFamily("dnstls_dnstap_connected",
+                            "1 while the dnstap socket is connected (or the file open)",
+                            value=tap.get("connected", 0))
+    yield CounterMetricFamily("dnstls_dnstap_connections",
+                              "dnstap socket connections made (handshakes completed)",
+                              value=tap.get("connections", 0))
 
 
 def _udp(listeners: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:

@@ -52,7 +52,9 @@ from dnstls.config import (
 )
 from dnstls.errors import ConfigError
 from dnstls.metrics import MetricsServer
+from dnstls.net import dnstap as dnstap_mod
 from dnstls.net import loop as loop_mod
+from dnstls.net.dnstap import DnstapWriter, endpoint, tap_forwarders
 from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamListener
 from dnstls.net.tls import CertPair, ServerTLS
@@ -148,6 +150,7 @@ class Service:
         self.listeners: list[StreamListener] = []
         self.udp: list[UdpListener] = []
         self.metrics: MetricsServer | None = None
+        self.dnstap: DnstapWriter | None = None
         self.pin = ""
         self._upstream_factory = upstream_factory
         self._closers: list[Any] = []
@@ -250,6 +253,7 @@ class Service:
                                  else config.tls.session_cache)
             self.pin = spki_pin(self.tls.leaf)
         pipeline = self._pipeline()
+        self.dnstap = self._dnstap()
         # "is not None": an empty Cache is falsy (it has __len__)
         loop = asyncio.get_running_loop()
         cache = next((c.cache for c in self._closers
@@ -261,7 +265,16 @@ class Service:
                       if getattr(c, "chase", None) is not None), None)
         if chase is not None:  # CNAME targets are asked of the whole pipeline
             chase.front = pipeline
-        if forwarder is not None and hasattr(forwarder, "resolve_wire"):
+        tap = self.dnstap
+        if tap is not None and forwarder is not None and (tap.log_forwarder_query
+                                                          or tap.log_forwarder_response):
+            tap_forwarders(forwarder, tap)
+        # dnstap: cache hits and local data stay on the fast path (the listeners log
+        # them); what is forwarded takes the message path (no wire-level forwarding),
+        # where the listeners know the client and the upstreams log their exchanges;
+        # no exact-repeat memo (it answers runs of queries without the listener seeing
+        # each one)
+        if forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None:
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
                                      minimal_responses=config.cache.minimal_responses),
                                  loop.time,
@@ -273,7 +286,7 @@ class Service:
                                     keepalive=server.idle_timeout,
                                     log_queries=server.log_queries, cache=cache,
                                     clock=loop.time, wire=wire, local=pipeline,
-                                    nsid=server.nsid_bytes)
+                                    nsid=server.nsid_bytes, exact_memo=tap is None)
         admission = Admission(AdmissionLimits(server.max_connections,
                                               server.max_connections_per_client))
         limits = stream_limits(server)
@@ -284,6 +297,7 @@ class Service:
                                      limits=limits, admission=admission,
                                      handshake_timeout=server.handshake_timeout,
                                      acl=self.acl)
+                dot.tap = self._client_tap()
                 self.listeners.append(dot)
                 for i, text in enumerate(server.listen):
                     bound = await self._bind(dot, text, DEFAULT_DOT_PORT, f"server.listen[{i}]")
@@ -294,6 +308,7 @@ class Service:
             if server.plain:
                 tcp = StreamListener(self.handler, transport=Transport.TCP, tls=None,
                                      limits=limits, admission=admission, acl=self.acl)
+                tcp.tap = self._client_tap()
                 self.listeners.append(tcp)
                 for i, text in enumerate(server.plain):
                     fld = f"server.plain[{i}]"
@@ -307,6 +322,8 @@ class Service:
                     self.endpoints.metrics = self.metrics.start(host, port)
                 except OSError as exc:
                     raise bind_config_error(exc, server.metrics, "server.metrics") from None
+            if self.dnstap is not None:
+                self.dnstap.start()
         except BaseException:
             await self.aclose()
             raise
@@ -331,9 +348,46 @@ class Service:
                 if port == 0 and exc.errno == errno.EADDRINUSE:
                     continue  # the OS gave UDP a port whose TCP twin is taken
                 raise
+            udp.tap = self._client_tap()
+            if udp.tap is not None and udp.transport is not None:
+                udp.local = endpoint(udp.transport.get_extra_info("sockname"))
             self.udp.append(udp)
             return uhost, uport
         raise OSError(errno.EADDRINUSE, "no port free for both UDP and TCP")
+
+    def _dnstap(self) -> DnstapWriter | None:
+        """The dnstap writer ``[dnstap]`` asks for (its file opened: a start-up error
+        names ``dnstap.file``), None when it is off or logs nothing."""
+        cfg = self.config.dnstap
+        if not cfg.enabled:
+            return None
+        if not cfg.any_message:
+            log.warning("dnstap is enabled but logs no message: switch on "
+                        "dnstap.log_client_query, log_client_response, "
+                        "log_forwarder_query or log_forwarder_response")
+            return None
+        writer = DnstapWriter(socket_path=cfg.socket_path, file=cfg.file,
+                              identity=cfg.identity_text, version=cfg.version_text,
+                              client_query=cfg.log_client_query,
+                              client_response=cfg.log_client_response,
+                              forwarder_query=cfg.log_forwarder_query,
+                              forwarder_response=cfg.log_forwarder_response,
+                              max_queue=dnstap_mod.MAX_QUEUE)
+        writer.open()
+        log.info("dnstap: logging %s to %s", ", ".join(
+            name for name, on in (("client queries", cfg.log_client_query),
+                                  ("client responses", cfg.log_client_response),
+                                  ("forwarder queries", cfg.log_forwarder_query),
+                                  ("forwarder responses", cfg.log_forwarder_response))
+            if on), f"socket {cfg.socket_path}" if cfg.socket_path else f"file {cfg.file}")
+        return writer
+
+    def _client_tap(self) -> DnstapWriter | None:
+        """The writer for the listeners: only when client messages are logged."""
+        tap = self.dnstap
+        if tap is not None and (tap.log_client_query or tap.log_client_response):
+            return tap
+        return None
 
     async def _guard(self, coro: Any, text: str, fld: str) -> Any:
         try:
@@ -508,6 +562,8 @@ class Service:
         if self.metrics is not None:
             self.metrics.stop()
             self.metrics = None
+        if self.dnstap is not None:  # after the listeners: their last answers go too
+            await self.dnstap.aclose()
         for closer in self._closers:
             with contextlib.suppress(Exception):
                 await closer.aclose()
@@ -531,6 +587,8 @@ class Service:
                 stats.update(closer.statistics())
         for name, source in self._stats_sources.items():
             stats[name] = source()
+        if self.dnstap is not None:
+            stats["dnstap"] = self.dnstap.statistics()
         if self.tls is not None and self.tls.session_cache:
             stats["tls_session_cache"] = self.tls.session_cache_statistics()
         return stats

@@ -213,6 +213,10 @@ class Supervisor:
                                   f"worker i serves its metrics on port {port} + i, and "
                                   f"{port + workers - 1} is not a port (at most "
                                   f"{65536 - workers} for {workers} workers)")
+        if config.dnstap.enabled and config.dnstap.file and workers > 1:
+            raise ConfigError("dnstap.file", f"{workers} worker processes cannot share one "
+                              "file: use dnstap.socket_path (each worker connects to "
+                              "the collector), or --workers 1")
         self.config = config
         self.specs = specs
         self.count = workers

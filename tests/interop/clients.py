@@ -22,9 +22,12 @@ from typing import Any
 
 import dns.message
 import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
 import pytest
 
-from .peers import require
+from .peers import LOOPBACK, require
 
 #: Default bound for one client command, in seconds.
 CLIENT_TIMEOUT = 20.0
@@ -321,3 +324,27 @@ def udp_burst(server: str, port: int, names: Sequence[str], *, bursts: int, size
                     text = dns.rcode.to_text(response.rcode())
                     rcodes[text] = rcodes.get(text, 0) + 1
     return BurstResult(sent, answered, sent - answered, rcodes)
+
+
+def raw_exchange(wire: bytes, port: int, transport: str = "udp", *,
+                 host: str = LOOPBACK) -> dns.message.Message:
+    """Send the query bytes ``wire`` as they are over plain ``udp`` or ``tcp`` and read
+    the one answer (5 s bound): for comparing servers on messages no client would send."""
+    if transport == "udp":
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(5)
+            sock.sendto(wire, (host, port))
+            data = sock.recv(65535)
+    else:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(len(wire).to_bytes(2, "big") + wire)
+            head = sock.recv(2, socket.MSG_WAITALL)
+            data = sock.recv(int.from_bytes(head, "big"), socket.MSG_WAITALL)
+    return dns.message.from_wire(data)
+
+
+def record_texts(section: list[dns.rrset.RRset]) -> set[str]:
+    """Each record of ``section`` as text without its TTL (two caches age differently)."""
+    return {f"{rrset.name} {dns.rdataclass.to_text(rrset.rdclass)} "
+            f"{dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
+            for rrset in section for rdata in rrset}

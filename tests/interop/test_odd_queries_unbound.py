@@ -10,7 +10,6 @@ the table stays true when either side changes.
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Callable
 
@@ -23,6 +22,8 @@ import dns.rrset
 import pytest
 
 from . import peers
+from .clients import raw_exchange as exchange
+from .clients import record_texts as records
 from .peers import LOOPBACK, ZONE_ORIGIN, ZONE_TEXT, Peer, PeerGroup
 
 pytestmark = pytest.mark.interop
@@ -108,27 +109,6 @@ forward-zone:
 """)
     peer = group.start(Peer("unbound-odd", [binary, "-d", "-c", str(conf)], work, port=port))
     return peer.wait_ready(lambda: peers.udp_dns_answers(LOOPBACK, port, W))
-
-
-def exchange(wire: bytes, port: int, transport: str) -> dns.message.Message:
-    if transport == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(5)
-            sock.sendto(wire, (LOOPBACK, port))
-            data = sock.recv(65535)
-    else:
-        with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
-            sock.sendall(struct.pack("!H", len(wire)) + wire)
-            head = sock.recv(2, socket.MSG_WAITALL)
-            data = sock.recv(struct.unpack("!H", head)[0], socket.MSG_WAITALL)
-    return dns.message.from_wire(data)
-
-
-def records(section: list[dns.rrset.RRset]) -> set[str]:
-    """Each record as text without its TTL (the two caches age differently)."""
-    return {f"{rrset.name} {dns.rdataclass.to_text(rrset.rdclass)} "
-            f"{dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
-            for rrset in section for rdata in rrset}
 
 
 def shape(m: dns.message.Message) -> dict[str, object]:

@@ -8,8 +8,6 @@ twice (the second answer from each cache).
 
 from __future__ import annotations
 
-import socket
-import struct
 from collections.abc import Callable
 
 import dns.message
@@ -20,6 +18,7 @@ import dns.rrset
 import pytest
 
 from . import peers
+from .clients import raw_exchange, record_texts
 from .peers import LOOPBACK, ZONE_ORIGIN, ZONE_TEXT, Peer, PeerGroup
 
 pytestmark = pytest.mark.interop
@@ -65,31 +64,10 @@ forward-zone:
     return peer.wait_ready(lambda: peers.udp_dns_answers(LOOPBACK, port, f"pub.{ZONE_ORIGIN}"))
 
 
-def exchange(query: dns.message.Message, port: int, transport: str) -> dns.message.Message:
-    wire = query.to_wire()
-    if transport == "udp":
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(5)
-            sock.sendto(wire, (LOOPBACK, port))
-            data = sock.recv(65535)
-    else:
-        with socket.create_connection((LOOPBACK, port), timeout=5) as sock:
-            sock.sendall(struct.pack("!H", len(wire)) + wire)
-            head = sock.recv(2, socket.MSG_WAITALL)
-            data = sock.recv(struct.unpack("!H", head)[0], socket.MSG_WAITALL)
-    return dns.message.from_wire(data)
-
-
-def records(section: list[dns.rrset.RRset]) -> set[str]:
-    return {f"{rrset.name} {dns.rdataclass.to_text(rrset.rdclass)} "
-            f"{dns.rdatatype.to_text(rrset.rdtype)} {rdata}"
-            for rrset in section for rdata in rrset}
-
-
 def shape(m: dns.message.Message) -> dict[str, object]:
     return {"rcode": dns.rcode.to_text(m.rcode()), "flags": m.flags,
-            "answer": records(m.answer), "authority": records(m.authority),
-            "additional": records(m.additional)}
+            "answer": record_texts(m.answer), "authority": record_texts(m.authority),
+            "additional": record_texts(m.additional)}
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -107,11 +85,11 @@ def test_private_addresses_as_unbound(peer_group: PeerGroup,
     removed = 0
     for label, rdtype in QUESTIONS * 2:
         query = dns.message.make_query(f"{label}.{ZONE_ORIGIN}", rdtype)
-        theirs = exchange(query, unbound.port, transport)
-        ours = exchange(query, plain, transport)
+        theirs = raw_exchange(query.to_wire(), unbound.port, transport)
+        ours = raw_exchange(query.to_wire(), plain, transport)
         if shape(theirs) != shape(ours):
             differ[f"{label} {rdtype}"] = {"unbound": shape(theirs), "dnstls": shape(ours)}
-        direct = records(exchange(query, nsd.port, "udp").answer)  # nsd, unfiltered
-        removed += len(direct - records(ours.answer))
+        direct = record_texts(raw_exchange(query.to_wire(), nsd.port).answer)  # nsd, unfiltered
+        removed += len(direct - record_texts(ours.answer))
     assert not differ, "\n".join(f"{k}: {v}" for k, v in differ.items())
     assert removed > 0  # the comparison covered removals, not only answers kept whole

@@ -32,6 +32,7 @@ from collections import Counter
 
 import dns.message
 
+from dnstls.net.dnstap import endpoint
 from dnstls.net.handler import QueryHandler
 from dnstls.net.tls import ServerTLS
 from dnstls.proto import framing
@@ -39,6 +40,7 @@ from dnstls.proto.acl import ALLOW_SNOOP, DENY, REFUSE, AccessControl
 from dnstls.proto.admission import Admission
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
+from dnstls.proto.dnstap import DOT, TCP, ClientTap, Endpoint
 from dnstls.proto.ratelimit import LogBudget
 from dnstls.proto.stream import CloseReason, StreamLimits, StreamState
 
@@ -91,6 +93,7 @@ class StreamConnection(asyncio.Protocol):
         self._write_paused = False  # between pause_writing() and resume_writing()
         self._high_water = 256 << 10  # set from the limits in _ready
         self._sslobj: ssl.SSLObject | None = None  # kept with a session cache only
+        self.local: Endpoint | None = None  # this end's address, for dnstap only
 
     def __repr__(self) -> str:
         state = self.state
@@ -150,6 +153,8 @@ class StreamConnection(asyncio.Protocol):
 
     def _ready(self, transport: asyncio.Transport) -> None:
         self.transport = transport
+        if self.listener.tap is not None:
+            self.local = endpoint(transport.get_extra_info("sockname"))
         limits = self.listener.limits
         self._high_water = min(limits.max_pending_output // 2, 256 << 10)
         transport.set_write_buffer_limits(high=self._high_water)
@@ -173,6 +178,9 @@ class StreamConnection(asyncio.Protocol):
             routed = (listener.handler.route(wire, listener.transport)
                       if len(wire) < 3 or wire[2] & 1 or self.snoop else self._norec(wire))
             if type(routed) is bytes:
+                tap = listener.tap
+                if tap is not None:  # dnstap: the query and its answer from the cache
+                    self._tap_both(tap, wire, routed)
                 size = len(routed)
                 framed = _pack_length(size) + routed if size <= _MAX_MESSAGE \
                     else framing.encode(routed)
@@ -232,6 +240,7 @@ class StreamConnection(asyncio.Protocol):
         assert state is not None
         pack = _pack_length
         snoop = self.snoop
+        tap = self.listener.tap
         # Answers produced by this call and not yet handed to the transport: past the
         # write high-water mark they are flushed at once, so that the output limit
         # judges them (a pipelined read answered from the cache can be thousands of
@@ -262,6 +271,8 @@ class StreamConnection(asyncio.Protocol):
                 routed = (route(wire, transport) if len(wire) < 3 or wire[2] & 1 or snoop
                           else self._norec(wire))
                 if type(routed) is bytes:
+                    if tap is not None:  # dnstap: the query and its answer
+                        self._tap_both(tap, wire, routed)
                     # framing.encode inline (an answer is never empty; encode itself
                     # refuses one past 65535 bytes)
                     size = len(routed)
@@ -297,7 +308,7 @@ class StreamConnection(asyncio.Protocol):
             return handler.route(wire, listener.transport)
         if listener.acl is not None:
             listener.acl.norec_refused[listener.transport.value] += 1
-        return refusal
+        return refusal  # (bytes: logged to dnstap as any answer of route's)
 
     def _start(self, wire: bytes, routed: typing.Any, messages: list[bytes]) -> bool:
         """A dispatched message that the cache did not answer (``routed`` is what
@@ -313,6 +324,9 @@ class StreamConnection(asyncio.Protocol):
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
             return True
+        tap = self.listener.tap
+        if tap is not None:
+            self._tap_query(tap, wire)
         parsed = handler.parse(wire, transport)
         if isinstance(parsed, Rejection):
             if parsed.fatal:
@@ -332,9 +346,25 @@ class StreamConnection(asyncio.Protocol):
         task.add_done_callback(self.tasks.discard)
         return True
 
+    def _tap_both(self, tap: ClientTap, wire: bytes, answer: bytes) -> None:
+        """dnstap: a query answered at once (cache, local data, a refusal)."""
+        self._tap_query(tap, wire)
+        self._tap_response(tap, answer)
+
+    def _tap_query(self, tap: ClientTap, wire: bytes) -> None:
+        if tap.log_client_query:
+            tap.client_query(wire, self.listener.dnstap_protocol, self.peer, self.local)
+
+    def _tap_response(self, tap: ClientTap, wire: bytes) -> None:
+        if tap.log_client_response:
+            tap.client_response(wire, self.listener.dnstap_protocol, self.peer, self.local)
+
     def _rejected(self, rejection: Rejection) -> None:
         if rejection.wire is not None:
             self._write(rejection.wire)
+            tap = self.listener.tap
+            if tap is not None:
+                self._tap_response(tap, rejection.wire)
         else:
             self.listener.stats.dropped["qr_set"] += 1
         self._answered()
@@ -343,6 +373,9 @@ class StreamConnection(asyncio.Protocol):
         wire = await self.listener.handler.answer(query, self.listener.transport, self.peer)
         if not self.closed:
             self._write(wire)
+            tap = self.listener.tap
+            if tap is not None:
+                self._tap_response(tap, wire)
             self._answered()
 
     async def _answer_wire(self, query: WireQuery, wire: bytes) -> None:
@@ -744,6 +777,10 @@ class StreamListener:
         self.loop = asyncio.get_running_loop()
         self.ssl_protocol: typing.Any = ssl_protocol_class(self.loop)
         self.log_budget = LogBudget()  # connection-closing lines: 10 per 5 s, then counted
+        #: dnstap (net/dnstap.py), set by the service: client queries and responses of
+        #: the message path (the handler then takes no other) are logged to it
+        self.tap: ClientTap | None = None
+        self.dnstap_protocol = DOT if transport is Transport.TLS else TCP
 
     async def listen(self, host: str, port: int, *, reuse_port: bool = False,
                      ) -> tuple[str, int]:

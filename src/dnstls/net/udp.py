@@ -43,6 +43,7 @@ import dns.rcode
 from dnstls.proto.acl import ALLOW_SNOOP, DENY, AccessControl
 from dnstls.proto.answers import Rejection, Transport
 from dnstls.proto.cachekey import WireQuery
+from dnstls.proto.dnstap import UDP, ClientTap, Endpoint
 
 log = logging.getLogger("dnstls.net.udp")
 
@@ -98,6 +99,9 @@ class UdpListener(asyncio.DatagramProtocol):
         self.coalesced = 0  # joiners ever
         self.forwarding = 0  # queries forwarded without a task, not yet answered
         self._quiet: asyncio.Future[None] | None = None  # drain() waits on it
+        #: dnstap (net/dnstap.py), set by the service, and this socket's own address
+        self.tap: ClientTap | None = None
+        self.local: Endpoint | None = None
 
     @classmethod
     async def listen(cls, handler: DatagramHandler, host: str, port: int, *,
@@ -149,6 +153,8 @@ class UdpListener(asyncio.DatagramProtocol):
                     acl.norec_refused["udp"] += 1
                     if self.transport is not None:
                         self.transport.sendto(refusal, addr)
+                        if self.tap is not None:
+                            self._tap(data, refusal, addr)
                     return
         if self.flights:
             # An identical query is being forwarded: join it before any parsing (it was
@@ -168,6 +174,8 @@ class UdpListener(asyncio.DatagramProtocol):
         if isinstance(routed, bytes):
             if self.transport is not None:
                 self.transport.sendto(routed, addr)
+                if self.tap is not None:  # dnstap: the query and its answer
+                    self._tap(data, routed, addr)
             return
         if (self.closing or len(self.tasks) + self.joined + self.forwarding
                 >= self.max_in_flight):
@@ -182,14 +190,28 @@ class UdpListener(asyncio.DatagramProtocol):
                 return
             self._start(self._answer_wire(routed, data, addr))
             return
+        tap = self.tap
+        if tap is not None and tap.log_client_query:
+            tap.client_query(data, UDP, addr, self.local)
         parsed = self.handler.parse(data, Transport.UDP)
         if isinstance(parsed, Rejection):
             if parsed.wire is not None and self.transport is not None:
                 self.transport.sendto(parsed.wire, addr)
+                if tap is not None:
+                    self._tap(None, parsed.wire, addr)
             else:
                 self.dropped["unanswerable"] += 1
             return
         self._start(self._answer(parsed, addr))
+
+    def _tap(self, query: bytes | None, response: bytes, addr: Address) -> None:
+        """dnstap: ``query`` (unless None: logged already) and its ``response``."""
+        tap = self.tap
+        assert tap is not None
+        if query is not None and tap.log_client_query:
+            tap.client_query(query, UDP, addr, self.local)
+        if tap.log_client_response:
+            tap.client_response(response, UDP, addr, self.local)
 
     def _refuse(self, data: bytes, addr: Address, acl: AccessControl, action: int) -> None:
         """A datagram from a client that access control denies (dropped) or refuses
@@ -247,6 +269,8 @@ class UdpListener(asyncio.DatagramProtocol):
         wire = await self.handler.answer(query, Transport.UDP, (addr[0], addr[1]))
         if wire and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(wire, addr)
+            if self.tap is not None:
+                self._tap(None, wire, addr)
 
     def error_received(self, exc: Exception) -> None:
         log.debug("UDP error: %s", exc)

@@ -19,9 +19,9 @@ it is not cached: RFC 2308 §5), and a CNAME whose target's address was removed 
 without it. Answers from local data are never filtered.
 
 Cost: nothing when no network is configured (the stage is not built). With networks,
-the wire path walks the answer's records once (:func:`has_private`, a few integer
-comparisons per A/AAAA record) and parses and renders the answer only when an address
-matches; the message path looks at the records it already holds.
+the wire path walks the answer's records once (:func:`~dnstls.resolver.wire.has_private`,
+compiled: a few integer comparisons per A/AAAA record) and parses and renders the answer
+only when an address matches; the message path looks at the records it already holds.
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ import dns.rrset
 
 from dnstls.errors import ConfigError
 from dnstls.resolver.base import Request
-from dnstls.resolver.cache import name_end
+from dnstls.resolver.wire import has_private, matches
 
 log = logging.getLogger("dnstls.resolver.rebind")
 
 _A, _NS, _AAAA, _RRSIG = 1, 2, 28, 46
-_Net = tuple[int, int]  # (network address, mask) as integers
+_Net = tuple[int, int]  # (network address, mask) as integers (resolver/wire.py's)
 
 
 def parse_networks(texts: Sequence[str], field: str) -> tuple[list[_Net], list[_Net]]:
@@ -73,39 +73,6 @@ def parse_domains(texts: Sequence[str], field: str) -> list[dns.name.Name]:
     return names
 
 
-def _matches(value: int, nets: Sequence[_Net]) -> bool:
-    return any(value & mask == network for network, mask in nets)
-
-
-def has_private(wire: bytes, v4: Sequence[_Net], v6: Sequence[_Net]) -> bool:
-    """True if an A or AAAA record of the response ``wire`` (checked already: it
-    parses) holds an address of ``v4``/``v6``, whatever its owner and section."""
-    end = len(wire)
-    if end < 12:
-        return False
-    pos = 12
-    for _ in range((wire[4] << 8) | wire[5]):  # the question
-        pos = name_end(wire, pos, end)
-        if pos < 0:
-            return False
-        pos += 4
-    records = sum(((wire[i] << 8) | wire[i + 1]) for i in (6, 8, 10))
-    for _ in range(records):
-        pos = name_end(wire, pos, end)
-        if pos < 0 or pos + 10 > end:
-            return False
-        rrtype = (wire[pos] << 8) | wire[pos + 1]
-        size = (wire[pos + 8] << 8) | wire[pos + 9]
-        pos += 10
-        if ((rrtype == _A and size == 4
-             and _matches(int.from_bytes(wire[pos:pos + 4], "big"), v4))
-                or (rrtype == _AAAA and size == 16
-                    and _matches(int.from_bytes(wire[pos:pos + 16], "big"), v6))):
-            return True
-        pos += size
-    return False
-
-
 class PrivateAddresses:
     """The filter: which addresses are private, which names may hold them."""
 
@@ -123,8 +90,8 @@ class PrivateAddresses:
 
     def _private(self, rdata: Any) -> bool:
         if rdata.rdtype == _A:
-            return _matches(int(ipaddress.IPv4Address(rdata.address)), self.v4)
-        return _matches(int(ipaddress.IPv6Address(rdata.address)), self.v6)
+            return matches(int(ipaddress.IPv4Address(rdata.address)), self.v4)
+        return matches(int(ipaddress.IPv6Address(rdata.address)), self.v6)
 
     def filter_message(self, message: dns.message.Message) -> int:
         """Remove the private addresses of public names from every section of

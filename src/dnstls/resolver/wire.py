@@ -30,7 +30,7 @@ SERVFAIL with an Extended DNS Error (or a stale answer when serve-stale is on).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,9 @@ from dnstls.resolver.base import ResolveFailure, servfail
 from dnstls.resolver.cache import name_end
 
 _RD = 0x0100
+_A = 1
 _CNAME = 5
+_AAAA = 28
 _ANY = 255
 
 
@@ -77,6 +79,48 @@ def needs_chase(wire: bytes, key: bytes) -> bool:
             cname = True
         pos += 10 + ((wire[pos + 8] << 8) | wire[pos + 9])
     return cname
+
+
+def matches(value: int, nets: Sequence[tuple[int, int]]) -> bool:
+    """True if the address ``value`` is in one of ``nets`` ((network, mask) integers)."""
+    for network, mask in nets:  # noqa: SIM110 - a loop mypyc compiles, not a generator
+        if value & mask == network:
+            return True
+    return False
+
+
+def has_private(wire: bytes, v4: Sequence[tuple[int, int]],
+                v6: Sequence[tuple[int, int]]) -> bool:
+    """True if an A or AAAA record of the response ``wire`` (checked already: it
+    parses) holds an address of ``v4``/``v6``, whatever its owner and section: the
+    DNS rebinding filter's walk of every forwarded answer (:mod:`dnstls.resolver.
+    rebind`), here to be compiled with the rest of the miss path."""
+    end = len(wire)
+    if end < 12:
+        return False
+    pos = 12
+    for _ in range((wire[4] << 8) | wire[5]):  # the question
+        pos = name_end(wire, pos, end)
+        if pos < 0:
+            return False
+        pos += 4
+    records = (((wire[6] << 8) | wire[7]) + ((wire[8] << 8) | wire[9])
+               + ((wire[10] << 8) | wire[11]))
+    for _ in range(records):
+        pos = name_end(wire, pos, end)
+        if pos < 0 or pos + 10 > end:
+            return False
+        rrtype = (wire[pos] << 8) | wire[pos + 1]
+        size = (wire[pos + 8] << 8) | wire[pos + 9]
+        pos += 10
+        if rrtype == _A and size == 4 and pos + 4 <= end and matches(
+                int.from_bytes(wire[pos:pos + 4], "big"), v4):
+            return True
+        if rrtype == _AAAA and size == 16 and pos + 16 <= end and matches(
+                int.from_bytes(wire[pos:pos + 16], "big"), v6):
+            return True
+        pos += size
+    return False
 
 
 def without_private(rebind: Any, upstream: bytes) -> bytes:

@@ -1,0 +1,425 @@
+"""dnstap output (``[dnstap]``): a bounded queue and a background writer.
+
+The listeners and the forwarder hand each message to :class:`DnstapWriter`, which
+encodes it (:mod:`dnstls.proto.dnstap`) and appends the frame to a bounded queue; one
+task writes the queue out -- to a Unix socket (Frame Streams bidirectional handshake,
+as Unbound's ``dnstap-socket-path``: READY, ACCEPT, START) or to a file
+(unidirectional Frame Streams, as ``fstrm_capture`` writes). Nothing on the query path
+waits for the collector and no exception reaches it: when the queue is full (the
+collector is slow, or gone) a message is dropped and counted
+(``dnstls_dnstap_dropped_total``). A lost or refused socket is tried again with
+back-off (1 s doubling to 30 s); what was queued meanwhile goes out after the
+handshake. The file is written by a thread (disk writes never stall the loop).
+
+Each process opens its own connection (``serve --workers N``: N connections to the
+socket, as Unbound's threads each open one); a file cannot be shared by several
+processes, so ``file`` with ``--workers`` above 1 is a configuration error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dnstls.errors import ConfigError
+from dnstls.proto import dnstap
+from dnstls.proto.dnstap import Endpoint
+
+log = logging.getLogger("dnstls.dnstap")
+
+#: Messages queued at most (Unbound's dtio queue holds about as many)
+MAX_QUEUE = 10_000
+#: Frames written per write call at most
+BATCH = 256
+RECONNECT_MIN = 1.0
+RECONNECT_MAX = 30.0
+HANDSHAKE_TIMEOUT = 5.0
+#: How long shutdown waits to write what is queued and for the reader's FINISH
+CLOSE_TIMEOUT = 2.0
+
+
+def endpoint(address: Any) -> Endpoint | None:
+    """The :class:`Endpoint` of a socket address as the loop reports it (host, port,
+    ...), None when it has none (a Unix socket, a closed transport)."""
+    if not isinstance(address, tuple) or len(address) < 2:
+        return None
+    host = address[0]
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return Endpoint(socket.inet_pton(family, host.split("%", 1)[0]), address[1])
+    except (OSError, TypeError, ValueError):
+        return None
+
+
+class DnstapWriter:
+    """See the module docstring. ``socket_path`` or ``file``; ``start()`` in the loop,
+    ``aclose()`` at shutdown. The ``log_*`` attributes say which messages are wanted
+    (the callers check them: a message not wanted is never built)."""
+
+    def __init__(self, *, socket_path: str = "", file: str = "", identity: str = "",
+                 version: str = "", client_query: bool = False,
+                 client_response: bool = False, forwarder_query: bool = False,
+                 forwarder_response: bool = False, max_queue: int = MAX_QUEUE,
+                 reconnect_min: float = RECONNECT_MIN, reconnect_max: float = RECONNECT_MAX,
+                 clock_ns: Callable[[], int] = time.time_ns) -> None:
+        if bool(socket_path) == bool(file):
+            raise ValueError("one of socket_path and file")
+        self.socket_path = socket_path
+        self.file = file
+        self.log_client_query = client_query
+        self.log_client_response = client_response
+        self.log_forwarder_query = forwarder_query
+        self.log_forwarder_response = forwarder_response
+        self._prefix = dnstap.dnstap_prefix(identity.encode(), version.encode())
+        self.max_queue = max_queue
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = reconnect_max
+        self.now_ns = clock_ns
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._fh: Any = None
+        self._closing = False
+        self.connected = False
+        # counters (metrics)
+        self.sent = 0
+        self.dropped = 0
+        self.connections = 0
+        self.connect_failures = 0
+
+    def __repr__(self) -> str:
+        where = f"socket {self.socket_path}" if self.socket_path else f"file {self.file}"
+        return (f"<DnstapWriter {where} {'connected' if self.connected else 'waiting'} "
+                f"queued={len(self._queue)} sent={self.sent} dropped={self.dropped}>")
+
+    # -- the query path's side ---------------------------------------------------------
+    def put(self, kind: int, protocol: int, query: Endpoint | None,
+            response: Endpoint | None, query_time: int | None, query_message: bytes | None,
+            response_time: int | None, response_message: bytes | None) -> None:
+        """Queue one message (dropped and counted when the queue is full)."""
+        if len(self._queue) >= self.max_queue or self._closing:
+            self.dropped += 1
+            return
+        try:
+            message = dnstap.encode_message(
+                kind, protocol=protocol, query=query, response=response,
+                query_time=query_time, query_message=query_message,
+                response_time=response_time, response_message=response_message)
+        except Exception:  # never into the query path
+            log.exception("dnstap: cannot encode a message")
+            self.dropped += 1
+            return
+        self._queue.append(dnstap.data_frame(dnstap.encode_dnstap(self._prefix, message)))
+        wake = self._wake
+        if wake is not None and not wake.is_set():
+            wake.set()
+
+    def client_query(self, wire: bytes, protocol: int, client: Any,
+                     server: Endpoint | None) -> None:
+        """CLIENT_QUERY: ``wire`` as received from ``client`` (a socket address)."""
+        self.put(dnstap.CLIENT_QUERY, protocol, endpoint(client), server, self.now_ns(),
+                 wire, None, None)
+
+    def client_response(self, wire: bytes, protocol: int, client: Any,
+                        server: Endpoint | None) -> None:
+        """CLIENT_RESPONSE: ``wire`` as sent to ``client``."""
+        self.put(dnstap.CLIENT_RESPONSE, protocol, endpoint(client), server, None,
+                 None, self.now_ns(), wire)
+
+    def forwarder_exchange(self, query: bytes | None, response: bytes | None,
+                           protocol: int, upstream: Endpoint | None, query_time: int,
+                           response_time: int | None) -> None:
+        """FORWARDER_QUERY (``query``) and FORWARDER_RESPONSE (``response``, when one
+        came) of one exchange with ``upstream``, as the ``log_forwarder_*`` settings
+        want them."""
+        if query is not None and self.log_forwarder_query:
+            self.put(dnstap.FORWARDER_QUERY, protocol, None, upstream, query_time, query,
+                     None, None)
+        if response is not None and self.log_forwarder_response:
+            self.put(dnstap.FORWARDER_RESPONSE, protocol, None, upstream, query_time,
+                     query if self.log_forwarder_query else None, response_time, response)
+
+    # -- the writer ----------------------------------------------------------------------
+    def open(self) -> None:
+        """Open the file now (a start-up error names ``dnstap.file``); a socket is
+        connected by the writer task, and a collector not there yet is no error."""
+        if self.file and self._fh is None:
+            try:
+                self._fh = open(self.file, "wb")  # noqa: SIM115 - closed in aclose
+            except OSError as exc:
+                raise ConfigError("dnstap.file",
+                                  f"cannot open {self.file}: {exc.strerror}") from None
+            self._fh.write(dnstap.control_frame(dnstap.START))
+
+    def start(self) -> None:
+        self.open()
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        if self._queue:
+            self._wake.set()
+        run = self._run_file() if self.file else self._run_socket()
+        self._task = asyncio.get_running_loop().create_task(run)
+
+    async def _wait(self) -> None:
+        wake = self._wake
+        assert wake is not None
+        if not self._queue and not self._closing:
+            await wake.wait()
+        wake.clear()
+
+    def _batch(self) -> list[bytes]:
+        queue = self._queue
+        return [queue.popleft() for _ in range(min(BATCH, len(queue)))]
+
+    async def _run_file(self) -> None:
+        loop = asyncio.get_running_loop()
+        fh = self._fh
+        self.connected = True
+        try:
+            while True:
+                await self._wait()
+                batch = self._batch()
+                if batch:
+                    data = b"".join(batch)
+                    await loop.run_in_executor(None, _write_flush, fh, data)
+                    self.sent += len(batch)
+                elif self._closing:
+                    return
+        except OSError as exc:
+            log.error("dnstap: cannot write %s: %s; dnstap messages are dropped from now on",
+                      self.file, exc.strerror or exc)
+            self.connected = False
+            self._closing = True
+            self.dropped += len(self._queue)
+            self._queue.clear()
+
+    async def _run_socket(self) -> None:
+        delay = self.reconnect_min
+        failing = False
+        while not self._closing:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_unix_connection(self.socket_path), HANDSHAKE_TIMEOUT)
+            except (OSError, TimeoutError) as exc:
+                self.connect_failures += 1
+                if not failing:
+                    log.warning("dnstap: cannot connect to %s: %s (retrying)",
+                                self.socket_path, _why(exc))
+                failing = True
+            else:
+                try:
+                    await self._session(reader, writer)
+                    return  # closed by aclose()
+                except Exception as exc:  # OSError, EOFError, FrameStreamError, ...
+                    if not self.connected:  # the handshake failed
+                        self.connect_failures += 1
+                    if not failing:
+                        log.warning("dnstap: connection to %s lost: %s (reconnecting)",
+                                    self.socket_path, _why(exc),
+                                    exc_info=not isinstance(
+                                        exc, (OSError, EOFError, dnstap.FrameStreamError)))
+                    failing = True
+                finally:
+                    if self.connected:  # it was up: start the back-off again
+                        delay = self.reconnect_min
+                        failing = False
+                    self.connected = False
+                    writer.close()
+            if self._closing:
+                return
+            await self._sleep(delay)
+            delay = min(delay * 2, self.reconnect_max)
+
+    async def _sleep(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or until aclose()."""
+        stopping = self._stopping
+        assert stopping is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), delay)
+
+    async def _session(self, reader: asyncio.StreamReader,
+                       writer: asyncio.StreamWriter) -> None:
+        frames = dnstap.FrameReader(max_frame=0)
+        writer.write(dnstap.control_frame(dnstap.READY))
+        accept = await asyncio.wait_for(_control(reader, frames), HANDSHAKE_TIMEOUT)
+        if accept.kind != dnstap.ACCEPT:
+            raise dnstap.FrameStreamError(f"expected ACCEPT, got control frame {accept.kind}")
+        if accept.content_types and dnstap.CONTENT_TYPE not in accept.content_types:
+            raise dnstap.FrameStreamError("the reader does not accept protobuf:dnstap.Dnstap")
+        writer.write(dnstap.control_frame(dnstap.START))
+        await writer.drain()
+        self.connections += 1
+        self.connected = True
+        log.info("dnstap: connected to %s", self.socket_path)
+        # the reader sends nothing more until FINISH: anything else (EOF) is a loss
+        lost = asyncio.ensure_future(reader.read(1))
+        lost.add_done_callback(self._lost)
+        try:
+            while True:
+                await self._wait()
+                if lost.done():
+                    raise EOFError("the reader closed the connection")
+                batch = self._batch()
+                if batch:
+                    writer.writelines(batch)
+                    self.sent += len(batch)
+                    await writer.drain()
+                elif self._closing:
+                    break
+        finally:
+            if not lost.done():
+                lost.cancel()
+        writer.write(dnstap.control_frame(dnstap.STOP, None))
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.drain(), CLOSE_TIMEOUT)
+            await asyncio.wait_for(_control(reader, frames), CLOSE_TIMEOUT)  # FINISH
+
+    def _lost(self, future: asyncio.Future[bytes]) -> None:
+        """The reader's side ended (EOF, an error): wake the writer loop to see it."""
+        if not future.cancelled():
+            future.exception()  # retrieved: the session reports the loss itself
+        if self._wake is not None:
+            self._wake.set()
+
+    async def aclose(self) -> None:
+        """Write what is queued (within :data:`CLOSE_TIMEOUT`), STOP, close."""
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        if self._stopping is not None:
+            self._stopping.set()
+        task = self._task
+        if task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(task), CLOSE_TIMEOUT)
+            except (TimeoutError, Exception):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+        self.dropped += len(self._queue)
+        self._queue.clear()
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.write(dnstap.control_frame(dnstap.STOP, None))
+                fh.close()
+        self.connected = False
+
+    def statistics(self) -> dict[str, Any]:
+        return {"sent": self.sent, "dropped": self.dropped, "queued": len(self._queue),
+                "connected": int(self.connected), "connections": self.connections}
+
+
+def _write_flush(fh: Any, data: bytes) -> None:
+    fh.write(data)
+    fh.flush()
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+async def _control(reader: asyncio.StreamReader, frames: dnstap.FrameReader,
+                   ) -> dnstap.Control:
+    """The next control frame from ``reader`` (a data frame there is an error)."""
+    for _ in range(64):
+        data = await reader.read(4096)
+        if not data:
+            raise EOFError("the reader closed the connection")
+        got = frames.feed(data)
+        if got:
+            frame = got[0]
+            if not isinstance(frame, dnstap.Control):
+                raise dnstap.FrameStreamError("a data frame from the reader")
+            return frame
+    raise dnstap.FrameStreamError("no control frame from the reader")
+
+
+_PROTOCOLS = {"udp": dnstap.UDP, "tcp": dnstap.TCP, "tls": dnstap.DOT}
+
+
+class TappedUpstream:
+    """An upstream of the message path's forwarder whose exchanges are logged
+    (FORWARDER_QUERY and FORWARDER_RESPONSE): the wrapped upstream's
+    ``exchange_detailed`` tells which transport and address answered. Everything else
+    is the wrapped upstream's.
+
+    The query is logged as the forwarder built it, with the ID the exchange gave it,
+    rendered again (the transport's own EDNS additions -- padding, keepalive -- are
+    not in it); the response as received and parsed, rendered again. A query that got
+    no answer is logged alone (with the ID it was built with)."""
+
+    def __init__(self, upstream: Any, tap: DnstapWriter) -> None:
+        self._upstream = upstream
+        self._tap = tap
+        self.name = upstream.name
+        spec = getattr(upstream, "spec", None)
+        self._fallback = (
+            _PROTOCOLS.get(getattr(spec, "transport", ""), dnstap.UDP),
+            endpoint((getattr(spec, "address", ""), getattr(spec, "port", 0))))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._upstream, name)
+
+    def __repr__(self) -> str:
+        return f"<TappedUpstream {self._upstream!r}>"
+
+    async def exchange(self, query: Any, *, deadline: float) -> Any:
+        tap = self._tap
+        started = tap.now_ns()
+        detailed = getattr(self._upstream, "exchange_detailed", None)
+        if detailed is None:
+            response = await self._upstream.exchange(query, deadline=deadline)
+            protocol, where = self._fallback
+        else:
+            try:
+                reply = await detailed(query, deadline=deadline)
+            except Exception:
+                protocol, where = self._fallback
+                with contextlib.suppress(Exception):
+                    tap.forwarder_exchange(query.to_wire(), None, protocol, where, started,
+                                           None)
+                raise
+            response = reply.message
+            conn = reply.connection
+            protocol = _PROTOCOLS.get(conn.transport, dnstap.UDP)
+            where = endpoint((conn.address, conn.port))
+        try:
+            qid = query.id
+            query.id = response.id
+            try:
+                qwire = query.to_wire()
+            finally:
+                query.id = qid
+            tap.forwarder_exchange(qwire, response.to_wire(), protocol, where, started,
+                                   tap.now_ns())
+        except Exception:  # never into the query path
+            log.exception("dnstap: cannot log a forwarded exchange")
+        return response
+
+
+def tap_forwarders(stage: Any, tap: DnstapWriter) -> int:
+    """Wrap the upstreams of the forwarder ``stage`` (a Forwarder, or a ZoneRouter of
+    them) in :class:`TappedUpstream`; how many."""
+    count = 0
+    upstreams = getattr(stage, "upstreams", None)
+    if isinstance(upstreams, list):
+        for i, upstream in enumerate(upstreams):
+            if not isinstance(upstream, TappedUpstream):
+                upstreams[i] = TappedUpstream(upstream, tap)
+                count += 1
+    default = getattr(stage, "default", None)
+    if default is not None:
+        count += tap_forwarders(default, tap)
+    for _name, forwarder in getattr(stage, "zones", None) or ():
+        count += tap_forwarders(forwarder, tap)
+    return count
