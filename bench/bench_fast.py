@@ -15,6 +15,7 @@ the ratios of interleaved runs. Not a test: it prints numbers.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
 
@@ -29,7 +30,8 @@ from dnstls.resolver.cache import Cache
 
 
 def build(n: int) -> tuple[Cache, dict[str, list[bytes]]]:
-    cache = Cache()
+    # DNSTLS_BENCH_PREFETCH=1: a cache with [cache] prefetch on (hits on fresh entries)
+    cache = Cache(prefetch=True) if os.environ.get("DNSTLS_BENCH_PREFETCH") else Cache()
     from dnstls.proto.cachekey import key_from_message
 
     shapes: dict[str, list[bytes]] = {"plain": [], "keepalive": [], "padded": []}

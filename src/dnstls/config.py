@@ -198,6 +198,9 @@ class CacheConfig:
     servfail_ttl: float = 2.0
     serve_stale: bool = False
     stale_ttl: int = 86400
+    #: Refresh an answer asked for in the last tenth of its TTL in the background
+    #: (Unbound's ``prefetch``, off by default as there; docs/serve.md "Prefetch")
+    prefetch: bool = False
     #: Forwarded answers without the sections they do not need (docs/serve.md); applies
     #: with ``enabled = false`` too.
     minimal_responses: bool = True

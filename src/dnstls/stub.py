@@ -114,7 +114,7 @@ class StubForwarding:
     """
 
     def __init__(self, config: StubConfig) -> None:
-        from dnstls.wiring import make_cache
+        from dnstls.wiring import attach_prefetcher, make_cache
 
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time
@@ -124,6 +124,10 @@ class StubForwarding:
         self.minimal_responses = config.cache.minimal_responses
         self._adopt(Generation(config, cache=self.cache, clock=self.clock,
                                minimal_responses=self.minimal_responses))
+        #: ``cache.prefetch``: refreshes go to the current generation (like the cache,
+        #: the setting needs a restart)
+        self.prefetcher = attach_prefetcher(self.cache, self._prefetch_resolve, self.clock,
+                                            config.service_config())
         self.old: list[Generation] = []
         self.reloads = 0
         self.reload_failures = 0
@@ -168,6 +172,16 @@ class StubForwarding:
         """What the listeners' wire-level path forwards through (:mod:`resolver.wire`):
         this object, so that it too follows reloads to the current generation."""
         return self
+
+    async def _prefetch_resolve(self, request: Request) -> dns.message.Message:
+        """A prefetch's question, below the cache of the current generation."""
+        generation = self.current
+        generation.in_flight += 1
+        try:
+            return await generation.coalescer.resolve(request)
+        finally:
+            generation.in_flight -= 1
+            self._drained(generation)
 
     async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
                            deadline: float, check: Callable[[bytes], bool] | None = None,
@@ -225,6 +239,8 @@ class StubForwarding:
         return stats
 
     async def aclose(self) -> None:
+        if self.prefetcher is not None:
+            await self.prefetcher.aclose()
         generations = [self.current, *self.old]
         for generation in generations:
             if generation.closing is None:

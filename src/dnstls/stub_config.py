@@ -140,6 +140,7 @@ class StubOverrides:
     strategy: str | None = None
     metrics: str | None = None
     no_cache: bool = False
+    prefetch: bool = False
     log_queries: bool = False
     access_control: tuple[str, ...] = ()
 
@@ -371,8 +372,12 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     if not isinstance(log_queries, bool):
         raise ConfigError("log_queries", f"expected true or false, got {log_queries!r}")
     cache = build(CacheConfig, data.get("cache", {}), "cache")
+    if cli.no_cache and cli.prefetch:
+        raise ConfigError("--prefetch", "conflicts with --no-cache")
     if cli.no_cache:
         cache = dataclasses.replace(cache, enabled=False)
+    if cli.prefetch:
+        cache = dataclasses.replace(cache, prefetch=True)
     local = _local(data.get("local", {}))
     acl_field = "--access-control" if cli.access_control else "access_control"
     acl_items = cli.access_control or data.get("access_control", DEFAULT_RULES)

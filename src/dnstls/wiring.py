@@ -40,7 +40,8 @@ class Forwarding:
     def __init__(self, forwarder: Any, pool: Any, cache: Any, coalescer: Any,
                  zone_pools: Sequence[Any] = (), chase: Any = None,
                  rebind: Any = None,
-                 routes: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
+                 routes: Sequence[tuple[str, Sequence[str]]] = (),
+                 prefetcher: Any = None) -> None:
         self.forwarder = forwarder
         #: (zone, its upstreams' URIs): "." first (the default upstreams), then each
         #: forward zone, as configured (``dnstls control list_forwards``)
@@ -54,6 +55,8 @@ class Forwarding:
         self.chase = chase
         #: the PrivateAddresses filter (None: off): the service hands it to the wire path
         self.rebind = rebind
+        #: the cache's Prefetcher (``cache.prefetch``), or None
+        self.prefetcher = prefetcher
 
     def statistics(self) -> dict[str, Any]:
         forwarder_stats = self.forwarder.statistics()
@@ -72,6 +75,8 @@ class Forwarding:
         return stats
 
     async def aclose(self) -> None:
+        if self.prefetcher is not None:
+            await self.prefetcher.aclose()
         await asyncio.gather(self.pool.aclose(), *(p.aclose() for p in self.zone_pools))
 
 
@@ -96,7 +101,24 @@ def make_cache(cfg: CacheConfig) -> Any:
     return Cache(max_entries=cfg.max_entries, max_bytes=cfg.max_bytes, min_ttl=cfg.min_ttl,
                  max_ttl=cfg.max_ttl, max_negative_ttl=cfg.max_negative_ttl,
                  servfail_ttl=cfg.servfail_ttl, serve_stale=cfg.serve_stale,
-                 stale_ttl=cfg.stale_ttl, minimal_responses=cfg.minimal_responses)
+                 stale_ttl=cfg.stale_ttl, minimal_responses=cfg.minimal_responses,
+                 prefetch=cfg.prefetch)
+
+
+def attach_prefetcher(cache: Any, resolve: Any, clock: Callable[[], float],
+                      cfg: Config) -> Any:
+    """The :class:`~dnstls.resolver.prefetch.Prefetcher` that refreshes ``cache``'s
+    entries through ``resolve`` (the stage below the cache), set as its
+    ``on_prefetch``; None (nothing set) when there is no cache or ``cache.prefetch``
+    is off."""
+    if cache is None or not cfg.cache.prefetch:
+        return None
+    from dnstls.resolver.prefetch import Prefetcher
+
+    prefetcher = Prefetcher(resolve, cache, clock, max_in_flight=cfg.server.max_in_flight,
+                            timeout=cfg.server.query_timeout)
+    cache.on_prefetch = prefetcher
+    return prefetcher
 
 
 def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Factory | None:
@@ -157,7 +179,10 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
                              minimal_responses=cfg.cache.minimal_responses)
         routes = [(".", [s.name for s in chosen])]
         routes += [(zone.name, [s.name for s in zone.upstreams]) for zone in cfg.forward.zones]
+        # refreshes ask the coalescer, as a miss does: private addresses are removed
+        # from them too
+        prefetcher = attach_prefetcher(cache, coalescer.resolve, clock, cfg)
         return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools, chase,
-                                 rebind, routes)
+                                 rebind, routes, prefetcher)
 
     return factory

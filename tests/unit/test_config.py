@@ -50,6 +50,15 @@ def test_errors_name_the_field(data: dict[str, object], field: str) -> None:
         config.load(overrides=data)
 
 
+def test_cache_prefetch_is_off_by_default_as_in_unbound() -> None:
+    assert config.load().cache.prefetch is False
+    assert config.load(overrides={"cache": {"prefetch": True}}).cache.prefetch is True
+    for bad in ("yes", 1):
+        with pytest.raises(ConfigError) as info:
+            config.load(overrides={"cache": {"prefetch": bad}})
+        assert str(info.value) == f"cache.prefetch: expected true or false, got {bad!r}"
+
+
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         config.load(tmp_path / "missing.toml")
@@ -180,3 +189,18 @@ def test_control_is_off_by_default_and_its_path_checked() -> None:
         config.load(overrides={"server": {"control": "/run/dnstls/"}})
     with pytest.raises(ConfigError, match=r"^server.control: expected a string"):
         config.load(overrides={"server": {"control": 1}})
+
+
+def test_prefetch_on_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      ) -> None:
+    from dnstls.cli.main import build_parser
+    from dnstls.cli.serve import overrides
+
+    args = build_parser().parse_args(["serve", "--prefetch"])
+    path = tmp_path / "c.toml"
+    path.write_text("[cache]\nmax_ttl = 600\n")
+    c = config.load(path, overrides(args))
+    assert c.cache.prefetch is True and c.cache.max_ttl == 600
+    assert cli_main(["serve", "--prefetch", "--no-cache"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dnstls serve: error: --prefetch: conflicts with --no-cache")

@@ -330,3 +330,13 @@ def test_nsid_key() -> None:
                          ("", r"^nsid: an empty NSID"), (7, r"^nsid: expected a string")):
         with pytest.raises(ConfigError, match=message):
             load({"nsid": bad})
+
+
+def test_prefetch_from_the_file_and_the_command_line() -> None:
+    assert load({}).cache.prefetch is False
+    assert load({"cache": {"prefetch": True}}).cache.prefetch is True
+    assert load({}, prefetch=True).cache.prefetch is True
+    with pytest.raises(ConfigError, match=r"^cache\.prefetch: expected true or false"):
+        load({"cache": {"prefetch": "yes"}})
+    with pytest.raises(ConfigError, match=r"^--prefetch: conflicts with --no-cache"):
+        load({}, prefetch=True, no_cache=True)

@@ -6,9 +6,12 @@ import argparse
 
 
 def add_service_options(p: argparse.ArgumentParser) -> None:
-    """``--no-cache``, ``--metrics``, ``--log-queries`` (RFC 8932: off by default) and
-    ``--access-control``."""
+    """``--no-cache``, ``--prefetch``, ``--metrics``, ``--log-queries`` (RFC 8932: off
+    by default) and ``--access-control``."""
     p.add_argument("--no-cache", action="store_true", help="disable the answer cache")
+    p.add_argument("--prefetch", action="store_true",
+                   help="refresh a cached answer asked for in the last tenth of its TTL in "
+                        "the background ([cache] prefetch, as Unbound's prefetch: yes)")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="Prometheus metrics endpoint (at /metrics)")
     p.add_argument("--log-queries", action="store_true",

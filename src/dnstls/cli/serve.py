@@ -116,8 +116,12 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         local["blocklist"] = [{"file": f} for f in args.blocklist]
     if local:
         out["local"] = local
+    if args.no_cache and args.prefetch:
+        raise ConfigError("--prefetch", "conflicts with --no-cache")
     if args.no_cache:
         out["cache"] = {"enabled": False}
+    if args.prefetch:
+        out["cache"] = {"prefetch": True}
     forward: dict[str, Any] = {}
     if args.no_upstream:
         forward["enabled"] = False

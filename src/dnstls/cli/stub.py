@@ -55,7 +55,7 @@ def overrides(args: argparse.Namespace) -> stub_config.StubOverrides:
         listen=tuple(args.listen or ()), upstreams=tuple(args.upstream or ()),
         pins=tuple(args.pin or ()), pin_mode=args.pin_mode, ca_file=args.ca_file,
         opportunistic=args.opportunistic, strategy=args.strategy, metrics=args.metrics,
-        no_cache=args.no_cache, log_queries=args.log_queries,
+        no_cache=args.no_cache, prefetch=args.prefetch, log_queries=args.log_queries,
         access_control=tuple(args.access_control or ()))
 
 

@@ -90,6 +90,21 @@ NXDOMAIN, §4.20). The failure is remembered for ``servfail_ttl`` as it would be
 a stale entry (the "failure recheck" of RFC 8767 §4): meanwhile lookups, including
 :meth:`Cache.lookup_wire`, serve the stale answer directly. A SERVFAIL never replaces
 an entry kept for serve-stale.
+
+Prefetch (Unbound's ``prefetch: yes``), off by default
+------------------------------------------------------
+With ``prefetch`` every positive or negative entry gets, at insert, the time at which
+less than a tenth of its TTL is left: ``inserted + (ttl - ttl // 10)`` in whole seconds
+(Unbound's ``PREFETCH_TTL_CALC``; an entry of TTL below 10 s gets none), kept in the
+entry (``refresh_at``, else equal to ``expires``), so a fresh hit costs the same one
+comparison with or without prefetch. The first hit at or after it is answered from the
+entry as usual (its TTLs still counting down) and calls ``on_prefetch(key)``, which
+starts a background refresh (:class:`dnstls.resolver.prefetch.Prefetcher`); the entry
+then asks no more (one prefetch per entry; again only if there was no room for it).
+The refreshed answer replaces the entry with its full TTL; a failed refresh (an
+exception, a SERVFAIL) changes nothing. SERVFAIL entries and local data are never
+prefetched. An exact-repeat memo item ends at the prefetch time, so that hit takes
+the full path.
 """
 
 from __future__ import annotations
@@ -115,6 +130,10 @@ from dnstls.resolver.base import Request, ResolveFailure, Resolver
 log = logging.getLogger("dnstls.resolver.cache")
 
 STALE_TTL = 30  # RFC 8767 §4: TTL of a record served stale
+#: What ``Cache.on_prefetch`` returns (see "Prefetch" in the module docstring)
+PREFETCH_STARTED = 1
+PREFETCH_RUNNING = 0
+PREFETCH_NO_ROOM = -1
 _HEADER = struct.Struct("!HHHHHH")
 _TTL = struct.Struct("!I")
 _RR_FIXED = struct.Struct("!HHIH")
@@ -177,6 +196,8 @@ class CacheStatistics:
     entries: int
     bytes: int
     stale_served: int
+    #: prefetches started (Unbound's ``num.prefetch``; see "Prefetch")
+    prefetches: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +219,7 @@ class _Entry:
                  "failed_until", "failure", "inserted", "kind", "memo_edns", "memo_mids",
                  "memo_options", "memo_pad", "memo_padding", "memo_tail", "mid_wire",
                  "name_view", "offsets", "opt_head", "opt_rdata", "qname_len",
-                 "serial", "size", "ttls")
+                 "refresh_at", "serial", "size", "ttls")
 
     def __init__(self, body: bytearray, offsets: tuple[int, ...], ttls: tuple[int, ...],
                  opt_head: bytes, opt_rdata: bytes, kind: str, inserted: float,
@@ -227,6 +248,11 @@ class _Entry:
         self.kind = kind
         self.inserted = inserted
         self.expires = inserted + lifetime
+        #: When a hit asks for a prefetch (Cache docstring, "Prefetch"): ``expires``
+        #: unless the cache prefetches and set it earlier at insert time, and again
+        #: ``expires`` once the entry's prefetch is under way -- so a hit's one
+        #: comparison ``now >= refresh_at`` covers both "expired" and "prefetch due".
+        self.refresh_at = self.expires
         self.failure = failure
         self.failed_until = _NEG_INF  # a constant: no float("-inf") call per entry
         # Counted twice against max_bytes: the answer and the one rendering a fresh hit
@@ -361,7 +387,8 @@ class Cache:
     def __init__(self, *, max_entries: int = 100_000, max_bytes: int = 64 << 20,
                  min_ttl: int = 0, max_ttl: int = 86400, max_negative_ttl: int = 3600,
                  servfail_ttl: float = 2.0, serve_stale: bool = False,
-                 stale_ttl: float = 86400, minimal_responses: bool = False) -> None:
+                 stale_ttl: float = 86400, minimal_responses: bool = False,
+                 prefetch: bool = False) -> None:
         if max_entries < 1 or max_bytes < 1:
             raise ValueError("max_entries and max_bytes must be positive")
         if not 0 <= min_ttl <= max_ttl:
@@ -383,6 +410,14 @@ class Cache:
         #: answers in a Cache too and must be served as written); the service's caches
         #: get the configured value (``cache.minimal_responses``, on by default).
         self.minimal_responses = minimal_responses
+        #: Entries get a prefetch time at insert (module docstring, "Prefetch"); a hit
+        #: at or after it calls ``on_prefetch(key)`` once (set by the owner, the
+        #: :class:`~dnstls.resolver.prefetch.Prefetcher`): it returns
+        #: :data:`PREFETCH_STARTED`, :data:`PREFETCH_RUNNING` (one for the key is in
+        #: flight already) or :data:`PREFETCH_NO_ROOM` (not started: a later hit asks
+        #: again).
+        self.prefetch = prefetch
+        self.on_prefetch: Callable[[CacheKey], int] | None = None
         self._entries: OrderedDict[CacheKey, _Entry] = OrderedDict()
         self._bytes = 0
         #: False for :meth:`storing_nothing`: :meth:`respond_wire` then renders the
@@ -393,6 +428,7 @@ class Cache:
         #: for ``max_negative_ttl`` -- a forwarded one may not be (RFC 2308 §5).
         self.keeps_all = False
         self._hits = self._misses = self._evictions = self._stale_served = 0
+        self._prefetches = 0
         #: The last response :meth:`check_wire` read, and its reading: taken (once) by
         #: :meth:`respond_wire` for the same bytes object, so that checking an answer
         #: in the forwarder costs no second walk.
@@ -413,7 +449,8 @@ class Cache:
     def statistics(self) -> CacheStatistics:
         return CacheStatistics(hits=self._hits, misses=self._misses,
                                evictions=self._evictions, entries=len(self._entries),
-                               bytes=self._bytes, stale_served=self._stale_served)
+                               bytes=self._bytes, stale_served=self._stale_served,
+                               prefetches=self._prefetches)
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -437,12 +474,15 @@ class Cache:
         if entry is None:
             self._misses += 1
             return None
-        if now >= entry.expires:  # stale or gone: the general path decides and counts
-            found = self._serveable(key, now)
-            if found is None:
-                return None
-            entry, stale = found
-            return _render(entry, query_id, now, stale, rd, qname, edns, options, pad_block)
+        if now >= entry.refresh_at:  # expired, or (rarely) a prefetch is due
+            if now >= entry.expires:  # stale or gone: the general path decides and counts
+                found = self._serveable(key, now)
+                if found is None:
+                    return None
+                entry, stale = found
+                return _render(entry, query_id, now, stale, rd, qname, edns, options,
+                               pad_block)
+            self._prefetch_due(key, entry)
         self._entries.move_to_end(key)
         self._hits += 1
         # A fresh hit, rendered here (one call less): everything after the question
@@ -472,8 +512,10 @@ class Cache:
         # Valid while int(now - inserted) stays ``age`` and the entry is fresh, with a
         # margin at both ends of the second (float rounding): outside it, the full path.
         since = entry.inserted + age
+        # (refresh_at: at most expires, and the memo must not answer past a prefetch
+        # time: the hit there asks for the prefetch)
         memo.save(exact, key, entry.serial, since + _EXACT_MARGIN if age else -_INF,
-                  min(entry.expires, since + 1 - _EXACT_MARGIN), rest)
+                  min(entry.refresh_at, since + 1 - _EXACT_MARGIN), rest)
         return (query_id & 0xFFFF).to_bytes(2, "big") + rest
 
     def lookup_exact(self, memo: ExactMemo, exact: bytes, wire: bytes, now: float,
@@ -559,6 +601,8 @@ class Cache:
             self._misses += 1
             return None
         stale = now >= entry.expires
+        if not stale and now >= entry.refresh_at:
+            self._prefetch_due(key, entry)
         if stale:
             if not (self.serve_stale and entry.kind != _SERVFAIL
                     and now < entry.expires + self.stale_ttl):
@@ -574,6 +618,19 @@ class Cache:
         else:
             self._hits += 1
         return entry, stale
+
+    def _prefetch_due(self, key: CacheKey, entry: _Entry) -> None:
+        """A fresh hit at or after ``entry``'s prefetch time: ask the owner to refresh
+        ``key`` in the background, once per entry (unless there was no room for it)."""
+        hook = self.on_prefetch
+        if hook is None:
+            entry.refresh_at = entry.expires
+            return
+        outcome = hook(key)
+        if outcome != PREFETCH_NO_ROOM:
+            entry.refresh_at = entry.expires
+        if outcome == PREFETCH_STARTED:
+            self._prefetches += 1
 
     def stale_after_failure(self, key: CacheKey, query_id: int, now: float, *,
                             rd: bool = True, qname: bytes | None = None, edns: bool = True,
@@ -744,9 +801,15 @@ class Cache:
         # offsets and TTLs as tuples: a tuple of ints leaves the cyclic GC's lists at
         # the first collection that sees it, a list is traversed by every collection
         # for as long as the entry lives (two GC-tracked objects less per entry)
-        return _Entry(body, tuple(parsed.offsets), tuple(ttls), _OPT_HEADS[key[-1] & KEY_DO],
-                      parsed.options, kind, now, lifetime, failure, len(key) - 5,
-                      parsed.qname)
+        entry = _Entry(body, tuple(parsed.offsets), tuple(ttls), _OPT_HEADS[key[-1] & KEY_DO],
+                       parsed.options, kind, now, lifetime, failure, len(key) - 5,
+                       parsed.qname)
+        if self.prefetch and kind != _SERVFAIL and kind != _UNCACHEABLE:
+            # Unbound's PREFETCH_TTL_CALC: the prefetch is due once less than a tenth
+            # of the original TTL is left (whole seconds; below 10 s, never while fresh)
+            whole = int(lifetime)
+            entry.refresh_at = now + (whole - whole // 10)
+        return entry
 
     def _bound_ttls(self, parsed: _Parsed, kind: str, cap: int | None) -> list[int]:
         """Clamp the TTLs of ``parsed`` (values and body) to the bounds of ``kind``."""
