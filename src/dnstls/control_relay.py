@@ -43,7 +43,13 @@ from dnstls.control import (
     join_answers,
     parse_request,
 )
-from dnstls.net.control import MAX_CLIENTS, READ_TIMEOUT, WRITE_TIMEOUT, bind_control_socket
+from dnstls.net.control import (
+    MAX_CLIENTS,
+    READ_TIMEOUT,
+    WRITE_TIMEOUT,
+    bind_control_socket,
+    unlink_if_bound,
+)
 
 log = logging.getLogger("dnstls.control_relay")
 
@@ -266,10 +272,4 @@ class ControlRelay:
         for _, sock in self.channels.values():
             sock.close()
         self.channels.clear()
-        try:
-            info = os.stat(self.path)
-        except OSError:
-            return
-        if (info.st_dev, info.st_ino) == self._inode:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+        unlink_if_bound(self.path, self._inode)

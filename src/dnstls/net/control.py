@@ -74,6 +74,19 @@ def _prepare_path(path: str, field: str) -> None:
                       "socket (is dnstls already running?)")
 
 
+def unlink_if_bound(path: str, inode: tuple[int, int] | None) -> None:
+    """Remove the socket file at ``path`` if it is still the one bound there (its
+    ``(st_dev, st_ino)`` is ``inode``): a second service that took the path over keeps
+    its socket."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    if (info.st_dev, info.st_ino) == inode:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def bind_control_socket(path: str, field: str = "server.control") -> socket.socket:
     """A listening Unix socket at ``path``, mode 0600 (see the module docstring)."""
     _prepare_path(path, field)
@@ -164,13 +177,7 @@ class ControlServer:
 
     def _unlink(self) -> None:
         """Remove the socket file if it is still the one this server bound."""
-        try:
-            info = os.stat(self.path)
-        except OSError:
-            return
-        if (info.st_dev, info.st_ino) == self._inode:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
+        unlink_if_bound(self.path, self._inode)
 
     async def aclose(self) -> None:
         if self._server is not None:
