@@ -159,10 +159,19 @@ class StubForwarding:
             self._close(generation)
 
     async def resolve(self, request: Request) -> dns.message.Message:
+        return await self._in_current(request, below_cache=False)
+
+    async def _in_current(self, request: Request, *, below_cache: bool,
+                          ) -> dns.message.Message:
+        """``request`` through the current generation's pipeline (or, ``below_cache``,
+        its coalescer: a prefetch), counted in flight there so that a retired
+        generation closes only once it is done."""
         generation = self.current
         generation.in_flight += 1
         try:
-            return await generation.stage.resolve(request)
+            stage = generation.coalescer if below_cache else generation.stage
+            answer: dns.message.Message = await stage.resolve(request)
+            return answer
         finally:
             generation.in_flight -= 1
             self._drained(generation)
@@ -175,13 +184,7 @@ class StubForwarding:
 
     async def _prefetch_resolve(self, request: Request) -> dns.message.Message:
         """A prefetch's question, below the cache of the current generation."""
-        generation = self.current
-        generation.in_flight += 1
-        try:
-            return await generation.coalescer.resolve(request)
-        finally:
-            generation.in_flight -= 1
-            self._drained(generation)
+        return await self._in_current(request, below_cache=True)
 
     async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
                            deadline: float, check: Callable[[bytes], bool] | None = None,
