@@ -181,9 +181,9 @@ EXPECTED: dict[tuple[str, str], tuple[str, int | None]] = {
     ("www.nosig.test.", "TXT"): ("secure", None),
     ("www.ed25519.test.", "A"): ("secure", None),
     ("nothere.ed25519.test.", "A"): ("secure", None),
-    ("www.unsupported.test.", "A"): ("insecure", None),
+    ("www.unsupported.test.", "A"): ("insecure", 2),  # EDE 2 Unsupported DS Digest Type
     ("www.badnsec3.test.", "A"): ("secure", None),
-    ("nothere.badnsec3.test.", "A"): ("insecure", None),  # 200 iterations: RFC 9276
+    ("nothere.badnsec3.test.", "A"): ("insecure", 27),  # 200 iterations: RFC 9276
 }
 
 
