@@ -11,7 +11,6 @@ Unbound").
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import dns.asyncquery
 import dns.flags
@@ -20,7 +19,7 @@ import dns.name
 import dns.rdatatype
 import pytest
 
-from dnstls.resolver.dnssec import Fetch, Security, TrustAnchors, Validator
+from dnstls.resolver.dnssec import Fetch, TrustAnchors, Validator
 from fakes.signed_zones import EXPECTED, Hierarchy, write_hierarchy
 from interop import peers
 

@@ -415,9 +415,10 @@ server:
 
 
 def _unbound_base(work: Path, *, interface: str, extra: str = "", access: str = "allow",
-                  ) -> str:
+                  modules: str = "iterator", insecure: str = "test.") -> str:
     """An unbound.conf's server and remote-control sections for our interop peers;
-    ``access``: the action for 127.0.0.0/8, ``extra``: more server lines."""
+    ``access``: the action for 127.0.0.0/8, ``extra``: more server lines, ``modules``:
+    the module-config, ``insecure``: the domain-insecure zone (empty: none)."""
     return f"""\
 server:
     interface: {interface}
@@ -433,9 +434,9 @@ server:
     verbosity: 1
     access-control: 127.0.0.0/8 {access}
     do-not-query-localhost: no
-    module-config: "iterator"
+    module-config: "{modules}"
     local-zone: "test." nodefault
-    domain-insecure: "test."
+{f'    domain-insecure: "{insecure}"' if insecure else ""}
     qname-minimisation: no
     harden-referral-path: no
     edns-tcp-keepalive: yes
@@ -483,6 +484,30 @@ forward-zone:
     forward-addr: {upstream_host}@{upstream_port}#{auth_name}
 """)
     peer = group.start(Peer("unbound-fwd", [binary, "-d", "-c", str(conf)], work, port=port))
+    return peer.wait_tcp()
+
+
+def start_unbound_validator(group: PeerGroup, *, anchor_file: Path, upstream: Peer) -> Peer:
+    """unbound validating DNSSEC (module-config "validator iterator", ``anchor_file`` as
+    its trust-anchor-file, EDE on, val-log-level 2), answering plain DNS on a free port
+    and forwarding everything (``forward-zone: "."``) to ``upstream`` -- e.g. an nsd
+    serving a whole signed hierarchy (:func:`start_nsd_zones`)."""
+    binary = require("unbound")
+    work = group.workdir("unbound-val")
+    port = free_port()
+    conf = work / "unbound.conf"
+    conf.write_text(_unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=f"""\
+    port: {port}
+    trust-anchor-file: "{anchor_file}"
+    ede: yes
+    val-log-level: 2
+    aggressive-nsec: no
+""", modules="validator iterator", insecure="") + f"""\
+forward-zone:
+    name: "."
+    forward-addr: {upstream.host}@{upstream.port}
+""")
+    peer = group.start(Peer("unbound-val", [binary, "-d", "-c", str(conf)], work, port=port))
     return peer.wait_tcp()
 
 
