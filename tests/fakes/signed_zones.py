@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.message
 import dns.name
 import dns.rdata
 import dns.rdataclass
@@ -413,3 +414,38 @@ def write_hierarchy(directory: Path, *, now: float | None = None) -> Hierarchy:
 def origins() -> Iterable[str]:
     """The zones' origins, parents before children."""
     return [spec.origin for spec in _zone_specs()]
+
+
+def answer(zones: dict[str, dns.zone.Zone], name: dns.name.Name | str,
+           rdtype: int | str) -> dns.message.Message:
+    """An authoritative DO=1 answer from in-memory ``zones`` (build_hierarchy), for unit
+    tests that need no server: the RRset at ``name`` with its RRSIGs from the deepest
+    zone holding the name (the parent for DS), NOERROR and an empty answer (with the
+    zone's signed SOA) when there is none. It knows no wildcards, NSEC proofs or
+    referrals: negative answers are nsd's job (tests/integration/test_dnssec_nsd.py)."""
+    name = dns.name.from_text(name) if isinstance(name, str) else name
+    rdtype = dns.rdatatype.RdataType.make(rdtype)
+    query = dns.message.make_query(name, rdtype, want_dnssec=True)
+    response = dns.message.make_response(query)
+    holder = name.parent() if rdtype == dns.rdatatype.DS and name != dns.name.root else name
+    origin = max((dns.name.from_text(o) for o in zones
+                  if holder.is_subdomain(dns.name.from_text(o))), key=len)
+    zone = zones[origin.to_text()]
+    node = zone.get_node(name)
+    rds = node.get_rdataset(dns.rdataclass.IN, rdtype) if node is not None else None
+    if rds is not None:
+        response.find_rrset(response.answer, name, dns.rdataclass.IN, rdtype,
+                            create=True).update(rds)
+        sigs = node.get_rdataset(dns.rdataclass.IN, dns.rdatatype.RRSIG, rdtype)
+        if sigs is not None:
+            response.find_rrset(response.answer, name, dns.rdataclass.IN,
+                                dns.rdatatype.RRSIG, rdtype, create=True).update(sigs)
+        return response
+    apex = zone.nodes[origin]
+    for rdt, covers in ((dns.rdatatype.SOA, dns.rdatatype.NONE),
+                        (dns.rdatatype.RRSIG, dns.rdatatype.SOA)):
+        found = apex.get_rdataset(dns.rdataclass.IN, rdt, covers)
+        if found is not None:
+            response.find_rrset(response.authority, origin, dns.rdataclass.IN, rdt, covers,
+                                create=True).update(found)
+    return response
