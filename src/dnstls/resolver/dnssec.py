@@ -257,6 +257,17 @@ class _Budget:
                          transient=True)
 
 
+def _find(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int,
+          covers: int = dns.rdatatype.NONE) -> dns.rrset.RRset | None:
+    """The RRset (class IN) in ``section``; searched, not looked up in the message's
+    index, which goes stale when a caller edits the sections."""
+    for rrset in section:
+        if rrset.rdtype == rdtype and rrset.covers == covers and rrset.rdclass == IN \
+                and rrset.name == name:
+            return rrset
+    return None
+
+
 def _type(rdtype: int) -> str:
     return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
 
@@ -318,7 +329,7 @@ class Validator:
                 found = [r for r in response.answer if r.name == current and r.rdclass == IN
                          and r.rdtype != dns.rdatatype.RRSIG]
             else:
-                match = response.get_rrset(response.answer, current, IN, qtype)
+                match = _find(response.answer, current, qtype)
                 found = [] if match is None else [match]
             if found:
                 for rrset in found:
@@ -333,7 +344,7 @@ class Validator:
                 synthesized, current = self._synthesize(response, dname, current)
                 done.add(id(synthesized))
                 continue
-            cname = response.get_rrset(response.answer, current, IN, dns.rdatatype.CNAME)
+            cname = _find(response.answer, current, dns.rdatatype.CNAME)
             if cname is not None and qtype != dns.rdatatype.CNAME:
                 verdicts.append(await self._positive(response, cname, budget))
                 done.add(id(cname))
@@ -374,7 +385,7 @@ class Validator:
             target = name.relativize(dname.name).concatenate(dname[0].target)
         except dns.name.NameTooLong:
             raise _Bogus(EDE_BOGUS, f"DNAME {dname.name} makes {name} too long") from None
-        cname = response.get_rrset(response.answer, name, IN, dns.rdatatype.CNAME)
+        cname = _find(response.answer, name, dns.rdatatype.CNAME)
         if cname is None or len(cname) != 1 or cname[0].target != target:
             raise _Bogus(EDE_BOGUS, f"CNAME for {name} does not match DNAME {dname.name}")
         return cname, target
@@ -454,8 +465,7 @@ class Validator:
             if not rrset.name.is_subdomain(zone) or (
                     rrset.rdtype == dns.rdatatype.NSEC3 and rrset.name.parent() != zone):
                 continue
-            sigset = response.get_rrset(response.authority, rrset.name, IN,
-                                        dns.rdatatype.RRSIG, rrset.rdtype)
+            sigset = _find(response.authority, rrset.name, dns.rdatatype.RRSIG, rrset.rdtype)
             if sigset and all(getattr(sig, "signer", None) != zone for sig in sigset):
                 continue
             candidates.append(rrset)
@@ -478,7 +488,7 @@ class Validator:
         """(None, the RRSIG that verified, signer) if SECURE, (an INSECURE Verdict, None,
         zone) if the RRset's zone is insecure; raises _Bogus."""
         what = f"{rrset.name} {_type(rrset.rdtype)}"
-        sigset = response.get_rrset(section, rrset.name, IN, dns.rdatatype.RRSIG, rrset.rdtype)
+        sigset = _find(section, rrset.name, dns.rdatatype.RRSIG, rrset.rdtype)
         sigs = [sig for sig in (sigset or []) if isinstance(sig, RRSIG)][:MAX_RRSIGS]
         owner = rrset.name
         if not sigs:
@@ -673,11 +683,11 @@ class Validator:
         response = await self._fetch(name, dns.rdatatype.DS, budget)
         if response.rcode() == dns.rcode.NXDOMAIN:
             return _Entry(_Step.STOP, parent.zone, self._expiry(*response.authority))
-        ds = response.get_rrset(response.answer, name, IN, dns.rdatatype.DS)
+        ds = _find(response.answer, name, dns.rdatatype.DS)
         if ds is not None:
             await self._verify_in(response, response.answer, ds, parent, budget)
             return await self._keys(name, [d for d in ds if isinstance(d, DS)], [], budget)
-        if response.get_rrset(response.answer, name, IN, dns.rdatatype.CNAME) is not None:
+        if _find(response.answer, name, dns.rdatatype.CNAME) is not None:
             return _Entry(_Step.NOCUT, parent.zone, self._expiry(*response.answer))
         return await self._no_ds(response, name, parent, budget)
 
@@ -685,7 +695,7 @@ class Validator:
                      parent: _Entry, budget: _Budget) -> _Entry:
         """A NODATA answer to DS ``name``: an insecure delegation or no cut at all."""
         expires = self._expiry(*response.authority)
-        nsec = response.get_rrset(response.authority, name, IN, dns.rdatatype.NSEC)
+        nsec = _find(response.authority, name, dns.rdatatype.NSEC)
         if nsec is not None:
             types = proofs.types_of(nsec[0])
             kind = proofs.delegation_from_nsec(types)
@@ -734,8 +744,7 @@ class Validator:
     async def _verify_in(self, response: dns.message.Message, section: list[dns.rrset.RRset],
                          rrset: dns.rrset.RRset, parent: _Entry, budget: _Budget) -> None:
         """Verify an RRset of the zone above a cut with that zone's keys."""
-        sigset = response.get_rrset(section, rrset.name, IN,
-                                    dns.rdatatype.RRSIG, rrset.rdtype)
+        sigset = _find(section, rrset.name, dns.rdatatype.RRSIG, rrset.rdtype)
         sigs = [s for s in (sigset or []) if isinstance(s, RRSIG) and s.signer == parent.zone]
         if not sigs:
             raise _Bogus(EDE_RRSIGS_MISSING,
@@ -757,7 +766,7 @@ class Validator:
             return _Entry(_Step.INSECURE, zone, self._now() + BOGUS_TTL * 5, ede=ede,
                           text=f"{why} for {zone}")
         response = await self._fetch(zone, dns.rdatatype.DNSKEY, budget)
-        dnskeys = response.get_rrset(response.answer, zone, IN, dns.rdatatype.DNSKEY)
+        dnskeys = _find(response.answer, zone, dns.rdatatype.DNSKEY)
         if dnskeys is None:
             raise _Bogus(EDE_DNSKEY_MISSING, f"no DNSKEY for {zone}")
         keys = [k for k in dnskeys if isinstance(k, DNSKEY)]
@@ -787,8 +796,7 @@ class Validator:
         if not zone_keys:
             raise _Bogus(EDE_NO_ZONE_KEY, f"the DNSKEY of {zone} matching its DS is not "
                          "a zone key (or is revoked)")
-        sigset = response.get_rrset(response.answer, zone, IN, dns.rdatatype.RRSIG,
-                                    dns.rdatatype.DNSKEY)
+        sigset = _find(response.answer, zone, dns.rdatatype.RRSIG, dns.rdatatype.DNSKEY)
         sigs = [s for s in (sigset or []) if isinstance(s, RRSIG) and s.signer == zone]
         if not sigs:
             raise _Bogus(EDE_RRSIGS_MISSING, f"no signatures over {zone} DNSKEY")
@@ -823,3 +831,6 @@ def strip_dnssec(response: dns.message.Message, qtype: int) -> None:
                 continue
             keep.append(rrset)
         section[:] = keep
+    kept = {id(rrset) for section in (response.answer, response.authority,
+                                      response.additional) for rrset in section}
+    response.index = {key: rrset for key, rrset in response.index.items() if id(rrset) in kept}
