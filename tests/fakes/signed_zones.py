@@ -23,7 +23,8 @@ The zones (see :data:`EXPECTED` for what a validator should say about each quest
                        CNAME to a name that does not exist, ``dname`` DNAME nsec3.test.,
                        ``sub`` (an empty non-terminal above ``a.sub``)
 ``nsec3.test.``        ECDSAP256SHA256 CSK, NSEC3 (SHA-1, 0 iterations, no salt); ``www``,
-                       a wildcard ``*.wild``
+                       a wildcard ``*.wild``, ``unsigned`` an unsigned delegation (its
+                       NSEC3 lists NS only)
 ``optout.test.``       ECDSAP256SHA256 CSK, NSEC3 opt-out; ``unsigned`` an unsigned
                        delegation (no DS, no NSEC3 of its own)
 ``insecure.test.``     unsigned, delegated without DS
@@ -124,6 +125,9 @@ def _zone_specs() -> list[ZoneSpec]:
             f'www {TTL} IN TXT "nsec3"', f"*.wild {TTL} IN A 192.0.2.8",
             f"a.sub {TTL} IN A 192.0.2.10",
         ], nsec3=True),
+        ZoneSpec("unsigned.nsec3.test.", [*apex("unsigned.nsec3.test."),
+                                          f"www {TTL} IN A 192.0.2.11"],
+                 algorithm=None, ds_digest=None),
         ZoneSpec("optout.test.", [
             *apex("optout.test."), f"www {TTL} IN A 192.0.2.4",
             f"unsigned {TTL} IN NS ns.unsigned.optout.test.",
@@ -171,6 +175,8 @@ EXPECTED: dict[tuple[str, str], tuple[str, int | None]] = {
     ("sub.nsec3.test.", "A"): ("secure", None),  # NODATA at an ENT (NSEC3)
     ("x.wild.nsec3.test.", "A"): ("secure", None),  # NSEC3 wildcard expansion
     ("x.wild.nsec3.test.", "MX"): ("secure", None),  # NSEC3 wildcard NODATA
+    ("www.unsigned.nsec3.test.", "A"): ("insecure", None),  # NSEC3: NS, no DS
+    ("unsigned.nsec3.test.", "DS"): ("secure", None),
     ("www.optout.test.", "A"): ("secure", None),
     ("www.unsigned.optout.test.", "A"): ("insecure", None),  # under opt-out
     ("unsigned.optout.test.", "DS"): ("insecure", None),  # opt-out covers it

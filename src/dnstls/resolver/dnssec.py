@@ -41,8 +41,10 @@ most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bou
 BOGUS cut is remembered for 60 s (Unbound's ``val-bogus-ttl``). Concurrent validations
 that need the same (name, type) share one fetch. Work per validation is bounded: at
 most :data:`MAX_FETCHES` fetches, :data:`MAX_VERIFICATIONS` signature checks,
-:data:`MAX_RRSIGS` RRSIGs per RRset and :data:`MAX_KEYS` keys per DNSKEY RRset
-considered, :data:`MAX_CHAIN` CNAME/DNAME hops.
+:data:`MAX_RRSIGS` RRSIGs per RRset, :data:`MAX_CANDIDATE_KEYS` keys tried per RRSIG
+(same key tag and algorithm), at most :data:`MAX_KEYS` keys in a DNSKEY RRset,
+:data:`MAX_CHAIN` CNAME/DNAME hops and answer RRsets, :data:`MAX_DENIAL_RRSETS`
+NSEC/NSEC3 RRsets. Running out is BOGUS (EDE 6) for that response only, not cached.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ SUPPORTED_ALGORITHMS = frozenset({5, 7, 8, 10, 13, 14, 15, 16})
 SUPPORTED_DIGESTS = frozenset({1, 2, 4})
 
 MAX_FETCHES = 64
-MAX_VERIFICATIONS = 256
+MAX_VERIFICATIONS = 128  # signature checks (one per key tried) per validation
 MAX_RRSIGS = 8
 MAX_KEYS = 32
 MAX_CANDIDATE_KEYS = 4
@@ -565,7 +567,8 @@ class Validator:
                 reasons.append((EDE_DNSKEY_MISSING, f"no DNSKEY of {signer} with key tag "
                                 f"{sig.key_tag} for the signature over {what}"))
                 continue
-            budget.verify()
+            for _ in candidates:
+                budget.verify()
             at = min(max(now, float(sig.inception)), float(sig.expiration))
             keyset = dns.rdataset.from_rdata_list(keys.ttl, candidates)
             try:

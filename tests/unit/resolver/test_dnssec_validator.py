@@ -268,6 +268,24 @@ async def test_many_rrsigs_are_capped(anchors: TrustAnchors,
     assert validator.statistics()["fetches"] <= 5
 
 
+async def test_fetches_per_validation_are_bounded(anchors: TrustAnchors,
+                                                  zones: dict[str, dns.zone.Zone]) -> None:
+    """An unsigned answer 60 labels below secure.test.: finding whether it is below an
+    insecure cut takes a DS question per label, more than the 64 allowed."""
+    validator, upstream = make(anchors, zones)
+    deep = dns.name.from_text(".".join(["x"] * 60) + ".secure.test.")
+    response = dns.message.make_response(dns.message.make_query(deep, "A"))
+    response.answer.append(dns.rrset.from_text(deep, 300, "IN", "A", "192.0.2.1"))
+    verdict = await validator.validate(response)
+    assert verdict == Verdict(Security.BOGUS, 6, "more than 64 fetches needed")
+    assert len(upstream.asked) == 64
+    # the running out is not remembered, the zone cuts examined so far are: the next
+    # validation goes on from there and finds the answer unsigned in a signed zone
+    again = await validator.validate(response)
+    assert again == Verdict(Security.BOGUS, 10, f"no signatures over {deep} A")
+    assert len(upstream.asked) < 2 * 64
+
+
 async def test_a_cname_loop_ends_bogus(anchors: TrustAnchors,
                                        zones: dict[str, dns.zone.Zone]) -> None:
     validator, _ = make(anchors, zones)
