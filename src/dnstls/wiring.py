@@ -119,7 +119,7 @@ def validating_stage(cfg: Config, forwarder: Any, clock: Callable[[], float]) ->
     insecure = parse_insecure(cfg.dnssec.domain_insecure)
     log.info("%s", stage_summary(anchors, source, insecure))
     return ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
-                           insecure=insecure)
+                           insecure=insecure, minimal=cfg.cache.minimal_responses)
 
 
 def make_cache(cfg: CacheConfig) -> Any:

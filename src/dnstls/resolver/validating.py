@@ -16,8 +16,9 @@ validating Unbound 1.17 answers:
   Bogus*, 7 *Signature Expired*, 8 *Signature Not Yet Valid*, 9 *DNSKEY Missing*,
   10 *RRSIGs Missing*, 12 *NSEC Missing*, ... -- with the validator's reason as its
   text (Unbound's ``val-log-level: 2`` line); the bogus data never reaches the client;
-* **CD set by the client** (RFC 4035 §3.2.2): the answer unchecked, AD clear, DNSSEC
-  records as DO asks -- the client validates;
+* **CD set by the client** (RFC 4035 §3.2.2, RFC 6840 §5.9): the answer whatever the
+  verdict -- bogus data too, for the client to check itself -- with AD when it is
+  secure, as Unbound answers (it validates what it fetched for a CD query as for any);
 * a name at or under ``dnssec.domain_insecure`` (Unbound's ``domain-insecure``, RFC 7646
   negative trust anchors): forwarded as without validation, AD clear.
 
@@ -111,7 +112,8 @@ def fetcher(next: Resolver, clock: Callable[[], float], *, timeout: float = FETC
     through ``next`` (the forwarder, so forward zones route it), its own deadline."""
 
     async def fetch(name: dns.name.Name, rdtype: int) -> dns.message.Message:
-        query = dns.message.make_query(name, rdtype, want_dnssec=True, payload=EDNS_PAYLOAD)
+        query = dns.message.make_query(name, dns.rdatatype.RdataType.make(rdtype),
+                                       want_dnssec=True, payload=EDNS_PAYLOAD)
         query.flags |= _CD
         return await next.resolve(Request(query, Transport.TCP, None, clock() + timeout))
 
@@ -133,8 +135,10 @@ class ValidatingStage:
     """The resolver stage described in the module docstring."""
 
     def __init__(self, next: Resolver, validator: Any, *,
-                 insecure: Iterable[dns.name.Name] = ()) -> None:
+                 insecure: Iterable[dns.name.Name] = (), minimal: bool = True) -> None:
         self.next = next
+        #: ``cache.minimal_responses``: a positive answer for DO keeps only its proofs
+        self.minimal = minimal
         self.validator = validator
         self.insecure = tuple(insecure)
         self.counts: Counter[str] = Counter()
@@ -150,7 +154,7 @@ class ValidatingStage:
 
         client = request.message
         question = client.question[0]
-        if question.rdclass != _IN or client.flags & _CD:
+        if question.rdclass != _IN:
             self.counts["unchecked"] += 1
             return await self.next.resolve(request)
         if self._is_insecure(question.name):
@@ -160,18 +164,23 @@ class ValidatingStage:
             return response
         upstream = await self.next.resolve(
             dataclasses.replace(request, message=validating_query(client), wire=b""))
+        checking = not client.flags & _CD
         try:
             async with asyncio.timeout_at(request.deadline):
                 verdict = await self.validator.validate(upstream)
         except TimeoutError:
             self.counts["timeout"] += 1
-            raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
-                           f"DNSSEC validation of {question.name} "
-                           f"{dns.rdatatype.to_text(question.rdtype)} did not finish in "
-                           "time") from None
-        security = verdict.security
-        self.counts[security.value] += 1
-        if security is Security.BOGUS:
+            if checking:
+                raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
+                               f"DNSSEC validation of {question.name} "
+                               f"{dns.rdatatype.to_text(question.rdtype)} did not finish "
+                               "in time") from None
+            verdict = None
+        security = verdict.security if verdict is not None else Security.INDETERMINATE
+        if verdict is not None:
+            self.counts[security.value] += 1
+        if security is Security.BOGUS and checking:
+            assert verdict is not None
             ede = dns.edns.EDECode.DNSSEC_BOGUS if verdict.ede is None else verdict.ede
             if log.isEnabledFor(logging.INFO):
                 log.info("validation failure <%s %s IN>: %s", question.name,
@@ -179,11 +188,14 @@ class ValidatingStage:
             raise servfail(ede, verdict.text)
         response = client_response(client, upstream)
         response.flags &= ~_AD
-        wants_ad = client.flags & _AD or (client.edns >= 0 and client.ednsflags & _DO)
-        if security is Security.SECURE and wants_ad:
+        do = client.edns >= 0 and client.ednsflags & _DO
+        if security is Security.SECURE and (do or client.flags & _AD):
             response.flags |= _AD
-        if not (client.edns >= 0 and client.ednsflags & _DO):
+        if not do:
             strip_dnssec(response, question.rdtype)
+        elif self.minimal and response.authority and any(r.rdtype == question.rdtype
+                                                         for r in response.answer):
+            _keep_proofs(response)
         return response
 
     def statistics(self) -> dict[str, Any]:
@@ -195,6 +207,17 @@ class ValidatingStage:
         if validator_stats is not None:
             stats.update(validator_stats())
         return stats
+
+
+def _keep_proofs(response: dns.message.Message) -> None:
+    """A positive answer for a DO query keeps, of the authority section, only what
+    proves it (a wildcard's NSEC or NSEC3 and their signatures), and no additional
+    section, as Unbound's ``minimal-responses`` answers: the upstream's NS RRset goes."""
+    proofs = {dns.rdatatype.NSEC, dns.rdatatype.NSEC3}
+    response.authority = [r for r in response.authority
+                          if r.rdtype in proofs or (r.rdtype == dns.rdatatype.RRSIG
+                                                    and r.covers in proofs)]
+    response.additional = []
 
 
 def stage_summary(anchors: Any, source: str, insecure: tuple[dns.name.Name, ...]) -> str:
