@@ -144,6 +144,10 @@ def _dnstap(tap: Mapping[str, Any]) -> Iterable[Metric]:
     yield CounterMetricFamily("dnstls_dnstap_connections",
                               "dnstap socket connections made (handshakes completed)",
                               value=tap.get("connections", 0))
+    yield CounterMetricFamily("dnstls_dnstap_reopens",
+                              "dnstap files opened anew (log rotation: SIGHUP or dnstls "
+                              "control dnstap_reopen after the file was moved away)",
+                              value=tap.get("reopens", 0))
 
 
 def _udp(listeners: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:
