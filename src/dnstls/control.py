@@ -149,6 +149,7 @@ def format_stats(stats: Mapping[str, Any], *, now: float, uptime: float) -> list
         f"total.num.cachehits={cache.get('hits', 0)}",
         f"total.num.cachemiss={cache.get('misses', 0)}",
         f"total.num.expired={cache.get('stale_served', 0)}",
+        f"total.num.prefetch={cache.get('prefetches', 0)}",
         f"total.num.coalesced={coalesced}",
         f"total.requestlist.current.all={handler.get('in_flight', 0)}",
         f"time.now={now:.6f}",

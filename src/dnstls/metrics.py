@@ -182,7 +182,8 @@ def _udp(listeners: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:
 #: ``statistics()`` keys that only ever grow: exported as counters (``..._total``).
 #: Everything else numeric (entries, bytes, in_flight, srtt, backed_off, ...) is a gauge.
 COUNTER_KEYS = frozenset({
-    "hits", "misses", "evictions", "stale_served", "prefetches", "forwarded", "coalesced",
+    "hits", "misses", "evictions", "stale_served", "prefetches", "prefetches_failed",
+    "prefetches_dropped", "forwarded", "coalesced",
     "invalid",
     "queries", "queries_sent", "responses", "errors", "timeouts", "retries",
     "held", "latency_sum", "latency_count", "connections_opened", "connections_reused",

@@ -274,7 +274,10 @@ class StubForwarding:
                                           "strategy": current.config.strategy,
                                           "retired_generations": len(self.old)}}
         if self.cache is not None:
-            stats["cache"] = dataclasses.asdict(self.cache.statistics())
+            from dnstls.resolver.prefetch import prefetch_statistics
+
+            stats["cache"] = {**dataclasses.asdict(self.cache.statistics()),
+                              **prefetch_statistics(self.prefetcher)}
         if self._private is not None:  # configured now or before a reload
             stats["private_addresses"] = self._private.statistics()
         return stats
