@@ -32,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -363,10 +363,32 @@ def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, origin: str = ZON
     a query signed with a key it knows with a signed answer; lines indented by four
     spaces first belong to the zone above, ``provide-xfr: ...``); ``server_extra``:
     more lines of the ``server:`` clause (``tls-port: ...``)."""
-    binary = require("nsd")
     work = group.workdir("nsd")
-    port = free_port()
     (work / "example.test.zone").write_text(zone_text)
+    return _start_nsd(group, work, {origin: "example.test.zone"}, extra=extra,
+                      server_extra=server_extra)
+
+
+def start_nsd_zones(group: PeerGroup, zones: Mapping[str, Path]) -> Peer:
+    """One nsd authoritative for every zone of ``zones`` (origin -> zone file), e.g. a
+    whole signed hierarchy (tests/fakes/signed_zones.py): it answers each question from
+    the deepest zone it has, and DS questions from the parent side, as the servers a
+    recursive resolver walks would. The first origin is the readiness probe's."""
+    work = group.workdir("nsd")
+    return _start_nsd(group, work, {origin: str(path) for origin, path in zones.items()})
+
+
+def _start_nsd(group: PeerGroup, work: Path, zones: Mapping[str, str], *, extra: str = "",
+               server_extra: str = "") -> Peer:
+    """nsd with its config in ``work``, serving ``zones`` (origin -> zone file name,
+    relative to ``work`` or absolute), answering UDP and TCP on a free port."""
+    binary = require("nsd")
+    port = free_port()
+    zone_clauses = "".join(f"""\
+zone:
+    name: "{origin}"
+    zonefile: "{path}"
+""" for origin, path in zones.items())
     conf = work / "nsd.conf"
     conf.write_text(f"""\
 server:
@@ -387,18 +409,16 @@ server:
     verbosity: 1
 {server_extra}remote-control:
     control-enable: no
-zone:
-    name: "{origin}"
-    zonefile: "example.test.zone"
-{extra}""")
+{zone_clauses}{extra}""")
     peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, port=port))
-    return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port, origin))
+    return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port, next(iter(zones))))
 
 
 def _unbound_base(work: Path, *, interface: str, extra: str = "", access: str = "allow",
-                  ) -> str:
+                  modules: str = "iterator", insecure: str = "test.") -> str:
     """An unbound.conf's server and remote-control sections for our interop peers;
-    ``access``: the action for 127.0.0.0/8, ``extra``: more server lines."""
+    ``access``: the action for 127.0.0.0/8, ``extra``: more server lines, ``modules``:
+    the module-config, ``insecure``: the domain-insecure zone (empty: none)."""
     return f"""\
 server:
     interface: {interface}
@@ -414,9 +434,9 @@ server:
     verbosity: 1
     access-control: 127.0.0.0/8 {access}
     do-not-query-localhost: no
-    module-config: "iterator"
+    module-config: "{modules}"
     local-zone: "test." nodefault
-    domain-insecure: "test."
+{f'    domain-insecure: "{insecure}"' if insecure else ""}
     qname-minimisation: no
     harden-referral-path: no
     edns-tcp-keepalive: yes
@@ -464,6 +484,30 @@ forward-zone:
     forward-addr: {upstream_host}@{upstream_port}#{auth_name}
 """)
     peer = group.start(Peer("unbound-fwd", [binary, "-d", "-c", str(conf)], work, port=port))
+    return peer.wait_tcp()
+
+
+def start_unbound_validator(group: PeerGroup, *, anchor_file: Path, upstream: Peer) -> Peer:
+    """unbound validating DNSSEC (module-config "validator iterator", ``anchor_file`` as
+    its trust-anchor-file, EDE on, val-log-level 2), answering plain DNS on a free port
+    and forwarding everything (``forward-zone: "."``) to ``upstream`` -- e.g. an nsd
+    serving a whole signed hierarchy (:func:`start_nsd_zones`)."""
+    binary = require("unbound")
+    work = group.workdir("unbound-val")
+    port = free_port()
+    conf = work / "unbound.conf"
+    conf.write_text(_unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=f"""\
+    port: {port}
+    trust-anchor-file: "{anchor_file}"
+    ede: yes
+    val-log-level: 2
+    aggressive-nsec: no
+""", modules="validator iterator", insecure="") + f"""\
+forward-zone:
+    name: "."
+    forward-addr: {upstream.host}@{upstream.port}
+""")
+    peer = group.start(Peer("unbound-val", [binary, "-d", "-c", str(conf)], work, port=port))
     return peer.wait_tcp()
 
 
