@@ -66,8 +66,10 @@ def test_the_serve_unit_runs_serve_with_its_config_and_state_directory() -> None
     # persistent, writable directory (StateDirectory=dnstls is /var/lib/dnstls)
     assert unit["Service"]["StateDirectory"] == ["dnstls"]
     assert args.state_dir == "/var/lib/dnstls"
-    # serve has no --check: no ExecStartPre validating the file (the start does)
-    assert "ExecStartPre" not in unit["Service"]
+    # the file is checked before the start (serve --check), with the same options
+    check = build_parser().parse_args(command(unit, "ExecStartPre")[1:])
+    assert check.check and not args.check
+    assert (check.config, check.state_dir) == (args.config, args.state_dir)
     assert command(unit, "ExecReload") == ["/bin/kill", "-HUP", "$MAINPID"]
     # port 853 (and 53 for --plain) with one capability
     assert unit["Service"]["AmbientCapabilities"] == ["CAP_NET_BIND_SERVICE"]
