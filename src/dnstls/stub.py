@@ -34,10 +34,12 @@ import dataclasses
 import functools
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dns.edns
 import dns.message
 
 from dnstls.compiled import version_line
@@ -56,6 +58,7 @@ from dnstls.stub_config import (
     StubOverrides,
     StubUpstream,
     load_stub_config,
+    load_trust_anchors,
     parse_listen,
     stub_config_from_data,
 )
@@ -64,10 +67,12 @@ log = logging.getLogger("dnstls.stub")
 
 
 class Generation:
-    """The upstream side of one configuration: pool, forwarder, coalescer, cache."""
+    """The upstream side of one configuration: pool, forwarder, DNSSEC validation (when
+    on), coalescer, cache."""
 
     def __init__(self, config: StubConfig, *, cache: Any, clock: Any,
-                 minimal_responses: bool, rebind: Any = None) -> None:
+                 minimal_responses: bool, rebind: Any = None,
+                 dnssec_counts: Counter[str] | None = None) -> None:
         from dnstls.resolver.cache import answer_stage
         from dnstls.resolver.coalesce import Coalescer
         from dnstls.resolver.forward import Forwarder
@@ -81,8 +86,16 @@ class Generation:
         #: message path's answers (misses and prefetches) pass it below the coalescer;
         #: the wire path's are filtered by the listeners' WireForwarder
         self.rebind = rebind
-        self.coalescer = Coalescer(self.forwarder if rebind is None
-                                   else RebindFilter(self.forwarder, rebind))
+        #: the DNSSEC ValidatingStage (``dnssec``), or None; its DS/DNSKEY fetches go
+        #: through this generation's forwarder; its counts are the process's
+        #: (``dnssec_counts``: they go on across reloads)
+        self.validating = validating_stage(config, self.forwarder, clock,
+                                           minimal=minimal_responses)
+        if self.validating is not None and dnssec_counts is not None:
+            self.validating.counts = dnssec_counts
+        checked: Resolver = self.forwarder if self.validating is None else self.validating
+        # validated first, private addresses removed next: as serve (dnstls.wiring)
+        self.coalescer = Coalescer(checked if rebind is None else RebindFilter(checked, rebind))
         self.cache = cache
         # minimal_responses: the process's value, as the listeners' (restart only)
         self.stage: Resolver = answer_stage(self.coalescer, cache, clock,
@@ -114,6 +127,48 @@ class Generation:
         await asyncio.gather(*(u.aclose() for u in self.upstreams))
 
 
+def validating_stage(config: StubConfig, forwarder: Any, clock: Callable[[], float], *,
+                     minimal: bool) -> Any:
+    """serve's :class:`~dnstls.resolver.validating.ValidatingStage` in front of
+    ``forwarder`` with a :class:`~dnstls.resolver.dnssec.Validator` of its own, or None
+    when ``dnssec`` is off."""
+    if not config.dnssec:
+        return None
+    from dnstls.resolver.dnssec import Validator
+    from dnstls.resolver.validating import ValidatingStage, fetcher, parse_insecure
+
+    anchors, _source = load_trust_anchors(config.dnssec_trust_anchors,
+                                          config.dnssec_trust_anchors_field)
+    insecure = parse_insecure(config.domain_insecure, config.domain_insecure_field)
+    return ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
+                           insecure=insecure, minimal=minimal)
+
+
+def dnssec_summary(config: StubConfig) -> str:
+    """The DNSSEC line of the banner and of ``--check``."""
+    if not config.dnssec:
+        return "DNSSEC validation: off"
+    from dnstls.resolver.validating import parse_insecure, stage_summary
+
+    anchors, source = load_trust_anchors(config.dnssec_trust_anchors,
+                                         config.dnssec_trust_anchors_field)
+    return stage_summary(anchors, source, parse_insecure(config.domain_insecure,
+                                                         config.domain_insecure_field))
+
+
+def dnssec_settings(config: StubConfig) -> tuple[Any, ...]:
+    """What a reload compares to decide whether cached answers must go: validation on
+    or off, the trust anchors' records (a file may change under the same name) and the
+    names not validated."""
+    if not config.dnssec:
+        return (False,)
+    anchors, _source = load_trust_anchors(config.dnssec_trust_anchors,
+                                          config.dnssec_trust_anchors_field)
+    records = sorted(f"{zone} {rdata}" for table in (anchors.ds, anchors.dnskey)
+                     for zone, rdatas in table.items() for rdata in rdatas)
+    return True, tuple(records), config.domain_insecure
+
+
 class StubForwarding:
     """The stage the service resolves through, swapped whole on reload.
 
@@ -135,6 +190,8 @@ class StubForwarding:
         #: the first time a configuration sets any
         self._private: Any = None
         self.rebind: Any = None
+        #: ``dnstls_dnssec_validations_total{kind}``: one count for every generation
+        self.dnssec_counts: Counter[str] = Counter()
         self._adopt(self._generation(config))
         #: ``cache.prefetch``: refreshes go to the current generation (like the cache,
         #: the setting needs a restart)
@@ -147,6 +204,13 @@ class StubForwarding:
     @property
     def config(self) -> StubConfig:
         return self.current.config
+
+    @property
+    def validating(self) -> Any:
+        """The current generation's ValidatingStage, or None. The service builds the
+        listeners' wire path only when this is None at start (as serve's); after a
+        reload :meth:`StubRuntime.reload` switches the path off or on."""
+        return self.current.validating
 
     def _generation(self, config: StubConfig) -> Generation:
         """A generation for ``config``; its private networks become the filter's (which
@@ -164,7 +228,8 @@ class StubForwarding:
         shared = self._private if self._private is not None else fresh
         generation = Generation(config, cache=self.cache, clock=self.clock,
                                 minimal_responses=self.minimal_responses,
-                                rebind=shared if fresh is not None else None)
+                                rebind=shared if fresh is not None else None,
+                                dnssec_counts=self.dnssec_counts)
         if fresh is not None:
             if self._private is None:
                 self._private = fresh
@@ -185,7 +250,11 @@ class StubForwarding:
     def _adopt(self, generation: Generation) -> Generation:
         """Make ``generation`` the one new queries go to (returned)."""
         generation.forwarder.when_idle = functools.partial(self._drained, generation)
-        self.start_wire = generation.forwarder.start_wire
+        # validating: the listeners keep forwarded queries off the wire path
+        # (StubRuntime.wire_path); one routed there before a reload switched validation
+        # on is not forwarded unchecked (resolve_wire)
+        self.start_wire = (_no_start_wire if generation.validating is not None
+                           else generation.forwarder.start_wire)
         self.current = generation
         return generation
 
@@ -227,6 +296,11 @@ class StubForwarding:
                            deadline: float, check: Callable[[bytes], bool] | None = None,
                            ) -> bytes:
         generation = self.current
+        if generation.validating is not None:
+            from dnstls.resolver.base import servfail
+
+            raise servfail(dns.edns.EDECode.NOT_READY, "DNSSEC validation was switched on "
+                           "while the query was on its way: ask again")
         generation.in_flight += 1
         try:
             answer: bytes = await generation.forwarder.resolve_wire(
@@ -280,6 +354,10 @@ class StubForwarding:
                               **prefetch_statistics(self.prefetcher)}
         if self._private is not None:  # configured now or before a reload
             stats["private_addresses"] = self._private.statistics()
+        if current.validating is not None:
+            stats["dnssec"] = current.validating.statistics()
+        elif self.dnssec_counts:  # switched off by a reload: the counts stay
+            stats["dnssec"] = {"validations": dict(self.dnssec_counts)}
         return stats
 
     async def aclose(self) -> None:
@@ -291,6 +369,12 @@ class StubForwarding:
                 generation.closing = self.loop.create_task(generation.aclose())
         await asyncio.gather(*(g.closing for g in generations if g.closing is not None),
                              return_exceptions=True)
+
+
+def _no_start_wire(*_args: Any, **_kwargs: Any) -> bool:
+    """``start_wire`` while validating: nothing started (the caller takes
+    ``resolve_wire``)."""
+    return False
 
 
 def ipv6_loopback_available() -> bool:
@@ -359,10 +443,15 @@ class StubRuntime:
             # a list that does not load keeps all that runs
             apply_local = (service.prepare_local(new.service_config().local)
                            if service is not None and service.handler is not None else None)
+            old_dnssec = dnssec_settings(self.config)
+            new_dnssec = dnssec_settings(new)
             forwarding.swap(new)
-            wire = service.handler.wire if service is not None and service.handler else None
+            handler = service.handler if service is not None else None
+            wire = handler.wire if handler is not None else None
             if wire is not None:  # the listeners' wire path filters with the new networks
                 wire.rebind = forwarding.rebind
+            if handler is not None:  # forwarded queries off the wire path while validating
+                handler.use_wire_path(not new.dnssec)
         except Exception as exc:
             forwarding.reload_failures += 1
             log.error("reload failed, the running configuration stays: %s", exc)
@@ -388,6 +477,12 @@ class StubRuntime:
                      "dropped", ", ".join(new.private_addresses) or "none",
                      f" (except under {', '.join(new.private_domains)})"
                      if new.private_domains else "", dropped)
+        if new_dnssec != old_dnssec:
+            # validation switched on, off, or anchored elsewhere: what the cache holds was
+            # not validated (or not as now); every answer is dropped, as Unbound's reload
+            cache = forwarding.cache
+            dropped = cache.discard_if(lambda _key: True) if cache is not None else 0
+            log.info("reload: %s; %d cached answers dropped", dnssec_summary(new), dropped)
         if new.opportunistic and not old.opportunistic:
             log.warning("OPPORTUNISTIC mode (RFC 8310 §4) after reload: upstreams are NOT "
                         "authenticated")
@@ -444,6 +539,7 @@ def banner(config: StubConfig, endpoints: Any, *, acl: Any = None) -> list[str]:
                    f"pins (report-only) {pins}" if upstream.report_pins
                    else f"pins {pins}" if pins else ""])))
         lines.append(f"upstream {upstream.name} ({how})")
+    lines.append(dnssec_summary(config))
     if endpoints.plain:
         host, port = endpoints.plain[0]
         lines.append(f"try: kdig @{host}{'' if port == 53 else f' -p {port}'} example.com")
