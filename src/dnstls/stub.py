@@ -19,7 +19,13 @@ empty (or after the query timeout). Client listeners are not touched, so open cl
 TCP connections survive. ``[local]`` (local data, zone types, blocklists) is read
 again and applied as ``dnstls serve`` applies it, and so are ``private_addresses`` and
 ``private_domains`` (DNS rebinding protection, :mod:`dnstls.resolver.rebind`: the
-networks of one filter replaced, on both answer paths). A reload that fails -- a file or a list
+networks of one filter replaced, on both answer paths). ``dnssec``,
+``dnssec_trust_anchors`` and ``domain_insecure`` (DNSSEC validation: serve's
+:class:`~dnstls.resolver.validating.ValidatingStage`, one per generation, between the
+forwarder and the rebinding filter) apply with the new generation; when they change,
+the whole cache is dropped (an answer cached unvalidated must not be served as if
+validated), and the listeners' wire path is switched off for forwarded queries while
+validation is on (:meth:`QueryHandler.use_wire_path`). A reload that fails -- a file or a list
 that does not load -- keeps the running generation and local data and logs why. Listen
 and metrics addresses and the cache settings need a restart (a warning says so): the
 cache is one object for the life of the process, because the listeners answer cache hits

@@ -16,6 +16,9 @@ line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
     nsid = "ascii_stub-1"                # dnstls: the NSID (RFC 5001), as serve's
     private_addresses = ["10.0.0.0/8"]   # dnstls: DNS rebinding protection, as serve's
     private_domains = ["home.arpa."]     #   [forward] keys (Unbound's private-address)
+    dnssec = true                        # Stubby's: validate (serve's DNSSEC stage)
+    dnssec_trust_anchors = ["/usr/share/dns/root.key"]  # Stubby's: a file or a list
+    domain_insecure = ["corp.example."]  # dnstls: not validated, as serve's
     [cache]
     enabled = true
     [local]                              # dnstls: default_zones, nodefault (as serve's)
