@@ -151,7 +151,7 @@ def validating_stage(config: StubConfig, forwarder: Any, clock: Callable[[], flo
 
 
 def dnssec_summary(config: StubConfig) -> str:
-    """The DNSSEC line of the banner and of ``--check``."""
+    """The DNSSEC line of ``--check`` and (validation on) of the banner."""
     if not config.dnssec:
         return "DNSSEC validation: off"
     from dnstls.resolver.validating import parse_insecure, stage_summary
@@ -545,7 +545,8 @@ def banner(config: StubConfig, endpoints: Any, *, acl: Any = None) -> list[str]:
                    f"pins (report-only) {pins}" if upstream.report_pins
                    else f"pins {pins}" if pins else ""])))
         lines.append(f"upstream {upstream.name} ({how})")
-    lines.append(dnssec_summary(config))
+    if config.dnssec:
+        lines.append(dnssec_summary(config))
     if endpoints.plain:
         host, port = endpoints.plain[0]
         lines.append(f"try: kdig @{host}{'' if port == 53 else f' -p {port}'} example.com")

@@ -174,6 +174,17 @@ async def test_secure_insecure_bogus_as_serve_answers(
     assert 'dnstls_dnssec_validations_total{kind="bogus"} 2.0' in text
 
 
+async def test_banner_says_where_the_anchors_come_from(
+        stub: StartStub, upstream: FakeUpstream, pki: TestPKI, root_ds: Path) -> None:
+    from dnstls.stub import banner
+
+    s = await stub(settings(upstream, pki, dnssec=True, dnssec_trust_anchors=str(root_ds),
+                            domain_insecure=["corp.example."]))
+    lines = banner(s.runtime.config, s.service.endpoints)
+    assert (f"DNSSEC validation on: trust anchors for . from {root_ds}; not validated: "
+            "corp.example.") in lines
+
+
 async def test_domain_insecure_is_not_validated(stub: StartStub, upstream: FakeUpstream,
                                                 pki: TestPKI, root_ds: Path) -> None:
     s = await stub(settings(upstream, pki, dnssec=True, dnssec_trust_anchors=str(root_ds),
