@@ -493,7 +493,8 @@ def _dnssec(data: Mapping[str, Any], cli: StubOverrides) -> _Dnssec:
 
     on = data.get("dnssec", False)
     if not isinstance(on, bool):
-        raise ConfigError("dnssec", f"expected true or false, got {on!r}")
+        raise ConfigError("dnssec", f"expected true or false, got {on!r} (Stubby's "
+                                    "GETDNS_EXTENSION_TRUE is true here)")
     on = on or cli.dnssec
     anchors_field = "--trust-anchor" if cli.trust_anchors else "dnssec_trust_anchors"
     anchors: Any = cli.trust_anchors or data.get("dnssec_trust_anchors", [])
