@@ -19,6 +19,8 @@ Unbound's cache holds for the name, where we relay nsd's (RFC 8482) answer.
 
 from __future__ import annotations
 
+import re
+
 import dns.edns
 import dns.flags
 import dns.message
@@ -81,7 +83,9 @@ def test_dnssec_answers_as_unbound(peer_group: PeerGroup, tmp_path: peers.Path,
     except peers.PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
     plain = peers.free_port()
+    metrics = peers.free_port()
     dot = dnstls_serve("--plain", f"{LOOPBACK}:{plain}",  # type: ignore[operator]
+                       "--metrics", f"{LOOPBACK}:{metrics}",
                  "--upstream", f"udp://{nsd.host}:{nsd.port}",
                  "--dnssec", "--trust-anchor", str(hierarchy.root_ds))
     differ = {}
@@ -119,3 +123,13 @@ def test_dnssec_answers_as_unbound(peer_group: PeerGroup, tmp_path: peers.Path,
     bad = kdig(LOOPBACK, dot.port, "www.bogus.test.", tls=True, ca=pki.ca_pem,
                hostname=pki.hostname, extra=["+dnssec"])
     assert bad.status == "SERVFAIL" and "EDE: 6" in bad.stdout, bad.describe()
+    # the outcomes are counted
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{LOOPBACK}:{metrics}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    counted = {kind: float(value) for kind, value in re.findall(
+        r'^dnstls_dnssec_validations_total\{kind="(\w+)"\} (\S+)$', text, re.MULTILINE)}
+    assert counted.get("secure", 0) > 0 and counted.get("bogus", 0) > 0, counted
+    assert counted.get("insecure", 0) > 0, counted
+    assert re.search(r"^dnstls_dnssec_key_cache_entries \d", text, re.MULTILINE), text

@@ -200,13 +200,24 @@ class ValidatingStage:
 
     def statistics(self) -> dict[str, Any]:
         """``validations``: answers by outcome (secure, insecure, bogus, timeout, and
-        unchecked: CD or another class), ``dnstls_dnssec_validations_total{kind}``; then
-        the validator's own figures."""
+        unchecked: another class), ``dnstls_dnssec_validations_total{kind}``; then the
+        validator's DS/DNSKEY work: fetches (shared by several validations, failed), its
+        key cache's hits, misses and entries, fetches in flight."""
         stats: dict[str, Any] = {"validations": dict(self.counts)}
         validator_stats = getattr(self.validator, "statistics", None)
         if validator_stats is not None:
-            stats.update(validator_stats())
+            figures = validator_stats()
+            for ours, theirs in _VALIDATOR_FIGURES:
+                if theirs in figures:
+                    stats[ours] = figures[theirs]
         return stats
+
+
+#: (our statistics key, the Validator's): the metrics ``dnstls_dnssec_<ours>``
+_VALIDATOR_FIGURES = (("fetches", "fetches"), ("fetches_shared", "fetches_shared"),
+                      ("fetch_failures", "fetch_failures"),
+                      ("key_cache_hits", "cache_hits"), ("key_cache_misses", "cache_misses"),
+                      ("key_cache_entries", "key_cache"), ("fetches_in_flight", "inflight"))
 
 
 def _keep_proofs(response: dns.message.Message) -> None:
