@@ -198,6 +198,8 @@ class StubForwarding:
         self.rebind: Any = None
         #: ``dnstls_dnssec_validations_total{kind}``: one count for every generation
         self.dnssec_counts: Counter[str] = Counter()
+        #: the DNSSEC_COUNTERS of generations closed since
+        self._dnssec_closed: Counter[str] = Counter()
         self._adopt(self._generation(config))
         #: ``cache.prefetch``: refreshes go to the current generation (like the cache,
         #: the setting needs a restart)
@@ -340,6 +342,10 @@ class StubForwarding:
             generation.closing.add_done_callback(lambda _t: self._forget(generation))
 
     def _forget(self, generation: Generation) -> None:
+        if generation in self.old and generation.validating is not None:
+            figures = generation.validating.statistics()
+            for key in DNSSEC_COUNTERS:
+                self._dnssec_closed[key] += figures.get(key, 0)
         with contextlib.suppress(ValueError):
             self.old.remove(generation)
 
@@ -360,11 +366,28 @@ class StubForwarding:
                               **prefetch_statistics(self.prefetcher)}
         if self._private is not None:  # configured now or before a reload
             stats["private_addresses"] = self._private.statistics()
-        if current.validating is not None:
-            stats["dnssec"] = current.validating.statistics()
-        elif self.dnssec_counts:  # switched off by a reload: the counts stay
-            stats["dnssec"] = {"validations": dict(self.dnssec_counts)}
+        stats.update(self._dnssec_statistics())
         return stats
+
+    def _dnssec_statistics(self) -> dict[str, Any]:
+        """serve's ``dnssec`` figures: the current generation's, with the counters
+        (validations and the validators' fetches and key cache lookups) summed over
+        every generation so far, so that they only grow across reloads."""
+        current = self.current
+        if current.validating is None and not self.dnssec_counts:
+            return {}
+        dnssec: dict[str, Any] = (current.validating.statistics()
+                                  if current.validating is not None else {})
+        dnssec["validations"] = dict(self.dnssec_counts)
+        totals = Counter(self._dnssec_closed)
+        for generation in self.old:
+            if generation.validating is not None and generation is not current:
+                totals.update({k: v for k, v in generation.validating.statistics().items()
+                               if k in DNSSEC_COUNTERS})
+        for key in DNSSEC_COUNTERS:
+            if key in dnssec or totals[key]:
+                dnssec[key] = dnssec.get(key, 0) + totals[key]
+        return {"dnssec": dnssec}
 
     async def aclose(self) -> None:
         if self.prefetcher is not None:
@@ -375,6 +398,12 @@ class StubForwarding:
                 generation.closing = self.loop.create_task(generation.aclose())
         await asyncio.gather(*(g.closing for g in generations if g.closing is not None),
                              return_exceptions=True)
+
+
+#: The ValidatingStage's statistics exported as counters (``dnstls_dnssec_*_total``):
+#: summed over the generations so that they only grow across reloads.
+DNSSEC_COUNTERS = ("fetches", "fetches_shared", "fetch_failures", "key_cache_hits",
+                   "key_cache_misses")
 
 
 def _no_start_wire(*_args: Any, **_kwargs: Any) -> bool:

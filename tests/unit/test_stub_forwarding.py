@@ -88,6 +88,7 @@ async def test_a_reload_keeps_the_old_generation_until_its_task_free_queries_lan
     stub.minimal_responses = True
     stub._private = None
     stub.dnssec_counts = Counter()
+    stub._dnssec_closed = Counter()
 
     def new_generation(_config: Any, **_kwargs: Any) -> FakeGeneration:
         fresh = FakeGeneration(Forwarder([HeldUpstream()], clock=stub.loop.time))  # type: ignore[list-item]
