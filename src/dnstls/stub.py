@@ -95,8 +95,8 @@ class Generation:
         #: the DNSSEC ValidatingStage (``dnssec``), or None; its DS/DNSKEY fetches go
         #: through this generation's forwarder; its counts are the process's
         #: (``dnssec_counts``: they go on across reloads)
-        self.validating = validating_stage(config, self.forwarder, clock,
-                                           minimal=minimal_responses)
+        self.validating, self.dnssec_key = validating_stage(
+            config, self.forwarder, clock, minimal=minimal_responses)
         if self.validating is not None and dnssec_counts is not None:
             self.validating.counts = dnssec_counts
         checked: Resolver = self.forwarder if self.validating is None else self.validating
@@ -134,20 +134,25 @@ class Generation:
 
 
 def validating_stage(config: StubConfig, forwarder: Any, clock: Callable[[], float], *,
-                     minimal: bool) -> Any:
+                     minimal: bool) -> tuple[Any, tuple[Any, ...]]:
     """serve's :class:`~dnstls.resolver.validating.ValidatingStage` in front of
-    ``forwarder`` with a :class:`~dnstls.resolver.dnssec.Validator` of its own, or None
-    when ``dnssec`` is off."""
+    ``forwarder`` with a :class:`~dnstls.resolver.dnssec.Validator` of its own (None
+    when ``dnssec`` is off), and what a reload compares to decide whether cached answers
+    must go: validation on or off, the trust anchors' records as loaded now (a file may
+    change under the same name) and the names not validated."""
     if not config.dnssec:
-        return None
+        return None, (False,)
     from dnstls.resolver.dnssec import Validator
     from dnstls.resolver.validating import ValidatingStage, fetcher, parse_insecure
 
     anchors, _source = load_trust_anchors(config.dnssec_trust_anchors,
                                           config.dnssec_trust_anchors_field)
     insecure = parse_insecure(config.domain_insecure, config.domain_insecure_field)
-    return ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
-                           insecure=insecure, minimal=minimal)
+    records = sorted(f"{zone} {rdata}" for table in (anchors.ds, anchors.dnskey)
+                     for zone, rdatas in table.items() for rdata in rdatas)
+    stage = ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
+                            insecure=insecure, minimal=minimal)
+    return stage, (True, tuple(records), insecure)
 
 
 def dnssec_summary(config: StubConfig) -> str:
@@ -160,19 +165,6 @@ def dnssec_summary(config: StubConfig) -> str:
                                          config.dnssec_trust_anchors_field)
     return stage_summary(anchors, source, parse_insecure(config.domain_insecure,
                                                          config.domain_insecure_field))
-
-
-def dnssec_settings(config: StubConfig) -> tuple[Any, ...]:
-    """What a reload compares to decide whether cached answers must go: validation on
-    or off, the trust anchors' records (a file may change under the same name) and the
-    names not validated."""
-    if not config.dnssec:
-        return (False,)
-    anchors, _source = load_trust_anchors(config.dnssec_trust_anchors,
-                                          config.dnssec_trust_anchors_field)
-    records = sorted(f"{zone} {rdata}" for table in (anchors.ds, anchors.dnskey)
-                     for zone, rdatas in table.items() for rdata in rdatas)
-    return True, tuple(records), config.domain_insecure
 
 
 class StubForwarding:
@@ -217,7 +209,9 @@ class StubForwarding:
     def validating(self) -> Any:
         """The current generation's ValidatingStage, or None. The service builds the
         listeners' wire path only when this is None at start (as serve's); after a
-        reload :meth:`StubRuntime.reload` switches the path off or on."""
+        reload :meth:`StubRuntime.reload` switches the path off or on (a stub started
+        validating has none: its forwarded queries take the message path until a
+        restart, also after a reload switched validation off)."""
         return self.current.validating
 
     def _generation(self, config: StubConfig) -> Generation:
@@ -259,7 +253,7 @@ class StubForwarding:
         """Make ``generation`` the one new queries go to (returned)."""
         generation.forwarder.when_idle = functools.partial(self._drained, generation)
         # validating: the listeners keep forwarded queries off the wire path
-        # (StubRuntime.wire_path); one routed there before a reload switched validation
+        # (StubRuntime.reload); one routed there before a reload switched validation
         # on is not forwarded unchecked (resolve_wire)
         self.start_wire = (_no_start_wire if generation.validating is not None
                            else generation.forwarder.start_wire)
@@ -478,9 +472,8 @@ class StubRuntime:
             # a list that does not load keeps all that runs
             apply_local = (service.prepare_local(new.service_config().local)
                            if service is not None and service.handler is not None else None)
-            old_dnssec = dnssec_settings(self.config)
-            new_dnssec = dnssec_settings(new)
-            forwarding.swap(new)
+            old_dnssec = forwarding.current.dnssec_key
+            new_dnssec = forwarding.swap(new).dnssec_key
             handler = service.handler if service is not None else None
             wire = handler.wire if handler is not None else None
             if wire is not None:  # the listeners' wire path filters with the new networks

@@ -201,6 +201,10 @@ def write(path: Path, upstream: FakeUpstream, pki: TestPKI, dnssec: str = "") ->
     path.write_text("\n".join(lines) + "\n")
 
 
+def add_anchor(path: Path, line: str) -> None:
+    path.write_text(path.read_text() + line + "\n")
+
+
 async def test_reload_switches_validation_on_and_off(
         stub: StartStub, upstream: FakeUpstream, pki: TestPKI, root_ds: Path,
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -232,6 +236,14 @@ async def test_reload_switches_validation_on_and_off(
     assert s.service.reload()
     assert "cached answers dropped" not in caplog.text
     hits = forwarding.statistics()["cache"]["hits"]
+    assert outcome(await s.ask(ask_do("www.secure.test."))) == ("NOERROR", True, [])
+    assert forwarding.statistics()["cache"]["hits"] == hits + 1
+    # the anchor file changed under the same name: the cache goes
+    caplog.clear()
+    add_anchor(root_ds, "example. IN DS 1 13 2 " + "AB" * 32)
+    assert s.service.reload()
+    assert "trust anchors for ., example. from" in caplog.text
+    assert "cached answers dropped" in caplog.text
     assert outcome(await s.ask(ask_do("www.secure.test."))) == ("NOERROR", True, [])
     assert forwarding.statistics()["cache"]["hits"] == hits + 1
     # off again: forwarded on the wire path, the upstream's data as it is
