@@ -16,7 +16,9 @@ import dns.asyncquery
 import dns.flags
 import dns.message
 import dns.name
+import dns.rcode
 import dns.rdatatype
+import dns.rrset
 import pytest
 
 from dnstls.resolver.dnssec import Fetch, TrustAnchors, Validator
@@ -84,3 +86,66 @@ async def test_dnskey_anchor_same_verdicts(nsd: peers.Peer, hierarchy: Hierarchy
                          ("www.insecure.test.", "A")]:
         verdict = await validator.validate(await ask(nsd, qname, qtype))
         assert (verdict.security.value, verdict.ede) == EXPECTED[(qname, qtype)]
+
+
+def _without(response: dns.message.Message, *rdtypes: str) -> dns.message.Message:
+    """``response`` without the authority RRsets (and their RRSIGs) of ``rdtypes``."""
+    drop = {dns.rdatatype.from_text(t) for t in rdtypes}
+    response.authority = [r for r in response.authority
+                          if r.rdtype not in drop and r.covers not in drop]
+    return response
+
+
+@pytest.mark.parametrize(("qname", "qtype", "drop", "ede"), [
+    ("x.wild.secure.test.", "A", "NSEC", 12),     # wildcard answer without its proof
+    ("x.wild.nsec3.test.", "A", "NSEC3", 12),
+    ("nothere.secure.test.", "A", "NSEC", 12),    # NXDOMAIN without proof
+    ("nothere.nsec3.test.", "A", "NSEC3", 12),
+    ("www.secure.test.", "MX", "NSEC", 12),       # NODATA without proof
+    ("sub.nsec3.test.", "A", "NSEC3", 12),
+    ("nothere.secure.test.", "A", "RRSIG", 10),   # the proof unsigned
+])
+async def test_stripped_proofs_are_bogus(nsd: peers.Peer, hierarchy: Hierarchy, qname: str,
+                                         qtype: str, drop: str, ede: int) -> None:
+    validator = Validator(TrustAnchors.from_file(hierarchy.root_ds), udp_fetch(nsd))
+    response = await ask(nsd, qname, qtype)
+    verdict = await validator.validate(_without(response, drop))
+    assert (verdict.security.value, verdict.ede) == ("bogus", ede), verdict
+
+
+async def test_a_replayed_denial_does_not_deny_another_name(
+        nsd: peers.Peer, hierarchy: Hierarchy) -> None:
+    """The signed NSEC proof that nothere.secure.test. does not exist, presented as an
+    NXDOMAIN for www.secure.test. (which exists) or as NODATA for its A."""
+    validator = Validator(TrustAnchors.from_file(hierarchy.root_ds), udp_fetch(nsd))
+    proof = await ask(nsd, "nothere.secure.test.", "A")
+    for rcode in (dns.rcode.NXDOMAIN, dns.rcode.NOERROR):
+        forged = dns.message.make_response(make_query("www.secure.test.", "A"))
+        forged.set_rcode(rcode)
+        forged.authority = list(proof.authority)
+        verdict = await validator.validate(forged)
+        assert (verdict.security.value, verdict.ede) == ("bogus", 12), verdict
+
+
+async def test_an_insecure_claim_needs_a_signed_proof(nsd: peers.Peer,
+                                                      hierarchy: Hierarchy) -> None:
+    """A forged unsigned answer for www.secure.test. is BOGUS (EDE 10), not INSECURE:
+    the walk finds secure.test. signed, whatever the answer says."""
+    validator = Validator(TrustAnchors.from_file(hierarchy.root_ds), udp_fetch(nsd))
+    forged = dns.message.make_response(make_query("www.secure.test.", "A"))
+    forged.answer.append(dns.rrset.from_text("www.secure.test.", 300, "IN", "A",
+                                             "203.0.113.66"))
+    verdict = await validator.validate(forged)
+    assert (verdict.security.value, verdict.ede) == ("bogus", 10)
+
+
+async def test_second_validation_fetches_nothing_new(nsd: peers.Peer,
+                                                     hierarchy: Hierarchy) -> None:
+    asked: list[tuple[str, str]] = []
+    validator = Validator(TrustAnchors.from_file(hierarchy.root_ds), udp_fetch(nsd, asked))
+    response = await ask(nsd, "x.wild.nsec3.test.", "A")
+    assert (await validator.validate(response)).security.value == "secure"
+    assert asked == [(".", "DNSKEY"), ("test.", "DS"), ("test.", "DNSKEY"),
+                     ("nsec3.test.", "DS"), ("nsec3.test.", "DNSKEY")]
+    assert (await validator.validate(response)).security.value == "secure"
+    assert len(asked) == 5

@@ -43,7 +43,7 @@ that need the same (name, type) share one fetch. Work per validation is bounded:
 most :data:`MAX_FETCHES` fetches, :data:`MAX_VERIFICATIONS` signature checks,
 :data:`MAX_RRSIGS` RRSIGs per RRset, :data:`MAX_CANDIDATE_KEYS` keys tried per RRSIG
 (same key tag and algorithm), at most :data:`MAX_KEYS` keys in a DNSKEY RRset,
-:data:`MAX_CHAIN` CNAME/DNAME hops and answer RRsets, :data:`MAX_DENIAL_RRSETS`
+:data:`MAX_CHAIN` CNAME/DNAME hops, :data:`MAX_DENIAL_RRSETS`
 NSEC/NSEC3 RRsets. Running out is BOGUS (EDE 6) for that response only, not cached.
 """
 
@@ -361,7 +361,7 @@ class Validator:
         else:
             verdicts.append(await self._denial(response, current, qtype, budget,
                                                nxdomain=rcode == dns.rcode.NXDOMAIN))
-        for rrset in response.answer[:MAX_CHAIN]:  # the rest of the answer section
+        for rrset in response.answer:  # the rest of the answer section (budget-bound)
             if rrset.rdtype != dns.rdatatype.RRSIG and id(rrset) not in done:
                 verdicts.append((await self._verify(response, response.answer, rrset,
                                                     budget))[0])
@@ -411,7 +411,7 @@ class Validator:
         if nsec3s:
             proof = proofs.nsec3_wildcard_proof(rrset.name, encloser, zone, nsec3s)
         else:
-            proof = proofs.nsec_wildcard_proof(rrset.name, nsecs)
+            proof = proofs.nsec_wildcard_proof(rrset.name, encloser, nsecs)
         return self._proof_verdict(proof)
 
     @staticmethod
