@@ -264,6 +264,34 @@ def check_dnstap(dnstap: DnstapConfig) -> DnstapConfig:
 
 
 @dataclass(frozen=True)
+class DnssecConfig:
+    """``[dnssec]``: validation of forwarded answers (dnstls.resolver.validating; Unbound's
+    ``module-config: "validator iterator"``, ``trust-anchor-file``, ``domain-insecure``)."""
+
+    validation: bool = False
+    #: Unbound's trust-anchor-file format (DS or DNSKEY records); "": Debian's
+    #: /usr/share/dns/root.key when present, else the built-in root KSK DS records.
+    trust_anchor_file: str = ""
+    #: Names (and the names under them) whose answers are not validated (RFC 7646).
+    domain_insecure: tuple[str, ...] = ()
+
+
+def check_dnssec(dnssec: DnssecConfig) -> DnssecConfig:
+    """Names that parse; with validation on, trust anchors that load (a ConfigError
+    naming ``dnssec.trust_anchor_file`` at start-up and on reload, not at the first
+    query)."""
+    from dnstls.resolver.validating import load_anchors, parse_insecure
+
+    parse_insecure(dnssec.domain_insecure)
+    if dnssec.validation:
+        load_anchors(dnssec.trust_anchor_file)
+    elif dnssec.trust_anchor_file:
+        raise ConfigError("dnssec.trust_anchor_file", "given, but dnssec.validation is "
+                          "off: set validation = true (or serve --dnssec)")
+    return dnssec
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -271,6 +299,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     dnstap: DnstapConfig = field(default_factory=DnstapConfig)
+    dnssec: DnssecConfig = field(default_factory=DnssecConfig)
     source: str = ""
 
 
@@ -407,7 +436,7 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         data = merge(data, overrides)
     upstream_items = data.pop("upstream", [])
     zone_items = data.pop("forward_zone", None)
-    known = {"server", "tls", "local", "cache", "forward", "dnstap"}
+    known = {"server", "tls", "local", "cache", "forward", "dnstap", "dnssec"}
     for key in data:
         if key not in known:
             raise ConfigError(key, "unknown section")
@@ -472,4 +501,5 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
                   local=local,
                   cache=cache, forward=forward,
                   dnstap=check_dnstap(build(DnstapConfig, data.get("dnstap", {}), "dnstap")),
+                  dnssec=check_dnssec(build(DnssecConfig, data.get("dnssec", {}), "dnssec")),
                   source=str(path or ""))

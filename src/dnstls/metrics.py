@@ -185,7 +185,7 @@ COUNTER_KEYS = frozenset({
     "connections_closed_by_peer", "connection_errors", "handshakes", "handshakes_resumed",
     "pin_failures", "tls_auth_failures", "pin_mismatches_reported", "pin_matches_reported",
     "ignored_responses", "rejected_responses", "forged_responses", "malformed_responses",
-    "truncated", "chased", "chase_failures", "removed",
+    "truncated", "chased", "chase_failures", "removed", "validations",
     "sockets_opened", "stray_datagrams",
     "opportunistic_connections", "connect_backoff_failures", "reloads", "reload_failures",
     "transport_queries", "transport_responses", "transport_timeouts",

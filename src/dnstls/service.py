@@ -277,7 +277,12 @@ class Service:
         # where the listeners know the client and the upstreams log their exchanges;
         # no exact-repeat memo (it answers runs of queries without the listener seeing
         # each one)
-        if forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None:
+        # DNSSEC validation: every forwarded answer is checked on the message path
+        # (resolver/validating.py); the validated answers the cache keeps are still
+        # served from the fast path
+        validating = any(getattr(c, "validating", None) is not None for c in self._closers)
+        if (forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None
+                and not validating):
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
                                      minimal_responses=config.cache.minimal_responses),
                                  loop.time,

@@ -41,7 +41,7 @@ class Forwarding:
                  zone_pools: Sequence[Any] = (), chase: Any = None,
                  rebind: Any = None,
                  routes: Sequence[tuple[str, Sequence[str]]] = (),
-                 prefetcher: Any = None) -> None:
+                 prefetcher: Any = None, validating: Any = None) -> None:
         self.forwarder = forwarder
         #: (zone, its upstreams' URIs): "." first (the default upstreams), then each
         #: forward zone, as configured (``dnstls control list_forwards``)
@@ -57,6 +57,9 @@ class Forwarding:
         self.rebind = rebind
         #: the cache's Prefetcher (``cache.prefetch``), or None
         self.prefetcher = prefetcher
+        #: the DNSSEC ValidatingStage (``dnssec.validation``), or None: while it is
+        #: there, the service keeps forwarded queries off the wire path
+        self.validating = validating
 
     def statistics(self) -> dict[str, Any]:
         forwarder_stats = self.forwarder.statistics()
@@ -72,6 +75,8 @@ class Forwarding:
             stats["cname_chase"] = self.chase.statistics()
         if self.rebind is not None:
             stats["private_addresses"] = self.rebind.statistics()
+        if self.validating is not None:
+            stats["dnssec"] = self.validating.statistics()
         return stats
 
     async def aclose(self) -> None:
@@ -93,6 +98,28 @@ def private_addresses(forward: ForwardConfig) -> Any:
     domains = [*parse_domains(forward.private_domains, "forward.private_domains"),
                *(dns.name.from_text(zone.name) for zone in forward.zones)]
     return PrivateAddresses(forward.private_addresses, domains)
+
+
+def validating_stage(cfg: Config, forwarder: Any, clock: Callable[[], float]) -> Any:
+    """The DNSSEC :class:`~dnstls.resolver.validating.ValidatingStage` in front of
+    ``forwarder`` (its DS and DNSKEY fetches go through it too), or None when
+    ``dnssec.validation`` is off."""
+    if not cfg.dnssec.validation:
+        return None
+    from dnstls.resolver.dnssec import Validator
+    from dnstls.resolver.validating import (
+        ValidatingStage,
+        fetcher,
+        load_anchors,
+        parse_insecure,
+        stage_summary,
+    )
+
+    anchors, source = load_anchors(cfg.dnssec.trust_anchor_file)
+    insecure = parse_insecure(cfg.dnssec.domain_insecure)
+    log.info("%s", stage_summary(anchors, source, insecure))
+    return ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
+                           insecure=insecure, minimal=cfg.cache.minimal_responses)
 
 
 def make_cache(cfg: CacheConfig) -> Any:
@@ -169,10 +196,13 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
                          ", ".join(s.name for s in chosen))
             forwarder = ZoneRouter(forwarder, zone_routes)
         rebind = private_addresses(cfg.forward)
-        # private addresses removed first (resolver/rebind.py), then incomplete CNAME
-        # chains completed (resolver/chase.py): a target whose address was removed is
-        # asked again and filtered again, as Unbound answers
-        chase = CnameChase(forwarder if rebind is None else RebindFilter(forwarder, rebind))
+        validating = validating_stage(cfg, forwarder, clock)
+        checked = forwarder if validating is None else validating
+        # answers validated first (resolver/validating.py: signatures cover what the
+        # upstream sent), private addresses removed next (resolver/rebind.py), then
+        # incomplete CNAME chains completed (resolver/chase.py): a target whose address
+        # was removed is asked again and filtered again, as Unbound answers
+        chase = CnameChase(checked if rebind is None else RebindFilter(checked, rebind))
         coalescer = Coalescer(chase)
         cache = make_cache(cfg.cache) if cfg.cache.enabled else None
         stage = answer_stage(coalescer, cache, clock,
@@ -183,6 +213,6 @@ def forwarding_factory(cfg: Config, specs: Sequence[UpstreamSpec] | None) -> Fac
         # from them too
         prefetcher = attach_prefetcher(cache, coalescer.resolve, clock, cfg)
         return stage, Forwarding(forwarder, pool, cache, coalescer, zone_pools, chase,
-                                 rebind, routes, prefetcher)
+                                 rebind, routes, prefetcher, validating)
 
     return factory

@@ -61,6 +61,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--private-domain", metavar="NAME", action="append",
                    help="names at or under NAME may hold private addresses, as Unbound's "
                         "private-domain (repeatable; replaces forward.private_domains)")
+    p.add_argument("--dnssec", action="store_true",
+                   help="validate forwarded answers with DNSSEC: AD for secure ones, "
+                        "SERVFAIL with an Extended DNS Error for bogus ones (default: off; "
+                        "dnssec.validation)")
+    p.add_argument("--trust-anchor", metavar="FILE",
+                   help="DS or DNSKEY records to start validation from, as Unbound's "
+                        "trust-anchor-file (default: /usr/share/dns/root.key if present, "
+                        "else the built-in root keys; dnssec.trust_anchor_file)")
+    p.add_argument("--domain-insecure", metavar="NAME", action="append",
+                   help="do not validate NAME and the names under it, as Unbound's "
+                        "domain-insecure (repeatable; replaces dnssec.domain_insecure)")
     p.add_argument("--no-upstream", action="store_true",
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")
@@ -131,6 +142,15 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         forward["private_domains"] = args.private_domain
     if forward:
         out["forward"] = forward
+    dnssec: dict[str, Any] = {}
+    if args.dnssec:
+        dnssec["validation"] = True
+    if args.trust_anchor:
+        dnssec["trust_anchor_file"] = args.trust_anchor
+    if args.domain_insecure:
+        dnssec["domain_insecure"] = args.domain_insecure
+    if dnssec:
+        out["dnssec"] = dnssec
     return out
 
 
