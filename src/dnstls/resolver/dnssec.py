@@ -32,8 +32,11 @@ DNAME's synthesized CNAME may be unsigned but must match the DNAME (RFC 6672 §5
 a wildcard expansion (RRSIG labels below the owner's) needs the NSEC/NSEC3 proof that
 the exact name does not exist (RFC 4035 §5.3.4, RFC 5155 §8.8). The final name of a
 chain without data needs an NXDOMAIN or NODATA proof, and the SOA in the authority
-section is verified. Authority NS and additional-section records of positive answers are
-not vouched for (the caller does not mark them authenticated).
+section is verified. An answer-section RRset that is not part of the answer (not on the
+CNAME/DNAME chain from the question) makes the response BOGUS: Unbound's scrubber would
+drop it, an honest upstream never sends it, and the caller marks the whole answer
+authenticated. Authority NS and additional-section records of positive answers are
+not vouched for.
 
 Signature times get Unbound's skew: 10 % of the validity period, at least an hour and at
 most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bounded,
@@ -361,10 +364,10 @@ class Validator:
         else:
             verdicts.append(await self._denial(response, current, qtype, budget,
                                                nxdomain=rcode == dns.rcode.NXDOMAIN))
-        for rrset in response.answer:  # the rest of the answer section (budget-bound)
+        for rrset in response.answer:  # nothing else: an upstream does not send it
             if rrset.rdtype != dns.rdatatype.RRSIG and id(rrset) not in done:
-                verdicts.append((await self._verify(response, response.answer, rrset,
-                                                    budget))[0])
+                raise _Bogus(EDE_BOGUS, f"{rrset.name} {_type(rrset.rdtype)} in the answer "
+                             f"is not part of the answer to {qname} {_type(qtype)}")
         return next((v for v in verdicts if v is not None), Verdict(Security.SECURE))
 
     @staticmethod
