@@ -209,6 +209,39 @@ EXPECTED: dict[tuple[str, str], tuple[str, int | None]] = {
 }
 
 
+#: More questions, of odd types or shapes, with our verdicts; Unbound 1.17.1 agrees
+#: except where :data:`UNBOUND_DIFFERS` says (tests/interop/test_dnssec_unbound.py).
+ODD_QUESTIONS: dict[tuple[str, str], tuple[str, int | None]] = {
+    ("www.secure.test.", "RRSIG"): ("insecure", None),  # RRSIG answers: not validated
+    ("www.secure.test.", "NSEC"): ("secure", None),
+    ("secure.test.", "NSEC3PARAM"): ("secure", None),
+    ("nsec3.test.", "NSEC3PARAM"): ("secure", None),
+    ("*.wild.secure.test.", "A"): ("secure", None),  # the wildcard itself
+    ("*.wild.nsec3.test.", "A"): ("secure", None),
+    ("wild.secure.test.", "A"): ("secure", None),   # an empty non-terminal
+    ("a.b.wild.secure.test.", "A"): ("secure", None),  # wildcard two labels down
+    ("www.secure.test.", "CNAME"): ("secure", None),  # NODATA
+    ("cname-in.secure.test.", "CNAME"): ("secure", None),
+    ("dname.secure.test.", "DNAME"): ("secure", None),
+    ("www.dname.secure.test.", "CNAME"): ("secure", None),  # the synthesized CNAME
+    ("www.nsec3.test.", "ANY"): ("secure", None),
+    ("nothere.secure.test.", "DS"): ("secure", None),
+    ("www.secure.test.", "DS"): ("secure", None),
+    ("ns.secure.test.", "A"): ("secure", None),
+    ("secure.test.", "NS"): ("secure", None),
+    ("www.insecure.test.", "DS"): ("insecure", None),
+    ("nothere.unsigned.optout.test.", "A"): ("insecure", None),
+    ("x.y.nothere.nsec3.test.", "TXT"): ("secure", None),
+}
+
+#: Where Unbound 1.17.1 answers otherwise, and why we do not follow it.
+UNBOUND_DIFFERS: dict[tuple[str, str], tuple[tuple[str, int | None], str]] = {
+    ("www.dname.secure.test.", "CNAME"): (
+        ("bogus", 9), "Unbound SERVFAILs a CNAME question answered by a signed DNAME and "
+        "its (unsigned, matching) synthesized CNAME; RFC 6672 §5.3.3 makes it secure"),
+}
+
+
 @dataclass
 class Hierarchy:
     """The files written: zone files by origin, the root trust anchor both ways."""
