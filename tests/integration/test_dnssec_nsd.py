@@ -19,6 +19,7 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -214,5 +215,59 @@ def test_flipped_bytes_never_raise_nor_pass_changed_data(
             truth = await udp_fetch(nsd)(question.name, question.rdtype)
             assert truth.rcode() == mutated.rcode()
             assert _data(mutated) <= _data(truth)
+
+    asyncio.run(check())
+
+
+NAMES = ["www.secure.test.", "nothere.secure.test.", "x.wild.secure.test.",
+         "sub.secure.test.", "www.nsec3.test.", "nothere.nsec3.test.", "secure.test.",
+         "www.insecure.test.", "cname-out.secure.test.", "www.optout.test."]
+TYPES = ["A", "AAAA", "TXT", "MX", "CNAME", "DS", "NS"]
+
+
+@settings(max_examples=int(150 * SCALE), deadline=None, derandomize=SCALE == 1,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(which=st.integers(min_value=0, max_value=len(FUZZED) - 1),
+       edits=st.lists(st.tuples(st.sampled_from(["drop", "move", "question", "rcode",
+                                                 "merge"]),
+                                st.integers(min_value=0, max_value=50),
+                                st.integers(min_value=0, max_value=50)),
+                      min_size=1, max_size=3))
+def test_rearranged_answers_never_pass_as_secure_unless_true(
+        nsd: peers.Peer, hierarchy: Hierarchy, originals: list[bytes], which: int,
+        edits: list[tuple[str, int, int]]) -> None:
+    """Drop RRsets, move them between sections, ask another question with the same
+    records, change the RCODE, or graft another signed answer's records in: never an
+    exception, and SECURE only when nsd agrees (same RCODE, at least the answer data)."""
+    message = dns.message.from_wire(originals[which])
+    for kind, a, b in edits:
+        sections = [message.answer, message.authority, message.additional]
+        if kind == "drop":
+            section = sections[a % 3]
+            if section:
+                del section[b % len(section)]
+        elif kind == "move":
+            source, target = sections[a % 3], sections[b % 3]
+            if source:
+                target.append(source.pop(b % len(source)))
+        elif kind == "question":
+            message.question = [dns.rrset.RRset(dns.name.from_text(NAMES[a % len(NAMES)]),
+                                                 dns.rdataclass.IN,
+                                                 dns.rdatatype.from_text(TYPES[b % len(TYPES)]))]
+        elif kind == "rcode":
+            message.set_rcode(dns.rcode.NXDOMAIN if a % 2 else dns.rcode.NOERROR)
+        else:
+            other = dns.message.from_wire(originals[a % len(originals)])
+            message.answer.extend(other.answer)
+            message.authority.extend(other.authority)
+
+    async def check() -> None:
+        validator = Validator(TrustAnchors.from_file(hierarchy.root_ds), udp_fetch(nsd))
+        verdict = await validator.validate(message)
+        if verdict.security.value == "secure":
+            question = message.question[0]
+            truth = await udp_fetch(nsd)(question.name, question.rdtype)
+            assert truth.rcode() == message.rcode(), verdict
+            assert _data(message) <= _data(truth), verdict
 
     asyncio.run(check())
