@@ -30,8 +30,9 @@ and kresd, all pinned to core 0, and for each server and scenario:
 Prints, per server and scenario, µs of server CPU per query (schedstat) split by shared
 object and by symbol from the perf samples, system calls and context switches per
 query, the namespace's TCP counters per query (segments each way, pure and delayed
-ACKs: both ends, so compare servers), and a side-by-side table by shared object. Python 3.11 has no perf trampoline:
-Python code shows as the interpreter (libpython / python3.11).
+ACKs: both ends, so compare servers), and a side-by-side table by shared object.
+Python 3.11 has no perf trampoline: Python code shows as the interpreter (libpython /
+python3.11).
 """
 
 from __future__ import annotations

@@ -31,12 +31,14 @@ plain functions of plain data. The socket side is :mod:`dnstls.net.control`.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 import re
 import struct
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +69,9 @@ _RCODES = ("NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMPL", "REFUSED")
 #: dnspython's RCODE names that Unbound spells otherwise
 _UNBOUND_RCODE_NAMES = {"NOTIMP": "NOTIMPL"}
 _KEY_FLAG_NAMES = ((0x01, "do"), (0x02, "cd"), (0x04, "ad"))
+#: How long ``dnstap_reopen`` waits for the writer (the frames queued before it are
+#: written to the old file first)
+DNSTAP_REOPEN_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,7 @@ def format_stats(stats: Mapping[str, Any], *, now: float, uptime: float) -> list
         f"total.num.cachehits={cache.get('hits', 0)}",
         f"total.num.cachemiss={cache.get('misses', 0)}",
         f"total.num.expired={cache.get('stale_served', 0)}",
+        f"total.num.prefetch={cache.get('prefetches', 0)}",
         f"total.num.coalesced={coalesced}",
         f"total.requestlist.current.all={handler.get('in_flight', 0)}",
         f"time.now={now:.6f}",
@@ -296,7 +302,8 @@ class Commands:
         self._clock = clock
         self._wall_clock = wall_clock
         self.started = clock()
-        self._table: dict[str, Callable[[tuple[str, ...]], list[str]]] = {
+        self._table: dict[str, Callable[[tuple[str, ...]],
+                                        list[str] | Awaitable[list[str]]]] = {
             "status": self.status,
             "stop": self.stop,
             "reload": self.reload,
@@ -311,19 +318,21 @@ class Commands:
             "list_local_data": self.list_local_data,
             "lookup": self.lookup,
             "dump_cache": self.dump_cache,
+            "dnstap_reopen": self.dnstap_reopen,
         }
 
     @property
     def names(self) -> list[str]:
         return list(self._table)
 
-    def run(self, request: Request) -> list[str]:
+    async def run(self, request: Request) -> list[str]:
         command = self._table.get(request.command)
         if command is None:
             return [f"error unknown command '{request.command}'"]
         log.info("control: %s", " ".join((request.command, *request.args)))
         try:
-            return command(request.args)
+            answer = command(request.args)
+            return await answer if inspect.isawaitable(answer) else answer
         except Exception as exc:  # one command's bug must not take the channel down
             log.exception("control: %s failed", request.command)
             return [f"error {request.command} failed: {exc}"]
@@ -420,6 +429,24 @@ class Commands:
         now = self.service.clock()
         entries = [item for cache in self._caches() for item in cache.dump(now)]
         return format_dump(entries)
+
+    async def dnstap_reopen(self, args: tuple[str, ...]) -> list[str]:
+        """BIND's ``rndc dnstap -reopen``: the dnstap file closed once what is queued is
+        written, and opened anew (log rotation; net/dnstap.py). ``ok`` once the new file
+        is open, else the error (naming ``dnstap.file``)."""
+        tap = self.service.dnstap
+        if tap is None:
+            return ["error dnstap is not enabled (no [dnstap] file to reopen)"]
+        if not tap.file:
+            return [f"error dnstap writes to a socket ({tap.socket_path}): there is no "
+                    "file to reopen"]
+        try:
+            error = await asyncio.wait_for(asyncio.shield(tap.reopen()),
+                                           DNSTAP_REOPEN_TIMEOUT)
+        except TimeoutError:
+            return [f"error the dnstap file is still being reopened after "
+                    f"{DNSTAP_REOPEN_TIMEOUT:g} s; see the log"]
+        return [f"error {error}"] if error else ["ok"]
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -144,6 +144,10 @@ def _dnstap(tap: Mapping[str, Any]) -> Iterable[Metric]:
     yield CounterMetricFamily("dnstls_dnstap_connections",
                               "dnstap socket connections made (handshakes completed)",
                               value=tap.get("connections", 0))
+    yield CounterMetricFamily("dnstls_dnstap_reopens",
+                              "dnstap files opened anew (log rotation: SIGHUP or dnstls "
+                              "control dnstap_reopen after the file was moved away)",
+                              value=tap.get("reopens", 0))
 
 
 def _udp(listeners: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:
@@ -178,7 +182,8 @@ def _udp(listeners: Iterable[Mapping[str, Any]]) -> Iterable[Metric]:
 #: ``statistics()`` keys that only ever grow: exported as counters (``..._total``).
 #: Everything else numeric (entries, bytes, in_flight, srtt, backed_off, ...) is a gauge.
 COUNTER_KEYS = frozenset({
-    "hits", "misses", "evictions", "stale_served", "prefetches", "forwarded", "coalesced",
+    "hits", "misses", "evictions", "stale_served", "prefetches", "prefetches_failed",
+    "prefetches_dropped", "forwarded", "coalesced",
     "invalid",
     "queries", "queries_sent", "responses", "errors", "timeouts", "retries",
     "held", "latency_sum", "latency_count", "connections_opened", "connections_reused",

@@ -13,7 +13,8 @@ the new certificate; open connections are untouched. A reload that fails keeps t
 running certificate and logs why. Given ``reload_config`` (``dnstls serve``), SIGHUP
 also reads the configuration again and applies local data (zone files read again,
 ``[local] data``; cached answers for names that became local are dropped) and access
-control; other changed settings are logged as waiting for a restart.
+control, and reopens a ``[dnstap] file`` that was moved away (log rotation,
+:mod:`dnstls.net.dnstap`); other changed settings are logged as waiting for a restart.
 """
 
 from __future__ import annotations
@@ -483,6 +484,11 @@ class Service:
                 self.reload_error = self.tls.last_error
         if self._load_config is not None and self.handler is not None:
             ok = self._reload_config(self._load_config) and ok
+        if self.dnstap is not None and self.dnstap.file:
+            # log rotation, as BIND's rndc dnstap -reopen: the writer finishes the old
+            # file and opens the path anew in the background (a failure is logged,
+            # naming dnstap.file; the answers never wait for it)
+            self.dnstap.reopen()
         for hook in self._reload_hooks:
             try:
                 ok = hook() and ok

@@ -17,7 +17,9 @@ over the same cache -- takes every *new* query, while
 queries already in flight finish on the old generation, which is closed once it is
 empty (or after the query timeout). Client listeners are not touched, so open client
 TCP connections survive. ``[local]`` (local data, zone types, blocklists) is read
-again and applied as ``dnstls serve`` applies it. A reload that fails -- a file or a list
+again and applied as ``dnstls serve`` applies it, and so are ``private_addresses`` and
+``private_domains`` (DNS rebinding protection, :mod:`dnstls.resolver.rebind`: the
+networks of one filter replaced, on both answer paths). A reload that fails -- a file or a list
 that does not load -- keeps the running generation and local data and logs why. Listen
 and metrics addresses and the cache settings need a restart (a warning says so): the
 cache is one object for the life of the process, because the listeners answer cache hits
@@ -65,16 +67,22 @@ class Generation:
     """The upstream side of one configuration: pool, forwarder, coalescer, cache."""
 
     def __init__(self, config: StubConfig, *, cache: Any, clock: Any,
-                 minimal_responses: bool) -> None:
+                 minimal_responses: bool, rebind: Any = None) -> None:
         from dnstls.resolver.cache import answer_stage
         from dnstls.resolver.coalesce import Coalescer
         from dnstls.resolver.forward import Forwarder
+        from dnstls.resolver.rebind import RebindFilter
 
         self.config = config
         self.upstreams = [StreamUpstream(u.spec, clock=clock, connect_backoff=True)
                           for u in config.upstreams]
         self.forwarder = Forwarder(self.upstreams, strategy=config.strategy, clock=clock)
-        self.coalescer = Coalescer(self.forwarder)
+        #: the stub's PrivateAddresses when ``private_addresses`` is set (None: off): the
+        #: message path's answers (misses and prefetches) pass it below the coalescer;
+        #: the wire path's are filtered by the listeners' WireForwarder
+        self.rebind = rebind
+        self.coalescer = Coalescer(self.forwarder if rebind is None
+                                   else RebindFilter(self.forwarder, rebind))
         self.cache = cache
         # minimal_responses: the process's value, as the listeners' (restart only)
         self.stage: Resolver = answer_stage(self.coalescer, cache, clock,
@@ -122,8 +130,12 @@ class StubForwarding:
         #: it directly (``Service`` finds it as ``.cache``), so reloads keep it.
         self.cache = make_cache(config.cache) if config.cache.enabled else None
         self.minimal_responses = config.cache.minimal_responses
-        self._adopt(Generation(config, cache=self.cache, clock=self.clock,
-                               minimal_responses=self.minimal_responses))
+        #: DNS rebinding protection (``private_addresses``): one filter for the life of
+        #: the process, its networks replaced on reload (so its count goes on), created
+        #: the first time a configuration sets any
+        self._private: Any = None
+        self.rebind: Any = None
+        self._adopt(self._generation(config))
         #: ``cache.prefetch``: refreshes go to the current generation (like the cache,
         #: the setting needs a restart)
         self.prefetcher = attach_prefetcher(self.cache, self._prefetch_resolve, self.clock,
@@ -135,6 +147,31 @@ class StubForwarding:
     @property
     def config(self) -> StubConfig:
         return self.current.config
+
+    def _generation(self, config: StubConfig) -> Generation:
+        """A generation for ``config``; its private networks become the filter's (which
+        the listeners' wire path finds as :attr:`rebind`). Raises (and changes nothing)
+        when ``config`` cannot be built."""
+        fresh = None
+        if config.private_addresses:
+            import dns.name
+
+            from dnstls.resolver.rebind import PrivateAddresses
+
+            fresh = PrivateAddresses(config.private_addresses,
+                                     [dns.name.from_text(d) for d in config.private_domains],
+                                     field=config.private_addresses_field)
+        shared = self._private if self._private is not None else fresh
+        generation = Generation(config, cache=self.cache, clock=self.clock,
+                                minimal_responses=self.minimal_responses,
+                                rebind=shared if fresh is not None else None)
+        if fresh is not None:
+            if self._private is None:
+                self._private = fresh
+            else:
+                self._private.adopt(fresh)
+        self.rebind = generation.rebind
+        return generation
 
     #: The wire path's task-free forward (:meth:`Forwarder.start_wire` of the current
     #: generation, set by :meth:`_adopt`): what :class:`WireForwarder` calls directly
@@ -206,8 +243,7 @@ class StubForwarding:
         if config.cache != old.config.cache:
             # the listeners answer hits from this cache object directly (fast path)
             log.warning("reload: [cache] changes apply after a restart")
-        new = Generation(config, cache=self.cache, clock=self.clock,  # may raise: old stays
-                         minimal_responses=self.minimal_responses)
+        new = self._generation(config)  # may raise: old stays
         self._adopt(new)
         old.retired = True
         self.old.append(old)
@@ -238,7 +274,12 @@ class StubForwarding:
                                           "strategy": current.config.strategy,
                                           "retired_generations": len(self.old)}}
         if self.cache is not None:
-            stats["cache"] = dataclasses.asdict(self.cache.statistics())
+            from dnstls.resolver.prefetch import prefetch_statistics
+
+            stats["cache"] = {**dataclasses.asdict(self.cache.statistics()),
+                              **prefetch_statistics(self.prefetcher)}
+        if self._private is not None:  # configured now or before a reload
+            stats["private_addresses"] = self._private.statistics()
         return stats
 
     async def aclose(self) -> None:
@@ -319,6 +360,9 @@ class StubRuntime:
             apply_local = (service.prepare_local(new.service_config().local)
                            if service is not None and service.handler is not None else None)
             forwarding.swap(new)
+            wire = service.handler.wire if service is not None and service.handler else None
+            if wire is not None:  # the listeners' wire path filters with the new networks
+                wire.rebind = forwarding.rebind
         except Exception as exc:
             forwarding.reload_failures += 1
             log.error("reload failed, the running configuration stays: %s", exc)
@@ -334,6 +378,16 @@ class StubRuntime:
             log.info("reload: access control is now: %s", self.acl.describe())
         if apply_local is not None:
             apply_local()  # logs what changed; nothing when [local] is as it was
+        if (new.private_addresses, new.private_domains) != (old.private_addresses,
+                                                            old.private_domains):
+            # answers cached before may hold addresses now private (or miss ones now
+            # allowed): dropped, as Unbound's reload drops its whole cache
+            cache = forwarding.cache
+            dropped = cache.discard_if(lambda _key: True) if cache is not None else 0
+            log.info("reload: private addresses removed now: %s%s; %d cached answers "
+                     "dropped", ", ".join(new.private_addresses) or "none",
+                     f" (except under {', '.join(new.private_domains)})"
+                     if new.private_domains else "", dropped)
         if new.opportunistic and not old.opportunistic:
             log.warning("OPPORTUNISTIC mode (RFC 8310 §4) after reload: upstreams are NOT "
                         "authenticated")

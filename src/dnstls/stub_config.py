@@ -14,6 +14,8 @@ line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
     tls_ca_file = "/etc/ssl/certs/ca-certificates.crt"
     metrics = "127.0.0.1:9153"
     nsid = "ascii_stub-1"                # dnstls: the NSID (RFC 5001), as serve's
+    private_addresses = ["10.0.0.0/8"]   # dnstls: DNS rebinding protection, as serve's
+    private_domains = ["home.arpa."]     #   [forward] keys (Unbound's private-address)
     [cache]
     enabled = true
     [local]                              # dnstls: default_zones, nodefault (as serve's)
@@ -102,7 +104,8 @@ AUTH_NONE = "GETDNS_AUTHENTICATION_NONE"
 _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_timeout",
              "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
              "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
-             "upstream_recursive_servers", "access_control", "nsid"}
+             "upstream_recursive_servers", "access_control", "nsid", "private_addresses",
+             "private_domains"}
 #: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
 _LOCAL_KEYS = {"default_zones", "nodefault", "data", "zone_types", "blocklist"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
@@ -143,6 +146,8 @@ class StubOverrides:
     prefetch: bool = False
     log_queries: bool = False
     access_control: tuple[str, ...] = ()
+    private_addresses: tuple[str, ...] = ()
+    private_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,15 @@ class StubConfig:
     access_control_field: str = "access_control"
     #: The NSID sent to queries that ask for it, as ``server.nsid`` of serve ("": none).
     nsid: str = ""
+    #: DNS rebinding protection, as ``forward.private_addresses`` / ``private_domains``
+    #: of serve (Unbound's ``private-address`` / ``private-domain``): networks whose
+    #: addresses are removed from forwarded answers, and names that may hold them.
+    private_addresses: tuple[str, ...] = ()
+    private_domains: tuple[str, ...] = ()
+    #: What the operator calls them: the file's keys, or ``--private-address`` /
+    #: ``--private-domain`` when the command line gave them (errors name these).
+    private_addresses_field: str = "private_addresses"
+    private_domains_field: str = "private_domains"
     listen_is_default: bool = True
     upstreams_are_default: bool = True
     source: str = ""
@@ -392,13 +406,50 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
         raise ConfigError("nsid", f"expected a string, got {nsid!r}")
     if "nsid" in data:
         nsid_value(nsid, "nsid")
+    private = _private(data, cli)
     return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
                       or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
                       metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
                       local=local, access_control=rules, access_control_field=acl_field,
-                      nsid=nsid,
+                      nsid=nsid, private_addresses=private.addresses,
+                      private_domains=private.domains,
+                      private_addresses_field=private.addresses_field,
+                      private_domains_field=private.domains_field,
                       listen_is_default=not cli.listen and "listen_addresses" not in data,
                       upstreams_are_default=upstreams.default, source=source)
+
+
+@dataclass(frozen=True)
+class _Private:
+    addresses: tuple[str, ...]
+    domains: tuple[str, ...]
+    addresses_field: str
+    domains_field: str
+
+
+def _private(data: Mapping[str, Any], cli: StubOverrides) -> _Private:
+    """``private_addresses`` and ``private_domains`` (the command line's replace the
+    file's), validated as serve validates its own: one error naming the entry."""
+    from dnstls.resolver.rebind import parse_domains, parse_networks
+
+    out: list[tuple[tuple[str, ...], str]] = []
+    for key, option, what in (("private_addresses", "--private-address", "networks"),
+                              ("private_domains", "--private-domain", "names")):
+        given: tuple[str, ...] = getattr(cli, key)
+        if given:
+            out.append((given, option))
+            continue
+        items = data.get(key, [])
+        if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+            raise ConfigError(key, f"expected a list of {what}, got {items!r}")
+        out.append((tuple(items), key))
+    (addresses, addresses_field), (domains, domains_field) = out
+    parse_networks(addresses, addresses_field)
+    parse_domains(domains, domains_field)
+    if domains and not addresses:
+        raise ConfigError(domains_field, "names allowed to hold private addresses, but "
+                                         "private_addresses lists none")
+    return _Private(addresses, domains, addresses_field, domains_field)
 
 
 @dataclass

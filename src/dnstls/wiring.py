@@ -68,7 +68,10 @@ class Forwarding:
             stats["zone_upstreams"] = {zone: _flat_upstreams(zstats) for zone, zstats
                                        in forwarder_stats["zones"].items()}
         if self.cache is not None:
-            stats["cache"] = dataclasses.asdict(self.cache.statistics())
+            from dnstls.resolver.prefetch import prefetch_statistics
+
+            stats["cache"] = {**dataclasses.asdict(self.cache.statistics()),
+                              **prefetch_statistics(self.prefetcher)}
         if self.coalescer is not None:
             stats["coalesce"] = dataclasses.asdict(self.coalescer.statistics())
         if self.chase is not None:

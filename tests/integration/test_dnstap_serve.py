@@ -254,3 +254,80 @@ async def test_refused_rd0_queries_are_logged_once(serve: ServeFactory, fakes: F
                                    for kind, data in (("CLIENT_QUERY", wire),
                                                       ("CLIENT_RESPONSE", answer))]
     assert not fake.received
+
+
+async def test_file_reopened_on_reload_and_by_control(serve: ServeFactory, tmp_path: Path,
+                                                      sock_path: Path) -> None:
+    """Log rotation: logrotate moves the file away, then SIGHUP (the service's reload)
+    or ``dnstls control dnstap_reopen``; each file holds its own messages, START to
+    STOP. A path that cannot be opened: the command says so naming dnstap.file, the
+    service answers on, messages are dropped, and the next reopen writes again."""
+    from dnstls.cli.control import exchange as control_exchange
+    from fakes.dnstap_collector import decode, read_file
+
+    path = tmp_path / "tap.fstrm"
+    control_path = str(sock_path.with_name("control.sock"))
+    served = await serve(server={"control": control_path},
+                         dnstap={"enabled": True, "file": str(path),
+                                 "log_client_query": True})
+
+    async def control(command: str) -> str:
+        return await asyncio.to_thread(control_exchange, control_path, command, [],
+                                       timeout=10)
+
+    async def asked(name: str) -> None:
+        await exchange(served, "udp", query(name, 1))
+
+    async def sent(count: int) -> None:
+        async with asyncio.timeout(5):
+            while served.service.statistics()["dnstap"]["sent"] < count:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+
+    await asked("one.example.test")
+    path.rename(tmp_path / "tap.fstrm.1")
+    assert served.service.reload()  # SIGHUP
+    await asked("two.example.test")
+    await sent(2)
+    path.rename(tmp_path / "tap.fstrm.2")
+    assert await control("dnstap_reopen") == "ok\n"
+    await asked("three.example.test")
+    await sent(3)
+    # the path cannot be opened: an error naming the field; answers go on, messages
+    # are dropped until the next reopen
+    path.rename(tmp_path / "tap.fstrm.3")
+    path.mkdir()
+    answer = await control("dnstap_reopen")
+    assert answer.startswith(f"error dnstap.file: cannot open {path}: "), answer
+    await asked("lost.example.test")
+    assert served.service.statistics()["dnstap"]["dropped"] == 1
+    path.rmdir()
+    assert await control("dnstap_reopen") == "ok\n"
+    await asked("four.example.test")
+    await sent(4)
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from dnstls.metrics import ServiceCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(served.service.statistics))
+    assert "dnstls_dnstap_reopens_total 3.0" in generate_latest(registry).decode()
+    await served.service.aclose()
+
+    def names(file: Path) -> list[str]:
+        return [dns.message.from_wire(decode(f)["query_message"]).question[0].name
+                .to_text() for f in read_file(file)]
+
+    assert names(tmp_path / "tap.fstrm.1") == ["one.example.test."]
+    assert names(tmp_path / "tap.fstrm.2") == ["two.example.test."]
+    assert names(tmp_path / "tap.fstrm.3") == ["three.example.test."]
+    assert names(path) == ["four.example.test."]
+
+
+async def test_dnstap_reopen_without_a_file(serve: ServeFactory, sock_path: Path) -> None:
+    from dnstls.cli.control import exchange as control_exchange
+
+    control_path = str(sock_path.with_name("control.sock"))
+    await serve(server={"control": control_path})
+    answer = await asyncio.to_thread(control_exchange, control_path, "dnstap_reopen", [],
+                                     timeout=10)
+    assert answer == "error dnstap is not enabled (no [dnstap] file to reopen)\n"

@@ -70,6 +70,16 @@ async def ask(s: Served, name: str, **kw: Any) -> dns.message.Message:
         await client.aclose()
 
 
+def metrics_text(service: Service) -> str:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from dnstls.metrics import ServiceCollector
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServiceCollector(service.statistics))
+    return generate_latest(registry).decode()
+
+
 async def refreshed(s: Served | Service, up: FakeUpstream, count: int) -> None:
     """Wait (bounded) until ``up`` has ``count`` queries and no prefetch is in flight."""
     service = s.service if isinstance(s, Served) else s
@@ -132,6 +142,10 @@ async def test_a_failed_prefetch_keeps_the_good_answer(clock: Clock,
         again = await ask(s, "pop.example.net")  # not the SERVFAIL: the cached answer
         assert again.rcode() == dns.rcode.NOERROR and again.answer[0].ttl == 1
         assert len(up.received) == 2
+        metrics = metrics_text(s.service)
+        assert "dnstls_cache_prefetches_total 1.0" in metrics
+        assert "dnstls_cache_prefetches_failed_total 1.0" in metrics
+        assert "dnstls_cache_prefetches_dropped_total 0.0" in metrics
 
 
 async def test_the_prefetch_keeps_the_key_and_goes_to_the_zone_upstream(
@@ -180,6 +194,10 @@ async def test_the_stub_prefetches_too(pki: Any, clock: Clock) -> None:
         assert (await ask_stub()).answer[0].ttl == 1
         await refreshed(service, upstream, 2)
         assert (await ask_stub()).answer[0].ttl == 10 and len(upstream.received) == 2
+        metrics = metrics_text(service)
+        assert "dnstls_cache_prefetches_total 1.0" in metrics
+        assert "dnstls_cache_prefetches_failed_total 0.0" in metrics
+        assert "dnstls_cache_prefetches_dropped_total 0.0" in metrics
     finally:
         await service.aclose()
         await upstream.aclose()
@@ -205,3 +223,22 @@ async def test_a_refresh_has_private_addresses_removed_too(clock: Clock,
         again = await ask(s, "pop.example.net")
         assert again.answer[0].ttl == 10
         assert [rd.to_text() for rd in again.answer[0]] == ["192.0.2.7"]
+
+
+async def test_prefetches_dropped_for_want_of_room_are_counted(
+        clock: Clock, serve: ServeFactory) -> None:
+    """``server.max_in_flight`` bounds the refreshes: a due one beyond it is not started
+    and counted (``dnstls_cache_prefetches_dropped_total``); its next hit asks again."""
+    async with FakeUpstream("udp", answer=answering(10)) as up:
+        s: Served = await serve(upstreams=[up.spec()], cache={"prefetch": True},
+                                server={"max_in_flight": 1})
+        for name in ("a.example.net", "b.example.net"):
+            await ask(s, name)
+        up.behavior = Behavior.STALL  # the first refresh gets no answer while we look
+        clock.advance(9.2)
+        await ask(s, "a.example.net")  # from the cache; its refresh starts and waits
+        await ask(s, "b.example.net")  # due too: no room
+        metrics = metrics_text(s.service)
+        assert "dnstls_cache_prefetches_total 1.0" in metrics
+        assert "dnstls_cache_prefetches_dropped_total 1.0" in metrics
+        assert "dnstls_cache_prefetches_failed_total 0.0" in metrics

@@ -369,13 +369,15 @@ def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, origin: str = ZON
                       server_extra=server_extra)
 
 
-def start_nsd_zones(group: PeerGroup, zones: Mapping[str, Path]) -> Peer:
+def start_nsd_zones(group: PeerGroup, zones: Mapping[str, Path], *,
+                    server_extra: str = "") -> Peer:
     """One nsd authoritative for every zone of ``zones`` (origin -> zone file), e.g. a
     whole signed hierarchy (tests/fakes/signed_zones.py): it answers each question from
     the deepest zone it has, and DS questions from the parent side, as the servers a
     recursive resolver walks would. The first origin is the readiness probe's."""
     work = group.workdir("nsd")
-    return _start_nsd(group, work, {origin: str(path) for origin, path in zones.items()})
+    return _start_nsd(group, work, {origin: str(path) for origin, path in zones.items()},
+                      server_extra=server_extra)
 
 
 def _start_nsd(group: PeerGroup, work: Path, zones: Mapping[str, str], *, extra: str = "",

@@ -29,8 +29,8 @@ import pytest
 from fakes.signed_zones import EXPECTED, write_hierarchy
 
 from . import peers
-from .clients import raw_exchange, record_texts
-from .peers import LOOPBACK, PeerGroup
+from .clients import kdig, raw_exchange, record_texts
+from .peers import LOOPBACK, PeerGroup, TestPKI
 
 pytestmark = pytest.mark.interop
 
@@ -72,7 +72,7 @@ def exchange(wire: bytes, port: int) -> dns.message.Message:
 
 
 def test_dnssec_answers_as_unbound(peer_group: PeerGroup, tmp_path: peers.Path,
-                                   dnstls_serve: object) -> None:
+                                   dnstls_serve: object, pki: TestPKI) -> None:
     hierarchy = write_hierarchy(tmp_path / "zones")
     try:
         nsd = peers.start_nsd_zones(peer_group, hierarchy.zone_files)
@@ -81,7 +81,7 @@ def test_dnssec_answers_as_unbound(peer_group: PeerGroup, tmp_path: peers.Path,
     except peers.PeerError as exc:
         pytest.fail(str(exc), pytrace=False)
     plain = peers.free_port()
-    dnstls_serve("--plain", f"{LOOPBACK}:{plain}",  # type: ignore[operator]
+    dot = dnstls_serve("--plain", f"{LOOPBACK}:{plain}",  # type: ignore[operator]
                  "--upstream", f"udp://{nsd.host}:{nsd.port}",
                  "--dnssec", "--trust-anchor", str(hierarchy.root_ds))
     differ = {}
@@ -111,3 +111,11 @@ def test_dnssec_answers_as_unbound(peer_group: PeerGroup, tmp_path: peers.Path,
     assert ("insecure", "do", "NOERROR", False) in outcomes
     assert ("bogus", "do", "SERVFAIL", False) in outcomes
     assert ("bogus", "cd", "NOERROR", False) in outcomes
+    # over DoT, with kdig: the AD bit and the signatures; bogus data is SERVFAIL + EDE 6
+    good = kdig(LOOPBACK, dot.port, "www.secure.test.", tls=True, ca=pki.ca_pem,
+                hostname=pki.hostname, extra=["+dnssec"])
+    assert good.returncode == 0 and good.status == "NOERROR", good.describe()
+    assert "ad" in good.flags and "RRSIG" in good.stdout, good.describe()
+    bad = kdig(LOOPBACK, dot.port, "www.bogus.test.", tls=True, ca=pki.ca_pem,
+               hostname=pki.hostname, extra=["+dnssec"])
+    assert bad.status == "SERVFAIL" and "EDE: 6" in bad.stdout, bad.describe()

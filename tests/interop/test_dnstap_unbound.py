@@ -239,3 +239,60 @@ log_client_response = true
         # BIND 9.18's dnstap-read knows UDP and TCP only: it shows DoT (3) as UDP
         assert message["socket_protocol"] == ("TCP" if sent["socket_protocol"] == 2
                                               else "UDP")
+
+
+def test_log_rotation_every_file_is_read_by_dnstap_read(
+        dnstls_serve: Callable[..., Peer], pki: TestPKI, nsd: Peer, tap_dir: Path) -> None:
+    """logrotate's way: the file moved away, then SIGHUP (or ``dnstls control
+    dnstap_reopen``); dnstap-read reads the rotated file and the new one, each with
+    its own queries (the reopen ends the first with STOP, starts the next with START)."""
+    import os
+    import signal
+    import time
+
+    ours_file = tap_dir / "dnstls.fstrm"
+    control = str(tap_dir / "ctl.sock")
+    config = tap_dir / "dnstap.toml"
+    config.write_text(f"""\
+[local]
+nodefault = ["test."]
+[dnstap]
+enabled = true
+file = "{ours_file}"
+log_client_query = true
+""")
+    plain = peers.free_port()
+    ours = dnstls_serve("--upstream", f"udp://{nsd.host}:{nsd.port}", "--config",
+                        str(config), "--plain", f"{LOOPBACK}:{plain}", "--control", control)
+
+    def ask(label: str) -> None:
+        result = clients.kdig(LOOPBACK, plain, f"{label}.{peers.ZONE_ORIGIN}", "A")
+        assert result.status in ("NOERROR", "NXDOMAIN"), result.describe()
+
+    def questions(path: Path) -> list[str]:
+        return [line.split()[8] for line in dnstap_read(path).splitlines()]
+
+    def wait_for_file(path: Path) -> None:
+        for _ in range(200):  # the reopen happens in the background: bounded wait
+            if path.exists() and path.stat().st_size > 0:
+                return
+            ours.check_alive()
+            time.sleep(0.05)
+        pytest.fail(f"{path} was not opened again")
+
+    ask("first")
+    ours_file.rename(tap_dir / "dnstls.fstrm.1")
+    os.kill(ours.pid, signal.SIGHUP)
+    wait_for_file(ours_file)
+    ask("second")
+    ours_file.rename(tap_dir / "dnstls.fstrm.2")
+    done = subprocess.run([*peers.dnstls_command(), "control", "-s", control,
+                           "dnstap_reopen"], capture_output=True, text=True, timeout=30,
+                          check=False)
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+    ask("third")
+    ours.stop()  # SIGTERM: the file is flushed and ends with STOP
+    zone = peers.ZONE_ORIGIN[:-1]
+    assert questions(tap_dir / "dnstls.fstrm.1") == [f"first.{zone}/IN/A"]
+    assert questions(tap_dir / "dnstls.fstrm.2") == [f"second.{zone}/IN/A"]
+    assert questions(ours_file) == [f"third.{zone}/IN/A"]

@@ -61,7 +61,7 @@ def test_stats_lines_from_the_service_statistics() -> None:
                                   ("udp", "NOTIMP"): 0},
                     "rejected": {"FORMERR": 2}, "in_flight": 3},
         "cache": {"hits": 4, "misses": 3, "stale_served": 1, "entries": 3, "bytes": 900,
-                  "evictions": 0},
+                  "evictions": 0, "prefetches": 6},
         "access_control": {"refused": {"udp": 1}, "denied": {"tcp": 2},
                            "norec_refused": {}},
         "wire": {"coalesced": 2}, "udp": [{"coalesced": 1}],
@@ -71,6 +71,7 @@ def test_stats_lines_from_the_service_statistics() -> None:
     assert values["total.num.queries"] == "9"
     assert values["total.num.cachehits"] == "4" and values["total.num.cachemiss"] == "3"
     assert values["total.num.expired"] == "1"
+    assert values["total.num.prefetch"] == "6"  # Unbound's: prefetches started
     assert values["total.num.coalesced"] == "3"
     assert values["total.requestlist.current.all"] == "3"
     assert values["num.query.udp"] == "5"

@@ -340,3 +340,54 @@ def test_prefetch_from_the_file_and_the_command_line() -> None:
         load({"cache": {"prefetch": "yes"}})
     with pytest.raises(ConfigError, match=r"^--prefetch: conflicts with --no-cache"):
         load({}, prefetch=True, no_cache=True)
+
+
+def test_private_addresses_and_domains_from_the_file_and_the_command_line() -> None:
+    """DNS rebinding protection, as serve's ``forward.private_addresses`` (off by
+    default, as Unbound): top-level keys named as serve's, the command line replaces
+    them."""
+    assert load({}).private_addresses == () and load({}).private_domains == ()
+    cfg = load({"private_addresses": ["10.0.0.0/8", "fd00::/8"],
+                "private_domains": ["home.arpa."]})
+    assert cfg.private_addresses == ("10.0.0.0/8", "fd00::/8")
+    assert cfg.private_domains == ("home.arpa.",)
+    cfg = load({"private_addresses": ["10.0.0.0/8"], "private_domains": ["home.arpa."]},
+               private_addresses=("192.168.0.0/16",), private_domains=("lan.",))
+    assert cfg.private_addresses == ("192.168.0.0/16",)
+    assert cfg.private_domains == ("lan.",)
+
+
+@pytest.mark.parametrize(("data", "cli", "message"), [
+    ({"private_addresses": ["10.0.0.0/8", "10.0.0.0/33"]}, {},
+     r"^private_addresses\[1\]: '10\.0\.0\.0/33' is not an IP address or network"),
+    ({}, {"private_addresses": ("nope",)},
+     r"^--private-address\[0\]: 'nope' is not an IP address or network"),
+    ({"private_addresses": ["10.0.0.0/8"], "private_domains": ["a..b"]}, {},
+     r"^private_domains\[0\]: 'a\.\.b' is not a domain name"),
+    ({"private_addresses": ["10.0.0.0/8"]}, {"private_domains": ("a..b",)},
+     r"^--private-domain\[0\]: 'a\.\.b' is not a domain name"),
+    ({"private_domains": ["home.arpa."]}, {},
+     r"^private_domains: names allowed to hold private addresses, but "
+     r"private_addresses lists none"),
+    ({"private_addresses": "10.0.0.0/8"}, {},
+     r"^private_addresses: expected a list of networks"),
+    ({"private_addresses": ["10.0.0.0/8"], "private_domains": "x."}, {},
+     r"^private_domains: expected a list of names"),
+])
+def test_private_address_errors_name_the_field(data: dict[str, Any], cli: dict[str, Any],
+                                               message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(data, **cli)
+
+
+def test_cli_private_address_options_and_check(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["stub", "--upstream", "tls://127.0.0.1#dns.test", "--check"]
+    assert cli_main(argv) == 0
+    assert "private addresses: off" in capsys.readouterr().out
+    assert cli_main([*argv, "--private-address", "10.0.0.0/8", "--private-address",
+                     "fd00::/8", "--private-domain", "home.arpa."]) == 0
+    assert ("private addresses: 10.0.0.0/8, fd00::/8 removed (except under home.arpa.)"
+            in capsys.readouterr().out)
+    assert cli_main([*argv, "--private-address", "10.0.0.0/40"]) == 2
+    assert ("dnstls stub: error: --private-address[0]: '10.0.0.0/40' is not an IP address"
+            in capsys.readouterr().err)

@@ -34,6 +34,7 @@ class FakeGeneration:
         self.in_flight = 0
         self.retired = False
         self.closing: Any = None
+        self.rebind: Any = None
 
 
 def forwarding() -> tuple[StubForwarding, FakeGeneration, HeldUpstream, list[Any]]:
@@ -77,11 +78,13 @@ async def test_a_reload_keeps_the_old_generation_until_its_task_free_queries_lan
     import dnstls.stub as stub_module
 
     stub, gen, up, closed = forwarding()
-    gen.config = config = type("Config", (), {"cache": None, "query_timeout": 4.0})()  # type: ignore[attr-defined]
+    gen.config = config = type("Config", (), {"cache": None, "query_timeout": 4.0,
+                                              "private_addresses": ()})()  # type: ignore[attr-defined]
     stub.old = []
     stub.cache = None
     stub.clock = stub.loop.time
     stub.minimal_responses = True
+    stub._private = None
 
     def new_generation(_config: Any, **_kwargs: Any) -> FakeGeneration:
         fresh = FakeGeneration(Forwarder([HeldUpstream()], clock=stub.loop.time))  # type: ignore[list-item]

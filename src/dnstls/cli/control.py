@@ -38,6 +38,8 @@ commands (as unbound-control's, where the meaning is the same):
   list_local_data            records of local data
   lookup NAME                what answers NAME: local data, or which upstreams
   dump_cache                 the cache as zone-file-like text
+  dnstap_reopen              close the [dnstap] file and open it anew (log rotation;
+                             as rndc dnstap -reopen)
 """
 
 

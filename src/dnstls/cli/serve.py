@@ -12,6 +12,7 @@ from dnstls import config as config_mod
 from dnstls.cli.options import add_service_options
 from dnstls.errors import ConfigError
 from dnstls.net import loop
+from dnstls.proto.pins import spki_pin
 from dnstls.service import Service
 
 log = logging.getLogger("dnstls.serve")
@@ -85,6 +86,11 @@ def add_parser(sub: Any) -> None:
                         "default: none, as Unbound's control-enable: no)")
     p.add_argument("--state-dir", metavar="DIR",
                    help="where the generated certificate is kept")
+    p.add_argument("--check", action="store_true",
+                   help="check the configuration (the file, the command line, zone files, "
+                        "blocklists, certificates, trust anchors) as unbound-checkconf "
+                        "does, print what would run and exit: 0 when it is good, 2 with "
+                        "an error naming the field when not")
     p.add_argument("--workers", metavar="N", type=int, default=1,
                    help="run N worker processes sharing the listen ports (SO_REUSEPORT); "
                         "each has its own cache; metrics on port+i for worker i")
@@ -196,11 +202,64 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load()
     specs = upstream_specs(args)
+    if args.check:
+        for line in check(cfg, specs):
+            print(line)
+        return 0
     if args.workers != 1:
         from dnstls.workers import serve_workers
 
         return serve_workers(cfg, specs, args.workers, reload_config=load)
     return loop.run(_serve(cfg, specs, load))
+
+
+def check(cfg: config_mod.Config, specs: list[Any] | None) -> list[str]:
+    """``serve --check``: read everything a start would read -- zone files, blocklists,
+    local data, the configured certificates and keys (a generated certificate is only
+    named: the check writes nothing), trust anchors -- raising the ConfigError a start
+    would raise, and describe what would run."""
+    from dnstls.config import access_control
+    from dnstls.upstreams import default_upstreams
+
+    service = Service(cfg)
+    service.prepare_local(cfg.local)
+    server = cfg.server
+    lines = [f"dnstls serve: {cfg.source or 'no configuration file'} is good"]
+    if server.listen:
+        lines.append(f"DNS over TLS: {', '.join(server.listen)}")
+        if cfg.tls.certificates:
+            from dnstls.net.tls import ServerTLS
+
+            tls = ServerTLS(service._certificates())
+            lines.append(f"certificate: {cfg.tls.certificates[0].cert} (SPKI pin "
+                         f"{spki_pin(tls.leaf)})")
+        else:
+            lines.append("certificate: self-signed, generated in the state directory "
+                         "at start if not there yet")
+    if server.plain:
+        lines.append(f"plain DNS: {', '.join(server.plain)}")
+    lines.append("access control: " + access_control(server.access_control,
+                                                     "server.access_control").describe())
+    if cfg.forward.enabled:
+        chosen = list(specs or cfg.forward.upstreams or default_upstreams())
+        lines.append(f"upstreams ({cfg.forward.strategy}): "
+                     + ", ".join(s.name for s in chosen))
+        lines += [f"forward zone {z.name}: " + ", ".join(s.name for s in z.upstreams)
+                  for z in cfg.forward.zones]
+    else:
+        lines.append("forwarding: off (names outside local data are REFUSED)")
+    cache = cfg.cache
+    lines.append(f"cache: {'on' if cache.enabled else 'off'}"
+                 + (", prefetch" if cache.enabled and cache.prefetch else ""))
+    if cfg.dnssec.validation:
+        from dnstls.resolver.validating import load_anchors, parse_insecure, stage_summary
+
+        anchors, source = load_anchors(cfg.dnssec.trust_anchor_file)
+        lines.append(stage_summary(anchors, source,
+                                   parse_insecure(cfg.dnssec.domain_insecure)))
+    else:
+        lines.append("DNSSEC validation: off")
+    return lines
 
 
 async def _serve(cfg: config_mod.Config, specs: list[Any] | None,

@@ -42,6 +42,13 @@ def add_parser(sub: Any) -> None:
                         "opportunistic privacy; logged as a warning, shown in metrics)")
     p.add_argument("--strategy", choices=stub_config.STRATEGIES,
                    help="how upstreams are chosen (default round_robin)")
+    p.add_argument("--private-address", metavar="NET", action="append",
+                   help="remove addresses in this network from forwarded answers: DNS "
+                        "rebinding protection, as Unbound's private-address (repeatable; "
+                        "replaces private_addresses)")
+    p.add_argument("--private-domain", metavar="NAME", action="append",
+                   help="names (and below) that may resolve to private addresses, as "
+                        "Unbound's private-domain (repeatable; replaces private_domains)")
     add_service_options(p)
     p.add_argument("--import-stubby", metavar="STUBBY_YML",
                    help="print the TOML equivalent of a stubby.yml and exit")
@@ -56,7 +63,9 @@ def overrides(args: argparse.Namespace) -> stub_config.StubOverrides:
         pins=tuple(args.pin or ()), pin_mode=args.pin_mode, ca_file=args.ca_file,
         opportunistic=args.opportunistic, strategy=args.strategy, metrics=args.metrics,
         no_cache=args.no_cache, prefetch=args.prefetch, log_queries=args.log_queries,
-        access_control=tuple(args.access_control or ()))
+        access_control=tuple(args.access_control or ()),
+        private_addresses=tuple(args.private_address or ()),
+        private_domains=tuple(args.private_domain or ()))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -80,7 +89,11 @@ def describe(cfg: stub_config.StubConfig) -> list[str]:
              f"authentication: {'OPPORTUNISTIC' if cfg.opportunistic else 'strict'}",
              f"cache: {'on' if cfg.cache.enabled else 'off'}",
              "access control: " + access_control(cfg.access_control,
-                                                 cfg.access_control_field).describe()]
+                                                 cfg.access_control_field).describe(),
+             "private addresses: " + (
+                 ", ".join(cfg.private_addresses) + " removed" + (
+                     f" (except under {', '.join(cfg.private_domains)})"
+                     if cfg.private_domains else "") if cfg.private_addresses else "off")]
     for u in cfg.upstreams:
         parts = []
         if u.spec.tls_auth_name:

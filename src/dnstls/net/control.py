@@ -22,7 +22,8 @@ connection for at most :data:`READ_TIMEOUT` seconds and blocks nobody else. A re
 is one line of at most :data:`~dnstls.control.MAX_REQUEST` bytes; the answer must be
 read within :data:`WRITE_TIMEOUT`; at most :data:`MAX_CLIENTS` at once (others get an
 error line and are closed). Commands run on the event loop between queries: each is
-short (``flush_zone`` and ``dump_cache`` walk the cache once, as Unbound's do).
+short (``flush_zone`` and ``dump_cache`` walk the cache once, as Unbound's do);
+``dnstap_reopen`` awaits the dnstap writer (bounded) without blocking the loop.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import logging
 import os
 import socket
 import stat
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from dnstls.control import FRAME, MAX_REQUEST, encode_answer, frame, parse_request
 from dnstls.control import Request as ControlRequest
@@ -110,7 +111,7 @@ class ControlServer:
     """Serves the control socket: reads each client's request line and answers with
     ``run``'s lines."""
 
-    def __init__(self, path: str, run: Callable[[ControlRequest], list[str]], *,
+    def __init__(self, path: str, run: Callable[[ControlRequest], Awaitable[list[str]]], *,
                  field: str = "server.control", read_timeout: float = READ_TIMEOUT,
                  write_timeout: float = WRITE_TIMEOUT, max_clients: int = MAX_CLIENTS,
                  ) -> None:
@@ -173,7 +174,7 @@ class ControlServer:
         if isinstance(request, str):
             return [request]
         self.requests += 1
-        return self._run(request)
+        return await self._run(request)
 
     def _unlink(self) -> None:
         """Remove the socket file if it is still the one this server bound."""
@@ -191,8 +192,8 @@ class ControlServer:
                 await task
 
 
-async def serve_channel(sock: socket.socket, run: Callable[[ControlRequest], list[str]],
-                        ) -> None:
+async def serve_channel(sock: socket.socket,
+                        run: Callable[[ControlRequest], Awaitable[list[str]]]) -> None:
     """A worker's end of its channel to the supervisor (``serve --workers``; see
     dnstls.control_relay): run each framed request and send the framed answer, until
     the supervisor closes its end."""
@@ -209,7 +210,7 @@ async def serve_channel(sock: socket.socket, run: Callable[[ControlRequest], lis
             except (asyncio.IncompleteReadError, ConnectionError):
                 return
             request = parse_request(line)
-            answer = [request] if isinstance(request, str) else run(request)
+            answer = [request] if isinstance(request, str) else await run(request)
             writer.write(frame(seq, encode_answer(answer)))
             await writer.drain()
     finally:

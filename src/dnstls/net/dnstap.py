@@ -11,6 +11,18 @@ collector is slow, or gone) a message is dropped and counted
 back-off (1 s doubling to 30 s); what was queued meanwhile goes out after the
 handshake. The file is written by a thread (disk writes never stall the loop).
 
+**Log rotation** (the file only): :meth:`DnstapWriter.reopen` -- serve's SIGHUP reload
+and ``dnstls control dnstap_reopen``, as BIND's ``rndc dnstap -reopen`` -- writes the
+frames queued so far to the open file, ends it with a STOP frame and closes it, then
+opens the path anew (truncated, as at start) with a START frame: logrotate moves the
+file away and signals, and both files are complete Frame Streams files. A file that is
+still at the path (a reload for another reason) is kept and written on, never
+truncated; so logrotate's ``copytruncate`` does not suit it (move the file, the
+default, then signal). A path that
+cannot be opened then, or a file that fails to be written, is logged once as an error
+naming ``dnstap.file``; messages are then dropped (counted) until a reopen succeeds --
+the query path never waits for it nor sees the error.
+
 Each process opens its own connection (``serve --workers N``: N connections to the
 socket, as Unbound's threads each open one); a file cannot be shared by several
 processes, so ``file`` with ``--workers`` above 1 is a configuration error.
@@ -22,6 +34,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -87,7 +100,13 @@ class DnstapWriter:
         self._task: asyncio.Task[None] | None = None
         self._fh: Any = None
         self._closing = False
+        #: the file could not be opened again or written: drop until the next reopen
+        self._failed = False
+        #: frames still for the open file before a requested reopen (None: none asked)
+        self._reopen_after: int | None = None
+        self._reopened: list[asyncio.Future[str]] = []
         self.connected = False
+        self.reopens = 0
         # counters (metrics)
         self.sent = 0
         self.dropped = 0
@@ -104,7 +123,7 @@ class DnstapWriter:
             response: Endpoint | None, query_time: int | None, query_message: bytes | None,
             response_time: int | None, response_message: bytes | None) -> None:
         """Queue one message (dropped and counted when the queue is full)."""
-        if len(self._queue) >= self.max_queue or self._closing:
+        if len(self._queue) >= self.max_queue or self._closing or self._failed:
             self.dropped += 1
             return
         try:
@@ -178,27 +197,96 @@ class DnstapWriter:
         queue = self._queue
         return [queue.popleft() for _ in range(min(BATCH, len(queue)))]
 
+    def reopen(self) -> asyncio.Future[str]:
+        """Close the file once the frames queued so far are written to it (STOP last)
+        and open the path anew (START first): log rotation, see the module docstring.
+        The future's result is "" when the new file is open, else the error (which is
+        also logged); a socket writer has nothing to reopen ("" at once)."""
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        task = self._task
+        if not self.file or task is None or task.done() or self._closing:
+            done.set_result("")
+            return done
+        if self._reopen_after is None:  # a second request meanwhile: the same reopen
+            self._reopen_after = len(self._queue)
+        self._reopened.append(done)
+        if self._wake is not None:
+            self._wake.set()
+        return done
+
     async def _run_file(self) -> None:
         loop = asyncio.get_running_loop()
+        self.connected = self._fh is not None
+        while True:
+            await self._wait()
+            if self._reopen_after is not None:
+                queue = self._queue
+                await self._write(loop, [queue.popleft() for _ in
+                                         range(min(self._reopen_after, len(queue)))])
+                self._reopen_after = None
+                error = await self._reopen_file(loop)
+                waiting, self._reopened = self._reopened, []
+                for future in waiting:
+                    if not future.done():
+                        future.set_result(error)
+                continue
+            batch = self._batch()
+            if batch:
+                await self._write(loop, batch)
+            elif self._closing:
+                return
+
+    async def _write(self, loop: asyncio.AbstractEventLoop, batch: list[bytes]) -> None:
         fh = self._fh
-        self.connected = True
+        if not batch:
+            return
+        if fh is None:
+            self.dropped += len(batch)
+            return
         try:
-            while True:
-                await self._wait()
-                batch = self._batch()
-                if batch:
-                    data = b"".join(batch)
-                    await loop.run_in_executor(None, _write_flush, fh, data)
-                    self.sent += len(batch)
-                elif self._closing:
-                    return
+            await loop.run_in_executor(None, _write_flush, fh, b"".join(batch))
         except OSError as exc:
-            log.error("dnstap: cannot write %s: %s; dnstap messages are dropped from now on",
-                      self.file, exc.strerror or exc)
-            self.connected = False
-            self._closing = True
-            self.dropped += len(self._queue)
-            self._queue.clear()
+            log.error("dnstap: cannot write %s (dnstap.file): %s; dnstap messages are "
+                      "dropped until the file is reopened (SIGHUP or dnstls control "
+                      "dnstap_reopen)", self.file, exc.strerror or exc)
+            self.dropped += len(batch)
+            self._fail()
+            with contextlib.suppress(OSError):
+                fh.close()
+            return
+        self.sent += len(batch)
+
+    def _fail(self) -> None:
+        """No file to write to: drop what is queued and what comes, until a reopen."""
+        self._fh = None
+        self._failed = True
+        self.connected = False
+        self.dropped += len(self._queue)
+        self._queue.clear()
+
+    async def _reopen_file(self, loop: asyncio.AbstractEventLoop) -> str:
+        old = self._fh
+        if old is not None and await loop.run_in_executor(None, _still_at, old, self.file):
+            log.info("dnstap: %s was not moved away: writing on to it", self.file)
+            return ""  # a reload for another reason: never truncate the file in use
+        self._fh = None
+        if old is not None:
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(None, _finish_file, old)
+        try:
+            fh = await loop.run_in_executor(None, _start_file, self.file)
+        except OSError as exc:
+            error = f"dnstap.file: cannot open {self.file}: {exc.strerror or exc}"
+            log.error("dnstap: reopen failed: %s; dnstap messages are dropped until it is "
+                      "reopened", error)
+            self._fail()
+            return error
+        self._fh = fh
+        self._failed = False
+        self.connected = True
+        self.reopens += 1
+        log.info("dnstap: reopened %s", self.file)
+        return ""
 
     async def _run_socket(self) -> None:
         delay = self.reconnect_min
@@ -305,6 +393,10 @@ class DnstapWriter:
                     await task
         self.dropped += len(self._queue)
         self._queue.clear()
+        waiting, self._reopened = self._reopened, []
+        for future in waiting:
+            if not future.done():
+                future.set_result("dnstap is closing")
         fh, self._fh = self._fh, None
         if fh is not None:
             with contextlib.suppress(OSError):
@@ -314,12 +406,39 @@ class DnstapWriter:
 
     def statistics(self) -> dict[str, Any]:
         return {"sent": self.sent, "dropped": self.dropped, "queued": len(self._queue),
-                "connected": int(self.connected), "connections": self.connections}
+                "connected": int(self.connected), "connections": self.connections,
+                "reopens": self.reopens}
 
 
 def _write_flush(fh: Any, data: bytes) -> None:
     fh.write(data)
     fh.flush()
+
+
+def _still_at(fh: Any, path: str) -> bool:
+    """True if ``path`` is still the file ``fh`` writes (not moved away or removed)."""
+    try:
+        here, there = os.fstat(fh.fileno()), os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _finish_file(fh: Any) -> None:
+    try:
+        fh.write(dnstap.control_frame(dnstap.STOP, None))
+    finally:
+        fh.close()
+
+
+def _start_file(path: str) -> Any:
+    fh = open(path, "wb")  # noqa: SIM115 - returned open: the writer closes it
+    try:
+        _write_flush(fh, dnstap.control_frame(dnstap.START))
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 def _why(exc: BaseException) -> str:

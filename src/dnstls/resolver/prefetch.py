@@ -61,6 +61,15 @@ def query_for_key(key: CacheKey) -> dns.message.Message:
     return query
 
 
+def prefetch_statistics(prefetcher: Prefetcher | None) -> dict[str, int]:
+    """The prefetcher's counters as keys of the cache's statistics (``prefetches_failed``,
+    ``prefetches_dropped``: ``dnstls_cache_prefetches_failed_total`` and
+    ``..._dropped_total`` beside ``dnstls_cache_prefetches_total``), 0 without one."""
+    stats = prefetcher.statistics() if prefetcher is not None else {}
+    return {"prefetches_failed": stats.get("failed", 0),
+            "prefetches_dropped": stats.get("dropped", 0)}
+
+
 class Prefetcher:
     """Background refreshes for one :class:`Cache`: set it as ``cache.on_prefetch``.
 
@@ -134,7 +143,17 @@ class Prefetcher:
                       type(exc).__name__)
             return
         # stored as a miss's answer is (header, minimal sections, TTL bounds)
-        self._cache.respond_wire(key, wire, self._clock(), 0)
+        if self._cache.respond_wire(key, wire, self._clock(), 0) is None:
+            self.failed += 1  # an answer the cache refuses (malformed): nothing stored
+            log.debug("prefetch of %s: the answer is not valid for the question",
+                      query.question[0].name)
+
+    def statistics(self) -> dict[str, int]:
+        """``failed``: refreshes that kept the old entry (an exception, a SERVFAIL, an
+        answer the cache refused); ``dropped``: due refreshes not started, ``max_in_flight``
+        being reached; ``in_flight``. Exported with the cache's counters
+        (:func:`prefetch_statistics`)."""
+        return {"failed": self.failed, "dropped": self.dropped, "in_flight": self.in_flight}
 
     async def aclose(self) -> None:
         """Cancel the refreshes in flight (shutdown)."""

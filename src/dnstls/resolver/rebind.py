@@ -85,6 +85,11 @@ class PrivateAddresses:
     def __repr__(self) -> str:
         return f"<PrivateAddresses {len(self.v4)} IPv4, {len(self.v6)} IPv6 networks>"
 
+    def adopt(self, other: PrivateAddresses) -> None:
+        """Filter as ``other`` does from now on (a reload of ``dnstls stub``); the count
+        of removed records goes on."""
+        self.v4, self.v6, self.domains = other.v4, other.v6, other.domains
+
     def allowed(self, owner: dns.name.Name) -> bool:
         return any(owner.is_subdomain(domain) for domain in self.domains)
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from dnstls import config
+from dnstls import certs, config
 from dnstls.cli.main import build_parser
+from dnstls.cli.main import main as cli_main
 from dnstls.cli.serve import overrides, with_forward_zones
 from dnstls.errors import ConfigError
+from dnstls.proto.pins import spki_pin
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -49,3 +53,43 @@ def test_local_zone_type_and_blocklist_flags() -> None:
         ("/etc/ads.txt", "always_nxdomain")]
     with pytest.raises(ConfigError, match=r"^local\.zone_types\[0\]: unknown local-zone "):
         config.load(overrides=overrides(parse("--local-zone-type", "ads.example. nope")))
+
+
+# ------------------------------------------------------------------------ serve --check
+
+def test_check_describes_what_would_run(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "state"
+    assert cli_main(["serve", "--check", "--upstream", "udp://192.0.2.53",
+                     "--plain", "127.0.0.1:5353", "--dnssec", "--domain-insecure", "lan.",
+                     "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "dnstls serve: no configuration file is good"
+    assert "upstreams (round_robin): udp://192.0.2.53:53" in out
+    assert "plain DNS: 127.0.0.1:5353" in out
+    assert any(line.startswith("DNSSEC validation on: trust anchors for .")
+               and line.endswith("not validated: lan.") for line in out)
+    assert not state.exists()  # nothing written: no certificate generated
+
+
+def test_check_reads_zone_files_and_certificates(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["serve", "--check", "--no-upstream"]
+    assert cli_main([*base, "--local-zone", str(tmp_path / "missing.zone")]) == 2
+    assert "local.zones[0]: cannot read zone file" in capsys.readouterr().err
+    key = tmp_path / "key.pem"
+    cert = tmp_path / "cert.pem"
+    key.write_text("not a key\n")
+    cert.write_text("not a certificate\n")
+    assert cli_main([*base, "--cert", str(cert), "--key", str(key)]) == 2
+    assert "tls.certificates[0]" in capsys.readouterr().err
+
+
+def test_check_with_a_real_certificate_prints_its_pin(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str],
+                                                      ) -> None:
+    cert, key, _ = certs.ensure_self_signed(tmp_path, ["dns.test"], ["127.0.0.1"])
+    assert cli_main(["serve", "--check", "--no-upstream", "--cert", str(cert),
+                     "--key", str(key)]) == 0
+    leaf = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert f"certificate: {cert} (SPKI pin {spki_pin(leaf)})" in capsys.readouterr().out

@@ -226,3 +226,113 @@ async def test_forwarder_exchanges_are_logged() -> None:
     assert tap_forwarders(router, tap) == 4
     assert tap_forwarders(router, tap) == 0  # not wrapped twice
     assert all(isinstance(u, TappedUpstream) for u in router.zones[0][1].upstreams)
+
+
+async def test_reopen_for_log_rotation(tmp_path: Path) -> None:
+    """``reopen()`` (SIGHUP, ``dnstls control dnstap_reopen``): what was queued before
+    goes to the file that was open, which ends with STOP; PATH is opened anew and starts
+    with START; what comes after goes there."""
+    path = tmp_path / "tap.fstrm"
+    tap = writer(file=str(path))
+    tap.start()
+    for i in range(300):  # queued, not necessarily written yet when reopen is asked
+        tap.client_query(i.to_bytes(2, "big"), dnstap.TCP, ("::1", 5300), None)
+    path.rename(tmp_path / "tap.fstrm.1")  # logrotate moves the file away
+    assert await tap.reopen() == ""
+    for i in range(300, 305):
+        tap.client_query(i.to_bytes(2, "big"), dnstap.TCP, ("::1", 5300), None)
+    await wait_for(lambda: tap.sent == 305)
+    assert tap.statistics()["reopens"] == 1
+    await tap.aclose()
+    rotated = read_file(tmp_path / "tap.fstrm.1")  # START ... STOP (checked there)
+    assert [decode(f)["query_message"] for f in rotated] == [
+        i.to_bytes(2, "big") for i in range(300)]
+    assert [decode(f)["query_message"] for f in read_file(path)] == [
+        i.to_bytes(2, "big") for i in range(300, 305)]
+    assert tap.dropped == 0
+
+
+async def test_a_file_that_cannot_be_reopened_drops_until_the_next_reopen(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = tmp_path / "dnstap"
+    directory.mkdir()
+    path = directory / "tap.fstrm"
+    tap = writer(file=str(path))
+    tap.start()
+    tap.client_query(b"\x00\x01", dnstap.TCP, ("::1", 5300), None)
+    await wait_for(lambda: tap.sent == 1)
+    path.rename(tmp_path / "tap.fstrm.1")
+    directory.rmdir()  # PATH cannot be created
+    error = await tap.reopen()
+    assert error.startswith(f"dnstap.file: cannot open {path}: ")
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "dnstap.file" in errors[0] and str(path) in errors[0]
+    assert tap.statistics()["connected"] == 0
+    for _ in range(3):  # never raises into the caller, counted as dropped
+        tap.client_query(b"\x00\x02", dnstap.TCP, ("::1", 5300), None)
+    assert tap.dropped == 3 and tap.statistics()["queued"] == 0
+    directory.mkdir()
+    assert await tap.reopen() == ""
+    assert tap.statistics()["connected"] == 1
+    tap.client_query(b"\x00\x03", dnstap.TCP, ("::1", 5300), None)
+    await wait_for(lambda: tap.sent == 2)
+    await tap.aclose()
+    assert [decode(f)["query_message"] for f in read_file(tmp_path / "tap.fstrm.1")] == [
+        b"\x00\x01"]
+    assert [decode(f)["query_message"] for f in read_file(path)] == [b"\x00\x03"]
+
+
+async def test_a_write_error_drops_until_a_reopen(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A file that fails to be written (the disk is full, ...) stops the writing until
+    a reopen, which then starts a new file."""
+    path = tmp_path / "tap.fstrm"
+    tap = writer(file=str(path))
+    tap.start()
+
+    class Full:
+        def write(self, data: bytes) -> None:
+            raise OSError(28, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    tap._fh.close()  # the disk "fills up": the file the writer holds fails from now on
+    tap._fh = Full()
+    tap.client_query(b"\x00\x01", dnstap.TCP, ("::1", 5300), None)
+    await wait_for(lambda: tap.dropped == 1)
+    assert "No space left on device" in caplog.text and "dnstap.file" in caplog.text
+    tap.client_query(b"\x00\x02", dnstap.TCP, ("::1", 5300), None)
+    assert tap.dropped == 2
+    assert await tap.reopen() == ""
+    tap.client_query(b"\x00\x03", dnstap.TCP, ("::1", 5300), None)
+    await wait_for(lambda: tap.sent == 1)
+    await tap.aclose()
+    assert [decode(f)["query_message"] for f in read_file(path)] == [b"\x00\x03"]
+
+
+async def test_reopen_of_a_socket_writer_changes_nothing(sock_path: Path) -> None:
+    tap = writer(socket_path=str(sock_path))
+    tap.start()
+    assert await tap.reopen() == ""
+    assert tap.statistics()["reopens"] == 0
+    await tap.aclose()
+
+
+async def test_a_file_not_moved_away_is_kept(tmp_path: Path) -> None:
+    """A reload for another reason (SIGHUP, a certificate change) must not truncate the
+    file in use: it is still at the path, so the writer goes on writing to it."""
+    path = tmp_path / "tap.fstrm"
+    tap = writer(file=str(path))
+    tap.start()
+    tap.client_query(b"\x00\x01", dnstap.TCP, ("::1", 5300), None)
+    assert await tap.reopen() == ""
+    tap.client_query(b"\x00\x02", dnstap.TCP, ("::1", 5300), None)
+    await wait_for(lambda: tap.sent == 2)
+    assert tap.statistics()["reopens"] == 0
+    await tap.aclose()
+    assert [decode(f)["query_message"] for f in read_file(path)] == [b"\x00\x01",
+                                                                     b"\x00\x02"]

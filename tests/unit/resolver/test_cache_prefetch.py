@@ -265,7 +265,11 @@ async def test_a_failed_refresh_keeps_the_old_entry(failure: str) -> None:
     assert answer is not None and answer.rcode() == dns.rcode.NOERROR
     assert ttls(answer) == [7]  # the old entry, still aging; no SERVFAIL cached over it
     assert len(next_.requests) == 1  # one prefetch per entry, even after a failure
-    assert prefetcher.failed == (1 if failure != "refused" else 0)
+    # each kept the old entry: a failed refresh (module docstring), REFUSED too (an
+    # answer the cache does not keep)
+    assert prefetcher.failed == 1
+    assert prefetcher.statistics() == {"failed": prefetcher.failed, "dropped": 0,
+                                       "in_flight": 0}
 
 
 async def test_refreshes_are_bounded_in_number() -> None:
@@ -287,6 +291,9 @@ async def test_refreshes_are_bounded_in_number() -> None:
         hit(cache, query(name), 96.0)
     await settle(prefetcher)
     assert len(next_.requests) == 4 and cache.statistics().prefetches == 4
+    # the second round: the first two are due again (the clock stayed at 0 for their
+    # refreshes) and take the room, so the other two are dropped once more
+    assert prefetcher.statistics() == {"failed": 0, "dropped": 4, "in_flight": 0}
 
 
 async def test_aclose_cancels_refreshes_in_flight() -> None:
