@@ -34,6 +34,8 @@ The zones (see :data:`EXPECTED` for what a validator should say about each quest
 ``nosig.test.``        signed, but ``www`` A served without an RRSIG
 ``ed25519.test.``      ED25519 CSK, NSEC
 ``unsupported.test.``  signed, but the DS in ``test.`` has only an unknown digest type
+``unknownalgo.test.``  signed, but the DS in ``test.`` names algorithm 253 (PRIVATEDNS)
+``nozonekey.test.``    signed with a key whose DNSKEY lacks the zone-key bit (flags 1)
 ``badnsec3.test.``     NSEC3 with 200 iterations (RFC 9276: above 150 is insecure)
 =====================  ==============================================================
 """
@@ -93,6 +95,8 @@ class ZoneSpec:
     iterations: int = 0
     optout: bool = False
     ds_digest: int | None = 2  # None: no DS at the parent; other than 1/2/4: bogus digest type
+    ds_algorithm: int | None = None  # the DS's algorithm field, if not the key's
+    key_flags: int = 257  # of the single key (CSK); 1: SEP without the zone-key bit
     expired: bool = False
     keys: list[Key] = field(default_factory=list)
 
@@ -143,6 +147,8 @@ def _zone_specs() -> list[ZoneSpec]:
         simple("nosig.test."),
         simple("ed25519.test.", algorithm=Algorithm.ED25519),
         simple("unsupported.test.", ds_digest=200),
+        simple("unknownalgo.test.", ds_algorithm=253),
+        simple("nozonekey.test.", key_flags=1),
         simple("badnsec3.test.", nsec3=True, iterations=200),
     ]
 
@@ -196,8 +202,43 @@ EXPECTED: dict[tuple[str, str], tuple[str, int | None]] = {
     ("www.ed25519.test.", "A"): ("secure", None),
     ("nothere.ed25519.test.", "A"): ("secure", None),
     ("www.unsupported.test.", "A"): ("insecure", 2),  # EDE 2 Unsupported DS Digest Type
+    ("www.unknownalgo.test.", "A"): ("insecure", 1),  # EDE 1: DS algorithm 253
+    ("www.nozonekey.test.", "A"): ("bogus", 11),  # the key the DS matches: no zone bit
     ("www.badnsec3.test.", "A"): ("secure", None),
     ("nothere.badnsec3.test.", "A"): ("insecure", 27),  # 200 iterations: RFC 9276
+}
+
+
+#: More questions, of odd types or shapes, with our verdicts; Unbound 1.17.1 agrees
+#: except where :data:`UNBOUND_DIFFERS` says (tests/interop/test_dnssec_unbound.py).
+ODD_QUESTIONS: dict[tuple[str, str], tuple[str, int | None]] = {
+    ("www.secure.test.", "RRSIG"): ("insecure", None),  # RRSIG answers: not validated
+    ("www.secure.test.", "NSEC"): ("secure", None),
+    ("secure.test.", "NSEC3PARAM"): ("secure", None),
+    ("nsec3.test.", "NSEC3PARAM"): ("secure", None),
+    ("*.wild.secure.test.", "A"): ("secure", None),  # the wildcard itself
+    ("*.wild.nsec3.test.", "A"): ("secure", None),
+    ("wild.secure.test.", "A"): ("secure", None),   # an empty non-terminal
+    ("a.b.wild.secure.test.", "A"): ("secure", None),  # wildcard two labels down
+    ("www.secure.test.", "CNAME"): ("secure", None),  # NODATA
+    ("cname-in.secure.test.", "CNAME"): ("secure", None),
+    ("dname.secure.test.", "DNAME"): ("secure", None),
+    ("www.dname.secure.test.", "CNAME"): ("secure", None),  # the synthesized CNAME
+    ("www.nsec3.test.", "ANY"): ("secure", None),
+    ("nothere.secure.test.", "DS"): ("secure", None),
+    ("www.secure.test.", "DS"): ("secure", None),
+    ("ns.secure.test.", "A"): ("secure", None),
+    ("secure.test.", "NS"): ("secure", None),
+    ("www.insecure.test.", "DS"): ("insecure", None),
+    ("nothere.unsigned.optout.test.", "A"): ("insecure", None),
+    ("x.y.nothere.nsec3.test.", "TXT"): ("secure", None),
+}
+
+#: Where Unbound 1.17.1 answers otherwise, and why we do not follow it.
+UNBOUND_DIFFERS: dict[tuple[str, str], tuple[tuple[str, int | None], str]] = {
+    ("www.dname.secure.test.", "CNAME"): (
+        ("bogus", 9), "Unbound SERVFAILs a CNAME question answered by a signed DNAME and "
+        "its (unsigned, matching) synthesized CNAME; RFC 6672 §5.3.3 makes it secure"),
 }
 
 
@@ -346,7 +387,7 @@ def build_hierarchy(now: float | None = None) -> tuple[dict[str, dns.zone.Zone],
         if spec.split:
             spec.keys = [_make_key(spec.algorithm, 257), _make_key(spec.algorithm, 256)]
         else:
-            spec.keys = [_make_key(spec.algorithm, 257)]
+            spec.keys = [_make_key(spec.algorithm, spec.key_flags)]
         apex = zones[spec.origin].nodes[dns.name.from_text(spec.origin)]
         apex.replace_rdataset(dns.rdataset.from_rdata_list(
             KEY_TTL, [key.dnskey for key in spec.keys]))
@@ -366,6 +407,9 @@ def build_hierarchy(now: float | None = None) -> tuple[dict[str, dns.zone.Zone],
         if spec.origin == "nokey.test.":
             other = _make_key(Algorithm.ECDSAP256SHA256, 257)
             ds = [dns.dnssec.make_ds(child, other.dnskey, 2)]
+        elif spec.ds_algorithm is not None:
+            ds = [dns.dnssec.make_ds(child, spec.keys[0].dnskey, 2).replace(
+                algorithm=spec.ds_algorithm)]
         elif spec.ds_digest in (1, 2, 4):
             ds = [dns.dnssec.make_ds(child, key.dnskey, spec.ds_digest)
                   for key in spec.keys if key.is_sep]

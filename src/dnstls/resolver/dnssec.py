@@ -32,8 +32,11 @@ DNAME's synthesized CNAME may be unsigned but must match the DNAME (RFC 6672 §5
 a wildcard expansion (RRSIG labels below the owner's) needs the NSEC/NSEC3 proof that
 the exact name does not exist (RFC 4035 §5.3.4, RFC 5155 §8.8). The final name of a
 chain without data needs an NXDOMAIN or NODATA proof, and the SOA in the authority
-section is verified. Authority NS and additional-section records of positive answers are
-not vouched for (the caller does not mark them authenticated).
+section is verified. An answer-section RRset that is not part of the answer (not on the
+CNAME/DNAME chain from the question) makes the response BOGUS: Unbound's scrubber would
+drop it, an honest upstream never sends it, and the caller marks the whole answer
+authenticated. Authority NS and additional-section records of positive answers are
+not vouched for.
 
 Signature times get Unbound's skew: 10 % of the validity period, at least an hour and at
 most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bounded,
@@ -43,7 +46,7 @@ that need the same (name, type) share one fetch. Work per validation is bounded:
 most :data:`MAX_FETCHES` fetches, :data:`MAX_VERIFICATIONS` signature checks,
 :data:`MAX_RRSIGS` RRSIGs per RRset, :data:`MAX_CANDIDATE_KEYS` keys tried per RRSIG
 (same key tag and algorithm), at most :data:`MAX_KEYS` keys in a DNSKEY RRset,
-:data:`MAX_CHAIN` CNAME/DNAME hops and answer RRsets, :data:`MAX_DENIAL_RRSETS`
+:data:`MAX_CHAIN` CNAME/DNAME hops, :data:`MAX_DENIAL_RRSETS`
 NSEC/NSEC3 RRsets. Running out is BOGUS (EDE 6) for that response only, not cached.
 """
 
@@ -322,11 +325,24 @@ class Validator:
         qname, qtype = question.name, question.rdtype
         if question.rdclass != IN or self.anchors.closest(qname) is None:
             return Verdict(Security.INSECURE)
+        if qtype == dns.rdatatype.RRSIG and response.answer:
+            # RRSIGs are not signed themselves; Unbound leaves such answers unchecked
+            return Verdict(Security.INSECURE, None, "RRSIG answers are not validated")
         verdicts: list[Verdict | None] = []
         done: set[int] = set()  # id() of the answer RRsets accounted for
         current = qname
         final_data = False
         for _ in range(MAX_CHAIN):
+            dname = self._dname_above(response, current)
+            if dname is not None and qtype == dns.rdatatype.CNAME:
+                # the synthesized CNAME is the answer (RFC 6672 §5.3.3), vouched for by
+                # the signed DNAME
+                verdicts.append(await self._positive(response, dname, budget))
+                done.add(id(dname))
+                synthesized, current = self._synthesize(response, dname, current)
+                done.add(id(synthesized))
+                final_data = True
+                break
             if qtype == dns.rdatatype.ANY:
                 found = [r for r in response.answer if r.name == current and r.rdclass == IN
                          and r.rdtype != dns.rdatatype.RRSIG]
@@ -339,7 +355,6 @@ class Validator:
                     done.add(id(rrset))
                 final_data = True
                 break
-            dname = self._dname_above(response, current)
             if dname is not None:
                 verdicts.append(await self._positive(response, dname, budget))
                 done.add(id(dname))
@@ -361,10 +376,10 @@ class Validator:
         else:
             verdicts.append(await self._denial(response, current, qtype, budget,
                                                nxdomain=rcode == dns.rcode.NXDOMAIN))
-        for rrset in response.answer[:MAX_CHAIN]:  # the rest of the answer section
+        for rrset in response.answer:  # nothing else: an upstream does not send it
             if rrset.rdtype != dns.rdatatype.RRSIG and id(rrset) not in done:
-                verdicts.append((await self._verify(response, response.answer, rrset,
-                                                    budget))[0])
+                raise _Bogus(EDE_BOGUS, f"{rrset.name} {_type(rrset.rdtype)} in the answer "
+                             f"is not part of the answer to {qname} {_type(qtype)}")
         return next((v for v in verdicts if v is not None), Verdict(Security.SECURE))
 
     @staticmethod
@@ -411,7 +426,7 @@ class Validator:
         if nsec3s:
             proof = proofs.nsec3_wildcard_proof(rrset.name, encloser, zone, nsec3s)
         else:
-            proof = proofs.nsec_wildcard_proof(rrset.name, nsecs)
+            proof = proofs.nsec_wildcard_proof(rrset.name, encloser, nsecs)
         return self._proof_verdict(proof)
 
     @staticmethod

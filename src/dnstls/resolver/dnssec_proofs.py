@@ -166,13 +166,19 @@ def nsec_proof(qname: dns.name.Name, qtype: int, nsecs: Sequence[tuple[dns.name.
     return _bogus(f"no NSEC proves {qname} has no {_name_of(qtype)}")
 
 
-def nsec_wildcard_proof(qname: dns.name.Name, nsecs: Sequence[tuple[dns.name.Name, NSEC]],
-                        ) -> Proof:
-    """A wildcard-expanded answer for ``qname``: some NSEC must prove that ``qname``
-    itself does not exist (RFC 4035 §5.3.4)."""
+def nsec_wildcard_proof(qname: dns.name.Name, encloser: dns.name.Name,
+                        nsecs: Sequence[tuple[dns.name.Name, NSEC]]) -> Proof:
+    """A wildcard-expanded answer for ``qname`` from ``*.<encloser>`` (the encloser the
+    RRSIG's label count gives): an NSEC must prove that ``qname`` does not exist and
+    that ``encloser`` is its closest encloser -- no name between them exists
+    (RFC 4035 §5.3.4)."""
     for owner, nsec in list(nsecs)[:MAX_DENIAL_RECORDS]:
-        if nsec_covers(owner, nsec, qname) and not nsec.next.is_subdomain(qname):
+        if not nsec_covers(owner, nsec, qname) or nsec.next.is_subdomain(qname):
+            continue
+        closest = max(_common(qname, owner), _common(qname, nsec.next), key=len)
+        if closest == encloser:
             return PROVEN
+        return _bogus(f"NSEC shows {closest}, not {encloser}, encloses {qname}")
     return _bogus(f"no NSEC proves {qname} does not exist for the wildcard answer")
 
 

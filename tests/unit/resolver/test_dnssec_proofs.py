@@ -107,8 +107,16 @@ def test_wildcard_nodata() -> None:
 
 
 def test_wildcard_answer_needs_the_name_covered() -> None:
-    assert nsec_wildcard_proof(n("x.w"), pick("*.w")).outcome is Outcome.SECURE
-    assert nsec_wildcard_proof(n("x.w"), pick("a")).outcome is Outcome.BOGUS
+    assert nsec_wildcard_proof(n("x.w"), n("w"), pick("*.w")).outcome is Outcome.SECURE
+    assert nsec_wildcard_proof(n("x.w"), n("w"), pick("a")).outcome is Outcome.BOGUS
+
+
+def test_wildcard_answer_needs_the_wildcards_parent_as_closest_encloser() -> None:
+    # y.c.b is covered by c.b -> d, but c.b exists: *.b cannot have produced the answer
+    wrong = nsec_wildcard_proof(n("y.c.b"), n("b"), pick("c.b"))
+    assert wrong.outcome is Outcome.BOGUS
+    assert "c.b.example., not b.example." in wrong.text
+    assert nsec_wildcard_proof(n("y.c.b"), n("c.b"), pick("c.b")).outcome is Outcome.SECURE
 
 
 # --------------------------------------------------------------------------- NSEC3

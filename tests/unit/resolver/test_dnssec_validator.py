@@ -305,13 +305,28 @@ async def test_unsigned_answer_in_a_secure_zone(anchors: TrustAnchors,
     assert verdict == Verdict(Security.BOGUS, 10, "no signatures over www.nosig.test. A")
 
 
-async def test_an_extra_unsigned_answer_rrset_is_not_vouched_for(
-        anchors: TrustAnchors, zones: dict[str, dns.zone.Zone]) -> None:
+@pytest.mark.parametrize("extra", ["www.secure.test. 300 IN MX 10 mail.example.",
+                                   "other.example. 300 IN A 192.0.2.9"])
+async def test_an_answer_rrset_off_the_chain_is_bogus(
+        anchors: TrustAnchors, zones: dict[str, dns.zone.Zone], extra: str) -> None:
     validator, _ = make(anchors, zones)
     response = answer(zones, "www.secure.test.", "A")
-    response.answer.append(dns.rrset.from_text("www.secure.test.", 300, "IN", "MX",
-                                               "10 mail.example."))
-    assert verdict_tuple(await validator.validate(response)) == (Security.BOGUS, 10)
+    owner, ttl, cls, rdtype, rdata = extra.split(maxsplit=4)
+    response.answer.append(dns.rrset.from_text(owner, int(ttl), cls, rdtype, rdata))
+    verdict = await validator.validate(response)
+    assert verdict_tuple(verdict) == (Security.BOGUS, 6)
+    assert verdict.text == (f"{owner} {rdtype} in the answer is not part of the answer "
+                            "to www.secure.test. A")
+
+
+async def test_signed_data_of_another_type_does_not_ride_along(
+        anchors: TrustAnchors, zones: dict[str, dns.zone.Zone]) -> None:
+    """The signed TXT of www.secure.test. in the answer to its A question (found by
+    fuzzing: a changed question type with the original signed answer)."""
+    validator, _ = make(anchors, zones)
+    response = answer(zones, "www.secure.test.", "A")
+    response.answer.extend(answer(zones, "www.secure.test.", "TXT").answer)
+    assert verdict_tuple(await validator.validate(response)) == (Security.BOGUS, 6)
 
 
 async def test_no_signatures_in_the_negative_answer(anchors: TrustAnchors,
