@@ -4,19 +4,26 @@ recursive front: an Unbound (module-config "iterator") forwarding every name to 
 that serves the signed hierarchy of tests/fakes/signed_zones.py (docs/stub.md,
 "DNSSEC").
 
-Every question of ``EXPECTED`` is asked of both, over TCP, three ways: DO set, CD with
-DO (the client validates), and EDNS without DO; twice (the second answer from our
-cache; Stubby keeps none). Compared: RCODE, the AD bit and the Extended DNS Error
-codes. Stubby 0.3 (getdns 1.6) and dnstls agree on every answer but these, measured
-and listed in :data:`DIFFERENCES` (the test fails if the set changes either way):
+Every question of ``EXPECTED`` and ``ODD_QUESTIONS`` is asked of both, over TCP, three
+ways: DO set, CD with DO (the client validates), and EDNS without DO; twice (the second
+answer from our cache; Stubby keeps none). Compared: RCODE, the AD bit and the Extended
+DNS Error codes. Stubby 0.3.0 (getdns) and dnstls agree on every answer but these,
+measured and listed in :data:`DIFFERENCES` (the test fails if the set changes either
+way); in each, ours is what Unbound 1.17.1 answers (tests/interop/
+test_dnssec_serve_unbound.py):
 
 * a bogus answer is SERVFAIL from both, with no EDE from Stubby; ours carries the
-  reason's EDE (6, 7, 9, 10), as Unbound's;
+  reason's EDE (6, 7, 9, 10);
 * the DS question of an unsigned delegation (``insecure.test. DS``, and
   ``unsigned.nsec3.test. DS`` under NSEC3), whose NODATA answer is proven by the
-  signed parent: AD from us (secure, as Unbound), no AD from Stubby;
-* ANY (RFC 8482): Stubby answers SERVFAIL (no AD with CD); we validate the answer nsd
-  gives (its RRsets with their signatures) and set AD.
+  signed parent: AD from us (secure), no AD from Stubby;
+* Stubby answers SERVFAIL (with CD: without AD) to ANY (RFC 8482), to an RRSIG
+  question, to the wildcard owner name itself (``*.wild.secure.test. A``) and below a
+  DS naming an algorithm it does not know (253); we validate the ANY and wildcard
+  answers (secure), leave RRSIG answers unchecked and treat the unknown algorithm as
+  insecure (RFC 6840 §5.2): NOERROR;
+* Stubby accepts a DNSKEY without the zone-key bit (``nozonekey.test.``, RFC 4034
+  §2.1.1) and sets AD; we answer SERVFAIL, EDE 11 *No Zone Key Bit Set*.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from fakes.signed_zones import EXPECTED, write_hierarchy
+from fakes.signed_zones import EXPECTED, ODD_QUESTIONS, write_hierarchy
 
 from . import peers
 from .clients import raw_exchange
@@ -38,7 +45,8 @@ pytestmark = pytest.mark.interop
 
 MODES = {"do": (True, False), "cd": (True, True), "edns": (False, False)}
 #: (qname, qtype, mode) -> (what Stubby answers, what dnstls answers): (RCODE, AD, EDEs)
-DIFFERENCES: dict[tuple[str, str, str], tuple[tuple[str, bool, list[int]], ...]] = {}
+Shape = tuple[str, bool, list[int]]
+DIFFERENCES: dict[tuple[str, str, str], tuple[Shape, Shape]] = {}
 for _name, _ede in [("www.bogus.test.", 6), ("www.expired.test.", 7),
                     ("www.nokey.test.", 9), ("www.nosig.test.", 10)]:
     for _mode in ("do", "edns"):
@@ -48,13 +56,24 @@ for _name in ("insecure.test.", "unsigned.nsec3.test."):
     for _mode in ("do", "cd"):
         DIFFERENCES[(_name, "DS", _mode)] = (("NOERROR", False, []),
                                              ("NOERROR", True, []))
-DIFFERENCES[("www.secure.test.", "ANY", "do")] = (("SERVFAIL", False, []),
-                                                   ("NOERROR", True, []))
-DIFFERENCES[("www.secure.test.", "ANY", "cd")] = (("NOERROR", False, []),
-                                                   ("NOERROR", True, []))
-DIFFERENCES[("www.secure.test.", "ANY", "edns")] = (("SERVFAIL", False, []),
-                                                     ("NOERROR", False, []))
-
+# Stubby SERVFAILs what it cannot validate as it expects: ANY answers, RRSIG answers,
+# the wildcard owner name itself asked for, a DS naming an algorithm it does not know
+# (we: insecure, RFC 6840 §5.2); with CD it answers them without AD
+_SECURE, _INSECURE = ("NOERROR", True, []), ("NOERROR", False, [])
+for _question, _ours in [(("www.secure.test.", "ANY"), _SECURE),
+                         (("www.nsec3.test.", "ANY"), _SECURE),
+                         (("*.wild.secure.test.", "A"), _SECURE),
+                         (("*.wild.nsec3.test.", "A"), _SECURE),
+                         (("www.secure.test.", "RRSIG"), _INSECURE),
+                         (("www.unknownalgo.test.", "A"), _INSECURE)]:
+    DIFFERENCES[(*_question, "do")] = (("SERVFAIL", False, []), _ours)
+    DIFFERENCES[(*_question, "edns")] = (("SERVFAIL", False, []), ("NOERROR", False, []))
+    if _ours[1]:
+        DIFFERENCES[(*_question, "cd")] = (_INSECURE, _SECURE)
+# Stubby accepts a DNSKEY without the zone-key bit (RFC 4034 §2.1.1: not to be used)
+DIFFERENCES[("www.nozonekey.test.", "A", "do")] = (_SECURE, ("SERVFAIL", False, [11]))
+DIFFERENCES[("www.nozonekey.test.", "A", "cd")] = (_SECURE, _INSECURE)
+DIFFERENCES[("www.nozonekey.test.", "A", "edns")] = (_INSECURE, ("SERVFAIL", False, [11]))
 
 def query(qname: str, qtype: str, mode: str) -> bytes:
     do, cd = MODES[mode]
@@ -92,10 +111,10 @@ def test_dnssec_answers_as_stubby(peer_group: PeerGroup, tmp_path: peers.Path,
         pytest.fail(str(exc), pytrace=False)
     ours = start_stub(peer_group, [front], ["--ca-file", str(pki.ca_pem), "--dnssec",
                                             "--trust-anchor", str(hierarchy.root_key)])
-    differ: dict[tuple[str, str, str], tuple[tuple[str, bool, list[int]], ...]] = {}
+    differ: dict[tuple[str, str, str], tuple[Shape, Shape]] = {}
     wrong = {}
     for _round in range(2):
-        for (qname, qtype), (security, ede) in sorted(EXPECTED.items()):
+        for (qname, qtype), (security, ede) in sorted({**EXPECTED, **ODD_QUESTIONS}.items()):
             for mode in MODES:
                 wire = query(qname, qtype, mode)
                 theirs = shape(raw_exchange(wire, stubby.port, "tcp"))
