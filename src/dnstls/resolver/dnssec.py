@@ -102,6 +102,8 @@ MAX_CANDIDATE_KEYS = 4
 MAX_CHAIN = 16
 MAX_LABELS = 64
 MAX_DENIAL_RRSETS = 32
+#: DNSKEY RRsets whose key tags are remembered (Validator._key_tags), then forgotten all at once
+MAX_KEY_TAG_SETS = 4096
 BOGUS_TTL = 60.0
 MAX_CACHE_TTL = 86400.0
 SKEW_MIN, SKEW_MAX = 3600.0, 86400.0
@@ -147,6 +149,9 @@ class TrustAnchors:
         self.ds = ds
         self.dnskey = dnskey
         self.zones: tuple[dns.name.Name, ...] = tuple(sorted(set(ds) | set(dnskey)))
+        #: the zones by their lower-cased labels: :meth:`closest` slices a name's labels
+        #: instead of making Name objects (dnspython's parent() and == cost µs each)
+        self._by_labels = {_folded(zone): zone for zone in self.zones}
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "<text>") -> TrustAnchors:
@@ -183,14 +188,19 @@ class TrustAnchors:
         return cls.from_text(Path(path).read_text(), source=os.fspath(path))
 
     def closest(self, name: dns.name.Name) -> dns.name.Name | None:
-        """The deepest anchor zone at or above ``name``, or None."""
-        for _ in range(MAX_LABELS * 4):
-            if name in self.ds or name in self.dnskey:
-                return name
-            if name == dns.name.root or not name.is_absolute():
-                return None
-            name = name.parent()
+        """The deepest anchor zone at or above ``name``, or None (a relative name has
+        none)."""
+        labels = _folded(name)
+        by_labels = self._by_labels
+        for i in range(len(labels)):
+            zone = by_labels.get(labels[i:])
+            if zone is not None:
+                return zone
         return None
+
+
+def _folded(name: dns.name.Name) -> tuple[bytes, ...]:
+    return tuple(label.lower() for label in name.labels)
 
 
 def _logical_lines(text: str) -> Iterator[tuple[int, str]]:
@@ -287,6 +297,12 @@ class Validator:
         self._now = now
         self._max_zones = max(1, max_zones)
         self._cache: OrderedDict[dns.name.Name, _Entry] = OrderedDict()
+        #: :meth:`_zone_of`'s results: (the entry, until when the steps that gave it
+        #: hold) -- a validation asks for the same signers again and again, and the
+        #: walk down from the anchor makes a Name and a lookup per label
+        self._zone_memo: OrderedDict[dns.name.Name, tuple[_Entry, float]] = OrderedDict()
+        #: key tags of the DNSKEY RRsets in use (by id, the RRset kept alive with them)
+        self._tags: dict[int, tuple[dns.rdataset.Rdataset, list[int]]] = {}
         self._inflight: dict[tuple[dns.name.Name, int], asyncio.Future[dns.message.Message]] = {}
         self._stats = {"secure": 0, "insecure": 0, "bogus": 0, "indeterminate": 0,
                        "fetches": 0, "fetches_shared": 0, "fetch_failures": 0,
@@ -311,6 +327,8 @@ class Validator:
     def flush(self) -> None:
         """Forget every cached key and zone-cut result."""
         self._cache.clear()
+        self._zone_memo.clear()
+        self._tags.clear()
 
     def statistics(self) -> dict[str, int]:
         return {**self._stats, "key_cache": len(self._cache), "inflight": len(self._inflight)}
@@ -575,9 +593,9 @@ class Validator:
             if now < sig.inception - skew:
                 reasons.append((EDE_NOT_YET_VALID, f"signature not yet valid for {what}"))
                 continue
-            candidates = [k for k in keys if isinstance(k, DNSKEY)
-                          and k.algorithm == sig.algorithm
-                          and dns.dnssec.key_id(k) == sig.key_tag][:MAX_CANDIDATE_KEYS]
+            candidates = [k for k, tag in zip(keys, self._key_tags(keys), strict=True)
+                          if tag == sig.key_tag and isinstance(k, DNSKEY)
+                          and k.algorithm == sig.algorithm][:MAX_CANDIDATE_KEYS]
             if not candidates:
                 reasons.append((EDE_DNSKEY_MISSING, f"no DNSKEY of {signer} with key tag "
                                 f"{sig.key_tag} for the signature over {what}"))
@@ -604,15 +622,32 @@ class Validator:
                     raise _Bogus(code, text)
         raise _Bogus(*reasons[0])
 
+    def _key_tags(self, keys: dns.rdataset.Rdataset) -> list[int]:
+        """The key tag of each record of ``keys`` (-1: not a DNSKEY), computed once per
+        RRset object: the cached zones' keys are checked against every answer."""
+        known = self._tags.get(id(keys))
+        if known is not None and known[0] is keys:
+            return known[1]
+        tags = [dns.dnssec.key_id(k) if isinstance(k, DNSKEY) else -1 for k in keys]
+        if len(self._tags) >= MAX_KEY_TAG_SETS:
+            self._tags.clear()
+        self._tags[id(keys)] = (keys, tags)
+        return tags
+
     # ------------------------------------------------------------------ chain of trust
 
     async def _zone_of(self, name: dns.name.Name, budget: _Budget) -> _Entry:
         """The deepest zone cut at or above ``name`` that the walk from the closest anchor
         establishes: a SECURE entry with its keys, INSECURE, or BOGUS."""
+        memo = self._zone_memo.get(name)
+        if memo is not None and memo[1] > self._now():
+            self._stats["cache_hits"] += 1
+            return memo[0]
         anchor = self.anchors.closest(name)
         if anchor is None:
             return _Entry(_Step.INSECURE, dns.name.root, float("inf"))
         entry = await self._step(anchor, None, budget)
+        holds = entry.expires
         labels = name.relativize(anchor).labels if name != anchor else ()
         if len(labels) > MAX_LABELS:
             raise _Bogus(EDE_BOGUS, f"{name} has too many labels")
@@ -622,11 +657,16 @@ class Validator:
                 break
             current = dns.name.Name((label, *current.labels))
             step = await self._step(current, entry, budget)
+            holds = min(holds, step.expires)
             if step.step is _Step.NOCUT:
                 continue
             if step.step is _Step.STOP:
                 break
             entry = step
+        self._zone_memo[name] = (entry, holds)
+        self._zone_memo.move_to_end(name)
+        while len(self._zone_memo) > self._max_zones:
+            self._zone_memo.popitem(last=False)
         return entry
 
     async def _step(self, name: dns.name.Name, parent: _Entry | None,

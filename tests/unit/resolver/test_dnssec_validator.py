@@ -131,9 +131,43 @@ async def test_the_key_cache_is_bounded(anchors: TrustAnchors,
     await validator.validate(answer(zones, "www.secure.test.", "A"))
     assert validator.statistics()["key_cache"] == 2
     first = len(upstream.asked)
+    # the same signer again: its walk is remembered (bounded as the key cache)
     assert (await validator.validate(answer(zones, "www.secure.test.", "A"))).security \
         is Security.SECURE
-    assert len(upstream.asked) > first  # the root's keys were evicted
+    assert len(upstream.asked) == first
+    # another zone needs the root's and test.'s keys, which were evicted
+    assert (await validator.validate(answer(zones, "www.nsec3.test.", "A"))).security \
+        is Security.SECURE
+    assert (".", "DNSKEY") in upstream.asked[first:]
+    assert validator.statistics()["key_cache"] == 2
+    assert len(validator._zone_memo) <= 2
+
+
+async def test_a_remembered_walk_ends_when_its_keys_expire(
+        anchors: TrustAnchors, zones: dict[str, dns.zone.Zone]) -> None:
+    clock = Clock()
+    validator, upstream = make(anchors, zones, clock=clock)
+    await validator.validate(answer(zones, "www.secure.test.", "A"))
+    first = len(upstream.asked)
+    # each zone's keys hold for their DNSKEY TTL (3600 s, as Unbound's key cache)
+    clock.now += 3599
+    await validator.validate(answer(zones, "www.secure.test.", "A"))
+    assert len(upstream.asked) == first
+    clock.now += 2  # they expired: the walk is made again
+    assert (await validator.validate(answer(zones, "www.secure.test.", "A"))).security \
+        is Security.SECURE
+    assert ("secure.test.", "DNSKEY") in upstream.asked[first:]
+
+
+def test_closest_anchor_by_labels() -> None:
+    anchors = TrustAnchors.from_text(". IN DS 20326 8 2 "
+                                     "E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n"
+                                     "Corp.Example. IN DS 1 13 2 " + "00" * 32 + "\n")
+    assert anchors.closest(dns.name.from_text("www.CORP.example.")) == \
+        dns.name.from_text("corp.example.")
+    assert anchors.closest(dns.name.from_text("example.")) == dns.name.root
+    assert anchors.closest(dns.name.root) == dns.name.root
+    assert anchors.closest(dns.name.from_text("www", origin=None)) is None
 
 
 async def test_bogus_zone_cut_is_remembered_for_60_seconds(
