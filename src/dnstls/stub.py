@@ -19,7 +19,13 @@ empty (or after the query timeout). Client listeners are not touched, so open cl
 TCP connections survive. ``[local]`` (local data, zone types, blocklists) is read
 again and applied as ``dnstls serve`` applies it, and so are ``private_addresses`` and
 ``private_domains`` (DNS rebinding protection, :mod:`dnstls.resolver.rebind`: the
-networks of one filter replaced, on both answer paths). A reload that fails -- a file or a list
+networks of one filter replaced, on both answer paths). ``dnssec``,
+``dnssec_trust_anchors`` and ``domain_insecure`` (DNSSEC validation: serve's
+:class:`~dnstls.resolver.validating.ValidatingStage`, one per generation, between the
+forwarder and the rebinding filter) apply with the new generation; when they change,
+the whole cache is dropped (an answer cached unvalidated must not be served as if
+validated), and the listeners' wire path is switched off for forwarded queries while
+validation is on (:meth:`QueryHandler.use_wire_path`). A reload that fails -- a file or a list
 that does not load -- keeps the running generation and local data and logs why. Listen
 and metrics addresses and the cache settings need a restart (a warning says so): the
 cache is one object for the life of the process, because the listeners answer cache hits
@@ -34,10 +40,12 @@ import dataclasses
 import functools
 import logging
 import socket
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dns.edns
 import dns.message
 
 from dnstls.compiled import version_line
@@ -56,6 +64,7 @@ from dnstls.stub_config import (
     StubOverrides,
     StubUpstream,
     load_stub_config,
+    load_trust_anchors,
     parse_listen,
     stub_config_from_data,
 )
@@ -64,10 +73,12 @@ log = logging.getLogger("dnstls.stub")
 
 
 class Generation:
-    """The upstream side of one configuration: pool, forwarder, coalescer, cache."""
+    """The upstream side of one configuration: pool, forwarder, DNSSEC validation (when
+    on), coalescer, cache."""
 
     def __init__(self, config: StubConfig, *, cache: Any, clock: Any,
-                 minimal_responses: bool, rebind: Any = None) -> None:
+                 minimal_responses: bool, rebind: Any = None,
+                 dnssec_counts: Counter[str] | None = None) -> None:
         from dnstls.resolver.cache import answer_stage
         from dnstls.resolver.coalesce import Coalescer
         from dnstls.resolver.forward import Forwarder
@@ -81,8 +92,16 @@ class Generation:
         #: message path's answers (misses and prefetches) pass it below the coalescer;
         #: the wire path's are filtered by the listeners' WireForwarder
         self.rebind = rebind
-        self.coalescer = Coalescer(self.forwarder if rebind is None
-                                   else RebindFilter(self.forwarder, rebind))
+        #: the DNSSEC ValidatingStage (``dnssec``), or None; its DS/DNSKEY fetches go
+        #: through this generation's forwarder; its counts are the process's
+        #: (``dnssec_counts``: they go on across reloads)
+        self.validating, self.dnssec_key = validating_stage(
+            config, self.forwarder, clock, minimal=minimal_responses)
+        if self.validating is not None and dnssec_counts is not None:
+            self.validating.counts = dnssec_counts
+        checked: Resolver = self.forwarder if self.validating is None else self.validating
+        # validated first, private addresses removed next: as serve (dnstls.wiring)
+        self.coalescer = Coalescer(checked if rebind is None else RebindFilter(checked, rebind))
         self.cache = cache
         # minimal_responses: the process's value, as the listeners' (restart only)
         self.stage: Resolver = answer_stage(self.coalescer, cache, clock,
@@ -114,6 +133,40 @@ class Generation:
         await asyncio.gather(*(u.aclose() for u in self.upstreams))
 
 
+def validating_stage(config: StubConfig, forwarder: Any, clock: Callable[[], float], *,
+                     minimal: bool) -> tuple[Any, tuple[Any, ...]]:
+    """serve's :class:`~dnstls.resolver.validating.ValidatingStage` in front of
+    ``forwarder`` with a :class:`~dnstls.resolver.dnssec.Validator` of its own (None
+    when ``dnssec`` is off), and what a reload compares to decide whether cached answers
+    must go: validation on or off, the trust anchors' records as loaded now (a file may
+    change under the same name) and the names not validated."""
+    if not config.dnssec:
+        return None, (False,)
+    from dnstls.resolver.dnssec import Validator
+    from dnstls.resolver.validating import ValidatingStage, fetcher, parse_insecure
+
+    anchors, _source = load_trust_anchors(config.dnssec_trust_anchors,
+                                          config.dnssec_trust_anchors_field)
+    insecure = parse_insecure(config.domain_insecure, config.domain_insecure_field)
+    records = sorted(f"{zone} {rdata}" for table in (anchors.ds, anchors.dnskey)
+                     for zone, rdatas in table.items() for rdata in rdatas)
+    stage = ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
+                            insecure=insecure, minimal=minimal)
+    return stage, (True, tuple(records), insecure)
+
+
+def dnssec_summary(config: StubConfig) -> str:
+    """The DNSSEC line of ``--check`` and (validation on) of the banner."""
+    if not config.dnssec:
+        return "DNSSEC validation: off"
+    from dnstls.resolver.validating import parse_insecure, stage_summary
+
+    anchors, source = load_trust_anchors(config.dnssec_trust_anchors,
+                                         config.dnssec_trust_anchors_field)
+    return stage_summary(anchors, source, parse_insecure(config.domain_insecure,
+                                                         config.domain_insecure_field))
+
+
 class StubForwarding:
     """The stage the service resolves through, swapped whole on reload.
 
@@ -135,6 +188,10 @@ class StubForwarding:
         #: the first time a configuration sets any
         self._private: Any = None
         self.rebind: Any = None
+        #: ``dnstls_dnssec_validations_total{kind}``: one count for every generation
+        self.dnssec_counts: Counter[str] = Counter()
+        #: the DNSSEC_COUNTERS of generations closed since
+        self._dnssec_closed: Counter[str] = Counter()
         self._adopt(self._generation(config))
         #: ``cache.prefetch``: refreshes go to the current generation (like the cache,
         #: the setting needs a restart)
@@ -147,6 +204,15 @@ class StubForwarding:
     @property
     def config(self) -> StubConfig:
         return self.current.config
+
+    @property
+    def validating(self) -> Any:
+        """The current generation's ValidatingStage, or None. The service builds the
+        listeners' wire path only when this is None at start (as serve's); after a
+        reload :meth:`StubRuntime.reload` switches the path off or on (a stub started
+        validating has none: its forwarded queries take the message path until a
+        restart, also after a reload switched validation off)."""
+        return self.current.validating
 
     def _generation(self, config: StubConfig) -> Generation:
         """A generation for ``config``; its private networks become the filter's (which
@@ -164,7 +230,8 @@ class StubForwarding:
         shared = self._private if self._private is not None else fresh
         generation = Generation(config, cache=self.cache, clock=self.clock,
                                 minimal_responses=self.minimal_responses,
-                                rebind=shared if fresh is not None else None)
+                                rebind=shared if fresh is not None else None,
+                                dnssec_counts=self.dnssec_counts)
         if fresh is not None:
             if self._private is None:
                 self._private = fresh
@@ -185,7 +252,11 @@ class StubForwarding:
     def _adopt(self, generation: Generation) -> Generation:
         """Make ``generation`` the one new queries go to (returned)."""
         generation.forwarder.when_idle = functools.partial(self._drained, generation)
-        self.start_wire = generation.forwarder.start_wire
+        # validating: the listeners keep forwarded queries off the wire path
+        # (StubRuntime.reload); one routed there before a reload switched validation
+        # on is not forwarded unchecked (resolve_wire)
+        self.start_wire = (_no_start_wire if generation.validating is not None
+                           else generation.forwarder.start_wire)
         self.current = generation
         return generation
 
@@ -227,6 +298,11 @@ class StubForwarding:
                            deadline: float, check: Callable[[bytes], bool] | None = None,
                            ) -> bytes:
         generation = self.current
+        if generation.validating is not None:
+            from dnstls.resolver.base import servfail
+
+            raise servfail(dns.edns.EDECode.NOT_READY, "DNSSEC validation was switched on "
+                           "while the query was on its way: ask again")
         generation.in_flight += 1
         try:
             answer: bytes = await generation.forwarder.resolve_wire(
@@ -260,6 +336,10 @@ class StubForwarding:
             generation.closing.add_done_callback(lambda _t: self._forget(generation))
 
     def _forget(self, generation: Generation) -> None:
+        if generation in self.old and generation.validating is not None:
+            figures = generation.validating.statistics()
+            for key in DNSSEC_COUNTERS:
+                self._dnssec_closed[key] += figures.get(key, 0)
         with contextlib.suppress(ValueError):
             self.old.remove(generation)
 
@@ -280,7 +360,28 @@ class StubForwarding:
                               **prefetch_statistics(self.prefetcher)}
         if self._private is not None:  # configured now or before a reload
             stats["private_addresses"] = self._private.statistics()
+        stats.update(self._dnssec_statistics())
         return stats
+
+    def _dnssec_statistics(self) -> dict[str, Any]:
+        """serve's ``dnssec`` figures: the current generation's, with the counters
+        (validations and the validators' fetches and key cache lookups) summed over
+        every generation so far, so that they only grow across reloads."""
+        current = self.current
+        if current.validating is None and not self.dnssec_counts:
+            return {}
+        dnssec: dict[str, Any] = (current.validating.statistics()
+                                  if current.validating is not None else {})
+        dnssec["validations"] = dict(self.dnssec_counts)
+        totals = Counter(self._dnssec_closed)
+        for generation in self.old:
+            if generation.validating is not None and generation is not current:
+                totals.update({k: v for k, v in generation.validating.statistics().items()
+                               if k in DNSSEC_COUNTERS})
+        for key in DNSSEC_COUNTERS:
+            if key in dnssec or totals[key]:
+                dnssec[key] = dnssec.get(key, 0) + totals[key]
+        return {"dnssec": dnssec}
 
     async def aclose(self) -> None:
         if self.prefetcher is not None:
@@ -291,6 +392,18 @@ class StubForwarding:
                 generation.closing = self.loop.create_task(generation.aclose())
         await asyncio.gather(*(g.closing for g in generations if g.closing is not None),
                              return_exceptions=True)
+
+
+#: The ValidatingStage's statistics exported as counters (``dnstls_dnssec_*_total``):
+#: summed over the generations so that they only grow across reloads.
+DNSSEC_COUNTERS = ("fetches", "fetches_shared", "fetch_failures", "key_cache_hits",
+                   "key_cache_misses")
+
+
+def _no_start_wire(*_args: Any, **_kwargs: Any) -> bool:
+    """``start_wire`` while validating: nothing started (the caller takes
+    ``resolve_wire``)."""
+    return False
 
 
 def ipv6_loopback_available() -> bool:
@@ -359,10 +472,14 @@ class StubRuntime:
             # a list that does not load keeps all that runs
             apply_local = (service.prepare_local(new.service_config().local)
                            if service is not None and service.handler is not None else None)
-            forwarding.swap(new)
-            wire = service.handler.wire if service is not None and service.handler else None
+            old_dnssec = forwarding.current.dnssec_key
+            new_dnssec = forwarding.swap(new).dnssec_key
+            handler = service.handler if service is not None else None
+            wire = handler.wire if handler is not None else None
             if wire is not None:  # the listeners' wire path filters with the new networks
                 wire.rebind = forwarding.rebind
+            if handler is not None:  # forwarded queries off the wire path while validating
+                handler.use_wire_path(not new.dnssec)
         except Exception as exc:
             forwarding.reload_failures += 1
             log.error("reload failed, the running configuration stays: %s", exc)
@@ -388,6 +505,12 @@ class StubRuntime:
                      "dropped", ", ".join(new.private_addresses) or "none",
                      f" (except under {', '.join(new.private_domains)})"
                      if new.private_domains else "", dropped)
+        if new_dnssec != old_dnssec:
+            # validation switched on, off, or anchored elsewhere: what the cache holds was
+            # not validated (or not as now); every answer is dropped, as Unbound's reload
+            cache = forwarding.cache
+            dropped = cache.discard_if(lambda _key: True) if cache is not None else 0
+            log.info("reload: %s; %d cached answers dropped", dnssec_summary(new), dropped)
         if new.opportunistic and not old.opportunistic:
             log.warning("OPPORTUNISTIC mode (RFC 8310 §4) after reload: upstreams are NOT "
                         "authenticated")
@@ -444,6 +567,8 @@ def banner(config: StubConfig, endpoints: Any, *, acl: Any = None) -> list[str]:
                    f"pins (report-only) {pins}" if upstream.report_pins
                    else f"pins {pins}" if pins else ""])))
         lines.append(f"upstream {upstream.name} ({how})")
+    if config.dnssec:
+        lines.append(dnssec_summary(config))
     if endpoints.plain:
         host, port = endpoints.plain[0]
         lines.append(f"try: kdig @{host}{'' if port == 53 else f' -p {port}'} example.com")

@@ -16,6 +16,9 @@ line, see :mod:`dnstls.stubby`), all durations in milliseconds like Stubby::
     nsid = "ascii_stub-1"                # dnstls: the NSID (RFC 5001), as serve's
     private_addresses = ["10.0.0.0/8"]   # dnstls: DNS rebinding protection, as serve's
     private_domains = ["home.arpa."]     #   [forward] keys (Unbound's private-address)
+    dnssec = true                        # Stubby's: validate (serve's DNSSEC stage)
+    dnssec_trust_anchors = ["/usr/share/dns/root.key"]  # Stubby's: a file or a list
+    domain_insecure = ["corp.example."]  # dnstls: not validated, as serve's
     [cache]
     enabled = true
     [local]                              # dnstls: default_zones, nodefault (as serve's)
@@ -105,7 +108,7 @@ _TOP_KEYS = {"listen_addresses", "round_robin_upstreams", "strategy", "idle_time
              "timeout", "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file",
              "tls_pubkey_pinset_mode", "metrics", "log_queries", "cache", "local",
              "upstream_recursive_servers", "access_control", "nsid", "private_addresses",
-             "private_domains"}
+             "private_domains", "dnssec", "dnssec_trust_anchors", "domain_insecure"}
 #: The stub's [local] table: serve's default-zone settings only (no zone files, no DDR).
 _LOCAL_KEYS = {"default_zones", "nodefault", "data", "zone_types", "blocklist"}
 _UPSTREAM_KEYS = {"address_data", "tls_port", "tls_auth_name", "tls_pubkey_pinset",
@@ -148,6 +151,9 @@ class StubOverrides:
     access_control: tuple[str, ...] = ()
     private_addresses: tuple[str, ...] = ()
     private_domains: tuple[str, ...] = ()
+    dnssec: bool = False
+    trust_anchors: tuple[str, ...] = ()
+    domain_insecure: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -177,6 +183,18 @@ class StubConfig:
     #: ``--private-domain`` when the command line gave them (errors name these).
     private_addresses_field: str = "private_addresses"
     private_domains_field: str = "private_domains"
+    #: DNSSEC validation of the upstreams' answers (Stubby's ``dnssec``; serve's
+    #: ``dnssec.validation``): :mod:`dnstls.resolver.validating`, one stage per generation.
+    dnssec: bool = False
+    #: Stubby's ``dnssec_trust_anchors``: files of DS or DNSKEY records, all loaded;
+    #: (): /usr/share/dns/root.key when present, else the built-in root KSK DS records.
+    dnssec_trust_anchors: tuple[str, ...] = ()
+    #: Names (and below) not validated, as serve's ``dnssec.domain_insecure``.
+    domain_insecure: tuple[str, ...] = ()
+    #: What the operator calls them (``--trust-anchor`` / ``--domain-insecure`` when the
+    #: command line gave them): errors name these.
+    dnssec_trust_anchors_field: str = "dnssec_trust_anchors"
+    domain_insecure_field: str = "domain_insecure"
     listen_is_default: bool = True
     upstreams_are_default: bool = True
     source: str = ""
@@ -407,6 +425,7 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
     if "nsid" in data:
         nsid_value(nsid, "nsid")
     private = _private(data, cli)
+    dnssec = _dnssec(data, cli)
     return StubConfig(listen=listen, upstreams=upstreams.items, strategy=cli.strategy
                       or _strategy(data), opportunistic=g.opportunistic, query_timeout=timeout,
                       metrics=metrics, log_queries=log_queries or cli.log_queries, cache=cache,
@@ -415,6 +434,10 @@ def stub_config_from_data(data: Mapping[str, Any], overrides: StubOverrides | No
                       private_domains=private.domains,
                       private_addresses_field=private.addresses_field,
                       private_domains_field=private.domains_field,
+                      dnssec=dnssec.on, dnssec_trust_anchors=dnssec.anchors,
+                      domain_insecure=dnssec.insecure,
+                      dnssec_trust_anchors_field=dnssec.anchors_field,
+                      domain_insecure_field=dnssec.insecure_field,
                       listen_is_default=not cli.listen and "listen_addresses" not in data,
                       upstreams_are_default=upstreams.default, source=source)
 
@@ -450,6 +473,76 @@ def _private(data: Mapping[str, Any], cli: StubOverrides) -> _Private:
         raise ConfigError(domains_field, "names allowed to hold private addresses, but "
                                          "private_addresses lists none")
     return _Private(addresses, domains, addresses_field, domains_field)
+
+
+@dataclass(frozen=True)
+class _Dnssec:
+    on: bool
+    anchors: tuple[str, ...]
+    insecure: tuple[str, ...]
+    anchors_field: str
+    insecure_field: str
+
+
+def _dnssec(data: Mapping[str, Any], cli: StubOverrides) -> _Dnssec:
+    """``dnssec``, ``dnssec_trust_anchors`` (a file or a list of files) and
+    ``domain_insecure`` (the command line's replace the file's); with validation on,
+    the anchors are loaded here so that a bad file fails the start, ``--check`` and a
+    reload, naming the field."""
+    from dnstls.resolver.validating import parse_insecure
+
+    on = data.get("dnssec", False)
+    if not isinstance(on, bool):
+        raise ConfigError("dnssec", f"expected true or false, got {on!r} (Stubby's "
+                                    "GETDNS_EXTENSION_TRUE is true here)")
+    on = on or cli.dnssec
+    anchors_field = "--trust-anchor" if cli.trust_anchors else "dnssec_trust_anchors"
+    anchors: Any = cli.trust_anchors or data.get("dnssec_trust_anchors", [])
+    if isinstance(anchors, str):
+        anchors = [anchors]
+    if not isinstance(anchors, list | tuple) or not all(isinstance(a, str) and a
+                                                        for a in anchors):
+        raise ConfigError(anchors_field, f"expected a file name or a list of file names, "
+                                         f"got {anchors!r}")
+    insecure_field = "--domain-insecure" if cli.domain_insecure else "domain_insecure"
+    insecure: Any = cli.domain_insecure or data.get("domain_insecure", [])
+    if not isinstance(insecure, list | tuple) or not all(isinstance(i, str) for i in insecure):
+        raise ConfigError(insecure_field, f"expected a list of names, got {insecure!r}")
+    parse_insecure(insecure, insecure_field)
+    if anchors and not on:
+        raise ConfigError(anchors_field, "given, but dnssec is off: set dnssec = true (or "
+                                         "stub --dnssec)")
+    out = _Dnssec(on, tuple(anchors), tuple(insecure), anchors_field, insecure_field)
+    if on:
+        load_trust_anchors(out.anchors, out.anchors_field)
+    return out
+
+
+def load_trust_anchors(files: Sequence[str], field: str = "dnssec_trust_anchors",
+                       ) -> tuple[Any, str]:
+    """The trust anchors of ``files`` merged (every file loaded, as Stubby loads each
+    of its ``dnssec_trust_anchors``), or serve's default (:func:`~dnstls.resolver.
+    validating.load_anchors`) when there is none; and where they came from. A file that
+    does not load is a ConfigError naming the field (``dnssec_trust_anchors[1]`` in a
+    list of several)."""
+    from dnstls.resolver.dnssec import TrustAnchors
+    from dnstls.resolver.validating import load_anchors
+
+    if not files:
+        return load_anchors("")
+    ds: dict[Any, list[Any]] = {}
+    dnskey: dict[Any, list[Any]] = {}
+    for i, path in enumerate(files):
+        try:
+            anchors, _source = load_anchors(path)
+        except ConfigError as exc:
+            raise ConfigError(field if len(files) == 1 else f"{field}[{i}]",
+                              exc.message) from None
+        for zone, records in anchors.ds.items():
+            ds.setdefault(zone, []).extend(records)
+        for zone, keys in anchors.dnskey.items():
+            dnskey.setdefault(zone, []).extend(keys)
+    return TrustAnchors(ds, dnskey), ", ".join(files)
 
 
 @dataclass
@@ -517,4 +610,4 @@ def load_stub_config(path: str | Path | None = None, overrides: StubOverrides | 
 
 __all__ = ["AUTH_NONE", "AUTH_REQUIRED", "DEFAULT_LISTEN", "DEFAULT_UPSTREAM_ADDRESSES",
            "PIN_MODES", "STRATEGIES", "StubConfig", "StubOverrides", "StubUpstream",
-           "load_stub_config", "parse_listen", "stub_config_from_data"]
+           "load_stub_config", "load_trust_anchors", "parse_listen", "stub_config_from_data"]

@@ -271,11 +271,10 @@ _SAME = ("listen_addresses", "round_robin_upstreams", "idle_timeout", "timeout",
          "tls_authentication", "tls_query_padding_blocksize", "tls_ca_file")
 _DROPPED = {
     "resolution_type": "dnstls stub is always a stub resolver",
-    "appdata_dir": "dnstls keeps no trust-anchor files",
-    "dnssec_return_status": "DNSSEC validation is not done by the stub",
-    "dnssec": "DNSSEC validation is not done by the stub",
-    "dnssec_trust_anchors": "DNSSEC validation is not done by the stub",
-    "trust_anchors_backoff_time": "DNSSEC validation is not done by the stub",
+    "appdata_dir": "dnstls never fetches trust anchors (no Zero configuration DNSSEC, "
+                   "RFC 7958): give dnssec_trust_anchors, else /usr/share/dns/root.key "
+                   "or the built-in root keys are used",
+    "trust_anchors_backoff_time": "dnstls never fetches trust anchors (RFC 7958)",
     "edns_client_subnet_private": "dnstls never forwards a client subnet, as with 1",
     "tls_connection_retries": "failed upstreams back off 1 s, doubling, up to 60 s",
     "tls_backoff_time": "failed upstreams back off 1 s, doubling, up to 60 s",
@@ -288,6 +287,7 @@ _DROPPED = {
     "log_level": "use dnstls -v / -vv",
 }
 _UPSTREAM_SAME = ("address_data", "tls_port", "tls_auth_name")
+_DNSSEC = ("dnssec", "dnssec_return_status", "dnssec_trust_anchors")
 
 
 def _toml_value(value: Any) -> str:
@@ -311,6 +311,37 @@ def _transport_note(value: Any) -> str | None:
         return (f"dns_transport_list: {', '.join(map(str, items))}: dnstls stub uses TLS only "
                 "and never falls back to cleartext")
     return None
+
+
+#: Stubby's (getdns') extension values of ``dnssec`` and ``dnssec_return_status``
+_EXTENSION = {"GETDNS_EXTENSION_TRUE": True, "GETDNS_EXTENSION_FALSE": False}
+
+
+def _dnssec(data: Mapping[str, Any], notes: list[str]) -> list[str]:
+    """``dnssec`` and ``dnssec_return_status`` (either GETDNS_EXTENSION_TRUE: validation
+    on) and ``dnssec_trust_anchors`` (a file, or a list of files)."""
+    out: list[str] = []
+    on = None
+    for key in ("dnssec", "dnssec_return_status"):
+        if key not in data:
+            continue
+        value = _EXTENSION.get(str(data[key]))
+        if value is None:
+            notes.append(f"{key}: {data[key]!r} (expected GETDNS_EXTENSION_TRUE or "
+                         "GETDNS_EXTENSION_FALSE)")
+        else:
+            on = value if on is None else on or value
+    if on is not None:
+        out.append(f"dnssec = {_toml_value(on)}")
+    if "dnssec_trust_anchors" in data:
+        anchors = data["dnssec_trust_anchors"]
+        files = [anchors] if isinstance(anchors, str) else anchors
+        if isinstance(files, list) and files and all(isinstance(f, str) for f in files):
+            out.append(f"dnssec_trust_anchors = {_toml_value(anchors)}")
+        else:
+            notes.append(f"dnssec_trust_anchors: {anchors!r} (dnstls reads trust anchors "
+                         "from files only: give a file name or a list of them)")
+    return out
 
 
 def _upstream(index: int, item: Any, notes: list[str]) -> list[str]:
@@ -349,8 +380,9 @@ def convert(data: Any, *, source: str = "stubby.yml") -> str:
     for key in _SAME:
         if key in data:
             body.append(f"{key} = {_toml_value(data[key])}")
+    body += _dnssec(data, notes)
     for key, value in data.items():
-        if key in _SAME or key == "upstream_recursive_servers":
+        if key in _SAME or key in _DNSSEC or key == "upstream_recursive_servers":
             continue
         if key == "dns_transport_list":
             note = _transport_note(value)

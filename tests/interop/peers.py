@@ -449,23 +449,57 @@ remote-control:
 """
 
 
-def start_unbound_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:
-    """unbound serving DoT on a free port, with example.test. stubbed to ``nsd``."""
-    binary = require("unbound")
-    work = group.workdir("unbound-dot")
-    port = free_port()
-    conf = work / "unbound.conf"
-    conf.write_text(_unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=f"""\
+def _dot_lines(pki: TestPKI, port: int) -> str:
+    """unbound.conf server lines: DoT on ``port`` with the test certificate."""
+    return f"""\
     tls-port: {port}
     tls-service-key: "{pki.key_pem}"
     tls-service-pem: "{pki.cert_pem}"
-""") + f"""\
+"""
+
+
+def _forward_all(upstream: Peer) -> str:
+    """An unbound.conf clause forwarding every name (``"."``) to ``upstream``."""
+    return f"""\
+forward-zone:
+    name: "."
+    forward-addr: {upstream.host}@{upstream.port}
+"""
+
+
+def _run_unbound(group: PeerGroup, name: str, conf_text: str, work: Path, port: int,
+                 ) -> Peer:
+    binary = require("unbound")
+    conf = work / "unbound.conf"
+    conf.write_text(conf_text)
+    peer = group.start(Peer(name, [binary, "-d", "-c", str(conf)], work, port=port))
+    return peer.wait_tcp()
+
+
+def start_unbound_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:
+    """unbound serving DoT on a free port, with example.test. stubbed to ``nsd``."""
+    require("unbound")
+    work = group.workdir("unbound-dot")
+    port = free_port()
+    return _run_unbound(group, "unbound-dot", _unbound_base(
+        work, interface=f"{LOOPBACK}@{port}", extra=_dot_lines(pki, port)) + f"""\
 stub-zone:
     name: "{ZONE_ORIGIN}"
     stub-addr: {nsd.host}@{nsd.port}
-""")
-    peer = group.start(Peer("unbound-dot", [binary, "-d", "-c", str(conf)], work, port=port))
-    return peer.wait_tcp()
+""", work, port)
+
+
+def start_unbound_dot_forwarder(group: PeerGroup, pki: TestPKI, *, upstream: Peer) -> Peer:
+    """unbound serving DoT on a free port as a recursive front that does NOT validate
+    (module-config "iterator", no domain-insecure), forwarding every name to
+    ``upstream`` -- e.g. the nsd serving a signed hierarchy (:func:`start_nsd_zones`):
+    the upstream of validating stubs, which relays signatures to DO queries."""
+    require("unbound")
+    work = group.workdir("unbound-dot-fwd")
+    port = free_port()
+    return _run_unbound(group, "unbound-dot-fwd", _unbound_base(
+        work, interface=f"{LOOPBACK}@{port}", extra=_dot_lines(pki, port), insecure="")
+        + _forward_all(upstream), work, port)
 
 
 def start_unbound_tls_forwarder(group: PeerGroup, pki: TestPKI, *, upstream_host: str,
@@ -494,23 +528,17 @@ def start_unbound_validator(group: PeerGroup, *, anchor_file: Path, upstream: Pe
     its trust-anchor-file, EDE on, val-log-level 2), answering plain DNS on a free port
     and forwarding everything (``forward-zone: "."``) to ``upstream`` -- e.g. an nsd
     serving a whole signed hierarchy (:func:`start_nsd_zones`)."""
-    binary = require("unbound")
+    require("unbound")
     work = group.workdir("unbound-val")
     port = free_port()
-    conf = work / "unbound.conf"
-    conf.write_text(_unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=f"""\
+    return _run_unbound(group, "unbound-val", _unbound_base(
+        work, interface=f"{LOOPBACK}@{port}", extra=f"""\
     port: {port}
     trust-anchor-file: "{anchor_file}"
     ede: yes
     val-log-level: 2
     aggressive-nsec: no
-""", modules="validator iterator", insecure="") + f"""\
-forward-zone:
-    name: "."
-    forward-addr: {upstream.host}@{upstream.port}
-""")
-    peer = group.start(Peer("unbound-val", [binary, "-d", "-c", str(conf)], work, port=port))
-    return peer.wait_tcp()
+""", modules="validator iterator", insecure="") + _forward_all(upstream), work, port)
 
 
 def start_kresd_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:
@@ -557,11 +585,14 @@ setACL({{"127.0.0.0/8", "::1/128"}})
 
 def start_stubby(group: PeerGroup, *, upstream_host: str, upstream_port: int,
                  pins: Sequence[str] = (), auth_name: str | None = TLS_NAME,
-                 ca_file: Path | None = None, padding_blocksize: int = 128) -> Peer:
+                 ca_file: Path | None = None, padding_blocksize: int = 128,
+                 dnssec_trust_anchors: Path | None = None) -> Peer:
     """Stubby in strict mode (TLS only, authentication required) on a free port.
 
     Authentication uses ``auth_name`` (checked against ``ca_file``) and/or the SPKI
-    ``pins``; clients query it over plain UDP/TCP at ``peer.port``.
+    ``pins``; clients query it over plain UDP/TCP at ``peer.port``. With
+    ``dnssec_trust_anchors`` it validates DNSSEC (``dnssec: GETDNS_EXTENSION_TRUE``)
+    from that file.
     """
     binary = require("stubby")
     work = group.workdir("stubby")
@@ -582,6 +613,9 @@ def start_stubby(group: PeerGroup, *, upstream_host: str, upstream_port: int,
     ]
     if ca_file is not None:
         lines.append(f'tls_ca_file: "{ca_file}"')
+    if dnssec_trust_anchors is not None:
+        lines += ["dnssec: GETDNS_EXTENSION_TRUE",
+                  f'dnssec_trust_anchors: "{dnssec_trust_anchors}"']
     lines += ["upstream_recursive_servers:",
               f"  - address_data: {upstream_host}",
               f"    tls_port: {upstream_port}"]

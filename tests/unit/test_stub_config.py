@@ -391,3 +391,85 @@ def test_cli_private_address_options_and_check(capsys: pytest.CaptureFixture[str
     assert cli_main([*argv, "--private-address", "10.0.0.0/40"]) == 2
     assert ("dnstls stub: error: --private-address[0]: '10.0.0.0/40' is not an IP address"
             in capsys.readouterr().err)
+
+
+ROOT_DS = ". IN DS 20326 8 2 E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n"
+TEST_DS = "test. IN DS 1 13 2 " + "AB" * 32 + "\n"
+
+
+def test_dnssec_keys_named_as_stubby(tmp_path: Path) -> None:
+    """``dnssec`` (off by default, as Stubby), ``dnssec_trust_anchors`` (a file or a
+    list, every file loaded), ``domain_insecure``; the command line replaces them."""
+    from dnstls.stub_config import load_trust_anchors
+
+    assert load({}).dnssec is False and load({}).dnssec_trust_anchors == ()
+    root, test = tmp_path / "root.ds", tmp_path / "test.ds"
+    root.write_text(ROOT_DS)
+    test.write_text(TEST_DS)
+    cfg = load({"dnssec": True, "dnssec_trust_anchors": str(root),
+                "domain_insecure": ["corp.example."]})
+    assert cfg.dnssec and cfg.dnssec_trust_anchors == (str(root),)
+    assert cfg.domain_insecure == ("corp.example.",)
+    cfg = load({"dnssec": True, "dnssec_trust_anchors": [str(root), str(test)]})
+    anchors, source = load_trust_anchors(cfg.dnssec_trust_anchors)
+    assert [z.to_text() for z in anchors.zones] == [".", "test."]
+    assert source == f"{root}, {test}"
+    cfg = load({"dnssec_trust_anchors": str(root), "domain_insecure": ["a."]}, dnssec=True,
+               trust_anchors=(str(test),), domain_insecure=("b.",))
+    assert cfg.dnssec and cfg.dnssec_trust_anchors == (str(test),)
+    assert cfg.domain_insecure == ("b.",) and cfg.dnssec_trust_anchors_field == "--trust-anchor"
+    # no file: serve's default (root.key when there, else the built-in root DS)
+    assert [z.to_text() for z in load_trust_anchors(())[0].zones] == ["."]
+
+
+@pytest.mark.parametrize(("data", "cli", "message"), [
+    ({"dnssec": "GETDNS_EXTENSION_TRUE"}, {}, r"^dnssec: expected true or false"),
+    ({"dnssec": True, "dnssec_trust_anchors": 3}, {},
+     r"^dnssec_trust_anchors: expected a file name or a list of file names"),
+    ({"dnssec": True, "dnssec_trust_anchors": "/nonexistent/root.key"}, {},
+     r"^dnssec_trust_anchors: cannot read /nonexistent/root.key"),
+    ({"dnssec": True, "dnssec_trust_anchors": ["ROOT", "/nonexistent/x.key"]}, {},
+     r"^dnssec_trust_anchors\[1\]: cannot read /nonexistent/x.key"),
+    ({}, {"dnssec": True, "trust_anchors": ("/nonexistent/root.key",)},
+     r"^--trust-anchor: cannot read"),
+    ({"dnssec_trust_anchors": "ROOT"}, {},
+     r"^dnssec_trust_anchors: given, but dnssec is off"),
+    ({"dnssec": True, "domain_insecure": ["ok.", "a..b"]}, {},
+     r"^domain_insecure\[1\]: not a domain name"),
+    ({}, {"dnssec": True, "domain_insecure": ("a..b",)},
+     r"^--domain-insecure\[0\]: not a domain name"),
+    ({"domain_insecure": "x."}, {}, r"^domain_insecure: expected a list of names"),
+])
+def test_dnssec_errors_name_the_field(tmp_path: Path, data: dict[str, Any],
+                                      cli: dict[str, Any], message: str) -> None:
+    root = tmp_path / "root.ds"
+    root.write_text(ROOT_DS)
+    value = data.get("dnssec_trust_anchors")
+    if value == "ROOT":
+        data["dnssec_trust_anchors"] = str(root)
+    elif isinstance(value, list):
+        data["dnssec_trust_anchors"] = [str(root) if v == "ROOT" else v for v in value]
+    with pytest.raises(ConfigError, match=message):
+        load(data, **cli)
+
+
+def test_dnssec_bad_anchor_file_names_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.key"
+    bad.write_text(". IN A 192.0.2.1\n")
+    with pytest.raises(ConfigError, match=r"^dnssec_trust_anchors: .*not a DS or DNSKEY"):
+        load({"dnssec": True, "dnssec_trust_anchors": str(bad)})
+
+
+def test_cli_dnssec_options_and_check(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "root.ds"
+    root.write_text(ROOT_DS)
+    argv = ["stub", "--upstream", "tls://127.0.0.1#dns.test", "--check"]
+    assert cli_main(argv) == 0
+    assert "DNSSEC validation: off" in capsys.readouterr().out
+    assert cli_main([*argv, "--dnssec", "--trust-anchor", str(root),
+                     "--domain-insecure", "corp.example."]) == 0
+    assert (f"DNSSEC validation on: trust anchors for . from {root}; not validated: "
+            "corp.example." in capsys.readouterr().out)
+    assert cli_main([*argv, "--dnssec", "--trust-anchor", str(tmp_path / "none")]) == 2
+    assert "dnstls stub: error: --trust-anchor: cannot read" in capsys.readouterr().err

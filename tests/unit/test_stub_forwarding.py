@@ -5,6 +5,7 @@ closes the old generation only when they are done."""
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from typing import Any
 
 import dns.message
@@ -35,6 +36,7 @@ class FakeGeneration:
         self.retired = False
         self.closing: Any = None
         self.rebind: Any = None
+        self.validating: Any = None
 
 
 def forwarding() -> tuple[StubForwarding, FakeGeneration, HeldUpstream, list[Any]]:
@@ -85,6 +87,8 @@ async def test_a_reload_keeps_the_old_generation_until_its_task_free_queries_lan
     stub.clock = stub.loop.time
     stub.minimal_responses = True
     stub._private = None
+    stub.dnssec_counts = Counter()
+    stub._dnssec_closed = Counter()
 
     def new_generation(_config: Any, **_kwargs: Any) -> FakeGeneration:
         fresh = FakeGeneration(Forwarder([HeldUpstream()], clock=stub.loop.time))  # type: ignore[list-item]
@@ -100,3 +104,27 @@ async def test_a_reload_keeps_the_old_generation_until_its_task_free_queries_lan
     assert stub.start_wire.__self__ is new.forwarder  # type: ignore[attr-defined]
     up.held[0](None, None)
     assert closed == [gen] and len(got) == 1
+
+
+async def test_a_validating_generation_never_forwards_on_the_wire_path() -> None:
+    """While a generation validates DNSSEC the listeners keep forwarded queries on the
+    message path; a query routed to the wire path before a reload switched validation
+    on is not forwarded unchecked: nothing starts, and the task path fails (SERVFAIL)."""
+    from dnstls.resolver.base import ResolveFailure
+
+    loop = asyncio.get_running_loop()
+    up = HeldUpstream()
+    gen = FakeGeneration(Forwarder([up], clock=loop.time))  # type: ignore[list-item]
+    gen.validating = object()
+    stub = StubForwarding.__new__(StubForwarding)
+    stub.loop = loop
+    stub._adopt(gen)  # type: ignore[arg-type]
+    assert not stub.start_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9,
+                               callback=lambda a, e: None)
+    try:
+        await stub.resolve_wire(QUESTION, flags=0x100, payload=0, do=False, deadline=1e9)
+    except ResolveFailure as exc:
+        assert exc.ede == 14  # Not Ready
+    else:
+        raise AssertionError("forwarded unvalidated")
+    assert up.held == [] and gen.in_flight == 0

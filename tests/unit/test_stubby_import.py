@@ -142,3 +142,35 @@ def test_import_stubby_command(tmp_path: Path, capsys: pytest.CaptureFixture[str
         capsys.readouterr().out
     assert cli_main(["stub", "--import-stubby", str(tmp_path / "none.yml")]) == 2
     assert "--import-stubby: cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["dnssec", "dnssec_return_status"])
+def test_dnssec_settings_are_carried_over(tmp_path: Path, key: str) -> None:
+    anchor = tmp_path / "getdns-root.key"
+    anchor.write_text(". IN DS 20326 8 2 "
+                      "E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D\n")
+    yml = (f"{key}: GETDNS_EXTENSION_TRUE\ndnssec_trust_anchors: \"{anchor}\"\n"
+           "appdata_dir: \"/var/cache/stubby\"\ntrust_anchors_backoff_time: 2500\n"
+           "upstream_recursive_servers:\n  - address_data: 192.0.2.1\n"
+           "    tls_auth_name: dns.test\n")
+    text = convert(parse_yaml(yml))
+    assert "WARNING" not in text
+    data = tomllib.loads(text)
+    assert data["dnssec"] is True and data["dnssec_trust_anchors"] == str(anchor)
+    cfg = stub_config_from_data(data)
+    assert cfg.dnssec and cfg.dnssec_trust_anchors == (str(anchor),)
+    tail = text.split("# Not carried over:")[1]
+    assert "appdata_dir" in tail and "trust_anchors_backoff_time" in tail
+    assert "never fetches trust anchors" in tail
+    assert f"#   {key}:" not in tail and "#   dnssec_trust_anchors:" not in tail
+
+
+def test_dnssec_false_list_of_anchors_and_what_cannot_be_carried() -> None:
+    data = tomllib.loads(convert(parse_yaml(
+        "dnssec: GETDNS_EXTENSION_FALSE\ndnssec_trust_anchors: [/a.key, /b.key]\n")))
+    assert data["dnssec"] is False and data["dnssec_trust_anchors"] == ["/a.key", "/b.key"]
+    text = convert(parse_yaml("dnssec: yes_please\ndnssec_trust_anchors:\n"
+                              "  - {name: ., type: GETDNS_RRTYPE_DS}\n"))
+    tail = text.split("# Not carried over:")[1]
+    assert "dnssec: 'yes_please' (expected GETDNS_EXTENSION_TRUE" in tail
+    assert "dnstls reads trust anchors from files only" in tail

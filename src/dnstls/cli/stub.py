@@ -49,6 +49,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--private-domain", metavar="NAME", action="append",
                    help="names (and below) that may resolve to private addresses, as "
                         "Unbound's private-domain (repeatable; replaces private_domains)")
+    p.add_argument("--dnssec", action="store_true",
+                   help="validate the upstreams' answers with DNSSEC: AD for secure ones, "
+                        "SERVFAIL with an Extended DNS Error for bogus ones (default: off; "
+                        "dnssec, as Stubby's)")
+    p.add_argument("--trust-anchor", metavar="FILE", action="append",
+                   help="DS or DNSKEY records to start validation from (repeatable, all "
+                        "loaded; default: /usr/share/dns/root.key if present, else the "
+                        "built-in root keys; replaces dnssec_trust_anchors)")
+    p.add_argument("--domain-insecure", metavar="NAME", action="append",
+                   help="do not validate NAME and the names under it, as Unbound's "
+                        "domain-insecure (repeatable; replaces domain_insecure)")
     add_service_options(p)
     p.add_argument("--import-stubby", metavar="STUBBY_YML",
                    help="print the TOML equivalent of a stubby.yml and exit")
@@ -65,7 +76,9 @@ def overrides(args: argparse.Namespace) -> stub_config.StubOverrides:
         no_cache=args.no_cache, prefetch=args.prefetch, log_queries=args.log_queries,
         access_control=tuple(args.access_control or ()),
         private_addresses=tuple(args.private_address or ()),
-        private_domains=tuple(args.private_domain or ()))
+        private_domains=tuple(args.private_domain or ()), dnssec=args.dnssec,
+        trust_anchors=tuple(args.trust_anchor or ()),
+        domain_insecure=tuple(args.domain_insecure or ()))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -93,7 +106,8 @@ def describe(cfg: stub_config.StubConfig) -> list[str]:
              "private addresses: " + (
                  ", ".join(cfg.private_addresses) + " removed" + (
                      f" (except under {', '.join(cfg.private_domains)})"
-                     if cfg.private_domains else "") if cfg.private_addresses else "off")]
+                     if cfg.private_domains else "") if cfg.private_addresses else "off"),
+             stub.dnssec_summary(cfg)]
     for u in cfg.upstreams:
         parts = []
         if u.spec.tls_auth_name:

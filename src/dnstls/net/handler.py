@@ -149,6 +149,10 @@ class _Forwarded(WireFlight):
             self.deliver(handler._finish_wire(query, out, self.stream, self.keys))
 
 
+def _never(_query: WireQuery) -> bool:
+    return False
+
+
 class QueryHandler:
     def __init__(self, pipeline: Resolver, *, query_timeout: float = 4.0,
                  keepalive: float | None = None, log_queries: bool = False,
@@ -184,6 +188,9 @@ class QueryHandler:
             for t in Transport}
         self._tls_plan = self._fast_plans[Transport.TLS]
         self._eligible: Callable[[WireQuery], bool] | None = None
+        #: False: forwarded queries take the message path even with a wire path (the
+        #: stub while it validates DNSSEC, :meth:`use_wire_path`)
+        self.wire_path = True
         self._choose_eligible()
         # Answers to exact repeats of a query (its bytes after the ID), per stream
         # transport (UDP answers may need truncation: not memoised); see ExactMemo.
@@ -199,10 +206,21 @@ class QueryHandler:
         # The service hands the wire path local data's own covers_key as is_local:
         # route has asked it already, so the path's eligible() would walk the name again.
         wire, local = self.wire, self.local
+        if wire is not None and not self.wire_path:
+            self._eligible = _never
+            return
         self._eligible = (None if wire is None
                           or (local is not None
                               and getattr(wire, "is_local", None) == local.covers_key)
                           else wire.eligible)
+
+    def use_wire_path(self, on: bool) -> None:
+        """Forward on the wire path (when there is one) or, ``on`` False, take the
+        message path for every forwarded query from now on: ``dnstls stub`` switches
+        it off while it validates DNSSEC (a reload may switch validation on or off).
+        Queries already routed to the wire path finish there."""
+        self.wire_path = on
+        self._choose_eligible()
 
     def replace_local(self, local: LocalAnswers, pipeline: Resolver) -> None:
         """Answer from ``local`` (and resolve through ``pipeline``, the stage chain it

@@ -103,3 +103,24 @@ def test_a_forwarded_query_asks_local_data_once(tmp_path: Path) -> None:
     handler2 = QueryHandler(local, cache=cache, wire=wf2, local=local, clock=lambda: 0.0)
     assert handler2.route(query, Transport.TLS) is None
     assert other == [wire("n1.bench.test.")]
+
+
+def test_use_wire_path_off_sends_forwarded_queries_to_the_message_path(
+        tmp_path: Path) -> None:
+    """The stub while it validates DNSSEC: a forwarded query is routed to the message
+    path (None) though a wire path exists; switched on again, to the wire path; a
+    replace_local in between keeps the choice."""
+    path = tmp_path / "example.test.zone"
+    path.write_text(ZONE)
+    local = LocalData(Refuse(), zones=[load_zone(path)])
+    cache = Cache()
+    wf = WireForwarder(object(), cache, lambda: 0.0, is_local=local.covers_key)
+    handler = QueryHandler(local, cache=cache, wire=wf, local=local, clock=lambda: 0.0)
+    query = dns.message.make_query("n1.bench.test.", "A").to_wire()
+    assert isinstance(handler.route(query, Transport.UDP), WireQuery)
+    handler.use_wire_path(False)
+    assert handler.route(query, Transport.UDP) is None
+    handler.replace_local(local, local)
+    assert handler.route(query, Transport.UDP) is None
+    handler.use_wire_path(True)
+    assert isinstance(handler.route(query, Transport.UDP), WireQuery)
