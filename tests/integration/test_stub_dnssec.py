@@ -12,7 +12,7 @@ tests/interop/test_dnssec_stub_stubby.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,40 +24,22 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.zone
 import pytest
+import test_stub
 from conftest import Fakes
 from prometheus_client import CollectorRegistry, generate_latest
 from test_stub import TIMEOUT_MS, StartStub, Stub, ede_codes, tls_upstream
 
 from dnstls.metrics import ServiceCollector
-from dnstls.service import Service
-from dnstls.stub import StubOverrides, StubRuntime, load_stub_config, stub_config_from_data
 from fakes import FakeUpstream, TestPKI
 from fakes.signed_zones import answer, build_hierarchy
+
+#: test_stub.py's fixture: a stub on a free port, closed after the test
+stub = test_stub.stub
 
 pytestmark = pytest.mark.timeout(60)
 
 
 
-@pytest.fixture
-async def stub() -> AsyncIterator[StartStub]:
-    services: list[Service] = []
-
-    async def start(data: dict[str, Any] | None = None, *, path: Path | None = None,
-                    overrides: StubOverrides | None = None) -> Stub:
-        if path is not None:
-            cfg = load_stub_config(path, overrides)
-        else:
-            cfg = stub_config_from_data({"listen_addresses": ["127.0.0.1@0"],
-                                         "timeout": TIMEOUT_MS, **(data or {})}, overrides)
-        runtime = StubRuntime(cfg, path=path, overrides=overrides)
-        service = runtime.service()
-        await service.start()
-        services.append(service)
-        return Stub(service, runtime)
-
-    yield start
-    for service in services:
-        await service.aclose()
 
 
 @pytest.fixture(scope="module")

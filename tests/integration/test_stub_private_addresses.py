@@ -13,28 +13,28 @@ answer (and Unbound's) has it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
 import pytest
+import test_stub
 from conftest import Fakes
 from prometheus_client import CollectorRegistry, generate_latest
 from test_private_addresses import PRIVATE, recursive, shown
-from test_stub import TIMEOUT_MS, Stub, tls_upstream, write_config
+from test_stub import StartStub, Stub, tls_upstream, write_config
 
 from dnstls.metrics import ServiceCollector
-from dnstls.service import Service
-from dnstls.stub import StubOverrides, StubRuntime, load_stub_config, stub_config_from_data
+from dnstls.stub import StubOverrides
 from fakes import FakeUpstream, TestPKI
+
+#: test_stub.py's fixture: a stub on a free port, closed after the test
+stub = test_stub.stub
 
 pytestmark = pytest.mark.timeout(60)
 
-StartStub = Callable[..., Coroutine[Any, Any, Stub]]
 
 EXPECTED = {
     ("a", "A"): [],
@@ -53,26 +53,6 @@ EXPECTED = {
 }
 
 
-@pytest.fixture
-async def stub() -> AsyncIterator[StartStub]:
-    services: list[Service] = []
-
-    async def start(data: dict[str, Any] | None = None, *, path: Path | None = None,
-                    overrides: StubOverrides | None = None) -> Stub:
-        if path is not None:
-            cfg = load_stub_config(path, overrides)
-        else:
-            cfg = stub_config_from_data({"listen_addresses": ["127.0.0.1@0"],
-                                         "timeout": TIMEOUT_MS, **(data or {})}, overrides)
-        runtime = StubRuntime(cfg, path=path, overrides=overrides)
-        service = runtime.service()
-        await service.start()
-        services.append(service)
-        return Stub(service, runtime)
-
-    yield start
-    for service in services:
-        await service.aclose()
 
 
 @pytest.fixture
