@@ -23,7 +23,7 @@ import pytest
 import test_stub
 from conftest import Fakes
 from prometheus_client import CollectorRegistry, generate_latest
-from test_private_addresses import PRIVATE, recursive, shown
+from test_private_addresses import EXPECTED, PRIVATE, recursive, shown
 from test_stub import StartStub, Stub, tls_upstream, write_config
 
 from dnstls.metrics import ServiceCollector
@@ -36,21 +36,6 @@ stub = test_stub.stub
 pytestmark = pytest.mark.timeout(60)
 
 
-EXPECTED = {
-    ("a", "A"): [],
-    ("mixed", "A"): ["mixed.pub.example. A 192.0.2.1"],
-    ("v6", "AAAA"): [],
-    ("mapped", "AAAA"): [],
-    ("lo", "A"): [],
-    ("ok", "A"): ["ok.pub.example. A 192.0.2.1"],
-    ("cn", "A"): ["cn.pub.example. CNAME a.pub.example."],
-    ("cnok", "A"): ["cnok.pub.example. CNAME ok.pub.example.",
-                    "ok.pub.example. A 192.0.2.1"],
-    ("x.lan", "A"): ["x.lan.pub.example. A 10.0.0.5"],
-    ("cnlan", "A"): ["cnlan.pub.example. CNAME x.lan.pub.example.",
-                     "x.lan.pub.example. A 10.0.0.5"],
-    ("txt", "TXT"): ['txt.pub.example. TXT "10.1.2.3"'],
-}
 
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dnstls import config as config_mod
-from dnstls.cli.options import add_service_options
+from dnstls.cli.options import add_forwarded_answer_options, add_service_options
 from dnstls.errors import ConfigError
 from dnstls.net import loop
 from dnstls.proto.pins import spki_pin
@@ -55,24 +55,11 @@ def add_parser(sub: Any) -> None:
                    help="forward names at or under NAME to these upstreams (URIs as for "
                         "--upstream) instead of the default ones, as Unbound's "
                         "forward-zone (repeatable; replaces the file's [[forward_zone]])")
-    p.add_argument("--private-address", metavar="NET", action="append",
-                   help="remove addresses of NET (e.g. 10.0.0.0/8, fd00::/8) from "
-                        "forwarded answers: DNS rebinding protection, as Unbound's "
-                        "private-address (repeatable; replaces forward.private_addresses)")
-    p.add_argument("--private-domain", metavar="NAME", action="append",
-                   help="names at or under NAME may hold private addresses, as Unbound's "
-                        "private-domain (repeatable; replaces forward.private_domains)")
-    p.add_argument("--dnssec", action="store_true",
-                   help="validate forwarded answers with DNSSEC: AD for secure ones, "
-                        "SERVFAIL with an Extended DNS Error for bogus ones (default: off; "
-                        "dnssec.validation)")
-    p.add_argument("--trust-anchor", metavar="FILE",
-                   help="DS or DNSKEY records to start validation from, as Unbound's "
-                        "trust-anchor-file (default: /usr/share/dns/root.key if present, "
-                        "else the built-in root keys; dnssec.trust_anchor_file)")
-    p.add_argument("--domain-insecure", metavar="NAME", action="append",
-                   help="do not validate NAME and the names under it, as Unbound's "
-                        "domain-insecure (repeatable; replaces dnssec.domain_insecure)")
+    add_forwarded_answer_options(p, fields={
+        "private_addresses": "forward.private_addresses",
+        "private_domains": "forward.private_domains", "dnssec": "dnssec.validation",
+        "trust_anchors": "dnssec.trust_anchor_file",
+        "domain_insecure": "dnssec.domain_insecure"}, several_anchors=False)
     p.add_argument("--no-upstream", action="store_true",
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")

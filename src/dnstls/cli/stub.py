@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from dnstls import stub, stub_config
-from dnstls.cli.options import add_service_options
+from dnstls.cli.options import add_forwarded_answer_options, add_service_options
 from dnstls.config import access_control
 from dnstls.net import loop
 
@@ -42,24 +42,10 @@ def add_parser(sub: Any) -> None:
                         "opportunistic privacy; logged as a warning, shown in metrics)")
     p.add_argument("--strategy", choices=stub_config.STRATEGIES,
                    help="how upstreams are chosen (default round_robin)")
-    p.add_argument("--private-address", metavar="NET", action="append",
-                   help="remove addresses in this network from forwarded answers: DNS "
-                        "rebinding protection, as Unbound's private-address (repeatable; "
-                        "replaces private_addresses)")
-    p.add_argument("--private-domain", metavar="NAME", action="append",
-                   help="names (and below) that may resolve to private addresses, as "
-                        "Unbound's private-domain (repeatable; replaces private_domains)")
-    p.add_argument("--dnssec", action="store_true",
-                   help="validate the upstreams' answers with DNSSEC: AD for secure ones, "
-                        "SERVFAIL with an Extended DNS Error for bogus ones (default: off; "
-                        "dnssec, as Stubby's)")
-    p.add_argument("--trust-anchor", metavar="FILE", action="append",
-                   help="DS or DNSKEY records to start validation from (repeatable, all "
-                        "loaded; default: /usr/share/dns/root.key if present, else the "
-                        "built-in root keys; replaces dnssec_trust_anchors)")
-    p.add_argument("--domain-insecure", metavar="NAME", action="append",
-                   help="do not validate NAME and the names under it, as Unbound's "
-                        "domain-insecure (repeatable; replaces domain_insecure)")
+    add_forwarded_answer_options(p, fields={
+        "private_addresses": "private_addresses", "private_domains": "private_domains",
+        "dnssec": "dnssec, as Stubby's", "trust_anchors": "dnssec_trust_anchors",
+        "domain_insecure": "domain_insecure"}, several_anchors=True)
     add_service_options(p)
     p.add_argument("--import-stubby", metavar="STUBBY_YML",
                    help="print the TOML equivalent of a stubby.yml and exit")
