@@ -683,4 +683,6 @@ def start_dnstls_serve(group: PeerGroup, pki: TestPKI, args: Sequence[str], *,
     argv = [*dnstls_command(), "serve", *args]
     peer = group.start(Peer("dnstls", argv, work, port=port,
                             env={"PYTHONUNBUFFERED": "1"}))
-    return peer.wait_tcp()
+    # ready when the start-up banner is out: the DoT port accepts as soon as it is
+    # bound, while the --plain ports (bound after it) may not yet
+    return peer.wait_ready(lambda: "try: kdig" in peer.log_text(limit=1 << 20))
