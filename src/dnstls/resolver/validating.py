@@ -51,6 +51,7 @@ import dns.rdatatype
 
 from dnstls.proto.answers import EDNS_PAYLOAD, Transport
 from dnstls.resolver.base import Request, Resolver, servfail
+from dnstls.resolver.dnssec import Security, strip_dnssec
 from dnstls.resolver.forward import client_response
 
 log = logging.getLogger("dnstls.resolver.validating")
@@ -150,8 +151,6 @@ class ValidatingStage:
         return any(name.is_subdomain(n) for n in self.insecure)
 
     async def resolve(self, request: Request) -> dns.message.Message:
-        from dnstls.resolver.dnssec import Security, strip_dnssec
-
         client = request.message
         question = client.question[0]
         if question.rdclass != _IN:
