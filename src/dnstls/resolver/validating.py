@@ -181,9 +181,11 @@ class ValidatingStage:
         if security is Security.BOGUS and checking:
             assert verdict is not None
             ede = dns.edns.EDECode.DNSSEC_BOGUS if verdict.ede is None else verdict.ede
-            if log.isEnabledFor(logging.INFO):
-                log.info("validation failure <%s %s IN>: %s", question.name,
-                         dns.rdatatype.to_text(question.rdtype), verdict.text or "bogus")
+            # the name is the client's question: at debug level only (no query names in
+            # the log unless asked, as Unbound's val-log-level: 0)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("validation failure <%s %s IN>: %s", question.name,
+                          dns.rdatatype.to_text(question.rdtype), verdict.text or "bogus")
             raise servfail(ede, verdict.text)
         response = client_response(client, upstream)
         response.flags &= ~_AD
