@@ -142,16 +142,14 @@ def validating_stage(config: StubConfig, forwarder: Any, clock: Callable[[], flo
     change under the same name) and the names not validated."""
     if not config.dnssec:
         return None, (False,)
-    from dnstls.resolver.dnssec import Validator
-    from dnstls.resolver.validating import ValidatingStage, fetcher, parse_insecure
+    from dnstls.resolver.validating import parse_insecure, validating
 
     anchors, _source = load_trust_anchors(config.dnssec_trust_anchors,
                                           config.dnssec_trust_anchors_field)
     insecure = parse_insecure(config.domain_insecure, config.domain_insecure_field)
     records = sorted(f"{zone} {rdata}" for table in (anchors.ds, anchors.dnskey)
                      for zone, rdatas in table.items() for rdata in rdatas)
-    stage = ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
-                            insecure=insecure, minimal=minimal)
+    stage = validating(forwarder, anchors, clock, insecure=insecure, minimal=minimal)
     return stage, (True, tuple(records), insecure)
 
 

@@ -109,20 +109,18 @@ def validating_stage(cfg: Config, forwarder: Any, clock: Callable[[], float]) ->
     ``dnssec.validation`` is off."""
     if not cfg.dnssec.validation:
         return None
-    from dnstls.resolver.dnssec import Validator
     from dnstls.resolver.validating import (
-        ValidatingStage,
-        fetcher,
         load_anchors,
         parse_insecure,
         stage_summary,
+        validating,
     )
 
     anchors, source = load_anchors(cfg.dnssec.trust_anchor_file)
     insecure = parse_insecure(cfg.dnssec.domain_insecure)
     log.info("%s", stage_summary(anchors, source, insecure))
-    return ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
-                           insecure=insecure, minimal=cfg.cache.minimal_responses)
+    return validating(forwarder, anchors, clock, insecure=insecure,
+                      minimal=cfg.cache.minimal_responses)
 
 
 def make_cache(cfg: CacheConfig) -> Any:

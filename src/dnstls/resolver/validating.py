@@ -121,6 +121,18 @@ def fetcher(next: Resolver, clock: Callable[[], float], *, timeout: float = FETC
     return fetch
 
 
+def validating(forwarder: Resolver, anchors: Any, clock: Callable[[], float], *,
+               insecure: Iterable[dns.name.Name] = (), minimal: bool = True,
+               ) -> ValidatingStage:
+    """A :class:`ValidatingStage` in front of ``forwarder`` whose Validator fetches its
+    DS and DNSKEY records through that same forwarder (serve's and each stub
+    generation's)."""
+    from dnstls.resolver.dnssec import Validator
+
+    return ValidatingStage(forwarder, Validator(anchors, fetcher(forwarder, clock)),
+                           insecure=insecure, minimal=minimal)
+
+
 def validating_query(client: dns.message.Message) -> dns.message.Message:
     """The query the forwarder sends for ``client``: its question, RD, DO and CD set,
     an EDNS payload of at least :data:`EDNS_PAYLOAD` (signed answers are larger)."""
