@@ -23,6 +23,7 @@ answer is returned as it is (TC=1): the iterator decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import struct
 from collections import Counter
@@ -139,10 +140,8 @@ class AuthorityTransport:
                                     "before a whole answer") from None
         finally:
             writer.close()
-            try:
+            with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            except OSError:
-                pass
 
 
 def _question_bytes(wire: bytes) -> bytes:
