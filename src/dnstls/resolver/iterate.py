@@ -83,9 +83,9 @@ error: unreachable, refused connection). Questions of another class than IN get
 REFUSED (EDE 21 *Not Supported*): recursion is for class IN, as Unbound.
 
 **do_not_query_localhost** (Unbound's ``do-not-query-localhost: yes``, the default):
-127.0.0.0/8 and ::1 are never sent to, stub addresses included -- Unbound applies its
-do-not-query list to stub and forward addresses too (its users set
-``do-not-query-localhost: no`` to stub a zone to a local server). IPv6 link-local,
+127.0.0.0/8 and ::1 are never sent to, stub addresses included, as Unbound: measured
+with Unbound 1.17.1 and a ``stub-zone`` whose ``stub-addr`` is an nsd on 127.0.0.1, it
+answers SERVFAIL with ``do-not-query-localhost: yes`` and the zone's data with ``no``. IPv6 link-local,
 unspecified and multicast addresses are always skipped; ``ip4``/``ip6`` (Unbound's
 ``do-ip4``/``do-ip6``) skip a family.
 
