@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnstls.errors import ConfigError
+from dnstls.errors import ConfigError, QueryTimeout
 from dnstls.proto.answers import Transport
 from dnstls.resolver.base import Request, ResolveFailure
 from dnstls.resolver.iterate import (
@@ -623,3 +623,25 @@ def test_cpu_per_cold_resolution_is_reported() -> None:
     per = asyncio.run(run(200))
     print(f"cold resolution (fake network, 4 sends incl. zone answering): {per:.0f} µs CPU")
     assert per > 0
+
+
+async def test_a_lost_datagram_is_asked_again_not_servfail() -> None:
+    clock, net, servers = world()
+    it = make_iterator(net, clock)
+    await resolve(it, clock, "www.example.com.")
+    servers[EXAMPLE2_IP].mode = "timeout"  # one server down, the other loses one answer
+    lost = [True]
+    original = net.exchange
+
+    async def lossy(query: dns.message.Message, address: tuple[str, int], *, tcp: bool,
+                    deadline: float) -> dns.message.Message:
+        if address[0] == EXAMPLE_IP and lost:
+            lost.pop()
+            clock.now = deadline
+            raise QueryTimeout("lost")
+        return await original(query, address, tcp=tcp, deadline=deadline)
+
+    net.exchange = lossy  # type: ignore[method-assign]
+    response = await resolve(it, clock, "www.example.com.", "AAAA")
+    assert texts(response.answer) == ["www.example.com. 300 IN AAAA 2001:db8::1"]
+    assert it.statistics()["timeouts"] >= 2
