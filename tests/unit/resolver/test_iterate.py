@@ -645,3 +645,42 @@ async def test_a_lost_datagram_is_asked_again_not_servfail() -> None:
     response = await resolve(it, clock, "www.example.com.", "AAAA")
     assert texts(response.answer) == ["www.example.com. 300 IN AAAA 2001:db8::1"]
     assert it.statistics()["timeouts"] >= 2
+
+
+async def test_delegation_lives_min_of_ns_and_glue_ttl_and_root_is_primed_again() -> None:
+    clock, net, servers = world()
+
+    def short_glue(query: dns.message.Message, response: dns.message.Message,
+                   ) -> dns.message.Message:
+        for rrset in response.additional:
+            rrset.ttl = 50
+        return response
+
+    servers[COM_IP].hook = short_glue
+    it = make_iterator(net, clock)
+    await resolve(it, clock, "www.example.com.")
+    clock.now += 40
+    net.log.clear()
+    await resolve(it, clock, "www.example.com.", "AAAA")
+    assert [a for a, _, _ in net.questions()] != [COM_IP]  # still cached: no walk
+    assert COM_IP not in [a for a, _, _ in net.questions()]
+    clock.now += 11  # past the glue's 50 s: the delegation from com. is asked again
+    net.log.clear()
+    await resolve(it, clock, "www.example.com.", "AAAA")
+    assert net.questions()[0] == (COM_IP, "example.com.", "A")
+    assert it.statistics()["primings"] == 1
+    clock.now += 86400  # past every TTL (capped at a day): priming again
+    net.log.clear()
+    await resolve(it, clock, "www.example.com.")
+    assert net.questions()[0] == (ROOT_IP, ".", "NS")
+    assert it.statistics()["primings"] == 2
+
+
+async def test_link_local_and_loopback_addresses_are_never_queried() -> None:
+    clock, net, _ = world()
+    hints = RootHints(((dns.name.from_text("ns.root."), ("fe80::1", "127.0.0.1", "::1",
+                                                          ROOT_IP)),), "test")
+    it = Iterator(net, hints, clock)
+    response = await resolve(it, clock, "www.example.com.")
+    assert texts(response.answer) == ["www.example.com. 300 IN A 192.0.2.1"]
+    assert {s.address[0] for s in net.log}.isdisjoint({"fe80::1", "127.0.0.1", "::1"})
