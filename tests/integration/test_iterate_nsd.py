@@ -162,3 +162,25 @@ async def test_query_counts_with_and_without_minimisation(
         assert [r.to_text() for r in response.answer] == [
             "a.sub.secure.test. 300 IN A 192.0.2.9"]
         assert len(transport.log) == expected, transport.log
+
+
+async def test_truncated_answers_are_asked_again_over_tcp(
+        tmp_path_factory: pytest.TempPathFactory, hierarchy: Hierarchy) -> None:
+    """An nsd that sends at most 512 bytes over UDP (``ipv4-edns-size: 512``): a signed
+    DNSKEY answer (the root's RSA keys) is truncated, and the iterator gets it over TCP
+    from the same server."""
+    with peers.peer_group_at(tmp_path_factory.mktemp("nsd512") / "peers") as group:
+        small = peers.start_nsd_zones(group, hierarchy.zone_files,
+                                      server_extra="    ipv4-edns-size: 512\n")
+        transport = Logged()
+        it = Iterator(transport, BUILTIN_ROOT_HINTS, asyncio.get_running_loop().time,
+                      stubs={dns.name.root: [(small.host, small.port)]},
+                      do_not_query_localhost=False)
+        response = await it.resolve(request(".", "DNSKEY", do=True))
+        assert [r.rdtype for r in response.answer] == [dns.rdatatype.DNSKEY,
+                                                      dns.rdatatype.RRSIG]
+        assert len(response.to_wire()) > 512
+        assert transport.log == [(small.port, ".", "DNSKEY", False),
+                                 (small.port, ".", "DNSKEY", True)]
+        assert it.statistics()["tcp_fallbacks"] == 1
+        assert transport.statistics()["tcp"] == 1
