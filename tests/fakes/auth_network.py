@@ -13,6 +13,7 @@ attempt's deadline, so nothing sleeps. Every query is logged in :attr:`AuthNetwo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -260,6 +261,8 @@ class AuthNetwork:
     clock: FakeClock
     servers: dict[tuple[str, int], FakeServer] = field(default_factory=dict)
     log: list[Sent] = field(default_factory=list)
+    #: let other tasks run during each exchange (concurrent resolutions interleave)
+    interleave: bool = False
 
     def add(self, address: str, server: FakeServer) -> FakeServer:
         self.servers[(address, server.port)] = server
@@ -278,6 +281,8 @@ class AuthNetwork:
                              dns.rdatatype.to_text(question.rdtype), tcp, query.edns >= 0,
                              query.edns >= 0 and bool(query.ednsflags & dns.flags.DO),
                              query.flags))
+        if self.interleave:
+            await asyncio.sleep(0)
         server = self.servers.get(address)
         if server is None or server.mode == "timeout" or self.clock.now + 0.001 > deadline:
             self.clock.now = max(self.clock.now, deadline)

@@ -10,6 +10,8 @@ network, ``net/authority.py``; a fake in the tests). It never imports ``net/``.
 root-hints server (``load_root_hints``: named.root format; the built-in IANA list), and
 the answer's NS names and glue are the root delegation until its TTL runs out (then it
 is primed again). If priming fails the hints are used for :data:`PRIME_RETRY` seconds.
+Queries that arrive while a priming is under way wait for it (each until its own
+deadline) instead of priming again.
 A stub for ``.`` replaces the hints and is not primed (Unbound's default
 ``stub-prime: no``).
 
@@ -100,6 +102,7 @@ no lameness by DNSSEC (the validating stage judges the answer).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -144,6 +147,7 @@ RTO_MAX = 12.0
 LAME_TTL = 900.0  # Unbound's infra-host-ttl
 MAX_TTL = 86400.0  # delegations and addresses kept at most this long
 PRIME_RETRY = 60.0  # after a failed priming the hints serve this long
+PRIME_TIMEOUT = 5.0  # a priming takes at most this long
 TCP_TIMEOUT = 3.0  # the TCP retry of a truncated answer waits at most this
 
 _IN = dns.rdataclass.IN
@@ -318,6 +322,7 @@ class Iterator:
         self._lame: OrderedDict[tuple[Address, dns.name.Name], float] = OrderedDict()
         self._usable: dict[str, bool] = {}
         self._random = random.Random()
+        self._priming: asyncio.Future[_Delegation] | None = None
         self.counts: Counter[str] = Counter()
 
     def __repr__(self) -> str:
@@ -442,8 +447,33 @@ class Iterator:
                     return cached
                 del self._delegations[current]
             if current == _ROOT:
-                return await self._prime(work)
+                return await self._primed(work)
             current = current.parent()
+
+    async def _primed(self, work: _Work) -> _Delegation:
+        """The root delegation from priming: one priming at a time, shared by every
+        query that needs it, bounded by the first one's deadline (and PRIME_TIMEOUT);
+        each waits at most until its own deadline."""
+        future = self._priming
+        if future is None:
+            deadline = min(work.deadline, self.clock() + PRIME_TIMEOUT)
+            future = self._priming = asyncio.ensure_future(
+                self._prime(_Work(deadline, work.do)))
+            future.add_done_callback(self._primed_done)
+        remaining = work.deadline - self.clock()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(asyncio.shield(future), remaining)
+        except TimeoutError:
+            raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
+                           "no answer in time: priming the root") from None
+
+    def _primed_done(self, future: asyncio.Future[_Delegation]) -> None:
+        if self._priming is future:
+            self._priming = None
+        if not future.cancelled():
+            future.exception()  # retrieved, whoever still waits
 
     async def _prime(self, work: _Work) -> _Delegation:
         """RFC 8109 priming: the root NS RRset from a hints server (the hints if it

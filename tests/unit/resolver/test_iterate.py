@@ -4,6 +4,7 @@ minimisation, misbehaving servers, bounds and the deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
@@ -684,3 +685,28 @@ async def test_link_local_and_loopback_addresses_are_never_queried() -> None:
     response = await resolve(it, clock, "www.example.com.")
     assert texts(response.answer) == ["www.example.com. 300 IN A 192.0.2.1"]
     assert {s.address[0] for s in net.log}.isdisjoint({"fe80::1", "127.0.0.1", "::1"})
+
+
+async def test_concurrent_cold_queries_share_one_priming() -> None:
+    clock, net, _ = world()
+    net.interleave = True
+    it = make_iterator(net, clock)
+    names = ["www.example.com.", "www.example.net.", "alias.example.com."]
+    responses = await asyncio.gather(*(resolve(it, clock, n) for n in names))
+    assert all(r.answer for r in responses)
+    assert net.questions().count((ROOT_IP, ".", "NS")) == 1
+    assert it.statistics()["primings"] == 1
+
+
+async def test_a_short_deadline_does_not_wait_for_a_shared_priming() -> None:
+    clock, net, servers = world()
+    net.interleave = True
+    servers[ROOT_IP].mode = "timeout"
+    it = make_iterator(net, clock)
+    first = asyncio.ensure_future(resolve(it, clock, "www.example.com.", timeout=30))
+    await asyncio.sleep(0)
+    with pytest.raises(ResolveFailure) as failure:  # its deadline has passed meanwhile
+        await resolve(it, clock, "www.example.net.", timeout=0.0)
+    assert failure.value.ede == dns.edns.EDECode.NO_REACHABLE_AUTHORITY
+    with pytest.raises(ResolveFailure):
+        await first
