@@ -710,3 +710,32 @@ async def test_a_short_deadline_does_not_wait_for_a_shared_priming() -> None:
     assert failure.value.ede == dns.edns.EDECode.NO_REACHABLE_AUTHORITY
     with pytest.raises(ResolveFailure):
         await first
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300), st.integers(0, 0xFFFF), st.integers(0, 65535))
+async def test_garbage_after_the_question_never_crashes_the_iterator(
+        tail: bytes, flags: int, counts: int) -> None:
+    """Each answer keeps its ID and question; flags, section counts and the rest are
+    random bytes."""
+    clock, net, servers = world()
+
+    def garbage(wire: bytes) -> bytes:
+        question_end = 12
+        while wire[question_end]:
+            question_end += wire[question_end] + 1
+        question_end += 5
+        header = wire[:2] + flags.to_bytes(2, "big") + b"\x00\x01" \
+            + counts.to_bytes(2, "big") * 3
+        return header + wire[12:question_end] + tail
+
+    for server in servers.values():
+        server.garbage = garbage
+    it = make_iterator(net, clock)
+    try:
+        response = await resolve(it, clock, "www.example.com.", do=True)
+    except ResolveFailure as failure:
+        assert failure.rcode == dns.rcode.SERVFAIL
+    else:
+        response.to_wire()
+    assert len(net.log) <= MAX_TOTAL_SENDS
