@@ -281,7 +281,9 @@ class Service:
         # DNSSEC validation: every forwarded answer is checked on the message path
         # (resolver/validating.py); the validated answers the cache keeps are still
         # served from the fast path
-        validating = any(getattr(c, "validating", None) is not None for c in self._closers)
+        # Recursion: the iterator answers on the message path only (resolver/iterate.py)
+        validating = any(getattr(c, "validating", None) is not None
+                         or getattr(c, "iterator", None) is not None for c in self._closers)
         if (forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None
                 and not validating):
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
@@ -364,12 +366,22 @@ class Service:
         return local if isinstance(local, LocalData) else None
 
     def forward_routes(self) -> list[tuple[str, list[str]]]:
-        """(zone, upstream URIs) the forwarder uses: "." (the default upstreams) first,
-        then each forward zone; empty when forwarding is off."""
+        """(zone, upstream URIs) the forwarder uses: "." (the default upstreams; none
+        with recursion: names are resolved from the root) first, then each forward zone;
+        empty when forwarding is off."""
         for closer in self._closers:
             routes = getattr(closer, "routes", None)
             if routes is not None:
                 return list(routes)
+        return []
+
+    def stub_routes(self) -> list[tuple[str, str, list[str]]]:
+        """(zone, "prime" or "noprime", servers) where the recursion starts: "." and
+        each stub zone; empty without recursion."""
+        for closer in self._closers:
+            stubs = getattr(closer, "stubs", None)
+            if stubs is not None:
+                return list(stubs)
         return []
 
     def clock(self) -> float:
@@ -554,7 +566,7 @@ class Service:
         from dnstls.wiring import private_addresses
 
         running = dataclasses.replace(forward, zones=self.config.forward.zones)
-        fresh = private_addresses(running)
+        fresh = private_addresses(running, self.config.recursion.stub_zones)
         if fresh is None:  # all removed: the filter stays in place and removes nothing
             from dnstls.resolver.rebind import PrivateAddresses
 
