@@ -235,11 +235,16 @@ class DnstapConfig:
     log_client_response: bool = False
     log_forwarder_query: bool = False
     log_forwarder_response: bool = False
+    #: RESOLVER_QUERY / RESOLVER_RESPONSE: the recursion's exchanges with authoritative
+    #: servers (Unbound's dnstap-log-resolver-query-messages, -response-messages)
+    log_resolver_query: bool = False
+    log_resolver_response: bool = False
 
     @property
     def any_message(self) -> bool:
         return (self.log_client_query or self.log_client_response
-                or self.log_forwarder_query or self.log_forwarder_response)
+                or self.log_forwarder_query or self.log_forwarder_response
+                or self.log_resolver_query or self.log_resolver_response)
 
     @property
     def identity_text(self) -> str:

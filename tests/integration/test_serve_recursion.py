@@ -11,6 +11,7 @@ tests/interop/test_recursion_unbound.py.
 from __future__ import annotations
 
 import socket
+import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,7 +27,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from test_control_serve import control
 
 from dnstls.metrics import ServiceCollector
+from dnstls.proto import dnstap
 from fakes import FakeUpstream
+from fakes.dnstap_collector import Collector
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -185,3 +188,34 @@ async def test_forwarding_lists_no_stubs(serve: ServeFactory, fakes: Fakes,
     sock = str(tmp_path / "control.sock")
     await serve(upstreams=[udp_spec(await fakes())], server={"control": sock})
     assert await control(sock, "list_stubs") == ""
+
+
+async def test_dnstap_logs_the_resolver_exchanges(serve: ServeFactory, fakes: Fakes,
+                                                  hints: Hints) -> None:
+    """RESOLVER_QUERY and RESOLVER_RESPONSE (Unbound's dnstap-log-resolver-*): what the
+    authority received, with the ID it was sent with, and its answer, from its address
+    and port; the forwarder's messages stay off."""
+    auth = await fakes(answer=authoritative)
+    with tempfile.TemporaryDirectory(prefix="dt") as tmp:  # AF_UNIX: a short path
+        path = Path(tmp) / "tap.sock"
+        collector = await Collector.start(path)
+        try:
+            s = await start(serve, hints, auth, dnstap={
+                "enabled": True, "socket_path": str(path), "log_resolver_query": True,
+                "log_resolver_response": True})
+            await collector.wait_sessions(1)
+            assert shown(await ask(s, "udp", "www.corp.example.")) == [
+                "www.corp.example. A 192.0.2.80"]
+            messages = await collector.wait_frames(2)
+        finally:
+            await collector.aclose()
+    assert [m["message_type"] for m in messages] == ["RESOLVER_QUERY", "RESOLVER_RESPONSE"]
+    sent = dns.message.from_wire(messages[0]["query_message"])
+    assert sent == auth.received[0].message  # the ID, question and flags it got
+    assert not sent.flags & dns.flags.RD
+    for message in messages:
+        assert message["socket_protocol"] == dnstap.UDP
+        assert message["response_address"] == socket.inet_aton("127.0.0.1")
+        assert message["response_port"] == auth.port
+    assert shown(dns.message.from_wire(messages[1]["response_message"])) == [
+        "www.corp.example. A 192.0.2.80"]
