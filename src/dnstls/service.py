@@ -524,15 +524,46 @@ class Service:
                 udp.acl = acl
             log.info("reload: access control now has %d rules (connections already "
                      "open keep the verdict they got)", len(new.server.access_control))
+        applied = {"local", "source", "server.access_control"}
+        if self._reload_private_addresses(new.forward):
+            applied |= {"forward.private_addresses", "forward.private_domains"}
         baseline, self._baseline = self._baseline, new
-        waiting = _changed(baseline, new, applied={"local", "source",
-                                                   "server.access_control"})
+        waiting = _changed(baseline, new, applied=applied)
         if waiting:
             log.warning("reload: %s changed; restart dnstls to apply %s",
                         ", ".join(waiting), "them" if len(waiting) > 1 else "it")
         self.config = dataclasses.replace(
             self.config, server=dataclasses.replace(self.config.server,
                                                     access_control=new.server.access_control))
+        return True
+
+    def _reload_private_addresses(self, forward: ForwardConfig) -> bool:
+        """Apply ``forward``'s private addresses and domains to the running rebinding
+        filter (``[forward] private_*``; the forward zones' names stay as they run) and
+        drop the cached answers, which were filtered with the old ones. False when there
+        is no filter to change: none was configured at start (switching it on waits
+        for a restart, as the wire path was built without it)."""
+        old = self._baseline.forward
+        if (old.private_addresses, old.private_domains) == (forward.private_addresses,
+                                                            forward.private_domains):
+            return True
+        rebind = next((c.rebind for c in self._closers
+                       if getattr(c, "rebind", None) is not None), None)
+        if rebind is None:
+            return False
+        from dnstls.wiring import private_addresses
+
+        running = dataclasses.replace(forward, zones=self.config.forward.zones)
+        fresh = private_addresses(running)
+        if fresh is None:  # all removed: the filter stays in place and removes nothing
+            from dnstls.resolver.rebind import PrivateAddresses
+
+            fresh = PrivateAddresses([], ())
+        rebind.adopt(fresh)
+        cache = self.answer_cache()
+        dropped = cache.discard_if(lambda _key: True) if cache is not None else 0
+        log.info("reload: private addresses now %s; %d cached answers dropped",
+                 ", ".join(forward.private_addresses) or "none", dropped)
         return True
 
     def prepare_local(self, local: LocalConfig) -> Callable[[], None]:

@@ -10,6 +10,8 @@ zone (tests/interop/test_private_addresses_unbound.py compares the two directly)
 
 from __future__ import annotations
 
+import logging
+
 import dns.flags
 import dns.message
 import dns.name
@@ -160,3 +162,40 @@ async def test_forward_zones_may_hold_private_addresses(
     assert shown(await ask(s, "udp", "www.corp.example.")) == [
         "www.corp.example. A 10.9.9.9"]
     assert shown(await ask(s, "udp", "a.pub.example.")) == []
+
+
+@pytest.mark.parametrize("log_queries", [False, True], ids=["wire", "message"])
+async def test_reload_changes_private_addresses_and_drops_the_cache(
+        serve: ServeFactory, upstream: FakeUpstream, log_queries: bool,
+        caplog: pytest.LogCaptureFixture) -> None:
+    changes: dict[str, dict[str, object]] = {"forward": {"private_addresses": PRIVATE}}
+    s = await serve(upstreams=[udp_spec(upstream)], server={"log_queries": log_queries},
+                    forward={"private_addresses": PRIVATE}, reload_data=lambda: changes)
+    assert shown(await ask(s, "udp", "mixed.pub.example.")) == [
+        "mixed.pub.example. A 192.0.2.1"]
+    assert shown(await ask(s, "udp", "ok.pub.example.")) == ["ok.pub.example. A 192.0.2.1"]
+    changes["forward"] = {"private_addresses": ["192.0.2.0/24"]}
+    caplog.set_level(logging.INFO, logger="dnstls.service")
+    assert s.service.reload()
+    assert "reload: private addresses now 192.0.2.0/24; 2 cached answers dropped" in caplog.text
+    assert "restart dnstls" not in caplog.text
+    # filtered with the new networks, not answered from what the old ones left
+    assert shown(await ask(s, "udp", "mixed.pub.example.")) == [
+        "mixed.pub.example. A 10.1.2.3"]
+    assert shown(await ask(s, "dot", "ok.pub.example.")) == []
+    changes["forward"] = {"private_addresses": []}  # all removed: nothing filtered
+    assert s.service.reload()
+    assert "reload: private addresses now none; " in caplog.text
+    assert len(shown(await ask(s, "udp", "mixed.pub.example."))) == 2
+
+
+async def test_reload_cannot_switch_private_addresses_on(
+        serve: ServeFactory, upstream: FakeUpstream,
+        caplog: pytest.LogCaptureFixture) -> None:
+    changes: dict[str, dict[str, object]] = {}
+    s = await serve(upstreams=[udp_spec(upstream)], reload_data=lambda: changes)
+    changes["forward"] = {"private_addresses": PRIVATE}
+    assert s.service.reload()
+    assert ("reload: forward.private_addresses changed; restart dnstls to apply it"
+            in caplog.text)
+    assert len(shown(await ask(s, "udp", "mixed.pub.example."))) == 2
