@@ -20,7 +20,10 @@ Servers (``B`` is the base, e.g. ``127.173.9.``):
 ``B6``  nsd ``ns.other.example.test.``   ``other.test.`` (glueless: its NS name is in
                                          example.test.), ``deleg.ent.example.test.``;
                                          REFUSED for ``lame.test.``
-``B7``  nsd ``ns1.lame.test.``           ``lame.test.`` (``ns2.lame.test.`` is B6: lame)
+``B7``  nsd ``ns1.lame.test.``           ``lame.test.`` (``ns2.lame.test.`` is B6: lame),
+                                         ``slow.test.`` (as ``ns2.slow.test.``)
+``B8``  :class:`BlackHole`               ``ns1.slow.test.``: takes UDP and TCP, never
+                                         answers (a real timeout; B4 refuses at once)
 ``B9``  :class:`PoisonServer`            ``poison.test.``, its answers carrying
                                          out-of-bailiwick records (see below)
 ``B10`` nsd (bench only)                 ``many.test.`` (``n0`` .. ``nK`` A) and the
@@ -34,7 +37,9 @@ delegation below one (``deleg.ent.example.test.``: qname minimisation walks thro
 ENT), CNAME inside a zone, across zones (into the glueless ``other.test.``) and to a
 name that does not exist, a DNAME (``dname.example.test.`` -> ``other.test.``), a
 TXT RRset of ~2 KB (``big.example.test.``: truncated over UDP at 1232 bytes, so the
-iterator must retry over TCP), the lame delegation, the dead ``test.`` server, and a
+iterator must retry over TCP), the lame delegation, the dead ``test.`` server (on
+loopback nothing listening means an ICMP port unreachable at once, which Unbound ignores
+and waits for its timeout), a server that never answers (``slow.test.``), and a
 glueless NS loop (``loopa.test.`` served by ``ns.loopb.test.`` and the other way
 round, no glue anywhere: SERVFAIL). ``poison.test.``'s server adds to every answer an
 A record for ``www.example.test.`` (answer and additional sections), ``test.`` and
@@ -77,7 +82,7 @@ POISON_ADDRESS = "192.0.2.66"
 BIG_TXT = [f"{i:02d}-" + chr(ord("a") + i) * 247 for i in range(8)]
 
 #: Host numbers (the last octet) of the servers.
-ROOT_A, ROOT_B, TEST_A, TEST_DEAD, EXAMPLE, OTHER, LAME, POISON = 1, 2, 3, 4, 5, 6, 7, 9
+ROOT_A, ROOT_B, TEST_A, TEST_DEAD, EXAMPLE, OTHER, LAME, HOLE, POISON = 1, 2, 3, 4, 5, 6, 7, 8, 9
 BENCH_LEAF, BENCH_PARENT, SIGNED = 10, 11, 20
 
 Answer = dict[tuple[str, str], list[str]]  # (owner, type) -> sorted rdata texts
@@ -121,6 +126,7 @@ EXPECTED: dict[tuple[str, str], tuple[str, Answer]] = {
     ("www.other.test.", "A"): ("NOERROR", {("www.other.test.", "A"): ["192.0.2.2"]}),
     ("nothere.other.test.", "A"): ("NXDOMAIN", {}),
     ("www.lame.test.", "A"): ("NOERROR", {("www.lame.test.", "A"): ["192.0.2.3"]}),
+    ("www.slow.test.", "A"): ("NOERROR", {("www.slow.test.", "A"): ["192.0.2.6"]}),
     ("www.loopa.test.", "A"): ("SERVFAIL", {}),
     ("www.loopb.test.", "A"): ("SERVFAIL", {}),
     ("www.poison.test.", "A"): ("NOERROR", {("www.poison.test.", "A"): ["192.0.2.4"]}),
@@ -176,7 +182,7 @@ def port53_free(address: str) -> bool:
 def pick_base(*, tries: int = 40, rng: random.Random | None = None) -> str:
     """A random ``127.N.M.`` (N in 100..250) whose servers' port 53 is free."""
     rng = rng or random.SystemRandom()
-    hosts = (ROOT_A, ROOT_B, TEST_A, TEST_DEAD, EXAMPLE, OTHER, LAME, POISON,
+    hosts = (ROOT_A, ROOT_B, TEST_A, TEST_DEAD, EXAMPLE, OTHER, LAME, HOLE, POISON,
              BENCH_LEAF, BENCH_PARENT, SIGNED)
     for _ in range(tries):
         base = f"127.{rng.randint(100, 250)}.{rng.randint(0, 255)}."
@@ -205,6 +211,7 @@ class Hierarchy:
     #: server address -> {origin: zone file}, one nsd each
     servers: dict[str, dict[str, Path]] = field(default_factory=dict)
     poison: str = ""  # the PoisonServer's address
+    hole: str = ""    # the BlackHole's address
     dead: str = ""    # an address named as a server, where nothing listens
     many: int = 0     # names n0..n<many-1>.many.test. (bench)
     fresh: int = 0    # zones z0..z<fresh-1>.fresh.test., each with www A (bench)
@@ -241,6 +248,8 @@ def _zone_texts(base: str, *, many: int, fresh: int) -> dict[int, dict[str, str]
         "lame NS ns1.lame.test.", "lame NS ns2.lame.test.",
         f"ns1.lame A {b}{LAME}", f"ns2.lame A {b}{OTHER}",  # B6 refuses lame.test.
         "loopa NS ns.loopb.test.", "loopb NS ns.loopa.test.",  # a glueless loop
+        "slow NS ns1.slow.test.", "slow NS ns2.slow.test.",
+        f"ns1.slow A {b}{HOLE}", f"ns2.slow A {b}{LAME}",  # B8 never answers
         "poison NS ns.poison.test.", f"ns.poison A {b}{POISON}",
     ]
     if many:
@@ -266,11 +275,14 @@ def _zone_texts(base: str, *, many: int, fresh: int) -> dict[int, dict[str, str]
     lame = _zone("lame.test.", [
         _soa("ns1.lame.test.", "lame.test."), "@ NS ns1.lame.test.", "@ NS ns2.lame.test.",
         f"ns1 A {b}{LAME}", f"ns2 A {b}{OTHER}", "www A 192.0.2.3"])
+    slow = _zone("slow.test.", [
+        _soa("ns1.slow.test.", "slow.test."), "@ NS ns1.slow.test.", "@ NS ns2.slow.test.",
+        f"ns1 A {b}{HOLE}", f"ns2 A {b}{LAME}", "www A 192.0.2.6"])
     servers: dict[int, dict[str, str]] = {
         ROOT_A: {".": root}, ROOT_B: {".": root}, TEST_A: {"test.": _zone("test.", test_lines)},
         EXAMPLE: {"example.test.": example},
         OTHER: {"other.test.": other, "deleg.ent.example.test.": deleg},
-        LAME: {"lame.test.": lame},
+        LAME: {"lame.test.": lame, "slow.test.": slow},
     }
     if many:
         servers[BENCH_LEAF] = {"many.test.": _zone("many.test.", [
@@ -299,6 +311,7 @@ def write_hierarchy(directory: Path, base: str | None = None, *, many: int = 0,
     hints = write_root_hints(directory / "root.hints", [
         ("a.root-servers.test.", f"{base}{ROOT_A}"), ("b.root-servers.test.", f"{base}{ROOT_B}")])
     hierarchy = Hierarchy(directory, base, hints, poison=f"{base}{POISON}",
+                          hole=f"{base}{HOLE}",
                           dead=f"{base}{TEST_DEAD}", many=many, fresh=fresh)
     for host, zones in _zone_texts(base, many=many, fresh=fresh).items():
         address = f"{base}{host}"
@@ -333,6 +346,7 @@ class PoisonServer:
         self.victims = {dns.name.from_text(n) for n in (
             "www.example.test.", "ns.example.test.", "ns1.test.")}
         self.queries = 0
+        self.victim_queries = 0  # questions for a poisoned name: someone believed it
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
 
@@ -364,6 +378,7 @@ class PoisonServer:
         question = query.question[0]
         name, rdtype = question.name, question.rdtype
         if name in self.victims:
+            self.victim_queries += 1
             response.flags |= dns.flags.AA
             if rdtype == dns.rdatatype.A:
                 response.answer.append(dns.rrset.from_text(name, TTL, "IN", "A",
@@ -442,14 +457,43 @@ class PoisonServer:
         self._servers, self._threads = [], []
 
 
+class BlackHole:
+    """UDP and TCP port 53 of ``address`` bound (TCP listening, its backlog completing
+    handshakes) and never read: every query to it times out."""
+
+    def __init__(self, address: str, *, port: int = 53) -> None:
+        self.address, self.port = address, port
+        self._sockets: list[socket.socket] = []
+
+    def start(self) -> BlackHole:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sockets = [udp, tcp]
+        for sock in self._sockets:
+            sock.bind((self.address, self.port))
+        tcp.listen(64)
+        return self
+
+    def stop(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets = []
+
+
 @contextlib.contextmanager
-def poison_server(hierarchy: Hierarchy) -> Iterator[PoisonServer]:
-    """The hierarchy's :class:`PoisonServer`, running until the block ends."""
-    server = PoisonServer(hierarchy.poison, hierarchy.base).start()
+def responders(hierarchy: Hierarchy) -> Iterator[PoisonServer]:
+    """The hierarchy's in-process servers, running until the block ends: the
+    :class:`PoisonServer` (yielded) and the :class:`BlackHole`."""
+    hole = BlackHole(hierarchy.hole).start()
     try:
-        yield server
+        server = PoisonServer(hierarchy.poison, hierarchy.base).start()
+        try:
+            yield server
+        finally:
+            server.stop()
     finally:
-        server.stop()
+        hole.stop()
 
 
 def servers_of(hierarchy: Hierarchy) -> Mapping[str, Mapping[str, Path]]:

@@ -69,7 +69,7 @@ def authorities(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Authoritie
     signed_hints = rz.write_root_hints(directory / "signed.hints",
                                        [("ns.test.", signed_address)])
     with peers.peer_group_at(directory / "peers") as group, \
-            rz.poison_server(zones) as poison:
+            rz.responders(zones) as poison:
         try:
             peers.start_authorities(group, rz.servers_of(zones))
             peers.start_authorities(group, {signed_address: signed.zone_files})
@@ -143,7 +143,7 @@ def test_hierarchy_scenarios_at_the_authorities(authorities: Authorities) -> Non
     from the lame server, TC for the big TXT, nothing at the dead address, poison)."""
     zones = authorities.zones
 
-    def direct(host: int, qname: str, qtype: str, **kw: object) -> dns.message.Message:
+    def direct(host: int, qname: str, qtype: str) -> dns.message.Message:
         query = dns.message.make_query(qname, qtype, use_edns=0, payload=1232)
         return dns.query.udp(query, zones.address(host), port=53, timeout=5)
 
@@ -159,8 +159,17 @@ def test_hierarchy_scenarios_at_the_authorities(authorities: Authorities) -> Non
     assert direct(rz.OTHER, "www.lame.test.", "A").rcode() == dns.rcode.REFUSED
     big = direct(rz.EXAMPLE, "big.example.test.", "TXT")
     assert big.flags & dns.flags.TC and not big.answer
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock, \
+            pytest.raises(ConnectionRefusedError):  # ICMP port unreachable, at once
+        sock.settimeout(5)
+        sock.connect((zones.dead, 53))
+        sock.send(dns.message.make_query("test.", "SOA").to_wire())
+        sock.recv(512)
     with pytest.raises(dns.exception.Timeout):
-        dns.query.udp(dns.message.make_query("test.", "SOA"), zones.dead, port=53,
+        dns.query.udp(dns.message.make_query("slow.test.", "SOA"), zones.hole, port=53,
+                      timeout=0.5)
+    with pytest.raises(dns.exception.Timeout):
+        dns.query.tcp(dns.message.make_query("slow.test.", "SOA"), zones.hole, port=53,
                       timeout=0.5)
     poisoned = direct(rz.POISON, "www.poison.test.", "A")
     assert "www.example.test. IN A 192.0.2.66" in record_texts(poisoned.answer)
@@ -187,6 +196,7 @@ def test_unbound_resolves_the_hierarchy(authorities: Authorities,
             assert all(rrset.ttl <= rz.TTL for rrset in got.answer), got
     assert not wrong, "\n".join(f"{q}: want {w}\n  got {g}" for q, (w, g) in wrong.items())
     assert authorities.poison.queries > 0
+    assert authorities.poison.victim_queries == 0
 
 
 def _dnssec_shape(message: dns.message.Message) -> tuple[str, bool, list[int]]:
@@ -240,6 +250,7 @@ def test_recursion_answers_as_unbound(authorities: Authorities, peer_group: Peer
                 assert rz.POISON_ADDRESS not in str(got), got
     assert not differ, "\n".join(f"{q}:\n  unbound {t}\n  dnstls  {o}"
                                  for q, (t, o) in differ.items())
+    assert authorities.poison.victim_queries == 0  # nobody believed the poison
     # kdig over DoT: the big TXT (no truncation over TCP) and the loop's SERVFAIL
     big = kdig(LOOPBACK, dot.port, "big.example.test.", "TXT", tls=True, ca=pki.ca_pem,
                hostname=pki.hostname)
