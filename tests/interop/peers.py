@@ -558,12 +558,14 @@ def start_unbound_validator(group: PeerGroup, *, anchor_file: Path, upstream: Pe
 
 
 def start_unbound_recursive(group: PeerGroup, *, root_hints: Path,
-                            anchor_file: Path | None = None) -> Peer:
+                            anchor_file: Path | None = None,
+                            stub_zones: Sequence[tuple[str, Sequence[str]]] = ()) -> Peer:
     """unbound as a full recursive resolver (iterating from ``root_hints``, which name
     authoritative servers on port 53 of loopback addresses: do-not-query-localhost no),
     with qname minimisation (relaxed, its default) and EDE on, answering plain DNS on a
     free port; with ``anchor_file`` (trust-anchor-file) it validates ("validator
-    iterator", val-log-level 2, no aggressive NSEC), else "iterator" only."""
+    iterator", val-log-level 2, no aggressive NSEC), else "iterator" only;
+    ``stub_zones``: (name, addresses) as stub-zone clauses."""
     require("unbound")
     work = group.workdir("unbound-rec")
     port = free_port()
@@ -578,10 +580,13 @@ def start_unbound_recursive(group: PeerGroup, *, root_hints: Path,
     val-log-level: 2
     aggressive-nsec: no
 """
-    return _run_unbound(group, "unbound-rec", _unbound_base(
-        work, interface=f"{LOOPBACK}@{port}", extra=extra, insecure="",
-        modules="iterator" if anchor_file is None else "validator iterator",
-        qname_minimisation=True), work, port)
+    conf = _unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=extra, insecure="",
+                         modules="iterator" if anchor_file is None else "validator iterator",
+                         qname_minimisation=True)
+    for name, addresses in stub_zones:
+        conf += f'stub-zone:\n    name: "{name}"\n'
+        conf += "".join(f"    stub-addr: {address}\n" for address in addresses)
+    return _run_unbound(group, "unbound-rec", conf, work, port)
 
 
 def start_kresd_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:

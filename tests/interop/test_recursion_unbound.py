@@ -45,7 +45,6 @@ pytestmark = pytest.mark.interop
 
 #: One client query's bound, in seconds: the loop's SERVFAIL must come before it.
 CLIENT_TIMEOUT = 10.0
-NOT_WIRED = "recursion not wired yet (lead)"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -227,7 +226,6 @@ def test_unbound_validates_through_recursion(authorities: Authorities,
 
 # --------------------------------------------------------------------------- comparisons
 
-@pytest.mark.xfail(strict=True, reason=NOT_WIRED)
 def test_recursion_answers_as_unbound(authorities: Authorities, peer_group: PeerGroup,
                                       dnstls_serve: object, pki: TestPKI,
                                       tmp_path: Path) -> None:
@@ -260,7 +258,6 @@ def test_recursion_answers_as_unbound(authorities: Authorities, peer_group: Peer
     assert loop.status == "SERVFAIL", loop.describe()
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_WIRED)
 def test_recursion_validates_as_unbound(authorities: Authorities, peer_group: PeerGroup,
                                         dnstls_serve: object, tmp_path: Path) -> None:
     from .test_dnssec_serve_unbound import MODES, query, shape
@@ -297,3 +294,36 @@ def _tcp(wire: bytes, port: int) -> dns.message.Message:
     from .clients import raw_exchange
 
     return raw_exchange(wire, port, "tcp")
+
+
+def test_stub_zone_as_unbound(authorities: Authorities, peer_group: PeerGroup,
+                              dnstls_serve: object, tmp_path: Path) -> None:
+    """``[[stub_zone]]`` as Unbound's ``stub-zone``: with root hints naming only the dead
+    address, other.test. (glueless from the root side) is answered from its stub address
+    and the rest of the tree is SERVFAIL, by both."""
+    zones = authorities.zones
+    dead_hints = rz.write_root_hints(tmp_path / "dead.hints", [("a.root-servers.test.",
+                                                                 zones.dead)])
+    stub = ("other.test.", [zones.address(rz.OTHER)])
+    unbound = peers.start_unbound_recursive(peer_group, root_hints=dead_hints,
+                                            stub_zones=[stub])
+    config = recursion_config(tmp_path, dead_hints)
+    config.write_text(config.read_text() + '\n[[stub_zone]]\nname = "other.test."\n'
+                      f'addresses = ["{stub[1][0]}"]\n')
+    plain = peers.free_port()
+    dnstls_serve("--plain", f"{LOOPBACK}:{plain}",  # type: ignore[operator]
+                 "--config", str(config))
+    questions = [("www.other.test.", "A"), ("nothere.other.test.", "A"),
+                 ("www.other.test.", "MX")]
+    for question in questions:
+        theirs, ours = outcome(ask(unbound.port, *question)), outcome(ask(plain, *question))
+        assert ours == theirs, (question, theirs, ours)
+    assert outcome(ask(plain, "www.other.test.", "A")) == (
+        "NOERROR", {("www.other.test.", "A"): ["192.0.2.2"]})
+    # outside the stub zone only the dead root is there: SERVFAIL (EDE 23, the root's
+    # address refuses at once) within the client's timeout. Unbound gives no answer in
+    # 10 s (it waits out its timeouts on the dead root, dropping what comes after its
+    # discard-timeout), so it is not asked.
+    failed = ask(plain, "www.example.test.", "A")
+    assert failed.rcode() == dns.rcode.SERVFAIL
+    assert [int(o.code) for o in failed.options if isinstance(o, dns.edns.EDEOption)] == [23]
