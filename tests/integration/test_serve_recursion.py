@@ -85,8 +85,12 @@ def hints(tmp_path: Path) -> Hints:
 
 
 async def start(serve: ServeFactory, hints: Hints, auth: FakeUpstream, sock: str = "",
-                **sections: Any) -> Served:
-    server = {"control": sock} if sock else {}
+                *, log_queries: bool = False, **sections: Any) -> Served:
+    """serve recursing; ``log_queries`` puts every miss on the message path (the
+    query log needs the parsed query), else the iterator answers on the wire path."""
+    server: dict[str, Any] = {"control": sock} if sock else {}
+    if log_queries:
+        server["log_queries"] = True
     return await serve(server=server, recursion={
         "enabled": True, "root_hints": str(hints.path), "do_not_query_localhost": False},
         stub_zone=[{"name": "corp.example.", "addresses": [f"127.0.0.1@{auth.port}"]}],
@@ -106,11 +110,13 @@ def shown(response: dns.message.Message) -> list[str]:
             for rrset in response.answer for rr in rrset]
 
 
+@pytest.mark.parametrize("path", ["wire", "message"])
 @pytest.mark.parametrize("transport", ["udp", "dot"])
 async def test_stub_zone_answers_through_the_iterator(serve: ServeFactory, fakes: Fakes,
-                                                      hints: Hints, transport: str) -> None:
+                                                      hints: Hints, transport: str,
+                                                      path: str) -> None:
     auth = await fakes(answer=authoritative, also_tcp=True)
-    s = await start(serve, hints, auth)
+    s = await start(serve, hints, auth, log_queries=path == "message")
     for _ in range(2):  # the second from the cache: the authority is not asked again
         www = await ask(s, transport, "www.corp.example.")
         assert www.rcode() == dns.rcode.NOERROR
@@ -130,6 +136,9 @@ async def test_stub_zone_answers_through_the_iterator(serve: ServeFactory, fakes
     assert not any(rd for _, rd in asked)  # authorities are asked without RD
     stats = s.service.statistics()["recursion"]
     assert stats["resolutions"] == 4 and stats["sends"] == 4 and stats["failures"] == 0
+    # www, nothere and the MX NODATA taken as bytes; the CNAME chain read (message path)
+    assert stats["wire_answers"] == (3 if path == "wire" else 0)
+    assert s.service.statistics()["wire"]["forwarded"] == (4 if path == "wire" else 0)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ServiceCollector(s.service.statistics))
     text = generate_latest(registry).decode()

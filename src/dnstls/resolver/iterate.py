@@ -126,6 +126,7 @@ import dns.zonefile
 from dnstls.errors import ConfigError, NetworkError, ProtocolError, QueryTimeout
 from dnstls.proto.answers import EDNS_PAYLOAD, make_response
 from dnstls.resolver.base import Request, ResolveFailure, servfail
+from dnstls.resolver.cache import name_end
 
 log = logging.getLogger("dnstls.resolver.iterate")
 
@@ -240,6 +241,12 @@ class _Delegation:
     expires: float
     fixed: tuple[Address, ...] = ()  # a stub's addresses
     stub: bool = False
+    zone_wire: bytes = b""  # the zone in lower-case wire form, once the wire path asks
+
+    def wire(self) -> bytes:
+        if not self.zone_wire:
+            self.zone_wire = (self.zone.to_wire() or b"").lower()
+        return self.zone_wire
 
 
 @dataclass(slots=True)
@@ -287,6 +294,39 @@ class _Kind:
     LAME = "lame"
 
 
+@dataclass(slots=True)
+class _Fast:
+    """A question of the wire path (:meth:`Iterator.resolve_wire`)."""
+
+    name: dns.name.Name
+    qname: bytes  # lower-case wire form
+    qtype: int
+    question: bytes  # the question section
+    wire: bytes  # the query (ID 0, EDNS as the message path sends it)
+    do: bool
+    check: Callable[[bytes], bool] | None
+
+
+@dataclass(slots=True)
+class _WireQuery:
+    """A query sent as bytes: the full question of a :class:`_Fast`, to ``zone``."""
+
+    fast: _Fast
+    zone: bytes
+    wire: bytes
+    edns: bool = True
+
+
+def _query_wire(question: bytes, do: bool, edns: bool = True) -> bytes:
+    """Our query for ``question`` (the question section) as dnspython's make_query
+    renders the message path's: ID 0, no flags, EDNS version 0 with our payload, DO."""
+    if not edns:
+        return b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question
+    return (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x01" + question
+            + b"\x00\x00\x29" + EDNS_PAYLOAD.to_bytes(2, "big")
+            + (b"\x00\x00\x80\x00\x00\x00" if do else b"\x00\x00\x00\x00\x00\x00"))
+
+
 def _rrsets(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int,
             ) -> list[dns.rrset.RRset]:
     return [r for r in section if r.name == name and r.rdtype == rdtype and r.rdclass == _IN]
@@ -332,10 +372,12 @@ class Iterator:
     def statistics(self) -> dict[str, Any]:
         """Counters (resolutions, failures, sends, timeouts, network_errors,
         protocol_errors, tcp_fallbacks, edns_fallbacks, lame, referrals, minimised,
-        restarts, primings, priming_failures, subresolutions) and cache sizes."""
+        restarts, primings, priming_failures, subresolutions, wire_answers: answers the
+        wire path returned without reading them into a message) and cache sizes."""
         names = ("resolutions", "failures", "sends", "timeouts", "network_errors",
                  "protocol_errors", "tcp_fallbacks", "edns_fallbacks", "lame", "referrals",
-                 "minimised", "restarts", "primings", "priming_failures", "subresolutions")
+                 "minimised", "restarts", "primings", "priming_failures", "subresolutions",
+                 "wire_answers")
         stats: dict[str, Any] = {name: self.counts[name] for name in names}
         stats.update(delegation_entries=len(self._delegations),
                      address_entries=len(self._addresses), infra_entries=len(self._hosts),
@@ -367,18 +409,73 @@ class Iterator:
         response.set_rcode(dns.rcode.Rcode.make(rcode))
         return response
 
+    async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                           deadline: float, check: Callable[[bytes], bool] | None = None,
+                           ) -> bytes:
+        """The wire path (module docstring, "The wire path"), with the contract of
+        :meth:`Forwarder.resolve_wire <dnstls.resolver.forward.Forwarder.resolve_wire>`:
+        ``question`` is the question section as the cache key has it (the name in lower
+        case), the result a response to it (ID 0, RA; the cache renders it for each
+        client) with the answers :meth:`resolve` gives; failures raise ResolveFailure.
+        ``flags`` and ``payload`` (the client's) are not used: authorities are asked
+        with RD clear and our own payload, as on the message path."""
+        try:
+            qname, used = dns.name.from_wire(question, 0)
+        except dns.exception.DNSException:
+            raise ResolveFailure(dns.rcode.FORMERR) from None
+        if len(question) != used + 4:
+            raise ResolveFailure(dns.rcode.FORMERR)
+        qtype = (question[used] << 8) | question[used + 1]
+        if (question[used + 2] << 8) | question[used + 3] != _IN:
+            raise ResolveFailure(dns.rcode.REFUSED, int(dns.edns.EDECode.NOT_SUPPORTED),
+                                 "only class IN is resolved")
+        work = _Work(deadline, do)
+        self.counts["resolutions"] += 1
+        fast = None
+        if qtype not in _NOT_FAST and callable(getattr(self.authority, "exchange_wire", None)):
+            fast = _Fast(qname, question[:used], qtype, question, _query_wire(question, do),
+                         do, check)
+        try:
+            found = await self._chain(qname, qtype, work, fast)
+        except ResolveFailure:
+            self.counts["failures"] += 1
+            raise
+        if isinstance(found, bytes):
+            return found
+        rcode, answer, authority = found
+        response = dns.message.Message(id=0)
+        response.flags = dns.flags.QR | dns.flags.RA
+        response.question = [dns.rrset.RRset(qname, _IN, dns.rdatatype.RdataType.make(qtype))]
+        response.answer = answer
+        response.authority = authority
+        response.set_rcode(dns.rcode.Rcode.make(rcode))
+        return response.to_wire(max_size=65535)
+
+    def start_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                   deadline: float,
+                   callback: Callable[[bytes | None, BaseException | None], None],
+                   check: Callable[[bytes], bool] | None = None) -> bool:
+        """Nothing is started without a coroutine here (False): the WireForwarder (and
+        a ZoneRouter over the iterator) then use :meth:`resolve_wire`."""
+        return False
+
     # ------------------------------------------------------------------ chains
 
     async def _chain(self, qname: dns.name.Name, qtype: int, work: _Work,
-                     ) -> tuple[int, list[dns.rrset.RRset], list[dns.rrset.RRset]]:
-        """The rcode, answer chain and authority section for (qname, qtype)."""
+                     fast: _Fast | None = None,
+                     ) -> tuple[int, list[dns.rrset.RRset], list[dns.rrset.RRset]] | bytes:
+        """The rcode, answer chain and authority section for (qname, qtype); with
+        ``fast``, the wire path's response when the first lookup's answer took it."""
         answer: list[dns.rrset.RRset] = []
         authority: list[dns.rrset.RRset] = []
         name = qname
         for restart in range(MAX_RESTARTS + 1):
             if restart:
                 self.counts["restarts"] += 1
-            response, zone = await self._lookup(name, qtype, work)
+            found = await self._lookup(name, qtype, work, fast if not restart else None)
+            if isinstance(found, bytes):
+                return found
+            response, zone = found
             records, final, complete = _follow(response, zone, name, qtype)
             answer.extend(r for r in records if r not in answer)
             proofs = _proofs(response, zone) if work.do else []
@@ -403,8 +500,11 @@ class Iterator:
     # ------------------------------------------------------------------ one lookup
 
     async def _lookup(self, qname: dns.name.Name, qtype: int, work: _Work,
-                      ) -> tuple[dns.message.Message, dns.name.Name]:
-        """The authoritative response for (qname, qtype) and the zone that gave it."""
+                      fast: _Fast | None = None,
+                      ) -> tuple[dns.message.Message, dns.name.Name] | bytes:
+        """The authoritative response for (qname, qtype) and the zone that gave it; with
+        ``fast``, the full question is asked as bytes and an answer the wire path takes
+        (:func:`wire_verdict`) is returned as the response bytes."""
         ds = qtype == _DS and qname != _ROOT
         dp = await self._start(qname.parent() if ds else qname, work)
         lookup = _Lookup()
@@ -420,12 +520,16 @@ class Iterator:
                 self.counts["minimised"] += 1
             else:
                 sname, stype = qname, dns.rdatatype.RdataType.make(qtype)
+            full = sname == qname and stype == qtype
             kind, response = await self._ask(dp, sname, stype, lookup, work,
-                                             ds=ds and sname == qname)
+                                             ds=ds and sname == qname,
+                                             fast=fast if full else None)
+            if isinstance(response, bytes):
+                return response
             if kind is _Kind.REFERRAL:
                 dp = self._referral(dp, response, sname)
                 continue
-            if sname == qname and stype == qtype:
+            if full:
                 return response, dp.zone
             if response.rcode() == _NOERROR:
                 exists = sname
@@ -482,9 +586,10 @@ class Iterator:
         hints = _Delegation(_ROOT, {n: list(a) for n, a in self.hints.servers},
                             self.clock() + PRIME_RETRY)
         try:
-            kind, response = await self._ask(hints, _ROOT, _NS, _Lookup(), work, ds=False)
+            kind, asked = await self._ask(hints, _ROOT, _NS, _Lookup(), work, ds=False)
         except ResolveFailure:
-            kind, response = _Kind.LAME, None
+            kind, asked = _Kind.LAME, None
+        response = asked if isinstance(asked, dns.message.Message) else None
         ns = _rrsets(response.answer, _ROOT, _NS) if response is not None else []
         if kind is not _Kind.ANSWER or response is None or not ns:
             self.counts["priming_failures"] += 1
@@ -533,11 +638,19 @@ class Iterator:
     # ------------------------------------------------------------------ one question
 
     async def _ask(self, dp: _Delegation, sname: dns.name.Name, stype: int, lookup: _Lookup,
-                   work: _Work, *, ds: bool) -> tuple[str, dns.message.Message]:
-        """Ask ``dp``'s servers until one gives an answer or a referral."""
-        query = dns.message.make_query(sname, dns.rdatatype.RdataType.make(stype), use_edns=0,
-                                       payload=EDNS_PAYLOAD, want_dnssec=work.do)
-        query.flags = 0
+                   work: _Work, *, ds: bool, fast: _Fast | None = None,
+                   ) -> tuple[str, dns.message.Message | bytes]:
+        """Ask ``dp``'s servers until one gives an answer or a referral; with ``fast``
+        (the full question of the wire path), as bytes: an answer the wire path takes
+        is returned as its response bytes, any other is read and judged as here."""
+        query: dns.message.Message | _WireQuery
+        if fast is not None:
+            query = _WireQuery(fast, dp.wire(), fast.wire)
+        else:
+            query = dns.message.make_query(sname, dns.rdatatype.RdataType.make(stype),
+                                           use_edns=0, payload=EDNS_PAYLOAD,
+                                           want_dnssec=work.do)
+            query.flags = 0
         tried: set[Address] = set()
         timed_out: set[Address] = set()
         rounds = 1
@@ -563,7 +676,10 @@ class Iterator:
                 if work.failures["timeout"] > timeouts:
                     timed_out.add(address)
                 continue
-            kind = self._classify(response, dp.zone, query, ds=ds)
+            if isinstance(response, bytes):
+                self.counts["wire_answers"] += 1
+                return _Kind.ANSWER, response
+            kind = self._classify(response, dp.zone, sname, stype, ds=ds)
             if kind is _Kind.LAME:
                 self.counts["lame"] += 1
                 work.failures["lame"] += 1
@@ -575,12 +691,13 @@ class Iterator:
             return kind, response
 
     def _classify(self, response: dns.message.Message, zone: dns.name.Name,
-                  query: dns.message.Message, *, ds: bool) -> str:
-        if len(response.question) != 1 or response.question[0] != query.question[0] \
-                or not response.flags & dns.flags.QR:
+                  sname: dns.name.Name, stype: int, *, ds: bool) -> str:
+        if len(response.question) != 1 or not response.flags & dns.flags.QR:
+            return _Kind.LAME
+        asked = response.question[0]
+        if asked.name != sname or asked.rdtype != stype or asked.rdclass != _IN:
             return _Kind.LAME
         rcode = response.rcode()
-        sname = query.question[0].name
         if rcode not in (_NOERROR, _NXDOMAIN):
             return _Kind.LAME
         aa = response.flags & dns.flags.AA
@@ -653,9 +770,10 @@ class Iterator:
                 if (rdtype == _A and not self.ip4) or (rdtype == _AAAA and not self.ip6):
                     continue
                 try:
-                    _, answer, _ = await self._chain(name, rdtype, work)
+                    chained = await self._chain(name, rdtype, work)
                 except ResolveFailure:
                     continue
+                answer = [] if isinstance(chained, bytes) else chained[1]
                 for rrset in answer:
                     if rrset.rdtype == rdtype and rrset.rdclass == _IN:
                         found.extend(r.address for r in rrset)
@@ -698,48 +816,71 @@ class Iterator:
 
     # ------------------------------------------------------------------ one send
 
-    async def _send(self, query: dns.message.Message, address: Address, lookup: _Lookup,
-                    work: _Work) -> dns.message.Message | None:
-        """One exchange (and its TCP or no-EDNS retry); None when it failed."""
+    async def _send(self, query: dns.message.Message | _WireQuery, address: Address,
+                    lookup: _Lookup, work: _Work) -> dns.message.Message | bytes | None:
+        """One exchange (and its TCP or no-EDNS retry); None when it failed; bytes: the
+        wire path's response (a :class:`_WireQuery` whose answer it takes)."""
         host = self._host(address)
         response = await self._exchange(query, address, host, lookup, work, tcp=False)
-        if response is None:
-            return None
+        if not isinstance(response, dns.message.Message):
+            return response
         if response.flags & dns.flags.TC:
             self.counts["tcp_fallbacks"] += 1
             response = await self._exchange(query, address, host, lookup, work, tcp=True)
-            if response is None:
-                return None
-        if response.rcode() == dns.rcode.FORMERR and query.edns >= 0:
+            if not isinstance(response, dns.message.Message):
+                return response
+        edns = query.edns if isinstance(query, _WireQuery) else query.edns >= 0
+        if response.rcode() == dns.rcode.FORMERR and edns:
             self.counts["edns_fallbacks"] += 1
-            plain = dns.message.make_query(query.question[0].name, query.question[0].rdtype,
-                                           use_edns=False)
-            plain.flags = 0
+            plain: dns.message.Message | _WireQuery
+            if isinstance(query, _WireQuery):
+                plain = _WireQuery(query.fast, query.zone,
+                                   _query_wire(query.fast.question, False, edns=False),
+                                   edns=False)
+            else:
+                plain = dns.message.make_query(query.question[0].name,
+                                               query.question[0].rdtype, use_edns=False)
+                plain.flags = 0
             response = await self._exchange(plain, address, host, lookup, work, tcp=False)
-            if response is not None and response.flags & dns.flags.TC:
+            if isinstance(response, dns.message.Message) and response.flags & dns.flags.TC:
                 self.counts["tcp_fallbacks"] += 1
                 response = await self._exchange(plain, address, host, lookup, work, tcp=True)
         return response
 
-    async def _exchange(self, query: dns.message.Message, address: Address, host: _Host,
-                        lookup: _Lookup, work: _Work, *, tcp: bool,
-                        ) -> dns.message.Message | None:
+    async def _exchange(self, query: dns.message.Message | _WireQuery, address: Address,
+                        host: _Host, lookup: _Lookup, work: _Work, *, tcp: bool,
+                        ) -> dns.message.Message | bytes | None:
         now = self.clock()
+        name = query.fast.name if isinstance(query, _WireQuery) else query.question[0].name
         if now >= work.deadline:
             raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
-                           f"no answer for {query.question[0].name} in time")
+                           f"no answer for {name} in time")
         if lookup.sends >= MAX_SENT_COUNT or work.sends >= MAX_TOTAL_SENDS:
             raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
-                           f"sent {work.sends} queries without an answer for "
-                           f"{query.question[0].name}")
+                           f"sent {work.sends} queries without an answer for {name}")
         lookup.sends += 1
         work.sends += 1
         self.counts["sends"] += 1
         wait = max(host.rto, TCP_TIMEOUT) if tcp else host.rto
         deadline = min(work.deadline, now + wait)
+        response: dns.message.Message | bytes
         try:
-            response = await self.authority.exchange(query, address, tcp=tcp,
-                                                     deadline=deadline)
+            if isinstance(query, _WireQuery):
+                raw: bytes = await self.authority.exchange_wire(  # type: ignore[attr-defined]
+                    query.wire, address, tcp=tcp, deadline=deadline)
+                fast = query.fast
+                taken = wire_verdict(raw, fast.qname, fast.qtype, query.zone, fast.do)
+                if taken is not None and (fast.check is None or fast.check(taken)):
+                    response = taken
+                else:  # what the message path's transport does with the bytes
+                    try:
+                        response = dns.message.from_wire(raw)
+                    except (dns.exception.DNSException, ValueError) as exc:
+                        raise ProtocolError(f"malformed answer from {address[0]}: "
+                                            f"{exc}") from None
+            else:
+                response = await self.authority.exchange(query, address, tcp=tcp,
+                                                         deadline=deadline)
         except QueryTimeout:
             self.counts["timeouts"] += 1
             work.failures["timeout"] += 1
@@ -838,3 +979,251 @@ def _proofs(response: dns.message.Message, zone: dns.name.Name) -> list[dns.rrse
     """The zone's NSEC/NSEC3 RRsets of the authority section and their RRSIGs."""
     return [r for r in response.authority if r.rdclass == _IN and r.name.is_subdomain(zone)
             and (r.rdtype in _PROOFS or (r.rdtype == _RRSIG and r.covers in _PROOFS))]
+
+
+# ---------------------------------------------------------------------- the wire path
+
+_AA = 0x04
+_TC = 0x02
+#: Types whose RDATA holds no domain name (nothing a compression pointer can be in).
+_NAME_FREE = frozenset({1, 10, 11, 13, 16, 28, 29, 37, 43, 44, 48, 49, 50, 51, 52, 53,
+                        59, 60, 61, 63, 99, 256, 257})
+#: Types with domain names in their RDATA, which dnspython decompresses: the offsets of
+#: the names (-1: right after the previous name; then the rest of the RDATA is opaque).
+_NAMED: dict[int, tuple[int, ...]] = {
+    2: (0,), 3: (0,), 4: (0,), 5: (0,), 7: (0,), 8: (0,), 9: (0,), 12: (0,), 39: (0,),
+    47: (0,), 6: (0, -1), 14: (0, -1), 17: (0, -1), 15: (2,), 18: (2,), 21: (2,),
+    36: (2,), 26: (2, -1), 33: (6,), 46: (18,), 64: (2,), 65: (2,),
+}
+#: QTYPEs the wire path does not answer itself: DS (the parent's), RRSIG and SIG
+#: (dnspython splits them by covered type), meta types and ANY.
+_NOT_FAST = frozenset({_DS, 24, _RRSIG, 41, 249, 250, 251, 252, 253, 254, _ANY})
+
+
+def _read_name(wire: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
+    """The name at ``pos`` (compression followed, pointers strictly backwards, as
+    dnspython requires) in lower case wire form, and the position after it; None
+    when it cannot be read."""
+    labels: list[bytes] = []
+    size = 0
+    after = -1
+    limit = pos
+    for _ in range(128):
+        if pos >= end:
+            return None
+        length = wire[pos]
+        if length == 0:
+            labels.append(b"\x00")
+            return b"".join(labels).lower(), (pos + 1 if after < 0 else after)
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= end:
+                return None
+            target = ((length & 0x3F) << 8) | wire[pos + 1]
+            if target >= limit:
+                return None
+            if after < 0:
+                after = pos + 2
+            pos = limit = target
+            continue
+        if length & 0xC0:
+            return None
+        size += length + 1
+        if size > 254 or pos + 1 + length > end:
+            return None
+        labels.append(wire[pos:pos + 1 + length])
+        pos += 1 + length
+    return None
+
+
+def _in_zone(name: bytes, zone: bytes) -> bool:
+    """``name`` (lower-case wire form) is ``zone`` or below it, by whole labels."""
+    cut = len(name) - len(zone)
+    if cut < 0 or not name.endswith(zone):
+        return False
+    pos = 0
+    while pos < cut:
+        pos += name[pos] + 1
+    return pos == cut
+
+
+def _rdata_ok(wire: bytes, rrtype: int, start: int, stop: int) -> bool:
+    """The RDATA can be relayed as it is: a type without names (A and AAAA of their
+    size), or every name in it readable with backward pointers inside the record."""
+    if rrtype in _NAME_FREE:
+        return (rrtype != _A or stop - start == 4) and (rrtype != _AAAA
+                                                        or stop - start == 16)
+    offsets = _NAMED.get(rrtype)
+    if offsets is None:
+        return False
+    pos = start
+    for offset in offsets:
+        if offset >= 0:
+            pos = start + offset
+        read = _read_name(wire, pos, stop)
+        if read is None:
+            return False
+        pos = read[1]
+    return True
+
+
+def _records(wire: bytes, pos: int, count: int,
+             ) -> list[tuple[bytes, int, int, int, int, int, int]] | None:
+    """``count`` records from ``pos``: (owner, type, class, TTL, RDATA start, RDATA
+    end, covered type of an RRSIG or 0); None when one cannot be read or relayed."""
+    end = len(wire)
+    out = []
+    for _ in range(count):
+        read = _read_name(wire, pos, end)
+        if read is None:
+            return None
+        owner, pos = read
+        if pos + 10 > end:
+            return None
+        rrtype = (wire[pos] << 8) | wire[pos + 1]
+        rrclass = (wire[pos + 2] << 8) | wire[pos + 3]
+        ttl = int.from_bytes(wire[pos + 4:pos + 8], "big")
+        start = pos + 10
+        stop = start + ((wire[pos + 8] << 8) | wire[pos + 9])
+        if stop > end or not _rdata_ok(wire, rrtype, start, stop):
+            return None
+        covers = 0
+        if rrtype == _RRSIG:
+            if stop - start < 2:
+                return None
+            covers = (wire[start] << 8) | wire[start + 1]
+        out.append((owner, rrtype, rrclass, ttl, start, stop, covers))
+        pos = stop
+    return out
+
+
+def _grouped(records: list[tuple[bytes, int, int, int, int, int, int]], wire: bytes,
+             ) -> bool:
+    """The records form RRsets as dnspython reads them: the records of one RRset
+    (owner, type, covered type) next to each other, one TTL, no RDATA twice."""
+    seen: set[tuple[bytes, int, int]] = set()
+    previous: tuple[bytes, int, int] | None = None
+    ttl = 0
+    rdatas: set[bytes] = set()
+    for owner, rrtype, _, rrttl, start, stop, covers in records:
+        group = (owner, rrtype, covers)
+        rdata = wire[start:stop]
+        if group == previous:
+            if rrttl != ttl or rdata in rdatas:
+                return False
+        else:
+            if group in seen:
+                return False
+            seen.add(group)
+            previous, ttl = group, rrttl
+            rdatas = set()
+        rdatas.add(rdata)
+    return True
+
+
+def _skip(wire: bytes, pos: int, count: int, end: int) -> int:
+    """The position after ``count`` records from ``pos``; -1 when they cannot be read
+    (A or AAAA of another size, an OPT record with an extended RCODE)."""
+    for _ in range(count):
+        pos = name_end(wire, pos, end)
+        if pos < 0 or pos + 10 > end:
+            return -1
+        rrtype = (wire[pos] << 8) | wire[pos + 1]
+        size = (wire[pos + 8] << 8) | wire[pos + 9]
+        if (rrtype == _A and size != 4) or (rrtype == _AAAA and size != 16) \
+                or (rrtype == 41 and wire[pos + 4]):
+            return -1
+        pos += 10 + size
+        if pos > end:
+            return -1
+    return pos
+
+
+def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
+                 ) -> bytes | None:
+    """The response the wire path returns for the authoritative answer ``wire`` to
+    (``qname`` in lower-case wire form, ``qtype``) from a server of ``zone``, when it
+    is what the message path would make of it without reading more (module docstring,
+    "The wire path"); None: let the message path read it.
+
+    * AA, NOERROR, every answer record the question's name and type (with ``do``,
+      RRSIGs covering them after them), no DNSSEC proof in the authority section with
+      ``do``: the header, question and answer section;
+    * AA, NXDOMAIN or NOERROR without answer records, the authority section starting
+      with the SOA of ``zone`` (with ``do``: then its RRSIGs, then the zone's NSEC/NSEC3
+      records and their RRSIGs), nothing after those that the message path keeps: the
+      header, question and those records.
+
+    The records kept are a prefix of the message and their compression pointers point
+    backwards (checked), so the slice reads as the whole did."""
+    end = len(wire)
+    qend = 12 + len(qname) + 4
+    if end < qend or wire[2] & 0xFE != 0x80 | _AA or wire[4:6] != b"\x00\x01":
+        return None  # not AA, TC, another opcode: the message path
+    rcode = wire[3] & 0xF
+    if rcode not in (_NOERROR, _NXDOMAIN) or wire[12:qend - 4].lower() != qname \
+            or (wire[qend - 4] << 8) | wire[qend - 3] != qtype \
+            or wire[qend - 2:qend] != b"\x00\x01":
+        return None
+    ancount = (wire[6] << 8) | wire[7]
+    nscount = (wire[8] << 8) | wire[9]
+    answer = _records(wire, qend, ancount)
+    if answer is None:
+        return None
+    cut = answer[-1][5] if answer else qend
+    authority_end = _skip(wire, cut, nscount, end)
+    if authority_end < 0 or _skip(wire, authority_end, (wire[10] << 8) | wire[11], end) != end:
+        return None  # what dnspython would not read (or an extended RCODE)
+    kept = 0
+    if ancount:
+        if rcode != _NOERROR or answer[0][1] != qtype:
+            return None
+        sigs = False
+        for owner, rrtype, rrclass, _, _, _, covers in answer:
+            if owner != qname or rrclass != 1:
+                return None
+            if rrtype == _RRSIG and do and covers == qtype:
+                sigs = True
+            elif rrtype != qtype or sigs:
+                return None
+        if not _grouped(answer, wire):
+            return None
+        if do:
+            authority = _records(wire, cut, nscount)
+            if authority is None or any(r[1] in _PROOFS or r[1] == _RRSIG for r in authority):
+                return None
+    else:
+        authority = _records(wire, qend, nscount)
+        if not authority:
+            return None
+        owner, rrtype, rrclass, _, _, stop, _ = authority[0]
+        if rrtype != _SOA or rrclass != 1 or owner != zone:
+            return None
+        phase = 0  # 0: the SOA's RRSIGs, 1: proofs, 2: records the message path drops
+        kept = 1
+        cut = stop
+        for owner, rrtype, rrclass, _, _, stop, covers in authority[1:]:
+            if rrtype == _SOA:
+                return None  # a second SOA: the message path decides
+            if not do or rrclass != 1:
+                phase = 2
+                continue
+            if rrtype == _RRSIG and covers == _SOA and owner == zone:
+                if phase > 0:
+                    return None
+            elif (rrtype in _PROOFS or (rrtype == _RRSIG and covers in _PROOFS)) \
+                    and _in_zone(owner, zone):
+                if phase > 1:
+                    return None
+                phase = 1
+            else:
+                phase = 2
+                continue
+            kept += 1
+            cut = stop
+        if not _grouped(authority[:kept], wire):
+            return None
+    out = bytearray(wire[:cut])
+    out[2] = 0x80  # QR; AA, TC, RD clear (the cache renders the client's RD)
+    out[3] = 0x80 | rcode  # RA; Z, AD, CD clear
+    out[8:12] = kept.to_bytes(2, "big") + b"\x00\x00"
+    return bytes(out)
