@@ -95,6 +95,32 @@ answers SERVFAIL with ``do-not-query-localhost: yes`` and the zone's data with `
 IPv6 link-local, unspecified and multicast addresses are always skipped; ``ip4``/``ip6``
 (Unbound's ``do-ip4``/``do-ip6``) skip a family.
 
+**The wire path** (:meth:`Iterator.resolve_wire`, the forwarder's wire contract: the
+service's WireForwarder and cache take its bytes as they take a forwarder's, without
+validation or dnstap, as for forwarding). The resolution is the same algorithm; only
+the *full* question of the first lookup (the name and type the client asked, to the
+zone that holds it -- at once when the name is at most one label below the deepest
+cached cut, else after the minimised queries and referrals of the message path) is sent
+as bytes (the authority's ``exchange_wire``), and its answer is judged on the wire
+(:func:`wire_verdict`) before anything is parsed: AA, NOERROR, every answer record the
+question's name and type (with DO, RRSIGs covering them after them) and, with DO, no
+NSEC/NSEC3/RRSIG in the authority section; or AA, NXDOMAIN or NODATA whose authority
+section starts with the SOA of the zone asked (with DO, then its RRSIGs, then the zone's
+NSEC/NSEC3 records and their RRSIGs). Those answers are exactly what the message path
+keeps of them (the same records in the same order; RRsets together, one TTL each, no
+duplicate RDATA, names readable with pointers backwards only; the rest of the message
+still readable as dnspython reads it), so the response is that prefix of the bytes: the
+header (QR, RA, RCODE; AA, AD, TC cleared; the authority count cut), the question, the
+answer section and the kept authority records; additional section and OPT dropped (the
+cache renders the client's). The cache's check of the body (``check``) must pass too.
+Any other answer -- referral, CNAME/DNAME, lame, TC, FORMERR, poison, an owner or type
+not asked -- is parsed and judged exactly as on the message path, which carries on from
+there: nothing is asked twice; TCP and EDNS fallbacks, lame marking, RTT, counters and
+deadlines are the same code. Questions of type DS, RRSIG, SIG, ANY and meta types, and
+an Authority without ``exchange_wire`` (dnstap's), take the message path throughout;
+the result is rendered to bytes then. ``wire_answers`` counts the answers taken as
+bytes.
+
 Limits: no answer cache (the stage in front caches), no negative/aggressive NSEC use,
 no target-fetch prefetch, no 0x20, no cookies, no EDNS-broken memory across queries,
 no lameness by DNSSEC (the validating stage judges the answer).
@@ -126,7 +152,6 @@ import dns.zonefile
 from dnstls.errors import ConfigError, NetworkError, ProtocolError, QueryTimeout
 from dnstls.proto.answers import EDNS_PAYLOAD, make_response
 from dnstls.resolver.base import Request, ResolveFailure, servfail
-from dnstls.resolver.cache import name_end
 
 log = logging.getLogger("dnstls.resolver.iterate")
 
@@ -985,15 +1010,20 @@ def _proofs(response: dns.message.Message, zone: dns.name.Name) -> list[dns.rrse
 
 _AA = 0x04
 _TC = 0x02
-#: Types whose RDATA holds no domain name (nothing a compression pointer can be in).
-_NAME_FREE = frozenset({1, 10, 11, 13, 16, 28, 29, 37, 43, 44, 48, 49, 50, 51, 52, 53,
-                        59, 60, 61, 63, 99, 256, 257})
-#: Types with domain names in their RDATA, which dnspython decompresses: the offsets of
-#: the names (-1: right after the previous name; then the rest of the RDATA is opaque).
-_NAMED: dict[int, tuple[int, ...]] = {
-    2: (0,), 3: (0,), 4: (0,), 5: (0,), 7: (0,), 8: (0,), 9: (0,), 12: (0,), 39: (0,),
-    47: (0,), 6: (0, -1), 14: (0, -1), 17: (0, -1), 15: (2,), 18: (2,), 21: (2,),
-    36: (2,), 26: (2, -1), 33: (6,), 46: (18,), 64: (2,), 65: (2,),
+#: RDATA without domain names that the wire path relays: its least size (TXT and SPF:
+#: their strings are checked; DS and CDS: their digest length; the rest as dnspython
+#: reads them: fixed fields, then any bytes).
+_NAME_FREE: dict[int, int] = {1: 4, 28: 16, 16: 1, 99: 1, 10: 0, 43: 4, 59: 4, 48: 4,
+                              60: 4, 44: 2, 52: 3}
+_DIGEST_SIZES = {1: 20, 2: 32, 4: 48}
+#: RDATA with domain names (which dnspython decompresses) that the wire path relays:
+#: the offsets of the names (-1: right after the previous one) and the size of what
+#: follows the last (-1: any; NSEC: its type bitmap, checked).
+_NAMED: dict[int, tuple[tuple[int, ...], int]] = {
+    2: ((0,), 0), 3: ((0,), 0), 4: ((0,), 0), 5: ((0,), 0), 7: ((0,), 0), 8: ((0,), 0),
+    9: ((0,), 0), 12: ((0,), 0), 39: ((0,), 0), 6: ((0, -1), 20), 14: ((0, -1), 0),
+    17: ((0, -1), 0), 15: ((2,), 0), 18: ((2,), 0), 21: ((2,), 0), 36: ((2,), 0),
+    33: ((6,), 0), 46: ((18,), -1), 47: ((0,), -1),
 }
 #: QTYPEs the wire path does not answer itself: DS (the parent's), RRSIG and SIG
 #: (dnspython splits them by covered type), meta types and ANY.
@@ -1002,7 +1032,7 @@ _NOT_FAST = frozenset({_DS, 24, _RRSIG, 41, 249, 250, 251, 252, 253, 254, _ANY})
 
 def _read_name(wire: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
     """The name at ``pos`` (compression followed, pointers strictly backwards, as
-    dnspython requires) in lower case wire form, and the position after it; None
+    dnspython requires, and not into the header) in lower case wire form, and the position after it; None
     when it cannot be read."""
     labels: list[bytes] = []
     size = 0
@@ -1019,7 +1049,7 @@ def _read_name(wire: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
             if pos + 1 >= end:
                 return None
             target = ((length & 0x3F) << 8) | wire[pos + 1]
-            if target >= limit:
+            if target >= limit or target < 12:  # not into the header: we rewrite it
                 return None
             if after < 0:
                 after = pos + 2
@@ -1047,32 +1077,74 @@ def _in_zone(name: bytes, zone: bytes) -> bool:
 
 
 def _rdata_ok(wire: bytes, rrtype: int, start: int, stop: int) -> bool:
-    """The RDATA can be relayed as it is: a type without names (A and AAAA of their
-    size), or every name in it readable with backward pointers inside the record."""
-    if rrtype in _NAME_FREE:
-        return (rrtype != _A or stop - start == 4) and (rrtype != _AAAA
-                                                        or stop - start == 16)
-    offsets = _NAMED.get(rrtype)
-    if offsets is None:
+    """The RDATA reads as dnspython reads it (else the message path, which would fail
+    that server, decides), and every name in it with backward pointers only."""
+    size = stop - start
+    least = _NAME_FREE.get(rrtype)
+    if least is not None:
+        if rrtype in (_A, _AAAA):
+            return size == least
+        if size < least:
+            return False
+        if rrtype in (16, 99):  # character-strings, to the last byte
+            pos = start
+            while pos < stop:
+                pos += wire[pos] + 1
+            return pos == stop
+        if rrtype in (_DS, 59):  # digest type 0 is reserved; known types' sizes
+            digest = wire[start + 3]
+            return digest != 0 and _DIGEST_SIZES.get(digest, size - 4) == size - 4
+        return True
+    named = _NAMED.get(rrtype)
+    if named is None:
         return False
+    offsets, tail = named
     pos = start
     for offset in offsets:
         if offset >= 0:
             pos = start + offset
+        if pos >= stop:
+            return False
         read = _read_name(wire, pos, stop)
         if read is None:
             return False
         pos = read[1]
+    if tail >= 0:
+        return stop - pos == tail
+    if rrtype == 47:  # NSEC's type bitmap: windows in order, 1..32 bytes each
+        window = -1
+        while pos < stop:
+            if pos + 2 > stop or wire[pos] <= window or not 0 < wire[pos + 1] <= 32:
+                return False
+            window = wire[pos]
+            pos += 2 + wire[pos + 1]
+        return pos == stop
     return True
 
 
-def _records(wire: bytes, pos: int, count: int,
+def _opt_ok(wire: bytes, start: int, stop: int) -> bool:
+    """An OPT record's options as the cache and dnspython read them alike: NSID,
+    cookie and padding only (others take the message path)."""
+    pos = start
+    while pos < stop:
+        if pos + 4 > stop:
+            return False
+        code = (wire[pos] << 8) | wire[pos + 1]
+        if code not in (3, 10, 12):
+            return False
+        pos += 4 + ((wire[pos + 2] << 8) | wire[pos + 3])
+    return pos == stop
+
+
+def _records(wire: bytes, pos: int, count: int, *, additional: bool = False,
              ) -> list[tuple[bytes, int, int, int, int, int, int]] | None:
     """``count`` records from ``pos``: (owner, type, class, TTL, RDATA start, RDATA
-    end, covered type of an RRSIG or 0); None when one cannot be read or relayed."""
+    end, covered type of an RRSIG or 0); None when one cannot be read or relayed. In
+    the ``additional`` section one OPT record may end them (root owner, no extended
+    RCODE); it is not listed."""
     end = len(wire)
     out = []
-    for _ in range(count):
+    for index in range(count):
         read = _read_name(wire, pos, end)
         if read is None:
             return None
@@ -1084,16 +1156,22 @@ def _records(wire: bytes, pos: int, count: int,
         ttl = int.from_bytes(wire[pos + 4:pos + 8], "big")
         start = pos + 10
         stop = start + ((wire[pos + 8] << 8) | wire[pos + 9])
-        if stop > end or not _rdata_ok(wire, rrtype, start, stop):
+        if stop > end:
+            return None
+        if rrtype == 41:
+            if not additional or index != count - 1 or owner != b"\x00" or wire[pos + 4] \
+                    or not _opt_ok(wire, start, stop):
+                return None
+            pos = stop
+            continue
+        if not _rdata_ok(wire, rrtype, start, stop):
             return None
         covers = 0
         if rrtype == _RRSIG:
-            if stop - start < 2:
-                return None
             covers = (wire[start] << 8) | wire[start + 1]
         out.append((owner, rrtype, rrclass, ttl, start, stop, covers))
         pos = stop
-    return out
+    return out if pos == end or not additional else None
 
 
 def _grouped(records: list[tuple[bytes, int, int, int, int, int, int]], wire: bytes,
@@ -1118,24 +1196,6 @@ def _grouped(records: list[tuple[bytes, int, int, int, int, int, int]], wire: by
             rdatas = set()
         rdatas.add(rdata)
     return True
-
-
-def _skip(wire: bytes, pos: int, count: int, end: int) -> int:
-    """The position after ``count`` records from ``pos``; -1 when they cannot be read
-    (A or AAAA of another size, an OPT record with an extended RCODE)."""
-    for _ in range(count):
-        pos = name_end(wire, pos, end)
-        if pos < 0 or pos + 10 > end:
-            return -1
-        rrtype = (wire[pos] << 8) | wire[pos + 1]
-        size = (wire[pos + 8] << 8) | wire[pos + 9]
-        if (rrtype == _A and size != 4) or (rrtype == _AAAA and size != 16) \
-                or (rrtype == 41 and wire[pos + 4]):
-            return -1
-        pos += 10 + size
-        if pos > end:
-            return -1
-    return pos
 
 
 def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
@@ -1170,8 +1230,9 @@ def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
     if answer is None:
         return None
     cut = answer[-1][5] if answer else qend
-    authority_end = _skip(wire, cut, nscount, end)
-    if authority_end < 0 or _skip(wire, authority_end, (wire[10] << 8) | wire[11], end) != end:
+    authority = _records(wire, cut, nscount)
+    if authority is None or _records(wire, authority[-1][5] if authority else cut,
+                                     (wire[10] << 8) | wire[11], additional=True) is None:
         return None  # what dnspython would not read (or an extended RCODE)
     kept = 0
     if ancount:
@@ -1187,12 +1248,9 @@ def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
                 return None
         if not _grouped(answer, wire):
             return None
-        if do:
-            authority = _records(wire, cut, nscount)
-            if authority is None or any(r[1] in _PROOFS or r[1] == _RRSIG for r in authority):
-                return None
+        if do and any(r[1] in _PROOFS or r[1] == _RRSIG for r in authority):
+            return None
     else:
-        authority = _records(wire, qend, nscount)
         if not authority:
             return None
         owner, rrtype, rrclass, _, _, stop, _ = authority[0]

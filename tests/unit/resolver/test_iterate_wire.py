@@ -102,17 +102,38 @@ def same(a: dns.message.Message, b: dns.message.Message) -> None:
     assert b.additional == []
 
 
+def as_nsd(query: dns.message.Message, response: dns.message.Message,
+           ) -> dns.message.Message:
+    """Authoritative answers as nsd gives them: the zone's NS RRset in the authority
+    section (after the SOA of a negative answer) and the servers' addresses as
+    additional records."""
+    if response.flags & dns.flags.AA:
+        response.authority.append(dns.rrset.from_text(
+            "example.com.", 3600, "IN", "NS", "ns1.example.com.", "ns2.example.com."))
+        response.additional.append(dns.rrset.from_text("ns1.example.com.", 3600, "IN",
+                                                       "A", EXAMPLE_IP))
+    return response
+
+
+def world_as(nsd: bool) -> tuple[FakeClock, AuthNetwork]:
+    clock, net, servers = world()
+    if nsd:
+        servers[EXAMPLE_IP].hook = servers[EXAMPLE2_IP].hook = as_nsd
+    return clock, net
+
+
+@pytest.mark.parametrize("nsd", [False, True])
 @pytest.mark.parametrize("do", [False, True])
 @pytest.mark.parametrize(("name", "rdtype", "taken"), CASES)
 async def test_wire_path_answers_as_the_message_path_with_the_same_queries(
-        name: str, rdtype: str, taken: bool, do: bool) -> None:
-    clock, net, _ = world()
+        name: str, rdtype: str, taken: bool, do: bool, nsd: bool) -> None:
+    clock, net = world_as(nsd)
     it = make_iterator(net, clock)
     expected = await resolve(it, clock, name, rdtype, do=do)
     asked = net.questions()
     assert net.wire_queries == 0
 
-    clock, net, _ = world()
+    clock, net = world_as(nsd)
     it = make_iterator(net, clock)
     got = await by_wire(it, clock, name, rdtype, do=do)
     same(expected, got)
@@ -318,7 +339,7 @@ def test_forward_pointers_and_odd_answers_are_left_to_the_message_path() -> None
     assert wire_verdict(proof, QNAME, dns.rdatatype.A, ZONE, True) is None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), min_size=1,
                 max_size=6), st.booleans())
 def test_mutated_bytes_taken_by_the_verdict_always_parse(
