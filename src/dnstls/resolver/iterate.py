@@ -384,7 +384,12 @@ class Iterator:
         self._delegations: OrderedDict[dns.name.Name, _Delegation] = OrderedDict()
         self._addresses: OrderedDict[dns.name.Name, tuple[list[str], float]] = OrderedDict()
         self._hosts: OrderedDict[Address, _Host] = OrderedDict()
-        self._lame: OrderedDict[tuple[Address, dns.name.Name], float] = OrderedDict()
+        # keyed by the zone's wire form (bytes hash in C; a Name hashes in Python)
+        self._lame: OrderedDict[tuple[Address, bytes], float] = OrderedDict()
+        #: the delegations and stubs by the zone's lower-case wire form (the wire
+        #: path's start, :meth:`_wire_start`)
+        self._by_wire: dict[bytes, _Delegation] = {}
+        self._stubs_by_wire = {dp.wire(): dp for dp in self.stubs.values()}
         self._usable: dict[str, bool] = {}
         self._random = random.Random()
         self._priming: asyncio.Future[_Delegation] | None = None
@@ -444,24 +449,33 @@ class Iterator:
         client) with the answers :meth:`resolve` gives; failures raise ResolveFailure.
         ``flags`` and ``payload`` (the client's) are not used: authorities are asked
         with RD clear and our own payload, as on the message path."""
+        labels = []
+        used = 0
+        end = len(question) - 4
+        while used < end and question[used]:  # the key's name: uncompressed, checked
+            labels.append(question[used + 1:used + 1 + question[used]])
+            used += 1 + question[used]
+        if used >= end or question[used] or len(labels) > 127:
+            raise ResolveFailure(dns.rcode.FORMERR)
+        labels.append(b"")
+        used += 1
         try:
-            qname, used = dns.name.from_wire(question, 0)
+            qname = dns.name.Name(labels)
         except dns.exception.DNSException:
             raise ResolveFailure(dns.rcode.FORMERR) from None
-        if len(question) != used + 4:
-            raise ResolveFailure(dns.rcode.FORMERR)
         qtype = (question[used] << 8) | question[used + 1]
         if (question[used + 2] << 8) | question[used + 3] != _IN:
             raise ResolveFailure(dns.rcode.REFUSED, int(dns.edns.EDECode.NOT_SUPPORTED),
                                  "only class IN is resolved")
         work = _Work(deadline, do)
         self.counts["resolutions"] += 1
-        fast = None
+        fast = start = None
         if qtype not in _NOT_FAST and callable(getattr(self.authority, "exchange_wire", None)):
             fast = _Fast(qname, question[:used], qtype, question, _query_wire(question, do),
                          do, check)
+            start = self._wire_start(fast.qname)
         try:
-            found = await self._chain(qname, qtype, work, fast)
+            found = await self._chain(qname, qtype, work, fast, start)
         except ResolveFailure:
             self.counts["failures"] += 1
             raise
@@ -487,17 +501,19 @@ class Iterator:
     # ------------------------------------------------------------------ chains
 
     async def _chain(self, qname: dns.name.Name, qtype: int, work: _Work,
-                     fast: _Fast | None = None,
+                     fast: _Fast | None = None, start: _Delegation | None = None,
                      ) -> tuple[int, list[dns.rrset.RRset], list[dns.rrset.RRset]] | bytes:
         """The rcode, answer chain and authority section for (qname, qtype); with
-        ``fast``, the wire path's response when the first lookup's answer took it."""
+        ``fast``, the wire path's response when the first lookup's answer took it
+        (``start``: where that lookup starts, :meth:`_wire_start`)."""
         answer: list[dns.rrset.RRset] = []
         authority: list[dns.rrset.RRset] = []
         name = qname
         for restart in range(MAX_RESTARTS + 1):
             if restart:
                 self.counts["restarts"] += 1
-            found = await self._lookup(name, qtype, work, fast if not restart else None)
+            found = await (self._lookup(name, qtype, work, fast, start) if not restart
+                           else self._lookup(name, qtype, work))
             if isinstance(found, bytes):
                 return found
             response, zone = found
@@ -525,19 +541,20 @@ class Iterator:
     # ------------------------------------------------------------------ one lookup
 
     async def _lookup(self, qname: dns.name.Name, qtype: int, work: _Work,
-                      fast: _Fast | None = None,
+                      fast: _Fast | None = None, start: _Delegation | None = None,
                       ) -> tuple[dns.message.Message, dns.name.Name] | bytes:
         """The authoritative response for (qname, qtype) and the zone that gave it; with
         ``fast``, the full question is asked as bytes and an answer the wire path takes
         (:func:`wire_verdict`) is returned as the response bytes."""
         ds = qtype == _DS and qname != _ROOT
-        dp = await self._start(qname.parent() if ds else qname, work)
+        dp = start if start is not None else await self._start(
+            qname.parent() if ds else qname, work)
         lookup = _Lookup()
         minimise = self.qname_minimisation
         minimised = 0
         exists = dp.zone  # the deepest name known to exist on the way to qname
         while True:
-            known = exists if exists.is_subdomain(dp.zone) else dp.zone
+            known = exists if exists is dp.zone or exists.is_subdomain(dp.zone) else dp.zone
             if minimise and minimised < MAX_MINIMISE_COUNT and len(qname) > len(known) + 1:
                 sname = qname.split(len(known) + 1)[1]
                 stype = dns.rdatatype.RdataType.A
@@ -545,7 +562,7 @@ class Iterator:
                 self.counts["minimised"] += 1
             else:
                 sname, stype = qname, dns.rdatatype.RdataType.make(qtype)
-            full = sname == qname and stype == qtype
+            full = stype == qtype and (sname is qname or sname == qname)
             kind, response = await self._ask(dp, sname, stype, lookup, work,
                                              ds=ds and sname == qname,
                                              fast=fast if full else None)
@@ -575,6 +592,7 @@ class Iterator:
                     self._delegations.move_to_end(current)
                     return cached
                 del self._delegations[current]
+                self._by_wire.pop(cached.wire(), None)
             if current == _ROOT:
                 return await self._primed(work)
             current = current.parent()
@@ -657,8 +675,34 @@ class Iterator:
     def _store(self, delegation: _Delegation) -> None:
         self._delegations[delegation.zone] = delegation
         self._delegations.move_to_end(delegation.zone)
+        self._by_wire[delegation.wire()] = delegation
         while len(self._delegations) > self.max_entries:
-            self._delegations.popitem(last=False)
+            _, dropped = self._delegations.popitem(last=False)
+            self._by_wire.pop(dropped.wire(), None)
+
+    def _wire_start(self, qname: bytes) -> _Delegation | None:
+        """:meth:`_start` for the wire path, on the name's wire form: the deepest stub
+        or unexpired cached delegation at or above it; None when there is none (or it
+        expired): :meth:`_start` then decides (priming, clean-up)."""
+        now = self.clock()
+        stubs = self._stubs_by_wire
+        cache = self._by_wire
+        pos = 0
+        for _ in range(128):
+            suffix = qname[pos:] if pos else qname
+            stub = stubs.get(suffix)
+            if stub is not None:
+                return stub
+            cached = cache.get(suffix)
+            if cached is not None:
+                if cached.expires <= now:
+                    return None
+                self._delegations.move_to_end(cached.zone)
+                return cached
+            if not qname[pos]:
+                return None
+            pos += qname[pos] + 1
+        return None
 
     # ------------------------------------------------------------------ one question
 
@@ -708,8 +752,8 @@ class Iterator:
             if kind is _Kind.LAME:
                 self.counts["lame"] += 1
                 work.failures["lame"] += 1
-                self._lame[(address, dp.zone)] = self.clock() + LAME_TTL
-                self._lame.move_to_end((address, dp.zone))
+                self._lame[(address, dp.wire())] = self.clock() + LAME_TTL
+                self._lame.move_to_end((address, dp.wire()))
                 while len(self._lame) > self.max_entries:
                     self._lame.popitem(last=False)
                 continue
@@ -752,7 +796,8 @@ class Iterator:
                         candidates.append(address)
         if not candidates:
             return None
-        healthy = [a for a in candidates if self._lame.get((a, dp.zone), 0.0) <= now]
+        zone = dp.wire()
+        healthy = [a for a in candidates if self._lame.get((a, zone), 0.0) <= now]
         pool = healthy or candidates
         rtos = [self._host(a).rto for a in pool]
         best = min(rtos)
@@ -1032,8 +1077,8 @@ _NOT_FAST = frozenset({_DS, 24, _RRSIG, 41, 249, 250, 251, 252, 253, 254, _ANY})
 
 def _read_name(wire: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
     """The name at ``pos`` (compression followed, pointers strictly backwards, as
-    dnspython requires, and not into the header) in lower case wire form, and the position after it; None
-    when it cannot be read."""
+    dnspython requires, and not into the header) in lower case wire form, and the
+    position after it; None when it cannot be read."""
     labels: list[bytes] = []
     size = 0
     after = -1
@@ -1136,19 +1181,24 @@ def _opt_ok(wire: bytes, start: int, stop: int) -> bool:
     return pos == stop
 
 
-def _records(wire: bytes, pos: int, count: int, *, additional: bool = False,
+def _records(wire: bytes, pos: int, count: int, qname: bytes, *, additional: bool = False,
              ) -> list[tuple[bytes, int, int, int, int, int, int]] | None:
     """``count`` records from ``pos``: (owner, type, class, TTL, RDATA start, RDATA
     end, covered type of an RRSIG or 0); None when one cannot be read or relayed. In
     the ``additional`` section one OPT record may end them (root owner, no extended
-    RCODE); it is not listed."""
+    RCODE); it is not listed. ``qname``: the question's name (lower case), which an
+    owner that is a pointer to the question is."""
     end = len(wire)
     out = []
     for index in range(count):
-        read = _read_name(wire, pos, end)
-        if read is None:
-            return None
-        owner, pos = read
+        if pos + 1 < end and wire[pos] == 0xC0 and wire[pos + 1] == 12:
+            owner = qname
+            pos += 2
+        else:
+            read = _read_name(wire, pos, end)
+            if read is None:
+                return None
+            owner, pos = read
         if pos + 10 > end:
             return None
         rrtype = (wire[pos] << 8) | wire[pos + 1]
@@ -1226,13 +1276,14 @@ def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
         return None
     ancount = (wire[6] << 8) | wire[7]
     nscount = (wire[8] << 8) | wire[9]
-    answer = _records(wire, qend, ancount)
+    answer = _records(wire, qend, ancount, qname)
     if answer is None:
         return None
     cut = answer[-1][5] if answer else qend
-    authority = _records(wire, cut, nscount)
+    authority = _records(wire, cut, nscount, qname)
     if authority is None or _records(wire, authority[-1][5] if authority else cut,
-                                     (wire[10] << 8) | wire[11], additional=True) is None:
+                                     (wire[10] << 8) | wire[11], qname,
+                                     additional=True) is None:
         return None  # what dnspython would not read (or an extended RCODE)
     kept = 0
     if ancount:
