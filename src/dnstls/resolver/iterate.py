@@ -141,6 +141,8 @@ from typing import Any, Protocol
 import dns.edns
 import dns.exception
 import dns.flags
+import dns.ipv4
+import dns.ipv6
 import dns.message
 import dns.name
 import dns.rcode
@@ -334,12 +336,31 @@ class _Fast:
 
 @dataclass(slots=True)
 class _WireQuery:
-    """A query sent as bytes: the full question of a :class:`_Fast`, to ``zone``."""
+    """A query of the wire path's lookup sent as bytes, to a server of ``zone``: the
+    full question of a :class:`_Fast` or a minimised one (``full`` False)."""
 
     fast: _Fast
     zone: bytes
     wire: bytes
+    name: dns.name.Name  # the name asked
+    sname: bytes  # the same, lower-case wire form
+    stype: int
+    full: bool
     edns: bool = True
+
+    def question(self) -> bytes:
+        return self.sname + self.stype.to_bytes(2, "big") + b"\x00\x01"
+
+
+@dataclass(slots=True)
+class _Referral:
+    """A referral read on the wire (:func:`wire_referral`): the child zone, its NS
+    names and the in-bailiwick glue, as :meth:`Iterator._delegation` builds them, and
+    the delegation's TTL."""
+
+    child: bytes
+    servers: dict[bytes, list[str]]
+    ttl: float
 
 
 def _query_wire(question: bytes, do: bool, edns: bool = True) -> bytes:
@@ -564,10 +585,12 @@ class Iterator:
                 sname, stype = qname, dns.rdatatype.RdataType.make(qtype)
             full = stype == qtype and (sname is qname or sname == qname)
             kind, response = await self._ask(dp, sname, stype, lookup, work,
-                                             ds=ds and sname == qname,
-                                             fast=fast if full else None)
+                                             ds=ds and sname == qname, fast=fast)
             if isinstance(response, bytes):
                 return response
+            if isinstance(response, _Delegation):
+                dp = response
+                continue
             if kind is _Kind.REFERRAL:
                 dp = self._referral(dp, response, sname)
                 continue
@@ -659,6 +682,18 @@ class Iterator:
         self._store(delegation)
         return delegation
 
+    def _wire_delegation(self, dp: _Delegation, referral: _Referral) -> _Delegation:
+        """:meth:`_referral` for a referral read on the wire."""
+        self.counts["referrals"] += 1
+        stub = self._stubs_by_wire.get(referral.child)
+        if stub is not None:
+            return stub
+        servers = {_name_of(name): glue for name, glue in referral.servers.items()}
+        delegation = _Delegation(_name_of(referral.child), servers,
+                                 self.clock() + referral.ttl, zone_wire=referral.child)
+        self._store(delegation)
+        return delegation
+
     def _delegation(self, zone: dns.name.Name, ns: dns.rrset.RRset,
                     response: dns.message.Message, bailiwick: dns.name.Name) -> _Delegation:
         """A delegation from an NS RRset and the glue of ``response`` for its names
@@ -708,13 +743,22 @@ class Iterator:
 
     async def _ask(self, dp: _Delegation, sname: dns.name.Name, stype: int, lookup: _Lookup,
                    work: _Work, *, ds: bool, fast: _Fast | None = None,
-                   ) -> tuple[str, dns.message.Message | bytes]:
+                   ) -> tuple[str, dns.message.Message | bytes | _Delegation]:
         """Ask ``dp``'s servers until one gives an answer or a referral; with ``fast``
-        (the full question of the wire path), as bytes: an answer the wire path takes
-        is returned as its response bytes, any other is read and judged as here."""
+        (a lookup of the wire path), as bytes: an answer to the full question the wire
+        path takes is returned as its response bytes, a referral it reads as the new
+        delegation (stored), any other is read and judged as here."""
         query: dns.message.Message | _WireQuery
         if fast is not None:
-            query = _WireQuery(fast, dp.wire(), fast.wire)
+            full = sname is fast.name
+            skip = len(fast.name) - len(sname)
+            pos = 0
+            for _ in range(skip):
+                pos += fast.qname[pos] + 1
+            wire_name = fast.qname[pos:]
+            query = _WireQuery(fast, dp.wire(), fast.wire, sname, wire_name, int(stype), full)
+            if not full:
+                query.wire = _query_wire(query.question(), fast.do)
         else:
             query = dns.message.make_query(sname, dns.rdatatype.RdataType.make(stype),
                                            use_edns=0, payload=EDNS_PAYLOAD,
@@ -748,6 +792,8 @@ class Iterator:
             if isinstance(response, bytes):
                 self.counts["wire_answers"] += 1
                 return _Kind.ANSWER, response
+            if isinstance(response, _Referral):
+                return _Kind.REFERRAL, self._wire_delegation(dp, response)
             kind = self._classify(response, dp.zone, sname, stype, ds=ds)
             if kind is _Kind.LAME:
                 self.counts["lame"] += 1
@@ -887,7 +933,8 @@ class Iterator:
     # ------------------------------------------------------------------ one send
 
     async def _send(self, query: dns.message.Message | _WireQuery, address: Address,
-                    lookup: _Lookup, work: _Work) -> dns.message.Message | bytes | None:
+                    lookup: _Lookup, work: _Work,
+                    ) -> dns.message.Message | bytes | _Referral | None:
         """One exchange (and its TCP or no-EDNS retry); None when it failed; bytes: the
         wire path's response (a :class:`_WireQuery` whose answer it takes)."""
         host = self._host(address)
@@ -905,7 +952,8 @@ class Iterator:
             plain: dns.message.Message | _WireQuery
             if isinstance(query, _WireQuery):
                 plain = _WireQuery(query.fast, query.zone,
-                                   _query_wire(query.fast.question, False, edns=False),
+                                   _query_wire(query.question(), False, edns=False),
+                                   query.name, query.sname, query.stype, query.full,
                                    edns=False)
             else:
                 plain = dns.message.make_query(query.question[0].name,
@@ -919,9 +967,9 @@ class Iterator:
 
     async def _exchange(self, query: dns.message.Message | _WireQuery, address: Address,
                         host: _Host, lookup: _Lookup, work: _Work, *, tcp: bool,
-                        ) -> dns.message.Message | bytes | None:
+                        ) -> dns.message.Message | bytes | _Referral | None:
         now = self.clock()
-        name = query.fast.name if isinstance(query, _WireQuery) else query.question[0].name
+        name = query.name if isinstance(query, _WireQuery) else query.question[0].name
         if now >= work.deadline:
             raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
                            f"no answer for {name} in time")
@@ -933,15 +981,20 @@ class Iterator:
         self.counts["sends"] += 1
         wait = max(host.rto, TCP_TIMEOUT) if tcp else host.rto
         deadline = min(work.deadline, now + wait)
-        response: dns.message.Message | bytes
+        response: dns.message.Message | bytes | _Referral
         try:
             if isinstance(query, _WireQuery):
                 raw: bytes = await self.authority.exchange_wire(  # type: ignore[attr-defined]
                     query.wire, address, tcp=tcp, deadline=deadline)
                 fast = query.fast
-                taken = wire_verdict(raw, fast.qname, fast.qtype, query.zone, fast.do)
+                taken = wire_verdict(raw, fast.qname, fast.qtype, query.zone,
+                                     fast.do) if query.full else None
+                referral = None if taken is not None else wire_referral(
+                    raw, query.sname, query.stype, query.zone)
                 if taken is not None and (fast.check is None or fast.check(taken)):
                     response = taken
+                elif referral is not None:
+                    response = referral
                 else:  # what the message path's transport does with the bytes
                     try:
                         response = dns.message.from_wire(raw)
@@ -1204,6 +1257,8 @@ def _records(wire: bytes, pos: int, count: int, qname: bytes, *, additional: boo
         rrtype = (wire[pos] << 8) | wire[pos + 1]
         rrclass = (wire[pos + 2] << 8) | wire[pos + 3]
         ttl = int.from_bytes(wire[pos + 4:pos + 8], "big")
+        if ttl > 0x7FFFFFFF:  # RFC 2181 §8: 0, as dnspython (and the cache) read it
+            ttl = 0
         start = pos + 10
         stop = start + ((wire[pos + 8] << 8) | wire[pos + 9])
         if stop > end:
@@ -1336,3 +1391,69 @@ def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
     out[3] = 0x80 | rcode  # RA; Z, AD, CD clear
     out[8:12] = kept.to_bytes(2, "big") + b"\x00\x00"
     return bytes(out)
+
+
+def _name_of(wire: bytes) -> dns.name.Name:
+    """The Name of an uncompressed, checked wire-form name."""
+    labels = []
+    pos = 0
+    while wire[pos]:
+        labels.append(wire[pos + 1:pos + 1 + wire[pos]])
+        pos += 1 + wire[pos]
+    labels.append(b"")
+    return dns.name.Name(labels)
+
+
+def wire_referral(wire: bytes, sname: bytes, stype: int, zone: bytes) -> _Referral | None:
+    """The referral in the answer ``wire`` to (``sname``, ``stype``) from a server of
+    ``zone`` when the message path would take it as one and read it alike
+    (:meth:`Iterator._classify`, :meth:`Iterator._referral`): NOERROR without AA, no
+    answer records, the authority section starting with the NS RRset of a zone below
+    ``zone`` at or above ``sname``; the NS names, and the addresses of A/AAAA records of
+    the additional section for those names inside ``zone`` (glue in bailiwick; every
+    other record is ignored, as there); the TTL the smallest of the NS RRset's and the
+    glue's (at most :data:`MAX_TTL`). None: let the message path read it."""
+    end = len(wire)
+    qend = 12 + len(sname) + 4
+    if end < qend or wire[2] & 0xFE != 0x80 or wire[3] & 0xF != _NOERROR \
+            or wire[4:6] != b"\x00\x01" or wire[6:8] != b"\x00\x00":
+        return None  # AA, TC, another opcode or RCODE, answer records
+    if wire[12:qend - 4].lower() != sname or (wire[qend - 4] << 8) | wire[qend - 3] != stype \
+            or wire[qend - 2:qend] != b"\x00\x01":
+        return None
+    authority = _records(wire, qend, (wire[8] << 8) | wire[9], sname)
+    if not authority:
+        return None
+    additional = _records(wire, authority[-1][5], (wire[10] << 8) | wire[11], sname,
+                          additional=True)
+    if additional is None or any(r[2] != 1 for r in authority):
+        return None
+    child = authority[0][0]
+    if authority[0][1] != _NS or child == zone or not _in_zone(child, zone) \
+            or not _in_zone(sname, child):
+        return None
+    servers: dict[bytes, list[str]] = {}
+    ttl = MAX_TTL
+    for owner, rrtype, _, rrttl, start, stop, _ in authority:
+        if rrtype == _NS and owner == child:
+            read = _read_name(wire, start, stop)
+            if read is None:
+                return None
+            servers.setdefault(read[0], [])
+            ttl = min(ttl, float(rrttl))
+    # the glue as dnspython groups it: one RRset per owner and type, in the order of
+    # their first records, each address once, the RRset's TTL the smallest
+    groups: dict[tuple[bytes, int], tuple[list[str], list[int]]] = {}
+    for owner, rrtype, rrclass, rrttl, start, stop, _ in additional:
+        if rrtype in (_A, _AAAA) and rrclass == 1:
+            found = groups.setdefault((owner, rrtype), ([], []))
+            text = (dns.ipv4.inet_ntoa(wire[start:stop]) if rrtype == _A
+                    else dns.ipv6.inet_ntoa(wire[start:stop]))
+            if text not in found[0]:
+                found[0].append(text)
+            found[1].append(rrttl)
+    for (owner, _), (addresses, ttls) in groups.items():
+        if owner in servers and _in_zone(owner, zone):
+            servers[owner].extend(addresses)
+            ttl = min(ttl, float(min(ttls)))
+    return _Referral(child, servers, ttl)

@@ -28,7 +28,13 @@ from test_iterate import (
 from dnstls.proto.cachekey import KEY_DO
 from dnstls.resolver.base import ResolveFailure
 from dnstls.resolver.cache import Cache
-from dnstls.resolver.iterate import MAX_TOTAL_SENDS, Iterator, wire_verdict
+from dnstls.resolver.iterate import (
+    MAX_TOTAL_SENDS,
+    Iterator,
+    _Delegation,
+    wire_referral,
+    wire_verdict,
+)
 from fakes.auth_network import AuthNetwork, FakeClock
 
 CASES = [  # (name, type, taken by the wire path on its first full question)
@@ -140,6 +146,9 @@ async def test_wire_path_answers_as_the_message_path_with_the_same_queries(
     assert normal(net.questions()) == normal(asked)  # nothing asked twice, nothing more
     fast = taken and not (do and "wild" in name)  # DO: the wildcard proof is read
     assert (it.counts["wire_answers"] == 1) == fast
+    if taken:  # only the priming asked through exchange: referrals read on the wire too
+        assert net.message_queries == 1
+        assert it.counts["referrals"] >= 1
     assert (net.wire_queries >= 1) == (rdtype not in ("DS", "ANY"))
     if name.lower().endswith("example.com.") and rdtype != "DS":
         # a second question in the same zone: delegation cached, one exchange
@@ -223,6 +232,9 @@ async def test_poison_never_reaches_the_answer_or_the_address_cache() -> None:
                         ) -> dns.message.Message:
         response.additional.append(dns.rrset.from_text("ns1.example.net.", 300, "IN",
                                                        "A", "6.6.6.6"))
+        # glue for glueless.com.'s NS name from com.'s servers: out of their bailiwick
+        response.additional.append(dns.rrset.from_text("ns.example.net.", 300, "IN",
+                                                       "A", "6.6.6.6"))
         response.authority.append(dns.rrset.from_text("example.net.", 300, "IN", "NS",
                                                       "ns.evil.org."))
         return response
@@ -243,9 +255,14 @@ async def test_poison_never_reaches_the_answer_or_the_address_cache() -> None:
     assert texts(response.answer) == ["www.example.com. 300 IN AAAA 2001:db8::1"]
     assert it.counts["wire_answers"] == 1
     await by_wire(it, clock, "www.example.net.", "A")
+    glueless = await by_wire(it, clock, "www.glueless.com.", "A")
+    assert texts(glueless.answer) == ["www.glueless.com. 300 IN A 192.0.2.44"]
     assert all(s.address[0] != "6.6.6.6" for s in net.log)
     assert (EXNET_IP, "www.example.net.", "A") in net.questions()
-    assert it.statistics()["address_entries"] == 0
+    assert (EXNET_IP, "ns.example.net.", "A") in net.questions()  # resolved, not glue
+    assert {str(n): a for n, (a, _) in it._addresses.items()} == {
+        "ns.example.net.": ["10.0.5.1"]}
+    assert "6.6.6.6" not in str([dp.servers for dp in it._delegations.values()])
 
 
 # ---------------------------------------------------------------------- wire_verdict
@@ -401,3 +418,50 @@ async def test_mutated_answers_never_crash_the_wire_path(
 
 async def test_network_is_the_fake() -> None:
     assert isinstance(world()[1], AuthNetwork)
+
+
+def referral_wire() -> bytes:
+    query = dns.message.make_query("example.com.", "A", use_edns=0)
+    response = dns.message.make_response(query)
+    response.authority.append(dns.rrset.from_text(
+        "example.com.", 172800, "IN", "NS", "ns1.example.com.", "ns2.example.com.",
+        "ns.example.net."))
+    for text in ("ns1.example.com. 3600 IN A 192.0.2.53",
+                 "ns1.example.com. 3600 IN AAAA 2001:db8::53",
+                 "ns2.example.com. 7200 IN A 192.0.2.54",
+                 "ns.example.net. 60 IN A 6.6.6.6",  # out of com.'s bailiwick
+                 "www.example.com. 60 IN A 6.6.6.6"):  # not an NS name
+        response.additional.append(dns.rrset.from_text(*text.split(maxsplit=4)))
+    return response.to_wire()
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 260), st.integers(0, 255)), max_size=4))
+def test_a_referral_read_on_the_wire_is_the_delegation_the_message_path_makes(
+        mutations: list[tuple[int, int]]) -> None:
+    data = bytearray(referral_wire())
+    for offset, value in mutations:
+        if offset < len(data):
+            data[offset] = value
+    wire = bytes(data)
+    sname = dns.name.from_text("example.com.")
+    com = dns.name.from_text("com.")
+    referral = wire_referral(wire, ZONE, dns.rdatatype.A, b"\x03com\x00")
+    if not mutations:
+        assert referral is not None
+        assert referral.servers == {b"\x03ns1\x07example\x03com\x00": ["192.0.2.53",
+                                                                       "2001:db8::53"],
+                                    b"\x03ns2\x07example\x03com\x00": ["192.0.2.54"],
+                                    b"\x02ns\x07example\x03net\x00": []}
+        assert referral.ttl == 3600
+    if referral is None:
+        return
+    message = dns.message.from_wire(wire)  # what the message path reads
+    clock, net, _ = world()
+    it = make_iterator(net, clock)
+    assert it._classify(message, com, sname, dns.rdatatype.A, ds=False) == "referral"
+    expected = it._referral(_Delegation(com, {}, float("inf")), message, sname)
+    assert (expected.zone.to_wire() or b"").lower() == referral.child
+    assert {(n.to_wire() or b"").lower(): a for n, a in expected.servers.items()} == \
+        referral.servers
+    assert expected.expires - clock() == referral.ttl
