@@ -97,29 +97,37 @@ IPv6 link-local, unspecified and multicast addresses are always skipped; ``ip4``
 
 **The wire path** (:meth:`Iterator.resolve_wire`, the forwarder's wire contract: the
 service's WireForwarder and cache take its bytes as they take a forwarder's, without
-validation or dnstap, as for forwarding). The resolution is the same algorithm; only
-the *full* question of the first lookup (the name and type the client asked, to the
-zone that holds it -- at once when the name is at most one label below the deepest
-cached cut, else after the minimised queries and referrals of the message path) is sent
-as bytes (the authority's ``exchange_wire``), and its answer is judged on the wire
-(:func:`wire_verdict`) before anything is parsed: AA, NOERROR, every answer record the
-question's name and type (with DO, RRSIGs covering them after them) and, with DO, no
-NSEC/NSEC3/RRSIG in the authority section; or AA, NXDOMAIN or NODATA whose authority
-section starts with the SOA of the zone asked (with DO, then its RRSIGs, then the zone's
-NSEC/NSEC3 records and their RRSIGs). Those answers are exactly what the message path
-keeps of them (the same records in the same order; RRsets together, one TTL each, no
-duplicate RDATA, names readable with pointers backwards only; the rest of the message
-still readable as dnspython reads it), so the response is that prefix of the bytes: the
-header (QR, RA, RCODE; AA, AD, TC cleared; the authority count cut), the question, the
-answer section and the kept authority records; additional section and OPT dropped (the
-cache renders the client's). The cache's check of the body (``check``) must pass too.
-Any other answer -- referral, CNAME/DNAME, lame, TC, FORMERR, poison, an owner or type
-not asked -- is parsed and judged exactly as on the message path, which carries on from
-there: nothing is asked twice; TCP and EDNS fallbacks, lame marking, RTT, counters and
-deadlines are the same code. Questions of type DS, RRSIG, SIG, ANY and meta types, and
-an Authority without ``exchange_wire`` (dnstap's), take the message path throughout;
-the result is rendered to bytes then. ``wire_answers`` counts the answers taken as
-bytes.
+validation or dnstap, as for forwarding). The resolution is the same algorithm; the
+questions of its first lookup (from the deepest cached cut or stub: the minimised ones
+and the full question the client asked) are sent as bytes (the authority's
+``exchange_wire``) and each answer is judged on the wire before anything is parsed:
+
+* a *referral* (:func:`wire_referral`: NOERROR without AA, no answer records, the
+  authority section starting with the NS RRset of a zone below the server's and at or
+  above the name asked) becomes the delegation the message path would build from it:
+  the NS names, glue only for them and only inside the server's zone, the smallest TTL;
+* an *answer to the full question* (:func:`wire_verdict`): AA, NOERROR, every answer
+  record the question's name and type (with DO, RRSIGs covering them after them) and,
+  with DO, no NSEC/NSEC3/RRSIG in the authority section; or AA, NXDOMAIN or NODATA whose
+  authority section starts with the SOA of the zone asked (with DO, then its RRSIGs,
+  then the zone's NSEC/NSEC3 records and their RRSIGs). That is exactly what the message
+  path keeps of it (the same records in the same order), so the response is that prefix
+  of the bytes: the header (QR, RA, RCODE; AA, AD, TC cleared; the authority count
+  cut), the question, the answer section and the kept authority records; additional
+  section and OPT dropped (the cache renders the client's). The cache's check of the
+  body (``check``) must pass too.
+
+Both are taken only when the whole message reads as dnspython reads it (RDATA of the
+types the wire path knows, names with pointers backwards only and not into the header,
+RRsets together with one TTL and no duplicate RDATA, OPT last without an extended RCODE;
+TTLs with the high bit are 0, as there). Any other answer -- CNAME/DNAME, lame, TC,
+FORMERR, poison, an owner or type not asked, a type it does not know -- is parsed and
+judged exactly as on the message path, which carries on from there: nothing is asked
+twice; TCP and EDNS fallbacks, lame marking, RTT, counters and deadlines are the same
+code. Restarts (CNAME/DNAME targets), NS address lookups, priming, questions of type
+DS, RRSIG, SIG, ANY and meta types, and an Authority without ``exchange_wire``
+(dnstap's) take the message path; the result is then rendered to bytes.
+``wire_answers`` counts the answers taken as bytes.
 
 Limits: no answer cache (the stage in front caches), no negative/aggressive NSEC use,
 no target-fetch prefetch, no 0x20, no cookies, no EDNS-broken memory across queries,
