@@ -1291,6 +1291,8 @@ def _grouped(records: list[tuple[bytes, int, int, int, int, int, int]], wire: by
              ) -> bool:
     """The records form RRsets as dnspython reads them: the records of one RRset
     (owner, type, covered type) next to each other, one TTL, no RDATA twice."""
+    if len(records) < 2:
+        return True
     seen: set[tuple[bytes, int, int]] = set()
     previous: tuple[bytes, int, int] | None = None
     ttl = 0
