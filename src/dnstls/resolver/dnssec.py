@@ -294,6 +294,20 @@ def _type(rdtype: int) -> str:
     return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
 
 
+class _What:
+    """``NAME TYPE`` for the reasons' texts, made only when one is written (a name's
+    text costs microseconds, and the secure path writes none)."""
+
+    __slots__ = ("name", "rdtype")
+
+    def __init__(self, name: dns.name.Name, rdtype: int) -> None:
+        self.name = name
+        self.rdtype = rdtype
+
+    def __str__(self) -> str:
+        return f"{self.name} {_type(self.rdtype)}"
+
+
 # --------------------------------------------------------------------------- signatures
 
 _ZONE_FLAG, _REVOKE_FLAG = 0x0100, 0x0080
@@ -557,7 +571,7 @@ class Validator:
 
     async def _denial(self, response: dns.message.Message, name: dns.name.Name, qtype: int,
                       budget: _Budget, *, nxdomain: bool) -> Verdict | None:
-        what = f"{name} {_type(qtype)}"
+        what = _What(name, qtype)
         soa = next((r for r in response.authority if r.rdtype == dns.rdatatype.SOA
                     and r.rdclass == IN and name.is_subdomain(r.name)), None)
         if soa is not None:
@@ -622,7 +636,7 @@ class Validator:
                       ) -> tuple[Verdict | None, RRSIG | None, dns.name.Name]:
         """(None, the RRSIG that verified, signer) if SECURE, (an INSECURE Verdict, None,
         zone) if the RRset's zone is insecure; raises _Bogus."""
-        what = f"{rrset.name} {_type(rrset.rdtype)}"
+        what = _What(rrset.name, rrset.rdtype)
         sigset = _find(section, rrset.name, dns.rdatatype.RRSIG, rrset.rdtype)
         sigs = [sig for sig in (sigset or []) if isinstance(sig, RRSIG)][:MAX_RRSIGS]
         owner = rrset.name
@@ -678,7 +692,7 @@ class Validator:
                     budget: _Budget) -> RRSIG:
         """The first RRSIG of ``sigs`` that verifies with ``keys``; _Bogus otherwise."""
         name, rdataset = rrset if isinstance(rrset, tuple) else (rrset.name, rrset)
-        what = f"{name} {_type(rdataset.rdtype)}"
+        what = _What(name, rdataset.rdtype)
         now = self._now()
         reasons: list[tuple[int, str]] = []
         for sig in sigs[:MAX_RRSIGS]:
@@ -850,16 +864,16 @@ class Validator:
             future.add_done_callback(lambda f: self._fetched(key, f))
         else:
             self._stats["fetches_shared"] += 1
-        what = f"{_type(rdtype)} for {name}"
         try:
             response = await asyncio.shield(future)
         except (ResolveFailure, DnsTlsError, TimeoutError, OSError) as exc:
             self._stats["fetch_failures"] += 1
             ede = EDE_DNSKEY_MISSING if rdtype == dns.rdatatype.DNSKEY else EDE_BOGUS
-            raise _Bogus(ede, f"could not fetch {what}: {exc}", transient=True) from None
+            raise _Bogus(ede, f"could not fetch {_type(rdtype)} for {name}: {exc}",
+                         transient=True) from None
         if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             ede = EDE_DNSKEY_MISSING if rdtype == dns.rdatatype.DNSKEY else EDE_BOGUS
-            raise _Bogus(ede, f"could not fetch {what}: "
+            raise _Bogus(ede, f"could not fetch {_type(rdtype)} for {name}: "
                          f"{dns.rcode.to_text(response.rcode())}", transient=True)
         return response
 
