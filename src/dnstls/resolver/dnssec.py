@@ -42,9 +42,9 @@ Signature times get Unbound's skew: 10 % of the validity period, at least an hou
 most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bounded,
 ``max_zones``, least recently used first), each until min(TTL, RRSIG expiration); a
 BOGUS cut is remembered for 60 s (Unbound's ``val-bogus-ttl``). Signatures that verified
-are remembered too (:class:`SignatureCache`: the key, the signature and the whole signed
-data, until the RRset's TTL or the signature's expiration, ``max_signatures``, least
-recently used first): the denial proofs and SOA of a zone's negative answers, and a
+are remembered too (:class:`SignatureCache`: the key, the signature and a SHA-256
+digest of the signed data, until the RRset's TTL or the signature's expiration,
+``max_signatures``, least recently used first): the denial proofs and SOA of a zone's negative answers, and a
 wildcard's signature -- whose signed data is the wildcard's whatever name it expands
 to --, are checked once, not for every answer; the validity window is still checked
 each time, and a failure is never remembered. Concurrent validations
@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import logging
 import os
 import struct
@@ -359,8 +360,8 @@ def signature_expiry(now: float, ttl: float, sig: RRSIG) -> float:
 
 
 class SignatureCache:
-    """Signatures that verified: (key bytes, signature, :func:`signed_data`) -> until
-    when (:func:`signature_expiry`), least recently used first out beyond
+    """Signatures that verified: (key bytes, signature, SHA-256 of :func:`signed_data`)
+    -> until when (:func:`signature_expiry`), least recently used first out beyond
     ``max_entries``. Only successes are added; what an entry vouches for is the
     mathematics of that key, signature and data, so the caller still checks the
     signature's validity window and the key's trust each time."""
@@ -750,13 +751,14 @@ class Validator:
         if sig.type_covered != rdataset.rdtype or sig.rdclass != rdataset.rdclass:
             raise _failure("RRSIG does not cover the RRset")
         data = signed_data(name, rdataset, sig)
+        digest = hashlib.sha256(data).digest()  # the entry's size bounded
         for key in candidates:
             if not key.flags & _ZONE_FLAG or key.protocol != 3 or (
                     key.flags & _REVOKE_FLAG and sig.type_covered != dns.rdatatype.DNSKEY):
                 continue
             if not POLICY.ok_to_validate(key):
                 continue
-            entry = (key.key, sig.signature, data)
+            entry = (key.key, sig.signature, digest)
             if self._signatures.hit(entry, now):
                 self._stats["signature_cache_hits"] += 1
                 return True
