@@ -44,8 +44,8 @@ most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bou
 BOGUS cut is remembered for 60 s (Unbound's ``val-bogus-ttl``). Signatures that verified
 are remembered too (:class:`SignatureCache`: the key, the signature and a SHA-256
 digest of the signed data, until the RRset's TTL or the signature's expiration,
-``max_signatures``, least recently used first): the denial proofs and SOA of a zone's negative answers, and a
-wildcard's signature -- whose signed data is the wildcard's whatever name it expands
+``max_signatures``, least recently used first): the denial proofs and SOA of a zone's
+negative answers, and a wildcard's signature -- whose signed data is the wildcard's whatever name it expands
 to --, are checked once, not for every answer; the validity window is still checked
 each time, and a failure is never remembered. Concurrent validations
 that need the same (name, type) share one fetch. Work per validation is bounded: at
