@@ -42,13 +42,13 @@ Signature times get Unbound's skew: 10 % of the validity period, at least an hou
 most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bounded,
 ``max_zones``, least recently used first), each until min(TTL, RRSIG expiration); a
 BOGUS cut is remembered for 60 s (Unbound's ``val-bogus-ttl``). Signatures that verified
-are remembered too (:class:`SignatureCache`: the key, the signature and a SHA-256
-digest of the signed data, until the RRset's TTL or the signature's expiration,
+are remembered too (:class:`SignatureCache`: the key, the signature and a SHA-256 digest
+of the signed data, until the RRset's TTL or the signature's expiration,
 ``max_signatures``, least recently used first): the denial proofs and SOA of a zone's
-negative answers, and a wildcard's signature -- whose signed data is the wildcard's whatever name it expands
-to --, are checked once, not for every answer; the validity window is still checked
-each time, and a failure is never remembered. Concurrent validations
-that need the same (name, type) share one fetch. Work per validation is bounded: at
+negative answers, and a wildcard's signature -- whose signed data is the wildcard's
+whatever name it expands to --, are checked once, not for every answer; the validity
+window is still checked each time, and a failure is never remembered. Concurrent
+validations that need the same (name, type) share one fetch. Work per validation is bounded: at
 most :data:`MAX_FETCHES` fetches, :data:`MAX_VERIFICATIONS` signature checks,
 :data:`MAX_RRSIGS` RRSIGs per RRset, :data:`MAX_CANDIDATE_KEYS` keys tried per RRSIG
 (same key tag and algorithm), at most :data:`MAX_KEYS` keys in a DNSKEY RRset,
