@@ -235,11 +235,16 @@ class DnstapConfig:
     log_client_response: bool = False
     log_forwarder_query: bool = False
     log_forwarder_response: bool = False
+    #: RESOLVER_QUERY / RESOLVER_RESPONSE: the recursion's exchanges with authoritative
+    #: servers (Unbound's dnstap-log-resolver-query-messages, -response-messages)
+    log_resolver_query: bool = False
+    log_resolver_response: bool = False
 
     @property
     def any_message(self) -> bool:
         return (self.log_client_query or self.log_client_response
-                or self.log_forwarder_query or self.log_forwarder_response)
+                or self.log_forwarder_query or self.log_forwarder_response
+                or self.log_resolver_query or self.log_resolver_response)
 
     @property
     def identity_text(self) -> str:
@@ -292,6 +297,62 @@ def check_dnssec(dnssec: DnssecConfig) -> DnssecConfig:
 
 
 @dataclass(frozen=True)
+class RecursionConfig:
+    """``[recursion]``: resolve from the root servers (dnstls.resolver.iterate) instead of
+    forwarding to upstreams, as Unbound does without a ``forward-zone: "."``; its
+    ``root-hints``, ``qname-minimisation``, ``do-not-query-localhost``, ``do-ip4`` and
+    ``do-ip6`` under these names. Forward zones still go to their upstreams."""
+
+    enabled: bool = False
+    #: named.root format (Unbound's ``root-hints``); "": Debian's
+    #: /usr/share/dns/root.hints when present, else the built-in IANA root servers.
+    root_hints: str = ""
+    #: RFC 9156, relaxed: ask each zone only for the next label (Unbound's default).
+    qname_minimisation: bool = True
+    #: Never send queries to 127.0.0.0/8 or ::1 (Unbound's default).
+    do_not_query_localhost: bool = True
+    do_ip4: bool = True
+    do_ip6: bool = True
+    #: StubZoneSpec objects, built by dnstls.upstreams from [[stub_zone]]
+    stub_zones: tuple[Any, ...] = ()
+
+
+def check_recursion(recursion: RecursionConfig, forward: ForwardConfig) -> RecursionConfig:
+    """Root hints that load (a ConfigError naming ``recursion.root_hints`` at start-up,
+    not at the first query), and no setting that contradicts resolving from the root."""
+    if not recursion.enabled:
+        if recursion.stub_zones:
+            raise ConfigError("stub_zone", "stub zones are where the recursion starts "
+                              "for their names, but recursion.enabled is off: set "
+                              "enabled = true (or serve --recursive), or make them "
+                              "[[forward_zone]]s")
+        if recursion.root_hints:
+            raise ConfigError("recursion.root_hints", "given, but recursion.enabled is "
+                              "off: set enabled = true (or serve --recursive)")
+        return recursion
+    if not forward.enabled:
+        raise ConfigError("recursion.enabled", "conflicts with forward.enabled = false "
+                          "(--no-upstream): recursion is how names outside local data "
+                          "are resolved")
+    if forward.upstreams:
+        raise ConfigError("recursion.enabled", "resolving from the root, but [[upstream]] "
+                          "tables are given: remove them, or keep them and recursion "
+                          "off; names that must go to an upstream are [[forward_zone]]s")
+    if not (recursion.do_ip4 or recursion.do_ip6):
+        raise ConfigError("recursion.do_ip4", "do_ip4 and do_ip6 are both false: no "
+                          "authoritative server could be asked")
+    forwarded = {zone.name for zone in forward.zones}
+    for i, zone in enumerate(recursion.stub_zones):
+        if zone.name in forwarded:
+            raise ConfigError(f"stub_zone[{i}].name", f"{zone.name} is a forward zone "
+                              "too: give it one or the other")
+    from dnstls.resolver.iterate import load_root_hints
+
+    load_root_hints(recursion.root_hints)
+    return recursion
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -300,6 +361,7 @@ class Config:
     forward: ForwardConfig = field(default_factory=ForwardConfig)
     dnstap: DnstapConfig = field(default_factory=DnstapConfig)
     dnssec: DnssecConfig = field(default_factory=DnssecConfig)
+    recursion: RecursionConfig = field(default_factory=RecursionConfig)
     source: str = ""
 
 
@@ -436,7 +498,9 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         data = merge(data, overrides)
     upstream_items = data.pop("upstream", [])
     zone_items = data.pop("forward_zone", None)
-    known = {"server", "tls", "local", "cache", "forward", "dnstap", "dnssec"}
+    stub_items = data.pop("stub_zone", None)
+    known = {"server", "tls", "local", "cache", "forward", "dnstap", "dnssec",
+             "recursion"}
     for key in data:
         if key not in known:
             raise ConfigError(key, "unknown section")
@@ -490,6 +554,17 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
                               "false or --no-upstream) but [[forward_zone]] tables are "
                               "given: remove one or the other")
         forward = dataclasses.replace(forward, zones=tuple(zones))
+    recursion_data = dict(data.get("recursion", {}))
+    if "stub_zones" in recursion_data:  # built from [[stub_zone]]
+        raise ConfigError("recursion.stub_zones", "stub zones are [[stub_zone]] tables: "
+                          "[[stub_zone]] name = \"corp.example.\" addresses = "
+                          "[\"10.0.0.53\"] (or --stub-zone NAME=ADDR); see docs/serve.md")
+    recursion = build(RecursionConfig, recursion_data, "recursion")
+    if stub_items is not None:
+        from dnstls.upstreams import stub_zones_from_toml
+
+        recursion = dataclasses.replace(recursion, stub_zones=tuple(
+            stub_zones_from_toml(stub_items, path="stub_zone")))
     cache = build(CacheConfig, data.get("cache", {}), "cache")
     if cache.min_ttl > cache.max_ttl:
         raise ConfigError("cache.min_ttl", "must not exceed cache.max_ttl")
@@ -502,4 +577,5 @@ def load(path: str | Path | None = None, overrides: Mapping[str, Any] | None = N
                   cache=cache, forward=forward,
                   dnstap=check_dnstap(build(DnstapConfig, data.get("dnstap", {}), "dnstap")),
                   dnssec=check_dnssec(build(DnssecConfig, data.get("dnssec", {}), "dnssec")),
+                  recursion=check_recursion(recursion, forward),
                   source=str(path or ""))

@@ -175,7 +175,8 @@ def format_stats(stats: Mapping[str, Any], *, now: float, uptime: float) -> list
 def format_forwards(routes: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
     """``list_forwards``: ``ZONE IN forward UPSTREAM ...`` as Unbound's, with the
     upstreams' URIs (they say the transport and TLS name) where Unbound has addresses."""
-    return [" ".join((zone, "IN", "forward", *uris)) for zone, uris in routes]
+    return [" ".join((zone, "IN", "forward", *uris)) for zone, uris in routes
+            if uris]  # "." without upstreams: recursion, not a forward
 
 
 def key_text(key: bytes) -> str:
@@ -222,7 +223,7 @@ def format_dump(entries: Sequence[tuple[bytes, str, float, bytes]]) -> list[str]
 
 FRAME = struct.Struct("!II")
 #: Commands whose answer is the same from every worker: the first worker's is used.
-_SAME_EVERYWHERE = frozenset({"list_forwards", "list_local_zones", "list_local_data",
+_SAME_EVERYWHERE = frozenset({"list_forwards", "list_stubs", "list_local_zones", "list_local_data",
                               "lookup"})
 _REMOVED = re.compile(r"^ok removed 0 rrsets, (\d+) messages and 0 key entries$")
 
@@ -314,6 +315,7 @@ class Commands:
             "stats": self.stats,
             "stats_noreset": self.stats_noreset,
             "list_forwards": self.list_forwards,
+            "list_stubs": self.list_stubs,
             "list_local_zones": self.list_local_zones,
             "list_local_data": self.list_local_data,
             "lookup": self.lookup,
@@ -398,6 +400,12 @@ class Commands:
     def list_forwards(self, args: tuple[str, ...]) -> list[str]:
         return format_forwards(self.service.forward_routes())
 
+    def list_stubs(self, args: tuple[str, ...]) -> list[str]:
+        """Unbound's ``list_stubs``: ``ZONE IN stub prime|noprime SERVER ...``, the root
+        hints and each stub zone (nothing when the service forwards)."""
+        return [" ".join((zone, "IN", "stub", kind, *servers))
+                for zone, kind, servers in self.service.stub_routes()]
+
     def list_local_zones(self, args: tuple[str, ...]) -> list[str]:
         local = self.service.local_data()
         return [] if local is None else [f"{n} {kind}" for n, kind in local.zone_list()]
@@ -415,6 +423,17 @@ class Commands:
         if decided is not None:
             return [f"{name} is answered here, from {decided}"]
         routes = self.service.forward_routes()
+        stub = max((route for route in self.service.stub_routes()
+                    if name.is_subdomain(dns.name.from_text(route[0]))),
+                   key=lambda route: len(dns.name.from_text(route[0])), default=None)
+        forward = max((route for route in routes if route[1]
+                       and name.is_subdomain(dns.name.from_text(route[0]))),
+                      key=lambda route: len(dns.name.from_text(route[0])), default=None)
+        if stub is not None and (forward is None or len(dns.name.from_text(stub[0]))
+                                 > len(dns.name.from_text(forward[0]))):
+            where = "the root servers" if stub[0] == "." else f"stub zone {stub[0]}"
+            return [f"The following name servers are used for lookup of {name}",
+                    f"resolved by recursion, from {where}:", *stub[2]]
         if not routes:
             return [f"{name} is not answered here and forwarding is off "
                     "(forward.enabled = false): REFUSED"]

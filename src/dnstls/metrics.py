@@ -195,6 +195,10 @@ COUNTER_KEYS = frozenset({
     "sockets_opened", "stray_datagrams",
     "opportunistic_connections", "connect_backoff_failures", "reloads", "reload_failures",
     "transport_queries", "transport_responses", "transport_timeouts",
+    # the recursion's iterator (resolver/iterate.py)
+    "resolutions", "failures", "sends", "network_errors", "protocol_errors",
+    "tcp_fallbacks", "edns_fallbacks", "lame", "referrals", "minimised", "restarts",
+    "primings", "priming_failures", "subresolutions", "authority",
 })
 
 

@@ -55,7 +55,7 @@ from dnstls.errors import ConfigError
 from dnstls.metrics import MetricsServer
 from dnstls.net import dnstap as dnstap_mod
 from dnstls.net import loop as loop_mod
-from dnstls.net.dnstap import DnstapWriter, endpoint, tap_forwarders
+from dnstls.net.dnstap import DnstapWriter, endpoint, tap_forwarders, tap_resolver
 from dnstls.net.handler import QueryHandler
 from dnstls.net.server import StreamListener
 from dnstls.net.tls import CertPair, ServerTLS
@@ -273,6 +273,11 @@ class Service:
         if tap is not None and forwarder is not None and (tap.log_forwarder_query
                                                           or tap.log_forwarder_response):
             tap_forwarders(forwarder, tap)
+        iterator = next((c.iterator for c in self._closers
+                         if getattr(c, "iterator", None) is not None), None)
+        if tap is not None and iterator is not None and (tap.log_resolver_query
+                                                         or tap.log_resolver_response):
+            tap_resolver(iterator, tap)
         # dnstap: cache hits and local data stay on the fast path (the listeners log
         # them); what is forwarded takes the message path (no wire-level forwarding),
         # where the listeners know the client and the upstreams log their exchanges;
@@ -281,7 +286,9 @@ class Service:
         # DNSSEC validation: every forwarded answer is checked on the message path
         # (resolver/validating.py); the validated answers the cache keeps are still
         # served from the fast path
-        validating = any(getattr(c, "validating", None) is not None for c in self._closers)
+        # Recursion: the iterator answers on the message path only (resolver/iterate.py)
+        validating = any(getattr(c, "validating", None) is not None
+                         or getattr(c, "iterator", None) is not None for c in self._closers)
         if (forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None
                 and not validating):
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(
@@ -364,12 +371,22 @@ class Service:
         return local if isinstance(local, LocalData) else None
 
     def forward_routes(self) -> list[tuple[str, list[str]]]:
-        """(zone, upstream URIs) the forwarder uses: "." (the default upstreams) first,
-        then each forward zone; empty when forwarding is off."""
+        """(zone, upstream URIs) the forwarder uses: "." (the default upstreams; none
+        with recursion: names are resolved from the root) first, then each forward zone;
+        empty when forwarding is off."""
         for closer in self._closers:
             routes = getattr(closer, "routes", None)
             if routes is not None:
                 return list(routes)
+        return []
+
+    def stub_routes(self) -> list[tuple[str, str, list[str]]]:
+        """(zone, "prime" or "noprime", servers) where the recursion starts: "." and
+        each stub zone; empty without recursion."""
+        for closer in self._closers:
+            stubs = getattr(closer, "stubs", None)
+            if stubs is not None:
+                return list(stubs)
         return []
 
     def clock(self) -> float:
@@ -407,7 +424,8 @@ class Service:
         if not cfg.any_message:
             log.warning("dnstap is enabled but logs no message: switch on "
                         "dnstap.log_client_query, log_client_response, "
-                        "log_forwarder_query or log_forwarder_response")
+                        "log_forwarder_query, log_forwarder_response, "
+                        "log_resolver_query or log_resolver_response")
             return None
         writer = DnstapWriter(socket_path=cfg.socket_path, file=cfg.file,
                               identity=cfg.identity_text, version=cfg.version_text,
@@ -415,13 +433,17 @@ class Service:
                               client_response=cfg.log_client_response,
                               forwarder_query=cfg.log_forwarder_query,
                               forwarder_response=cfg.log_forwarder_response,
+                              resolver_query=cfg.log_resolver_query,
+                              resolver_response=cfg.log_resolver_response,
                               max_queue=dnstap_mod.MAX_QUEUE)
         writer.open()
         log.info("dnstap: logging %s to %s", ", ".join(
             name for name, on in (("client queries", cfg.log_client_query),
                                   ("client responses", cfg.log_client_response),
                                   ("forwarder queries", cfg.log_forwarder_query),
-                                  ("forwarder responses", cfg.log_forwarder_response))
+                                  ("forwarder responses", cfg.log_forwarder_response),
+                                  ("resolver queries", cfg.log_resolver_query),
+                                  ("resolver responses", cfg.log_resolver_response))
             if on), f"socket {cfg.socket_path}" if cfg.socket_path else f"file {cfg.file}")
         return writer
 
@@ -554,7 +576,7 @@ class Service:
         from dnstls.wiring import private_addresses
 
         running = dataclasses.replace(forward, zones=self.config.forward.zones)
-        fresh = private_addresses(running)
+        fresh = private_addresses(running, self.config.recursion.stub_zones)
         if fresh is None:  # all removed: the filter stays in place and removes nothing
             from dnstls.resolver.rebind import PrivateAddresses
 

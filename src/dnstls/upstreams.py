@@ -370,7 +370,8 @@ def check_zone_name(text: Any, path: str) -> str:
     return name.to_text().lower()
 
 
-def _check_zones(zones: Sequence[ForwardZoneSpec], path: str, suffix: str) -> None:
+def _check_zones(zones: Sequence[ForwardZoneSpec | StubZoneSpec], path: str,
+                 suffix: str) -> None:
     seen: dict[str, int] = {}
     for i, zone in enumerate(zones):
         if zone.name in seen:
@@ -448,3 +449,96 @@ def default_upstreams() -> list[UpstreamSpec]:
     return [UpstreamSpec(address=address, port=853, transport="tls",
                          tls_auth_name="cloudflare-dns.com")
             for address in ("1.1.1.1", "1.0.0.1")]
+
+
+@dataclass(frozen=True, slots=True)
+class StubZoneSpec:
+    """One ``[[stub_zone]]`` (Unbound's ``stub-zone``): with recursion, the names at or
+    under ``name`` are resolved from these authoritative servers (address, port) instead
+    of from the root, as a delegation the operator gives."""
+
+    name: str
+    addresses: tuple[tuple[str, int], ...]
+
+    def describe(self) -> str:
+        return ", ".join(f"{host}@{port}" for host, port in self.addresses)
+
+
+_STUB_KEYS = {"name", "addresses"}
+
+
+def parse_stub_address(text: Any, path: str) -> tuple[str, int]:
+    """Unbound's ``stub-addr`` syntax: an IP address, ``@PORT`` after it for a port
+    other than 53 (``10.0.0.53``, ``10.0.0.53@5353``, ``2001:db8::53@5353``)."""
+    if not isinstance(text, str):
+        raise _fail(path, f"expected an address string, got {text!r}")
+    host, sep, port_text = text.strip().partition("@")
+    port = 53
+    if sep:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise _fail(path, f"{text!r}: the port after @ must be 1-65535")
+        port = int(port_text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise _fail(path, f"{text!r} is not an IP address (optionally with @PORT; "
+                          "server names are not looked up)") from None
+    return host, port
+
+
+def _stub_zone(name_text: Any, addresses: Sequence[Any], path: str,
+               address_path: str) -> StubZoneSpec:
+    import dns.exception
+    import dns.name
+
+    if not isinstance(name_text, str) or name_text.strip() in ("", "."):
+        raise _fail(path, f"{name_text!r}: a stub zone needs a name below the root (the root "
+                    "servers are recursion.root_hints)")
+    try:
+        name = dns.name.from_text(name_text.strip()).to_text().lower()
+    except dns.exception.DNSException as exc:
+        raise _fail(path, f"{name_text!r} is not a valid domain name: {exc}") from None
+    if not addresses:
+        raise _fail(address_path, f"stub zone {name} has no address")
+    parsed = tuple(parse_stub_address(a, f"{address_path}[{j}]")
+                   for j, a in enumerate(addresses))
+    return StubZoneSpec(name=name, addresses=parsed)
+
+
+def stub_zones_from_toml(items: Any, path: str = "stub_zone") -> list[StubZoneSpec]:
+    """The ``[[stub_zone]]`` array (``name``, ``addresses``); ConfigError naming the
+    dotted path."""
+    if not isinstance(items, list):
+        raise _fail(path, "expected an array of tables ([[stub_zone]])")
+    zones = []
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]"
+        if not isinstance(item, Mapping):
+            raise _fail(item_path, "expected a table")
+        unknown = sorted(set(item) - _STUB_KEYS)
+        if unknown:
+            raise _fail(f"{item_path}.{unknown[0]}", "unknown key (name, addresses)")
+        addresses = item.get("addresses", [])
+        if not isinstance(addresses, list):
+            raise _fail(f"{item_path}.addresses", "expected a list of addresses")
+        zones.append(_stub_zone(item.get("name"), addresses, f"{item_path}.name",
+                                f"{item_path}.addresses"))
+    _check_zones(zones, path, ".name")
+    return zones
+
+
+def stub_zones_from_args(values: Sequence[str], path: str = "--stub-zone",
+                         ) -> list[StubZoneSpec]:
+    """``--stub-zone NAME=ADDR[@PORT][,ADDR...]`` values."""
+    zones = []
+    for i, text in enumerate(values):
+        item_path = f"{path}[{i}]"
+        name_text, sep, addresses = text.partition("=")
+        if not sep:
+            raise _fail(item_path, f"{text!r}: expected NAME=ADDR[@PORT][,ADDR...], e.g. "
+                                   "corp.example=10.0.0.53")
+        parts = [a.strip() for a in addresses.split(",") if a.strip()]
+        zones.append(_stub_zone(name_text, parts, item_path, item_path))
+    _check_zones(zones, path, "")
+    return zones
+

@@ -101,10 +101,10 @@ class ZoneSpec:
     keys: list[Key] = field(default_factory=list)
 
 
-def _zone_specs() -> list[ZoneSpec]:
+def _zone_specs(address: str = ADDRESS) -> list[ZoneSpec]:
     def apex(origin: str) -> list[str]:
         return [f"@ {TTL} IN SOA ns.{origin} hostmaster.{origin} 1 3600 600 86400 300",
-                f"@ {TTL} IN NS ns.{origin}", f"ns.{origin} {TTL} IN A {ADDRESS}"]
+                f"@ {TTL} IN NS ns.{origin}", f"ns.{origin} {TTL} IN A {address}"]
 
     def simple(origin: str, **kwargs: object) -> ZoneSpec:
         return ZoneSpec(origin, [*apex(origin), f"www {TTL} IN A 192.0.2.1",
@@ -135,7 +135,7 @@ def _zone_specs() -> list[ZoneSpec]:
         ZoneSpec("optout.test.", [
             *apex("optout.test."), f"www {TTL} IN A 192.0.2.4",
             f"unsigned {TTL} IN NS ns.unsigned.optout.test.",
-            f"ns.unsigned {TTL} IN A {ADDRESS}",
+            f"ns.unsigned {TTL} IN A {address}",
         ], nsec3=True, optout=True),
         ZoneSpec("unsigned.optout.test.", [*apex("unsigned.optout.test."),
                                            f"www {TTL} IN A 192.0.2.5"],
@@ -376,10 +376,12 @@ def _corrupt(zone: dns.zone.Zone, owner: str, covered: dns.rdatatype.RdataType) 
     node.replace_rdataset(dns.rdataset.from_rdata_list(rrsigs.ttl, bad))
 
 
-def build_hierarchy(now: float | None = None) -> tuple[dict[str, dns.zone.Zone], list[ZoneSpec]]:
-    """Every zone of the hierarchy, signed (and broken where meant to be)."""
+def build_hierarchy(now: float | None = None, *, address: str = ADDRESS,
+                    ) -> tuple[dict[str, dns.zone.Zone], list[ZoneSpec]]:
+    """Every zone of the hierarchy, signed (and broken where meant to be); every name
+    server ``ns.<zone>`` (and the root's, ``ns.test.``) at ``address``."""
     now = time.time() if now is None else now
-    specs = _zone_specs()
+    specs = _zone_specs(address)
     zones = {spec.origin: _parse(spec) for spec in specs}
     for spec in specs:
         if spec.algorithm is None:
@@ -401,7 +403,7 @@ def build_hierarchy(now: float | None = None) -> tuple[dict[str, dns.zone.Zone],
         node = parent.find_node(child, create=True)
         node.replace_rdataset(dns.rdataset.from_text("IN", "NS", TTL, f"ns.{spec.origin}"))
         parent.find_node(dns.name.from_text(f"ns.{spec.origin}"), create=True).replace_rdataset(
-            dns.rdataset.from_text("IN", "A", TTL, ADDRESS))
+            dns.rdataset.from_text("IN", "A", TTL, address))
         if spec.ds_digest is None:
             continue
         if spec.origin == "nokey.test.":
@@ -440,12 +442,16 @@ def _zone_text(zone: dns.zone.Zone) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_hierarchy(directory: Path, *, now: float | None = None) -> Hierarchy:
+def write_hierarchy(directory: Path, *, now: float | None = None,
+                    address: str = ADDRESS) -> Hierarchy:
     """Sign the hierarchy and write it into ``directory`` (created): ``<origin>zone``
-    files (``root.zone`` for ``.``), ``root.key`` and ``root.ds``."""
+    files (``root.zone`` for ``.``), ``root.key`` and ``root.ds``; the glue of every
+    delegation (and the root's name server ``ns.test.``) says ``address``: one server
+    there, on port 53, serves the whole tree to a recursive resolver whose root hints
+    name it (tests/fakes/recursion_zones.py ``write_root_hints``)."""
     now = time.time() if now is None else now
     directory.mkdir(parents=True, exist_ok=True)
-    zones, specs = build_hierarchy(now)
+    zones, specs = build_hierarchy(now, address=address)
     files = {}
     for origin, zone in zones.items():
         path = directory / (f"{origin}zone" if origin != "." else "root.zone")

@@ -204,7 +204,8 @@ async def serve(pki: TestPKI, zone_file: Path, tmp_path: Path,
         def factory(_terminal: Resolver) -> tuple[Resolver, Any]:
             return (stage or gate), None
 
-        real = forwarding_factory(cfg, upstreams) if upstreams else None
+        real = (forwarding_factory(cfg, upstreams) if upstreams or cfg.recursion.enabled
+                else None)
         load = None
         if reload_data is not None:
             get = reload_data

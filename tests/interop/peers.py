@@ -370,22 +370,36 @@ def start_nsd(group: PeerGroup, *, zone_text: str = ZONE_TEXT, origin: str = ZON
 
 
 def start_nsd_zones(group: PeerGroup, zones: Mapping[str, Path], *,
-                    server_extra: str = "") -> Peer:
+                    server_extra: str = "", address: str = LOOPBACK,
+                    port: int | None = None) -> Peer:
     """One nsd authoritative for every zone of ``zones`` (origin -> zone file), e.g. a
     whole signed hierarchy (tests/fakes/signed_zones.py): it answers each question from
     the deepest zone it has, and DS questions from the parent side, as the servers a
-    recursive resolver walks would. The first origin is the readiness probe's."""
+    recursive resolver walks would. The first origin is the readiness probe's.
+    ``address``/``port``: where it listens (default: a free port on 127.0.0.1)."""
     work = group.workdir("nsd")
     return _start_nsd(group, work, {origin: str(path) for origin, path in zones.items()},
-                      server_extra=server_extra)
+                      server_extra=server_extra, address=address, port=port)
+
+
+def start_authorities(group: PeerGroup, servers: Mapping[str, Mapping[str, Path]]) -> list[Peer]:
+    """One nsd per address of ``servers`` (address -> {origin: zone file}), each on port
+    53 of its address without response rate limiting: the authoritative servers of a
+    hierarchy a recursive resolver walks from its root hints, which carry no port
+    (tests/fakes/recursion_zones.py)."""
+    return [start_nsd_zones(group, zones, address=address, port=53,
+                            server_extra="    rrl-ratelimit: 0\n")
+            for address, zones in servers.items()]
 
 
 def _start_nsd(group: PeerGroup, work: Path, zones: Mapping[str, str], *, extra: str = "",
-               server_extra: str = "") -> Peer:
+               server_extra: str = "", address: str = LOOPBACK,
+               port: int | None = None) -> Peer:
     """nsd with its config in ``work``, serving ``zones`` (origin -> zone file name,
-    relative to ``work`` or absolute), answering UDP and TCP on a free port."""
+    relative to ``work`` or absolute), answering UDP and TCP on ``address`` at ``port``
+    (default: a free port)."""
     binary = require("nsd")
-    port = free_port()
+    port = free_port(address) if port is None else port
     zone_clauses = "".join(f"""\
 zone:
     name: "{origin}"
@@ -394,7 +408,7 @@ zone:
     conf = work / "nsd.conf"
     conf.write_text(f"""\
 server:
-    ip-address: {LOOPBACK}@{port}
+    ip-address: {address}@{port}
     port: {port}
     do-ip6: no
     reuseport: no
@@ -412,12 +426,14 @@ server:
 {server_extra}remote-control:
     control-enable: no
 {zone_clauses}{extra}""")
-    peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, port=port))
-    return peer.wait_ready(lambda: udp_dns_answers(LOOPBACK, port, next(iter(zones))))
+    peer = group.start(Peer("nsd", [binary, "-d", "-c", str(conf)], work, host=address,
+                            port=port))
+    return peer.wait_ready(lambda: udp_dns_answers(address, port, next(iter(zones))))
 
 
 def _unbound_base(work: Path, *, interface: str, extra: str = "", access: str = "allow",
-                  modules: str = "iterator", insecure: str = "test.") -> str:
+                  modules: str = "iterator", insecure: str = "test.",
+                  qname_minimisation: bool = False) -> str:
     """An unbound.conf's server and remote-control sections for our interop peers;
     ``access``: the action for 127.0.0.0/8, ``extra``: more server lines, ``modules``:
     the module-config, ``insecure``: the domain-insecure zone (empty: none)."""
@@ -439,7 +455,7 @@ server:
     module-config: "{modules}"
     local-zone: "test." nodefault
 {f'    domain-insecure: "{insecure}"' if insecure else ""}
-    qname-minimisation: no
+    qname-minimisation: {"yes" if qname_minimisation else "no"}
     harden-referral-path: no
     edns-tcp-keepalive: yes
     edns-tcp-keepalive-timeout: 20000
@@ -539,6 +555,38 @@ def start_unbound_validator(group: PeerGroup, *, anchor_file: Path, upstream: Pe
     val-log-level: 2
     aggressive-nsec: no
 """, modules="validator iterator", insecure="") + _forward_all(upstream), work, port)
+
+
+def start_unbound_recursive(group: PeerGroup, *, root_hints: Path,
+                            anchor_file: Path | None = None,
+                            stub_zones: Sequence[tuple[str, Sequence[str]]] = ()) -> Peer:
+    """unbound as a full recursive resolver (iterating from ``root_hints``, which name
+    authoritative servers on port 53 of loopback addresses: do-not-query-localhost no),
+    with qname minimisation (relaxed, its default) and EDE on, answering plain DNS on a
+    free port; with ``anchor_file`` (trust-anchor-file) it validates ("validator
+    iterator", val-log-level 2, no aggressive NSEC), else "iterator" only;
+    ``stub_zones``: (name, addresses) as stub-zone clauses."""
+    require("unbound")
+    work = group.workdir("unbound-rec")
+    port = free_port()
+    extra = f"""\
+    port: {port}
+    root-hints: "{root_hints}"
+    ede: yes
+"""
+    if anchor_file is not None:
+        extra += f"""\
+    trust-anchor-file: "{anchor_file}"
+    val-log-level: 2
+    aggressive-nsec: no
+"""
+    conf = _unbound_base(work, interface=f"{LOOPBACK}@{port}", extra=extra, insecure="",
+                         modules="iterator" if anchor_file is None else "validator iterator",
+                         qname_minimisation=True)
+    for name, addresses in stub_zones:
+        conf += f'stub-zone:\n    name: "{name}"\n'
+        conf += "".join(f"    stub-addr: {address}\n" for address in addresses)
+    return _run_unbound(group, "unbound-rec", conf, work, port)
 
 
 def start_kresd_dot(group: PeerGroup, pki: TestPKI, nsd: Peer) -> Peer:

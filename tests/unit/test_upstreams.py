@@ -283,3 +283,48 @@ def test_forward_zone_arg_errors(values: list[str], field: str, message: str) ->
     with pytest.raises(ConfigError) as info:
         forward_zones_from_args(values)
     assert info.value.field == field and message in str(info.value)
+
+
+# ------------------------------------------------------------------------ stub zones
+
+def test_stub_zones_from_toml_and_args() -> None:
+    from dnstls.upstreams import stub_zones_from_args, stub_zones_from_toml
+
+    zones = stub_zones_from_toml([
+        {"name": "Corp.Example", "addresses": ["10.0.0.53", "10.0.0.54@5353"]},
+        {"name": "lab.test.", "addresses": ["2001:db8::53@5300"]}])
+    assert [(z.name, z.addresses) for z in zones] == [
+        ("corp.example.", (("10.0.0.53", 53), ("10.0.0.54", 5353))),
+        ("lab.test.", (("2001:db8::53", 5300),))]
+    assert zones[0].describe() == "10.0.0.53@53, 10.0.0.54@5353"
+    args = stub_zones_from_args(["corp.example=10.0.0.53,127.0.0.1@5353"])
+    assert args[0].addresses == (("10.0.0.53", 53), ("127.0.0.1", 5353))
+
+
+@pytest.mark.parametrize(("items", "field", "words"), [
+    ([{"name": "corp.example."}], "stub_zone[0].addresses", "has no address"),
+    ([{"name": ".", "addresses": ["10.0.0.53"]}], "stub_zone[0].name", "root_hints"),
+    ([{"name": "a.", "addresses": ["ns.a."]}], "stub_zone[0].addresses[0]",
+     "not an IP address"),
+    ([{"name": "a.", "addresses": ["10.0.0.1@0"]}], "stub_zone[0].addresses[0]", "1-65535"),
+    ([{"name": "a.", "addresses": ["10.0.0.1"], "prime": True}], "stub_zone[0].prime",
+     "unknown key"),
+    ([{"name": "a.", "addresses": ["10.0.0.1"]}, {"name": "A", "addresses": ["10.0.0.2"]}],
+     "stub_zone[1].name", "duplicate of stub_zone[0]"),
+    ({"name": "a."}, "stub_zone", "array of tables"),
+])
+def test_stub_zone_errors_name_the_field(items: object, field: str, words: str) -> None:
+    from dnstls.upstreams import stub_zones_from_toml
+
+    with pytest.raises(ConfigError) as info:
+        stub_zones_from_toml(items)
+    assert info.value.field == field and words in str(info.value)
+
+
+def test_stub_zone_flag_errors() -> None:
+    from dnstls.upstreams import stub_zones_from_args
+
+    with pytest.raises(ConfigError, match=r"^--stub-zone\[0\]: 'corp.example': expected"):
+        stub_zones_from_args(["corp.example"])
+    with pytest.raises(ConfigError, match=r"^--stub-zone\[0\]: stub zone corp.example. has "):
+        stub_zones_from_args(["corp.example="])

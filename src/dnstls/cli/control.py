@@ -26,7 +26,8 @@ _COMMANDS = """\
 commands (as unbound-control's, where the meaning is the same):
   status                     version, workers, uptime, pid
   stop                       stop the service (as SIGTERM)
-  reload                     as SIGHUP: certificates, local data, access control
+  reload                     as SIGHUP: certificates, local data, access control,
+                             private addresses
   flush NAME                 drop NAME's A, AAAA, NS, SOA, CNAME, DNAME, MX, PTR, SRV,
                              NAPTR, SVCB and HTTPS answers from the cache
   flush_type NAME TYPE       drop NAME's answers of TYPE
@@ -34,9 +35,11 @@ commands (as unbound-control's, where the meaning is the same):
   flush_negative             drop NXDOMAIN, NODATA and SERVFAIL answers
   stats_noreset              counters as key=value lines (stats: counters never reset)
   list_forwards              the upstreams of "." and of each forward zone
+  list_stubs                 with recursion: the root hints and each stub zone
   list_local_zones           local zones and their types
   list_local_data            records of local data
-  lookup NAME                what answers NAME: local data, or which upstreams
+  lookup NAME                what answers NAME: local data, which upstreams, or
+                             where the recursion starts
   dump_cache                 the cache as zone-file-like text
   dnstap_reopen              close the [dnstap] file and open it anew (log rotation;
                              as rndc dnstap -reopen)

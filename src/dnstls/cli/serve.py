@@ -60,6 +60,17 @@ def add_parser(sub: Any) -> None:
         "private_domains": "forward.private_domains", "dnssec": "dnssec.validation",
         "trust_anchors": "dnssec.trust_anchor_file",
         "domain_insecure": "dnssec.domain_insecure"}, several_anchors=False)
+    p.add_argument("--recursive", action="store_true",
+                   help="resolve names from the root servers instead of forwarding them "
+                        "(as Unbound with no forward-zone \".\"; forward zones still go "
+                        "to their upstreams)")
+    p.add_argument("--root-hints", metavar="FILE",
+                   help="the root servers to start from, in named.root format (default "
+                        "/usr/share/dns/root.hints, else the built-in IANA list)")
+    p.add_argument("--stub-zone", metavar="NAME=ADDR[@PORT][,...]", action="append",
+                   help="with --recursive, resolve names at or under NAME from these "
+                        "authoritative servers instead of from the root, as Unbound's "
+                        "stub-zone (repeatable; replaces the file's [[stub_zone]])")
     p.add_argument("--no-upstream", action="store_true",
                    help="do not forward: names outside local zones get REFUSED "
                         "(default: forward to the configured upstreams, else Cloudflare DoT)")
@@ -135,6 +146,13 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         forward["private_domains"] = args.private_domain
     if forward:
         out["forward"] = forward
+    recursion: dict[str, Any] = {}
+    if args.recursive:
+        recursion["enabled"] = True
+    if args.root_hints:
+        recursion["root_hints"] = args.root_hints
+    if recursion:
+        out["recursion"] = recursion
     dnssec: dict[str, Any] = {}
     if args.dnssec:
         dnssec["validation"] = True
@@ -168,17 +186,29 @@ def upstream_specs(args: argparse.Namespace) -> list[Any] | None:
 
 def with_forward_zones(cfg: config_mod.Config, args: argparse.Namespace,
                        ) -> config_mod.Config:
-    """``cfg`` with the zones of --forward-zone, when given, instead of the file's."""
-    if not args.forward_zone:
+    """``cfg`` with the zones of --forward-zone and --stub-zone, when given, instead of
+    the file's."""
+    if not (args.forward_zone or args.stub_zone):
         return cfg
-    from dnstls.upstreams import forward_zones_from_args
+    from dnstls.upstreams import forward_zones_from_args, stub_zones_from_args
 
-    zones = forward_zones_from_args(args.forward_zone)
-    if not cfg.forward.enabled:
-        raise ConfigError("--forward-zone", "conflicts with --no-upstream "
-                          "(or forward.enabled = false)")
-    return dataclasses.replace(
-        cfg, forward=dataclasses.replace(cfg.forward, zones=tuple(zones)))
+    if args.forward_zone:
+        zones = forward_zones_from_args(args.forward_zone)
+        if not cfg.forward.enabled:
+            raise ConfigError("--forward-zone", "conflicts with --no-upstream "
+                              "(or forward.enabled = false)")
+        cfg = dataclasses.replace(
+            cfg, forward=dataclasses.replace(cfg.forward, zones=tuple(zones)))
+    if args.stub_zone:
+        stubs = stub_zones_from_args(args.stub_zone)
+        if not cfg.recursion.enabled:
+            raise ConfigError("--stub-zone", "stub zones need recursion (--recursive "
+                              "or recursion.enabled = true); forward zones are "
+                              "--forward-zone")
+        cfg = dataclasses.replace(
+            cfg, recursion=dataclasses.replace(cfg.recursion, stub_zones=tuple(stubs)))
+    config_mod.check_recursion(cfg.recursion, cfg.forward)
+    return cfg
 
 
 def main(args: argparse.Namespace) -> int:
@@ -189,6 +219,10 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load()
     specs = upstream_specs(args)
+    if specs and cfg.recursion.enabled:
+        raise ConfigError("--upstream", "conflicts with recursion (--recursive or "
+                          "recursion.enabled): names are resolved from the root; give "
+                          "--forward-zone for names that must go to an upstream")
     if args.check:
         for line in check(cfg, specs):
             print(line)
@@ -207,6 +241,7 @@ def check(cfg: config_mod.Config, specs: list[Any] | None) -> list[str]:
     would raise, and describe what would run."""
     from dnstls.config import access_control
     from dnstls.upstreams import default_upstreams
+    from dnstls.wiring import recursion_summary
 
     service = Service(cfg)
     service.prepare_local(cfg.local)
@@ -227,14 +262,17 @@ def check(cfg: config_mod.Config, specs: list[Any] | None) -> list[str]:
         lines.append(f"plain DNS: {', '.join(server.plain)}")
     lines.append("access control: " + access_control(server.access_control,
                                                      "server.access_control").describe())
-    if cfg.forward.enabled:
+    if cfg.recursion.enabled:
+        lines.append(recursion_summary(cfg.recursion))
+    elif cfg.forward.enabled:
         chosen = list(specs or cfg.forward.upstreams or default_upstreams())
         lines.append(f"upstreams ({cfg.forward.strategy}): "
                      + ", ".join(s.name for s in chosen))
-        lines += [f"forward zone {z.name}: " + ", ".join(s.name for s in z.upstreams)
-                  for z in cfg.forward.zones]
     else:
         lines.append("forwarding: off (names outside local data are REFUSED)")
+    lines += [f"forward zone {z.name}: " + ", ".join(s.name for s in z.upstreams)
+              for z in cfg.forward.zones]
+    lines += [f"stub zone {z.name}: {z.describe()}" for z in cfg.recursion.stub_zones]
     cache = cfg.cache
     lines.append(f"cache: {'on' if cache.enabled else 'off'}"
                  + (", prefetch" if cache.enabled and cache.prefetch else ""))

@@ -78,7 +78,8 @@ class DnstapWriter:
     def __init__(self, *, socket_path: str = "", file: str = "", identity: str = "",
                  version: str = "", client_query: bool = False,
                  client_response: bool = False, forwarder_query: bool = False,
-                 forwarder_response: bool = False, max_queue: int = MAX_QUEUE,
+                 forwarder_response: bool = False, resolver_query: bool = False,
+                 resolver_response: bool = False, max_queue: int = MAX_QUEUE,
                  reconnect_min: float = RECONNECT_MIN, reconnect_max: float = RECONNECT_MAX,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         if bool(socket_path) == bool(file):
@@ -89,6 +90,8 @@ class DnstapWriter:
         self.log_client_response = client_response
         self.log_forwarder_query = forwarder_query
         self.log_forwarder_response = forwarder_response
+        self.log_resolver_query = resolver_query
+        self.log_resolver_response = resolver_response
         self._prefix = dnstap.dnstap_prefix(identity.encode(), version.encode())
         self.max_queue = max_queue
         self.reconnect_min = reconnect_min
@@ -164,6 +167,19 @@ class DnstapWriter:
         if response is not None and self.log_forwarder_response:
             self.put(dnstap.FORWARDER_RESPONSE, protocol, None, upstream, query_time,
                      query if self.log_forwarder_query else None, response_time, response)
+
+    def resolver_exchange(self, query: bytes | None, response: bytes | None,
+                          protocol: int, server: Endpoint | None, query_time: int,
+                          response_time: int | None) -> None:
+        """RESOLVER_QUERY and RESOLVER_RESPONSE (when one came) of one exchange of the
+        recursion with the authoritative ``server``, as the ``log_resolver_*`` settings
+        want them."""
+        if query is not None and self.log_resolver_query:
+            self.put(dnstap.RESOLVER_QUERY, protocol, None, server, query_time, query,
+                     None, None)
+        if response is not None and self.log_resolver_response:
+            self.put(dnstap.RESOLVER_RESPONSE, protocol, None, server, query_time,
+                     query if self.log_resolver_query else None, response_time, response)
 
     # -- the writer ----------------------------------------------------------------------
     def open(self) -> None:
@@ -524,6 +540,53 @@ class TappedUpstream:
         except Exception:  # never into the query path
             log.exception("dnstap: cannot log a forwarded exchange")
         return response
+
+
+class TappedAuthority:
+    """The recursion's network (:class:`~dnstls.resolver.iterate.Authority`) with every
+    exchange logged as RESOLVER_QUERY and RESOLVER_RESPONSE: the server's address and
+    port, UDP or TCP, the query with the ID it was sent with and the response as
+    received (both rendered again from the parsed messages); a query that got no
+    answer is logged alone."""
+
+    def __init__(self, authority: Any, tap: DnstapWriter) -> None:
+        self._authority = authority
+        self._tap = tap
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._authority, name)
+
+    def __repr__(self) -> str:
+        return f"<TappedAuthority {self._authority!r}>"
+
+    async def exchange(self, query: Any, address: Any, *, tcp: bool,
+                       deadline: float) -> Any:
+        tap = self._tap
+        started = tap.now_ns()
+        protocol = dnstap.TCP if tcp else dnstap.UDP
+        where = endpoint(address)
+        try:
+            response = await self._authority.exchange(query, address, tcp=tcp,
+                                                      deadline=deadline)
+        except Exception:
+            with contextlib.suppress(Exception):
+                tap.resolver_exchange(query.to_wire(), None, protocol, where, started, None)
+            raise
+        try:  # the transport set the query's ID: it is the one sent
+            tap.resolver_exchange(query.to_wire(), response.to_wire(), protocol, where,
+                                  started, tap.now_ns())
+        except Exception:  # never into the query path
+            log.exception("dnstap: cannot log a resolver exchange")
+        return response
+
+
+def tap_resolver(iterator: Any, tap: DnstapWriter) -> bool:
+    """Log the exchanges of the recursion's ``iterator`` (its ``authority`` wrapped in
+    :class:`TappedAuthority`); False when it is already."""
+    if isinstance(iterator.authority, TappedAuthority):
+        return False
+    iterator.authority = TappedAuthority(iterator.authority, tap)
+    return True
 
 
 def tap_forwarders(stage: Any, tap: DnstapWriter) -> int:
