@@ -192,6 +192,7 @@ COUNTER_KEYS = frozenset({
     "ignored_responses", "rejected_responses", "forged_responses", "malformed_responses",
     "truncated", "chased", "chase_failures", "removed", "validations",
     "fetches", "fetches_shared", "fetch_failures", "key_cache_hits", "key_cache_misses",
+    "signatures_verified", "signature_cache_hits",
     "sockets_opened", "stray_datagrams",
     "opportunistic_connections", "connect_backoff_failures", "reloads", "reload_failures",
     "transport_queries", "transport_responses", "transport_timeouts",

@@ -133,3 +133,6 @@ def test_dnssec_answers_as_unbound(peer_group: PeerGroup, tmp_path: peers.Path,
     assert counted.get("secure", 0) > 0 and counted.get("bogus", 0) > 0, counted
     assert counted.get("insecure", 0) > 0, counted
     assert re.search(r"^dnstls_dnssec_key_cache_entries \d", text, re.MULTILINE), text
+    verified = re.search(r"^dnstls_dnssec_signatures_verified_total (\S+)$", text, re.MULTILINE)
+    assert verified and float(verified.group(1)) > 0, text
+    assert re.search(r"^dnstls_dnssec_signature_cache_hits_total \d", text, re.MULTILINE), text

@@ -41,8 +41,14 @@ not vouched for.
 Signature times get Unbound's skew: 10 % of the validity period, at least an hour and at
 most a day (``val-sig-skew-min``/``-max``). Results are cached per zone cut (bounded,
 ``max_zones``, least recently used first), each until min(TTL, RRSIG expiration); a
-BOGUS cut is remembered for 60 s (Unbound's ``val-bogus-ttl``). Concurrent validations
-that need the same (name, type) share one fetch. Work per validation is bounded: at
+BOGUS cut is remembered for 60 s (Unbound's ``val-bogus-ttl``). Signatures that verified
+are remembered too (:class:`SignatureCache`: the key, the signature and a SHA-256 digest
+of the signed data, until the RRset's TTL or the signature's expiration,
+``max_signatures``, least recently used first): the denial proofs and SOA of a zone's
+negative answers, and a wildcard's signature -- whose signed data is the wildcard's
+whatever name it expands to --, are checked once, not for every answer; the validity
+window is still checked each time, and a failure is never remembered. Concurrent
+validations that need the same (name, type) share one fetch. Work per validation is bounded: at
 most :data:`MAX_FETCHES` fetches, :data:`MAX_VERIFICATIONS` signature checks,
 :data:`MAX_RRSIGS` RRSIGs per RRset, :data:`MAX_CANDIDATE_KEYS` keys tried per RRSIG
 (same key tag and algorithm), at most :data:`MAX_KEYS` keys in a DNSKEY RRset,
@@ -54,8 +60,10 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import logging
 import os
+import struct
 import time
 import warnings
 from collections import OrderedDict
@@ -73,6 +81,7 @@ import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import dns.zonefile
+from cryptography.exceptions import InvalidSignature
 from dns.rdtypes.ANY.DNSKEY import DNSKEY
 from dns.rdtypes.ANY.DS import DS
 from dns.rdtypes.ANY.NSEC import NSEC
@@ -86,6 +95,7 @@ from dnstls.resolver.base import ResolveFailure
 with warnings.catch_warnings():  # its DSA module warns on import (cryptography >= 43)
     warnings.simplefilter("ignore")
     import dns.dnssec
+    import dns.dnssecalgs
 
 log = logging.getLogger("dnstls.resolver.dnssec")
 
@@ -104,6 +114,10 @@ MAX_LABELS = 64
 MAX_DENIAL_RRSETS = 32
 #: DNSKEY RRsets whose key tags are remembered (Validator._key_tags), then forgotten all at once
 MAX_KEY_TAG_SETS = 4096
+#: verified signatures remembered (Validator ``max_signatures``, :class:`SignatureCache`)
+MAX_SIGNATURES = 10_000
+#: public key objects kept (by algorithm and key bytes), then forgotten all at once
+MAX_PUBLIC_KEYS = 4096
 BOGUS_TTL = 60.0
 MAX_CACHE_TTL = 86400.0
 SKEW_MIN, SKEW_MAX = 3600.0, 86400.0
@@ -287,11 +301,109 @@ def _type(rdtype: int) -> str:
     return dns.rdatatype.to_text(dns.rdatatype.RdataType.make(rdtype))
 
 
+class _What:
+    """``NAME TYPE`` for the reasons' texts, made only when one is written (a name's
+    text costs microseconds, and the secure path writes none)."""
+
+    __slots__ = ("name", "rdtype")
+
+    def __init__(self, name: dns.name.Name, rdtype: int) -> None:
+        self.name = name
+        self.rdtype = rdtype
+
+    def __str__(self) -> str:
+        return f"{self.name} {_type(self.rdtype)}"
+
+
+# --------------------------------------------------------------------------- signatures
+
+_ZONE_FLAG, _REVOKE_FLAG = 0x0100, 0x0080
+#: the RRSIG RDATA fields before the signer's name (RFC 4034 §3.1.8.1)
+_RRSIG_HEADER = struct.Struct("!HBBIIIH")
+_RR_FIXED = struct.Struct("!HHI")
+_RDLENGTH = struct.Struct("!H")
+
+
+def _failure(text: str) -> dns.exception.ValidationFailure:
+    return dns.exception.ValidationFailure(text)  # type: ignore[no-untyped-call]
+
+
+def signed_data(name: dns.name.Name, rdataset: dns.rdataset.Rdataset, sig: RRSIG) -> bytes:
+    """What ``sig`` signs over ``name``'s ``rdataset`` (RFC 4034 §3.1.8.1, §6.2; the
+    owner replaced by the wildcard it expands, RFC 4035 §5.3.2): the bytes of dnspython's
+    ``_make_rrsig_signature_data`` for an absolute name, built without rendering the
+    RRSIG. Raises ``dns.exception.ValidationFailure`` where it does (a wildcard owner with
+    the wrong label count, more RRSIG labels than the owner has)."""
+    data = _RRSIG_HEADER.pack(sig.type_covered, sig.algorithm, sig.labels, sig.original_ttl,
+                              sig.expiration, sig.inception, sig.key_tag)
+    data += sig.signer.to_digestable()
+    labels = len(name) - 1  # without the root label
+    if name.is_wild() and sig.labels != labels - 1:
+        raise _failure("wild owner name has wrong label length")
+    if labels < sig.labels:
+        raise _failure("owner name longer than RRSIG labels")
+    if sig.labels < labels:
+        owner = b"\x01*" + dns.name.Name(name.labels[labels - sig.labels:]).to_digestable()
+    else:
+        owner = name.to_digestable()
+    fixed = owner + _RR_FIXED.pack(rdataset.rdtype, rdataset.rdclass, sig.original_ttl)
+    for rdata in sorted(rdata.to_digestable() for rdata in rdataset):
+        data += fixed + _RDLENGTH.pack(len(rdata)) + rdata
+    return data
+
+
+def signature_expiry(now: float, ttl: float, sig: RRSIG) -> float:
+    """Until when a verified signature is remembered: the RRset's TTL (capped by the
+    RRSIG's original TTL and :data:`MAX_CACHE_TTL`) or the signature's expiration,
+    whichever comes first."""
+    return min(now + min(ttl, float(sig.original_ttl), MAX_CACHE_TTL), float(sig.expiration))
+
+
+class SignatureCache:
+    """Signatures that verified: (key bytes, signature, SHA-256 of :func:`signed_data`)
+    -> until when (:func:`signature_expiry`), least recently used first out beyond
+    ``max_entries``. Only successes are added; what an entry vouches for is the
+    mathematics of that key, signature and data, so the caller still checks the
+    signature's validity window and the key's trust each time."""
+
+    def __init__(self, max_entries: int = MAX_SIGNATURES) -> None:
+        self.max_entries = max(1, max_entries)
+        self._entries: OrderedDict[tuple[bytes, bytes, bytes], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def hit(self, key: tuple[bytes, bytes, bytes], now: float) -> bool:
+        expires = self._entries.get(key)
+        if expires is None:
+            return False
+        if expires <= now:
+            del self._entries[key]
+            return False
+        self._entries.move_to_end(key)
+        return True
+
+    def add(self, key: tuple[bytes, bytes, bytes], expires: float, now: float) -> None:
+        if expires <= now:
+            return
+        self._entries[key] = expires
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def expiries(self) -> list[float]:
+        return list(self._entries.values())
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class Validator:
     """Validates responses against ``anchors``, fetching DS/DNSKEY RRsets with ``fetch``."""
 
     def __init__(self, anchors: TrustAnchors, fetch: Fetch, *,
-                 now: Callable[[], float] = time.time, max_zones: int = 10_000) -> None:
+                 now: Callable[[], float] = time.time, max_zones: int = 10_000,
+                 max_signatures: int = MAX_SIGNATURES) -> None:
         self.anchors = anchors
         self._fetch_fn = fetch
         self._now = now
@@ -304,9 +416,15 @@ class Validator:
         #: key tags of the DNSKEY RRsets in use (by id, the RRset kept alive with them)
         self._tags: dict[int, tuple[dns.rdataset.Rdataset, list[int]]] = {}
         self._inflight: dict[tuple[dns.name.Name, int], asyncio.Future[dns.message.Message]] = {}
+        #: signatures that verified (a wildcard's or a zone's denial proofs come again
+        #: and again with different answers)
+        self._signatures = SignatureCache(max_signatures)
+        #: dnspython's public key objects by (algorithm, key bytes); None: unusable key
+        self._public_keys: dict[tuple[int, bytes], object | None] = {}
         self._stats = {"secure": 0, "insecure": 0, "bogus": 0, "indeterminate": 0,
                        "fetches": 0, "fetches_shared": 0, "fetch_failures": 0,
-                       "cache_hits": 0, "cache_misses": 0}
+                       "cache_hits": 0, "cache_misses": 0, "signatures_verified": 0,
+                       "signature_cache_hits": 0}
 
     # ------------------------------------------------------------------ public
 
@@ -329,9 +447,12 @@ class Validator:
         self._cache.clear()
         self._zone_memo.clear()
         self._tags.clear()
+        self._signatures.clear()
+        self._public_keys.clear()
 
     def statistics(self) -> dict[str, int]:
-        return {**self._stats, "key_cache": len(self._cache), "inflight": len(self._inflight)}
+        return {**self._stats, "key_cache": len(self._cache), "inflight": len(self._inflight),
+                "signature_cache": len(self._signatures)}
 
     # ------------------------------------------------------------------ response
 
@@ -457,7 +578,7 @@ class Validator:
 
     async def _denial(self, response: dns.message.Message, name: dns.name.Name, qtype: int,
                       budget: _Budget, *, nxdomain: bool) -> Verdict | None:
-        what = f"{name} {_type(qtype)}"
+        what = _What(name, qtype)
         soa = next((r for r in response.authority if r.rdtype == dns.rdatatype.SOA
                     and r.rdclass == IN and name.is_subdomain(r.name)), None)
         if soa is not None:
@@ -522,7 +643,7 @@ class Validator:
                       ) -> tuple[Verdict | None, RRSIG | None, dns.name.Name]:
         """(None, the RRSIG that verified, signer) if SECURE, (an INSECURE Verdict, None,
         zone) if the RRset's zone is insecure; raises _Bogus."""
-        what = f"{rrset.name} {_type(rrset.rdtype)}"
+        what = _What(rrset.name, rrset.rdtype)
         sigset = _find(section, rrset.name, dns.rdatatype.RRSIG, rrset.rdtype)
         sigs = [sig for sig in (sigset or []) if isinstance(sig, RRSIG)][:MAX_RRSIGS]
         owner = rrset.name
@@ -578,7 +699,7 @@ class Validator:
                     budget: _Budget) -> RRSIG:
         """The first RRSIG of ``sigs`` that verifies with ``keys``; _Bogus otherwise."""
         name, rdataset = rrset if isinstance(rrset, tuple) else (rrset.name, rrset)
-        what = f"{name} {_type(rdataset.rdtype)}"
+        what = _What(name, rdataset.rdtype)
         now = self._now()
         reasons: list[tuple[int, str]] = []
         for sig in sigs[:MAX_RRSIGS]:
@@ -602,12 +723,10 @@ class Validator:
                 continue
             for _ in candidates:
                 budget.verify()
-            at = min(max(now, float(sig.inception)), float(sig.expiration))
-            keyset = dns.rdataset.from_rdata_list(keys.ttl, candidates)
             try:
-                dns.dnssec.validate_rrsig((name, rdataset), sig, {signer: keyset},
-                                          now=at, policy=POLICY)
-                return sig
+                if self._signature_verifies(name, rdataset, sig, candidates, now):
+                    return sig
+                reasons.append((EDE_BOGUS, f"signature crypto failed for {what}"))
             except dns.exception.ValidationFailure:
                 reasons.append((EDE_BOGUS, f"signature crypto failed for {what}"))
             except Exception as exc:  # malformed key or signature
@@ -621,6 +740,55 @@ class Validator:
                 if code == ede:
                     raise _Bogus(code, text)
         raise _Bogus(*reasons[0])
+
+    def _signature_verifies(self, name: dns.name.Name, rdataset: dns.rdataset.Rdataset,
+                            sig: RRSIG, candidates: list[DNSKEY], now: float) -> bool:
+        """Whether ``sig`` over ``name``'s ``rdataset`` verifies with one of
+        ``candidates`` (key tag and algorithm match; its time is checked by the caller):
+        dnspython's ``validate_rrsig`` under :data:`POLICY` -- the same checks and the
+        same exceptions --, with the public key objects kept per key and the
+        signatures that verified remembered (:class:`SignatureCache`)."""
+        if sig.type_covered != rdataset.rdtype or sig.rdclass != rdataset.rdclass:
+            raise _failure("RRSIG does not cover the RRset")
+        data = signed_data(name, rdataset, sig)
+        digest = hashlib.sha256(data).digest()  # the entry's size bounded
+        for key in candidates:
+            if not key.flags & _ZONE_FLAG or key.protocol != 3 or (
+                    key.flags & _REVOKE_FLAG and sig.type_covered != dns.rdatatype.DNSKEY):
+                continue
+            if not POLICY.ok_to_validate(key):
+                continue
+            entry = (key.key, sig.signature, digest)
+            if self._signatures.hit(entry, now):
+                self._stats["signature_cache_hits"] += 1
+                return True
+            public = self._public_key(key)
+            if public is None:
+                continue
+            self._stats["signatures_verified"] += 1
+            try:
+                public.verify(sig.signature, data)  # type: ignore[attr-defined]
+            except (InvalidSignature, dns.exception.ValidationFailure):
+                continue
+            self._signatures.add(entry, signature_expiry(now, rdataset.ttl, sig), now)
+            return True
+        return False
+
+    def _public_key(self, key: DNSKEY) -> object | None:
+        """dnspython's public key object for ``key`` (None: not a usable key), made once
+        per key."""
+        index = (key.algorithm, key.key)
+        if index in self._public_keys:
+            return self._public_keys[index]
+        try:
+            public: object | None = dns.dnssecalgs.get_algorithm_cls_from_dnskey(
+                key).public_cls.from_dnskey(key)
+        except ValueError:
+            public = None
+        if len(self._public_keys) >= MAX_PUBLIC_KEYS:
+            self._public_keys.clear()
+        self._public_keys[index] = public
+        return public
 
     def _key_tags(self, keys: dns.rdataset.Rdataset) -> list[int]:
         """The key tag of each record of ``keys`` (-1: not a DNSKEY), computed once per
@@ -704,16 +872,16 @@ class Validator:
             future.add_done_callback(lambda f: self._fetched(key, f))
         else:
             self._stats["fetches_shared"] += 1
-        what = f"{_type(rdtype)} for {name}"
         try:
             response = await asyncio.shield(future)
         except (ResolveFailure, DnsTlsError, TimeoutError, OSError) as exc:
             self._stats["fetch_failures"] += 1
             ede = EDE_DNSKEY_MISSING if rdtype == dns.rdatatype.DNSKEY else EDE_BOGUS
-            raise _Bogus(ede, f"could not fetch {what}: {exc}", transient=True) from None
+            raise _Bogus(ede, f"could not fetch {_type(rdtype)} for {name}: {exc}",
+                         transient=True) from None
         if response.rcode() not in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
             ede = EDE_DNSKEY_MISSING if rdtype == dns.rdatatype.DNSKEY else EDE_BOGUS
-            raise _Bogus(ede, f"could not fetch {what}: "
+            raise _Bogus(ede, f"could not fetch {_type(rdtype)} for {name}: "
                          f"{dns.rcode.to_text(response.rcode())}", transient=True)
         return response
 

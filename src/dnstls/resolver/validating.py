@@ -215,7 +215,8 @@ class ValidatingStage:
         """``validations``: answers by outcome (secure, insecure, bogus, timeout, and
         unchecked: another class), ``dnstls_dnssec_validations_total{kind}``; then the
         validator's DS/DNSKEY work: fetches (shared by several validations, failed), its
-        key cache's hits, misses and entries, fetches in flight."""
+        key cache's hits, misses and entries, fetches in flight; signatures verified and
+        taken from the cache of verified signatures, its entries."""
         stats: dict[str, Any] = {"validations": dict(self.counts)}
         validator_stats = getattr(self.validator, "statistics", None)
         if validator_stats is not None:
@@ -230,7 +231,10 @@ class ValidatingStage:
 _VALIDATOR_FIGURES = (("fetches", "fetches"), ("fetches_shared", "fetches_shared"),
                       ("fetch_failures", "fetch_failures"),
                       ("key_cache_hits", "cache_hits"), ("key_cache_misses", "cache_misses"),
-                      ("key_cache_entries", "key_cache"), ("fetches_in_flight", "inflight"))
+                      ("key_cache_entries", "key_cache"), ("fetches_in_flight", "inflight"),
+                      ("signatures_verified", "signatures_verified"),
+                      ("signature_cache_hits", "signature_cache_hits"),
+                      ("signature_cache_entries", "signature_cache"))
 
 
 def _keep_proofs(response: dns.message.Message) -> None:
