@@ -1120,8 +1120,8 @@ _TC = 0x02
 #: their strings are checked; DS and CDS: their digest length; the rest as dnspython
 #: reads them: fixed fields, then any bytes).
 _NAME_FREE: dict[int, int] = {1: 4, 28: 16, 16: 1, 99: 1, 10: 0, 43: 4, 59: 4, 48: 4,
-                              60: 4, 44: 2, 52: 3}
-_DIGEST_SIZES = {1: 20, 2: 32, 4: 48}
+                              60: 4}
+_DIGEST_SIZES = {1: 20, 2: 32, 3: 32, 4: 48}
 #: RDATA with domain names (which dnspython decompresses) that the wire path relays:
 #: the offsets of the names (-1: right after the previous one) and the size of what
 #: follows the last (-1: any; NSEC: its type bitmap, checked).
@@ -1224,6 +1224,8 @@ def _rdata_ok(wire: bytes, rrtype: int, start: int, stop: int) -> bool:
                 return False
             window = wire[pos]
             pos += 2 + wire[pos + 1]
+            if pos > stop or not wire[pos - 1]:  # the last octet is never zero
+                return False
         return pos == stop
     return True
 

@@ -9,6 +9,8 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -29,9 +31,12 @@ from dnstls.proto.cachekey import KEY_DO
 from dnstls.resolver.base import ResolveFailure
 from dnstls.resolver.cache import Cache
 from dnstls.resolver.iterate import (
+    _NAME_FREE,
+    _NAMED,
     MAX_TOTAL_SENDS,
     Iterator,
     _Delegation,
+    _rdata_ok,
     wire_referral,
     wire_verdict,
 )
@@ -465,3 +470,26 @@ def test_a_referral_read_on_the_wire_is_the_delegation_the_message_path_makes(
     assert {(n.to_wire() or b"").lower(): a for n, a in expected.servers.items()} == \
         referral.servers
     assert expected.expires - clock() == referral.ttl
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(sorted({*_NAME_FREE, *_NAMED})), st.binary(max_size=60))
+def test_rdata_the_wire_path_relays_is_rdata_dnspython_reads(rrtype: int,
+                                                             rdata: bytes) -> None:
+    """:func:`_rdata_ok` never takes what dnspython (the message path) would refuse:
+    random RDATA after a question whose name compression pointers may reach."""
+    prefix = b"\x00" * 12 + QNAME + b"\x00\x01\x00\x01"
+    wire = prefix + rdata
+    if _rdata_ok(wire, rrtype, len(prefix), len(wire)):
+        dns.rdata.from_wire(dns.rdataclass.IN, rrtype, wire, len(prefix), len(rdata))
+
+
+def test_rdata_dnspython_refuses_is_left_to_the_message_path() -> None:
+    prefix = b"\x00" * 12 + QNAME + b"\x00\x01\x00\x01"
+    start = len(prefix)
+    for rrtype, rdata in ((47, b"\x00" + b"\x00\x02\x40\x00"),  # NSEC: trailing zero octet
+                          (43, b"\x00\x01\x08\x03" + b"\xab" * 20),  # DS: GOST, 20 bytes
+                          (1, b"\x01\x02\x03"), (28, b"\x00" * 4),
+                          (5, b"\xc0\x40"),  # a CNAME pointing forward
+                          (6, b"\x00\x00" + b"\x00" * 19)):  # SOA one byte short
+        assert not _rdata_ok(prefix + rdata, rrtype, start, start + len(rdata)), rrtype
