@@ -416,19 +416,26 @@ def forward_zones_from_toml(items: Any, path: str = "forward_zone",
     return zones
 
 
+def _zone_args(values: Sequence[str], path: str, syntax: str,
+               ) -> Iterable[tuple[str, str, str, list[str]]]:
+    """``NAME=ITEM[,ITEM...]`` command-line values: (``path[i]``, the value, the name,
+    the items stripped, empty ones kept); ConfigError naming ``path[i]`` without "="."""
+    for i, text in enumerate(values):
+        item_path = f"{path}[{i}]"
+        name_text, sep, items = text.partition("=")
+        if not sep:
+            raise _fail(item_path, f"{text!r}: expected {syntax}")
+        yield item_path, text, name_text, [item.strip() for item in items.split(",")]
+
+
 def forward_zones_from_args(values: Sequence[str], path: str = "--forward-zone",
                             ) -> list[ForwardZoneSpec]:
     """``--forward-zone NAME=URI[,URI...]`` values (URIs as ``--upstream``'s; pins and CA
     files need the configuration file); ConfigError naming ``--forward-zone[i]``."""
     zones = []
-    for i, text in enumerate(values):
-        item_path = f"{path}[{i}]"
-        name_text, sep, uris = text.partition("=")
-        if not sep:
-            raise _fail(item_path, f"{text!r}: expected NAME=URI[,URI...], e.g. "
-                                   "corp.example=udp://10.0.0.53")
+    for item_path, text, name_text, parts in _zone_args(
+            values, path, "NAME=URI[,URI...], e.g. corp.example=udp://10.0.0.53"):
         name = check_zone_name(name_text, item_path)
-        parts = [u.strip() for u in uris.split(",")]
         if not any(parts):
             raise _fail(item_path, f"zone {name} has no upstream: {text!r}")
         specs: list[UpstreamSpec] = []
@@ -531,14 +538,9 @@ def stub_zones_from_args(values: Sequence[str], path: str = "--stub-zone",
                          ) -> list[StubZoneSpec]:
     """``--stub-zone NAME=ADDR[@PORT][,ADDR...]`` values."""
     zones = []
-    for i, text in enumerate(values):
-        item_path = f"{path}[{i}]"
-        name_text, sep, addresses = text.partition("=")
-        if not sep:
-            raise _fail(item_path, f"{text!r}: expected NAME=ADDR[@PORT][,ADDR...], e.g. "
-                                   "corp.example=10.0.0.53")
-        parts = [a.strip() for a in addresses.split(",") if a.strip()]
-        zones.append(_stub_zone(name_text, parts, item_path, item_path))
+    for item_path, _text, name_text, parts in _zone_args(
+            values, path, "NAME=ADDR[@PORT][,ADDR...], e.g. corp.example=10.0.0.53"):
+        zones.append(_stub_zone(name_text, [p for p in parts if p], item_path, item_path))
     _check_zones(zones, path, "")
     return zones
 

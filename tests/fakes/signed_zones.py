@@ -70,6 +70,8 @@ ADDRESS = "127.0.0.1"
 TTL = 300
 KEY_TTL = 3600
 DAY = 86400
+#: The signing time unit tests use (inception T0 - 1 day, expiration T0 + 30 days).
+T0 = 1_800_000_000.0
 
 
 @dataclass

@@ -161,12 +161,9 @@ class DnstapWriter:
         """FORWARDER_QUERY (``query``) and FORWARDER_RESPONSE (``response``, when one
         came) of one exchange with ``upstream``, as the ``log_forwarder_*`` settings
         want them."""
-        if query is not None and self.log_forwarder_query:
-            self.put(dnstap.FORWARDER_QUERY, protocol, None, upstream, query_time, query,
-                     None, None)
-        if response is not None and self.log_forwarder_response:
-            self.put(dnstap.FORWARDER_RESPONSE, protocol, None, upstream, query_time,
-                     query if self.log_forwarder_query else None, response_time, response)
+        self._exchange(dnstap.FORWARDER_QUERY if self.log_forwarder_query else None,
+                       dnstap.FORWARDER_RESPONSE if self.log_forwarder_response else None,
+                       query, response, protocol, upstream, query_time, response_time)
 
     def resolver_exchange(self, query: bytes | None, response: bytes | None,
                           protocol: int, server: Endpoint | None, query_time: int,
@@ -174,12 +171,22 @@ class DnstapWriter:
         """RESOLVER_QUERY and RESOLVER_RESPONSE (when one came) of one exchange of the
         recursion with the authoritative ``server``, as the ``log_resolver_*`` settings
         want them."""
-        if query is not None and self.log_resolver_query:
-            self.put(dnstap.RESOLVER_QUERY, protocol, None, server, query_time, query,
-                     None, None)
-        if response is not None and self.log_resolver_response:
-            self.put(dnstap.RESOLVER_RESPONSE, protocol, None, server, query_time,
-                     query if self.log_resolver_query else None, response_time, response)
+        self._exchange(dnstap.RESOLVER_QUERY if self.log_resolver_query else None,
+                       dnstap.RESOLVER_RESPONSE if self.log_resolver_response else None,
+                       query, response, protocol, server, query_time, response_time)
+
+    def _exchange(self, query_kind: int | None, response_kind: int | None,
+                  query: bytes | None, response: bytes | None, protocol: int,
+                  server: Endpoint | None, query_time: int,
+                  response_time: int | None) -> None:
+        """One exchange with ``server``: the query message when ``query_kind`` is
+        wanted, the response (with the query, when that is logged too) when
+        ``response_kind`` is."""
+        if query is not None and query_kind is not None:
+            self.put(query_kind, protocol, None, server, query_time, query, None, None)
+        if response is not None and response_kind is not None:
+            self.put(response_kind, protocol, None, server, query_time,
+                     query if query_kind is not None else None, response_time, response)
 
     # -- the writer ----------------------------------------------------------------------
     def open(self) -> None:

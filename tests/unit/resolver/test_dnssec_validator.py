@@ -28,23 +28,7 @@ from dnstls.resolver.dnssec import (
     Verdict,
     strip_dnssec,
 )
-from fakes.signed_zones import DAY, answer, build_hierarchy
-
-T0 = 1_800_000_000.0  # signing time: inception T0 - 1 day, expiration T0 + 30 days
-
-
-@pytest.fixture(scope="module")
-def zones() -> dict[str, dns.zone.Zone]:
-    built, _ = build_hierarchy(now=T0)
-    return built
-
-
-@pytest.fixture(scope="module")
-def anchors(zones: dict[str, dns.zone.Zone]) -> TrustAnchors:
-    keys = zones["."].nodes[dns.name.root].get_rdataset(dns.rdataclass.IN,
-                                                         dns.rdatatype.DNSKEY)
-    assert keys is not None
-    return TrustAnchors.from_text("".join(f". IN DNSKEY {k.to_text()}\n" for k in keys))
+from fakes.signed_zones import DAY, T0, answer
 
 
 class Upstream:
