@@ -199,7 +199,7 @@ COUNTER_KEYS = frozenset({
     # the recursion's iterator (resolver/iterate.py)
     "resolutions", "failures", "sends", "network_errors", "protocol_errors",
     "tcp_fallbacks", "edns_fallbacks", "lame", "referrals", "minimised", "restarts",
-    "primings", "priming_failures", "subresolutions", "authority",
+    "primings", "priming_failures", "subresolutions", "authority", "wire_answers",
 })
 
 

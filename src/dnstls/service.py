@@ -286,9 +286,9 @@ class Service:
         # DNSSEC validation: every forwarded answer is checked on the message path
         # (resolver/validating.py); the validated answers the cache keeps are still
         # served from the fast path
-        # Recursion: the iterator answers on the message path only (resolver/iterate.py)
-        validating = any(getattr(c, "validating", None) is not None
-                         or getattr(c, "iterator", None) is not None for c in self._closers)
+        # Recursion: the iterator answers on the wire path too (Iterator.resolve_wire,
+        # resolver/iterate.py "The wire path"); with validation or dnstap as forwarding
+        validating = any(getattr(c, "validating", None) is not None for c in self._closers)
         if (forwarder is not None and hasattr(forwarder, "resolve_wire") and tap is None
                 and not validating):
             wire = WireForwarder(forwarder, cache if cache is not None else Cache.storing_nothing(

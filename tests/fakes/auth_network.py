@@ -7,6 +7,10 @@ zone cuts (DS from the parent side), AA answers, CNAMEs followed inside the zone
 with a synthesized CNAME, wildcards, NXDOMAIN/NODATA with the SOA, RRSIG/NSEC records
 when the query has DO -- or misbehaves (``mode``: timeout, refused, servfail, noaa,
 formerr_edns, tc, upward, garbage) or lets ``hook`` rewrite its answer (poison).
+``exchange_wire`` is the same on bytes (the iterator's wire path): the query is read,
+answered as above, and the answer returned as bytes (``garbage`` applied) after the
+transport's checks (ID, QR, question: a mismatch is a ProtocolError); ``wire_hook``
+may rewrite those bytes (e.g. compression) before the checks.
 Time is a :class:`FakeClock`: an answer takes 1 ms, a timeout moves the clock to the
 attempt's deadline, so nothing sleeps. Every query is logged in :attr:`AuthNetwork.log`.
 """
@@ -27,6 +31,7 @@ import dns.rrset
 import dns.zone
 
 from dnstls.errors import ProtocolError, QueryTimeout
+from dnstls.net.authority import _matches, _question_bytes
 
 IN = dns.rdataclass.IN
 
@@ -62,6 +67,7 @@ class FakeServer:
     port: int = 53
     queries: int = 0
     garbage: Callable[[bytes], bytes] | None = None
+    wire_hook: Callable[[bytes], bytes] | None = None
 
     def handle(self, query: dns.message.Message, tcp: bool) -> dns.message.Message:
         self.queries += 1
@@ -263,6 +269,9 @@ class AuthNetwork:
     log: list[Sent] = field(default_factory=list)
     #: let other tasks run during each exchange (concurrent resolutions interleave)
     interleave: bool = False
+    #: exchanges asked through exchange (the message path) and exchange_wire
+    message_queries: int = 0
+    wire_queries: int = 0
 
     def add(self, address: str, server: FakeServer) -> FakeServer:
         self.servers[(address, server.port)] = server
@@ -276,6 +285,24 @@ class AuthNetwork:
 
     async def exchange(self, query: dns.message.Message, address: tuple[str, int], *,
                        tcp: bool, deadline: float) -> dns.message.Message:
+        self.message_queries += 1
+        wire = await self._answer(query, address, tcp, deadline)
+        try:
+            return dns.message.from_wire(wire)
+        except Exception as exc:  # what the transport turns a bad datagram into
+            raise ProtocolError(f"malformed answer: {exc}") from None
+
+    async def exchange_wire(self, wire: bytes, address: tuple[str, int], *, tcp: bool,
+                            deadline: float) -> bytes:
+        self.wire_queries += 1
+        query = dns.message.from_wire(wire)
+        answer = await self._answer(query, address, tcp, deadline)
+        if not _matches(answer, query.id, _question_bytes(wire)):
+            raise ProtocolError(f"{address[0]}: answer does not match the query")
+        return answer
+
+    async def _answer(self, query: dns.message.Message, address: tuple[str, int],
+                      tcp: bool, deadline: float) -> bytes:
         question = query.question[0]
         self.log.append(Sent(address, question.name.to_text(),
                              dns.rdatatype.to_text(question.rdtype), tcp, query.edns >= 0,
@@ -290,9 +317,8 @@ class AuthNetwork:
         self.clock.now += 0.001
         response = server.handle(query, tcp)
         wire = response.to_wire()
+        if server.wire_hook is not None:
+            wire = server.wire_hook(wire)
         if server.garbage is not None:
             wire = server.garbage(wire)
-        try:
-            return dns.message.from_wire(wire)
-        except Exception as exc:  # what the transport turns a bad datagram into
-            raise ProtocolError(f"malformed answer: {exc}") from None
+        return wire

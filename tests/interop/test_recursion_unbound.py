@@ -110,8 +110,10 @@ def outcome(message: dns.message.Message) -> tuple[str, rz.Answer]:
 
 
 def recursion_config(directory: Path, root_hints: Path, *, anchor: Path | None = None,
-                     ) -> Path:
-    """serve's config for recursion from ``root_hints`` (authorities on loopback)."""
+                     log_queries: bool = False) -> Path:
+    """serve's config for recursion from ``root_hints`` (authorities on loopback);
+    ``log_queries`` puts every miss on the message path (the iterator's wire path,
+    ``Iterator.resolve_wire``, answers them otherwise)."""
     text = f"""\
 [recursion]
 enabled = true
@@ -124,6 +126,8 @@ do_ip6 = false
 [local]
 nodefault = ["test."]
 """
+    if log_queries:
+        text += "\n[server]\nlog_queries = true\n"
     if anchor is not None:
         text += f"""
 [dnssec]
@@ -226,14 +230,17 @@ def test_unbound_validates_through_recursion(authorities: Authorities,
 
 # --------------------------------------------------------------------------- comparisons
 
+@pytest.mark.parametrize("path", ["wire", "message"])
 def test_recursion_answers_as_unbound(authorities: Authorities, peer_group: PeerGroup,
                                       dnstls_serve: object, pki: TestPKI,
-                                      tmp_path: Path) -> None:
+                                      tmp_path: Path, path: str) -> None:
+    """The wire path (the default) and the message path (``server.log_queries``)."""
     zones = authorities.zones
     unbound = peers.start_unbound_recursive(peer_group, root_hints=zones.root_hints)
     plain = peers.free_port()
+    config = recursion_config(tmp_path, zones.root_hints, log_queries=path == "message")
     dot = dnstls_serve("--plain", f"{LOOPBACK}:{plain}",  # type: ignore[operator]
-                       "--config", str(recursion_config(tmp_path, zones.root_hints)))
+                       "--config", str(config))
     differ = {}
     for round_ in (1, 2):
         for question in [*rz.EXPECTED, *rz.POISON_CHECKS]:

@@ -556,6 +556,11 @@ class TappedAuthority:
     received (both rendered again from the parsed messages); a query that got no
     answer is logged alone."""
 
+    #: no wire-level exchanges (the iterator's wire path): they would bypass the log,
+    #: so the iterator asks every question through :meth:`exchange` (the service does
+    #: not build the wire path with dnstap on anyway)
+    exchange_wire = None
+
     def __init__(self, authority: Any, tap: DnstapWriter) -> None:
         self._authority = authority
         self._tap = tap

@@ -95,6 +95,40 @@ answers SERVFAIL with ``do-not-query-localhost: yes`` and the zone's data with `
 IPv6 link-local, unspecified and multicast addresses are always skipped; ``ip4``/``ip6``
 (Unbound's ``do-ip4``/``do-ip6``) skip a family.
 
+**The wire path** (:meth:`Iterator.resolve_wire`, the forwarder's wire contract: the
+service's WireForwarder and cache take its bytes as they take a forwarder's, without
+validation or dnstap, as for forwarding). The resolution is the same algorithm; the
+questions of its first lookup (from the deepest cached cut or stub: the minimised ones
+and the full question the client asked) are sent as bytes (the authority's
+``exchange_wire``) and each answer is judged on the wire before anything is parsed:
+
+* a *referral* (:func:`wire_referral`: NOERROR without AA, no answer records, the
+  authority section starting with the NS RRset of a zone below the server's and at or
+  above the name asked) becomes the delegation the message path would build from it:
+  the NS names, glue only for them and only inside the server's zone, the smallest TTL;
+* an *answer to the full question* (:func:`wire_verdict`): AA, NOERROR, every answer
+  record the question's name and type (with DO, RRSIGs covering them after them) and,
+  with DO, no NSEC/NSEC3/RRSIG in the authority section; or AA, NXDOMAIN or NODATA whose
+  authority section starts with the SOA of the zone asked (with DO, then its RRSIGs,
+  then the zone's NSEC/NSEC3 records and their RRSIGs). That is exactly what the message
+  path keeps of it (the same records in the same order), so the response is that prefix
+  of the bytes: the header (QR, RA, RCODE; AA, AD, TC cleared; the authority count
+  cut), the question, the answer section and the kept authority records; additional
+  section and OPT dropped (the cache renders the client's). The cache's check of the
+  body (``check``) must pass too.
+
+Both are taken only when the whole message reads as dnspython reads it (RDATA of the
+types the wire path knows, names with pointers backwards only and not into the header,
+RRsets together with one TTL and no duplicate RDATA, OPT last without an extended RCODE;
+TTLs with the high bit are 0, as there). Any other answer -- CNAME/DNAME, lame, TC,
+FORMERR, poison, an owner or type not asked, a type it does not know -- is parsed and
+judged exactly as on the message path, which carries on from there: nothing is asked
+twice; TCP and EDNS fallbacks, lame marking, RTT, counters and deadlines are the same
+code. Restarts (CNAME/DNAME targets), NS address lookups, priming, questions of type
+DS, RRSIG, SIG, ANY and meta types, and an Authority without ``exchange_wire``
+(dnstap's) take the message path; the result is then rendered to bytes.
+``wire_answers`` counts the answers taken as bytes.
+
 Limits: no answer cache (the stage in front caches), no negative/aggressive NSEC use,
 no target-fetch prefetch, no 0x20, no cookies, no EDNS-broken memory across queries,
 no lameness by DNSSEC (the validating stage judges the answer).
@@ -115,6 +149,8 @@ from typing import Any, Protocol
 import dns.edns
 import dns.exception
 import dns.flags
+import dns.ipv4
+import dns.ipv6
 import dns.message
 import dns.name
 import dns.rcode
@@ -240,6 +276,12 @@ class _Delegation:
     expires: float
     fixed: tuple[Address, ...] = ()  # a stub's addresses
     stub: bool = False
+    zone_wire: bytes = b""  # the zone in lower-case wire form, once the wire path asks
+
+    def wire(self) -> bytes:
+        if not self.zone_wire:
+            self.zone_wire = (self.zone.to_wire() or b"").lower()
+        return self.zone_wire
 
 
 @dataclass(slots=True)
@@ -287,6 +329,58 @@ class _Kind:
     LAME = "lame"
 
 
+@dataclass(slots=True)
+class _Fast:
+    """A question of the wire path (:meth:`Iterator.resolve_wire`)."""
+
+    name: dns.name.Name
+    qname: bytes  # lower-case wire form
+    qtype: int
+    question: bytes  # the question section
+    wire: bytes  # the query (ID 0, EDNS as the message path sends it)
+    do: bool
+    check: Callable[[bytes], bool] | None
+
+
+@dataclass(slots=True)
+class _WireQuery:
+    """A query of the wire path's lookup sent as bytes, to a server of ``zone``: the
+    full question of a :class:`_Fast` or a minimised one (``full`` False)."""
+
+    fast: _Fast
+    zone: bytes
+    wire: bytes
+    name: dns.name.Name  # the name asked
+    sname: bytes  # the same, lower-case wire form
+    stype: int
+    full: bool
+    edns: bool = True
+
+    def question(self) -> bytes:
+        return self.sname + self.stype.to_bytes(2, "big") + b"\x00\x01"
+
+
+@dataclass(slots=True)
+class _Referral:
+    """A referral read on the wire (:func:`wire_referral`): the child zone, its NS
+    names and the in-bailiwick glue, as :meth:`Iterator._delegation` builds them, and
+    the delegation's TTL."""
+
+    child: bytes
+    servers: dict[bytes, list[str]]
+    ttl: float
+
+
+def _query_wire(question: bytes, do: bool, edns: bool = True) -> bytes:
+    """Our query for ``question`` (the question section) as dnspython's make_query
+    renders the message path's: ID 0, no flags, EDNS version 0 with our payload, DO."""
+    if not edns:
+        return b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00" + question
+    return (b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x01" + question
+            + b"\x00\x00\x29" + EDNS_PAYLOAD.to_bytes(2, "big")
+            + (b"\x00\x00\x80\x00\x00\x00" if do else b"\x00\x00\x00\x00\x00\x00"))
+
+
 def _rrsets(section: list[dns.rrset.RRset], name: dns.name.Name, rdtype: int,
             ) -> list[dns.rrset.RRset]:
     return [r for r in section if r.name == name and r.rdtype == rdtype and r.rdclass == _IN]
@@ -319,7 +413,12 @@ class Iterator:
         self._delegations: OrderedDict[dns.name.Name, _Delegation] = OrderedDict()
         self._addresses: OrderedDict[dns.name.Name, tuple[list[str], float]] = OrderedDict()
         self._hosts: OrderedDict[Address, _Host] = OrderedDict()
-        self._lame: OrderedDict[tuple[Address, dns.name.Name], float] = OrderedDict()
+        # keyed by the zone's wire form (bytes hash in C; a Name hashes in Python)
+        self._lame: OrderedDict[tuple[Address, bytes], float] = OrderedDict()
+        #: the delegations and stubs by the zone's lower-case wire form (the wire
+        #: path's start, :meth:`_wire_start`)
+        self._by_wire: dict[bytes, _Delegation] = {}
+        self._stubs_by_wire = {dp.wire(): dp for dp in self.stubs.values()}
         self._usable: dict[str, bool] = {}
         self._random = random.Random()
         self._priming: asyncio.Future[_Delegation] | None = None
@@ -332,10 +431,12 @@ class Iterator:
     def statistics(self) -> dict[str, Any]:
         """Counters (resolutions, failures, sends, timeouts, network_errors,
         protocol_errors, tcp_fallbacks, edns_fallbacks, lame, referrals, minimised,
-        restarts, primings, priming_failures, subresolutions) and cache sizes."""
+        restarts, primings, priming_failures, subresolutions, wire_answers: answers the
+        wire path returned without reading them into a message) and cache sizes."""
         names = ("resolutions", "failures", "sends", "timeouts", "network_errors",
                  "protocol_errors", "tcp_fallbacks", "edns_fallbacks", "lame", "referrals",
-                 "minimised", "restarts", "primings", "priming_failures", "subresolutions")
+                 "minimised", "restarts", "primings", "priming_failures", "subresolutions",
+                 "wire_answers")
         stats: dict[str, Any] = {name: self.counts[name] for name in names}
         stats.update(delegation_entries=len(self._delegations),
                      address_entries=len(self._addresses), infra_entries=len(self._hosts),
@@ -367,18 +468,84 @@ class Iterator:
         response.set_rcode(dns.rcode.Rcode.make(rcode))
         return response
 
+    async def resolve_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                           deadline: float, check: Callable[[bytes], bool] | None = None,
+                           ) -> bytes:
+        """The wire path (module docstring, "The wire path"), with the contract of
+        :meth:`Forwarder.resolve_wire <dnstls.resolver.forward.Forwarder.resolve_wire>`:
+        ``question`` is the question section as the cache key has it (the name in lower
+        case), the result a response to it (ID 0, RA; the cache renders it for each
+        client) with the answers :meth:`resolve` gives; failures raise ResolveFailure.
+        ``flags`` and ``payload`` (the client's) are not used: authorities are asked
+        with RD clear and our own payload, as on the message path."""
+        labels = []
+        used = 0
+        end = len(question) - 4
+        while used < end and question[used]:  # the key's name: uncompressed, checked
+            labels.append(question[used + 1:used + 1 + question[used]])
+            used += 1 + question[used]
+        if used >= end or question[used] or len(labels) > 127:
+            raise ResolveFailure(dns.rcode.FORMERR)
+        labels.append(b"")
+        used += 1
+        try:
+            qname = dns.name.Name(labels)
+        except dns.exception.DNSException:
+            raise ResolveFailure(dns.rcode.FORMERR) from None
+        qtype = (question[used] << 8) | question[used + 1]
+        if (question[used + 2] << 8) | question[used + 3] != _IN:
+            raise ResolveFailure(dns.rcode.REFUSED, int(dns.edns.EDECode.NOT_SUPPORTED),
+                                 "only class IN is resolved")
+        work = _Work(deadline, do)
+        self.counts["resolutions"] += 1
+        fast = start = None
+        if qtype not in _NOT_FAST and callable(getattr(self.authority, "exchange_wire", None)):
+            fast = _Fast(qname, question[:used], qtype, question, _query_wire(question, do),
+                         do, check)
+            start = self._wire_start(fast.qname)
+        try:
+            found = await self._chain(qname, qtype, work, fast, start)
+        except ResolveFailure:
+            self.counts["failures"] += 1
+            raise
+        if isinstance(found, bytes):
+            return found
+        rcode, answer, authority = found
+        response = dns.message.Message(id=0)
+        response.flags = dns.flags.QR | dns.flags.RA
+        response.question = [dns.rrset.RRset(qname, _IN, dns.rdatatype.RdataType.make(qtype))]
+        response.answer = answer
+        response.authority = authority
+        response.set_rcode(dns.rcode.Rcode.make(rcode))
+        return response.to_wire(max_size=65535)
+
+    def start_wire(self, question: bytes, *, flags: int, payload: int, do: bool,
+                   deadline: float,
+                   callback: Callable[[bytes | None, BaseException | None], None],
+                   check: Callable[[bytes], bool] | None = None) -> bool:
+        """Nothing is started without a coroutine here (False): the WireForwarder (and
+        a ZoneRouter over the iterator) then use :meth:`resolve_wire`."""
+        return False
+
     # ------------------------------------------------------------------ chains
 
     async def _chain(self, qname: dns.name.Name, qtype: int, work: _Work,
-                     ) -> tuple[int, list[dns.rrset.RRset], list[dns.rrset.RRset]]:
-        """The rcode, answer chain and authority section for (qname, qtype)."""
+                     fast: _Fast | None = None, start: _Delegation | None = None,
+                     ) -> tuple[int, list[dns.rrset.RRset], list[dns.rrset.RRset]] | bytes:
+        """The rcode, answer chain and authority section for (qname, qtype); with
+        ``fast``, the wire path's response when the first lookup's answer took it
+        (``start``: where that lookup starts, :meth:`_wire_start`)."""
         answer: list[dns.rrset.RRset] = []
         authority: list[dns.rrset.RRset] = []
         name = qname
         for restart in range(MAX_RESTARTS + 1):
             if restart:
                 self.counts["restarts"] += 1
-            response, zone = await self._lookup(name, qtype, work)
+            found = await (self._lookup(name, qtype, work, fast, start) if not restart
+                           else self._lookup(name, qtype, work))
+            if isinstance(found, bytes):
+                return found
+            response, zone = found
             records, final, complete = _follow(response, zone, name, qtype)
             answer.extend(r for r in records if r not in answer)
             proofs = _proofs(response, zone) if work.do else []
@@ -403,16 +570,20 @@ class Iterator:
     # ------------------------------------------------------------------ one lookup
 
     async def _lookup(self, qname: dns.name.Name, qtype: int, work: _Work,
-                      ) -> tuple[dns.message.Message, dns.name.Name]:
-        """The authoritative response for (qname, qtype) and the zone that gave it."""
+                      fast: _Fast | None = None, start: _Delegation | None = None,
+                      ) -> tuple[dns.message.Message, dns.name.Name] | bytes:
+        """The authoritative response for (qname, qtype) and the zone that gave it; with
+        ``fast``, the full question is asked as bytes and an answer the wire path takes
+        (:func:`wire_verdict`) is returned as the response bytes."""
         ds = qtype == _DS and qname != _ROOT
-        dp = await self._start(qname.parent() if ds else qname, work)
+        dp = start if start is not None else await self._start(
+            qname.parent() if ds else qname, work)
         lookup = _Lookup()
         minimise = self.qname_minimisation
         minimised = 0
         exists = dp.zone  # the deepest name known to exist on the way to qname
         while True:
-            known = exists if exists.is_subdomain(dp.zone) else dp.zone
+            known = exists if exists is dp.zone or exists.is_subdomain(dp.zone) else dp.zone
             if minimise and minimised < MAX_MINIMISE_COUNT and len(qname) > len(known) + 1:
                 sname = qname.split(len(known) + 1)[1]
                 stype = dns.rdatatype.RdataType.A
@@ -420,12 +591,18 @@ class Iterator:
                 self.counts["minimised"] += 1
             else:
                 sname, stype = qname, dns.rdatatype.RdataType.make(qtype)
+            full = stype == qtype and (sname is qname or sname == qname)
             kind, response = await self._ask(dp, sname, stype, lookup, work,
-                                             ds=ds and sname == qname)
+                                             ds=ds and sname == qname, fast=fast)
+            if isinstance(response, bytes):
+                return response
+            if isinstance(response, _Delegation):
+                dp = response
+                continue
             if kind is _Kind.REFERRAL:
                 dp = self._referral(dp, response, sname)
                 continue
-            if sname == qname and stype == qtype:
+            if full:
                 return response, dp.zone
             if response.rcode() == _NOERROR:
                 exists = sname
@@ -446,6 +623,7 @@ class Iterator:
                     self._delegations.move_to_end(current)
                     return cached
                 del self._delegations[current]
+                self._by_wire.pop(cached.wire(), None)
             if current == _ROOT:
                 return await self._primed(work)
             current = current.parent()
@@ -482,9 +660,10 @@ class Iterator:
         hints = _Delegation(_ROOT, {n: list(a) for n, a in self.hints.servers},
                             self.clock() + PRIME_RETRY)
         try:
-            kind, response = await self._ask(hints, _ROOT, _NS, _Lookup(), work, ds=False)
+            kind, asked = await self._ask(hints, _ROOT, _NS, _Lookup(), work, ds=False)
         except ResolveFailure:
-            kind, response = _Kind.LAME, None
+            kind, asked = _Kind.LAME, None
+        response = asked if isinstance(asked, dns.message.Message) else None
         ns = _rrsets(response.answer, _ROOT, _NS) if response is not None else []
         if kind is not _Kind.ANSWER or response is None or not ns:
             self.counts["priming_failures"] += 1
@@ -511,6 +690,18 @@ class Iterator:
         self._store(delegation)
         return delegation
 
+    def _wire_delegation(self, dp: _Delegation, referral: _Referral) -> _Delegation:
+        """:meth:`_referral` for a referral read on the wire."""
+        self.counts["referrals"] += 1
+        stub = self._stubs_by_wire.get(referral.child)
+        if stub is not None:
+            return stub
+        servers = {_name_of(name): glue for name, glue in referral.servers.items()}
+        delegation = _Delegation(_name_of(referral.child), servers,
+                                 self.clock() + referral.ttl, zone_wire=referral.child)
+        self._store(delegation)
+        return delegation
+
     def _delegation(self, zone: dns.name.Name, ns: dns.rrset.RRset,
                     response: dns.message.Message, bailiwick: dns.name.Name) -> _Delegation:
         """A delegation from an NS RRset and the glue of ``response`` for its names
@@ -527,17 +718,60 @@ class Iterator:
     def _store(self, delegation: _Delegation) -> None:
         self._delegations[delegation.zone] = delegation
         self._delegations.move_to_end(delegation.zone)
+        self._by_wire[delegation.wire()] = delegation
         while len(self._delegations) > self.max_entries:
-            self._delegations.popitem(last=False)
+            _, dropped = self._delegations.popitem(last=False)
+            self._by_wire.pop(dropped.wire(), None)
+
+    def _wire_start(self, qname: bytes) -> _Delegation | None:
+        """:meth:`_start` for the wire path, on the name's wire form: the deepest stub
+        or unexpired cached delegation at or above it; None when there is none (or it
+        expired): :meth:`_start` then decides (priming, clean-up)."""
+        now = self.clock()
+        stubs = self._stubs_by_wire
+        cache = self._by_wire
+        pos = 0
+        for _ in range(128):
+            suffix = qname[pos:] if pos else qname
+            stub = stubs.get(suffix)
+            if stub is not None:
+                return stub
+            cached = cache.get(suffix)
+            if cached is not None:
+                if cached.expires <= now:
+                    return None
+                self._delegations.move_to_end(cached.zone)
+                return cached
+            if not qname[pos]:
+                return None
+            pos += qname[pos] + 1
+        return None
 
     # ------------------------------------------------------------------ one question
 
     async def _ask(self, dp: _Delegation, sname: dns.name.Name, stype: int, lookup: _Lookup,
-                   work: _Work, *, ds: bool) -> tuple[str, dns.message.Message]:
-        """Ask ``dp``'s servers until one gives an answer or a referral."""
-        query = dns.message.make_query(sname, dns.rdatatype.RdataType.make(stype), use_edns=0,
-                                       payload=EDNS_PAYLOAD, want_dnssec=work.do)
-        query.flags = 0
+                   work: _Work, *, ds: bool, fast: _Fast | None = None,
+                   ) -> tuple[str, dns.message.Message | bytes | _Delegation]:
+        """Ask ``dp``'s servers until one gives an answer or a referral; with ``fast``
+        (a lookup of the wire path), as bytes: an answer to the full question the wire
+        path takes is returned as its response bytes, a referral it reads as the new
+        delegation (stored), any other is read and judged as here."""
+        query: dns.message.Message | _WireQuery
+        if fast is not None:
+            full = sname is fast.name
+            skip = len(fast.name) - len(sname)
+            pos = 0
+            for _ in range(skip):
+                pos += fast.qname[pos] + 1
+            wire_name = fast.qname[pos:]
+            query = _WireQuery(fast, dp.wire(), fast.wire, sname, wire_name, int(stype), full)
+            if not full:
+                query.wire = _query_wire(query.question(), fast.do)
+        else:
+            query = dns.message.make_query(sname, dns.rdatatype.RdataType.make(stype),
+                                           use_edns=0, payload=EDNS_PAYLOAD,
+                                           want_dnssec=work.do)
+            query.flags = 0
         tried: set[Address] = set()
         timed_out: set[Address] = set()
         rounds = 1
@@ -563,24 +797,30 @@ class Iterator:
                 if work.failures["timeout"] > timeouts:
                     timed_out.add(address)
                 continue
-            kind = self._classify(response, dp.zone, query, ds=ds)
+            if isinstance(response, bytes):
+                self.counts["wire_answers"] += 1
+                return _Kind.ANSWER, response
+            if isinstance(response, _Referral):
+                return _Kind.REFERRAL, self._wire_delegation(dp, response)
+            kind = self._classify(response, dp.zone, sname, stype, ds=ds)
             if kind is _Kind.LAME:
                 self.counts["lame"] += 1
                 work.failures["lame"] += 1
-                self._lame[(address, dp.zone)] = self.clock() + LAME_TTL
-                self._lame.move_to_end((address, dp.zone))
+                self._lame[(address, dp.wire())] = self.clock() + LAME_TTL
+                self._lame.move_to_end((address, dp.wire()))
                 while len(self._lame) > self.max_entries:
                     self._lame.popitem(last=False)
                 continue
             return kind, response
 
     def _classify(self, response: dns.message.Message, zone: dns.name.Name,
-                  query: dns.message.Message, *, ds: bool) -> str:
-        if len(response.question) != 1 or response.question[0] != query.question[0] \
-                or not response.flags & dns.flags.QR:
+                  sname: dns.name.Name, stype: int, *, ds: bool) -> str:
+        if len(response.question) != 1 or not response.flags & dns.flags.QR:
+            return _Kind.LAME
+        asked = response.question[0]
+        if asked.name != sname or asked.rdtype != stype or asked.rdclass != _IN:
             return _Kind.LAME
         rcode = response.rcode()
-        sname = query.question[0].name
         if rcode not in (_NOERROR, _NXDOMAIN):
             return _Kind.LAME
         aa = response.flags & dns.flags.AA
@@ -610,7 +850,8 @@ class Iterator:
                         candidates.append(address)
         if not candidates:
             return None
-        healthy = [a for a in candidates if self._lame.get((a, dp.zone), 0.0) <= now]
+        zone = dp.wire()
+        healthy = [a for a in candidates if self._lame.get((a, zone), 0.0) <= now]
         pool = healthy or candidates
         rtos = [self._host(a).rto for a in pool]
         best = min(rtos)
@@ -653,9 +894,10 @@ class Iterator:
                 if (rdtype == _A and not self.ip4) or (rdtype == _AAAA and not self.ip6):
                     continue
                 try:
-                    _, answer, _ = await self._chain(name, rdtype, work)
+                    chained = await self._chain(name, rdtype, work)
                 except ResolveFailure:
                     continue
+                answer = [] if isinstance(chained, bytes) else chained[1]
                 for rrset in answer:
                     if rrset.rdtype == rdtype and rrset.rdclass == _IN:
                         found.extend(r.address for r in rrset)
@@ -698,48 +940,78 @@ class Iterator:
 
     # ------------------------------------------------------------------ one send
 
-    async def _send(self, query: dns.message.Message, address: Address, lookup: _Lookup,
-                    work: _Work) -> dns.message.Message | None:
-        """One exchange (and its TCP or no-EDNS retry); None when it failed."""
+    async def _send(self, query: dns.message.Message | _WireQuery, address: Address,
+                    lookup: _Lookup, work: _Work,
+                    ) -> dns.message.Message | bytes | _Referral | None:
+        """One exchange (and its TCP or no-EDNS retry); None when it failed; bytes: the
+        wire path's response (a :class:`_WireQuery` whose answer it takes)."""
         host = self._host(address)
         response = await self._exchange(query, address, host, lookup, work, tcp=False)
-        if response is None:
-            return None
+        if not isinstance(response, dns.message.Message):
+            return response
         if response.flags & dns.flags.TC:
             self.counts["tcp_fallbacks"] += 1
             response = await self._exchange(query, address, host, lookup, work, tcp=True)
-            if response is None:
-                return None
-        if response.rcode() == dns.rcode.FORMERR and query.edns >= 0:
+            if not isinstance(response, dns.message.Message):
+                return response
+        edns = query.edns if isinstance(query, _WireQuery) else query.edns >= 0
+        if response.rcode() == dns.rcode.FORMERR and edns:
             self.counts["edns_fallbacks"] += 1
-            plain = dns.message.make_query(query.question[0].name, query.question[0].rdtype,
-                                           use_edns=False)
-            plain.flags = 0
+            plain: dns.message.Message | _WireQuery
+            if isinstance(query, _WireQuery):
+                plain = _WireQuery(query.fast, query.zone,
+                                   _query_wire(query.question(), False, edns=False),
+                                   query.name, query.sname, query.stype, query.full,
+                                   edns=False)
+            else:
+                plain = dns.message.make_query(query.question[0].name,
+                                               query.question[0].rdtype, use_edns=False)
+                plain.flags = 0
             response = await self._exchange(plain, address, host, lookup, work, tcp=False)
-            if response is not None and response.flags & dns.flags.TC:
+            if isinstance(response, dns.message.Message) and response.flags & dns.flags.TC:
                 self.counts["tcp_fallbacks"] += 1
                 response = await self._exchange(plain, address, host, lookup, work, tcp=True)
         return response
 
-    async def _exchange(self, query: dns.message.Message, address: Address, host: _Host,
-                        lookup: _Lookup, work: _Work, *, tcp: bool,
-                        ) -> dns.message.Message | None:
+    async def _exchange(self, query: dns.message.Message | _WireQuery, address: Address,
+                        host: _Host, lookup: _Lookup, work: _Work, *, tcp: bool,
+                        ) -> dns.message.Message | bytes | _Referral | None:
         now = self.clock()
+        name = query.name if isinstance(query, _WireQuery) else query.question[0].name
         if now >= work.deadline:
             raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
-                           f"no answer for {query.question[0].name} in time")
+                           f"no answer for {name} in time")
         if lookup.sends >= MAX_SENT_COUNT or work.sends >= MAX_TOTAL_SENDS:
             raise servfail(dns.edns.EDECode.NO_REACHABLE_AUTHORITY,
-                           f"sent {work.sends} queries without an answer for "
-                           f"{query.question[0].name}")
+                           f"sent {work.sends} queries without an answer for {name}")
         lookup.sends += 1
         work.sends += 1
         self.counts["sends"] += 1
         wait = max(host.rto, TCP_TIMEOUT) if tcp else host.rto
         deadline = min(work.deadline, now + wait)
+        response: dns.message.Message | bytes | _Referral
         try:
-            response = await self.authority.exchange(query, address, tcp=tcp,
-                                                     deadline=deadline)
+            if isinstance(query, _WireQuery):
+                raw: bytes = await self.authority.exchange_wire(  # type: ignore[attr-defined]
+                    query.wire, address, tcp=tcp, deadline=deadline)
+                fast = query.fast
+                taken = wire_verdict(raw, fast.qname, fast.qtype, query.zone,
+                                     fast.do) if query.full else None
+                referral = None if taken is not None else wire_referral(
+                    raw, query.sname, query.stype, query.zone)
+                if taken is not None and (fast.check is None or fast.check(taken)):
+                    response = taken
+                elif referral is not None:
+                    response = referral
+                else:  # what the message path's transport does with the bytes
+                    try:
+                        response = dns.message.from_wire(raw)
+                    except (dns.exception.DNSException, ValueError) as exc:
+                        raise ProtocolError(f"malformed answer from {address[0]}: "
+                                            f"{exc}") from None
+            else:
+                response = await self.authority.exchange(query, address, tcp=tcp,
+                                                         deadline=deadline)
         except QueryTimeout:
             self.counts["timeouts"] += 1
             work.failures["timeout"] += 1
@@ -838,3 +1110,362 @@ def _proofs(response: dns.message.Message, zone: dns.name.Name) -> list[dns.rrse
     """The zone's NSEC/NSEC3 RRsets of the authority section and their RRSIGs."""
     return [r for r in response.authority if r.rdclass == _IN and r.name.is_subdomain(zone)
             and (r.rdtype in _PROOFS or (r.rdtype == _RRSIG and r.covers in _PROOFS))]
+
+
+# ---------------------------------------------------------------------- the wire path
+
+_AA = 0x04
+_TC = 0x02
+#: RDATA without domain names that the wire path relays: its least size (TXT and SPF:
+#: their strings are checked; DS and CDS: their digest length; the rest as dnspython
+#: reads them: fixed fields, then any bytes).
+_NAME_FREE: dict[int, int] = {1: 4, 28: 16, 16: 1, 99: 1, 10: 0, 43: 4, 59: 4, 48: 4,
+                              60: 4}
+_DIGEST_SIZES = {1: 20, 2: 32, 3: 32, 4: 48}
+#: RDATA with domain names (which dnspython decompresses) that the wire path relays:
+#: the offsets of the names (-1: right after the previous one) and the size of what
+#: follows the last (-1: any; NSEC: its type bitmap, checked).
+_NAMED: dict[int, tuple[tuple[int, ...], int]] = {
+    2: ((0,), 0), 3: ((0,), 0), 4: ((0,), 0), 5: ((0,), 0), 7: ((0,), 0), 8: ((0,), 0),
+    9: ((0,), 0), 12: ((0,), 0), 39: ((0,), 0), 6: ((0, -1), 20), 14: ((0, -1), 0),
+    17: ((0, -1), 0), 15: ((2,), 0), 18: ((2,), 0), 21: ((2,), 0), 36: ((2,), 0),
+    33: ((6,), 0), 46: ((18,), -1), 47: ((0,), -1),
+}
+#: QTYPEs the wire path does not answer itself: DS (the parent's), RRSIG and SIG
+#: (dnspython splits them by covered type), meta types and ANY.
+_NOT_FAST = frozenset({_DS, 24, _RRSIG, 41, 249, 250, 251, 252, 253, 254, _ANY})
+
+
+def _read_name(wire: bytes, pos: int, end: int) -> tuple[bytes, int] | None:
+    """The name at ``pos`` (compression followed, pointers strictly backwards, as
+    dnspython requires, and not into the header) in lower case wire form, and the
+    position after it; None when it cannot be read."""
+    labels: list[bytes] = []
+    size = 0
+    after = -1
+    limit = pos
+    for _ in range(128):
+        if pos >= end:
+            return None
+        length = wire[pos]
+        if length == 0:
+            labels.append(b"\x00")
+            return b"".join(labels).lower(), (pos + 1 if after < 0 else after)
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= end:
+                return None
+            target = ((length & 0x3F) << 8) | wire[pos + 1]
+            if target >= limit or target < 12:  # not into the header: we rewrite it
+                return None
+            if after < 0:
+                after = pos + 2
+            pos = limit = target
+            continue
+        if length & 0xC0:
+            return None
+        size += length + 1
+        if size > 254 or pos + 1 + length > end:
+            return None
+        labels.append(wire[pos:pos + 1 + length])
+        pos += 1 + length
+    return None
+
+
+def _in_zone(name: bytes, zone: bytes) -> bool:
+    """``name`` (lower-case wire form) is ``zone`` or below it, by whole labels."""
+    cut = len(name) - len(zone)
+    if cut < 0 or not name.endswith(zone):
+        return False
+    pos = 0
+    while pos < cut:
+        pos += name[pos] + 1
+    return pos == cut
+
+
+def _rdata_ok(wire: bytes, rrtype: int, start: int, stop: int) -> bool:
+    """The RDATA reads as dnspython reads it (else the message path, which would fail
+    that server, decides), and every name in it with backward pointers only."""
+    size = stop - start
+    least = _NAME_FREE.get(rrtype)
+    if least is not None:
+        if rrtype in (_A, _AAAA):
+            return size == least
+        if size < least:
+            return False
+        if rrtype in (16, 99):  # character-strings, to the last byte
+            pos = start
+            while pos < stop:
+                pos += wire[pos] + 1
+            return pos == stop
+        if rrtype in (_DS, 59):  # digest type 0 is reserved; known types' sizes
+            digest = wire[start + 3]
+            return digest != 0 and _DIGEST_SIZES.get(digest, size - 4) == size - 4
+        return True
+    named = _NAMED.get(rrtype)
+    if named is None:
+        return False
+    offsets, tail = named
+    pos = start
+    for offset in offsets:
+        if offset >= 0:
+            pos = start + offset
+        if pos >= stop:
+            return False
+        read = _read_name(wire, pos, stop)
+        if read is None:
+            return False
+        pos = read[1]
+    if tail >= 0:
+        return stop - pos == tail
+    if rrtype == 47:  # NSEC's type bitmap: windows in order, 1..32 bytes each
+        window = -1
+        while pos < stop:
+            if pos + 2 > stop or wire[pos] <= window or not 0 < wire[pos + 1] <= 32:
+                return False
+            window = wire[pos]
+            pos += 2 + wire[pos + 1]
+            if pos > stop or not wire[pos - 1]:  # the last octet is never zero
+                return False
+        return pos == stop
+    return True
+
+
+def _opt_ok(wire: bytes, start: int, stop: int) -> bool:
+    """An OPT record's options as the cache and dnspython read them alike: NSID,
+    cookie and padding only (others take the message path)."""
+    pos = start
+    while pos < stop:
+        if pos + 4 > stop:
+            return False
+        code = (wire[pos] << 8) | wire[pos + 1]
+        if code not in (3, 10, 12):
+            return False
+        pos += 4 + ((wire[pos + 2] << 8) | wire[pos + 3])
+    return pos == stop
+
+
+def _records(wire: bytes, pos: int, count: int, qname: bytes, *, additional: bool = False,
+             ) -> list[tuple[bytes, int, int, int, int, int, int]] | None:
+    """``count`` records from ``pos``: (owner, type, class, TTL, RDATA start, RDATA
+    end, covered type of an RRSIG or 0); None when one cannot be read or relayed. In
+    the ``additional`` section one OPT record may end them (root owner, no extended
+    RCODE); it is not listed. ``qname``: the question's name (lower case), which an
+    owner that is a pointer to the question is."""
+    end = len(wire)
+    out = []
+    for index in range(count):
+        if pos + 1 < end and wire[pos] == 0xC0 and wire[pos + 1] == 12:
+            owner = qname
+            pos += 2
+        else:
+            read = _read_name(wire, pos, end)
+            if read is None:
+                return None
+            owner, pos = read
+        if pos + 10 > end:
+            return None
+        rrtype = (wire[pos] << 8) | wire[pos + 1]
+        rrclass = (wire[pos + 2] << 8) | wire[pos + 3]
+        ttl = int.from_bytes(wire[pos + 4:pos + 8], "big")
+        if ttl > 0x7FFFFFFF:  # RFC 2181 §8: 0, as dnspython (and the cache) read it
+            ttl = 0
+        start = pos + 10
+        stop = start + ((wire[pos + 8] << 8) | wire[pos + 9])
+        if stop > end:
+            return None
+        if rrtype == 41:
+            if not additional or index != count - 1 or owner != b"\x00" or wire[pos + 4] \
+                    or not _opt_ok(wire, start, stop):
+                return None
+            pos = stop
+            continue
+        if not _rdata_ok(wire, rrtype, start, stop):
+            return None
+        covers = 0
+        if rrtype == _RRSIG:
+            covers = (wire[start] << 8) | wire[start + 1]
+        out.append((owner, rrtype, rrclass, ttl, start, stop, covers))
+        pos = stop
+    return out if pos == end or not additional else None
+
+
+def _grouped(records: list[tuple[bytes, int, int, int, int, int, int]], wire: bytes,
+             ) -> bool:
+    """The records form RRsets as dnspython reads them: the records of one RRset
+    (owner, type, covered type) next to each other, one TTL, no RDATA twice."""
+    if len(records) < 2:
+        return True
+    seen: set[tuple[bytes, int, int]] = set()
+    previous: tuple[bytes, int, int] | None = None
+    ttl = 0
+    rdatas: set[bytes] = set()
+    for owner, rrtype, _, rrttl, start, stop, covers in records:
+        group = (owner, rrtype, covers)
+        rdata = wire[start:stop]
+        if group == previous:
+            if rrttl != ttl or rdata in rdatas:
+                return False
+        else:
+            if group in seen:
+                return False
+            seen.add(group)
+            previous, ttl = group, rrttl
+            rdatas = set()
+        rdatas.add(rdata)
+    return True
+
+
+def wire_verdict(wire: bytes, qname: bytes, qtype: int, zone: bytes, do: bool,
+                 ) -> bytes | None:
+    """The response the wire path returns for the authoritative answer ``wire`` to
+    (``qname`` in lower-case wire form, ``qtype``) from a server of ``zone``, when it
+    is what the message path would make of it without reading more (module docstring,
+    "The wire path"); None: let the message path read it.
+
+    * AA, NOERROR, every answer record the question's name and type (with ``do``,
+      RRSIGs covering them after them), no DNSSEC proof in the authority section with
+      ``do``: the header, question and answer section;
+    * AA, NXDOMAIN or NOERROR without answer records, the authority section starting
+      with the SOA of ``zone`` (with ``do``: then its RRSIGs, then the zone's NSEC/NSEC3
+      records and their RRSIGs), nothing after those that the message path keeps: the
+      header, question and those records.
+
+    The records kept are a prefix of the message and their compression pointers point
+    backwards (checked), so the slice reads as the whole did."""
+    end = len(wire)
+    qend = 12 + len(qname) + 4
+    if end < qend or wire[2] & 0xFE != 0x80 | _AA or wire[4:6] != b"\x00\x01":
+        return None  # not AA, TC, another opcode: the message path
+    rcode = wire[3] & 0xF
+    if rcode not in (_NOERROR, _NXDOMAIN) or wire[12:qend - 4].lower() != qname \
+            or (wire[qend - 4] << 8) | wire[qend - 3] != qtype \
+            or wire[qend - 2:qend] != b"\x00\x01":
+        return None
+    ancount = (wire[6] << 8) | wire[7]
+    nscount = (wire[8] << 8) | wire[9]
+    answer = _records(wire, qend, ancount, qname)
+    if answer is None:
+        return None
+    cut = answer[-1][5] if answer else qend
+    authority = _records(wire, cut, nscount, qname)
+    if authority is None or _records(wire, authority[-1][5] if authority else cut,
+                                     (wire[10] << 8) | wire[11], qname,
+                                     additional=True) is None:
+        return None  # what dnspython would not read (or an extended RCODE)
+    kept = 0
+    if ancount:
+        if rcode != _NOERROR or answer[0][1] != qtype:
+            return None
+        sigs = False
+        for owner, rrtype, rrclass, _, _, _, covers in answer:
+            if owner != qname or rrclass != 1:
+                return None
+            if rrtype == _RRSIG and do and covers == qtype:
+                sigs = True
+            elif rrtype != qtype or sigs:
+                return None
+        if not _grouped(answer, wire):
+            return None
+        if do and any(r[1] in _PROOFS or r[1] == _RRSIG for r in authority):
+            return None
+    else:
+        if not authority:
+            return None
+        owner, rrtype, rrclass, _, _, stop, _ = authority[0]
+        if rrtype != _SOA or rrclass != 1 or owner != zone:
+            return None
+        phase = 0  # 0: the SOA's RRSIGs, 1: proofs, 2: records the message path drops
+        kept = 1
+        cut = stop
+        for owner, rrtype, rrclass, _, _, stop, covers in authority[1:]:
+            if rrtype == _SOA:
+                return None  # a second SOA: the message path decides
+            if not do or rrclass != 1:
+                phase = 2
+                continue
+            if rrtype == _RRSIG and covers == _SOA and owner == zone:
+                if phase > 0:
+                    return None
+            elif (rrtype in _PROOFS or (rrtype == _RRSIG and covers in _PROOFS)) \
+                    and _in_zone(owner, zone):
+                if phase > 1:
+                    return None
+                phase = 1
+            else:
+                phase = 2
+                continue
+            kept += 1
+            cut = stop
+        if not _grouped(authority[:kept], wire):
+            return None
+    out = bytearray(wire[:cut])
+    out[2] = 0x80  # QR; AA, TC, RD clear (the cache renders the client's RD)
+    out[3] = 0x80 | rcode  # RA; Z, AD, CD clear
+    out[8:12] = kept.to_bytes(2, "big") + b"\x00\x00"
+    return bytes(out)
+
+
+def _name_of(wire: bytes) -> dns.name.Name:
+    """The Name of an uncompressed, checked wire-form name."""
+    labels = []
+    pos = 0
+    while wire[pos]:
+        labels.append(wire[pos + 1:pos + 1 + wire[pos]])
+        pos += 1 + wire[pos]
+    labels.append(b"")
+    return dns.name.Name(labels)
+
+
+def wire_referral(wire: bytes, sname: bytes, stype: int, zone: bytes) -> _Referral | None:
+    """The referral in the answer ``wire`` to (``sname``, ``stype``) from a server of
+    ``zone`` when the message path would take it as one and read it alike
+    (:meth:`Iterator._classify`, :meth:`Iterator._referral`): NOERROR without AA, no
+    answer records, the authority section starting with the NS RRset of a zone below
+    ``zone`` at or above ``sname``; the NS names, and the addresses of A/AAAA records of
+    the additional section for those names inside ``zone`` (glue in bailiwick; every
+    other record is ignored, as there); the TTL the smallest of the NS RRset's and the
+    glue's (at most :data:`MAX_TTL`). None: let the message path read it."""
+    end = len(wire)
+    qend = 12 + len(sname) + 4
+    if end < qend or wire[2] & 0xFE != 0x80 or wire[3] & 0xF != _NOERROR \
+            or wire[4:6] != b"\x00\x01" or wire[6:8] != b"\x00\x00":
+        return None  # AA, TC, another opcode or RCODE, answer records
+    if wire[12:qend - 4].lower() != sname or (wire[qend - 4] << 8) | wire[qend - 3] != stype \
+            or wire[qend - 2:qend] != b"\x00\x01":
+        return None
+    authority = _records(wire, qend, (wire[8] << 8) | wire[9], sname)
+    if not authority:
+        return None
+    additional = _records(wire, authority[-1][5], (wire[10] << 8) | wire[11], sname,
+                          additional=True)
+    if additional is None or any(r[2] != 1 for r in authority):
+        return None
+    child = authority[0][0]
+    if authority[0][1] != _NS or child == zone or not _in_zone(child, zone) \
+            or not _in_zone(sname, child):
+        return None
+    servers: dict[bytes, list[str]] = {}
+    ttl = MAX_TTL
+    for owner, rrtype, _, rrttl, start, stop, _ in authority:
+        if rrtype == _NS and owner == child:
+            read = _read_name(wire, start, stop)
+            if read is None:
+                return None
+            servers.setdefault(read[0], [])
+            ttl = min(ttl, float(rrttl))
+    # the glue as dnspython groups it: one RRset per owner and type, in the order of
+    # their first records, each address once, the RRset's TTL the smallest
+    groups: dict[tuple[bytes, int], tuple[list[str], list[int]]] = {}
+    for owner, rrtype, rrclass, rrttl, start, stop, _ in additional:
+        if rrtype in (_A, _AAAA) and rrclass == 1:
+            found = groups.setdefault((owner, rrtype), ([], []))
+            text = (dns.ipv4.inet_ntoa(wire[start:stop]) if rrtype == _A
+                    else dns.ipv6.inet_ntoa(wire[start:stop]))
+            if text not in found[0]:
+                found[0].append(text)
+            found[1].append(rrttl)
+    for (owner, _), (addresses, ttls) in groups.items():
+        if owner in servers and _in_zone(owner, zone):
+            servers[owner].extend(addresses)
+            ttl = min(ttl, float(min(ttls)))
+    return _Referral(child, servers, ttl)

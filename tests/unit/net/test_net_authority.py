@@ -208,3 +208,52 @@ async def test_tcp_refused_is_a_network_error_and_short_answer_a_protocol_error(
         with pytest.raises(ProtocolError):
             await transport.exchange(query(), server.sockets[0].getsockname()[:2], tcp=True,
                                      deadline=loop.time() + 2)
+
+
+async def test_exchange_wire_sends_a_random_id_and_returns_the_checked_bytes() -> None:
+    ports: list[int] = []
+
+    def reply(q: dns.message.Message) -> list[bytes]:
+        return [answer(q, id=(q.id + 1) % 65536), answer(q)]  # a wrong ID first: ignored
+
+    responder, address = await udp_responder(reply)
+    original = responder.datagram_received
+
+    def note(data: bytes, addr: tuple[str, int]) -> None:
+        ports.append(addr[1])
+        original(data, addr)
+
+    responder.datagram_received = note  # type: ignore[method-assign]
+    transport = AuthorityTransport()
+    loop = asyncio.get_running_loop()
+    sent = query()
+    sent.id = 0
+    for _ in range(5):
+        got = await transport.exchange_wire(sent.to_wire(), address, tcp=False,
+                                            deadline=loop.time() + 2)
+        assert isinstance(got, bytes)
+        assert got[:2] == responder.queries[-1].id.to_bytes(2, "big")
+        assert dns.message.from_wire(got).question == sent.question
+    assert len({q.id for q in responder.queries}) > 1  # random IDs, not the 0 we passed
+    assert len(set(ports)) > 1  # a fresh socket (source port) per query
+    assert transport.statistics()["mismatched"] == 5 and transport.statistics()["udp"] == 5
+    # TCP: the same bytes, the same checks
+    tcp_response = answer(sent)
+    server = await asyncio.start_server(lambda r, w: _tcp_reply(r, w, tcp_response),
+                                        "127.0.0.1", 0)
+    try:
+        tcp_address = server.sockets[0].getsockname()[:2]
+        with pytest.raises(ProtocolError):  # our random ID is not the 0 it answers with
+            await transport.exchange_wire(sent.to_wire(), tcp_address, tcp=True,
+                                          deadline=loop.time() + 2)
+    finally:
+        server.close()
+
+
+async def _tcp_reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     wire: bytes) -> None:
+    size = struct.unpack("!H", await reader.readexactly(2))[0]
+    await reader.readexactly(size)
+    writer.write(struct.pack("!H", len(wire)) + wire)
+    await writer.drain()
+    writer.close()
