@@ -25,11 +25,16 @@ from dnstls.resolver.dnssec import (
     signature_expiry,
     signed_data,
 )
+from fakes import dnssec_fixtures
 from fakes.signed_zones import DAY, T0, answer
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import dns.dnssec
+
+zones = dnssec_fixtures.zones  # the shared fixtures, registered here
+anchors = dnssec_fixtures.anchors
+
 
 class Clock:
     def __init__(self, now: float = T0) -> None:

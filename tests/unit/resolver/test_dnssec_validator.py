@@ -28,7 +28,11 @@ from dnstls.resolver.dnssec import (
     Verdict,
     strip_dnssec,
 )
+from fakes import dnssec_fixtures
 from fakes.signed_zones import DAY, T0, answer
+
+zones = dnssec_fixtures.zones  # the shared fixtures, registered here
+anchors = dnssec_fixtures.anchors
 
 
 class Upstream:

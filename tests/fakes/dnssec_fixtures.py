@@ -1,5 +1,7 @@
 """Fixtures the DNSSEC validator's unit tests share: the signed test hierarchy signed at
-:data:`fakes.signed_zones.T0` and the root's DNSKEY set as the trust anchor."""
+:data:`fakes.signed_zones.T0` and the root's DNSKEY set as the trust anchor. A test
+module registers them by assignment (``zones = dnssec_fixtures.zones``): a conftest.py
+under tests/unit would shadow the integration tests' ``from conftest import ...``."""
 
 from __future__ import annotations
 
